@@ -1,0 +1,164 @@
+"""The market agent: fundamental prices, price impact, and the counterparty of every fill.
+
+Price of asset ``a``: ``M_a = F_a exp(s_a)``, with ``F_a`` the fundamental and ``s_a`` the
+impact state. Within a step the impact depends on the step's cumulative net flow ``X_a``
+(quantity, sells positive, voluntary and forced together), as if walking one order book that
+does not refill until the step ends::
+
+    s_a = s_a(step start) - 0.01 sign(X_a) (|X_a| / d_a) ** beta
+
+``d_a = depth_a / P0_a`` is the quantity whose sale moves the price by 1%. Between steps the
+impact decays: ``s_a <- (1 - resilience) s_a``.
+
+The market agent is the counterparty of every fill and of the positions traders start with:
+it keeps per-asset inventory and cash, so traders + insurance fund + market agent is constant.
+"""
+
+from __future__ import annotations
+
+import mesa
+import numpy as np
+
+__all__ = ["Market", "correlated_normals_factor", "impact_state"]
+
+MINUTES_PER_YEAR = 365.0 * 24.0 * 60.0
+# Bound on |log price move| of one step, so that extreme settings stay finite.
+_MAX_LOG = 230.0
+
+
+def impact_state(start, flow, depth_qty, beta):
+    """Impact state after a cumulative signed flow (sells positive); pure and vectorised."""
+    flow = np.asarray(flow, dtype=float)
+    return start - 0.01 * np.sign(flow) * (np.abs(flow) / depth_qty) ** beta
+
+
+def correlated_normals_factor(corr: np.ndarray) -> np.ndarray:
+    """A matrix ``L`` with ``L L' = corr`` that also works for positive semi-definite input."""
+    try:
+        return np.linalg.cholesky(corr)
+    except np.linalg.LinAlgError:
+        w, v = np.linalg.eigh(corr)
+        return v * np.sqrt(np.clip(w, 0.0, None))
+
+
+class Market(mesa.Agent):
+    """Per-asset fundamental price process, impact state and counterparty book.
+
+    Attributes:
+        symbols: asset names.
+        fundamental: (A,) fundamental prices ``F``.
+        impact: (A,) impact state ``s`` (log price offset).
+        flow: (A,) cumulative net flow of the current step (quantity, sells positive).
+        forced_flow: (A,) the part of ``flow`` that came from liquidations.
+        inventory: (A,) the market agent's position in each asset.
+        cash: (A,) the market agent's cash, per asset it traded.
+    """
+
+    def __init__(
+        self,
+        model,
+        symbols,
+        prices,
+        depths,
+        volatilities,
+        correlation,
+        *,
+        impact_exponent=0.5,
+        resilience=0.1,
+        step_minutes=60.0,
+        jump_intensity=0.0,
+        jump_mean=0.0,
+        jump_volatility=0.0,
+        shocks=None,
+    ):
+        super().__init__(model)
+        self.symbols = list(symbols)
+        self.initial_price = np.asarray(prices, dtype=float)
+        self.depth = np.asarray(depths, dtype=float)  # quote notional per 1% move
+        self.depth_qty = self.depth / self.initial_price
+        self.volatility = np.asarray(volatilities, dtype=float)
+        self.beta = float(impact_exponent)
+        self.resilience = float(resilience)
+        self.dt = float(step_minutes) / MINUTES_PER_YEAR
+        self.jump_rate = float(jump_intensity) * self.dt
+        self.jump_mean = float(jump_mean)
+        self.jump_volatility = float(jump_volatility)
+        self.chol = correlated_normals_factor(np.asarray(correlation, dtype=float))
+        self.shocks = {}  # step -> (A,) multiplicative factor
+        for step, asset_index, ret in shocks or []:
+            f = self.shocks.setdefault(step, np.ones(len(self.symbols)))
+            f[asset_index] *= 1.0 + ret
+
+        a = len(self.symbols)
+        self.log_fundamental = np.log(self.initial_price)
+        self.impact = np.zeros(a)
+        self.impact_start = np.zeros(a)
+        self.flow = np.zeros(a)
+        self.forced_flow = np.zeros(a)
+        self.inventory = np.zeros(a)
+        self.cash = np.zeros(a)
+        self.step_open = self.initial_price.copy()  # market price when the step began
+
+    # ---- prices -------------------------------------------------------------------------
+    @property
+    def n_assets(self) -> int:
+        return len(self.symbols)
+
+    @property
+    def fundamental(self) -> np.ndarray:
+        return np.exp(self.log_fundamental)
+
+    @property
+    def price(self) -> np.ndarray:
+        """(A,) market price ``F exp(s)``; the mark price of every margin check."""
+        return np.exp(self.log_fundamental + self.impact)
+
+    # ---- phase 1: the fundamental moves ---------------------------------------------------
+    def move_fundamentals(self, step: int) -> None:
+        """Correlated GBM (zero drift in price), optional Poisson jumps, scheduled shocks;
+        the impact left from earlier steps decays by the resilience factor."""
+        rng = self.model.rng
+        a = self.n_assets
+        z = self.chol @ rng.standard_normal(a)
+        sig = self.volatility
+        dlog = -0.5 * sig**2 * self.dt + sig * np.sqrt(self.dt) * z
+        if self.jump_rate > 0:
+            n_jumps = rng.poisson(self.jump_rate, a)
+            dlog += n_jumps * self.jump_mean + np.sqrt(
+                n_jumps
+            ) * self.jump_volatility * rng.standard_normal(a)
+        if step in self.shocks:
+            dlog += np.log(self.shocks[step])
+        self.log_fundamental = np.clip(self.log_fundamental + dlog, -_MAX_LOG, _MAX_LOG)
+        self.impact = (1.0 - self.resilience) * self.impact
+        self.impact_start = self.impact.copy()
+        self.flow = np.zeros(a)
+        self.forced_flow = np.zeros(a)
+        self.step_open = self.price
+
+    # ---- execution ----------------------------------------------------------------------
+    def execute(self, net_flow, *, forced: bool) -> np.ndarray:
+        """Add a batch's net flow (quantity, sells positive) to the step's book walk.
+
+        Returns:
+            (A,) the price after the batch: every fill of the batch happens at it.
+        """
+        net_flow = np.asarray(net_flow, dtype=float)
+        self.flow = self.flow + net_flow
+        if forced:
+            self.forced_flow = self.forced_flow + net_flow
+        s = impact_state(self.impact_start, self.flow, self.depth_qty, self.beta)
+        # keep log prices finite under absurd flows (a sale of many times the market)
+        self.impact = np.clip(s, -_MAX_LOG - self.log_fundamental, _MAX_LOG - self.log_fundamental)
+        return self.price
+
+    def take_other_side(self, trader_dq_by_asset, price) -> None:
+        """Book the counterparty side of the traders' fills (their buys are our sales)."""
+        trader_dq_by_asset = np.asarray(trader_dq_by_asset, dtype=float)
+        self.inventory = self.inventory - trader_dq_by_asset
+        self.cash = self.cash + trader_dq_by_asset * price
+
+    def value(self, mark=None) -> float:
+        """Cash plus inventory marked at ``mark`` (the current price by default)."""
+        mark = self.price if mark is None else mark
+        return float(self.cash.sum() + (self.inventory * mark).sum())

@@ -1,0 +1,1 @@
+"""Experiments: configs, sweeps, figures, the command line and the dashboard."""

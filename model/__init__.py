@@ -1,0 +1,15 @@
+"""margin-contagion: the simulation core.
+
+Python API::
+
+    from model import ContagionModel, load_config
+    m = ContagionModel(load_config("experiments/configs/baseline.toml", overrides={"steps": 100}))
+    m.run()
+    g = m.contagion_graph
+    m.write_results("results/baseline")
+"""
+
+from model.config import Config, ConfigError, load_config
+from model.model import ContagionModel
+
+__all__ = ["Config", "ConfigError", "ContagionModel", "load_config"]

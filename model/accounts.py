@@ -1,0 +1,366 @@
+"""The account book: every trader's collateral and positions as numpy arrays.
+
+A venue margins each account with a few array operations; nothing here loops over traders.
+Notation (DESIGN.md): wallet ``W`` (quote currency), signed quantity ``q``, entry price ``e``,
+mark price ``M``, notional ``N = |q| M``, side ``s = sign(q)``.
+
+* A cross position draws on the account's wallet: the account's cross equity
+  ``W + sum q (M - e)`` backs ``sum mm(N)`` of all its cross positions.
+* An isolated position has its own margin ``m``: its equity ``m + q (M - e)`` backs only its own
+  ``mm(N)``; a loss on it never touches the wallet or another position.
+
+Maintenance is tiered: ``mm(N) = N r_t - cum_t`` with ``t`` the first tier whose cap is at
+least ``N`` and ``cum_t = cum_{t-1} + cap_{t-1} (r_t - r_{t-1})``, so ``mm`` is continuous and
+convex in ``N``. A flat rate is a single tier with an infinite cap.
+
+The functions at module level are pure kernels; :class:`AccountBook` holds the state and
+wraps them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "AccountBook",
+    "TierTable",
+    "apply_fills",
+    "maintenance_margin",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Maintenance tiers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TierTable:
+    """Maintenance tiers of every asset, padded to a common length.
+
+    Attributes:
+        caps: (A, T) upper notional bound of each tier; the last is +inf.
+        rates: (A, T) maintenance rate of each tier.
+        cums: (A, T) maintenance amount that keeps ``N r_t - cum_t`` continuous.
+    """
+
+    caps: np.ndarray
+    rates: np.ndarray
+    cums: np.ndarray
+
+    @classmethod
+    def from_lists(cls, tiers: list[list[tuple[float, float]]]) -> TierTable:
+        """Build from one list of ``(cap, rate)`` per asset; a flat rate is ``[(inf, r)]``."""
+        width = max(len(t) for t in tiers)
+        a = len(tiers)
+        caps = np.full((a, width), np.inf)
+        rates = np.zeros((a, width))
+        cums = np.zeros((a, width))
+        for i, tier in enumerate(tiers):
+            cap = np.array([c for c, _ in tier], dtype=float)
+            rate = np.array([r for _, r in tier], dtype=float)
+            cap[-1] = np.inf  # positions beyond the last cap stay in the last tier
+            floor = np.concatenate([[0.0], cap[:-1]])
+            cum = np.cumsum(floor * np.diff(rate, prepend=rate[0]))
+            k = len(tier)
+            caps[i, :k], rates[i, :k], cums[i, :k] = cap, rate, cum
+            # pad with copies of the last tier so every row has the same width
+            caps[i, k:], rates[i, k:], cums[i, k:] = np.inf, rate[-1], cum[-1]
+        return cls(caps, rates, cums)
+
+    @classmethod
+    def flat(cls, rates) -> TierTable:
+        return cls.from_lists([[(np.inf, float(r))] for r in np.atleast_1d(rates)])
+
+    @property
+    def n_assets(self) -> int:
+        return self.caps.shape[0]
+
+    @property
+    def max_rate(self) -> np.ndarray:
+        """(A,) the highest maintenance rate of each asset."""
+        return self.rates.max(axis=1)
+
+    def tier_index(self, notional: np.ndarray) -> np.ndarray:
+        """(k, A) index of the tier each notional falls in."""
+        notional = np.asarray(notional, dtype=float)
+        out = np.empty(notional.shape, dtype=np.intp)
+        for a in range(self.n_assets):  # loop over assets, not traders
+            out[..., a] = np.searchsorted(self.caps[a], notional[..., a], side="left")
+        return np.minimum(out, self.caps.shape[1] - 1)
+
+
+def maintenance_margin(notional: np.ndarray, tiers: TierTable) -> np.ndarray:
+    """``mm(N) = N r_t - cum_t`` elementwise over a (k, A) notional array."""
+    notional = np.asarray(notional, dtype=float)
+    if tiers.caps.shape[1] == 1:  # flat rates: no tier search
+        return notional * tiers.rates[:, 0]
+    t = tiers.tier_index(notional)
+    cols = np.arange(tiers.n_assets)
+    rate = tiers.rates[cols, t]
+    cum = tiers.cums[cols, t]
+    return np.maximum(notional * rate - cum, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Fills
+# --------------------------------------------------------------------------------------------
+
+
+def apply_fills(qty, entry, dq, price):
+    """Execute signed fills ``dq`` (buys positive) at ``price``; venue-style bookkeeping.
+
+    Reducing a position realises ``c (P - e)`` on the closed part ``c`` (signed as the position
+    was) and keeps the entry price; adding to it averages the entry price; a flip closes the
+    old position and opens the rest at ``P``. In every case the account's cash-equivalent
+    ``W - q e`` changes by exactly ``-dq P``, which is what keeps money conserved.
+
+    Args:
+        qty, entry: (k, A) positions before the fills.
+        dq: (k, A) signed fill quantities.
+        price: (A,) or (k, A) fill prices.
+
+    Returns:
+        ``(qty, entry, realized, closed)``: new positions and entry prices, the realised PnL per
+        position, and the closed quantity per position, signed as the position was.
+    """
+    qty = np.asarray(qty, dtype=float)
+    entry = np.asarray(entry, dtype=float)
+    dq = np.asarray(dq, dtype=float)
+    price = np.broadcast_to(np.asarray(price, dtype=float), qty.shape)
+    new_qty = qty + dq
+    opposite = (qty * dq) < 0
+    closed = np.where(opposite, np.sign(qty) * np.minimum(np.abs(dq), np.abs(qty)), 0.0)
+    realized = closed * (price - entry)
+    flipped = opposite & (np.abs(dq) > np.abs(qty))
+    adding = ~opposite & (dq != 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        averaged = (qty * entry + dq * price) / new_qty
+    new_entry = np.where(adding, averaged, entry)
+    new_entry = np.where(flipped, price, new_entry)
+    # A position closed to exactly zero keeps no entry price; tiny float residues count as closed.
+    flat = np.abs(new_qty) <= 1e-12 * np.maximum(np.abs(qty), np.abs(dq))
+    new_qty = np.where(flat, 0.0, new_qty)
+    new_entry = np.where(flat, 0.0, new_entry)
+    return new_qty, new_entry, realized, closed
+
+
+# --------------------------------------------------------------------------------------------
+# The book
+# --------------------------------------------------------------------------------------------
+
+
+class AccountBook:
+    """Collateral and positions of every trader, one row per trader, one column per asset.
+
+    Attributes:
+        ids: (n,) trader ids (as in the population file, or 0..n-1).
+        wallet: (n,) cross wallet balance ``W``.
+        qty: (n, A) signed position quantities ``q``.
+        entry: (n, A) entry prices ``e`` (0 where flat).
+        margin: (n, A) isolated position margin ``m`` (0 for cross positions).
+        isolated: (n, A) whether each position is isolated.
+        tiers: maintenance tiers per asset.
+        max_leverage: (A,) initial-margin cap per asset.
+    """
+
+    def __init__(
+        self,
+        ids,
+        wallet,
+        qty,
+        entry,
+        tiers: TierTable,
+        *,
+        isolated=None,
+        margin=None,
+        max_leverage=None,
+    ):
+        self.ids = np.asarray(ids, dtype=np.int64)
+        self.wallet = np.asarray(wallet, dtype=float).copy()
+        self.qty = np.asarray(qty, dtype=float).copy()
+        self.entry = np.asarray(entry, dtype=float).copy()
+        n, a = self.qty.shape
+        self.isolated = (
+            np.zeros((n, a), dtype=bool)
+            if isolated is None
+            else np.asarray(isolated, dtype=bool).copy()
+        )
+        self.margin = np.zeros((n, a)) if margin is None else np.asarray(margin, float).copy()
+        self.tiers = tiers
+        self.max_leverage = (
+            np.full(a, np.inf) if max_leverage is None else np.asarray(max_leverage, dtype=float)
+        )
+
+    # ---- shape --------------------------------------------------------------------------
+    @property
+    def n_traders(self) -> int:
+        return self.qty.shape[0]
+
+    @property
+    def n_assets(self) -> int:
+        return self.qty.shape[1]
+
+    def _rows(self, rows):
+        return slice(None) if rows is None else rows
+
+    # ---- marking ------------------------------------------------------------------------
+    def notional(self, mark, rows=None) -> np.ndarray:
+        """(k, A) position notional ``|q| M``."""
+        return np.abs(self.qty[self._rows(rows)]) * mark
+
+    def upnl(self, mark, rows=None) -> np.ndarray:
+        """(k, A) unrealised PnL ``q (M - e)``."""
+        r = self._rows(rows)
+        return self.qty[r] * (mark - self.entry[r])
+
+    def position_maintenance(self, mark, rows=None) -> np.ndarray:
+        """(k, A) maintenance margin of each position."""
+        return maintenance_margin(self.notional(mark, rows), self.tiers)
+
+    def cross_equity(self, mark, rows=None) -> np.ndarray:
+        """(k,) wallet plus unrealised PnL of the cross positions."""
+        r = self._rows(rows)
+        return self.wallet[r] + np.where(self.isolated[r], 0.0, self.upnl(mark, rows)).sum(axis=1)
+
+    def cross_maintenance(self, mark, rows=None) -> np.ndarray:
+        """(k,) maintenance required of the cross positions."""
+        r = self._rows(rows)
+        return np.where(self.isolated[r], 0.0, self.position_maintenance(mark, rows)).sum(axis=1)
+
+    def isolated_equity(self, mark, rows=None) -> np.ndarray:
+        """(k, A) margin plus unrealised PnL of each isolated position (0 for cross ones)."""
+        r = self._rows(rows)
+        return np.where(self.isolated[r], self.margin[r] + self.upnl(mark, rows), 0.0)
+
+    def equity(self, mark, rows=None) -> np.ndarray:
+        """(k,) everything the trader owns: wallet, isolated margins, unrealised PnL."""
+        r = self._rows(rows)
+        return self.wallet[r] + self.margin[r].sum(axis=1) + self.upnl(mark, rows).sum(axis=1)
+
+    def total_equity(self, mark) -> float:
+        """Sum of every trader's equity."""
+        return float(self.wallet.sum() + self.margin.sum() + (self.qty * (mark - self.entry)).sum())
+
+    def leverage(self, mark, rows=None) -> np.ndarray:
+        """(k,) effective leverage: gross notional over equity (inf when equity <= 0)."""
+        gross = self.notional(mark, rows).sum(axis=1)
+        eq = self.equity(mark, rows)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(
+                eq > 0, gross / np.where(eq > 0, eq, 1.0), np.where(gross > 0, np.inf, 0.0)
+            )
+
+    def margin_ratio(self, mark, rows=None) -> np.ndarray:
+        """(k,) cross maintenance over cross equity, as venues show it; >= 1 means liquidatable.
+
+        Accounts with no cross position have ratio 0; a non-positive equity gives inf.
+        """
+        mm = self.cross_maintenance(mark, rows)
+        eq = self.cross_equity(mark, rows)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(eq > 0, mm / np.where(eq > 0, eq, 1.0), np.inf)
+        return np.where(mm > 0, ratio, 0.0)
+
+    # ---- margin checks ------------------------------------------------------------------
+    def cross_liquidatable(self, mark, rows=None) -> np.ndarray:
+        """(k,) cross equity below cross maintenance (accounts with a cross position only)."""
+        r = self._rows(rows)
+        has_cross = ((self.qty[r] != 0) & ~self.isolated[r]).any(axis=1)
+        return has_cross & (self.cross_equity(mark, rows) < self.cross_maintenance(mark, rows))
+
+    def isolated_liquidatable(self, mark, rows=None) -> np.ndarray:
+        """(k, A) isolated positions whose equity is below their maintenance."""
+        r = self._rows(rows)
+        open_iso = self.isolated[r] & (self.qty[r] != 0)
+        return open_iso & (self.isolated_equity(mark, rows) < self.position_maintenance(mark, rows))
+
+    # ---- liquidation and bankruptcy prices ----------------------------------------------
+    def liquidation_price(self, mark, rows=None) -> np.ndarray:
+        """(k, A) the mark of each asset at which its position would be liquidated.
+
+        Each position is solved with every other price held at ``mark`` (the venues' one-way
+        formula ``LP = (W - MM_other + uPnL_other + cum - q e) / (|q| r - q)``, with the tier
+        that contains the solution). Cross positions use the account's wallet and other cross
+        positions; isolated ones their own margin. NaN where flat or where no positive price
+        liquidates the position.
+        """
+        r = self._rows(rows)
+        q = self.qty[r]
+        e = self.entry[r]
+        iso = self.isolated[r]
+        upnl = self.upnl(mark, rows)
+        mm = self.position_maintenance(mark, rows)
+        cross_upnl = np.where(iso, 0.0, upnl)
+        cross_mm = np.where(iso, 0.0, mm)
+        w = self.wallet[r][:, None]
+        # Budget available to the position: what backs it apart from its own PnL and margin.
+        budget = np.where(
+            iso,
+            self.margin[r],
+            w
+            + cross_upnl.sum(axis=1, keepdims=True)
+            - cross_upnl
+            - (cross_mm.sum(axis=1, keepdims=True) - cross_mm),
+        )
+        absq = np.abs(q)
+        result = np.full(q.shape, np.nan)
+        lower = np.concatenate(
+            [np.zeros((self.n_assets, 1)), self.tiers.caps[:, :-1]], axis=1
+        )  # (A, T) lower notional bound of each tier
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for t in range(self.tiers.caps.shape[1]):
+                rate = self.tiers.rates[:, t]
+                cum = self.tiers.cums[:, t]
+                denom = absq * rate - q
+                p = (budget + cum - q * e) / denom
+                notional = absq * p
+                inside = (p > 0) & (notional >= lower[:, t]) & (notional <= self.tiers.caps[:, t])
+                inside &= np.isnan(result) & (q != 0) & np.isfinite(p)
+                result = np.where(inside, p, result)
+        return result
+
+    def bankruptcy_price(self, mark, rows=None) -> np.ndarray:
+        """(k, A) the mark at which each position's backing equity reaches zero (others fixed).
+
+        Isolated: ``e - m / q``; cross: the price at which the cross equity is zero. NaN when
+        flat or when the price would not be positive.
+        """
+        r = self._rows(rows)
+        q = self.qty[r]
+        iso = self.isolated[r]
+        upnl = self.upnl(mark, rows)
+        cross_upnl = np.where(iso, 0.0, upnl)
+        backing = np.where(
+            iso,
+            self.margin[r],
+            self.wallet[r][:, None] + cross_upnl.sum(axis=1, keepdims=True) - cross_upnl,
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = self.entry[r] - backing / q
+        return np.where((q != 0) & (p > 0), p, np.nan)
+
+    # ---- state changes ------------------------------------------------------------------
+    def fill(self, rows, dq, price) -> tuple[np.ndarray, np.ndarray]:
+        """Execute fills ``dq`` (k, A) for ``rows`` at ``price``; realised PnL goes to the wallet
+        (cross positions) or to the position margin (isolated).
+
+        Returns:
+            ``(realized, closed)`` per position, as :func:`apply_fills` does.
+        """
+        q, e, realized, closed = apply_fills(self.qty[rows], self.entry[rows], dq, price)
+        self.qty[rows] = q
+        self.entry[rows] = e
+        iso = self.isolated[rows]
+        self.wallet[rows] += np.where(iso, 0.0, realized).sum(axis=1)
+        self.margin[rows] += np.where(iso, realized, 0.0)
+        return realized, closed
+
+    def release_closed_isolated(self, rows) -> None:
+        """Move the margin of closed isolated positions (what is left of it) back to the wallet."""
+        done = self.isolated[rows] & (self.qty[rows] == 0)
+        back = np.where(done, self.margin[rows], 0.0)
+        self.wallet[rows] += back.sum(axis=1)
+        self.margin[rows] = np.where(done, 0.0, self.margin[rows])

@@ -1,0 +1,648 @@
+"""Typed, validated run configuration.
+
+Every parameter of a run lives in one tree of dataclasses. Each field declares its type and
+its constraints in one place (``spec(...)``), so the whole configuration is introspectable
+(``describe()``), validated the same way whether it came from a TOML file, a ``--set``
+override or a sweep, and addressable by dotted keys (``market.volatility``,
+``assets.BTC.depth``).
+
+Errors are :class:`ConfigError`: one line that names the key (or the file) and what is wrong.
+The command line turns them into exit status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "AssetConfig",
+    "Config",
+    "ConfigError",
+    "ContagionConfig",
+    "MarginConfig",
+    "MarketConfig",
+    "ShockConfig",
+    "TierConfig",
+    "TradersConfig",
+    "apply_overrides",
+    "build_config",
+    "describe",
+    "load_config",
+    "parse_value",
+    "to_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased as one line naming the key or file."""
+
+
+def spec(default: Any = dataclasses.MISSING, *, factory: Any = None, doc: str = "", **checks):
+    """A dataclass field with its constraints (ge, gt, le, lt, min_len) and a docstring."""
+    meta = {"doc": doc, "checks": checks}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------------------------
+# The schema
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TierConfig:
+    """One maintenance tier: positions with notional up to ``cap`` pay ``rate``."""
+
+    cap: float = spec(doc="upper notional bound of the tier (quote currency)", gt=0)
+    rate: float = spec(doc="maintenance rate inside the tier", ge=0, lt=1)
+
+
+@dataclass
+class AssetConfig:
+    """One traded perpetual contract."""
+
+    symbol: str = spec(doc="asset name used in shocks and population files", min_len=1)
+    price: float = spec(doc="initial price (quote currency)", gt=0)
+    depth: float = spec(doc="quote notional, at the initial price, whose sale moves it 1%", gt=0)
+    volatility: float | None = spec(
+        None, doc="annualised volatility (default: market.volatility)", ge=0, le=50
+    )
+    max_leverage: float = spec(50.0, doc="largest initial leverage the venue allows", ge=1, le=1000)
+    tiers: list[TierConfig] | None = spec(
+        None, doc="maintenance tiers for this asset (overrides margin.tiers)"
+    )
+
+
+@dataclass
+class MarketConfig:
+    """The fundamental price process and the price-impact law."""
+
+    volatility: float = spec(
+        0.6, doc="annualised volatility for assets that do not set their own", ge=0, le=50
+    )
+    correlation: float | list[list[float]] = spec(
+        0.0, doc="one correlation for every pair, or a full matrix"
+    )
+    impact_exponent: float = spec(
+        0.5, doc="beta: 1 linear in log price, 0.5 square-root law", gt=0, le=2
+    )
+    resilience: float = spec(
+        0.1, doc="fraction of the impact that decays between steps", ge=0, le=1
+    )
+    step_minutes: float = spec(60.0, doc="length of one step in minutes (markets trade 24/7)", gt=0)
+    jump_intensity: float = spec(0.0, doc="Poisson jumps per year in each fundamental", ge=0)
+    jump_mean: float = spec(0.0, doc="mean log size of a jump", ge=-5, le=5)
+    jump_volatility: float = spec(0.0, doc="standard deviation of a jump's log size", ge=0, le=5)
+
+
+@dataclass
+class TradersConfig:
+    """The population: generated accounts, or an explicit population file."""
+
+    count: int = spec(1000, doc="number of generated accounts", ge=0, le=100_000_000)
+    leverage: float = spec(10.0, doc="mean initial leverage of generated accounts", ge=1, le=1000)
+    leverage_dispersion: float = spec(
+        0.5, doc="sigma of the lognormal spread of leverage", ge=0, le=5
+    )
+    collateral: float = spec(1000.0, doc="median collateral of a generated account (quote)", gt=0)
+    collateral_tail: float = spec(
+        1.5, doc="Pareto tail index of collateral (smaller: heavier)", gt=0.1, le=100
+    )
+    long_fraction: float = spec(
+        0.6, doc="probability that a generated position is long", ge=0, le=1
+    )
+    assets_per_trader: int = spec(
+        1, doc="largest number of assets one generated account holds", ge=1
+    )
+    population: str | None = spec(
+        None, doc="CSV or parquet of explicit accounts (relative to the config)"
+    )
+    strategies: dict[str, float] = spec(
+        factory=lambda: {"hold": 1.0}, doc="share of traders per trading rule"
+    )
+    reentry_steps: int = spec(
+        0, doc="steps after which a liquidated trader re-enters (0: never)", ge=0
+    )
+
+
+@dataclass
+class MarginConfig:
+    """How the venue margins, liquidates and covers losses."""
+
+    mode: Literal["cross", "isolated"] = spec(
+        "cross", doc="cross: the whole balance backs every position"
+    )
+    maintenance: float | None = spec(
+        None, doc="flat maintenance rate (default: 1 / (2 x max leverage))", ge=0, lt=1
+    )
+    tiers: list[TierConfig] | None = spec(None, doc="maintenance tiers for every asset (cap, rate)")
+    liquidation: Literal["full", "partial"] = spec(
+        "partial", doc="close everything, or just enough"
+    )
+    buffer: float = spec(
+        0.1, doc="partial liquidation restores equity >= maintenance x (1 + buffer)", ge=0, le=10
+    )
+    fee: float = spec(
+        0.005, doc="liquidation fee rate on closed notional, into the insurance fund", ge=0, lt=1
+    )
+    insurance_fund: float = spec(1.0e6, doc="initial insurance fund (quote)", ge=0)
+    max_rounds: int = spec(100, doc="most liquidation rounds in one step", ge=1, le=100_000)
+    adl: bool = spec(True, doc="auto-deleverage when the insurance fund cannot cover bad debt")
+
+
+@dataclass
+class ShockConfig:
+    """A scheduled jump of one asset's fundamental."""
+
+    step: int = spec(doc="step at which the fundamental jumps (steps count from 1)", ge=1)
+    asset: str = spec(doc="symbol of the shocked asset", min_len=1)
+    return_: float = spec(doc="the fundamental is multiplied by (1 + return)", gt=-1, le=100)
+
+
+@dataclass
+class ContagionConfig:
+    """Bounds on the who-liquidated-whom graph."""
+
+    max_edges: int = spec(1_000_000, doc="keep every edge while the graph has fewer edges", ge=0)
+    top_contributors: int = spec(
+        5, doc="beyond max_edges, edges kept per victim (plus one aggregate)", ge=1
+    )
+
+
+@dataclass
+class Config:
+    """A whole run."""
+
+    name: str = spec("run", doc="name of the run", min_len=1)
+    seed: int = spec(0, doc="seed of the run's random stream", ge=0, le=2**63 - 1)
+    steps: int = spec(100, doc="number of steps", ge=0, le=100_000_000)
+    market: MarketConfig = spec(factory=MarketConfig)
+    assets: list[AssetConfig] = spec(
+        factory=lambda: [AssetConfig(symbol="BTC", price=60000.0, depth=2.0e7)],
+        doc="traded assets",
+        min_len=1,
+    )
+    traders: TradersConfig = spec(factory=TradersConfig)
+    margin: MarginConfig = spec(factory=MarginConfig)
+    shocks: list[ShockConfig] = spec(factory=list, doc="scheduled fundamental jumps")
+    contagion: ContagionConfig = spec(factory=ContagionConfig)
+    base_dir: str = field(default=".", metadata={"internal": True})
+
+    # ---- derived views ----------------------------------------------------------------------
+    @property
+    def symbols(self) -> list[str]:
+        return [a.symbol for a in self.assets]
+
+    def resolve_path(self, value: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        p = Path(value)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+# Fields whose TOML name is a Python keyword.
+_TOML_NAMES = {"return_": "return"}
+_PY_NAMES = {v: k for k, v in _TOML_NAMES.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Building and validating
+# --------------------------------------------------------------------------------------------
+
+
+def _fields(cls) -> dict[str, dataclasses.Field]:
+    return {
+        _TOML_NAMES.get(f.name, f.name): f
+        for f in dataclasses.fields(cls)
+        if not f.metadata.get("internal")
+    }
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if tp is float:
+        return "a number"
+    if tp is int:
+        return "a whole number"
+    if tp is bool:
+        return "true or false"
+    if tp is str:
+        return "a string"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is list:
+        return "a list"
+    if origin is dict:
+        return "a table"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return str(tp)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (int -> float, ...)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_show(value)}")
+    if value is None:
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got nothing")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_show(value)}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {_show(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a whole number, got {_show(value)}")
+        if isinstance(value, float):
+            if not math.isfinite(value) or value != int(value):
+                raise ConfigError(f"{key}: expected a whole number, got {_show(value)}")
+            value = int(value)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {_show(value)}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be finite, got {_show(value)}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {_show(value)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {_show(value)}")
+        (item_tp,) = args
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {_show(value)}")
+        _, val_tp = args
+        return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            value = to_dict(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {_show(value)}")
+        return _build(tp, value, key)
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check(value: Any, checks: dict, key: str) -> None:
+    if value is None:
+        return
+    if "min_len" in checks and len(value) < checks["min_len"]:
+        what = "empty" if checks["min_len"] == 1 else f"shorter than {checks['min_len']}"
+        raise ConfigError(f"{key}: must not be {what}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        for name, op, word in (
+            ("ge", lambda a, b: a >= b, ">="),
+            ("gt", lambda a, b: a > b, ">"),
+            ("le", lambda a, b: a <= b, "<="),
+            ("lt", lambda a, b: a < b, "<"),
+        ):
+            if name in checks and not op(value, checks[name]):
+                raise ConfigError(f"{key}: must be {word} {checks[name]:g}, got {value:g}")
+
+
+def _suggest(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    known = _fields(cls)
+    hints = _hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if name not in known:
+            raise ConfigError(f"{key}: unknown key{_suggest(name, known)}")
+        f = known[name]
+        value = _coerce(value, hints[f.name], key)
+        _check(value, f.metadata.get("checks", {}), key)
+        kwargs[f.name] = value
+    for name, f in known.items():
+        if (
+            f.name not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ):
+            key = f"{prefix}.{name}" if prefix else name
+            raise ConfigError(f"{key}: required key is missing")
+    return cls(**kwargs)
+
+
+def build_config(data: dict, base_dir: str | Path = ".") -> Config:
+    """Build and validate a :class:`Config` from a plain dict (TOML-shaped)."""
+    if not isinstance(data, dict):
+        raise ConfigError("config: expected a table at the top level")
+    cfg = _build(Config, data)
+    cfg.base_dir = str(base_dir)
+    _cross_checks(cfg)
+    return cfg
+
+
+def _cross_checks(cfg: Config) -> None:
+    """Constraints that involve more than one field."""
+    symbols = cfg.symbols
+    seen = set()
+    for i, a in enumerate(cfg.assets):
+        if a.symbol in seen:
+            raise ConfigError(f"assets[{i}].symbol: duplicate symbol '{a.symbol}'")
+        seen.add(a.symbol)
+        if a.tiers is not None:
+            _check_tiers(a.tiers, f"assets[{i}].tiers")
+    if cfg.margin.tiers is not None:
+        _check_tiers(cfg.margin.tiers, "margin.tiers")
+    for i, s in enumerate(cfg.shocks):
+        if s.asset not in symbols:
+            raise ConfigError(
+                f"shocks[{i}].asset: unknown asset '{s.asset}'{_suggest(s.asset, symbols)}"
+            )
+    _correlation_matrix(cfg)  # raises on a bad matrix
+    strategies = cfg.traders.strategies
+    if not strategies:
+        raise ConfigError("traders.strategies: must name at least one trading rule")
+    from agents.strategies import STRATEGIES  # late import: agents depend on model
+
+    for name, share in strategies.items():
+        if name not in STRATEGIES:
+            raise ConfigError(
+                f"traders.strategies.{name}: unknown trading rule{_suggest(name, STRATEGIES)}"
+            )
+        if share < 0:
+            raise ConfigError(f"traders.strategies.{name}: share must be >= 0, got {share:g}")
+    if sum(strategies.values()) <= 0:
+        raise ConfigError("traders.strategies: shares must add up to more than 0")
+    if cfg.traders.assets_per_trader > len(cfg.assets):
+        raise ConfigError(
+            f"traders.assets_per_trader: {cfg.traders.assets_per_trader} is more than the "
+            f"{len(cfg.assets)} assets declared"
+        )
+
+
+def _check_tiers(tiers: list[TierConfig], key: str) -> None:
+    if not tiers:
+        raise ConfigError(f"{key}: must list at least one tier")
+    caps = [t.cap for t in tiers]
+    if any(b <= a for a, b in zip(caps, caps[1:], strict=False)):
+        raise ConfigError(f"{key}: caps must increase strictly")
+    rates = [t.rate for t in tiers]
+    if any(b < a for a, b in zip(rates, rates[1:], strict=False)):
+        raise ConfigError(f"{key}: rates must not decrease")
+
+
+def _correlation_matrix(cfg: Config):
+    import numpy as np
+
+    n = len(cfg.assets)
+    c = cfg.market.correlation
+    if isinstance(c, float):
+        if not -1 <= c <= 1:
+            raise ConfigError(f"market.correlation: must be between -1 and 1, got {c:g}")
+        m = np.full((n, n), c)
+        np.fill_diagonal(m, 1.0)
+    else:
+        m = np.asarray(c, dtype=float)
+        if m.shape != (n, n):
+            raise ConfigError(
+                f"market.correlation: expected a {n}x{n} matrix for {n} assets, got shape "
+                f"{'x'.join(map(str, m.shape)) if m.ndim == 2 else 'ragged'}"
+            )
+        if not np.allclose(m, m.T, atol=1e-12):
+            raise ConfigError("market.correlation: matrix must be symmetric")
+        if not np.allclose(np.diag(m), 1.0, atol=1e-12):
+            raise ConfigError("market.correlation: diagonal must be all 1")
+        if np.any(np.abs(m) > 1):
+            raise ConfigError("market.correlation: entries must be between -1 and 1")
+    if np.linalg.eigvalsh(m).min() < -1e-10:
+        raise ConfigError("market.correlation: matrix must be positive semi-definite")
+    return m
+
+
+# --------------------------------------------------------------------------------------------
+# Loading, overrides, output
+# --------------------------------------------------------------------------------------------
+
+
+def parse_value(text: str) -> Any:
+    """Parse a ``--set`` value as TOML (numbers, booleans, lists, inline tables); else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    """Set ``value`` at dotted ``key`` in the TOML-shaped ``data``.
+
+    List sections (``assets``, ``shocks``) are addressed by index (``assets.0.depth``) or, for
+    assets, by symbol (``assets.BTC.depth``).
+    """
+    parts = key.split(".")
+    node: Any = data
+    cls: Any = Config
+    path = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        path.append(part)
+        here = ".".join(path)
+        if isinstance(node, list):
+            idx = None
+            if part.lstrip("-").isdigit():
+                idx = int(part)
+            else:
+                for j, item in enumerate(node):
+                    if isinstance(item, dict) and item.get("symbol") == part:
+                        idx = j
+                        break
+            if idx is None or not -len(node) <= idx < len(node):
+                raise ConfigError(f"{here}: no such entry")
+            if last:
+                node[idx] = value
+                return
+            node = node[idx]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"{here}: cannot set a key inside a non-table value")
+        if cls is not None and dataclasses.is_dataclass(cls):
+            known = _fields(cls)
+            if part not in known:
+                raise ConfigError(f"{here}: unknown key{_suggest(part, known)}")
+            tp = _hints(cls)[known[part].name]
+            cls = _inner_dataclass(tp)
+        else:
+            tp, cls = None, None
+        if last:
+            node[part] = value
+            return
+        if part not in node or node[part] is None:
+            if tp is not None and list in (
+                typing.get_origin(tp),
+                *map(typing.get_origin, typing.get_args(tp)),
+            ):
+                raise ConfigError(f"{here}: no such entry")
+            node[part] = {}
+        node = node[part]
+
+
+def _inner_dataclass(tp):
+    """The dataclass inside ``tp`` (``X``, ``list[X]``, ``X | None``), if any."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    for a in typing.get_args(tp):
+        inner = _inner_dataclass(a)
+        if inner is not None:
+            return inner
+    return None
+
+
+def apply_overrides(data: dict, overrides: dict[str, Any] | None) -> dict:
+    """Return a copy of TOML-shaped ``data`` with dotted-key ``overrides`` applied."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for key, value in (overrides or {}).items():
+        if isinstance(value, str) and not _is_string_field(key):
+            value = parse_value(value)
+        _set_dotted(data, key, value)
+    return data
+
+
+def _is_string_field(key: str) -> bool:
+    """Whether the dotted key names a string-typed field (so '--set name=123' stays a string)."""
+    cls: Any = Config
+    for part in key.split("."):
+        if cls is None:
+            return False
+        if not dataclasses.is_dataclass(cls):
+            return False
+        known = _fields(cls)
+        if part not in known:
+            # a list index or symbol: stay on the same item class
+            continue
+        tp = _hints(cls)[known[part].name]
+        if tp is str or tp == (str | None):
+            return True
+        if typing.get_origin(tp) is Literal:
+            return True
+        cls = _inner_dataclass(tp)
+    return False
+
+
+def read_toml(path: str | Path) -> dict:
+    """Read a TOML file; every failure is a one-line :class:`ConfigError` naming the file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a TOML file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a TOML config, apply dotted-key overrides, validate.
+
+    Args:
+        path: the TOML file. Relative paths inside it are relative to its folder.
+        overrides: ``{"market.volatility": 0.8, "assets.BTC.depth": 1e7}``; string values are
+            parsed by the field's type, as ``--set`` does.
+    """
+    path = Path(path)
+    data = read_toml(path)
+    data = apply_overrides(data, overrides)
+    return build_config(data, base_dir=path.resolve().parent)
+
+
+def to_dict(cfg: Any) -> Any:
+    """The TOML-shaped dict of a config (None values dropped, as TOML has no null)."""
+    if dataclasses.is_dataclass(cfg):
+        out = {}
+        for name, f in _fields(type(cfg)).items():
+            value = to_dict(getattr(cfg, f.name))
+            if value is not None:
+                out[name] = value
+        return out
+    if isinstance(cfg, list):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def describe(cls=Config, prefix: str = "") -> list[dict]:
+    """Every field as a row: dotted key, type, default, constraints, doc (for docs and UIs)."""
+    rows = []
+    for name, f in _fields(cls).items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = _hints(cls)[f.name]
+        inner = _inner_dataclass(tp)
+        if inner is not None and typing.get_origin(tp) is not list and inner is tp:
+            rows.extend(describe(inner, key))
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = to_dict(f.default_factory())
+        else:
+            default = None
+        rows.append(
+            {
+                "key": key,
+                "type": _type_name(tp),
+                "default": default,
+                "checks": f.metadata.get("checks", {}),
+                "doc": f.metadata.get("doc", ""),
+            }
+        )
+        if inner is not None:
+            rows.extend(describe(inner, key + "[]"))
+    return rows

@@ -1,0 +1,279 @@
+"""ContagionModel: the Mesa model that orchestrates one run.
+
+One step (DESIGN.md, "One step"):
+
+1. Market: fundamentals move (correlated GBM, jumps, scheduled shocks); old impact decays.
+2. Strategies: voluntary orders execute through the market.
+3. Liquidation rounds until a round liquidates nobody.
+4. Record: DataCollector row, market row, liquidation fills and contagion edges.
+
+Trader state lives in :attr:`book` (numpy arrays); :class:`agents.trader.Trader` agents are
+views onto its rows. All randomness comes from ``self.rng``, seeded through
+``mesa.Model(rng=...)``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import mesa
+import numpy as np
+
+from agents.market import Market
+from agents.strategies import STRATEGIES
+from agents.trader import Trader
+from model.accounts import AccountBook, TierTable
+from model.config import Config, _correlation_matrix
+from model.contagion import ContagionRecorder
+from model.liquidation import LiquidationEngine
+from model.population import Population, generate_population, read_population
+
+__all__ = ["ContagionModel"]
+
+
+def tier_table(cfg: Config) -> TierTable:
+    """Maintenance tiers per asset: the asset's own tiers, else ``margin.tiers``, else a flat
+    rate (``margin.maintenance``, or ``1 / (2 x max leverage)`` as Hyperliquid sets it)."""
+    lists = []
+    for a in cfg.assets:
+        tiers = a.tiers if a.tiers is not None else cfg.margin.tiers
+        if tiers is not None:
+            lists.append([(t.cap, t.rate) for t in tiers])
+        else:
+            rate = cfg.margin.maintenance
+            if rate is None:
+                rate = 1.0 / (2.0 * a.max_leverage)
+            lists.append([(np.inf, rate)])
+    return TierTable.from_lists(lists)
+
+
+class ContagionModel(mesa.Model):
+    """Market contagion through forced liquidations.
+
+    Args:
+        config: a validated :class:`model.config.Config` (see :func:`model.config.load_config`).
+        rng: seed or generator; defaults to ``config.seed``.
+        population: explicit initial accounts; defaults to ``traders.population`` or generated.
+        agents: create one :class:`Trader` Mesa agent per account (needed by the dashboard and
+            by Mesa-style selection; the engine itself works on arrays).
+    """
+
+    def __init__(
+        self, config: Config, *, rng=None, population: Population | None = None, agents: bool = True
+    ):
+        super().__init__(rng=config.seed if rng is None else rng)
+        self.config = cfg = config
+        self.symbols = cfg.symbols
+
+        vols = [
+            x.volatility if x.volatility is not None else cfg.market.volatility for x in cfg.assets
+        ]
+        shocks = [(s.step, self.symbols.index(s.asset), s.return_) for s in cfg.shocks]
+        m = cfg.market
+        self.market = Market(
+            self,
+            self.symbols,
+            [x.price for x in cfg.assets],
+            [x.depth for x in cfg.assets],
+            vols,
+            _correlation_matrix(cfg),
+            impact_exponent=m.impact_exponent,
+            resilience=m.resilience,
+            step_minutes=m.step_minutes,
+            jump_intensity=m.jump_intensity,
+            jump_mean=m.jump_mean,
+            jump_volatility=m.jump_volatility,
+            shocks=shocks,
+        )
+
+        if population is None:
+            if cfg.traders.population:
+                population = read_population(cfg.resolve_path(cfg.traders.population), cfg)
+            else:
+                population = generate_population(cfg, self.rng)
+        self.population = population
+        self.book = AccountBook(
+            population.ids,
+            population.wallet,
+            population.qty,
+            population.entry,
+            tier_table(cfg),
+            isolated=population.isolated,
+            margin=population.margin,
+            max_leverage=[x.max_leverage for x in cfg.assets],
+        )
+        # The market agent starts with the opposite inventory, bought at the traders' entries.
+        self.market.inventory = -self.book.qty.sum(axis=0)
+        self.market.cash = (self.book.qty * self.book.entry).sum(axis=0)
+
+        self.recorder = ContagionRecorder(
+            self.book.ids,
+            self.book.leverage(self.market.price),
+            max_edges=cfg.contagion.max_edges,
+            top_contributors=cfg.contagion.top_contributors,
+        )
+        self.engine = LiquidationEngine(
+            self.book,
+            self.market,
+            liquidation=cfg.margin.liquidation,
+            fee=cfg.margin.fee,
+            buffer=cfg.margin.buffer,
+            insurance_fund=cfg.margin.insurance_fund,
+            max_rounds=cfg.margin.max_rounds,
+            adl=cfg.margin.adl,
+            on_round=self.recorder.record,
+        )
+
+        # Trading rules: one vectorised rule object per rule name, with its rows.
+        self.strategy_rows: dict[str, np.ndarray] = {}
+        self.strategies = {}
+        names = np.asarray(population.strategy, dtype=object)
+        for name in STRATEGIES:
+            rows = np.flatnonzero(names == name)
+            if rows.size:
+                self.strategy_rows[name] = rows
+                self.strategies[name] = STRATEGIES[name](self)
+
+        if agents and self.book.n_traders:
+            Trader.create_agents(
+                self,
+                self.book.n_traders,
+                row=np.arange(self.book.n_traders),
+                trader_id=self.book.ids,
+                strategy=names,
+            )
+
+        self.initial_money = self.money()["total"]
+        self.warnings: list[str] = []
+        self._ever_liquidated = 0
+        self.last = None  # StepTotals of the last step
+
+        # Per-step series.
+        self.datacollector = mesa.DataCollector(
+            model_reporters={
+                "liquidations": lambda mdl: mdl.last.liquidations,
+                "rounds": lambda mdl: mdl.last.rounds,
+                "liquidated_notional": lambda mdl: mdl.last.liquidated_notional,
+                "bad_debt": lambda mdl: mdl.last.bad_debt,
+                "insurance_fund": lambda mdl: mdl.engine.insurance_fund,
+                "adl_notional": lambda mdl: mdl.last.adl_notional,
+                "accounts_liquidated_total": lambda mdl: mdl._ever_liquidated,
+                "total_equity": lambda mdl: mdl.book.total_equity(mdl.mark),
+                "accounts_liquidated": lambda mdl: mdl.last.accounts,
+                "fees": lambda mdl: mdl.last.fees,
+                "unfunded_bad_debt": lambda mdl: mdl.engine.unfunded_bad_debt,
+            }
+        )
+        self._market_rows: list[np.ndarray] = []
+
+    # ---- views ----------------------------------------------------------------------------
+    @property
+    def mark(self) -> np.ndarray:
+        """(A,) mark prices: the market price of each asset."""
+        return self.market.price
+
+    @property
+    def liquidation_count(self) -> np.ndarray:
+        """(n,) how many rounds liquidated each account so far."""
+        return self.engine.liquidation_count
+
+    @property
+    def contagion_graph(self):
+        """The who-liquidated-whom ``networkx.DiGraph`` (built on demand)."""
+        return self.recorder.graph()
+
+    def money(self) -> dict[str, float]:
+        """Where the money is: traders, insurance fund, market agent, unfunded bad debt."""
+        mark = self.mark
+        parts = {
+            "traders": self.book.total_equity(mark),
+            "insurance_fund": self.engine.insurance_fund,
+            "market": self.market.value(mark),
+            "unfunded_bad_debt": self.engine.unfunded_bad_debt,
+        }
+        parts["total"] = sum(parts.values())
+        return parts
+
+    # ---- the step -------------------------------------------------------------------------
+    def step(self) -> None:
+        """One step: the phases of DESIGN.md, in order."""
+        t = self.steps
+        self.market.move_fundamentals(t)  # 1. market
+        self.trade_voluntarily()  # 2. strategies
+        self.last = self.engine.run_step(t)  # 3. mark to market; liquidation rounds
+        self.record(t)  # 4. record
+
+    def trade_voluntarily(self) -> None:
+        """Collect every active rule's orders, execute them as one batch through the market."""
+        rows_list, orders_list = [], []
+        for name, rule in self.strategies.items():
+            if not rule.active():
+                continue
+            rows = self.strategy_rows[name]
+            orders = rule.orders(rows)
+            rows_list.append(rows)
+            orders_list.append(orders)
+        if not rows_list:
+            return
+        rows = np.concatenate(rows_list)
+        dq = np.concatenate(orders_list)
+        net_buy = dq.sum(axis=0)
+        price = self.market.execute(-net_buy, forced=False)
+        self.book.fill(rows, dq, price)
+        self.market.take_other_side(net_buy, price)
+
+    def record(self, t: int) -> None:
+        if self.last.liquidations:
+            self._ever_liquidated = int((self.engine.liquidation_count > 0).sum())
+        if self.last.round_limit_hit:
+            self.warn(
+                f"step {t}: round limit margin.max_rounds={self.engine.max_rounds} hit "
+                "with accounts still below maintenance"
+            )
+        self.datacollector.collect(self)
+        mk = self.market
+        self._market_rows.append(
+            np.stack(
+                [
+                    mk.price,
+                    mk.fundamental,
+                    mk.impact,
+                    mk.flow,
+                    mk.forced_flow,
+                    mk.inventory,
+                    mk.cash,
+                ]
+            )
+        )
+
+    def warn(self, message: str) -> None:
+        """A warning: kept for summary.json and shown on stderr (once per kind of message)."""
+        self.warnings.append(message)
+        if len(self.warnings) <= 5:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+    def run(self, steps: int | None = None) -> ContagionModel:
+        """Run ``steps`` steps (default: ``config.steps``)."""
+        for _ in range(self.config.steps if steps is None else steps):
+            self.step()
+        return self
+
+    # ---- results --------------------------------------------------------------------------
+    def tables(self) -> dict:
+        """The run's tables as pandas DataFrames (market, steps, liquidations, accounts)."""
+        from model.results import build_tables
+
+        return build_tables(self)
+
+    def summary(self) -> dict:
+        """Headline metrics (the content of summary.json)."""
+        from model.results import summarize
+
+        return summarize(self)
+
+    def write_results(self, out_dir) -> Path:
+        """Write the run folder (DESIGN.md, "Run folder")."""
+        from model.results import write_run
+
+        return write_run(self, out_dir)

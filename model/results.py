@@ -1,0 +1,278 @@
+"""The run folder: tables (parquet), the contagion graph (GraphML), headline metrics (JSON).
+
+Every file is written to a temporary name in the folder and renamed into place, and the
+folder carries a ``.incomplete`` marker until its last file is in: a run folder is either
+complete or clearly marked incomplete, never silently half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from model.config import to_dict
+from model.liquidation import KINDS
+
+__all__ = ["INCOMPLETE_MARKER", "atomic_write", "build_tables", "summarize", "write_run"]
+
+INCOMPLETE_MARKER = ".incomplete"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` and rename the result to ``path`` (same folder, atomic)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def _write_parquet(path: Path, df: pd.DataFrame) -> None:
+    atomic_write(path, lambda p: df.to_parquet(p, index=False))
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------
+
+
+def market_table(model) -> pd.DataFrame:
+    symbols = model.symbols
+    cols = [
+        "price",
+        "fundamental",
+        "impact",
+        "flow",
+        "forced_flow",
+        "market_inventory",
+        "market_cash",
+    ]
+    if not model._market_rows:
+        return pd.DataFrame(
+            {
+                "step": np.zeros(0, np.int64),
+                "asset": pd.Categorical([], symbols),
+                **{c: np.zeros(0) for c in cols},
+            }
+        )
+    arr = np.stack(model._market_rows)  # (steps, 7, A)
+    steps, _, a = arr.shape
+    data = {
+        "step": np.repeat(np.arange(1, steps + 1), a),
+        "asset": pd.Categorical.from_codes(np.tile(np.arange(a), steps), symbols),
+    }
+    for i, c in enumerate(cols):
+        data[c] = arr[:, i, :].ravel()
+    return pd.DataFrame(data)
+
+
+def steps_table(model) -> pd.DataFrame:
+    df = model.datacollector.get_model_vars_dataframe().reset_index(drop=True)
+    df.insert(0, "step", np.arange(1, len(df) + 1))
+    return df
+
+
+def liquidations_table(model) -> pd.DataFrame:
+    cols = model.engine.fills_columns()
+    df = pd.DataFrame(cols)
+    df["asset"] = pd.Categorical.from_codes(cols["asset"], model.symbols)
+    df["kind"] = pd.Categorical.from_codes(cols["kind"].astype(np.int64), list(KINDS))
+    return df
+
+
+def accounts_table(model) -> pd.DataFrame:
+    book = model.book
+    mark = model.mark
+    pop = model.population
+    data = {
+        "trader_id": book.ids,
+        "strategy": pd.Categorical(np.asarray(pop.strategy, dtype=str)),
+        "initial_collateral": pop.collateral,
+        "initial_leverage": model.recorder.initial_leverage,
+        "wallet": book.wallet,
+        "equity": book.equity(mark),
+        "leverage": np.where(np.isfinite(book.leverage(mark)), book.leverage(mark), np.nan),
+        "margin_ratio": np.where(
+            np.isfinite(book.margin_ratio(mark)), book.margin_ratio(mark), np.nan
+        ),
+        "liquidations": model.engine.liquidation_count,
+        "first_liquidation_step": np.where(model.recorder.events > 0, model.recorder.first_step, 0),
+    }
+    liq = book.liquidation_price(mark)
+    for j, s in enumerate(model.symbols):
+        data[f"initial_quantity_{s}"] = pop.qty[:, j]
+        data[f"quantity_{s}"] = book.qty[:, j]
+        data[f"entry_price_{s}"] = book.entry[:, j]
+        data[f"isolated_margin_{s}"] = book.margin[:, j]
+        data[f"liquidation_price_{s}"] = liq[:, j]
+    return pd.DataFrame(data)
+
+
+def build_tables(model) -> dict[str, pd.DataFrame]:
+    return {
+        "market": market_table(model),
+        "steps": steps_table(model),
+        "liquidations": liquidations_table(model),
+        "accounts": accounts_table(model),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Headline metrics
+# --------------------------------------------------------------------------------------------
+
+
+def _max_drawdown(path: np.ndarray) -> float:
+    """Largest fall from a running peak, as a fraction of the peak."""
+    if path.size == 0:
+        return 0.0
+    peak = np.maximum.accumulate(path)
+    return float(np.max(1.0 - path / peak))
+
+
+def _finite(x: float, default: float = 0.0) -> float:
+    return float(x) if math.isfinite(float(x)) else default
+
+
+def summarize(model) -> dict:
+    """Headline metrics of a run (summary.json and one row of a sweep's runs.parquet)."""
+    steps = steps_table(model)
+    mk = (
+        np.stack(model._market_rows) if model._market_rows else np.zeros((0, 7, len(model.symbols)))
+    )
+    p0 = model.market.initial_price
+    drawdown, amplification = {}, {}
+    for j, s in enumerate(model.symbols):
+        price = np.concatenate([[p0[j]], mk[:, 0, j]])
+        fund = np.concatenate([[p0[j]], mk[:, 1, j]])
+        dd, ddf = _max_drawdown(price), _max_drawdown(fund)
+        drawdown[s] = dd
+        # endogenous over exogenous move, in log terms; 1 where nothing moved
+        lp, lf = -math.log1p(-min(dd, 1 - 1e-300)), -math.log1p(-min(ddf, 1 - 1e-300))
+        amplification[s] = _finite(lp / lf, 1.0) if lf > 1e-12 else 1.0
+    worst = max(drawdown, key=drawdown.get) if drawdown else None
+
+    per_step = [c for c in _cascades(model)]
+    total_rounds = steps["rounds"].to_numpy() if len(steps) else np.zeros(0)
+    gen_sizes = _generation_sizes(model)
+    num = sum(sum(g[1:]) for g in gen_sizes)
+    den = sum(sum(g) for g in gen_sizes)
+    n = model.book.n_traders
+    accounts = int((model.engine.liquidation_count > 0).sum())
+    fills = model.engine.fills_columns()
+    money = model.money()
+    return {
+        "name": model.config.name,
+        "seed": int(model.config.seed),
+        "steps": int(model.steps),
+        "traders": int(n),
+        "liquidations": int(fills["step"].size),
+        "accounts_liquidated": accounts,
+        "fraction_liquidated": accounts / n if n else 0.0,
+        "liquidated_notional": float(fills["notional"].sum()),
+        "max_drawdown": {
+            "worst": drawdown[worst] if worst else 0.0,
+            "worst_asset": worst,
+            **drawdown,
+        },
+        "amplification": {"worst": amplification[worst] if worst else 1.0, **amplification},
+        "bad_debt": float(fills["bad_debt"].sum()),
+        "insurance_fund_used": float(model.engine.fund_paid),
+        "insurance_fund_final": float(model.engine.insurance_fund),
+        "unfunded_bad_debt": float(model.engine.unfunded_bad_debt),
+        "adl_notional": float(steps["adl_notional"].sum()) if len(steps) else 0.0,
+        "fees": float(fills["fee"].sum()),
+        "largest_cascade": int(max(per_step) if per_step else 0),
+        "max_rounds": int(total_rounds.max()) if total_rounds.size else 0,
+        "mean_branching": float(num / den) if den else 0.0,
+        "final_price": {s: float(p) for s, p in zip(model.symbols, model.mark, strict=True)},
+        "money_error": _finite(
+            abs(money["total"] - model.initial_money) / max(abs(model.initial_money), 1.0)
+        ),
+        "graph_truncated": bool(model.recorder.truncated),
+        "warnings": list(dict.fromkeys(model.warnings)),
+    }
+
+
+def _cascades(model):
+    """Accounts liquidated in each step with liquidations (one cascade per step root)."""
+    rec = model.recorder
+    e = rec.edges()
+    if e["dst"].size == 0:
+        return []
+    steps = e["step"]
+    out = []
+    for t in np.unique(steps):
+        out.append(int(np.unique(e["dst"][steps == t]).size))
+    return out
+
+
+def _generation_sizes(model):
+    """Per step with liquidations: number of accounts liquidated in each round."""
+    cols = model.engine.fills_columns()
+    if cols["step"].size == 0:
+        return []
+    df = pd.DataFrame({"step": cols["step"], "round": cols["round"], "trader": cols["trader_id"]})
+    counts = df.drop_duplicates().groupby(["step", "round"]).size()
+    return [grp.sort_index().to_numpy() for _, grp in counts.groupby(level=0)]
+
+
+# --------------------------------------------------------------------------------------------
+# The folder
+# --------------------------------------------------------------------------------------------
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+def resolved_config(model) -> dict:
+    """The config as run: seed and absolute population path, enough to rerun it exactly."""
+    data = to_dict(model.config)
+    pop = model.config.traders.population
+    if pop:
+        data["traders"]["population"] = str(model.config.resolve_path(pop).resolve())
+    return data
+
+
+def write_run(model, out_dir) -> Path:
+    """Write the run folder; returns its path."""
+    import networkx as nx
+    import tomli_w
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / INCOMPLETE_MARKER
+    marker.write_text("this run folder is being written or its writer was interrupted\n")
+    _write_text(out / "config.toml", tomli_w.dumps(resolved_config(model)))
+    for name, df in build_tables(model).items():
+        _write_parquet(out / f"{name}.parquet", df)
+    graph = model.contagion_graph
+    atomic_write(out / "contagion.graphml", lambda p: nx.write_graphml(graph, p))
+    _write_text(
+        out / "summary.json", json.dumps(summarize(model), indent=2, default=_json_default) + "\n"
+    )
+    marker.unlink()
+    return out
