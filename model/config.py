@@ -71,8 +71,10 @@ class AssetConfig:
     """One traded perpetual contract."""
 
     symbol: str = spec(doc="asset name used in shocks and population files", min_len=1)
-    price: float = spec(doc="initial price (quote currency)", gt=0)
-    depth: float = spec(doc="quote notional, at the initial price, whose sale moves it 1%", gt=0)
+    price: float = spec(doc="initial price (quote currency)", ge=1e-12, le=1e12)
+    depth: float = spec(
+        doc="quote notional, at the initial price, whose sale moves it 1%", ge=1.0, le=1e15
+    )
     volatility: float | None = spec(
         None, doc="annualised volatility (default: market.volatility)", ge=0, le=50
     )
@@ -98,8 +100,12 @@ class MarketConfig:
     resilience: float = spec(
         0.1, doc="fraction of the impact that decays between steps", ge=0, le=1
     )
-    step_minutes: float = spec(60.0, doc="length of one step in minutes (markets trade 24/7)", gt=0)
-    jump_intensity: float = spec(0.0, doc="Poisson jumps per year in each fundamental", ge=0)
+    step_minutes: float = spec(
+        60.0, doc="length of one step in minutes (markets trade 24/7)", gt=0, le=525_600
+    )
+    jump_intensity: float = spec(
+        0.0, doc="Poisson jumps per year in each fundamental", ge=0, le=1e6
+    )
     jump_mean: float = spec(0.0, doc="mean log size of a jump", ge=-5, le=5)
     jump_volatility: float = spec(0.0, doc="standard deviation of a jump's log size", ge=0, le=5)
 
@@ -113,7 +119,9 @@ class TradersConfig:
     leverage_dispersion: float = spec(
         0.5, doc="sigma of the lognormal spread of leverage", ge=0, le=5
     )
-    collateral: float = spec(1000.0, doc="median collateral of a generated account (quote)", gt=0)
+    collateral: float = spec(
+        1000.0, doc="median collateral of a generated account (quote)", gt=0, le=1e12
+    )
     collateral_tail: float = spec(
         1.5, doc="Pareto tail index of collateral (smaller: heavier)", gt=0.1, le=100
     )
@@ -154,7 +162,7 @@ class MarginConfig:
     fee: float = spec(
         0.005, doc="liquidation fee rate on closed notional, into the insurance fund", ge=0, lt=1
     )
-    insurance_fund: float = spec(1.0e6, doc="initial insurance fund (quote)", ge=0)
+    insurance_fund: float = spec(1.0e6, doc="initial insurance fund (quote)", ge=0, le=1e15)
     max_rounds: int = spec(100, doc="most liquidation rounds in one step", ge=1, le=100_000)
     adl: bool = spec(True, doc="auto-deleverage when the insurance fund cannot cover bad debt")
 
@@ -182,7 +190,7 @@ class ContagionConfig:
 class Config:
     """A whole run."""
 
-    name: str = spec("run", doc="name of the run", min_len=1)
+    name: str = spec("run", doc="name of the run (the default run folder's name)", min_len=1)
     seed: int = spec(0, doc="seed of the run's random stream", ge=0, le=2**63 - 1)
     steps: int = spec(100, doc="number of steps", ge=0, le=100_000_000)
     market: MarketConfig = spec(factory=MarketConfig)
@@ -272,13 +280,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             try:
                 return _coerce(value, a, key)
             except ConfigError as exc:
-                errors.append(exc)
+                errors.append((a, exc))
+        # The alternative of the value's own shape (a list for a list) says best what is wrong.
+        same_shape = [exc for a, exc in errors if _shape_of_type(a) == _shape_of_value(value)]
+        if len(same_shape) == 1:
+            raise same_shape[0]
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_show(value)}")
     if value is None:
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got nothing")
     if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_show(value)}")
+        if isinstance(value, bool) or value not in args:
+            hint = _suggest(value, args) if isinstance(value, str) else ""
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_show(value)}{hint}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -287,6 +300,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a whole number, got {_show(value)}")
+        if abs(value) > 2 * _MAX_INT:
+            raise ConfigError(f"{key}: {_show(value)} is too large")
         if isinstance(value, float):
             if not math.isfinite(value) or value != int(value):
                 raise ConfigError(f"{key}: expected a whole number, got {_show(value)}")
@@ -295,6 +310,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {_show(value)}")
+        if isinstance(value, int) and abs(value) > _MAX_INT:
+            raise ConfigError(f"{key}: {_show(value)} is too large")
         value = float(value)
         if not math.isfinite(value):
             raise ConfigError(f"{key}: must be finite, got {_show(value)}")
@@ -322,7 +339,31 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover
 
 
+def _shape_of_type(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return "list"
+    if origin is dict or dataclasses.is_dataclass(tp):
+        return "table"
+    return "scalar"
+
+
+def _shape_of_value(value) -> str:
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict) or dataclasses.is_dataclass(value):
+        return "table"
+    return "scalar"
+
+
+# Integers beyond this fit no field (TOML itself stops at 64 bits; a bare int may not).
+_MAX_INT = 2**63 - 1
+
+
 def _show(value: Any) -> str:
+    """A short one-line rendering of a bad value for an error message."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -341,11 +382,19 @@ def _check(value: Any, checks: dict, key: str) -> None:
             ("lt", lambda a, b: a < b, "<"),
         ):
             if name in checks and not op(value, checks[name]):
-                raise ConfigError(f"{key}: must be {word} {checks[name]:g}, got {value:g}")
+                raise ConfigError(
+                    f"{key}: must be {word} {_number(checks[name])}, got {_number(value)}"
+                )
 
 
-def _suggest(name: str, options) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+def _number(x: float) -> str:
+    """A bound or value as a message shows it: whole numbers in full, others compactly."""
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def _suggest(name: Any, options) -> str:
+    """`` (did you mean 'x'?)`` naming the closest valid option, or nothing."""
+    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
@@ -384,6 +433,7 @@ def build_config(data: dict, base_dir: str | Path = ".") -> Config:
 
 def _cross_checks(cfg: Config) -> None:
     """Constraints that involve more than one field."""
+    _check_name(cfg.name)
     symbols = cfg.symbols
     seen = set()
     for i, a in enumerate(cfg.assets):
@@ -421,6 +471,15 @@ def _cross_checks(cfg: Config) -> None:
         )
 
 
+def _check_name(name: str) -> None:
+    """The name becomes a folder name (``results/<name>``): no separators or control codes."""
+    if name.strip() != name or name in (".", ".."):
+        raise ConfigError(f"name: {name!r} cannot name a folder")
+    bad = [c for c in name if c in "/\\" or ord(c) < 32 or ord(c) == 127]
+    if bad:
+        raise ConfigError(f"name: must not contain {bad[0]!r}, got {_show(name)}")
+
+
 def _check_tiers(tiers: list[TierConfig], key: str) -> None:
     if not tiers:
         raise ConfigError(f"{key}: must list at least one tier")
@@ -443,7 +502,12 @@ def _correlation_matrix(cfg: Config):
         m = np.full((n, n), c)
         np.fill_diagonal(m, 1.0)
     else:
-        m = np.asarray(c, dtype=float)
+        if any(len(row) != len(c) for row in c):
+            raise ConfigError(
+                f"market.correlation: expected a {n}x{n} matrix for {n} assets, "
+                "got rows of different lengths"
+            )
+        m = np.asarray(c, dtype=float).reshape(len(c), len(c))
         if m.shape != (n, n):
             raise ConfigError(
                 f"market.correlation: expected a {n}x{n} matrix for {n} assets, got shape "
@@ -497,7 +561,7 @@ def _set_dotted(data: dict, key: str, value: Any) -> None:
                         idx = j
                         break
             if idx is None or not -len(node) <= idx < len(node):
-                raise ConfigError(f"{here}: no such entry")
+                raise ConfigError(f"{here}: no such entry ({_entries(node, part)})")
             if last:
                 node[idx] = value
                 return
@@ -521,9 +585,20 @@ def _set_dotted(data: dict, key: str, value: Any) -> None:
                 typing.get_origin(tp),
                 *map(typing.get_origin, typing.get_args(tp)),
             ):
-                raise ConfigError(f"{here}: no such entry")
+                raise ConfigError(f"{here}: no such entry (the config has no {part} list)")
             node[part] = {}
         node = node[part]
+
+
+def _entries(items: list, part: str) -> str:
+    """What a list section can be addressed by, for a "no such entry" message."""
+    symbols = [str(x["symbol"]) for x in items if isinstance(x, dict) and "symbol" in x]
+    if not items:
+        return "the list is empty"
+    text = f"indices 0..{len(items) - 1}"
+    if symbols:
+        text += " or symbols " + ", ".join(symbols) + _suggest(part, symbols)
+    return text
 
 
 def _inner_dataclass(tp):
@@ -538,36 +613,96 @@ def _inner_dataclass(tp):
 
 
 def apply_overrides(data: dict, overrides: dict[str, Any] | None) -> dict:
-    """Return a copy of TOML-shaped ``data`` with dotted-key ``overrides`` applied."""
+    """Return a copy of TOML-shaped ``data`` with dotted-key ``overrides`` applied.
+
+    String values (``--set`` text) are parsed by the type of the field they name: see
+    :func:`parse_for_key`.
+    """
     import copy
 
     data = copy.deepcopy(data)
     for key, value in (overrides or {}).items():
-        if isinstance(value, str) and not _is_string_field(key):
-            value = parse_value(value)
+        if not isinstance(key, str) or not key or any(not p for p in key.split(".")):
+            raise ConfigError(f"{key!r}: not a dotted key such as market.volatility")
+        if isinstance(value, str):
+            value = parse_for_key(key, value)
         _set_dotted(data, key, value)
     return data
 
 
-def _is_string_field(key: str) -> bool:
-    """Whether the dotted key names a string-typed field (so '--set name=123' stays a string)."""
-    cls: Any = Config
+def parse_for_key(key: str, text: str) -> Any:
+    """Parse ``--set`` text by the type of the field that the dotted ``key`` names.
+
+    * string and choice fields keep the text as it is (``--set name=2024`` is the string
+      "2024"); a quoted TOML string is unquoted;
+    * optional fields take ``none`` (or nothing) to mean "unset, use the default";
+    * everything else is read as a TOML value (numbers, booleans, lists, inline tables), and
+      numbers also as Python writes them (``.5``, ``1E3``); text that is none of these is kept,
+      so that validation names the key and the expected type.
+    """
+    tp = _field_type(key)
+    if tp is None:  # unknown key, a dict member of unknown type: let validation speak
+        return parse_value(text)
+    args = typing.get_args(tp)
+    optional = typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args
+    if optional and text.strip().lower() in ("", "none", "null"):
+        return None
+    kinds = [a for a in args if a is not type(None)] if optional else [tp]
+    if all(k is str or typing.get_origin(k) is Literal for k in kinds):
+        stripped = text.strip()
+        if stripped[:1] in ('"', "'"):
+            parsed = parse_value(stripped)
+            if isinstance(parsed, str):
+                return parsed
+        return text
+    if kinds == [bool] and text.strip().lower() in ("true", "false"):
+        return text.strip().lower() == "true"
+    parsed = parse_value(text)
+    if kinds == [int] and isinstance(parsed, float) and parsed.is_integer():
+        return int(parsed)  # 1e3 steps
+    if isinstance(parsed, str) and any(k in (int, float) for k in kinds):
+        try:
+            number = float(parsed.strip().replace("_", ""))
+        except ValueError:
+            return parsed
+        if int in kinds and float not in kinds and math.isfinite(number):
+            return int(number) if number == int(number) else number
+        return number
+    return parsed
+
+
+def _field_type(key: str) -> Any:
+    """The annotation of the field a dotted key names (None when it names no known field).
+
+    List items are addressed by index or symbol (``assets.BTC.depth``), table members by name
+    (``traders.strategies.hold``).
+    """
+    tp: Any = Config
     for part in key.split("."):
-        if cls is None:
-            return False
-        if not dataclasses.is_dataclass(cls):
-            return False
-        known = _fields(cls)
-        if part not in known:
-            # a list index or symbol: stay on the same item class
-            continue
-        tp = _hints(cls)[known[part].name]
-        if tp is str or tp == (str | None):
-            return True
-        if typing.get_origin(tp) is Literal:
-            return True
-        cls = _inner_dataclass(tp)
-    return False
+        tp = _strip_optional(tp)
+        if dataclasses.is_dataclass(tp):
+            known = _fields(tp)
+            if part not in known:
+                return None
+            tp = _hints(tp)[known[part].name]
+        elif typing.get_origin(tp) is list:
+            tp = typing.get_args(tp)[0]
+        elif typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1]
+        else:
+            return None
+    return tp
+
+
+def _strip_optional(tp: Any) -> Any:
+    """``X`` for ``X | None``; a list or table alternative of a union (``float | list``)."""
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
+        return tp
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if len(args) == 1:
+        return args[0]
+    containers = [a for a in args if typing.get_origin(a) in (list, dict)]
+    return containers[0] if containers else tp
 
 
 def read_toml(path: str | Path) -> dict:
@@ -586,6 +721,10 @@ def read_toml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except ValueError as exc:  # e.g. an integer literal of thousands of digits
+        raise ConfigError(f"{path}: invalid TOML: {str(exc).splitlines()[0]}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
