@@ -184,13 +184,18 @@ class ContagionModel(mesa.Model):
         return self.recorder.graph()
 
     def money(self) -> dict[str, float]:
-        """Where the money is: traders, insurance fund, market agent, unfunded bad debt."""
+        """Where the money is: traders, insurance fund, market agent, unfunded bad debt.
+
+        A bankrupt account's negative equity is written off (its wallet set to zero) and paid by
+        the insurance fund; what nobody pays is unfunded bad debt, a hole in the system, counted
+        here as a negative amount so that ``total`` stays the initial collateral plus the fund.
+        """
         mark = self.mark
         parts = {
             "traders": self.book.total_equity(mark),
             "insurance_fund": self.engine.insurance_fund,
             "market": self.market.value(mark),
-            "unfunded_bad_debt": self.engine.unfunded_bad_debt,
+            "unfunded_bad_debt": -self.engine.unfunded_bad_debt,
         }
         parts["total"] = sum(parts.values())
         return parts

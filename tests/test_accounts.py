@@ -1,0 +1,156 @@
+"""The account book: tiers, fills, equity, liquidation prices (against hand and brute force)."""
+
+import numpy as np
+import pytest
+
+from model.accounts import AccountBook, TierTable, apply_fills, maintenance_margin
+
+BINANCE_BTC = [
+    (5.0e4, 0.004),
+    (2.5e5, 0.005),
+    (1.0e6, 0.01),
+    (1.0e7, 0.025),
+    (2.0e7, 0.05),
+    (5.0e7, 0.10),
+    (1.0e8, 0.125),
+    (2.0e8, 0.15),
+    (3.0e8, 0.25),
+    (5.0e8, 0.50),
+]
+
+
+def test_tiered_maintenance_by_hand():
+    tiers = TierTable.from_lists([BINANCE_BTC])
+    # cum: tier 1: 0; tier 2: 50k x 0.001 = 50; tier 3: 50 + 250k x 0.005 = 1300
+    n = np.array([[10_000.0], [50_000.0], [100_000.0], [300_000.0], [2_000_000.0]])
+    expected = [
+        10_000 * 0.004,
+        50_000 * 0.004,
+        100_000 * 0.005 - 50,
+        300_000 * 0.01 - 1300,
+        2_000_000 * 0.025 - (1300 + 1_000_000 * 0.015),
+    ]
+    np.testing.assert_allclose(maintenance_margin(n, tiers)[:, 0], expected, rtol=1e-12)
+
+
+def test_tiered_maintenance_is_continuous_at_every_cap():
+    tiers = TierTable.from_lists([BINANCE_BTC])
+    for cap, _ in BINANCE_BTC[:-1]:
+        below = maintenance_margin(np.array([[cap * (1 - 1e-12)]]), tiers)[0, 0]
+        above = maintenance_margin(np.array([[cap * (1 + 1e-12)]]), tiers)[0, 0]
+        assert above == pytest.approx(below, rel=1e-9)
+
+
+def test_flat_rate_is_one_tier():
+    tiers = TierTable.flat([0.01, 0.02])
+    n = np.array([[1e3, 1e9], [5.0, 0.0]])
+    np.testing.assert_allclose(maintenance_margin(n, tiers), n * [0.01, 0.02])
+
+
+def test_apply_fills_cases_by_hand():
+    q = np.array([[2.0], [2.0], [2.0], [-3.0], [0.0]])
+    e = np.array([[100.0], [100.0], [100.0], [50.0], [0.0]])
+    dq = np.array([[1.0], [-0.5], [-5.0], [1.0], [-4.0]])
+    p = np.array([110.0])
+    nq, ne, realized, closed = apply_fills(q, e, dq, p)
+    np.testing.assert_allclose(nq[:, 0], [3.0, 1.5, -3.0, -2.0, -4.0])
+    # add: average entry (2*100 + 1*110)/3; reduce: keep entry; flip: entry = fill price
+    np.testing.assert_allclose(ne[:, 0], [310 / 3, 100.0, 110.0, 50.0, 110.0])
+    np.testing.assert_allclose(realized[:, 0], [0.0, 0.5 * 10, 2 * 10, -1 * 60, 0.0])
+    np.testing.assert_allclose(closed[:, 0], [0.0, 0.5, 2.0, -1.0, 0.0])
+
+
+def test_apply_fills_moves_cash_equivalent_by_minus_dq_p():
+    rng = np.random.default_rng(3)
+    q = rng.normal(size=(500, 3)) * rng.integers(0, 2, (500, 3))
+    e = rng.uniform(10, 20, (500, 3)) * (q != 0)
+    dq = rng.normal(size=(500, 3))
+    p = rng.uniform(10, 20, 3)
+    nq, ne, realized, _ = apply_fills(q, e, dq, p)
+    # wallet gains `realized`; cash-equivalent W - q e must change by exactly -dq P
+    before = -(q * e)
+    after = realized - nq * ne
+    np.testing.assert_allclose(after - before, -dq * p, atol=1e-9)
+
+
+def _two_asset_book(isolated=False):
+    tiers = TierTable.from_lists([BINANCE_BTC, [(np.inf, 0.02)]])
+    qty = np.array([[1.0, -10.0], [0.5, 0.0], [-2.0, 20.0]])
+    entry = np.array([[60000.0, 3000.0], [58000.0, 0.0], [61000.0, 2900.0]])
+    wallet = np.array([12000.0, 3000.0, 20000.0])
+    iso = np.full(qty.shape, isolated) & (qty != 0)
+    margin = np.where(iso, 4000.0, 0.0)
+    return AccountBook(np.arange(3), wallet, qty, entry, tiers, isolated=iso, margin=margin)
+
+
+def test_equity_and_margin_ratio_by_hand():
+    book = _two_asset_book()
+    mark = np.array([59000.0, 3100.0])
+    eq = book.cross_equity(mark)
+    assert eq[0] == pytest.approx(12000 + 1 * (59000 - 60000) + (-10) * (3100 - 3000))
+    mm0 = (59000 * 0.005 - 50) + 10 * 3100 * 0.02
+    assert book.cross_maintenance(mark)[0] == pytest.approx(mm0)
+    assert book.margin_ratio(mark)[0] == pytest.approx(mm0 / eq[0])
+
+
+@pytest.mark.parametrize("isolated", [False, True])
+def test_liquidation_price_matches_brute_force_scan(isolated):
+    """Scan each position's price on a fine grid (others fixed) and find where the unit flips."""
+    rng = np.random.default_rng(11)
+    n, a = 60, 2
+    tiers = TierTable.from_lists([BINANCE_BTC, [(1e5, 0.01), (1e6, 0.02), (np.inf, 0.05)]])
+    p0 = np.array([60000.0, 3000.0])
+    qty = rng.choice([-1, 1], (n, a)) * rng.uniform(0.1, 30, (n, a)) / p0 * 1000
+    entry = p0 * rng.uniform(0.9, 1.1, (n, a))
+    wallet = np.abs(qty * entry).sum(axis=1) / rng.uniform(2, 60, n)
+    iso = np.full((n, a), isolated)
+    margin = np.where(iso, (wallet / 2)[:, None], 0.0)
+    book = AccountBook(np.arange(n), wallet, qty, entry, tiers, isolated=iso, margin=margin)
+    mark = p0.copy()
+    lp = book.liquidation_price(mark)
+    checked = 0
+    for i in range(n):
+        for j in range(a):
+            grid = np.geomspace(p0[j] * 1e-3, p0[j] * 20, 200_001)
+            marks = np.tile(mark, (grid.size, 1))
+            marks[:, j] = grid
+            # margin condition evaluated independently of liquidation_price
+            q, e = qty[i], entry[i]
+            notional = np.abs(q)[None, :] * marks
+            mm = maintenance_margin(notional, tiers)
+            if isolated:
+                eq = margin[i, j] + q[j] * (grid - e[j])
+                under = eq < mm[:, j]
+            else:
+                eq = wallet[i] + (q[None, :] * (marks - e[None, :])).sum(axis=1)
+                under = eq < mm.sum(axis=1)
+            flips = np.flatnonzero(np.diff(under.astype(int)) != 0)
+            if np.isnan(lp[i, j]):
+                assert flips.size == 0, (i, j)
+                continue
+            assert flips.size == 1, (i, j, flips)
+            k = flips[0]
+            assert grid[k] * (1 - 1e-9) <= lp[i, j] <= grid[k + 1] * (1 + 1e-9), (i, j)
+            checked += 1
+    assert checked > n  # most positions have a liquidation price inside the scanned range
+
+
+def test_bankruptcy_price_isolated_by_hand():
+    book = _two_asset_book(isolated=True)
+    bp = book.bankruptcy_price(np.array([60000.0, 3000.0]))
+    # long 1 BTC @ 60000 with 4000 margin: 56000; short 10 ETH @ 3000 with 4000: 3400
+    assert bp[0, 0] == pytest.approx(56000.0)
+    assert bp[0, 1] == pytest.approx(3400.0)
+    assert np.isnan(bp[1, 1])
+
+
+def test_fill_routes_pnl_to_wallet_or_position_margin():
+    book = _two_asset_book(isolated=True)
+    wallet_before = book.wallet.copy()
+    book.fill(np.array([0]), np.array([[-1.0, 0.0]]), np.array([59000.0, 3000.0]))
+    assert book.wallet[0] == wallet_before[0]  # isolated: the loss stays in the position margin
+    assert book.margin[0, 0] == pytest.approx(4000.0 - 1000.0)
+    assert book.margin[0, 1] == 4000.0
+    cross = _two_asset_book(isolated=False)
+    cross.fill(np.array([0]), np.array([[-1.0, 0.0]]), np.array([59000.0, 3000.0]))
+    assert cross.wallet[0] == pytest.approx(12000.0 - 1000.0)

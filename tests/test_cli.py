@@ -1,0 +1,68 @@
+"""`contagion run`: writes a run folder; bad input is one line and exit status 2."""
+
+import json
+import subprocess
+import sys
+
+import tomli_w
+
+from tests.conftest import small_config
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def test_run_writes_the_folder_and_honours_set_and_seed(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(tomli_w.dumps(small_config(steps=12)))
+    out = tmp_path / "out"
+    r = run_cli(
+        "run",
+        str(cfg),
+        "--out",
+        str(out),
+        "--seed",
+        "99",
+        "--set",
+        "market.volatility=0.3",
+        "--set",
+        "assets.ETH.depth=5e5",
+    )
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seed"] == 99 and summary["steps"] == 12
+    rerun = (out / "config.toml").read_text()
+    assert "volatility = 0.3" in rerun and "depth = 500000.0" in rerun
+
+
+def test_bad_key_exits_2_with_one_line_naming_it(tmp_path):
+    data = small_config()
+    data["market"]["volatilty"] = 0.3
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(tomli_w.dumps(data))
+    r = run_cli("run", str(cfg), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "market.volatilty" in lines[0] and "volatility" in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_value_and_missing_file_exit_2(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(tomli_w.dumps(small_config()))
+    r = run_cli("run", str(cfg), "--set", "traders.leverage=-3")
+    assert (
+        r.returncode == 2
+        and "traders.leverage" in r.stderr
+        and len(r.stderr.strip().splitlines()) == 1
+    )
+    r = run_cli("run", str(tmp_path / "nope.toml"))
+    assert r.returncode == 2 and "nope.toml" in r.stderr and "Traceback" not in r.stderr

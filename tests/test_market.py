@@ -1,0 +1,77 @@
+"""The market agent: impact law, resilience, GBM statistics, counterparty book."""
+
+import math
+
+import mesa
+import numpy as np
+import pytest
+
+from agents.market import Market, impact_state
+
+
+def make_market(**kw):
+    model = mesa.Model(rng=3)
+    args = dict(
+        symbols=["A", "B"],
+        prices=[100.0, 10.0],
+        depths=[1e6, 1e5],
+        volatilities=[0.5, 0.8],
+        correlation=np.array([[1.0, 0.6], [0.6, 1.0]]),
+    )
+    args.update(kw)
+    return Market(model, **args)
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 1.5])
+def test_selling_the_depth_moves_the_log_price_by_one_percent(beta):
+    m = make_market(impact_exponent=beta, volatilities=[0.0, 0.0])
+    m.move_fundamentals(1)
+    price = m.execute([1e6 / 100.0, 0.0], forced=True)  # the depth, in units
+    assert math.log(price[0] / 100.0) == pytest.approx(-0.01)
+    assert price[1] == pytest.approx(10.0)
+    # four times the depth: 4 ** beta percent
+    price = m.execute([3e6 / 100.0, 0.0], forced=False)
+    assert math.log(price[0] / 100.0) == pytest.approx(-0.01 * 4**beta)
+    assert m.forced_flow[0] == pytest.approx(1e4)
+    assert m.flow[0] == pytest.approx(4e4)
+
+
+def test_impact_decays_by_the_resilience_between_steps():
+    m = make_market(volatilities=[0.0, 0.0], resilience=0.25)
+    m.move_fundamentals(1)
+    m.execute([1e4, 0.0], forced=True)
+    s = m.impact[0]
+    m.move_fundamentals(2)
+    assert m.impact[0] == pytest.approx(0.75 * s)
+    m.execute([-1e4, 0.0], forced=False)  # buying back walks up from the decayed level
+    assert m.impact[0] == pytest.approx(0.75 * s + 0.01)
+
+
+def test_impact_state_is_odd_in_flow():
+    s = impact_state(np.zeros(3), np.array([-5.0, 0.0, 5.0]), 10.0, 0.5)
+    np.testing.assert_allclose(s, [0.01 * 0.5**0.5, 0.0, -0.01 * 0.5**0.5])
+
+
+def test_gbm_volatility_and_correlation():
+    m = make_market(step_minutes=60.0)
+    n = 20000
+    logs = np.empty((n + 1, 2))
+    logs[0] = m.log_fundamental
+    for t in range(1, n + 1):
+        m.move_fundamentals(t)
+        logs[t] = m.log_fundamental
+    r = np.diff(logs, axis=0)
+    dt = 60 / (365 * 24 * 60)
+    vol = r.std(axis=0) / math.sqrt(dt)
+    np.testing.assert_allclose(vol, [0.5, 0.8], rtol=0.03)  # 20k draws: ~0.5% sd of the estimate
+    assert np.corrcoef(r.T)[0, 1] == pytest.approx(0.6, abs=0.03)
+    # zero drift in price: E[exp(r)] = 1
+    assert np.exp(r).mean(axis=0) == pytest.approx([1.0, 1.0], abs=1e-3)
+
+
+def test_counterparty_book_conserves_value():
+    m = make_market()
+    m.take_other_side(np.array([2.0, -3.0]), np.array([100.0, 10.0]))
+    assert m.inventory.tolist() == [-2.0, 3.0]
+    assert m.cash.tolist() == [200.0, -30.0]
+    assert m.value(np.array([100.0, 10.0])) == pytest.approx(0.0)
