@@ -108,6 +108,30 @@ class MarketConfig:
     )
     jump_mean: float = spec(0.0, doc="mean log size of a jump", ge=-5, le=5)
     jump_volatility: float = spec(0.0, doc="standard deviation of a jump's log size", ge=0, le=5)
+    depth_stress: float = spec(
+        0.0,
+        doc="how strongly forced flow and outsized moves thin the book (0: depth never thins)",
+        ge=0,
+        le=1e3,
+    )
+    depth_recovery: float = spec(
+        0.2, doc="fraction of the accumulated liquidity stress that fades each step", ge=0, le=1
+    )
+    mark_lag: float = spec(
+        0.0,
+        doc="weight of the previous mark each time the mark follows the price (0: mark = price)",
+        ge=0,
+        lt=1,
+    )
+    funding_interval: int = spec(
+        0, doc="steps between funding payments of the perpetuals (0: no funding)", ge=0
+    )
+    funding_cap: float = spec(
+        0.0075, doc="largest funding rate of one interval, either way", ge=0, le=1
+    )
+    funding_interest: float = spec(
+        1.0e-4, doc="interest part of the funding rate of one interval", ge=-0.01, le=0.01
+    )
 
 
 @dataclass
@@ -139,6 +163,35 @@ class TradersConfig:
     )
     reentry_steps: int = spec(
         0, doc="steps after which a liquidated trader re-enters (0: never)", ge=0
+    )
+    target_leverage: float | None = spec(
+        None,
+        doc="leverage the target_leverage rule keeps (default: each account's initial leverage)",
+        ge=1,
+        le=1000,
+    )
+    rebalance: float = spec(
+        0.5,
+        doc="fraction of the gap to target leverage closed each step; noise positions' decay",
+        gt=0,
+        le=1,
+    )
+    momentum_lookback: int = spec(
+        24, doc="steps of past return the momentum rule trades on", ge=1, le=100_000
+    )
+    momentum_leverage: float = spec(
+        2.0, doc="extra leverage a momentum trader takes at full conviction", ge=0, le=1000
+    )
+    value_leverage: float = spec(
+        2.0, doc="extra leverage a value trader takes at full conviction", ge=0, le=1000
+    )
+    value_scale: float = spec(
+        0.05, doc="mispricing log(price / fundamental) of a value trader's full conviction",
+        gt=0,
+        le=10,
+    )
+    noise_size: float = spec(
+        0.1, doc="standard deviation of a noise order, as a fraction of equity", ge=0, le=100
     )
 
 
