@@ -12,6 +12,7 @@ of the trader's rows.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,11 @@ __all__ = ["Population", "generate_population", "read_population"]
 
 REQUIRED_COLUMNS = ["trader_id", "collateral", "asset", "quantity", "entry_price"]
 OPTIONAL_COLUMNS = ["strategy", "margin", "margin_mode"]
+
+# Largest amount (collateral, margin, notional, in quote currency) and entry price a file may
+# hold: far beyond any real account, small enough that sums over millions of rows stay finite.
+MAX_AMOUNT = 1e15
+MAX_PRICE = 1e12
 
 
 @dataclass
@@ -103,10 +109,19 @@ def _read_table(path: Path) -> pd.DataFrame:
         if suffix == ".parquet":
             return pd.read_parquet(path)
         if suffix in (".csv", ".txt"):
-            return pd.read_csv(path)
+            # index_col=False: a row with an extra field is an error, not a shifted row
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                return pd.read_csv(path, index_col=False)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
-    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (
+        OSError,
+        ValueError,
+        pd.errors.ParserError,
+        pd.errors.ParserWarning,
+        UnicodeDecodeError,
+    ) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"{path}: cannot read population file: {first}") from None
     raise ConfigError(f"{path}: population file must be .csv or .parquet")
@@ -125,14 +140,18 @@ def read_population(path: str | Path, cfg: Config) -> Population:
     if unknown:
         raise ConfigError(f"{path}: unknown column(s) {', '.join(map(str, unknown))}")
     symbols = cfg.symbols
+    first_row = 2 if path.suffix.lower() != ".parquet" else 1
 
     def row_error(i, msg):
-        # row numbers as a spreadsheet shows them: header is line 1
-        return ConfigError(f"{path}: row {int(i) + 2}: {msg}")
+        # CSV: the line as a spreadsheet shows it (header is line 1); parquet: counting from 1
+        return ConfigError(f"{path}: row {int(i) + first_row}: {msg}")
 
     for col in ("trader_id", "collateral", "quantity", "entry_price") + (
         ("margin",) if "margin" in df.columns else ()
     ):
+        kind = df[col].dtype.kind
+        if kind in "bMmc":  # booleans, dates, durations, complex numbers
+            raise ConfigError(f"{path}: column {col} must hold real numbers, not {df[col].dtype}")
         num = pd.to_numeric(df[col], errors="coerce")
         bad = num.isna() & ~(df[col].isna() & (col == "margin"))
         if col != "margin":
@@ -149,6 +168,26 @@ def read_population(path: str | Path, cfg: Config) -> Population:
     if (tid != np.round(tid)).any():
         i = int(np.flatnonzero(tid != np.round(tid))[0])
         raise row_error(i, f"trader_id must be a whole number, got {df['trader_id'].iloc[i]!r}")
+    if (np.abs(tid) >= 2.0**53).any():  # beyond 2**53 floats no longer tell ids apart
+        i = int(np.flatnonzero(np.abs(tid) >= 2.0**53)[0])
+        raise row_error(i, f"trader_id must be below 2**53 in size, got {tid[i]:g}")
+    amounts = {
+        "collateral": df["collateral"].abs(),
+        "quantity x entry_price": (df["quantity"] * df["entry_price"]).abs(),
+    }
+    if "margin" in df.columns:
+        amounts["margin"] = df["margin"].abs().fillna(0.0)
+    for what, amount in amounts.items():
+        big = (amount > MAX_AMOUNT).to_numpy()
+        if big.any():
+            i = int(np.flatnonzero(big)[0])
+            raise row_error(i, f"{what} must be at most {MAX_AMOUNT:g}, got {amount.iloc[i]:g}")
+    big = (df["entry_price"] > MAX_PRICE).to_numpy()
+    if big.any():
+        i = int(np.flatnonzero(big)[0])
+        raise row_error(
+            i, f"entry_price must be at most {MAX_PRICE:g}, got {df['entry_price'].iloc[i]:g}"
+        )
     df["trader_id"] = tid.astype(np.int64)
     df["asset"] = df["asset"].astype(str)
     bad_asset = ~df["asset"].isin(symbols)
@@ -173,10 +212,16 @@ def read_population(path: str | Path, cfg: Config) -> Population:
             i,
             f"duplicate position: trader {df['trader_id'].iloc[i]} already has a row for {df['asset'].iloc[i]}",
         )
-    spread = df.groupby("trader_id")["collateral"].agg(lambda s: s.max() - s.min())
-    if (spread > 1e-9 * df.groupby("trader_id")["collateral"].max().abs().clip(lower=1.0)).any():
-        bad_id = spread[spread > 0].index[0]
-        raise ConfigError(f"{path}: trader {bad_id}: collateral differs between its rows")
+    by_trader = df.groupby("trader_id")["collateral"]
+    spread = by_trader.max() - by_trader.min()
+    differs = spread > 1e-9 * by_trader.max().abs().clip(lower=1.0)
+    if differs.any():
+        bad_id = differs[differs].index[0]
+        values = df.loc[df["trader_id"] == bad_id, "collateral"].unique()[:2]
+        raise ConfigError(
+            f"{path}: trader {bad_id}: collateral differs between its rows "
+            f"({values[0]:g} and {values[1]:g})"
+        )
 
     mode = (
         df["margin_mode"].fillna(cfg.margin.mode).astype(str)
@@ -229,6 +274,13 @@ def read_population(path: str | Path, cfg: Config) -> Population:
     if (given[~np.isnan(given)] < 0).any():
         i = int(np.flatnonzero(given < 0)[0])
         raise row_error(i, f"margin must be >= 0, got {given[i]}")
+    cross_margin = ~np.isnan(given) & (given != 0) & (mode.to_numpy() != "isolated")
+    if cross_margin.any():
+        i = int(np.flatnonzero(cross_margin)[0])
+        raise row_error(
+            i,
+            "margin is for isolated positions; this row's margin_mode is cross (set it to isolated)",
+        )
     # Default isolated margin: the collateral split in proportion to initial notional.
     notional = np.abs(qty) * entry
     total = notional.sum(axis=1, keepdims=True)
