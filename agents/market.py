@@ -22,14 +22,16 @@ import numpy as np
 __all__ = ["Market", "correlated_normals_factor", "impact_state"]
 
 MINUTES_PER_YEAR = 365.0 * 24.0 * 60.0
-# Bound on |log price move| of one step, so that extreme settings stay finite.
+# Bound on |log price| (prices stay within about 1e-100 and 1e100), so that extreme settings
+# stay finite; a price held at a bound is reported through ``limit_hit``.
 _MAX_LOG = 230.0
 
 
 def impact_state(start, flow, depth_qty, beta):
     """Impact state after a cumulative signed flow (sells positive); pure and vectorised."""
     flow = np.asarray(flow, dtype=float)
-    return start - 0.01 * np.sign(flow) * (np.abs(flow) / depth_qty) ** beta
+    with np.errstate(over="ignore"):  # an absurd flow gives an infinite move, clipped later
+        return start - 0.01 * np.sign(flow) * (np.abs(flow) / depth_qty) ** beta
 
 
 def correlated_normals_factor(corr: np.ndarray) -> np.ndarray:
@@ -98,6 +100,8 @@ class Market(mesa.Agent):
         self.inventory = np.zeros(a)
         self.cash = np.zeros(a)
         self.step_open = self.initial_price.copy()  # market price when the step began
+        # per asset, this step: -1 if the price was held at its floor, +1 at its ceiling
+        self.limit_hit = np.zeros(a, dtype=np.int8)
 
     # ---- prices -------------------------------------------------------------------------
     @property
@@ -129,8 +133,10 @@ class Market(mesa.Agent):
             ) * self.jump_volatility * rng.standard_normal(a)
         if step in self.shocks:
             dlog += np.log(self.shocks[step])
-        self.log_fundamental = np.clip(self.log_fundamental + dlog, -_MAX_LOG, _MAX_LOG)
-        self.impact = (1.0 - self.resilience) * self.impact
+        raw = self.log_fundamental + dlog
+        self.log_fundamental = np.clip(raw, -_MAX_LOG, _MAX_LOG)
+        self.limit_hit = np.sign(raw - self.log_fundamental).astype(np.int8)
+        self.impact = self._within_limits((1.0 - self.resilience) * self.impact)
         self.impact_start = self.impact.copy()
         self.flow = np.zeros(a)
         self.forced_flow = np.zeros(a)
@@ -149,8 +155,15 @@ class Market(mesa.Agent):
             self.forced_flow = self.forced_flow + net_flow
         s = impact_state(self.impact_start, self.flow, self.depth_qty, self.beta)
         # keep log prices finite under absurd flows (a sale of many times the market)
-        self.impact = np.clip(s, -_MAX_LOG - self.log_fundamental, _MAX_LOG - self.log_fundamental)
+        self.impact = self._within_limits(s)
         return self.price
+
+    def _within_limits(self, impact) -> np.ndarray:
+        """``impact`` clipped so that ``|log price| <= _MAX_LOG``; notes which limit bit."""
+        clipped = np.clip(impact, -_MAX_LOG - self.log_fundamental, _MAX_LOG - self.log_fundamental)
+        bit = np.sign(impact - clipped).astype(np.int8)
+        self.limit_hit = np.where(bit != 0, bit, self.limit_hit)
+        return clipped
 
     def take_other_side(self, trader_dq_by_asset, price) -> None:
         """Book the counterparty side of the traders' fills (their buys are our sales)."""

@@ -31,6 +31,9 @@ from model.population import Population, generate_population, read_population
 
 __all__ = ["ContagionModel"]
 
+WARNINGS_SHOWN = 3  # per kind, on stderr
+WARNINGS_KEPT = 20  # per kind, in summary.json
+
 
 def tier_table(cfg: Config) -> TierTable:
     """Maintenance tiers per asset: the asset's own tiers, else ``margin.tiers``, else a flat
@@ -57,10 +60,18 @@ class ContagionModel(mesa.Model):
         population: explicit initial accounts; defaults to ``traders.population`` or generated.
         agents: create one :class:`Trader` Mesa agent per account (needed by the dashboard and
             by Mesa-style selection; the engine itself works on arrays).
+        screen: skip the exact margin check for accounts provably far from liquidation
+            (:mod:`model.screen`); False checks every account every round (same results).
     """
 
     def __init__(
-        self, config: Config, *, rng=None, population: Population | None = None, agents: bool = True
+        self,
+        config: Config,
+        *,
+        rng=None,
+        population: Population | None = None,
+        agents: bool = True,
+        screen: bool = True,
     ):
         super().__init__(rng=config.seed if rng is None else rng)
         self.config = cfg = config
@@ -123,6 +134,7 @@ class ContagionModel(mesa.Model):
             max_rounds=cfg.margin.max_rounds,
             adl=cfg.margin.adl,
             on_round=self.recorder.record,
+            screen=screen,
         )
 
         # Trading rules: one vectorised rule object per rule name, with its rows.
@@ -146,6 +158,7 @@ class ContagionModel(mesa.Model):
 
         self.initial_money = self.money()["total"]
         self.warnings: list[str] = []
+        self.warning_counts: dict[str, int] = {}
         self._ever_liquidated = 0
         self.last = None  # StepTotals of the last step
 
@@ -234,8 +247,18 @@ class ContagionModel(mesa.Model):
         if self.last.round_limit_hit:
             self.warn(
                 f"step {t}: round limit margin.max_rounds={self.engine.max_rounds} hit "
-                "with accounts still below maintenance"
+                "with accounts still below maintenance",
+                kind="round_limit",
             )
+        limit_hit = getattr(self.market, "limit_hit", None)
+        if limit_hit is not None and limit_hit.any():
+            for j in np.flatnonzero(limit_hit):
+                where = "floor" if limit_hit[j] < 0 else "ceiling"
+                self.warn(
+                    f"step {t}: {self.symbols[j]} price held at its {where} "
+                    f"{self.market.price[j]:.3g} (log price limit)",
+                    kind=f"price_{where}",
+                )
         self.datacollector.collect(self)
         mk = self.market
         self._market_rows.append(
@@ -252,10 +275,20 @@ class ContagionModel(mesa.Model):
             )
         )
 
-    def warn(self, message: str) -> None:
-        """A warning: kept for summary.json and shown on stderr (once per kind of message)."""
-        self.warnings.append(message)
-        if len(self.warnings) <= 5:
+    def warn(self, message: str, kind: str = "other") -> None:
+        """A warning: counted and kept for summary.json, and shown on stderr as one line.
+
+        A long run can repeat a warning every step, so per kind only the first
+        ``WARNINGS_SHOWN`` go to stderr and the first ``WARNINGS_KEPT`` are kept; every one is
+        counted (``summary.json``: ``warnings`` and ``warning_counts``).
+        """
+        count = self.warning_counts.get(kind, 0) + 1
+        self.warning_counts[kind] = count
+        if count <= WARNINGS_KEPT:
+            self.warnings.append(message)
+        if count <= WARNINGS_SHOWN:
+            if count == WARNINGS_SHOWN:
+                message += f" (further {kind} warnings are only counted in summary.json)"
             warnings.warn(message, RuntimeWarning, stacklevel=2)
 
     def run(self, steps: int | None = None) -> ContagionModel:

@@ -19,15 +19,38 @@ import pandas as pd
 from model.config import to_dict
 from model.liquidation import KINDS
 
-__all__ = ["INCOMPLETE_MARKER", "atomic_write", "build_tables", "summarize", "write_run"]
+__all__ = [
+    "INCOMPLETE_MARKER",
+    "RUN_FILES",
+    "atomic_write",
+    "build_tables",
+    "run_status",
+    "summarize",
+    "write_run",
+]
 
 INCOMPLETE_MARKER = ".incomplete"
+# Every file of a complete run folder; summary.json is written last.
+RUN_FILES = (
+    "config.toml",
+    "market.parquet",
+    "steps.parquet",
+    "liquidations.parquet",
+    "accounts.parquet",
+    "contagion.graphml",
+    "summary.json",
+)
+_TMP_SUFFIX = ".tmp"
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` and rename the result to ``path`` (same folder, atomic)."""
+    """Call ``write(tmp_path)`` and rename the result to ``path`` (same folder, atomic).
+
+    The data is flushed to disk before the rename and the rename itself is flushed with the
+    folder, so after a crash ``path`` holds either the old file or the whole new one.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -37,6 +60,33 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (renames) to disk, where the platform allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def run_status(folder) -> str:
+    """``"complete"``, ``"incomplete"`` (marker present or a file missing) or ``"missing"``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return "missing"
+    if (folder / INCOMPLETE_MARKER).exists():
+        return "incomplete"
+    if not all((folder / name).is_file() for name in RUN_FILES):
+        return "incomplete"
+    return "complete"
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -207,6 +257,7 @@ def summarize(model) -> dict:
         ),
         "graph_truncated": bool(model.recorder.truncated),
         "warnings": list(dict.fromkeys(model.warnings)),
+        "warning_counts": dict(getattr(model, "warning_counts", {})),
     }
 
 
@@ -238,6 +289,17 @@ def _generation_sizes(model):
 # --------------------------------------------------------------------------------------------
 
 
+def _json_safe(o):
+    """``o`` with every non-finite float replaced by None, so summary.json is strict JSON."""
+    if isinstance(o, dict):
+        return {k: _json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_json_safe(v) for v in o]
+    if isinstance(o, (float, np.floating)) and not math.isfinite(float(o)):
+        return None
+    return o
+
+
 def _json_default(o):
     if isinstance(o, np.integer):
         return int(o)
@@ -266,13 +328,22 @@ def write_run(model, out_dir) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     marker = out / INCOMPLETE_MARKER
     marker.write_text("this run folder is being written or its writer was interrupted\n")
+    _fsync_dir(out)
+    # A previous writer killed mid-file leaves hidden temporary files: they are not results.
+    for stale in out.glob(f".*{_TMP_SUFFIX}"):
+        stale.unlink(missing_ok=True)
+    # The summary is the last file written: remove an old one first, so that a folder with a
+    # summary.json and no marker always holds the files of the same run.
+    (out / "summary.json").unlink(missing_ok=True)
     _write_text(out / "config.toml", tomli_w.dumps(resolved_config(model)))
     for name, df in build_tables(model).items():
         _write_parquet(out / f"{name}.parquet", df)
     graph = model.contagion_graph
     atomic_write(out / "contagion.graphml", lambda p: nx.write_graphml(graph, p))
-    _write_text(
-        out / "summary.json", json.dumps(summarize(model), indent=2, default=_json_default) + "\n"
+    summary = json.dumps(
+        _json_safe(summarize(model)), indent=2, default=_json_default, allow_nan=False
     )
+    _write_text(out / "summary.json", summary + "\n")
     marker.unlink()
+    _fsync_dir(out)
     return out
