@@ -1,0 +1,265 @@
+"""The demo: its narration is checked against the run folders it writes, its figures are real
+images, and the tree layout is checked on a case worked out by hand."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import time
+from argparse import Namespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.cli import main
+from experiments.demo import (
+    DEMO_CONFIG,
+    CascadeNarrator,
+    cascade_layout,
+    demo_command,
+    holding_labels,
+)
+from model import ContagionModel, load_config
+
+ROUND = re.compile(
+    r"  round (\d+): ([\d,]+) accounts? liquidated.*\n"
+    r" +(.*) \(closed .*\)\n"
+    r" +(.*) \| insurance fund \$([\d.]+)(k|M)? \(\+\$([\d.,]+)(k|M)? fees"
+)
+
+
+def _money(number: str, unit: str | None) -> float:
+    return float(number.replace(",", "")) * {"k": 1e3, "M": 1e6, None: 1.0, "": 1.0}[unit]
+
+
+def _half_digit(unit: str | None) -> float:
+    """Rounding error of a printed amount: $1,234 / $1.2k / $1.23M."""
+    return {"k": 50.0, "M": 5000.0, None: 0.5, "": 0.5}[unit] + 1e-9
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """Run ``contagion demo`` once; keep what it printed, how long it took and its folder."""
+    out = tmp_path_factory.mktemp("demo") / "run"
+    buf = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(buf):
+        code = demo_command(Namespace(out=str(out)))
+    seconds = time.perf_counter() - t0
+    return {"code": code, "text": buf.getvalue(), "out": out, "seconds": seconds}
+
+
+def _sections(text: str) -> tuple[str, str]:
+    cross, rest = text.split("Now the same accounts and the same shock under isolated margin")
+    iso = rest.split("Cross vs isolated")[0]
+    return cross, iso
+
+
+def _open_prices(folder, step):
+    """Prices when ``step``'s liquidation rounds begin, from market.parquet alone: the step's
+    fundamental times the previous step's impact after one step of decay."""
+    cfg = load_config(DEMO_CONFIG)
+    mk = pd.read_parquet(folder / "market.parquet")
+    out = {}
+    for a in cfg.assets:
+        rows = mk[mk["asset"] == a.symbol].set_index("step")
+        out[a.symbol] = rows.loc[step, "fundamental"] * np.exp(
+            (1 - cfg.market.resilience) * rows.loc[step - 1, "impact"]
+        )
+    return out
+
+
+@pytest.mark.parametrize("which", ["cross", "isolated"])
+def test_narration_matches_the_run_folder(demo, which):
+    assert demo["code"] == 0
+    cross_text, iso_text = _sections(demo["text"])
+    text = cross_text if which == "cross" else iso_text
+    folder = demo["out"] if which == "cross" else demo["out"] / "isolated"
+    cfg = load_config(DEMO_CONFIG)
+    shock = cfg.shocks[0]
+    liq = pd.read_parquet(folder / "liquidations.parquet")
+    steps = pd.read_parquet(folder / "steps.parquet")
+    assert set(liq["step"]) == {shock.step}, "the demo's only cascade is the shock's"
+
+    told = ROUND.findall(text)
+    rounds = sorted(liq["round"].unique())
+    assert [int(r[0]) for r in told] == rounds
+    assert len(rounds) >= 3, "the demo should show a cascade of several rounds"
+
+    price = _open_prices(folder, shock.step)
+    for rnd, accounts, traded, moves, fund, fund_unit, fees, fees_unit in told:
+        r = liq[liq["round"] == int(rnd)]
+        # accounts liquidated in the round
+        assert int(accounts.replace(",", "")) == r["trader_id"].nunique()
+        for sym in cfg.symbols:
+            a = r[r["asset"] == sym]
+            # what they sold (closing longs): the positive closed quantities
+            sold = a.loc[a["quantity"] > 0, "quantity"].sum()
+            m = re.search(rf"sold ([\d.,]+) {sym}\b", traded)
+            if sold > 0:
+                assert m, f"round {rnd}: {sym} sales not told"
+                assert float(m.group(1).replace(",", "")) == pytest.approx(sold, rel=5e-3, abs=6e-3)
+            else:
+                assert not m
+            # the price after the round: every fill of the round is at it
+            after = a["price"].iloc[0] if len(a) else price[sym]
+            assert np.allclose(a["price"], after)
+            m = re.search(rf"{sym} ([+-][\d.]+)% to \$([\d,.]+)", moves)
+            assert float(m.group(2).replace(",", "")) == pytest.approx(
+                after, abs=0.51
+            )  # whole dollars
+            assert float(m.group(1)) == pytest.approx(100 * (after / price[sym] - 1), abs=0.051)
+            price[sym] = after
+        assert _money(fees, fees_unit) == pytest.approx(r["fee"].sum(), abs=_half_digit(fees_unit))
+        last_fund, last_unit = _money(fund, fund_unit), fund_unit
+    # the fund after the last round is the fund at the end of the shock step
+    fund_end = steps.set_index("step").loc[shock.step, "insurance_fund"]
+    assert last_fund == pytest.approx(fund_end, abs=_half_digit(last_unit))
+    summary = json.loads((folder / "summary.json").read_text())
+    m = re.search(rf"step {shock.step} in all: ([\d,]+) accounts liquidated", text)
+    assert int(m.group(1).replace(",", "")) == summary["accounts_liquidated"]
+
+
+def _step_move(folder, step, sym):
+    mk = pd.read_parquet(folder / "market.parquet")
+    p = mk[mk["asset"] == sym].set_index("step")["price"]
+    return p[step] / p[step - 1] - 1
+
+
+def test_comparison_and_lesson_follow_from_the_two_runs(demo):
+    cfg = load_config(DEMO_CONFIG)
+    shock = cfg.shocks[0]
+    other = next(s for s in cfg.symbols if s != shock.asset)
+    text = demo["text"]
+    table = text.split("Cross vs isolated")[1].split("The lesson:")[0]
+    cross_sum = json.loads((demo["out"] / "summary.json").read_text())
+    iso_sum = json.loads((demo["out"] / "isolated" / "summary.json").read_text())
+    m = re.search(r"accounts liquidated +([\d,]+) +([\d,]+)", table)
+    assert int(m.group(1).replace(",", "")) == cross_sum["accounts_liquidated"]
+    assert int(m.group(2).replace(",", "")) == iso_sum["accounts_liquidated"]
+    for sym in cfg.symbols:
+        m = re.search(rf"{sym} over step {shock.step} \(fundamental [^)]*\) +(\S+)% +(\S+)%", table)
+        assert float(m.group(1)) == pytest.approx(
+            100 * _step_move(demo["out"], shock.step, sym), abs=0.051
+        )
+        assert float(m.group(2)) == pytest.approx(
+            100 * _step_move(demo["out"] / "isolated", shock.step, sym), abs=0.051
+        )
+
+    # The lesson's claims, checked on the tables: isolated margin keeps the other asset's
+    # price at its fundamental (nobody sells it by force), cross margin drags it down.
+    iso_liq = pd.read_parquet(demo["out"] / "isolated" / "liquidations.parquet")
+    cross_liq = pd.read_parquet(demo["out"] / "liquidations.parquet")
+    assert (iso_liq["asset"] == other).sum() == 0
+    assert (cross_liq["asset"] == other).sum() > 0
+    mk = pd.read_parquet(demo["out"] / "isolated" / "market.parquet")
+    eth = mk[mk["asset"] == other].set_index("step")
+    fundamental_move = eth.loc[shock.step, "fundamental"] / eth.loc[shock.step - 1, "fundamental"]
+    assert _step_move(demo["out"], shock.step, other) < fundamental_move - 1 - 0.01
+    lesson = text.split("The lesson:")[1].split("run folder:")[0]
+    assert 2 <= lesson.count(". ") + 1 <= 4
+    assert "Under cross margin" in lesson and "Under isolated margin" in lesson
+    assert f"{cross_sum['accounts_liquidated']:,} vs {iso_sum['accounts_liquidated']:,}" in lesson
+
+
+def test_demo_writes_folders_figures_and_narration_quickly(demo):
+    out = demo["out"]
+    assert demo["seconds"] < 30, f"the demo took {demo['seconds']:.1f}s"
+    for folder in (out, out / "isolated"):
+        for name in ("market.parquet", "steps.parquet", "liquidations.parquet", "summary.json"):
+            assert (folder / name).is_file()
+        assert not (folder / ".incomplete").exists()
+    assert (out / "narration.txt").read_text() == demo["text"]
+    from matplotlib.image import imread
+
+    for name in ("prices.png", "cascade_tree.png", "cross_vs_isolated.png"):
+        img = imread(out / name)
+        assert img.shape[0] > 400 and img.shape[1] > 800
+        grey = img[..., :3].mean(axis=2)
+        assert grey.std() > 0.05, f"{name} looks blank"
+        assert (grey < 0.5).mean() > 0.005, f"{name} has almost no ink"
+
+
+def test_narrator_keeps_the_contagion_graph_and_sees_every_round():
+    cfg = load_config(DEMO_CONFIG)
+    plain = ContagionModel(cfg).run()
+    told = []
+    m = ContagionModel(cfg)
+    narrator = CascadeNarrator(m, told.append)
+    m.run()
+    a, b = plain.recorder.edges(), m.recorder.edges()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    fills = m.engine.fills_columns()
+    pairs = sorted(set(zip(fills["step"].tolist(), fills["round"].tolist(), strict=True)))
+    assert [(s.step, s.round) for s in narrator.stories] == pairs
+    for s in narrator.stories:
+        sel = (fills["step"] == s.step) & (fills["round"] == s.round)
+        rows_ids = np.unique(fills["trader_id"][sel])
+        np.testing.assert_array_equal(np.sort(m.book.ids[s.rows]), rows_ids)
+        q = fills["quantity"][sel]
+        for j in range(len(m.symbols)):
+            on = fills["asset"][sel] == j
+            assert s.sold[j] == pytest.approx(q[on & (q > 0)].sum())
+            assert s.bought[j] == pytest.approx(-q[on & (q < 0)].sum())
+    assert any("round 1:" in t for t in told)
+
+
+def test_bad_out_is_one_line_exit_2(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["demo", "--out", str(blocker)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(blocker) in err[0]
+    assert main(["demo", "--out", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a folder" in err[0]
+
+
+def test_holding_labels():
+    qty = np.array([[1.0, 0.0], [0.0, -2.0], [3.0, 4.0], [0.0, 0.0]])
+    labels = holding_labels(qty, ["BTC", "ETH"])
+    assert labels.tolist() == ["BTC only", "ETH only", "BTC+ETH", "none"]
+
+
+def test_cascade_layout_by_hand():
+    # Round 1: rows 5 and 7 hang from the root (-1). Round 2: row 9 was hurt 0.3 by row 5 and
+    # 0.7 by row 7; row 8 only by row 5. Round 3: row 5 again (a second, partial
+    # liquidation), hurt by row 9 alone.
+    src = np.array([-1, -1, 5, 7, 5, 9])
+    dst = np.array([5, 7, 9, 9, 8, 5])
+    w = np.array([1.0, 1.0, 0.3, 0.7, 1.0, 1.0])
+    rnd = np.array([1, 1, 2, 2, 2, 3])
+    key = np.zeros(10)
+    key[7] = -1.0  # row 7 sorts before row 5 in round 1
+    lay = cascade_layout(src, dst, w, rnd, key)
+    events = list(zip(lay["row"].tolist(), lay["round"].tolist(), strict=True))
+    assert sorted(events) == [(5, 1), (5, 3), (7, 1), (8, 2), (9, 2)]
+    idx = {e: i for i, e in enumerate(events)}
+    parent = {
+        e: (events[p] if p >= 0 else None) for e, p in zip(events, lay["parent"], strict=True)
+    }
+    assert parent == {(5, 1): None, (7, 1): None, (9, 2): (7, 1), (8, 2): (5, 1), (5, 3): (9, 2)}
+    y = {e: lay["y"][i] for e, i in idx.items()}
+    # round 1: two events at 1/4 and 3/4, row 7 first by key
+    assert y[(7, 1)] == pytest.approx(0.25) and y[(5, 1)] == pytest.approx(0.75)
+    # round 2: ordered by parent position: row 9 (parent at 0.25) before row 8 (parent at 0.75)
+    assert y[(9, 2)] == pytest.approx(0.25) and y[(8, 2)] == pytest.approx(0.75)
+    assert y[(5, 3)] == pytest.approx(0.5)
+    assert lay["x"].tolist() == [float(r) for _, r in events]
+    # every edge's ends
+    ends = [
+        (events[s] if s >= 0 else None, events[d])
+        for s, d in zip(lay["edge_src"], lay["edge_dst"], strict=True)
+    ]
+    assert ends == [
+        (None, (5, 1)),
+        (None, (7, 1)),
+        ((5, 1), (9, 2)),
+        ((7, 1), (9, 2)),
+        ((5, 1), (8, 2)),
+        ((9, 2), (5, 3)),
+    ]
