@@ -1,66 +1,254 @@
 """The contagion graph: who liquidated whom.
 
 A ``networkx.DiGraph``. Nodes are trader ids, plus one root node ``step:<t>`` per step with
-liquidations. Round-1 liquidations of step ``t`` hang from ``step:<t>``. A liquidation in round
-``r >= 2`` is attributed to the liquidations of round ``r - 1`` that moved the prices it lost
-on: edge ``i -> j`` with weight = ``i``'s share of the flow that hurt ``j``:
+liquidations. Round-1 liquidations of step ``t`` hang from ``step:<t>`` with weight 1. A
+liquidation in round ``r >= 2`` is attributed to the liquidations of round ``r - 1`` that moved
+the prices it lost on: edge ``i -> j`` with weight = ``i``'s share of the flow that hurt ``j``:
 
 * the loss ``j`` took on asset ``a`` from round ``r - 1``'s move is
-  ``l_ja = max(0, -q_ja dP_a)`` (``q_ja`` its position when round ``r`` began);
+  ``l_ja = max(0, -q_ja dP_a)``, with ``q_ja`` the position ``j`` held while that move happened
+  (its position when round ``r - 1`` executed: a victim liquidated in round ``r - 1`` too sold at
+  the price after the move, so it lost on the part it closed as well);
 * ``i``'s share of the flow on ``a`` that pushed the price that way is
   ``s_ia = max(0, +-x_ia) / sum_k max(0, +-x_ka)`` (sellers when the price fell, buyers when it
-  rose; ``x`` the closed quantity, sells positive);
+  rose; ``x`` the closed quantity, sells positive); when every liquidator closed the same side,
+  this is ``x_ia / X_a``, the share of the round's forced flow;
 * ``w_ij = sum_a (l_ja / sum_b l_jb) s_ia``; with one asset this is ``x_i / X``.
 
-Weights into each victim sum to 1. A victim that lost nothing on round ``r - 1``'s move (it was
-still under maintenance after a partial liquidation, say) is attributed by each liquidator's
-share of the round's whole closed notional.
+Weights into each liquidation sum to 1. A victim that lost nothing on round ``r - 1``'s move is
+attributed by each liquidator's share of the round's whole closed notional.
 
-During a run the recorder keeps edges in numpy arrays; :meth:`ContagionRecorder.graph` builds the
-networkx graph once, on demand.
+The weights of a round form the rank-``A`` product ``mix @ share.T`` (victims' loss mix over
+assets times liquidators' flow shares), so a round is never expanded into a dense
+victims-by-liquidators matrix: edges are produced per group of victims with the same loss
+pattern, and when the edge budget is exceeded each victim's top contributors are found with a
+threshold search over the per-asset rankings.
+
+Bounded size: every edge is recorded while the recorded edges stay within ``max_edges``. A
+round whose edges would exceed that keeps, for each of its victims, the ``top_contributors``
+largest edges plus one aggregate edge from the node ``others:<t>:<r>`` carrying the rest of the
+weight, so incoming weights still sum to 1 and the graph grows at most
+``top_contributors + 1`` edges per liquidation from then on.
+
+Repeats: a trader is one node however often it is liquidated; an attribution ``i -> j`` that
+happens again (another round or step) adds its weight to the existing edge and counts one more
+``events``. Edge attributes: ``weight`` (summed), ``step`` and ``round`` (of the first
+attribution), ``last_step``, ``events``. A trader's incoming weights therefore sum to the number
+of rounds in which it was liquidated.
+
+During a run the recorder keeps edge events in numpy arrays; :meth:`ContagionRecorder.graph`
+builds the networkx graph on demand, and :meth:`ContagionRecorder.write_graphml` and
+:meth:`ContagionRecorder.write_node_link` write files straight from the arrays.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 
-__all__ = ["ContagionRecorder", "attribution_weights"]
+__all__ = [
+    "ContagionRecorder",
+    "GraphArrays",
+    "attribution_factors",
+    "attribution_weights",
+    "full_attribution",
+    "top_attribution",
+]
+
+# Budget of the dense blocks built while searching for top contributors (matrix entries).
+_BLOCK = 1 << 22
 
 
-def attribution_weights(exposure, price_move, closed_prev, notional_prev=None):
-    """(k_victims, k_liquidators) weights of round ``r - 1``'s liquidators in each victim.
+# --------------------------------------------------------------------------------------------
+# Attribution kernels (pure numpy)
+# --------------------------------------------------------------------------------------------
+
+
+def attribution_factors(exposure, price_move, closed_prev, notional_prev=None):
+    """Factor round ``r - 1``'s attribution weights as ``mix @ share.T``.
 
     Args:
-        exposure: (k_v, A) victims' positions when round ``r`` began.
+        exposure: (k_v, A) victims' positions while round ``r - 1``'s move happened.
         price_move: (A,) the price change caused by round ``r - 1``.
-        closed_prev: (k_l, A) quantities closed in round ``r - 1`` (sells positive).
-        notional_prev: (k_l,) closed notional of each liquidator (for the fallback rule).
+        closed_prev: (k_l, A) quantities closed in round ``r - 1`` (signed as the position was:
+            positive closes a long, i.e. sells).
+        notional_prev: (k_l,) closed notional of each liquidator (for victims that lost
+            nothing); defaults to ``sum_a |closed|``.
+
+    Returns:
+        ``(mix, share)``: (k_v, A + 1) and (k_l, A + 1). Column ``a < A`` of ``mix`` is the
+        fraction of the victim's loss due to asset ``a``; column ``A`` is 1 for victims that
+        lost nothing. Column ``a`` of ``share`` is each liquidator's share of the flow that
+        pushed asset ``a``'s price the way it moved; column ``A`` is its share of the closed
+        notional. Each row of ``mix`` and each non-zero column of ``share`` sums to 1.
     """
-    exposure = np.asarray(exposure, dtype=float)
-    closed_prev = np.asarray(closed_prev, dtype=float)
-    loss = np.maximum(-exposure * price_move[None, :], 0.0)  # (k_v, A)
+    exposure = np.atleast_2d(np.asarray(exposure, dtype=float))
+    closed_prev = np.atleast_2d(np.asarray(closed_prev, dtype=float))
+    price_move = np.asarray(price_move, dtype=float)
     direction = np.where(price_move < 0, 1.0, -1.0)  # sellers push prices down
     push = np.maximum(closed_prev * direction[None, :], 0.0)  # (k_l, A)
     push_total = push.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.where(push_total > 0, push / np.where(push_total > 0, push_total, 1.0), 0.0)
-    loss = np.where(push_total[None, :] > 0, loss, 0.0)
-    loss_total = loss.sum(axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mix = np.where(loss_total > 0, loss / np.where(loss_total > 0, loss_total, 1.0), 0.0)
-    weights = mix @ share.T  # (k_v, k_l)
-    orphan = loss_total[:, 0] <= 0
-    if orphan.any():
-        if notional_prev is None:
-            notional_prev = np.abs(closed_prev).sum(axis=1)
-        tot = notional_prev.sum()
-        fallback = (
-            notional_prev / tot
-            if tot > 0
-            else np.full(len(notional_prev), 1.0 / len(notional_prev))
-        )
-        weights[orphan] = fallback[None, :]
-    return weights
+    share = push / np.where(push_total > 0, push_total, 1.0)[None, :]
+    loss = np.maximum(-exposure * price_move[None, :], 0.0)  # (k_v, A)
+    loss[:, push_total <= 0] = 0.0  # nobody pushed that price: no one to attribute it to
+    loss_total = loss.sum(axis=1)
+    mix = loss / np.where(loss_total > 0, loss_total, 1.0)[:, None]
+    orphan = loss_total <= 0
+    if notional_prev is None:
+        notional_prev = np.abs(closed_prev).sum(axis=1)
+    notional_prev = np.asarray(notional_prev, dtype=float)
+    total = notional_prev.sum()
+    k_l = closed_prev.shape[0]
+    fallback = notional_prev / total if total > 0 else np.full(k_l, 1.0 / max(k_l, 1))
+    mix = np.column_stack([mix, orphan.astype(float)])
+    share = np.column_stack([share, fallback])
+    return mix, share
+
+
+def attribution_weights(exposure, price_move, closed_prev, notional_prev=None):
+    """Dense (k_victims, k_liquidators) attribution weights; each row sums to 1.
+
+    Convenient for small cases and tests; the recorder never builds this matrix.
+    """
+    mix, share = attribution_factors(exposure, price_move, closed_prev, notional_prev)
+    return mix @ share.T
+
+
+def _support_groups(mix, share):
+    """Victims grouped by which columns of ``mix`` they use, with the liquidators that count.
+
+    Yields ``(victims, columns, liquidators)``: every weight of the block
+    ``mix[victims][:, columns] @ share[liquidators][:, columns].T`` is positive, and every
+    weight outside the blocks is zero.
+    """
+    support = mix > 0
+    patterns, inverse = np.unique(support, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(patterns) + 1))
+    for p, cols_mask in enumerate(patterns):
+        victims = order[bounds[p] : bounds[p + 1]]
+        cols = np.flatnonzero(cols_mask)
+        liquidators = np.flatnonzero((share[:, cols] > 0).any(axis=1))
+        yield victims, cols, liquidators
+
+
+def full_edge_count(mix, share) -> int:
+    """Number of positive weights in ``mix @ share.T``, without forming it."""
+    return int(sum(v.size * li.size for v, _, li in _support_groups(mix, share)))
+
+
+def full_attribution(mix, share):
+    """Every positive weight of ``mix @ share.T`` as ``(victim, liquidator, weight)`` columns."""
+    vs, ls, ws = [], [], []
+    for victims, cols, liquidators in _support_groups(mix, share):
+        if victims.size == 0 or liquidators.size == 0:
+            continue
+        block = mix[np.ix_(victims, cols)] @ share[np.ix_(liquidators, cols)].T
+        vs.append(np.repeat(victims, liquidators.size))
+        ls.append(np.tile(liquidators, victims.size))
+        ws.append(block.ravel())
+    if not vs:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, np.zeros(0)
+    return np.concatenate(vs), np.concatenate(ls), np.concatenate(ws)
+
+
+def top_attribution(mix, share, k: int):
+    """Each victim's ``k`` largest weights of ``mix @ share.T``, and the weight left over.
+
+    A threshold search (Fagin's algorithm): candidates are the liquidators ranked in the top
+    ``d`` of some column of ``share``; any other liquidator's weight for victim ``j`` is at most
+    ``mix_j . share_(d)`` (the ``d+1``-th largest value of each column), so once the ``k``-th
+    best candidate reaches that bound the victim's top ``k`` are exact. ``d`` grows until every
+    victim is settled; typical rounds settle at ``d = k``.
+
+    Returns:
+        ``(victim, liquidator, weight, rest)``: the kept positive weights as columns, and
+        (k_v,) the weight of each victim not kept (``1 - sum of kept``, clipped at 0).
+    """
+    k_v, c = mix.shape
+    k_l = share.shape[0]
+    kept_v, kept_l, kept_w = [], [], []
+    rest = np.zeros(k_v)
+    if k_v == 0 or k_l == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, np.zeros(0), rest
+    k = max(1, min(int(k), k_l))
+    order = np.argsort(-share, axis=0, kind="stable")  # (k_l, c) per-column ranking
+    ranked = np.take_along_axis(share, order, axis=0)
+    open_v = np.arange(k_v)
+    depth = k
+    while open_v.size:
+        d = min(depth, k_l)
+        cand = np.unique(order[:d].ravel())
+        bound_row = ranked[d] if d < k_l else None
+        step_rows = max(1, _BLOCK // max(cand.size, 1))
+        settled_mask = np.zeros(open_v.size, dtype=bool)
+        for lo in range(0, open_v.size, step_rows):
+            vic = open_v[lo : lo + step_rows]
+            block = mix[vic] @ share[cand].T  # (b, |cand|)
+            kk = min(k, cand.size)
+            part = (
+                np.argpartition(-block, kk - 1, axis=1)[:, :kk]
+                if kk < cand.size
+                else np.broadcast_to(np.arange(cand.size), (vic.size, cand.size))
+            )
+            top_w = np.take_along_axis(block, part, axis=1)
+            tau = top_w.min(axis=1)
+            if bound_row is None:
+                ok = np.ones(vic.size, dtype=bool)
+            else:
+                ok = (tau >= mix[vic] @ bound_row) & (kk >= k)
+            if ok.any():
+                rows_ok = np.flatnonzero(ok)
+                w_ok = top_w[rows_ok]
+                rest[vic[rows_ok]] = np.maximum(1.0 - w_ok.sum(axis=1), 0.0)
+                pos = w_ok > 0
+                kept_v.append(np.repeat(vic[rows_ok], kk)[pos.ravel()])
+                kept_l.append(cand[part[rows_ok]].ravel()[pos.ravel()])
+                kept_w.append(w_ok.ravel()[pos.ravel()])
+            settled_mask[lo : lo + vic.size] = ok
+        open_v = open_v[~settled_mask]
+        depth *= 4
+    return (
+        np.concatenate(kept_v),
+        np.concatenate(kept_l),
+        np.concatenate(kept_w),
+        rest,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The recorder
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GraphArrays:
+    """The merged graph as arrays (one entry per distinct edge), ready to write or build.
+
+    Attributes:
+        node_names: (S + n,) object array: name of each source code ``src + S`` (the ``S``
+            special nodes first, then trader ids by book row).
+        special: number of special (root and aggregate) nodes ``S``.
+        src, dst: (m,) source code (book row, or ``-1 - k`` for special node ``k``) and target
+            book row of each distinct edge.
+        weight, step, round, last_step, events: (m,) edge attributes.
+    """
+
+    node_names: np.ndarray
+    special: int
+    src: np.ndarray
+    dst: np.ndarray
+    weight: np.ndarray
+    step: np.ndarray
+    round: np.ndarray
+    last_step: np.ndarray
+    events: np.ndarray
 
 
 class ContagionRecorder:
@@ -69,9 +257,17 @@ class ContagionRecorder:
     Args:
         ids: (n,) trader id of each book row.
         initial_leverage: (n,) leverage of each account at the start.
-        max_edges: keep every edge while the graph has fewer than this many.
+        max_edges: record every edge while the recorded edges stay within this many.
         top_contributors: beyond ``max_edges``, edges kept per victim (the rest is one
             aggregate edge from a node ``others:<step>:<round>``).
+
+    Attributes:
+        edge_count: edges recorded so far (before repeats are merged).
+        truncated: whether any round kept only top contributors.
+        truncated_rounds: how many rounds did.
+        first_truncated_step: the step of the first such round (0: none).
+        roots: names of the special nodes (``step:<t>``, ``others:<t>:<r>``).
+        first_step, first_round, events, notional: (n,) node attributes by book row.
     """
 
     def __init__(self, ids, initial_leverage, *, max_edges=1_000_000, top_contributors=5):
@@ -79,22 +275,27 @@ class ContagionRecorder:
         self.initial_leverage = np.asarray(initial_leverage, dtype=float)
         self.max_edges = int(max_edges)
         self.top = int(top_contributors)
-        self._src: list[np.ndarray] = []  # source: book row, or -1 - root index
+        self._src: list[np.ndarray] = []  # source: book row, or -1 - k for special node k
         self._dst: list[np.ndarray] = []
         self._w: list[np.ndarray] = []
         self._step: list[np.ndarray] = []
         self._round: list[np.ndarray] = []
-        self.roots: list[str] = []  # names of root / aggregate nodes; index -1 - k in _src
+        self.roots: list[str] = []
         self.edge_count = 0
         self.truncated = False
+        self.truncated_rounds = 0
+        self.first_truncated_step = 0
         n = len(self.ids)
         self.first_step = np.zeros(n, dtype=np.int64)
         self.first_round = np.zeros(n, dtype=np.int64)
         self.events = np.zeros(n, dtype=np.int64)
         self.notional = np.zeros(n)
         self._prev = None
+        self._version = 0
+        self._cache: dict = {}
 
-    def _root(self, name: str) -> int:
+    # ---- recording ---------------------------------------------------------------------------
+    def _special(self, name: str) -> int:
         self.roots.append(name)
         return -len(self.roots)
 
@@ -108,118 +309,323 @@ class ContagionRecorder:
 
     def record(self, rec) -> None:
         """Add one liquidation round (a :class:`model.liquidation.RoundRecord`)."""
-        rows = rec.rows
+        rows = np.asarray(rec.rows, dtype=np.int64)
+        self._version += 1
         new = self.events[rows] == 0
         self.first_step[rows[new]] = rec.step
         self.first_round[rows[new]] = rec.round
         self.events[rows] += 1
-        self.notional[rows] += rec.notional
-        prev = (
-            self._prev
-            if (
-                self._prev is not None
-                and self._prev.step == rec.step
-                and self._prev.round == rec.round - 1
-            )
-            else None
-        )
-        if prev is None:
-            root = self._root(f"step:{rec.step}")
+        self.notional[rows] += np.asarray(rec.notional, dtype=float)
+        prev = self._prev
+        if prev is None or prev.step != rec.step or prev.round != rec.round - 1:
+            root = self._special(f"step:{rec.step}")
             self._add(np.full(rows.size, root), rows, np.ones(rows.size), rec.step, rec.round)
         else:
-            move = prev.price_after - prev.price_before
-            w = attribution_weights(rec.exposure, move, prev.closed, prev.notional)
-            self._add_weighted(prev.rows, rows, w, rec.step, rec.round)
+            exposure = np.array(rec.exposure, dtype=float)
+            # Victims liquidated in round r - 1 too held their closed part during its move.
+            prev_rows = np.asarray(prev.rows, dtype=np.int64)
+            order = np.argsort(prev_rows)
+            pos = np.minimum(np.searchsorted(prev_rows[order], rows), prev_rows.size - 1)
+            again = prev_rows[order][pos] == rows
+            exposure[again] += np.asarray(prev.closed, dtype=float)[order[pos[again]]]
+            move = np.asarray(prev.price_after, dtype=float) - np.asarray(
+                prev.price_before, dtype=float
+            )
+            mix, share = attribution_factors(exposure, move, prev.closed, prev.notional)
+            self._attribute(prev_rows, rows, mix, share, rec.step, rec.round)
         self._prev = rec
 
-    def _add_weighted(self, src_rows, dst_rows, w, step, rnd):
-        k_v, k_l = w.shape
-        nz = w > 0
-        count = int(nz.sum())
-        if self.edge_count + count <= self.max_edges:
-            vi, li = np.nonzero(nz)
-            self._add(src_rows[li], dst_rows[vi], w[vi, li], step, rnd)
+    def _attribute(self, src_rows, dst_rows, mix, share, step, rnd):
+        """Record round ``rnd``'s edges: all of them, or top contributors plus an aggregate."""
+        if self.edge_count + full_edge_count(mix, share) <= self.max_edges:
+            vi, li, w = full_attribution(mix, share)
+            self._add(src_rows[li], dst_rows[vi], w, step, rnd)
             return
-        # Over budget: each victim keeps its top contributors plus one aggregate edge.
         self.truncated = True
-        keep = min(self.top, k_l)
-        top = (
-            np.argpartition(-w, keep - 1, axis=1)[:, :keep]
-            if keep < k_l
-            else np.tile(np.arange(k_l), (k_v, 1))
-        )
-        tw = np.take_along_axis(w, top, axis=1)
-        vi = np.repeat(np.arange(k_v), keep)
-        li = top.ravel()
-        wk = tw.ravel()
-        good = wk > 0
-        self._add(src_rows[li[good]], dst_rows[vi[good]], wk[good], step, rnd)
-        rest = 1.0 - tw.sum(axis=1)
+        self.truncated_rounds += 1
+        if not self.first_truncated_step:
+            self.first_truncated_step = int(step)
+        vi, li, w, rest = top_attribution(mix, share, self.top)
+        self._add(src_rows[li], dst_rows[vi], w, step, rnd)
         has_rest = rest > 1e-12
         if has_rest.any():
-            agg = self._root(f"others:{step}:{rnd}")
+            agg = self._special(f"others:{step}:{rnd}")
             self._add(
                 np.full(int(has_rest.sum()), agg), dst_rows[has_rest], rest[has_rest], step, rnd
             )
 
+    # ---- views -------------------------------------------------------------------------------
     def edges(self) -> dict[str, np.ndarray]:
-        """Edge list as columns: src/dst as book rows (negative: root or aggregate node)."""
+        """Edge events as columns: src/dst as book rows (src < 0: special node ``-1 - src``)."""
         if not self._src:
             z = np.zeros(0, dtype=np.int64)
             return {"src": z, "dst": z, "weight": np.zeros(0), "step": z, "round": z}
+        # Compact the per-round pieces once, so repeated calls stay cheap.
+        if len(self._src) > 1:
+            for name in ("_src", "_dst", "_w", "_step", "_round"):
+                setattr(self, name, [np.concatenate(getattr(self, name))])
         return {
-            "src": np.concatenate(self._src),
-            "dst": np.concatenate(self._dst),
-            "weight": np.concatenate(self._w),
-            "step": np.concatenate(self._step),
-            "round": np.concatenate(self._round),
+            "src": self._src[0],
+            "dst": self._dst[0],
+            "weight": self._w[0],
+            "step": self._step[0],
+            "round": self._round[0],
         }
 
+    def node_name(self, code: int):
+        """Name of a source code: a trader id, or ``step:<t>`` / ``others:<t>:<r>``."""
+        return self.roots[-1 - code] if code < 0 else int(self.ids[code])
+
+    def edges_table(self):
+        """Edge events as a DataFrame: step, round, source, source_kind, target, weight.
+
+        One row per attribution (repeats not merged). ``source`` is the liquidator's trader
+        id (missing for the step root and aggregate nodes, told apart by ``source_kind``:
+        ``trader``, ``step`` or ``others``); ``target`` is the victim's trader id.
+        """
+        import pandas as pd
+
+        e = self.edges()
+        src = e["src"]
+        is_trader = src >= 0
+        kinds = np.zeros(src.size, dtype=np.int8)
+        if (~is_trader).any():
+            special_kind = np.array(
+                [1 if r.startswith("step:") else 2 for r in self.roots], dtype=np.int8
+            )
+            kinds[~is_trader] = special_kind[-1 - src[~is_trader]]
+        source = pd.array(
+            np.where(is_trader, self.ids[np.where(is_trader, src, 0)], 0), dtype="Int64"
+        )
+        source[~is_trader] = pd.NA
+        return pd.DataFrame(
+            {
+                "step": e["step"],
+                "round": e["round"],
+                "source": source,
+                "source_kind": pd.Categorical.from_codes(kinds, ["trader", "step", "others"]),
+                "target": self.ids[e["dst"]],
+                "weight": e["weight"],
+            }
+        )
+
+    def arrays(self) -> GraphArrays:
+        """The merged graph as arrays (cached until the next round is recorded)."""
+        cached = self._cache.get("arrays")
+        if cached is not None and cached[0] == self._version:
+            return cached[1]
+        e = self.edges()
+        n, s = len(self.ids), len(self.roots)
+        names = np.empty(s + n, dtype=object)
+        names[:s] = self.roots[::-1]  # code -k -> index s - k -> roots[k - 1]
+        names[s:] = self.ids.tolist()
+        key = (e["src"] + s) * max(n, 1) + e["dst"]
+        uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        inverse = inverse.ravel()
+        last_step = np.zeros(uniq.size, dtype=np.int64)
+        np.maximum.at(last_step, inverse, e["step"])
+        out = GraphArrays(
+            node_names=names,
+            special=s,
+            src=uniq // max(n, 1) - s,
+            dst=uniq % max(n, 1),
+            weight=np.bincount(inverse, weights=e["weight"], minlength=uniq.size),
+            step=e["step"][first],
+            round=e["round"][first],
+            last_step=last_step,
+            events=np.bincount(inverse, minlength=uniq.size).astype(np.int64),
+        )
+        self._cache["arrays"] = (self._version, out)
+        return out
+
+    def _graph_attrs(self, arrays: GraphArrays) -> dict:
+        return {
+            "truncated": bool(self.truncated),
+            "max_edges": int(self.max_edges),
+            "top_contributors": int(self.top),
+            "edges_recorded": int(self.edge_count),
+            "truncated_rounds": int(self.truncated_rounds),
+        }
+
+    def _node_records(self):
+        """(name, attribute dict) of every node: special nodes, then liquidated traders."""
+        out = []
+        for name in self.roots:
+            parts = name.split(":")
+            if parts[0] == "step":
+                out.append((name, {"kind": "step", "step": int(parts[1])}))
+            else:
+                out.append(
+                    (name, {"kind": "aggregate", "step": int(parts[1]), "round": int(parts[2])})
+                )
+        liq = np.flatnonzero(self.events > 0)
+        cols = zip(
+            self.ids[liq].tolist(),
+            self.first_step[liq].tolist(),
+            self.first_round[liq].tolist(),
+            self.events[liq].tolist(),
+            self.notional[liq].tolist(),
+            self.initial_leverage[liq].tolist(),
+            np.isfinite(self.initial_leverage[liq]).tolist(),
+            strict=True,
+        )
+        for tid, fs, fr, ev, notional, lev, lev_defined in cols:
+            attrs = {
+                "kind": "trader",
+                "first_step": fs,
+                "first_round": fr,
+                "events": ev,
+                "liquidated_notional": notional,
+            }
+            if lev_defined:  # undefined (absent) for accounts that started underwater
+                attrs["initial_leverage"] = lev
+            out.append((tid, attrs))
+        return out
+
     def graph(self):
-        """The networkx DiGraph (built from the arrays; repeated edges add their weights)."""
+        """The networkx DiGraph (cached until the next round; copy it before editing it)."""
+        cached = self._cache.get("graph")
+        if cached is not None and cached[0] == self._version:
+            return cached[1]
         import networkx as nx
 
-        g = nx.DiGraph()
-        e = self.edges()
-        liq = np.flatnonzero(self.events > 0)
-        g.add_nodes_from(
-            (
-                int(self.ids[r]),
-                {
-                    "kind": "trader",
-                    "first_step": int(self.first_step[r]),
-                    "first_round": int(self.first_round[r]),
-                    "events": int(self.events[r]),
-                    "liquidated_notional": float(self.notional[r]),
-                    "initial_leverage": float(self.initial_leverage[r]),
-                },
-            )
-            for r in liq
-        )
-        for name in self.roots:
-            kind = "step" if name.startswith("step:") else "aggregate"
-            g.add_node(name, kind=kind, step=int(name.split(":")[1]))
-        names = self._node_names(e["src"])
-        dsts = self.ids[e["dst"]]
-        for s, d, w, st, rd in zip(
-            names,
-            dsts.tolist(),
-            e["weight"].tolist(),
-            e["step"].tolist(),
-            e["round"].tolist(),
+        a = self.arrays()
+        g = nx.DiGraph(**self._graph_attrs(a))
+        g.add_nodes_from(self._node_records())
+        src = a.node_names[a.src + a.special].tolist()
+        dst = self.ids[a.dst].tolist()
+        # Every node exists and every (source, target) pair is distinct, so the edges go
+        # straight into the successor and predecessor dicts DiGraph keeps (one shared data
+        # dict per edge, as ``add_edge`` stores it); ``add_edges_from`` would copy each one.
+        succ, pred = g._succ, g._pred
+        for s, d, w, st, rd, ls, ev in zip(
+            src,
+            dst,
+            a.weight.tolist(),
+            a.step.tolist(),
+            a.round.tolist(),
+            a.last_step.tolist(),
+            a.events.tolist(),
             strict=True,
         ):
-            if g.has_edge(s, d):
-                data = g[s][d]
-                data["weight"] += w
-                data["events"] += 1
-            else:
-                g.add_edge(s, d, weight=w, step=st, round=rd, events=1)
+            data = {"weight": w, "step": st, "round": rd, "last_step": ls, "events": ev}
+            succ[s][d] = data
+            pred[d][s] = data
+        self._cache["graph"] = (self._version, g)
         return g
 
-    def _node_names(self, src):
-        out = []
-        ids = self.ids
-        for s in src.tolist():
-            out.append(self.roots[-1 - s] if s < 0 else int(ids[s]))
-        return out
+    # ---- files -------------------------------------------------------------------------------
+    def write_graphml(self, path) -> None:
+        """Write the graph as GraphML (Gephi, Cytoscape, ``networkx.read_graphml``)."""
+        a = self.arrays()
+        node_keys = [
+            ("kind", "string"),
+            ("step", "long"),
+            ("round", "long"),
+            ("first_step", "long"),
+            ("first_round", "long"),
+            ("events", "long"),
+            ("liquidated_notional", "double"),
+            ("initial_leverage", "double"),
+        ]
+        edge_keys = [
+            ("weight", "double"),
+            ("step", "long"),
+            ("round", "long"),
+            ("last_step", "long"),
+            ("events", "long"),
+        ]
+        graph_keys = [
+            ("truncated", "boolean"),
+            ("max_edges", "long"),
+            ("top_contributors", "long"),
+            ("edges_recorded", "long"),
+            ("truncated_rounds", "long"),
+        ]
+        nid = {k: f"n{i}" for i, (k, _) in enumerate(node_keys)}
+        eid = {k: f"e{i}" for i, (k, _) in enumerate(edge_keys)}
+        gid = {k: f"g{i}" for i, (k, _) in enumerate(graph_keys)}
+        out = [
+            "<?xml version='1.0' encoding='utf-8'?>\n",
+            '<graphml xmlns="http://graphml.graphdrawing.org/xmlns" '
+            'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+            'xsi:schemaLocation="http://graphml.graphdrawing.org/xmlns '
+            'http://graphml.graphdrawing.org/xmlns/1.0/graphml.xsd">\n',
+        ]
+        for keys, ids, dom in ((graph_keys, gid, "graph"), (node_keys, nid, "node")):
+            out += [
+                f'  <key id="{ids[k]}" for="{dom}" attr.name="{k}" attr.type="{t}" />\n'
+                for k, t in keys
+            ]
+        out += [
+            f'  <key id="{eid[k]}" for="edge" attr.name="{k}" attr.type="{t}" />\n'
+            for k, t in edge_keys
+        ]
+        out.append('  <graph edgedefault="directed">\n')
+        for k, v in self._graph_attrs(a).items():
+            out.append(f'    <data key="{gid[k]}">{_xml_value(v)}</data>\n')
+        for name, attrs in self._node_records():
+            data = "".join(f'<data key="{nid[k]}">{_xml_value(v)}</data>' for k, v in attrs.items())
+            out.append(f'    <node id="{name}">{data}</node>\n')
+        src = a.node_names[a.src + a.special].tolist()
+        dst = self.ids[a.dst].tolist()
+        e0, e1, e2, e3, e4 = (eid[k] for k, _ in edge_keys)
+        out += [
+            f'    <edge source="{s}" target="{d}"><data key="{e0}">{w!r}</data>'
+            f'<data key="{e1}">{st}</data><data key="{e2}">{rd}</data>'
+            f'<data key="{e3}">{ls}</data><data key="{e4}">{ev}</data></edge>\n'
+            for s, d, w, st, rd, ls, ev in zip(
+                src,
+                dst,
+                a.weight.tolist(),
+                a.step.tolist(),
+                a.round.tolist(),
+                a.last_step.tolist(),
+                a.events.tolist(),
+                strict=True,
+            )
+        ]
+        out.append("  </graph>\n</graphml>\n")
+        Path(path).write_text("".join(out), encoding="utf-8")
+
+    def write_node_link(self, path) -> None:
+        """Write the graph as node-link JSON (``networkx.node_link_graph(data)`` reads it)."""
+        a = self.arrays()
+        nodes = [json.dumps({"id": name, **attrs}) for name, attrs in self._node_records()]
+        src = a.node_names[a.src + a.special].tolist()
+        dst = self.ids[a.dst].tolist()
+        edges = [
+            f'{{"source": {json.dumps(s)}, "target": {d}, "weight": {w!r}, "step": {st}, '
+            f'"round": {rd}, "last_step": {ls}, "events": {ev}}}'
+            for s, d, w, st, rd, ls, ev in zip(
+                src,
+                dst,
+                a.weight.tolist(),
+                a.step.tolist(),
+                a.round.tolist(),
+                a.last_step.tolist(),
+                a.events.tolist(),
+                strict=True,
+            )
+        ]
+        head = json.dumps({"directed": True, "multigraph": False, "graph": self._graph_attrs(a)})[
+            :-1
+        ]
+        text = (
+            head
+            + ', "nodes": [\n'
+            + ",\n".join(nodes)
+            + '\n], "edges": [\n'
+            + ",\n".join(edges)
+            + "\n]}\n"
+        )
+        Path(path).write_text(text, encoding="utf-8")
+
+
+def _xml_value(v) -> str:
+    """A GraphML data value: booleans in lower case, floats round-tripping exactly."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)

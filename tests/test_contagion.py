@@ -1,0 +1,388 @@
+"""The contagion graph: attribution weights, rounds, bounding, merging, files.
+
+The cascades here are recomputed by hand (or by brute force over a dense matrix), never taken
+from an earlier run of the code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from model import ContagionModel
+from model.config import build_config
+from model.contagion import (
+    ContagionRecorder,
+    attribution_factors,
+    attribution_weights,
+    full_attribution,
+    full_edge_count,
+    top_attribution,
+)
+from model.liquidation import RoundRecord
+from model.population import Population
+
+# --------------------------------------------------------------------------------------------
+# A one-asset cascade through the whole model, recomputed by hand
+# --------------------------------------------------------------------------------------------
+
+# Longs entered at 100 with (quantity, wallet). Flat maintenance 5%, full liquidation, no fee:
+# liquidatable when W + q (M - 100) < 0.05 q M, i.e. below M* = (100 - W / q) / 0.95.
+# The fundamental falls 10% to 90 at step 1; linear impact with 100 units per 1%:
+# M = 90 exp(-X / 10_000) after a cumulative forced sale X.
+HAND_TRADERS = {
+    1: (100.0, 800.0),  # M* = 96.84: round 1
+    2: (50.0, 600.0),  # M* = 92.63: round 1          -> X = 150, M = 88.660
+    3: (200.0, 3000.0),  # M* = 89.47: round 2
+    4: (100.0, 1520.0),  # M* = 89.26: round 2        -> X = 450, M = 86.041
+    5: (80.0, 1360.0),  # M* = 87.37: round 3         -> X = 530, M = 85.354
+    6: (10.0, 185.0),  # M* = 85.79: round 4          -> X = 540, M = 85.269
+    7: (100.0, 2500.0),  # M* = 78.95: never
+    8: (-100.0, 1000.0),  # short: gains, never
+}
+HAND_ROUNDS = {1: 1, 2: 1, 3: 2, 4: 2, 5: 3, 6: 4}
+
+
+def _hand_model():
+    cfg = build_config(
+        {
+            "name": "hand",
+            "seed": 1,
+            "steps": 1,
+            "market": {"volatility": 0.0, "impact_exponent": 1.0, "resilience": 0.0},
+            "assets": [{"symbol": "X", "price": 100.0, "depth": 1.0e4, "max_leverage": 20}],
+            "traders": {"count": len(HAND_TRADERS)},
+            "margin": {
+                "mode": "cross",
+                "maintenance": 0.05,
+                "liquidation": "full",
+                "fee": 0.0,
+                "insurance_fund": 1.0e6,
+            },
+            "shocks": [{"step": 1, "asset": "X", "return": -0.10}],
+        }
+    )
+    ids = np.array(list(HAND_TRADERS))
+    q = np.array([[v[0]] for v in HAND_TRADERS.values()])
+    w = np.array([v[1] for v in HAND_TRADERS.values()])
+    pop = Population(
+        ids=ids,
+        wallet=w,
+        qty=q,
+        entry=np.full_like(q, 100.0),
+        isolated=np.zeros(q.shape, dtype=bool),
+        margin=np.zeros(q.shape),
+        strategy=np.array(["hold"] * len(ids), dtype=object),
+    )
+    return ContagionModel(cfg, population=pop, agents=False)
+
+
+def _brute_force_cascade():
+    """Rounds, prices and attribution of the hand cascade, by direct iteration of the rules."""
+    q = {i: v[0] for i, v in HAND_TRADERS.items()}
+    w = {i: v[1] for i, v in HAND_TRADERS.items()}
+    flow, price, done = 0.0, 90.0, set()
+    rounds, prices = [], []
+    while True:
+        hit = sorted(
+            i
+            for i in q
+            if i not in done and w[i] + q[i] * (price - 100.0) < 0.05 * abs(q[i]) * price
+        )
+        if not hit:
+            return rounds, prices
+        done.update(hit)
+        flow += sum(q[i] for i in hit)
+        price = 90.0 * math.exp(-flow / 10_000.0)
+        rounds.append(hit)
+        prices.append(price)
+
+
+def test_hand_cascade_rounds_and_weights():
+    rounds, prices = _brute_force_cascade()
+    assert {i: r + 1 for r, ids in enumerate(rounds) for i in ids} == HAND_ROUNDS
+    q = {i: v[0] for i, v in HAND_TRADERS.items()}
+    expected = {("step:1", i): 1.0 for i in rounds[0]}
+    for r in range(1, len(rounds)):
+        flow = sum(q[i] for i in rounds[r - 1])
+        for j in rounds[r]:
+            for i in rounds[r - 1]:
+                expected[(i, j)] = q[i] / flow
+    # by hand: 100/150, 50/150 into traders 3 and 4; 200/300, 100/300 into 5; 1 into 6
+    assert expected[(1, 3)] == pytest.approx(2 / 3) and expected[(4, 5)] == pytest.approx(1 / 3)
+
+    m = _hand_model().run()
+    g = m.contagion_graph
+    for node, rnd in HAND_ROUNDS.items():
+        data = g.nodes[node]
+        assert (data["first_step"], data["first_round"], data["events"]) == (1, rnd, 1)
+        closed_price = prices[rnd - 1]
+        assert data["liquidated_notional"] == pytest.approx(q[node] * closed_price, rel=1e-9)
+        assert data["initial_leverage"] == pytest.approx(
+            100.0 * q[node] / HAND_TRADERS[node][1], rel=1e-9
+        )
+    assert 7 not in g and 8 not in g
+    assert set(g.edges) == set(expected)
+    for (i, j), w in expected.items():
+        e = g.edges[i, j]
+        assert abs(e["weight"] - w) <= 1e-9
+        assert (e["step"], e["round"], e["events"]) == (1, HAND_ROUNDS[j], 1)
+    assert g.nodes["step:1"]["kind"] == "step"
+    assert m.mark[0] == pytest.approx(prices[-1], rel=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# Two assets: loss-weighted attribution, recomputed by hand
+# --------------------------------------------------------------------------------------------
+
+
+def _rr(step, rnd, rows, closed, exposure, before, after, price_for_notional=None):
+    closed = np.asarray(closed, dtype=float)
+    p = np.asarray(after if price_for_notional is None else price_for_notional, dtype=float)
+    return RoundRecord(
+        step,
+        rnd,
+        np.asarray(rows, dtype=np.int64),
+        closed,
+        np.asarray(exposure, dtype=float),
+        np.asarray(before, dtype=float),
+        np.asarray(after, dtype=float),
+        (np.abs(closed) * p).sum(axis=1),
+    )
+
+
+def test_two_asset_loss_weighted_attribution():
+    """Round 1: L1 sells 10 A; L2 sells 5 A and 20 B (partially: 5 A stay open); L3 buys 4 B.
+    A falls by 2, B by 1: A's sellers are L1 (2/3) and L2 (1/3); B's seller is L2 (1)."""
+    ids = np.array([100, 200, 300, 400, 500, 600])  # rows: L1 L2 L3 V1 V2 V3
+    rec = ContagionRecorder(ids, np.ones(6))
+    rec.record(
+        _rr(
+            3,
+            1,
+            [0, 1, 2],
+            [[10, 0], [5, 20], [0, -4]],
+            [[10, 0], [10, 20], [0, -4]],
+            [50, 20],
+            [48, 19],
+        )
+    )
+    # Round 2 victims, positions when round 2 began:
+    #  V1 long 3 A, long 6 B: losses 6 and 6 -> mix 1/2, 1/2
+    #  V2 long 1 A, short 10 B: loses 2 on A, gains on B -> mix A only
+    #  V3 short 1 A, short 1 B: lost nothing -> shares of round 1's closed notional
+    #  L2 again, 5 A left; during round 1's move it held 10 A and 20 B: losses 20, 20
+    rec.record(
+        _rr(
+            3,
+            2,
+            [3, 4, 5, 1],
+            [[3, 6], [1, 0], [-1, -1], [5, 0]],
+            [[3, 6], [1, -10], [-1, -1], [5, 0]],
+            [48, 19],
+            [47, 18.5],
+        )
+    )
+    g = rec.graph()
+    notional = np.array([10 * 48, 5 * 48 + 20 * 19, 4 * 19])
+    expected = {
+        (100, 400): 0.5 * 2 / 3,
+        (200, 400): 0.5 * 1 / 3 + 0.5 * 1.0,
+        (100, 500): 2 / 3,
+        (200, 500): 1 / 3,
+        (100, 600): notional[0] / notional.sum(),
+        (200, 600): notional[1] / notional.sum(),
+        (300, 600): notional[2] / notional.sum(),
+        (100, 200): 0.5 * 2 / 3,
+        (200, 200): 0.5 * 1 / 3 + 0.5 * 1.0,  # its own sale hurt it: a self-loop
+    }
+    got = {(u, v): d["weight"] for u, v, d in g.edges(data=True) if not str(u).startswith("step")}
+    assert got.keys() == expected.keys()
+    for k, w in expected.items():
+        assert abs(got[k] - w) <= 1e-9, k
+    # incoming weight of each node = the rounds it was liquidated in
+    for node in (400, 500, 600):
+        assert g.in_degree(node, weight="weight") == pytest.approx(1.0, abs=1e-12)
+    assert g.in_degree(200, weight="weight") == pytest.approx(2.0, abs=1e-12)
+    assert g.nodes[200]["events"] == 2 and g.nodes[200]["first_round"] == 1
+    # the same victims attributed through the dense matrix
+    w = attribution_weights(
+        [[3, 6], [1, -10], [-1, -1], [10, 20]],
+        np.array([-2.0, -1.0]),
+        [[10, 0], [5, 20], [0, -4]],
+        notional,
+    )
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-12)
+    assert w[0, 0] == pytest.approx(expected[(100, 400)], abs=1e-12)
+    assert w[3, 1] == pytest.approx(expected[(200, 200)], abs=1e-12)
+
+
+def test_repeated_liquidations_add_to_existing_edges():
+    ids = np.array([7, 8])
+    rec = ContagionRecorder(ids, np.ones(2))
+    for step, w_prev in ((4, 1.0), (9, 1.0)):
+        rec.record(_rr(step, 1, [0], [[w_prev]], [[w_prev]], [10.0], [9.0]))
+        rec.record(_rr(step, 2, [1], [[1.0]], [[1.0]], [9.0], [8.5]))
+    g = rec.graph()
+    assert sorted(g.nodes, key=str) == [7, 8, "step:4", "step:9"]
+    e = g.edges[7, 8]
+    assert (e["weight"], e["events"], e["step"], e["round"], e["last_step"]) == (2.0, 2, 4, 2, 9)
+    assert g.nodes[8]["events"] == 2 and g.nodes[8]["first_step"] == 4
+    assert g.in_degree(8, weight="weight") == pytest.approx(2.0)
+    # the event table keeps both attributions
+    table = rec.edges_table()
+    assert len(table) == 4
+    assert list(table["step"]) == [4, 4, 9, 9]
+    assert list(table["source_kind"]) == ["step", "trader", "step", "trader"]
+    assert table["source"].isna().tolist() == [True, False, True, False]
+
+
+def test_new_step_starts_from_its_root_even_after_a_long_cascade():
+    rec = ContagionRecorder(np.arange(3), np.ones(3))
+    rec.record(_rr(1, 1, [0], [[1.0]], [[1.0]], [10.0], [9.0]))
+    rec.record(_rr(1, 2, [1], [[1.0]], [[1.0]], [9.0], [8.0]))
+    rec.record(_rr(2, 1, [2], [[1.0]], [[1.0]], [8.0], [7.0]))  # step 2 round 1: root
+    g = rec.graph()
+    assert set(g.edges) == {("step:1", 0), (0, 1), ("step:2", 2)}
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels against brute force
+# --------------------------------------------------------------------------------------------
+
+
+def _random_factors(rng, k_v, k_l, a):
+    exposure = rng.normal(size=(k_v, a)) * (rng.random((k_v, a)) < 0.7)
+    closed = rng.normal(size=(k_l, a)) * (rng.random((k_l, a)) < 0.6)
+    move = rng.normal(size=a)
+    return attribution_factors(exposure, move, closed)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_full_attribution_matches_dense(seed):
+    rng = np.random.default_rng(seed)
+    mix, share = _random_factors(rng, 40, 30, 1 + seed % 3)
+    dense = mix @ share.T
+    np.testing.assert_allclose(dense.sum(axis=1), 1.0, atol=1e-12)
+    v, li, w = full_attribution(mix, share)
+    assert full_edge_count(mix, share) == v.size == int((dense > 0).sum())
+    rebuilt = np.zeros_like(dense)
+    rebuilt[v, li] = w
+    np.testing.assert_allclose(rebuilt, dense, atol=1e-15)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("k", [1, 3, 50])
+def test_top_attribution_matches_sorting(seed, k):
+    rng = np.random.default_rng(seed)
+    mix, share = _random_factors(rng, 60, 45, 1 + seed % 4)
+    if seed % 2:  # many near-ties across assets (a line of liquidators)
+        t = rng.random(45)
+        share[:, 0], share[:, 1 % share.shape[1]] = t / t.sum(), (1 - t) / (1 - t).sum()
+    dense = mix @ share.T
+    v, li, w, rest = top_attribution(mix, share, k)
+    np.testing.assert_allclose(dense[v, li], w, atol=1e-15)
+    for j in range(dense.shape[0]):
+        kept = np.sort(w[v == j])[::-1]
+        best = np.sort(dense[j])[::-1][: min(k, dense.shape[1])]
+        best = best[best > 0]
+        np.testing.assert_allclose(kept, best, atol=1e-15)
+        assert rest[j] == pytest.approx(max(dense[j].sum() - kept.sum(), 0.0), abs=1e-12)
+
+
+def test_bounded_graph_keeps_top_contributors_and_one_aggregate():
+    rng = np.random.default_rng(3)
+    n = 400
+    rec = ContagionRecorder(np.arange(n) + 1000, np.ones(n), max_edges=500, top_contributors=3)
+    q1 = rng.random((100, 2)) + 0.1
+    rec.record(_rr(5, 1, np.arange(100), q1, q1, [10.0, 5.0], [9.0, 4.5]))
+    q2 = rng.random((150, 2)) + 0.1
+    rec.record(_rr(5, 2, np.arange(100, 250), q2, q2, [9.0, 4.5], [8.0, 4.4]))
+    assert rec.truncated and rec.truncated_rounds == 1 and rec.first_truncated_step == 5
+    g = rec.graph()
+    assert g.graph["truncated"] is True
+    # round 1 moved the prices that round 2 lost on
+    dense = attribution_weights(q2, np.array([9.0, 4.5]) - np.array([10.0, 5.0]), q1)
+    for j in range(150):
+        node = 1100 + j
+        preds = g.pred[node]
+        assert len(preds) == 4
+        assert g.in_degree(node, weight="weight") == pytest.approx(1.0, abs=1e-12)
+        top = {u - 1000: d["weight"] for u, d in preds.items() if u != "others:5:2"}
+        best = np.argsort(-dense[j])[:3]
+        assert set(top) == set(best.tolist())
+        assert preds["others:5:2"]["weight"] == pytest.approx(1 - dense[j][best].sum(), abs=1e-12)
+    assert g.nodes["others:5:2"]["kind"] == "aggregate"
+
+
+def test_untruncated_recorder_stays_within_budget():
+    rec = ContagionRecorder(np.arange(20), np.ones(20), max_edges=10 + 10 * 10)
+    q = np.ones((10, 1))
+    rec.record(_rr(1, 1, np.arange(10), q, q, [10.0], [9.0]))
+    rec.record(_rr(1, 2, np.arange(10, 20), q, q, [9.0], [8.0]))
+    assert not rec.truncated and rec.edge_count == 110
+    assert all(
+        d["weight"] == pytest.approx(0.1)
+        for _, _, d in rec.graph().edges(data=True)
+        if d["round"] == 2
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+def _sample_recorder():
+    rec = ContagionRecorder(
+        np.array([11, 12, 13, 14]),
+        np.array([2.0, np.inf, 4.0, 5.0]),
+        max_edges=3,
+        top_contributors=1,
+    )
+    rec.record(
+        _rr(2, 1, [0, 1], [[1.0, 0.5], [2.0, 0.0]], [[1.0, 0.5], [2.0, 0.0]], [10, 3], [9, 2.5])
+    )
+    rec.record(
+        _rr(2, 2, [2, 3], [[1.0, 1.0], [0.5, 0.0]], [[1.0, 1.0], [0.5, 0.0]], [9, 2.5], [8, 2.4])
+    )
+    return rec
+
+
+def test_graphml_and_node_link_round_trip(tmp_path):
+    rec = _sample_recorder()
+    g = rec.graph()
+    assert "initial_leverage" not in g.nodes[12]  # undefined for an underwater start
+    rec.write_graphml(tmp_path / "g.graphml")
+    back = nx.read_graphml(tmp_path / "g.graphml")
+    assert back.is_directed() and back.graph["truncated"] is True
+    assert back.number_of_edges() == g.number_of_edges() and back.number_of_nodes() == len(g)
+    for u, v, d in g.edges(data=True):
+        b = back.edges[str(u), str(v)]
+        assert b == d
+    for node, d in g.nodes(data=True):
+        assert back.nodes[str(node)] == d
+
+    rec.write_node_link(tmp_path / "g.json")
+    data = json.loads((tmp_path / "g.json").read_text())
+    back = nx.node_link_graph(data, directed=True, multigraph=False)
+    assert nx.utils.graphs_equal(back, g)
+
+
+def test_graph_matches_networkx_construction():
+    rec = _sample_recorder()
+    g = rec.graph()
+    ref = nx.DiGraph()
+    e = rec.edges()
+    for s, d, w in zip(e["src"].tolist(), e["dst"].tolist(), e["weight"].tolist(), strict=True):
+        u, v = rec.node_name(s), int(rec.ids[d])
+        ref.add_edge(u, v, weight=ref.edges[u, v]["weight"] + w if ref.has_edge(u, v) else w)
+    assert set(ref.edges) == set(g.edges)
+    for u, v in ref.edges:
+        assert g.edges[u, v]["weight"] == pytest.approx(ref.edges[u, v]["weight"], abs=1e-15)
+        assert g.pred[v][u] is g.succ[u][v]
+    assert rec.graph() is g  # cached until the next round
