@@ -888,6 +888,8 @@ def read_run_records(runs_dir: Path, keys: list[str]) -> tuple[pd.DataFrame, pd.
     if len(runs):
         runs = runs.sort_values(["point", "replicate"], kind="stable").reset_index(drop=True)
         runs["seed"] = runs["seed"].astype("uint64")
+        for c in runs.select_dtypes(include="object").columns:  # missing values of error rows: None
+            runs[c] = runs[c].astype(object).where(runs[c].notna(), None)
     cascades = pd.DataFrame(casc, columns=["point", "replicate", "step", "size"]).astype("int64")
     return runs, cascades
 
@@ -985,8 +987,8 @@ def run_sweep(
         executor.close()
         done = {p.stem for p in folder.runs.glob("p*-r*.json")}
         complete = all(t.run_id in done for t in tasks)
-        runs = folder.consolidate(spec.keys, complete)
-    return runs
+        folder.consolidate(spec.keys, complete)
+    return pd.read_parquet(folder.out / RUNS_TABLE)
 
 
 def sweep_command(args) -> int:
