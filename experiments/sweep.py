@@ -888,8 +888,9 @@ def read_run_records(runs_dir: Path, keys: list[str]) -> tuple[pd.DataFrame, pd.
     if len(runs):
         runs = runs.sort_values(["point", "replicate"], kind="stable").reset_index(drop=True)
         runs["seed"] = runs["seed"].astype("uint64")
-        for c in runs.select_dtypes(include="object").columns:  # missing values of error rows: None
-            runs[c] = runs[c].astype(object).where(runs[c].notna(), None)
+        for c in runs.columns:  # missing values of error rows in object columns: None
+            if pd.api.types.is_object_dtype(runs[c].dtype):
+                runs[c] = runs[c].where(runs[c].notna(), None)
     cascades = pd.DataFrame(casc, columns=["point", "replicate", "step", "size"]).astype("int64")
     return runs, cascades
 
