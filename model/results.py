@@ -196,6 +196,46 @@ def _max_drawdown(path: np.ndarray) -> float:
     return float(np.max(1.0 - path / peak))
 
 
+def _max_log_drawdown(path: np.ndarray) -> float:
+    """Largest fall from a running peak in log terms, ``-log(1 - drawdown)``; finite even when
+    the price fell by a factor that ``1 - drawdown`` cannot resolve (to the price floor)."""
+    if path.size == 0:
+        return 0.0
+    logp = np.log(path)
+    return float(np.max(np.maximum.accumulate(logp) - logp))
+
+
+def money_scale(model) -> float:
+    """The size of the amounts whose sum is the money total: the scale of its rounding error.
+
+    Money is conserved exactly in arithmetic and to rounding in floating point; after prices
+    run far from where they started (a price held at its ceiling, say) the balances are large
+    and so is the rounding of their sum, so the error is measured against this scale rather
+    than against the initial money alone.
+    """
+    book, market, mark = model.book, model.market, model.mark
+    traders = (
+        np.abs(book.wallet).sum()
+        + np.abs(book.margin).sum()
+        + (np.abs(book.qty) * (mark + np.abs(book.entry))).sum()
+    )
+    other = (
+        abs(model.engine.insurance_fund)
+        + abs(model.engine.unfunded_bad_debt)
+        + np.abs(market.cash).sum()
+        + (np.abs(market.inventory) * mark).sum()
+    )
+    # Rounding made while balances were large stays in the sum after they shrink: the market
+    # agent, counterparty of everything, had gross balances as large as the traders' together.
+    history = 0.0
+    if model._market_rows:
+        rows = np.stack(model._market_rows)  # (steps, 7, A): price ... inventory, cash
+        history = 2.0 * float(
+            (np.abs(rows[:, 6, :]) + np.abs(rows[:, 5, :]) * rows[:, 0, :]).sum(axis=1).max()
+        )
+    return float(max(abs(model.initial_money), traders + other, history, 1.0))
+
+
 def _finite(x: float, default: float = 0.0) -> float:
     return float(x) if math.isfinite(float(x)) else default
 
@@ -211,10 +251,10 @@ def summarize(model) -> dict:
     for j, s in enumerate(model.symbols):
         price = np.concatenate([[p0[j]], mk[:, 0, j]])
         fund = np.concatenate([[p0[j]], mk[:, 1, j]])
-        dd, ddf = _max_drawdown(price), _max_drawdown(fund)
+        dd = _max_drawdown(price)
         drawdown[s] = dd
         # endogenous over exogenous move, in log terms; 1 where nothing moved
-        lp, lf = -math.log1p(-min(dd, 1 - 1e-300)), -math.log1p(-min(ddf, 1 - 1e-300))
+        lp, lf = _max_log_drawdown(price), _max_log_drawdown(fund)
         amplification[s] = _finite(lp / lf, 1.0) if lf > 1e-12 else 1.0
     worst = max(drawdown, key=drawdown.get) if drawdown else None
 
@@ -252,9 +292,7 @@ def summarize(model) -> dict:
         "max_rounds": int(total_rounds.max()) if total_rounds.size else 0,
         "mean_branching": float(num / den) if den else 0.0,
         "final_price": {s: float(p) for s, p in zip(model.symbols, model.mark, strict=True)},
-        "money_error": _finite(
-            abs(money["total"] - model.initial_money) / max(abs(model.initial_money), 1.0)
-        ),
+        "money_error": _finite(abs(money["total"] - model.initial_money) / money_scale(model)),
         "graph_truncated": bool(model.recorder.truncated),
         "warnings": list(dict.fromkeys(model.warnings)),
         "warning_counts": dict(getattr(model, "warning_counts", {})),

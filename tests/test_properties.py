@@ -1,0 +1,263 @@
+"""Invariants of the engine, checked by hypothesis over random configs and populations.
+
+Every step of every generated run must satisfy:
+
+* money is conserved (traders + insurance fund + market agent + unfunded bad debt), to
+  rounding at the scale of the balances involved;
+* after the step's rounds no account is below maintenance, unless the round limit was hit and
+  a warning says so;
+* an isolated position's margin changes only when that position itself trades;
+* a liquidation never grows or flips a position;
+* prices stay positive and finite, and so does every balance.
+
+And the same seed gives byte-identical run folders.
+
+Sizes are small so the suite stays quick; ``CONTAGION_HYPOTHESIS_EXAMPLES`` raises the number
+of examples (and ``CONTAGION_HYPOTHESIS_RANDOM=1`` explores beyond the fixed derandomized set).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from model import ContagionModel
+from model.config import build_config
+from model.population import Population
+from model.results import money_scale
+
+EXAMPLES = int(os.environ.get("CONTAGION_HYPOTHESIS_EXAMPLES", "30"))
+PROPERTY_SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=os.environ.get("CONTAGION_HYPOTHESIS_RANDOM") != "1",
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+
+SYMBOLS = ["AAA", "BBB", "CCC"]
+
+
+def log_uniform(lo: float, hi: float):
+    return st.floats(np.log10(lo), np.log10(hi)).map(lambda x: float(10.0**x))
+
+
+@st.composite
+def configs(draw, max_traders: int = 40, max_steps: int = 25):
+    """A TOML-shaped config with every parameter drawn from (a wide part of) its range."""
+    n_assets = draw(st.integers(1, 3))
+    assets = []
+    for sym in SYMBOLS[:n_assets]:
+        asset = {
+            "symbol": sym,
+            "price": draw(log_uniform(1e-3, 1e6)),
+            "depth": draw(log_uniform(1.0, 1e9)),
+            "max_leverage": draw(st.floats(1.0, 1000.0)),
+        }
+        if draw(st.booleans()):
+            asset["volatility"] = draw(st.floats(0.0, 10.0))
+        assets.append(asset)
+    # a constant correlation c among A assets is PSD iff c >= -1 / (A - 1)
+    low = -1.0 / (n_assets - 1) if n_assets > 1 else -1.0
+    market = {
+        "volatility": draw(st.floats(0.0, 10.0)),
+        "correlation": draw(st.floats(low, 1.0)),
+        "impact_exponent": draw(st.floats(0.05, 2.0)),
+        "resilience": draw(st.floats(0.0, 1.0)),
+        "step_minutes": draw(st.floats(1.0, 1440.0)),
+    }
+    if draw(st.booleans()):
+        market["jump_intensity"] = draw(st.floats(0.0, 1000.0))
+        market["jump_mean"] = draw(st.floats(-1.0, 1.0))
+        market["jump_volatility"] = draw(st.floats(0.0, 1.0))
+    margin = {
+        "mode": draw(st.sampled_from(["cross", "isolated"])),
+        "liquidation": draw(st.sampled_from(["full", "partial"])),
+        "fee": draw(st.floats(0.0, 0.05)),
+        "buffer": draw(st.floats(0.0, 1.0)),
+        "insurance_fund": draw(st.sampled_from([0.0, 1e3, 1e6])),
+        "max_rounds": draw(st.integers(1, 40)),
+        "adl": draw(st.booleans()),
+    }
+    if draw(st.booleans()):
+        margin["maintenance"] = draw(st.floats(0.0, 0.2))
+    elif draw(st.booleans()):
+        caps = sorted(draw(st.lists(log_uniform(1e2, 1e8), min_size=1, max_size=4, unique=True)))
+        rates = sorted(
+            draw(st.lists(st.floats(0.001, 0.3), min_size=len(caps), max_size=len(caps)))
+        )
+        margin["tiers"] = [{"cap": c, "rate": r} for c, r in zip(caps, rates, strict=True)]
+    steps = draw(st.integers(1, max_steps))
+    shocks = [
+        {
+            "step": draw(st.integers(1, steps)),
+            "asset": draw(st.sampled_from(SYMBOLS[:n_assets])),
+            "return": draw(st.floats(-0.95, 2.0)),
+        }
+        for _ in range(draw(st.integers(0, 3)))
+    ]
+    traders = {
+        "count": draw(st.integers(1, max_traders)),
+        "leverage": draw(st.floats(1.0, 1000.0)),
+        "leverage_dispersion": draw(st.floats(0.0, 2.0)),
+        "collateral": draw(log_uniform(1.0, 1e7)),
+        "collateral_tail": draw(st.floats(0.5, 5.0)),
+        "long_fraction": draw(st.floats(0.0, 1.0)),
+        "assets_per_trader": draw(st.integers(1, n_assets)),
+    }
+    return {
+        "name": "prop",
+        "seed": draw(st.integers(0, 2**32)),
+        "steps": steps,
+        "market": market,
+        "assets": assets,
+        "traders": traders,
+        "margin": margin,
+        "shocks": shocks,
+    }
+
+
+@st.composite
+def populations(draw, cfg):
+    """Explicit accounts as a file would give them: any mix of cross and isolated positions,
+    entries away from the price, some accounts already under water."""
+    n = draw(st.integers(1, 30))
+    a = len(cfg.assets)
+    prices = np.array([x.price for x in cfg.assets])
+    seed = draw(st.integers(0, 2**32))
+    rng = np.random.default_rng(seed)
+    held = rng.random((n, a)) < 0.7
+    collateral = 10.0 ** rng.uniform(0, 6, n)
+    leverage = 10.0 ** rng.uniform(0, 3, n)
+    side = np.where(rng.random((n, a)) < 0.5, 1.0, -1.0)
+    entry = np.where(held, prices * np.exp(rng.normal(0, 0.2, (n, a))), 0.0)
+    k = np.maximum(held.sum(axis=1), 1)
+    qty = np.where(held, side * (leverage * collateral / k)[:, None] / np.where(held, entry, 1), 0)
+    isolated = held & (rng.random((n, a)) < draw(st.floats(0.0, 1.0)))
+    share = rng.random((n, a)) * isolated
+    scale = np.where(
+        share.sum(axis=1) > 0, rng.random(n) / np.maximum(share.sum(axis=1), 1e-300), 0
+    )
+    margin = share * (collateral * scale)[:, None]
+    wallet = collateral - margin.sum(axis=1)
+    ids = rng.permutation(10 * n)[:n].astype(np.int64)
+    strategy = np.array(["hold"] * n, dtype=object)
+    return Population(ids, wallet, qty, entry, isolated, margin, strategy)
+
+
+# --------------------------------------------------------------------------------------------
+# The per-step invariants
+# --------------------------------------------------------------------------------------------
+
+
+def check_run_step_by_step(m: ContagionModel) -> None:
+    book = m.book
+    initial = m.initial_money
+    n_fill_batches = 0
+    scale = money_scale(m)  # largest balances so far: rounding made then stays in the sum
+    for _ in range(m.config.steps):
+        t = m.steps + 1
+        qty_before = book.qty.copy()
+        margin_before = book.margin.copy()
+        isolated_before = book.isolated.copy()
+        warned_before = m.warning_counts.get("round_limit", 0)
+        socialized_before = getattr(m.engine, "socialized_loss", 0.0)
+        m.step()
+
+        # prices and balances finite; prices positive
+        price = m.market.price
+        assert np.all(np.isfinite(price)) and np.all(price > 0), price
+        assert np.all(np.isfinite(m.mark)) and np.all(m.mark > 0)
+        for arr in (book.wallet, book.qty, book.entry, book.margin):
+            assert np.all(np.isfinite(arr))
+        assert np.isfinite(m.engine.insurance_fund) and m.engine.insurance_fund >= 0
+        assert np.isfinite(m.engine.unfunded_bad_debt)
+        assert m.engine.unfunded_bad_debt >= -1e-9 * scale  # zero up to rounding
+
+        # money conserved to rounding at the scale of the largest balances so far
+        scale = max(scale, money_scale(m))
+        total = m.money()["total"]
+        assert abs(total - initial) <= 1e-9 * scale, (total, initial, t)
+
+        # nobody left below maintenance unless the round limit was hit and reported
+        below = book.cross_liquidatable(m.mark).any() or book.isolated_liquidatable(m.mark).any()
+        if m.last.round_limit_hit:
+            assert m.warning_counts.get("round_limit", 0) == warned_before + 1
+        else:
+            assert not below, f"step {t}: accounts below maintenance after the rounds"
+
+        # this step's fills
+        new = m.engine.fills[n_fill_batches:]
+        n_fill_batches = len(m.engine.fills)
+        traded = np.zeros(book.qty.shape, dtype=bool)
+        row_of = {int(i): r for r, i in enumerate(book.ids)}
+        for batch in new:
+            assert np.all(batch["step"] == t)
+            rows = np.array([row_of[int(i)] for i in batch["trader_id"]], dtype=np.intp)
+            traded[rows, batch["asset"]] = True
+            # a fill closes part of the position as it was: signed as the position, no larger
+            before = qty_before[rows, batch["asset"]]
+            assert np.all(np.sign(batch["quantity"]) == np.sign(before))
+            assert np.all(np.abs(batch["quantity"]) <= np.abs(before) * (1 + 1e-12))
+
+        # a liquidation never grows or flips a position (every trader holds here)
+        after = book.qty
+        assert np.all(np.abs(after) <= np.abs(qty_before) * (1 + 1e-12) + 0.0)
+        assert np.all(after * qty_before >= 0)
+        assert not np.any(traded & (qty_before == 0))
+        # isolated margin moves only with its own position's trades; the one exception is the
+        # venue-wide haircut on paper profits when ADL cannot cover a loss (model.adl), which
+        # only takes, and never more than was socialised in the step
+        untouched = isolated_before & ~traded
+        change = book.margin[untouched] - margin_before[untouched]
+        socialized = getattr(m.engine, "socialized_loss", 0.0) - socialized_before
+        if socialized > 0:
+            assert np.all(change <= 0)
+            assert -change.sum() <= socialized * (1 + 1e-9) + 1e-9 * scale
+        else:
+            np.testing.assert_array_equal(change, 0.0)
+
+
+@PROPERTY_SETTINGS
+@given(configs())
+def test_invariants_hold_over_random_configs(data):
+    cfg = build_config(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = ContagionModel(cfg, agents=False)
+        check_run_step_by_step(m)
+
+
+@PROPERTY_SETTINGS
+@given(st.data())
+def test_invariants_hold_over_random_populations(data):
+    cfg = build_config(data.draw(configs(max_steps=15)))
+    pop = data.draw(populations(cfg))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = ContagionModel(cfg, population=pop, agents=False)
+        check_run_step_by_step(m)
+
+
+@settings(PROPERTY_SETTINGS, max_examples=max(5, EXAMPLES // 5))
+@given(configs(max_traders=30, max_steps=12))
+def test_same_seed_gives_identical_run_folders(tmp_path_factory, data):
+    cfg = build_config(data)
+    folders = []
+    for k in range(2):
+        out = tmp_path_factory.mktemp(f"run{k}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ContagionModel(cfg).run().write_results(out)
+        folders.append(out)
+    names = sorted(p.name for p in folders[0].iterdir())
+    assert names == sorted(p.name for p in folders[1].iterdir())
+    assert "summary.json" in names
+    for name in names:
+        a = (folders[0] / name).read_bytes()
+        b = (folders[1] / name).read_bytes()
+        assert a == b, f"{name} differs between two runs with the same seed"
