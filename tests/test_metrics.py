@@ -1,0 +1,277 @@
+"""Cascade metrics on hand-made tables, checked against hand arithmetic and brute force."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from model import ContagionModel
+from model.config import build_config
+from model.metrics import (
+    amplification,
+    branching_by_generation,
+    cascade_metrics,
+    cascade_size_distribution,
+    cascade_subgraph,
+    cascades,
+    exposure_network,
+    generation_sizes,
+    largest_cascade,
+    mean_branching,
+    overlap_projection,
+    systemic_importance,
+)
+from tests.conftest import small_config
+
+
+def _liquidations():
+    rows = [
+        # step, round, trader, asset, notional, kind
+        (3, 1, 1, "BTC", 100.0, "full"),
+        (3, 1, 1, "ETH", 50.0, "full"),
+        (3, 1, 2, "BTC", 80.0, "partial"),
+        (3, 2, 3, "BTC", 40.0, "full"),
+        (3, 2, 4, "ETH", 60.0, "full"),
+        (3, 2, 1, "BTC", 30.0, "partial"),
+        (3, 2, 99, "BTC", 500.0, "adl"),  # not a liquidation
+        (3, 3, 5, "BTC", 10.0, "full"),
+        (7, 1, 6, "ETH", 5.0, "full"),
+        (9, 1, 7, "BTC", 1.0, "full"),
+        (9, 1, 8, "BTC", 2.0, "full"),
+        (9, 1, 9, "BTC", 3.0, "full"),
+        (9, 2, 10, "BTC", 4.0, "full"),
+    ]
+    df = pd.DataFrame(rows, columns=["step", "round", "trader_id", "asset", "notional", "kind"])
+    df["kind"] = pd.Categorical(df["kind"], ["full", "partial", "adl"])
+    return df
+
+
+EDGES = [
+    # step, round, source (None: root), target, weight
+    (3, 1, None, 1, 1.0),
+    (3, 1, None, 2, 1.0),
+    (3, 2, 1, 3, 0.6),
+    (3, 2, 2, 3, 0.4),
+    (3, 2, 1, 4, 0.5),
+    (3, 2, 2, 4, 0.5),
+    (3, 2, 1, 1, 0.7),
+    (3, 2, 2, 1, 0.3),
+    (3, 3, 3, 5, 0.2),
+    (3, 3, 4, 5, 0.3),
+    (3, 3, 1, 5, 0.5),
+    (7, 1, None, 6, 1.0),
+    (9, 1, None, 7, 1.0),
+    (9, 1, None, 8, 1.0),
+    (9, 1, None, 9, 1.0),
+    (9, 2, 7, 10, 1 / 6),
+    (9, 2, 8, 10, 2 / 6),
+    (9, 2, 9, 10, 3 / 6),
+]
+
+
+def _edges():
+    df = pd.DataFrame(EDGES, columns=["step", "round", "source", "target", "weight"])
+    df["source_kind"] = pd.Categorical(
+        np.where(df["source"].isna(), "step", "trader"), ["trader", "step", "others"]
+    )
+    df["source"] = df["source"].astype("Int64")
+    return df
+
+
+def test_cascades_by_hand():
+    t = cascades(_liquidations()).set_index("step")
+    assert list(t.index) == [3, 7, 9]
+    assert t.loc[3, ["accounts", "events", "first_generation", "depth"]].tolist() == [5, 6, 2, 3]
+    assert t.loc[7, ["accounts", "events", "first_generation", "depth"]].tolist() == [1, 1, 1, 1]
+    assert t.loc[9, ["accounts", "events", "first_generation", "depth"]].tolist() == [4, 4, 3, 2]
+    assert t.loc[3, "notional"] == pytest.approx(370.0)  # the ADL fill left out
+    assert t.loc[3, "branching"] == pytest.approx(4 / 6)
+    assert t.loc[3, "root"] == "step:3"
+    assert largest_cascade(t) == 5
+
+    g = generation_sizes(_liquidations())
+    assert g.values.tolist() == [[3, 1, 2], [3, 2, 3], [3, 3, 1], [7, 1, 1], [9, 1, 3], [9, 2, 1]]
+
+    d = cascade_size_distribution(t)
+    assert d["size"].tolist() == [1, 4, 5] and d["count"].tolist() == [1, 1, 1]
+    np.testing.assert_allclose(d["ccdf"], [1.0, 2 / 3, 1 / 3])
+
+
+def test_branching_by_hand():
+    # generations: step 3: 2, 3, 1; step 7: 1; step 9: 3, 1
+    b = branching_by_generation(_liquidations())
+    assert b["generation"].tolist() == [1, 2, 3]
+    assert b["parents"].tolist() == [6, 4, 1]
+    assert b["children"].tolist() == [4, 1, 0]
+    assert b["cascades"].tolist() == [3, 2, 1]
+    np.testing.assert_allclose(b["ratio"], [4 / 6, 1 / 4, 0.0])
+    assert mean_branching(_liquidations()) == pytest.approx(5 / 11)
+
+
+def _paths_downstream(event, edges, value):
+    """Brute force: sum over every path from ``event`` of (product of weights) x value."""
+    step, rnd, trader = event
+    total_n, total_c = 0.0, 0.0
+    for s, r, src, dst, w in edges:
+        if s == step and r == rnd + 1 and src == trader:
+            n, c = _paths_downstream((s, r, dst), edges, value)
+            total_n += w * (value[(s, r, dst)] + n)
+            total_c += w * (1.0 + c)
+    return total_n, total_c
+
+
+def _debtrank(seed, edges, value):
+    """DebtRank (Battiston et al. 2012) on the event DAG, seeded by one fully distressed event:
+    states undistressed / distressed / inactive, h capped at 1, each node propagating once."""
+    nodes = set(value)
+    h = {e: 0.0 for e in nodes}
+    state = {e: "U" for e in nodes}
+    h[seed], state[seed] = 1.0, "D"
+    while any(s == "D" for s in state.values()):
+        active = [e for e in nodes if state[e] == "D"]
+        new_h = dict(h)
+        for s, r, src, dst, w in edges:
+            u, v = (s, r - 1, src), (s, r, dst)
+            if u in active and state.get(v) != "I":
+                new_h[v] = min(1.0, new_h[v] + w * h[u])
+        for e in nodes:
+            if state[e] == "D":
+                state[e] = "I"
+            elif new_h[e] > 0 and state[e] == "U":
+                state[e] = "D"
+        h = new_h
+    total = sum(value.values())
+    return sum(h[e] * value[e] for e in nodes) / total - value[seed] / total
+
+
+def test_systemic_importance_matches_path_enumeration_and_debtrank():
+    liq = _liquidations()
+    value = {}
+    for r in liq[liq["kind"] != "adl"].itertuples():
+        key = (r.step, r.round, r.trader_id)
+        value[key] = value.get(key, 0.0) + r.notional
+    trader_edges = [e for e in EDGES if e[2] is not None]
+    si = systemic_importance(_edges(), liq).set_index("trader_id")
+
+    # by hand: D(3,2,3) = .2 x 10; D(3,2,4) = .3 x 10; D(3,2,1) = .5 x 10;
+    # D(3,1,1) = .6 (40 + 2) + .5 (60 + 3) + .7 (30 + 5) = 81.2, trader 1 in all: 86.2
+    assert si.loc[1, "downstream_notional"] == pytest.approx(86.2)
+    assert si.loc[2, "downstream_notional"] == pytest.approx(0.4 * 42 + 0.5 * 63 + 0.3 * 35)
+    assert si.loc[1, "events"] == 2 and si.loc[1, "liquidated_notional"] == pytest.approx(180.0)
+    total = sum(value.values())
+    for trader in si.index:
+        mine = [e for e in value if e[2] == trader]
+        n = sum(_paths_downstream(e, trader_edges, value)[0] for e in mine)
+        c = sum(_paths_downstream(e, trader_edges, value)[1] for e in mine)
+        assert si.loc[trader, "downstream_notional"] == pytest.approx(n, abs=1e-12)
+        assert si.loc[trader, "downstream_events"] == pytest.approx(c, abs=1e-12)
+        assert si.loc[trader, "debtrank"] == pytest.approx(n / total, abs=1e-12)
+    for seed in value:
+        expected = _debtrank(seed, trader_edges, value)
+        got = _paths_downstream(seed, trader_edges, value)[0] / total
+        assert got == pytest.approx(expected, abs=1e-12)
+    assert si.index[0] == 1  # sorted by importance
+    assert 99 not in si.index
+
+
+def test_cascade_metrics_headline():
+    m = cascade_metrics(_liquidations(), _edges())
+    assert m["cascades"] == 3 and m["largest_cascade"] == 5 and m["largest_cascade_step"] == 3
+    assert m["max_rounds"] == 3 and m["mean_cascade_size"] == pytest.approx(10 / 3)
+    assert m["mean_branching"] == pytest.approx(5 / 11)
+    assert m["most_systemic"][0]["trader_id"] == 1
+    assert m["most_systemic"][0]["debtrank"] == pytest.approx(86.2 / 385.0)
+    empty = cascade_metrics(_liquidations().iloc[:0], _edges().iloc[:0])
+    assert empty["cascades"] == 0 and empty["largest_cascade"] == 0
+    assert empty["mean_branching"] == 0.0 and empty["most_systemic"] == []
+
+
+def test_cascade_subgraph():
+    g = cascade_subgraph(_edges(), 3)
+    assert set(g.nodes) == {"step:3", 1, 2, 3, 4, 5}
+    assert g.nodes[1]["round"] == 1 and g.nodes[1]["rounds"] == 2 and g.nodes[5]["round"] == 3
+    assert g.edges[1, 1]["weight"] == pytest.approx(0.7)
+    assert g.edges["step:3", 2]["weight"] == 1.0
+    assert set(cascade_subgraph(_edges(), 7).nodes) == {"step:7", 6}
+
+
+def test_amplification_by_hand():
+    market = pd.DataFrame(
+        {
+            "step": [1, 2, 3, 1, 2, 3],
+            "asset": ["BTC"] * 3 + ["ETH"] * 3,
+            "price": [95.0, 81.0, 85.0, 10.0, 10.0, 10.0],
+            "fundamental": [95.0, 90.0, 92.0, 10.0, 10.0, 10.0],
+        }
+    )
+    a = amplification(market, initial_price={"BTC": 100.0, "ETH": 10.0})
+    # price 100 -> 81 = (0.9)^2 of the way the fundamental went (100 -> 90)
+    assert a["BTC"] == pytest.approx(math.log(100 / 81) / math.log(100 / 90))
+    assert a["BTC"] == pytest.approx(2.0)
+    assert a["ETH"] == 1.0 and a["worst"] == pytest.approx(2.0)
+    # without the start, the paths begin at step 1
+    assert amplification(market)["BTC"] == pytest.approx(math.log(95 / 81) / math.log(95 / 90))
+
+
+def _accounts():
+    return pd.DataFrame(
+        {
+            "trader_id": [1, 2, 3],
+            "initial_quantity_BTC": [1.0, -2.0, 0.0],
+            "initial_quantity_ETH": [10.0, 5.0, -4.0],
+            "quantity_BTC": [0.0, -2.0, 0.0],
+            "quantity_ETH": [0.0, 5.0, -4.0],
+            "entry_price_BTC": [100.0, 100.0, 0.0],
+            "entry_price_ETH": [10.0, 10.0, 10.0],
+        }
+    )
+
+
+def test_exposure_network_and_projections():
+    b = exposure_network(_accounts(), prices={"BTC": 100.0, "ETH": 10.0})
+    assert b.number_of_edges() == 5
+    assert b.edges[1, "asset:BTC"]["notional"] == 100.0
+    assert b.edges[2, "asset:BTC"]["side"] == "short"
+    assert b.edges[3, "asset:ETH"]["quantity"] == -4.0
+    assets = overlap_projection(b, "assets")
+    # traders 1 and 2 hold both: min(100, 100) + min(200, 50)
+    assert assets.edges["asset:BTC", "asset:ETH"]["holders"] == 2
+    assert assets.edges["asset:BTC", "asset:ETH"]["weight"] == pytest.approx(150.0)
+    traders = overlap_projection(b, "traders")
+    assert traders.edges[1, 2]["common"] == 2
+    assert traders.edges[1, 2]["weight"] == pytest.approx(100.0 + 50.0)
+    assert traders.edges[1, 3]["weight"] == pytest.approx(40.0)
+    assert traders.edges[2, 3]["common"] == 1
+    final = exposure_network(_accounts(), which="final")
+    assert final.degree(1) == 0 and final.number_of_edges() == 3
+    with pytest.raises(ValueError, match="max_nodes"):
+        overlap_projection(b, "traders", max_nodes=2)
+
+
+def test_metrics_agree_with_the_graph_of_a_run():
+    """Independent routes to the same numbers: the fills table and the recorded graph."""
+    cfg = build_config(small_config(steps=15))
+    m = ContagionModel(cfg, agents=False).run()
+    liq = m.tables()["liquidations"]
+    edges = m.recorder.edges_table()
+    table = cascades(liq)
+    assert len(table) > 0 and table["depth"].max() >= 2  # a real multi-round cascade
+    # every step root's targets in the edge table are that step's liquidated accounts
+    for row in table.itertuples():
+        targets = edges.loc[edges["step"] == row.step, ["round", "target"]].drop_duplicates()
+        assert len(targets) == row.events
+        assert targets["target"].nunique() == row.accounts
+    # branching ratio of generation r = weight flowing from generation r to r + 1 / n_r
+    b = branching_by_generation(liq).set_index("generation")
+    gs = generation_sizes(liq)
+    for r in b.index:
+        flow = edges.loc[(edges["round"] == r + 1) & (edges["source_kind"] != "step"), "weight"]
+        n_r = gs.loc[gs["round"] == r, "accounts"].sum()
+        assert b.loc[r, "ratio"] == pytest.approx(flow.sum() / n_r, abs=1e-9)
+    g = m.contagion_graph
+    si = systemic_importance(edges, liq)
+    assert set(si["trader_id"]) == {n for n, d in g.nodes(data=True) if d["kind"] == "trader"}
+    assert (si["debtrank"] >= 0).all() and si["debtrank"].max() < 1
