@@ -193,6 +193,11 @@ class AccountBook:
         self.max_leverage = (
             np.full(a, np.inf) if max_leverage is None else np.asarray(max_leverage, dtype=float)
         )
+        # Rows whose state changed since the last take_changed(), for the margin screen.
+        self.track_changes = False
+        self._changed: list[np.ndarray] = []
+        self._all_changed = False
+        self._totals: tuple[np.ndarray, float] | None = None  # see aggregate_equity()
 
     # ---- shape --------------------------------------------------------------------------
     @property
@@ -243,6 +248,22 @@ class AccountBook:
     def total_equity(self, mark) -> float:
         """Sum of every trader's equity."""
         return float(self.wallet.sum() + self.margin.sum() + (self.qty * (mark - self.entry)).sum())
+
+    def aggregate_equity(self, mark) -> float:
+        """Sum of every trader's equity, from aggregates: ``Q . M + K``.
+
+        ``Q`` (A,) is the traders' net quantity per asset and ``K`` their summed cash-equivalent
+        ``W + m - q e``. A fill changes them by ``sum dq`` and ``-sum dq P`` (see
+        :func:`apply_fills`), so they are updated in O(A) per batch of fills and recomputed in
+        full only after :meth:`mark_changed`. A step in which nothing but prices moved costs
+        O(A) instead of a pass over the book. Equal to :meth:`total_equity` up to rounding;
+        :meth:`total_equity` stays the independent full sum used to check conservation.
+        """
+        if self._totals is None:
+            cash = self.wallet.sum() + self.margin.sum() - np.einsum("ij,ij->", self.qty, self.entry)
+            self._totals = (self.qty.sum(axis=0), float(cash))
+        net_qty, cash = self._totals
+        return float(net_qty @ np.asarray(mark, dtype=float) + cash)
 
     def leverage(self, mark, rows=None) -> np.ndarray:
         """(k,) effective leverage: gross notional over equity (inf when equity <= 0)."""
@@ -343,6 +364,44 @@ class AccountBook:
         return np.where((q != 0) & (p > 0), p, np.nan)
 
     # ---- state changes ------------------------------------------------------------------
+    def mark_changed(self, rows=None) -> None:
+        """Report that the state of ``rows`` (all rows when None) changed.
+
+        :class:`model.screen.MarginScreen` skips accounts whose margin bound says they are far
+        from liquidation; the bound is only valid for the state it was computed from. Every
+        method here that changes a row reports it; code that writes the arrays directly (a
+        fee, a deposit, a socialised loss) must call this for the rows it wrote, or the screen
+        may miss a liquidation.
+        """
+        self._totals = None
+        self._note_changed(rows)
+
+    def _note_changed(self, rows) -> None:
+        """Remember changed rows for the screen (without dropping the aggregates)."""
+        if not self.track_changes:
+            return
+        if rows is None or (isinstance(rows, slice) and rows == slice(None)):
+            self._all_changed = True
+            return
+        idx = np.asarray(rows)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        elif not np.issubdtype(idx.dtype, np.integer):
+            idx = np.arange(self.n_traders)[rows]
+        self._changed.append(idx.ravel().astype(np.int64, copy=False))
+
+    def take_changed(self) -> np.ndarray | None:
+        """Rows reported by :meth:`mark_changed` since the last call (sorted, unique), and
+        forget them; None when the whole book changed."""
+        everything = self._all_changed
+        pending = self._changed
+        self._changed, self._all_changed = [], False
+        if everything:
+            return None
+        if not pending:
+            return np.zeros(0, dtype=np.int64)
+        return np.unique(np.concatenate(pending))
+
     def fill(self, rows, dq, price) -> tuple[np.ndarray, np.ndarray]:
         """Execute fills ``dq`` (k, A) for ``rows`` at ``price``; realised PnL goes to the wallet
         (cross positions) or to the position margin (isolated).
@@ -356,6 +415,12 @@ class AccountBook:
         iso = self.isolated[rows]
         self.wallet[rows] += np.where(iso, 0.0, realized).sum(axis=1)
         self.margin[rows] += np.where(iso, realized, 0.0)
+        if self._totals is not None:  # cash-equivalent W + m - q e moves by -dq P
+            net_qty, cash = self._totals
+            dq = np.asarray(dq, dtype=float)
+            traded = dq * np.asarray(price, dtype=float)
+            self._totals = (net_qty + dq.sum(axis=0), cash - float(traded.sum()))
+        self._note_changed(rows)
         return realized, closed
 
     def release_closed_isolated(self, rows) -> None:
@@ -364,3 +429,4 @@ class AccountBook:
         back = np.where(done, self.margin[rows], 0.0)
         self.wallet[rows] += back.sum(axis=1)
         self.margin[rows] = np.where(done, 0.0, self.margin[rows])
+        self._note_changed(rows)  # money moved between margin and wallet: totals unchanged

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model.accounts import AccountBook, TierTable, maintenance_margin
+from model.screen import BLOCK_ROWS, MarginScreen
 
 __all__ = ["LiquidationEngine", "RoundRecord", "partial_fraction"]
 
@@ -129,6 +130,7 @@ class LiquidationEngine:
         max_rounds: int = 100,
         adl: bool = True,
         on_round=None,
+        screen: bool = True,
     ):
         self.book = book
         self.market = market
@@ -141,14 +143,21 @@ class LiquidationEngine:
         self.max_rounds = int(max_rounds)
         self.adl_enabled = bool(adl)
         self.on_round = on_round  # callback(RoundRecord), e.g. the contagion graph
+        # Skip accounts provably far from their boundary (identical results, less work).
+        self.screen = MarginScreen(book) if screen else None
+        book.track_changes = self.screen is not None
         self.fills: list[dict] = []
         self.liquidation_count = np.zeros(book.n_traders, dtype=np.int64)
         self.totals = StepTotals()
 
     # ---- detection ------------------------------------------------------------------------
-    def candidates(self) -> np.ndarray | None:
-        """Rows that could be below maintenance now (None: all of them)."""
-        return None
+    def candidates(self, mark) -> np.ndarray | None:
+        """Sorted rows that could be below maintenance at ``mark`` (None: all of them).
+
+        With the margin screen (:mod:`model.screen`) these are the accounts whose headroom the
+        prices have reached; every other account is provably above maintenance.
+        """
+        return None if self.screen is None else self.screen.candidates(mark)
 
     def detect(self, mark) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows with a unit below maintenance, and which units.
@@ -157,14 +166,24 @@ class LiquidationEngine:
             ``(rows, cross, iso)``: rows (k,), whether each row's cross book is liquidatable
             (k,), and which of its isolated positions are (k, A).
         """
-        cand = self.candidates()
+        cand = self.candidates(mark)
         book = self.book
-        cross = book.cross_liquidatable(mark, cand)
-        iso = book.isolated_liquidatable(mark, cand)
-        hit = cross | iso.any(axis=1)
-        local = np.flatnonzero(hit)
-        rows = local if cand is None else np.asarray(cand)[local]
-        return rows, cross[local], iso[local]
+        total = book.n_traders if cand is None else cand.size
+        found = []
+        # Blocks of rows keep the temporaries of the check small (peak memory).
+        for lo in range(0, total, BLOCK_ROWS):
+            hi = min(lo + BLOCK_ROWS, total)
+            block = slice(lo, hi) if cand is None else cand[lo:hi]
+            cross = book.cross_liquidatable(mark, block)
+            iso = book.isolated_liquidatable(mark, block)
+            local = np.flatnonzero(cross | iso.any(axis=1))
+            rows = lo + local if cand is None else block[local]
+            found.append((rows, cross[local], iso[local]))
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            return np.zeros(0, np.int64), np.zeros(0, bool), np.zeros((0, book.n_assets), bool)
+        return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))
 
     # ---- one step's rounds ----------------------------------------------------------------
     def run_step(self, step: int) -> StepTotals:
@@ -255,6 +274,7 @@ class LiquidationEngine:
             book.margin[rows] += iso_debt
             bad_pos += iso_debt
         book.release_closed_isolated(rows)
+        book.mark_changed(rows)  # fees and bad debt wrote wallets and margins directly
         bad_debt = float(bad_pos.sum())
         if bad_debt > 0:
             self._cover(step, rnd, bad_pos.sum(axis=0), price)

@@ -172,7 +172,7 @@ class ContagionModel(mesa.Model):
                 "insurance_fund": lambda mdl: mdl.engine.insurance_fund,
                 "adl_notional": lambda mdl: mdl.last.adl_notional,
                 "accounts_liquidated_total": lambda mdl: mdl._ever_liquidated,
-                "total_equity": lambda mdl: mdl.book.total_equity(mdl.mark),
+                "total_equity": lambda mdl: mdl.book.aggregate_equity(mdl.mark),
                 "accounts_liquidated": lambda mdl: mdl.last.accounts,
                 "fees": lambda mdl: mdl.last.fees,
                 "unfunded_bad_debt": lambda mdl: mdl.engine.unfunded_bad_debt,

@@ -1,0 +1,204 @@
+"""The margin screen: which accounts can possibly be below maintenance at a given mark.
+
+Checking every account against maintenance costs a pass over the whole book, every round of
+every step. Most accounts are far from their boundary, and prices move little in a calm step,
+so most of that work proves nothing new. The screen keeps, for every account, a safe bound on
+how far prices must move before the account *can* become liquidatable, and hands the engine
+only the accounts whose bound the current prices have reached. The engine checks those exactly,
+so results are identical to checking everyone (tests/test_screen.py compares both).
+
+The bound. Distances between price vectors are measured in log price,
+``d(M, M') = max_a |log M_a - log M'_a|``, which is a metric (so bounds chain through the
+triangle inequality). A liquidation unit (an account's cross book, or one isolated position)
+has slack ``S(M) = equity - maintenance``: ``W + sum_a q_a (M_a - e_a) - sum_a mm(|q_a| M_a)``
+for a cross book, ``m + q (M - e) - mm(|q| M)`` for an isolated position. It is liquidatable
+when ``S < 0``. If ``d(M, M0) <= u <= U`` then ``|M_a - M0_a| <= M0_a (e^u - 1)``, so the PnL
+term moves by at most ``N0_a (e^u - 1)`` and, ``mm`` being continuous, piecewise linear and
+non-decreasing, the maintenance term by at most ``r_a N0_a (e^u - 1)``, where ``r_a`` is the
+largest tier rate at notionals up to ``e^U N0_a``. Hence
+
+    S(M) >= S(M0) - (e^u - 1) c,   c = sum_a N0_a (1 + r_a),
+
+and the unit cannot be liquidatable while ``u < h = min(U, log(1 + S(M0) / c))``, its
+*headroom*. An account's headroom is the smallest of its units'. A small relative and absolute
+allowance is taken off ``S(M0)`` and ``h`` so that float rounding in the exact check can never
+disagree with the bound.
+
+Bookkeeping. At a *rebuild* every account's headroom is computed at the anchor mark ``P`` and
+sorted once; the candidates at mark ``M`` are then a prefix of that order (headroom at most
+``d(M, P)``), found by binary search. An account whose state changes (a fill, a fee, a
+deposit) is reported through :meth:`model.accounts.AccountBook.mark_changed`; at the next query
+its headroom is recomputed at the current mark ``M_t`` and stored as
+``key = h - d(P, M_t)``: by the triangle inequality ``d(M, P) < key`` implies
+``d(M, M_t) < h``. Changed accounts are few and scanned linearly. The screen rebuilds when the
+work spent on candidates since the last rebuild exceeds the size of the book (each rebuild is a
+few passes over it), so its cost is amortised and a calm step costs far less than a full pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from model.accounts import AccountBook, TierTable, maintenance_margin
+
+__all__ = ["MarginScreen", "headroom", "log_distance"]
+
+# Largest log-price move a headroom is valid for: the tier-rate bound looks up to e^U N0.
+MAX_HEADROOM = float(np.log(2.0))
+# Allowances that keep the bound safe under float rounding of the exact check.
+_RELATIVE_SLACK = 1e-9
+_HEADROOM_SLACK = 1e-12
+# Rows per block in whole-book passes: bounds the size of temporaries (peak memory).
+BLOCK_ROWS = 1 << 16
+
+
+def log_distance(a, b) -> float:
+    """``max_a |log a_a - log b_a|``: the log-price distance between two price vectors."""
+    return float(np.max(np.abs(np.log(a) - np.log(b)))) if np.size(a) else 0.0
+
+
+def _slope_bound(notional, tiers: TierTable, rate_cummax) -> np.ndarray:
+    """(k, A) largest maintenance rate at notionals up to ``e^U`` times ``notional``."""
+    if tiers.caps.shape[1] == 1:
+        return np.broadcast_to(tiers.rates[:, 0], notional.shape)
+    t = tiers.tier_index(notional * np.exp(MAX_HEADROOM))
+    return rate_cummax[np.arange(tiers.n_assets), t]
+
+
+def headroom(wallet, qty, entry, margin, isolated, mark, tiers: TierTable, rate_cummax=None):
+    """(k,) log-price headroom of each account: no unit of it can be liquidatable at any mark
+    ``M`` with ``d(M, mark) < headroom`` (module docstring). Pure numpy.
+
+    Args:
+        wallet: (k,) cross wallets.
+        qty, entry, margin: (k, A) quantities, entry prices, isolated margins.
+        isolated: (k, A) isolated flags.
+        mark: (A,) the mark the headroom is measured from.
+        tiers: maintenance tiers per asset.
+        rate_cummax: (A, T) running maximum of the tier rates (computed when omitted).
+
+    Returns:
+        (k,) headroom in [-inf, MAX_HEADROOM], or +inf for accounts without open positions;
+        -inf for accounts that are (or may be) liquidatable already.
+    """
+    if rate_cummax is None:
+        rate_cummax = np.maximum.accumulate(tiers.rates, axis=1)
+    mark = np.asarray(mark, dtype=float)
+    open_ = qty != 0
+    notional = np.abs(qty) * mark
+    mm = maintenance_margin(notional, tiers)
+    upnl = qty * (mark - entry)
+    coef = notional * (1.0 + _slope_bound(notional, tiers, rate_cummax))
+    # magnitude of the terms the exact check adds, for the rounding allowance
+    size = np.abs(qty) * (mark + entry) + mm + np.abs(margin)
+
+    cross = open_ & ~isolated
+    iso = open_ & isolated
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # cross book: one unit per account
+        c_slack = wallet + np.where(isolated, 0.0, upnl - mm).sum(axis=1)
+        c_size = np.abs(wallet) + np.where(cross, size, 0.0).sum(axis=1)
+        c_coef = np.where(cross, coef, 0.0).sum(axis=1)
+        h = _unit_headroom(c_slack - _RELATIVE_SLACK * c_size, c_coef)
+        h = np.where(cross.any(axis=1), h, np.inf)
+        # isolated positions: one unit each
+        i_slack = margin + upnl - mm
+        hi = _unit_headroom(i_slack - _RELATIVE_SLACK * size, coef)
+        h = np.minimum(h, np.where(iso, hi, np.inf).min(axis=1, initial=np.inf))
+    return h
+
+
+def _unit_headroom(slack, coef):
+    """``min(U, log1p(slack / coef))`` less a rounding allowance; -inf when slack <= 0 or NaN."""
+    h = np.log1p(slack / coef) * (1.0 - _HEADROOM_SLACK) - _HEADROOM_SLACK
+    h = np.minimum(h, MAX_HEADROOM)
+    return np.where((slack > 0) & (coef > 0) & ~np.isnan(h), h, -np.inf)
+
+
+class MarginScreen:
+    """Candidate accounts for the exact margin check, from sorted headroom bounds.
+
+    Args:
+        book: the account book (must report changes through ``mark_changed``).
+        rebuild_work: candidate rows checked since the last rebuild, as a multiple of the
+            book size, that triggers a rebuild.
+
+    Attributes:
+        rebuilds: number of rebuilds so far.
+        checked: candidate rows handed out since the last rebuild.
+    """
+
+    def __init__(self, book: AccountBook, *, rebuild_work: float = 1.0):
+        self.book = book
+        self.rebuild_work = float(rebuild_work)
+        self.rate_cummax = np.maximum.accumulate(book.tiers.rates, axis=1)
+        self.anchor: np.ndarray | None = None
+        self.order = np.zeros(0, dtype=np.int64)  # rows sorted by headroom at the anchor
+        self.sorted_keys = np.zeros(0)
+        self.changed_rows = np.zeros(0, dtype=np.int64)  # rows whose state changed since
+        self.changed_keys = np.zeros(0)
+        self.checked = 0
+        self.rebuilds = 0
+
+    # ---- bounds ----------------------------------------------------------------------------
+    def headroom(self, mark, rows=None) -> np.ndarray:
+        """Headroom of ``rows`` (all when None) at ``mark``, in blocks of rows."""
+        book = self.book
+        rows = np.arange(book.n_traders) if rows is None else np.asarray(rows)
+        out = np.empty(rows.size)
+        for lo in range(0, rows.size, BLOCK_ROWS):
+            r = rows[lo : lo + BLOCK_ROWS]
+            if r.size == book.n_traders:
+                r = slice(None)  # plain views when one block covers the book
+            out[lo : lo + BLOCK_ROWS] = headroom(
+                book.wallet[r],
+                book.qty[r],
+                book.entry[r],
+                book.margin[r],
+                book.isolated[r],
+                mark,
+                book.tiers,
+                self.rate_cummax,
+            )
+        return out
+
+    def rebuild(self, mark) -> None:
+        """Anchor at ``mark``: every account's headroom, sorted."""
+        self.book.take_changed()  # everything is recomputed now
+        keys = self.headroom(mark)
+        self.order = np.argsort(keys, kind="stable")
+        self.sorted_keys = keys[self.order]
+        self.anchor = np.array(mark, dtype=float)
+        self.changed_rows = np.zeros(0, dtype=np.int64)
+        self.changed_keys = np.zeros(0)
+        self.checked = 0
+        self.rebuilds += 1
+
+    def _absorb_changes(self, mark) -> None:
+        """Recompute the headroom of accounts that changed, as keys relative to the anchor."""
+        rows = self.book.take_changed()
+        if rows is None:  # the whole book changed
+            self.rebuild(mark)
+            return
+        if rows.size == 0:
+            return
+        keys = self.headroom(mark, rows) - log_distance(mark, self.anchor)
+        keep = ~np.isin(self.changed_rows, rows, assume_unique=True)
+        self.changed_rows = np.concatenate([self.changed_rows[keep], rows])
+        self.changed_keys = np.concatenate([self.changed_keys[keep], keys])
+
+    # ---- the query -------------------------------------------------------------------------
+    def candidates(self, mark) -> np.ndarray:
+        """Sorted rows that may be below maintenance at ``mark``; every other row is not."""
+        n = self.book.n_traders
+        if self.anchor is None or self.checked > self.rebuild_work * n:
+            self.rebuild(mark)
+        self._absorb_changes(mark)
+        if self.changed_rows.size > n // 4:
+            self.rebuild(mark)
+        reach = log_distance(mark, self.anchor)
+        prefix = self.order[: np.searchsorted(self.sorted_keys, reach, side="right")]
+        moved = self.changed_rows[self.changed_keys <= reach]
+        rows = np.union1d(prefix, moved) if moved.size else np.sort(prefix)
+        self.checked += rows.size
+        return rows
