@@ -13,12 +13,36 @@ they depend only on the documented config keys and the Python API.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["check_result", "engine_config", "figure_path", "make_population"]
+__all__ = [
+    "check_result",
+    "engine_config",
+    "figure_path",
+    "make_population",
+    "single_threaded_blas",
+]
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Run the block with one BLAS thread, when ``threadpoolctl`` is installed.
+
+    The checks build thousands of small models; each validates a correlation matrix with a
+    small eigenvalue problem, which a multi-threaded BLAS on a busy machine runs tens of times
+    slower than one thread does. Results are identical either way.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def check_result(
