@@ -72,6 +72,9 @@ class Market(mesa.Agent):
         jump_mean=0.0,
         jump_volatility=0.0,
         shocks=None,
+        depth_stress=0.0,
+        depth_recovery=0.2,
+        mark_lag=0.0,
     ):
         super().__init__(model)
         self.symbols = list(symbols)
@@ -100,6 +103,14 @@ class Market(mesa.Agent):
         self.inventory = np.zeros(a)
         self.cash = np.zeros(a)
         self.step_open = self.initial_price.copy()  # market price when the step began
+        # Liquidity stress: depth thins with forced flow and outsized moves, and recovers.
+        self.depth_stress = float(depth_stress)
+        self.depth_recovery = float(depth_recovery)
+        self.stress = np.zeros(a)  # stress carried over from earlier steps
+        self.move_stress = np.zeros(a)  # this step's outsized fundamental move
+        # The mark follows the market price with a lag (0: the mark is the price).
+        self.mark_lag = float(mark_lag)
+        self.log_mark = np.log(self.initial_price)
         # per asset, this step: -1 if the price was held at its floor, +1 at its ceiling
         self.limit_hit = np.zeros(a, dtype=np.int8)
 
@@ -116,6 +127,43 @@ class Market(mesa.Agent):
     def price(self) -> np.ndarray:
         """(A,) market price ``F exp(s)``; the mark price of every margin check."""
         return np.exp(self.log_fundamental + self.impact)
+
+    @property
+    def mark(self) -> np.ndarray:
+        """(A,) mark price of margin checks: the market price, or its lagged follower."""
+        return self.price if self.mark_lag == 0 else np.exp(self.log_mark)
+
+    def observe_mark(self) -> np.ndarray:
+        """Move the mark the fraction ``1 - mark_lag`` of the way to the market price (in log
+        price) and return it. The liquidation engine calls this once per round, so after a
+        jump the mark has covered ``1 - mark_lag ** k`` of it after ``k`` rounds."""
+        log_price = self.log_fundamental + self.impact
+        self.log_mark = self.mark_lag * self.log_mark + (1.0 - self.mark_lag) * log_price
+        return self.mark
+
+    def effective_depth_qty(self) -> np.ndarray:
+        """(A,) depth in quantity per 1% move, thinned by liquidity stress.
+
+        ``d / (1 + depth_stress x load)`` with ``load`` = stress carried from earlier steps +
+        this step's outsized move + this step's forced flow so far in units of ``d``. The
+        within-step part makes the book walk steeper as forced selling goes on.
+        """
+        if self.depth_stress == 0:
+            return self.depth_qty
+        load = self.stress + self.move_stress + np.abs(self.forced_flow) / self.depth_qty
+        return self.depth_qty / (1.0 + self.depth_stress * load)
+
+    def _carry_stress(self, dlog) -> None:
+        """Fold the ending step's stress into the carried stress, which fades by
+        ``depth_recovery`` per step; measure the new step's outsized move.
+
+        The move term is the part of ``|d log F|`` beyond two standard deviations of a normal
+        step, in percent, so ordinary noise never thins the book.
+        """
+        ended = self.move_stress + np.abs(self.forced_flow) / self.depth_qty
+        self.stress = (1.0 - self.depth_recovery) * (self.stress + ended)
+        normal = 2.0 * self.volatility * np.sqrt(self.dt)
+        self.move_stress = np.maximum(np.abs(dlog) - normal, 0.0) / 0.01
 
     # ---- phase 1: the fundamental moves ---------------------------------------------------
     def move_fundamentals(self, step: int) -> None:
@@ -137,6 +185,8 @@ class Market(mesa.Agent):
         self.log_fundamental = np.clip(raw, -_MAX_LOG, _MAX_LOG)
         self.limit_hit = np.sign(raw - self.log_fundamental).astype(np.int8)
         self.impact = self._within_limits((1.0 - self.resilience) * self.impact)
+        if self.depth_stress > 0:
+            self._carry_stress(dlog)
         self.impact_start = self.impact.copy()
         self.flow = np.zeros(a)
         self.forced_flow = np.zeros(a)
@@ -153,7 +203,7 @@ class Market(mesa.Agent):
         self.flow = self.flow + net_flow
         if forced:
             self.forced_flow = self.forced_flow + net_flow
-        s = impact_state(self.impact_start, self.flow, self.depth_qty, self.beta)
+        s = impact_state(self.impact_start, self.flow, self.effective_depth_qty(), self.beta)
         # keep log prices finite under absurd flows (a sale of many times the market)
         self.impact = self._within_limits(s)
         return self.price

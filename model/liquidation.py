@@ -139,6 +139,7 @@ class LiquidationEngine:
         self.buffer = float(buffer)
         self.insurance_fund = float(insurance_fund)
         self.unfunded_bad_debt = 0.0
+        self.socialized_loss = 0.0  # losses beyond ADL taken pro rata from accounts' equity
         self.fund_paid = 0.0  # bad debt the fund has paid so far
         self.max_rounds = int(max_rounds)
         self.adl_enabled = bool(adl)
@@ -191,7 +192,7 @@ class LiquidationEngine:
         self.totals = StepTotals()
         liquidated_this_step = []
         for rnd in range(1, self.max_rounds + 1):
-            mark = self.market.price
+            mark = self.market.observe_mark()
             rows, cross, iso = self.detect(mark)
             if rows.size == 0:
                 break
@@ -199,7 +200,7 @@ class LiquidationEngine:
             liquidated_this_step.append(rows)
             self.totals.rounds = rnd
         else:
-            rows, _, _ = self.detect(self.market.price)
+            rows, _, _ = self.detect(self.market.mark)
             self.totals.round_limit_hit = rows.size > 0
         if liquidated_this_step:
             self.totals.accounts = int(np.unique(np.concatenate(liquidated_this_step)).size)
@@ -277,7 +278,8 @@ class LiquidationEngine:
         book.mark_changed(rows)  # fees and bad debt wrote wallets and margins directly
         bad_debt = float(bad_pos.sum())
         if bad_debt > 0:
-            self._cover(step, rnd, bad_pos.sum(axis=0), price)
+            bankrupt_qty = np.where(bad_pos > 0, closed, 0.0).sum(axis=0)
+            self._cover(step, rnd, bad_pos.sum(axis=0), price, bankrupt_qty)
 
         # Records.
         self.liquidation_count[rows] += 1
@@ -311,7 +313,7 @@ class LiquidationEngine:
             )
 
     # ---- losses beyond the fund -------------------------------------------------------------
-    def _cover(self, step, rnd, bad_by_asset, price) -> None:
+    def _cover(self, step, rnd, bad_by_asset, price, bankrupt_qty=None) -> None:
         """Pay bad debt from the fund; what it cannot pay goes to ADL, then stays unfunded."""
         need = float(bad_by_asset.sum())
         paid = min(need, self.insurance_fund)
@@ -322,12 +324,20 @@ class LiquidationEngine:
             return
         by_asset = bad_by_asset * (short / need)
         if self.adl_enabled:
-            by_asset = self.deleverage(step, rnd, by_asset, price)
+            by_asset = self.deleverage(step, rnd, by_asset, price, bankrupt_qty)
         self.unfunded_bad_debt += float(np.sum(by_asset))
 
-    def deleverage(self, step, rnd, shortfall_by_asset, price) -> np.ndarray:
-        """Auto-deleveraging hook: cover ``shortfall_by_asset``; return what is left uncovered."""
-        return shortfall_by_asset
+    def deleverage(self, step, rnd, shortfall_by_asset, price, bankrupt_qty=None) -> np.ndarray:
+        """Auto-deleveraging (:mod:`model.adl`): cover ``shortfall_by_asset`` from opposite-side
+        profitable positions, then pro rata from accounts' equity; return what is left.
+
+        Args:
+            bankrupt_qty: (A,) closed quantity of the positions that left the debt, signed as
+                they were (sets the side to deleverage and the bankruptcy price).
+        """
+        from model.adl import auto_deleverage
+
+        return auto_deleverage(self, step, rnd, shortfall_by_asset, price, bankrupt_qty)
 
     # ---- output ---------------------------------------------------------------------------
     def fills_columns(self) -> dict[str, np.ndarray]:

@@ -21,11 +21,12 @@ import mesa
 import numpy as np
 
 from agents.market import Market
-from agents.strategies import STRATEGIES
+from agents.strategies import STRATEGIES, trade_voluntarily
 from agents.trader import Trader
 from model.accounts import AccountBook, TierTable
 from model.config import Config, _correlation_matrix
 from model.contagion import ContagionRecorder
+from model.funding import Funding
 from model.liquidation import LiquidationEngine
 from model.population import Population, generate_population, read_population
 
@@ -96,6 +97,9 @@ class ContagionModel(mesa.Model):
             jump_mean=m.jump_mean,
             jump_volatility=m.jump_volatility,
             shocks=shocks,
+            depth_stress=m.depth_stress,
+            depth_recovery=m.depth_recovery,
+            mark_lag=m.mark_lag,
         )
 
         if population is None:
@@ -156,6 +160,20 @@ class ContagionModel(mesa.Model):
                 strategy=names,
             )
 
+        # Market realism (off by default): funding, re-entry after liquidation.
+        self.deposits = 0.0  # explicit inflows: money stays initial money + deposits
+        self.isolated_accounts = self.book.isolated.any(axis=1)  # their new positions too
+        self.funding = (
+            Funding(len(self.symbols), m.funding_interval, m.funding_cap, m.funding_interest)
+            if m.funding_interval > 0
+            else None
+        )
+        self.reentry = None
+        if cfg.traders.reentry_steps > 0:
+            from model.reentry import Reentry
+
+            self.reentry = Reentry(self, cfg.traders.reentry_steps)
+
         self.initial_money = self.money()["total"]
         self.warnings: list[str] = []
         self.warning_counts: dict[str, int] = {}
@@ -183,8 +201,8 @@ class ContagionModel(mesa.Model):
     # ---- views ----------------------------------------------------------------------------
     @property
     def mark(self) -> np.ndarray:
-        """(A,) mark prices: the market price of each asset."""
-        return self.market.price
+        """(A,) mark prices: the market price of each asset (lagged when market.mark_lag > 0)."""
+        return self.market.mark
 
     @property
     def liquidation_count(self) -> np.ndarray:
@@ -219,27 +237,15 @@ class ContagionModel(mesa.Model):
         t = self.steps
         self.market.move_fundamentals(t)  # 1. market
         self.trade_voluntarily()  # 2. strategies
+        if self.funding is not None:
+            self.funding.step(self, t)  # perpetual funding between longs and shorts
         self.last = self.engine.run_step(t)  # 3. mark to market; liquidation rounds
         self.record(t)  # 4. record
 
     def trade_voluntarily(self) -> None:
-        """Collect every active rule's orders, execute them as one batch through the market."""
-        rows_list, orders_list = [], []
-        for name, rule in self.strategies.items():
-            if not rule.active():
-                continue
-            rows = self.strategy_rows[name]
-            orders = rule.orders(rows)
-            rows_list.append(rows)
-            orders_list.append(orders)
-        if not rows_list:
-            return
-        rows = np.concatenate(rows_list)
-        dq = np.concatenate(orders_list)
-        net_buy = dq.sum(axis=0)
-        price = self.market.execute(-net_buy, forced=False)
-        self.book.fill(rows, dq, price)
-        self.market.take_other_side(net_buy, price)
+        """Every active rule's orders and re-entries, capped at the initial margin, executed
+        as one batch through the market (:func:`agents.strategies.trade_voluntarily`)."""
+        trade_voluntarily(self)
 
     def record(self, t: int) -> None:
         if self.last.liquidations:

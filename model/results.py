@@ -292,7 +292,7 @@ def summarize(model) -> dict:
         "max_rounds": int(total_rounds.max()) if total_rounds.size else 0,
         "mean_branching": float(num / den) if den else 0.0,
         "final_price": {s: float(p) for s, p in zip(model.symbols, model.mark, strict=True)},
-        "money_error": _finite(abs(money["total"] - model.initial_money) / money_scale(model)),
+        "money_error": _finite(abs(money["total"] - model.initial_money - model.deposits) / money_scale(model)),
         "graph_truncated": bool(model.recorder.truncated),
         "warnings": list(dict.fromkeys(model.warnings)),
         "warning_counts": dict(getattr(model, "warning_counts", {})),

@@ -1,0 +1,82 @@
+"""Funding payments of perpetual contracts, between longs and shorts.
+
+A perpetual has no expiry; venues tie its price to the index with periodic funding. Binance
+style (``reference/venues.md``): over each interval the premium ``(P - F) / F`` of the market
+price over the fundamental (the index) is averaged; the rate is
+
+    rate = clamp(premium + clamp(interest - premium, -0.05%, +0.05%), -cap, +cap)
+
+and each position pays ``q x mark x rate``: longs pay shorts when the rate is positive. The
+market agent holds the other side of every trader position, so it pays or receives the rest and
+the payments sum to zero: money is conserved. Funding comes out of the wallet for cross
+positions and out of the position margin for isolated ones, so it can push accounts under
+maintenance; the liquidation rounds of the same step then see it.
+
+``market.funding_interval`` (steps; 0 switches funding off), ``market.funding_cap``,
+``market.funding_interest``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["INTEREST_BAND", "Funding", "funding_rate", "funding_payments"]
+
+INTEREST_BAND = 0.0005  # the interest term's clamp, per interval (Binance: +-0.05%)
+
+
+def funding_rate(premium, interest: float, cap: float) -> np.ndarray:
+    """(A,) funding rate of one interval from the interval's mean premium."""
+    premium = np.asarray(premium, dtype=float)
+    raw = premium + np.clip(interest - premium, -INTEREST_BAND, INTEREST_BAND)
+    return np.clip(raw, -cap, cap)
+
+
+def funding_payments(qty, mark, rate) -> np.ndarray:
+    """(k, A) what each position pays (negative: receives): ``q x mark x rate``."""
+    return np.asarray(qty, dtype=float) * mark * rate
+
+
+class Funding:
+    """Accrues the premium every step and settles funding every ``interval`` steps.
+
+    Attributes:
+        last_rate: (A,) the rate of the last settlement.
+        paid_by_longs: total funding paid by long positions so far (negative: received).
+        settlements: number of settlements so far.
+    """
+
+    def __init__(self, n_assets: int, interval: int, cap: float, interest: float):
+        self.interval = int(interval)
+        self.cap = float(cap)
+        self.interest = float(interest)
+        self._premium_sum = np.zeros(n_assets)
+        self._premium_steps = 0
+        self.last_rate = np.zeros(n_assets)
+        self.paid_by_longs = 0.0
+        self.settlements = 0
+
+    def step(self, model, step: int) -> None:
+        """Accrue this step's premium; on a settlement step, pay funding."""
+        market = model.market
+        self._premium_sum += market.price / market.fundamental - 1.0
+        self._premium_steps += 1
+        if step % self.interval:
+            return
+        rate = funding_rate(self._premium_sum / self._premium_steps, self.interest, self.cap)
+        self._premium_sum[:] = 0.0
+        self._premium_steps = 0
+        self.last_rate = rate
+        self.settlements += 1
+        book = model.book
+        mark = market.mark
+        pay = funding_payments(book.qty, mark, rate)
+        iso = book.isolated
+        book.wallet -= np.where(iso, 0.0, pay).sum(axis=1)
+        book.margin -= np.where(iso, pay, 0.0)
+        mark_changed = getattr(book, "mark_changed", None)
+        if mark_changed is not None:
+            mark_changed(None)
+        # The market agent holds the opposite inventory: it pays the other side.
+        market.cash -= funding_payments(market.inventory, mark, rate)
+        self.paid_by_longs += float(np.where(book.qty > 0, pay, 0.0).sum())

@@ -1,0 +1,81 @@
+"""Re-entry: liquidated traders come back after a cooldown with fresh collateral.
+
+``traders.reentry_steps = k`` (0: never). An account that a liquidation left flat re-enters
+``k`` steps after the step of that liquidation: it deposits what tops its equity up to its
+initial collateral and reopens its initial positions (same sides, asset weights and leverage)
+at the current price, as orders in the voluntary batch (so they move the price and pay the
+initial margin like any other). Deposits are explicit inflows: the model adds them to
+``model.deposits``, and money is conserved as initial money plus deposits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Reentry"]
+
+
+class Reentry:
+    """Tracks liquidated, flat accounts and sends their re-entry orders.
+
+    Args:
+        model: the :class:`model.model.ContagionModel` (its population, book and engine).
+        cooldown: steps between the liquidation and the re-entry (>= 1).
+    """
+
+    def __init__(self, model, cooldown: int):
+        self.model = model
+        self.cooldown = int(cooldown)
+        pop = model.population
+        self.collateral = np.asarray(pop.collateral, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c = np.where(self.collateral > 0, self.collateral, 1.0)
+            # signed initial leverage per asset: q0 e0 / C0
+            self.exposure = np.where(
+                self.collateral[:, None] > 0, pop.qty * pop.entry / c[:, None], 0.0
+            )
+        self.leverage = np.abs(self.exposure).sum(axis=1)
+        n = len(self.collateral)
+        self.seen = np.zeros(n, dtype=np.int64)
+        self.last_liquidation = np.full(n, -1, dtype=np.int64)
+        self.last_reentry = np.full(n, -1, dtype=np.int64)
+        self.reentries = 0
+
+    def orders(self, step: int):
+        """Deposits for this step's re-entrants, and their orders.
+
+        Returns:
+            ``(rows, dq, open_leverage)``: (k,), (k, A) and (k, 1) arrays.
+        """
+        model = self.model
+        book = model.book
+        count = model.liquidation_count
+        new = count != self.seen
+        if new.any():
+            self.last_liquidation[new] = step - 1  # liquidated in the previous step's rounds
+            self.seen = count.copy()
+        due = (
+            (self.last_liquidation >= 0)
+            & (self.last_liquidation > self.last_reentry)
+            & (step - self.last_liquidation >= self.cooldown)
+            & (self.leverage > 0)
+        )
+        rows = np.flatnonzero(due)
+        a = book.n_assets
+        if rows.size:
+            rows = rows[~(book.qty[rows] != 0).any(axis=1)]  # only flat accounts come back
+        if rows.size == 0:
+            return rows, np.zeros((0, a)), np.ones((0, 1))
+        price = model.market.price
+        equity = book.equity(price, rows)
+        deposit = np.maximum(self.collateral[rows] - equity, 0.0)
+        book.wallet[rows] += deposit
+        model.deposits += float(deposit.sum())
+        self.last_reentry[rows] = step
+        self.reentries += int(rows.size)
+        equity = equity + deposit
+        dq = self.exposure[rows] * equity[:, None] / price
+        return rows, dq, self.leverage[rows][:, None]
+
+    def filled(self, rows, dq) -> None:
+        """Nothing to remember: re-entered accounts follow their own rule from now on."""
