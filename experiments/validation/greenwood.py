@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from agents.strategies import Strategy
 from experiments.validation import check_result, engine_config, make_population
 
 __all__ = ["LeverageTargeting", "glt_closed_form", "run_greenwood"]
@@ -29,10 +30,10 @@ __all__ = ["LeverageTargeting", "glt_closed_form", "run_greenwood"]
 TOLERANCE = 1e-9
 
 
-class LeverageTargeting:
+class LeverageTargeting(Strategy):
     """Sell (or buy) back to a target leverage, pro rata to fixed portfolio weights.
 
-    Follows :class:`agents.strategies.Strategy`: ``orders(rows)`` returns signed quantities.
+    A :class:`agents.strategies.Strategy`: ``orders(rows)`` returns signed quantities.
 
     Args:
         model: the model whose book and market the rule reads.
@@ -44,7 +45,7 @@ class LeverageTargeting:
     name = "glt_leverage_target"
 
     def __init__(self, model, rows, target, weights):
-        self.model = model
+        super().__init__(model)
         self.rows = np.asarray(rows)
         self.target = np.asarray(target, dtype=float)
         self.weights = np.asarray(weights, dtype=float)

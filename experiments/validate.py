@@ -1,0 +1,239 @@
+"""``contagion validate``: run every validation check and write report.md with its figures.
+
+The checks (one module each under :mod:`experiments.validation`):
+
+1. fixed point of the price map (analytic, engine);
+2. Greenwood, Landier and Thesmar (2015) closed form (analytic, engine);
+3. Caccioli, Shrestha, Moore and Farmer (2014) overlapping portfolios (literature, engine);
+4. Thurner, Farmer and Geanakoplos (2012) leverage and fat tails (literature, the paper's model);
+5. stylized facts of the baseline's returns against real returns (data).
+
+The report folder gets ``report.md`` (one row per check: name, what was compared, measured vs
+expected, PASS or FAIL, then a section per check with its notes, table and figures),
+``results.json`` (the same, machine-readable) and the PNG figures. Exit status: 0 when every
+check passes, 1 when one fails (the report says which and why), 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from model.config import ConfigError
+
+__all__ = ["CHECKS", "render_report", "run_checks", "validate_command", "write_report"]
+
+
+def _checks():
+    from experiments.validation.caccioli import run_caccioli
+    from experiments.validation.fixed_point import run_fixed_point
+    from experiments.validation.greenwood import run_greenwood
+    from experiments.validation.stylized_facts import run_stylized_facts
+    from experiments.validation.thurner import run_thurner
+
+    return [
+        ("fixed_point", run_fixed_point),
+        ("greenwood", run_greenwood),
+        ("caccioli", run_caccioli),
+        ("thurner", run_thurner),
+        ("stylized_facts", run_stylized_facts),
+    ]
+
+
+CHECKS = ("fixed_point", "greenwood", "caccioli", "thurner", "stylized_facts")
+
+
+def run_checks(out_dir, *, quick: bool = False, returns_csv=None, only=None, log=print) -> list:
+    """Run the checks (all, or those named in ``only``); figures go to ``out_dir``.
+
+    A check that raises is reported as a FAIL naming the error, and the others still run.
+    """
+    results = []
+    checks = [(k, f) for k, f in _checks() if only is None or k in only]
+    for i, (key, func) in enumerate(checks, 1):
+        kwargs = {"quick": quick, "out_dir": out_dir}
+        if key == "stylized_facts" and returns_csv is not None:
+            kwargs["reference_csv"] = returns_csv
+        t0 = time.perf_counter()
+        try:
+            result = func(**kwargs)
+        except (ConfigError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a broken check must not hide the others
+            from experiments.validation import check_result
+
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            result = check_result(
+                key,
+                "(the check did not run to the end)",
+                f"error: {type(exc).__name__}: {first}",
+                "-",
+                False,
+                "The check raised an exception; run it from Python to see where.",
+            )
+        result["key"] = key
+        result["seconds"] = time.perf_counter() - t0
+        results.append(result)
+        log(
+            f"[{i}/{len(checks)}] {result['name']}: {'PASS' if result['passed'] else 'FAIL'} "
+            f"({result['seconds']:.1f} s)"
+        )
+    return results
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return ""
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
+            return f"{v:.3g}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def markdown_table(df) -> str:
+    """A pandas DataFrame as a GitHub-flavoured markdown table (no extra dependency)."""
+    import pandas as pd
+
+    df = df.copy()
+    if isinstance(df.columns, pd.MultiIndex):
+        df.columns = [" ".join(str(c) for c in col if str(c)) for col in df.columns]
+    index_name = df.index.name or ""
+    show_index = not isinstance(df.index, pd.RangeIndex)
+    headers = ([index_name] if show_index else []) + [str(c) for c in df.columns]
+    lines = [
+        "| " + " | ".join(_cell(h) for h in headers) + " |",
+        "|" + "|".join(" --- " for _ in headers) + "|",
+    ]
+    for idx, row in df.iterrows():
+        cells = ([_fmt(idx)] if show_index else []) + [_fmt(v) for v in row.tolist()]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def render_report(results, *, quick: bool, seconds: float) -> str:
+    """The text of report.md."""
+    import mesa
+    import numpy as np
+
+    try:
+        from importlib.metadata import version
+
+        pkg = version("margin-contagion")
+    except Exception:  # not installed as a distribution
+        pkg = "unknown"
+    passed = sum(r["passed"] for r in results)
+    lines = [
+        "# Validation report",
+        "",
+        f"{passed} of {len(results)} checks pass. "
+        f"{'Quick variants (as in the test suite).' if quick else 'Full variants.'} "
+        f"Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} in {seconds:.0f} s "
+        f"with margin-contagion {pkg}, Mesa {mesa.__version__}, numpy {np.__version__}, "
+        f"Python {platform.python_version()}.",
+        "",
+        "| check | compared | measured | expected | result |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        lines.append(
+            f"| {_cell(r['name'])} | {_cell(r['compared'])} | {_cell(r['measured'])} | "
+            f"{_cell(r['expected'])} | {'PASS' if r['passed'] else '**FAIL**'} |"
+        )
+    for r in results:
+        lines += ["", f"## {r['name']}: {'PASS' if r['passed'] else 'FAIL'}", ""]
+        lines += [f"Compared: {r['compared']}.", "", f"Measured: {r['measured']}.", ""]
+        lines += [f"Expected: {r['expected']}.", ""]
+        if r["notes"]:
+            lines += [r["notes"], ""]
+        if r.get("table") is not None:
+            lines += [markdown_table(r["table"]), ""]
+        for fig in r["figures"]:
+            lines += [f"![{r['name']}]({fig})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _json_safe(v):
+    import numpy as np
+
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _json_safe(v.tolist())
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if hasattr(v, "to_dict") and hasattr(v, "columns"):  # a DataFrame
+        return _json_safe(v.reset_index().to_dict(orient="records"))
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_report(results, out_dir, *, quick: bool, seconds: float) -> Path:
+    """Write report.md and results.json into ``out_dir``; return the report's path."""
+    out = Path(out_dir)
+    report = out / "report.md"
+    _write_atomic(report, render_report(results, quick=quick, seconds=seconds))
+    payload = {
+        "quick": quick,
+        "seconds": seconds,
+        "passed": all(r["passed"] for r in results),
+        "checks": [{k: _json_safe(v) for k, v in r.items() if k not in ("data",)} for r in results],
+    }
+    _write_atomic(out / "results.json", json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    return report
+
+
+def _prepare_out(path) -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot create the folder: {exc.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise ConfigError(f"--out {out}: folder is not writable")
+    return out
+
+
+def validate_command(args) -> int:
+    """``contagion validate [--out DIR] [--quick] [--returns CSV]``."""
+    quick = bool(getattr(args, "quick", False))
+    returns_csv = getattr(args, "returns", None)
+    if returns_csv is not None:
+        from experiments.validation.stylized_facts import load_returns
+
+        load_returns(returns_csv)  # bad input fails now, with one line, before any work
+    out = _prepare_out(getattr(args, "out", None) or Path("results") / "validation")
+    t0 = time.perf_counter()
+    results = run_checks(out, quick=quick, returns_csv=returns_csv)
+    report = write_report(results, out, quick=quick, seconds=time.perf_counter() - t0)
+    failed = [r["name"] for r in results if not r["passed"]]
+    print(f"report: {report}")
+    if failed:
+        print(f"{len(failed)} of {len(results)} checks FAIL: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
