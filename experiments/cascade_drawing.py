@@ -143,7 +143,7 @@ def draw_cascade(
     if liquidations is not None:
         liq = liquidations[(liquidations["step"] == step)]
         if "kind" in liq.columns:
-            liq = liq[liq["kind"].astype(str) != "adl"]
+            liq = liq[liq["kind"] != "adl"]
         notional = liq.groupby(["round", "trader_id"])["notional"].sum()
         keys = pd.MultiIndex.from_arrays([nodes["round"], nodes["trader"]])
         v = notional.reindex(keys).to_numpy(dtype=float)

@@ -438,6 +438,24 @@ class ContagionRecorder:
         self._cache["arrays"] = (self._version, out)
         return out
 
+    def info(self) -> dict:
+        """Size and bounding of the graph, for summary.json.
+
+        ``truncated`` says that some round kept only each victim's top contributors (and an
+        aggregate edge) because recording all its edges would have passed ``max_edges``.
+        """
+        a = self.arrays()
+        return {
+            "nodes": int(a.special + np.count_nonzero(self.events)),
+            "edges": int(a.src.size),
+            "edges_recorded": int(self.edge_count),
+            "truncated": bool(self.truncated),
+            "truncated_rounds": int(self.truncated_rounds),
+            "first_truncated_step": int(self.first_truncated_step),
+            "max_edges": int(self.max_edges),
+            "top_contributors": int(self.top),
+        }
+
     def _graph_attrs(self, arrays: GraphArrays) -> dict:
         return {
             "truncated": bool(self.truncated),

@@ -45,7 +45,7 @@ def _liquidation_events(liquidations: pd.DataFrame) -> pd.DataFrame:
     """One row per (step, round, trader) liquidated, with the notional closed."""
     liq = liquidations
     if "kind" in liq.columns:
-        liq = liq[liq["kind"].astype(str) != "adl"]
+        liq = liq[liq["kind"] != "adl"]
     if len(liq) == 0:
         return pd.DataFrame(
             {
@@ -240,22 +240,18 @@ def systemic_importance(edges: pd.DataFrame, liquidations: pd.DataFrame) -> pd.D
         return pd.DataFrame({c: np.zeros(0) for c in cols}).astype(
             {"trader_id": np.int64, "events": np.int64}
         )
-    key = pd.MultiIndex.from_frame(ev[["step", "round", "trader_id"]])
+    lookup = _EventIndex(ev)
     value = ev["notional"].to_numpy(dtype=float)
     down_n = np.zeros(len(ev))
     down_c = np.zeros(len(ev))
     e = edges
     if "source_kind" in e.columns:
-        e = e[e["source_kind"].astype(str) == "trader"]
+        e = e[e["source_kind"] == "trader"]
     if len(e):
         step = e["step"].to_numpy(dtype=np.int64)
         rnd = e["round"].to_numpy(dtype=np.int64)
-        src = key.get_indexer(
-            pd.MultiIndex.from_arrays([step, rnd - 1, e["source"].to_numpy(dtype=np.int64)])
-        )
-        dst = key.get_indexer(
-            pd.MultiIndex.from_arrays([step, rnd, e["target"].to_numpy(dtype=np.int64)])
-        )
+        src = lookup.find(step, rnd - 1, e["source"].to_numpy(dtype=np.int64))
+        dst = lookup.find(step, rnd, e["target"].to_numpy(dtype=np.int64))
         w = e["weight"].to_numpy(dtype=float)
         known = (src >= 0) & (dst >= 0)
         src, dst, w, rnd = src[known], dst[known], w[known], rnd[known]
@@ -282,6 +278,40 @@ def systemic_importance(edges: pd.DataFrame, liquidations: pd.DataFrame) -> pd.D
     return out.sort_values(["debtrank", "trader_id"], ascending=[False, True], ignore_index=True)[
         cols
     ]
+
+
+class _EventIndex:
+    """Row of each (step, round, trader) event, found by binary search on one integer key."""
+
+    def __init__(self, ev: pd.DataFrame):
+        # ``ev`` is not empty; (step, round) pairs and traders get dense codes
+        self.pairs = np.unique(ev[["step", "round"]].to_numpy(dtype=np.int64), axis=0)
+        self.traders = np.unique(ev["trader_id"].to_numpy(dtype=np.int64))
+        key = self._key(
+            ev["step"].to_numpy(dtype=np.int64),
+            ev["round"].to_numpy(dtype=np.int64),
+            ev["trader_id"].to_numpy(dtype=np.int64),
+        )
+        self.order = np.argsort(key, kind="stable")
+        self.sorted = key[self.order]
+
+    def _code(self, table, values):
+        pos = np.minimum(np.searchsorted(table, values), max(len(table) - 1, 0))
+        return pos, table[pos] == values if len(table) else np.zeros(len(values), bool)
+
+    def _key(self, step, rnd, trader):
+        span = int(self.pairs[:, 1].max()) + 2  # rounds fit below one step's span
+        p, p_ok = self._code(self.pairs[:, 0] * span + self.pairs[:, 1], step * span + rnd)
+        t, t_ok = self._code(self.traders, trader)
+        key = p.astype(np.int64) * max(len(self.traders), 1) + t
+        return np.where(p_ok & t_ok, key, -1)
+
+    def find(self, step, rnd, trader) -> np.ndarray:
+        """Rows of the given events in the table (-1 where absent)."""
+        key = self._key(step, rnd, trader)
+        pos = np.minimum(np.searchsorted(self.sorted, key), max(len(self.sorted) - 1, 0))
+        hit = (key >= 0) & (self.sorted[pos] == key)
+        return np.where(hit, self.order[pos], -1)
 
 
 def cascade_subgraph(edges: pd.DataFrame, step: int):

@@ -386,3 +386,13 @@ def test_graph_matches_networkx_construction():
         assert g.edges[u, v]["weight"] == pytest.approx(ref.edges[u, v]["weight"], abs=1e-15)
         assert g.pred[v][u] is g.succ[u][v]
     assert rec.graph() is g  # cached until the next round
+
+
+def test_info_counts_nodes_edges_and_truncation():
+    rec = _sample_recorder()  # max_edges=3: round 2 needs more, so it was truncated
+    info = rec.info()
+    g = rec.graph()
+    assert info["nodes"] == g.number_of_nodes() and info["edges"] == g.number_of_edges()
+    assert info["edges_recorded"] == rec.edges()["src"].size
+    assert info["truncated"] and info["truncated_rounds"] == 1
+    assert info["first_truncated_step"] == 2 and info["top_contributors"] == 1
