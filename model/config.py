@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
+import re
 import tomllib
 import types
 import typing
@@ -29,6 +31,7 @@ __all__ = [
     "ContagionConfig",
     "MarginConfig",
     "MarketConfig",
+    "ScenarioConfig",
     "ShockConfig",
     "TierConfig",
     "TradersConfig",
@@ -42,7 +45,26 @@ __all__ = [
 
 
 class ConfigError(ValueError):
-    """A configuration problem, phrased as one line naming the key or file."""
+    """A configuration problem, phrased as one line naming the key or file.
+
+    Line breaks that reach the message through user text (a key or value with a newline in
+    it) are shown escaped, so the message stays one line.
+    """
+
+    def __init__(self, message: str = ""):
+        text = str(message)
+        for raw, shown in (("\r", "\\r"), ("\n", "\\n")):
+            text = text.replace(raw, shown)
+        super().__init__(text)
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _key_part(name: Any) -> str:
+    """A key as TOML would write it: bare when it can be, quoted otherwise."""
+    text = str(name)
+    return text if _BARE_KEY.fullmatch(text) else json.dumps(text)
 
 
 def spec(default: Any = dataclasses.MISSING, *, factory: Any = None, doc: str = "", **checks):
@@ -186,7 +208,8 @@ class TradersConfig:
         2.0, doc="extra leverage a value trader takes at full conviction", ge=0, le=1000
     )
     value_scale: float = spec(
-        0.05, doc="mispricing log(price / fundamental) of a value trader's full conviction",
+        0.05,
+        doc="mispricing log(price / fundamental) of a value trader's full conviction",
         gt=0,
         le=10,
     )
@@ -230,6 +253,20 @@ class ShockConfig:
 
 
 @dataclass
+class ScenarioConfig:
+    """Reported figures of a real event that a stylised replay is compared with."""
+
+    event: str = spec("", doc="the event the run replays, e.g. '10 Oct 2025'")
+    price_drop: dict[str, float] = spec(
+        factory=dict, doc="reported peak-to-trough fall per asset symbol (0.14 for -14%)"
+    )
+    liquidated_share: float | None = spec(
+        None, doc="reported liquidated notional over open interest before the event", ge=0, le=1
+    )
+    sources: list[str] = spec(factory=list, doc="where the reported figures come from")
+
+
+@dataclass
 class ContagionConfig:
     """Bounds on the who-liquidated-whom graph."""
 
@@ -256,6 +293,9 @@ class Config:
     margin: MarginConfig = spec(factory=MarginConfig)
     shocks: list[ShockConfig] = spec(factory=list, doc="scheduled fundamental jumps")
     contagion: ContagionConfig = spec(factory=ContagionConfig)
+    scenario: ScenarioConfig | None = spec(
+        None, doc="reported figures of the real event a scenario replays (printed by run)"
+    )
     base_dir: str = field(default=".", metadata={"internal": True})
 
     # ---- derived views ----------------------------------------------------------------------
@@ -382,7 +422,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a table, got {_show(value)}")
         _, val_tp = args
-        return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+        return {str(k): _coerce(v, val_tp, f"{key}.{_key_part(k)}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             value = to_dict(value)
@@ -456,7 +496,7 @@ def _build(cls, data: dict, prefix: str = ""):
     hints = _hints(cls)
     kwargs = {}
     for name, value in data.items():
-        key = f"{prefix}.{name}" if prefix else str(name)
+        key = f"{prefix}.{_key_part(name)}" if prefix else _key_part(name)
         if name not in known:
             raise ConfigError(f"{key}: unknown key{_suggest(name, known)}")
         f = known[name]
@@ -503,6 +543,16 @@ def _cross_checks(cfg: Config) -> None:
                 f"shocks[{i}].asset: unknown asset '{s.asset}'{_suggest(s.asset, symbols)}"
             )
     _correlation_matrix(cfg)  # raises on a bad matrix
+    if cfg.scenario is not None:
+        for sym, drop in cfg.scenario.price_drop.items():
+            if sym not in symbols:
+                raise ConfigError(
+                    f"scenario.price_drop.{sym}: unknown asset '{sym}'{_suggest(sym, symbols)}"
+                )
+            if not 0 <= drop < 1:
+                raise ConfigError(
+                    f"scenario.price_drop.{sym}: must be between 0 and 1 (a fall), got {drop:g}"
+                )
     strategies = cfg.traders.strategies
     if not strategies:
         raise ConfigError("traders.strategies: must name at least one trading rule")
@@ -511,7 +561,8 @@ def _cross_checks(cfg: Config) -> None:
     for name, share in strategies.items():
         if name not in STRATEGIES:
             raise ConfigError(
-                f"traders.strategies.{name}: unknown trading rule{_suggest(name, STRATEGIES)}"
+                f"traders.strategies.{_key_part(name)}: unknown trading rule"
+                f"{_suggest(name, STRATEGIES)}"
             )
         if share < 0:
             raise ConfigError(f"traders.strategies.{name}: share must be >= 0, got {share:g}")

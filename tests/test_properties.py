@@ -167,6 +167,7 @@ def check_run_step_by_step(m: ContagionModel) -> None:
         warned_before = m.warning_counts.get("round_limit", 0)
         socialized_before = getattr(m.engine, "socialized_loss", 0.0)
         m.step()
+        scale = max(scale, money_scale(m))
 
         # prices and balances finite; prices positive
         price = m.market.price
@@ -179,7 +180,6 @@ def check_run_step_by_step(m: ContagionModel) -> None:
         assert m.engine.unfunded_bad_debt >= -1e-9 * scale  # zero up to rounding
 
         # money conserved to rounding at the scale of the largest balances so far
-        scale = max(scale, money_scale(m))
         total = m.money()["total"]
         assert abs(total - initial) <= 1e-9 * scale, (total, initial, t)
 
