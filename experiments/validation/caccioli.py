@@ -98,7 +98,7 @@ def _run(quick, out_dir, seed):
     from model import ContagionModel
 
     if quick:
-        n, reps = 100, 12
+        n, reps = 150, 20
         leverages = [3.0, 4.0, 20.0]
         mus = [1.0, 3.0, 12.0]
     else:

@@ -1,0 +1,301 @@
+"""Validation checks: their kernels against hand-computed values, and the quick variants.
+
+The quick variants run once (module fixture) through ``contagion validate --quick``; each
+check's test then asserts on its row of results.json. The kernels the checks compare the engine
+with (fixed point, GLT closed form, Caccioli's thresholds, the TFG market, the return
+statistics) are tested here against values computed by hand or in closed form.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.cli import main
+from experiments.validation.caccioli import ALPHA, branching_ratio, critical_leverage
+from experiments.validation.fixed_point import (
+    expected_cascade,
+    liquidation_prices,
+    price_map_rounds,
+)
+from experiments.validation.greenwood import glt_closed_form
+from experiments.validation.stylized_facts import (
+    BANDS,
+    acf,
+    excess_kurtosis,
+    hill_tail_index,
+    load_returns,
+    reference_returns,
+    return_stats,
+    skewness,
+)
+from experiments.validation.thurner import N_SHARES, RHO, SIGMA, simulate_tfg
+from model.config import ConfigError
+
+# --------------------------------------------------------------------------------------------
+# The quick variants, through the command line
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("validation")
+    code = main(["validate", "--quick", "--out", str(out)])
+    results = json.loads((out / "results.json").read_text())
+    return {
+        "out": out,
+        "code": code,
+        "results": results,
+        "checks": {c["key"]: c for c in results["checks"]},
+    }
+
+
+def test_validate_writes_one_row_per_check_and_the_figures(quick_run):
+    out, checks = quick_run["out"], quick_run["checks"]
+    assert set(checks) == {"fixed_point", "greenwood", "caccioli", "thurner", "stylized_facts"}
+    report = (out / "report.md").read_text()
+    rows = [line for line in report.splitlines() if line.endswith("| PASS |")]
+    rows += [line for line in report.splitlines() if line.endswith("| **FAIL** |")]
+    assert len(rows) == 5
+    for c in checks.values():
+        for fig in c["figures"]:
+            assert (out / fig).stat().st_size > 10_000  # a real PNG, not an empty file
+            assert f"]({fig})" in report
+    # exit status: 0 only when every check passes
+    assert quick_run["code"] == (0 if quick_run["results"]["passed"] else 1)
+    assert quick_run["results"]["passed"] == all(c["passed"] for c in checks.values())
+
+
+def test_fixed_point_check_passes(quick_run):
+    c = quick_run["checks"]["fixed_point"]
+    assert c["passed"], c["measured"]
+    table = pd.DataFrame(c["table"])
+    assert set(table["beta"]) == {1.0, 0.5}
+    assert (table["same set"]).all()
+    assert (table["rel. error"] <= 1e-12).all()
+    assert (table["rounds (engine)"] >= 3).all()  # real multi-round cascades
+    # cascades of different sizes, not all-or-nothing
+    assert table["liquidated (fixed point)"].min() < table["liquidated (fixed point)"].max() / 5
+
+
+def test_greenwood_check_passes(quick_run):
+    c = quick_run["checks"]["greenwood"]
+    assert c["passed"], c["measured"]
+    table = pd.DataFrame(c["table"])
+    assert (table["AV rel. error"] <= 1e-9).all()
+    assert (table["AV (closed form)"] > 1e-3).all()  # the impact is not negligible
+    assert (table["liquidations"] == 0).all()
+
+
+def test_caccioli_check_passes(quick_run):
+    c = quick_run["checks"]["caccioli"]
+    assert c["passed"], c["measured"]
+    table = pd.DataFrame(c["table"]).set_index("leverage")
+    assert (table.loc[[3.0, 4.0]] == 0).all().all()  # below lambda_c = 4.88: never
+    row = table.loc[20.0].to_numpy()
+    assert row.max() >= 0.5 and row[-1] <= row.max() / 2  # the window closes at high mu_b
+
+
+def test_thurner_check_passes(quick_run):
+    c = quick_run["checks"]["thurner"]
+    assert c["passed"], c["measured"]
+
+
+def test_stylized_facts_verdicts_follow_the_bands(quick_run):
+    """The simulated baseline may or may not be realistic; the verdict must match the bands."""
+    c = quick_run["checks"]["stylized_facts"]
+    table = pd.DataFrame(c["table"]).set_index("index")
+    sims = [col for col in table.columns if col not in ("band",) and "S&P" not in col]
+    assert sims, "no simulated column"
+    ok = all(test(float(table.loc[k, s])) for s in sims for k, (test, _) in BANDS.items())
+    assert c["passed"] == ok
+    assert "S&P 500 1999-2018 (arch)" in table.columns  # arch is a dev extra
+    if not c["passed"]:
+        assert "FAIL on" in c["notes"]  # a FAIL says what failed and why
+
+
+def test_validate_bad_out_is_one_line_exit_2(tmp_path, capsys):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    assert main(["validate", "--out", str(f)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "file.txt" in err and "not a folder" in err
+
+
+# --------------------------------------------------------------------------------------------
+# Fixed point: the sorted scan and the round map on a case worked by hand
+# --------------------------------------------------------------------------------------------
+
+
+def test_liquidation_price_is_where_equity_meets_maintenance():
+    w, q, e, r = 100.0, 10.0, 50.0, 0.02
+    lp = liquidation_prices(w, q, e, r)
+    assert lp == pytest.approx((500.0 - 100.0) / (10.0 * 0.98))
+    assert w + q * (lp - e) == pytest.approx(r * q * lp)
+
+
+def test_fixed_point_by_hand():
+    lp = np.array([99.0, 97.0, 90.0])
+    q = np.ones(3)
+    # d = 1, beta 1: after the first sale P = 98 e^-0.01 = 97.02 >= 97: one account goes
+    liq, price = expected_cascade(lp, q, 98.0, 1.0, 1.0)
+    assert liq.tolist() == [True, False, False]
+    assert price == pytest.approx(98.0 * math.exp(-0.01))
+    # d = 0.25, beta 1: 98 e^-0.04 = 94.16 < 97, then 98 e^-0.08 = 90.47 >= 90: two go
+    liq, price = expected_cascade(lp, q, 98.0, 0.25, 1.0)
+    assert liq.tolist() == [True, True, False]
+    assert price == pytest.approx(98.0 * math.exp(-0.08))
+    rounds = price_map_rounds(lp, q, 98.0, 0.25, 1.0)
+    np.testing.assert_allclose(rounds, [98.0 * math.exp(-0.04), 98.0 * math.exp(-0.08)])
+    # beta 0.5: 98 e^(-0.01 sqrt 8) = 95.27 after two accounts
+    liq, price = expected_cascade(lp, q, 98.0, 0.25, 0.5)
+    assert liq.tolist() == [True, True, False]
+    assert price == pytest.approx(98.0 * math.exp(-0.01 * math.sqrt(8.0)))
+    # nobody under at the start: no rounds
+    assert price_map_rounds(lp, q, 100.0, 1.0, 1.0).size == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Greenwood-Landier-Thesmar: the closed form on a two-bank example
+# --------------------------------------------------------------------------------------------
+
+
+def test_glt_closed_form_by_hand():
+    a = [100.0, 50.0]
+    b = [9.0, 4.0]
+    m = [[1.0, 0.0], [0.5, 0.5]]
+    f = [-0.1, 0.0]
+    lam = [0.001, 0.002]
+    # M F = (-0.1, -0.05); B A M F = (-90, -10); M' B A M F = (-95, -5);
+    # L M' B A M F = (-0.095, -0.01); A M L ... = (-9.5, 50 x -0.0525 = -2.625)
+    second, av = glt_closed_form(a, b, m, f, lam)
+    np.testing.assert_allclose(second, [-9.5, -2.625])
+    assert av == pytest.approx(12.125 / 20.0)  # equity 100/10 + 50/5
+
+
+# --------------------------------------------------------------------------------------------
+# Caccioli et al.: thresholds
+# --------------------------------------------------------------------------------------------
+
+
+def test_caccioli_critical_leverage():
+    # exp(-alpha x) = 0.9 ** (10 x): selling 10% moves the price 10%
+    assert math.exp(-ALPHA * 0.1) == pytest.approx(0.9)
+    assert critical_leverage() == pytest.approx(2.0 / (1.0 - 0.9**5))
+    assert 4.88 < critical_leverage() < 4.89
+
+
+def test_branching_ratio_limits():
+    lam_c = critical_leverage()
+    # below lambda_c a single hit never fails a holder with 2 or more assets
+    assert branching_ratio(lam_c * 0.99, 3.0, 3.0) == 0.0
+    assert branching_ratio(lam_c * 1.01, 3.0, 3.0) > 0.0
+    # with unbounded leverage every single hit fails: R = E~[k_a - 1] E~[k_b - 1] = mu_a mu_b
+    assert branching_ratio(1e12, 2.0, 3.0) == pytest.approx(6.0, rel=1e-6)
+    # R grows with leverage
+    rs = [branching_ratio(x, 4.0, 4.0) for x in (6.0, 10.0, 20.0, 40.0)]
+    assert rs == sorted(rs)
+
+
+# --------------------------------------------------------------------------------------------
+# Thurner et al.: the market clears
+# --------------------------------------------------------------------------------------------
+
+
+def test_tfg_without_leverage_room_the_price_is_the_noise_traders():
+    """Cap 0: funds never hold the asset, so p = xi / N with xi the AR(1) cash demand."""
+    steps = 400
+    prices = simulate_tfg(0.0, steps, np.random.default_rng(3))
+    chi = np.random.default_rng(3).standard_normal(steps)
+    log_xi = math.log(N_SHARES)
+    expected = [1.0]
+    for x in chi:
+        log_xi = RHO * log_xi + SIGMA * x + (1 - RHO) * math.log(N_SHARES)
+        expected.append(math.exp(log_xi) / N_SHARES)
+    np.testing.assert_allclose(prices, expected, rtol=1e-9)
+
+
+def test_tfg_funds_only_add_demand():
+    """Funds' holdings are never negative, so the clearing price is never below xi / N."""
+    steps = 3000
+    prices = simulate_tfg(10.0, steps, np.random.default_rng(4))
+    noise_only = simulate_tfg(0.0, steps, np.random.default_rng(4))
+    assert (prices >= noise_only * (1 - 1e-9)).all()
+    assert (prices > noise_only * 1.01).mean() > 0.1  # funds do buy below the value
+
+
+# --------------------------------------------------------------------------------------------
+# Return statistics
+# --------------------------------------------------------------------------------------------
+
+
+def test_moments_against_closed_forms():
+    rng = np.random.default_rng(0)
+    n = 400_000
+    assert excess_kurtosis(rng.standard_normal(n)) == pytest.approx(0.0, abs=0.05)
+    assert excess_kurtosis(rng.laplace(size=n)) == pytest.approx(3.0, abs=0.15)
+    assert skewness(rng.exponential(size=n)) == pytest.approx(2.0, abs=0.08)
+    assert skewness(rng.standard_normal(n)) == pytest.approx(0.0, abs=0.02)
+
+
+def test_hill_index_of_a_pareto_tail():
+    rng = np.random.default_rng(1)
+    x = (1.0 - rng.random(200_000)) ** (-1.0 / 3.0) * rng.choice([-1.0, 1.0], 200_000)
+    assert hill_tail_index(x) == pytest.approx(3.0, abs=0.1)
+
+
+def test_acf_of_an_ar1():
+    rng = np.random.default_rng(2)
+    e = rng.standard_normal(200_000)
+    x = np.empty_like(e)
+    x[0] = e[0]
+    for t in range(1, e.size):
+        x[t] = 0.6 * x[t - 1] + e[t]
+    assert acf(x, 1) == pytest.approx(0.6, abs=0.01)
+    assert acf(x, 2) == pytest.approx(0.36, abs=0.01)
+
+
+def test_sp500_reference_matches_published_figures():
+    """Values from reference/literature.md (S&P 500 daily log returns 1999-2018)."""
+    s = return_stats(reference_returns())
+    assert s["n"] == 5030
+    assert s["sd"] == pytest.approx(0.0120, abs=5e-5)
+    assert s["excess kurtosis"] == pytest.approx(8.17, abs=0.01)
+    assert s["Hill index (top 5%)"] == pytest.approx(2.93, abs=0.01)
+    assert s["ACF(r, 1)"] == pytest.approx(-0.070, abs=0.001)
+    assert s["ACF(|r|, 1)"] == pytest.approx(0.244, abs=0.001)
+    assert s["ACF(|r|, 50)"] == pytest.approx(0.168, abs=0.001)
+    assert all(test(s[k]) for k, (test, _) in BANDS.items())
+
+
+def test_load_returns_from_prices_and_from_returns(tmp_path):
+    prices = np.exp(np.cumsum(np.r_[0.0, np.random.default_rng(5).normal(0, 0.01, 300)])) * 100
+    f = tmp_path / "btc.csv"
+    pd.DataFrame({"date": np.arange(301), "close": prices}).to_csv(f, index=False)
+    np.testing.assert_allclose(load_returns(f), np.diff(np.log(prices)))
+    g = tmp_path / "r.csv"
+    pd.DataFrame({"Return": np.diff(np.log(prices))}).to_csv(g, index=False)
+    np.testing.assert_allclose(load_returns(g), np.diff(np.log(prices)))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "file not found"),
+        ("close\n1\n-2\n" + "3\n" * 300, "prices <= 0"),
+        ("close\n" + "1\n" * 50, "at least 200 returns"),
+        ("name\nx\ny\n", "no numeric price column"),
+    ],
+)
+def test_load_returns_bad_files(tmp_path, content, message):
+    f = tmp_path / "r.csv"
+    if content is not None:
+        f.write_text(content)
+    with pytest.raises(ConfigError) as exc:
+        load_returns(f)
+    assert message in str(exc.value) and "r.csv" in str(exc.value)
+    assert "\n" not in str(exc.value)
