@@ -18,6 +18,7 @@ import pandas as pd
 
 from model.config import to_dict
 from model.liquidation import KINDS
+from model.metrics import cascade_metrics
 
 __all__ = [
     "INCOMPLETE_MARKER",
@@ -258,11 +259,9 @@ def summarize(model) -> dict:
         amplification[s] = _finite(lp / lf, 1.0) if lf > 1e-12 else 1.0
     worst = max(drawdown, key=drawdown.get) if drawdown else None
 
-    per_step = [c for c in _cascades(model)]
     total_rounds = steps["rounds"].to_numpy() if len(steps) else np.zeros(0)
-    gen_sizes = _generation_sizes(model)
-    num = sum(sum(g[1:]) for g in gen_sizes)
-    den = sum(sum(g) for g in gen_sizes)
+    cascade = cascade_metrics(liquidations_table(model), model.recorder.edges_table())
+    most_systemic = cascade.pop("most_systemic")
     n = model.book.n_traders
     accounts = int((model.engine.liquidation_count > 0).sum())
     fills = model.engine.fills_columns()
@@ -288,38 +287,22 @@ def summarize(model) -> dict:
         "unfunded_bad_debt": float(model.engine.unfunded_bad_debt),
         "adl_notional": float(steps["adl_notional"].sum()) if len(steps) else 0.0,
         "fees": float(fills["fee"].sum()),
-        "largest_cascade": int(max(per_step) if per_step else 0),
+        "cascades": cascade["cascades"],
+        "largest_cascade": cascade["largest_cascade"],
+        "largest_cascade_step": cascade["largest_cascade_step"],
+        "mean_cascade_size": cascade["mean_cascade_size"],
         "max_rounds": int(total_rounds.max()) if total_rounds.size else 0,
-        "mean_branching": float(num / den) if den else 0.0,
+        "mean_branching": cascade["mean_branching"],
+        "branching_by_generation": cascade["branching_by_generation"],
+        "max_debtrank": most_systemic[0]["debtrank"] if most_systemic else 0.0,
+        "most_systemic": most_systemic,
         "final_price": {s: float(p) for s, p in zip(model.symbols, model.mark, strict=True)},
         "money_error": _finite(abs(money["total"] - model.initial_money - model.deposits) / money_scale(model)),
         "graph_truncated": bool(model.recorder.truncated),
+        "contagion_graph": model.recorder.info(),
         "warnings": list(dict.fromkeys(model.warnings)),
         "warning_counts": dict(getattr(model, "warning_counts", {})),
     }
-
-
-def _cascades(model):
-    """Accounts liquidated in each step with liquidations (one cascade per step root)."""
-    rec = model.recorder
-    e = rec.edges()
-    if e["dst"].size == 0:
-        return []
-    steps = e["step"]
-    out = []
-    for t in np.unique(steps):
-        out.append(int(np.unique(e["dst"][steps == t]).size))
-    return out
-
-
-def _generation_sizes(model):
-    """Per step with liquidations: number of accounts liquidated in each round."""
-    cols = model.engine.fills_columns()
-    if cols["step"].size == 0:
-        return []
-    df = pd.DataFrame({"step": cols["step"], "round": cols["round"], "trader": cols["trader_id"]})
-    counts = df.drop_duplicates().groupby(["step", "round"]).size()
-    return [grp.sort_index().to_numpy() for _, grp in counts.groupby(level=0)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,9 +340,24 @@ def resolved_config(model) -> dict:
     return data
 
 
+def _write_contagion(recorder, liquidations: pd.DataFrame, out: Path) -> None:
+    """The contagion graph (GraphML, node-link JSON), its edge events and a cascade drawing.
+
+    ``contagion_edges.parquet`` keeps one row per attribution (step, round, source,
+    source_kind, target, weight): the per-step structure the merged graph sums over.
+    ``cascade.png`` draws the largest cascade layered by round.
+    """
+    from experiments.cascade_drawing import write_cascade_png
+
+    atomic_write(out / "contagion.graphml", recorder.write_graphml)
+    atomic_write(out / "contagion.json", recorder.write_node_link)
+    edges = recorder.edges_table()
+    _write_parquet(out / "contagion_edges.parquet", edges)
+    atomic_write(out / "cascade.png", lambda p: write_cascade_png(p, edges, liquidations))
+
+
 def write_run(model, out_dir) -> Path:
     """Write the run folder; returns its path."""
-    import networkx as nx
     import tomli_w
 
     out = Path(out_dir)
@@ -374,10 +372,10 @@ def write_run(model, out_dir) -> Path:
     # summary.json and no marker always holds the files of the same run.
     (out / "summary.json").unlink(missing_ok=True)
     _write_text(out / "config.toml", tomli_w.dumps(resolved_config(model)))
-    for name, df in build_tables(model).items():
+    tables = build_tables(model)
+    for name, df in tables.items():
         _write_parquet(out / f"{name}.parquet", df)
-    graph = model.contagion_graph
-    atomic_write(out / "contagion.graphml", lambda p: nx.write_graphml(graph, p))
+    _write_contagion(model.recorder, tables["liquidations"], out)
     summary = json.dumps(
         _json_safe(summarize(model)), indent=2, default=_json_default, allow_nan=False
     )

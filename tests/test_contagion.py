@@ -396,3 +396,32 @@ def test_info_counts_nodes_edges_and_truncation():
     assert info["edges_recorded"] == rec.edges()["src"].size
     assert info["truncated"] and info["truncated_rounds"] == 1
     assert info["first_truncated_step"] == 2 and info["top_contributors"] == 1
+
+
+def test_run_folder_holds_the_graph_files_and_says_when_truncated(tmp_path):
+    import pandas as pd
+
+    from tests.conftest import small_config
+
+    cfg = build_config(small_config(steps=12, contagion={"max_edges": 50, "top_contributors": 2}))
+    m = ContagionModel(cfg, agents=False).run()
+    out = m.write_results(tmp_path / "run")
+    g = m.contagion_graph
+    back = nx.read_graphml(out / "contagion.graphml")
+    assert back.number_of_edges() == g.number_of_edges() > 0
+    data = json.loads((out / "contagion.json").read_text())
+    assert nx.utils.graphs_equal(nx.node_link_graph(data, directed=True, multigraph=False), g)
+    edges = pd.read_parquet(out / "contagion_edges.parquet")
+    assert len(edges) == m.recorder.edge_count
+    assert (out / "cascade.png").read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["graph_truncated"] is True and summary["contagion_graph"]["truncated"] is True
+    assert summary["contagion_graph"]["edges"] == g.number_of_edges()
+    assert summary["contagion_graph"]["nodes"] == g.number_of_nodes()
+    # rounds over the budget: every victim keeps at most 2 contributors and one aggregate
+    bounded = edges.loc[edges["source_kind"] == "others", ["step", "round"]].drop_duplicates()
+    assert len(bounded) > 0
+    in_bounded = edges.merge(bounded, on=["step", "round"])
+    assert in_bounded.groupby(["step", "round", "target"]).size().max() <= 3
+    per_event = edges.groupby(["step", "round", "target"])["weight"].sum()
+    np.testing.assert_allclose(per_event, 1.0, atol=1e-9)
