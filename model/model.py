@@ -30,7 +30,12 @@ from model.funding import Funding
 from model.liquidation import LiquidationEngine
 from model.population import Population, generate_population, read_population
 
-__all__ = ["ContagionModel"]
+__all__ = ["AGENT_LIMIT", "ContagionModel"]
+
+# Largest book that gets one Trader agent per account by default. A Mesa agent costs about
+# 600 bytes and 6 microseconds to create; a million of them would outweigh the whole account
+# book (about 220 bytes per trader), so big runs create agents only on request (trader()).
+AGENT_LIMIT = 100_000
 
 WARNINGS_SHOWN = 3  # per kind, on stderr
 WARNINGS_KEPT = 20  # per kind, in summary.json
@@ -60,7 +65,9 @@ class ContagionModel(mesa.Model):
         rng: seed or generator; defaults to ``config.seed``.
         population: explicit initial accounts; defaults to ``traders.population`` or generated.
         agents: create one :class:`Trader` Mesa agent per account (needed by the dashboard and
-            by Mesa-style selection; the engine itself works on arrays).
+            by Mesa-style selection; the engine itself works on arrays). None (the default):
+            only when there are at most :data:`AGENT_LIMIT` accounts. Without them,
+            :meth:`trader` still gives the agent of any account, created on first use.
         screen: skip the exact margin check for accounts provably far from liquidation
             (:mod:`model.screen`); False checks every account every round (same results).
     """
@@ -71,7 +78,7 @@ class ContagionModel(mesa.Model):
         *,
         rng=None,
         population: Population | None = None,
-        agents: bool = True,
+        agents: bool | None = None,
         screen: bool = True,
     ):
         super().__init__(rng=config.seed if rng is None else rng)
@@ -151,14 +158,14 @@ class ContagionModel(mesa.Model):
                 self.strategy_rows[name] = rows
                 self.strategies[name] = STRATEGIES[name](self)
 
-        if agents and self.book.n_traders:
-            Trader.create_agents(
-                self,
-                self.book.n_traders,
-                row=np.arange(self.book.n_traders),
-                trader_id=self.book.ids,
-                strategy=names,
+        n = self.book.n_traders
+        self.agents_created = bool(n and (n <= AGENT_LIMIT if agents is None else agents))
+        self._trader_agents: dict[int, Trader] = {}  # row -> agent, for trader()
+        if self.agents_created:
+            created = Trader.create_agents(
+                self, n, row=np.arange(n), trader_id=self.book.ids, strategy=names
             )
+            self._trader_agents = dict(enumerate(created))
 
         # Market realism (off by default): funding, re-entry after liquidation.
         self.deposits = 0.0  # explicit inflows: money stays initial money + deposits
@@ -213,6 +220,30 @@ class ContagionModel(mesa.Model):
     def contagion_graph(self):
         """The who-liquidated-whom ``networkx.DiGraph`` (built on demand)."""
         return self.recorder.graph()
+
+    def trader(self, trader_id: int) -> Trader:
+        """The :class:`Trader` agent of the account ``trader_id`` (as in the output tables).
+
+        When the model was built without one agent per account (large books), the agent is
+        created on first use and registered with the model, so inspecting a few accounts of a
+        million costs a few agents, not a million.
+
+        Raises:
+            KeyError: no account has this id.
+        """
+        ids = self.book.ids
+        row = int(np.searchsorted(ids, trader_id))
+        if not (row < ids.size and ids[row] == trader_id):  # ids not sorted: search them all
+            hits = np.flatnonzero(ids == trader_id)
+            if hits.size == 0:
+                raise KeyError(f"no trader with id {trader_id}")
+            row = int(hits[0])
+        agent = self._trader_agents.get(row)
+        if agent is None:
+            strategy = str(self.population.strategy[row])
+            agent = Trader(self, row, int(ids[row]), strategy)
+            self._trader_agents[row] = agent
+        return agent
 
     def money(self) -> dict[str, float]:
         """Where the money is: traders, insurance fund, market agent, unfunded bad debt.

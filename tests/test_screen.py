@@ -208,9 +208,54 @@ def test_screened_run_equals_checking_everyone_on_mixed_population():
     data = small_config(
         steps=40,
         traders={"count": 1200},
-        margin={"insurance_fund": 1e4, "tiers": [{"cap": 5e4, "rate": 0.004}, {"cap": 1e7, "rate": 0.02}]},
+        margin={
+            "insurance_fund": 1e4,
+            "tiers": [{"cap": 5e4, "rate": 0.004}, {"cap": 1e7, "rate": 0.02}],
+        },
         shocks=[{"step": 20, "asset": "ETH", "return": -0.15}],
     )
     a, b = run_both(build_config(data), population_of(book))
     assert a.summary()["liquidations"] > 50
     assert_identical(a, b)
+
+
+def busy_config(seed=9, **margin):
+    """Every feature that writes the book: noise and momentum traders, funding, re-entry,
+    a thin insurance fund (ADL and socialised losses), shocks both ways."""
+    return build_config(
+        small_config(
+            seed=seed,
+            steps=80,
+            market={"funding_interval": 8},
+            traders={
+                "count": 1500,
+                "leverage": 14.0,
+                "leverage_dispersion": 0.8,
+                "strategies": {"hold": 0.6, "noise": 0.3, "momentum": 0.1},
+                "reentry_steps": 5,
+            },
+            margin={"insurance_fund": 0.0, **margin},
+            shocks=[
+                {"step": 20, "asset": "BTC", "return": -0.10},
+                {"step": 45, "asset": "ETH", "return": 0.12},
+                {"step": 60, "asset": "BTC", "return": -0.15},
+            ],
+        )
+    )
+
+
+@pytest.mark.parametrize("mode", ["cross", "isolated"])
+def test_screened_run_equals_checking_everyone_with_every_feature(mode):
+    a, b = run_both(busy_config(mode=mode))
+    assert a.summary()["liquidations"] > 50
+    assert_identical(a, b)
+
+
+def test_aggregate_equity_tracks_the_full_sum_every_step():
+    m = ContagionModel(busy_config(), agents=False)
+    for _ in range(m.config.steps):
+        m.step()
+        full = m.book.total_equity(m.mark)
+        scale = m.book.wallet.sum() + np.abs(m.book.qty * m.mark).sum()
+        assert abs(m.book.aggregate_equity(m.mark) - full) <= 1e-9 * scale
+    assert m.summary()["liquidations"] > 50

@@ -1,0 +1,65 @@
+"""Large books: Trader agents by default only for small books, on demand for big ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import model.model as model_module
+from agents.trader import Trader
+from model import ContagionModel
+from model.config import build_config
+from tests.conftest import small_config
+
+
+def test_agents_by_default_only_up_to_the_limit(monkeypatch):
+    cfg = build_config(small_config())  # 500 traders
+    assert len(ContagionModel(cfg).agents_by_type[Trader]) == 500
+    monkeypatch.setattr(model_module, "AGENT_LIMIT", 499)
+    m = ContagionModel(cfg)
+    assert not m.agents_created
+    assert Trader not in m.agents_by_type
+    # an explicit request still wins
+    assert len(ContagionModel(cfg, agents=True).agents_by_type[Trader]) == 500
+
+
+def test_trader_on_demand_is_a_view_onto_its_row():
+    m = ContagionModel(build_config(small_config()), agents=False).run(12)
+    t = m.trader(123)
+    assert t is m.trader(123)  # created once
+    assert list(m.agents_by_type[Trader]) == [t]
+    row = 123
+    assert t.wallet == m.book.wallet[row]
+    assert t.equity == pytest.approx(
+        m.book.wallet[row]
+        + m.book.margin[row].sum()
+        + (m.book.qty[row] * (m.mark - m.book.entry[row])).sum()
+    )
+    assert t.liquidated == (m.liquidation_count[row] > 0)
+    with pytest.raises(KeyError):
+        m.trader(10_000)
+
+
+def test_trader_finds_agents_built_up_front():
+    m = ContagionModel(build_config(small_config()), agents=True)
+    t = m.trader(42)
+    assert t.row == 42 and t.trader_id == 42
+    assert len(m.agents_by_type[Trader]) == 500
+
+
+def test_trader_by_id_from_a_population_with_unsorted_ids():
+    from model.population import Population
+
+    ids = np.array([30, 10, 20])
+    pop = Population(
+        ids,
+        np.full(3, 1000.0),
+        np.array([[0.1, 0.0], [0.0, 1.0], [0.05, 0.5]]),
+        np.array([[60000.0, 0.0], [0.0, 3000.0], [60000.0, 3000.0]]),
+        np.zeros((3, 2), bool),
+        np.zeros((3, 2)),
+        np.full(3, "hold", dtype=object),
+    )
+    m = ContagionModel(build_config(small_config()), population=pop, agents=False)
+    assert m.trader(20).row == 2
+    assert m.trader(10).positions == {"ETH": 1.0}
