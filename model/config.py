@@ -868,7 +868,7 @@ def describe(cls=Config, prefix: str = "") -> list[dict]:
         key = f"{prefix}.{name}" if prefix else name
         tp = _hints(cls)[f.name]
         inner = _inner_dataclass(tp)
-        if inner is not None and typing.get_origin(tp) is not list and inner is tp:
+        if inner is not None and _strip_optional(tp) is inner:  # a table, perhaps optional
             rows.extend(describe(inner, key))
             continue
         if f.default is not dataclasses.MISSING:
