@@ -44,12 +44,14 @@ def _parse_sets(items) -> dict:
 
 def cmd_run(args) -> int:
     from model import ContagionModel, load_config
+    from model.results import check_run_folder
 
     overrides = _parse_sets(args.set)
     if args.seed is not None:
         overrides["seed"] = args.seed
     cfg = load_config(args.config, overrides=overrides)
     out = Path(args.out) if args.out else Path("results") / cfg.name
+    check_run_folder(out)  # a bad --out fails now, not after the run
     t0 = time.perf_counter()
     model = ContagionModel(cfg)
     built = time.perf_counter() - t0

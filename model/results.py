@@ -25,6 +25,7 @@ __all__ = [
     "RUN_FILES",
     "atomic_write",
     "build_tables",
+    "check_run_folder",
     "run_status",
     "summarize",
     "write_run",
@@ -76,6 +77,28 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def check_run_folder(out) -> Path:
+    """Make sure ``out`` can become a run folder, before a long run rather than after it.
+
+    Creates the folder (and its parents). Raises :class:`model.config.ConfigError` (one line
+    naming the path) when it exists as a file, lies under a file, or cannot be written.
+    """
+    from model.config import ConfigError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"{out}: cannot create the run folder (a parent is a file)") from None
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot create the run folder: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"{out}: the run folder is not writable")
+    return out
 
 
 def run_status(folder) -> str:
@@ -360,8 +383,7 @@ def write_run(model, out_dir) -> Path:
     """Write the run folder; returns its path."""
     import tomli_w
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_run_folder(out_dir)
     marker = out / INCOMPLETE_MARKER
     marker.write_text("this run folder is being written or its writer was interrupted\n")
     _fsync_dir(out)
