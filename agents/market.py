@@ -144,14 +144,19 @@ class Market(mesa.Agent):
     def effective_depth_qty(self) -> np.ndarray:
         """(A,) depth in quantity per 1% move, thinned by liquidity stress.
 
-        ``d / (1 + depth_stress x load)`` with ``load`` = stress carried from earlier steps +
-        this step's outsized move + this step's forced flow so far in units of ``d``. The
-        within-step part makes the book walk steeper as forced selling goes on.
+        ``d / (1 + depth_stress x load)``; ``load``, in percent of price, is the stress carried
+        from earlier steps + this step's outsized move + the move this step's forced flow so
+        far would make on the unstressed book, ``(|forced| / d) ** beta``. The within-step
+        part makes the book walk steeper as forced selling goes on.
         """
         if self.depth_stress == 0:
             return self.depth_qty
-        load = self.stress + self.move_stress + np.abs(self.forced_flow) / self.depth_qty
+        load = self.stress + self.move_stress + self._forced_move()
         return self.depth_qty / (1.0 + self.depth_stress * load)
+
+    def _forced_move(self) -> np.ndarray:
+        """(A,) percent move the step's forced flow would make on the unstressed book."""
+        return (np.abs(self.forced_flow) / self.depth_qty) ** self.beta
 
     def _carry_stress(self, dlog) -> None:
         """Fold the ending step's stress into the carried stress, which fades by
@@ -160,7 +165,7 @@ class Market(mesa.Agent):
         The move term is the part of ``|d log F|`` beyond two standard deviations of a normal
         step, in percent, so ordinary noise never thins the book.
         """
-        ended = self.move_stress + np.abs(self.forced_flow) / self.depth_qty
+        ended = self.move_stress + self._forced_move()
         self.stress = (1.0 - self.depth_recovery) * (self.stress + ended)
         normal = 2.0 * self.volatility * np.sqrt(self.dt)
         self.move_stress = np.maximum(np.abs(dlog) - normal, 0.0) / 0.01

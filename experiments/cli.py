@@ -67,6 +67,10 @@ def cmd_run(args) -> int:
         f"{100 * s['max_drawdown']['worst']:.1f}% ({s['max_drawdown']['worst_asset']}); "
         f"bad debt ${s['bad_debt']:,.0f}"
     )
+    if cfg.scenario is not None:
+        from experiments.scenarios import scenario_report
+
+        print(scenario_report(model, s))
     print(f"run folder: {out}")
     return 0
 
