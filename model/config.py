@@ -285,9 +285,15 @@ class ScenarioConfig:
 class ContagionConfig:
     """Bounds on the who-liquidated-whom graph."""
 
-    max_edges: int = spec(1_000_000, doc="keep every edge while the graph has fewer edges", ge=0)
+    max_edges: int = spec(
+        1_000_000,
+        doc="record every attribution edge while the edges recorded stay within this many",
+        ge=0,
+    )
     top_contributors: int = spec(
-        5, doc="beyond max_edges, edges kept per victim (plus one aggregate)", ge=1
+        5,
+        doc="rounds past max_edges keep each victim's top contributors (plus one aggregate edge)",
+        ge=1,
     )
 
 
