@@ -425,3 +425,20 @@ def test_run_folder_holds_the_graph_files_and_says_when_truncated(tmp_path):
     assert in_bounded.groupby(["step", "round", "target"]).size().max() <= 3
     per_event = edges.groupby(["step", "round", "target"])["weight"].sum()
     np.testing.assert_allclose(per_event, 1.0, atol=1e-9)
+
+
+def test_partial_liquidations_in_a_run_add_to_nodes_and_edges():
+    """Accounts partially liquidated several times stay one node; each liquidation brings
+    incoming weight 1, so a node's incoming weight is its number of liquidations."""
+    from tests.conftest import small_config
+
+    m = ContagionModel(build_config(small_config(steps=30)), agents=False).run()
+    g = m.contagion_graph
+    count = dict(zip(m.book.ids.tolist(), m.engine.liquidation_count.tolist(), strict=True))
+    traders = [n for n, d in g.nodes(data=True) if d["kind"] == "trader"]
+    assert len(traders) == sum(1 for c in count.values() if c > 0)
+    assert max(g.nodes[t]["events"] for t in traders) >= 2  # some were liquidated again
+    for t in traders:
+        assert g.nodes[t]["events"] == count[t]
+        assert g.in_degree(t, weight="weight") == pytest.approx(count[t], abs=1e-9)
+    assert sum(d["events"] for _, _, d in g.edges(data=True)) == m.recorder.edge_count
