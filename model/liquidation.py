@@ -324,6 +324,8 @@ class LiquidationEngine:
             return
         by_asset = bad_by_asset * (short / need)
         if self.adl_enabled:
+            if bankrupt_qty is not None:  # the part of the bankrupt positions left to ADL
+                bankrupt_qty = bankrupt_qty * (short / need)
             by_asset = self.deleverage(step, rnd, by_asset, price, bankrupt_qty)
         self.unfunded_bad_debt += float(np.sum(by_asset))
 
