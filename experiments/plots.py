@@ -75,6 +75,15 @@ def _new_figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def _heatmap(data, **kwargs):
+    """seaborn.heatmap, quiet about seaborn's own use of a deprecated matplotlib call."""
+    import seaborn as sns
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The set_bad function", category=Warning)
+        return sns.heatmap(data, **kwargs)
+
+
 def _save(fig, folder: Path, name: str) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     out = []
@@ -119,7 +128,6 @@ def phase_diagram(
 
     Keys other than x, y and panel are averaged over (their values and the replicates).
     """
-    import seaborn as sns
 
     ok = runs[runs["status"] == "ok"].copy()
     ok[x], ok[y] = _binned(ok, x), _binned(ok, y)
@@ -136,7 +144,7 @@ def phase_diagram(
         vmax = max(float(np.nanmax(t.to_numpy())) for t in tables)
         for j, (p, table) in enumerate(zip(panels, tables, strict=True)):
             ax = axes[i, j]
-            sns.heatmap(
+            _heatmap(
                 table,
                 ax=ax,
                 vmin=vmin,
@@ -299,7 +307,6 @@ def paired_difference(runs: pd.DataFrame, metric: str, keys: list[str]) -> pd.Da
 
 def cross_minus_isolated(runs: pd.DataFrame, meta: dict, x: str = LEVERAGE, y: str | None = None):
     """Diverging heatmaps of the mean paired difference cross - isolated (red: cross worse)."""
-    import seaborn as sns
 
     _, calm = _shocked_assets(meta)
     metrics = ["fraction_liquidated"] + [
@@ -320,7 +327,7 @@ def cross_minus_isolated(runs: pd.DataFrame, meta: dict, x: str = LEVERAGE, y: s
         else:
             table = d.groupby(x)["difference"].mean().to_frame().T
         lim = float(np.nanmax(np.abs(table.to_numpy()))) or 1.0
-        sns.heatmap(
+        _heatmap(
             table,
             ax=ax,
             cmap="RdBu_r",

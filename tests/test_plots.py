@@ -1,0 +1,168 @@
+"""`contagion plot`: the figures exist, are valid files, and show the numbers they claim to."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tomli_w
+from conftest import small_config
+
+from experiments import plots
+from experiments.cli import main
+from experiments.sweep import load_sweep, run_sweep
+from model import ContagionModel
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _sweep(tmp: Path, sweep: dict) -> Path:
+    data = small_config(steps=20)
+    data["traders"] = {**data["traders"], "count": 200}
+    (tmp / "base.toml").write_text(tomli_w.dumps(data))
+    path = tmp / "s.toml"
+    path.write_text(tomli_w.dumps({"sweep": {"base": "base.toml", **sweep}}))
+    out = tmp / "out"
+    run_sweep(load_sweep(path), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(tmp_path_factory):
+    return _sweep(
+        tmp_path_factory.mktemp("grid"),
+        {
+            "replicates": 2,
+            "grid": {
+                "traders.leverage": [5.0, 20.0],
+                "market.volatility": [0.4, 1.0],
+                "margin.mode": ["cross", "isolated"],
+            },
+        },
+    )
+
+
+def _valid(path: Path) -> None:
+    if path.suffix == ".png":
+        assert path.read_bytes()[:8] == PNG_MAGIC
+    else:
+        assert ET.parse(path).getroot().tag.endswith("svg")
+
+
+def test_ccdf_by_hand():
+    xs, ps = plots.ccdf(np.array([5, 1, 2, 1]))
+    assert xs.tolist() == [1, 2, 5]
+    assert ps.tolist() == [1.0, 0.5, 0.25]
+    assert plots.ccdf(np.array([]))[0].size == 0
+
+
+def test_plot_sweep_writes_every_figure_as_png_and_svg(grid_sweep, capsys):
+    assert main(["plot", str(grid_sweep)]) == 0
+    printed = capsys.readouterr().out.split()
+    names = {
+        "phase_diagram",
+        "metrics_vs_leverage",
+        "cascade_ccdf",
+        "cross_vs_isolated",
+        "cross_minus_isolated",
+    }
+    for name in names:
+        for ext in ("png", "svg"):
+            path = grid_sweep / "figures" / f"{name}.{ext}"
+            assert str(path) in printed
+            _valid(path)
+
+
+def test_phase_diagram_cells_are_the_replicate_means(grid_sweep):
+    runs = pd.read_parquet(grid_sweep / "runs.parquet")
+    fig = plots.phase_diagram(runs)
+    axes = fig.axes
+    # first row: fraction liquidated, cross then isolated; rows of a heatmap: volatility high->low
+    for ax, mode in zip(axes[:2], ["cross", "isolated"], strict=True):
+        cells = np.asarray(ax.collections[0].get_array()).reshape(2, 2)
+        sub = runs[runs["margin.mode"] == mode]
+        for i, vol in enumerate([1.0, 0.4]):
+            for j, lev in enumerate([5.0, 20.0]):
+                sel = sub[(sub["market.volatility"] == vol) & (sub["traders.leverage"] == lev)]
+                assert len(sel) == 2
+                assert cells[i, j] == pytest.approx(sel["fraction_liquidated"].mean(), abs=1e-12)
+
+
+def test_paired_difference_matches_the_runs_row_by_row():
+    runs = pd.DataFrame(
+        {
+            "traders.leverage": [5, 5, 5, 5, 20, 20],
+            "margin.mode": ["cross", "isolated", "cross", "isolated", "cross", "isolated"],
+            "replicate": [0, 0, 1, 1, 0, 0],
+            "status": ["ok"] * 6,
+            "fraction_liquidated": [0.1, 0.3, 0.2, 0.1, 0.5, 0.5],
+        }
+    )
+    d = plots.paired_difference(runs, "fraction_liquidated", ["traders.leverage", "margin.mode"])
+    got = {(r["traders.leverage"], r["replicate"]): r["difference"] for _, r in d.iterrows()}
+    assert got == pytest.approx({(5, 0): -0.2, (5, 1): 0.1, (20, 0): 0.0})
+
+
+def test_plot_run_marks_every_step_with_liquidations(tmp_path, small_cfg):
+    model = ContagionModel(small_cfg).run()
+    out = model.write_results(tmp_path / "run")
+    assert main(["plot", str(out)]) == 0
+    for ext in ("png", "svg"):
+        _valid(out / "figures" / f"price_paths.{ext}")
+    liq = pd.read_parquet(out / "liquidations.parquet")
+    fig = plots.price_paths(pd.read_parquet(out / "market.parquet"), liq)
+    btc = fig.axes[0]
+    markers = [c for c in btc.collections if len(c.get_offsets())]
+    steps = sorted(liq.loc[liq["asset"].astype(str) == "BTC", "step"].unique())
+    assert len(steps) > 0
+    assert sorted(markers[0].get_offsets()[:, 0].tolist()) == [float(s) for s in steps]
+
+
+def test_saltelli_sweep_gets_sobol_indices(tmp_path):
+    pytest.importorskip("SALib")
+    out = _sweep(
+        tmp_path,
+        {
+            "sampler": "saltelli",
+            "samples": 4,
+            "ranges": {"traders.leverage": [3, 30, "log"], "market.resilience": [0.05, 0.5]},
+        },
+    )
+    assert main(["plot", str(out)]) == 0
+    table = pd.read_csv(out / "sobol_indices.csv")
+    assert set(table["parameter"]) == {"traders.leverage", "market.resilience"}
+    assert {"S1", "ST", "S1_conf", "ST_conf", "metric"} <= set(table.columns)
+    _valid(out / "figures" / "sobol_indices.png")
+
+
+def test_bad_folders_exit_2_with_one_line(tmp_path, capsys):
+    assert main(["plot", str(tmp_path / "nope")]) == 2
+    assert "nope: no such folder" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "neither a sweep folder" in err and "\n" not in err
+
+
+def test_unfinished_sweep_is_plotted_from_its_records(grid_sweep, tmp_path):
+    """An interrupted sweep (no runs.parquet yet) plots the runs that finished."""
+    import shutil
+
+    from experiments.sweep import read_runs
+
+    copy = tmp_path / "partial"
+    shutil.copytree(grid_sweep, copy)
+    (copy / "runs.parquet").unlink()
+    records = sorted((copy / "runs").glob("p*.json"))
+    for p in records[::2]:
+        p.unlink()
+    (copy / ".incomplete").write_text("")
+    runs = read_runs(copy)
+    assert len(runs) == len(records) - len(records[::2])
+    full = pd.read_parquet(grid_sweep / "runs.parquet").set_index(["point", "replicate"])
+    part = runs.set_index(["point", "replicate"])
+    assert (part["fraction_liquidated"] == full.loc[part.index, "fraction_liquidated"]).all()
+    files = plots.plot_sweep(copy)
+    assert copy / "figures" / "phase_diagram.png" in files
