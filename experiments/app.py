@@ -1,0 +1,292 @@
+"""``contagion viz``: the interactive dashboard, on Mesa's SolaraViz.
+
+Sliders set leverage, volatility, margin mode, order-book depth, the shock's size and step, the
+number of traders and the seed (they take effect on *Reset*, as everywhere in SolaraViz); play,
+step and reset drive the model. The page shows the price of each asset, liquidations per step,
+the insurance fund, the distribution of equity, and the contagion network of the latest cascade
+drawn by round (the same layered layout as the demo's figure, never a force-directed one).
+
+The model is the demo's market (``experiments/configs/demo.toml``) with the sliders' values as
+overrides. Every chart reads numpy arrays the model already keeps, and the network draws at
+most a few thousand edges, so a step stays well under a second at 5,000 traders.
+
+Run it with ``contagion viz [--port N] [--host H]``, or ``solara run experiments/app.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import solara
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from mesa.visualization import Slider, SolaraViz, make_plot_component
+
+from experiments.demo import (
+    DEMO_CONFIG,
+    CascadeNarrator,
+    draw_cascade_tree,
+    draw_rounds,
+    holding_labels,
+    holding_order,
+)
+from model import ContagionModel, load_config
+from model.config import ConfigError
+
+__all__ = ["DashboardModel", "page", "viz_command"]
+
+# Colours per asset, the same in every chart.
+_ASSET_COLOURS = ["#d62728", "#1f77b4", "#9467bd", "#2ca02c", "#ff7f0e"]
+
+
+class DashboardModel(ContagionModel):
+    """The demo's market with the dashboard's knobs as keyword arguments.
+
+    SolaraViz rebuilds the model from keyword arguments on *Reset*; this class turns them into
+    config overrides of ``demo.toml`` (validated like any other config) and keeps the small
+    per-step history the charts draw.
+
+    Args:
+        leverage: mean initial leverage of the traders.
+        volatility: annualised volatility of both assets.
+        margin_mode: ``"cross"`` or ``"isolated"``.
+        depth: 1% depth of the first asset in $ millions (the second gets half, as in the demo).
+        shock: the shock's return in percent (negative: a fall) to the first asset's fundamental.
+        shock_step: the step at which it hits.
+        traders: number of traders.
+        seed: seed of the run's random stream.
+    """
+
+    def __init__(
+        self,
+        leverage: float = 12.0,
+        volatility: float = 0.2,
+        margin_mode: str = "cross",
+        depth: float = 1.0,
+        shock: float = -6.0,
+        shock_step: int = 4,
+        traders: int = 2000,
+        seed: int = 3,
+    ):
+        base = load_config(DEMO_CONFIG)
+        ratio = [a.depth / base.assets[0].depth for a in base.assets]
+        overrides = {
+            "traders.leverage": float(leverage),
+            "market.volatility": float(volatility),
+            "margin.mode": str(margin_mode),
+            "traders.count": int(traders),
+            "seed": int(seed),
+            "steps": 1_000_000,  # the dashboard runs until stopped
+            "shocks.0.return": float(shock) / 100.0,
+            "shocks.0.step": int(shock_step),
+        }
+        for a, r in zip(base.assets, ratio, strict=True):
+            overrides[f"assets.{a.symbol}.depth"] = float(depth) * 1e6 * r
+        super().__init__(load_config(DEMO_CONFIG, overrides=overrides))
+        self.labels = holding_labels(self.population.qty, self.symbols)
+        # keeps each liquidation round (rows, prices) as the engine runs it; tells nobody
+        self.narrator = CascadeNarrator(self, write=lambda text: None)
+        # per-step history for the charts: prices and fundamentals, (steps + 1, A) each
+        self.price_history = [self.mark.copy()]
+        self.fundamental_history = [self.market.fundamental.copy()]
+        self.last_cascade_step = 0
+
+    def step(self) -> None:
+        super().step()
+        self.price_history.append(self.mark.copy())
+        self.fundamental_history.append(self.market.fundamental.copy())
+        if self.last.liquidations:
+            self.last_cascade_step = self.steps
+
+
+# --------------------------------------------------------------------------------------------
+# Charts: each a function of the model, redrawn by SolaraViz after every step
+# --------------------------------------------------------------------------------------------
+
+
+def _figure(width=6.0, height=3.2):
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig, fig.subplots()
+
+
+def StatusPanel(model: DashboardModel):
+    """The numbers behind the charts, as text (plain text: no math rendering needed)."""
+    cfg = model.config
+    lev = model.recorder.initial_leverage
+    mean_lev = float(np.mean(lev[np.isfinite(lev)])) if lev.size else 0.0
+    prices = ", ".join(f"{s} ${p:,.0f}" for s, p in zip(model.symbols, model.mark, strict=True))
+    last = model.last
+    cascade = f"{last.rounds} rounds, {last.accounts:,} accounts" if last else "none yet"
+    shock = cfg.shocks[0]
+    line1 = (
+        f"step {model.steps} | {cfg.traders.count:,} traders, {cfg.margin.mode} margin, "
+        f"mean leverage {mean_lev:.1f}x | shock {shock.asset} {100 * shock.return_:+.1f}% "
+        f"at step {shock.step}"
+    )
+    line2 = (
+        f"prices: {prices} | insurance fund ${model.engine.insurance_fund:,.0f} | "
+        f"accounts liquidated so far {int((model.liquidation_count > 0).sum()):,} | "
+        f"this step's cascade: {cascade}"
+    )
+    return solara.Column(gap="2px", children=[solara.Text(line1), solara.Text(line2)])
+
+
+def PricePanel(model: DashboardModel):
+    """Each asset's price (solid) and fundamental (dashed), as % of its starting price, with a
+    dot at every step that liquidated someone; the status line above it."""
+    fig, ax = _figure()
+    p = np.asarray(model.price_history)
+    f = np.asarray(model.fundamental_history)
+    t = np.arange(p.shape[0])
+    liq = np.asarray(model.datacollector.model_vars.get("liquidations", []), dtype=float)
+    hit = np.flatnonzero(liq > 0) + 1
+    for j, s in enumerate(model.symbols):
+        c = _ASSET_COLOURS[j % len(_ASSET_COLOURS)]
+        ax.plot(t, 100 * p[:, j] / p[0, j], color=c, lw=1.6, label=f"{s} ${p[-1, j]:,.0f}")
+        ax.plot(t, 100 * f[:, j] / p[0, j], color=c, lw=1.0, ls="--", alpha=0.6)
+        if hit.size:
+            ax.scatter(hit, 100 * p[hit, j] / p[0, j], color=c, edgecolors="k", s=28, zorder=3)
+    ax.set_title("price (solid), fundamental (dashed); dots: liquidations")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+    ax.set_ylabel("% of starting price")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(alpha=0.3)
+    return solara.Column(children=[StatusPanel(model), solara.FigureMatplotlib(fig, format="png")])
+
+
+def EquityPanel(model: DashboardModel):
+    """Distribution of equity as a share of each trader's starting collateral."""
+    fig, ax = _figure()
+    eq = model.book.equity(model.mark)
+    start = model.population.collateral
+    ratio = 100 * eq / np.where(start > 0, start, 1.0)
+    bins = np.linspace(-50, 300, 71)
+    counts, _ = np.histogram(np.clip(ratio, bins[0], bins[-1]), bins)
+    ax.stairs(counts, bins, fill=True, color="#1f77b4", alpha=0.7)
+    ax.axvline(100, color="k", lw=0.8, ls="--")
+    liquidated = int((model.liquidation_count > 0).sum())
+    ax.set_title(f"equity, % of starting collateral ({liquidated:,} of {ratio.size:,} liquidated)")
+    ax.set_xlabel("equity / starting collateral (%)")
+    ax.set_ylabel("accounts")
+    ax.grid(alpha=0.3)
+    return solara.FigureMatplotlib(fig, format="png")
+
+
+def RoundsPanel(model: DashboardModel):
+    """The latest cascade round by round: price moves and liquidations by holding."""
+    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    ax_price, ax_bars = fig.subplots(2, 1)
+    t = model.last_cascade_step
+    prev = model.price_history[t - 1] if t else model.price_history[0]
+    draw_rounds(ax_price, ax_bars, model.narrator.stories, t, prev, model.labels, model.symbols)
+    return solara.FigureMatplotlib(fig, format="png")
+
+
+def CascadePanel(model: DashboardModel):
+    """The contagion network of the latest step with liquidations, layered by round."""
+    fig, ax = _figure(6.0, 4.2)
+    t = model.last_cascade_step
+    rec = model.recorder
+    draw_cascade_tree(
+        ax,
+        rec.edges(),
+        t,
+        model.labels,
+        rec.notional,
+        max_edges=1500,
+        categories=holding_order(model.symbols),
+    )
+    ax.set_title(
+        f"contagion network of step {t}, by round" if t else "contagion network (no cascade yet)",
+        fontsize=10,
+    )
+    if t:  # the legend below the drawing, where the small panel has room for it
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=7)
+    return solara.FigureMatplotlib(fig, format="png")
+
+
+def _titled(title):
+    def post_process(ax):
+        ax.set_title(title)
+        ax.set_ylabel("")
+
+    return post_process
+
+
+model_params = {
+    "leverage": Slider("mean leverage (x)", value=12.0, min=1.0, max=50.0, step=0.5),
+    "volatility": Slider("volatility (annualised)", value=0.2, min=0.0, max=2.0, step=0.05),
+    "margin_mode": {
+        "type": "Select",
+        "value": "cross",
+        "values": ["cross", "isolated"],
+        "label": "margin mode",
+    },
+    "depth": Slider("BTC 1% depth ($M; ETH half)", value=1.0, min=0.25, max=10.0, step=0.25),
+    "shock": Slider("shock to BTC (%)", value=-6.0, min=-30.0, max=10.0, step=0.5),
+    "shock_step": Slider("shock at step", value=4, min=1, max=50, step=1),
+    "traders": Slider("traders", value=2000, min=100, max=5000, step=100),
+    "seed": Slider("seed", value=3, min=0, max=100, step=1),
+}
+
+components = [
+    PricePanel,
+    make_plot_component(
+        {"accounts_liquidated": "#d62728"}, post_process=_titled("accounts liquidated per step")
+    ),
+    RoundsPanel,
+    CascadePanel,
+    make_plot_component({"insurance_fund": "#2ca02c"}, post_process=_titled("insurance fund ($)")),
+    EquityPanel,
+]
+
+page = SolaraViz(
+    DashboardModel(),
+    components=components,
+    model_params=model_params,
+    name="margin-contagion: a cascade of forced liquidations",
+    play_interval=150,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------
+
+
+def _check_port(host: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port {port}: must be between 1 and 65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise ConfigError(f"--host {host}: unknown host") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            s.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"--port {port}: cannot listen on {host} ({exc.strerror})") from None
+
+
+def viz_command(args) -> int:
+    """``contagion viz [--port N] [--host H]``: serve the dashboard until interrupted."""
+    host, port = args.host, int(args.port)
+    _check_port(host, port)
+    cmd = [sys.executable, "-m", "solara", "run", str(Path(__file__).resolve())]
+    cmd += ["--host", host, "--port", str(port), "--production"]
+    if not getattr(args, "open", True):
+        cmd.append("--no-open")
+    print(f"dashboard: http://{host}:{port} (Ctrl-C stops it)", flush=True)
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    # The server replaces this process: signals reach it directly and nothing is orphaned.
+    os.execve(sys.executable, cmd, env)
+    return 0  # pragma: no cover (execve does not return)
