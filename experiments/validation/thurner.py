@@ -197,8 +197,8 @@ def _failure_note(verdict, mean, caps, binds) -> str:
         note += (
             f" The statistics rise up to cap {caps[peak]:g} and then level off (kurtosis "
             + ", ".join(f"{x:.2f}" for x in kurt[peak:])
-            + f" at caps {', '.join(f'{c:g}' for c in caps[peak:])}), within the seed-to-seed "
-            "spread of the table. Our explanation: above that cap the cap rarely binds (the "
+            + f" at caps {', '.join(f'{c:g}' for c in caps[peak:])}; min-max over seeds in the "
+            "table). Our explanation: above that cap the cap rarely binds (the "
             f"most aggressive fund is held back by it in {binds[peak]:.1%} of steps at cap "
             f"{caps[peak]:g} and {binds[-1]:.1%} at cap {caps[-1]:g}), because the funds' "
             "buying keeps the mispricing small, so raising it further changes little. The "
