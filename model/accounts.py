@@ -196,6 +196,7 @@ class AccountBook:
         # Rows whose state changed since the last take_changed(), for the margin screen.
         self.track_changes = False
         self._changed: list[np.ndarray] = []
+        self._last_noted = None
         self._all_changed = False
         self._totals: tuple[np.ndarray, float] | None = None  # see aggregate_equity()
 
@@ -378,11 +379,12 @@ class AccountBook:
 
     def _note_changed(self, rows) -> None:
         """Remember changed rows for the screen (without dropping the aggregates)."""
-        if not self.track_changes:
-            return
+        if not self.track_changes or (self._changed and rows is self._last_noted):
+            return  # (fill then release_closed_isolated on the same rows: noted once)
         if rows is None or (isinstance(rows, slice) and rows == slice(None)):
             self._all_changed = True
             return
+        self._last_noted = rows
         idx = np.asarray(rows)
         if idx.dtype == bool:
             idx = np.flatnonzero(idx)
@@ -400,7 +402,10 @@ class AccountBook:
             return None
         if not pending:
             return np.zeros(0, dtype=np.int64)
-        return np.unique(np.concatenate(pending))
+        rows = pending[0] if len(pending) == 1 else np.concatenate(pending)
+        if rows.size < 2 or (rows[1:] > rows[:-1]).all():  # already sorted and unique
+            return rows
+        return np.unique(rows)
 
     def fill(self, rows, dq, price) -> tuple[np.ndarray, np.ndarray]:
         """Execute fills ``dq`` (k, A) for ``rows`` at ``price``; realised PnL goes to the wallet

@@ -126,6 +126,7 @@ class MarginScreen:
     Attributes:
         rebuilds: number of rebuilds so far.
         checked: candidate rows handed out since the last rebuild.
+        checked_total: candidate rows handed out in all.
     """
 
     def __init__(self, book: AccountBook, *, rebuild_work: float = 1.0):
@@ -137,7 +138,10 @@ class MarginScreen:
         self.sorted_keys = np.zeros(0)
         self.changed_rows = np.zeros(0, dtype=np.int64)  # rows whose state changed since
         self.changed_keys = np.zeros(0)
+        # position of each row in changed_rows, -1 when absent (int32: 4 bytes a trader)
+        self.changed_slot = np.full(book.n_traders, -1, dtype=np.int32)
         self.checked = 0
+        self.checked_total = 0
         self.rebuilds = 0
 
     # ---- bounds ----------------------------------------------------------------------------
@@ -169,6 +173,7 @@ class MarginScreen:
         self.order = np.argsort(keys, kind="stable")
         self.sorted_keys = keys[self.order]
         self.anchor = np.array(mark, dtype=float)
+        self.changed_slot[self.changed_rows] = -1
         self.changed_rows = np.zeros(0, dtype=np.int64)
         self.changed_keys = np.zeros(0)
         self.checked = 0
@@ -183,9 +188,13 @@ class MarginScreen:
         if rows.size == 0:
             return
         keys = self.headroom(mark, rows) - log_distance(mark, self.anchor)
-        keep = ~np.isin(self.changed_rows, rows, assume_unique=True)
-        self.changed_rows = np.concatenate([self.changed_rows[keep], rows])
-        self.changed_keys = np.concatenate([self.changed_keys[keep], keys])
+        slot = self.changed_slot[rows]
+        known = slot >= 0
+        self.changed_keys[slot[known]] = keys[known]  # changed again: replace the key
+        new = rows[~known]
+        self.changed_slot[new] = np.arange(new.size) + self.changed_rows.size
+        self.changed_rows = np.concatenate([self.changed_rows, new])
+        self.changed_keys = np.concatenate([self.changed_keys, keys[~known]])
 
     # ---- the query -------------------------------------------------------------------------
     def candidates(self, mark) -> np.ndarray:
@@ -201,4 +210,5 @@ class MarginScreen:
         moved = self.changed_rows[self.changed_keys <= reach]
         rows = np.union1d(prefix, moved) if moved.size else np.sort(prefix)
         self.checked += rows.size
+        self.checked_total += rows.size
         return rows

@@ -1,0 +1,549 @@
+"""Speed and memory benchmarks: prints tables and writes them to benchmarks/results.md.
+
+Run from the repository root::
+
+    python -m benchmarks.bench                 # everything (about 10 minutes on 2 cores)
+    python -m benchmarks.bench --quick         # small sizes, a smoke test of the script
+    python -m benchmarks.bench --only stepping reference --out /tmp/results.md
+
+Sections:
+
+* ``stepping``: time per calm step against trader count (10^3 to 10^6) and asset count
+  (1, 4, 16), with the margin screen and with every account checked every round.
+* ``cascade``: cost of a step against the number of liquidations it makes (one shock of
+  growing size on a fixed book).
+* ``memory``: construction time and resident memory per trader, steady and peak, measured in a
+  fresh process per size.
+* ``reference``: the engine against a per-agent Mesa implementation of the same one-asset
+  scenario (benchmarks/reference.py), with a check that both liquidate the same accounts in
+  the same rounds and end at the same price.
+* ``headline``: 1,000,000 traders x 2 assets x 1,000 calm steps with noise traders, one
+  process, construction included.
+* ``sweep``: sweep throughput (runs per minute) with 1 and 2 worker processes.
+
+Times inside one process are CPU seconds of that process (``time.process_time``), which other
+work on a shared machine disturbs far less than wall-clock time; the headline also gives wall
+time, and the sweep, whose point is parallelism, only wall time. Every table notes the
+machine's load average when it was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results.md"
+
+SYMBOLS = ["BTC", "ETH", "SOL", "XRP", "BNB", "DOGE", "ADA", "TRX"]
+
+
+# --------------------------------------------------------------------------------------------
+# Configs
+# --------------------------------------------------------------------------------------------
+
+
+def calm_config(
+    n: int,
+    assets: int = 2,
+    steps: int = 100,
+    *,
+    noise: float = 0.0,
+    shocks=(),
+    seed: int = 42,
+) -> dict:
+    """A calm venue: ``n`` traders at about 3x, book depth growing with ``n``, no shocks.
+
+    Prices follow correlated GBM at 50% a year in one-hour steps; the few accounts at the
+    high end of the leverage distribution still get liquidated now and then. ``noise`` is the
+    share of traders following the ``noise`` rule (the rest hold).
+    """
+    scale = max(n, 1) / 1e4
+    asset_list = []
+    for j in range(assets):
+        symbol = SYMBOLS[j % len(SYMBOLS)] + ("" if j < len(SYMBOLS) else str(j // len(SYMBOLS)))
+        price = 60000.0 / (3.0**j)
+        asset_list.append(
+            {"symbol": symbol, "price": price, "depth": 2.0e7 * scale, "max_leverage": 50.0}
+        )
+    strategies = {"hold": 1.0 - noise, "noise": noise} if noise > 0 else {"hold": 1.0}
+    return {
+        "name": f"bench-{n}x{assets}",
+        "seed": seed,
+        "steps": steps,
+        "market": {"volatility": 0.5, "correlation": 0.5, "impact_exponent": 0.5},
+        "assets": asset_list,
+        "traders": {
+            "count": n,
+            "leverage": 3.0,
+            "leverage_dispersion": 0.4,
+            "collateral": 2000.0,
+            "assets_per_trader": min(assets, 2),
+            "strategies": strategies,
+        },
+        "margin": {"mode": "cross", "liquidation": "partial", "insurance_fund": 1e6 * scale},
+        "shocks": [dict(s) for s in shocks],
+    }
+
+
+def _model(data, **kwargs):
+    from model import ContagionModel
+    from model.config import build_config
+
+    return ContagionModel(build_config(data), **kwargs)
+
+
+def load() -> str:
+    """The 1-minute load average, for the notes under each table."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:  # pragma: no cover - not on every platform
+        return "n/a"
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+def bench_stepping(quick: bool) -> dict:
+    """Time per calm step against traders and assets, with and without the screen."""
+    sizes = [1_000, 10_000] if quick else [1_000, 10_000, 100_000, 1_000_000]
+    assets = [1, 4] if quick else [1, 4, 16]
+    rows = []
+    for a in assets:
+        for n in sizes:
+            if n * a > 4_000_000:  # (n, A) float arrays of 10^6 x 16 need about 1.5 GB
+                continue
+            row = {"traders": n, "assets": a}
+            for screen in (True, False):
+                steps = 200 if screen else max(5, min(200, int(2e7 / (n * a))))
+                m = _model(calm_config(n, a, steps), agents=False, screen=screen)
+                m.step()  # first step: screen rebuild, warm caches
+                t0 = time.process_time()
+                m.run(steps - 1)
+                per = (time.process_time() - t0) / (steps - 1)
+                row["screen_ms" if screen else "full_ms"] = per * 1e3
+                if screen:
+                    row["rebuilds"] = m.engine.screen.rebuilds
+                    row["checked_per_step"] = m.engine.screen.checked_total / m.steps
+            row["speedup"] = row["full_ms"] / row["screen_ms"]
+            rows.append(row)
+            print(_fmt_row(row), flush=True)
+    # growth: how step cost scales with traders at 2 assets... from the table itself
+    return {
+        "title": "Calm steps: time per step against traders and assets",
+        "columns": [
+            ("traders", "traders", "{:,}"),
+            ("assets", "assets", "{}"),
+            ("screen_ms", "CPU ms/step (screen)", "{:.3f}"),
+            ("full_ms", "CPU ms/step (check all)", "{:.2f}"),
+            ("speedup", "speed-up", "{:.0f}x"),
+            ("checked_per_step", "rows checked/step", "{:,.0f}"),
+            ("rebuilds", "screen rebuilds", "{}"),
+        ],
+        "rows": rows,
+        "notes": [
+            "Calm market: GBM 50%/year, one-hour steps, traders at about 3x (log-normal "
+            "dispersion 0.4), depth growing with the trader count, hold only, no shocks. "
+            "Per-step time averaged over 199 steps after the first (screen) or over enough "
+            "steps for about 2e7 account-asset checks (check all); rebuilds included.",
+            f"Load average at the end: {load()}.",
+        ],
+    }
+
+
+def bench_cascade(quick: bool) -> dict:
+    """Cost of a step against the number of liquidations it makes."""
+    n = 20_000 if quick else 100_000
+    rows = []
+    for shock in (-0.01, -0.03, -0.06, -0.10, -0.15, -0.25):
+        data = calm_config(n, 2, 3, shocks=[{"step": 3, "asset": "BTC", "return": shock}])
+        data["traders"]["leverage"] = 12.0
+        data["market"]["volatility"] = 0.0
+        m = _model(data, agents=False)
+        m.run(2)
+        t0 = time.process_time()
+        m.step()
+        dt = time.process_time() - t0
+        last = m.last
+        rows.append(
+            {
+                "shock": shock,
+                "fills": last.liquidations,
+                "accounts": last.accounts,
+                "rounds": last.rounds,
+                "ms": dt * 1e3,
+                "us_per_fill": dt * 1e6 / max(last.liquidations, 1),
+            }
+        )
+        print(_fmt_row(rows[-1]), flush=True)
+    return {
+        "title": f"Cascade steps: cost against liquidations ({n:,} traders, 2 assets)",
+        "columns": [
+            ("shock", "BTC shock", "{:+.0%}"),
+            ("fills", "fills", "{:,}"),
+            ("accounts", "accounts", "{:,}"),
+            ("rounds", "rounds", "{}"),
+            ("ms", "CPU ms for the step", "{:.1f}"),
+            ("us_per_fill", "us per fill", "{:.1f}"),
+        ],
+        "rows": rows,
+        "notes": [
+            "One shock to BTC at step 3 of a calm market of traders at about 12x; the time is "
+            "the whole step (rounds, fills, fees, insurance fund, contagion graph, records).",
+            f"Load average at the end: {load()}.",
+        ],
+    }
+
+
+_MEMORY_CHILD = textwrap.dedent(
+    """
+    import gc, json, resource, sys, time
+    import psutil
+    from benchmarks.bench import calm_config, _model
+    n, steps, noise = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+    proc = psutil.Process()
+    import model, agents.strategies  # imports before the baseline
+    gc.collect()
+    base = proc.memory_info().rss
+    t0, c0 = time.perf_counter(), time.process_time()
+    m = _model(calm_config(n, 2, steps, noise=noise), agents=False)
+    build, build_cpu = time.perf_counter() - t0, time.process_time() - c0
+    gc.collect()
+    built = proc.memory_info().rss
+    t0, c0 = time.perf_counter(), time.process_time()
+    m.run()
+    run, run_cpu = time.perf_counter() - t0, time.process_time() - c0
+    gc.collect()
+    after = proc.memory_info().rss
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"base": base, "built": built, "after": after, "peak": peak,
+                      "build_s": build, "run_s": run,
+                      "build_cpu": build_cpu, "run_cpu": run_cpu,
+                      "liquidations": m.summary()["liquidations"]}))
+    """
+)
+
+
+def _child(n: int, steps: int, noise: float = 0.0) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", _MEMORY_CHILD, str(n), str(steps), str(noise)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_memory(quick: bool) -> dict:
+    """Construction time and resident bytes per trader, each size in a fresh process."""
+    sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
+    rows = []
+    for n in sizes:
+        r = _child(n, 100)
+        rows.append(
+            {
+                "traders": n,
+                "build_s": r["build_cpu"],
+                "built_b": (r["built"] - r["base"]) / n,
+                "after_b": (r["after"] - r["base"]) / n,
+                "peak_b": (r["peak"] - r["base"]) / n,
+                "base_mb": r["base"] / 2**20,
+            }
+        )
+        print(_fmt_row(rows[-1]), flush=True)
+    return {
+        "title": "Construction and resident memory per trader (2 assets, no agent objects)",
+        "columns": [
+            ("traders", "traders", "{:,}"),
+            ("build_s", "construction CPU s", "{:.2f}"),
+            ("built_b", "B/trader built", "{:.0f}"),
+            ("after_b", "B/trader after 100 steps", "{:.0f}"),
+            ("peak_b", "B/trader peak", "{:.0f}"),
+            ("base_mb", "interpreter + imports MB", "{:.0f}"),
+        ],
+        "rows": rows,
+        "notes": [
+            "Resident set size of a fresh process, less its size after the imports; 'peak' is "
+            "the process's maximum resident size (ru_maxrss), so it includes every temporary "
+            "of construction and of the steps. Mesa Trader agents, created by default only "
+            "up to model.model.AGENT_LIMIT accounts, cost about 600 bytes each on top.",
+            f"Load average at the end: {load()}.",
+        ],
+    }
+
+
+def bench_reference(quick: bool) -> dict:
+    """The engine against the per-agent Mesa reference on the same accounts and shocks."""
+    from benchmarks.reference import ReferenceModel, engine_events, engine_model, scenario
+
+    sizes = [1_000, 10_000] if quick else [1_000, 10_000, 100_000]
+    rows = []
+    for n in sizes:
+        sc = scenario(n, steps=50)
+        timings = {}
+        for name in ("engine", "reference"):
+            m = engine_model(sc, agents=False) if name == "engine" else ReferenceModel(sc)
+            calm, busy = [], []
+            for _ in range(sc.steps):
+                t0 = time.process_time()
+                m.step()
+                dt = time.process_time() - t0
+                liq = m.last.liquidations if name == "engine" else _ref_step_events(m)
+                (busy if liq else calm).append(dt)
+            timings[name] = (m, np.array(calm), np.array(busy))
+        eng, e_calm, e_busy = timings["engine"]
+        ref, r_calm, r_busy = timings["reference"]
+        same = engine_events(eng) == ref.events
+        rows.append(
+            {
+                "traders": n,
+                "events": len(ref.events),
+                "identical": "yes" if same else "NO",
+                "price_diff": abs(eng.mark[0] / ref.price - 1.0),
+                "ref_calm": np.median(r_calm) * 1e3,
+                "eng_calm": np.median(e_calm) * 1e3,
+                "calm_x": np.median(r_calm) / np.median(e_calm),
+                "ref_total": (r_calm.sum() + r_busy.sum()),
+                "eng_total": (e_calm.sum() + e_busy.sum()),
+                "total_x": (r_calm.sum() + r_busy.sum()) / (e_calm.sum() + e_busy.sum()),
+            }
+        )
+        print(_fmt_row(rows[-1]), flush=True)
+    return {
+        "title": "Engine against a per-agent Mesa implementation (one asset, same accounts)",
+        "columns": [
+            ("traders", "traders", "{:,}"),
+            ("events", "liquidations", "{:,}"),
+            ("identical", "same liquidations", "{}"),
+            ("price_diff", "final price rel. diff", "{:.1e}"),
+            ("ref_calm", "per-agent CPU ms/calm step", "{:.2f}"),
+            ("eng_calm", "engine ms/calm step", "{:.3f}"),
+            ("calm_x", "calm speed-up", "{:.0f}x"),
+            ("ref_total", "per-agent CPU s (50 steps)", "{:.2f}"),
+            ("eng_total", "engine CPU s (50 steps)", "{:.2f}"),
+            ("total_x", "overall speed-up", "{:.0f}x"),
+        ],
+        "rows": rows,
+        "notes": [
+            "benchmarks/reference.py: one MarginTrader(mesa.Agent) per account with a Python "
+            "margin check, a loop over model.agents every round; cross margin, full "
+            "liquidation, fee, insurance fund. 50 steps with a shock every 7 steps (1% to 4%, "
+            "mostly down) and cascades several rounds deep. 'same liquidations': the list of "
+            "(step, round, trader) is equal, in order. Calm steps: median over steps without "
+            "liquidations; overall: the whole run including cascade steps.",
+            f"Load average at the end: {load()}.",
+        ],
+    }
+
+
+def _ref_step_events(ref) -> int:
+    """Liquidations the reference made in its last step."""
+    t = ref.steps
+    count = 0
+    for s, _, _ in reversed(ref.events):
+        if s != t:
+            break
+        count += 1
+    return count
+
+
+def bench_headline(quick: bool) -> dict:
+    """A million traders x 2 assets x 1,000 calm steps with noise traders, one process."""
+    n, steps = (100_000, 200) if quick else (1_000_000, 1000)
+    rows = []
+    for noise in (0.0, 0.1):
+        t0 = time.perf_counter()
+        r = _child(n, steps, noise)
+        total = time.perf_counter() - t0
+        rows.append(
+            {
+                "traders": n,
+                "steps": steps,
+                "noise": noise,
+                "build_s": r["build_cpu"],
+                "run_s": r["run_cpu"],
+                "total_s": r["build_cpu"] + r["run_cpu"],
+                "wall_s": r["build_s"] + r["run_s"],
+                "process_s": total,
+                "liquidations": r["liquidations"],
+                "peak_b": (r["peak"] - r["base"]) / n,
+            }
+        )
+        print(_fmt_row(rows[-1]), flush=True)
+    return {
+        "title": "Headline: one process, 2 assets, calm market",
+        "columns": [
+            ("traders", "traders", "{:,}"),
+            ("steps", "steps", "{:,}"),
+            ("noise", "noise-trader share", "{:.0%}"),
+            ("build_s", "construction CPU s", "{:.1f}"),
+            ("run_s", "steps CPU s", "{:.1f}"),
+            ("total_s", "construction + steps CPU s", "{:.1f}"),
+            ("wall_s", "same, wall s", "{:.1f}"),
+            ("process_s", "whole process s (imports too)", "{:.1f}"),
+            ("liquidations", "liquidations", "{:,}"),
+            ("peak_b", "peak B/trader", "{:.0f}"),
+        ],
+        "rows": rows,
+        "notes": [
+            "Noise traders trade every step (AR(1) overlay, orders of 10% of equity), so "
+            "their accounts are re-bounded by the screen every step.",
+            f"Load average at the end: {load()}.",
+        ],
+    }
+
+
+def bench_sweep(quick: bool) -> dict:
+    """Sweep throughput with 1 and 2 worker processes (experiments/sweep.py)."""
+    from experiments.sweep import load_sweep, make_executor, run_sweep
+
+    n, steps, values = (2_000, 100, [3, 6]) if quick else (10_000, 500, [3, 5, 8, 12])
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        import tomli_w
+
+        (tmp / "base.toml").write_text(tomli_w.dumps(calm_config(n, 2, steps)))
+        (tmp / "sweep.toml").write_text(
+            tomli_w.dumps(
+                {
+                    "sweep": {
+                        "name": "bench",
+                        "base": "base.toml",
+                        "replicates": 2,
+                        "sampler": "grid",
+                        "grid": {"traders.leverage": values},
+                    }
+                }
+            )
+        )
+        spec = load_sweep(tmp / "sweep.toml")
+        runs = len(values) * 2
+        for workers in (1, 2):
+            t0 = time.perf_counter()
+            table = run_sweep(spec, tmp / f"out{workers}", make_executor(workers), progress=False)
+            dt = time.perf_counter() - t0
+            ok = int((table["status"] == "ok").sum())
+            rows.append(
+                {
+                    "workers": workers,
+                    "runs": runs,
+                    "ok": ok,
+                    "seconds": dt,
+                    "per_min": ok / dt * 60,
+                }
+            )
+            print(_fmt_row(rows[-1]), flush=True)
+    return {
+        "title": f"Sweep throughput ({n:,} traders x {steps} steps per run)",
+        "columns": [
+            ("workers", "workers", "{}"),
+            ("runs", "runs", "{}"),
+            ("ok", "ok", "{}"),
+            ("seconds", "wall s", "{:.1f}"),
+            ("per_min", "runs per minute", "{:.1f}"),
+        ],
+        "rows": rows,
+        "notes": [
+            "experiments/sweep.py with its local process pool; a grid of traders.leverage "
+            "x 2 replicates over the calm benchmark config. The two cores are shared with "
+            "whatever else runs on the machine.",
+            f"Load average at the end: {load()}.",
+        ],
+    }
+
+
+SECTIONS = {
+    "stepping": bench_stepping,
+    "cascade": bench_cascade,
+    "memory": bench_memory,
+    "reference": bench_reference,
+    "headline": bench_headline,
+    "sweep": bench_sweep,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt_row(row: dict) -> str:
+    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+
+
+def markdown_table(section: dict) -> str:
+    cols = section["columns"]
+    lines = [
+        f"### {section['title']}",
+        "",
+        "| " + " | ".join(label for _, label, _ in cols) + " |",
+        "| " + " | ".join("---:" for _ in cols) + " |",
+    ]
+    for row in section["rows"]:
+        lines.append("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in cols) + " |")
+    lines.append("")
+    lines.extend(section["notes"])
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    """One paragraph about the machine and the software the figures come from."""
+    import mesa
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:  # pragma: no cover
+        pass
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):  # pragma: no cover
+        mem = float("nan")
+    return (
+        f"Machine: {cpu}, {os.cpu_count()} logical CPUs, {mem:.0f} GiB RAM, "
+        f"{platform.system()} {platform.release()}; Python {platform.python_version()}, "
+        f"numpy {np.__version__}, Mesa {mesa.__version__}. "
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
+    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), help="sections to run")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="markdown file to write")
+    args = parser.parse_args(argv)
+    names = args.only or list(SECTIONS)
+    parts = [f"# Benchmark results\n\n{machine()}\n"]
+    for name in names:
+        print(f"== {name}", flush=True)
+        section = SECTIONS[name](args.quick)
+        text = markdown_table(section)
+        print(text, flush=True)
+        parts.append(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(parts))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
