@@ -132,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="a narrated cascade in the terminal")
     d.add_argument("--out", help="run folder (default results/demo)")
+    d.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="change the demo's market, e.g. --set assets.BTC.depth=4e6 (repeatable)",
+    )
     d.set_defaults(func=_delegate("demo"))
 
     v = sub.add_parser("viz", help="the interactive dashboard (Solara)")
@@ -145,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     va = sub.add_parser("validate", help="check the engine against theory, literature and data")
     va.add_argument("--out", help="report folder (default results/validation)")
     va.add_argument("--quick", action="store_true", help="the quick variants (as in the tests)")
+    va.add_argument(
+        "--returns",
+        metavar="CSV",
+        help="your own return series (a 'return' or a price column) as the stylized-facts "
+        "reference column instead of the S&P 500",
+    )
     va.set_defaults(func=_delegate("validate"))
     return p
 

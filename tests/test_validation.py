@@ -299,3 +299,26 @@ def test_load_returns_bad_files(tmp_path, content, message):
         load_returns(f)
     assert message in str(exc.value) and "r.csv" in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+def test_validate_bad_returns_file_is_one_line_exit_2(tmp_path, capsys):
+    f = tmp_path / "mine.csv"
+    f.write_text("close\n1\n2\n")
+    assert main(["validate", "--returns", str(f), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "mine.csv" in err and "200 returns" in err
+    assert not (tmp_path / "o").exists()  # rejected before any work
+
+
+def test_user_returns_replace_the_reference_column(tmp_path):
+    from experiments.validation.stylized_facts import run_stylized_facts
+
+    rng = np.random.default_rng(9)
+    r = rng.standard_t(3, 2000) * 0.01
+    f = tmp_path / "crypto.csv"
+    pd.DataFrame({"return": r}).to_csv(f, index=False)
+    res = run_stylized_facts(quick=True, reference_csv=f)
+    assert "crypto.csv" in res["table"].columns
+    assert "S&P 500 1999-2018 (arch)" not in res["table"].columns
+    assert res["table"].loc["n", "crypto.csv"] == 2000
+    assert res["table"].loc["excess kurtosis", "crypto.csv"] == pytest.approx(excess_kurtosis(r))
