@@ -70,6 +70,10 @@ class ContagionModel(mesa.Model):
             :meth:`trader` still gives the agent of any account, created on first use.
         screen: skip the exact margin check for accounts provably far from liquidation
             (:mod:`model.screen`); False checks every account every round (same results).
+        account_history: steps between snapshots of a sample of accounts
+            (:mod:`model.history`); 0 (the default) keeps model-level series only.
+        history_sample: how many accounts the history follows (evenly spread over the book),
+            or an explicit array of trader ids.
     """
 
     def __init__(
@@ -80,6 +84,8 @@ class ContagionModel(mesa.Model):
         population: Population | None = None,
         agents: bool | None = None,
         screen: bool = True,
+        account_history: int = 0,
+        history_sample=1000,
     ):
         super().__init__(rng=config.seed if rng is None else rng)
         self.config = cfg = config
@@ -204,6 +210,17 @@ class ContagionModel(mesa.Model):
             }
         )
         self._market_rows: list[np.ndarray] = []
+        self.history = None  # sampled account-level snapshots, opt-in
+        if account_history > 0:
+            from model.history import AccountHistory, sample_rows
+
+            if np.ndim(history_sample) == 0:
+                rows = sample_rows(n, int(history_sample))
+            else:
+                rows = np.flatnonzero(np.isin(self.book.ids, np.asarray(history_sample)))
+            self.history = AccountHistory(
+                self.book, account_history, rows, self.symbols, self.engine.liquidation_count
+            )
 
     # ---- views ----------------------------------------------------------------------------
     @property
@@ -297,6 +314,8 @@ class ContagionModel(mesa.Model):
                     kind=f"price_{where}",
                 )
         self.datacollector.collect(self)
+        if self.history is not None:
+            self.history.record(t, self.mark)
         mk = self.market
         self._market_rows.append(
             np.stack(

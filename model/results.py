@@ -397,6 +397,8 @@ def write_run(model, out_dir) -> Path:
     tables = build_tables(model)
     for name, df in tables.items():
         _write_parquet(out / f"{name}.parquet", df)
+    if getattr(model, "history", None) is not None:  # opt-in sampled account snapshots
+        _write_parquet(out / "account_history.parquet", model.history.table())
     _write_contagion(model.recorder, tables["liquidations"], out)
     summary = json.dumps(
         _json_safe(summarize(model)), indent=2, default=_json_default, allow_nan=False

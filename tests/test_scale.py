@@ -63,3 +63,38 @@ def test_trader_by_id_from_a_population_with_unsorted_ids():
     m = ContagionModel(build_config(small_config()), population=pop, agents=False)
     assert m.trader(20).row == 2
     assert m.trader(10).positions == {"ETH": 1.0}
+
+
+def test_account_history_is_opt_in_sampled_and_leaves_results_unchanged(tmp_path):
+    from model.history import sample_rows
+
+    cfg = build_config(small_config(steps=30))
+    plain = ContagionModel(cfg, agents=False).run()
+    assert plain.history is None
+    m = ContagionModel(cfg, agents=False, account_history=10, history_sample=7).run()
+    # the history draws no randomness: the run is the same
+    np.testing.assert_array_equal(plain.mark, m.mark)
+    assert plain.summary()["liquidations"] == m.summary()["liquidations"]
+    df = m.history.table()
+    rows = sample_rows(500, 7)
+    assert rows.tolist() == [0, 83, 166, 250, 333, 416, 499]
+    assert len(df) == 3 * 7 and sorted(set(df["step"])) == [10, 20, 30]
+    last = df[df["step"] == 30].set_index("trader_id")
+    for r in rows:
+        assert last.loc[r, "wallet"] == m.book.wallet[r]
+        assert last.loc[r, "quantity_BTC"] == m.book.qty[r, 0]
+        assert last.loc[r, "liquidations"] == m.liquidation_count[r]
+    m.write_results(tmp_path / "run")
+    import pandas as pd
+
+    assert len(pd.read_parquet(tmp_path / "run" / "account_history.parquet")) == 21
+    plain.write_results(tmp_path / "plain")
+    assert not (tmp_path / "plain" / "account_history.parquet").exists()
+
+
+def test_account_history_of_chosen_traders():
+    m = ContagionModel(
+        build_config(small_config(steps=4)), agents=False, account_history=2, history_sample=[3, 9]
+    ).run()
+    df = m.history.table()
+    assert df["trader_id"].tolist() == [3, 9, 3, 9] and df["step"].tolist() == [2, 2, 4, 4]
