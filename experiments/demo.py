@@ -40,7 +40,9 @@ __all__ = [
     "cascade_layout",
     "demo_command",
     "draw_cascade_tree",
+    "draw_rounds",
     "holding_labels",
+    "holding_order",
     "lesson",
     "plot_cross_vs_isolated",
     "plot_prices",
@@ -358,7 +360,9 @@ def holding_labels(qty: np.ndarray, symbols: list[str]) -> np.ndarray:
     return np.array(labels, dtype=object)[inverse.ravel()]
 
 
-def _label_order(symbols: list[str]) -> list[str]:
+def holding_order(symbols: list[str]) -> list[str]:
+    """Every holding label in a fixed order (each asset alone, then all together): the colour
+    order of every figure."""
     return [f"{s} only" for s in symbols] + (["+".join(symbols)] if len(symbols) > 1 else [])
 
 
@@ -452,18 +456,27 @@ def lesson(cross: CascadeStats, iso: CascadeStats, shock_asset: str, symbols) ->
         o = others[0]
         spread = abs(cross.step_move[o]) > abs(iso.step_move[o]) + 0.001
         if spread:
+            untouched = (
+                f"and {cross.untouched:,} accounts that held no {shock_asset} at all were "
+                f"liquidated"
+                if cross.untouched
+                else f"which pushed {cross.accounts_by_asset[o]:,} accounts to sell {o} by force"
+            )
             out.append(
                 f"Under cross margin one balance backs every position, so the accounts the "
                 f"{shock_asset} shock pushed under also sold their {o}: {o} moved "
                 f"{_pct(cross.step_move[o])} although its fundamental moved "
-                f"{_pct(cross.fundamental_move[o])}, and {cross.untouched:,} accounts that held "
-                f"no {shock_asset} at all were liquidated."
+                f"{_pct(cross.fundamental_move[o])}, {untouched}."
             )
             out.append(
                 f"Under isolated margin each position has its own collateral: the same shock "
                 f"liquidated {iso.accounts_by_asset[shock_asset]:,} {shock_asset} positions, but "
-                f"{o} moved only {_pct(iso.step_move[o])} and {iso.untouched:,} accounts without "
-                f"{shock_asset} were liquidated."
+                f"{o} moved only {_pct(iso.step_move[o])}"
+                + (
+                    f" and {iso.accounts_by_asset[o]:,} {o} positions were liquidated."
+                    if iso.accounts_by_asset[o]
+                    else f" and no {o} position was liquidated."
+                )
             )
         else:
             out.append(
@@ -628,7 +641,9 @@ def cascade_layout(src, dst, weight, rnd, key=None):
     }
 
 
-def draw_cascade_tree(ax, edges: dict, step: int, labels, notional=None, max_edges=3000):
+def draw_cascade_tree(
+    ax, edges: dict, step: int, labels, notional=None, max_edges=3000, categories=None
+):
     """Draw one step's contagion tree on ``ax``, layered by round.
 
     Faint lines are every attribution edge (the heaviest ``max_edges`` when there are more);
@@ -642,6 +657,8 @@ def draw_cascade_tree(ax, edges: dict, step: int, labels, notional=None, max_edg
         labels: (n_rows,) holding label per book row (see :func:`holding_labels`).
         notional: optional (n_rows,) liquidated notional per book row (dot size).
         max_edges: most faint edges drawn (the heaviest are kept).
+        categories: all holding labels in colour order (default: those present, sorted), so
+            that colours agree between figures.
 
     Returns:
         the layout (see :func:`cascade_layout`).
@@ -652,7 +669,8 @@ def draw_cascade_tree(ax, edges: dict, step: int, labels, notional=None, max_edg
     src, dst = np.asarray(edges["src"])[sel], np.asarray(edges["dst"])[sel]
     w, rnd = np.asarray(edges["weight"])[sel], np.asarray(edges["round"])[sel]
     labels = np.asarray(labels, dtype=object)
-    cats = list(dict.fromkeys(sorted(set(labels[dst].tolist()), key=_label_sort_key)))
+    present = sorted(set(labels[dst].tolist()), key=_label_sort_key)
+    cats = list(categories) + [c for c in present if c not in categories] if categories else present
     code = {c: i for i, c in enumerate(cats)}
     key = None
     if dst.size:
@@ -704,6 +722,8 @@ def draw_cascade_tree(ax, edges: dict, step: int, labels, notional=None, max_edg
     ev_labels = labels[lay["row"]]
     for c in cats:
         m = ev_labels == c
+        if not m.any():
+            continue
         ax.scatter(x[m], y[m], s=size[m], color=_colour(c, cats), label=f"{c} ({int(m.sum()):,})",
                    zorder=3, edgecolors="none")  # fmt: skip
     ax.scatter([0], [0.5], s=120, color="k", marker="*", zorder=4, label="the shock")
@@ -736,7 +756,14 @@ def plot_cascade_tree(run: DemoRun, step: int):
     fig = Figure(figsize=(11, 6), layout="constrained")
     ax = fig.subplots()
     labels = holding_labels(model.population.qty, model.symbols)
-    draw_cascade_tree(ax, model.recorder.edges(), step, labels, model.recorder.notional)
+    draw_cascade_tree(
+        ax,
+        model.recorder.edges(),
+        step,
+        labels,
+        model.recorder.notional,
+        categories=holding_order(model.symbols),
+    )
     n = len({int(r) for s in run.stories if s.step == step for r in s.rows})
     ax.set_title(
         f"Who liquidated whom in step {step} ({run.label} margin): {n:,} accounts\n"
@@ -744,6 +771,61 @@ def plot_cascade_tree(run: DemoRun, step: int):
         fontsize=10,
     )
     return fig
+
+
+def draw_rounds(ax_price, ax_bars, stories, step, prev_price, labels, symbols, rmax=None, title=""):
+    """One cascade round by round: price moves per asset (top axes) and liquidations per round,
+    stacked by what the accounts held (bottom axes).
+
+    Args:
+        ax_price, ax_bars: matplotlib Axes.
+        stories: the narrator's round stories.
+        step: which step's cascade.
+        prev_price: (A,) prices at the end of the step before (the moves are relative to it).
+        labels: (n_rows,) holding label per book row.
+        symbols: asset names.
+        rmax: rounds to make room for (default: this cascade's).
+        title: a prefix for the titles (e.g. "cross margin").
+    """
+    cats = holding_order(symbols)
+    ss = [s for s in stories if s.step == step]
+    rmax = max([s.round for s in ss] + [1]) if rmax is None else rmax
+    rp = _round_prices(stories, step)
+    ax = ax_price
+    if rp.size:
+        r = np.arange(rp.shape[0])
+        for j, sym in enumerate(symbols):
+            ax.plot(r, 100 * (rp[:, j] / prev_price[j] - 1), marker="o", label=sym,
+                    color=_PALETTE[j % len(_PALETTE)])  # fmt: skip
+        ax.legend(loc="lower left", fontsize=8)
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xlim(-0.3, rmax + 0.3)
+    ax.set_xticks(range(rmax + 1))
+    ax.set_xticklabels([f"step {step}" if step else "start"] + [str(i) for i in range(1, rmax + 1)])
+    ax.set_title(
+        f"{title}: price vs before step {step}" if title else f"price vs before step {step}"
+    )
+    ax.set_ylabel("price move (%)")
+    ax.grid(alpha=0.3)
+
+    ax = ax_bars
+    labels = np.asarray(labels, dtype=object)
+    bottom = np.zeros(rmax)
+    for c in cats:
+        counts = np.zeros(rmax)
+        for s in ss:
+            counts[s.round - 1] = int((labels[s.rows] == c).sum())
+        ax.bar(np.arange(1, rmax + 1), counts, bottom=bottom, label=c, color=_colour(c, cats))
+        bottom += counts
+    ax.set_xlim(-0.3, rmax + 0.3)
+    ax.set_xticks(range(1, rmax + 1))
+    ax.set_xlabel("liquidation round")
+    ax.set_ylabel("accounts liquidated")
+    n_acc = len({int(r) for s in ss for r in s.rows})
+    what = f"{int(bottom.sum()):,} liquidations of {n_acc:,} accounts"
+    ax.set_title(f"{title}: {what}" if title else what)
+    ax.legend(loc="upper right", fontsize=8, title="holding")
+    ax.grid(alpha=0.3, axis="y")
 
 
 def plot_cross_vs_isolated(cross: DemoRun, iso: DemoRun, step: int):
@@ -754,51 +836,23 @@ def plot_cross_vs_isolated(cross: DemoRun, iso: DemoRun, step: int):
     fig = Figure(figsize=(11, 7), layout="constrained")
     axes = fig.subplots(2, 2, sharey="row")
     symbols = cross.model.symbols
-    cats = _label_order(symbols)
     rmax = max(
         [s.round for s in cross.stories if s.step == step]
         + [s.round for s in iso.stories if s.step == step]
         + [1]
     )
     for col, run in enumerate((cross, iso)):
-        prev = run.narrator.previous_price(step)
-        rp = _round_prices(run.stories, step)
-        ax = axes[0, col]
-        if rp.size:
-            r = np.arange(rp.shape[0])
-            for j, s in enumerate(symbols):
-                ax.plot(r, 100 * (rp[:, j] / prev[j] - 1), marker="o", label=s,
-                        color=_PALETTE[j % len(_PALETTE)])  # fmt: skip
-        ax.axhline(0, color="0.5", lw=0.8)
-        ax.set_xlim(-0.3, rmax + 0.3)
-        ax.set_xticks(range(rmax + 1))
-        ax.set_xticklabels(["shock"] + [str(i) for i in range(1, rmax + 1)])
-        ax.set_title(f"{run.label} margin: price vs before step {step}")
-        ax.set_ylabel("price move (%)")
-        ax.legend(loc="lower left", fontsize=8)
-        ax.grid(alpha=0.3)
-
-        ax = axes[1, col]
-        labels = holding_labels(run.model.population.qty, symbols)
-        ss = [s for s in run.stories if s.step == step]
-        bottom = np.zeros(rmax)
-        for c in cats:
-            counts = np.zeros(rmax)
-            for s in ss:
-                counts[s.round - 1] = int((labels[s.rows] == c).sum())
-            ax.bar(np.arange(1, rmax + 1), counts, bottom=bottom, label=c,
-                   color=_colour(c, cats))  # fmt: skip
-            bottom += counts
-        ax.set_xlim(-0.3, rmax + 0.3)
-        ax.set_xticks(range(1, rmax + 1))
-        ax.set_xlabel("liquidation round")
-        ax.set_ylabel("accounts liquidated")
-        n_acc = len({int(r) for s in ss for r in s.rows})
-        ax.set_title(
-            f"{run.label} margin: {int(bottom.sum()):,} liquidations of {n_acc:,} accounts"
+        draw_rounds(
+            axes[0, col],
+            axes[1, col],
+            run.stories,
+            step,
+            run.narrator.previous_price(step),
+            holding_labels(run.model.population.qty, symbols),
+            symbols,
+            rmax=rmax,
+            title=f"{run.label} margin",
         )
-        ax.legend(loc="upper right", fontsize=8, title="holding")
-        ax.grid(alpha=0.3, axis="y")
     return fig
 
 
@@ -840,10 +894,17 @@ def _check_out(out: Path) -> None:
 
 
 def demo_command(args) -> int:
-    """``contagion demo [--out DIR]``: the narrated cascade; returns the exit code."""
-    cfg = load_config(DEMO_CONFIG)
+    """``contagion demo [--out DIR] [--set KEY=VALUE ...]``: the narrated cascade, under cross
+    and then isolated margin; ``--set`` changes the demo's market for both runs. Returns the
+    exit code."""
+    from experiments.cli import _parse_sets
+
+    overrides = _parse_sets(getattr(args, "set", None))
+    if "margin.mode" in overrides:
+        raise ConfigError("--set margin.mode: the demo runs both modes, cross and then isolated")
+    cfg = load_config(DEMO_CONFIG, overrides={**overrides, "margin.mode": "cross"})
     if not cfg.shocks:
-        raise ConfigError(f"{DEMO_CONFIG}: shocks: the demo needs one scheduled shock")
+        raise ConfigError("shocks: the demo needs a scheduled shock")
     out = Path(args.out) if getattr(args, "out", None) else Path("results") / "demo"
     _check_out(out)
     try:
@@ -862,7 +923,7 @@ def demo_command(args) -> int:
         "Now the same accounts and the same shock under isolated margin "
         "(each position has its own collateral):"
     )
-    iso_cfg = load_config(DEMO_CONFIG, overrides={"margin.mode": "isolated"})
+    iso_cfg = load_config(DEMO_CONFIG, overrides={**overrides, "margin.mode": "isolated"})
     iso = run_demo(iso_cfg, "isolated", say)
 
     symbols = cross.model.symbols

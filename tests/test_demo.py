@@ -263,3 +263,45 @@ def test_cascade_layout_by_hand():
         ((5, 1), (8, 2)),
         ((9, 2), (5, 3)),
     ]
+
+
+def test_set_changes_the_market_of_both_runs(demo, tmp_path):
+    """Four times the depth: the same shock moves BTC less, under both margin modes."""
+    out = tmp_path / "deep"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(
+            [
+                "demo",
+                "--out",
+                str(out),
+                "--set",
+                "assets.BTC.depth=4e6",
+                "--set",
+                "assets.ETH.depth=2e6",
+            ]
+        )
+    assert code == 0
+    step = load_config(DEMO_CONFIG).shocks[0].step
+    for sub in (".", "isolated"):
+        cfg = load_config(out / sub / "config.toml")
+        assert [a.depth for a in cfg.assets] == [4e6, 2e6]
+        deep = _step_move(out / sub, step, "BTC")
+        base = _step_move(demo["out"] / sub, step, "BTC")
+        fundamental = load_config(DEMO_CONFIG).shocks[0].return_
+        assert fundamental > deep > base, (deep, base)  # a smaller fall, but still amplified
+    assert "assets: BTC $60,000 (1% depth $4.00M)" in buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--set", "margin.mode=isolated"], "margin.mode"),
+        (["--set", "assets.BTC.depth=-1"], "depth"),
+        (["--set", "nonsense"], "nonsense"),
+    ],
+)
+def test_bad_set_is_one_line_exit_2(tmp_path, capsys, args, named):
+    assert main(["demo", "--out", str(tmp_path / "x"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0]
