@@ -174,7 +174,8 @@ class CascadeNarrator:
         for j, s in enumerate(self.symbols):
             prev = self.previous_price(t)[j]
             if s in shocks:
-                what = f"SHOCK: {s}'s fundamental jumps {_pct(shocks[s])} (news, not trading)"
+                verb = "falls" if shocks[s] < 0 else "jumps"
+                what = f"SHOCK: {s}'s fundamental {verb} {abs(100 * shocks[s]):.1f}% (news, not trading)"
             else:
                 what = f"{s}'s fundamental drifts {_pct(fundamental[j] / self.previous_fundamental(t)[j] - 1)}"
             lines.append(
@@ -234,7 +235,12 @@ def _print_now(text: str) -> None:
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:+.1f}%"
+    """A signed percentage: one decimal, two for moves under 0.05%, never "-0.0%"."""
+    v = 100 * x
+    if abs(v) < 0.05:
+        v = round(v, 2)
+        return "+0.0%" if v == 0 else f"{v:+.2f}%"
+    return f"{v:+.1f}%"
 
 
 def _price(x: float) -> str:
@@ -335,7 +341,7 @@ def _intro(cfg: Config, model_text: str) -> str:
     )
     return (
         f"{cfg.name}: {cfg.traders.count:,} traders, mean leverage {cfg.traders.leverage:g}x, "
-        f"{model_text}; {cfg.steps} one-{cfg.market.step_minutes:g}-minute steps\n"
+        f"{model_text}; {cfg.steps} steps of {cfg.market.step_minutes:g} minutes\n"
         f"assets: {assets}\n"
         f"insurance fund {_money(cfg.margin.insurance_fund)}; "
         f"liquidation fee {100 * cfg.margin.fee:g}%; shock: {shocks or 'none'}"
