@@ -1004,7 +1004,10 @@ def sweep_command(args) -> int:
     try:
         runs = run_sweep(spec, out, executor, resume=args.resume)
     except KeyboardInterrupt:
-        print(f"contagion: interrupted; finished runs are saved, --resume finishes {out}")
+        print(
+            f"contagion: interrupted; finished runs are saved, --resume finishes {out}",
+            file=sys.stderr,
+        )
         return 130
     failed = int((runs["status"] != "ok").sum()) if len(runs) else 0
     print(
