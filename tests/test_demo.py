@@ -9,6 +9,7 @@ import json
 import re
 import time
 from argparse import Namespace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -305,3 +306,18 @@ def test_bad_set_is_one_line_exit_2(tmp_path, capsys, args, named):
     assert main(["demo", "--out", str(tmp_path / "x"), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and named in err[0]
+
+
+def test_tutorial_quotes_the_demo_as_it_runs(demo):
+    """Every narration line docs/tutorial.md quotes is printed by the demo, word for word."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "tutorial.md").read_text()
+    quoted, fence = [], None  # fence: the open block's language ("" for narration)
+    for line in text.splitlines():
+        if line.strip().startswith("```"):
+            fence = line.strip()[3:] if fence is None else None
+        elif fence == "" and line.strip() not in ("", "..."):
+            quoted.append(line)
+    assert len(quoted) > 30
+    printed = set(demo["text"].splitlines())
+    missing = [line for line in quoted if line not in printed]
+    assert not missing, f"the tutorial quotes lines the demo no longer prints: {missing[:3]}"
