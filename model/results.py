@@ -251,13 +251,22 @@ def money_scale(model) -> float:
     )
     # Rounding made while balances were large stays in the sum after they shrink: the market
     # agent, counterparty of everything, had gross balances as large as the traders' together.
+    # Quantities are summed in different orders on the two sides of every fill, so they agree
+    # to rounding of the quantity traded, which is then worth that quantity at today's price.
     history = 0.0
+    gross_qty = np.abs(model.population.qty).sum(axis=0)
     if model._market_rows:
-        rows = np.stack(model._market_rows)  # (steps, 7, A): price ... inventory, cash
+        rows = np.stack(model._market_rows)  # (steps, 7, A): price ... flow ... inventory, cash
         history = 2.0 * float(
             (np.abs(rows[:, 6, :]) + np.abs(rows[:, 5, :]) * rows[:, 0, :]).sum(axis=1).max()
         )
-    return float(max(abs(model.initial_money), traders + other, history, 1.0))
+        gross_qty = gross_qty + np.abs(rows[:, 3, :]).sum(axis=0)
+    fills = model.engine.fills_columns()
+    gross_qty = gross_qty + np.bincount(
+        fills["asset"], weights=np.abs(fills["quantity"]), minlength=len(mark)
+    )
+    traded = float((gross_qty * mark).sum())
+    return float(max(abs(model.initial_money), traders + other, history, traded, 1.0))
 
 
 def _finite(x: float, default: float = 0.0) -> float:
