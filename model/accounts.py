@@ -418,8 +418,11 @@ class AccountBook:
         self.qty[rows] = q
         self.entry[rows] = e
         iso = self.isolated[rows]
-        self.wallet[rows] += np.where(iso, 0.0, realized).sum(axis=1)
-        self.margin[rows] += np.where(iso, realized, 0.0)
+        if iso.any():
+            self.wallet[rows] += np.where(iso, 0.0, realized).sum(axis=1)
+            self.margin[rows] += np.where(iso, realized, 0.0)
+        else:  # all cross: skip the margin (scattered writes cost more than the arithmetic)
+            self.wallet[rows] += realized.sum(axis=1)
         if self._totals is not None:  # cash-equivalent W + m - q e moves by -dq P
             net_qty, cash = self._totals
             dq = np.asarray(dq, dtype=float)
@@ -430,7 +433,11 @@ class AccountBook:
 
     def release_closed_isolated(self, rows) -> None:
         """Move the margin of closed isolated positions (what is left of it) back to the wallet."""
-        done = self.isolated[rows] & (self.qty[rows] == 0)
+        iso = self.isolated[rows]
+        if not iso.any():  # nothing isolated among these rows
+            self._note_changed(rows)
+            return
+        done = iso & (self.qty[rows] == 0)
         back = np.where(done, self.margin[rows], 0.0)
         self.wallet[rows] += back.sum(axis=1)
         self.margin[rows] = np.where(done, 0.0, self.margin[rows])
