@@ -215,8 +215,8 @@ def _figure(path, prob, size_given, r, leverages, mus, lam_c, n, reps) -> None:
         yc = np.interp(lam_c, leverages, y)
         ax.axhline(yc, color="r", ls="--", lw=1.2, label=f"lambda_c = {lam_c:.2f}")
         if np.nanmax(r) >= 1 > np.nanmin(r):
-            ax.contour(x, y, r, levels=[1.0], colors="w", linewidths=1.2, linestyles=":")
-        ax.plot([], [], color="w", ls=":", label="single-hit R = 1")
+            ax.contour(x, y, r, levels=[1.0], colors="C1", linewidths=1.8, linestyles=":")
+        ax.plot([], [], color="C1", lw=1.8, ls=":", label="single-hit branching ratio R = 1")
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     fig.suptitle(f"Overlapping portfolios through the engine (N = M = {n}, exponential impact)")
     fig.tight_layout()
