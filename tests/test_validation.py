@@ -16,7 +16,12 @@ import pandas as pd
 import pytest
 
 from experiments.cli import main
-from experiments.validation.caccioli import ALPHA, branching_ratio, critical_leverage
+from experiments.validation.caccioli import (
+    ALPHA,
+    branching_ratio,
+    critical_leverage,
+    reference_cascade,
+)
 from experiments.validation.fixed_point import (
     expected_cascade,
     liquidation_prices,
@@ -94,6 +99,7 @@ def test_greenwood_check_passes(quick_run):
 def test_caccioli_check_passes(quick_run):
     c = quick_run["checks"]["caccioli"]
     assert c["passed"], c["measured"]
+    assert "in 180/180 runs" in c["measured"]  # engine = direct cascade in every run
     table = pd.DataFrame(c["table"]).set_index("leverage")
     assert (table.loc[[3.0, 4.0]] == 0).all().all()  # below lambda_c = 4.88: never
     row = table.loc[20.0].to_numpy()
@@ -187,6 +193,21 @@ def test_caccioli_critical_leverage():
     assert math.exp(-ALPHA * 0.1) == pytest.approx(0.9)
     assert critical_leverage() == pytest.approx(2.0 / (1.0 - 0.9**5))
     assert 4.88 < critical_leverage() < 4.89
+
+
+def test_reference_cascade_by_hand():
+    """Two holders of one asset, one share each; holder 0 has failed and sells its share:
+    x = 1/2, the price falls to 0.9 ** 5 and holder 1 loses 1 - 0.9 ** 5 = 0.40951."""
+    qty = np.array([[1.0], [1.0]])
+    assert reference_cascade(qty, np.array([-1.0, 0.40])).tolist() == [True, True]
+    assert reference_cascade(qty, np.array([-1.0, 0.41])).tolist() == [True, False]
+    # a chain: holder 2 shares asset 1 with holder 1 only, and fails once holder 1 sells
+    qty = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    # asset 0: x = 1 / 1.5, loss of 1 = 0.5 (1 - 0.9 ** (20/3)) = 0.2523 > 0.25: fails;
+    # asset 1: x = 0.5 / 1.5, loss of 2 = 1 - 0.9 ** (10/3) = 0.2962
+    assert reference_cascade(qty, np.array([-1.0, 0.25, 0.29])).tolist() == [True, True, True]
+    assert reference_cascade(qty, np.array([-1.0, 0.25, 0.30])).tolist() == [True, True, False]
+    assert reference_cascade(qty, np.array([-1.0, 0.26, 0.0])).tolist() == [True, False, False]
 
 
 def test_branching_ratio_limits():
