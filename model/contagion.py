@@ -60,6 +60,8 @@ __all__ = [
 
 # Budget of the dense blocks built while searching for top contributors (matrix entries).
 _BLOCK = 1 << 22
+# Candidates beyond which the threshold search hands the victims left to the block search.
+_TA_MAX_CANDIDATES = 2048
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,11 +166,14 @@ def top_attribution(mix, share, k: int):
     ``d`` of some column of ``share``; any other liquidator's weight for victim ``j`` is at most
     ``mix_j . share_(d)`` (the ``d+1``-th largest value of each column), so once the ``k``-th
     best candidate reaches that bound the victim's top ``k`` are exact. ``d`` grows until every
-    victim is settled; typical rounds settle at ``d = k``.
+    victim is settled; typical rounds settle at ``d = k``. The per-column bound is loose when
+    liquidators' shares are anti-correlated across assets (each large in one asset only, in
+    varying mixes); victims still open once the candidates pass ``_TA_MAX_CANDIDATES`` go to
+    :func:`_top_by_blocks`, a branch and bound over spatial blocks of liquidators.
 
     Returns:
         ``(victim, liquidator, weight, rest)``: the kept positive weights as columns, and
-        (k_v,) the weight of each victim not kept (``1 - sum of kept``, clipped at 0).
+        (k_v,) each victim's weight not kept (its total minus the kept, clipped at 0).
     """
     k_v, c = mix.shape
     k_l = share.shape[0]
@@ -178,6 +183,7 @@ def top_attribution(mix, share, k: int):
         z = np.zeros(0, dtype=np.int64)
         return z, z, np.zeros(0), rest
     k = max(1, min(int(k), k_l))
+    total = mix @ share.sum(axis=0)  # (k_v,) each victim's whole weight (1 for attributions)
     order = np.argsort(-share, axis=0, kind="stable")  # (k_l, c) per-column ranking
     ranked = np.take_along_axis(share, order, axis=0)
     open_v = np.arange(k_v)
@@ -185,6 +191,13 @@ def top_attribution(mix, share, k: int):
     while open_v.size:
         d = min(depth, k_l)
         cand = np.unique(order[:d].ravel())
+        if cand.size > _TA_MAX_CANDIDATES and d < k_l:
+            vi, li, wi, kept = _top_by_blocks(mix[open_v], share, k)
+            rest[open_v] = np.maximum(total[open_v] - kept, 0.0)
+            kept_v.append(open_v[vi])
+            kept_l.append(li)
+            kept_w.append(wi)
+            break
         bound_row = ranked[d] if d < k_l else None
         step_rows = max(1, _BLOCK // max(cand.size, 1))
         settled_mask = np.zeros(open_v.size, dtype=bool)
@@ -206,7 +219,7 @@ def top_attribution(mix, share, k: int):
             if ok.any():
                 rows_ok = np.flatnonzero(ok)
                 w_ok = top_w[rows_ok]
-                rest[vic[rows_ok]] = np.maximum(1.0 - w_ok.sum(axis=1), 0.0)
+                rest[vic[rows_ok]] = np.maximum(total[vic[rows_ok]] - w_ok.sum(axis=1), 0.0)
                 pos = w_ok > 0
                 kept_v.append(np.repeat(vic[rows_ok], kk)[pos.ravel()])
                 kept_l.append(cand[part[rows_ok]].ravel()[pos.ravel()])
@@ -220,6 +233,70 @@ def top_attribution(mix, share, k: int):
         np.concatenate(kept_w),
         rest,
     )
+
+
+def _kd_blocks(points: np.ndarray, size: int) -> list[np.ndarray]:
+    """Split the rows of ``points`` into blocks of at most ``size`` rows by median cuts along
+    the widest column, so each block covers a small box (a k-d tree's leaves)."""
+    stack = [np.arange(points.shape[0])]
+    blocks = []
+    while stack:
+        idx = stack.pop()
+        if idx.size <= size:
+            blocks.append(idx)
+            continue
+        sub = points[idx]
+        col = int(np.argmax(sub.max(axis=0) - sub.min(axis=0)))
+        half = idx.size // 2
+        part = np.argpartition(sub[:, col], half)
+        stack.append(idx[part[:half]])
+        stack.append(idx[part[half:]])
+    return blocks
+
+
+def _top_by_blocks(mix, share, k: int, size: int = 128):
+    """Exact top ``k`` of each row of ``mix @ share.T`` by branch and bound over blocks.
+
+    Each block of liquidators has a corner ``max over the block`` per column; ``mix_j . corner``
+    bounds every weight in it. A victim evaluates its blocks best bound first and stops when
+    its ``k``-th best weight reaches the best bound left.
+
+    Returns:
+        ``(victim, liquidator, weight, kept)``: positive kept weights as columns, and (k_v,)
+        their sum per victim.
+    """
+    k_v, c = mix.shape
+    blocks = _kd_blocks(share, size)
+    members = np.full((len(blocks), size), -1, dtype=np.int64)
+    corner = np.empty((len(blocks), c))
+    for b, idx in enumerate(blocks):
+        members[b, : idx.size] = idx
+        corner[b] = share[idx].max(axis=0)
+    padded = np.vstack([share, np.zeros((1, c))])  # index -1: padding
+    best_w = np.full((k_v, k), -np.inf)
+    best_i = np.full((k_v, k), -1, dtype=np.int64)
+    rows = max(1, _BLOCK // max(len(blocks), size))
+    for lo in range(0, k_v, rows):
+        vic = np.arange(lo, min(lo + rows, k_v))
+        bound = mix[vic] @ corner.T  # (b, blocks)
+        live = np.arange(vic.size)
+        while live.size:
+            b = np.argmax(bound[live], axis=1)
+            bound[live, b] = -np.inf
+            mem = members[b]  # (n, size)
+            w = np.einsum("vc,vsc->vs", mix[vic[live]], padded[mem])
+            w = np.where(mem >= 0, w, -np.inf)
+            cat_w = np.concatenate([best_w[vic[live]], w], axis=1)
+            cat_i = np.concatenate([best_i[vic[live]], mem], axis=1)
+            part = np.argpartition(-cat_w, k - 1, axis=1)[:, :k]
+            best_w[vic[live]] = np.take_along_axis(cat_w, part, axis=1)
+            best_i[vic[live]] = np.take_along_axis(cat_i, part, axis=1)
+            done = best_w[vic[live]].min(axis=1) >= bound[live].max(axis=1)
+            live = live[~done]
+    pos = best_w > 0
+    kept = np.where(pos, best_w, 0.0).sum(axis=1)
+    vi = np.repeat(np.arange(k_v), k).reshape(k_v, k)
+    return vi[pos], best_i[pos], best_w[pos], kept
 
 
 # --------------------------------------------------------------------------------------------

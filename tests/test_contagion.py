@@ -294,6 +294,31 @@ def test_top_attribution_matches_sorting(seed, k):
         assert rest[j] == pytest.approx(max(dense[j].sum() - kept.sum(), 0.0), abs=1e-12)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_block_search_matches_sorting_on_anticorrelated_shares(seed, monkeypatch):
+    """Liquidators on a line s_0 + s_1 = const defeat the per-column bound; the block search
+    that takes over must still return the exact top contributors."""
+    import model.contagion as mc
+
+    rng = np.random.default_rng(seed)
+    t = rng.random(300)
+    share = np.column_stack([t / t.sum(), (1 - t) / (1 - t).sum(), np.full(300, 1 / 300)])
+    mix = np.column_stack([rng.dirichlet([1, 1], 80), np.zeros(80)])
+    mix[:5] = [0.0, 0.0, 1.0]  # victims that lost nothing
+    monkeypatch.setattr(mc, "_TA_MAX_CANDIDATES", 16)
+    dense = mix @ share.T
+    v, li, w, rest = mc.top_attribution(mix, share, 4)
+    bv, bl, bw, kept = mc._top_by_blocks(mix, share, 4, size=8)
+    for got_v, got_l, got_w in ((v, li, w), (bv, bl, bw)):
+        np.testing.assert_allclose(dense[got_v, got_l], got_w, atol=1e-15)
+        for j in range(80):
+            best = np.sort(dense[j])[::-1][:4]
+            np.testing.assert_allclose(np.sort(got_w[got_v == j])[::-1], best, atol=1e-15)
+    np.testing.assert_allclose(
+        rest, 1.0 - np.sort(dense, axis=1)[:, ::-1][:, :4].sum(axis=1), atol=1e-12
+    )
+
+
 def test_bounded_graph_keeps_top_contributors_and_one_aggregate():
     rng = np.random.default_rng(3)
     n = 400
