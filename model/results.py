@@ -297,16 +297,17 @@ def summarize(model) -> dict:
     n = model.book.n_traders
     accounts = int((model.engine.liquidation_count > 0).sum())
     fills = model.engine.fills_columns()
+    forced = fills["kind"] != KINDS.index("adl")  # ADL fills are counted in adl_notional
     money = model.money()
     return {
         "name": model.config.name,
         "seed": int(model.config.seed),
         "steps": int(model.steps),
         "traders": int(n),
-        "liquidations": int(fills["step"].size),
+        "liquidations": int(forced.sum()),
         "accounts_liquidated": accounts,
         "fraction_liquidated": accounts / n if n else 0.0,
-        "liquidated_notional": float(fills["notional"].sum()),
+        "liquidated_notional": float(fills["notional"][forced].sum()),
         "max_drawdown": {
             "worst": drawdown[worst] if worst else 0.0,
             "worst_asset": worst,

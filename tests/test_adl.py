@@ -91,7 +91,11 @@ def test_adl_closes_the_bankrupt_quantity_at_the_bankruptcy_price_by_rank():
     assert m.engine.socialized_loss == 0.0
     steps = m.tables()["steps"]
     assert steps["adl_notional"].sum() == pytest.approx(50 * 98.0, rel=1e-9)
-    assert m.summary()["adl_notional"] == pytest.approx(50 * 98.0, rel=1e-9)
+    summary = m.summary()
+    assert summary["adl_notional"] == pytest.approx(50 * 98.0, rel=1e-9)
+    # ADL fills are not liquidations: one forced fill, the bankrupt long's 50 units
+    assert summary["liquidations"] == 1 and summary["accounts_liquidated"] == 1
+    assert summary["liquidated_notional"] == pytest.approx(50 * m.market.price[0], rel=1e-12)
     # ADL has no impact: the price is the one the bankrupt long's sale of 50 units left
     depth_qty = 1.0e15 / 100.0
     assert m.market.price[0] == pytest.approx(90.0 * np.exp(-0.01 * (50 / depth_qty) ** 0.5))
