@@ -467,3 +467,10 @@ def test_partial_liquidations_in_a_run_add_to_nodes_and_edges():
         assert g.nodes[t]["events"] == count[t]
         assert g.in_degree(t, weight="weight") == pytest.approx(count[t], abs=1e-9)
     assert sum(d["events"] for _, _, d in g.edges(data=True)) == m.recorder.edge_count
+    # the successor and predecessor views agree with a graph built through the public API
+    ref = nx.DiGraph(**g.graph)
+    ref.add_nodes_from(g.nodes(data=True))
+    ref.add_edges_from(g.edges(data=True))
+    assert nx.utils.graphs_equal(ref, g)
+    assert {n: dict(p) for n, p in ref.pred.items()} == {n: dict(p) for n, p in g.pred.items()}
+    assert all(g.pred[v][u] is d for u, v, d in g.edges(data=True))
