@@ -108,8 +108,11 @@ class DashboardModel(ContagionModel):
 # --------------------------------------------------------------------------------------------
 
 
-def _figure(width=6.0, height=3.2):
-    fig = Figure(figsize=(width, height), layout="constrained")
+def _figure(width=6.0, height=3.2, bottom=0.15):
+    """A figure with one axes and fixed margins: an automatic layout engine would cost more
+    than drawing the chart, on every step."""
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.9, bottom=bottom)
     return fig, fig.subplots()
 
 
@@ -179,7 +182,8 @@ def EquityPanel(model: DashboardModel):
 
 def RoundsPanel(model: DashboardModel):
     """The latest cascade round by round: price moves and liquidations by holding."""
-    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    fig = Figure(figsize=(6.0, 4.2))
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.93, bottom=0.11, hspace=0.55)
     ax_price, ax_bars = fig.subplots(2, 1)
     t = model.last_cascade_step
     prev = model.price_history[t - 1] if t else model.price_history[0]
@@ -189,7 +193,7 @@ def RoundsPanel(model: DashboardModel):
 
 def CascadePanel(model: DashboardModel):
     """The contagion network of the latest step with liquidations, layered by round."""
-    fig, ax = _figure(6.0, 4.2)
+    fig, ax = _figure(6.0, 4.2, bottom=0.24)
     t = model.last_cascade_step
     rec = model.recorder
     draw_cascade_tree(
