@@ -129,7 +129,7 @@ class MarginScreen:
         checked_total: candidate rows handed out in all.
     """
 
-    def __init__(self, book: AccountBook, *, rebuild_work: float = 1.0):
+    def __init__(self, book: AccountBook, *, rebuild_work: float = 0.3):
         self.book = book
         self.rebuild_work = float(rebuild_work)
         self.rate_cummax = np.maximum.accumulate(book.tiers.rates, axis=1)
