@@ -140,6 +140,102 @@ def test_hand_cascade_rounds_and_weights():
 # --------------------------------------------------------------------------------------------
 
 
+# Two assets through the whole model: X (100, 100 units per 1%) is shocked -10%; Y (50, 100
+# units per 1%) only moves when liquidations sell it. Cross accounts (quantity X, quantity Y,
+# wallet), entered at 100 and 50; flat maintenance 5%, full liquidation, no fee.
+TWO_ASSET_TRADERS = {
+    1: (100.0, 0.0, 800.0),  # A: X only; round 1
+    2: (50.0, 100.0, 900.0),  # C: both; round 1 (sells X and Y)
+    3: (100.0, 200.0, 2100.0),  # V: both; round 2, lost on X and on Y
+    4: (0.0, 400.0, 1100.0),  # V2: Y only; round 2, hurt by C alone
+    5: (60.0, 0.0, 900.0),  # V3: X only; round 2, hurt by A and C as X's sellers
+    6: (10.0, 0.0, 1000.0),  # bystander
+    7: (0.0, -100.0, 500.0),  # short Y: gains
+}
+
+
+def _two_asset_model():
+    cfg = build_config(
+        {
+            "name": "two-asset-hand",
+            "seed": 1,
+            "steps": 1,
+            "market": {"volatility": 0.0, "impact_exponent": 1.0, "resilience": 0.0},
+            "assets": [
+                {"symbol": "X", "price": 100.0, "depth": 1.0e4, "max_leverage": 20},
+                {"symbol": "Y", "price": 50.0, "depth": 5.0e3, "max_leverage": 20},
+            ],
+            "traders": {"count": len(TWO_ASSET_TRADERS)},
+            "margin": {
+                "mode": "cross",
+                "maintenance": 0.05,
+                "liquidation": "full",
+                "fee": 0.0,
+                "insurance_fund": 1.0e6,
+            },
+            "shocks": [{"step": 1, "asset": "X", "return": -0.10}],
+        }
+    )
+    v = np.array(list(TWO_ASSET_TRADERS.values()))
+    q = v[:, :2]
+    pop = Population(
+        ids=np.array(list(TWO_ASSET_TRADERS)),
+        wallet=v[:, 2],
+        qty=q,
+        entry=np.tile([100.0, 50.0], (len(v), 1)),
+        isolated=np.zeros(q.shape, dtype=bool),
+        margin=np.zeros(q.shape),
+        strategy=np.array(["hold"] * len(v), dtype=object),
+    )
+    return ContagionModel(cfg, population=pop, agents=False)
+
+
+def test_two_asset_cascade_through_the_model_is_loss_weighted():
+    q = {i: np.array(v[:2]) for i, v in TWO_ASSET_TRADERS.items()}
+    w = {i: v[2] for i, v in TWO_ASSET_TRADERS.items()}
+    entry, price, flow = np.array([100.0, 50.0]), np.array([90.0, 50.0]), np.zeros(2)
+    rounds, moves, done = [], [], set()
+    while True:  # brute force: iterate the liquidation rule
+        hit = sorted(
+            i
+            for i in q
+            if i not in done and w[i] + q[i] @ (price - entry) < 0.05 * np.abs(q[i]) @ price
+        )
+        if not hit:
+            break
+        done.update(hit)
+        flow = flow + sum(q[i] for i in hit)
+        after = np.array([90.0, 50.0]) * np.exp(-flow / 10_000.0)
+        rounds.append(hit)
+        moves.append(after - price)
+        price = after
+    assert rounds == [[1, 2], [3, 4, 5]]
+
+    # by hand: round 1 sold 150 X (A 100, C 50) and 100 Y (C alone)
+    expected = {("step:1", 1): 1.0, ("step:1", 2): 1.0}
+    share = {1: np.array([100 / 150, 0.0]), 2: np.array([50 / 150, 1.0])}
+    for j in (3, 4, 5):
+        loss = np.maximum(-q[j] * moves[0], 0.0)
+        mix = loss / loss.sum()
+        for i in (1, 2):
+            if mix @ share[i] > 0:
+                expected[(i, j)] = float(mix @ share[i])
+    assert (4, 1) not in expected and expected[(2, 4)] == 1.0  # Y's only seller hurt V2
+    assert expected[(1, 5)] == pytest.approx(2 / 3)  # V3 lost on X only
+    lx, ly = 100 * -moves[0][0], 200 * -moves[0][1]
+    assert expected[(1, 3)] == pytest.approx(lx / (lx + ly) * 2 / 3)
+
+    m = _two_asset_model().run()
+    g = m.contagion_graph
+    assert set(g.edges) == set(expected)
+    for (i, j), weight in expected.items():
+        assert abs(g.edges[i, j]["weight"] - weight) <= 1e-9
+    for r, ids in enumerate(rounds, start=1):
+        for i in ids:
+            assert g.nodes[i]["first_round"] == r and g.nodes[i]["events"] == 1
+    np.testing.assert_allclose(m.mark, price, rtol=1e-12)
+
+
 def _rr(step, rnd, rows, closed, exposure, before, after, price_for_notional=None):
     closed = np.asarray(closed, dtype=float)
     p = np.asarray(after if price_for_notional is None else price_for_notional, dtype=float)
