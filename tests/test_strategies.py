@@ -268,3 +268,33 @@ def test_unknown_rule_is_a_one_line_error():
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__]))
+
+
+@pytest.mark.filterwarnings("ignore:.*price held at its:RuntimeWarning")
+def test_extreme_rules_on_a_tiny_book_stay_finite_and_conserve_money():
+    # leveraged funds and momentum at 100x on a book of 100 quote per 1%: prices hit their
+    # limits, yet every balance stays finite and money is conserved
+    cfg = build_config(
+        small_config(
+            steps=25,
+            assets=[{"symbol": "BTC", "price": 60000.0, "depth": 100.0, "max_leverage": 125}],
+            traders={
+                "count": 300,
+                "assets_per_trader": 1,
+                "strategies": {"target_leverage": 0.5, "momentum": 0.5},
+                "target_leverage": 100.0,
+                "momentum_leverage": 100.0,
+            },
+            shocks=[{"step": 3, "asset": "BTC", "return": -0.3}],
+            market={"volatility": 0.8, "depth_stress": 1.0, "funding_interval": 2},
+        )
+    )
+    m = ContagionModel(cfg, agents=False)
+    with np.errstate(all="ignore"):
+        for _ in range(cfg.steps):
+            m.step()
+            for arr in (m.book.wallet, m.book.qty, m.book.margin, m.mark, m.market.cash):
+                assert np.isfinite(arr).all()
+            total = m.money()["total"]
+            assert abs(total - m.initial_money) <= 1e-9 * money_scale(m)
+    assert {"price_ceiling", "price_floor"} & set(m.warning_counts)  # and they were reported
