@@ -12,6 +12,11 @@ impact decays: ``s_a <- (1 - resilience) s_a``.
 
 The market agent is the counterparty of every fill and of the positions traders start with:
 it keeps per-asset inventory and cash, so traders + insurance fund + market agent is constant.
+
+Two venue effects, off by default (docs/market-realism.md): liquidity that thins under stress
+(``depth_stress``: the walk uses ``d / (1 + depth_stress x load)``, ``load`` the recent forced
+flow and outsized moves in percent of price, fading by ``depth_recovery`` a step) and a mark
+that follows the market price with a lag (``mark_lag``; margin checks use :attr:`Market.mark`).
 """
 
 from __future__ import annotations
@@ -125,7 +130,7 @@ class Market(mesa.Agent):
 
     @property
     def price(self) -> np.ndarray:
-        """(A,) market price ``F exp(s)``; the mark price of every margin check."""
+        """(A,) market price ``F exp(s)``: every fill happens at it; margin checks use ``mark``."""
         return np.exp(self.log_fundamental + self.impact)
 
     @property
