@@ -280,7 +280,7 @@ def _check_port(host: str, port: int) -> None:
 
 
 def viz_command(args) -> int:
-    """``contagion viz [--port N] [--host H]``: serve the dashboard until interrupted."""
+    """``contagion viz [--port N] [--host H] [--no-open]``: serve the dashboard until stopped."""
     host, port = args.host, int(args.port)
     _check_port(host, port)
     cmd = [sys.executable, "-m", "solara", "run", str(Path(__file__).resolve())]
@@ -291,6 +291,8 @@ def viz_command(args) -> int:
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    # A classroom tool works offline and sends nothing home (override by setting it).
+    env.setdefault("SOLARA_TELEMETRY_MIXPANEL_ENABLE", "false")
     # The server replaces this process: signals reach it directly and nothing is orphaned.
     os.execve(sys.executable, cmd, env)
     return 0  # pragma: no cover (execve does not return)
