@@ -207,6 +207,8 @@ class ContagionModel(mesa.Model):
                 "accounts_liquidated": lambda mdl: mdl.last.accounts,
                 "fees": lambda mdl: mdl.last.fees,
                 "unfunded_bad_debt": lambda mdl: mdl.engine.unfunded_bad_debt,
+                "socialized_loss": lambda mdl: mdl.engine.socialized_loss,
+                "deposits": lambda mdl: mdl.deposits,
             }
         )
         self._market_rows: list[np.ndarray] = []

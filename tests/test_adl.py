@@ -154,6 +154,7 @@ def test_what_adl_cannot_cover_is_a_haircut_on_cross_paper_profits():
     # 400 taken pro rata to profits 400 : 300
     np.testing.assert_allclose(m.book.wallet[1:], [1000 - 400 * 4 / 7, 1000 - 400 * 3 / 7])
     assert m.engine.socialized_loss == pytest.approx(400.0, rel=1e-6)
+    assert m.tables()["steps"]["socialized_loss"].iloc[-1] == pytest.approx(400.0, rel=1e-6)
     assert m.engine.unfunded_bad_debt == pytest.approx(0.0, abs=1e-6)
     assert m.money()["total"] == pytest.approx(m.initial_money, rel=1e-12)
 

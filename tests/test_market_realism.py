@@ -188,6 +188,8 @@ def test_liquidated_trader_reenters_after_the_cooldown_with_a_deposit():
     total = m.money()["total"]
     assert total == pytest.approx(m.initial_money + m.deposits, rel=1e-12)
     assert m.summary()["money_error"] < 1e-12
+    steps = m.tables()["steps"]
+    np.testing.assert_allclose(steps["deposits"], [0.0, 0.0, 0.0, 200.0])  # cumulative
 
 
 def test_no_reentry_by_default():
