@@ -24,13 +24,18 @@ from agents.market import Market
 from agents.strategies import STRATEGIES, trade_voluntarily
 from agents.trader import Trader
 from model.accounts import AccountBook, TierTable
-from model.config import Config, _correlation_matrix
+from model.config import Config, ConfigError, _correlation_matrix
 from model.contagion import ContagionRecorder
 from model.funding import Funding
 from model.liquidation import LiquidationEngine
 from model.population import Population, generate_population, read_population
 
-__all__ = ["AGENT_LIMIT", "ContagionModel"]
+__all__ = ["AGENT_LIMIT", "ContagionModel", "DivergenceError"]
+
+
+class DivergenceError(ConfigError):
+    """A run whose numbers left floating point: its parameters admit no finite result."""
+
 
 # Largest book that gets one Trader agent per account by default. A Mesa agent costs about
 # 600 bytes and 6 microseconds to create; a million of them would outweigh the whole account
@@ -290,7 +295,34 @@ class ContagionModel(mesa.Model):
         if self.funding is not None:
             self.funding.step(self, t)  # perpetual funding between longs and shorts
         self.last = self.engine.run_step(t)  # 3. mark to market; liquidation rounds
+        self.check_finite(t)
         self.record(t)  # 4. record
+
+    def check_finite(self, t: int) -> None:
+        """Stop with a clear error if a price or balance stopped being a finite number.
+
+        Prices are held within their limits, but in a market thin enough that every trade
+        drives the price to a limit, trading rules that size orders by equity can compound
+        balances beyond floating point within a few steps. The run then stops here, before a
+        NaN reaches any output. Sums suffice: a sum is finite only if every term is.
+        """
+        book, mk = self.book, self.market
+        total = (
+            book.wallet.sum()
+            + book.qty.sum()
+            + book.entry.sum()
+            + book.margin.sum()
+            + mk.price.sum()
+            + mk.cash.sum()
+            + mk.inventory.sum()
+            + self.engine.insurance_fund
+            + self.engine.unfunded_bad_debt
+        )
+        if not np.isfinite(total):
+            raise DivergenceError(
+                f"step {t}: balances overflowed floating point (prices held at their limits "
+                "while traders kept trading: assets.depth is too thin for these orders)"
+            )
 
     def trade_voluntarily(self) -> None:
         """Every active rule's orders and re-entries, capped at the initial margin, executed

@@ -61,7 +61,8 @@ class Population:
 def generate_population(cfg: Config, rng: np.random.Generator) -> Population:
     """Draw ``traders.count`` accounts.
 
-    * collateral: Pareto with tail index ``collateral_tail`` and median ``collateral``;
+    * collateral: Pareto with tail index ``collateral_tail`` and median ``collateral``, capped
+      at ``MAX_AMOUNT`` (1e15);
     * initial leverage: ``1 + (L - 1) X`` with ``X`` lognormal of mean 1 and log-sd
       ``leverage_dispersion``, so the mean is ``traders.leverage`` and no account is below 1x;
       capped at the smallest max leverage of the assets it holds;
@@ -77,6 +78,8 @@ def generate_population(cfg: Config, rng: np.random.Generator) -> Population:
     collateral = (
         t.collateral * (rng.pareto(t.collateral_tail, n) + 1.0) / 2.0 ** (1.0 / t.collateral_tail)
     )
+    # a tail index near its lower bound draws collateral beyond any float sum: cap the tail
+    collateral = np.minimum(collateral, MAX_AMOUNT)
     sigma = t.leverage_dispersion
     leverage = 1.0 + (t.leverage - 1.0) * np.exp(sigma * rng.standard_normal(n) - 0.5 * sigma**2)
 

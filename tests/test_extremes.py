@@ -265,3 +265,92 @@ def test_run_status_of_missing_and_partial_folders(tmp_path):
     (tmp_path / "partial").mkdir()
     (tmp_path / "partial" / "summary.json").write_text("{}")
     assert run_status(tmp_path / "partial") == "incomplete"
+
+
+def test_degenerate_market_stops_with_one_clean_line(tmp_path):
+    # A one-dollar book at a price of 1e-12 with orders of 100x equity: every trade drives the
+    # price to a limit and balances can compound beyond floating point. The run either finishes
+    # with finite outputs or stops with one line and exit status 2, leaving no run folder
+    # posing as complete; never a traceback or a NaN.
+    data = {
+        "name": "degenerate",
+        "seed": 143644346,
+        "steps": 6,
+        "market": {
+            "correlation": 0.0,
+            "volatility": 0.0,
+            "impact_exponent": 2.0,
+            "resilience": 0.0,
+            "step_minutes": 1e-9,
+            "jump_mean": -5.0,
+            "depth_recovery": 0.0,
+            "funding_cap": 0.0,
+            "funding_interest": -0.01,
+        },
+        "assets": [
+            {"symbol": "AAA", "price": 1e-12, "depth": 1.0, "volatility": 0.0, "max_leverage": 1.0},
+            {"symbol": "BBB", "price": 1e-12, "depth": 1.0, "volatility": 0.0, "max_leverage": 1.0},
+        ],
+        "traders": {
+            "count": 22,
+            "assets_per_trader": 2,
+            "leverage": 1.0,
+            "leverage_dispersion": 0.0,
+            "collateral": 1.0,
+            "collateral_tail": 0.100000001,
+            "long_fraction": 0.0,
+            "target_leverage": 1.0,
+            "rebalance": 1e-9,
+            "momentum_leverage": 0.0,
+            "value_leverage": 0.0,
+            "value_scale": 1e-9,
+            "noise_size": 100.0,
+            "momentum_lookback": 1,
+            "strategies": {"hold": 1.0, "target_leverage": 1.0, "noise": 1.0},
+        },
+        "margin": {
+            "mode": "cross",
+            "liquidation": "full",
+            "fee": 0.0,
+            "buffer": 0.0,
+            "insurance_fund": 0.0,
+            "max_rounds": 1,
+            "adl": False,
+        },
+        "shocks": [{"step": 1, "asset": "AAA", "return": -0.999999}],
+    }
+    code, stderr = run_cli("run", write_config(tmp_path, data), "--out", tmp_path / "out")
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("contagion: error:")]
+    if code == 0:
+        assert not errors
+        assert_finite_folder(tmp_path / "out")
+        return
+    assert code == 2, stderr
+    assert errors == [
+        "contagion: error: step 6: balances overflowed floating point (prices held at their "
+        "limits while traders kept trading: assets.depth is too thin for these orders)"
+    ]
+    assert run_status(tmp_path / "out") != "complete"
+
+
+def test_non_finite_balances_stop_the_run_cleanly(tmp_path, monkeypatch, capsys):
+    from experiments.cli import main
+
+    real_step = ContagionModel.trade_voluntarily
+
+    def overflowing(self):
+        real_step(self)
+        if self.steps == 3:
+            self.book.wallet[0] = np.inf
+
+    monkeypatch.setattr(ContagionModel, "trade_voluntarily", overflowing)
+    path = write_config(tmp_path, small_config(steps=5))
+    code = main(["run", str(path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [
+        "contagion: error: step 3: balances overflowed floating point (prices held at their "
+        "limits while traders kept trading: assets.depth is too thin for these orders)"
+    ]
+    assert run_status(tmp_path / "out") != "complete"

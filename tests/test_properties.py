@@ -18,6 +18,7 @@ of examples (and ``CONTAGION_HYPOTHESIS_RANDOM=1`` explores beyond the fixed der
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 
@@ -26,7 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from model import ContagionModel
-from model.config import build_config
+from model.config import build_config, describe
+from model.model import DivergenceError
 from model.population import Population
 from model.results import money_scale
 
@@ -261,3 +263,138 @@ def test_same_seed_gives_identical_run_folders(tmp_path_factory, data):
         a = (folders[0] / name).read_bytes()
         b = (folders[1] / name).read_bytes()
         assert a == b, f"{name} differs between two runs with the same seed"
+
+
+# --------------------------------------------------------------------------------------------
+# Every parameter over its whole declared range, every feature on
+# --------------------------------------------------------------------------------------------
+
+
+def _bounded_floats():
+    """Float fields of the market, assets and traders with both bounds: key -> (lo, hi)."""
+    out = {}
+    for row in describe():
+        c = row["checks"]
+        lo = c.get("ge", c.get("gt"))
+        hi = c.get("le", c.get("lt"))
+        if row["type"] != "a number" or lo is None or hi is None:
+            continue
+        if not row["key"].startswith(("market.", "assets[].", "traders.")):
+            continue
+        if row["key"].count("[]") > 1 or row["key"].endswith("[].rate"):
+            continue  # tiers: drawn as a whole elsewhere
+        # strict bounds: step inside by a relative hair
+        lo = lo + max(abs(lo), 1.0) * 1e-9 if "gt" in c else lo
+        hi = hi - max(abs(hi), 1.0) * 1e-9 if "lt" in c else hi
+        out[row["key"]] = (float(lo), float(hi))
+    return out
+
+
+FULL_RANGES = _bounded_floats()
+
+
+def _in_range(lo, hi):
+    """Uniform, or log-uniform for ranges spanning decades (so small values get drawn too)."""
+    if lo > 0 and hi / lo > 1e3:
+        return st.one_of(st.sampled_from([lo, hi]), log_uniform(lo, hi))
+    return st.one_of(st.sampled_from([lo, hi]), st.floats(lo, hi))
+
+
+@st.composite
+def full_range_configs(draw):
+    data = {
+        "name": "full",
+        "seed": draw(st.integers(0, 2**32)),
+        "steps": draw(st.integers(1, 12)),
+        "market": {"correlation": draw(st.floats(-1.0, 1.0))},
+        "assets": [{"symbol": "AAA"}, {"symbol": "BBB"}],
+        "traders": {
+            "count": draw(st.integers(1, 30)),
+            "assets_per_trader": draw(st.integers(1, 2)),
+        },
+        "margin": {
+            "mode": draw(st.sampled_from(["cross", "isolated"])),
+            "liquidation": draw(st.sampled_from(["full", "partial"])),
+            "fee": draw(st.floats(0.0, 0.999)),
+            "buffer": draw(st.floats(0.0, 10.0)),
+            "insurance_fund": draw(_in_range(0.0, 1e15)),
+            "max_rounds": draw(st.integers(1, 30)),
+            "adl": draw(st.booleans()),
+        },
+    }
+    for key, (lo, hi) in FULL_RANGES.items():
+        section, name = key.split(".", 1)
+        if section == "assets[]":
+            for asset in data["assets"]:
+                asset[name] = draw(_in_range(lo, hi))
+        else:
+            data[section][name] = draw(_in_range(lo, hi))
+    data["market"]["funding_interval"] = draw(st.integers(0, 3))
+    data["traders"]["reentry_steps"] = draw(st.integers(0, 3))
+    data["traders"]["momentum_lookback"] = draw(st.integers(1, 5))
+    from agents.strategies import STRATEGIES
+
+    names = draw(st.lists(st.sampled_from(list(STRATEGIES)), min_size=1, max_size=3, unique=True))
+    data["traders"]["strategies"] = {n: draw(st.floats(0.1, 1.0)) for n in names}
+    data["shocks"] = [
+        {
+            "step": draw(st.integers(1, data["steps"])),
+            "asset": draw(st.sampled_from(["AAA", "BBB"])),
+            "return": draw(st.one_of(st.sampled_from([-0.999999, 100.0]), st.floats(-0.99, 5.0))),
+        }
+        for _ in range(draw(st.integers(0, 2)))
+    ]
+    return data
+
+
+@PROPERTY_SETTINGS
+@given(full_range_configs())
+def test_prices_and_money_over_full_ranges_with_every_feature(data):
+    cfg = build_config(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = ContagionModel(cfg, agents=False)
+        rounds = []
+        record = m.engine.on_round
+
+        def check_round(r):
+            # a liquidation closes part of each position as it was when the round began
+            assert np.all((r.closed == 0) | (np.sign(r.closed) == np.sign(r.exposure)))
+            assert np.all(np.abs(r.closed) <= np.abs(r.exposure) * (1 + 1e-12))
+            after = m.book.qty[r.rows]
+            assert np.all(np.abs(after) <= np.abs(r.exposure) * (1 + 1e-12))
+            assert np.all(after * r.exposure >= 0)
+            rounds.append(r.round)
+            if record is not None:
+                record(r)
+
+        m.engine.on_round = check_round
+        scale = money_scale(m)
+        for _ in range(cfg.steps):
+            warned = m.warning_counts.get("round_limit", 0)
+            try:
+                m.step()
+            except DivergenceError as exc:
+                # allowed only where prices were driven to their limits (degenerate markets),
+                # and as a clean one-line error
+                limits = m.warning_counts.get("price_floor", 0)
+                limits += m.warning_counts.get("price_ceiling", 0)
+                limits += int(np.any(m.market.limit_hit))
+                assert limits > 0, str(exc)
+                assert "\n" not in str(exc)
+                return
+            scale = max(scale, money_scale(m))
+            assert np.all(np.isfinite(m.market.price)) and np.all(m.market.price > 0)
+            assert np.all(np.isfinite(m.mark)) and np.all(m.mark > 0)
+            for arr in (m.book.wallet, m.book.qty, m.book.entry, m.book.margin):
+                assert np.all(np.isfinite(arr))
+            expected = m.initial_money + getattr(m, "deposits", 0.0)
+            assert abs(m.money()["total"] - expected) <= 1e-9 * scale
+            below = m.book.cross_liquidatable(m.mark).any()
+            below = below or m.book.isolated_liquidatable(m.mark).any()
+            if m.last.round_limit_hit:
+                assert m.warning_counts["round_limit"] == warned + 1
+            else:
+                assert not below
+        summary = m.summary()
+    json.dumps(summary, allow_nan=False)
