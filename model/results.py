@@ -330,7 +330,9 @@ def summarize(model) -> dict:
         "max_debtrank": most_systemic[0]["debtrank"] if most_systemic else 0.0,
         "most_systemic": most_systemic,
         "final_price": {s: float(p) for s, p in zip(model.symbols, model.mark, strict=True)},
-        "money_error": _finite(abs(money["total"] - model.initial_money - model.deposits) / money_scale(model)),
+        "money_error": _finite(
+            abs(money["total"] - model.initial_money - model.deposits) / money_scale(model)
+        ),
         "graph_truncated": bool(model.recorder.truncated),
         "contagion_graph": model.recorder.info(),
         "warnings": list(dict.fromkeys(model.warnings)),
