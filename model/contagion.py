@@ -711,10 +711,14 @@ class ContagionRecorder:
         """Write the graph as node-link JSON (``networkx.node_link_graph(data)`` reads it)."""
         a = self.arrays()
         nodes = [json.dumps({"id": name, **attrs}) for name, attrs in self._node_records()]
-        src = a.node_names[a.src + a.special].tolist()
+        # JSON text of each source: trader ids as numbers, special nodes as strings
+        encoded = np.empty(a.node_names.size, dtype=object)
+        encoded[: a.special] = [json.dumps(r) for r in self.roots[::-1]]
+        encoded[a.special :] = [str(i) for i in self.ids.tolist()]
+        src = encoded[a.src + a.special].tolist()
         dst = self.ids[a.dst].tolist()
         edges = [
-            f'{{"source": {json.dumps(s)}, "target": {d}, "weight": {w!r}, "step": {st}, '
+            f'{{"source": {s}, "target": {d}, "weight": {w!r}, "step": {st}, '
             f'"round": {rd}, "last_step": {ls}, "events": {ev}}}'
             for s, d, w, st, rd, ls, ev in zip(
                 src,
