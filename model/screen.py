@@ -24,9 +24,11 @@ and the unit cannot be liquidatable while ``u < h = min(U, log(1 + S(M0) / c))``
 allowance is taken off ``S(M0)`` and ``h`` so that float rounding in the exact check can never
 disagree with the bound.
 
-Bookkeeping. At a *rebuild* every account's headroom is computed at the anchor mark ``P`` and
-sorted once; the candidates at mark ``M`` are then a prefix of that order (headroom at most
-``d(M, P)``), found by binary search. An account whose state changes (a fill, a fee, a
+Bookkeeping. At a *rebuild* every account's headroom is computed at the anchor mark ``P``, and
+the eighth of the book with the least headroom is sorted (the rest all have more headroom than
+the last of those: the *horizon*); the candidates at mark ``M`` are then a prefix of that order
+(headroom at most ``d(M, P)``), found by binary search, and the screen rebuilds before
+``d(M, P)`` reaches the horizon. An account whose state changes (a fill, a fee, a
 deposit) is reported through :meth:`model.accounts.AccountBook.mark_changed`; at the next query
 its headroom is recomputed at the current mark ``M_t`` and stored as
 ``key = h - d(P, M_t)``: by the triangle inequality ``d(M, P) < key`` implies
@@ -50,6 +52,8 @@ _RELATIVE_SLACK = 1e-9
 _HEADROOM_SLACK = 1e-12
 # Rows per block in whole-book passes: bounds the size of temporaries (peak memory).
 BLOCK_ROWS = 1 << 16
+# Share of accounts, those with the least headroom, that a rebuild sorts and keeps.
+NEAR_SHARE = 1.0 / 8.0
 
 
 def log_distance(a, b) -> float:
@@ -136,6 +140,7 @@ class MarginScreen:
         self.anchor: np.ndarray | None = None
         self.order = np.zeros(0, dtype=np.int64)  # rows sorted by headroom at the anchor
         self.sorted_keys = np.zeros(0)
+        self.horizon = np.inf  # accounts outside ``order`` have at least this headroom
         self.changed_rows = np.zeros(0, dtype=np.int64)  # rows whose state changed since
         self.changed_keys = np.zeros(0)
         # position of each row in changed_rows, -1 when absent (int32: 4 bytes a trader)
@@ -167,11 +172,27 @@ class MarginScreen:
         return out
 
     def rebuild(self, mark) -> None:
-        """Anchor at ``mark``: every account's headroom, sorted."""
+        """Anchor at ``mark``: every account's headroom; the nearest ones sorted.
+
+        Only the ``NEAR_SHARE`` of accounts with the least headroom are kept, sorted; every
+        other account has headroom at least :attr:`horizon`, so none of them can be a
+        candidate before the prices have moved that far from the anchor, and by then the
+        screen rebuilds. Selecting them is linear (a partition), sorting them a fraction of a
+        full sort.
+        """
         self.book.take_changed()  # everything is recomputed now
         keys = self.headroom(mark)
-        self.order = np.argsort(keys, kind="stable")
+        n = keys.size
+        size = max(int(n * NEAR_SHARE), 1024)
+        horizon = np.inf
+        if size < n:
+            horizon = np.partition(keys, size)[size]
+            if not horizon > 0:  # most accounts at or past their boundary: keep them all
+                horizon = np.inf
+        near = np.flatnonzero(keys < horizon) if np.isfinite(horizon) else np.arange(n)
+        self.order = near[np.argsort(keys[near], kind="stable")]
         self.sorted_keys = keys[self.order]
+        self.horizon = float(horizon)
         self.anchor = np.array(mark, dtype=float)
         self.changed_slot[self.changed_rows] = -1
         self.changed_rows = np.zeros(0, dtype=np.int64)
@@ -200,7 +221,11 @@ class MarginScreen:
     def candidates(self, mark) -> np.ndarray:
         """Sorted rows that may be below maintenance at ``mark``; every other row is not."""
         n = self.book.n_traders
-        if self.anchor is None or self.checked > self.rebuild_work * n:
+        if (
+            self.anchor is None
+            or self.checked > self.rebuild_work * n
+            or log_distance(mark, self.anchor) >= self.horizon
+        ):
             self.rebuild(mark)
         self._absorb_changes(mark)
         if self.changed_rows.size > n // 4:
