@@ -121,7 +121,12 @@ def test_stylized_facts_verdicts_follow_the_bands(quick_run):
     assert c["passed"] == ok
     assert "S&P 500 1999-2018 (arch)" in table.columns  # arch is a dev extra
     if not c["passed"]:
-        assert "FAIL on" in c["notes"]  # a FAIL says what failed and why
+        # a FAIL names each failing statistic per asset, and says why
+        for s in sims:
+            failing = [k for k, (test, _) in BANDS.items() if not test(float(table.loc[k, s]))]
+            if failing:
+                assert f"{s}: {', '.join(failing)}" in c["notes"]
+        assert "Why:" in c["notes"] or "trading rules of this config" in c["notes"]
 
 
 def test_validate_bad_out_is_one_line_exit_2(tmp_path, capsys):
