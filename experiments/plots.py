@@ -123,10 +123,13 @@ def phase_diagram(
     y: str = VOLATILITY,
     panel: str | None = MODE,
     metrics=("fraction_liquidated", "amplification"),
+    stats=("mean", "median"),
 ):
-    """Heatmaps of each metric's mean over x and y, one column per value of ``panel``.
+    """Heatmaps of each metric over x and y, one column per value of ``panel``.
 
-    Keys other than x, y and panel are averaged over (their values and the replicates).
+    Each cell pools the replicates and the values of keys other than x, y and panel, with the
+    matching statistic of ``stats``: the mean for fractions; the median for amplification, a
+    ratio of two falls that explodes in the odd run whose fundamental barely fell.
     """
 
     ok = runs[runs["status"] == "ok"].copy()
@@ -134,11 +137,11 @@ def phase_diagram(
     panels = list(pd.unique(ok[panel])) if panel else [None]
     fig = _new_figure(4.2 * len(panels) + 0.8, 3.4 * len(metrics))
     axes = fig.subplots(len(metrics), len(panels), squeeze=False)
-    for i, metric in enumerate(metrics):
+    for i, (metric, stat) in enumerate(zip(metrics, stats, strict=True)):
         tables = []
         for p in panels:
             sub = ok if p is None else ok[ok[panel] == p]
-            table = sub.pivot_table(index=y, columns=x, values=metric, aggfunc="mean")
+            table = sub.pivot_table(index=y, columns=x, values=metric, aggfunc=stat)
             tables.append(table.sort_index(ascending=False))
         vmin = min(float(np.nanmin(t.to_numpy())) for t in tables)
         vmax = max(float(np.nanmax(t.to_numpy())) for t in tables)
@@ -154,13 +157,14 @@ def phase_diagram(
                 fmt=".2f",
                 annot_kws={"fontsize": 7},
                 cbar=j == len(panels) - 1,
-                cbar_kws={"label": _label(metric)},
+                cbar_kws={"label": f"{stat} {_label(metric)}"},
             )
             ax.set_xlabel(_label(x))
             ax.set_ylabel(_label(y) if j == 0 else "")
             ax.set_xticklabels([_fmt(v) for v in table.columns], rotation=0)
             ax.set_yticklabels([_fmt(v) for v in table.index], rotation=0)
-            title = _label(metric) + (f"\n{_label(panel)}: {p}" if p is not None else "")
+            title = f"{_label(metric)}, {stat}"
+            title += f"\n{_label(panel)}: {p}" if p is not None else ""
             ax.set_title(title, fontsize=10)
     return fig
 

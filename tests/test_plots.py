@@ -76,19 +76,25 @@ def test_plot_sweep_writes_every_figure_as_png_and_svg(grid_sweep, capsys):
             _valid(path)
 
 
-def test_phase_diagram_cells_are_the_replicate_means(grid_sweep):
+def test_phase_diagram_cells_are_the_replicate_statistics(grid_sweep):
     runs = pd.read_parquet(grid_sweep / "runs.parquet")
     fig = plots.phase_diagram(runs)
     axes = fig.axes
-    # first row: fraction liquidated, cross then isolated; rows of a heatmap: volatility high->low
-    for ax, mode in zip(axes[:2], ["cross", "isolated"], strict=True):
+    # rows: fraction liquidated (mean), amplification (median); columns: cross, isolated;
+    # rows of a heatmap: volatility high -> low. Colour bars are axes too: skip them.
+    heat = [ax for ax in axes if ax.collections and ax.get_xlabel()]
+    assert len(heat) == 4
+    cases = [("fraction_liquidated", np.mean), ("amplification", np.median)]
+    for k, ax in enumerate(heat):
+        metric, stat = cases[k // 2]
+        mode = ["cross", "isolated"][k % 2]
         cells = np.asarray(ax.collections[0].get_array()).reshape(2, 2)
         sub = runs[runs["margin.mode"] == mode]
         for i, vol in enumerate([1.0, 0.4]):
             for j, lev in enumerate([5.0, 20.0]):
                 sel = sub[(sub["market.volatility"] == vol) & (sub["traders.leverage"] == lev)]
                 assert len(sel) == 2
-                assert cells[i, j] == pytest.approx(sel["fraction_liquidated"].mean(), abs=1e-12)
+                assert cells[i, j] == pytest.approx(stat(sel[metric].to_numpy()), abs=1e-12)
 
 
 def test_paired_difference_matches_the_runs_row_by_row():
