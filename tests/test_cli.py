@@ -66,3 +66,16 @@ def test_bad_value_and_missing_file_exit_2(tmp_path):
     )
     r = run_cli("run", str(tmp_path / "nope.toml"))
     assert r.returncode == 2 and "nope.toml" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_folder_files_are_ordinary_files(tmp_path, small_cfg):
+    import os
+    import stat
+
+    from model import ContagionModel
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    out = ContagionModel(small_cfg).run().write_results(tmp_path / "run")
+    for f in out.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask, f.name
