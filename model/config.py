@@ -32,7 +32,6 @@ __all__ = [
     "MarginConfig",
     "MarketConfig",
     "ScenarioConfig",
-    "ScenarioConfig",
     "ShockConfig",
     "TierConfig",
     "TradersConfig",
@@ -268,20 +267,6 @@ class ScenarioConfig:
 
 
 @dataclass
-class ScenarioConfig:
-    """Reported figures of a real event that a stylised replay is compared with."""
-
-    event: str = spec("", doc="the event the run replays, e.g. '10 Oct 2025'")
-    price_drop: dict[str, float] = spec(
-        factory=dict, doc="reported peak-to-trough fall per asset symbol (0.14 for -14%)"
-    )
-    liquidated_share: float | None = spec(
-        None, doc="reported liquidated notional over open interest before the event", ge=0, le=1
-    )
-    sources: list[str] = spec(factory=list, doc="where the reported figures come from")
-
-
-@dataclass
 class ContagionConfig:
     """Bounds on the who-liquidated-whom graph."""
 
@@ -314,9 +299,6 @@ class Config:
     margin: MarginConfig = spec(factory=MarginConfig)
     shocks: list[ShockConfig] = spec(factory=list, doc="scheduled fundamental jumps")
     contagion: ContagionConfig = spec(factory=ContagionConfig)
-    scenario: ScenarioConfig | None = spec(
-        None, doc="reported figures of the real event a scenario replays (printed by run)"
-    )
     scenario: ScenarioConfig | None = spec(
         None, doc="reported figures of the real event a scenario replays (printed by run)"
     )
@@ -567,16 +549,6 @@ def _cross_checks(cfg: Config) -> None:
                 f"shocks[{i}].asset: unknown asset '{s.asset}'{_suggest(s.asset, symbols)}"
             )
     _correlation_matrix(cfg)  # raises on a bad matrix
-    if cfg.scenario is not None:
-        for sym, drop in cfg.scenario.price_drop.items():
-            if sym not in symbols:
-                raise ConfigError(
-                    f"scenario.price_drop.{sym}: unknown asset '{sym}'{_suggest(sym, symbols)}"
-                )
-            if not 0 <= drop < 1:
-                raise ConfigError(
-                    f"scenario.price_drop.{sym}: must be between 0 and 1 (a fall), got {drop:g}"
-                )
     if cfg.scenario is not None:
         for sym, drop in cfg.scenario.price_drop.items():
             if sym not in symbols:
