@@ -365,7 +365,7 @@ class AccountBook:
         return np.where((q != 0) & (p > 0), p, np.nan)
 
     # ---- state changes ------------------------------------------------------------------
-    def mark_changed(self, rows=None) -> None:
+    def mark_changed(self, rows=None, *, cash: float | None = None) -> None:
         """Report that the state of ``rows`` (all rows when None) changed.
 
         :class:`model.screen.MarginScreen` skips accounts whose margin bound says they are far
@@ -373,8 +373,18 @@ class AccountBook:
         method here that changes a row reports it; code that writes the arrays directly (a
         fee, a deposit, a socialised loss) must call this for the rows it wrote, or the screen
         may miss a liquidation.
+
+        Args:
+            rows: the rows written (index array, mask, or None for all).
+            cash: if the writes only moved wallets and margins (no quantity or entry), their
+                net change of ``sum W + m``: the equity aggregates are updated by it instead
+                of being recomputed from the whole book.
         """
-        self._totals = None
+        if cash is not None and self._totals is not None:
+            net_qty, total = self._totals
+            self._totals = (net_qty, total + float(cash))
+        else:
+            self._totals = None
         self._note_changed(rows)
 
     def _note_changed(self, rows) -> None:

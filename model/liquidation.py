@@ -149,6 +149,7 @@ class LiquidationEngine:
         book.track_changes = self.screen is not None
         self.fills: list[dict] = []
         self.liquidation_count = np.zeros(book.n_traders, dtype=np.int64)
+        self.accounts_ever = 0  # accounts liquidated at least once
         self.totals = StepTotals()
 
     # ---- detection ------------------------------------------------------------------------
@@ -275,13 +276,15 @@ class LiquidationEngine:
             book.margin[rows] += iso_debt
             bad_pos += iso_debt
         book.release_closed_isolated(rows)
-        book.mark_changed(rows)  # fees and bad debt wrote wallets and margins directly
+        # fees and bad debt wrote wallets and margins directly: money in minus money out
+        book.mark_changed(rows, cash=float(cross_debt.sum() + iso_debt.sum()) - fees)
         bad_debt = float(bad_pos.sum())
         if bad_debt > 0:
             bankrupt_qty = np.where(bad_pos > 0, closed, 0.0).sum(axis=0)
             self._cover(step, rnd, bad_pos.sum(axis=0), price, bankrupt_qty)
 
         # Records.
+        self.accounts_ever += int((self.liquidation_count[rows] == 0).sum())
         self.liquidation_count[rows] += 1
         kind = np.where(frac >= 1.0, KIND_FULL, KIND_PARTIAL)
         r_idx, a_idx = np.nonzero(closed)

@@ -331,7 +331,7 @@ class ContagionModel(mesa.Model):
 
     def record(self, t: int) -> None:
         if self.last.liquidations:
-            self._ever_liquidated = int((self.engine.liquidation_count > 0).sum())
+            self._ever_liquidated = self.engine.accounts_ever
         if self.last.round_limit_hit:
             self.warn(
                 f"step {t}: round limit margin.max_rounds={self.engine.max_rounds} hit "

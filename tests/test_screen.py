@@ -258,4 +258,6 @@ def test_aggregate_equity_tracks_the_full_sum_every_step():
         full = m.book.total_equity(m.mark)
         scale = m.book.wallet.sum() + np.abs(m.book.qty * m.mark).sum()
         assert abs(m.book.aggregate_equity(m.mark) - full) <= 1e-9 * scale
+        # the running count of accounts ever liquidated, against a count of the book
+        assert m.engine.accounts_ever == (m.liquidation_count > 0).sum()
     assert m.summary()["liquidations"] > 50
