@@ -218,6 +218,13 @@ class Market(mesa.Agent):
         self.impact = self._within_limits(s)
         return self.price
 
+    def quote(self, net_flow) -> np.ndarray:
+        """(A,) the price a further batch of ``net_flow`` would execute at; changes nothing."""
+        flow = self.flow + np.asarray(net_flow, dtype=float)
+        s = impact_state(self.impact_start, flow, self.effective_depth_qty(), self.beta)
+        low, high = -_MAX_LOG - self.log_fundamental, _MAX_LOG - self.log_fundamental
+        return np.exp(self.log_fundamental + np.clip(s, low, high))
+
     def _within_limits(self, impact) -> np.ndarray:
         """``impact`` clipped so that ``|log price| <= _MAX_LOG``; notes which limit bit."""
         clipped = np.clip(impact, -_MAX_LOG - self.log_fundamental, _MAX_LOG - self.log_fundamental)

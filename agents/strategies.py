@@ -319,8 +319,9 @@ STRATEGIES: dict[str, type[Strategy]] = {
 def trade_voluntarily(model) -> None:
     """Phase 2 of a step: every rule's orders (and re-entries) as one batch through the market.
 
-    Orders are capped at the initial margin first, at the price before the batch; every fill
-    then happens at the price after it, and the market agent takes the other side.
+    Orders are capped at the initial margin, at the price before the batch and at the price the
+    batch would fill at; every fill then happens at the price after it, and the market agent
+    takes the other side.
     """
     book = model.book
     groups = []  # (owner, rows, dq, open_leverage, all the owner's rows, which were kept)
@@ -355,10 +356,19 @@ def trade_voluntarily(model) -> None:
     )
     q_before = book.qty[rows].copy()
     reduced, opened = split_order(q_before, dq)
-    factor = cap_to_initial_margin(
-        book.cross_equity(price, rows), reduced, opened, price, ~iso, book.max_leverage, lev
-    )
-    dq = reduced - q_before + np.where(factor[:, None] > 0, factor[:, None] * opened, 0.0)
+    # Size the opening part at the price before the batch, then again at the price the batch
+    # would fill at: a crowd opening at once moves the price, and its own impact must not carry
+    # an account past its initial margin. The second cap only shrinks the batch, so the final
+    # fill price lies between the two and the cap holds there too.
+    for sizing_price in (price, None):
+        if sizing_price is None:
+            sizing_price = model.market.quote(-(reduced - q_before + opened).sum(axis=0))
+        factor = cap_to_initial_margin(
+            book.cross_equity(sizing_price, rows), reduced, opened, sizing_price, ~iso,
+            book.max_leverage, lev,
+        )
+        opened = np.where(factor[:, None] > 0, factor[:, None] * opened, 0.0)
+    dq = reduced - q_before + opened
     dq = np.where(np.abs(dq) > 1e-12 * np.abs(q_before), dq, 0.0)
 
     book.isolated[rows] = book.isolated[rows] | (iso & (dq != 0))

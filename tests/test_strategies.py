@@ -1,6 +1,7 @@
 """Trading rules: their orders against closed forms, the initial-margin cap, isolated margin,
 their direction in a shock, determinism, and money conservation with every rule trading."""
 
+import math
 import sys
 
 import numpy as np
@@ -165,10 +166,14 @@ def test_isolated_positions_get_margin_from_the_wallet_and_release_it():
     m = ContagionModel(cfg, population=pop)
     equity0 = m.book.equity(m.mark)[0]
     m.run()
-    # the cap is taken at the price before the batch (100); the margin moves at the fill price
-    assert m.book.qty[0, 0] == pytest.approx(30.0, rel=1e-12)
-    moved = 20.0 * m.market.price[0] / 4.0
+    # the cap is taken at the price before the batch (100: 20 units), then again at the price
+    # those 20 would fill at, P1 = 100 exp(0.01 (20 / d) ** 0.5): 500 / (P1 / 4) units
+    p1 = 100.0 * math.exp(0.01 * (20.0 / (DEEP / 100.0)) ** 0.5)
+    opened = 500.0 / (p1 / 4.0)
+    assert m.book.qty[0, 0] == pytest.approx(10.0 + opened, rel=1e-12)
+    moved = opened * m.market.price[0] / 4.0
     assert moved == pytest.approx(500.0, rel=1e-6)
+    assert moved <= 500.0 * (1 + 1e-12)  # the fill (after a smaller batch) is no dearer than P1
     assert m.book.margin[0, 0] == pytest.approx(500.0 + moved, rel=1e-12)
     assert m.book.wallet[0] == pytest.approx(500.0 - moved, abs=1e-9)
     # moving margin is not a gain or a loss: the collateral is where it was
@@ -298,3 +303,19 @@ def test_extreme_rules_on_a_tiny_book_stay_finite_and_conserve_money():
             total = m.money()["total"]
             assert abs(total - m.initial_money) <= 1e-9 * money_scale(m)
     assert {"price_ceiling", "price_floor"} & set(m.warning_counts)  # and they were reported
+
+
+def test_a_crowd_opening_at_once_stays_within_its_initial_margin_at_the_fill_price():
+    """Many re-sized buyers on a thin book: sized at the pre-batch price alone, their own impact
+    would carry them far past the cap; sized again at the quoted fill price, it cannot."""
+    n = 200
+    cfg = one_asset(shock=None, depth=1.0e4, traders={"target_leverage": 10.0, "rebalance": 1.0})
+    pop = population([1000.0] * n, [1.0] * n, ["target_leverage"] * n)
+    m = ContagionModel(cfg, population=pop)
+    m.run()
+    price = m.market.price[0]
+    assert price > 110.0  # the batch really moved the price
+    notional = np.abs(m.book.qty[:, 0]) * price
+    equity = m.book.equity(m.mark)
+    # every account's position fits its initial margin at the max leverage (10x) at the fill price
+    assert (notional / 10.0 <= equity * (1 + 1e-9)).all()
