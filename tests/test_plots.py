@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import tomli_w
 from conftest import small_config
+from matplotlib.container import BarContainer
 
 from experiments import plots
 from experiments.cli import main
@@ -142,6 +143,20 @@ def test_saltelli_sweep_gets_sobol_indices(tmp_path):
     assert set(table["parameter"]) == {"traders.leverage", "market.resilience"}
     assert {"S1", "ST", "S1_conf", "ST_conf", "metric"} <= set(table.columns)
     _valid(out / "figures" / "sobol_indices.png")
+    # each bar sits on its own knob's label, in every panel
+    fig = plots.sobol_bars(table)
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    names = [t.get_text() for t in axes[0].get_yticklabels()]
+    by_label = {plots._label(k): k for k in table["parameter"]}
+    by_title = {plots._label(m): m for m in table["metric"]}
+    for ax in axes:
+        rows = table[table["metric"] == by_title[ax.get_title()]].set_index("parameter")
+        # drawn first: the total indices, centred 0.2 above their tick
+        st_bars = [c for c in ax.containers if isinstance(c, BarContainer)][0]
+        assert len(st_bars) == len(names)
+        for bar in st_bars:
+            i = int(round(bar.get_y() + bar.get_height() / 2 - 0.2))
+            assert bar.get_width() == pytest.approx(rows.loc[by_label[names[i]], "ST"])
 
 
 def test_bad_folders_exit_2_with_one_line(tmp_path, capsys):
