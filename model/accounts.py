@@ -152,6 +152,17 @@ def apply_fills(qty, entry, dq, price):
 # --------------------------------------------------------------------------------------------
 
 
+class _ChangeLog:
+    """Rows reported changed since a reader last asked (see AccountBook.watch)."""
+
+    __slots__ = ("everything", "last", "pending")
+
+    def __init__(self):
+        self.pending: list[np.ndarray] = []
+        self.last = None  # the rows object noted last, to skip it when noted again at once
+        self.everything = False
+
+
 class AccountBook:
     """Collateral and positions of every trader, one row per trader, one column per asset.
 
@@ -193,11 +204,8 @@ class AccountBook:
         self.max_leverage = (
             np.full(a, np.inf) if max_leverage is None else np.asarray(max_leverage, dtype=float)
         )
-        # Rows whose state changed since the last take_changed(), for the margin screen.
-        self.track_changes = False
-        self._changed: list[np.ndarray] = []
-        self._last_noted = None
-        self._all_changed = False
+        # Rows whose state changed, one log per reader (see watch() and take_changed()).
+        self._logs: dict[str, _ChangeLog] = {}
         self._totals: tuple[np.ndarray, float] | None = None  # see aggregate_equity()
 
     # ---- shape --------------------------------------------------------------------------
@@ -261,7 +269,9 @@ class AccountBook:
         :meth:`total_equity` stays the independent full sum used to check conservation.
         """
         if self._totals is None:
-            cash = self.wallet.sum() + self.margin.sum() - np.einsum("ij,ij->", self.qty, self.entry)
+            cash = (
+                self.wallet.sum() + self.margin.sum() - np.einsum("ij,ij->", self.qty, self.entry)
+            )
             self._totals = (self.qty.sum(axis=0), float(cash))
         net_qty, cash = self._totals
         return float(net_qty @ np.asarray(mark, dtype=float) + cash)
@@ -387,27 +397,42 @@ class AccountBook:
             self._totals = None
         self._note_changed(rows)
 
-    def _note_changed(self, rows) -> None:
-        """Remember changed rows for the screen (without dropping the aggregates)."""
-        if not self.track_changes or (self._changed and rows is self._last_noted):
-            return  # (fill then release_closed_isolated on the same rows: noted once)
-        if rows is None or (isinstance(rows, slice) and rows == slice(None)):
-            self._all_changed = True
-            return
-        self._last_noted = rows
-        idx = np.asarray(rows)
-        if idx.dtype == bool:
-            idx = np.flatnonzero(idx)
-        elif not np.issubdtype(idx.dtype, np.integer):
-            idx = np.arange(self.n_traders)[rows]
-        self._changed.append(idx.ravel().astype(np.int64, copy=False))
+    def watch(self, name: str) -> None:
+        """Start a change log called ``name``: :meth:`take_changed` then gives the rows
+        reported since its last call (the margin screen and the finiteness check each keep
+        one)."""
+        self._logs.setdefault(name, _ChangeLog())
 
-    def take_changed(self) -> np.ndarray | None:
-        """Rows reported by :meth:`mark_changed` since the last call (sorted, unique), and
+    def _note_changed(self, rows) -> None:
+        """Add changed rows to every change log (without dropping the aggregates)."""
+        if not self._logs:
+            return
+        if rows is None or (isinstance(rows, slice) and rows == slice(None)):
+            for log in self._logs.values():
+                log.everything = True
+            return
+        idx = None
+        for log in self._logs.values():
+            if log.pending and rows is log.last:
+                continue  # fill then release_closed_isolated on the same rows: noted once
+            if idx is None:
+                idx = np.asarray(rows)
+                if idx.dtype == bool:
+                    idx = np.flatnonzero(idx)
+                elif not np.issubdtype(idx.dtype, np.integer):
+                    idx = np.arange(self.n_traders)[rows]
+                idx = idx.ravel().astype(np.int64, copy=False)
+            log.last = rows
+            log.pending.append(idx)
+
+    def take_changed(self, name: str = "screen") -> np.ndarray | None:
+        """Rows reported to the change log ``name`` since the last call (sorted, unique), and
         forget them; None when the whole book changed."""
-        everything = self._all_changed
-        pending = self._changed
-        self._changed, self._all_changed = [], False
+        log = self._logs.get(name)
+        if log is None:
+            raise KeyError(f"no change log {name!r}: call watch({name!r}) first")
+        everything, pending = log.everything, log.pending
+        log.pending, log.last, log.everything = [], None, False
         if everything:
             return None
         if not pending:

@@ -146,7 +146,6 @@ class LiquidationEngine:
         self.on_round = on_round  # callback(RoundRecord), e.g. the contagion graph
         # Skip accounts provably far from their boundary (identical results, less work).
         self.screen = MarginScreen(book) if screen else None
-        book.track_changes = self.screen is not None
         self.fills: list[dict] = []
         self.liquidation_count = np.zeros(book.n_traders, dtype=np.int64)
         self.accounts_ever = 0  # accounts liquidated at least once

@@ -41,6 +41,8 @@ class DivergenceError(ConfigError):
 # 600 bytes and 6 microseconds to create; a million of them would outweigh the whole account
 # book (about 220 bytes per trader), so big runs create agents only on request (trader()).
 AGENT_LIMIT = 100_000
+# Steps between whole-book finiteness checks (in between, only the rows written are checked).
+FULL_CHECK_EVERY = 100
 
 WARNINGS_SHOWN = 3  # per kind, on stderr
 WARNINGS_KEPT = 20  # per kind, in summary.json
@@ -193,6 +195,7 @@ class ContagionModel(mesa.Model):
             self.reentry = Reentry(self, cfg.traders.reentry_steps)
 
         self.initial_money = self.money()["total"]
+        self.book.watch("finite")  # check_finite() looks at the rows written since its last call
         self.warnings: list[str] = []
         self.warning_counts: dict[str, int] = {}
         self._ever_liquidated = 0
@@ -298,20 +301,29 @@ class ContagionModel(mesa.Model):
         self.check_finite(t)
         self.record(t)  # 4. record
 
-    def check_finite(self, t: int) -> None:
+    def check_finite(self, t: int, *, everything: bool = False) -> None:
         """Stop with a clear error if a price or balance stopped being a finite number.
 
         Prices are held within their limits, but in a market thin enough that every trade
         drives the price to a limit, trading rules that size orders by equity can compound
         balances beyond floating point within a few steps. The run then stops here, before a
         NaN reaches any output. Sums suffice: a sum is finite only if every term is.
+
+        Balances change only where the book is written, and writes are logged
+        (:meth:`model.accounts.AccountBook.mark_changed`), so a step checks the rows written
+        since the last check; every ``FULL_CHECK_EVERY`` steps, and at the end of :meth:`run`,
+        the whole book is checked as a safety net.
         """
         book, mk = self.book, self.market
+        rows = book.take_changed("finite")
+        if everything or t % FULL_CHECK_EVERY == 0:
+            rows = None
+        r = slice(None) if rows is None else rows
         total = (
-            book.wallet.sum()
-            + book.qty.sum()
-            + book.entry.sum()
-            + book.margin.sum()
+            book.wallet[r].sum()
+            + book.qty[r].sum()
+            + book.entry[r].sum()
+            + book.margin[r].sum()
             + mk.price.sum()
             + mk.cash.sum()
             + mk.inventory.sum()
@@ -385,6 +397,7 @@ class ContagionModel(mesa.Model):
         """Run ``steps`` steps (default: ``config.steps``)."""
         for _ in range(self.config.steps if steps is None else steps):
             self.step()
+        self.check_finite(self.steps, everything=True)
         return self
 
     # ---- results --------------------------------------------------------------------------

@@ -135,6 +135,7 @@ class MarginScreen:
 
     def __init__(self, book: AccountBook, *, rebuild_work: float = 0.3):
         self.book = book
+        book.watch("screen")
         self.rebuild_work = float(rebuild_work)
         self.rate_cummax = np.maximum.accumulate(book.tiers.rates, axis=1)
         self.anchor: np.ndarray | None = None
@@ -180,7 +181,7 @@ class MarginScreen:
         screen rebuilds. Selecting them is linear (a partition), sorting them a fraction of a
         full sort.
         """
-        self.book.take_changed()  # everything is recomputed now
+        self.book.take_changed("screen")  # everything is recomputed now
         keys = self.headroom(mark)
         n = keys.size
         size = max(int(n * NEAR_SHARE), 1024)
@@ -202,7 +203,7 @@ class MarginScreen:
 
     def _absorb_changes(self, mark) -> None:
         """Recompute the headroom of accounts that changed, as keys relative to the anchor."""
-        rows = self.book.take_changed()
+        rows = self.book.take_changed("screen")
         if rows is None:  # the whole book changed
             self.rebuild(mark)
             return

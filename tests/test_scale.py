@@ -98,3 +98,29 @@ def test_account_history_of_chosen_traders():
     ).run()
     df = m.history.table()
     assert df["trader_id"].tolist() == [3, 9, 3, 9] and df["step"].tolist() == [2, 2, 4, 4]
+
+
+def test_finiteness_check_reads_written_rows_and_the_whole_book_as_a_safety_net(monkeypatch):
+    from model.model import DivergenceError
+
+    cfg = build_config(small_config(steps=8))
+    m = ContagionModel(cfg, agents=False)
+    m.run(2)
+    m.book.wallet[3] = np.inf  # a reported write is caught at the next step
+    m.book.mark_changed([3])
+    with pytest.raises(DivergenceError, match="step 3"):
+        m.step()
+    # an unreported write is caught by the next whole-book check
+    monkeypatch.setattr(model_module, "FULL_CHECK_EVERY", 4)
+    m = ContagionModel(cfg, agents=False)
+    m.run(2)
+    m.book.margin[5, 1] = np.nan
+    m.step()  # step 3: only written rows are checked
+    with pytest.raises(DivergenceError, match="step 4"):
+        m.step()
+    # and run() ends with one
+    m = ContagionModel(cfg, agents=False)
+    m.run(2)
+    m.book.qty[7, 0] = np.inf
+    with pytest.raises(DivergenceError):
+        m.run(1)

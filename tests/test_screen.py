@@ -114,7 +114,6 @@ def test_headroom_is_tight_enough_to_be_useful():
 def test_screen_candidates_contain_every_liquidatable_account():
     rng = np.random.default_rng(11)
     book = random_book(rng, 3000)
-    book.track_changes = True
     screen = MarginScreen(book)
     mark = np.array([60000.0, 3000.0])
     for _ in range(300):
