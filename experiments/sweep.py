@@ -67,6 +67,7 @@ __all__ = [
     "ProcessExecutor",
     "RunTask",
     "SerialExecutor",
+    "SweepAborted",
     "SweepSpec",
     "load_sweep",
     "make_executor",
@@ -528,6 +529,10 @@ def run_one(task: RunTask, base: dict, base_dir: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+class SweepAborted(RuntimeError):
+    """The executor itself failed (not a run): the sweep stops and can be resumed."""
+
+
 class SerialExecutor:
     """Runs every task in this process, in order (the reference for 'serial = parallel')."""
 
@@ -665,6 +670,7 @@ class DaskExecutor:
 
     def run(self, fn: Callable, tasks: Iterable[RunTask]) -> Iterator[tuple[RunTask, dict]]:
         from dask.distributed import as_completed
+        from distributed.scheduler import KilledWorker
 
         pending = list(tasks)[::-1]
         window = max(16, 4 * self.workers)
@@ -681,14 +687,22 @@ class DaskExecutor:
             task = owner.pop(fut.key)
             try:
                 result = fut.result()
-            except Exception as exc:  # KilledWorker: the run kept taking workers down
+            except KilledWorker as exc:  # the run itself kept taking workers down
                 result = {
                     "status": "error",
-                    "error": f"{type(exc).__name__}: {exc}",
+                    "error": f"KilledWorker: {exc}",
                     "metrics": {},
                     "cascades": [],
                     "elapsed": float("nan"),
                 }
+            except Exception as exc:
+                # run_one never raises, so anything else is the cluster (a lost scheduler, a
+                # cancelled future): stop, and let --resume redo the runs that were in flight
+                why = " ".join(str(exc).split())  # one line
+                raise SweepAborted(
+                    f"lost the Dask cluster ({type(exc).__name__}: {why}); finished runs are "
+                    "saved, run again with --resume"
+                ) from None
             fut.release()
             if pending:
                 ac.add(submit())
@@ -1003,6 +1017,9 @@ def sweep_command(args) -> int:
     t0 = time.perf_counter()
     try:
         runs = run_sweep(spec, out, executor, resume=args.resume)
+    except SweepAborted as exc:
+        print(f"contagion: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             f"contagion: interrupted; finished runs are saved, --resume finishes {out}",

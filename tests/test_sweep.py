@@ -314,6 +314,37 @@ def test_dask_local_cluster_equals_serial_and_survives_a_lost_worker(reference, 
         ex.close()
 
 
+def test_a_lost_dask_scheduler_stops_the_sweep_and_resume_finishes_it(reference, tmp_path):
+    pytest.importorskip("dask.distributed")
+    from dask.distributed import LocalCluster
+
+    from experiments.sweep import DaskExecutor, SweepAborted
+
+    spec, runs = reference
+    cluster = LocalCluster(
+        n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+    )
+    ex = DaskExecutor(cluster.scheduler_address, timeout=2)
+    inner = ex.run
+
+    def run_then_lose_the_scheduler(fn, tasks):
+        for i, item in enumerate(inner(fn, tasks)):
+            if i == 1:
+                cluster.close()
+            yield item
+
+    ex.run = run_then_lose_the_scheduler
+    fn = functools.partial(_slow_run, base=spec.base, base_dir=spec.base_dir)
+    out = tmp_path / "lost"
+    with pytest.raises(SweepAborted, match="--resume"):
+        run_sweep(spec, out, ex, progress=False, run_fn=fn)
+    done = len(list((out / "runs").glob("p*.json")))
+    assert 2 <= done < 8  # the finished runs were kept, the cancelled ones were not recorded
+    assert (out / ".incomplete").exists()
+    resumed = run_sweep(spec, out, SerialExecutor(), resume=True, progress=False)
+    pd.testing.assert_frame_equal(_metrics(resumed), _metrics(runs))
+
+
 def _slow_run(task, base, base_dir):
     time.sleep(0.4)
     return run_one(task, base, base_dir)
