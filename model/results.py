@@ -180,32 +180,74 @@ def liquidations_table(model) -> pd.DataFrame:
     return df
 
 
-def accounts_table(model) -> pd.DataFrame:
+def accounts_table(model, rows: slice | None = None) -> pd.DataFrame:
+    """One row per trader at the end (``rows``: a slice of the book, for writing in parts)."""
     book = model.book
     mark = model.mark
     pop = model.population
+    r = slice(None) if rows is None else rows
+    names = np.asarray(pop.strategy[r], dtype=str)
+    # the same categories in every part: every rule any trader follows, sorted
+    strategy_rows = getattr(model, "strategy_rows", None)
+    categories = sorted(strategy_rows) if strategy_rows else None
+    if categories is None or not np.isin(names, categories).all():
+        categories = np.unique(np.asarray(pop.strategy, dtype=str))
+    leverage = book.leverage(mark, r)
+    ratio = book.margin_ratio(mark, r)
     data = {
-        "trader_id": book.ids,
-        "strategy": pd.Categorical(np.asarray(pop.strategy, dtype=str)),
-        "initial_collateral": pop.collateral,
-        "initial_leverage": model.recorder.initial_leverage,
-        "wallet": book.wallet,
-        "equity": book.equity(mark),
-        "leverage": np.where(np.isfinite(book.leverage(mark)), book.leverage(mark), np.nan),
-        "margin_ratio": np.where(
-            np.isfinite(book.margin_ratio(mark)), book.margin_ratio(mark), np.nan
+        "trader_id": book.ids[r],
+        "strategy": pd.Categorical(names, categories=categories),
+        "initial_collateral": pop.collateral[r],
+        "initial_leverage": model.recorder.initial_leverage[r],
+        "wallet": book.wallet[r],
+        "equity": book.equity(mark, r),
+        "leverage": np.where(np.isfinite(leverage), leverage, np.nan),
+        "margin_ratio": np.where(np.isfinite(ratio), ratio, np.nan),
+        "liquidations": model.engine.liquidation_count[r],
+        "first_liquidation_step": np.where(
+            model.recorder.events[r] > 0, model.recorder.first_step[r], 0
         ),
-        "liquidations": model.engine.liquidation_count,
-        "first_liquidation_step": np.where(model.recorder.events > 0, model.recorder.first_step, 0),
     }
-    liq = book.liquidation_price(mark)
+    liq = book.liquidation_price(mark, r)
     for j, s in enumerate(model.symbols):
-        data[f"initial_quantity_{s}"] = pop.qty[:, j]
-        data[f"quantity_{s}"] = book.qty[:, j]
-        data[f"entry_price_{s}"] = book.entry[:, j]
-        data[f"isolated_margin_{s}"] = book.margin[:, j]
+        data[f"initial_quantity_{s}"] = pop.qty[r, j]
+        data[f"quantity_{s}"] = book.qty[r, j]
+        data[f"entry_price_{s}"] = book.entry[r, j]
+        data[f"isolated_margin_{s}"] = book.margin[r, j]
         data[f"liquidation_price_{s}"] = liq[:, j]
     return pd.DataFrame(data)
+
+
+# Rows of accounts.parquet built and written at a time: bounds the memory of writing a big book.
+ACCOUNT_ROWS_PER_GROUP = 1 << 16
+
+
+def _write_accounts(path: Path, model) -> None:
+    """accounts.parquet in row groups of ``ACCOUNT_ROWS_PER_GROUP`` traders.
+
+    Building the whole table at once holds about twenty columns for every trader in pandas and
+    again in Arrow: more than the account book itself for a million traders.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = model.book.n_traders
+    step = ACCOUNT_ROWS_PER_GROUP
+
+    def write(p):
+        writer = None
+        try:
+            for lo in range(0, max(n, 1), step):
+                part = accounts_table(model, slice(lo, min(lo + step, n)))
+                table = pa.Table.from_pandas(part, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(p, table.schema)
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+
+    atomic_write(path, write)
 
 
 def build_tables(model) -> dict[str, pd.DataFrame]:
@@ -416,9 +458,14 @@ def write_run(model, out_dir) -> Path:
     # summary.json and no marker always holds the files of the same run.
     (out / "summary.json").unlink(missing_ok=True)
     _write_text(out / "config.toml", tomli_w.dumps(resolved_config(model)))
-    tables = build_tables(model)
+    tables = {
+        "market": market_table(model),
+        "steps": steps_table(model),
+        "liquidations": liquidations_table(model),
+    }
     for name, df in tables.items():
         _write_parquet(out / f"{name}.parquet", df)
+    _write_accounts(out / "accounts.parquet", model)
     if getattr(model, "history", None) is not None:  # opt-in sampled account snapshots
         _write_parquet(out / "account_history.parquet", model.history.table())
     _write_contagion(model.recorder, tables["liquidations"], out)

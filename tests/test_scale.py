@@ -124,3 +124,32 @@ def test_finiteness_check_reads_written_rows_and_the_whole_book_as_a_safety_net(
     m.book.qty[7, 0] = np.inf
     with pytest.raises(DivergenceError):
         m.run(1)
+
+
+def test_accounts_written_in_row_groups_equal_the_whole_table(tmp_path, monkeypatch):
+    import pandas as pd
+
+    import model.results as results
+
+    cfg = build_config(
+        small_config(steps=20, traders={"count": 500, "strategies": {"hold": 0.7, "noise": 0.3}})
+    )
+    m = ContagionModel(cfg, agents=False).run()
+    whole = results.accounts_table(m)
+    monkeypatch.setattr(results, "ACCOUNT_ROWS_PER_GROUP", 64)  # 8 row groups
+    m.write_results(tmp_path / "run")
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(tmp_path / "run" / "accounts.parquet").num_row_groups == 8
+    back = pd.read_parquet(tmp_path / "run" / "accounts.parquet")
+    pd.testing.assert_frame_equal(back, whole, check_exact=True)
+    assert list(back["strategy"].cat.categories) == ["hold", "noise"]
+
+
+def test_accounts_of_an_empty_book_still_form_a_table(tmp_path):
+    import pandas as pd
+
+    m = ContagionModel(build_config(small_config(steps=2, traders={"count": 0})), agents=False)
+    m.run().write_results(tmp_path / "run")
+    back = pd.read_parquet(tmp_path / "run" / "accounts.parquet")
+    assert len(back) == 0 and "quantity_BTC" in back.columns
