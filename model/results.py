@@ -188,9 +188,10 @@ def accounts_table(model, rows: slice | None = None) -> pd.DataFrame:
     r = slice(None) if rows is None else rows
     names = np.asarray(pop.strategy[r], dtype=str)
     # the same categories in every part: every rule any trader follows, sorted
-    strategy_rows = getattr(model, "strategy_rows", None)
-    categories = sorted(strategy_rows) if strategy_rows else None
-    if categories is None or not np.isin(names, categories).all():
+    strategy_rows = getattr(model, "strategy_rows", None) or {}
+    if sum(len(v) for v in strategy_rows.values()) == len(pop.strategy):
+        categories = sorted(strategy_rows)  # the rules' rows cover every trader
+    else:
         categories = np.unique(np.asarray(pop.strategy, dtype=str))
     leverage = book.leverage(mark, r)
     ratio = book.margin_ratio(mark, r)
