@@ -29,8 +29,8 @@ Why the pieces are shaped this way:
   or done twice. ``runs.parquet`` and ``cascades.parquet`` are rebuilt from ``runs/`` at the end.
 * Failures. A run that raises becomes a row with ``status = "error"`` and the error text; the
   sweep goes on. A local worker process that dies takes only its own run with it (the runs that
-  were in flight are retried one by one to find which one kills its worker); a lost Dask worker's
-  runs are rescheduled by the Dask scheduler.
+  were in flight are rerun one at a time to find which one kills its worker); a lost Dask
+  worker's runs are rescheduled by the Dask scheduler.
 * Executors. One interface, ``Executor.run(fn, tasks)`` yielding ``(task, result)`` as runs
   finish: :class:`SerialExecutor` (in this process), :class:`ProcessExecutor` (local processes
   from an explicit ``multiprocessing`` context, ``spawn`` by default, never the global default)
@@ -605,32 +605,41 @@ class ProcessExecutor:
                     except BrokenProcessPool:
                         broken.append(task)
                 if broken:
-                    # The pool is dead: every run in flight is a suspect. Retry each alone.
+                    # The pool is dead: every run in flight is a suspect. Rerun them one at a
+                    # time in a one-worker pool: a run that breaks it is the culprit.
                     suspects = broken + list(running.values())
                     running.clear()
                     self._pool.shutdown(wait=False, cancel_futures=True)
-                    for task in sorted(suspects, key=lambda t: (t.replicate, t.point)):
-                        yield task, self._isolated(fn, task)
+                    suspects.sort(key=lambda t: (t.replicate, t.point))
+                    yield from self._one_by_one(fn, suspects)
                     self._pool = self._new_pool(self.workers)
         finally:
             self.close()
 
-    def _isolated(self, fn: Callable, task: RunTask) -> dict:
-        for _ in range(self.max_attempts):
-            pool = self._new_pool(1)
-            try:
-                return pool.submit(fn, task).result()
-            except BrokenProcessPool:
-                continue
-            finally:
-                pool.shutdown(wait=False, cancel_futures=True)
-        return {
-            "status": "error",
-            "error": f"worker process died ({self.max_attempts} attempts)",
-            "metrics": {},
-            "cascades": [],
-            "elapsed": float("nan"),
-        }
+    def _one_by_one(self, fn: Callable, tasks: list[RunTask]) -> Iterator[tuple[RunTask, dict]]:
+        """Run ``tasks`` one at a time in a one-worker pool, replacing the pool whenever a task
+        kills its worker; a task that does so ``max_attempts`` times becomes an error record."""
+        pool = self._new_pool(1)
+        try:
+            for task in tasks:
+                for _ in range(self.max_attempts):
+                    try:
+                        result = pool.submit(fn, task).result()
+                        break
+                    except BrokenProcessPool:
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        pool = self._new_pool(1)
+                else:
+                    result = {
+                        "status": "error",
+                        "error": f"worker process died ({self.max_attempts} attempts)",
+                        "metrics": {},
+                        "cascades": [],
+                        "elapsed": float("nan"),
+                    }
+                yield task, result
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def close(self) -> None:
         if self._pool is not None:

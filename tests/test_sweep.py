@@ -351,7 +351,7 @@ def _slow_run(task, base, base_dir):
 
 
 def _dies_on_point_1(task, base, base_dir):
-    if task.point == 1:
+    if task.point == 1 and task.replicate == 0:
         os._exit(3)
     return run_one(task, base, base_dir)
 
@@ -360,7 +360,8 @@ def test_a_dying_worker_costs_only_its_own_run(reference, tmp_path):
     spec, runs = reference
     fn = functools.partial(_dies_on_point_1, base=spec.base, base_dir=spec.base_dir)
     got = run_sweep(spec, tmp_path / "die", ProcessExecutor(2), progress=False, run_fn=fn)
-    bad = got["point"] == 1
+    bad = (got["point"] == 1) & (got["replicate"] == 0)
+    assert bad.sum() == 1
     assert (got.loc[bad, "status"] == "error").all()
     assert got.loc[bad, "error"].str.contains("worker process died").all()
     assert got.loc[bad, "fraction_liquidated"].isna().all()
