@@ -428,7 +428,7 @@ def bench_sweep(quick: bool) -> dict:
     """Sweep throughput with 1 and 2 worker processes (experiments/sweep.py)."""
     from experiments.sweep import load_sweep, make_executor, run_sweep
 
-    n, steps, values = (2_000, 100, [3, 6]) if quick else (10_000, 500, [2, 3, 4, 5, 6, 8, 10, 12])
+    n, steps, values = (2_000, 100, [3, 6]) if quick else (50_000, 500, [2, 3, 4, 5, 6, 8, 10, 12])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

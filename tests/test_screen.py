@@ -218,14 +218,14 @@ def test_screened_run_equals_checking_everyone_on_mixed_population():
     assert_identical(a, b)
 
 
-def busy_config(seed=9, **margin):
+def busy_config(seed=9, market=None, **margin):
     """Every feature that writes the book: noise and momentum traders, funding, re-entry,
     a thin insurance fund (ADL and socialised losses), shocks both ways."""
     return build_config(
         small_config(
             seed=seed,
             steps=80,
-            market={"funding_interval": 8},
+            market={"funding_interval": 8, **(market or {})},
             traders={
                 "count": 1500,
                 "leverage": 14.0,
@@ -260,3 +260,11 @@ def test_aggregate_equity_tracks_the_full_sum_every_step():
         # the running count of accounts ever liquidated, against a count of the book
         assert m.engine.accounts_ever == (m.liquidation_count > 0).sum()
     assert m.summary()["liquidations"] > 50
+
+
+def test_screened_run_equals_checking_everyone_with_a_lagged_mark_and_stressed_depth():
+    # the mark the engine checks against trails the price; the book thins as selling goes on
+    cfg = busy_config(seed=4, market={"mark_lag": 0.5, "depth_stress": 2.0}, mode="cross")
+    a, b = run_both(cfg)
+    assert a.summary()["liquidations"] > 50
+    assert_identical(a, b)
