@@ -32,9 +32,11 @@ the last of those: the *horizon*); the candidates at mark ``M`` are then a prefi
 deposit) is reported through :meth:`model.accounts.AccountBook.mark_changed`; at the next query
 its headroom is recomputed at the current mark ``M_t`` and stored as
 ``key = h - d(P, M_t)``: by the triangle inequality ``d(M, P) < key`` implies
-``d(M, M_t) < h``. Changed accounts are few and scanned linearly. The screen rebuilds when the
-work spent on candidates since the last rebuild exceeds the size of the book (each rebuild is a
-few passes over it), so its cost is amortised and a calm step costs far less than a full pass.
+``d(M, M_t) < h``. Changed accounts are few and scanned linearly (each has a slot, so an
+account that trades every step is stored once). The screen also rebuilds when the candidates it
+handed out since the last rebuild add up to ``rebuild_work`` (0.3) times the book: a rebuild
+costs a few passes over the book, so its cost is amortised over the work it saves, and a calm
+step costs far less than one pass.
 """
 
 from __future__ import annotations
