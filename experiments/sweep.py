@@ -820,8 +820,8 @@ class SweepFolder:
         self.out = Path(out)
         self.runs = self.out / RUNS_DIR
 
-    def start(self, spec: SweepSpec, points: list[dict], resume: bool) -> set[str]:
-        """Create or reopen the folder; return the run ids already finished."""
+    def check(self, spec: SweepSpec, points: list[dict], resume: bool) -> None:
+        """Refuse an output folder that holds something else (before any worker starts)."""
         meta_path = self.out / SWEEP_FILE
         fingerprint = _fingerprint(spec, points)
         if self.out.exists() and not self.out.is_dir():
@@ -843,6 +843,12 @@ class SweepFolder:
                 )
         elif self.out.exists() and any(self.out.iterdir()) and not resume:
             raise _usage_error(f"--out {self.out}: folder exists and is not empty")
+
+    def start(self, spec: SweepSpec, points: list[dict], resume: bool) -> set[str]:
+        """Create or reopen the folder; return the run ids already finished."""
+        self.check(spec, points, resume)
+        meta_path = self.out / SWEEP_FILE
+        fingerprint = _fingerprint(spec, points)
         self.runs.mkdir(parents=True, exist_ok=True)
         (self.out / INCOMPLETE_MARKER).write_text("this sweep has runs still to do\n")
         meta = {
@@ -998,7 +1004,11 @@ def run_sweep(
     points = sample_points(spec)
     tasks = plan_runs(spec, points)
     folder = SweepFolder(Path(out))
-    finished = folder.start(spec, points, resume)
+    try:
+        finished = folder.start(spec, points, resume)
+    except BaseException:
+        executor.close()  # a cluster started for nothing is shut down, not left behind
+        raise
     todo = [t for t in tasks if t.run_id not in finished]
     fn = run_fn or functools.partial(run_one, base=spec.base, base_dir=spec.base_dir)
     bar = Progress(len(tasks), len(tasks) - len(todo)) if progress else None
@@ -1019,8 +1029,10 @@ def sweep_command(args) -> int:
     """``contagion sweep SWEEP.toml [--out DIR] [--workers N] [--scheduler ADDR] [--resume]``."""
     spec = load_sweep(args.sweep)
     out = Path(args.out) if args.out else Path("results") / spec.name
+    points = sample_points(spec)
+    SweepFolder(out).check(spec, points, args.resume)  # before starting any worker or cluster
     executor = make_executor(args.workers, args.scheduler)
-    n = len(sample_points(spec)) * spec.replicates
+    n = len(points) * spec.replicates
     where = f"Dask at {args.scheduler}" if args.scheduler else f"{executor.workers} worker(s)"
     print(f"{spec.name}: {n} runs ({spec.sampler} sampler) on {where} -> {out}", file=sys.stderr)
     t0 = time.perf_counter()
