@@ -45,7 +45,15 @@ import numpy as np
 
 from model.accounts import AccountBook, TierTable, maintenance_margin
 
-__all__ = ["MarginScreen", "headroom", "log_distance"]
+__all__ = [
+    "LANE_BOTH",
+    "LANE_FALL",
+    "LANE_RISE",
+    "MarginScreen",
+    "headroom",
+    "log_distance",
+    "reaches",
+]
 
 # Largest log-price move a headroom is valid for: the tier-rate bound looks up to e^U N0.
 MAX_HEADROOM = float(np.log(2.0))
@@ -56,11 +64,26 @@ _HEADROOM_SLACK = 1e-12
 BLOCK_ROWS = 1 << 16
 # Share of accounts, those with the least headroom, that a rebuild sorts and keeps.
 NEAR_SHARE = 1.0 / 8.0
+# Lanes: which price move an account's headroom is measured against (see reaches()).
+LANE_BOTH, LANE_FALL, LANE_RISE = 0, 1, 2
+# A key stored at mark M_t is h less how far M_t is from the anchor *in the opposite sense*:
+# a long-only account refreshed after a rise has that much more room to fall.
+_OFFSET_LANE = np.array([LANE_BOTH, LANE_RISE, LANE_FALL])
 
 
 def log_distance(a, b) -> float:
     """``max_a |log a_a - log b_a|``: the log-price distance between two price vectors."""
     return float(np.max(np.abs(np.log(a) - np.log(b)))) if np.size(a) else 0.0
+
+
+def reaches(mark, anchor) -> np.ndarray:
+    """(3,) how far ``mark`` is from ``anchor``, as each lane measures it: the log-price
+    distance, the largest fall and the largest rise of any asset (in log price)."""
+    if not np.size(mark):
+        return np.zeros(3)
+    move = np.log(mark) - np.log(anchor)
+    fall, rise = max(float(-move.min()), 0.0), max(float(move.max()), 0.0)
+    return np.array([max(fall, rise), fall, rise])
 
 
 def _slope_bound(notional, tiers: TierTable, rate_cummax) -> np.ndarray:
@@ -72,8 +95,20 @@ def _slope_bound(notional, tiers: TierTable, rate_cummax) -> np.ndarray:
 
 
 def headroom(wallet, qty, entry, margin, isolated, mark, tiers: TierTable, rate_cummax=None):
-    """(k,) log-price headroom of each account: no unit of it can be liquidatable at any mark
-    ``M`` with ``d(M, mark) < headroom`` (module docstring). Pure numpy.
+    """Log-price headroom of each account, and the lane it is measured in. Pure numpy.
+
+    No unit of an account can be liquidatable at a mark ``M`` whose distance from ``mark``, as
+    its lane measures it (:func:`reaches`), is below its headroom (module docstring):
+
+    * ``LANE_FALL``: every open position is long. A rise cannot hurt a long position (its PnL
+      grows faster than its maintenance, every rate being below 1), and a fall of ``u`` costs
+      at most ``N (1 - e^-u)``: the headroom is ``-log(1 - S / sum N)``, against the largest
+      fall of any asset.
+    * ``LANE_RISE``: every open position is short; ``min(U, log(1 + S / sum N (1 + r)))``
+      against the largest rise.
+    * ``LANE_BOTH``: longs and shorts; each unit's own bound (the two above, or
+      ``min(U, log(1 + S / c))`` with ``c`` over the unit's longs and shorts for a mixed cross
+      book) against the log-price distance.
 
     Args:
         wallet: (k,) cross wallets.
@@ -84,17 +119,23 @@ def headroom(wallet, qty, entry, margin, isolated, mark, tiers: TierTable, rate_
         rate_cummax: (A, T) running maximum of the tier rates (computed when omitted).
 
     Returns:
-        (k,) headroom in [-inf, MAX_HEADROOM], or +inf for accounts without open positions;
-        -inf for accounts that are (or may be) liquidatable already.
+        ``(headroom, lane)``: (k,) headroom, +inf for accounts that no move can liquidate,
+        -inf for accounts that are (or may be) liquidatable already; (k,) int8 lanes.
     """
     if rate_cummax is None:
         rate_cummax = np.maximum.accumulate(tiers.rates, axis=1)
     mark = np.asarray(mark, dtype=float)
     open_ = qty != 0
+    long_ = qty > 0
+    short = qty < 0
     notional = np.abs(qty) * mark
     mm = maintenance_margin(notional, tiers)
     upnl = qty * (mark - entry)
-    coef = notional * (1.0 + _slope_bound(notional, tiers, rate_cummax))
+    rise_coef = notional * (1.0 + _slope_bound(notional, tiers, rate_cummax))
+    # Without rates below 1 a rise could hurt a long position: measure every account both ways.
+    directional = bool(tiers.rates.max() < 1.0)
+    fall_coef = notional if directional else rise_coef
+    fall_headroom = _fall_headroom if directional else _rise_headroom
     # magnitude of the terms the exact check adds, for the rounding allowance
     size = np.abs(qty) * (mark + entry) + mm + np.abs(margin)
 
@@ -103,21 +144,44 @@ def headroom(wallet, qty, entry, margin, isolated, mark, tiers: TierTable, rate_
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         # cross book: one unit per account
         c_slack = wallet + np.where(isolated, 0.0, upnl - mm).sum(axis=1)
-        c_size = np.abs(wallet) + np.where(cross, size, 0.0).sum(axis=1)
-        c_coef = np.where(cross, coef, 0.0).sum(axis=1)
-        h = _unit_headroom(c_slack - _RELATIVE_SLACK * c_size, c_coef)
-        h = np.where(cross.any(axis=1), h, np.inf)
+        c_slack = c_slack - _RELATIVE_SLACK * (
+            np.abs(wallet) + np.where(cross, size, 0.0).sum(axis=1)
+        )
+        c_fall = np.where(cross & long_, fall_coef, 0.0).sum(axis=1)
+        c_rise = np.where(cross & short, rise_coef, 0.0).sum(axis=1)
+        c_long = (cross & long_).any(axis=1)
+        c_short = (cross & short).any(axis=1)
+        h = np.where(
+            c_long & c_short,
+            _rise_headroom(c_slack, c_fall + c_rise),
+            np.where(c_long, fall_headroom(c_slack, c_fall), _rise_headroom(c_slack, c_rise)),
+        )
+        h = np.where(c_long | c_short, h, np.inf)
         # isolated positions: one unit each
-        i_slack = margin + upnl - mm
-        hi = _unit_headroom(i_slack - _RELATIVE_SLACK * size, coef)
+        i_slack = margin + upnl - mm - _RELATIVE_SLACK * size
+        hi = np.where(long_, fall_headroom(i_slack, fall_coef), _rise_headroom(i_slack, rise_coef))
         h = np.minimum(h, np.where(iso, hi, np.inf).min(axis=1, initial=np.inf))
-    return h
+    any_long = (open_ & long_).any(axis=1)
+    any_short = (open_ & short).any(axis=1)
+    lane = np.where(
+        any_long & ~any_short, LANE_FALL, np.where(any_short & ~any_long, LANE_RISE, LANE_BOTH)
+    ).astype(np.int8)
+    if not directional:
+        lane[:] = LANE_BOTH
+    return h, lane
 
 
-def _unit_headroom(slack, coef):
+def _rise_headroom(slack, coef):
     """``min(U, log1p(slack / coef))`` less a rounding allowance; -inf when slack <= 0 or NaN."""
     h = np.log1p(slack / coef) * (1.0 - _HEADROOM_SLACK) - _HEADROOM_SLACK
     h = np.minimum(h, MAX_HEADROOM)
+    return np.where((slack > 0) & (coef > 0) & ~np.isnan(h), h, -np.inf)
+
+
+def _fall_headroom(slack, coef):
+    """``-log(1 - slack / coef)`` less a rounding allowance (+inf when even a fall to zero
+    leaves slack); -inf when slack <= 0 or NaN."""
+    h = -np.log1p(-np.minimum(slack / coef, 1.0)) * (1.0 - _HEADROOM_SLACK) - _HEADROOM_SLACK
     return np.where((slack > 0) & (coef > 0) & ~np.isnan(h), h, -np.inf)
 
 
@@ -141,11 +205,14 @@ class MarginScreen:
         self.rebuild_work = float(rebuild_work)
         self.rate_cummax = np.maximum.accumulate(book.tiers.rates, axis=1)
         self.anchor: np.ndarray | None = None
-        self.order = np.zeros(0, dtype=np.int64)  # rows sorted by headroom at the anchor
-        self.sorted_keys = np.zeros(0)
-        self.horizon = np.inf  # accounts outside ``order`` have at least this headroom
+        # per lane: rows sorted by headroom at the anchor, their keys, and the horizon
+        # (accounts of the lane outside ``order`` have at least that much headroom)
+        self.order = [np.zeros(0, dtype=np.int64) for _ in range(3)]
+        self.sorted_keys = [np.zeros(0) for _ in range(3)]
+        self.horizon = np.full(3, np.inf)
         self.changed_rows = np.zeros(0, dtype=np.int64)  # rows whose state changed since
         self.changed_keys = np.zeros(0)
+        self.changed_lane = np.zeros(0, dtype=np.int8)
         # position of each row in changed_rows, -1 when absent (int32: 4 bytes a trader)
         self.changed_slot = np.full(book.n_traders, -1, dtype=np.int32)
         self.checked = 0
@@ -153,16 +220,17 @@ class MarginScreen:
         self.rebuilds = 0
 
     # ---- bounds ----------------------------------------------------------------------------
-    def headroom(self, mark, rows=None) -> np.ndarray:
-        """Headroom of ``rows`` (all when None) at ``mark``, in blocks of rows."""
+    def headroom(self, mark, rows=None) -> tuple[np.ndarray, np.ndarray]:
+        """Headroom and lane of ``rows`` (all when None) at ``mark``, in blocks of rows."""
         book = self.book
         rows = np.arange(book.n_traders) if rows is None else np.asarray(rows)
         out = np.empty(rows.size)
+        lanes = np.empty(rows.size, dtype=np.int8)
         for lo in range(0, rows.size, BLOCK_ROWS):
             r = rows[lo : lo + BLOCK_ROWS]
             if r.size == book.n_traders:
                 r = slice(None)  # plain views when one block covers the book
-            out[lo : lo + BLOCK_ROWS] = headroom(
+            out[lo : lo + BLOCK_ROWS], lanes[lo : lo + BLOCK_ROWS] = headroom(
                 book.wallet[r],
                 book.qty[r],
                 book.entry[r],
@@ -172,34 +240,40 @@ class MarginScreen:
                 book.tiers,
                 self.rate_cummax,
             )
-        return out
+        return out, lanes
 
     def rebuild(self, mark) -> None:
-        """Anchor at ``mark``: every account's headroom; the nearest ones sorted.
+        """Anchor at ``mark``: every account's headroom; the nearest ones of each lane sorted.
 
-        Only the ``NEAR_SHARE`` of accounts with the least headroom are kept, sorted; every
-        other account has headroom at least :attr:`horizon`, so none of them can be a
-        candidate before the prices have moved that far from the anchor, and by then the
-        screen rebuilds. Selecting them is linear (a partition), sorting them a fraction of a
-        full sort.
+        Only the ``NEAR_SHARE`` of a lane's accounts with the least headroom are kept, sorted;
+        every other account of the lane has headroom at least the lane's :attr:`horizon`, so
+        none of them can be a candidate before the prices have moved that far from the
+        anchor, and by then the screen rebuilds. Selecting them is linear (a partition),
+        sorting them a fraction of a full sort.
         """
         self.book.take_changed("screen")  # everything is recomputed now
-        keys = self.headroom(mark)
-        n = keys.size
-        size = max(int(n * NEAR_SHARE), 1024)
-        horizon = np.inf
-        if size < n:
-            horizon = np.partition(keys, size)[size]
-            if not horizon > 0:  # most accounts at or past their boundary: keep them all
-                horizon = np.inf
-        near = np.flatnonzero(keys < horizon) if np.isfinite(horizon) else np.arange(n)
-        self.order = near[np.argsort(keys[near], kind="stable")]
-        self.sorted_keys = keys[self.order]
-        self.horizon = float(horizon)
+        keys, lanes = self.headroom(mark)
+        for lane in range(3):
+            rows = np.flatnonzero(lanes == lane)
+            k = keys[rows]
+            size = max(int(rows.size * NEAR_SHARE), 1024)
+            horizon = np.inf
+            if size < rows.size:
+                horizon = np.partition(k, size)[size]
+                if not horizon > 0:  # most accounts at or past their boundary: keep them all
+                    horizon = np.inf
+            if np.isfinite(horizon):
+                near = k < horizon
+                rows, k = rows[near], k[near]
+            order = np.argsort(k, kind="stable")
+            self.order[lane] = rows[order]
+            self.sorted_keys[lane] = k[order]
+            self.horizon[lane] = horizon
         self.anchor = np.array(mark, dtype=float)
         self.changed_slot[self.changed_rows] = -1
         self.changed_rows = np.zeros(0, dtype=np.int64)
         self.changed_keys = np.zeros(0)
+        self.changed_lane = np.zeros(0, dtype=np.int8)
         self.checked = 0
         self.rebuilds += 1
 
@@ -211,14 +285,17 @@ class MarginScreen:
             return
         if rows.size == 0:
             return
-        keys = self.headroom(mark, rows) - log_distance(mark, self.anchor)
+        keys, lanes = self.headroom(mark, rows)
+        keys = keys - reaches(mark, self.anchor)[_OFFSET_LANE][lanes]
         slot = self.changed_slot[rows]
         known = slot >= 0
         self.changed_keys[slot[known]] = keys[known]  # changed again: replace the key
-        new = rows[~known]
-        self.changed_slot[new] = np.arange(new.size) + self.changed_rows.size
-        self.changed_rows = np.concatenate([self.changed_rows, new])
-        self.changed_keys = np.concatenate([self.changed_keys, keys[~known]])
+        self.changed_lane[slot[known]] = lanes[known]
+        new = ~known
+        self.changed_slot[rows[new]] = np.arange(int(new.sum())) + self.changed_rows.size
+        self.changed_rows = np.concatenate([self.changed_rows, rows[new]])
+        self.changed_keys = np.concatenate([self.changed_keys, keys[new]])
+        self.changed_lane = np.concatenate([self.changed_lane, lanes[new]])
 
     # ---- the query -------------------------------------------------------------------------
     def candidates(self, mark) -> np.ndarray:
@@ -227,16 +304,19 @@ class MarginScreen:
         if (
             self.anchor is None
             or self.checked > self.rebuild_work * n
-            or log_distance(mark, self.anchor) >= self.horizon
+            or (reaches(mark, self.anchor) >= self.horizon).any()
         ):
             self.rebuild(mark)
         self._absorb_changes(mark)
         if self.changed_rows.size > n // 4:
             self.rebuild(mark)
-        reach = log_distance(mark, self.anchor)
-        prefix = self.order[: np.searchsorted(self.sorted_keys, reach, side="right")]
-        moved = self.changed_rows[self.changed_keys <= reach]
-        rows = np.union1d(prefix, moved) if moved.size else np.sort(prefix)
+        reach = reaches(mark, self.anchor)
+        parts = [
+            self.order[lane][: np.searchsorted(self.sorted_keys[lane], reach[lane], side="right")]
+            for lane in range(3)
+        ]
+        parts.append(self.changed_rows[self.changed_keys <= reach[self.changed_lane]])
+        rows = np.unique(np.concatenate(parts))
         self.checked += rows.size
         self.checked_total += rows.size
         return rows

@@ -15,7 +15,16 @@ from model import ContagionModel
 from model.accounts import AccountBook, TierTable
 from model.config import build_config
 from model.population import Population
-from model.screen import MAX_HEADROOM, MarginScreen, headroom, log_distance
+from model.screen import (
+    LANE_BOTH,
+    LANE_FALL,
+    LANE_RISE,
+    MAX_HEADROOM,
+    MarginScreen,
+    headroom,
+    log_distance,
+    reaches,
+)
 from tests.conftest import small_config
 
 TIERS = TierTable.from_lists(
@@ -54,61 +63,99 @@ def test_log_distance_by_hand():
     assert log_distance(np.array([1.0]), np.array([1.0])) == 0.0
 
 
-def test_headroom_of_one_long_by_hand():
-    # 1 unit long at 100, wallet 10, flat 1% maintenance: S(P) = 10 + (P - 100) - 0.01 P.
-    tiers = TierTable.flat([0.01])
-    h = headroom(
-        np.array([10.0]),
-        np.array([[1.0]]),
-        np.array([[100.0]]),
+def one_account(wallet, qty, entry, rate):
+    """Headroom and lane of one cross account in one asset with a flat maintenance rate."""
+    h, lane = headroom(
+        np.array([wallet]),
+        np.array([[qty]]),
+        np.array([[entry]]),
         np.zeros((1, 1)),
         np.zeros((1, 1), bool),
-        np.array([100.0]),
-        tiers,
+        np.array([entry]),
+        TierTable.flat([rate]),
     )
-    # S(100) = 9, c = 100 (1 + 0.01) = 101: h = log(1 + 9 / 101)
+    return h[0], lane[0]
+
+
+def test_headroom_of_one_long_by_hand():
+    # 1 unit long at 100, wallet 10, flat 1% maintenance: S(P) = 10 + (P - 100) - 0.01 P.
+    h, lane = one_account(10.0, 1.0, 100.0, 0.01)
+    # only a fall can hurt it; S(100) = 9 against notional 100: h = -log(1 - 9 / 100)
     # (less a rounding allowance of about 1e-9 of the account's size, never more)
-    assert h[0] == pytest.approx(np.log1p(9.0 / 101.0), rel=1e-6)
-    assert h[0] < np.log1p(9.0 / 101.0)
-    # and the true liquidation price, 90 / 0.99, is indeed beyond that move
-    assert np.log(100.0 / (90.0 / 0.99)) > h[0]
+    assert lane == LANE_FALL
+    assert h == pytest.approx(-np.log(1 - 0.09), rel=1e-6)
+    assert h < -np.log(1 - 0.09)
+    # and the true liquidation price, 90 / 0.99, is indeed beyond that fall
+    assert np.log(100.0 / (90.0 / 0.99)) > h
+
+
+def test_headroom_of_one_short_by_hand():
+    # 1 unit short at 100, wallet 10, flat 1%: S(P) = 10 - (P - 100) - 0.01 P.
+    h, lane = one_account(10.0, -1.0, 100.0, 0.01)
+    # S(100) = 9, c = 100 (1 + 0.01) = 101: h = log(1 + 9 / 101), against rises
+    assert lane == LANE_RISE
+    assert h == pytest.approx(np.log1p(9.0 / 101.0), rel=1e-6)
+    # the true liquidation price, 110 / 1.01, is beyond that rise
+    assert np.log((110.0 / 1.01) / 100.0) > h
+
+
+def test_a_long_that_survives_a_fall_to_zero_has_infinite_headroom():
+    h, lane = one_account(1000.0, 1.0, 100.0, 0.01)  # more collateral than notional
+    assert lane == LANE_FALL and h == np.inf
+
+
+def test_reaches_by_hand():
+    r = reaches(np.array([110.0, 45.0]), np.array([100.0, 50.0]))
+    assert r == pytest.approx([np.log(50 / 45), np.log(50 / 45), np.log(1.1)])
+    assert reaches(np.array([90.0]), np.array([100.0]))[2] == 0.0
 
 
 def test_headroom_never_claims_an_account_safe_that_is_not():
     rng = np.random.default_rng(3)
     book = random_book(rng, 4000)
     mark = np.array([60000.0, 3000.0])
-    h = headroom(book.wallet, book.qty, book.entry, book.margin, book.isolated, mark, TIERS)
+    h, lane = headroom(book.wallet, book.qty, book.entry, book.margin, book.isolated, mark, TIERS)
     flat = (book.qty == 0).all(axis=1)
     assert (h[flat] == np.inf).all()
-    assert (h[~flat] <= MAX_HEADROOM).all()
+    assert (h[lane == LANE_RISE] <= MAX_HEADROOM).all()
+    assert (lane == LANE_FALL).sum() > 500 and (lane == LANE_RISE).sum() > 500
+    assert (lane == LANE_BOTH).sum() > 500
     # accounts already below maintenance have no headroom
     assert (h[units_below(book, mark)] == -np.inf).all()
     inside = np.isfinite(h) & (h > 0)
     assert inside.sum() > 1000
+    n = book.n_traders
+    hmax = np.where(inside, h, 0.0)[:, None]
     for _ in range(300):
-        # each account's own mark: every asset moved up or down by up to its headroom,
-        # mostly right at the edge, where a loose bound would show
-        edge = np.where(rng.random((book.n_traders, 1)) < 0.7, 1.0, rng.random((book.n_traders, 2)))
-        move = rng.choice([-1.0, 1.0], size=(book.n_traders, 2)) * edge * (1 - 1e-12)
-        marks = mark * np.exp(move * np.where(inside, h, 0.0)[:, None])
+        # each account's own mark, right at the edge of what its lane allows, mostly: a move
+        # of up to its headroom in the direction(s) its lane measures, anything (up to 10x)
+        # in the direction it ignores
+        edge = np.where(rng.random((n, 1)) < 0.7, 1.0, rng.random((n, 2))) * (1 - 1e-12)
+        free = rng.uniform(0.0, np.log(10.0), (n, 2))
+        sign = rng.choice([-1.0, 1.0], size=(n, 2))
+        move = np.where(
+            (lane == LANE_BOTH)[:, None],
+            sign * edge * hmax,
+            np.where(
+                (lane == LANE_FALL)[:, None],
+                np.where(sign < 0, -edge * hmax, free),  # falls bounded, rises free
+                np.where(sign > 0, edge * hmax, -free),  # rises bounded, falls free
+            ),
+        )
+        marks = mark * np.exp(move)
         assert not units_below(book, marks)[inside].any()
 
 
 def test_headroom_is_tight_enough_to_be_useful():
     # A 10x long with a 0.5% maintenance rate is liquidated about 9.5% below entry;
-    # its headroom must be a good part of that, not a tiny fraction.
-    tiers = TierTable.flat([0.005])
-    h = headroom(
-        np.array([100.0]),
-        np.array([[10.0]]),
-        np.array([[100.0]]),
-        np.zeros((1, 1)),
-        np.zeros((1, 1), bool),
-        np.array([100.0]),
-        tiers,
-    )
-    assert 0.08 < h[0] < -np.log(1 - 0.095)
+    # its headroom must be most of that, not a tiny fraction.
+    h, _ = one_account(100.0, 10.0, 100.0, 0.005)
+    assert 0.09 < h < np.log(100.0 / (900.0 / 9.95))
+
+
+def test_without_rates_below_one_every_account_is_measured_both_ways():
+    h, lane = one_account(10.0, 1.0, 100.0, 1.0)  # maintenance of 100%: a rise hurts a long
+    assert lane == LANE_BOTH
 
 
 def test_screen_candidates_contain_every_liquidatable_account():
@@ -268,3 +315,30 @@ def test_screened_run_equals_checking_everyone_with_a_lagged_mark_and_stressed_d
     a, b = run_both(cfg)
     assert a.summary()["liquidations"] > 50
     assert_identical(a, b)
+
+
+@pytest.mark.parametrize("first", [0.08, -0.08])
+def test_changed_accounts_keep_a_safe_key_after_the_price_turns(monkeypatch, first):
+    # Accounts changed after prices moved one way must stay covered when prices turn back
+    # and overshoot: their keys are measured from the anchor, not from where they changed.
+    import model.screen as screen_module
+
+    monkeypatch.setattr(screen_module, "NEAR_SHARE", 1.0)  # no horizon rebuilds
+    rng = np.random.default_rng(21)
+    book = random_book(rng, 3000, iso_share=0.3)
+    screen = MarginScreen(book, rebuild_work=1e9)  # no work rebuilds either
+    anchor = np.array([60000.0, 3000.0])
+    screen.candidates(anchor)
+    moved = anchor * np.exp(first)
+    rows = np.flatnonzero((book.qty != 0).any(axis=1))
+    rows = np.sort(rng.choice(rows, book.n_traders // 5, replace=False))  # (a fifth: no rebuild)
+    book.fill(rows, 0.3 * book.qty[rows], moved)  # they add to their positions there
+    screen.candidates(moved)
+    missed = 0
+    for x in np.linspace(first, -2.5 * first, 60):
+        mark = anchor * np.exp(x)
+        cand = screen.candidates(mark)
+        below = np.flatnonzero(units_below(book, mark))
+        missed += np.setdiff1d(below, cand).size
+    assert screen.rebuilds == 1
+    assert missed == 0
