@@ -24,15 +24,24 @@ and the unit cannot be liquidatable while ``u < h = min(U, log(1 + S(M0) / c))``
 allowance is taken off ``S(M0)`` and ``h`` so that float rounding in the exact check can never
 disagree with the bound.
 
+Lanes. With every maintenance rate below 1 a rise cannot hurt a long position (its PnL grows
+faster than its maintenance) and a fall of ``u`` costs it at most ``N0 (1 - e^-u)``; a fall
+cannot hurt a short. So an account whose positions are all long is keyed by
+``-log(1 - S(M0) / sum N0)`` against the largest *fall* of any asset since ``M0``, one whose
+positions are all short by ``min(U, log(1 + S(M0) / c))`` against the largest *rise*, and a
+mixed one against ``d`` (:func:`headroom`, :func:`reaches`). After a crash, short-only accounts
+are never candidates. The one-sided distances chain too: a fall from ``M_t`` is at most the
+fall from the anchor plus the rise from the anchor to ``M_t``.
+
 Bookkeeping. At a *rebuild* every account's headroom is computed at the anchor mark ``P``, and
-the eighth of the book with the least headroom is sorted (the rest all have more headroom than
-the last of those: the *horizon*); the candidates at mark ``M`` are then a prefix of that order
-(headroom at most ``d(M, P)``), found by binary search, and the screen rebuilds before
-``d(M, P)`` reaches the horizon. An account whose state changes (a fill, a fee, a
-deposit) is reported through :meth:`model.accounts.AccountBook.mark_changed`; at the next query
-its headroom is recomputed at the current mark ``M_t`` and stored as
-``key = h - d(P, M_t)``: by the triangle inequality ``d(M, P) < key`` implies
-``d(M, M_t) < h``. Changed accounts are few and scanned linearly (each has a slot, so an
+in each lane the eighth with the least headroom is sorted (the rest all have more headroom than
+the last of those: the lane's *horizon*); the candidates at mark ``M`` are then a prefix of each
+lane's order (headroom at most the lane's distance from ``P``), found by binary search, and the
+screen rebuilds before a distance reaches its horizon. An account whose state changes (a fill,
+a fee, a deposit) is reported through :meth:`model.accounts.AccountBook.mark_changed`; at the
+next query its headroom is recomputed at the current mark ``M_t`` and stored as
+``key = h - d(P, M_t)`` (for the one-sided lanes, less the move from ``P`` to ``M_t`` in the
+opposite sense): by the triangle inequality ``d(M, P) < key`` implies ``d(M, M_t) < h``. Changed accounts are few and scanned linearly (each has a slot, so an
 account that trades every step is stored once). The screen also rebuilds when the candidates it
 handed out since the last rebuild add up to ``rebuild_work`` (0.3) times the book: a rebuild
 costs a few passes over the book, so its cost is amortised over the work it saves, and a calm
