@@ -32,3 +32,32 @@ def test_engine_and_per_agent_reference_liquidate_the_same_accounts(n, seed, scr
     assert eng.engine.unfunded_bad_debt == pytest.approx(ref.unfunded_bad_debt, rel=1e-9, abs=1e-6)
     wallets = np.array([a.wallet for a in ref.agents])
     np.testing.assert_allclose(eng.book.wallet, wallets, rtol=1e-12, atol=1e-9)
+
+
+def test_benchmark_configs_are_valid_and_tables_render():
+    from benchmarks.bench import calm_config, markdown_table
+    from model import ContagionModel
+    from model.config import build_config
+
+    for assets in (1, 4, 16):
+        cfg = build_config(calm_config(50, assets, 3, noise=0.1))
+        assert len(cfg.assets) == assets and len(set(cfg.symbols)) == assets
+        m = ContagionModel(cfg, agents=False).run()
+        assert m.summary()["steps"] == 3
+    text = markdown_table(
+        {
+            "title": "t",
+            "columns": [("a", "A", "{:,}"), ("b", "B", "{:.1f}")],
+            "rows": [{"a": 1000, "b": 2.25}],
+            "notes": ["note"],
+        }
+    )
+    assert text.splitlines() == [
+        "### t",
+        "",
+        "| A | B |",
+        "| ---: | ---: |",
+        "| 1,000 | 2.2 |",
+        "",
+        "note",
+    ]
