@@ -17,6 +17,15 @@ Two venue effects, off by default (docs/market-realism.md): liquidity that thins
 (``depth_stress``: the walk uses ``d / (1 + depth_stress x load)``, ``load`` the recent forced
 flow and outsized moves in percent of price, fading by ``depth_recovery`` a step) and a mark
 that follows the market price with a lag (``mark_lag``; margin checks use :attr:`Market.mark`).
+
+Stochastic volatility of the fundamental, off by default: with ``garch_alpha > 0`` each asset's
+per-step variance follows a GARCH(1,1) process (Bollerslev 1986),
+``h_{t+1} = omega + garch_alpha eps_t^2 + garch_beta h_t`` with ``eps_t = sqrt(h_t) z_t`` the
+step's diffusion innovation and ``omega = (1 - alpha - beta) sigma^2 dt``, so the unconditional
+variance is the constant-volatility one and ``volatility`` keeps its meaning. Jumps and
+scheduled shocks do not feed the variance. With ``innovation_dof = nu > 2`` the innovations
+``z`` are Student-t with ``nu`` degrees of freedom scaled to unit variance (multivariate t: one
+chi-square draw per step shared by the assets, so the correlation is kept), instead of normal.
 """
 
 from __future__ import annotations
@@ -80,6 +89,9 @@ class Market(mesa.Agent):
         depth_stress=0.0,
         depth_recovery=0.2,
         mark_lag=0.0,
+        garch_alpha=0.0,
+        garch_beta=0.0,
+        innovation_dof=None,
     ):
         super().__init__(model)
         self.symbols = list(symbols)
@@ -118,6 +130,14 @@ class Market(mesa.Agent):
         self.log_mark = np.log(self.initial_price)
         # per asset, this step: -1 if the price was held at its floor, +1 at its ceiling
         self.limit_hit = np.zeros(a, dtype=np.int8)
+        # GARCH(1,1) variance of the next step's diffusion (garch_alpha = 0: constant)
+        self.garch_alpha = float(garch_alpha)
+        self.garch_beta = float(garch_beta)
+        self.unconditional_variance = self.volatility**2 * self.dt
+        self.variance = self.unconditional_variance.copy()  # h of the next step
+        self.step_variance = self.variance.copy()  # h of the step last drawn
+        # None: normal innovations
+        self.innovation_dof = None if innovation_dof is None else float(innovation_dof)
 
     # ---- prices -------------------------------------------------------------------------
     @property
@@ -172,18 +192,34 @@ class Market(mesa.Agent):
         """
         ended = self.move_stress + self._forced_move()
         self.stress = (1.0 - self.depth_recovery) * (self.stress + ended)
-        normal = 2.0 * self.volatility * np.sqrt(self.dt)
+        if self.garch_alpha > 0:  # a normal step at the step's own (conditional) volatility
+            normal = 2.0 * np.sqrt(self.step_variance)
+        else:
+            normal = 2.0 * self.volatility * np.sqrt(self.dt)
         self.move_stress = np.maximum(np.abs(dlog) - normal, 0.0) / 0.01
 
     # ---- phase 1: the fundamental moves ---------------------------------------------------
     def move_fundamentals(self, step: int) -> None:
-        """Correlated GBM (zero drift in price), optional Poisson jumps, scheduled shocks;
-        the impact left from earlier steps decays by the resilience factor."""
+        """Correlated GBM (zero drift in price; GARCH(1,1) variance when ``garch_alpha > 0``),
+        optional Poisson jumps, scheduled shocks; the impact left from earlier steps decays by
+        the resilience factor."""
         rng = self.model.rng
         a = self.n_assets
         z = self.chol @ rng.standard_normal(a)
-        sig = self.volatility
-        dlog = -0.5 * sig**2 * self.dt + sig * np.sqrt(self.dt) * z
+        if self.innovation_dof is not None:  # multivariate Student t with unit variance
+            z = z * np.sqrt((self.innovation_dof - 2.0) / rng.chisquare(self.innovation_dof))
+        if self.garch_alpha > 0:
+            h = self.variance
+            dlog = -0.5 * h + np.sqrt(h) * z
+            self.step_variance = h
+            self.variance = (
+                (1.0 - self.garch_alpha - self.garch_beta) * self.unconditional_variance
+                + self.garch_alpha * h * z**2
+                + self.garch_beta * h
+            )
+        else:
+            sig = self.volatility
+            dlog = -0.5 * sig**2 * self.dt + sig * np.sqrt(self.dt) * z
         if self.jump_rate > 0:
             n_jumps = rng.poisson(self.jump_rate, a)
             dlog += n_jumps * self.jump_mean + np.sqrt(

@@ -130,6 +130,27 @@ class MarketConfig:
     )
     jump_mean: float = spec(0.0, doc="mean log size of a jump", ge=-5, le=5)
     jump_volatility: float = spec(0.0, doc="standard deviation of a jump's log size", ge=0, le=5)
+    garch_alpha: float = spec(
+        0.0,
+        doc="GARCH(1,1) weight of the last squared innovation in the fundamental's next-step "
+        "variance (0: constant volatility)",
+        ge=0,
+        lt=1,
+    )
+    garch_beta: float = spec(
+        0.0,
+        doc="GARCH(1,1) weight of the last variance (persistence garch_alpha + garch_beta < 1; "
+        "the unconditional variance stays volatility^2 dt)",
+        ge=0,
+        lt=1,
+    )
+    innovation_dof: float | None = spec(
+        None,
+        doc="degrees of freedom of Student-t innovations of the fundamental, scaled to unit "
+        "variance (default: normal innovations)",
+        gt=2,
+        le=1e6,
+    )
     depth_stress: float = spec(
         0.0,
         doc="how strongly forced flow and outsized moves thin the book (0: depth never thins)",
@@ -549,6 +570,12 @@ def _cross_checks(cfg: Config) -> None:
                 f"shocks[{i}].asset: unknown asset '{s.asset}'{_suggest(s.asset, symbols)}"
             )
     _correlation_matrix(cfg)  # raises on a bad matrix
+    persistence = cfg.market.garch_alpha + cfg.market.garch_beta
+    if persistence >= 1:
+        raise ConfigError(
+            f"market.garch_alpha + market.garch_beta: must be below 1 (a finite unconditional "
+            f"variance), got {persistence:g}"
+        )
     if cfg.scenario is not None:
         for sym, drop in cfg.scenario.price_drop.items():
             if sym not in symbols:

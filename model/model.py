@@ -120,6 +120,9 @@ class ContagionModel(mesa.Model):
             depth_stress=m.depth_stress,
             depth_recovery=m.depth_recovery,
             mark_lag=m.mark_lag,
+            garch_alpha=m.garch_alpha,
+            garch_beta=m.garch_beta,
+            innovation_dof=m.innovation_dof,
         )
 
         if population is None:

@@ -329,6 +329,9 @@ def full_range_configs(draw):
                 asset[name] = draw(_in_range(lo, hi))
         else:
             data[section][name] = draw(_in_range(lo, hi))
+    # GARCH(1,1) needs alpha + beta < 1: beta drawn below 1 - alpha
+    alpha = data["market"]["garch_alpha"]
+    data["market"]["garch_beta"] = draw(st.floats(0.0, 1.0 - alpha, exclude_max=True))
     data["market"]["funding_interval"] = draw(st.integers(0, 3))
     data["traders"]["reentry_steps"] = draw(st.integers(0, 3))
     data["traders"]["momentum_lookback"] = draw(st.integers(1, 5))

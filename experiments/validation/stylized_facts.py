@@ -179,6 +179,7 @@ def simulated_returns(config_path=None, steps: int | None = None):
         "steps": cfg.steps,
         "strategies": dict(cfg.traders.strategies),
         "forced_steps": forced_steps,
+        "garch": (cfg.market.garch_alpha, cfg.market.garch_beta, cfg.market.innovation_dof),
     }
     return out, info
 
@@ -235,6 +236,14 @@ def run_stylized_facts(
         + f"; trading rules (shares): {rules}; steps with forced sales: {forced}. No parameter "
         "was changed for this check. "
     )
+    alpha, beta, dof = info["garch"]
+    if alpha > 0:
+        notes += (
+            f"The fundamental has GARCH(1,1) volatility (alpha {alpha:g}, beta {beta:g}"
+            + (f", Student-t innovations with {dof:g} degrees of freedom" if dof else "")
+            + "): volatility clustering, and much of the tails, come from the fundamental, not "
+            "from contagion. "
+        )
     if ref is None:
         notes += "Reference column missing: the optional package 'arch' is not installed "
         notes += "(pip install 'margin-contagion[validation]'). "
@@ -256,7 +265,13 @@ def run_stylized_facts(
                     f"({float(r[np.argmax(d4)]):+.2%}, step {int(np.argmax(d4)) + 1}) carries "
                     f"{top:.0%} of the fourth moment. "
                 )
-        if set(info["strategies"]) == {"hold"}:
+        if alpha > 0:
+            notes += (
+                "Why: with this fundamental a short sample's statistics vary a lot between seeds "
+                "and windows (so do real ones: docs/validation.md, 'Where the stylized facts come "
+                "from')."
+            )
+        elif set(info["strategies"]) == {"hold"}:
             notes += (
                 "Why: with every trader holding, the price is a geometric Brownian motion "
                 "(constant volatility, independent increments) plus the impact of forced sales "
