@@ -593,9 +593,17 @@ class ProcessExecutor:
         running: dict = {}
         try:
             while pending or running:
-                while pending and len(running) < window:
-                    task = pending.pop()
-                    running[self._pool.submit(fn, task)] = task
+                try:
+                    while pending and len(running) < window:
+                        running[self._pool.submit(fn, pending[-1])] = pending[-1]
+                        pending.pop()
+                except BrokenProcessPool:
+                    # a worker died since the last wait: its run is among those in flight,
+                    # whose futures report it below; the run not submitted stays pending
+                    if not running:  # no run in flight: an idle worker died, start afresh
+                        self._pool.shutdown(wait=False, cancel_futures=True)
+                        self._pool = self._new_pool(self.workers)
+                        continue
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 broken = []
                 for fut in done:
