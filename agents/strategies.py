@@ -364,8 +364,13 @@ def trade_voluntarily(model) -> None:
         if sizing_price is None:
             sizing_price = model.market.quote(-(reduced - q_before + opened).sum(axis=0))
         factor = cap_to_initial_margin(
-            book.cross_equity(sizing_price, rows), reduced, opened, sizing_price, ~iso,
-            book.max_leverage, lev,
+            book.cross_equity(sizing_price, rows),
+            reduced,
+            opened,
+            sizing_price,
+            ~iso,
+            book.max_leverage,
+            lev,
         )
         opened = np.where(factor[:, None] > 0, factor[:, None] * opened, 0.0)
     dq = reduced - q_before + opened

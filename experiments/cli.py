@@ -143,9 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("viz", help="the interactive dashboard (Solara)")
     v.add_argument("--port", type=int, default=8765)
     v.add_argument("--host", default="127.0.0.1")
-    v.add_argument(
-        "--no-open", dest="open", action="store_false", help="do not open a browser tab"
-    )
+    v.add_argument("--no-open", dest="open", action="store_false", help="do not open a browser tab")
     v.set_defaults(func=_delegate("viz"))
 
     va = sub.add_parser("validate", help="check the engine against theory, literature and data")

@@ -13,7 +13,12 @@ def small_config(**overrides):
         "name": "small",
         "seed": 7,
         "steps": 30,
-        "market": {"volatility": 0.8, "correlation": 0.5, "impact_exponent": 0.5, "resilience": 0.1},
+        "market": {
+            "volatility": 0.8,
+            "correlation": 0.5,
+            "impact_exponent": 0.5,
+            "resilience": 0.1,
+        },
         "assets": [
             {"symbol": "BTC", "price": 60000.0, "depth": 2.0e6, "max_leverage": 50},
             {"symbol": "ETH", "price": 3000.0, "depth": 1.0e6, "max_leverage": 25},
