@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from model import metrics
 from model.config import to_dict
 from model.liquidation import KINDS
 from model.metrics import cascade_metrics
@@ -273,15 +274,6 @@ def _max_drawdown(path: np.ndarray) -> float:
     return float(np.max(1.0 - path / peak))
 
 
-def _max_log_drawdown(path: np.ndarray) -> float:
-    """Largest fall from a running peak in log terms, ``-log(1 - drawdown)``; finite even when
-    the price fell by a factor that ``1 - drawdown`` cannot resolve (to the price floor)."""
-    if path.size == 0:
-        return 0.0
-    logp = np.log(path)
-    return float(np.max(np.maximum.accumulate(logp) - logp))
-
-
 def money_scale(model) -> float:
     """The size of the amounts whose sum is the money total: the scale of its rounding error.
 
@@ -333,15 +325,14 @@ def summarize(model) -> dict:
         np.stack(model._market_rows) if model._market_rows else np.zeros((0, 7, len(model.symbols)))
     )
     p0 = model.market.initial_price
-    drawdown, amplification = {}, {}
+    drawdown = {}
     for j, s in enumerate(model.symbols):
-        price = np.concatenate([[p0[j]], mk[:, 0, j]])
-        fund = np.concatenate([[p0[j]], mk[:, 1, j]])
-        dd = _max_drawdown(price)
-        drawdown[s] = dd
-        # endogenous over exogenous move, in log terms; 1 where nothing moved
-        lp, lf = _max_log_drawdown(price), _max_log_drawdown(fund)
-        amplification[s] = _finite(lp / lf, 1.0) if lf > 1e-12 else 1.0
+        drawdown[s] = _max_drawdown(np.concatenate([[p0[j]], mk[:, 0, j]]))
+    # endogenous over exogenous move per asset, in log terms; 1 where nothing moved
+    amplification = metrics.amplification(
+        market_table(model), dict(zip(model.symbols, p0.tolist(), strict=True))
+    )
+    amplification.pop("worst")
     worst = max(drawdown, key=drawdown.get) if drawdown else None
 
     total_rounds = steps["rounds"].to_numpy() if len(steps) else np.zeros(0)
