@@ -37,6 +37,7 @@ __all__ = [
     "TradersConfig",
     "apply_overrides",
     "build_config",
+    "correlation_matrix",
     "describe",
     "load_config",
     "parse_value",
@@ -569,7 +570,7 @@ def _cross_checks(cfg: Config) -> None:
             raise ConfigError(
                 f"shocks[{i}].asset: unknown asset '{s.asset}'{_suggest(s.asset, symbols)}"
             )
-    _correlation_matrix(cfg)  # raises on a bad matrix
+    correlation_matrix(cfg)  # raises on a bad matrix
     persistence = cfg.market.garch_alpha + cfg.market.garch_beta
     if persistence >= 1:
         raise ConfigError(
@@ -628,7 +629,9 @@ def _check_tiers(tiers: list[TierConfig], key: str) -> None:
         raise ConfigError(f"{key}: rates must not decrease")
 
 
-def _correlation_matrix(cfg: Config):
+def correlation_matrix(cfg: Config):
+    """The assets' correlation matrix (one number expands to every pair), checked: shape,
+    symmetry, unit diagonal, entries in [-1, 1], positive semi-definite."""
     import numpy as np
 
     n = len(cfg.assets)

@@ -24,7 +24,7 @@ from agents.market import Market
 from agents.strategies import STRATEGIES, trade_voluntarily
 from agents.trader import Trader
 from model.accounts import AccountBook, TierTable
-from model.config import Config, ConfigError, _correlation_matrix
+from model.config import Config, ConfigError, correlation_matrix
 from model.contagion import ContagionRecorder
 from model.funding import Funding
 from model.liquidation import LiquidationEngine
@@ -109,7 +109,7 @@ class ContagionModel(mesa.Model):
             [x.price for x in cfg.assets],
             [x.depth for x in cfg.assets],
             vols,
-            _correlation_matrix(cfg),
+            correlation_matrix(cfg),
             impact_exponent=m.impact_exponent,
             resilience=m.resilience,
             step_minutes=m.step_minutes,
