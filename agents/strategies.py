@@ -360,11 +360,13 @@ def trade_voluntarily(model) -> None:
     # would fill at: a crowd opening at once moves the price, and its own impact must not carry
     # an account past its initial margin. The second cap only shrinks the batch, so the final
     # fill price lies between the two and the cap holds there too.
+    equity = book.cross_equity(price, rows)
+    cross_qty = np.where(book.isolated[rows], 0.0, q_before)
     for sizing_price in (price, None):
         if sizing_price is None:
             sizing_price = model.market.quote(-(reduced - q_before + opened).sum(axis=0))
         factor = cap_to_initial_margin(
-            book.cross_equity(sizing_price, rows),
+            equity + (cross_qty * (sizing_price - price)).sum(axis=1),  # cross equity there
             reduced,
             opened,
             sizing_price,
