@@ -687,25 +687,28 @@ class ContagionRecorder:
             data = "".join(f'<data key="{nid[k]}">{_xml_value(v)}</data>' for k, v in attrs.items())
             out.append(f'    <node id="{name}">{data}</node>\n')
         src = a.node_names[a.src + a.special].tolist()
-        dst = self.ids[a.dst].tolist()
         e0, e1, e2, e3, e4 = (eid[k] for k, _ in edge_keys)
         out += [
             f'    <edge source="{s}" target="{d}"><data key="{e0}">{w!r}</data>'
             f'<data key="{e1}">{st}</data><data key="{e2}">{rd}</data>'
             f'<data key="{e3}">{ls}</data><data key="{e4}">{ev}</data></edge>\n'
-            for s, d, w, st, rd, ls, ev in zip(
-                src,
-                dst,
-                a.weight.tolist(),
-                a.step.tolist(),
-                a.round.tolist(),
-                a.last_step.tolist(),
-                a.events.tolist(),
-                strict=True,
-            )
+            for s, d, w, st, rd, ls, ev in self._edge_rows(a, src)
         ]
         out.append("  </graph>\n</graphml>\n")
         Path(path).write_text("".join(out), encoding="utf-8")
+
+    def _edge_rows(self, a, src):
+        """Per merged edge: (source text, target id, weight, step, round, last_step, events)."""
+        return zip(
+            src,
+            self.ids[a.dst].tolist(),
+            a.weight.tolist(),
+            a.step.tolist(),
+            a.round.tolist(),
+            a.last_step.tolist(),
+            a.events.tolist(),
+            strict=True,
+        )
 
     def write_node_link(self, path) -> None:
         """Write the graph as node-link JSON (``networkx.node_link_graph(data)`` reads it)."""
@@ -716,20 +719,10 @@ class ContagionRecorder:
         encoded[: a.special] = [json.dumps(r) for r in self.roots[::-1]]
         encoded[a.special :] = [str(i) for i in self.ids.tolist()]
         src = encoded[a.src + a.special].tolist()
-        dst = self.ids[a.dst].tolist()
         edges = [
             f'{{"source": {s}, "target": {d}, "weight": {w!r}, "step": {st}, '
             f'"round": {rd}, "last_step": {ls}, "events": {ev}}}'
-            for s, d, w, st, rd, ls, ev in zip(
-                src,
-                dst,
-                a.weight.tolist(),
-                a.step.tolist(),
-                a.round.tolist(),
-                a.last_step.tolist(),
-                a.events.tolist(),
-                strict=True,
-            )
+            for s, d, w, st, rd, ls, ev in self._edge_rows(a, src)
         ]
         head = json.dumps({"directed": True, "multigraph": False, "graph": self._graph_attrs(a)})[
             :-1
