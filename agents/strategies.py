@@ -142,6 +142,16 @@ class Strategy:
 
     def __init__(self, model):
         self.model = model
+        self._setup_rows = None  # the rows the per-trader state was prepared for
+
+    def _setup(self, rows) -> None:
+        """Prepare per-trader state once for this group of rows (see :meth:`_prepare`)."""
+        if self._setup_rows is not rows:
+            self._prepare(rows)
+            self._setup_rows = rows
+
+    def _prepare(self, rows) -> None:
+        """Per-trader state of a rule that keeps some (rules without any need nothing)."""
 
     def orders(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), A) signed order quantities for this step (buys positive)."""
@@ -193,17 +203,10 @@ class TargetLeverage(Strategy):
 
     name = "target_leverage"
 
-    def __init__(self, model):
-        super().__init__(model)
-        self._setup_rows = None
-
-    def _setup(self, rows):
-        if self._setup_rows is rows:
-            return
+    def _prepare(self, rows):
         self.side, self.weights, lev0 = self._initial(rows)
         target = self.model.config.traders.target_leverage
         self.target = lev0 if target is None else np.full(len(rows), float(target))
-        self._setup_rows = rows
 
     def orders(self, rows):
         self._setup(rows)
@@ -222,18 +225,11 @@ class TargetLeverage(Strategy):
 class _Overlay(Strategy):
     """A rule that holds an overlay on top of the held position and trades its changes."""
 
-    def __init__(self, model):
-        super().__init__(model)
-        self._setup_rows = None
-
-    def _setup(self, rows):
-        if self._setup_rows is rows:
-            return
+    def _prepare(self, rows):
         side, _, _ = self._initial(rows)
         self.universe = side != 0  # assets each trader held at the start
         self.overlay = np.zeros(side.shape)  # quantity the rule holds on top of its base
         self.seen = self.model.liquidation_count[rows].copy()
-        self._setup_rows = rows
 
     def target(self, rows, equity, price) -> np.ndarray:
         """(k, A) the overlay quantity wanted now."""
