@@ -597,14 +597,7 @@ class ContagionRecorder:
             g._pred[name] = {}
         data = [
             {"weight": w, "step": st, "round": rd, "last_step": ls, "events": ev}
-            for w, st, rd, ls, ev in zip(
-                a.weight.tolist(),
-                a.step.tolist(),
-                a.round.tolist(),
-                a.last_step.tolist(),
-                a.events.tolist(),
-                strict=True,
-            )
+            for w, st, rd, ls, ev in zip(*_edge_attribute_lists(a), strict=True)
         ]
         if a.src.size == 0:
             self._cache["graph"] = (self._version, g)
@@ -699,16 +692,7 @@ class ContagionRecorder:
 
     def _edge_rows(self, a, src):
         """Per merged edge: (source text, target id, weight, step, round, last_step, events)."""
-        return zip(
-            src,
-            self.ids[a.dst].tolist(),
-            a.weight.tolist(),
-            a.step.tolist(),
-            a.round.tolist(),
-            a.last_step.tolist(),
-            a.events.tolist(),
-            strict=True,
-        )
+        return zip(src, self.ids[a.dst].tolist(), *_edge_attribute_lists(a), strict=True)
 
     def write_node_link(self, path) -> None:
         """Write the graph as node-link JSON (``networkx.node_link_graph(data)`` reads it)."""
@@ -745,3 +729,14 @@ def _xml_value(v) -> str:
     if isinstance(v, float):
         return repr(v)
     return str(v)
+
+
+def _edge_attribute_lists(a):
+    """The merged edges' attributes as Python lists: weight, step, round, last_step, events."""
+    return (
+        a.weight.tolist(),
+        a.step.tolist(),
+        a.round.tolist(),
+        a.last_step.tolist(),
+        a.events.tolist(),
+    )
