@@ -321,7 +321,7 @@ def trade_voluntarily(model) -> None:
     """
     book = model.book
     groups = []  # (owner, rows, dq, open_leverage, all the owner's rows, which were kept)
-    reentry = getattr(model, "reentry", None)
+    reentry = model.reentry
     if reentry is not None:
         rows, dq, lev = reentry.orders(model.steps)
         if rows.size:
@@ -346,10 +346,7 @@ def trade_voluntarily(model) -> None:
         raise RuntimeError("a trader received orders from two rules in one step")
 
     price = model.market.price
-    iso_mode = getattr(model, "isolated_accounts", None)
-    iso = book.isolated[rows] | (
-        iso_mode[rows][:, None] if iso_mode is not None else np.zeros_like(dq, dtype=bool)
-    )
+    iso = book.isolated[rows] | model.isolated_accounts[rows][:, None]
     q_before = book.qty[rows].copy()
     reduced, opened = split_order(q_before, dq)
     # Size the opening part at the price before the batch, then again at the price the batch

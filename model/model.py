@@ -353,8 +353,8 @@ class ContagionModel(mesa.Model):
                 "with accounts still below maintenance",
                 kind="round_limit",
             )
-        limit_hit = getattr(self.market, "limit_hit", None)
-        if limit_hit is not None and limit_hit.any():
+        limit_hit = self.market.limit_hit
+        if limit_hit.any():
             for j in np.flatnonzero(limit_hit):
                 where = "floor" if limit_hit[j] < 0 else "ceiling"
                 self.warn(

@@ -189,7 +189,7 @@ def accounts_table(model, rows: slice | None = None) -> pd.DataFrame:
     r = slice(None) if rows is None else rows
     names = np.asarray(pop.strategy[r], dtype=str)
     # the same categories in every part: every rule any trader follows, sorted
-    strategy_rows = getattr(model, "strategy_rows", None) or {}
+    strategy_rows = model.strategy_rows
     if sum(len(v) for v in strategy_rows.values()) == len(pop.strategy):
         categories = sorted(strategy_rows)  # the rules' rows cover every trader
     else:
@@ -380,7 +380,7 @@ def summarize(model) -> dict:
         "graph_truncated": bool(model.recorder.truncated),
         "contagion_graph": model.recorder.info(),
         "warnings": list(dict.fromkeys(model.warnings)),
-        "warning_counts": dict(getattr(model, "warning_counts", {})),
+        "warning_counts": dict(model.warning_counts),
     }
 
 
@@ -458,7 +458,7 @@ def write_run(model, out_dir) -> Path:
     for name, df in tables.items():
         _write_parquet(out / f"{name}.parquet", df)
     _write_accounts(out / "accounts.parquet", model)
-    if getattr(model, "history", None) is not None:  # opt-in sampled account snapshots
+    if model.history is not None:  # opt-in sampled account snapshots
         _write_parquet(out / "account_history.parquet", model.history.table())
     _write_contagion(model.recorder, tables["liquidations"], out)
     summary = json.dumps(
