@@ -129,7 +129,7 @@ def engine_model(sc: Scenario, **kwargs):
 
 def engine_events(model) -> list[tuple[int, int, int]]:
     """(step, round, trader_id) of every liquidation the engine made, in order."""
-    cols = model.engine.fills_columns()
+    cols = model.engine.fills.columns()
     return list(
         zip(cols["step"].tolist(), cols["round"].tolist(), cols["trader_id"].tolist(), strict=True)
     )

@@ -128,22 +128,20 @@ class CascadeNarrator:
     def _on_round(self, rec) -> None:
         if self._chained is not None:
             self._chained(rec)
-        engine = self.model.engine
-        cols = engine.fills[-1] if engine.fills else {}
         closed = np.asarray(rec.closed, dtype=float)
         story = RoundStory(
             step=int(rec.step),
             round=int(rec.round),
             rows=np.asarray(rec.rows),
-            full=int(np.all((self.model.book.qty[rec.rows] == 0), axis=1).sum()),
+            full=int(np.count_nonzero(rec.full)),
             sold=np.clip(closed, 0.0, None).sum(axis=0),
             bought=np.clip(-closed, 0.0, None).sum(axis=0),
             notional=(np.abs(closed) * rec.price_after[None, :]).sum(axis=0),
             price_before=np.asarray(rec.price_before, dtype=float).copy(),
             price_after=np.asarray(rec.price_after, dtype=float).copy(),
-            fees=float(np.sum(cols.get("fee", 0.0))),
-            bad_debt=float(np.sum(cols.get("bad_debt", 0.0))),
-            fund=float(engine.insurance_fund),
+            fees=rec.fees,
+            bad_debt=rec.bad_debt,
+            fund=rec.fund,
         )
         if story.round == 1:
             self.flush_quiet(story.step - 1)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from model import metrics
 from model.config import to_dict
-from model.liquidation import KINDS
+from model.fills import Kind
 from model.metrics import cascade_metrics
 
 __all__ = [
@@ -174,11 +174,7 @@ def steps_table(model) -> pd.DataFrame:
 
 
 def liquidations_table(model) -> pd.DataFrame:
-    cols = model.engine.fills_columns()
-    df = pd.DataFrame(cols)
-    df["asset"] = pd.Categorical.from_codes(cols["asset"], model.symbols)
-    df["kind"] = pd.Categorical.from_codes(cols["kind"].astype(np.int64), list(KINDS))
-    return df
+    return model.engine.fills.table(model.symbols)
 
 
 def accounts_table(model, rows: slice | None = None) -> pd.DataFrame:
@@ -306,7 +302,7 @@ def money_scale(model) -> float:
             (np.abs(rows[:, 6, :]) + np.abs(rows[:, 5, :]) * rows[:, 0, :]).sum(axis=1).max()
         )
         gross_qty = gross_qty + np.abs(rows[:, 3, :]).sum(axis=0)
-    fills = model.engine.fills_columns()
+    fills = model.engine.fills.columns()
     gross_qty = gross_qty + np.bincount(
         fills["asset"], weights=np.abs(fills["quantity"]), minlength=len(mark)
     )
@@ -340,8 +336,8 @@ def summarize(model) -> dict:
     most_systemic = cascade.pop("most_systemic")
     n = model.book.n_traders
     accounts = int((model.engine.liquidation_count > 0).sum())
-    fills = model.engine.fills_columns()
-    forced = fills["kind"] != KINDS.index("adl")  # ADL fills are counted in adl_notional
+    fills = model.engine.fills.columns()
+    forced = fills["kind"] != Kind.ADL  # ADL fills are counted in adl_notional
     money = model.money()
     return {
         "name": model.config.name,

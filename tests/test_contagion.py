@@ -248,6 +248,13 @@ def _rr(step, rnd, rows, closed, exposure, before, after, price_for_notional=Non
         np.asarray(before, dtype=float),
         np.asarray(after, dtype=float),
         (np.abs(closed) * p).sum(axis=1),
+        full=np.zeros(len(rows), dtype=bool),  # the graph reads none of the accounting below
+        fees=0.0,
+        bad_debt=0.0,
+        fund=0.0,
+        adl_notional=0.0,
+        socialized=0.0,
+        unfunded=0.0,
     )
 
 

@@ -159,7 +159,7 @@ def populations(draw, cfg):
 def check_run_step_by_step(m: ContagionModel) -> None:
     book = m.book
     initial = m.initial_money
-    n_fill_batches = 0
+    n_fills = 0
     scale = money_scale(m)  # largest balances so far: rounding made then stays in the sum
     for _ in range(m.config.steps):
         t = m.steps + 1
@@ -193,18 +193,17 @@ def check_run_step_by_step(m: ContagionModel) -> None:
             assert not below, f"step {t}: accounts below maintenance after the rounds"
 
         # this step's fills
-        new = m.engine.fills[n_fill_batches:]
-        n_fill_batches = len(m.engine.fills)
+        new = {k: v[n_fills:] for k, v in m.engine.fills.columns().items()}
+        n_fills = len(m.engine.fills)
         traded = np.zeros(book.qty.shape, dtype=bool)
         row_of = {int(i): r for r, i in enumerate(book.ids)}
-        for batch in new:
-            assert np.all(batch["step"] == t)
-            rows = np.array([row_of[int(i)] for i in batch["trader_id"]], dtype=np.intp)
-            traded[rows, batch["asset"]] = True
-            # a fill closes part of the position as it was: signed as the position, no larger
-            before = qty_before[rows, batch["asset"]]
-            assert np.all(np.sign(batch["quantity"]) == np.sign(before))
-            assert np.all(np.abs(batch["quantity"]) <= np.abs(before) * (1 + 1e-12))
+        assert np.all(new["step"] == t)
+        rows = np.array([row_of[int(i)] for i in new["trader_id"]], dtype=np.intp)
+        traded[rows, new["asset"]] = True
+        # a fill closes part of the position as it was: signed as the position, no larger
+        before = qty_before[rows, new["asset"]]
+        assert np.all(np.sign(new["quantity"]) == np.sign(before))
+        assert np.all(np.abs(new["quantity"]) <= np.abs(before) * (1 + 1e-12))
 
         # a liquidation never grows or flips a position (every trader holds here)
         after = book.qty
