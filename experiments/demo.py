@@ -155,9 +155,10 @@ class CascadeNarrator:
         first, self.quiet_from = self.quiet_from, None
         if first is None or last < first:
             return
-        end = self.model._market_rows[last - 1]
+        past = self.model.market_history
+        price, fundamental = past.price[last - 1], past.fundamental[last - 1]
         prices = ", ".join(
-            f"{s} {_price(end[0][j])} (fundamental {_price(end[1][j])})"
+            f"{s} {_price(price[j])} (fundamental {_price(fundamental[j])})"
             for j, s in enumerate(self.symbols)
         )
         span = f"step {first}" if first == last else f"steps {first}-{last}"
@@ -184,12 +185,12 @@ class CascadeNarrator:
 
     def previous_price(self, t: int) -> np.ndarray:
         """(A,) market prices at the end of step ``t - 1`` (initial prices for step 1)."""
-        rows = self.model._market_rows
-        return self.model.market.initial_price if t <= 1 else rows[t - 2][0]
+        past = self.model.market_history
+        return self.model.market.initial_price if t <= 1 else past.price[t - 2]
 
     def previous_fundamental(self, t: int) -> np.ndarray:
-        rows = self.model._market_rows
-        return self.model.market.initial_price if t <= 1 else rows[t - 2][1]
+        past = self.model.market_history
+        return self.model.market.initial_price if t <= 1 else past.fundamental[t - 2]
 
     def describe_round(self, s: RoundStory) -> str:
         """One round as three lines: who, what they traded, what it did to prices and the fund."""

@@ -27,6 +27,7 @@ from model.accounts import AccountBook, TierTable
 from model.config import Config, ConfigError, correlation_matrix
 from model.contagion import ContagionRecorder
 from model.funding import Funding
+from model.history import MarketHistory
 from model.liquidation import LiquidationEngine
 from model.population import Population, generate_population, read_population
 
@@ -222,7 +223,7 @@ class ContagionModel(mesa.Model):
                 "deposits": lambda mdl: mdl.deposits,
             }
         )
-        self._market_rows: list[np.ndarray] = []
+        self.market_history = MarketHistory(self.symbols)
         self.history = None  # sampled account-level snapshots, opt-in
         if account_history > 0:
             from model.history import AccountHistory, sample_rows
@@ -365,20 +366,7 @@ class ContagionModel(mesa.Model):
         self.datacollector.collect(self)
         if self.history is not None:
             self.history.record(t, self.mark)
-        mk = self.market
-        self._market_rows.append(
-            np.stack(
-                [
-                    mk.price,
-                    mk.fundamental,
-                    mk.impact,
-                    mk.flow,
-                    mk.forced_flow,
-                    mk.inventory,
-                    mk.cash,
-                ]
-            )
-        )
+        self.market_history.append(self.market)
 
     def warn(self, message: str, kind: str = "other") -> None:
         """A warning: counted and kept for summary.json, and shown on stderr as one line.

@@ -138,33 +138,7 @@ def _write_parquet(path: Path, df: pd.DataFrame) -> None:
 
 
 def market_table(model) -> pd.DataFrame:
-    symbols = model.symbols
-    cols = [
-        "price",
-        "fundamental",
-        "impact",
-        "flow",
-        "forced_flow",
-        "market_inventory",
-        "market_cash",
-    ]
-    if not model._market_rows:
-        return pd.DataFrame(
-            {
-                "step": np.zeros(0, np.int64),
-                "asset": pd.Categorical([], symbols),
-                **{c: np.zeros(0) for c in cols},
-            }
-        )
-    arr = np.stack(model._market_rows)  # (steps, 7, A)
-    steps, _, a = arr.shape
-    data = {
-        "step": np.repeat(np.arange(1, steps + 1), a),
-        "asset": pd.Categorical.from_codes(np.tile(np.arange(a), steps), symbols),
-    }
-    for i, c in enumerate(cols):
-        data[c] = arr[:, i, :].ravel()
-    return pd.DataFrame(data)
+    return model.market_history.table()
 
 
 def steps_table(model) -> pd.DataFrame:
@@ -296,12 +270,12 @@ def money_scale(model) -> float:
     # to rounding of the quantity traded, which is then worth that quantity at today's price.
     history = 0.0
     gross_qty = np.abs(model.population.qty).sum(axis=0)
-    if model._market_rows:
-        rows = np.stack(model._market_rows)  # (steps, 7, A): price ... flow ... inventory, cash
+    past = model.market_history
+    if len(past):
         history = 2.0 * float(
-            (np.abs(rows[:, 6, :]) + np.abs(rows[:, 5, :]) * rows[:, 0, :]).sum(axis=1).max()
+            (np.abs(past.cash) + np.abs(past.inventory) * past.price).sum(axis=1).max()
         )
-        gross_qty = gross_qty + np.abs(rows[:, 3, :]).sum(axis=0)
+        gross_qty = gross_qty + np.abs(past.flow).sum(axis=0)
     fills = model.engine.fills.columns()
     gross_qty = gross_qty + np.bincount(
         fills["asset"], weights=np.abs(fills["quantity"]), minlength=len(mark)
@@ -317,13 +291,11 @@ def _finite(x: float, default: float = 0.0) -> float:
 def summarize(model) -> dict:
     """Headline metrics of a run (summary.json and one row of a sweep's runs.parquet)."""
     steps = steps_table(model)
-    mk = (
-        np.stack(model._market_rows) if model._market_rows else np.zeros((0, 7, len(model.symbols)))
-    )
+    prices = model.market_history.price
     p0 = model.market.initial_price
     drawdown = {}
     for j, s in enumerate(model.symbols):
-        drawdown[s] = _max_drawdown(np.concatenate([[p0[j]], mk[:, 0, j]]))
+        drawdown[s] = _max_drawdown(np.concatenate([[p0[j]], prices[:, j]]))
     # endogenous over exogenous move per asset, in log terms; 1 where nothing moved
     amplification = metrics.amplification(
         market_table(model), dict(zip(model.symbols, p0.tolist(), strict=True))
