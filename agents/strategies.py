@@ -126,8 +126,7 @@ def settle_isolated_margin(book, rows, qty_before, margin_before, realized, pric
     release = np.where(iso, (1.0 - kept) * margin_before + realized, 0.0)
     lev = np.minimum(np.broadcast_to(open_leverage, q_after.shape), book.max_leverage)
     post = np.where(iso, np.abs(opened) * price / lev, 0.0)
-    book.margin[rows] += post - release
-    book.wallet[rows] += (release - post).sum(axis=1)
+    book.move_to_margin(rows, post - release)
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,7 +370,7 @@ def trade_voluntarily(model) -> None:
     dq = reduced - q_before + opened
     dq = np.where(np.abs(dq) > 1e-12 * np.abs(q_before), dq, 0.0)
 
-    book.isolated[rows] = book.isolated[rows] | (iso & (dq != 0))
+    book.set_isolated(rows, iso & (dq != 0))
     margin_before = book.margin[rows].copy()
     net_buy = dq.sum(axis=0)
     fill_price = model.market.execute(-net_buy, forced=False)

@@ -193,6 +193,5 @@ def _haircut_profits(book: AccountBook, price, loss: float) -> float:
     profit = np.maximum(profit[payers].sum(axis=1), 0.0)
     capacity = np.minimum(profit, book.cross_equity(price, payers))
     share = socialize(capacity, loss)
-    book.wallet[payers] -= share
-    book.mark_changed(payers)
+    book.charge(payers, wallet=share)
     return float(share.sum())

@@ -72,11 +72,9 @@ class Funding:
         mark = market.mark
         pay = funding_payments(book.qty, mark, rate)
         iso = book.isolated
-        book.wallet -= np.where(iso, 0.0, pay).sum(axis=1)
-        book.margin -= np.where(iso, pay, 0.0)
-        mark_changed = getattr(book, "mark_changed", None)
-        if mark_changed is not None:
-            mark_changed(None)
+        book.charge(
+            None, wallet=np.where(iso, 0.0, pay).sum(axis=1), margin=np.where(iso, pay, 0.0)
+        )
         # The market agent holds the opposite inventory: it pays the other side.
         market.cash -= funding_payments(market.inventory, mark, rate)
         self.paid_by_longs += float(np.where(book.qty > 0, pay, 0.0).sum())

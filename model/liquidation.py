@@ -267,7 +267,7 @@ class LiquidationEngine:
         fee_pos = self._charge_fees(rows, units, closed_notional, price)
         fees = float(fee_pos.sum())
         self.insurance_fund += fees
-        bad_pos, full = self._write_off(rows, units, closed_notional, fees)
+        bad_pos, full = self._write_off(rows, units, closed_notional)
         bad_debt = float(bad_pos.sum())
         cover = _Cover()
         if bad_debt > 0:
@@ -349,17 +349,17 @@ class LiquidationEngine:
             eq_after = book.cross_equity(price, rows)
             due = self.fee * cross_notional.sum(axis=1)
             paid = np.where(units.cross, np.clip(due, 0.0, np.maximum(eq_after, 0.0)), 0.0)
-            book.wallet[rows] -= paid
+            book.charge(rows, wallet=paid)
             fee_pos += _spread(paid, cross_notional)
         if units.iso_pos.any():
             eq_after = book.isolated_equity(price, rows)
             due = self.fee * np.where(units.iso_pos, closed_notional, 0.0)
             paid = np.where(units.iso_pos, np.clip(due, 0.0, np.maximum(eq_after, 0.0)), 0.0)
-            book.margin[rows] -= paid
+            book.charge(rows, margin=paid)
             fee_pos += paid
         return fee_pos
 
-    def _write_off(self, rows, units: _Units, closed_notional, fees: float):
+    def _write_off(self, rows, units: _Units, closed_notional):
         """Bring the negative balance of every unit now closed back to zero: that is bad debt,
         for the fund to pay. Return the bad debt per position and which accounts' liquidated
         units closed completely."""
@@ -369,16 +369,14 @@ class LiquidationEngine:
         cross_closed = units.cross & ~(open_after & ~book.isolated[rows]).any(axis=1)
         cross_debt = np.where(cross_closed, np.maximum(-book.wallet[rows], 0.0), 0.0)
         if cross_debt.any():
-            book.wallet[rows] += cross_debt
+            book.credit(rows, wallet=cross_debt)
             bad_pos += _spread(cross_debt, np.where(units.cross_pos, closed_notional, 0.0))
         iso_closed = units.iso_pos & ~open_after
         iso_debt = np.where(iso_closed, np.maximum(-book.margin[rows], 0.0), 0.0)
         if iso_debt.any():
-            book.margin[rows] += iso_debt
+            book.credit(rows, margin=iso_debt)
             bad_pos += iso_debt
         book.release_closed_isolated(rows)
-        # fees and bad debt wrote wallets and margins directly: money in minus money out
-        book.mark_changed(rows, cash=float(cross_debt.sum() + iso_debt.sum()) - fees)
         full = ~(open_after & (units.cross_pos | units.iso_pos)).any(axis=1)
         return bad_pos, full
 

@@ -313,8 +313,8 @@ class ContagionModel(mesa.Model):
         balances beyond floating point within a few steps. The run then stops here, before a
         NaN reaches any output. Sums suffice: a sum is finite only if every term is.
 
-        Balances change only where the book is written, and writes are logged
-        (:meth:`model.accounts.AccountBook.mark_changed`), so a step checks the rows written
+        Balances change only where the book is written, and its write methods log the rows
+        they write (:meth:`model.accounts.AccountBook.take_changed`), so a step checks the rows written
         since the last check; every ``FULL_CHECK_EVERY`` steps, and at the end of :meth:`run`,
         the whole book is checked as a safety net.
         """

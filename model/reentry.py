@@ -69,8 +69,7 @@ class Reentry:
         price = model.market.price
         equity = book.equity(price, rows)
         deposit = np.maximum(self.collateral[rows] - equity, 0.0)
-        book.wallet[rows] += deposit
-        book.mark_changed(rows)  # keeps the margin screen and the equity aggregates current
+        book.deposit(rows, deposit)
         model.deposits += float(deposit.sum())
         self.last_reentry[rows] = step
         self.reentries += int(rows.size)

@@ -342,8 +342,7 @@ def test_non_finite_balances_stop_the_run_cleanly(tmp_path, monkeypatch, capsys)
     def overflowing(self):
         real_step(self)
         if self.steps == 3:
-            self.book.wallet[0] = np.inf
-            self.book.mark_changed([0])  # direct writes are reported, as every writer does
+            self.book.credit([0], wallet=[np.inf])  # written as every writer does
 
     monkeypatch.setattr(ContagionModel, "trade_voluntarily", overflowing)
     path = write_config(tmp_path, small_config(steps=5))

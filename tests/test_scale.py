@@ -106,8 +106,7 @@ def test_finiteness_check_reads_written_rows_and_the_whole_book_as_a_safety_net(
     cfg = build_config(small_config(steps=8))
     m = ContagionModel(cfg, agents=False)
     m.run(2)
-    m.book.wallet[3] = np.inf  # a reported write is caught at the next step
-    m.book.mark_changed([3])
+    m.book.credit([3], wallet=[np.inf])  # a write through the book is caught at the next step
     with pytest.raises(DivergenceError, match="step 3"):
         m.step()
     # an unreported write is caught by the next whole-book check

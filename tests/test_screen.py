@@ -172,8 +172,7 @@ def test_screen_candidates_contain_every_liquidatable_account():
         # change a few accounts behind the screen's back, reported as the contract says
         rows = rng.choice(book.n_traders, 20, replace=False)
         book.fill(rows, rng.normal(0, 0.05, (20, 2)) * (book.qty[rows] != 0), mark)
-        book.wallet[rows[:5]] *= 0.5
-        book.mark_changed(rows[:5])
+        book.charge(rows[:5], wallet=0.5 * book.wallet[rows[:5]])
     # the screen skipped most of the book
     assert screen.rebuilds < 300
 
