@@ -21,7 +21,7 @@ import mesa
 import numpy as np
 
 from agents.market import Market
-from agents.strategies import STRATEGIES, trade_voluntarily
+from agents.strategies import STRATEGIES
 from agents.trader import Trader
 from model.accounts import AccountBook, TierTable
 from model.config import Config, ConfigError, correlation_matrix
@@ -29,6 +29,7 @@ from model.contagion import ContagionRecorder
 from model.funding import Funding
 from model.history import MarketHistory
 from model.liquidation import LiquidationEngine
+from model.orders import trade_voluntarily
 from model.population import Population, generate_population, read_population
 
 __all__ = ["AGENT_LIMIT", "ContagionModel", "DivergenceError"]
@@ -342,7 +343,7 @@ class ContagionModel(mesa.Model):
 
     def trade_voluntarily(self) -> None:
         """Every active rule's orders and re-entries, capped at the initial margin, executed
-        as one batch through the market (:func:`agents.strategies.trade_voluntarily`)."""
+        as one batch through the market (:func:`model.orders.trade_voluntarily`)."""
         trade_voluntarily(self)
 
     def record(self, t: int) -> None:

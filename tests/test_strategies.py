@@ -7,9 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from agents.strategies import STRATEGIES, cap_to_initial_margin, split_order
+from agents.strategies import STRATEGIES
 from model import ContagionModel
 from model.config import build_config
+from model.orders import cap_to_initial_margin, split_order
 from model.population import Population
 from model.results import money_scale
 from tests.conftest import small_config
