@@ -1,7 +1,7 @@
 """Funding payments of perpetual contracts, between longs and shorts.
 
 A perpetual has no expiry; venues tie its price to the index with periodic funding. Binance
-style (``reference/venues.md``): over each interval the premium ``(P - F) / F`` of the market
+style (docs/reference/venues.md): over each interval the premium ``(P - F) / F`` of the market
 price over the fundamental (the index) is averaged; the rate is
 
     rate = clamp(premium + clamp(interest - premium, -0.05%, +0.05%), -cap, +cap)
@@ -19,6 +19,9 @@ maintenance; the liquidation rounds of the same step then see it.
 from __future__ import annotations
 
 import numpy as np
+
+from agents.market import Market
+from model.accounts import AccountBook
 
 __all__ = ["INTEREST_BAND", "Funding", "funding_rate", "funding_payments"]
 
@@ -56,9 +59,8 @@ class Funding:
         self.paid_by_longs = 0.0
         self.settlements = 0
 
-    def step(self, model, step: int) -> None:
+    def step(self, book: AccountBook, market: Market, step: int) -> None:
         """Accrue this step's premium; on a settlement step, pay funding."""
-        market = model.market
         self._premium_sum += market.price / market.fundamental - 1.0
         self._premium_steps += 1
         if step % self.interval:
@@ -68,7 +70,6 @@ class Funding:
         self._premium_steps = 0
         self.last_rate = rate
         self.settlements += 1
-        book = model.book
         mark = market.mark
         pay = funding_payments(book.qty, mark, rate)
         iso = book.isolated

@@ -29,8 +29,9 @@ from model.contagion import ContagionRecorder
 from model.funding import Funding
 from model.history import MarketHistory
 from model.liquidation import LiquidationEngine
-from model.orders import trade_voluntarily
+from model.orders import collect_orders, trade_voluntarily
 from model.population import Population, generate_population, read_population
+from model.reentry import Reentry
 
 __all__ = ["AGENT_LIMIT", "ContagionModel", "DivergenceError"]
 
@@ -186,7 +187,6 @@ class ContagionModel(mesa.Model):
             self._trader_agents = dict(enumerate(created))
 
         # Market realism (off by default): funding, re-entry after liquidation.
-        self.deposits = 0.0  # explicit inflows: money stays initial money + deposits
         self.isolated_accounts = self.book.isolated.any(axis=1)  # their new positions too
         self.funding = (
             Funding(len(self.symbols), m.funding_interval, m.funding_cap, m.funding_interest)
@@ -195,9 +195,13 @@ class ContagionModel(mesa.Model):
         )
         self.reentry = None
         if cfg.traders.reentry_steps > 0:
-            from model.reentry import Reentry
-
-            self.reentry = Reentry(self, cfg.traders.reentry_steps)
+            self.reentry = Reentry(
+                population,
+                self.book,
+                self.market,
+                self.liquidation_count,
+                cfg.traders.reentry_steps,
+            )
 
         self.initial_money = self.money()["total"]
         self.book.watch("finite")  # check_finite() looks at the rows written since its last call
@@ -242,6 +246,11 @@ class ContagionModel(mesa.Model):
     def mark(self) -> np.ndarray:
         """(A,) mark prices: the market price of each asset (lagged when market.mark_lag > 0)."""
         return self.market.mark
+
+    @property
+    def deposits(self) -> float:
+        """Money re-entering traders brought in: money stays initial money + deposits."""
+        return 0.0 if self.reentry is None else self.reentry.deposits
 
     @property
     def liquidation_count(self) -> np.ndarray:
@@ -301,7 +310,9 @@ class ContagionModel(mesa.Model):
         self.market.move_fundamentals(t)  # 1. market
         self.trade_voluntarily()  # 2. strategies
         if self.funding is not None:
-            self.funding.step(self, t)  # perpetual funding between longs and shorts
+            self.funding.step(
+                self.book, self.market, t
+            )  # perpetual funding between longs and shorts
         self.last = self.engine.run_step(t)  # 3. mark to market; liquidation rounds
         self.check_finite(t)
         self.record(t)  # 4. record
@@ -344,7 +355,8 @@ class ContagionModel(mesa.Model):
     def trade_voluntarily(self) -> None:
         """Every active rule's orders and re-entries, capped at the initial margin, executed
         as one batch through the market (:func:`model.orders.trade_voluntarily`)."""
-        trade_voluntarily(self)
+        orders = collect_orders(self.steps, self.strategies, self.strategy_rows, self.reentry)
+        trade_voluntarily(self.book, self.market, orders, self.isolated_accounts)
 
     def record(self, t: int) -> None:
         if self.last.liquidations:

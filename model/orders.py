@@ -22,16 +22,23 @@ PnL to the wallet.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from agents.market import Market
+from agents.strategies import Strategy
 from model.accounts import AccountBook
+from model.reentry import Reentry
 
-if TYPE_CHECKING:
-    from model.model import ContagionModel
-
-__all__ = ["cap_to_initial_margin", "settle_isolated_margin", "split_order", "trade_voluntarily"]
+__all__ = [
+    "OrderGroup",
+    "cap_to_initial_margin",
+    "collect_orders",
+    "settle_isolated_margin",
+    "split_order",
+    "trade_voluntarily",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,7 +124,7 @@ def settle_isolated_margin(
 
 
 @dataclass
-class _Orders:
+class OrderGroup:
     """One owner's orders in the batch (a trading rule, or re-entry).
 
     Attributes:
@@ -136,14 +143,51 @@ class _Orders:
     keep: np.ndarray | None
 
 
-def trade_voluntarily(model: ContagionModel) -> None:
+def collect_orders(
+    step: int,
+    rules: dict[str, Strategy],
+    rule_rows: dict[str, np.ndarray],
+    reentry: Reentry | None = None,
+) -> list[OrderGroup]:
+    """This step's orders: re-entries first, then each active rule's non-zero orders.
+
+    Args:
+        step: the current step (re-entries are due by step).
+        rules: the trading rule of each name, and ``rule_rows`` the book rows following it.
+        reentry: the re-entry of liquidated traders, if on.
+    """
+    groups = []
+    if reentry is not None:
+        rows, dq, lev = reentry.orders(step)
+        if rows.size:
+            lev = np.broadcast_to(lev, dq.shape)
+            groups.append(OrderGroup(reentry, rows, dq, lev, rows, None))
+    for name, rule in rules.items():
+        if not rule.active():
+            continue
+        rows = rule_rows[name]
+        dq = rule.orders(rows)
+        keep = (dq != 0).any(axis=1)
+        if keep.any():
+            lev = np.broadcast_to(rule.open_leverage(rows), dq.shape)[keep]
+            groups.append(OrderGroup(rule, rows[keep], dq[keep], lev, rows, keep))
+    return groups
+
+
+def trade_voluntarily(
+    book: AccountBook, market: Market, groups: list[OrderGroup], isolated_accounts: np.ndarray
+) -> None:
     """Phase 2 of a step: every rule's orders (and re-entries) as one batch through the market.
 
     Orders are capped at the initial margin, at the price before the batch and at the price the
     batch would fill at; every fill then happens at the price after it, and the market agent
     takes the other side.
+
+    Args:
+        book, market: the account book and the market agent.
+        groups: the step's orders (:func:`collect_orders`).
+        isolated_accounts: (n,) accounts whose new positions are isolated.
     """
-    groups = _collect_orders(model)
     if not groups:
         return
     rows = np.concatenate([g.rows for g in groups])
@@ -153,48 +197,27 @@ def trade_voluntarily(model: ContagionModel) -> None:
     # one group's rows are distinct by construction; check only where groups meet
     if len(groups) > 1 and np.unique(rows).size != rows.size:  # pragma: no cover
         raise RuntimeError("a trader received orders from two rules in one step")
-    q_before = model.book.qty[rows].copy()
-    iso = model.book.isolated[rows] | model.isolated_accounts[rows][:, None]
-    dq = _cap_batch(model, rows, dq, lev, iso, q_before)
-    _execute_batch(model, rows, dq, lev, iso, q_before)
+    q_before = book.qty[rows].copy()
+    iso = book.isolated[rows] | isolated_accounts[rows][:, None]
+    dq = _cap_batch(book, market, rows, dq, lev, iso, q_before)
+    _execute_batch(book, market, rows, dq, lev, iso, q_before)
     _report_filled(groups, dq)
 
 
-def _collect_orders(model: ContagionModel) -> list[_Orders]:
-    """This step's orders: re-entries first, then each active rule's non-zero orders."""
-    groups = []
-    reentry = model.reentry
-    if reentry is not None:
-        rows, dq, lev = reentry.orders(model.steps)
-        if rows.size:
-            groups.append(_Orders(reentry, rows, dq, np.broadcast_to(lev, dq.shape), rows, None))
-    for name, rule in model.strategies.items():
-        if not rule.active():
-            continue
-        rows = model.strategy_rows[name]
-        dq = rule.orders(rows)
-        keep = (dq != 0).any(axis=1)
-        if keep.any():
-            lev = np.broadcast_to(rule.open_leverage(rows), dq.shape)[keep]
-            groups.append(_Orders(rule, rows[keep], dq[keep], lev, rows, keep))
-    return groups
-
-
-def _cap_batch(model: ContagionModel, rows, dq, lev, iso, q_before) -> np.ndarray:
+def _cap_batch(book: AccountBook, market: Market, rows, dq, lev, iso, q_before) -> np.ndarray:
     """The batch's orders with what they open scaled to fit the initial margin.
 
     Sized at the price before the batch, then again at the price the batch would fill at. The
     second cap only shrinks the batch, so the final fill price lies between the two and the cap
     holds there too.
     """
-    book = model.book
-    price = model.market.price
+    price = market.price
     reduced, opened = split_order(q_before, dq)
     equity = book.cross_equity(price, rows)
     cross_qty = np.where(book.isolated[rows], 0.0, q_before)
     for sizing_price in (price, None):
         if sizing_price is None:
-            sizing_price = model.market.quote(-(reduced - q_before + opened).sum(axis=0))
+            sizing_price = market.quote(-(reduced - q_before + opened).sum(axis=0))
         factor = cap_to_initial_margin(
             equity + (cross_qty * (sizing_price - price)).sum(axis=1),  # cross equity there
             reduced,
@@ -209,21 +232,20 @@ def _cap_batch(model: ContagionModel, rows, dq, lev, iso, q_before) -> np.ndarra
     return np.where(np.abs(dq) > 1e-12 * np.abs(q_before), dq, 0.0)
 
 
-def _execute_batch(model: ContagionModel, rows, dq, lev, iso, q_before) -> None:
+def _execute_batch(book: AccountBook, market: Market, rows, dq, lev, iso, q_before) -> None:
     """Send the batch's net flow through the market and fill every order at the price after
     it; settle isolated margins; the market agent takes the other side."""
-    book = model.book
     book.set_isolated(rows, iso & (dq != 0))
     margin_before = book.margin[rows].copy()
     net_buy = dq.sum(axis=0)
-    fill_price = model.market.execute(-net_buy, forced=False)
+    fill_price = market.execute(-net_buy, forced=False)
     realized, _ = book.fill(rows, dq, fill_price)
     settle_isolated_margin(book, rows, q_before, margin_before, realized, fill_price, lev)
     book.release_closed_isolated(rows)
-    model.market.take_other_side(net_buy, fill_price)
+    market.take_other_side(net_buy, fill_price)
 
 
-def _report_filled(groups: list[_Orders], dq) -> None:
+def _report_filled(groups: list[OrderGroup], dq) -> None:
     """Tell each owner what its rows traded (zeros for the rows that sent nothing)."""
     start = 0
     for g in groups:
