@@ -1,13 +1,29 @@
-"""Trading rules, each vectorised over the traders that follow it.
+"""Trading rules, each vectorised over the traders that follow it, and their registry.
 
-A rule is a class with a ``name`` and an ``orders(rows)`` method that returns the signed
+A rule is a :class:`Strategy` subclass with an ``orders(rows)`` method that returns the signed
 quantities (buys positive) the traders in ``rows`` want to trade this step, as a (k, A) array.
 Rules only say what they want: the model sums every rule's orders into one batch, caps what
 they open at the initial margin and executes them through the market
 (``model.orders.trade_voluntarily``). Rules see the model (prices, the account book, the
 market's history) and draw randomness only from ``model.rng``.
 
-The rules (parameters in ``[traders]``, DESIGN.md):
+Each rule registers itself under a name with :func:`register_rule`, and declares its
+parameters as a small dataclass of :func:`agents.params.spec` fields (its ``Params``). A config
+names rules in ``traders.strategies`` and sets their parameters in ``[traders.rules.<name>]``,
+validated like every other key. A rule written in a user's own file is registered the same way
+and can then be used without editing this package::
+
+    @dataclass
+    class ContrarianParams:
+        size: float = spec(0.5, doc="fraction of equity traded against the last move", ge=0)
+
+    @register_rule("contrarian")
+    class Contrarian(Strategy):
+        Params = ContrarianParams
+
+        def orders(self, rows): ...
+
+The rules of this module:
 
 * ``hold``: keep the initial positions; trade only when liquidated.
 * ``target_leverage``: rebalance toward a target leverage ``lambda`` each step, on the sides and
@@ -16,31 +32,42 @@ The rules (parameters in ``[traders]``, DESIGN.md):
   into rises and sells into falls: the procyclical leveraged fund of Thurner, Farmer and
   Geanakoplos (2012) and of Adrian and Shin (2010).
 * ``momentum``: an overlay on the held position worth ``E L_m tanh(r_k / (sigma sqrt(k dt)))``
-  of notional, ``r_k`` the log return over the last ``momentum_lookback`` steps: it sells into
-  falls.
-* ``value``: an overlay worth ``-E L_v tanh(log(P / F) / value_scale)``: it buys below the
+  of notional, ``r_k`` the log return over the last ``lookback`` steps: it sells into falls.
+* ``value``: an overlay worth ``-E L_v tanh(log(P / F) / scale)``: it buys below the
   fundamental and sells above it, the stabilising side.
 * ``noise``: an overlay that is an AR(1) random walk: each step it shrinks by the fraction
-  ``rebalance`` and takes a normal order of ``noise_size x E`` notional.
+  ``decay`` and takes a normal order of ``size x E`` notional.
 
 The overlay rules trade the change of their overlay, so they start from their initial positions
 without dumping them; a liquidation resets a trader's overlay (what is left is its new base).
 Only the assets a trader held at the start are traded, and a flat account never trades (it was
-liquidated; :mod:`model.reentry` may bring it back).
+liquidated; ``model.reentry`` may bring it back).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from dataclasses import dataclass
+
 import numpy as np
+
+from agents.params import spec
 
 __all__ = [
     "STRATEGIES",
     "Hold",
     "Momentum",
+    "MomentumParams",
+    "NoParams",
     "Noise",
+    "NoiseParams",
     "Strategy",
     "TargetLeverage",
+    "TargetLeverageParams",
     "Value",
+    "ValueParams",
+    "register_rule",
 ]
 
 
@@ -49,13 +76,25 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class NoParams:
+    """The parameters of a rule that has none."""
+
+
 class Strategy:
-    """Base class: a trading rule applied to a group of account-book rows."""
+    """Base class: a trading rule applied to a group of account-book rows.
+
+    Args:
+        model: the model whose prices, book and market the rule reads.
+        params: the rule's parameters (an instance of its ``Params``); default: the defaults.
+    """
 
     name = "strategy"
+    Params: type = NoParams
 
-    def __init__(self, model):
+    def __init__(self, model, params=None):
         self.model = model
+        self.params = self.Params() if params is None else params
         self._setup_rows = None  # the rows the per-trader state was prepared for
 
     def _setup(self, rows) -> None:
@@ -100,10 +139,48 @@ class Strategy:
         return (self.model.book.qty[rows] != 0).any(axis=1) & (equity > 0)
 
 
+# Rules by name, in the order they were registered (the order their orders join the batch).
+STRATEGIES: dict[str, type[Strategy]] = {}
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def register_rule(name: str):
+    """Class decorator: register a :class:`Strategy` subclass as the trading rule ``name``.
+
+    The class's ``Params`` (a dataclass of :func:`agents.params.spec` fields, default: none)
+    becomes the config section ``[traders.rules.<name>]``. Registering the same class again
+    (a module imported twice) replaces it; another class under a taken name is refused.
+
+    Raises:
+        ValueError: the name is not a bare key, or another rule holds it.
+        TypeError: the class is not a Strategy, or its Params is not a dataclass.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"trading rule name {name!r}: use letters, digits, '_' and '-'")
+
+    def register(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+            raise TypeError(f"trading rule {name!r}: {cls!r} is not a Strategy subclass")
+        if not dataclasses.is_dataclass(cls.Params):
+            raise TypeError(f"trading rule {name!r}: Params must be a dataclass")
+        held = STRATEGIES.get(name)
+        if held is not None and (held.__module__, held.__qualname__) != (
+            cls.__module__,
+            cls.__qualname__,
+        ):
+            raise ValueError(
+                f"trading rule {name!r} is already registered ({held.__module__}.{held.__qualname__})"
+            )
+        cls.name = name
+        STRATEGIES[name] = cls
+        return cls
+
+    return register
+
+
+@register_rule("hold")
 class Hold(Strategy):
     """Keep the initial positions; trade only when liquidated."""
-
-    name = "hold"
 
     def orders(self, rows):
         return np.zeros((len(rows), self.model.book.n_assets))
@@ -112,14 +189,30 @@ class Hold(Strategy):
         return False
 
 
+@dataclass
+class TargetLeverageParams:
+    """``[traders.rules.target_leverage]``."""
+
+    target: float | None = spec(
+        None,
+        doc="leverage the rule keeps (default: each account's initial leverage)",
+        ge=1,
+        le=1000,
+    )
+    rebalance: float = spec(
+        0.5, doc="fraction of the gap to the target leverage closed each step", gt=0, le=1
+    )
+
+
+@register_rule("target_leverage")
 class TargetLeverage(Strategy):
     """Rebalance toward a target leverage: buy into rises, sell into falls (procyclical)."""
 
-    name = "target_leverage"
+    Params = TargetLeverageParams
 
     def _prepare(self, rows):
         self.side, self.weights, lev0 = self._initial(rows)
-        target = self.model.config.traders.target_leverage
+        target = self.params.target
         self.target = lev0 if target is None else np.full(len(rows), float(target))
 
     def orders(self, rows):
@@ -128,7 +221,7 @@ class TargetLeverage(Strategy):
         price = self.model.market.price
         equity = book.equity(price, rows)
         want = self.side * self.weights * (self.target * equity)[:, None] / price
-        dq = self.model.config.traders.rebalance * (want - book.qty[rows])
+        dq = self.params.rebalance * (want - book.qty[rows])
         return np.where(self._live(rows, equity)[:, None], dq, 0.0)
 
     def open_leverage(self, rows):
@@ -166,16 +259,24 @@ class _Overlay(Strategy):
         self.overlay += dq
 
 
+@dataclass
+class MomentumParams:
+    """``[traders.rules.momentum]``."""
+
+    lookback: int = spec(24, doc="steps of past return the rule trades on", ge=1, le=100_000)
+    leverage: float = spec(2.0, doc="extra leverage taken at full conviction", ge=0, le=1000)
+
+
+@register_rule("momentum")
 class Momentum(_Overlay):
     """Trade on the recent return: buy after rises, sell after falls."""
 
-    name = "momentum"
+    Params = MomentumParams
 
-    def __init__(self, model):
-        super().__init__(model)
-        t = model.config.traders
-        self.lookback = int(t.momentum_lookback)
-        self.leverage = float(t.momentum_leverage)
+    def __init__(self, model, params=None):
+        super().__init__(model, params)
+        self.lookback = int(self.params.lookback)
+        self.leverage = float(self.params.leverage)
         mk = model.market
         # return scale: one standard deviation of the lookback's return (floored)
         self.scale = np.maximum(mk.volatility * np.sqrt(self.lookback * mk.dt), 1e-3)
@@ -193,29 +294,46 @@ class Momentum(_Overlay):
         return self.leverage * equity[:, None] * self.signal()[None, :] / price
 
 
+@dataclass
+class ValueParams:
+    """``[traders.rules.value]``."""
+
+    leverage: float = spec(2.0, doc="extra leverage taken at full conviction", ge=0, le=1000)
+    scale: float = spec(
+        0.05, doc="mispricing log(price / fundamental) of full conviction", gt=0, le=10
+    )
+
+
+@register_rule("value")
 class Value(_Overlay):
     """Buy below the fundamental, sell above it (the stabilising side)."""
 
-    name = "value"
+    Params = ValueParams
 
     def target(self, rows, equity, price):
-        t = self.model.config.traders
+        p = self.params
         mispricing = np.log(price / self.model.market.fundamental)
-        conviction = -np.tanh(mispricing / t.value_scale)
-        return t.value_leverage * equity[:, None] * conviction[None, :] / price
+        conviction = -np.tanh(mispricing / p.scale)
+        return p.leverage * equity[:, None] * conviction[None, :] / price
 
 
+@dataclass
+class NoiseParams:
+    """``[traders.rules.noise]``."""
+
+    size: float = spec(
+        0.1, doc="standard deviation of an order, as a fraction of equity", ge=0, le=100
+    )
+    decay: float = spec(0.5, doc="fraction of the overlay that fades each step", gt=0, le=1)
+
+
+@register_rule("noise")
 class Noise(_Overlay):
-    """Random orders: an AR(1) overlay with normal innovations of ``noise_size x E``."""
+    """Random orders: an AR(1) overlay with normal innovations of ``size x E``."""
 
-    name = "noise"
+    Params = NoiseParams
 
     def target(self, rows, equity, price):
-        t = self.model.config.traders
+        p = self.params
         z = self.model.rng.standard_normal(self.overlay.shape)
-        return (1.0 - t.rebalance) * self.overlay + t.noise_size * equity[:, None] * z / price
-
-
-STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (Hold, TargetLeverage, Momentum, Value, Noise)
-}
+        return (1.0 - p.decay) * self.overlay + p.size * equity[:, None] * z / price

@@ -175,7 +175,7 @@ class ContagionModel(mesa.Model):
             rows = np.flatnonzero(names == name)
             if rows.size:
                 self.strategy_rows[name] = rows
-                self.strategies[name] = STRATEGIES[name](self)
+                self.strategies[name] = STRATEGIES[name](self, cfg.traders.rules.get(name))
 
         n = self.book.n_traders
         self.agents_created = bool(n and (n <= AGENT_LIMIT if agents is None else agents))

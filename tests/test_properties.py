@@ -326,14 +326,18 @@ def full_range_configs(draw):
         if section == "assets[]":
             for asset in data["assets"]:
                 asset[name] = draw(_in_range(lo, hi))
-        else:
-            data[section][name] = draw(_in_range(lo, hi))
+        else:  # a key of the section, or of a table inside it (traders.rules.noise.size)
+            *tables, leaf = name.split(".")
+            node = data[section]
+            for table in tables:
+                node = node.setdefault(table, {})
+            node[leaf] = draw(_in_range(lo, hi))
     # GARCH(1,1) needs alpha + beta < 1: beta drawn below 1 - alpha
     alpha = data["market"]["garch_alpha"]
     data["market"]["garch_beta"] = draw(st.floats(0.0, 1.0 - alpha, exclude_max=True))
     data["market"]["funding_interval"] = draw(st.integers(0, 3))
     data["traders"]["reentry_steps"] = draw(st.integers(0, 3))
-    data["traders"]["momentum_lookback"] = draw(st.integers(1, 5))
+    data["traders"]["rules"]["momentum"]["lookback"] = draw(st.integers(1, 5))
     from agents.strategies import STRATEGIES
 
     names = draw(st.lists(st.sampled_from(list(STRATEGIES)), min_size=1, max_size=3, unique=True))
