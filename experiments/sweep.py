@@ -513,7 +513,7 @@ def run_one(task: RunTask, base: dict, base_dir: str) -> dict[str, Any]:
             cfg = build_config(
                 apply_overrides(base, {**task.params, "seed": task.seed}), base_dir=base_dir
             )
-            model = ContagionModel(cfg, agents=False)
+            model = ContagionModel(cfg, create_agents=False)
             model.run()
             record["metrics"] = run_metrics(model)
             record["cascades"] = cascade_sizes(model).tolist()

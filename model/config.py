@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from agents.params import spec
 from agents.strategies import STRATEGIES
 
@@ -232,6 +234,39 @@ class MarketConfig:
     funding_interest: float = spec(
         1.0e-4, doc="interest part of the funding rate of one interval", ge=-0.01, le=0.01
     )
+
+    def correlation_matrix(self, n_assets: int):
+        """The (n, n) correlation matrix of ``n_assets`` assets (one number expands to every
+        pair), checked: shape, symmetry, unit diagonal, entries in [-1, 1], positive
+        semi-definite."""
+        n = n_assets
+        c = self.correlation
+        if isinstance(c, (int, float)):
+            if not -1 <= c <= 1:
+                raise ConfigError(f"market.correlation: must be between -1 and 1, got {c:g}")
+            m = np.full((n, n), float(c))
+            np.fill_diagonal(m, 1.0)
+        else:
+            if any(len(row) != len(c) for row in c):
+                raise ConfigError(
+                    f"market.correlation: expected a {n}x{n} matrix for {n} assets, "
+                    "got rows of different lengths"
+                )
+            m = np.asarray(c, dtype=float).reshape(len(c), len(c))
+            if m.shape != (n, n):
+                raise ConfigError(
+                    f"market.correlation: expected a {n}x{n} matrix for {n} assets, got shape "
+                    f"{'x'.join(map(str, m.shape)) if m.ndim == 2 else 'ragged'}"
+                )
+            if not np.allclose(m, m.T, atol=1e-12):
+                raise ConfigError("market.correlation: matrix must be symmetric")
+            if not np.allclose(np.diag(m), 1.0, atol=1e-12):
+                raise ConfigError("market.correlation: diagonal must be all 1")
+            if np.any(np.abs(m) > 1):
+                raise ConfigError("market.correlation: entries must be between -1 and 1")
+        if np.linalg.eigvalsh(m).min() < -1e-10:
+            raise ConfigError("market.correlation: matrix must be positive semi-definite")
+        return m
 
 
 @dataclass
@@ -682,38 +717,8 @@ def _check_tiers(tiers: list[TierConfig], key: str) -> None:
 
 
 def correlation_matrix(cfg: Config):
-    """The assets' correlation matrix (one number expands to every pair), checked: shape,
-    symmetry, unit diagonal, entries in [-1, 1], positive semi-definite."""
-    import numpy as np
-
-    n = len(cfg.assets)
-    c = cfg.market.correlation
-    if isinstance(c, float):
-        if not -1 <= c <= 1:
-            raise ConfigError(f"market.correlation: must be between -1 and 1, got {c:g}")
-        m = np.full((n, n), c)
-        np.fill_diagonal(m, 1.0)
-    else:
-        if any(len(row) != len(c) for row in c):
-            raise ConfigError(
-                f"market.correlation: expected a {n}x{n} matrix for {n} assets, "
-                "got rows of different lengths"
-            )
-        m = np.asarray(c, dtype=float).reshape(len(c), len(c))
-        if m.shape != (n, n):
-            raise ConfigError(
-                f"market.correlation: expected a {n}x{n} matrix for {n} assets, got shape "
-                f"{'x'.join(map(str, m.shape)) if m.ndim == 2 else 'ragged'}"
-            )
-        if not np.allclose(m, m.T, atol=1e-12):
-            raise ConfigError("market.correlation: matrix must be symmetric")
-        if not np.allclose(np.diag(m), 1.0, atol=1e-12):
-            raise ConfigError("market.correlation: diagonal must be all 1")
-        if np.any(np.abs(m) > 1):
-            raise ConfigError("market.correlation: entries must be between -1 and 1")
-    if np.linalg.eigvalsh(m).min() < -1e-10:
-        raise ConfigError("market.correlation: matrix must be positive semi-definite")
-    return m
+    """The assets' correlation matrix, checked (:meth:`MarketConfig.correlation_matrix`)."""
+    return cfg.market.correlation_matrix(len(cfg.assets))
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import numpy as np
 
 from agents.market import Market
 from model.accounts import AccountBook
+from model.config import MarketConfig
 
 __all__ = ["INTEREST_BAND", "Funding", "funding_rate", "funding_payments"]
 
@@ -43,16 +44,21 @@ def funding_payments(qty, mark, rate) -> np.ndarray:
 class Funding:
     """Accrues the premium every step and settles funding every ``interval`` steps.
 
+    Args:
+        market: the ``[market]`` section (``funding_interval`` > 0, ``funding_cap``,
+            ``funding_interest``).
+        n_assets: how many perpetuals.
+
     Attributes:
         last_rate: (A,) the rate of the last settlement.
         paid_by_longs: total funding paid by long positions so far (negative: received).
         settlements: number of settlements so far.
     """
 
-    def __init__(self, n_assets: int, interval: int, cap: float, interest: float):
-        self.interval = int(interval)
-        self.cap = float(cap)
-        self.interest = float(interest)
+    def __init__(self, market: MarketConfig, n_assets: int):
+        self.interval = int(market.funding_interval)
+        self.cap = float(market.funding_cap)
+        self.interest = float(market.funding_interest)
         self._premium_sum = np.zeros(n_assets)
         self._premium_steps = 0
         self.last_rate = np.zeros(n_assets)

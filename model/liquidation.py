@@ -31,6 +31,7 @@ import numpy as np
 
 from model.accounts import AccountBook, TierTable, maintenance_margin
 from model.adl import Deleveraging, auto_deleverage
+from model.config import MarginConfig
 from model.fills import FillLog, Kind
 from model.screen import BLOCK_ROWS, MarginScreen
 
@@ -156,6 +157,14 @@ class _Cover:
 class LiquidationEngine:
     """Runs a step's liquidation rounds over an :class:`AccountBook` against a market.
 
+    Args:
+        book, market: the account book and the market agent.
+        margin: the ``[margin]`` section (liquidation mode, fee, buffer, insurance fund,
+            round limit, ADL).
+        on_round: called with every :class:`RoundRecord` (the contagion graph listens).
+        screen: skip accounts provably far from maintenance (:mod:`model.screen`); False
+            checks every account every round (same results).
+
     Attributes:
         insurance_fund: current balance of the fund.
         unfunded_bad_debt: losses nobody has paid (fund empty, no ADL).
@@ -169,27 +178,22 @@ class LiquidationEngine:
         self,
         book: AccountBook,
         market: Market,
+        margin: MarginConfig,
         *,
-        liquidation: str = "partial",
-        fee: float = 0.005,
-        buffer: float = 0.1,
-        insurance_fund: float = 0.0,
-        max_rounds: int = 100,
-        adl: bool = True,
         on_round: Callable[[RoundRecord], None] | None = None,
         screen: bool = True,
     ):
         self.book = book
         self.market = market
-        self.mode = liquidation
-        self.fee = float(fee)
-        self.buffer = float(buffer)
-        self.insurance_fund = float(insurance_fund)
+        self.mode = margin.liquidation
+        self.fee = float(margin.fee)
+        self.buffer = float(margin.buffer)
+        self.insurance_fund = float(margin.insurance_fund)
         self.unfunded_bad_debt = 0.0
         self.socialized_loss = 0.0
         self.fund_paid = 0.0
-        self.max_rounds = int(max_rounds)
-        self.adl_enabled = bool(adl)
+        self.max_rounds = int(margin.max_rounds)
+        self.adl_enabled = bool(margin.adl)
         self.on_round = on_round  # callback(RoundRecord), e.g. the contagion graph
         # Skip accounts provably far from their boundary (identical results, less work).
         self.screen = MarginScreen(book) if screen else None

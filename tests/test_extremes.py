@@ -21,7 +21,7 @@ from conftest import small_config
 
 from agents.market import Market
 from model import ContagionModel
-from model.config import build_config
+from model.config import AssetConfig, MarketConfig, build_config
 from model.results import INCOMPLETE_MARKER, RUN_FILES, money_scale, run_status
 
 # Columns where NaN is a documented value ("no such price"), not a numerical failure.
@@ -66,7 +66,7 @@ def assert_finite_folder(out):
 def run_quietly(data, out=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        m = ContagionModel(build_config(data), agents=False).run()
+        m = ContagionModel(build_config(data), create_agents=False).run()
         if out is not None:
             m.write_results(out)
     return m
@@ -139,7 +139,8 @@ def test_market_stays_within_limits_under_absurd_flows():
     import mesa
 
     model = mesa.Model(rng=0)
-    mk = Market(model, ["X"], [100.0], [1.0], [0.0], np.eye(1), impact_exponent=2.0)
+    asset = AssetConfig(symbol="X", price=100.0, depth=1.0, volatility=0.0)
+    mk = Market(model, MarketConfig(impact_exponent=2.0), [asset])
     mk.move_fundamentals(1)
     price = mk.execute([1e150], forced=True)  # sell 1e150 units into a 1-dollar book
     assert np.isfinite(price).all() and price[0] > 0

@@ -229,7 +229,7 @@ def test_invariants_hold_over_random_configs(data):
     cfg = build_config(data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        m = ContagionModel(cfg, agents=False)
+        m = ContagionModel(cfg, create_agents=False)
         check_run_step_by_step(m)
 
 
@@ -240,7 +240,7 @@ def test_invariants_hold_over_random_populations(data):
     pop = data.draw(populations(cfg))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        m = ContagionModel(cfg, population=pop, agents=False)
+        m = ContagionModel(cfg, population=pop, create_agents=False)
         check_run_step_by_step(m)
 
 
@@ -359,7 +359,7 @@ def test_prices_and_money_over_full_ranges_with_every_feature(data):
     cfg = build_config(data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        m = ContagionModel(cfg, agents=False)
+        m = ContagionModel(cfg, create_agents=False)
         rounds = []
         record = m.engine.on_round
 

@@ -192,7 +192,7 @@ def population_of(book):
 def run_both(cfg, population=None):
     runs = []
     for screen in (True, False):
-        m = ContagionModel(cfg, agents=False, screen=screen, population=population)
+        m = ContagionModel(cfg, create_agents=False, screen=screen, population=population)
         m.run()
         runs.append(m)
     return runs
@@ -297,7 +297,7 @@ def test_screened_run_equals_checking_everyone_with_every_feature(mode):
 
 
 def test_aggregate_equity_tracks_the_full_sum_every_step():
-    m = ContagionModel(busy_config(), agents=False)
+    m = ContagionModel(busy_config(), create_agents=False)
     for _ in range(m.config.steps):
         m.step()
         full = m.book.total_equity(m.mark)

@@ -135,10 +135,10 @@ def test_momentum_overlay_by_the_closed_form():
 def test_noise_orders_come_from_model_rng_only():
     cfg = build_config(small_config(traders={"count": 300, "strategies": {"noise": 1.0}}))
     state = np.random.get_state()  # noqa: NPY002 - checking the legacy global stream
-    a = ContagionModel(cfg, agents=False).run(5)
+    a = ContagionModel(cfg, create_agents=False).run(5)
     assert np.array_equal(np.random.get_state()[1], state[1])  # noqa: NPY002
-    b = ContagionModel(cfg, agents=False).run(5)
-    c = ContagionModel(cfg, rng=cfg.seed + 1, agents=False).run(5)
+    b = ContagionModel(cfg, create_agents=False).run(5)
+    c = ContagionModel(cfg, rng=cfg.seed + 1, create_agents=False).run(5)
     np.testing.assert_array_equal(a.book.qty, b.book.qty)
     assert not np.array_equal(a.book.qty, c.book.qty)
     assert not np.array_equal(a.book.qty, a.population.qty)  # they did trade
@@ -229,7 +229,7 @@ def test_target_leverage_amplifies_and_value_damps_a_shock():
 def test_target_leverage_population_deepens_a_liquidation_cascade():
     base = small_config(traders={"count": 600, "strategies": {"hold": 1.0}})
     tl = small_config(traders={"count": 600, "strategies": {"target_leverage": 1.0}})
-    runs = [ContagionModel(build_config(d), agents=False).run() for d in (base, tl)]
+    runs = [ContagionModel(build_config(d), create_agents=False).run() for d in (base, tl)]
     hold, lev = (r.summary() for r in runs)
     assert lev["max_drawdown"]["BTC"] > hold["max_drawdown"]["BTC"]
 
@@ -245,7 +245,7 @@ def test_money_conserved_every_step_with_every_rule_trading(mode):
             shocks=[{"step": 5, "asset": "BTC", "return": -0.15}],
         )
     )
-    m = ContagionModel(cfg, agents=False)
+    m = ContagionModel(cfg, create_agents=False)
     for _ in range(cfg.steps):
         m.step()
         total = m.money()["total"]
@@ -299,7 +299,7 @@ def test_extreme_rules_on_a_tiny_book_stay_finite_and_conserve_money():
             market={"volatility": 0.8, "depth_stress": 1.0, "funding_interval": 2},
         )
     )
-    m = ContagionModel(cfg, agents=False)
+    m = ContagionModel(cfg, create_agents=False)
     with np.errstate(all="ignore"):
         for _ in range(cfg.steps):
             m.step()
