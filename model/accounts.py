@@ -1,7 +1,7 @@
 """The account book: every trader's collateral and positions as numpy arrays.
 
 A venue margins each account with a few array operations; nothing here loops over traders.
-Notation (DESIGN.md): wallet ``W`` (quote currency), signed quantity ``q``, entry price ``e``,
+Notation (docs/design.md): wallet ``W`` (quote currency), signed quantity ``q``, entry price ``e``,
 mark price ``M``, notional ``N = |q| M``, side ``s = sign(q)``.
 
 * A cross position draws on the account's wallet: the account's cross equity

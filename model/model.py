@@ -1,6 +1,6 @@
 """ContagionModel: the Mesa model that orchestrates one run.
 
-One step (DESIGN.md, "One step"):
+One step (docs/design.md, "One step"):
 
 1. Market: fundamentals move (correlated GBM, jumps, scheduled shocks); old impact decays.
 2. Strategies: voluntary orders execute through the market.
@@ -291,17 +291,19 @@ class ContagionModel(mesa.Model):
 
     # ---- the step -------------------------------------------------------------------------
     def step(self) -> None:
-        """One step: the phases of DESIGN.md, in order."""
+        """One step: the phases of docs/design.md ("One step"), in order."""
         t = self.steps
         self.market.move_fundamentals(t)  # 1. market
         self.trade_voluntarily()  # 2. strategies
-        if self.funding is not None:
-            self.funding.step(
-                self.book, self.market, t
-            )  # perpetual funding between longs and shorts
+        self.pay_funding(t)  # perpetual funding between longs and shorts (when on)
         self.last = self.engine.run_step(t)  # 3. mark to market; liquidation rounds
         self.check_finite(t)
         self.record(t)  # 4. record
+
+    def pay_funding(self, t: int) -> None:
+        """Accrue the funding premium and, on a settlement step, pay funding (if on)."""
+        if self.funding is not None:
+            self.funding.step(self.book, self.market, t)
 
     def check_finite(self, t: int, *, everything: bool = False) -> None:
         """Stop with a clear error if a price or balance stopped being a finite number.
@@ -345,8 +347,18 @@ class ContagionModel(mesa.Model):
         trade_voluntarily(self.book, self.market, orders, self.isolated_accounts)
 
     def record(self, t: int) -> None:
+        """Phase 4: warnings of the step, the per-step series, the market and account
+        histories."""
         if self.last.liquidations:
             self._ever_liquidated = self.engine.accounts_ever
+        self._warn_limits(t)
+        self.datacollector.collect(self)
+        if self.history is not None:
+            self.history.record(t, self.mark)
+        self.market_history.append(self.market)
+
+    def _warn_limits(self, t: int) -> None:
+        """Warn when the round limit stopped a cascade or a price was held at a limit."""
         if self.last.round_limit_hit:
             self.warn(
                 f"step {t}: round limit margin.max_rounds={self.engine.max_rounds} hit "
@@ -362,10 +374,6 @@ class ContagionModel(mesa.Model):
                     f"{self.market.price[j]:.3g} (log price limit)",
                     kind=f"price_{where}",
                 )
-        self.datacollector.collect(self)
-        if self.history is not None:
-            self.history.record(t, self.mark)
-        self.market_history.append(self.market)
 
     def warn(self, message: str, kind: str = "other") -> None:
         """A warning: counted and kept for summary.json, and shown on stderr as one line.
@@ -404,7 +412,7 @@ class ContagionModel(mesa.Model):
         return summarize(self)
 
     def write_results(self, out_dir) -> Path:
-        """Write the run folder (DESIGN.md, "Run folder")."""
+        """Write the run folder (docs/design.md, "Run folder")."""
         from model.results import write_run
 
         return write_run(self, out_dir)
