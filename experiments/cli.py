@@ -13,15 +13,11 @@ import time
 import warnings
 from pathlib import Path
 
-from model.config import ConfigError
+from model.errors import ConfigError, UsageError
 
 __all__ = ["main"]
 
 EXIT_BAD_INPUT = 2
-
-
-class UsageError(Exception):
-    """Bad command-line usage (exit status 2)."""
 
 
 class _Parser(argparse.ArgumentParser):

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from model.errors import UsageError
+
 __all__ = [
     "cascade_ccdf",
     "ccdf",
@@ -417,7 +419,7 @@ def plot_sweep(sweep_dir: str | Path) -> list[Path]:
     meta = json.loads((sweep_dir / SWEEP_FILE).read_text())
     runs = read_runs(sweep_dir)
     if not len(runs) or not (runs["status"] == "ok").any():
-        raise _usage_error(f"{sweep_dir}: no finished runs to plot")
+        raise UsageError(f"{sweep_dir}: no finished runs to plot")
     keys = meta["keys"]
     figs = sweep_dir / "figures"
     out: list[Path] = []
@@ -465,7 +467,7 @@ def _sobol_figure(sweep_dir: Path, figs: Path) -> list[Path]:
     try:
         table = sobol_table(sweep_dir, metrics)
     except ValueError as exc:
-        raise _usage_error(str(exc)) from None
+        raise UsageError(str(exc)) from None
     from model.results import atomic_write
 
     atomic_write(sweep_dir / "sobol_indices.csv", lambda p: table.to_csv(p, index=False))
@@ -540,19 +542,13 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     market = pd.read_parquet(run_dir / "market.parquet")
     liquidations = pd.read_parquet(run_dir / "liquidations.parquet")
     if not len(market):
-        raise _usage_error(f"{run_dir}: the run has no steps to plot")
+        raise UsageError(f"{run_dir}: the run has no steps to plot")
     return _save(price_paths(market, liquidations), run_dir / "figures", "price_paths")
 
 
 # --------------------------------------------------------------------------------------------
 # The command
 # --------------------------------------------------------------------------------------------
-
-
-def _usage_error(message: str) -> Exception:
-    from experiments.cli import UsageError
-
-    return UsageError(message)
 
 
 def plot_command(args) -> int:
@@ -562,15 +558,15 @@ def plot_command(args) -> int:
     matplotlib.use("Agg")  # files only; never needs a display
     folder = Path(args.dir)
     if not folder.is_dir():
-        raise _usage_error(f"{folder}: no such folder")
+        raise UsageError(f"{folder}: no such folder")
     if (folder / "sweep.json").exists():
         files = plot_sweep(folder)
     elif (folder / "market.parquet").exists() and (folder / "liquidations.parquet").exists():
         if (folder / ".incomplete").exists():
-            raise _usage_error(f"{folder}: run folder is incomplete (its writer was interrupted)")
+            raise UsageError(f"{folder}: run folder is incomplete (its writer was interrupted)")
         files = plot_run(folder)
     else:
-        raise _usage_error(
+        raise UsageError(
             f"{folder}: neither a sweep folder (sweep.json) nor a run folder (market.parquet)"
         )
     for path in files:

@@ -59,7 +59,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from model.config import ConfigError, apply_overrides, build_config, describe, read_toml
+from model.config import apply_overrides, build_config, describe, read_toml
+from model.errors import ConfigError, UsageError
 
 __all__ = [
     "SAMPLERS",
@@ -682,7 +683,7 @@ class DaskExecutor:
             try:
                 self.client = Client(address, timeout=timeout)
             except (OSError, TimeoutError, ValueError) as exc:
-                raise _usage_error(f"--scheduler {address}: cannot connect ({exc})") from None
+                raise UsageError(f"--scheduler {address}: cannot connect ({exc})") from None
         self.workers = max(1, sum(self.client.nthreads().values()))
 
     def run(self, fn: Callable, tasks: Iterable[RunTask]) -> Iterator[tuple[RunTask, dict]]:
@@ -738,27 +739,21 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _usage_error(message: str) -> Exception:
-    from experiments.cli import UsageError
-
-    return UsageError(message)
-
-
 def make_executor(workers: int | None = None, scheduler: str | None = None):
     """The executor the command line asks for: Dask when ``scheduler`` is given, else local
     processes (``workers`` of them, default one per core; ``workers=1`` runs in-process)."""
     if workers is not None and workers < 1:
-        raise _usage_error(f"--workers: must be at least 1, got {workers}")
+        raise UsageError(f"--workers: must be at least 1, got {workers}")
     if scheduler:
         if workers is not None and scheduler != "local":
-            raise _usage_error(
+            raise UsageError(
                 "--workers: applies to local processes or --scheduler local; "
                 f"the cluster at {scheduler} has its own workers"
             )
         try:
             import dask.distributed  # noqa: F401
         except ImportError:
-            raise _usage_error(
+            raise UsageError(
                 "--scheduler: needs the optional package dask "
                 "(pip install 'margin-contagion[dask]')"
             ) from None
@@ -833,24 +828,24 @@ class SweepFolder:
         meta_path = self.out / SWEEP_FILE
         fingerprint = _fingerprint(spec, points)
         if self.out.exists() and not self.out.is_dir():
-            raise _usage_error(f"--out {self.out}: exists and is not a folder")
+            raise UsageError(f"--out {self.out}: exists and is not a folder")
         if meta_path.exists():
             if not resume:
-                raise _usage_error(
+                raise UsageError(
                     f"--out {self.out}: already holds a sweep; pass --resume to finish it "
                     "or choose another --out"
                 )
             try:
                 old = json.loads(meta_path.read_text())
             except (OSError, ValueError):
-                raise _usage_error(f"{meta_path}: unreadable; cannot resume") from None
+                raise UsageError(f"{meta_path}: unreadable; cannot resume") from None
             if old.get("fingerprint") != fingerprint:
-                raise _usage_error(
+                raise UsageError(
                     f"--resume: {self.out} was started from a different sweep (base config, "
                     "points, seeds or replicates changed); use another --out"
                 )
         elif self.out.exists() and any(self.out.iterdir()) and not resume:
-            raise _usage_error(f"--out {self.out}: folder exists and is not empty")
+            raise UsageError(f"--out {self.out}: folder exists and is not empty")
 
     def start(self, spec: SweepSpec, points: list[dict], resume: bool) -> set[str]:
         """Create or reopen the folder; return the run ids already finished."""

@@ -6,8 +6,9 @@ its constraints in one place (``spec(...)``), so the whole configuration is intr
 override or a sweep, and addressable by dotted keys (``market.volatility``,
 ``assets.BTC.depth``).
 
-Errors are :class:`ConfigError`: one line that names the key (or the file) and what is wrong.
-The command line turns them into exit status 2.
+Errors are :class:`ConfigError` (defined in :mod:`model.errors`, re-exported here): one line
+that names the key (or the file) and what is wrong. The command line turns them into exit
+status 2.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from model.errors import ConfigError
 
 __all__ = [
     "AssetConfig",
@@ -43,20 +46,6 @@ __all__ = [
     "parse_value",
     "to_dict",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration problem, phrased as one line naming the key or file.
-
-    Line breaks that reach the message through user text (a key or value with a newline in
-    it) are shown escaped, so the message stays one line.
-    """
-
-    def __init__(self, message: str = ""):
-        text = str(message)
-        for raw, shown in (("\r", "\\r"), ("\n", "\\n")):
-            text = text.replace(raw, shown)
-        super().__init__(text)
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
