@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from model import storage
 from model.config import Config, ConfigError, load_config
 
 __all__ = [
@@ -858,9 +859,7 @@ def plot_cross_vs_isolated(cross: DemoRun, iso: DemoRun, step: int):
 
 
 def _save(fig, path: Path) -> Path:
-    from model.results import atomic_write
-
-    atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
+    storage.atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
     return path
 
 
@@ -956,8 +955,6 @@ def demo_command(args) -> int:
     say(f"run folder: {out} (the isolated run in {out / 'isolated'})")
     say("figures: " + ", ".join(str(f) for f in figures))
     say(f"done in {time.perf_counter() - t0:.1f}s")
-    from model.results import atomic_write
-
-    atomic_write(out / "narration.txt", lambda p: p.write_text(say.text, encoding="utf-8"))
+    storage.write_text(out / "narration.txt", say.text)
     sys.stdout.flush()
     return 0

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from model import storage
 from model.errors import UsageError
 
 __all__ = [
@@ -96,7 +97,8 @@ def _save(fig, folder: Path, name: str) -> list[Path]:
     out = []
     for ext in ("png", "svg"):
         path = folder / f"{name}.{ext}"
-        fig.savefig(path, dpi=130 if ext == "png" else None)
+        dpi = 130 if ext == "png" else None
+        storage.atomic_write(path, lambda p, ext=ext, dpi=dpi: fig.savefig(p, dpi=dpi, format=ext))
         out.append(path)
     return out
 
@@ -468,9 +470,7 @@ def _sobol_figure(sweep_dir: Path, figs: Path) -> list[Path]:
         table = sobol_table(sweep_dir, metrics)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    from model.results import atomic_write
-
-    atomic_write(sweep_dir / "sobol_indices.csv", lambda p: table.to_csv(p, index=False))
+    storage.atomic_write(sweep_dir / "sobol_indices.csv", lambda p: table.to_csv(p, index=False))
     # amplification is in the table but not the figure: a ratio of two falls, heavy-tailed, its
     # indices need far more samples than the others to settle
     fig = sobol_bars(table, metrics[:3])

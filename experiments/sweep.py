@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from model import storage
 from model.config import apply_overrides, build_config, describe, read_toml
 from model.errors import ConfigError, UsageError
 
@@ -767,40 +768,6 @@ def make_executor(workers: int | None = None, scheduler: str | None = None):
 # --------------------------------------------------------------------------------------------
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_durably(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that after a crash it is either whole or absent."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o).__name__)
-
-
 def _fingerprint(spec: SweepSpec, points: list[dict]) -> str:
     """What identifies a sweep's results: base config, points, seeds, replicates."""
     ident = {
@@ -871,9 +838,8 @@ class SweepFolder:
             "fingerprint": fingerprint,
         }
         if not meta_path.exists():
-            _write_durably(meta_path, json.dumps(meta, indent=1, default=str) + "\n")
-        for tmp in self.runs.glob(".*.tmp"):  # leftovers of a write cut short
-            tmp.unlink(missing_ok=True)
+            storage.write_json(meta_path, meta, indent=1)
+        storage.clear_temporaries(self.runs)  # leftovers of a write cut short
         return {p.stem for p in self.runs.glob("p*-r*.json")}
 
     def record(self, task: RunTask, result: dict) -> None:
@@ -885,17 +851,13 @@ class SweepFolder:
             "params": task.params,
             **result,
         }
-        _write_durably(
-            self.runs / f"{task.run_id}.json", json.dumps(row, default=_json_default) + "\n"
-        )
+        storage.write_json(self.runs / f"{task.run_id}.json", row)
 
     def consolidate(self, spec_keys: list[str], complete: bool) -> pd.DataFrame:
         """Rebuild runs.parquet and cascades.parquet from runs/ (atomic replace)."""
         runs, cascades = read_run_records(self.runs, spec_keys)
-        from model.results import atomic_write
-
-        atomic_write(self.out / RUNS_TABLE, lambda p: runs.to_parquet(p, index=False))
-        atomic_write(self.out / CASCADES_TABLE, lambda p: cascades.to_parquet(p, index=False))
+        storage.write_parquet(self.out / RUNS_TABLE, runs)
+        storage.write_parquet(self.out / CASCADES_TABLE, cascades)
         if complete:
             (self.out / INCOMPLETE_MARKER).unlink(missing_ok=True)
         return runs
