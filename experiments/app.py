@@ -37,7 +37,7 @@ from experiments.demo import (
 from model import ContagionModel, load_config
 from model.config import ConfigError
 
-__all__ = ["DashboardModel", "page", "viz_command"]
+__all__ = ["DashboardModel", "page", "serve_dashboard"]
 
 # Colours per asset, the same in every chart.
 _ASSET_COLOURS = ["#d62728", "#1f77b4", "#9467bd", "#2ca02c", "#ff7f0e"]
@@ -279,13 +279,18 @@ def _check_port(host: str, port: int) -> None:
             raise ConfigError(f"--port {port}: cannot listen on {host} ({exc.strerror})") from None
 
 
-def viz_command(args) -> int:
-    """``contagion viz [--port N] [--host H] [--no-open]``: serve the dashboard until stopped."""
-    host, port = args.host, int(args.port)
-    _check_port(host, port)
+def serve_dashboard(host: str = "127.0.0.1", port: int = 8765, open_browser: bool = True) -> int:
+    """Serve the dashboard on ``host:port`` until stopped (the server replaces this process).
+
+    Args:
+        host: the address to listen on.
+        port: the port to listen on (checked before the server starts).
+        open_browser: open a browser tab on the page.
+    """
+    _check_port(host, int(port))
     cmd = [sys.executable, "-m", "solara", "run", str(Path(__file__).resolve())]
     cmd += ["--host", host, "--port", str(port), "--production"]
-    if not getattr(args, "open", True):
+    if not open_browser:
         cmd.append("--no-open")
     print(f"dashboard: http://{host}:{port} (Ctrl-C stops it)", flush=True)
     env = dict(os.environ)

@@ -26,10 +26,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from experiments.run import write_run_folder
 from model import storage
 from model.config import Config, ConfigError, load_config
 
@@ -39,7 +41,7 @@ __all__ = [
     "DemoRun",
     "RoundStory",
     "cascade_layout",
-    "demo_command",
+    "run_demo_command",
     "draw_cascade_tree",
     "draw_rounds",
     "holding_labels",
@@ -893,19 +895,27 @@ def _check_out(out: Path) -> None:
             break
 
 
-def demo_command(args) -> int:
-    """``contagion demo [--out DIR] [--set KEY=VALUE ...]``: the narrated cascade, under cross
-    and then isolated margin; ``--set`` changes the demo's market for both runs. Returns the
-    exit code."""
-    from experiments.cli import _parse_sets
+def run_demo_command(
+    *, out: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> int:
+    """The narrated cascade, under cross and then isolated margin, printed as it happens.
 
-    overrides = _parse_sets(getattr(args, "set", None))
+    Args:
+        out: the run folder (default ``results/demo``); the isolated run goes in
+            ``out/isolated``.
+        overrides: dotted-key changes to the demo's market (``--set``), for both runs;
+            ``margin.mode`` is not one of them (the demo runs both modes).
+
+    Returns:
+        the exit status (0).
+    """
+    overrides = dict(overrides or {})
     if "margin.mode" in overrides:
         raise ConfigError("--set margin.mode: the demo runs both modes, cross and then isolated")
     cfg = load_config(DEMO_CONFIG, overrides={**overrides, "margin.mode": "cross"})
     if not cfg.shocks:
         raise ConfigError("shocks: the demo needs a scheduled shock")
-    out = Path(args.out) if getattr(args, "out", None) else Path("results") / "demo"
+    out = Path(out) if out is not None else Path("results") / "demo"
     _check_out(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -935,8 +945,8 @@ def demo_command(args) -> int:
     say()
     say("The lesson: " + lesson(c_stats, i_stats, shock.asset, symbols))
 
-    cross.model.write_results(out)
-    iso.model.write_results(out / "isolated")
+    write_run_folder(cross.model, out)
+    write_run_folder(iso.model, out / "isolated")
     figures = [
         _save(
             plot_prices(

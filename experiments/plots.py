@@ -24,7 +24,6 @@ Every figure is written as PNG and SVG under ``DIR/figures/``. Figures are built
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from pathlib import Path
 
@@ -40,7 +39,7 @@ __all__ = [
     "cross_vs_isolated",
     "metrics_vs_leverage",
     "phase_diagram",
-    "plot_command",
+    "plot_folder",
     "plot_run",
     "plot_sweep",
     "price_paths",
@@ -551,26 +550,24 @@ def plot_run(run_dir: str | Path) -> list[Path]:
 # --------------------------------------------------------------------------------------------
 
 
-def plot_command(args) -> int:
-    """``contagion plot DIR``: a sweep folder or a run folder."""
+def plot_folder(folder: str | Path) -> list[Path]:
+    """Draw the figures of a sweep folder or a run folder; returns the files written.
+
+    Raises:
+        UsageError: ``folder`` is neither, or is a run folder whose writer was interrupted.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
-    folder = Path(args.dir)
+    folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder")
     if (folder / "sweep.json").exists():
-        files = plot_sweep(folder)
-    elif (folder / "market.parquet").exists() and (folder / "liquidations.parquet").exists():
+        return plot_sweep(folder)
+    if (folder / "market.parquet").exists() and (folder / "liquidations.parquet").exists():
         if (folder / ".incomplete").exists():
             raise UsageError(f"{folder}: run folder is incomplete (its writer was interrupted)")
-        files = plot_run(folder)
-    else:
-        raise UsageError(
-            f"{folder}: neither a sweep folder (sweep.json) nor a run folder (market.parquet)"
-        )
-    for path in files:
-        print(path)
-    if not files:
-        print(f"{folder}: nothing to draw for these keys", file=sys.stderr)
-    return 0
+        return plot_run(folder)
+    raise UsageError(
+        f"{folder}: neither a sweep folder (sweep.json) nor a run folder (market.parquet)"
+    )

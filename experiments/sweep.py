@@ -79,8 +79,8 @@ __all__ = [
     "run_one",
     "run_seed",
     "run_sweep",
+    "run_sweep_command",
     "sample_points",
-    "sweep_command",
 ]
 
 SAMPLERS = ("grid", "lhs", "sobol", "random", "saltelli")
@@ -990,19 +990,39 @@ def run_sweep(
     return pd.read_parquet(folder.out / RUNS_TABLE)
 
 
-def sweep_command(args) -> int:
-    """``contagion sweep SWEEP.toml [--out DIR] [--workers N] [--scheduler ADDR] [--resume]``."""
-    spec = load_sweep(args.sweep)
-    out = Path(args.out) if args.out else Path("results") / spec.name
+def run_sweep_command(
+    sweep_path: str | Path,
+    *,
+    out: str | Path | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    resume: bool = False,
+) -> int:
+    """Load a sweep file and run it (or finish it) with a progress line on stderr.
+
+    Args:
+        sweep_path: the sweep TOML file.
+        out: the sweep folder (default ``results/<sweep name>``).
+        workers: local worker processes (default: one per core), or Dask workers of
+            ``scheduler="local"``.
+        scheduler: a Dask scheduler address (``tcp://HOST:PORT``) or ``"local"``.
+        resume: finish a sweep already started in ``out``.
+
+    Returns:
+        the exit status: 0 when the sweep ran to the end (failed runs are rows of the table),
+        1 when the cluster was lost, 130 when interrupted.
+    """
+    spec = load_sweep(sweep_path)
+    out = Path(out) if out is not None else Path("results") / spec.name
     points = sample_points(spec)
-    SweepFolder(out).check(spec, points, args.resume)  # before starting any worker or cluster
-    executor = make_executor(args.workers, args.scheduler)
+    SweepFolder(out).check(spec, points, resume)  # before starting any worker or cluster
+    executor = make_executor(workers, scheduler)
     n = len(points) * spec.replicates
-    where = f"Dask at {args.scheduler}" if args.scheduler else f"{executor.workers} worker(s)"
+    where = f"Dask at {scheduler}" if scheduler else f"{executor.workers} worker(s)"
     print(f"{spec.name}: {n} runs ({spec.sampler} sampler) on {where} -> {out}", file=sys.stderr)
     t0 = time.perf_counter()
     try:
-        runs = run_sweep(spec, out, executor, resume=args.resume)
+        runs = run_sweep(spec, out, executor, resume=resume)
     except SweepAborted as exc:
         print(f"contagion: error: {exc}", file=sys.stderr)
         return 1

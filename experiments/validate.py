@@ -27,7 +27,7 @@ from pathlib import Path
 from model import storage
 from model.errors import ConfigError
 
-__all__ = ["CHECKS", "render_report", "run_checks", "validate_command", "write_report"]
+__all__ = ["CHECKS", "render_report", "run_checks", "run_validation", "write_report"]
 
 
 def _checks():
@@ -193,15 +193,25 @@ def _prepare_out(path) -> Path:
     return out
 
 
-def validate_command(args) -> int:
-    """``contagion validate [--out DIR] [--quick] [--returns CSV]``."""
-    quick = bool(getattr(args, "quick", False))
-    returns_csv = getattr(args, "returns", None)
+def run_validation(
+    *, out: str | Path | None = None, quick: bool = False, returns_csv: str | Path | None = None
+) -> int:
+    """Run every check, write the report folder and print where it is.
+
+    Args:
+        out: the report folder (default ``results/validation``).
+        quick: the quick variants (as in the tests).
+        returns_csv: a CSV of returns or prices to use as the stylized-facts reference instead
+            of the S&P 500.
+
+    Returns:
+        the exit status: 0 when every check passes, 1 when one fails.
+    """
     if returns_csv is not None:
         from experiments.validation.stylized_facts import load_returns
 
         load_returns(returns_csv)  # bad input fails now, with one line, before any work
-    out = _prepare_out(getattr(args, "out", None) or Path("results") / "validation")
+    out = _prepare_out(out if out is not None else Path("results") / "validation")
     t0 = time.perf_counter()
     results = run_checks(out, quick=quick, returns_csv=returns_csv)
     report = write_report(results, out, quick=quick, seconds=time.perf_counter() - t0)

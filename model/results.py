@@ -2,7 +2,11 @@
 
 Every file is written to a temporary name in the folder and renamed into place, and the
 folder carries a ``.incomplete`` marker until its last file is in: a run folder is either
-complete or clearly marked incomplete, never silently half-written.
+complete or clearly marked incomplete, never silently half-written (:mod:`model.storage`).
+
+The drawing of the largest cascade (``cascade.png``) is not written here: drawing belongs to
+the experiments layer, which adds it to the folder (``contagion run``,
+:func:`experiments.run.write_run_folder`).
 """
 
 from __future__ import annotations
@@ -342,20 +346,16 @@ def resolved_config(model) -> dict:
     return data
 
 
-def _write_contagion(recorder, liquidations: pd.DataFrame, out: Path) -> None:
-    """The contagion graph (GraphML, node-link JSON), its edge events and a cascade drawing.
+def _write_contagion(recorder, out: Path) -> None:
+    """The contagion graph (GraphML, node-link JSON) and its edge events.
 
     ``contagion_edges.parquet`` keeps one row per attribution (step, round, source,
-    source_kind, target, weight): the per-step structure the merged graph sums over.
-    ``cascade.png`` draws the largest cascade layered by round.
+    source_kind, target, weight): the per-step structure the merged graph sums over, and what
+    the experiments layer draws ``cascade.png`` from.
     """
-    from experiments.cascade_drawing import write_cascade_png
-
     storage.atomic_write(out / "contagion.graphml", recorder.write_graphml)
     storage.atomic_write(out / "contagion.json", recorder.write_node_link)
-    edges = recorder.edges_table()
-    storage.write_parquet(out / "contagion_edges.parquet", edges)
-    storage.atomic_write(out / "cascade.png", lambda p: write_cascade_png(p, edges, liquidations))
+    storage.write_parquet(out / "contagion_edges.parquet", recorder.edges_table())
 
 
 def write_run(model, out_dir) -> Path:
@@ -382,7 +382,7 @@ def write_run(model, out_dir) -> Path:
     _write_accounts(out / "accounts.parquet", model)
     if model.history is not None:  # opt-in sampled account snapshots
         storage.write_parquet(out / "account_history.parquet", model.history.table())
-    _write_contagion(model.recorder, tables["liquidations"], out)
+    _write_contagion(model.recorder, out)
     storage.write_json(out / "summary.json", summarize(model), indent=2)
     marker.unlink()
     storage.fsync_dir(out)

@@ -8,7 +8,6 @@ import io
 import json
 import re
 import time
-from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +19,8 @@ from experiments.demo import (
     DEMO_CONFIG,
     CascadeNarrator,
     cascade_layout,
-    demo_command,
     holding_labels,
+    run_demo_command,
 )
 from model import ContagionModel, load_config
 
@@ -48,7 +47,7 @@ def demo(tmp_path_factory):
     buf = io.StringIO()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(buf):
-        code = demo_command(Namespace(out=str(out)))
+        code = run_demo_command(out=out)
     seconds = time.perf_counter() - t0
     return {"code": code, "text": buf.getvalue(), "out": out, "seconds": seconds}
 
