@@ -59,9 +59,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from model import storage
+from model import metrics, storage
 from model.config import apply_overrides, build_config, describe, read_toml
 from model.errors import ConfigError, UsageError
+from model.results import liquidations_table
 
 __all__ = [
     "SAMPLERS",
@@ -452,13 +453,16 @@ def plan_runs(spec: SweepSpec, points: list[dict] | None = None) -> list[RunTask
 # --------------------------------------------------------------------------------------------
 
 
-def run_metrics(model) -> dict[str, Any]:
+def run_metrics(model, liquidations: pd.DataFrame | None = None) -> dict[str, Any]:
     """The run's headline metrics, flattened to scalars (one row of runs.parquet).
 
     ``summary()`` nests per-asset values; here ``max_drawdown`` and ``amplification`` are the
     worst asset's and ``max_drawdown_BTC`` etc. the per-asset ones. Added: liquidated notional
-    per asset (cross-asset contagion shows up in the assets that were not shocked) and the
-    number of steps with liquidations.
+    per asset (cross-asset contagion shows up in the assets that were not shocked).
+
+    Args:
+        model: a finished run.
+        liquidations: its liquidations table, when the caller has it already.
     """
     summary = model.summary()
     out: dict[str, Any] = {}
@@ -477,30 +481,22 @@ def run_metrics(model) -> dict[str, Any]:
             out[f"n_{key}"] = len(value)
         else:
             out[key] = value
-    fills = model.engine.fills_columns()
-    notional = np.bincount(fills["asset"], weights=fills["notional"], minlength=len(model.symbols))
+    if liquidations is None:
+        liquidations = liquidations_table(model)
+    codes = liquidations["asset"].cat.codes.to_numpy()  # categories: the model's symbols
+    notional = np.bincount(
+        codes, weights=liquidations["notional"].to_numpy(dtype=float), minlength=len(model.symbols)
+    )
     for j, s in enumerate(model.symbols):
         out[f"liquidated_notional_{s}"] = float(notional[j])
-    out["cascades"] = int(cascade_sizes(model).shape[0])
     return out
 
 
-def cascade_sizes(model) -> np.ndarray:
-    """(k, 2) array of (step, accounts liquidated in that step) over steps with liquidations.
-
-    A step's cascade is everything hanging from its root in the contagion graph: the accounts
-    liquidated (not auto-deleveraged) in any round of the step.
-    """
-    from model.liquidation import KINDS
-
-    fills = model.engine.fills_columns()
-    keep = fills["kind"] != KINDS.index("adl")
-    step, trader = fills["step"][keep], fills["trader_id"][keep]
-    if step.size == 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    pairs = np.unique(np.stack([step, trader], axis=1), axis=0)
-    steps, sizes = np.unique(pairs[:, 0], return_counts=True)
-    return np.stack([steps, sizes], axis=1).astype(np.int64)
+def cascade_sizes(liquidations: pd.DataFrame) -> list[list[int]]:
+    """``[step, accounts]`` of every cascade (:func:`model.metrics.cascades`: the accounts
+    liquidated, not auto-deleveraged, in any round of the step), in step order."""
+    table = metrics.cascades(liquidations)
+    return table[["step", "accounts"]].to_numpy(dtype=np.int64).tolist()
 
 
 def run_one(task: RunTask, base: dict, base_dir: str) -> dict[str, Any]:
@@ -517,8 +513,9 @@ def run_one(task: RunTask, base: dict, base_dir: str) -> dict[str, Any]:
             )
             model = ContagionModel(cfg, agents=False)
             model.run()
-            record["metrics"] = run_metrics(model)
-            record["cascades"] = cascade_sizes(model).tolist()
+            liquidations = liquidations_table(model)
+            record["metrics"] = run_metrics(model, liquidations)
+            record["cascades"] = cascade_sizes(liquidations)
     except Exception as exc:  # a failing run is a row, not the end of the sweep
         record.update(status="error", error=f"{type(exc).__name__}: {exc}", metrics={})
         record["cascades"] = []
