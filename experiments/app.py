@@ -21,21 +21,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import solara
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from mesa.visualization import Slider, SolaraViz, make_plot_component
 
-from experiments.demo import (
-    DEMO_CONFIG,
-    CascadeNarrator,
-    draw_cascade_tree,
-    draw_rounds,
-    holding_labels,
-    holding_order,
-)
+from experiments import DEMO_CONFIG
+from experiments.cascade_drawing import draw_cascade, draw_rounds, holding_labels, holding_order
+from experiments.demo import CascadeNarrator
 from model import ContagionModel, load_config
-from model.config import ConfigError
+from model.errors import ConfigError
+from model.results import liquidations_table
 
 __all__ = ["DashboardModel", "page", "serve_dashboard"]
 
@@ -193,24 +190,24 @@ def RoundsPanel(model: DashboardModel):
 
 def CascadePanel(model: DashboardModel):
     """The contagion network of the latest step with liquidations, layered by round."""
-    fig, ax = _figure(6.0, 4.2, bottom=0.24)
+    fig, ax = _figure(6.0, 4.2, bottom=0.3)
     t = model.last_cascade_step
-    rec = model.recorder
-    draw_cascade_tree(
-        ax,
-        rec.edges(),
-        t,
-        model.labels,
-        rec.notional,
-        max_edges=1500,
+    draw_cascade(
+        model.recorder.edges_table(),
+        t or None,
+        liquidations_table(model),
+        ax=ax,
+        labels=pd.Series(model.labels, index=model.population.ids, name="holding"),
         categories=holding_order(model.symbols),
+        max_edges=1500,
+        label_limit=0,
     )
     ax.set_title(
         f"contagion network of step {t}, by round" if t else "contagion network (no cascade yet)",
         fontsize=10,
     )
     if t:  # the legend below the drawing, where the small panel has room for it
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=7)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=7)
     return solara.FigureMatplotlib(fig, format="png")
 
 

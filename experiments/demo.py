@@ -16,8 +16,8 @@ narration (``narration.txt``) and three figures:
 * ``cascade_tree.png``: the contagion tree of the shock step, layered by round;
 * ``cross_vs_isolated.png``: price moves and liquidations per round, the two runs side by side.
 
-The figure and layout functions take plain tables and arrays, so the dashboard
-(:mod:`experiments.app`) reuses them.
+The cascade's tree and its rounds are drawn by :mod:`experiments.cascade_drawing`, which the
+run folder's ``cascade.png`` and the dashboard (:mod:`experiments.app`) share.
 """
 
 from __future__ import annotations
@@ -31,6 +31,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from experiments import DEMO_CONFIG
+from experiments.cascade_drawing import (
+    draw_cascade,
+    draw_rounds,
+    holding_labels,
+    holding_order,
+    round_prices,
+)
 from experiments.run import write_run_folder
 from model import storage
 from model.config import Config, ConfigError, load_config
@@ -40,22 +48,13 @@ __all__ = [
     "CascadeNarrator",
     "DemoRun",
     "RoundStory",
-    "cascade_layout",
-    "run_demo_command",
-    "draw_cascade_tree",
-    "draw_rounds",
-    "holding_labels",
-    "holding_order",
     "lesson",
+    "plot_cascade_tree",
     "plot_cross_vs_isolated",
     "plot_prices",
     "run_demo",
+    "run_demo_command",
 ]
-
-DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.toml"
-
-# Colours of the holding groups (first: the shocked asset alone, then the others, then both).
-_PALETTE = ["#d62728", "#1f77b4", "#9467bd", "#2ca02c", "#ff7f0e", "#8c564b", "#e377c2"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,25 +355,6 @@ def _intro(cfg: Config, model_text: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def holding_labels(qty: np.ndarray, symbols: list[str]) -> np.ndarray:
-    """(n,) label of the assets each account holds, e.g. ``"BTC only"`` or ``"BTC+ETH"``."""
-    held = np.asarray(qty) != 0
-    names = np.array(symbols, dtype=object)
-    labels = []
-    # one label per distinct holding pattern, not per trader
-    patterns, inverse = np.unique(held, axis=0, return_inverse=True)
-    for p in patterns:
-        hs = list(names[p])
-        labels.append("none" if not hs else hs[0] + " only" if len(hs) == 1 else "+".join(hs))
-    return np.array(labels, dtype=object)[inverse.ravel()]
-
-
-def holding_order(symbols: list[str]) -> list[str]:
-    """Every holding label in a fixed order (each asset alone, then all together): the colour
-    order of every figure."""
-    return [f"{s} only" for s in symbols] + (["+".join(symbols)] if len(symbols) > 1 else [])
-
-
 @dataclass
 class CascadeStats:
     """Headline numbers of one run's shock step, read from its tables."""
@@ -512,14 +492,6 @@ def lesson(cross: CascadeStats, iso: CascadeStats, shock_asset: str, symbols) ->
 # --------------------------------------------------------------------------------------------
 
 
-def _round_prices(stories: list[RoundStory], step: int) -> np.ndarray:
-    """(R + 1, A) prices before round 1 and after each round of ``step``."""
-    ss = [s for s in stories if s.step == step]
-    if not ss:
-        return np.zeros((0, 0))
-    return np.vstack([ss[0].price_before] + [s.price_after for s in ss])
-
-
 def plot_prices(market: pd.DataFrame, liquidations: pd.DataFrame, stories, initial_price, step):
     """Prices over the run with liquidation markers (left) and the cascade step by round (right).
 
@@ -537,7 +509,7 @@ def plot_prices(market: pd.DataFrame, liquidations: pd.DataFrame, stories, initi
     symbols = list(market["asset"].cat.categories)
     fig = Figure(figsize=(11, 3.2 * len(symbols)), layout="constrained")
     axes = fig.subplots(len(symbols), 2, squeeze=False, width_ratios=[3, 2])
-    rounds = _round_prices(stories, step)
+    rounds = round_prices(stories, step)
     liq_step = liquidations[liquidations["step"] == step]
     for j, s in enumerate(symbols):
         a = market[market["asset"] == s]
@@ -588,185 +560,26 @@ def plot_prices(market: pd.DataFrame, liquidations: pd.DataFrame, stories, initi
     return fig
 
 
-def cascade_layout(src, dst, weight, rnd, key=None):
-    """Positions of one step's liquidation events, layered by round (a tidy tree, no physics).
-
-    Every liquidation of the step is one event ``(row, round)``, drawn at ``x = round``. Its
-    parent is the round-``r - 1`` liquidation with the largest weight into it (round 1 hangs
-    from the step's root at ``x = 0``). Within a round, events are ordered by
-    ``key`` (the holding group, say), then by their parent's position, and spread evenly over
-    ``[0, 1]``: groups form bands and siblings stay together.
-
-    Args:
-        src: (m,) source of each edge: a book row, or negative for the root (or an aggregate).
-        dst: (m,) book row of each edge's target.
-        weight: (m,) edge weights.
-        rnd: (m,) round of each edge's target.
-        key: optional (n_rows,) value per book row to order siblings by.
-
-    Returns:
-        dict of arrays: ``row``, ``round``, ``x``, ``y`` (one entry per event) and ``parent``
-        (index of the parent event, -1 for the root), plus ``edge_src`` / ``edge_dst``
-        (event indices; -1: the root) for every edge.
-    """
-    src = np.asarray(src, dtype=np.int64)
-    dst = np.asarray(dst, dtype=np.int64)
-    weight = np.asarray(weight, dtype=float)
-    rnd = np.asarray(rnd, dtype=np.int64)
-    if dst.size == 0:
-        z = np.zeros(0, dtype=np.int64)
-        return {"row": z, "round": z, "x": np.zeros(0), "y": np.zeros(0), "parent": z,
-                "edge_src": z, "edge_dst": z}  # fmt: skip
-    big = int(rnd.max()) + 2
-    ev_key = dst * big + rnd
-    ev, edge_dst = np.unique(ev_key, return_inverse=True)
-    ev_row, ev_round = ev // big, ev % big
-    # the source event of an edge: (src, round - 1); negative sources are the root (-1)
-    src_key = np.where(src >= 0, src * big + (rnd - 1), -1)
-    pos = np.searchsorted(ev, src_key)
-    pos = np.clip(pos, 0, ev.size - 1)
-    edge_src = np.where((src >= 0) & (ev[pos] == src_key), pos, -1)
-    # parent: the heaviest incoming edge from a liquidation (aggregate sources never are)
-    usable = (edge_src >= 0) | (rnd == 1)
-    order = np.lexsort((-np.where(usable, weight, -np.inf), edge_dst))
-    first = np.unique(edge_dst[order], return_index=True)[1]
-    parent = np.full(ev.size, -1, dtype=np.int64)
-    parent[edge_dst[order][first]] = edge_src[order][first]
-    k = np.zeros(ev.size) if key is None else np.asarray(key, dtype=float)[ev_row]
-    y = np.full(ev.size, 0.5)
-    for r in np.unique(ev_round):
-        idx = np.flatnonzero(ev_round == r)
-        py = np.where(parent[idx] >= 0, y[np.maximum(parent[idx], 0)], 0.5)
-        rank = idx[np.lexsort((py, k[idx]))]
-        y[rank] = (np.arange(idx.size) + 0.5) / idx.size
-    return {
-        "row": ev_row,
-        "round": ev_round,
-        "x": ev_round.astype(float),
-        "y": y,
-        "parent": parent,
-        "edge_src": edge_src,
-        "edge_dst": edge_dst,
-    }
-
-
-def draw_cascade_tree(
-    ax, edges: dict, step: int, labels, notional=None, max_edges=3000, categories=None
-):
-    """Draw one step's contagion tree on ``ax``, layered by round.
-
-    Faint lines are every attribution edge (the heaviest ``max_edges`` when there are more);
-    dark lines join each liquidation to its main cause. Dots are liquidations, coloured by the
-    assets the account held, sized by the notional it lost.
-
-    Args:
-        ax: a matplotlib Axes.
-        edges: the recorder's edge columns (``src``, ``dst``, ``weight``, ``step``, ``round``).
-        step: which step's cascade to draw.
-        labels: (n_rows,) holding label per book row (see :func:`holding_labels`).
-        notional: optional (n_rows,) liquidated notional per book row (dot size).
-        max_edges: most faint edges drawn (the heaviest are kept).
-        categories: all holding labels in colour order (default: those present, sorted), so
-            that colours agree between figures.
-
-    Returns:
-        the layout (see :func:`cascade_layout`).
-    """
-    sel = np.asarray(edges["step"]) == step
-    src, dst = np.asarray(edges["src"])[sel], np.asarray(edges["dst"])[sel]
-    w, rnd = np.asarray(edges["weight"])[sel], np.asarray(edges["round"])[sel]
-    labels = np.asarray(labels, dtype=object)
-    present = sorted(set(labels[dst].tolist()), key=_label_sort_key)
-    cats = list(categories) + [c for c in present if c not in categories] if categories else present
-    code = {c: i for i, c in enumerate(cats)}
-    key = None
-    if dst.size:
-        key = np.zeros(labels.size)
-        rows_used = np.unique(dst)
-        key[rows_used] = [code[c] for c in labels[rows_used]]
-    lay = cascade_layout(src, dst, w, rnd, key)
-    ax.set_xlabel("liquidation round (generation)")
-    ax.set_yticks([])
-    for side in ("left", "right", "top"):
-        ax.spines[side].set_visible(False)
-    if lay["row"].size == 0:
-        ax.text(0.5, 0.5, "no liquidations yet", ha="center", va="center", transform=ax.transAxes)
-        return lay
-    x, y = lay["x"], lay["y"]
-
-    def xy(ev):
-        return np.where(ev >= 0, x[np.maximum(ev, 0)], 0.0), np.where(
-            ev >= 0, y[np.maximum(ev, 0)], 0.5
-        )
-
-    keep = np.arange(src.size)
-    if keep.size > max_edges:
-        keep = np.argsort(-w, kind="stable")[:max_edges]
-    x0, y0 = xy(lay["edge_src"][keep])
-    x1, y1 = x[lay["edge_dst"][keep]], y[lay["edge_dst"][keep]]
-    # Each set of lines is one path with breaks (NaN): far cheaper to build and draw than a
-    # collection of thousands of segments, which keeps the dashboard quick.
-    ax.plot(*_polyline(x0, y0, x1, y1), color="0.75", lw=0.3, alpha=0.35)
-    px, py = xy(lay["parent"])
-    ax.plot(*_polyline(px, py, x, y), color="0.3", lw=0.6, alpha=0.6)
-    if notional is not None:
-        nv = np.asarray(notional, dtype=float)[lay["row"]]
-        size = 6 + 60 * np.sqrt(nv / max(float(nv.max()), 1.0))
-    else:
-        size = np.full(x.size, 12.0)
-    ev_labels = labels[lay["row"]]
-    for c in cats:
-        m = ev_labels == c
-        if not m.any():
-            continue
-        ax.scatter(x[m], y[m], s=size[m], color=_colour(c, cats), label=f"{c} ({int(m.sum()):,})",
-                   zorder=3, edgecolors="none")  # fmt: skip
-    ax.scatter([0], [0.5], s=120, color="k", marker="*", zorder=4, label="the shock")
-    ax.set_xlim(-0.4, float(x.max()) + 0.6)
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xticks(np.arange(0, int(x.max()) + 1))
-    ax.set_xticklabels([f"step {step}"] + [str(i) for i in range(1, int(x.max()) + 1)])
-    ax.legend(
-        loc="upper left",
-        bbox_to_anchor=(1.0, 1.0),
-        fontsize=8,
-        title="liquidations of accounts holding",
-    )
-    return lay
-
-
-def _polyline(x0, y0, x1, y1):
-    """Segments (x0, y0) -> (x1, y1) as one broken line: x and y with NaN between segments."""
-    n = len(x0)
-    xs, ys = np.full(3 * n, np.nan), np.full(3 * n, np.nan)
-    xs[0::3], xs[1::3] = x0, x1
-    ys[0::3], ys[1::3] = y0, y1
-    return xs, ys
-
-
-def _label_sort_key(label: str):
-    return (label.count("+"), not label.endswith("only"), label)
-
-
-def _colour(label: str, cats: list[str]) -> str:
-    return _PALETTE[cats.index(label) % len(_PALETTE)]
-
-
 def plot_cascade_tree(run: DemoRun, step: int):
-    """The contagion tree of ``step`` as a Figure."""
+    """The contagion tree of ``step`` as a Figure, coloured by what the accounts held."""
     from matplotlib.figure import Figure
 
     model = run.model
     fig = Figure(figsize=(11, 6), layout="constrained")
     ax = fig.subplots()
-    labels = holding_labels(model.population.qty, model.symbols)
-    draw_cascade_tree(
-        ax,
-        model.recorder.edges(),
+    labels = pd.Series(
+        holding_labels(model.population.qty, model.symbols),
+        index=model.population.ids,
+        name="liquidations of accounts holding",
+    )
+    draw_cascade(
+        model.recorder.edges_table(),
         step,
-        labels,
-        model.recorder.notional,
+        run.tables["liquidations"],
+        ax=ax,
+        labels=labels,
         categories=holding_order(model.symbols),
+        max_edges=3000,
     )
     n = len({int(r) for s in run.stories if s.step == step for r in s.rows})
     ax.set_title(
@@ -775,61 +588,6 @@ def plot_cascade_tree(run: DemoRun, step: int):
         fontsize=10,
     )
     return fig
-
-
-def draw_rounds(ax_price, ax_bars, stories, step, prev_price, labels, symbols, rmax=None, title=""):
-    """One cascade round by round: price moves per asset (top axes) and liquidations per round,
-    stacked by what the accounts held (bottom axes).
-
-    Args:
-        ax_price, ax_bars: matplotlib Axes.
-        stories: the narrator's round stories.
-        step: which step's cascade.
-        prev_price: (A,) prices at the end of the step before (the moves are relative to it).
-        labels: (n_rows,) holding label per book row.
-        symbols: asset names.
-        rmax: rounds to make room for (default: this cascade's).
-        title: a prefix for the titles (e.g. "cross margin").
-    """
-    cats = holding_order(symbols)
-    ss = [s for s in stories if s.step == step]
-    rmax = max([s.round for s in ss] + [1]) if rmax is None else rmax
-    rp = _round_prices(stories, step)
-    ax = ax_price
-    if rp.size:
-        r = np.arange(rp.shape[0])
-        for j, sym in enumerate(symbols):
-            ax.plot(r, 100 * (rp[:, j] / prev_price[j] - 1), marker="o", label=sym,
-                    color=_PALETTE[j % len(_PALETTE)])  # fmt: skip
-        ax.legend(loc="lower left", fontsize=8)
-    ax.axhline(0, color="0.5", lw=0.8)
-    ax.set_xlim(-0.3, rmax + 0.3)
-    ax.set_xticks(range(rmax + 1))
-    ax.set_xticklabels([f"step {step}" if step else "start"] + [str(i) for i in range(1, rmax + 1)])
-    ax.set_title(
-        f"{title}: price vs before step {step}" if title else f"price vs before step {step}"
-    )
-    ax.set_ylabel("price move (%)")
-    ax.grid(alpha=0.3)
-
-    ax = ax_bars
-    labels = np.asarray(labels, dtype=object)
-    bottom = np.zeros(rmax)
-    for c in cats:
-        counts = np.zeros(rmax)
-        for s in ss:
-            counts[s.round - 1] = int((labels[s.rows] == c).sum())
-        ax.bar(np.arange(1, rmax + 1), counts, bottom=bottom, label=c, color=_colour(c, cats))
-        bottom += counts
-    ax.set_xlim(-0.3, rmax + 0.3)
-    ax.set_xticks(range(1, rmax + 1))
-    ax.set_xlabel("liquidation round")
-    ax.set_ylabel("accounts liquidated")
-    n_acc = len({int(r) for s in ss for r in s.rows})
-    what = f"{int(bottom.sum()):,} liquidations of {n_acc:,} accounts"
-    ax.set_title(f"{title}: {what}" if title else what)
-    ax.legend(loc="upper right", fontsize=8, title="holding")
-    ax.grid(alpha=0.3, axis="y")
 
 
 def plot_cross_vs_isolated(cross: DemoRun, iso: DemoRun, step: int):
