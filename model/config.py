@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import json
 import math
+import operator
 import re
 import tomllib
 import types
@@ -28,6 +29,7 @@ from typing import Any, Literal
 from model.errors import ConfigError
 
 __all__ = [
+    "BOUNDS",
     "AssetConfig",
     "Config",
     "ConfigError",
@@ -39,11 +41,15 @@ __all__ = [
     "TierConfig",
     "TradersConfig",
     "apply_overrides",
+    "bound_violation",
     "build_config",
+    "build_section",
     "correlation_matrix",
     "describe",
+    "did_you_mean",
     "load_config",
     "parse_value",
+    "spec",
     "to_dict",
 ]
 
@@ -355,6 +361,8 @@ def _hints(cls) -> dict[str, Any]:
 
 def _type_name(tp) -> str:
     origin = typing.get_origin(tp)
+    if tp is Any:
+        return "any value"
     if tp is float:
         return "a number"
     if tp is int:
@@ -378,6 +386,8 @@ def _type_name(tp) -> str:
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it converted (int -> float, ...)."""
+    if tp is Any:  # checked by the section's own rules (a sweep's grid values, say)
+        return value
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -484,17 +494,31 @@ def _check(value: Any, checks: dict, key: str) -> None:
     if "min_len" in checks and len(value) < checks["min_len"]:
         what = "empty" if checks["min_len"] == 1 else f"shorter than {checks['min_len']}"
         raise ConfigError(f"{key}: must not be {what}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        for name, op, word in (
-            ("ge", lambda a, b: a >= b, ">="),
-            ("gt", lambda a, b: a > b, ">"),
-            ("le", lambda a, b: a <= b, "<="),
-            ("lt", lambda a, b: a < b, "<"),
-        ):
-            if name in checks and not op(value, checks[name]):
-                raise ConfigError(
-                    f"{key}: must be {word} {_number(checks[name])}, got {_number(value)}"
-                )
+    problem = bound_violation(value, checks)
+    if problem:
+        raise ConfigError(f"{key}: {problem}")
+
+
+# The bounds spec() takes: name -> (test, word in messages).
+BOUNDS = {
+    "ge": (operator.ge, ">="),
+    "gt": (operator.gt, ">"),
+    "le": (operator.le, "<="),
+    "lt": (operator.lt, "<"),
+}
+
+
+def bound_violation(value: Any, checks: dict) -> str | None:
+    """What is wrong with a number under ``spec`` bounds (``"must be >= 0, got -1"``), or None.
+
+    The one phrasing of a bound every validator uses: config keys, sweep files, population rows.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    for name, (test, word) in BOUNDS.items():
+        if name in checks and not test(value, checks[name]):
+            return f"must be {word} {_number(checks[name])}, got {_number(value)}"
+    return None
 
 
 def _number(x: float) -> str:
@@ -539,6 +563,24 @@ def build_config(data: dict, base_dir: str | Path = ".") -> Config:
     cfg.base_dir = str(base_dir)
     _cross_checks(cfg)
     return cfg
+
+
+def build_section(cls, data: Any, prefix: str = ""):
+    """Build and validate any dataclass whose fields are declared with :func:`spec`.
+
+    The machinery of the run config, for other files with a schema (the ``[sweep]`` table of a
+    sweep file): unknown keys with a did-you-mean, types, bounds, required keys, defaults, and
+    the same one-line messages, each naming the key under ``prefix``.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'file'}: expected a table, got {_show(data)}")
+    return _build(cls, data, prefix)
+
+
+def did_you_mean(name: Any, options) -> str:
+    """`` (did you mean 'x'?)`` naming the option closest to ``name``, or nothing: the one
+    suggestion every message about an unknown name carries."""
+    return _suggest(name, options)
 
 
 def _cross_checks(cfg: Config) -> None:
