@@ -1,6 +1,7 @@
 """Parameter sweeps: from one laptop to a cluster, resumable, with tidy results.
 
-A sweep file names a base run config and the knobs to vary (DESIGN.md, "Sweep file")::
+A sweep file names a base run config and the knobs to vary (docs/design.md, "Sweep file";
+:class:`SweepTable` declares its keys)::
 
     [sweep]
     base = "configs/study_base.toml"   # relative to the sweep file
@@ -48,19 +49,21 @@ import os
 import sys
 import threading
 import time
+import typing
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from model import metrics, storage
-from model.config import apply_overrides, build_config, describe, read_toml
+from model.config import apply_overrides, build_config, build_section, describe, read_toml
+from model.config import spec as setting  # "spec" names the SweepSpec everywhere here
 from model.errors import ConfigError, UsageError
 from model.results import liquidations_table
 
@@ -72,6 +75,7 @@ __all__ = [
     "SerialExecutor",
     "SweepAborted",
     "SweepSpec",
+    "SweepTable",
     "load_sweep",
     "make_executor",
     "plan_runs",
@@ -84,19 +88,8 @@ __all__ = [
     "sample_points",
 ]
 
-SAMPLERS = ("grid", "lhs", "sobol", "random", "saltelli")
-_SWEEP_KEYS = (
-    "base",
-    "name",
-    "replicates",
-    "sampler",
-    "samples",
-    "seed",
-    "common_random_numbers",
-    "set",
-    "grid",
-    "ranges",
-)
+Sampler = Literal["grid", "lhs", "sobol", "random", "saltelli"]
+SAMPLERS = typing.get_args(Sampler)
 SWEEP_FILE = "sweep.json"
 RUNS_DIR = "runs"
 RUNS_TABLE = "runs.parquet"
@@ -155,111 +148,114 @@ class SweepSpec:
         return [*self.ranges, *self.grid]
 
 
-def _int_in(value, key, low=None, high=None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key}: expected a whole number, got {value!r}")
-    if low is not None and value < low:
-        raise ConfigError(f"{key}: must be >= {low}, got {value}")
-    if high is not None and value > high:
-        raise ConfigError(f"{key}: must be <= {high}, got {value}")
-    return value
+@dataclass
+class SweepTable:
+    """The ``[sweep]`` table of a sweep file as written, declared with the run config's
+    :func:`model.config.spec` and validated by the same machinery (types, bounds, defaults,
+    unknown keys with a did-you-mean, one-line messages naming ``sweep.<key>``).
+
+    ``set``, ``grid`` and ``ranges`` are tables of dotted keys (or nested tables); their values
+    are checked by :func:`load_sweep` once flattened, and every point against the run config.
+    """
+
+    base: str = setting(doc="the base run config (TOML), relative to the sweep file", min_len=1)
+    name: str | None = setting(None, doc="the sweep's name (default: the sweep file's)", min_len=1)
+    replicates: int = setting(
+        1, doc="runs per point, each with its own random stream", ge=1, le=1_000_000
+    )
+    sampler: Sampler = setting(
+        "grid", doc="grid: the product of sweep.grid; otherwise points drawn over sweep.ranges"
+    )
+    samples: int | None = setting(
+        None,
+        doc="points a sampler other than grid draws (a power of 2 for sobol and saltelli)",
+        ge=1,
+        le=10_000_000,
+    )
+    seed: int | None = setting(
+        None, doc="base seed of the sweep (default: the base config's seed)", ge=0, le=2**63 - 1
+    )
+    common_random_numbers: bool = setting(
+        True, doc="replicate k draws the same random stream at every point"
+    )
+    set: dict[str, Any] = setting(factory=dict, doc="overrides applied to every run")
+    grid: dict[str, Any] = setting(
+        factory=dict, doc="key -> list of values, crossed with each other and the sampled points"
+    )
+    ranges: dict[str, Any] = setting(
+        factory=dict, doc='key -> [low, high] or [low, high, "log"], sampled (not with grid)'
+    )
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep file. Every problem is a one-line :class:`ConfigError`."""
     path = Path(path)
     data = read_toml(path)
-    if "sweep" not in data or not isinstance(data["sweep"], dict):
+    if not isinstance(data.get("sweep"), dict):
         raise ConfigError(f"{path}: no [sweep] table")
     extra = sorted(set(data) - {"sweep"})
     if extra:
         raise ConfigError(f"{extra[0]}: unknown top-level key in a sweep file (only [sweep])")
-    sw = data["sweep"]
-    for k in sw:
-        if k not in _SWEEP_KEYS:
-            import difflib
-
-            close = difflib.get_close_matches(k, _SWEEP_KEYS, n=1, cutoff=0.5)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"sweep.{k}: unknown key{hint}")
-    if "base" not in sw:
-        raise ConfigError("sweep.base: required key is missing (the base run config)")
-    if not isinstance(sw["base"], str) or not sw["base"]:
-        raise ConfigError(f"sweep.base: expected a file name, got {sw['base']!r}")
-    base_path = Path(sw["base"])
+    sw = build_section(SweepTable, data["sweep"], "sweep")
+    base_path = Path(sw.base)
     if not base_path.is_absolute():
         base_path = path.resolve().parent / base_path
-    base = read_toml(base_path)
-    fixed = sw.get("set", {})
-    if not isinstance(fixed, dict):
-        raise ConfigError("sweep.set: expected a table of key = value")
-    base = apply_overrides(base, _flatten(fixed))
+    base = apply_overrides(read_toml(base_path), _flatten(sw.set))
     base_dir = str(base_path.resolve().parent)
     base_cfg = build_config(base, base_dir=base_dir)  # the base itself must be valid
-
-    sampler = sw.get("sampler", "grid")
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"sweep.sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    replicates = _int_in(sw.get("replicates", 1), "sweep.replicates", 1, 1_000_000)
-    seed = _int_in(sw.get("seed", base_cfg.seed), "sweep.seed", 0, 2**63 - 1)
-    crn = sw.get("common_random_numbers", True)
-    if not isinstance(crn, bool):
-        raise ConfigError(f"sweep.common_random_numbers: expected true or false, got {crn!r}")
-
-    grid_raw = sw.get("grid", {})
-    if not isinstance(grid_raw, dict):
-        raise ConfigError("sweep.grid: expected a table of key = [values]")
-    grid = {}
-    for key, values in _flatten(grid_raw).items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"sweep.grid.{key}: expected a non-empty list of values")
-        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
-            raise ConfigError(f"sweep.grid.{key}: values repeat")
-        grid[key] = values
-
-    ranges_raw = sw.get("ranges", {})
-    if not isinstance(ranges_raw, dict):
-        raise ConfigError("sweep.ranges: expected a table of key = [low, high]")
-    ranges = {key: _parse_range(key, v) for key, v in _flatten(ranges_raw).items()}
-    both = set(grid) & set(ranges)
-    if both:
-        raise ConfigError(f"sweep.ranges.{sorted(both)[0]}: also in sweep.grid")
-
-    samples = 0
-    if sampler == "grid":
-        if ranges:
-            raise ConfigError(
-                f"sweep.ranges.{next(iter(ranges))}: the grid sampler takes values from "
-                "sweep.grid; choose sampler = 'lhs', 'sobol', 'random' or 'saltelli' for ranges"
-            )
-    else:
-        if not ranges:
-            raise ConfigError(f"sweep.ranges: the {sampler} sampler needs at least one range")
-        if "samples" not in sw:
-            raise ConfigError(f"sweep.samples: required by the {sampler} sampler")
-        samples = _int_in(sw["samples"], "sweep.samples", 1, 10_000_000)
-        if sampler in ("sobol", "saltelli") and samples & (samples - 1):
-            raise ConfigError(
-                f"sweep.samples: the {sampler} sampler needs a power of 2, got {samples}"
-            )
-    name = sw.get("name", path.stem)
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"sweep.name: expected a non-empty string, got {name!r}")
+    grid = _parse_grid(sw.grid)
+    ranges = {key: _parse_range(key, v) for key, v in _flatten(sw.ranges).items()}
+    _check_sampler(sw, grid, ranges)
     spec = SweepSpec(
-        name=name,
+        name=sw.name or path.stem,
         path=path.resolve(),
         base=base,
         base_dir=base_dir,
-        replicates=replicates,
-        sampler=sampler,
-        samples=samples,
-        seed=seed,
-        common_random_numbers=crn,
+        replicates=sw.replicates,
+        sampler=sw.sampler,
+        samples=0 if sw.sampler == "grid" else sw.samples,
+        seed=base_cfg.seed if sw.seed is None else sw.seed,
+        common_random_numbers=sw.common_random_numbers,
         grid=grid,
         ranges=ranges,
     )
     _check_points(spec)
     return spec
+
+
+def _parse_grid(table: dict) -> dict[str, list]:
+    """``sweep.grid`` flattened: each key a non-empty list of distinct values."""
+    grid = {}
+    for key, values in _flatten(table).items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"sweep.grid.{key}: expected a non-empty list of values")
+        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+            raise ConfigError(f"sweep.grid.{key}: values repeat")
+        grid[key] = values
+    return grid
+
+
+def _check_sampler(sw: SweepTable, grid: dict, ranges: dict) -> None:
+    """What the sampler asks of the other keys: ranges only for drawn points, never a key in
+    both, samples given (a power of 2 for the Sobol sequence)."""
+    both = set(grid) & set(ranges)
+    if both:
+        raise ConfigError(f"sweep.ranges.{sorted(both)[0]}: also in sweep.grid")
+    if sw.sampler == "grid":
+        if ranges:
+            raise ConfigError(
+                f"sweep.ranges.{next(iter(ranges))}: the grid sampler takes values from "
+                "sweep.grid; choose sampler = 'lhs', 'sobol', 'random' or 'saltelli' for ranges"
+            )
+        return
+    if not ranges:
+        raise ConfigError(f"sweep.ranges: the {sw.sampler} sampler needs at least one range")
+    if sw.samples is None:
+        raise ConfigError(f"sweep.samples: required by the {sw.sampler} sampler")
+    if sw.sampler in ("sobol", "saltelli") and sw.samples & (sw.samples - 1):
+        raise ConfigError(
+            f"sweep.samples: the {sw.sampler} sampler needs a power of 2, got {sw.samples}"
+        )
 
 
 def _flatten(table: dict, prefix: str = "") -> dict:
