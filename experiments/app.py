@@ -29,7 +29,7 @@ from mesa.visualization import Slider, SolaraViz, make_plot_component
 
 from experiments import DEMO_CONFIG
 from experiments.cascade_drawing import draw_cascade, draw_rounds, holding_labels, holding_order
-from experiments.demo import CascadeNarrator
+from experiments.narration import CascadeNarrator
 from model import ContagionModel, load_config
 from model.errors import ConfigError
 from model.results import liquidations_table

@@ -16,7 +16,8 @@ import pytest
 
 from experiments.cascade_drawing import holding_labels
 from experiments.cli import main
-from experiments.demo import DEMO_CONFIG, CascadeNarrator, run_demo_command
+from experiments.demo import DEMO_CONFIG, run_demo_command
+from experiments.narration import CascadeNarrator
 from model import ContagionModel, load_config
 
 ROUND = re.compile(
