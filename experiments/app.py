@@ -21,23 +21,20 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import solara
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from mesa.visualization import Slider, SolaraViz, make_plot_component
 
-from experiments.demo import (
-    DEMO_CONFIG,
-    CascadeNarrator,
-    draw_cascade_tree,
-    draw_rounds,
-    holding_labels,
-    holding_order,
-)
+from experiments import DEMO_CONFIG
+from experiments.cascade_drawing import draw_cascade, draw_rounds, holding_labels, holding_order
+from experiments.narration import CascadeNarrator
 from model import ContagionModel, load_config
-from model.config import ConfigError
+from model.errors import ConfigError
+from model.results import liquidations_table
 
-__all__ = ["DashboardModel", "page", "viz_command"]
+__all__ = ["DashboardModel", "page", "serve_dashboard"]
 
 # Colours per asset, the same in every chart.
 _ASSET_COLOURS = ["#d62728", "#1f77b4", "#9467bd", "#2ca02c", "#ff7f0e"]
@@ -193,24 +190,24 @@ def RoundsPanel(model: DashboardModel):
 
 def CascadePanel(model: DashboardModel):
     """The contagion network of the latest step with liquidations, layered by round."""
-    fig, ax = _figure(6.0, 4.2, bottom=0.24)
+    fig, ax = _figure(6.0, 4.2, bottom=0.3)
     t = model.last_cascade_step
-    rec = model.recorder
-    draw_cascade_tree(
-        ax,
-        rec.edges(),
-        t,
-        model.labels,
-        rec.notional,
-        max_edges=1500,
+    draw_cascade(
+        model.recorder.edges_table(),
+        t or None,
+        liquidations_table(model),
+        ax=ax,
+        labels=pd.Series(model.labels, index=model.population.ids, name="holding"),
         categories=holding_order(model.symbols),
+        max_edges=1500,
+        label_limit=0,
     )
     ax.set_title(
         f"contagion network of step {t}, by round" if t else "contagion network (no cascade yet)",
         fontsize=10,
     )
     if t:  # the legend below the drawing, where the small panel has room for it
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=7)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=7)
     return solara.FigureMatplotlib(fig, format="png")
 
 
@@ -279,13 +276,18 @@ def _check_port(host: str, port: int) -> None:
             raise ConfigError(f"--port {port}: cannot listen on {host} ({exc.strerror})") from None
 
 
-def viz_command(args) -> int:
-    """``contagion viz [--port N] [--host H] [--no-open]``: serve the dashboard until stopped."""
-    host, port = args.host, int(args.port)
-    _check_port(host, port)
+def serve_dashboard(host: str = "127.0.0.1", port: int = 8765, open_browser: bool = True) -> int:
+    """Serve the dashboard on ``host:port`` until stopped (the server replaces this process).
+
+    Args:
+        host: the address to listen on.
+        port: the port to listen on (checked before the server starts).
+        open_browser: open a browser tab on the page.
+    """
+    _check_port(host, int(port))
     cmd = [sys.executable, "-m", "solara", "run", str(Path(__file__).resolve())]
     cmd += ["--host", host, "--port", str(port), "--production"]
-    if not getattr(args, "open", True):
+    if not open_browser:
         cmd.append("--no-open")
     print(f"dashboard: http://{host}:{port} (Ctrl-C stops it)", flush=True)
     env = dict(os.environ)

@@ -2,6 +2,12 @@
 
 ``contagion run | sweep | plot | demo | viz | validate``. Bad input exits with status 2 and one
 line naming the key or file and what is wrong; no traceback.
+
+This module is the only one that knows about ``argparse``: each command turns its arguments
+into typed values and calls one library function (:func:`experiments.run.run_config`,
+:func:`experiments.sweep.run_sweep_command`, :func:`experiments.plots.plot_folder`,
+:func:`experiments.demo.run_demo_command`, :func:`experiments.app.serve_dashboard`,
+:func:`experiments.validate.run_validation`). Nothing imports this module back.
 """
 
 from __future__ import annotations
@@ -9,19 +15,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import time
 import warnings
 from pathlib import Path
 
-from model.config import ConfigError
+from model.errors import ConfigError, UsageError
 
 __all__ = ["main"]
 
 EXIT_BAD_INPUT = 2
-
-
-class UsageError(Exception):
-    """Bad command-line usage (exit status 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,64 +43,69 @@ def _parse_sets(items) -> dict:
     return overrides
 
 
-def cmd_run(args) -> int:
-    from model import ContagionModel, load_config
-    from model.results import check_run_folder
+def _library(command: str, module_name: str, name: str):
+    """``module_name.name``, imported when its command runs (so ``contagion run`` never loads
+    the plotting, dashboard or cluster packages); a missing optional package is a usage error.
+    """
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("experiments"):
+            raise UsageError(f"contagion {command}: not available in this installation") from None
+        raise UsageError(
+            f"contagion {command}: needs the optional package '{exc.name}' "
+            "(pip install 'margin-contagion[dev]')"
+        ) from None
+    return getattr(module, name)
 
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def cmd_run(args) -> int:
     overrides = _parse_sets(args.set)
     if args.seed is not None:
         overrides["seed"] = args.seed
-    cfg = load_config(args.config, overrides=overrides)
-    out = Path(args.out) if args.out else Path("results") / cfg.name
-    check_run_folder(out)  # a bad --out fails now, not after the run
-    t0 = time.perf_counter()
-    model = ContagionModel(cfg)
-    built = time.perf_counter() - t0
-    model.run()
-    ran = time.perf_counter() - t0 - built
-    model.write_results(out)
-    s = model.summary()
-    print(
-        f"{cfg.name}: {s['traders']} traders, {s['steps']} steps in {ran:.1f}s "
-        f"(+{built:.1f}s set-up); {s['accounts_liquidated']} accounts liquidated "
-        f"({100 * s['fraction_liquidated']:.2f}%), {s['liquidations']} fills, "
-        f"${s['liquidated_notional']:,.0f} closed; worst drawdown "
-        f"{100 * s['max_drawdown']['worst']:.1f}% ({s['max_drawdown']['worst_asset']}); "
-        f"bad debt ${s['bad_debt']:,.0f}"
-    )
-    if cfg.scenario is not None:
-        from experiments.scenarios import scenario_report
+    run_config = _library("run", "experiments.run", "run_config")
+    return run_config(args.config, out=_path(args.out), overrides=overrides)
 
-        print(scenario_report(model, s))
-    print(f"run folder: {out}")
+
+def cmd_sweep(args) -> int:
+    run_sweep_command = _library("sweep", "experiments.sweep", "run_sweep_command")
+    return run_sweep_command(
+        Path(args.sweep),
+        out=_path(args.out),
+        workers=args.workers,
+        scheduler=args.scheduler,
+        resume=args.resume,
+    )
+
+
+def cmd_plot(args) -> int:
+    plot_folder = _library("plot", "experiments.plots", "plot_folder")
+    folder = Path(args.dir)
+    files = plot_folder(folder)
+    for path in files:
+        print(path)
+    if not files:
+        print(f"{folder}: nothing to draw for these keys", file=sys.stderr)
     return 0
 
 
-# Commands implemented in their own modules: name -> (module, function).
-_DELEGATED = {
-    "sweep": ("experiments.sweep", "sweep_command"),
-    "plot": ("experiments.plots", "plot_command"),
-    "demo": ("experiments.demo", "demo_command"),
-    "viz": ("experiments.app", "viz_command"),
-    "validate": ("experiments.validate", "validate_command"),
-}
+def cmd_demo(args) -> int:
+    run_demo_command = _library("demo", "experiments.demo", "run_demo_command")
+    return run_demo_command(out=_path(args.out), overrides=_parse_sets(args.set))
 
 
-def _delegate(name):
-    def run(args):
-        module_name, func = _DELEGATED[name]
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("experiments"):
-                raise UsageError(f"contagion {name}: not available in this installation") from None
-            raise UsageError(
-                f"contagion {name}: needs the optional package '{exc.name}' "
-                "(pip install 'margin-contagion[dev]')"
-            ) from None
-        return getattr(module, func)(args)
+def cmd_viz(args) -> int:
+    serve_dashboard = _library("viz", "experiments.app", "serve_dashboard")
+    return serve_dashboard(args.host, args.port, open_browser=args.open)
 
-    return run
+
+def cmd_validate(args) -> int:
+    run_validation = _library("validate", "experiments.validate", "run_validation")
+    return run_validation(out=_path(args.out), quick=args.quick, returns_csv=_path(args.returns))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,11 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=None, help="local worker processes")
     s.add_argument("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) or 'local'")
     s.add_argument("--resume", action="store_true", help="finish an interrupted sweep")
-    s.set_defaults(func=_delegate("sweep"))
+    s.set_defaults(func=cmd_sweep)
 
     pl = sub.add_parser("plot", help="draw the figures of a run or sweep folder")
     pl.add_argument("dir", help="run or sweep folder")
-    pl.set_defaults(func=_delegate("plot"))
+    pl.set_defaults(func=cmd_plot)
 
     d = sub.add_parser("demo", help="a narrated cascade in the terminal")
     d.add_argument("--out", help="run folder (default results/demo)")
@@ -138,13 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="change the demo's market, e.g. --set assets.BTC.depth=4e6 (repeatable)",
     )
-    d.set_defaults(func=_delegate("demo"))
+    d.set_defaults(func=cmd_demo)
 
     v = sub.add_parser("viz", help="the interactive dashboard (Solara)")
     v.add_argument("--port", type=int, default=8765)
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--no-open", dest="open", action="store_false", help="do not open a browser tab")
-    v.set_defaults(func=_delegate("viz"))
+    v.set_defaults(func=cmd_viz)
 
     va = sub.add_parser("validate", help="check the engine against theory, literature and data")
     va.add_argument("--out", help="report folder (default results/validation)")
@@ -155,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="your own return series (a 'return' or a price column) as the stylized-facts "
         "reference column instead of the S&P 500",
     )
-    va.set_defaults(func=_delegate("validate"))
+    va.set_defaults(func=cmd_validate)
     return p
 
 

@@ -24,12 +24,14 @@ Every figure is written as PNG and SVG under ``DIR/figures/``. Figures are built
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from model import storage
+from model.errors import UsageError
 
 __all__ = [
     "cascade_ccdf",
@@ -37,7 +39,7 @@ __all__ = [
     "cross_vs_isolated",
     "metrics_vs_leverage",
     "phase_diagram",
-    "plot_command",
+    "plot_folder",
     "plot_run",
     "plot_sweep",
     "price_paths",
@@ -94,7 +96,8 @@ def _save(fig, folder: Path, name: str) -> list[Path]:
     out = []
     for ext in ("png", "svg"):
         path = folder / f"{name}.{ext}"
-        fig.savefig(path, dpi=130 if ext == "png" else None)
+        dpi = 130 if ext == "png" else None
+        storage.atomic_write(path, lambda p, ext=ext, dpi=dpi: fig.savefig(p, dpi=dpi, format=ext))
         out.append(path)
     return out
 
@@ -417,7 +420,7 @@ def plot_sweep(sweep_dir: str | Path) -> list[Path]:
     meta = json.loads((sweep_dir / SWEEP_FILE).read_text())
     runs = read_runs(sweep_dir)
     if not len(runs) or not (runs["status"] == "ok").any():
-        raise _usage_error(f"{sweep_dir}: no finished runs to plot")
+        raise UsageError(f"{sweep_dir}: no finished runs to plot")
     keys = meta["keys"]
     figs = sweep_dir / "figures"
     out: list[Path] = []
@@ -465,10 +468,8 @@ def _sobol_figure(sweep_dir: Path, figs: Path) -> list[Path]:
     try:
         table = sobol_table(sweep_dir, metrics)
     except ValueError as exc:
-        raise _usage_error(str(exc)) from None
-    from model.results import atomic_write
-
-    atomic_write(sweep_dir / "sobol_indices.csv", lambda p: table.to_csv(p, index=False))
+        raise UsageError(str(exc)) from None
+    storage.atomic_write(sweep_dir / "sobol_indices.csv", lambda p: table.to_csv(p, index=False))
     # amplification is in the table but not the figure: a ratio of two falls, heavy-tailed, its
     # indices need far more samples than the others to settle
     fig = sobol_bars(table, metrics[:3])
@@ -540,7 +541,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     market = pd.read_parquet(run_dir / "market.parquet")
     liquidations = pd.read_parquet(run_dir / "liquidations.parquet")
     if not len(market):
-        raise _usage_error(f"{run_dir}: the run has no steps to plot")
+        raise UsageError(f"{run_dir}: the run has no steps to plot")
     return _save(price_paths(market, liquidations), run_dir / "figures", "price_paths")
 
 
@@ -549,32 +550,24 @@ def plot_run(run_dir: str | Path) -> list[Path]:
 # --------------------------------------------------------------------------------------------
 
 
-def _usage_error(message: str) -> Exception:
-    from experiments.cli import UsageError
+def plot_folder(folder: str | Path) -> list[Path]:
+    """Draw the figures of a sweep folder or a run folder; returns the files written.
 
-    return UsageError(message)
-
-
-def plot_command(args) -> int:
-    """``contagion plot DIR``: a sweep folder or a run folder."""
+    Raises:
+        UsageError: ``folder`` is neither, or is a run folder whose writer was interrupted.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
-    folder = Path(args.dir)
+    folder = Path(folder)
     if not folder.is_dir():
-        raise _usage_error(f"{folder}: no such folder")
+        raise UsageError(f"{folder}: no such folder")
     if (folder / "sweep.json").exists():
-        files = plot_sweep(folder)
-    elif (folder / "market.parquet").exists() and (folder / "liquidations.parquet").exists():
+        return plot_sweep(folder)
+    if (folder / "market.parquet").exists() and (folder / "liquidations.parquet").exists():
         if (folder / ".incomplete").exists():
-            raise _usage_error(f"{folder}: run folder is incomplete (its writer was interrupted)")
-        files = plot_run(folder)
-    else:
-        raise _usage_error(
-            f"{folder}: neither a sweep folder (sweep.json) nor a run folder (market.parquet)"
-        )
-    for path in files:
-        print(path)
-    if not files:
-        print(f"{folder}: nothing to draw for these keys", file=sys.stderr)
-    return 0
+            raise UsageError(f"{folder}: run folder is incomplete (its writer was interrupted)")
+        return plot_run(folder)
+    raise UsageError(
+        f"{folder}: neither a sweep folder (sweep.json) nor a run folder (market.parquet)"
+    )

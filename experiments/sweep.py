@@ -1,6 +1,7 @@
 """Parameter sweeps: from one laptop to a cluster, resumable, with tidy results.
 
-A sweep file names a base run config and the knobs to vary (DESIGN.md, "Sweep file")::
+A sweep file names a base run config and the knobs to vary (docs/design.md, "Sweep file";
+:class:`SweepTable` declares its keys)::
 
     [sweep]
     base = "configs/study_base.toml"   # relative to the sweep file
@@ -48,18 +49,23 @@ import os
 import sys
 import threading
 import time
+import typing
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from model.config import ConfigError, apply_overrides, build_config, describe, read_toml
+from model import metrics, storage
+from model.config import apply_overrides, build_config, build_section, describe, read_toml
+from model.config import spec as setting  # "spec" names the SweepSpec everywhere here
+from model.errors import ConfigError, UsageError
+from model.results import liquidations_table
 
 __all__ = [
     "SAMPLERS",
@@ -69,6 +75,7 @@ __all__ = [
     "SerialExecutor",
     "SweepAborted",
     "SweepSpec",
+    "SweepTable",
     "load_sweep",
     "make_executor",
     "plan_runs",
@@ -77,23 +84,12 @@ __all__ = [
     "run_one",
     "run_seed",
     "run_sweep",
+    "run_sweep_command",
     "sample_points",
-    "sweep_command",
 ]
 
-SAMPLERS = ("grid", "lhs", "sobol", "random", "saltelli")
-_SWEEP_KEYS = (
-    "base",
-    "name",
-    "replicates",
-    "sampler",
-    "samples",
-    "seed",
-    "common_random_numbers",
-    "set",
-    "grid",
-    "ranges",
-)
+Sampler = Literal["grid", "lhs", "sobol", "random", "saltelli"]
+SAMPLERS = typing.get_args(Sampler)
 SWEEP_FILE = "sweep.json"
 RUNS_DIR = "runs"
 RUNS_TABLE = "runs.parquet"
@@ -152,111 +148,114 @@ class SweepSpec:
         return [*self.ranges, *self.grid]
 
 
-def _int_in(value, key, low=None, high=None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key}: expected a whole number, got {value!r}")
-    if low is not None and value < low:
-        raise ConfigError(f"{key}: must be >= {low}, got {value}")
-    if high is not None and value > high:
-        raise ConfigError(f"{key}: must be <= {high}, got {value}")
-    return value
+@dataclass
+class SweepTable:
+    """The ``[sweep]`` table of a sweep file as written, declared with the run config's
+    :func:`model.config.spec` and validated by the same machinery (types, bounds, defaults,
+    unknown keys with a did-you-mean, one-line messages naming ``sweep.<key>``).
+
+    ``set``, ``grid`` and ``ranges`` are tables of dotted keys (or nested tables); their values
+    are checked by :func:`load_sweep` once flattened, and every point against the run config.
+    """
+
+    base: str = setting(doc="the base run config (TOML), relative to the sweep file", min_len=1)
+    name: str | None = setting(None, doc="the sweep's name (default: the sweep file's)", min_len=1)
+    replicates: int = setting(
+        1, doc="runs per point, each with its own random stream", ge=1, le=1_000_000
+    )
+    sampler: Sampler = setting(
+        "grid", doc="grid: the product of sweep.grid; otherwise points drawn over sweep.ranges"
+    )
+    samples: int | None = setting(
+        None,
+        doc="points a sampler other than grid draws (a power of 2 for sobol and saltelli)",
+        ge=1,
+        le=10_000_000,
+    )
+    seed: int | None = setting(
+        None, doc="base seed of the sweep (default: the base config's seed)", ge=0, le=2**63 - 1
+    )
+    common_random_numbers: bool = setting(
+        True, doc="replicate k draws the same random stream at every point"
+    )
+    set: dict[str, Any] = setting(factory=dict, doc="overrides applied to every run")
+    grid: dict[str, Any] = setting(
+        factory=dict, doc="key -> list of values, crossed with each other and the sampled points"
+    )
+    ranges: dict[str, Any] = setting(
+        factory=dict, doc='key -> [low, high] or [low, high, "log"], sampled (not with grid)'
+    )
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep file. Every problem is a one-line :class:`ConfigError`."""
     path = Path(path)
     data = read_toml(path)
-    if "sweep" not in data or not isinstance(data["sweep"], dict):
+    if not isinstance(data.get("sweep"), dict):
         raise ConfigError(f"{path}: no [sweep] table")
     extra = sorted(set(data) - {"sweep"})
     if extra:
         raise ConfigError(f"{extra[0]}: unknown top-level key in a sweep file (only [sweep])")
-    sw = data["sweep"]
-    for k in sw:
-        if k not in _SWEEP_KEYS:
-            import difflib
-
-            close = difflib.get_close_matches(k, _SWEEP_KEYS, n=1, cutoff=0.5)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"sweep.{k}: unknown key{hint}")
-    if "base" not in sw:
-        raise ConfigError("sweep.base: required key is missing (the base run config)")
-    if not isinstance(sw["base"], str) or not sw["base"]:
-        raise ConfigError(f"sweep.base: expected a file name, got {sw['base']!r}")
-    base_path = Path(sw["base"])
+    sw = build_section(SweepTable, data["sweep"], "sweep")
+    base_path = Path(sw.base)
     if not base_path.is_absolute():
         base_path = path.resolve().parent / base_path
-    base = read_toml(base_path)
-    fixed = sw.get("set", {})
-    if not isinstance(fixed, dict):
-        raise ConfigError("sweep.set: expected a table of key = value")
-    base = apply_overrides(base, _flatten(fixed))
+    base = apply_overrides(read_toml(base_path), _flatten(sw.set))
     base_dir = str(base_path.resolve().parent)
     base_cfg = build_config(base, base_dir=base_dir)  # the base itself must be valid
-
-    sampler = sw.get("sampler", "grid")
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"sweep.sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    replicates = _int_in(sw.get("replicates", 1), "sweep.replicates", 1, 1_000_000)
-    seed = _int_in(sw.get("seed", base_cfg.seed), "sweep.seed", 0, 2**63 - 1)
-    crn = sw.get("common_random_numbers", True)
-    if not isinstance(crn, bool):
-        raise ConfigError(f"sweep.common_random_numbers: expected true or false, got {crn!r}")
-
-    grid_raw = sw.get("grid", {})
-    if not isinstance(grid_raw, dict):
-        raise ConfigError("sweep.grid: expected a table of key = [values]")
-    grid = {}
-    for key, values in _flatten(grid_raw).items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"sweep.grid.{key}: expected a non-empty list of values")
-        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
-            raise ConfigError(f"sweep.grid.{key}: values repeat")
-        grid[key] = values
-
-    ranges_raw = sw.get("ranges", {})
-    if not isinstance(ranges_raw, dict):
-        raise ConfigError("sweep.ranges: expected a table of key = [low, high]")
-    ranges = {key: _parse_range(key, v) for key, v in _flatten(ranges_raw).items()}
-    both = set(grid) & set(ranges)
-    if both:
-        raise ConfigError(f"sweep.ranges.{sorted(both)[0]}: also in sweep.grid")
-
-    samples = 0
-    if sampler == "grid":
-        if ranges:
-            raise ConfigError(
-                f"sweep.ranges.{next(iter(ranges))}: the grid sampler takes values from "
-                "sweep.grid; choose sampler = 'lhs', 'sobol', 'random' or 'saltelli' for ranges"
-            )
-    else:
-        if not ranges:
-            raise ConfigError(f"sweep.ranges: the {sampler} sampler needs at least one range")
-        if "samples" not in sw:
-            raise ConfigError(f"sweep.samples: required by the {sampler} sampler")
-        samples = _int_in(sw["samples"], "sweep.samples", 1, 10_000_000)
-        if sampler in ("sobol", "saltelli") and samples & (samples - 1):
-            raise ConfigError(
-                f"sweep.samples: the {sampler} sampler needs a power of 2, got {samples}"
-            )
-    name = sw.get("name", path.stem)
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"sweep.name: expected a non-empty string, got {name!r}")
+    grid = _parse_grid(sw.grid)
+    ranges = {key: _parse_range(key, v) for key, v in _flatten(sw.ranges).items()}
+    _check_sampler(sw, grid, ranges)
     spec = SweepSpec(
-        name=name,
+        name=sw.name or path.stem,
         path=path.resolve(),
         base=base,
         base_dir=base_dir,
-        replicates=replicates,
-        sampler=sampler,
-        samples=samples,
-        seed=seed,
-        common_random_numbers=crn,
+        replicates=sw.replicates,
+        sampler=sw.sampler,
+        samples=0 if sw.sampler == "grid" else sw.samples,
+        seed=base_cfg.seed if sw.seed is None else sw.seed,
+        common_random_numbers=sw.common_random_numbers,
         grid=grid,
         ranges=ranges,
     )
     _check_points(spec)
     return spec
+
+
+def _parse_grid(table: dict) -> dict[str, list]:
+    """``sweep.grid`` flattened: each key a non-empty list of distinct values."""
+    grid = {}
+    for key, values in _flatten(table).items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"sweep.grid.{key}: expected a non-empty list of values")
+        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+            raise ConfigError(f"sweep.grid.{key}: values repeat")
+        grid[key] = values
+    return grid
+
+
+def _check_sampler(sw: SweepTable, grid: dict, ranges: dict) -> None:
+    """What the sampler asks of the other keys: ranges only for drawn points, never a key in
+    both, samples given (a power of 2 for the Sobol sequence)."""
+    both = set(grid) & set(ranges)
+    if both:
+        raise ConfigError(f"sweep.ranges.{sorted(both)[0]}: also in sweep.grid")
+    if sw.sampler == "grid":
+        if ranges:
+            raise ConfigError(
+                f"sweep.ranges.{next(iter(ranges))}: the grid sampler takes values from "
+                "sweep.grid; choose sampler = 'lhs', 'sobol', 'random' or 'saltelli' for ranges"
+            )
+        return
+    if not ranges:
+        raise ConfigError(f"sweep.ranges: the {sw.sampler} sampler needs at least one range")
+    if sw.samples is None:
+        raise ConfigError(f"sweep.samples: required by the {sw.sampler} sampler")
+    if sw.sampler in ("sobol", "saltelli") and sw.samples & (sw.samples - 1):
+        raise ConfigError(
+            f"sweep.samples: the {sw.sampler} sampler needs a power of 2, got {sw.samples}"
+        )
 
 
 def _flatten(table: dict, prefix: str = "") -> dict:
@@ -450,13 +449,16 @@ def plan_runs(spec: SweepSpec, points: list[dict] | None = None) -> list[RunTask
 # --------------------------------------------------------------------------------------------
 
 
-def run_metrics(model) -> dict[str, Any]:
+def run_metrics(model, liquidations: pd.DataFrame | None = None) -> dict[str, Any]:
     """The run's headline metrics, flattened to scalars (one row of runs.parquet).
 
     ``summary()`` nests per-asset values; here ``max_drawdown`` and ``amplification`` are the
     worst asset's and ``max_drawdown_BTC`` etc. the per-asset ones. Added: liquidated notional
-    per asset (cross-asset contagion shows up in the assets that were not shocked) and the
-    number of steps with liquidations.
+    per asset (cross-asset contagion shows up in the assets that were not shocked).
+
+    Args:
+        model: a finished run.
+        liquidations: its liquidations table, when the caller has it already.
     """
     summary = model.summary()
     out: dict[str, Any] = {}
@@ -475,30 +477,22 @@ def run_metrics(model) -> dict[str, Any]:
             out[f"n_{key}"] = len(value)
         else:
             out[key] = value
-    fills = model.engine.fills.columns()
-    notional = np.bincount(fills["asset"], weights=fills["notional"], minlength=len(model.symbols))
+    if liquidations is None:
+        liquidations = liquidations_table(model)
+    codes = liquidations["asset"].cat.codes.to_numpy()  # categories: the model's symbols
+    notional = np.bincount(
+        codes, weights=liquidations["notional"].to_numpy(dtype=float), minlength=len(model.symbols)
+    )
     for j, s in enumerate(model.symbols):
         out[f"liquidated_notional_{s}"] = float(notional[j])
-    out["cascades"] = int(cascade_sizes(model).shape[0])
     return out
 
 
-def cascade_sizes(model) -> np.ndarray:
-    """(k, 2) array of (step, accounts liquidated in that step) over steps with liquidations.
-
-    A step's cascade is everything hanging from its root in the contagion graph: the accounts
-    liquidated (not auto-deleveraged) in any round of the step.
-    """
-    from model.fills import Kind
-
-    fills = model.engine.fills.columns()
-    keep = fills["kind"] != Kind.ADL
-    step, trader = fills["step"][keep], fills["trader_id"][keep]
-    if step.size == 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    pairs = np.unique(np.stack([step, trader], axis=1), axis=0)
-    steps, sizes = np.unique(pairs[:, 0], return_counts=True)
-    return np.stack([steps, sizes], axis=1).astype(np.int64)
+def cascade_sizes(liquidations: pd.DataFrame) -> list[list[int]]:
+    """``[step, accounts]`` of every cascade (:func:`model.metrics.cascades`: the accounts
+    liquidated, not auto-deleveraged, in any round of the step), in step order."""
+    table = metrics.cascades(liquidations)
+    return table[["step", "accounts"]].to_numpy(dtype=np.int64).tolist()
 
 
 def run_one(task: RunTask, base: dict, base_dir: str) -> dict[str, Any]:
@@ -515,8 +509,9 @@ def run_one(task: RunTask, base: dict, base_dir: str) -> dict[str, Any]:
             )
             model = ContagionModel(cfg, create_agents=False)
             model.run()
-            record["metrics"] = run_metrics(model)
-            record["cascades"] = cascade_sizes(model).tolist()
+            liquidations = liquidations_table(model)
+            record["metrics"] = run_metrics(model, liquidations)
+            record["cascades"] = cascade_sizes(liquidations)
     except Exception as exc:  # a failing run is a row, not the end of the sweep
         record.update(status="error", error=f"{type(exc).__name__}: {exc}", metrics={})
         record["cascades"] = []
@@ -682,7 +677,7 @@ class DaskExecutor:
             try:
                 self.client = Client(address, timeout=timeout)
             except (OSError, TimeoutError, ValueError) as exc:
-                raise _usage_error(f"--scheduler {address}: cannot connect ({exc})") from None
+                raise UsageError(f"--scheduler {address}: cannot connect ({exc})") from None
         self.workers = max(1, sum(self.client.nthreads().values()))
 
     def run(self, fn: Callable, tasks: Iterable[RunTask]) -> Iterator[tuple[RunTask, dict]]:
@@ -738,27 +733,21 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _usage_error(message: str) -> Exception:
-    from experiments.cli import UsageError
-
-    return UsageError(message)
-
-
 def make_executor(workers: int | None = None, scheduler: str | None = None):
     """The executor the command line asks for: Dask when ``scheduler`` is given, else local
     processes (``workers`` of them, default one per core; ``workers=1`` runs in-process)."""
     if workers is not None and workers < 1:
-        raise _usage_error(f"--workers: must be at least 1, got {workers}")
+        raise UsageError(f"--workers: must be at least 1, got {workers}")
     if scheduler:
         if workers is not None and scheduler != "local":
-            raise _usage_error(
+            raise UsageError(
                 "--workers: applies to local processes or --scheduler local; "
                 f"the cluster at {scheduler} has its own workers"
             )
         try:
             import dask.distributed  # noqa: F401
         except ImportError:
-            raise _usage_error(
+            raise UsageError(
                 "--scheduler: needs the optional package dask "
                 "(pip install 'margin-contagion[dask]')"
             ) from None
@@ -770,40 +759,6 @@ def make_executor(workers: int | None = None, scheduler: str | None = None):
 # --------------------------------------------------------------------------------------------
 # The sweep folder
 # --------------------------------------------------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_durably(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that after a crash it is either whole or absent."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o).__name__)
 
 
 def _fingerprint(spec: SweepSpec, points: list[dict]) -> str:
@@ -833,24 +788,24 @@ class SweepFolder:
         meta_path = self.out / SWEEP_FILE
         fingerprint = _fingerprint(spec, points)
         if self.out.exists() and not self.out.is_dir():
-            raise _usage_error(f"--out {self.out}: exists and is not a folder")
+            raise UsageError(f"--out {self.out}: exists and is not a folder")
         if meta_path.exists():
             if not resume:
-                raise _usage_error(
+                raise UsageError(
                     f"--out {self.out}: already holds a sweep; pass --resume to finish it "
                     "or choose another --out"
                 )
             try:
                 old = json.loads(meta_path.read_text())
             except (OSError, ValueError):
-                raise _usage_error(f"{meta_path}: unreadable; cannot resume") from None
+                raise UsageError(f"{meta_path}: unreadable; cannot resume") from None
             if old.get("fingerprint") != fingerprint:
-                raise _usage_error(
+                raise UsageError(
                     f"--resume: {self.out} was started from a different sweep (base config, "
                     "points, seeds or replicates changed); use another --out"
                 )
         elif self.out.exists() and any(self.out.iterdir()) and not resume:
-            raise _usage_error(f"--out {self.out}: folder exists and is not empty")
+            raise UsageError(f"--out {self.out}: folder exists and is not empty")
 
     def start(self, spec: SweepSpec, points: list[dict], resume: bool) -> set[str]:
         """Create or reopen the folder; return the run ids already finished."""
@@ -876,9 +831,8 @@ class SweepFolder:
             "fingerprint": fingerprint,
         }
         if not meta_path.exists():
-            _write_durably(meta_path, json.dumps(meta, indent=1, default=str) + "\n")
-        for tmp in self.runs.glob(".*.tmp"):  # leftovers of a write cut short
-            tmp.unlink(missing_ok=True)
+            storage.write_json(meta_path, meta, indent=1)
+        storage.clear_temporaries(self.runs)  # leftovers of a write cut short
         return {p.stem for p in self.runs.glob("p*-r*.json")}
 
     def record(self, task: RunTask, result: dict) -> None:
@@ -890,17 +844,13 @@ class SweepFolder:
             "params": task.params,
             **result,
         }
-        _write_durably(
-            self.runs / f"{task.run_id}.json", json.dumps(row, default=_json_default) + "\n"
-        )
+        storage.write_json(self.runs / f"{task.run_id}.json", row)
 
     def consolidate(self, spec_keys: list[str], complete: bool) -> pd.DataFrame:
         """Rebuild runs.parquet and cascades.parquet from runs/ (atomic replace)."""
         runs, cascades = read_run_records(self.runs, spec_keys)
-        from model.results import atomic_write
-
-        atomic_write(self.out / RUNS_TABLE, lambda p: runs.to_parquet(p, index=False))
-        atomic_write(self.out / CASCADES_TABLE, lambda p: cascades.to_parquet(p, index=False))
+        storage.write_parquet(self.out / RUNS_TABLE, runs)
+        storage.write_parquet(self.out / CASCADES_TABLE, cascades)
         if complete:
             (self.out / INCOMPLETE_MARKER).unlink(missing_ok=True)
         return runs
@@ -1033,19 +983,39 @@ def run_sweep(
     return pd.read_parquet(folder.out / RUNS_TABLE)
 
 
-def sweep_command(args) -> int:
-    """``contagion sweep SWEEP.toml [--out DIR] [--workers N] [--scheduler ADDR] [--resume]``."""
-    spec = load_sweep(args.sweep)
-    out = Path(args.out) if args.out else Path("results") / spec.name
+def run_sweep_command(
+    sweep_path: str | Path,
+    *,
+    out: str | Path | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    resume: bool = False,
+) -> int:
+    """Load a sweep file and run it (or finish it) with a progress line on stderr.
+
+    Args:
+        sweep_path: the sweep TOML file.
+        out: the sweep folder (default ``results/<sweep name>``).
+        workers: local worker processes (default: one per core), or Dask workers of
+            ``scheduler="local"``.
+        scheduler: a Dask scheduler address (``tcp://HOST:PORT``) or ``"local"``.
+        resume: finish a sweep already started in ``out``.
+
+    Returns:
+        the exit status: 0 when the sweep ran to the end (failed runs are rows of the table),
+        1 when the cluster was lost, 130 when interrupted.
+    """
+    spec = load_sweep(sweep_path)
+    out = Path(out) if out is not None else Path("results") / spec.name
     points = sample_points(spec)
-    SweepFolder(out).check(spec, points, args.resume)  # before starting any worker or cluster
-    executor = make_executor(args.workers, args.scheduler)
+    SweepFolder(out).check(spec, points, resume)  # before starting any worker or cluster
+    executor = make_executor(workers, scheduler)
     n = len(points) * spec.replicates
-    where = f"Dask at {args.scheduler}" if args.scheduler else f"{executor.workers} worker(s)"
+    where = f"Dask at {scheduler}" if scheduler else f"{executor.workers} worker(s)"
     print(f"{spec.name}: {n} runs ({spec.sampler} sampler) on {where} -> {out}", file=sys.stderr)
     t0 = time.perf_counter()
     try:
-        runs = run_sweep(spec, out, executor, resume=args.resume)
+        runs = run_sweep(spec, out, executor, resume=resume)
     except SweepAborted as exc:
         print(f"contagion: error: {exc}", file=sys.stderr)
         return 1

@@ -16,7 +16,6 @@ check passes, 1 when one fails (the report says which and why), 2 on bad input.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -25,9 +24,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from model.config import ConfigError
+from model import storage
+from model.errors import ConfigError
 
-__all__ = ["CHECKS", "render_report", "run_checks", "validate_command", "write_report"]
+__all__ = ["CHECKS", "render_report", "run_checks", "run_validation", "write_report"]
 
 
 def _checks():
@@ -165,44 +165,18 @@ def render_report(results, *, quick: bool, seconds: float) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _json_safe(v):
-    import numpy as np
-
-    if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return _json_safe(v.tolist())
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if hasattr(v, "to_dict") and hasattr(v, "columns"):  # a DataFrame
-        return _json_safe(v.reset_index().to_dict(orient="records"))
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    return str(v)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_report(results, out_dir, *, quick: bool, seconds: float) -> Path:
     """Write report.md and results.json into ``out_dir``; return the report's path."""
     out = Path(out_dir)
     report = out / "report.md"
-    _write_atomic(report, render_report(results, quick=quick, seconds=seconds))
+    storage.write_text(report, render_report(results, quick=quick, seconds=seconds))
     payload = {
         "quick": quick,
         "seconds": seconds,
         "passed": all(r["passed"] for r in results),
-        "checks": [{k: _json_safe(v) for k, v in r.items() if k not in ("data",)} for r in results],
+        "checks": [{k: v for k, v in r.items() if k != "data"} for r in results],
     }
-    _write_atomic(out / "results.json", json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    storage.write_json(out / "results.json", payload, indent=2)
     return report
 
 
@@ -219,15 +193,25 @@ def _prepare_out(path) -> Path:
     return out
 
 
-def validate_command(args) -> int:
-    """``contagion validate [--out DIR] [--quick] [--returns CSV]``."""
-    quick = bool(getattr(args, "quick", False))
-    returns_csv = getattr(args, "returns", None)
+def run_validation(
+    *, out: str | Path | None = None, quick: bool = False, returns_csv: str | Path | None = None
+) -> int:
+    """Run every check, write the report folder and print where it is.
+
+    Args:
+        out: the report folder (default ``results/validation``).
+        quick: the quick variants (as in the tests).
+        returns_csv: a CSV of returns or prices to use as the stylized-facts reference instead
+            of the S&P 500.
+
+    Returns:
+        the exit status: 0 when every check passes, 1 when one fails.
+    """
     if returns_csv is not None:
         from experiments.validation.stylized_facts import load_returns
 
         load_returns(returns_csv)  # bad input fails now, with one line, before any work
-    out = _prepare_out(getattr(args, "out", None) or Path("results") / "validation")
+    out = _prepare_out(out if out is not None else Path("results") / "validation")
     t0 = time.perf_counter()
     results = run_checks(out, quick=quick, returns_csv=returns_csv)
     report = write_report(results, out, quick=quick, seconds=time.perf_counter() - t0)

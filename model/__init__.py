@@ -9,7 +9,8 @@ Python API::
     m.write_results("results/baseline")
 """
 
-from model.config import Config, ConfigError, load_config
+from model.config import Config, load_config
+from model.errors import ConfigError, UsageError
 from model.model import ContagionModel
 
-__all__ = ["Config", "ConfigError", "ContagionModel", "load_config"]
+__all__ = ["Config", "ConfigError", "ContagionModel", "UsageError", "load_config"]

@@ -6,8 +6,9 @@ its constraints in one place (``spec(...)``), so the whole configuration is intr
 override or a sweep, and addressable by dotted keys (``market.volatility``,
 ``assets.BTC.depth``).
 
-Errors are :class:`ConfigError`: one line that names the key (or the file) and what is wrong.
-The command line turns them into exit status 2.
+Errors are :class:`ConfigError` (defined in :mod:`model.errors`, re-exported here): one line
+that names the key (or the file) and what is wrong. The command line turns them into exit
+status 2.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import dataclasses
 import difflib
 import json
 import math
+import operator
 import re
 import tomllib
 import types
@@ -29,8 +31,10 @@ import numpy as np
 
 from agents.params import spec
 from agents.strategies import STRATEGIES
+from model.errors import ConfigError
 
 __all__ = [
+    "BOUNDS",
     "AssetConfig",
     "Config",
     "ConfigError",
@@ -44,27 +48,17 @@ __all__ = [
     "TierConfig",
     "TradersConfig",
     "apply_overrides",
+    "bound_violation",
     "build_config",
+    "build_section",
     "correlation_matrix",
     "describe",
+    "did_you_mean",
     "load_config",
     "parse_value",
+    "spec",
     "to_dict",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration problem, phrased as one line naming the key or file.
-
-    Line breaks that reach the message through user text (a key or value with a newline in
-    it) are shown escaped, so the message stays one line.
-    """
-
-    def __init__(self, message: str = ""):
-        text = str(message)
-        for raw, shown in (("\r", "\\r"), ("\n", "\\n")):
-            text = text.replace(raw, shown)
-        super().__init__(text)
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -432,6 +426,8 @@ def _hints(cls) -> dict[str, Any]:
 
 def _type_name(tp) -> str:
     origin = typing.get_origin(tp)
+    if tp is Any:
+        return "any value"
     if tp is float:
         return "a number"
     if tp is int:
@@ -455,6 +451,8 @@ def _type_name(tp) -> str:
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it converted (int -> float, ...)."""
+    if tp is Any:  # checked by the section's own rules (a sweep's grid values, say)
+        return value
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -561,17 +559,31 @@ def _check(value: Any, checks: dict, key: str) -> None:
     if "min_len" in checks and len(value) < checks["min_len"]:
         what = "empty" if checks["min_len"] == 1 else f"shorter than {checks['min_len']}"
         raise ConfigError(f"{key}: must not be {what}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        for name, op, word in (
-            ("ge", lambda a, b: a >= b, ">="),
-            ("gt", lambda a, b: a > b, ">"),
-            ("le", lambda a, b: a <= b, "<="),
-            ("lt", lambda a, b: a < b, "<"),
-        ):
-            if name in checks and not op(value, checks[name]):
-                raise ConfigError(
-                    f"{key}: must be {word} {_number(checks[name])}, got {_number(value)}"
-                )
+    problem = bound_violation(value, checks)
+    if problem:
+        raise ConfigError(f"{key}: {problem}")
+
+
+# The bounds spec() takes: name -> (test, word in messages).
+BOUNDS = {
+    "ge": (operator.ge, ">="),
+    "gt": (operator.gt, ">"),
+    "le": (operator.le, "<="),
+    "lt": (operator.lt, "<"),
+}
+
+
+def bound_violation(value: Any, checks: dict) -> str | None:
+    """What is wrong with a number under ``spec`` bounds (``"must be >= 0, got -1"``), or None.
+
+    The one phrasing of a bound every validator uses: config keys, sweep files, population rows.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    for name, (test, word) in BOUNDS.items():
+        if name in checks and not test(value, checks[name]):
+            return f"must be {word} {_number(checks[name])}, got {_number(value)}"
+    return None
 
 
 def _number(x: float) -> str:
@@ -639,6 +651,24 @@ def build_config(data: dict, base_dir: str | Path = ".") -> Config:
     for name in cfg.traders.strategies:
         rules.setdefault(name, STRATEGIES[name].Params())
     return cfg
+
+
+def build_section(cls, data: Any, prefix: str = ""):
+    """Build and validate any dataclass whose fields are declared with :func:`spec`.
+
+    The machinery of the run config, for other files with a schema (the ``[sweep]`` table of a
+    sweep file): unknown keys with a did-you-mean, types, bounds, required keys, defaults, and
+    the same one-line messages, each naming the key under ``prefix``.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'file'}: expected a table, got {_show(data)}")
+    return _build(cls, data, prefix)
+
+
+def did_you_mean(name: Any, options) -> str:
+    """`` (did you mean 'x'?)`` naming the option closest to ``name``, or nothing: the one
+    suggestion every message about an unknown name carries."""
+    return _suggest(name, options)
 
 
 def _cross_checks(cfg: Config) -> None:

@@ -7,29 +7,81 @@ Population file (CSV or parquet), one row per position: ``trader_id, collateral,
 quantity, entry_price``; optional ``strategy`` (default ``hold``), ``margin`` (isolated
 position margin) and ``margin_mode`` (``cross`` or ``isolated``; default ``margin.mode``).
 ``collateral`` is the trader's whole collateral, isolated margins included, and repeats on each
-of the trader's rows.
+of the trader's rows. The columns, their types, bounds and defaults are declared once, in
+:class:`PopulationRow` (``describe(PopulationRow)`` lists them), and checked column by column.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from model.config import Config, ConfigError
+from model.config import BOUNDS, Config, bound_violation, did_you_mean, spec
+from model.errors import ConfigError
 
-__all__ = ["Population", "generate_population", "read_population"]
-
-REQUIRED_COLUMNS = ["trader_id", "collateral", "asset", "quantity", "entry_price"]
-OPTIONAL_COLUMNS = ["strategy", "margin", "margin_mode"]
+__all__ = [
+    "OPTIONAL_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "Population",
+    "PopulationRow",
+    "generate_population",
+    "read_population",
+]
 
 # Largest amount (collateral, margin, notional, in quote currency) and entry price a file may
 # hold: far beyond any real account, small enough that sums over millions of rows stay finite.
 MAX_AMOUNT = 1e15
 MAX_PRICE = 1e12
+
+
+@dataclass
+class PopulationRow:
+    """One row of a population file: one position of one trader (the file's schema).
+
+    Columns without a default are required; an empty cell of an optional column takes its
+    default. Declared with :func:`model.config.spec` like the run config, and checked column by
+    column (vectorised) by :func:`read_population`, whose messages use the config's phrasing of
+    bounds and its did-you-mean.
+    """
+
+    trader_id: int = spec(doc="the trader's id (a whole number); a trader's rows share it")
+    collateral: float = spec(
+        doc="the trader's whole collateral, isolated margins included, repeated on each of its "
+        "rows",
+        ge=0,
+        le=MAX_AMOUNT,
+    )
+    asset: str = spec(doc="symbol of one of the config's assets")
+    quantity: float = spec(doc="signed position: positive long, negative short")
+    entry_price: float = spec(
+        doc="price the position was opened at (> 0 for an open position)", le=MAX_PRICE
+    )
+    strategy: str | None = spec(None, doc="the trader's trading rule (default hold)")
+    margin: float | None = spec(
+        None,
+        doc="isolated position margin (default: the collateral split in proportion to notional)",
+        ge=0,
+        le=MAX_AMOUNT,
+    )
+    margin_mode: Literal["cross", "isolated"] | None = spec(
+        None, doc="the position's margin mode (default: margin.mode)"
+    )
+
+
+REQUIRED_COLUMNS = [
+    f.name for f in dataclasses.fields(PopulationRow) if f.default is dataclasses.MISSING
+]
+OPTIONAL_COLUMNS = [
+    f.name for f in dataclasses.fields(PopulationRow) if f.default is not dataclasses.MISSING
+]
 
 
 @dataclass
@@ -130,91 +182,174 @@ def _read_table(path: Path) -> pd.DataFrame:
     raise ConfigError(f"{path}: population file must be .csv or .parquet")
 
 
+# --------------------------------------------------------------------------------------------
+# Reading a population file
+# --------------------------------------------------------------------------------------------
+
+
 def read_population(path: str | Path, cfg: Config) -> Population:
-    """Read and check a population file against the config's assets."""
+    """Read a population file and check every row against :class:`PopulationRow` and the
+    config's assets; every problem is a one-line :class:`ConfigError` naming the file and the
+    row (or trader) and what is wrong."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: file not found")
     df = _read_table(path)
+    rows = _Rows(path, 1 if path.suffix.lower() == ".parquet" else 2)
+    _check_columns(df, path)
+    for name, (tp, checks) in _schema().items():
+        if name in df.columns and tp in (int, float):
+            df[name] = _numbers(df[name], name, tp, checks, rows)
+    asset = _names(df["asset"], cfg.symbols, "asset", "declared", rows)
+    mode = _margin_modes(df, cfg.margin.mode, rows)
+    strategy = _strategies(df, rows)
+    _check_positions(df, asset, mode, rows)
+    return _book_arrays(df, asset, mode, strategy, len(cfg.symbols), path)
+
+
+@dataclass
+class _Rows:
+    """Where rows are in the file, for messages: CSV lines as a spreadsheet shows them (the
+    header is line 1), parquet rows counting from 1."""
+
+    path: Path
+    first: int
+
+    def error(self, i, message: str) -> ConfigError:
+        return ConfigError(f"{self.path}: row {int(i) + self.first}: {message}")
+
+    def first_bad(self, bad, message) -> None:
+        """Raise for the first row where ``bad`` holds; ``message(i)`` says what is wrong."""
+        bad = np.asarray(bad, dtype=bool)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise self.error(i, message(i))
+
+
+def _schema() -> dict[str, tuple[Any, dict]]:
+    """Column -> (type without None, spec checks), in the order of :class:`PopulationRow`."""
+    hints = typing.get_type_hints(PopulationRow)
+    out = {}
+    for f in dataclasses.fields(PopulationRow):
+        args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+        tp = (
+            args[0] if typing.get_origin(hints[f.name]) in (typing.Union, types.UnionType) else None
+        )
+        out[f.name] = (tp or hints[f.name], f.metadata.get("checks", {}))
+    return out
+
+
+def _check_columns(df: pd.DataFrame, path: Path) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}")
-    unknown = [c for c in df.columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    known = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+    unknown = [str(c) for c in df.columns if c not in known]
     if unknown:
-        raise ConfigError(f"{path}: unknown column(s) {', '.join(map(str, unknown))}")
-    symbols = cfg.symbols
-    first_row = 2 if path.suffix.lower() != ".parquet" else 1
+        hint = did_you_mean(unknown[0], known) if len(unknown) == 1 else ""
+        raise ConfigError(f"{path}: unknown column(s) {', '.join(unknown)}{hint}")
 
-    def row_error(i, msg):
-        # CSV: the line as a spreadsheet shows it (header is line 1); parquet: counting from 1
-        return ConfigError(f"{path}: row {int(i) + first_row}: {msg}")
 
-    for col in ("trader_id", "collateral", "quantity", "entry_price") + (
-        ("margin",) if "margin" in df.columns else ()
-    ):
-        kind = df[col].dtype.kind
-        if kind in "bMmc":  # booleans, dates, durations, complex numbers
-            raise ConfigError(f"{path}: column {col} must hold real numbers, not {df[col].dtype}")
-        num = pd.to_numeric(df[col], errors="coerce")
-        bad = num.isna() & ~(df[col].isna() & (col == "margin"))
-        if col != "margin":
-            bad = num.isna()
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise row_error(i, f"{col} is not a number: {df[col].iloc[i]!r}")
-        finite = np.isfinite(num.fillna(0.0).to_numpy(dtype=float))
-        if not finite.all():
-            i = int(np.flatnonzero(~finite)[0])
-            raise row_error(i, f"{col} must be finite, got {df[col].iloc[i]!r}")
-        df[col] = num
-    tid = df["trader_id"].to_numpy(dtype=float)
-    if (tid != np.round(tid)).any():
-        i = int(np.flatnonzero(tid != np.round(tid))[0])
-        raise row_error(i, f"trader_id must be a whole number, got {df['trader_id'].iloc[i]!r}")
-    if (np.abs(tid) >= 2.0**53).any():  # beyond 2**53 floats no longer tell ids apart
-        i = int(np.flatnonzero(np.abs(tid) >= 2.0**53)[0])
-        raise row_error(i, f"trader_id must be below 2**53 in size, got {tid[i]:g}")
-    amounts = {
-        "collateral": df["collateral"].abs(),
-        "quantity x entry_price": (df["quantity"] * df["entry_price"]).abs(),
-    }
-    if "margin" in df.columns:
-        amounts["margin"] = df["margin"].abs().fillna(0.0)
-    for what, amount in amounts.items():
-        big = (amount > MAX_AMOUNT).to_numpy()
-        if big.any():
-            i = int(np.flatnonzero(big)[0])
-            raise row_error(i, f"{what} must be at most {MAX_AMOUNT:g}, got {amount.iloc[i]:g}")
-    big = (df["entry_price"] > MAX_PRICE).to_numpy()
-    if big.any():
-        i = int(np.flatnonzero(big)[0])
-        raise row_error(
-            i, f"entry_price must be at most {MAX_PRICE:g}, got {df['entry_price'].iloc[i]:g}"
+def _numbers(col: pd.Series, name: str, tp, checks: dict, rows: _Rows) -> pd.Series:
+    """A numeric column as floats (whole numbers for ``int``), checked: numbers, finite, within
+    the bounds of its spec. Optional columns may leave cells empty (NaN)."""
+    if col.dtype.kind in "bMmc":  # booleans, dates, durations, complex numbers
+        raise ConfigError(f"{rows.path}: column {name} must hold real numbers, not {col.dtype}")
+    num = pd.to_numeric(col, errors="coerce")
+    empty_ok = name in OPTIONAL_COLUMNS
+    rows.first_bad(
+        num.isna() & ~(col.isna() & empty_ok),
+        lambda i: f"{name} is not a number: {_cell(col.iloc[i])}",
+    )
+    v = num.to_numpy(dtype=float)
+    present = ~np.isnan(v)
+    rows.first_bad(present & ~np.isfinite(v), lambda i: f"{name} must be finite, got {v[i]:g}")
+    if tp is int:
+        rows.first_bad(
+            v != np.round(v), lambda i: f"{name} must be a whole number, got {_cell(col.iloc[i])}"
         )
-    df["trader_id"] = tid.astype(np.int64)
-    df["asset"] = df["asset"].astype(str)
-    bad_asset = ~df["asset"].isin(symbols)
-    if bad_asset.any():
-        i = int(np.flatnonzero(bad_asset.to_numpy())[0])
-        raise row_error(
-            i, f"unknown asset {df['asset'].iloc[i]!r} (declared: {', '.join(symbols)})"
+        # beyond 2**53 floats no longer tell ids apart
+        rows.first_bad(
+            np.abs(v) >= 2.0**53, lambda i: f"{name} must be below 2**53 in size, got {v[i]:g}"
         )
-    if (df["collateral"] < 0).any():
-        i = int(np.flatnonzero((df["collateral"] < 0).to_numpy())[0])
-        raise row_error(i, f"collateral must be >= 0, got {df['collateral'].iloc[i]}")
-    bad_entry = (df["entry_price"] <= 0) & (df["quantity"] != 0)
-    if bad_entry.any():
-        i = int(np.flatnonzero(bad_entry.to_numpy())[0])
-        raise row_error(
-            i, f"entry_price must be > 0 for an open position, got {df['entry_price'].iloc[i]}"
+    for bound, (test, _) in BOUNDS.items():
+        if bound in checks:
+            with np.errstate(invalid="ignore"):
+                out = present & ~test(v, checks[bound])
+            rows.first_bad(out, lambda i: f"{name} {bound_violation(float(v[i]), checks)}")
+    return num.astype(np.int64) if tp is int else num
+
+
+def _cell(value) -> str:
+    """A cell's value for a message (numpy scalars as Python shows them)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _names(col: pd.Series, known, what: str, listed: str, rows: _Rows) -> np.ndarray:
+    """Row -> index into ``known`` of a column of names, checked (with a did-you-mean)."""
+    names = col.astype(str)
+    codes = pd.Index(list(known)).get_indexer(names)  # -1: not among them
+    rows.first_bad(
+        codes < 0,
+        lambda i: (
+            f"unknown {what} {names.iloc[i]!r} ({listed}: {', '.join(known)})"
+            + did_you_mean(names.iloc[i], known)
+        ),
+    )
+    return codes.astype(np.intp)
+
+
+def _margin_modes(df: pd.DataFrame, default: str, rows: _Rows) -> np.ndarray:
+    """Row -> margin mode (an empty cell: the config's ``margin.mode``), checked."""
+    if "margin_mode" not in df.columns:
+        return np.full(len(df), default, dtype=object)
+    mode = df["margin_mode"].fillna(default).astype(str)
+    allowed = typing.get_args(_schema()["margin_mode"][0])
+    rows.first_bad(
+        ~mode.isin(allowed),
+        lambda i: (
+            f"margin_mode must be {' or '.join(map(repr, allowed))}, got {mode.iloc[i]!r}"
+            + did_you_mean(mode.iloc[i], allowed)
+        ),
+    )
+    return mode.to_numpy(dtype=object)
+
+
+def _strategies(df: pd.DataFrame, rows: _Rows) -> np.ndarray:
+    """Row -> trading rule (an empty cell or no column: ``hold``), checked; one per trader."""
+    if "strategy" not in df.columns:
+        return np.full(len(df), "hold", dtype=object)
+    from agents.strategies import STRATEGIES  # late import: agents depend on model
+
+    names = df["strategy"].fillna("hold").astype(str)
+    _names(names, list(STRATEGIES), "strategy", "known", rows)
+    per_trader = names.groupby(df["trader_id"]).nunique()
+    if (per_trader > 1).any():
+        raise ConfigError(
+            f"{rows.path}: trader {per_trader[per_trader > 1].index[0]}: strategy differs "
+            "between its rows"
         )
-    dup = df.duplicated(["trader_id", "asset"])
-    if dup.any():
-        i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise row_error(
-            i,
-            f"duplicate position: trader {df['trader_id'].iloc[i]} already has a row for {df['asset'].iloc[i]}",
-        )
+    return names.to_numpy(dtype=object)
+
+
+def _check_positions(df: pd.DataFrame, asset, mode, rows: _Rows) -> None:
+    """Constraints across a row's cells or a trader's rows."""
+    notional = (df["quantity"] * df["entry_price"]).abs().to_numpy()
+    rows.first_bad(
+        notional > MAX_AMOUNT,
+        lambda i: "quantity x entry_price " + bound_violation(notional[i], {"le": MAX_AMOUNT}),
+    )
+    entry = df["entry_price"].to_numpy()
+    rows.first_bad(
+        (entry <= 0) & (df["quantity"].to_numpy() != 0),
+        lambda i: f"entry_price must be > 0 for an open position, got {entry[i]:g}",
+    )
+    ids = df["trader_id"].to_numpy()
+    dup = pd.DataFrame({"trader": ids, "asset": asset}).duplicated().to_numpy()
+    rows.first_bad(
+        dup, lambda i: f"duplicate position: trader {ids[i]} already has a row for "
+        f"{df['asset'].iloc[i]}"
+    )  # fmt: skip
     by_trader = df.groupby("trader_id")["collateral"]
     spread = by_trader.max() - by_trader.min()
     differs = spread > 1e-9 * by_trader.max().abs().clip(lower=1.0)
@@ -222,84 +357,50 @@ def read_population(path: str | Path, cfg: Config) -> Population:
         bad_id = differs[differs].index[0]
         values = df.loc[df["trader_id"] == bad_id, "collateral"].unique()[:2]
         raise ConfigError(
-            f"{path}: trader {bad_id}: collateral differs between its rows "
+            f"{rows.path}: trader {bad_id}: collateral differs between its rows "
             f"({values[0]:g} and {values[1]:g})"
         )
+    if "margin" in df.columns:
+        given = df["margin"].to_numpy(dtype=float)
+        rows.first_bad(
+            ~np.isnan(given) & (given != 0) & (mode != "isolated"),
+            lambda i: (
+                "margin is for isolated positions; this row's margin_mode is cross "
+                "(set it to isolated)"
+            ),
+        )
 
-    mode = (
-        df["margin_mode"].fillna(cfg.margin.mode).astype(str)
-        if "margin_mode" in df.columns
-        else pd.Series(cfg.margin.mode, index=df.index)
-    )
-    bad_mode = ~mode.isin(["cross", "isolated"])
-    if bad_mode.any():
-        i = int(np.flatnonzero(bad_mode.to_numpy())[0])
-        raise row_error(i, f"margin_mode must be 'cross' or 'isolated', got {mode.iloc[i]!r}")
-    if "strategy" in df.columns:
-        from agents.strategies import STRATEGIES
 
-        strat = df["strategy"].fillna("hold").astype(str)
-        bad = ~strat.isin(list(STRATEGIES))
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise row_error(
-                i, f"unknown strategy {strat.iloc[i]!r} (known: {', '.join(STRATEGIES)})"
-            )
-        per_trader = strat.groupby(df["trader_id"]).nunique()
-        if (per_trader > 1).any():
-            raise ConfigError(
-                f"{path}: trader {per_trader[per_trader > 1].index[0]}: strategy differs between its rows"
-            )
-    else:
-        strat = pd.Series("hold", index=df.index)
-
-    ids, row = np.unique(df["trader_id"].to_numpy(), return_inverse=True)
-    col = (
-        np.array([symbols.index(s) for s in df["asset"]], dtype=np.intp)
-        if len(df)
-        else np.zeros(0, np.intp)
-    )
-    n, a = len(ids), len(symbols)
-    qty = np.zeros((n, a))
-    entry = np.zeros((n, a))
-    isolated = np.zeros((n, a), dtype=bool)
-    margin = np.zeros((n, a))
+def _book_arrays(df, asset, mode, strategy, n_assets: int, path: Path) -> Population:
+    """The checked rows as the account book's arrays: one row per trader, one column per
+    asset; isolated positions without a margin get the collateral split by notional."""
+    ids, row = np.unique(df["trader_id"].to_numpy(dtype=np.int64), return_inverse=True)
+    row, col = row.ravel(), asset
+    n = len(ids)
     q = df["quantity"].to_numpy(dtype=float)
+    qty, entry = np.zeros((n, n_assets)), np.zeros((n, n_assets))
+    isolated = np.zeros((n, n_assets), dtype=bool)
     qty[row, col] = q
     entry[row, col] = np.where(q != 0, df["entry_price"].to_numpy(dtype=float), 0.0)
-    isolated[row, col] = (mode.to_numpy() == "isolated") & (q != 0)
+    isolated[row, col] = (mode == "isolated") & (q != 0)
     collateral = np.zeros(n)
     collateral[row] = df["collateral"].to_numpy(dtype=float)
-
-    given = (
-        df["margin"].to_numpy(dtype=float) if "margin" in df.columns else np.full(len(df), np.nan)
-    )
-    if (given[~np.isnan(given)] < 0).any():
-        i = int(np.flatnonzero(given < 0)[0])
-        raise row_error(i, f"margin must be >= 0, got {given[i]}")
-    cross_margin = ~np.isnan(given) & (given != 0) & (mode.to_numpy() != "isolated")
-    if cross_margin.any():
-        i = int(np.flatnonzero(cross_margin)[0])
-        raise row_error(
-            i,
-            "margin is for isolated positions; this row's margin_mode is cross (set it to isolated)",
-        )
-    # Default isolated margin: the collateral split in proportion to initial notional.
     notional = np.abs(qty) * entry
     total = notional.sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(total > 0, notional / np.where(total > 0, total, 1.0), 0.0)
-    default_margin = share * collateral[:, None]
-    explicit = np.full((n, a), np.nan)
-    explicit[row, col] = given
-    margin = np.where(isolated, np.where(np.isnan(explicit), default_margin, explicit), 0.0)
+    explicit = np.full((n, n_assets), np.nan)
+    if "margin" in df.columns:
+        explicit[row, col] = df["margin"].to_numpy(dtype=float)
+    margin = np.where(
+        isolated, np.where(np.isnan(explicit), share * collateral[:, None], explicit), 0.0
+    )
     over = margin.sum(axis=1) > collateral * (1 + 1e-12) + 1e-9
     if over.any():
         raise ConfigError(
             f"{path}: trader {ids[np.flatnonzero(over)[0]]}: isolated margins exceed its collateral"
         )
+    strategies = np.empty(n, dtype=object)
+    strategies[row] = strategy
     wallet = collateral - margin.sum(axis=1)
-
-    strategy = np.empty(n, dtype=object)
-    strategy[row] = strat.to_numpy()
-    return Population(ids.astype(np.int64), wallet, qty, entry, isolated, margin, strategy)
+    return Population(ids, wallet, qty, entry, isolated, margin, strategies)

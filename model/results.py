@@ -2,21 +2,23 @@
 
 Every file is written to a temporary name in the folder and renamed into place, and the
 folder carries a ``.incomplete`` marker until its last file is in: a run folder is either
-complete or clearly marked incomplete, never silently half-written.
+complete or clearly marked incomplete, never silently half-written (:mod:`model.storage`).
+
+The drawing of the largest cascade (``cascade.png``) is not written here: drawing belongs to
+the experiments layer, which adds it to the folder (``contagion run``,
+:func:`experiments.run.write_run_folder`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from model import metrics
+from model import metrics, storage
 from model.config import to_dict
 from model.fills import Kind
 from model.metrics import cascade_metrics
@@ -24,7 +26,6 @@ from model.metrics import cascade_metrics
 __all__ = [
     "INCOMPLETE_MARKER",
     "RUN_FILES",
-    "atomic_write",
     "build_tables",
     "check_run_folder",
     "run_status",
@@ -43,51 +44,6 @@ RUN_FILES = (
     "contagion.graphml",
     "summary.json",
 )
-_TMP_SUFFIX = ".tmp"
-
-
-def _default_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _default_file_mode()
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` and rename the result to ``path`` (same folder, atomic).
-
-    The data is flushed to disk before the rename and the rename itself is flushed with the
-    folder, so after a crash ``path`` holds either the old file or the whole new one.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; outputs are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Flush a folder's entries (renames) to disk, where the platform allows it."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def check_run_folder(out) -> Path:
@@ -122,14 +78,6 @@ def run_status(folder) -> str:
     if not all((folder / name).is_file() for name in RUN_FILES):
         return "incomplete"
     return "complete"
-
-
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
-
-
-def _write_parquet(path: Path, df: pd.DataFrame) -> None:
-    atomic_write(path, lambda p: df.to_parquet(p, index=False))
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,7 +167,7 @@ def _write_accounts(path: Path, model) -> None:
             if writer is not None:
                 writer.close()
 
-    atomic_write(path, write)
+    storage.atomic_write(path, write)
 
 
 def build_tables(model) -> dict[str, pd.DataFrame]:
@@ -357,27 +305,6 @@ def summarize(model) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _json_safe(o):
-    """``o`` with every non-finite float replaced by None, so summary.json is strict JSON."""
-    if isinstance(o, dict):
-        return {k: _json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_json_safe(v) for v in o]
-    if isinstance(o, (float, np.floating)) and not math.isfinite(float(o)):
-        return None
-    return o
-
-
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o).__name__)
-
-
 def resolved_config(model) -> dict:
     """The config as run: seed and absolute population path, enough to rerun it exactly."""
     data = to_dict(model.config)
@@ -387,20 +314,16 @@ def resolved_config(model) -> dict:
     return data
 
 
-def _write_contagion(recorder, liquidations: pd.DataFrame, out: Path) -> None:
-    """The contagion graph (GraphML, node-link JSON), its edge events and a cascade drawing.
+def _write_contagion(recorder, out: Path) -> None:
+    """The contagion graph (GraphML, node-link JSON) and its edge events.
 
     ``contagion_edges.parquet`` keeps one row per attribution (step, round, source,
-    source_kind, target, weight): the per-step structure the merged graph sums over.
-    ``cascade.png`` draws the largest cascade layered by round.
+    source_kind, target, weight): the per-step structure the merged graph sums over, and what
+    the experiments layer draws ``cascade.png`` from.
     """
-    from experiments.cascade_drawing import write_cascade_png
-
-    atomic_write(out / "contagion.graphml", recorder.write_graphml)
-    atomic_write(out / "contagion.json", recorder.write_node_link)
-    edges = recorder.edges_table()
-    _write_parquet(out / "contagion_edges.parquet", edges)
-    atomic_write(out / "cascade.png", lambda p: write_cascade_png(p, edges, liquidations))
+    storage.atomic_write(out / "contagion.graphml", recorder.write_graphml)
+    storage.atomic_write(out / "contagion.json", recorder.write_node_link)
+    storage.write_parquet(out / "contagion_edges.parquet", recorder.edges_table())
 
 
 def write_run(model, out_dir) -> Path:
@@ -410,29 +333,25 @@ def write_run(model, out_dir) -> Path:
     out = check_run_folder(out_dir)
     marker = out / INCOMPLETE_MARKER
     marker.write_text("this run folder is being written or its writer was interrupted\n")
-    _fsync_dir(out)
+    storage.fsync_dir(out)
     # A previous writer killed mid-file leaves hidden temporary files: they are not results.
-    for stale in out.glob(f".*{_TMP_SUFFIX}"):
-        stale.unlink(missing_ok=True)
+    storage.clear_temporaries(out)
     # The summary is the last file written: remove an old one first, so that a folder with a
     # summary.json and no marker always holds the files of the same run.
     (out / "summary.json").unlink(missing_ok=True)
-    _write_text(out / "config.toml", tomli_w.dumps(resolved_config(model)))
+    storage.write_text(out / "config.toml", tomli_w.dumps(resolved_config(model)))
     tables = {
         "market": market_table(model),
         "steps": steps_table(model),
         "liquidations": liquidations_table(model),
     }
     for name, df in tables.items():
-        _write_parquet(out / f"{name}.parquet", df)
+        storage.write_parquet(out / f"{name}.parquet", df)
     _write_accounts(out / "accounts.parquet", model)
     if model.history is not None:  # opt-in sampled account snapshots
-        _write_parquet(out / "account_history.parquet", model.history.table())
-    _write_contagion(model.recorder, tables["liquidations"], out)
-    summary = json.dumps(
-        _json_safe(summarize(model)), indent=2, default=_json_default, allow_nan=False
-    )
-    _write_text(out / "summary.json", summary + "\n")
+        storage.write_parquet(out / "account_history.parquet", model.history.table())
+    _write_contagion(model.recorder, out)
+    storage.write_json(out / "summary.json", summarize(model), indent=2)
     marker.unlink()
-    _fsync_dir(out)
+    storage.fsync_dir(out)
     return out

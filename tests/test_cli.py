@@ -40,6 +40,8 @@ def test_run_writes_the_folder_and_honours_set_and_seed(tmp_path):
     assert summary["seed"] == 99 and summary["steps"] == 12
     rerun = (out / "config.toml").read_text()
     assert "volatility = 0.3" in rerun and "depth = 500000.0" in rerun
+    # the run command draws the largest cascade into the folder
+    assert (out / "cascade.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bad_key_exits_2_with_one_line_naming_it(tmp_path):

@@ -1,5 +1,5 @@
-"""The demo: its narration is checked against the run folders it writes, its figures are real
-images, and the tree layout is checked on a case worked out by hand."""
+"""The demo: its narration is checked against the run folders it writes, and its figures are
+real images (the tree layout is checked by hand in test_cascade_drawing.py)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,16 @@ import io
 import json
 import re
 import time
-from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from experiments.cascade_drawing import holding_labels
 from experiments.cli import main
-from experiments.demo import (
-    DEMO_CONFIG,
-    CascadeNarrator,
-    cascade_layout,
-    demo_command,
-    holding_labels,
-)
+from experiments.demo import DEMO_CONFIG, run_demo_command
+from experiments.narration import CascadeNarrator
 from model import ContagionModel, load_config
 
 ROUND = re.compile(
@@ -48,7 +43,7 @@ def demo(tmp_path_factory):
     buf = io.StringIO()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(buf):
-        code = demo_command(Namespace(out=str(out)))
+        code = run_demo_command(out=out)
     seconds = time.perf_counter() - t0
     return {"code": code, "text": buf.getvalue(), "out": out, "seconds": seconds}
 
@@ -224,46 +219,6 @@ def test_holding_labels():
     qty = np.array([[1.0, 0.0], [0.0, -2.0], [3.0, 4.0], [0.0, 0.0]])
     labels = holding_labels(qty, ["BTC", "ETH"])
     assert labels.tolist() == ["BTC only", "ETH only", "BTC+ETH", "none"]
-
-
-def test_cascade_layout_by_hand():
-    # Round 1: rows 5 and 7 hang from the root (-1). Round 2: row 9 was hurt 0.3 by row 5 and
-    # 0.7 by row 7; row 8 only by row 5. Round 3: row 5 again (a second, partial
-    # liquidation), hurt by row 9 alone.
-    src = np.array([-1, -1, 5, 7, 5, 9])
-    dst = np.array([5, 7, 9, 9, 8, 5])
-    w = np.array([1.0, 1.0, 0.3, 0.7, 1.0, 1.0])
-    rnd = np.array([1, 1, 2, 2, 2, 3])
-    key = np.zeros(10)
-    key[7] = -1.0  # row 7 sorts before row 5 in round 1
-    lay = cascade_layout(src, dst, w, rnd, key)
-    events = list(zip(lay["row"].tolist(), lay["round"].tolist(), strict=True))
-    assert sorted(events) == [(5, 1), (5, 3), (7, 1), (8, 2), (9, 2)]
-    idx = {e: i for i, e in enumerate(events)}
-    parent = {
-        e: (events[p] if p >= 0 else None) for e, p in zip(events, lay["parent"], strict=True)
-    }
-    assert parent == {(5, 1): None, (7, 1): None, (9, 2): (7, 1), (8, 2): (5, 1), (5, 3): (9, 2)}
-    y = {e: lay["y"][i] for e, i in idx.items()}
-    # round 1: two events at 1/4 and 3/4, row 7 first by key
-    assert y[(7, 1)] == pytest.approx(0.25) and y[(5, 1)] == pytest.approx(0.75)
-    # round 2: ordered by parent position: row 9 (parent at 0.25) before row 8 (parent at 0.75)
-    assert y[(9, 2)] == pytest.approx(0.25) and y[(8, 2)] == pytest.approx(0.75)
-    assert y[(5, 3)] == pytest.approx(0.5)
-    assert lay["x"].tolist() == [float(r) for _, r in events]
-    # every edge's ends
-    ends = [
-        (events[s] if s >= 0 else None, events[d])
-        for s, d in zip(lay["edge_src"], lay["edge_dst"], strict=True)
-    ]
-    assert ends == [
-        (None, (5, 1)),
-        (None, (7, 1)),
-        ((5, 1), (9, 2)),
-        ((7, 1), (9, 2)),
-        ((5, 1), (8, 2)),
-        ((9, 2), (5, 3)),
-    ]
 
 
 def test_set_changes_the_market_of_both_runs(demo, tmp_path):

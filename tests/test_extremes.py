@@ -215,12 +215,12 @@ _KILLED_WRITER = textwrap.dedent(
     import os, signal, sys
     sys.path.insert(0, {tests!r})
     from conftest import small_config
-    import model.results as results
+    import model.storage as storage
     from model import ContagionModel
     from model.config import build_config
 
     target = {target!r}
-    real = results.atomic_write
+    real = storage.atomic_write
 
     def dying_write(path, write):
         if path.name == target:
@@ -230,7 +230,7 @@ _KILLED_WRITER = textwrap.dedent(
             return real(path, half)
         return real(path, write)
 
-    results.atomic_write = dying_write
+    storage.atomic_write = dying_write
     m = ContagionModel(build_config(small_config(steps=5, traders={{"count": 50}})))
     m.run().write_results({out!r})
     """
