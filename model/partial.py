@@ -11,17 +11,20 @@ is non-negative (``b`` the buffer). The fraction wanted is the smallest ``f`` in
 ``S(f) >= 0``; when there is none the unit is closed whole (``f = 1``).
 
 The shape of ``S``. ``mm(n) = max(n r_t - cum_t, 0)`` for ``n`` in tier ``t`` is continuous
-and piecewise linear in ``n``, with kinks at the tier caps (and, for a table whose rates fall,
-where the clip at 0 bites inside a tier; there is no such point when rates do not decrease).
-So ``S`` is piecewise linear in ``f`` with breakpoints at ``f = 1 - k / N_a`` for every kink
-``k`` of asset ``a`` that lies strictly between 0 and ``N_a``. ``S`` need not be monotone: on
-a piece where the notional left is in a tier whose rate times ``1 + b`` is below the fee rate,
-closing more costs more in fees than it frees in margin, so ``S`` falls as ``f`` grows. With
-Binance's BTC tiers (0.4% up to 50k, 0.5%, 1%, ...), a 0.5% fee and a 10% buffer, ``S``
-rises while the notional left is above 50k and falls below it (1.1 x 0.4% < 0.5%);
-``S(1) = E - c N`` can be negative while ``S`` is positive in between, so "negative at 1, hence
-close everything" is wrong, and so is any search that assumes ``S`` crosses zero once on its
-way up.
+and piecewise linear in ``n``, with kinks at the tier caps (and, were a rate negative, where
+the clip at 0 bites inside a tier; with rates >= 0, ``mm`` rises from ``mm(0) = 0`` and the
+clip never bites). So ``S`` is piecewise linear in ``f`` with breakpoints at
+``f = 1 - k / N_a`` for every kink ``k`` of asset ``a`` strictly between 0 and ``N_a``.
+
+``S`` need not be monotone. On a piece where the notional left is in a tier whose rate times
+``1 + b`` is below the fee rate, closing more costs more in fees than it frees in margin, so
+``S`` falls as ``f`` grows. With Binance's BTC tiers (0.4% up to 50k, 0.5%, 1%, ...), a 0.5%
+fee and a 10% buffer, ``S`` rises while the notional left is above 50k and falls below it
+(1.1 x 0.4% < 0.5%): ``S(1) = E - c N`` can be negative while ``S`` is positive in between.
+With non-decreasing rates ``mm`` is convex and ``S`` concave, so the restoring fractions form
+one interval, but it need not reach 1: "negative at 1, hence close everything" is wrong, and
+so is any search that assumes ``S`` crosses zero once on its way up. Nothing below needs
+convexity.
 
 The solution is exact piece by piece. Sort a unit's breakpoints together with 0 and 1 into
 ``0 = f_0 <= f_1 <= ... <= f_m = 1`` and evaluate ``S`` at each. If ``S(f_0) >= 0`` the answer
@@ -32,9 +35,9 @@ piece ``S`` is linear with both ends negative, hence negative throughout, and on
 
     f = f_{j-1} + (f_j - f_{j-1}) S(f_{j-1}) / (S(f_{j-1}) - S(f_j)).
 
-No such ``j`` means no fraction restores the unit: ``f = 1``. The root is then nudged up by a
-few units of rounding where needed so that ``S(f) >= 0`` holds as evaluated in floating point
-(falling back to ``f_j``, where it holds by construction).
+That root is nudged up by a few units of rounding where needed so that ``S(f) >= 0`` holds as
+evaluated in floating point (falling back to ``f_j``, where it holds by construction). No such
+``j`` means no fraction restores the unit: ``f = 1``.
 
 Cost: with ``A`` assets and ``T`` tiers there are at most ``2 + A (T - 1)`` points per unit
 (breakpoints beyond every unit's notional are dropped), each one evaluation of ``mm`` over
@@ -99,11 +102,11 @@ def _kinks(tiers: TierTable) -> np.ndarray:
     """(A, P) notionals at which ``mm`` can change slope, padded with +inf.
 
     The finite tier caps, and the point inside a tier where ``n r_t - cum_t`` crosses 0 (the
-    clip at 0 bends there; only possible when a rate falls, so normally there is none).
+    clip at 0 bends there; only possible with a negative rate, so normally there is none).
     """
     caps, rates, cums = tiers.caps, tiers.rates, tiers.cums
     lower = np.concatenate([np.zeros((caps.shape[0], 1)), caps[:, :-1]], axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         zero = cums / rates
     inside = (rates != 0) & (zero > lower) & (zero < caps)
     kinks = np.concatenate([caps, np.where(inside, zero, np.inf)], axis=1)
@@ -121,7 +124,7 @@ def _breakpoints(notional: np.ndarray, tiers: TierTable) -> np.ndarray:
     kinks = _kinks(tiers)
     with np.errstate(divide="ignore", invalid="ignore"):
         f = 1.0 - kinks[None, :, :] / notional[:, :, None]
-    f = np.where((f > 0.0) & (f < 1.0), f, 0.0).reshape(k, -1)
+    f = np.where((f > 0.0) & (f < 1.0), f, 0.0).reshape(k, f.shape[1] * f.shape[2])
     points = np.concatenate([np.zeros((k, 1)), f, np.ones((k, 1))], axis=1)
     points.sort(axis=1)
     if k == 0:
