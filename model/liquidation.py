@@ -29,54 +29,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.accounts import AccountBook, TierTable, maintenance_margin
+from model.accounts import AccountBook
 from model.adl import Deleveraging, auto_deleverage
 from model.config import MarginConfig
 from model.fills import FillLog, Kind
+from model.partial import partial_fraction
 from model.screen import BLOCK_ROWS, MarginScreen
 
 if TYPE_CHECKING:
     from agents.market import Market
 
-__all__ = ["LiquidationEngine", "RoundRecord", "StepTotals", "partial_fraction"]
-
-
-def partial_fraction(
-    equity, notional, tiers: TierTable, fee: float, buffer: float, iterations: int = 60
-) -> np.ndarray:
-    """Smallest common fraction ``f`` of a unit's positions to close; 1 when only full works.
-
-    Solves ``E - fee f N_total >= (1 + buffer) sum_a mm((1 - f) N_a)`` for ``f`` in [0, 1].
-    ``mm`` is convex in notional, so the left minus right side is concave in ``f``: it crosses
-    zero at most once on its way up, and bisection finds the crossing.
-
-    Args:
-        equity: (k,) equity of each unit at the current mark.
-        notional: (k, A) notional of the unit's positions (0 for positions not in the unit).
-        tiers: maintenance tiers per asset.
-        fee: liquidation fee rate.
-        buffer: the margin buffer above maintenance that a partial liquidation restores.
-
-    Returns:
-        (k,) fraction in (0, 1].
-    """
-    equity = np.asarray(equity, dtype=float)
-    notional = np.asarray(notional, dtype=float)
-    total = notional.sum(axis=1)
-
-    def slack(f):
-        mm = maintenance_margin((1.0 - f)[:, None] * notional, tiers).sum(axis=1)
-        return equity - fee * f * total - (1.0 + buffer) * mm
-
-    full = slack(np.ones_like(equity)) < 0
-    lo = np.zeros_like(equity)
-    hi = np.ones_like(equity)
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        ok = slack(mid) >= 0
-        hi = np.where(ok, mid, hi)
-        lo = np.where(ok, lo, mid)
-    return np.where(full, 1.0, hi)
+__all__ = ["LiquidationEngine", "RoundRecord", "StepTotals"]
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pytest
 from model import ContagionModel
 from model.accounts import TierTable, maintenance_margin
 from model.config import build_config
-from model.liquidation import partial_fraction
+from model.partial import partial_fraction
 from model.population import Population
 
 
