@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.cascade_drawing import cascade_layout, largest_cascade_step, write_cascade_png
-from tests.test_metrics import _edges, _liquidations
+from tests.helpers import hand_edges, hand_liquidations
 
 
 def test_layout_is_layered_by_round():
-    nodes, src, dst, w = cascade_layout(_edges(), 3)
+    nodes, src, dst, w = cascade_layout(hand_edges(), 3)
     # event nodes: root; round 1: traders 1, 2; round 2: 3, 4, 1; round 3: 5
     assert sorted(zip(nodes["round"], nodes["label"], strict=True)) == [
         (0, "step:3"),
@@ -30,10 +30,10 @@ def test_layout_is_layered_by_round():
 
 
 def test_largest_cascade_and_png(tmp_path):
-    assert largest_cascade_step(_edges()) == 3
+    assert largest_cascade_step(hand_edges()) == 3
     path = tmp_path / "cascade.png"
-    write_cascade_png(path, _edges(), _liquidations())
+    write_cascade_png(path, hand_edges(), hand_liquidations())
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     empty = tmp_path / "empty.png"
-    write_cascade_png(empty, _edges().iloc[:0])
+    write_cascade_png(empty, hand_edges().iloc[:0])
     assert empty.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -6,7 +6,7 @@ import sys
 
 import tomli_w
 
-from tests.conftest import small_config
+from tests.helpers import small_config
 
 
 def run_cli(*args, cwd=None):

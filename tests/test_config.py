@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import tomli_w
-from conftest import small_config
 
 from model.config import (
     Config,
@@ -20,6 +19,7 @@ from model.config import (
     parse_for_key,
     to_dict,
 )
+from tests.helpers import small_config
 
 
 def error_of(data) -> str:

@@ -17,12 +17,12 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import small_config
 
 from agents.market import Market
 from model import ContagionModel
 from model.config import build_config
 from model.results import INCOMPLETE_MARKER, RUN_FILES, money_scale, run_status
+from tests.helpers import small_config
 
 # Columns where NaN is a documented value ("no such price"), not a numerical failure.
 NAN_MEANS_NONE = ("liquidation_price_", "leverage", "margin_ratio")
@@ -212,8 +212,8 @@ def test_round_limit_warning_goes_to_stderr_and_summary(tmp_path):
 _KILLED_WRITER = textwrap.dedent(
     """
     import os, signal, sys
-    sys.path.insert(0, {tests!r})
-    from conftest import small_config
+    sys.path.insert(0, {root!r})
+    from tests.helpers import small_config
     import model.results as results
     from model import ContagionModel
     from model.config import build_config
@@ -242,7 +242,11 @@ def test_run_folder_killed_mid_write_is_marked_incomplete_and_recovers(tmp_path,
     # a complete earlier run in the same folder: its files must not pass for the new run's
     run_quietly(small_config(steps=3, traders={"count": 20}), out)
     assert run_status(out) == "complete"
-    script = _KILLED_WRITER.format(tests=os.path.dirname(__file__), target=target, out=str(out))
+    script = _KILLED_WRITER.format(
+        root=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        target=target,
+        out=str(out),
+    )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     assert (out / INCOMPLETE_MARKER).exists()

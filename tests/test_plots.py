@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import tomli_w
-from conftest import small_config
 from matplotlib.container import BarContainer
 
 from experiments import plots
 from experiments.cli import main
 from experiments.sweep import load_sweep, run_sweep
 from model import ContagionModel
+from tests.helpers import small_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

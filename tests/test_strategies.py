@@ -12,7 +12,7 @@ from model import ContagionModel
 from model.config import build_config
 from model.population import Population
 from model.results import money_scale
-from tests.conftest import small_config
+from tests.helpers import small_config
 
 DEEP = 1.0e15  # a book so deep that fills happen at the fundamental
 

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import tomli_w
-from conftest import small_config
 
 from experiments.cli import main
 from experiments.sweep import (
@@ -33,6 +32,7 @@ from experiments.sweep import (
     unit_samples,
 )
 from model.config import ConfigError
+from tests.helpers import small_config
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
