@@ -94,7 +94,6 @@ def check_build(data) -> Config | None:
     except ConfigError as exc:
         clean_error(exc)
         return None
-    assert isinstance(cfg, Config)
     return cfg
 
 
