@@ -6,11 +6,20 @@ imports another test module.
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 __all__ = [
+    "BROWSER_NAMES",
+    "CHROMIUM_OVERRIDE",
+    "DEBIAN_CHROMIUM",
     "HAND_EDGES",
+    "REQUIRE_BROWSER",
+    "find_chromium",
     "hand_edges",
     "hand_liquidations",
     "small_config",
@@ -104,3 +113,29 @@ def hand_edges() -> pd.DataFrame:
     )
     df["source"] = df["source"].astype("Int64")
     return df
+
+
+# --------------------------------------------------------------------------------------------
+# The browser for tests marked ``browser`` (see tests/conftest.py)
+# --------------------------------------------------------------------------------------------
+
+DEBIAN_CHROMIUM = "/usr/bin/chromium"
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome")
+# A path to use instead of looking: a browser elsewhere, or a missing path to see the skip.
+CHROMIUM_OVERRIDE = "CONTAGION_CHROMIUM"
+# Set to 1 (CI does) to make a missing browser an error instead of a skip.
+REQUIRE_BROWSER = "CONTAGION_REQUIRE_BROWSER"
+
+
+def find_chromium() -> str | None:
+    """The Chromium (or Chrome) executable the browser tests drive, or None if there is none.
+
+    ``CONTAGION_CHROMIUM`` names it outright when set (and nothing else is looked at);
+    otherwise Debian's /usr/bin/chromium, then the first of BROWSER_NAMES on PATH.
+    """
+    override = os.environ.get(CHROMIUM_OVERRIDE)
+    candidates = [override] if override else [DEBIAN_CHROMIUM, *map(shutil.which, BROWSER_NAMES)]
+    for path in candidates:
+        if path and Path(path).is_file() and os.access(path, os.X_OK):
+            return str(path)
+    return None

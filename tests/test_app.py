@@ -1,5 +1,6 @@
-"""The dashboard: served by ``contagion viz`` and driven in a real browser (Debian's Chromium,
-through Playwright), plus its model and charts without a browser."""
+"""The dashboard: served by ``contagion viz`` and driven in a real browser (Chromium, through
+Playwright; the test is skipped where there is none, see tests/conftest.py), plus its model and
+charts without a browser."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ import pytest
 from experiments.app import CascadePanel, DashboardModel, EquityPanel, PricePanel, RoundsPanel
 from experiments.cli import main
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -99,14 +99,14 @@ def _chart_images(page) -> list[bytes]:
     return [base64.b64decode(b) for b in page.evaluate(_IMAGE_BYTES)]
 
 
-def test_dashboard_in_a_real_browser(server, tmp_path):
-    assert Path(CHROMIUM).exists(), "Debian's chromium is needed: apt-get install chromium"
+@pytest.mark.browser
+def test_dashboard_in_a_real_browser(chromium, server, tmp_path):
     from PIL import Image
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1300})
             page.set_default_timeout(120_000)
