@@ -99,6 +99,7 @@ def _chart_images(page) -> list[bytes]:
     return [base64.b64decode(b) for b in page.evaluate(_IMAGE_BYTES)]
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_dashboard_in_a_real_browser(chromium, server, tmp_path):
     from PIL import Image

@@ -73,6 +73,7 @@ def _run_browser_test(env: dict) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_a_missing_browser_skips_or_fails_before_the_server_starts(tmp_path):
     missing = tmp_path / "no-chromium"
     env = {k: v for k, v in os.environ.items() if k not in (REQUIRE_BROWSER, "PYTEST_ADDOPTS")}

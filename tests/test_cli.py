@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import tomli_w
 
 from tests.helpers import small_config
@@ -19,6 +20,7 @@ def run_cli(*args, cwd=None):
     )
 
 
+@pytest.mark.slow
 def test_run_writes_the_folder_and_honours_set_and_seed(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text(tomli_w.dumps(small_config(steps=12)))
@@ -42,6 +44,7 @@ def test_run_writes_the_folder_and_honours_set_and_seed(tmp_path):
     assert "volatility = 0.3" in rerun and "depth = 500000.0" in rerun
 
 
+@pytest.mark.slow
 def test_bad_key_exits_2_with_one_line_naming_it(tmp_path):
     data = small_config()
     data["market"]["volatilty"] = 0.3
@@ -55,6 +58,7 @@ def test_bad_key_exits_2_with_one_line_naming_it(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_bad_value_and_missing_file_exit_2(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text(tomli_w.dumps(small_config()))

@@ -263,6 +263,7 @@ def test_cascade_layout_by_hand():
     ]
 
 
+@pytest.mark.slow
 def test_set_changes_the_market_of_both_runs(demo, tmp_path):
     """Four times the depth: the same shock moves BTC less, under both margin modes."""
     out = tmp_path / "deep"
