@@ -292,7 +292,7 @@ def test_acf_of_an_ar1():
 
 
 def test_sp500_reference_matches_published_figures():
-    """Values from reference/literature.md (S&P 500 daily log returns 1999-2018)."""
+    """Values from docs/reference/literature.md (S&P 500 daily log returns 1999-2018)."""
     s = return_stats(reference_returns())
     assert s["n"] == 5030
     assert s["sd"] == pytest.approx(0.0120, abs=5e-5)
