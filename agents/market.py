@@ -60,6 +60,14 @@ def correlated_normals_factor(corr: np.ndarray) -> np.ndarray:
 class Market(mesa.Agent):
     """Per-asset fundamental price process, impact state and counterparty book.
 
+    Args:
+        model: the Mesa model (its ``rng`` drives the fundamentals).
+        market: the ``[market]`` section of the config (``model.config.MarketConfig``): the
+            price process, the impact law, the venue effects; ``market.correlation_matrix(A)``
+            gives the assets' (checked) correlation matrix.
+        assets: the ``[[assets]]`` (symbol, price, depth, optional volatility of each).
+        shocks: scheduled jumps of the fundamentals (``[[shocks]]``: step, asset, return).
+
     Attributes:
         symbols: asset names.
         fundamental: (A,) fundamental prices ``F``.
@@ -70,48 +78,29 @@ class Market(mesa.Agent):
         cash: (A,) the market agent's cash, per asset it traded.
     """
 
-    def __init__(
-        self,
-        model,
-        symbols,
-        prices,
-        depths,
-        volatilities,
-        correlation,
-        *,
-        impact_exponent=0.5,
-        resilience=0.1,
-        step_minutes=60.0,
-        jump_intensity=0.0,
-        jump_mean=0.0,
-        jump_volatility=0.0,
-        shocks=None,
-        depth_stress=0.0,
-        depth_recovery=0.2,
-        mark_lag=0.0,
-        garch_alpha=0.0,
-        garch_beta=0.0,
-        innovation_dof=None,
-    ):
+    def __init__(self, model, market, assets, *, shocks=()):
         super().__init__(model)
-        self.symbols = list(symbols)
-        self.initial_price = np.asarray(prices, dtype=float)
-        self.depth = np.asarray(depths, dtype=float)  # quote notional per 1% move
-        self.depth_qty = self.depth / self.initial_price
-        self.volatility = np.asarray(volatilities, dtype=float)
-        self.beta = float(impact_exponent)
-        self.resilience = float(resilience)
-        self.dt = float(step_minutes) / MINUTES_PER_YEAR
-        self.jump_rate = float(jump_intensity) * self.dt
-        self.jump_mean = float(jump_mean)
-        self.jump_volatility = float(jump_volatility)
-        self.chol = correlated_normals_factor(np.asarray(correlation, dtype=float))
-        self.shocks = {}  # step -> (A,) multiplicative factor
-        for step, asset_index, ret in shocks or []:
-            f = self.shocks.setdefault(step, np.ones(len(self.symbols)))
-            f[asset_index] *= 1.0 + ret
-
+        self.symbols = [x.symbol for x in assets]
         a = len(self.symbols)
+        self.initial_price = np.array([x.price for x in assets], dtype=float)
+        self.depth = np.array([x.depth for x in assets], dtype=float)  # quote notional per 1%
+        self.depth_qty = self.depth / self.initial_price
+        self.volatility = np.array(
+            [market.volatility if x.volatility is None else x.volatility for x in assets],
+            dtype=float,
+        )
+        self.beta = float(market.impact_exponent)
+        self.resilience = float(market.resilience)
+        self.dt = float(market.step_minutes) / MINUTES_PER_YEAR
+        self.jump_rate = float(market.jump_intensity) * self.dt
+        self.jump_mean = float(market.jump_mean)
+        self.jump_volatility = float(market.jump_volatility)
+        self.chol = correlated_normals_factor(np.asarray(market.correlation_matrix(a), dtype=float))
+        self.shocks = {}  # step -> (A,) multiplicative factor
+        for shock in shocks:
+            f = self.shocks.setdefault(shock.step, np.ones(a))
+            f[self.symbols.index(shock.asset)] *= 1.0 + shock.return_
+
         self.log_fundamental = np.log(self.initial_price)
         self.impact = np.zeros(a)
         self.impact_start = np.zeros(a)
@@ -121,23 +110,23 @@ class Market(mesa.Agent):
         self.cash = np.zeros(a)
         self.step_open = self.initial_price.copy()  # market price when the step began
         # Liquidity stress: depth thins with forced flow and outsized moves, and recovers.
-        self.depth_stress = float(depth_stress)
-        self.depth_recovery = float(depth_recovery)
+        self.depth_stress = float(market.depth_stress)
+        self.depth_recovery = float(market.depth_recovery)
         self.stress = np.zeros(a)  # stress carried over from earlier steps
         self.move_stress = np.zeros(a)  # this step's outsized fundamental move
         # The mark follows the market price with a lag (0: the mark is the price).
-        self.mark_lag = float(mark_lag)
+        self.mark_lag = float(market.mark_lag)
         self.log_mark = np.log(self.initial_price)
         # per asset, this step: -1 if the price was held at its floor, +1 at its ceiling
         self.limit_hit = np.zeros(a, dtype=np.int8)
         # GARCH(1,1) variance of the next step's diffusion (garch_alpha = 0: constant)
-        self.garch_alpha = float(garch_alpha)
-        self.garch_beta = float(garch_beta)
+        self.garch_alpha = float(market.garch_alpha)
+        self.garch_beta = float(market.garch_beta)
         self.unconditional_variance = self.volatility**2 * self.dt
         self.variance = self.unconditional_variance.copy()  # h of the next step
         self.step_variance = self.variance.copy()  # h of the step last drawn
-        # None: normal innovations
-        self.innovation_dof = None if innovation_dof is None else float(innovation_dof)
+        dof = market.innovation_dof  # None: normal innovations
+        self.innovation_dof = None if dof is None else float(dof)
 
     # ---- prices -------------------------------------------------------------------------
     @property

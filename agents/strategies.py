@@ -1,13 +1,29 @@
-"""Trading rules, each vectorised over the traders that follow it, and the voluntary-trading phase.
+"""Trading rules, each vectorised over the traders that follow it, and their registry.
 
-A rule is a class with a ``name`` and an ``orders(rows)`` method that returns the signed
+A rule is a :class:`Strategy` subclass with an ``orders(rows)`` method that returns the signed
 quantities (buys positive) the traders in ``rows`` want to trade this step, as a (k, A) array.
-:func:`trade_voluntarily` sums every rule's orders (and the re-entry orders of
-:mod:`model.reentry`), caps what they open at the initial margin, sends the net flow through the
-market, and fills every order at the price after the batch. Rules see the model (prices, the
-account book, the market's history) and draw randomness only from ``model.rng``.
+Rules only say what they want: the model sums every rule's orders into one batch, caps what
+they open at the initial margin and executes them through the market
+(``model.orders.trade_voluntarily``). Rules see the model (prices, the account book, the
+market's history) and draw randomness only from ``model.rng``.
 
-The rules (parameters in ``[traders]``, DESIGN.md):
+Each rule registers itself under a name with :func:`register_rule`, and declares its
+parameters as a small dataclass of :func:`agents.params.spec` fields (its ``Params``). A config
+names rules in ``traders.strategies`` and sets their parameters in ``[traders.rules.<name>]``,
+validated like every other key. A rule written in a user's own file is registered the same way
+and can then be used without editing this package::
+
+    @dataclass
+    class ContrarianParams:
+        size: float = spec(0.5, doc="fraction of equity traded against the last move", ge=0)
+
+    @register_rule("contrarian")
+    class Contrarian(Strategy):
+        Params = ContrarianParams
+
+        def orders(self, rows): ...
+
+The rules of this module:
 
 * ``hold``: keep the initial positions; trade only when liquidated.
 * ``target_leverage``: rebalance toward a target leverage ``lambda`` each step, on the sides and
@@ -16,118 +32,43 @@ The rules (parameters in ``[traders]``, DESIGN.md):
   into rises and sells into falls: the procyclical leveraged fund of Thurner, Farmer and
   Geanakoplos (2012) and of Adrian and Shin (2010).
 * ``momentum``: an overlay on the held position worth ``E L_m tanh(r_k / (sigma sqrt(k dt)))``
-  of notional, ``r_k`` the log return over the last ``momentum_lookback`` steps: it sells into
-  falls.
-* ``value``: an overlay worth ``-E L_v tanh(log(P / F) / value_scale)``: it buys below the
+  of notional, ``r_k`` the log return over the last ``lookback`` steps: it sells into falls.
+* ``value``: an overlay worth ``-E L_v tanh(log(P / F) / scale)``: it buys below the
   fundamental and sells above it, the stabilising side.
 * ``noise``: an overlay that is an AR(1) random walk: each step it shrinks by the fraction
-  ``rebalance`` and takes a normal order of ``noise_size x E`` notional.
+  ``decay`` and takes a normal order of ``size x E`` notional.
 
 The overlay rules trade the change of their overlay, so they start from their initial positions
 without dumping them; a liquidation resets a trader's overlay (what is left is its new base).
 Only the assets a trader held at the start are traded, and a flat account never trades (it was
-liquidated; :mod:`model.reentry` may bring it back).
-
-Initial margin: what a batch opens (the part of an order that increases a position's size) must
-fit in the account's free collateral, ``cross equity - sum over cross positions of N / L_max``;
-orders are scaled down until ``sum opened N / L_open`` fits (reductions always pass). Positions
-of isolated-margin accounts get ``opened N / L_open`` moved from the wallet into their margin;
-reductions release the closed share of the margin and the realised PnL to the wallet.
+liquidated; ``model.reentry`` may bring it back).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from dataclasses import dataclass
+
 import numpy as np
+
+from agents.params import spec
 
 __all__ = [
     "STRATEGIES",
     "Hold",
     "Momentum",
+    "MomentumParams",
+    "NoParams",
     "Noise",
+    "NoiseParams",
     "Strategy",
     "TargetLeverage",
+    "TargetLeverageParams",
     "Value",
-    "cap_to_initial_margin",
-    "settle_isolated_margin",
-    "split_order",
-    "trade_voluntarily",
+    "ValueParams",
+    "register_rule",
 ]
-
-
-# --------------------------------------------------------------------------------------------
-# Pure kernels
-# --------------------------------------------------------------------------------------------
-
-
-def split_order(qty, dq):
-    """Split orders into the part that reduces a position and the part that opens one.
-
-    Args:
-        qty: (k, A) positions before the order.
-        dq: (k, A) signed orders (buys positive).
-
-    Returns:
-        ``(reduced, opened)``: the position once the reducing part is done (``qty`` when the
-        order adds, ``qty + dq`` when it only reduces, 0 when it flips), and the signed quantity
-        opened beyond it, so that ``reduced + opened == qty + dq``.
-    """
-    qty = np.asarray(qty, dtype=float)
-    dq = np.asarray(dq, dtype=float)
-    new = qty + dq
-    opposite = qty * dq < 0
-    flips = opposite & (np.abs(dq) > np.abs(qty))
-    reduced = np.where(opposite, np.where(flips, 0.0, new), qty)
-    return reduced, new - reduced
-
-
-def cap_to_initial_margin(equity, reduced, opened, price, cross, max_leverage, open_leverage):
-    """Scale the opening part of orders so that the account's initial margin fits.
-
-    ``free = equity - sum_cross |reduced| P / L_max`` must cover
-    ``cost = sum |opened| P / L_open``; the opening part is multiplied by
-    ``clip(free / cost, 0, 1)``.
-
-    Args:
-        equity: (k,) cross equity (wallet plus cross unrealised PnL) of each account.
-        reduced, opened: (k, A) from :func:`split_order`.
-        price: (A,) the price the orders are sized at.
-        cross: (k, A) whether each position is (or will be) a cross position.
-        max_leverage: (A,) the venue's leverage cap per asset.
-        open_leverage: (k, A) or scalar leverage at which opened positions are margined
-            (at most the cap).
-
-    Returns:
-        (k,) the factor applied to each account's opened quantities.
-    """
-    lev = np.minimum(np.broadcast_to(open_leverage, np.shape(opened)), max_leverage)
-    held = np.where(cross, np.abs(reduced) * price / max_leverage, 0.0).sum(axis=1)
-    cost = (np.abs(opened) * price / lev).sum(axis=1)
-    free = np.asarray(equity, dtype=float) - held
-    with np.errstate(divide="ignore", invalid="ignore"):
-        factor = np.where(cost > 0, np.clip(free / np.where(cost > 0, cost, 1.0), 0.0, 1.0), 1.0)
-    return factor
-
-
-def settle_isolated_margin(book, rows, qty_before, margin_before, realized, price, open_leverage):
-    """Move margin between wallet and isolated positions after voluntary fills.
-
-    A reduced isolated position releases the closed share of its margin and the realised PnL
-    (which :meth:`model.accounts.AccountBook.fill` put into the margin) to the wallet, so the
-    margin left is proportional to the quantity left; an opened (or flipped) one gets
-    ``|opened| P / L_open`` from the wallet. Money only moves inside each account.
-    """
-    iso = book.isolated[rows]
-    if not iso.any():  # all cross: nothing to move (and scattered writes are what costs)
-        return
-    q_after = book.qty[rows]
-    reduced, opened = split_order(qty_before, q_after - qty_before)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kept = np.where(qty_before != 0, np.abs(reduced) / np.abs(qty_before), 0.0)
-    release = np.where(iso, (1.0 - kept) * margin_before + realized, 0.0)
-    lev = np.minimum(np.broadcast_to(open_leverage, q_after.shape), book.max_leverage)
-    post = np.where(iso, np.abs(opened) * price / lev, 0.0)
-    book.margin[rows] += post - release
-    book.wallet[rows] += (release - post).sum(axis=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,13 +76,25 @@ def settle_isolated_margin(book, rows, qty_before, margin_before, realized, pric
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class NoParams:
+    """The parameters of a rule that has none."""
+
+
 class Strategy:
-    """Base class: a trading rule applied to a group of account-book rows."""
+    """Base class: a trading rule applied to a group of account-book rows.
+
+    Args:
+        model: the model whose prices, book and market the rule reads.
+        params: the rule's parameters (an instance of its ``Params``); default: the defaults.
+    """
 
     name = "strategy"
+    Params: type = NoParams
 
-    def __init__(self, model):
+    def __init__(self, model, params=None):
         self.model = model
+        self.params = self.Params() if params is None else params
         self._setup_rows = None  # the rows the per-trader state was prepared for
 
     def _setup(self, rows) -> None:
@@ -186,10 +139,48 @@ class Strategy:
         return (self.model.book.qty[rows] != 0).any(axis=1) & (equity > 0)
 
 
+# Rules by name, in the order they were registered (the order their orders join the batch).
+STRATEGIES: dict[str, type[Strategy]] = {}
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def register_rule(name: str):
+    """Class decorator: register a :class:`Strategy` subclass as the trading rule ``name``.
+
+    The class's ``Params`` (a dataclass of :func:`agents.params.spec` fields, default: none)
+    becomes the config section ``[traders.rules.<name>]``. Registering the same class again
+    (a module imported twice) replaces it; another class under a taken name is refused.
+
+    Raises:
+        ValueError: the name is not a bare key, or another rule holds it.
+        TypeError: the class is not a Strategy, or its Params is not a dataclass.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"trading rule name {name!r}: use letters, digits, '_' and '-'")
+
+    def register(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+            raise TypeError(f"trading rule {name!r}: {cls!r} is not a Strategy subclass")
+        if not dataclasses.is_dataclass(cls.Params):
+            raise TypeError(f"trading rule {name!r}: Params must be a dataclass")
+        held = STRATEGIES.get(name)
+        if held is not None and (held.__module__, held.__qualname__) != (
+            cls.__module__,
+            cls.__qualname__,
+        ):
+            raise ValueError(
+                f"trading rule {name!r} is already registered ({held.__module__}.{held.__qualname__})"
+            )
+        cls.name = name
+        STRATEGIES[name] = cls
+        return cls
+
+    return register
+
+
+@register_rule("hold")
 class Hold(Strategy):
     """Keep the initial positions; trade only when liquidated."""
-
-    name = "hold"
 
     def orders(self, rows):
         return np.zeros((len(rows), self.model.book.n_assets))
@@ -198,14 +189,30 @@ class Hold(Strategy):
         return False
 
 
+@dataclass
+class TargetLeverageParams:
+    """``[traders.rules.target_leverage]``."""
+
+    target: float | None = spec(
+        None,
+        doc="leverage the rule keeps (default: each account's initial leverage)",
+        ge=1,
+        le=1000,
+    )
+    rebalance: float = spec(
+        0.5, doc="fraction of the gap to the target leverage closed each step", gt=0, le=1
+    )
+
+
+@register_rule("target_leverage")
 class TargetLeverage(Strategy):
     """Rebalance toward a target leverage: buy into rises, sell into falls (procyclical)."""
 
-    name = "target_leverage"
+    Params = TargetLeverageParams
 
     def _prepare(self, rows):
         self.side, self.weights, lev0 = self._initial(rows)
-        target = self.model.config.traders.target_leverage
+        target = self.params.target
         self.target = lev0 if target is None else np.full(len(rows), float(target))
 
     def orders(self, rows):
@@ -214,7 +221,7 @@ class TargetLeverage(Strategy):
         price = self.model.market.price
         equity = book.equity(price, rows)
         want = self.side * self.weights * (self.target * equity)[:, None] / price
-        dq = self.model.config.traders.rebalance * (want - book.qty[rows])
+        dq = self.params.rebalance * (want - book.qty[rows])
         return np.where(self._live(rows, equity)[:, None], dq, 0.0)
 
     def open_leverage(self, rows):
@@ -252,16 +259,24 @@ class _Overlay(Strategy):
         self.overlay += dq
 
 
+@dataclass
+class MomentumParams:
+    """``[traders.rules.momentum]``."""
+
+    lookback: int = spec(24, doc="steps of past return the rule trades on", ge=1, le=100_000)
+    leverage: float = spec(2.0, doc="extra leverage taken at full conviction", ge=0, le=1000)
+
+
+@register_rule("momentum")
 class Momentum(_Overlay):
     """Trade on the recent return: buy after rises, sell after falls."""
 
-    name = "momentum"
+    Params = MomentumParams
 
-    def __init__(self, model):
-        super().__init__(model)
-        t = model.config.traders
-        self.lookback = int(t.momentum_lookback)
-        self.leverage = float(t.momentum_leverage)
+    def __init__(self, model, params=None):
+        super().__init__(model, params)
+        self.lookback = int(self.params.lookback)
+        self.leverage = float(self.params.leverage)
         mk = model.market
         # return scale: one standard deviation of the lookback's return (floored)
         self.scale = np.maximum(mk.volatility * np.sqrt(self.lookback * mk.dt), 1e-3)
@@ -279,113 +294,46 @@ class Momentum(_Overlay):
         return self.leverage * equity[:, None] * self.signal()[None, :] / price
 
 
+@dataclass
+class ValueParams:
+    """``[traders.rules.value]``."""
+
+    leverage: float = spec(2.0, doc="extra leverage taken at full conviction", ge=0, le=1000)
+    scale: float = spec(
+        0.05, doc="mispricing log(price / fundamental) of full conviction", gt=0, le=10
+    )
+
+
+@register_rule("value")
 class Value(_Overlay):
     """Buy below the fundamental, sell above it (the stabilising side)."""
 
-    name = "value"
+    Params = ValueParams
 
     def target(self, rows, equity, price):
-        t = self.model.config.traders
+        p = self.params
         mispricing = np.log(price / self.model.market.fundamental)
-        conviction = -np.tanh(mispricing / t.value_scale)
-        return t.value_leverage * equity[:, None] * conviction[None, :] / price
+        conviction = -np.tanh(mispricing / p.scale)
+        return p.leverage * equity[:, None] * conviction[None, :] / price
 
 
+@dataclass
+class NoiseParams:
+    """``[traders.rules.noise]``."""
+
+    size: float = spec(
+        0.1, doc="standard deviation of an order, as a fraction of equity", ge=0, le=100
+    )
+    decay: float = spec(0.5, doc="fraction of the overlay that fades each step", gt=0, le=1)
+
+
+@register_rule("noise")
 class Noise(_Overlay):
-    """Random orders: an AR(1) overlay with normal innovations of ``noise_size x E``."""
+    """Random orders: an AR(1) overlay with normal innovations of ``size x E``."""
 
-    name = "noise"
+    Params = NoiseParams
 
     def target(self, rows, equity, price):
-        t = self.model.config.traders
+        p = self.params
         z = self.model.rng.standard_normal(self.overlay.shape)
-        return (1.0 - t.rebalance) * self.overlay + t.noise_size * equity[:, None] * z / price
-
-
-STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (Hold, TargetLeverage, Momentum, Value, Noise)
-}
-
-
-# --------------------------------------------------------------------------------------------
-# The phase
-# --------------------------------------------------------------------------------------------
-
-
-def trade_voluntarily(model) -> None:
-    """Phase 2 of a step: every rule's orders (and re-entries) as one batch through the market.
-
-    Orders are capped at the initial margin, at the price before the batch and at the price the
-    batch would fill at; every fill then happens at the price after it, and the market agent
-    takes the other side.
-    """
-    book = model.book
-    groups = []  # (owner, rows, dq, open_leverage, all the owner's rows, which were kept)
-    reentry = model.reentry
-    if reentry is not None:
-        rows, dq, lev = reentry.orders(model.steps)
-        if rows.size:
-            groups.append((reentry, rows, dq, np.broadcast_to(lev, dq.shape), rows, None))
-    for name, rule in model.strategies.items():
-        if not rule.active():
-            continue
-        rows = model.strategy_rows[name]
-        dq = rule.orders(rows)
-        keep = (dq != 0).any(axis=1)
-        if keep.any():
-            lev = np.broadcast_to(rule.open_leverage(rows), dq.shape)[keep]
-            groups.append((rule, rows[keep], dq[keep], lev, rows, keep))
-    if not groups:
-        return
-    rows = np.concatenate([g[1] for g in groups])
-    dq = np.concatenate([g[2] for g in groups])
-    lev = np.concatenate([g[3] for g in groups])
-    dq = np.where(np.isfinite(dq), dq, 0.0)  # a rule facing absurd prices sends nothing
-    # one group's rows are distinct by construction; check only where groups meet
-    if len(groups) > 1 and np.unique(rows).size != rows.size:  # pragma: no cover
-        raise RuntimeError("a trader received orders from two rules in one step")
-
-    price = model.market.price
-    iso = book.isolated[rows] | model.isolated_accounts[rows][:, None]
-    q_before = book.qty[rows].copy()
-    reduced, opened = split_order(q_before, dq)
-    # Size the opening part at the price before the batch, then again at the price the batch
-    # would fill at: a crowd opening at once moves the price, and its own impact must not carry
-    # an account past its initial margin. The second cap only shrinks the batch, so the final
-    # fill price lies between the two and the cap holds there too.
-    equity = book.cross_equity(price, rows)
-    cross_qty = np.where(book.isolated[rows], 0.0, q_before)
-    for sizing_price in (price, None):
-        if sizing_price is None:
-            sizing_price = model.market.quote(-(reduced - q_before + opened).sum(axis=0))
-        factor = cap_to_initial_margin(
-            equity + (cross_qty * (sizing_price - price)).sum(axis=1),  # cross equity there
-            reduced,
-            opened,
-            sizing_price,
-            ~iso,
-            book.max_leverage,
-            lev,
-        )
-        opened = np.where(factor[:, None] > 0, factor[:, None] * opened, 0.0)
-    dq = reduced - q_before + opened
-    dq = np.where(np.abs(dq) > 1e-12 * np.abs(q_before), dq, 0.0)
-
-    book.isolated[rows] = book.isolated[rows] | (iso & (dq != 0))
-    margin_before = book.margin[rows].copy()
-    net_buy = dq.sum(axis=0)
-    fill_price = model.market.execute(-net_buy, forced=False)
-    realized, _ = book.fill(rows, dq, fill_price)
-    settle_isolated_margin(book, rows, q_before, margin_before, realized, fill_price, lev)
-    book.release_closed_isolated(rows)
-    model.market.take_other_side(net_buy, fill_price)
-
-    start = 0
-    for owner, g_rows, _, _, all_rows, keep in groups:
-        done = dq[start : start + g_rows.size]
-        start += g_rows.size
-        if keep is not None:
-            full = np.zeros((all_rows.size, dq.shape[1]))
-            full[keep] = done
-            done = full
-        owner.filled(all_rows, done)
+        return (1.0 - p.decay) * self.overlay + p.size * equity[:, None] * z / price

@@ -130,7 +130,7 @@ def bench_stepping(quick: bool) -> dict:
             row = {"traders": n, "assets": a}
             for screen in (True, False):
                 steps = 200 if screen else max(5, min(200, int(2e7 / (n * a))))
-                m = _model(calm_config(n, a, steps), agents=False, screen=screen)
+                m = _model(calm_config(n, a, steps), create_agents=False, screen=screen)
                 m.step()  # first step: screen rebuild, warm caches
                 t0 = time.process_time()
                 m.run(steps - 1)
@@ -173,7 +173,7 @@ def bench_cascade(quick: bool) -> dict:
         data = calm_config(n, 2, 3, shocks=[{"step": 3, "asset": "BTC", "return": shock}])
         data["traders"]["leverage"] = 12.0
         data["market"]["volatility"] = 0.0
-        m = _model(data, agents=False)
+        m = _model(data, create_agents=False)
         m.run(2)
         t0 = time.process_time()
         m.step()
@@ -220,7 +220,7 @@ _MEMORY_CHILD = textwrap.dedent(
     gc.collect()
     base = proc.memory_info().rss
     t0, c0 = time.perf_counter(), time.process_time()
-    m = _model(calm_config(n, 2, steps, noise=noise), agents=False)
+    m = _model(calm_config(n, 2, steps, noise=noise), create_agents=False)
     build, build_cpu = time.perf_counter() - t0, time.process_time() - c0
     gc.collect()
     built = proc.memory_info().rss
@@ -300,7 +300,7 @@ def bench_reference(quick: bool) -> dict:
         sc = scenario(n, steps=50)
         timings = {}
         for name in ("engine", "reference"):
-            m = engine_model(sc, agents=False) if name == "engine" else ReferenceModel(sc)
+            m = engine_model(sc, create_agents=False) if name == "engine" else ReferenceModel(sc)
             calm, busy, quiet = [], [], []
             for _ in range(sc.steps):
                 screen = m.engine.screen if name == "engine" else None

@@ -39,7 +39,7 @@ def main(argv=None) -> None:
             "contagion": {"max_edges": args.max_edges},
         }
     )
-    model = ContagionModel(cfg, agents=False)
+    model = ContagionModel(cfg, create_agents=False)
     rec = model.recorder
     timings = []
     cpu = []

@@ -2,8 +2,8 @@
 
 One :class:`MarginTrader` agent per account holds its own wallet, quantity and entry price and
 checks its own margin in Python; each liquidation round loops over every agent. The market is
-the same price-impact rule as :class:`agents.market.Market` (DESIGN.md, "Market impact") with a
-deterministic fundamental (scheduled shocks only), and liquidation follows the engine's rules
+the same price-impact rule as :class:`agents.market.Market` (docs/design.md, "Market impact")
+with a deterministic fundamental (scheduled shocks only), and liquidation follows the engine's rules
 for one cross-margined asset with ``full`` liquidation: close the position at the price after
 the round's batch, pay the fee from what equity remains, send negative equity to the insurance
 fund and what it cannot pay to unfunded bad debt.
@@ -129,7 +129,7 @@ def engine_model(sc: Scenario, **kwargs):
 
 def engine_events(model) -> list[tuple[int, int, int]]:
     """(step, round, trader_id) of every liquidation the engine made, in order."""
-    cols = model.engine.fills_columns()
+    cols = model.engine.fills.columns()
     return list(
         zip(cols["step"].tolist(), cols["round"].tolist(), cols["trader_id"].tolist(), strict=True)
     )

@@ -128,22 +128,20 @@ class CascadeNarrator:
     def _on_round(self, rec) -> None:
         if self._chained is not None:
             self._chained(rec)
-        engine = self.model.engine
-        cols = engine.fills[-1] if engine.fills else {}
         closed = np.asarray(rec.closed, dtype=float)
         story = RoundStory(
             step=int(rec.step),
             round=int(rec.round),
             rows=np.asarray(rec.rows),
-            full=int(np.all((self.model.book.qty[rec.rows] == 0), axis=1).sum()),
+            full=int(np.count_nonzero(rec.full)),
             sold=np.clip(closed, 0.0, None).sum(axis=0),
             bought=np.clip(-closed, 0.0, None).sum(axis=0),
             notional=(np.abs(closed) * rec.price_after[None, :]).sum(axis=0),
             price_before=np.asarray(rec.price_before, dtype=float).copy(),
             price_after=np.asarray(rec.price_after, dtype=float).copy(),
-            fees=float(np.sum(cols.get("fee", 0.0))),
-            bad_debt=float(np.sum(cols.get("bad_debt", 0.0))),
-            fund=float(engine.insurance_fund),
+            fees=rec.fees,
+            bad_debt=rec.bad_debt,
+            fund=rec.fund,
         )
         if story.round == 1:
             self.flush_quiet(story.step - 1)
@@ -157,9 +155,10 @@ class CascadeNarrator:
         first, self.quiet_from = self.quiet_from, None
         if first is None or last < first:
             return
-        end = self.model._market_rows[last - 1]
+        past = self.model.market_history
+        price, fundamental = past.price[last - 1], past.fundamental[last - 1]
         prices = ", ".join(
-            f"{s} {_price(end[0][j])} (fundamental {_price(end[1][j])})"
+            f"{s} {_price(price[j])} (fundamental {_price(fundamental[j])})"
             for j, s in enumerate(self.symbols)
         )
         span = f"step {first}" if first == last else f"steps {first}-{last}"
@@ -186,12 +185,12 @@ class CascadeNarrator:
 
     def previous_price(self, t: int) -> np.ndarray:
         """(A,) market prices at the end of step ``t - 1`` (initial prices for step 1)."""
-        rows = self.model._market_rows
-        return self.model.market.initial_price if t <= 1 else rows[t - 2][0]
+        past = self.model.market_history
+        return self.model.market.initial_price if t <= 1 else past.price[t - 2]
 
     def previous_fundamental(self, t: int) -> np.ndarray:
-        rows = self.model._market_rows
-        return self.model.market.initial_price if t <= 1 else rows[t - 2][1]
+        past = self.model.market_history
+        return self.model.market.initial_price if t <= 1 else past.fundamental[t - 2]
 
     def describe_round(self, s: RoundStory) -> str:
         """One round as three lines: who, what they traded, what it did to prices and the fund."""

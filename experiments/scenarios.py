@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.liquidation import KIND_ADL
+from model.fills import Kind
 
 __all__ = ["initial_open_interest", "liquidated_share", "scenario_comparison", "scenario_report"]
 
@@ -31,8 +31,8 @@ def initial_open_interest(model) -> float:
 
 def liquidated_share(model) -> float:
     """Liquidated notional (without ADL fills) over the open interest at the start."""
-    fills = model.engine.fills_columns()
-    notional = float(fills["notional"][fills["kind"] != KIND_ADL].sum())
+    fills = model.engine.fills.columns()
+    notional = float(fills["notional"][fills["kind"] != Kind.ADL].sum())
     oi = initial_open_interest(model)
     return notional / oi if oi > 0 else 0.0
 

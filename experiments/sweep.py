@@ -475,7 +475,7 @@ def run_metrics(model) -> dict[str, Any]:
             out[f"n_{key}"] = len(value)
         else:
             out[key] = value
-    fills = model.engine.fills_columns()
+    fills = model.engine.fills.columns()
     notional = np.bincount(fills["asset"], weights=fills["notional"], minlength=len(model.symbols))
     for j, s in enumerate(model.symbols):
         out[f"liquidated_notional_{s}"] = float(notional[j])
@@ -489,10 +489,10 @@ def cascade_sizes(model) -> np.ndarray:
     A step's cascade is everything hanging from its root in the contagion graph: the accounts
     liquidated (not auto-deleveraged) in any round of the step.
     """
-    from model.liquidation import KINDS
+    from model.fills import Kind
 
-    fills = model.engine.fills_columns()
-    keep = fills["kind"] != KINDS.index("adl")
+    fills = model.engine.fills.columns()
+    keep = fills["kind"] != Kind.ADL
     step, trader = fills["step"][keep], fills["trader_id"][keep]
     if step.size == 0:
         return np.zeros((0, 2), dtype=np.int64)
@@ -513,7 +513,7 @@ def run_one(task: RunTask, base: dict, base_dir: str) -> dict[str, Any]:
             cfg = build_config(
                 apply_overrides(base, {**task.params, "seed": task.seed}), base_dir=base_dir
             )
-            model = ContagionModel(cfg, agents=False)
+            model = ContagionModel(cfg, create_agents=False)
             model.run()
             record["metrics"] = run_metrics(model)
             record["cascades"] = cascade_sizes(model).tolist()

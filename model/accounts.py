@@ -1,7 +1,7 @@
 """The account book: every trader's collateral and positions as numpy arrays.
 
 A venue margins each account with a few array operations; nothing here loops over traders.
-Notation (DESIGN.md): wallet ``W`` (quote currency), signed quantity ``q``, entry price ``e``,
+Notation (docs/design.md): wallet ``W`` (quote currency), signed quantity ``q``, entry price ``e``,
 mark price ``M``, notional ``N = |q| M``, side ``s = sign(q)``.
 
 * A cross position draws on the account's wallet: the account's cross equity
@@ -175,6 +175,10 @@ class AccountBook:
         isolated: (n, A) whether each position is isolated.
         tiers: maintenance tiers per asset.
         max_leverage: (A,) initial-margin cap per asset.
+
+    Read the arrays freely; write them only through the methods (:meth:`fill`,
+    :meth:`charge`, :meth:`credit`, :meth:`deposit`, :meth:`move_to_margin`,
+    :meth:`set_isolated`, :meth:`release_closed_isolated`), which record what changed.
     """
 
     def __init__(
@@ -263,10 +267,11 @@ class AccountBook:
 
         ``Q`` (A,) is the traders' net quantity per asset and ``K`` their summed cash-equivalent
         ``W + m - q e``. A fill changes them by ``sum dq`` and ``-sum dq P`` (see
-        :func:`apply_fills`), so they are updated in O(A) per batch of fills and recomputed in
-        full only after :meth:`mark_changed`. A step in which nothing but prices moved costs
-        O(A) instead of a pass over the book. Equal to :meth:`total_equity` up to rounding;
-        :meth:`total_equity` stays the independent full sum used to check conservation.
+        :func:`apply_fills`), so they are updated in O(A) per batch of fills; cash moved by
+        :meth:`charge` and :meth:`credit` updates ``K`` by its sum, and a write to every row
+        drops them, to be recomputed in full. A step in which nothing but prices moved costs
+        O(A) instead of a pass over the book. Equal to :meth:`total_equity` up to rounding; :meth:`total_equity` stays the
+        independent full sum used to check conservation.
         """
         if self._totals is None:
             cash = (
@@ -375,26 +380,79 @@ class AccountBook:
         return np.where((q != 0) & (p > 0), p, np.nan)
 
     # ---- state changes ------------------------------------------------------------------
-    def mark_changed(self, rows=None, *, cash: float | None = None) -> None:
-        """Report that the state of ``rows`` (all rows when None) changed.
+    # Every write to the arrays goes through the methods below, and each reports the rows it
+    # wrote: :class:`model.screen.MarginScreen` skips accounts whose margin bound says they are
+    # far from liquidation, and that bound is only valid for the state it was computed from.
+    # Each also keeps the equity aggregates (see aggregate_equity()) current.
 
-        :class:`model.screen.MarginScreen` skips accounts whose margin bound says they are far
-        from liquidation; the bound is only valid for the state it was computed from. Every
-        method here that changes a row reports it; code that writes the arrays directly (a
-        fee, a deposit, a socialised loss) must call this for the rows it wrote, or the screen
-        may miss a liquidation.
+    def charge(self, rows, *, wallet=None, margin=None) -> None:
+        """Take cash from accounts: a fee, a funding payment, a socialised loss.
 
         Args:
-            rows: the rows written (index array, mask, or None for all).
-            cash: if the writes only moved wallets and margins (no quantity or entry), their
-                net change of ``sum W + m``: the equity aggregates are updated by it instead
-                of being recomputed from the whole book.
+            rows: the accounts (index array, or None for every account).
+            wallet: (k,) amount taken from each account's wallet.
+            margin: (k, A) amount taken from each isolated position's margin.
+            Negative amounts are paid to the account.
         """
-        if cash is not None and self._totals is not None:
-            net_qty, total = self._totals
-            self._totals = (net_qty, total + float(cash))
-        else:
+        r = self._rows(rows)
+        cash = 0.0
+        if wallet is not None:
+            wallet = np.asarray(wallet, dtype=float)
+            self.wallet[r] -= wallet
+            cash -= float(wallet.sum())
+        if margin is not None:
+            margin = np.asarray(margin, dtype=float)
+            self.margin[r] -= margin
+            cash -= float(margin.sum())
+        self._cash_changed(rows, cash)
+
+    def credit(self, rows, *, wallet=None, margin=None) -> None:
+        """Pay cash to accounts: a negative balance written off as bad debt, say.
+
+        Args:
+            rows: the accounts (index array, or None for every account).
+            wallet: (k,) amount added to each account's wallet.
+            margin: (k, A) amount added to each isolated position's margin.
+        """
+        r = self._rows(rows)
+        cash = 0.0
+        if wallet is not None:
+            wallet = np.asarray(wallet, dtype=float)
+            self.wallet[r] += wallet
+            cash += float(wallet.sum())
+        if margin is not None:
+            margin = np.asarray(margin, dtype=float)
+            self.margin[r] += margin
+            cash += float(margin.sum())
+        self._cash_changed(rows, cash)
+
+    def deposit(self, rows, amount) -> None:
+        """Money from outside the venue into the wallets of ``rows`` ((k,) amounts)."""
+        self.credit(rows, wallet=amount)
+
+    def move_to_margin(self, rows, amount) -> None:
+        """Move ``amount`` (k, A) from each account's wallet into its isolated positions'
+        margins (negative: from a margin back to the wallet). Equity does not change."""
+        amount = np.asarray(amount, dtype=float)
+        self.margin[rows] += amount
+        self.wallet[rows] -= amount.sum(axis=1)
+        self._note_changed(rows)  # money moved inside each account: totals unchanged
+
+    def set_isolated(self, rows, positions) -> None:
+        """Make the positions ``positions`` ((k, A) mask) of ``rows`` isolated (an isolated
+        position stays isolated)."""
+        self.isolated[rows] = self.isolated[rows] | np.asarray(positions, dtype=bool)
+        self._note_changed(rows)
+
+    def _cash_changed(self, rows, cash: float) -> None:
+        """After wallets and margins of ``rows`` moved by ``cash`` in all (no quantity or entry
+        changed): update the aggregates by it, or drop them when every row was written (the
+        write was a pass over the book already: the next use recomputes them exactly)."""
+        if rows is None:
             self._totals = None
+        elif self._totals is not None:
+            net_qty, total = self._totals
+            self._totals = (net_qty, total + cash)
         self._note_changed(rows)
 
     def watch(self, name: str) -> None:

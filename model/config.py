@@ -20,9 +20,15 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
+
+from agents.params import spec
+from agents.strategies import STRATEGIES
 
 __all__ = [
     "AssetConfig",
@@ -31,7 +37,9 @@ __all__ = [
     "ContagionConfig",
     "MarginConfig",
     "MarketConfig",
+    "MOVED_KEYS",
     "ScenarioConfig",
+    "Sections",
     "ShockConfig",
     "TierConfig",
     "TradersConfig",
@@ -68,12 +76,62 @@ def _key_part(name: Any) -> str:
     return text if _BARE_KEY.fullmatch(text) else json.dumps(text)
 
 
-def spec(default: Any = dataclasses.MISSING, *, factory: Any = None, doc: str = "", **checks):
-    """A dataclass field with its constraints (ge, gt, le, lt, min_len) and a docstring."""
-    meta = {"doc": doc, "checks": checks}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
+@dataclass(frozen=True)
+class Sections:
+    """A table whose keys are registered names, each with its own section of parameters.
+
+    ``[traders.rules.momentum]`` is the section of the trading rule ``momentum``: its keys are
+    the fields of the rule's parameter dataclass, validated like every other key. The names are
+    looked up when a config is built, so a rule registered after this module was imported (a
+    user's own, in their own file) has its section too.
+
+    Attributes:
+        what: what the names name, for messages ("trading rule").
+        schemas: returns the registered name -> section dataclass.
+    """
+
+    what: str
+    schemas: Callable[[], dict[str, type]]
+
+    def schema(self, name: str, key: str) -> type:
+        """The section dataclass of ``name``; ConfigError naming ``key`` when unknown."""
+        known = self.schemas()
+        if name not in known:
+            raise ConfigError(f"{key}: unknown {self.what}{_suggest(name, known)}")
+        return known[name]
+
+
+def sections(what: str, schemas: Callable[[], dict[str, type]], *, doc: str = ""):
+    """A dataclass field holding named :class:`Sections` (a dict: name -> section)."""
+    return field(
+        default_factory=dict,
+        metadata={"doc": doc, "checks": {}, "sections": Sections(what, schemas)},
+    )
+
+
+def _rule_schemas() -> dict[str, type]:
+    return {name: rule.Params for name, rule in STRATEGIES.items()}
+
+
+# Keys that moved, with where they live now (an old config gets a pointer, not a guess).
+MOVED_KEYS = {
+    "traders.target_leverage": "traders.rules.target_leverage.target",
+    "traders.rebalance": (
+        "traders.rules.target_leverage.rebalance (and traders.rules.noise.decay for the noise rule)"
+    ),
+    "traders.momentum_lookback": "traders.rules.momentum.lookback",
+    "traders.momentum_leverage": "traders.rules.momentum.leverage",
+    "traders.value_leverage": "traders.rules.value.leverage",
+    "traders.value_scale": "traders.rules.value.scale",
+    "traders.noise_size": "traders.rules.noise.size",
+}
+
+
+def _unknown_key(key: str, name: Any, known) -> ConfigError:
+    """The error for an unknown key: where it moved to, or the closest known key."""
+    if key in MOVED_KEYS:
+        return ConfigError(f"{key}: moved to {MOVED_KEYS[key]}")
+    return ConfigError(f"{key}: unknown key{_suggest(name, known)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,6 +235,39 @@ class MarketConfig:
         1.0e-4, doc="interest part of the funding rate of one interval", ge=-0.01, le=0.01
     )
 
+    def correlation_matrix(self, n_assets: int):
+        """The (n, n) correlation matrix of ``n_assets`` assets (one number expands to every
+        pair), checked: shape, symmetry, unit diagonal, entries in [-1, 1], positive
+        semi-definite."""
+        n = n_assets
+        c = self.correlation
+        if isinstance(c, (int, float)):
+            if not -1 <= c <= 1:
+                raise ConfigError(f"market.correlation: must be between -1 and 1, got {c:g}")
+            m = np.full((n, n), float(c))
+            np.fill_diagonal(m, 1.0)
+        else:
+            if any(len(row) != len(c) for row in c):
+                raise ConfigError(
+                    f"market.correlation: expected a {n}x{n} matrix for {n} assets, "
+                    "got rows of different lengths"
+                )
+            m = np.asarray(c, dtype=float).reshape(len(c), len(c))
+            if m.shape != (n, n):
+                raise ConfigError(
+                    f"market.correlation: expected a {n}x{n} matrix for {n} assets, got shape "
+                    f"{'x'.join(map(str, m.shape)) if m.ndim == 2 else 'ragged'}"
+                )
+            if not np.allclose(m, m.T, atol=1e-12):
+                raise ConfigError("market.correlation: matrix must be symmetric")
+            if not np.allclose(np.diag(m), 1.0, atol=1e-12):
+                raise ConfigError("market.correlation: diagonal must be all 1")
+            if np.any(np.abs(m) > 1):
+                raise ConfigError("market.correlation: entries must be between -1 and 1")
+        if np.linalg.eigvalsh(m).min() < -1e-10:
+            raise ConfigError("market.correlation: matrix must be positive semi-definite")
+        return m
+
 
 @dataclass
 class TradersConfig:
@@ -208,35 +299,10 @@ class TradersConfig:
     reentry_steps: int = spec(
         0, doc="steps after which a liquidated trader re-enters (0: never)", ge=0
     )
-    target_leverage: float | None = spec(
-        None,
-        doc="leverage the target_leverage rule keeps (default: each account's initial leverage)",
-        ge=1,
-        le=1000,
-    )
-    rebalance: float = spec(
-        0.5,
-        doc="fraction of the gap to target leverage closed each step; noise positions' decay",
-        gt=0,
-        le=1,
-    )
-    momentum_lookback: int = spec(
-        24, doc="steps of past return the momentum rule trades on", ge=1, le=100_000
-    )
-    momentum_leverage: float = spec(
-        2.0, doc="extra leverage a momentum trader takes at full conviction", ge=0, le=1000
-    )
-    value_leverage: float = spec(
-        2.0, doc="extra leverage a value trader takes at full conviction", ge=0, le=1000
-    )
-    value_scale: float = spec(
-        0.05,
-        doc="mispricing log(price / fundamental) of a value trader's full conviction",
-        gt=0,
-        le=10,
-    )
-    noise_size: float = spec(
-        0.1, doc="standard deviation of a noise order, as a fraction of equity", ge=0, le=100
+    rules: dict[str, Any] = sections(
+        "trading rule",
+        _rule_schemas,
+        doc="parameters of each trading rule, one table per rule: [traders.rules.momentum]",
     )
 
 
@@ -526,8 +592,11 @@ def _build(cls, data: dict, prefix: str = ""):
     for name, value in data.items():
         key = f"{prefix}.{_key_part(name)}" if prefix else _key_part(name)
         if name not in known:
-            raise ConfigError(f"{key}: unknown key{_suggest(name, known)}")
+            raise _unknown_key(key, name, known)
         f = known[name]
+        if "sections" in f.metadata:
+            kwargs[f.name] = _build_sections(f.metadata["sections"], value, key)
+            continue
         value = _coerce(value, hints[f.name], key)
         _check(value, f.metadata.get("checks", {}), key)
         kwargs[f.name] = value
@@ -542,6 +611,22 @@ def _build(cls, data: dict, prefix: str = ""):
     return cls(**kwargs)
 
 
+def _build_sections(what: Sections, data: Any, key: str) -> dict[str, Any]:
+    """Build each named section of ``data`` (a table of tables) with its own dataclass."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{key}: expected a table, got {_show(data)}")
+    out = {}
+    for name, section in data.items():
+        here = f"{key}.{_key_part(name)}"
+        cls = what.schema(str(name), here)
+        if isinstance(section, cls):
+            section = to_dict(section)
+        if not isinstance(section, dict):
+            raise ConfigError(f"{here}: expected a table, got {_show(section)}")
+        out[str(name)] = _build(cls, section, here)
+    return out
+
+
 def build_config(data: dict, base_dir: str | Path = ".") -> Config:
     """Build and validate a :class:`Config` from a plain dict (TOML-shaped)."""
     if not isinstance(data, dict):
@@ -549,6 +634,10 @@ def build_config(data: dict, base_dir: str | Path = ".") -> Config:
     cfg = _build(Config, data)
     cfg.base_dir = str(base_dir)
     _cross_checks(cfg)
+    # the parameters of every rule in use, defaults included, so the resolved config says them
+    rules = cfg.traders.rules
+    for name in cfg.traders.strategies:
+        rules.setdefault(name, STRATEGIES[name].Params())
     return cfg
 
 
@@ -590,8 +679,6 @@ def _cross_checks(cfg: Config) -> None:
     strategies = cfg.traders.strategies
     if not strategies:
         raise ConfigError("traders.strategies: must name at least one trading rule")
-    from agents.strategies import STRATEGIES  # late import: agents depend on model
-
     for name, share in strategies.items():
         if name not in STRATEGIES:
             raise ConfigError(
@@ -630,38 +717,8 @@ def _check_tiers(tiers: list[TierConfig], key: str) -> None:
 
 
 def correlation_matrix(cfg: Config):
-    """The assets' correlation matrix (one number expands to every pair), checked: shape,
-    symmetry, unit diagonal, entries in [-1, 1], positive semi-definite."""
-    import numpy as np
-
-    n = len(cfg.assets)
-    c = cfg.market.correlation
-    if isinstance(c, float):
-        if not -1 <= c <= 1:
-            raise ConfigError(f"market.correlation: must be between -1 and 1, got {c:g}")
-        m = np.full((n, n), c)
-        np.fill_diagonal(m, 1.0)
-    else:
-        if any(len(row) != len(c) for row in c):
-            raise ConfigError(
-                f"market.correlation: expected a {n}x{n} matrix for {n} assets, "
-                "got rows of different lengths"
-            )
-        m = np.asarray(c, dtype=float).reshape(len(c), len(c))
-        if m.shape != (n, n):
-            raise ConfigError(
-                f"market.correlation: expected a {n}x{n} matrix for {n} assets, got shape "
-                f"{'x'.join(map(str, m.shape)) if m.ndim == 2 else 'ragged'}"
-            )
-        if not np.allclose(m, m.T, atol=1e-12):
-            raise ConfigError("market.correlation: matrix must be symmetric")
-        if not np.allclose(np.diag(m), 1.0, atol=1e-12):
-            raise ConfigError("market.correlation: diagonal must be all 1")
-        if np.any(np.abs(m) > 1):
-            raise ConfigError("market.correlation: entries must be between -1 and 1")
-    if np.linalg.eigvalsh(m).min() < -1e-10:
-        raise ConfigError("market.correlation: matrix must be positive semi-definite")
-    return m
+    """The assets' correlation matrix, checked (:meth:`MarketConfig.correlation_matrix`)."""
+    return cfg.market.correlation_matrix(len(cfg.assets))
 
 
 # --------------------------------------------------------------------------------------------
@@ -686,6 +743,7 @@ def _set_dotted(data: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     node: Any = data
     cls: Any = Config
+    named: Sections | None = None  # set when the part names a section of a Sections table
     path = []
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
@@ -709,12 +767,17 @@ def _set_dotted(data: dict, key: str, value: Any) -> None:
             continue
         if not isinstance(node, dict):
             raise ConfigError(f"{here}: cannot set a key inside a non-table value")
-        if cls is not None and dataclasses.is_dataclass(cls):
+        if named is not None:
+            tp = cls = named.schema(part, here)
+            named = None
+        elif cls is not None and dataclasses.is_dataclass(cls):
             known = _fields(cls)
             if part not in known:
-                raise ConfigError(f"{here}: unknown key{_suggest(part, known)}")
-            tp = _hints(cls)[known[part].name]
-            cls = _inner_dataclass(tp)
+                raise _unknown_key(here, part, known)
+            f = known[part]
+            tp = _hints(cls)[f.name]
+            named = f.metadata.get("sections")
+            cls = None if named is not None else _inner_dataclass(tp)
         else:
             tp, cls = None, None
         if last:
@@ -818,13 +881,21 @@ def _field_type(key: str) -> Any:
     (``traders.strategies.hold``).
     """
     tp: Any = Config
+    named: Sections | None = None
     for part in key.split("."):
         tp = _strip_optional(tp)
-        if dataclasses.is_dataclass(tp):
+        if named is not None:
+            tp = named.schemas().get(part)
+            named = None
+            if tp is None:
+                return None
+        elif dataclasses.is_dataclass(tp):
             known = _fields(tp)
             if part not in known:
                 return None
-            tp = _hints(tp)[known[part].name]
+            f = known[part]
+            named = f.metadata.get("sections")
+            tp = _hints(tp)[f.name]
         elif typing.get_origin(tp) is list:
             tp = typing.get_args(tp)[0]
         elif typing.get_origin(tp) is dict:
@@ -903,6 +974,10 @@ def describe(cls=Config, prefix: str = "") -> list[dict]:
     for name, f in _fields(cls).items():
         key = f"{prefix}.{name}" if prefix else name
         tp = _hints(cls)[f.name]
+        if "sections" in f.metadata:  # one table of keys per registered name
+            for section, schema in f.metadata["sections"].schemas().items():
+                rows.extend(describe(schema, f"{key}.{_key_part(section)}"))
+            continue
         inner = _inner_dataclass(tp)
         if inner is not None and _strip_optional(tp) is inner:  # a table, perhaps optional
             rows.extend(describe(inner, key))

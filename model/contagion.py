@@ -49,6 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model.liquidation import RoundRecord
+
 __all__ = [
     "ContagionRecorder",
     "GraphArrays",
@@ -384,7 +386,7 @@ class ContagionRecorder:
         self._round.append(np.full(len(dst), rnd, dtype=np.int64))
         self.edge_count += len(dst)
 
-    def record(self, rec) -> None:
+    def record(self, rec: RoundRecord) -> None:
         """Add one liquidation round (a :class:`model.liquidation.RoundRecord`)."""
         rows = np.asarray(rec.rows, dtype=np.int64)
         self._version += 1

@@ -1,7 +1,7 @@
 """Funding payments of perpetual contracts, between longs and shorts.
 
 A perpetual has no expiry; venues tie its price to the index with periodic funding. Binance
-style (``reference/venues.md``): over each interval the premium ``(P - F) / F`` of the market
+style (docs/reference/venues.md): over each interval the premium ``(P - F) / F`` of the market
 price over the fundamental (the index) is averaged; the rate is
 
     rate = clamp(premium + clamp(interest - premium, -0.05%, +0.05%), -cap, +cap)
@@ -19,6 +19,10 @@ maintenance; the liquidation rounds of the same step then see it.
 from __future__ import annotations
 
 import numpy as np
+
+from agents.market import Market
+from model.accounts import AccountBook
+from model.config import MarketConfig
 
 __all__ = ["INTEREST_BAND", "Funding", "funding_rate", "funding_payments"]
 
@@ -40,25 +44,29 @@ def funding_payments(qty, mark, rate) -> np.ndarray:
 class Funding:
     """Accrues the premium every step and settles funding every ``interval`` steps.
 
+    Args:
+        market: the ``[market]`` section (``funding_interval`` > 0, ``funding_cap``,
+            ``funding_interest``).
+        n_assets: how many perpetuals.
+
     Attributes:
         last_rate: (A,) the rate of the last settlement.
         paid_by_longs: total funding paid by long positions so far (negative: received).
         settlements: number of settlements so far.
     """
 
-    def __init__(self, n_assets: int, interval: int, cap: float, interest: float):
-        self.interval = int(interval)
-        self.cap = float(cap)
-        self.interest = float(interest)
+    def __init__(self, market: MarketConfig, n_assets: int):
+        self.interval = int(market.funding_interval)
+        self.cap = float(market.funding_cap)
+        self.interest = float(market.funding_interest)
         self._premium_sum = np.zeros(n_assets)
         self._premium_steps = 0
         self.last_rate = np.zeros(n_assets)
         self.paid_by_longs = 0.0
         self.settlements = 0
 
-    def step(self, model, step: int) -> None:
+    def step(self, book: AccountBook, market: Market, step: int) -> None:
         """Accrue this step's premium; on a settlement step, pay funding."""
-        market = model.market
         self._premium_sum += market.price / market.fundamental - 1.0
         self._premium_steps += 1
         if step % self.interval:
@@ -68,15 +76,12 @@ class Funding:
         self._premium_steps = 0
         self.last_rate = rate
         self.settlements += 1
-        book = model.book
         mark = market.mark
         pay = funding_payments(book.qty, mark, rate)
         iso = book.isolated
-        book.wallet -= np.where(iso, 0.0, pay).sum(axis=1)
-        book.margin -= np.where(iso, pay, 0.0)
-        mark_changed = getattr(book, "mark_changed", None)
-        if mark_changed is not None:
-            mark_changed(None)
+        book.charge(
+            None, wallet=np.where(iso, 0.0, pay).sum(axis=1), margin=np.where(iso, pay, 0.0)
+        )
         # The market agent holds the opposite inventory: it pays the other side.
         market.cash -= funding_payments(market.inventory, mark, rate)
         self.paid_by_longs += float(np.where(book.qty > 0, pay, 0.0).sum())

@@ -1,6 +1,9 @@
-"""Agent-level history, opt-in and sampled.
+"""Histories of a run: the market's per-step state, and account-level snapshots.
 
-Model-level series (one row per step) are always collected. A row per trader per step would
+:class:`MarketHistory` keeps each step's market state (prices, impact, flows, the market
+agent's inventory and cash) per asset, with named columns; it is ``market.parquet``.
+
+Account-level history is opt-in and sampled. Model-level series (one row per step) are always collected. A row per trader per step would
 make a million-trader run write a billion rows, most of them repeating the last one, so
 account-level history is off by default; when asked for, it follows a fixed sample of
 accounts every ``every`` steps, at a cost proportional to the sample, not to the book.
@@ -11,10 +14,110 @@ the model's random stream, so switching the history on never changes a run's res
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
-__all__ = ["AccountHistory", "sample_rows"]
+if TYPE_CHECKING:
+    from agents.market import Market
+    from model.accounts import AccountBook
+
+__all__ = ["AccountHistory", "MarketHistory", "sample_rows"]
+
+
+class MarketHistory:
+    """The market's state at the end of every step, per asset.
+
+    Each column is a read-only (steps, A) array: row ``t - 1`` is step ``t``.
+
+    Args:
+        symbols: asset names (the categories of the table's ``asset`` column).
+    """
+
+    # Column name -> the market agent's attribute it records.
+    COLUMNS = {
+        "price": "price",
+        "fundamental": "fundamental",
+        "impact": "impact",
+        "flow": "flow",
+        "forced_flow": "forced_flow",
+        "inventory": "inventory",
+        "cash": "cash",
+    }
+    # Columns named differently in market.parquet.
+    TABLE_NAMES = {"inventory": "market_inventory", "cash": "market_cash"}
+
+    def __init__(self, symbols):
+        self.symbols = list(symbols)
+        self._data = np.zeros((0, len(self.COLUMNS), len(self.symbols)))
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, market: Market) -> None:
+        """Record the market's state now (at the end of a step)."""
+        if self._size == self._data.shape[0]:  # grow by doubling: appends cost O(1) on average
+            grown = np.zeros((max(16, 2 * self._size), *self._data.shape[1:]))
+            grown[: self._size] = self._data[: self._size]
+            self._data = grown
+        for i, attr in enumerate(self.COLUMNS.values()):
+            self._data[self._size, i] = getattr(market, attr)
+        self._size += 1
+
+    def _column(self, i: int) -> np.ndarray:
+        view = self._data[: self._size, i, :]
+        view.flags.writeable = False
+        return view
+
+    @property
+    def price(self) -> np.ndarray:
+        """(steps, A) market price at the end of each step."""
+        return self._column(0)
+
+    @property
+    def fundamental(self) -> np.ndarray:
+        """(steps, A) fundamental price."""
+        return self._column(1)
+
+    @property
+    def impact(self) -> np.ndarray:
+        """(steps, A) impact state (log price offset from the fundamental)."""
+        return self._column(2)
+
+    @property
+    def flow(self) -> np.ndarray:
+        """(steps, A) the step's net flow (quantity, sells positive)."""
+        return self._column(3)
+
+    @property
+    def forced_flow(self) -> np.ndarray:
+        """(steps, A) the part of the flow that came from liquidations."""
+        return self._column(4)
+
+    @property
+    def inventory(self) -> np.ndarray:
+        """(steps, A) the market agent's position."""
+        return self._column(5)
+
+    @property
+    def cash(self) -> np.ndarray:
+        """(steps, A) the market agent's cash, per asset it traded."""
+        return self._column(6)
+
+    def table(self) -> pd.DataFrame:
+        """``market.parquet``: one row per (step, asset), steps counted from 1."""
+        steps, a = self._size, len(self.symbols)
+        data = {
+            "step": np.repeat(np.arange(1, steps + 1, dtype=np.int64), a),
+            "asset": pd.Categorical.from_codes(
+                np.tile(np.arange(a), steps).astype(np.int64), self.symbols
+            ),
+        }
+        for i, name in enumerate(self.COLUMNS):
+            data[self.TABLE_NAMES.get(name, name)] = self._column(i).ravel()
+        return pd.DataFrame(data)
 
 
 def sample_rows(n: int, size: int) -> np.ndarray:
@@ -38,7 +141,7 @@ class AccountHistory:
 
     FIELDS = ("wallet", "equity", "leverage", "margin_ratio", "liquidations")
 
-    def __init__(self, book, every: int, rows, symbols, liquidation_count):
+    def __init__(self, book: AccountBook, every: int, rows, symbols, liquidation_count):
         self.book = book
         self.every = int(every)
         self.rows = np.asarray(rows, dtype=np.int64)

@@ -14,23 +14,31 @@ mark, or everything if no fraction does.
 
 Fee: ``fee rate x closed notional``, paid from what equity remains, into the insurance fund.
 Bad debt (negative equity of a unit once it is closed) is paid by the insurance fund; what the
-fund cannot pay goes to auto-deleveraging (when enabled and implemented by a subclass or hook)
-and is otherwise recorded as unfunded.
+fund cannot pay goes to auto-deleveraging (:mod:`model.adl`, when ``margin.adl`` is on) and is
+otherwise recorded as unfunded.
+
+Every fill goes to the engine's :class:`model.fills.FillLog`; every round is reported as a
+:class:`RoundRecord` (to the contagion graph, and to anyone else listening on ``on_round``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from model.accounts import AccountBook, TierTable, maintenance_margin
+from model.adl import Deleveraging, auto_deleverage
+from model.config import MarginConfig
+from model.fills import FillLog, Kind
 from model.screen import BLOCK_ROWS, MarginScreen
 
-__all__ = ["LiquidationEngine", "RoundRecord", "partial_fraction"]
+if TYPE_CHECKING:
+    from agents.market import Market
 
-KIND_FULL, KIND_PARTIAL, KIND_ADL = 0, 1, 2
-KINDS = ("full", "partial", "adl")
+__all__ = ["LiquidationEngine", "RoundRecord", "StepTotals", "partial_fraction"]
 
 
 def partial_fraction(
@@ -73,7 +81,7 @@ def partial_fraction(
 
 @dataclass
 class RoundRecord:
-    """What one liquidation round did, for the contagion graph and the output tables.
+    """What one liquidation round did, for the contagion graph, the narration and the tables.
 
     Attributes:
         step, round: when.
@@ -82,6 +90,13 @@ class RoundRecord:
         exposure: (k, A) their positions when the round began.
         price_before, price_after: (A,) market prices around the round's execution.
         notional: (k,) notional closed per account.
+        full: (k,) whether the account's liquidated unit(s) closed completely (else in part).
+        fees: fees the round's accounts paid into the insurance fund.
+        bad_debt: bad debt the round's closed units left.
+        fund: the insurance fund after the round (after paying that bad debt).
+        adl_notional: notional closed by auto-deleveraging to cover the round's bad debt.
+        socialized: loss taken from paper profits when ADL could not cover it.
+        unfunded: the part of the round's bad debt nobody paid.
     """
 
     step: int
@@ -92,6 +107,13 @@ class RoundRecord:
     price_before: np.ndarray
     price_after: np.ndarray
     notional: np.ndarray
+    full: np.ndarray
+    fees: float
+    bad_debt: float
+    fund: float
+    adl_notional: float
+    socialized: float
+    unfunded: float
 
 
 @dataclass
@@ -109,44 +131,73 @@ class StepTotals:
     per_round_accounts: list = field(default_factory=list)
 
 
+@dataclass
+class _Units:
+    """The liquidation units of a round's accounts (see the module docstring).
+
+    Attributes:
+        cross: (k,) whether each account's cross book is liquidated.
+        cross_pos: (k, A) the open positions of the liquidated cross books.
+        iso_pos: (k, A) the isolated positions being liquidated.
+    """
+
+    cross: np.ndarray
+    cross_pos: np.ndarray
+    iso_pos: np.ndarray
+
+
+@dataclass
+class _Cover:
+    """How the round's bad debt was paid: by the fund, by ADL, by a haircut, or not at all."""
+
+    adl: Deleveraging | None = None
+    unfunded: float = 0.0
+
+
 class LiquidationEngine:
     """Runs a step's liquidation rounds over an :class:`AccountBook` against a market.
+
+    Args:
+        book, market: the account book and the market agent.
+        margin: the ``[margin]`` section (liquidation mode, fee, buffer, insurance fund,
+            round limit, ADL).
+        on_round: called with every :class:`RoundRecord` (the contagion graph listens).
+        screen: skip accounts provably far from maintenance (:mod:`model.screen`); False
+            checks every account every round (same results).
 
     Attributes:
         insurance_fund: current balance of the fund.
         unfunded_bad_debt: losses nobody has paid (fund empty, no ADL).
-        fills: list of per-round column dicts (concatenated by :meth:`fills_table`).
+        socialized_loss: losses beyond ADL taken pro rata from paper profits.
+        fund_paid: bad debt the fund has paid so far.
+        fills: every forced fill so far (:class:`model.fills.FillLog`).
+        liquidation_count: (n,) how many rounds liquidated each account so far.
     """
 
     def __init__(
         self,
         book: AccountBook,
-        market,
+        market: Market,
+        margin: MarginConfig,
         *,
-        liquidation: str = "partial",
-        fee: float = 0.005,
-        buffer: float = 0.1,
-        insurance_fund: float = 0.0,
-        max_rounds: int = 100,
-        adl: bool = True,
-        on_round=None,
+        on_round: Callable[[RoundRecord], None] | None = None,
         screen: bool = True,
     ):
         self.book = book
         self.market = market
-        self.mode = liquidation
-        self.fee = float(fee)
-        self.buffer = float(buffer)
-        self.insurance_fund = float(insurance_fund)
+        self.mode = margin.liquidation
+        self.fee = float(margin.fee)
+        self.buffer = float(margin.buffer)
+        self.insurance_fund = float(margin.insurance_fund)
         self.unfunded_bad_debt = 0.0
-        self.socialized_loss = 0.0  # losses beyond ADL taken pro rata from accounts' equity
-        self.fund_paid = 0.0  # bad debt the fund has paid so far
-        self.max_rounds = int(max_rounds)
-        self.adl_enabled = bool(adl)
+        self.socialized_loss = 0.0
+        self.fund_paid = 0.0
+        self.max_rounds = int(margin.max_rounds)
+        self.adl_enabled = bool(margin.adl)
         self.on_round = on_round  # callback(RoundRecord), e.g. the contagion graph
         # Skip accounts provably far from their boundary (identical results, less work).
         self.screen = MarginScreen(book) if screen else None
-        self.fills: list[dict] = []
+        self.fills = FillLog(book.ids)
         self.liquidation_count = np.zeros(book.n_traders, dtype=np.int64)
         self.accounts_ever = 0  # accounts liquidated at least once
         self.totals = StepTotals()
@@ -196,9 +247,11 @@ class LiquidationEngine:
             rows, cross, iso = self.detect(mark)
             if rows.size == 0:
                 break
-            self._liquidate_round(step, rnd, rows, cross, iso, mark)
+            record = self._liquidate_round(step, rnd, rows, cross, iso, mark)
             liquidated_this_step.append(rows)
             self.totals.rounds = rnd
+            if self.on_round is not None:
+                self.on_round(record)
         else:
             rows, _, _ = self.detect(self.market.mark)
             self.totals.round_limit_hit = rows.size > 0
@@ -206,171 +259,196 @@ class LiquidationEngine:
             self.totals.accounts = int(np.unique(np.concatenate(liquidated_this_step)).size)
         return self.totals
 
-    def _liquidate_round(self, step, rnd, rows, cross, iso, mark) -> None:
-        book = self.book
-        a = book.n_assets
-        q = book.qty[rows]
-        iso_pos = book.isolated[rows]
-        open_pos = q != 0
-        cross_unit = cross[:, None] & ~iso_pos & open_pos  # positions in a liquidated cross book
-        iso_unit = iso  # isolated positions being liquidated
-        notional = np.abs(q) * mark
-
-        frac = np.zeros(q.shape)
-        if self.mode == "full":
-            frac[cross_unit | iso_unit] = 1.0
-        else:
-            # cross books: one fraction per account
-            if cross.any():
-                c_rows = np.flatnonzero(cross)
-                eq = book.cross_equity(mark, rows[c_rows])
-                n_c = np.where(cross_unit[c_rows], notional[c_rows], 0.0)
-                f = partial_fraction(eq, n_c, book.tiers, self.fee, self.buffer)
-                frac[c_rows] = np.where(cross_unit[c_rows], f[:, None], 0.0)
-            # isolated positions: one fraction per position
-            if iso_unit.any():
-                r_i, a_i = np.nonzero(iso_unit)
-                eq = book.isolated_equity(mark, rows)[r_i, a_i]
-                n_i = np.zeros((r_i.size, a))
-                n_i[np.arange(r_i.size), a_i] = notional[r_i, a_i]
-                f = partial_fraction(eq, n_i, book.tiers, self.fee, self.buffer)
-                frac[r_i, a_i] = f
-
+    def _liquidate_round(self, step, rnd, rows, cross, iso, mark) -> RoundRecord:
+        """One round: close the units, charge fees, cover bad debt, record the fills."""
+        q = self.book.qty[rows]
+        units = self._units(rows, cross, iso, q)
+        frac = self._fractions(rows, units, q, mark)
         closed = frac * q  # signed as the position was; > 0 closes a long, i.e. sells
-        flow = closed.sum(axis=0)
         price_before = self.market.price
-        price = self.market.execute(flow, forced=True)
-        realized, _ = book.fill(rows, -closed, price)
-        self.market.take_other_side(-flow, price)
+        price = self._execute(rows, closed)
         closed_notional = np.abs(closed) * price
-
-        # Fees, from what equity remains of each unit.
-        fee_pos = np.zeros(q.shape)
-        if cross.any():
-            eq_after = book.cross_equity(price, rows)
-            due = self.fee * np.where(cross_unit, closed_notional, 0.0).sum(axis=1)
-            paid = np.where(cross, np.clip(due, 0.0, np.maximum(eq_after, 0.0)), 0.0)
-            book.wallet[rows] -= paid
-            fee_pos += _spread(paid, np.where(cross_unit, closed_notional, 0.0))
-        if iso_unit.any():
-            eq_after = book.isolated_equity(price, rows)
-            due = self.fee * np.where(iso_unit, closed_notional, 0.0)
-            paid = np.where(iso_unit, np.clip(due, 0.0, np.maximum(eq_after, 0.0)), 0.0)
-            book.margin[rows] -= paid
-            fee_pos += paid
+        fee_pos = self._charge_fees(rows, units, closed_notional, price)
         fees = float(fee_pos.sum())
         self.insurance_fund += fees
-
-        # Bad debt of units that are now closed.
-        bad_pos = np.zeros(q.shape)
-        q_after = book.qty[rows]
-        cross_closed = cross & ~((q_after != 0) & ~iso_pos).any(axis=1)
-        cross_debt = np.where(cross_closed, np.maximum(-book.wallet[rows], 0.0), 0.0)
-        if cross_debt.any():
-            book.wallet[rows] += cross_debt
-            bad_pos += _spread(cross_debt, np.where(cross_unit, closed_notional, 0.0))
-        iso_closed = iso_unit & (q_after == 0)
-        iso_debt = np.where(iso_closed, np.maximum(-book.margin[rows], 0.0), 0.0)
-        if iso_debt.any():
-            book.margin[rows] += iso_debt
-            bad_pos += iso_debt
-        book.release_closed_isolated(rows)
-        # fees and bad debt wrote wallets and margins directly: money in minus money out
-        book.mark_changed(rows, cash=float(cross_debt.sum() + iso_debt.sum()) - fees)
+        bad_pos, full = self._write_off(rows, units, closed_notional)
         bad_debt = float(bad_pos.sum())
+        cover = _Cover()
         if bad_debt > 0:
             bankrupt_qty = np.where(bad_pos > 0, closed, 0.0).sum(axis=0)
-            self._cover(step, rnd, bad_pos.sum(axis=0), price, bankrupt_qty)
-
-        # Records.
-        self.accounts_ever += int((self.liquidation_count[rows] == 0).sum())
-        self.liquidation_count[rows] += 1
-        kind = np.where(frac >= 1.0, KIND_FULL, KIND_PARTIAL)
-        r_idx, a_idx = np.nonzero(closed)
-        self.fills.append(
-            {
-                "step": np.full(r_idx.size, step, dtype=np.int64),
-                "round": np.full(r_idx.size, rnd, dtype=np.int64),
-                "trader_id": book.ids[rows[r_idx]],
-                "asset": a_idx.astype(np.int64),
-                "quantity": closed[r_idx, a_idx],
-                "price": price[a_idx],
-                "notional": closed_notional[r_idx, a_idx],
-                "fee": fee_pos[r_idx, a_idx],
-                "bad_debt": bad_pos[r_idx, a_idx],
-                "kind": kind[r_idx, a_idx].astype(np.int8),
-            }
-        )
+            cover = self._cover(bad_pos.sum(axis=0), price, bankrupt_qty)
+            if cover.adl is not None:
+                self._record_adl(step, rnd, cover.adl)
+        self._record_fills(step, rnd, rows, frac, closed, price, closed_notional, fee_pos, bad_pos)
         t = self.totals
-        t.liquidations += int(r_idx.size)
         t.liquidated_notional += float(closed_notional.sum())
         t.bad_debt += bad_debt
         t.fees += fees
         t.per_round_accounts.append(int(rows.size))
-        if self.on_round is not None:
-            self.on_round(
-                RoundRecord(
-                    step, rnd, rows, closed, q, price_before, price, closed_notional.sum(axis=1)
-                )
-            )
+        return RoundRecord(
+            step=step,
+            round=rnd,
+            rows=rows,
+            closed=closed,
+            exposure=q,
+            price_before=price_before,
+            price_after=price,
+            notional=closed_notional.sum(axis=1),
+            full=full,
+            fees=fees,
+            bad_debt=bad_debt,
+            fund=self.insurance_fund,
+            adl_notional=0.0 if cover.adl is None else cover.adl.adl_notional,
+            socialized=0.0 if cover.adl is None else cover.adl.socialized,
+            unfunded=cover.unfunded,
+        )
+
+    # ---- the steps of a round -------------------------------------------------------------
+    def _units(self, rows, cross, iso, q) -> _Units:
+        """Which positions of the round's accounts belong to a liquidated unit."""
+        open_pos = q != 0
+        cross_pos = cross[:, None] & ~self.book.isolated[rows] & open_pos
+        return _Units(cross, cross_pos, iso)
+
+    def _fractions(self, rows, units: _Units, q, mark) -> np.ndarray:
+        """(k, A) fraction of each position to close: 1 in a liquidated unit under ``full``;
+        under ``partial`` one common fraction per cross book and one per isolated position."""
+        frac = np.zeros(q.shape)
+        if self.mode == "full":
+            frac[units.cross_pos | units.iso_pos] = 1.0
+            return frac
+        book = self.book
+        notional = np.abs(q) * mark
+        if units.cross.any():  # cross books: one fraction per account
+            c_rows = np.flatnonzero(units.cross)
+            eq = book.cross_equity(mark, rows[c_rows])
+            n_c = np.where(units.cross_pos[c_rows], notional[c_rows], 0.0)
+            f = partial_fraction(eq, n_c, book.tiers, self.fee, self.buffer)
+            frac[c_rows] = np.where(units.cross_pos[c_rows], f[:, None], 0.0)
+        if units.iso_pos.any():  # isolated positions: one fraction per position
+            r_i, a_i = np.nonzero(units.iso_pos)
+            eq = book.isolated_equity(mark, rows)[r_i, a_i]
+            n_i = np.zeros((r_i.size, book.n_assets))
+            n_i[np.arange(r_i.size), a_i] = notional[r_i, a_i]
+            f = partial_fraction(eq, n_i, book.tiers, self.fee, self.buffer)
+            frac[r_i, a_i] = f
+        return frac
+
+    def _execute(self, rows, closed) -> np.ndarray:
+        """Send the round's net forced flow through the market and fill every position at the
+        price after it (the market agent takes the other side); return that price."""
+        flow = closed.sum(axis=0)
+        price = self.market.execute(flow, forced=True)
+        self.book.fill(rows, -closed, price)
+        self.market.take_other_side(-flow, price)
+        return price
+
+    def _charge_fees(self, rows, units: _Units, closed_notional, price) -> np.ndarray:
+        """Charge ``fee x closed notional`` to each unit, capped at what equity it has left;
+        return the fees per position (a cross book's fee spread over its closed notional)."""
+        book = self.book
+        fee_pos = np.zeros(closed_notional.shape)
+        if units.cross.any():
+            cross_notional = np.where(units.cross_pos, closed_notional, 0.0)
+            eq_after = book.cross_equity(price, rows)
+            due = self.fee * cross_notional.sum(axis=1)
+            paid = np.where(units.cross, np.clip(due, 0.0, np.maximum(eq_after, 0.0)), 0.0)
+            book.charge(rows, wallet=paid)
+            fee_pos += _spread(paid, cross_notional)
+        if units.iso_pos.any():
+            eq_after = book.isolated_equity(price, rows)
+            due = self.fee * np.where(units.iso_pos, closed_notional, 0.0)
+            paid = np.where(units.iso_pos, np.clip(due, 0.0, np.maximum(eq_after, 0.0)), 0.0)
+            book.charge(rows, margin=paid)
+            fee_pos += paid
+        return fee_pos
+
+    def _write_off(self, rows, units: _Units, closed_notional):
+        """Bring the negative balance of every unit now closed back to zero: that is bad debt,
+        for the fund to pay. Return the bad debt per position and which accounts' liquidated
+        units closed completely."""
+        book = self.book
+        bad_pos = np.zeros(closed_notional.shape)
+        open_after = book.qty[rows] != 0
+        cross_closed = units.cross & ~(open_after & ~book.isolated[rows]).any(axis=1)
+        cross_debt = np.where(cross_closed, np.maximum(-book.wallet[rows], 0.0), 0.0)
+        if cross_debt.any():
+            book.credit(rows, wallet=cross_debt)
+            bad_pos += _spread(cross_debt, np.where(units.cross_pos, closed_notional, 0.0))
+        iso_closed = units.iso_pos & ~open_after
+        iso_debt = np.where(iso_closed, np.maximum(-book.margin[rows], 0.0), 0.0)
+        if iso_debt.any():
+            book.credit(rows, margin=iso_debt)
+            bad_pos += iso_debt
+        book.release_closed_isolated(rows)
+        full = ~(open_after & (units.cross_pos | units.iso_pos)).any(axis=1)
+        return bad_pos, full
+
+    def _record_fills(self, step, rnd, rows, frac, closed, price, notional, fee, bad) -> None:
+        """Log the round's fills and count the accounts liquidated."""
+        self.accounts_ever += int((self.liquidation_count[rows] == 0).sum())
+        self.liquidation_count[rows] += 1
+        kind = np.where(frac >= 1.0, Kind.FULL, Kind.PARTIAL)
+        r_idx, a_idx = np.nonzero(closed)
+        self.fills.append(
+            step,
+            rnd,
+            rows[r_idx],
+            a_idx,
+            closed[r_idx, a_idx],
+            price[a_idx],
+            notional[r_idx, a_idx],
+            fee[r_idx, a_idx],
+            bad[r_idx, a_idx],
+            kind[r_idx, a_idx],
+        )
+        self.totals.liquidations += int(r_idx.size)
 
     # ---- losses beyond the fund -------------------------------------------------------------
-    def _cover(self, step, rnd, bad_by_asset, price, bankrupt_qty=None) -> None:
-        """Pay bad debt from the fund; what it cannot pay goes to ADL, then stays unfunded."""
+    def _cover(self, bad_by_asset, price, bankrupt_qty) -> _Cover:
+        """Pay bad debt from the fund; what it cannot pay goes to ADL, then stays unfunded.
+
+        Args:
+            bad_by_asset: (A,) the round's bad debt per asset.
+            price: (A,) the round's execution price.
+            bankrupt_qty: (A,) closed quantity of the positions that left the debt, signed as
+                they were (sets the side to deleverage and the bankruptcy price).
+        """
         need = float(bad_by_asset.sum())
         paid = min(need, self.insurance_fund)
         self.insurance_fund -= paid
         self.fund_paid += paid
         short = need - paid
         if short <= 0:
-            return
+            return _Cover()
         by_asset = bad_by_asset * (short / need)
+        adl = None
         if self.adl_enabled:
-            if bankrupt_qty is not None:  # the part of the bankrupt positions left to ADL
-                bankrupt_qty = bankrupt_qty * (short / need)
-            by_asset = self.deleverage(step, rnd, by_asset, price, bankrupt_qty)
-        self.unfunded_bad_debt += float(np.sum(by_asset))
+            # the part of the bankrupt positions left to ADL
+            bankrupt_qty = bankrupt_qty * (short / need)
+            adl = auto_deleverage(self.book, self.market, by_asset, price, bankrupt_qty)
+            self.socialized_loss += adl.socialized
+            by_asset = adl.unfunded
+        unfunded = float(np.sum(by_asset))
+        self.unfunded_bad_debt += unfunded
+        return _Cover(adl, unfunded)
 
-    def deleverage(self, step, rnd, shortfall_by_asset, price, bankrupt_qty=None) -> np.ndarray:
-        """Auto-deleveraging (:mod:`model.adl`): cover ``shortfall_by_asset`` from opposite-side
-        profitable positions, then pro rata from accounts' equity; return what is left.
-
-        Args:
-            bankrupt_qty: (A,) closed quantity of the positions that left the debt, signed as
-                they were (sets the side to deleverage and the bankruptcy price).
-        """
-        from model.adl import auto_deleverage
-
-        return auto_deleverage(self, step, rnd, shortfall_by_asset, price, bankrupt_qty)
-
-    # ---- output ---------------------------------------------------------------------------
-    def fills_columns(self) -> dict[str, np.ndarray]:
-        """Every fill so far as columns (asset and kind as integer codes)."""
-        keys = [
-            "step",
-            "round",
-            "trader_id",
-            "asset",
-            "quantity",
-            "price",
-            "notional",
-            "fee",
-            "bad_debt",
-            "kind",
-        ]
-        if not self.fills:
-            return {
-                k: np.zeros(
-                    0,
-                    dtype=np.int64
-                    if k in ("step", "round", "trader_id", "asset")
-                    else np.int8
-                    if k == "kind"
-                    else float,
-                )
-                for k in keys
-            }
-        return {k: np.concatenate([f[k] for f in self.fills]) for k in keys}
+    def _record_adl(self, step, rnd, adl: Deleveraging) -> None:
+        """Log the ADL fills (no fee, no bad debt) and add their notional to the step's."""
+        self.fills.append(
+            step,
+            rnd,
+            adl.rows,
+            adl.asset,
+            adl.quantity,
+            adl.price,
+            adl.notional,
+            0.0,
+            0.0,
+            Kind.ADL,
+        )
+        for notional in adl.notional_by_asset:  # asset by asset, in the order they were closed
+            self.totals.adl_notional += float(notional)
 
 
 def _spread(amount, weights):

@@ -1,6 +1,6 @@
 """ContagionModel: the Mesa model that orchestrates one run.
 
-One step (DESIGN.md, "One step"):
+One step (docs/design.md, "One step"):
 
 1. Market: fundamentals move (correlated GBM, jumps, scheduled shocks); old impact decays.
 2. Strategies: voluntary orders execute through the market.
@@ -21,14 +21,17 @@ import mesa
 import numpy as np
 
 from agents.market import Market
-from agents.strategies import STRATEGIES, trade_voluntarily
+from agents.strategies import STRATEGIES, Strategy
 from agents.trader import Trader
 from model.accounts import AccountBook, TierTable
-from model.config import Config, ConfigError, correlation_matrix
+from model.config import Config, ConfigError
 from model.contagion import ContagionRecorder
 from model.funding import Funding
-from model.liquidation import LiquidationEngine
+from model.history import AccountHistory, MarketHistory, sample_rows
+from model.liquidation import LiquidationEngine, StepTotals
+from model.orders import collect_orders, trade_voluntarily
 from model.population import Population, generate_population, read_population
+from model.reentry import Reentry
 
 __all__ = ["AGENT_LIMIT", "ContagionModel", "DivergenceError"]
 
@@ -71,8 +74,8 @@ class ContagionModel(mesa.Model):
         config: a validated :class:`model.config.Config` (see :func:`model.config.load_config`).
         rng: seed or generator; defaults to ``config.seed``.
         population: explicit initial accounts; defaults to ``traders.population`` or generated.
-        agents: create one :class:`Trader` Mesa agent per account (needed by the dashboard and
-            by Mesa-style selection; the engine itself works on arrays). None (the default):
+        create_agents: create one :class:`Trader` Mesa agent per account (needed by the
+            dashboard and by Mesa-style selection; the engine itself works on arrays). None (the default):
             only when there are at most :data:`AGENT_LIMIT` accounts. Without them,
             :meth:`trader` still gives the agent of any account, created on first use.
         screen: skip the exact margin check for accounts provably far from liquidation
@@ -89,7 +92,7 @@ class ContagionModel(mesa.Model):
         *,
         rng=None,
         population: Population | None = None,
-        agents: bool | None = None,
+        create_agents: bool | None = None,
         screen: bool = True,
         account_history: int = 0,
         history_sample=1000,
@@ -97,54 +100,9 @@ class ContagionModel(mesa.Model):
         super().__init__(rng=config.seed if rng is None else rng)
         self.config = cfg = config
         self.symbols = cfg.symbols
-
-        vols = [
-            x.volatility if x.volatility is not None else cfg.market.volatility for x in cfg.assets
-        ]
-        shocks = [(s.step, self.symbols.index(s.asset), s.return_) for s in cfg.shocks]
-        m = cfg.market
-        self.market = Market(
-            self,
-            self.symbols,
-            [x.price for x in cfg.assets],
-            [x.depth for x in cfg.assets],
-            vols,
-            correlation_matrix(cfg),
-            impact_exponent=m.impact_exponent,
-            resilience=m.resilience,
-            step_minutes=m.step_minutes,
-            jump_intensity=m.jump_intensity,
-            jump_mean=m.jump_mean,
-            jump_volatility=m.jump_volatility,
-            shocks=shocks,
-            depth_stress=m.depth_stress,
-            depth_recovery=m.depth_recovery,
-            mark_lag=m.mark_lag,
-            garch_alpha=m.garch_alpha,
-            garch_beta=m.garch_beta,
-            innovation_dof=m.innovation_dof,
-        )
-
-        if population is None:
-            if cfg.traders.population:
-                population = read_population(cfg.resolve_path(cfg.traders.population), cfg)
-            else:
-                population = generate_population(cfg, self.rng)
-        self.population = population
-        self.book = AccountBook(
-            population.ids,
-            population.wallet,
-            population.qty,
-            population.entry,
-            tier_table(cfg),
-            isolated=population.isolated,
-            margin=population.margin,
-            max_leverage=[x.max_leverage for x in cfg.assets],
-        )
-        # The market agent starts with the opposite inventory, bought at the traders' entries.
-        self.market.inventory = -self.book.qty.sum(axis=0)
-        self.market.cash = (self.book.qty * self.book.entry).sum(axis=0)
-
+        self.market = Market(self, cfg.market, cfg.assets, shocks=cfg.shocks)
+        self.population = self._initial_population() if population is None else population
+        self.book = self._open_book(self.population)
         self.recorder = ContagionRecorder(
             self.book.ids,
             self.book.leverage(self.market.price),
@@ -152,60 +110,96 @@ class ContagionModel(mesa.Model):
             top_contributors=cfg.contagion.top_contributors,
         )
         self.engine = LiquidationEngine(
-            self.book,
-            self.market,
-            liquidation=cfg.margin.liquidation,
-            fee=cfg.margin.fee,
-            buffer=cfg.margin.buffer,
-            insurance_fund=cfg.margin.insurance_fund,
-            max_rounds=cfg.margin.max_rounds,
-            adl=cfg.margin.adl,
-            on_round=self.recorder.record,
-            screen=screen,
+            self.book, self.market, cfg.margin, on_round=self.recorder.record, screen=screen
         )
-
-        # Trading rules: one vectorised rule object per rule name, with its rows.
-        self.strategy_rows: dict[str, np.ndarray] = {}
-        self.strategies = {}
-        names = np.asarray(population.strategy, dtype=object)
-        for name in STRATEGIES:
-            rows = np.flatnonzero(names == name)
-            if rows.size:
-                self.strategy_rows[name] = rows
-                self.strategies[name] = STRATEGIES[name](self)
-
-        n = self.book.n_traders
-        self.agents_created = bool(n and (n <= AGENT_LIMIT if agents is None else agents))
-        self._trader_agents: dict[int, Trader] = {}  # row -> agent, for trader()
-        if self.agents_created:
-            created = Trader.create_agents(
-                self, n, row=np.arange(n), trader_id=self.book.ids, strategy=names
-            )
-            self._trader_agents = dict(enumerate(created))
-
-        # Market realism (off by default): funding, re-entry after liquidation.
-        self.deposits = 0.0  # explicit inflows: money stays initial money + deposits
-        self.isolated_accounts = self.book.isolated.any(axis=1)  # their new positions too
-        self.funding = (
-            Funding(len(self.symbols), m.funding_interval, m.funding_cap, m.funding_interest)
-            if m.funding_interval > 0
-            else None
-        )
-        self.reentry = None
-        if cfg.traders.reentry_steps > 0:
-            from model.reentry import Reentry
-
-            self.reentry = Reentry(self, cfg.traders.reentry_steps)
-
+        self._make_rules()
+        self._create_trader_agents(create_agents)
+        self._add_venue_mechanics()
         self.initial_money = self.money()["total"]
         self.book.watch("finite")  # check_finite() looks at the rows written since its last call
         self.warnings: list[str] = []
         self.warning_counts: dict[str, int] = {}
         self._ever_liquidated = 0
-        self.last = None  # StepTotals of the last step
+        self.last: StepTotals | None = None  # of the last step
+        self.datacollector = self._step_series()
+        self.market_history = MarketHistory(self.symbols)
+        self.history = self._account_history(account_history, history_sample)
 
-        # Per-step series.
-        self.datacollector = mesa.DataCollector(
+    # ---- construction ---------------------------------------------------------------------
+    def _initial_population(self) -> Population:
+        """The population file's accounts (``traders.population``), or generated ones."""
+        cfg = self.config
+        if cfg.traders.population:
+            return read_population(cfg.resolve_path(cfg.traders.population), cfg)
+        return generate_population(cfg, self.rng)
+
+    def _open_book(self, population: Population) -> AccountBook:
+        """The account book of ``population``; the market agent takes the opposite inventory,
+        bought at the traders' entry prices."""
+        book = AccountBook(
+            population.ids,
+            population.wallet,
+            population.qty,
+            population.entry,
+            tier_table(self.config),
+            isolated=population.isolated,
+            margin=population.margin,
+            max_leverage=[x.max_leverage for x in self.config.assets],
+        )
+        self.market.inventory = -book.qty.sum(axis=0)
+        self.market.cash = (book.qty * book.entry).sum(axis=0)
+        return book
+
+    def _make_rules(self) -> None:
+        """One vectorised rule object per trading rule that some trader follows, with its rows
+        (in the order the rules were registered) and its ``[traders.rules.<rule>]``."""
+        self.strategy_rows: dict[str, np.ndarray] = {}
+        self.strategies: dict[str, Strategy] = {}
+        names = np.asarray(self.population.strategy, dtype=object)
+        for name, rule in STRATEGIES.items():
+            rows = np.flatnonzero(names == name)
+            if rows.size:
+                self.strategy_rows[name] = rows
+                self.strategies[name] = rule(self, self.config.traders.rules.get(name))
+
+    def _create_trader_agents(self, create_agents: bool | None) -> None:
+        """One :class:`Trader` per account when asked, or by default for books of at most
+        :data:`AGENT_LIMIT` accounts; :meth:`trader` creates the others on first use."""
+        n = self.book.n_traders
+        self.agents_created = bool(
+            n and (n <= AGENT_LIMIT if create_agents is None else create_agents)
+        )
+        self._trader_agents: dict[int, Trader] = {}  # row -> agent, for trader()
+        if self.agents_created:
+            created = Trader.create_agents(
+                self,
+                n,
+                row=np.arange(n),
+                trader_id=self.book.ids,
+                strategy=np.asarray(self.population.strategy, dtype=object),
+            )
+            self._trader_agents = dict(enumerate(created))
+
+    def _add_venue_mechanics(self) -> None:
+        """Market realism, off by default: funding, re-entry after liquidation."""
+        cfg = self.config
+        self.isolated_accounts = self.book.isolated.any(axis=1)  # their new positions too
+        self.funding = None
+        if cfg.market.funding_interval > 0:
+            self.funding = Funding(cfg.market, len(self.symbols))
+        self.reentry = None
+        if cfg.traders.reentry_steps > 0:
+            self.reentry = Reentry(
+                self.population,
+                self.book,
+                self.market,
+                self.liquidation_count,
+                cfg.traders.reentry_steps,
+            )
+
+    def _step_series(self) -> mesa.DataCollector:
+        """The per-step series (steps.parquet), one reporter per column."""
+        return mesa.DataCollector(
             model_reporters={
                 "liquidations": lambda mdl: mdl.last.liquidations,
                 "rounds": lambda mdl: mdl.last.rounds,
@@ -222,24 +216,27 @@ class ContagionModel(mesa.Model):
                 "deposits": lambda mdl: mdl.deposits,
             }
         )
-        self._market_rows: list[np.ndarray] = []
-        self.history = None  # sampled account-level snapshots, opt-in
-        if account_history > 0:
-            from model.history import AccountHistory, sample_rows
 
-            if np.ndim(history_sample) == 0:
-                rows = sample_rows(n, int(history_sample))
-            else:
-                rows = np.flatnonzero(np.isin(self.book.ids, np.asarray(history_sample)))
-            self.history = AccountHistory(
-                self.book, account_history, rows, self.symbols, self.engine.liquidation_count
-            )
+    def _account_history(self, every: int, sample) -> AccountHistory | None:
+        """Sampled account-level snapshots every ``every`` steps (None when 0: opt-in)."""
+        if every <= 0:
+            return None
+        if np.ndim(sample) == 0:
+            rows = sample_rows(self.book.n_traders, int(sample))
+        else:
+            rows = np.flatnonzero(np.isin(self.book.ids, np.asarray(sample)))
+        return AccountHistory(self.book, every, rows, self.symbols, self.engine.liquidation_count)
 
     # ---- views ----------------------------------------------------------------------------
     @property
     def mark(self) -> np.ndarray:
         """(A,) mark prices: the market price of each asset (lagged when market.mark_lag > 0)."""
         return self.market.mark
+
+    @property
+    def deposits(self) -> float:
+        """Money re-entering traders brought in: money stays initial money + deposits."""
+        return 0.0 if self.reentry is None else self.reentry.deposits
 
     @property
     def liquidation_count(self) -> np.ndarray:
@@ -294,15 +291,19 @@ class ContagionModel(mesa.Model):
 
     # ---- the step -------------------------------------------------------------------------
     def step(self) -> None:
-        """One step: the phases of DESIGN.md, in order."""
+        """One step: the phases of docs/design.md ("One step"), in order."""
         t = self.steps
         self.market.move_fundamentals(t)  # 1. market
         self.trade_voluntarily()  # 2. strategies
-        if self.funding is not None:
-            self.funding.step(self, t)  # perpetual funding between longs and shorts
+        self.pay_funding(t)  # perpetual funding between longs and shorts (when on)
         self.last = self.engine.run_step(t)  # 3. mark to market; liquidation rounds
         self.check_finite(t)
         self.record(t)  # 4. record
+
+    def pay_funding(self, t: int) -> None:
+        """Accrue the funding premium and, on a settlement step, pay funding (if on)."""
+        if self.funding is not None:
+            self.funding.step(self.book, self.market, t)
 
     def check_finite(self, t: int, *, everything: bool = False) -> None:
         """Stop with a clear error if a price or balance stopped being a finite number.
@@ -312,8 +313,8 @@ class ContagionModel(mesa.Model):
         balances beyond floating point within a few steps. The run then stops here, before a
         NaN reaches any output. Sums suffice: a sum is finite only if every term is.
 
-        Balances change only where the book is written, and writes are logged
-        (:meth:`model.accounts.AccountBook.mark_changed`), so a step checks the rows written
+        Balances change only where the book is written, and its write methods log the rows
+        they write (:meth:`model.accounts.AccountBook.take_changed`), so a step checks the rows written
         since the last check; every ``FULL_CHECK_EVERY`` steps, and at the end of :meth:`run`,
         the whole book is checked as a safety net.
         """
@@ -341,12 +342,23 @@ class ContagionModel(mesa.Model):
 
     def trade_voluntarily(self) -> None:
         """Every active rule's orders and re-entries, capped at the initial margin, executed
-        as one batch through the market (:func:`agents.strategies.trade_voluntarily`)."""
-        trade_voluntarily(self)
+        as one batch through the market (:func:`model.orders.trade_voluntarily`)."""
+        orders = collect_orders(self.steps, self.strategies, self.strategy_rows, self.reentry)
+        trade_voluntarily(self.book, self.market, orders, self.isolated_accounts)
 
     def record(self, t: int) -> None:
+        """Phase 4: warnings of the step, the per-step series, the market and account
+        histories."""
         if self.last.liquidations:
             self._ever_liquidated = self.engine.accounts_ever
+        self._warn_limits(t)
+        self.datacollector.collect(self)
+        if self.history is not None:
+            self.history.record(t, self.mark)
+        self.market_history.append(self.market)
+
+    def _warn_limits(self, t: int) -> None:
+        """Warn when the round limit stopped a cascade or a price was held at a limit."""
         if self.last.round_limit_hit:
             self.warn(
                 f"step {t}: round limit margin.max_rounds={self.engine.max_rounds} hit "
@@ -362,23 +374,6 @@ class ContagionModel(mesa.Model):
                     f"{self.market.price[j]:.3g} (log price limit)",
                     kind=f"price_{where}",
                 )
-        self.datacollector.collect(self)
-        if self.history is not None:
-            self.history.record(t, self.mark)
-        mk = self.market
-        self._market_rows.append(
-            np.stack(
-                [
-                    mk.price,
-                    mk.fundamental,
-                    mk.impact,
-                    mk.flow,
-                    mk.forced_flow,
-                    mk.inventory,
-                    mk.cash,
-                ]
-            )
-        )
 
     def warn(self, message: str, kind: str = "other") -> None:
         """A warning: counted and kept for summary.json, and shown on stderr as one line.
@@ -417,7 +412,7 @@ class ContagionModel(mesa.Model):
         return summarize(self)
 
     def write_results(self, out_dir) -> Path:
-        """Write the run folder (DESIGN.md, "Run folder")."""
+        """Write the run folder (docs/design.md, "Run folder")."""
         from model.results import write_run
 
         return write_run(self, out_dir)

@@ -4,13 +4,17 @@
 ``k`` steps after the step of that liquidation: it deposits what tops its equity up to its
 initial collateral and reopens its initial positions (same sides, asset weights and leverage)
 at the current price, as orders in the voluntary batch (so they move the price and pay the
-initial margin like any other). Deposits are explicit inflows: the model adds them to
-``model.deposits``, and money is conserved as initial money plus deposits.
+initial margin like any other). Deposits are explicit inflows (``Reentry.deposits``, the
+model's ``deposits``), and money is conserved as initial money plus deposits.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from agents.market import Market
+from model.accounts import AccountBook
+from model.population import Population
 
 __all__ = ["Reentry"]
 
@@ -19,14 +23,30 @@ class Reentry:
     """Tracks liquidated, flat accounts and sends their re-entry orders.
 
     Args:
-        model: the :class:`model.model.ContagionModel` (its population, book and engine).
+        population: the initial accounts (what a re-entrant comes back with).
+        book, market: the account book and the market (re-entrants buy at its price).
+        liquidation_count: (n,) how many rounds liquidated each account so far (the
+            liquidation engine's, updated in place).
         cooldown: steps between the liquidation and the re-entry (>= 1).
+
+    Attributes:
+        deposits: money deposited by re-entrants so far.
+        reentries: how many re-entries so far.
     """
 
-    def __init__(self, model, cooldown: int):
-        self.model = model
+    def __init__(
+        self,
+        population: Population,
+        book: AccountBook,
+        market: Market,
+        liquidation_count: np.ndarray,
+        cooldown: int,
+    ):
+        self.book = book
+        self.market = market
+        self.liquidation_count = liquidation_count
         self.cooldown = int(cooldown)
-        pop = model.population
+        pop = population
         self.collateral = np.asarray(pop.collateral, dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
             c = np.where(self.collateral > 0, self.collateral, 1.0)
@@ -40,16 +60,16 @@ class Reentry:
         self.last_liquidation = np.full(n, -1, dtype=np.int64)
         self.last_reentry = np.full(n, -1, dtype=np.int64)
         self.reentries = 0
+        self.deposits = 0.0
 
-    def orders(self, step: int):
+    def orders(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Deposits for this step's re-entrants, and their orders.
 
         Returns:
             ``(rows, dq, open_leverage)``: (k,), (k, A) and (k, 1) arrays.
         """
-        model = self.model
-        book = model.book
-        count = model.liquidation_count
+        book = self.book
+        count = self.liquidation_count
         new = count != self.seen
         if new.any():
             self.last_liquidation[new] = step - 1  # liquidated in the previous step's rounds
@@ -66,12 +86,11 @@ class Reentry:
             rows = rows[~(book.qty[rows] != 0).any(axis=1)]  # only flat accounts come back
         if rows.size == 0:
             return rows, np.zeros((0, a)), np.ones((0, 1))
-        price = model.market.price
+        price = self.market.price
         equity = book.equity(price, rows)
         deposit = np.maximum(self.collateral[rows] - equity, 0.0)
-        book.wallet[rows] += deposit
-        book.mark_changed(rows)  # keeps the margin screen and the equity aggregates current
-        model.deposits += float(deposit.sum())
+        book.deposit(rows, deposit)
+        self.deposits += float(deposit.sum())
         self.last_reentry[rows] = step
         self.reentries += int(rows.size)
         equity = equity + deposit

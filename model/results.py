@@ -18,7 +18,7 @@ import pandas as pd
 
 from model import metrics
 from model.config import to_dict
-from model.liquidation import KINDS
+from model.fills import Kind
 from model.metrics import cascade_metrics
 
 __all__ = [
@@ -138,33 +138,7 @@ def _write_parquet(path: Path, df: pd.DataFrame) -> None:
 
 
 def market_table(model) -> pd.DataFrame:
-    symbols = model.symbols
-    cols = [
-        "price",
-        "fundamental",
-        "impact",
-        "flow",
-        "forced_flow",
-        "market_inventory",
-        "market_cash",
-    ]
-    if not model._market_rows:
-        return pd.DataFrame(
-            {
-                "step": np.zeros(0, np.int64),
-                "asset": pd.Categorical([], symbols),
-                **{c: np.zeros(0) for c in cols},
-            }
-        )
-    arr = np.stack(model._market_rows)  # (steps, 7, A)
-    steps, _, a = arr.shape
-    data = {
-        "step": np.repeat(np.arange(1, steps + 1), a),
-        "asset": pd.Categorical.from_codes(np.tile(np.arange(a), steps), symbols),
-    }
-    for i, c in enumerate(cols):
-        data[c] = arr[:, i, :].ravel()
-    return pd.DataFrame(data)
+    return model.market_history.table()
 
 
 def steps_table(model) -> pd.DataFrame:
@@ -174,11 +148,7 @@ def steps_table(model) -> pd.DataFrame:
 
 
 def liquidations_table(model) -> pd.DataFrame:
-    cols = model.engine.fills_columns()
-    df = pd.DataFrame(cols)
-    df["asset"] = pd.Categorical.from_codes(cols["asset"], model.symbols)
-    df["kind"] = pd.Categorical.from_codes(cols["kind"].astype(np.int64), list(KINDS))
-    return df
+    return model.engine.fills.table(model.symbols)
 
 
 def accounts_table(model, rows: slice | None = None) -> pd.DataFrame:
@@ -300,13 +270,13 @@ def money_scale(model) -> float:
     # to rounding of the quantity traded, which is then worth that quantity at today's price.
     history = 0.0
     gross_qty = np.abs(model.population.qty).sum(axis=0)
-    if model._market_rows:
-        rows = np.stack(model._market_rows)  # (steps, 7, A): price ... flow ... inventory, cash
+    past = model.market_history
+    if len(past):
         history = 2.0 * float(
-            (np.abs(rows[:, 6, :]) + np.abs(rows[:, 5, :]) * rows[:, 0, :]).sum(axis=1).max()
+            (np.abs(past.cash) + np.abs(past.inventory) * past.price).sum(axis=1).max()
         )
-        gross_qty = gross_qty + np.abs(rows[:, 3, :]).sum(axis=0)
-    fills = model.engine.fills_columns()
+        gross_qty = gross_qty + np.abs(past.flow).sum(axis=0)
+    fills = model.engine.fills.columns()
     gross_qty = gross_qty + np.bincount(
         fills["asset"], weights=np.abs(fills["quantity"]), minlength=len(mark)
     )
@@ -321,13 +291,11 @@ def _finite(x: float, default: float = 0.0) -> float:
 def summarize(model) -> dict:
     """Headline metrics of a run (summary.json and one row of a sweep's runs.parquet)."""
     steps = steps_table(model)
-    mk = (
-        np.stack(model._market_rows) if model._market_rows else np.zeros((0, 7, len(model.symbols)))
-    )
+    prices = model.market_history.price
     p0 = model.market.initial_price
     drawdown = {}
     for j, s in enumerate(model.symbols):
-        drawdown[s] = _max_drawdown(np.concatenate([[p0[j]], mk[:, 0, j]]))
+        drawdown[s] = _max_drawdown(np.concatenate([[p0[j]], prices[:, j]]))
     # endogenous over exogenous move per asset, in log terms; 1 where nothing moved
     amplification = metrics.amplification(
         market_table(model), dict(zip(model.symbols, p0.tolist(), strict=True))
@@ -340,8 +308,8 @@ def summarize(model) -> dict:
     most_systemic = cascade.pop("most_systemic")
     n = model.book.n_traders
     accounts = int((model.engine.liquidation_count > 0).sum())
-    fills = model.engine.fills_columns()
-    forced = fills["kind"] != KINDS.index("adl")  # ADL fills are counted in adl_notional
+    fills = model.engine.fills.columns()
+    forced = fills["kind"] != Kind.ADL  # ADL fills are counted in adl_notional
     money = model.money()
     return {
         "name": model.config.name,

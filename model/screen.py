@@ -38,8 +38,8 @@ in each lane the eighth with the least headroom is sorted (the rest all have mor
 the last of those: the lane's *horizon*); the candidates at mark ``M`` are then a prefix of each
 lane's order (headroom at most the lane's distance from ``P``), found by binary search, and the
 screen rebuilds before a distance reaches its horizon. An account whose state changes (a fill,
-a fee, a deposit) is reported through :meth:`model.accounts.AccountBook.mark_changed`; at the
-next query its headroom is recomputed at the current mark ``M_t`` and stored as
+a fee, a deposit) is reported by the :class:`model.accounts.AccountBook` method that wrote it
+(every write goes through one); at the next query its headroom is recomputed at the current mark ``M_t`` and stored as
 ``key = h - d(P, M_t)`` (for the one-sided lanes, less the move from ``P`` to ``M_t`` in the
 opposite sense): by the triangle inequality ``d(M, P) < key`` implies ``d(M, M_t) < h``. Changed accounts are few and scanned linearly (each has a slot, so an
 account that trades every step is stored once). The screen also rebuilds when the candidates it
@@ -198,7 +198,7 @@ class MarginScreen:
     """Candidate accounts for the exact margin check, from sorted headroom bounds.
 
     Args:
-        book: the account book (must report changes through ``mark_changed``).
+        book: the account book (its write methods report the rows they change).
         rebuild_work: candidate rows checked since the last rebuild, as a multiple of the
             book size, that triggers a rebuild.
 

@@ -155,3 +155,41 @@ def test_fill_routes_pnl_to_wallet_or_position_margin():
     cross = _two_asset_book(isolated=False)
     cross.fill(np.array([0]), np.array([[-1.0, 0.0]]), np.array([59000.0, 3000.0]))
     assert cross.wallet[0] == pytest.approx(12000.0 - 1000.0)
+
+
+def test_cash_writes_report_their_rows_and_keep_the_aggregates():
+    book = _two_asset_book(isolated=True)
+    book.watch("screen")
+    mark = np.array([61000.0, 2900.0])
+    book.aggregate_equity(mark)  # the aggregates exist from here on and are updated in place
+    wallet0, margin0 = book.wallet.copy(), book.margin.copy()
+
+    book.charge(np.array([1]), wallet=[30.0], margin=[[5.0, 0.0]])  # a fee from each
+    assert book.wallet[1] == wallet0[1] - 30.0 and book.margin[1, 0] == margin0[1, 0] - 5.0
+    np.testing.assert_array_equal(book.take_changed("screen"), [1])
+
+    book.credit(np.array([0]), wallet=[12.5])  # bad debt written off
+    book.deposit(np.array([2]), [100.0])  # money from outside
+    np.testing.assert_array_equal(book.take_changed("screen"), [0, 2])
+    assert book.wallet[0] == wallet0[0] + 12.5 and book.wallet[2] == wallet0[2] + 100.0
+    # the aggregates moved by the cash moved: -35 + 12.5 + 100
+    assert book.aggregate_equity(mark) == pytest.approx(book.total_equity(mark), rel=1e-14)
+
+    book.charge(None, wallet=np.ones(book.n_traders))  # every row: aggregates recomputed
+    assert book.take_changed("screen") is None
+    assert book.aggregate_equity(mark) == pytest.approx(book.total_equity(mark), rel=1e-14)
+
+
+def test_moving_margin_and_isolating_keep_equity_and_report_rows():
+    book = _two_asset_book(isolated=False)
+    book.watch("screen")
+    mark = np.array([61000.0, 2900.0])
+    equity = book.equity(mark).copy()
+    book.set_isolated(np.array([0]), [[False, True]])
+    book.move_to_margin(np.array([0]), [[0.0, 250.0]])
+    assert book.isolated[0].tolist() == [False, True]
+    assert book.margin[0, 1] == 250.0
+    np.testing.assert_array_equal(book.equity(mark), equity)  # money moved inside the account
+    np.testing.assert_array_equal(book.take_changed("screen"), [0])
+    book.set_isolated(np.array([0]), [[False, False]])  # isolated stays isolated
+    assert book.isolated[0].tolist() == [False, True]

@@ -185,3 +185,64 @@ def test_adl_fills_are_written_to_the_run_folder(tmp_path):
     assert set(fills["kind"].astype(str)) == {"full", "adl"}
     steps = pd.read_parquet(out / "steps.parquet")
     assert steps["adl_notional"].iloc[0] == pytest.approx(4900.0, rel=1e-9)
+
+
+def listen(m):
+    """The model's liquidation rounds, collected as the engine reports them."""
+    rounds = []
+    m.engine.on_round = rounds.append
+    return rounds
+
+
+def test_the_round_record_accounts_for_the_bad_debt_and_its_adl():
+    pop = population(*zip(BANKRUPT, SHORT_A, SHORT_B, strict=True))
+    m = ContagionModel(one_asset(), population=pop)
+    rounds = listen(m)
+    m.run()
+    (rec,) = rounds
+    fill = m.market.price[0]  # the bankrupt long's sale of 50 units left the price here
+    debt = -(100.0 + 50.0 * (fill - 100.0))  # its equity once closed: about -400
+    assert rec.bad_debt == pytest.approx(debt, rel=1e-12)
+    assert rec.fees == 0.0 and rec.fund == 0.0  # no fee, nothing in the fund
+    assert rec.adl_notional == pytest.approx(50 * 98.0, rel=1e-9)  # 20 + 30 units at 98
+    assert rec.socialized == 0.0 and rec.unfunded == pytest.approx(0.0, abs=1e-6)
+    np.testing.assert_array_equal(rec.full, [True])
+
+
+def test_the_round_record_shows_the_haircut_and_what_stays_unfunded():
+    winner = (1000.0, 10.0, 50.0)
+    other = (1000.0, 10.0, 60.0)
+    pop = population(*zip(BANKRUPT, winner, other, strict=True))
+    m = ContagionModel(one_asset(), population=pop)
+    rounds = listen(m)
+    m.run()
+    assert rounds[0].socialized == pytest.approx(400.0, rel=1e-6) and rounds[0].adl_notional == 0
+    # one short with profit 100 against a shortfall of 400: 80 given back at 98, 320 unfunded
+    small = (1000.0, -10.0, 100.0)
+    m = ContagionModel(one_asset(), population=population(*zip(BANKRUPT, small, strict=True)))
+    rounds = listen(m)
+    m.run()
+    assert rounds[0].adl_notional == pytest.approx(10 * 98.0, rel=1e-9)
+    assert rounds[0].unfunded == pytest.approx(320.0, rel=1e-6)
+    assert rounds[0].unfunded == pytest.approx(m.engine.unfunded_bad_debt, rel=1e-12)
+
+
+def test_auto_deleverage_reports_its_fills_and_leaves_recording_to_the_caller():
+    from model.adl import auto_deleverage
+
+    pop = population(*zip(SHORT_A, SHORT_B, strict=True))
+    m = ContagionModel(one_asset(), population=pop)
+    # a shortfall of 240 left by 30 bankrupt long units at 90: bankruptcy price 90 + 8
+    price = np.array([90.0])
+    result = auto_deleverage(m.book, m.market, [240.0], price, bankrupt_qty=[30.0])
+    # B (score 0.6) first: all 20 units; then A: 80 / 8 = 10 units
+    np.testing.assert_array_equal(result.rows, [1, 0])
+    np.testing.assert_array_equal(result.asset, [0, 0])
+    np.testing.assert_allclose(result.quantity, [-20.0, -10.0], rtol=1e-12)
+    np.testing.assert_allclose(result.price, [98.0, 98.0], rtol=1e-12)
+    np.testing.assert_allclose(result.notional, [1960.0, 980.0], rtol=1e-12)
+    assert result.adl_notional == pytest.approx(2940.0, rel=1e-12)
+    assert result.socialized == 0.0
+    np.testing.assert_allclose(result.unfunded, [0.0], atol=1e-9)
+    np.testing.assert_allclose(m.book.qty[:, 0], [-30.0, 0.0], rtol=1e-12)  # applied to the book
+    assert len(m.engine.fills) == 0 and m.engine.totals.adl_notional == 0.0  # not recorded

@@ -18,7 +18,7 @@ from benchmarks.reference import ReferenceModel, engine_events, engine_model, sc
 @pytest.mark.parametrize("screen", [True, False])
 def test_engine_and_per_agent_reference_liquidate_the_same_accounts(n, seed, screen):
     sc = scenario(n, steps=40, seed=seed)
-    eng = engine_model(sc, agents=False, screen=screen)
+    eng = engine_model(sc, create_agents=False, screen=screen)
     eng.run()
     ref = ReferenceModel(sc)
     for _ in range(sc.steps):
@@ -42,7 +42,7 @@ def test_benchmark_configs_are_valid_and_tables_render():
     for assets in (1, 4, 16):
         cfg = build_config(calm_config(50, assets, 3, noise=0.1))
         assert len(cfg.assets) == assets and len(set(cfg.symbols)) == assets
-        m = ContagionModel(cfg, agents=False).run()
+        m = ContagionModel(cfg, create_agents=False).run()
         assert m.summary()["steps"] == 3
     text = markdown_table(
         {

@@ -300,6 +300,9 @@ def test_name_must_be_usable_as_a_folder(name):
         ("assets.BTC.depth", "1e7", 1e7),
         ("assets.0.symbol", "123", "123"),
         ("traders.strategies.hold", "0.5", 0.5),
+        ("traders.rules.momentum.lookback", "1e2", 100),
+        ("traders.rules.noise.size", ".2", 0.2),
+        ("traders.rules.target_leverage.target", "none", None),
         ("market.correlation", "[[1, 0.2], [0.2, 1]]", [[1, 0.2], [0.2, 1]]),
         ("market.correlation", "0.3", 0.3),
     ],
@@ -339,6 +342,10 @@ def test_set_overrides_build_the_expected_config():
         ("shocks.4.step", "1", "shocks.4: no such entry (indices 0..0)"),
         ("market.volatility.x", "1", "market.volatility.x: cannot set a key inside a non-table"),
         ("market..x", "1", "'market..x': not a dotted key"),
+        ("traders.rules.noize.size", "1", "traders.rules.noize: unknown trading rule (did you"),
+        ("traders.rules.noise.sise", "1", "traders.rules.noise.sise: unknown key (did you mean"),
+        ("traders.rules.noise.size", "200", "traders.rules.noise.size: must be <= 100, got 200"),
+        ("traders.noise_size", "0.2", "traders.noise_size: moved to traders.rules.noise.size"),
     ],
 )
 def test_bad_set_values_are_one_line_errors(key, text, expected):
@@ -394,3 +401,67 @@ def test_round_trip_through_toml_is_exact(tmp_path):
 def test_default_config_is_valid():
     cfg = build_config({})
     assert cfg.symbols == ["BTC"] and math.isfinite(cfg.market.volatility)
+
+
+# --------------------------------------------------------------------------------------------
+# Trading rules' parameter sections
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("target_leverage", "traders.rules.target_leverage.target"),
+        ("rebalance", "traders.rules.target_leverage.rebalance"),
+        ("momentum_lookback", "traders.rules.momentum.lookback"),
+        ("momentum_leverage", "traders.rules.momentum.leverage"),
+        ("value_leverage", "traders.rules.value.leverage"),
+        ("value_scale", "traders.rules.value.scale"),
+        ("noise_size", "traders.rules.noise.size"),
+    ],
+)
+def test_old_flat_rule_keys_name_their_new_place(old, new):
+    data = small_config()
+    data["traders"][old] = 3
+    assert error_of(data).startswith(f"traders.{old}: moved to {new}")
+
+
+def test_rule_sections_are_validated_like_every_other_key():
+    data = small_config(traders={"strategies": {"hold": 1.0}})
+    data["traders"]["rules"] = {"noise": {"size": 0.2, "decay": 0.25}, "value": {"scale": 0.1}}
+    cfg = build_config(data)
+    assert cfg.traders.rules["noise"].size == 0.2 and cfg.traders.rules["noise"].decay == 0.25
+    assert cfg.traders.rules["value"].scale == 0.1 and cfg.traders.rules["value"].leverage == 2.0
+    data["traders"]["rules"] = {"nois": {"size": 0.2}}
+    assert error_of(data) == "traders.rules.nois: unknown trading rule (did you mean 'noise'?)"
+    data["traders"]["rules"] = {"noise": {"sizes": 0.2}}
+    assert error_of(data) == "traders.rules.noise.sizes: unknown key (did you mean 'size'?)"
+    data["traders"]["rules"] = {"momentum": {"lookback": 0}}
+    assert error_of(data) == "traders.rules.momentum.lookback: must be >= 1, got 0"
+    data["traders"]["rules"] = {"noise": 0.2}
+    assert error_of(data) == "traders.rules.noise: expected a table, got 0.2"
+
+
+def test_rules_in_use_get_their_defaults_written_out():
+    cfg = build_config(small_config(traders={"strategies": {"hold": 0.5, "noise": 0.5}}))
+    assert set(cfg.traders.rules) == {"hold", "noise"}
+    assert to_dict(cfg)["traders"]["rules"] == {"hold": {}, "noise": {"size": 0.1, "decay": 0.5}}
+    assert to_dict(build_config(to_dict(cfg))) == to_dict(cfg)
+
+
+def test_describe_lists_every_rule_parameter():
+    rows = {row["key"]: row for row in describe()}
+    for key in (
+        "traders.rules.target_leverage.target",
+        "traders.rules.target_leverage.rebalance",
+        "traders.rules.momentum.lookback",
+        "traders.rules.momentum.leverage",
+        "traders.rules.value.leverage",
+        "traders.rules.value.scale",
+        "traders.rules.noise.size",
+        "traders.rules.noise.decay",
+    ):
+        assert rows[key]["doc"], key
+    assert rows["traders.rules.momentum.lookback"]["type"] == "a whole number"
+    assert rows["traders.rules.noise.size"]["checks"] == {"ge": 0, "le": 100}
+    assert not any(k.startswith("traders.noise") or k == "traders.rebalance" for k in rows)

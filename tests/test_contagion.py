@@ -78,7 +78,7 @@ def _hand_model():
         margin=np.zeros(q.shape),
         strategy=np.array(["hold"] * len(ids), dtype=object),
     )
-    return ContagionModel(cfg, population=pop, agents=False)
+    return ContagionModel(cfg, population=pop, create_agents=False)
 
 
 def _brute_force_cascade():
@@ -187,7 +187,7 @@ def _two_asset_model():
         margin=np.zeros(q.shape),
         strategy=np.array(["hold"] * len(v), dtype=object),
     )
-    return ContagionModel(cfg, population=pop, agents=False)
+    return ContagionModel(cfg, population=pop, create_agents=False)
 
 
 def test_two_asset_cascade_through_the_model_is_loss_weighted():
@@ -248,6 +248,13 @@ def _rr(step, rnd, rows, closed, exposure, before, after, price_for_notional=Non
         np.asarray(before, dtype=float),
         np.asarray(after, dtype=float),
         (np.abs(closed) * p).sum(axis=1),
+        full=np.zeros(len(rows), dtype=bool),  # the graph reads none of the accounting below
+        fees=0.0,
+        bad_debt=0.0,
+        fund=0.0,
+        adl_notional=0.0,
+        socialized=0.0,
+        unfunded=0.0,
     )
 
 
@@ -525,7 +532,7 @@ def test_run_folder_holds_the_graph_files_and_says_when_truncated(tmp_path):
     from tests.helpers import small_config
 
     cfg = build_config(small_config(steps=12, contagion={"max_edges": 50, "top_contributors": 2}))
-    m = ContagionModel(cfg, agents=False).run()
+    m = ContagionModel(cfg, create_agents=False).run()
     out = m.write_results(tmp_path / "run")
     g = m.contagion_graph
     back = nx.read_graphml(out / "contagion.graphml")
@@ -553,7 +560,7 @@ def test_partial_liquidations_in_a_run_add_to_nodes_and_edges():
     incoming weight 1, so a node's incoming weight is its number of liquidations."""
     from tests.helpers import small_config
 
-    m = ContagionModel(build_config(small_config(steps=30)), agents=False).run()
+    m = ContagionModel(build_config(small_config(steps=30)), create_agents=False).run()
     g = m.contagion_graph
     count = dict(zip(m.book.ids.tolist(), m.engine.liquidation_count.tolist(), strict=True))
     traders = [n for n, d in g.nodes(data=True) if d["kind"] == "trader"]

@@ -191,7 +191,7 @@ def test_narrator_keeps_the_contagion_graph_and_sees_every_round():
     a, b = plain.recorder.edges(), m.recorder.edges()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
-    fills = m.engine.fills_columns()
+    fills = m.engine.fills.columns()
     pairs = sorted(set(zip(fills["step"].tolist(), fills["round"].tolist(), strict=True)))
     assert [(s.step, s.round) for s in narrator.stories] == pairs
     for s in narrator.stories:

@@ -20,7 +20,7 @@ import pytest
 
 from agents.market import Market
 from model import ContagionModel
-from model.config import build_config
+from model.config import AssetConfig, MarketConfig, build_config
 from model.results import INCOMPLETE_MARKER, RUN_FILES, money_scale, run_status
 from tests.helpers import small_config
 
@@ -66,7 +66,7 @@ def assert_finite_folder(out):
 def run_quietly(data, out=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        m = ContagionModel(build_config(data), agents=False).run()
+        m = ContagionModel(build_config(data), create_agents=False).run()
         if out is not None:
             m.write_results(out)
     return m
@@ -140,7 +140,8 @@ def test_market_stays_within_limits_under_absurd_flows():
     import mesa
 
     model = mesa.Model(rng=0)
-    mk = Market(model, ["X"], [100.0], [1.0], [0.0], np.eye(1), impact_exponent=2.0)
+    asset = AssetConfig(symbol="X", price=100.0, depth=1.0, volatility=0.0)
+    mk = Market(model, MarketConfig(impact_exponent=2.0), [asset])
     mk.move_fundamentals(1)
     price = mk.execute([1e150], forced=True)  # sell 1e150 units into a 1-dollar book
     assert np.isfinite(price).all() and price[0] > 0
@@ -308,13 +309,12 @@ def test_degenerate_market_stops_with_one_clean_line(tmp_path):
             "collateral": 1.0,
             "collateral_tail": 0.100000001,
             "long_fraction": 0.0,
-            "target_leverage": 1.0,
-            "rebalance": 1e-9,
-            "momentum_leverage": 0.0,
-            "value_leverage": 0.0,
-            "value_scale": 1e-9,
-            "noise_size": 100.0,
-            "momentum_lookback": 1,
+            "rules": {
+                "target_leverage": {"target": 1.0, "rebalance": 1e-9},
+                "momentum": {"leverage": 0.0, "lookback": 1},
+                "value": {"leverage": 0.0, "scale": 1e-9},
+                "noise": {"size": 100.0, "decay": 1e-9},
+            },
             "strategies": {"hold": 1.0, "target_leverage": 1.0, "noise": 1.0},
         },
         "margin": {
@@ -351,8 +351,7 @@ def test_non_finite_balances_stop_the_run_cleanly(tmp_path, monkeypatch, capsys)
     def overflowing(self):
         real_step(self)
         if self.steps == 3:
-            self.book.wallet[0] = np.inf
-            self.book.mark_changed([0])  # direct writes are reported, as every writer does
+            self.book.credit([0], wallet=[np.inf])  # written as every writer does
 
     monkeypatch.setattr(ContagionModel, "trade_voluntarily", overflowing)
     path = write_config(tmp_path, small_config(steps=5))

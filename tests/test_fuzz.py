@@ -108,7 +108,7 @@ def test_mutated_configs_load_or_fail_cleanly(data):
         cfg.traders.count = min(cfg.traders.count, 50)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            m = ContagionModel(cfg, agents=False).run(2)
+            m = ContagionModel(cfg, create_agents=False).run(2)
         assert np.all(np.isfinite(m.mark)) and np.all(m.mark > 0)
 
 

@@ -249,3 +249,36 @@ def test_fee_goes_to_the_fund_and_is_capped_by_remaining_equity():
     # trader 1: equity 1000 - 400 x 2 = ~200 > fee ~196: paid in full as well
     assert fills.loc[1, "fee"] == pytest.approx(0.005 * 400 * price, rel=1e-9)
     assert m.engine.insurance_fund == pytest.approx(fills["fee"].sum())
+
+
+def test_round_record_carries_the_rounds_fees_and_which_units_closed():
+    # trader 0 is cut back (partial), trader 1 closed out: equity 1000 - 400 x 3 < 0 at 97
+    cfg = one_asset_config(1.0, liquidation="partial", fee=0.005, fund=500.0, depth=1e12)
+    cfg.margin.buffer = 0.1
+    cfg.shocks[0].return_ = -0.03
+    pop = Population(
+        np.arange(2),
+        np.array([1100.0, 1000.0]),
+        np.array([[300.0], [400.0]]),
+        np.array([[100.0], [100.0]]),
+        np.zeros((2, 1), bool),
+        np.zeros((2, 1)),
+        np.array(["hold"] * 2, dtype=object),
+    )
+    m = ContagionModel(cfg, population=pop)
+    rounds = []
+    m.engine.on_round = rounds.append
+    m.run()
+    (rec,) = rounds
+    fills = m.tables()["liquidations"].set_index("trader_id")
+    price = rec.price_after[0]
+    f = (1.1 * 0.01 * 29100 - 200) / (29100 * (1.1 * 0.01 - 0.005))  # as in the test above
+    assert fills.loc[0, "quantity"] == pytest.approx(300 * f, rel=1e-6)
+    np.testing.assert_array_equal(rec.full, [False, True])
+    # trader 0 pays its fee in full; trader 1 has nothing left: no fee, bad debt 1000 - 400 x 3
+    assert rec.fees == pytest.approx(0.005 * 300 * f * price, rel=1e-6)
+    assert rec.bad_debt == pytest.approx(400 * (100 - price) - 1000, rel=1e-9)
+    assert rec.fund == pytest.approx(500.0 + rec.fees - rec.bad_debt, rel=1e-9)
+    assert rec.fund == m.engine.insurance_fund and rec.unfunded == 0.0
+    assert rec.fees == pytest.approx(fills["fee"].sum(), rel=1e-12)
+    assert rec.bad_debt == pytest.approx(fills["bad_debt"].sum(), rel=1e-12)

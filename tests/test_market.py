@@ -7,19 +7,16 @@ import numpy as np
 import pytest
 
 from agents.market import Market, impact_state
+from model.config import AssetConfig, MarketConfig
 
 
-def make_market(**kw):
-    model = mesa.Model(rng=3)
-    args = dict(
-        symbols=["A", "B"],
-        prices=[100.0, 10.0],
-        depths=[1e6, 1e5],
-        volatilities=[0.5, 0.8],
-        correlation=np.array([[1.0, 0.6], [0.6, 1.0]]),
-    )
-    args.update(kw)
-    return Market(model, **args)
+def make_market(volatilities=(0.5, 0.8), **kw):
+    """Two assets, A at 100 and B at 10, correlated 0.6; ``kw``: keys of the [market] section."""
+    assets = [
+        AssetConfig(symbol=s, price=p, depth=d, volatility=v)
+        for s, p, d, v in zip(["A", "B"], [100.0, 10.0], [1e6, 1e5], volatilities, strict=True)
+    ]
+    return Market(mesa.Model(rng=3), MarketConfig(correlation=0.6, **kw), assets)
 
 
 @pytest.mark.parametrize("beta", [0.5, 1.0, 1.5])

@@ -6,7 +6,7 @@ import pytest
 
 from agents.market import Market
 from model import ContagionModel
-from model.config import build_config
+from model.config import AssetConfig, MarketConfig, build_config
 from model.funding import INTEREST_BAND, funding_rate
 from model.population import Population
 from model.results import money_scale
@@ -45,11 +45,13 @@ def population(wallet, qty, entry=100.0, strategy="hold"):
 
 
 def bare_market(model, **kw):
-    return Market(model, ["X"], [100.0], [1.0e6], [0.5], np.eye(1), impact_exponent=0.5, **kw)
+    """One asset X at 100 with 1e6 of depth; ``kw``: keys of the [market] section."""
+    asset = AssetConfig(symbol="X", price=100.0, depth=1.0e6, volatility=0.5)
+    return Market(model, MarketConfig(impact_exponent=0.5, **kw), [asset])
 
 
 def test_stressed_depth_by_hand(small_cfg):
-    model = ContagionModel(small_cfg, agents=False)
+    model = ContagionModel(small_cfg, create_agents=False)
     mk = bare_market(model, depth_stress=0.1, depth_recovery=0.25)
     d = 1.0e6 / 100.0
     assert mk.effective_depth_qty()[0] == d  # no stress yet
@@ -77,7 +79,7 @@ def test_stressed_depth_by_hand(small_cfg):
 
 
 def test_default_market_never_thins_and_marks_at_the_price(small_cfg):
-    m = ContagionModel(small_cfg, agents=False).run(12)
+    m = ContagionModel(small_cfg, create_agents=False).run(12)
     assert m.market.depth_stress == 0 and m.market.mark_lag == 0
     np.testing.assert_array_equal(m.market.effective_depth_qty(), m.market.depth_qty)
     np.testing.assert_array_equal(m.mark, m.market.price)
@@ -90,7 +92,7 @@ def test_thinner_depth_under_stress_deepens_a_cascade():
         cfg = build_config(
             small_config(steps=15, market={"depth_stress": stress, "depth_recovery": 0.2})
         )
-        runs.append(ContagionModel(cfg, agents=False).run().summary())
+        runs.append(ContagionModel(cfg, create_agents=False).run().summary())
     drawdown = [r["max_drawdown"]["BTC"] for r in runs]
     accounts = [r["accounts_liquidated"] for r in runs]
     notional = [r["liquidated_notional"] for r in runs]
@@ -167,7 +169,7 @@ def test_funding_payments_move_money_from_longs_to_shorts():
 
 
 def test_funding_off_by_default(small_cfg):
-    assert ContagionModel(small_cfg, agents=False).funding is None
+    assert ContagionModel(small_cfg, create_agents=False).funding is None
 
 
 # ---- re-entry ----------------------------------------------------------------------------------
@@ -230,7 +232,7 @@ def test_money_conserved_every_step_with_everything_on(mode):
             ],
         )
     )
-    m = ContagionModel(cfg, agents=False)
+    m = ContagionModel(cfg, create_agents=False)
     for _ in range(cfg.steps):
         m.step()
         expected = m.initial_money + m.deposits

@@ -10,7 +10,7 @@ import pytest
 
 from agents.market import MINUTES_PER_YEAR, Market
 from model import ContagionModel, load_config
-from model.config import ConfigError, build_config
+from model.config import AssetConfig, ConfigError, MarketConfig, build_config
 
 SIGMA = 0.5
 DT = 60.0 / MINUTES_PER_YEAR
@@ -20,8 +20,11 @@ STEPS = 60_000
 def fundamental_returns(steps=STEPS, seed=11, correlation=0.0, **kw):
     """(steps, 2) log returns of two fundamentals, nothing else moving them."""
     model = mesa.Model(rng=seed)
-    corr = np.array([[1.0, correlation], [correlation, 1.0]])
-    mk = Market(model, ["A", "B"], [100.0, 10.0], [1e6, 1e5], [SIGMA, SIGMA], corr, **kw)
+    assets = [
+        AssetConfig(symbol="A", price=100.0, depth=1e6, volatility=SIGMA),
+        AssetConfig(symbol="B", price=10.0, depth=1e5, volatility=SIGMA),
+    ]
+    mk = Market(model, MarketConfig(correlation=float(correlation), **kw), assets)
     logs = np.empty((steps + 1, 2))
     logs[0] = mk.log_fundamental
     for t in range(1, steps + 1):
@@ -99,7 +102,7 @@ def test_config_bounds_and_wiring():
             "steps": 3,
         },
     )
-    m = ContagionModel(cfg, agents=False)
+    m = ContagionModel(cfg, create_agents=False)
     m.run()
     mk = m.market
     assert (mk.garch_alpha, mk.garch_beta, mk.innovation_dof) == (0.1, 0.85, 6.0)

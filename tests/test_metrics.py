@@ -200,7 +200,7 @@ def test_exposure_network_and_projections():
 def test_metrics_agree_with_the_graph_of_a_run():
     """Independent routes to the same numbers: the fills table and the recorded graph."""
     cfg = build_config(small_config(steps=15))
-    m = ContagionModel(cfg, agents=False).run()
+    m = ContagionModel(cfg, create_agents=False).run()
     liq = m.tables()["liquidations"]
     edges = m.recorder.edges_table()
     table = cascades(liq)

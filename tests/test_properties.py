@@ -159,7 +159,7 @@ def populations(draw, cfg):
 def check_run_step_by_step(m: ContagionModel) -> None:
     book = m.book
     initial = m.initial_money
-    n_fill_batches = 0
+    n_fills = 0
     scale = money_scale(m)  # largest balances so far: rounding made then stays in the sum
     for _ in range(m.config.steps):
         t = m.steps + 1
@@ -193,18 +193,17 @@ def check_run_step_by_step(m: ContagionModel) -> None:
             assert not below, f"step {t}: accounts below maintenance after the rounds"
 
         # this step's fills
-        new = m.engine.fills[n_fill_batches:]
-        n_fill_batches = len(m.engine.fills)
+        new = {k: v[n_fills:] for k, v in m.engine.fills.columns().items()}
+        n_fills = len(m.engine.fills)
         traded = np.zeros(book.qty.shape, dtype=bool)
         row_of = {int(i): r for r, i in enumerate(book.ids)}
-        for batch in new:
-            assert np.all(batch["step"] == t)
-            rows = np.array([row_of[int(i)] for i in batch["trader_id"]], dtype=np.intp)
-            traded[rows, batch["asset"]] = True
-            # a fill closes part of the position as it was: signed as the position, no larger
-            before = qty_before[rows, batch["asset"]]
-            assert np.all(np.sign(batch["quantity"]) == np.sign(before))
-            assert np.all(np.abs(batch["quantity"]) <= np.abs(before) * (1 + 1e-12))
+        assert np.all(new["step"] == t)
+        rows = np.array([row_of[int(i)] for i in new["trader_id"]], dtype=np.intp)
+        traded[rows, new["asset"]] = True
+        # a fill closes part of the position as it was: signed as the position, no larger
+        before = qty_before[rows, new["asset"]]
+        assert np.all(np.sign(new["quantity"]) == np.sign(before))
+        assert np.all(np.abs(new["quantity"]) <= np.abs(before) * (1 + 1e-12))
 
         # a liquidation never grows or flips a position (every trader holds here)
         after = book.qty
@@ -230,7 +229,7 @@ def test_invariants_hold_over_random_configs(data):
     cfg = build_config(data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        m = ContagionModel(cfg, agents=False)
+        m = ContagionModel(cfg, create_agents=False)
         check_run_step_by_step(m)
 
 
@@ -241,7 +240,7 @@ def test_invariants_hold_over_random_populations(data):
     pop = data.draw(populations(cfg))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        m = ContagionModel(cfg, population=pop, agents=False)
+        m = ContagionModel(cfg, population=pop, create_agents=False)
         check_run_step_by_step(m)
 
 
@@ -327,14 +326,18 @@ def full_range_configs(draw):
         if section == "assets[]":
             for asset in data["assets"]:
                 asset[name] = draw(_in_range(lo, hi))
-        else:
-            data[section][name] = draw(_in_range(lo, hi))
+        else:  # a key of the section, or of a table inside it (traders.rules.noise.size)
+            *tables, leaf = name.split(".")
+            node = data[section]
+            for table in tables:
+                node = node.setdefault(table, {})
+            node[leaf] = draw(_in_range(lo, hi))
     # GARCH(1,1) needs alpha + beta < 1: beta drawn below 1 - alpha
     alpha = data["market"]["garch_alpha"]
     data["market"]["garch_beta"] = draw(st.floats(0.0, 1.0 - alpha, exclude_max=True))
     data["market"]["funding_interval"] = draw(st.integers(0, 3))
     data["traders"]["reentry_steps"] = draw(st.integers(0, 3))
-    data["traders"]["momentum_lookback"] = draw(st.integers(1, 5))
+    data["traders"]["rules"]["momentum"]["lookback"] = draw(st.integers(1, 5))
     from agents.strategies import STRATEGIES
 
     names = draw(st.lists(st.sampled_from(list(STRATEGIES)), min_size=1, max_size=3, unique=True))
@@ -356,7 +359,7 @@ def test_prices_and_money_over_full_ranges_with_every_feature(data):
     cfg = build_config(data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        m = ContagionModel(cfg, agents=False)
+        m = ContagionModel(cfg, create_agents=False)
         rounds = []
         record = m.engine.on_round
 

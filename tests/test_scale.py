@@ -20,11 +20,11 @@ def test_agents_by_default_only_up_to_the_limit(monkeypatch):
     assert not m.agents_created
     assert Trader not in m.agents_by_type
     # an explicit request still wins
-    assert len(ContagionModel(cfg, agents=True).agents_by_type[Trader]) == 500
+    assert len(ContagionModel(cfg, create_agents=True).agents_by_type[Trader]) == 500
 
 
 def test_trader_on_demand_is_a_view_onto_its_row():
-    m = ContagionModel(build_config(small_config()), agents=False).run(12)
+    m = ContagionModel(build_config(small_config()), create_agents=False).run(12)
     t = m.trader(123)
     assert t is m.trader(123)  # created once
     assert list(m.agents_by_type[Trader]) == [t]
@@ -41,7 +41,7 @@ def test_trader_on_demand_is_a_view_onto_its_row():
 
 
 def test_trader_finds_agents_built_up_front():
-    m = ContagionModel(build_config(small_config()), agents=True)
+    m = ContagionModel(build_config(small_config()), create_agents=True)
     t = m.trader(42)
     assert t.row == 42 and t.trader_id == 42
     assert len(m.agents_by_type[Trader]) == 500
@@ -60,7 +60,7 @@ def test_trader_by_id_from_a_population_with_unsorted_ids():
         np.zeros((3, 2)),
         np.full(3, "hold", dtype=object),
     )
-    m = ContagionModel(build_config(small_config()), population=pop, agents=False)
+    m = ContagionModel(build_config(small_config()), population=pop, create_agents=False)
     assert m.trader(20).row == 2
     assert m.trader(10).positions == {"ETH": 1.0}
 
@@ -69,9 +69,9 @@ def test_account_history_is_opt_in_sampled_and_leaves_results_unchanged(tmp_path
     from model.history import sample_rows
 
     cfg = build_config(small_config(steps=30))
-    plain = ContagionModel(cfg, agents=False).run()
+    plain = ContagionModel(cfg, create_agents=False).run()
     assert plain.history is None
-    m = ContagionModel(cfg, agents=False, account_history=10, history_sample=7).run()
+    m = ContagionModel(cfg, create_agents=False, account_history=10, history_sample=7).run()
     # the history draws no randomness: the run is the same
     np.testing.assert_array_equal(plain.mark, m.mark)
     assert plain.summary()["liquidations"] == m.summary()["liquidations"]
@@ -94,7 +94,10 @@ def test_account_history_is_opt_in_sampled_and_leaves_results_unchanged(tmp_path
 
 def test_account_history_of_chosen_traders():
     m = ContagionModel(
-        build_config(small_config(steps=4)), agents=False, account_history=2, history_sample=[3, 9]
+        build_config(small_config(steps=4)),
+        create_agents=False,
+        account_history=2,
+        history_sample=[3, 9],
     ).run()
     df = m.history.table()
     assert df["trader_id"].tolist() == [3, 9, 3, 9] and df["step"].tolist() == [2, 2, 4, 4]
@@ -104,22 +107,21 @@ def test_finiteness_check_reads_written_rows_and_the_whole_book_as_a_safety_net(
     from model.model import DivergenceError
 
     cfg = build_config(small_config(steps=8))
-    m = ContagionModel(cfg, agents=False)
+    m = ContagionModel(cfg, create_agents=False)
     m.run(2)
-    m.book.wallet[3] = np.inf  # a reported write is caught at the next step
-    m.book.mark_changed([3])
+    m.book.credit([3], wallet=[np.inf])  # a write through the book is caught at the next step
     with pytest.raises(DivergenceError, match="step 3"):
         m.step()
     # an unreported write is caught by the next whole-book check
     monkeypatch.setattr(model_module, "FULL_CHECK_EVERY", 4)
-    m = ContagionModel(cfg, agents=False)
+    m = ContagionModel(cfg, create_agents=False)
     m.run(2)
     m.book.margin[5, 1] = np.nan
     m.step()  # step 3: only written rows are checked
     with pytest.raises(DivergenceError, match="step 4"):
         m.step()
     # and run() ends with one
-    m = ContagionModel(cfg, agents=False)
+    m = ContagionModel(cfg, create_agents=False)
     m.run(2)
     m.book.qty[7, 0] = np.inf
     with pytest.raises(DivergenceError):
@@ -134,7 +136,7 @@ def test_accounts_written_in_row_groups_equal_the_whole_table(tmp_path, monkeypa
     cfg = build_config(
         small_config(steps=20, traders={"count": 500, "strategies": {"hold": 0.7, "noise": 0.3}})
     )
-    m = ContagionModel(cfg, agents=False).run()
+    m = ContagionModel(cfg, create_agents=False).run()
     whole = results.accounts_table(m)
     monkeypatch.setattr(results, "ACCOUNT_ROWS_PER_GROUP", 64)  # 8 row groups
     m.write_results(tmp_path / "run")
@@ -149,7 +151,9 @@ def test_accounts_written_in_row_groups_equal_the_whole_table(tmp_path, monkeypa
 def test_accounts_of_an_empty_book_still_form_a_table(tmp_path):
     import pandas as pd
 
-    m = ContagionModel(build_config(small_config(steps=2, traders={"count": 0})), agents=False)
+    m = ContagionModel(
+        build_config(small_config(steps=2, traders={"count": 0})), create_agents=False
+    )
     m.run().write_results(tmp_path / "run")
     back = pd.read_parquet(tmp_path / "run" / "accounts.parquet")
     assert len(back) == 0 and "quantity_BTC" in back.columns

@@ -29,7 +29,7 @@ def test_scenario_configs_name_their_sources_and_reported_figures(name):
 
 def test_open_interest_and_liquidated_share_by_hand():
     cfg = load_config(CONFIGS / "oct-2025.toml", overrides={"steps": 15, "traders.count": 400})
-    m = ContagionModel(cfg, agents=False).run()
+    m = ContagionModel(cfg, create_agents=False).run()
     pop = m.population
     p0 = np.array([a.price for a in cfg.assets])
     # one side of the market: every long, the market agent's included
@@ -76,7 +76,7 @@ def test_run_prints_the_comparison(tmp_path, capsys):
     line = next(x for x in text.splitlines() if "liquidated share" in x)
     printed = float(line.split(":")[1].split("%")[0])
     cfg = load_config(out / "config.toml")
-    m = ContagionModel(cfg, agents=False)
+    m = ContagionModel(cfg, create_agents=False)
     oi = initial_open_interest(m)
     forced = fills.loc[fills["kind"] != "adl", "notional"].sum()
     assert printed == pytest.approx(100 * forced / oi, abs=0.05)
@@ -112,7 +112,7 @@ def test_bad_scenario_figures_exit_2_with_one_line(setting, message, tmp_path, c
 def test_replays_land_near_the_reported_figures(name):
     """The stylised replays reproduce the reported price falls within a factor 1.5 and the
     liquidated share within a factor 2 (reported figures undercount; the venue is stylised)."""
-    m = ContagionModel(load_config(CONFIGS / f"{name}.toml"), agents=False).run()
+    m = ContagionModel(load_config(CONFIGS / f"{name}.toml"), create_agents=False).run()
     rows = scenario_comparison(m)
     for row in rows:
         if row["reported"] is None:

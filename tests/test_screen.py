@@ -172,8 +172,7 @@ def test_screen_candidates_contain_every_liquidatable_account():
         # change a few accounts behind the screen's back, reported as the contract says
         rows = rng.choice(book.n_traders, 20, replace=False)
         book.fill(rows, rng.normal(0, 0.05, (20, 2)) * (book.qty[rows] != 0), mark)
-        book.wallet[rows[:5]] *= 0.5
-        book.mark_changed(rows[:5])
+        book.charge(rows[:5], wallet=0.5 * book.wallet[rows[:5]])
     # the screen skipped most of the book
     assert screen.rebuilds < 300
 
@@ -193,7 +192,7 @@ def population_of(book):
 def run_both(cfg, population=None):
     runs = []
     for screen in (True, False):
-        m = ContagionModel(cfg, agents=False, screen=screen, population=population)
+        m = ContagionModel(cfg, create_agents=False, screen=screen, population=population)
         m.run()
         runs.append(m)
     return runs
@@ -298,7 +297,7 @@ def test_screened_run_equals_checking_everyone_with_every_feature(mode):
 
 
 def test_aggregate_equity_tracks_the_full_sum_every_step():
-    m = ContagionModel(busy_config(), agents=False)
+    m = ContagionModel(busy_config(), create_agents=False)
     for _ in range(m.config.steps):
         m.step()
         full = m.book.total_equity(m.mark)

@@ -7,14 +7,20 @@ import sys
 import numpy as np
 import pytest
 
-from agents.strategies import STRATEGIES, cap_to_initial_margin, split_order
+from agents.strategies import STRATEGIES
 from model import ContagionModel
-from model.config import build_config
+from model.config import ConfigError, build_config
+from model.orders import cap_to_initial_margin, split_order
 from model.population import Population
 from model.results import money_scale
 from tests.helpers import small_config
 
 DEEP = 1.0e15  # a book so deep that fills happen at the fundamental
+
+
+def target_leverage(target, **params):
+    """The traders section that sets the target_leverage rule's parameters."""
+    return {"rules": {"target_leverage": {"target": target, **params}}}
 
 
 def one_asset(*, shock=-0.10, steps=1, depth=DEEP, traders=None, market=None, margin=None):
@@ -84,7 +90,7 @@ def test_initial_margin_cap_by_hand():
 def test_target_leverage_sells_into_a_fall_by_the_closed_form():
     # 1000 collateral, 50 units at 100 (5x). After -10%: equity 1000 - 500 = 500, leverage 9;
     # the target 5 wants 5 x 500 / 90 units; rebalance 0.5 closes half the gap.
-    cfg = one_asset(traders={"rebalance": 0.5})
+    cfg = one_asset(traders={"rules": {"target_leverage": {"rebalance": 0.5}}})
     m = ContagionModel(cfg, population=population([1000.0], [50.0], ["target_leverage"]))
     m.run()
     want = 5 * 500.0 / 90.0
@@ -93,7 +99,7 @@ def test_target_leverage_sells_into_a_fall_by_the_closed_form():
 
 
 def test_target_leverage_buys_into_a_rise_and_a_set_target_is_used():
-    cfg = one_asset(shock=0.10, traders={"rebalance": 1.0, "target_leverage": 4.0})
+    cfg = one_asset(shock=0.10, traders=target_leverage(4.0, rebalance=1.0))
     m = ContagionModel(cfg, population=population([1000.0], [20.0], ["target_leverage"]))
     m.run()
     equity = 1000.0 + 20 * 10.0
@@ -103,7 +109,7 @@ def test_target_leverage_buys_into_a_rise_and_a_set_target_is_used():
 def test_value_overlay_by_the_closed_form():
     # The price sits 5% below the fundamental (an impact state left by earlier selling):
     # value traders want -E L tanh(log(P/F) / scale) / P on top of what they hold.
-    cfg = one_asset(shock=None, traders={"value_leverage": 2.0, "value_scale": 0.05})
+    cfg = one_asset(shock=None, traders={"rules": {"value": {"leverage": 2.0, "scale": 0.05}}})
     m = ContagionModel(cfg, population=population([1000.0], [1.0], ["value"]))
     m.market.impact[:] = np.log(0.95)
     rule, rows = m.strategies["value"], m.strategy_rows["value"]
@@ -115,7 +121,7 @@ def test_value_overlay_by_the_closed_form():
 
 
 def test_momentum_overlay_by_the_closed_form():
-    cfg = one_asset(shock=None, traders={"momentum_lookback": 3, "momentum_leverage": 1.5})
+    cfg = one_asset(shock=None, traders={"rules": {"momentum": {"lookback": 3, "leverage": 1.5}}})
     m = ContagionModel(cfg, population=population([1000.0], [1.0], ["momentum"]))
     rule, rows = m.strategies["momentum"], m.strategy_rows["momentum"]
     scale = max(m.market.volatility[0] * np.sqrt(3 * m.market.dt), 1e-3)
@@ -129,17 +135,17 @@ def test_momentum_overlay_by_the_closed_form():
 def test_noise_orders_come_from_model_rng_only():
     cfg = build_config(small_config(traders={"count": 300, "strategies": {"noise": 1.0}}))
     state = np.random.get_state()  # noqa: NPY002 - checking the legacy global stream
-    a = ContagionModel(cfg, agents=False).run(5)
+    a = ContagionModel(cfg, create_agents=False).run(5)
     assert np.array_equal(np.random.get_state()[1], state[1])  # noqa: NPY002
-    b = ContagionModel(cfg, agents=False).run(5)
-    c = ContagionModel(cfg, rng=cfg.seed + 1, agents=False).run(5)
+    b = ContagionModel(cfg, create_agents=False).run(5)
+    c = ContagionModel(cfg, rng=cfg.seed + 1, create_agents=False).run(5)
     np.testing.assert_array_equal(a.book.qty, b.book.qty)
     assert not np.array_equal(a.book.qty, c.book.qty)
     assert not np.array_equal(a.book.qty, a.population.qty)  # they did trade
 
 
 def test_flat_accounts_do_not_trade():
-    cfg = one_asset(shock=None, traders={"target_leverage": 3.0})
+    cfg = one_asset(shock=None, traders=target_leverage(3.0))
     m = ContagionModel(cfg, population=population([1000.0], [0.0], ["target_leverage"]))
     m.run()
     assert m.book.qty[0, 0] == 0.0
@@ -150,7 +156,7 @@ def test_flat_accounts_do_not_trade():
 
 def test_opened_positions_respect_the_initial_margin_cap():
     # the rule wants 30x, the venue allows 10x: it stops at collateral = N / 10
-    cfg = one_asset(shock=None, traders={"target_leverage": 30.0, "rebalance": 1.0})
+    cfg = one_asset(shock=None, traders=target_leverage(30.0, rebalance=1.0))
     m = ContagionModel(cfg, population=population([1000.0], [20.0], ["target_leverage"]))
     m.run()
     notional = abs(m.book.qty[0, 0]) * m.market.price[0]
@@ -161,7 +167,7 @@ def test_isolated_positions_get_margin_from_the_wallet_and_release_it():
     # isolated account: 1000 collateral, 10 units at 100 with 500 of margin; the rule targets
     # 4x on equity 1000 (40 units) and margins what it opens at 4x: 25 a unit from the free
     # wallet of 500, so the cap lets it open 20
-    cfg = one_asset(shock=None, traders={"target_leverage": 4.0, "rebalance": 1.0})
+    cfg = one_asset(shock=None, traders=target_leverage(4.0, rebalance=1.0))
     pop = population([500.0], [10.0], ["target_leverage"], isolated=[[True]], margin=[[500.0]])
     m = ContagionModel(cfg, population=pop)
     equity0 = m.book.equity(m.mark)[0]
@@ -179,7 +185,7 @@ def test_isolated_positions_get_margin_from_the_wallet_and_release_it():
     # moving margin is not a gain or a loss: the collateral is where it was
     assert m.book.wallet[0] + m.book.margin[0, 0] == pytest.approx(equity0, rel=1e-12)
     # a lower target (1x: 10 units) sells two thirds; the margin left is a third
-    m.config.traders.target_leverage = 1.0
+    m.strategies["target_leverage"].params.target = 1.0
     m.strategies["target_leverage"]._setup_rows = None  # re-read the target
     m.step()
     assert m.book.qty[0, 0] == pytest.approx(10.0, rel=1e-6)
@@ -223,7 +229,7 @@ def test_target_leverage_amplifies_and_value_damps_a_shock():
 def test_target_leverage_population_deepens_a_liquidation_cascade():
     base = small_config(traders={"count": 600, "strategies": {"hold": 1.0}})
     tl = small_config(traders={"count": 600, "strategies": {"target_leverage": 1.0}})
-    runs = [ContagionModel(build_config(d), agents=False).run() for d in (base, tl)]
+    runs = [ContagionModel(build_config(d), create_agents=False).run() for d in (base, tl)]
     hold, lev = (r.summary() for r in runs)
     assert lev["max_drawdown"]["BTC"] > hold["max_drawdown"]["BTC"]
 
@@ -239,7 +245,7 @@ def test_money_conserved_every_step_with_every_rule_trading(mode):
             shocks=[{"step": 5, "asset": "BTC", "return": -0.15}],
         )
     )
-    m = ContagionModel(cfg, agents=False)
+    m = ContagionModel(cfg, create_agents=False)
     for _ in range(cfg.steps):
         m.step()
         total = m.money()["total"]
@@ -287,14 +293,13 @@ def test_extreme_rules_on_a_tiny_book_stay_finite_and_conserve_money():
                 "count": 300,
                 "assets_per_trader": 1,
                 "strategies": {"target_leverage": 0.5, "momentum": 0.5},
-                "target_leverage": 100.0,
-                "momentum_leverage": 100.0,
+                "rules": {"target_leverage": {"target": 100.0}, "momentum": {"leverage": 100.0}},
             },
             shocks=[{"step": 3, "asset": "BTC", "return": -0.3}],
             market={"volatility": 0.8, "depth_stress": 1.0, "funding_interval": 2},
         )
     )
-    m = ContagionModel(cfg, agents=False)
+    m = ContagionModel(cfg, create_agents=False)
     with np.errstate(all="ignore"):
         for _ in range(cfg.steps):
             m.step()
@@ -309,7 +314,7 @@ def test_a_crowd_opening_at_once_stays_within_its_initial_margin_at_the_fill_pri
     """Many re-sized buyers on a thin book: sized at the pre-batch price alone, their own impact
     would carry them far past the cap; sized again at the quoted fill price, it cannot."""
     n = 200
-    cfg = one_asset(shock=None, depth=1.0e4, traders={"target_leverage": 10.0, "rebalance": 1.0})
+    cfg = one_asset(shock=None, depth=1.0e4, traders=target_leverage(10.0, rebalance=1.0))
     pop = population([1000.0] * n, [1.0] * n, ["target_leverage"] * n)
     m = ContagionModel(cfg, population=pop)
     m.run()
@@ -319,3 +324,75 @@ def test_a_crowd_opening_at_once_stays_within_its_initial_margin_at_the_fill_pri
     equity = m.book.equity(m.mark)
     # every account's position fits its initial margin at the max leverage (10x) at the fill price
     assert (notional / 10.0 <= equity * (1 + 1e-9)).all()
+
+
+# ---- a rule of one's own -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_rule():
+    """A rule registered the way a user registers one in their own file; removed afterwards."""
+    from dataclasses import dataclass
+
+    from agents.params import spec
+    from agents.strategies import Strategy, register_rule
+
+    @dataclass
+    class SteadyBuyerParams:
+        units: float = spec(1.0, doc="units bought every step", ge=0, le=1e6)
+
+    @register_rule("steady_buyer")
+    class SteadyBuyer(Strategy):
+        Params = SteadyBuyerParams
+
+        def orders(self, rows):
+            dq = np.zeros((len(rows), self.model.book.n_assets))
+            dq[:, 0] = self.params.units
+            return dq
+
+    yield SteadyBuyer
+    del STRATEGIES["steady_buyer"]
+
+
+def test_a_registered_rule_is_configured_validated_and_traded(own_rule):
+    from model.config import apply_overrides, describe
+
+    data = {
+        "seed": 1,
+        "steps": 3,
+        "market": {"volatility": 0.0, "resilience": 0.0},
+        "assets": [{"symbol": "X", "price": 100.0, "depth": DEEP, "max_leverage": 10}],
+        "traders": {"count": 5, "leverage": 2.0, "strategies": {"steady_buyer": 1.0}},
+        "margin": {"fee": 0.0},
+    }
+    cfg = build_config(apply_overrides(data, {"traders.rules.steady_buyer.units": "2.5"}))
+    assert cfg.traders.rules["steady_buyer"].units == 2.5
+    m = ContagionModel(cfg)
+    assert type(m.strategies["steady_buyer"]) is own_rule
+    start = m.book.qty[:, 0].copy()
+    m.run()
+    # a book so deep the price stays at 100, leverage 2 of 10: every order fits the margin
+    np.testing.assert_allclose(m.book.qty[:, 0], start + 3 * 2.5, rtol=1e-12)
+    assert "traders.rules.steady_buyer.units" in {row["key"] for row in describe()}
+    with pytest.raises(ConfigError, match=r"^traders.rules.steady_buyer.units: must be >= 0"):
+        build_config(apply_overrides(data, {"traders.rules.steady_buyer.units": -1}))
+
+
+def test_register_rule_refuses_what_it_cannot_configure():
+    from agents.strategies import Strategy, register_rule
+
+    with pytest.raises(ValueError, match="already registered"):
+
+        @register_rule("noise")
+        class NotNoise(Strategy):
+            pass
+
+    with pytest.raises(TypeError, match="Params must be a dataclass"):
+
+        @register_rule("bad_params")
+        class BadParams(Strategy):
+            Params = dict
+
+    with pytest.raises(ValueError, match="use letters"):
+        register_rule("with space")
+    assert "bad_params" not in STRATEGIES and STRATEGIES["noise"].__name__ == "Noise"

@@ -255,7 +255,7 @@ def test_serial_runs_equal_direct_model_runs(reference):
         ),
         base_dir=spec.base_dir,
     )
-    s = ContagionModel(cfg, agents=False).run().summary()
+    s = ContagionModel(cfg, create_agents=False).run().summary()
     assert row["accounts_liquidated"] == s["accounts_liquidated"]
     assert row["fraction_liquidated"] == s["fraction_liquidated"]
     assert row["max_drawdown"] == s["max_drawdown"]["worst"]

@@ -147,7 +147,7 @@ def _run(quick, out_dir, seed):
                 wallet = np.where(k_b > 0, SIZE / lev, 0.0)
                 wallet[first] = -1.0  # fails at once: liquidated in round 1
                 model = ContagionModel(
-                    cfg, population=make_population(wallet, qty, 1.0), agents=False
+                    cfg, population=make_population(wallet, qty, 1.0), create_agents=False
                 )
                 model.step()
                 engine_failed = model.liquidation_count > 0

@@ -88,7 +88,7 @@ def _one_case(wallet, qty, beta, shock, depth):
         insurance_fund=1.0e9,
         name="fixed-point",
     )
-    model = ContagionModel(cfg, population=make_population(wallet, qty, P0), agents=False)
+    model = ContagionModel(cfg, population=make_population(wallet, qty, P0), create_agents=False)
     model.step()
     fills = model.tables()["liquidations"]
     round_prices = fills.groupby("round")["price"].first().to_numpy()

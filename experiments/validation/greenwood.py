@@ -109,7 +109,9 @@ def _run_instance(prices, depth, a, b, m, f):
     )
     equity = a / (1.0 + b)
     qty = a[:, None] * m / prices[None, :]
-    model = ContagionModel(cfg, population=make_population(equity, qty, prices), agents=False)
+    model = ContagionModel(
+        cfg, population=make_population(equity, qty, prices), create_agents=False
+    )
     rows = np.arange(a.size)
     rule = LeverageTargeting(model, rows, target=a / equity, weights=m)
     model.strategies = {rule.name: rule}

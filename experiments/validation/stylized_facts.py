@@ -164,7 +164,7 @@ def simulated_returns(config_path=None, steps: int | None = None):
         config_path = Path(__file__).resolve().parents[1] / "configs" / "baseline.toml"
     overrides = {} if steps is None else {"steps": steps}
     cfg = load_config(config_path, overrides=overrides)
-    model = ContagionModel(cfg, agents=False)
+    model = ContagionModel(cfg, create_agents=False)
     model.run()
     market = model.tables()["market"]
     out, forced_steps = {}, {}

@@ -1,0 +1,122 @@
+"""The fill log: every forced fill of a run, one home for the liquidation engine and ADL.
+
+A fill is one position closed (wholly or in part) by the venue: by a liquidation round
+(``full`` or ``partial``) or by auto-deleveraging (``adl``). Each is recorded with when it
+happened (step, round), whose position it was, the closed quantity (signed as the position
+was), the fill price, the closed notional, the fee charged and the bad debt it left. The log
+keeps the fills as column arrays in the order they were made; ``liquidations.parquet`` is
+:meth:`FillLog.table`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["COLUMNS", "FillLog", "Kind"]
+
+
+class Kind(enum.IntEnum):
+    """What closed a position; the integer is the code stored in the log."""
+
+    FULL = 0  # a liquidation that closed the whole unit
+    PARTIAL = 1  # a liquidation that closed the smallest fraction restoring the margin
+    ADL = 2  # auto-deleveraging: a profitable position closed at a bankruptcy price
+
+    @classmethod
+    def labels(cls) -> list[str]:
+        """Names of the kinds in code order: the categories of the ``kind`` column."""
+        return [k.name.lower() for k in cls]
+
+
+# Column -> dtype, in the order of liquidations.parquet.
+COLUMNS: dict[str, type] = {
+    "step": np.int64,
+    "round": np.int64,
+    "trader_id": np.int64,
+    "asset": np.int64,
+    "quantity": np.float64,
+    "price": np.float64,
+    "notional": np.float64,
+    "fee": np.float64,
+    "bad_debt": np.float64,
+    "kind": np.int8,
+}
+
+
+class FillLog:
+    """Every forced fill so far, as columns.
+
+    Args:
+        ids: (n,) trader ids of the book's rows (fills are appended by row, stored by id).
+    """
+
+    def __init__(self, ids: np.ndarray):
+        self.ids = np.asarray(ids)
+        self.dtypes = {**COLUMNS, "trader_id": self.ids.dtype}  # ids keep their own type
+        self._chunks: list[dict[str, np.ndarray]] = []
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(
+        self, step, rnd, rows, asset, quantity, price, notional, fee, bad_debt, kind
+    ) -> None:
+        """Record a batch of fills of one round.
+
+        Args:
+            step, rnd: when (the round of the step).
+            rows: (k,) book rows of the positions closed.
+            asset: (k,) asset index of each fill, or one index for all.
+            quantity: (k,) closed quantity, signed as the position was.
+            price, notional, fee, bad_debt: (k,) or scalars broadcast to every fill.
+            kind: a :class:`Kind`, or (k,) kinds.
+        """
+        rows = np.asarray(rows)
+        k = rows.size
+        if k == 0:
+            return
+        values = {
+            "step": step,
+            "round": rnd,
+            "trader_id": self.ids[rows],
+            "asset": asset,
+            "quantity": quantity,
+            "price": price,
+            "notional": notional,
+            "fee": fee,
+            "bad_debt": bad_debt,
+            "kind": kind,
+        }
+        chunk = {}
+        for name, dtype in self.dtypes.items():
+            column = np.array(values[name], dtype=dtype)  # a copy: the log owns its columns
+            if column.ndim == 0:
+                column = np.broadcast_to(column, (k,))
+            column.flags.writeable = False
+            chunk[name] = column
+        self._chunks.append(chunk)
+        self._size += k
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Every fill so far as typed columns (asset and kind as integer codes; read-only)."""
+        if not self._chunks:
+            return {name: np.zeros(0, dtype=dtype) for name, dtype in self.dtypes.items()}
+        if len(self._chunks) > 1:  # concatenate once; later calls reuse the result
+            merged = {}
+            for name in COLUMNS:
+                merged[name] = np.concatenate([c[name] for c in self._chunks])
+                merged[name].flags.writeable = False
+            self._chunks = [merged]
+        return dict(self._chunks[0])
+
+    def table(self, symbols: list[str]) -> pd.DataFrame:
+        """The fills as liquidations.parquet holds them: asset and kind as categoricals."""
+        cols = self.columns()
+        df = pd.DataFrame(cols)
+        df["asset"] = pd.Categorical.from_codes(cols["asset"], symbols)
+        df["kind"] = pd.Categorical.from_codes(cols["kind"].astype(np.int64), Kind.labels())
+        return df

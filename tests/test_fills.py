@@ -1,0 +1,66 @@
+"""The fill log: typed columns, one append for every kind, the liquidations table."""
+
+import numpy as np
+import pandas as pd
+
+from model.fills import COLUMNS, FillLog, Kind
+
+
+def test_kind_codes_and_labels_are_the_table_categories():
+    assert [int(k) for k in Kind] == [0, 1, 2]
+    assert Kind.labels() == ["full", "partial", "adl"]
+
+
+def test_an_empty_log_has_typed_empty_columns_and_table():
+    log = FillLog(np.array([7, 8], dtype=np.int64))
+    cols = log.columns()
+    assert list(cols) == list(COLUMNS)
+    for name, dtype in COLUMNS.items():
+        assert cols[name].shape == (0,) and cols[name].dtype == dtype, name
+    df = log.table(["X"])
+    assert len(df) == 0 and list(df.columns) == list(COLUMNS)
+    assert list(df["kind"].cat.categories) == ["full", "partial", "adl"]
+    assert len(log) == 0
+
+
+def test_appends_keep_order_map_rows_to_ids_and_broadcast_scalars():
+    log = FillLog(np.array([10, 20, 30], dtype=np.int64))
+    # a liquidation round: two fills with their own kinds, fees and bad debt
+    log.append(
+        4,
+        2,
+        [2, 0],
+        [1, 0],
+        [1.5, -2.0],
+        [9.0, 90.0],
+        [13.5, 180.0],
+        [0.1, 0.2],
+        [0.0, 5.0],
+        np.array([Kind.FULL, Kind.PARTIAL]),
+    )
+    # an ADL batch: one asset for every fill, no fee, no bad debt
+    log.append(4, 2, np.array([1]), 0, [-3.0], [95.0], [285.0], 0.0, 0.0, Kind.ADL)
+    log.append(5, 1, np.zeros(0, np.int64), 0, [], [], [], 0.0, 0.0, Kind.FULL)  # nothing
+    cols = log.columns()
+    assert len(log) == 3
+    assert cols["trader_id"].tolist() == [30, 10, 20]
+    assert cols["step"].tolist() == [4, 4, 4] and cols["round"].tolist() == [2, 2, 2]
+    assert cols["asset"].tolist() == [1, 0, 0]
+    assert cols["fee"].tolist() == [0.1, 0.2, 0.0]
+    assert cols["bad_debt"].tolist() == [0.0, 5.0, 0.0]
+    assert cols["kind"].tolist() == [0, 1, 2]
+    for name, dtype in COLUMNS.items():
+        assert cols[name].dtype == dtype, name
+    df = log.table(["BTC", "ETH"])
+    assert df["asset"].astype(str).tolist() == ["ETH", "BTC", "BTC"]
+    assert df["kind"].astype(str).tolist() == ["full", "partial", "adl"]
+    assert isinstance(df["kind"].dtype, pd.CategoricalDtype)
+
+
+def test_columns_are_the_log_not_a_copy_to_scribble_on():
+    log = FillLog(np.array([1], dtype=np.int64))
+    quantity = np.array([2.0])
+    log.append(1, 1, [0], 0, quantity, [1.0], [2.0], 0.0, 0.0, Kind.FULL)
+    quantity[0] = 99.0  # the caller's array is not the log's
+    assert log.columns()["quantity"].tolist() == [2.0]
+    assert not log.columns()["quantity"].flags.writeable
