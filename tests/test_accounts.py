@@ -94,6 +94,7 @@ def test_equity_and_margin_ratio_by_hand():
 
 
 @pytest.mark.parametrize("isolated", [False, True])
+@pytest.mark.slow
 def test_liquidation_price_matches_brute_force_scan(isolated):
     """Scan each position's price on a fine grid (others fixed) and find where the unit flips."""
     rng = np.random.default_rng(11)

@@ -1,5 +1,6 @@
-"""The dashboard: served by ``contagion viz`` and driven in a real browser (Debian's Chromium,
-through Playwright), plus its model and charts without a browser."""
+"""The dashboard: served by ``contagion viz`` and driven in a real browser (Chromium, through
+Playwright; the test is skipped where there is none, see tests/conftest.py), plus its model and
+charts without a browser."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ import pytest
 from experiments.app import CascadePanel, DashboardModel, EquityPanel, PricePanel, RoundsPanel
 from experiments.cli import main
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -99,14 +99,15 @@ def _chart_images(page) -> list[bytes]:
     return [base64.b64decode(b) for b in page.evaluate(_IMAGE_BYTES)]
 
 
-def test_dashboard_in_a_real_browser(server, tmp_path):
-    assert Path(CHROMIUM).exists(), "Debian's chromium is needed: apt-get install chromium"
+@pytest.mark.slow
+@pytest.mark.browser
+def test_dashboard_in_a_real_browser(chromium, server, tmp_path):
     from PIL import Image
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1300})
             page.set_default_timeout(120_000)
@@ -201,28 +202,30 @@ def test_dashboard_model_takes_the_sliders_values():
     assert fundamental[2, 0] / fundamental[1, 0] == pytest.approx(0.9, rel=0.02)
 
 
-def test_charts_stay_fast_at_5000_traders(monkeypatch):
-    """One step and every custom chart rendered to PNG, at 5,000 traders, in CPU seconds."""
-    import solara
+def test_charts_draw_a_large_cascade_at_5000_traders(monkeypatch):
+    """One step with a large cascade at 5,000 traders and every custom chart rendered to PNG
+    (benchmarks/bench.py's ``teaching`` section measures how long that takes)."""
+    from PIL import Image
 
     from experiments import app
 
     figures = []
     monkeypatch.setattr(app.solara, "FigureMatplotlib", lambda fig, **kw: figures.append(fig))
-    assert solara.FigureMatplotlib is not None
     m = DashboardModel(traders=5000, leverage=20.0)
-    for _ in range(m.config.shocks[0].step - 1):
-        m.step()
-    t0 = time.process_time()
-    m.step()  # the shock and its cascade
+    shock_step = m.config.shocks[0].step
+    for _ in range(shock_step):
+        m.step()  # the last one: the shock and its cascade
     for panel in (PricePanel, EquityPanel, RoundsPanel, CascadePanel):
         panel(m)
-    for fig in figures:
-        fig.savefig(io.BytesIO(), format="png")
-    cpu = time.process_time() - t0
     assert m.last.accounts > 1000, "a large cascade, to draw at full size"
     assert len(figures) == 4
-    assert cpu < 3.0, f"a step and its charts took {cpu:.2f} CPU seconds"
+    assert figures[3].axes[0].get_title() == f"contagion network of step {shock_step}, by round"
+    for fig in figures:
+        png = io.BytesIO()
+        fig.savefig(png, format="png")
+        assert png.getvalue().startswith(b"\x89PNG")
+        img = np.asarray(Image.open(png).convert("L"), dtype=float)
+        assert img.std() > 10, "a chart with nothing drawn on it"
 
 
 def test_viz_bad_port_is_one_line_exit_2(capsys, monkeypatch):

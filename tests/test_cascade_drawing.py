@@ -14,7 +14,7 @@ from experiments.cascade_drawing import (
     largest_cascade_step,
     write_cascade_png,
 )
-from tests.test_metrics import _edges, _liquidations
+from tests.helpers import hand_edges, hand_liquidations
 
 
 def _by_round(lay):
@@ -24,7 +24,7 @@ def _by_round(lay):
 
 
 def test_layout_is_layered_by_round():
-    lay = cascade_layout(_edges(), 3)
+    lay = cascade_layout(hand_edges(), 3)
     nodes = lay.nodes
     # event nodes: root; round 1: traders 1, 2; round 2: 3, 4, 1; round 3: 5
     assert sorted(zip(nodes["round"], nodes["label"], strict=True)) == [
@@ -107,7 +107,7 @@ def test_layout_by_hand_with_groups_and_an_aggregate():
 
 def test_nodes_coloured_by_label_and_sized_by_the_notional_of_each_liquidation():
     labels = pd.Series({1: "a", 2: "b", 3: "a", 4: "b", 5: "a"}, name="group")
-    fig = draw_cascade(_edges(), 3, _liquidations(), labels=labels, categories=["b", "a"])
+    fig = draw_cascade(hand_edges(), 3, hand_liquidations(), labels=labels, categories=["b", "a"])
     ax = fig.axes[0]
     legend = ax.get_legend()
     # liquidations of step 3: label a: (1, 1), (2, 1), (2, 3), (3, 5); label b: (1, 2), (2, 4)
@@ -126,10 +126,10 @@ def _rgb(hex_colour: str) -> tuple[float, float, float]:
 
 
 def test_largest_cascade_and_png(tmp_path):
-    assert largest_cascade_step(_edges()) == 3
+    assert largest_cascade_step(hand_edges()) == 3
     path = tmp_path / "cascade.png"
-    write_cascade_png(path, _edges(), _liquidations())
+    write_cascade_png(path, hand_edges(), hand_liquidations())
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     empty = tmp_path / "empty.png"
-    write_cascade_png(empty, _edges().iloc[:0])
+    write_cascade_png(empty, hand_edges().iloc[:0])
     assert empty.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

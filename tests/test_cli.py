@@ -4,9 +4,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 import tomli_w
 
-from tests.conftest import small_config
+from tests.helpers import small_config
 
 
 def run_cli(*args, cwd=None):
@@ -19,6 +20,7 @@ def run_cli(*args, cwd=None):
     )
 
 
+@pytest.mark.slow
 def test_run_writes_the_folder_and_honours_set_and_seed(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text(tomli_w.dumps(small_config(steps=12)))
@@ -44,6 +46,7 @@ def test_run_writes_the_folder_and_honours_set_and_seed(tmp_path):
     assert (out / "cascade.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_bad_key_exits_2_with_one_line_naming_it(tmp_path):
     data = small_config()
     data["market"]["volatilty"] = 0.3
@@ -57,6 +60,7 @@ def test_bad_key_exits_2_with_one_line_naming_it(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_bad_value_and_missing_file_exit_2(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text(tomli_w.dumps(small_config()))

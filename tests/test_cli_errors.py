@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import tomli_w
-from conftest import small_config
 
 from experiments.cli import main
+from tests.helpers import small_config
 
 
 @pytest.fixture

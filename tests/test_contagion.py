@@ -529,7 +529,7 @@ def test_info_counts_nodes_edges_and_truncation():
 def test_run_folder_holds_the_graph_files_and_says_when_truncated(tmp_path):
     import pandas as pd
 
-    from tests.conftest import small_config
+    from tests.helpers import small_config
 
     cfg = build_config(small_config(steps=12, contagion={"max_edges": 50, "top_contributors": 2}))
     m = ContagionModel(cfg, create_agents=False).run()
@@ -558,7 +558,7 @@ def test_run_folder_holds_the_graph_files_and_says_when_truncated(tmp_path):
 def test_partial_liquidations_in_a_run_add_to_nodes_and_edges():
     """Accounts partially liquidated several times stay one node; each liquidation brings
     incoming weight 1, so a node's incoming weight is its number of liquidations."""
-    from tests.conftest import small_config
+    from tests.helpers import small_config
 
     m = ContagionModel(build_config(small_config(steps=30)), create_agents=False).run()
     g = m.contagion_graph

@@ -7,7 +7,6 @@ import contextlib
 import io
 import json
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,14 +37,13 @@ def _half_digit(unit: str | None) -> float:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """Run ``contagion demo`` once; keep what it printed, how long it took and its folder."""
+    """Run ``contagion demo`` once; keep what it printed and its folder (benchmarks/bench.py's
+    ``teaching`` section measures how long it takes)."""
     out = tmp_path_factory.mktemp("demo") / "run"
     buf = io.StringIO()
-    t0 = time.perf_counter()
     with contextlib.redirect_stdout(buf):
         code = run_demo_command(out=out)
-    seconds = time.perf_counter() - t0
-    return {"code": code, "text": buf.getvalue(), "out": out, "seconds": seconds}
+    return {"code": code, "text": buf.getvalue(), "out": out}
 
 
 def _sections(text: str) -> tuple[str, str]:
@@ -161,9 +159,8 @@ def test_comparison_and_lesson_follow_from_the_two_runs(demo):
     assert f"{cross_sum['accounts_liquidated']:,} vs {iso_sum['accounts_liquidated']:,}" in lesson
 
 
-def test_demo_writes_folders_figures_and_narration_quickly(demo):
+def test_demo_writes_folders_figures_and_narration(demo):
     out = demo["out"]
-    assert demo["seconds"] < 30, f"the demo took {demo['seconds']:.1f}s"
     for folder in (out, out / "isolated"):
         for name in ("market.parquet", "steps.parquet", "liquidations.parquet", "summary.json"):
             assert (folder / name).is_file()

@@ -17,12 +17,12 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import small_config
 
 from agents.market import Market
 from model import ContagionModel
 from model.config import AssetConfig, MarketConfig, build_config
 from model.results import INCOMPLETE_MARKER, RUN_FILES, money_scale, run_status
+from tests.helpers import small_config
 
 # Columns where NaN is a documented value ("no such price"), not a numerical failure.
 NAN_MEANS_NONE = ("liquidation_price_", "leverage", "margin_ratio")
@@ -118,6 +118,7 @@ def test_extreme_parameters_run_to_the_end_with_finite_outputs(tmp_path, patch):
     assert summary["money_error"] <= 1e-9
 
 
+@pytest.mark.slow
 def test_long_run_small_population():
     # vol 10 drifts the log price down by sigma^2 / 2 = 50 a year: 40,000 two-hour steps (9
     # years) take the fundamental to the price floor long before the end, and the run must
@@ -175,6 +176,7 @@ def run_cli(*args):
     return proc.returncode, proc.stderr
 
 
+@pytest.mark.slow
 def test_price_floor_warning_goes_to_stderr_and_summary(tmp_path):
     data = extreme_config(steps=400, market={"volatility": 50.0, "step_minutes": 1440.0})
     path = write_config(tmp_path, data)
@@ -190,6 +192,7 @@ def test_price_floor_warning_goes_to_stderr_and_summary(tmp_path):
     assert any("floor" in w for w in summary["warnings"])
 
 
+@pytest.mark.slow
 def test_round_limit_warning_goes_to_stderr_and_summary(tmp_path):
     data = small_config(steps=12, traders={"count": 400, "leverage": 40.0})
     data["margin"]["max_rounds"] = 1
@@ -213,8 +216,8 @@ def test_round_limit_warning_goes_to_stderr_and_summary(tmp_path):
 _KILLED_WRITER = textwrap.dedent(
     """
     import os, signal, sys
-    sys.path.insert(0, {tests!r})
-    from conftest import small_config
+    sys.path.insert(0, {root!r})
+    from tests.helpers import small_config
     import model.storage as storage
     from model import ContagionModel
     from model.config import build_config
@@ -238,12 +241,17 @@ _KILLED_WRITER = textwrap.dedent(
 
 
 @pytest.mark.parametrize("target", ["liquidations.parquet", "contagion.graphml", "summary.json"])
+@pytest.mark.slow
 def test_run_folder_killed_mid_write_is_marked_incomplete_and_recovers(tmp_path, target):
     out = tmp_path / "run"
     # a complete earlier run in the same folder: its files must not pass for the new run's
     run_quietly(small_config(steps=3, traders={"count": 20}), out)
     assert run_status(out) == "complete"
-    script = _KILLED_WRITER.format(tests=os.path.dirname(__file__), target=target, out=str(out))
+    script = _KILLED_WRITER.format(
+        root=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        target=target,
+        out=str(out),
+    )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     assert (out / INCOMPLETE_MARKER).exists()
@@ -268,6 +276,7 @@ def test_run_status_of_missing_and_partial_folders(tmp_path):
     assert run_status(tmp_path / "partial") == "incomplete"
 
 
+@pytest.mark.slow
 def test_degenerate_market_stops_with_one_clean_line(tmp_path):
     # A one-dollar book at a price of 1e-12 with orders of 100x equity: every trade drives the
     # price to a limit and balances can compound beyond floating point. The run either finishes

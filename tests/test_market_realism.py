@@ -10,7 +10,7 @@ from model.config import AssetConfig, MarketConfig, build_config
 from model.funding import INTEREST_BAND, funding_rate
 from model.population import Population
 from model.results import money_scale
-from tests.conftest import small_config
+from tests.helpers import small_config
 
 
 def one_asset(*, shock=-0.10, steps=1, depth=1.0e15, market=None, traders=None, margin=None):

@@ -50,6 +50,7 @@ def test_off_by_default_is_the_constant_volatility_gbm():
     np.testing.assert_allclose(r, expected, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.slow
 def test_garch_variance_and_acf_of_squared_returns_match_the_closed_form():
     alpha, beta = 0.1, 0.8
     r = fundamental_returns(garch_alpha=alpha, garch_beta=beta)
@@ -73,6 +74,7 @@ def test_garch_variance_and_acf_of_squared_returns_match_the_closed_form():
     assert kurtosis(flat) == pytest.approx(3.0, abs=0.15)
 
 
+@pytest.mark.slow
 def test_student_t_innovations_keep_variance_and_correlation_and_fatten_the_tails():
     nu = 12.0
     r = fundamental_returns(correlation=0.6, innovation_dof=nu)

@@ -24,65 +24,11 @@ from model.metrics import (
     overlap_projection,
     systemic_importance,
 )
-from tests.conftest import small_config
-
-
-def _liquidations():
-    rows = [
-        # step, round, trader, asset, notional, kind
-        (3, 1, 1, "BTC", 100.0, "full"),
-        (3, 1, 1, "ETH", 50.0, "full"),
-        (3, 1, 2, "BTC", 80.0, "partial"),
-        (3, 2, 3, "BTC", 40.0, "full"),
-        (3, 2, 4, "ETH", 60.0, "full"),
-        (3, 2, 1, "BTC", 30.0, "partial"),
-        (3, 2, 99, "BTC", 500.0, "adl"),  # not a liquidation
-        (3, 3, 5, "BTC", 10.0, "full"),
-        (7, 1, 6, "ETH", 5.0, "full"),
-        (9, 1, 7, "BTC", 1.0, "full"),
-        (9, 1, 8, "BTC", 2.0, "full"),
-        (9, 1, 9, "BTC", 3.0, "full"),
-        (9, 2, 10, "BTC", 4.0, "full"),
-    ]
-    df = pd.DataFrame(rows, columns=["step", "round", "trader_id", "asset", "notional", "kind"])
-    df["kind"] = pd.Categorical(df["kind"], ["full", "partial", "adl"])
-    return df
-
-
-EDGES = [
-    # step, round, source (None: root), target, weight
-    (3, 1, None, 1, 1.0),
-    (3, 1, None, 2, 1.0),
-    (3, 2, 1, 3, 0.6),
-    (3, 2, 2, 3, 0.4),
-    (3, 2, 1, 4, 0.5),
-    (3, 2, 2, 4, 0.5),
-    (3, 2, 1, 1, 0.7),
-    (3, 2, 2, 1, 0.3),
-    (3, 3, 3, 5, 0.2),
-    (3, 3, 4, 5, 0.3),
-    (3, 3, 1, 5, 0.5),
-    (7, 1, None, 6, 1.0),
-    (9, 1, None, 7, 1.0),
-    (9, 1, None, 8, 1.0),
-    (9, 1, None, 9, 1.0),
-    (9, 2, 7, 10, 1 / 6),
-    (9, 2, 8, 10, 2 / 6),
-    (9, 2, 9, 10, 3 / 6),
-]
-
-
-def _edges():
-    df = pd.DataFrame(EDGES, columns=["step", "round", "source", "target", "weight"])
-    df["source_kind"] = pd.Categorical(
-        np.where(df["source"].isna(), "step", "trader"), ["trader", "step", "others"]
-    )
-    df["source"] = df["source"].astype("Int64")
-    return df
+from tests.helpers import HAND_EDGES, hand_edges, hand_liquidations, small_config
 
 
 def test_cascades_by_hand():
-    t = cascades(_liquidations()).set_index("step")
+    t = cascades(hand_liquidations()).set_index("step")
     assert list(t.index) == [3, 7, 9]
     assert t.loc[3, ["accounts", "events", "first_generation", "depth"]].tolist() == [5, 6, 2, 3]
     assert t.loc[7, ["accounts", "events", "first_generation", "depth"]].tolist() == [1, 1, 1, 1]
@@ -92,7 +38,7 @@ def test_cascades_by_hand():
     assert t.loc[3, "root"] == "step:3"
     assert largest_cascade(t) == 5
 
-    g = generation_sizes(_liquidations())
+    g = generation_sizes(hand_liquidations())
     assert g.values.tolist() == [[3, 1, 2], [3, 2, 3], [3, 3, 1], [7, 1, 1], [9, 1, 3], [9, 2, 1]]
 
     d = cascade_size_distribution(t)
@@ -102,13 +48,13 @@ def test_cascades_by_hand():
 
 def test_branching_by_hand():
     # generations: step 3: 2, 3, 1; step 7: 1; step 9: 3, 1
-    b = branching_by_generation(_liquidations())
+    b = branching_by_generation(hand_liquidations())
     assert b["generation"].tolist() == [1, 2, 3]
     assert b["parents"].tolist() == [6, 4, 1]
     assert b["children"].tolist() == [4, 1, 0]
     assert b["cascades"].tolist() == [3, 2, 1]
     np.testing.assert_allclose(b["ratio"], [4 / 6, 1 / 4, 0.0])
-    assert mean_branching(_liquidations()) == pytest.approx(5 / 11)
+    assert mean_branching(hand_liquidations()) == pytest.approx(5 / 11)
 
 
 def _paths_downstream(event, edges, value):
@@ -148,13 +94,13 @@ def _debtrank(seed, edges, value):
 
 
 def test_systemic_importance_matches_path_enumeration_and_debtrank():
-    liq = _liquidations()
+    liq = hand_liquidations()
     value = {}
     for r in liq[liq["kind"] != "adl"].itertuples():
         key = (r.step, r.round, r.trader_id)
         value[key] = value.get(key, 0.0) + r.notional
-    trader_edges = [e for e in EDGES if e[2] is not None]
-    si = systemic_importance(_edges(), liq).set_index("trader_id")
+    trader_edges = [e for e in HAND_EDGES if e[2] is not None]
+    si = systemic_importance(hand_edges(), liq).set_index("trader_id")
 
     # by hand: D(3,2,3) = .2 x 10; D(3,2,4) = .3 x 10; D(3,2,1) = .5 x 10;
     # D(3,1,1) = .6 (40 + 2) + .5 (60 + 3) + .7 (30 + 5) = 81.2, trader 1 in all: 86.2
@@ -178,24 +124,24 @@ def test_systemic_importance_matches_path_enumeration_and_debtrank():
 
 
 def test_cascade_metrics_headline():
-    m = cascade_metrics(_liquidations(), _edges())
+    m = cascade_metrics(hand_liquidations(), hand_edges())
     assert m["cascades"] == 3 and m["largest_cascade"] == 5 and m["largest_cascade_step"] == 3
     assert m["max_rounds"] == 3 and m["mean_cascade_size"] == pytest.approx(10 / 3)
     assert m["mean_branching"] == pytest.approx(5 / 11)
     assert m["most_systemic"][0]["trader_id"] == 1
     assert m["most_systemic"][0]["debtrank"] == pytest.approx(86.2 / 385.0)
-    empty = cascade_metrics(_liquidations().iloc[:0], _edges().iloc[:0])
+    empty = cascade_metrics(hand_liquidations().iloc[:0], hand_edges().iloc[:0])
     assert empty["cascades"] == 0 and empty["largest_cascade"] == 0
     assert empty["mean_branching"] == 0.0 and empty["most_systemic"] == []
 
 
 def test_cascade_subgraph():
-    g = cascade_subgraph(_edges(), 3)
+    g = cascade_subgraph(hand_edges(), 3)
     assert set(g.nodes) == {"step:3", 1, 2, 3, 4, 5}
     assert g.nodes[1]["round"] == 1 and g.nodes[1]["rounds"] == 2 and g.nodes[5]["round"] == 3
     assert g.edges[1, 1]["weight"] == pytest.approx(0.7)
     assert g.edges["step:3", 2]["weight"] == 1.0
-    assert set(cascade_subgraph(_edges(), 7).nodes) == {"step:7", 6}
+    assert set(cascade_subgraph(hand_edges(), 7).nodes) == {"step:7", 6}
 
 
 def test_amplification_by_hand():

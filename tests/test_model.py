@@ -8,7 +8,7 @@ import pytest
 from agents.trader import Trader
 from model import ContagionModel
 from model.config import build_config
-from tests.conftest import small_config
+from tests.helpers import small_config
 
 BTC_TIERS = [
     {"cap": 5e4, "rate": 0.004},

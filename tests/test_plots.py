@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import tomli_w
-from conftest import small_config
 from matplotlib.container import BarContainer
 
 from experiments import plots
 from experiments.cli import main
 from experiments.sweep import load_sweep, run_sweep
 from model import ContagionModel
+from tests.helpers import small_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -60,6 +60,7 @@ def test_ccdf_by_hand():
     assert plots.ccdf(np.array([]))[0].size == 0
 
 
+@pytest.mark.slow
 def test_plot_sweep_writes_every_figure_as_png_and_svg(grid_sweep, capsys):
     assert main(["plot", str(grid_sweep)]) == 0
     printed = capsys.readouterr().out.split()
@@ -77,6 +78,7 @@ def test_plot_sweep_writes_every_figure_as_png_and_svg(grid_sweep, capsys):
             _valid(path)
 
 
+@pytest.mark.slow
 def test_phase_diagram_cells_are_the_replicate_statistics(grid_sweep):
     runs = pd.read_parquet(grid_sweep / "runs.parquet")
     fig = plots.phase_diagram(runs)
@@ -113,6 +115,7 @@ def test_paired_difference_matches_the_runs_row_by_row():
     assert got == pytest.approx({(5, 0): -0.2, (5, 1): 0.1, (20, 0): 0.0})
 
 
+@pytest.mark.slow
 def test_plot_run_marks_every_step_with_liquidations(tmp_path, small_cfg):
     model = ContagionModel(small_cfg).run()
     out = model.write_results(tmp_path / "run")
@@ -128,6 +131,7 @@ def test_plot_run_marks_every_step_with_liquidations(tmp_path, small_cfg):
     assert sorted(markers[0].get_offsets()[:, 0].tolist()) == [float(s) for s in steps]
 
 
+@pytest.mark.slow
 def test_saltelli_sweep_gets_sobol_indices(tmp_path):
     pytest.importorskip("SALib")
     out = _sweep(
@@ -167,6 +171,7 @@ def test_bad_folders_exit_2_with_one_line(tmp_path, capsys):
     assert "neither a sweep folder" in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_unfinished_sweep_is_plotted_from_its_records(grid_sweep, tmp_path):
     """An interrupted sweep (no runs.parquet yet) plots the runs that finished."""
     import shutil

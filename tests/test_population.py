@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import small_config
 
 from model.config import ConfigError, build_config
 from model.population import generate_population, read_population
+from tests.helpers import small_config
 
 HEADER = "trader_id,collateral,asset,quantity,entry_price"
 

@@ -9,7 +9,7 @@ import model.model as model_module
 from agents.trader import Trader
 from model import ContagionModel
 from model.config import build_config
-from tests.conftest import small_config
+from tests.helpers import small_config
 
 
 def test_agents_by_default_only_up_to_the_limit(monkeypatch):

@@ -108,6 +108,7 @@ def test_bad_scenario_figures_exit_2_with_one_line(setting, message, tmp_path, c
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
+@pytest.mark.slow
 def test_replays_land_near_the_reported_figures(name):
     """The stylised replays reproduce the reported price falls within a factor 1.5 and the
     liquidated share within a factor 2 (reported figures undercount; the venue is stylised)."""

@@ -25,7 +25,7 @@ from model.screen import (
     log_distance,
     reaches,
 )
-from tests.conftest import small_config
+from tests.helpers import small_config
 
 TIERS = TierTable.from_lists(
     [

@@ -13,7 +13,7 @@ from model.config import ConfigError, build_config
 from model.orders import cap_to_initial_margin, split_order
 from model.population import Population
 from model.results import money_scale
-from tests.conftest import small_config
+from tests.helpers import small_config
 
 DEEP = 1.0e15  # a book so deep that fills happen at the fundamental
 

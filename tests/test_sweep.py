@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import tomli_w
-from conftest import small_config
 
 from experiments.cli import main
 from experiments.sweep import (
@@ -33,6 +32,7 @@ from experiments.sweep import (
     unit_samples,
 )
 from model.config import ConfigError
+from tests.helpers import small_config
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -278,12 +278,14 @@ def test_cascade_table_matches_the_runs(reference, tmp_path):
     assert (merged["size"] == merged["cascades"]).all()
 
 
+@pytest.mark.slow
 def test_parallel_processes_equal_serial(reference, tmp_path):
     spec, runs = reference
     par = run_sweep(spec, tmp_path / "par", ProcessExecutor(2), progress=False)
     pd.testing.assert_frame_equal(_metrics(par), _metrics(runs))
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_equals_serial_and_survives_a_lost_worker(reference, tmp_path):
     pytest.importorskip("dask.distributed")
     from experiments.sweep import DaskExecutor
@@ -314,6 +316,7 @@ def test_dask_local_cluster_equals_serial_and_survives_a_lost_worker(reference, 
         ex.close()
 
 
+@pytest.mark.slow
 def test_a_lost_dask_scheduler_stops_the_sweep_and_resume_finishes_it(reference, tmp_path):
     pytest.importorskip("dask.distributed")
     from dask.distributed import LocalCluster
@@ -356,6 +359,7 @@ def _dies_on_point_1(task, base, base_dir):
     return run_one(task, base, base_dir)
 
 
+@pytest.mark.slow
 def test_a_dying_worker_costs_only_its_own_run(reference, tmp_path):
     spec, runs = reference
     fn = functools.partial(_dies_on_point_1, base=spec.base, base_dir=spec.base_dir)
@@ -414,6 +418,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+@pytest.mark.slow
 def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
     sweep = {
         "replicates": 6,

@@ -59,6 +59,7 @@ def quick_run(tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 def test_validate_writes_one_row_per_check_and_the_figures(quick_run):
     out, checks = quick_run["out"], quick_run["checks"]
     assert set(checks) == {"fixed_point", "greenwood", "caccioli", "thurner", "stylized_facts"}
@@ -75,6 +76,7 @@ def test_validate_writes_one_row_per_check_and_the_figures(quick_run):
     assert quick_run["results"]["passed"] == all(c["passed"] for c in checks.values())
 
 
+@pytest.mark.slow
 def test_fixed_point_check_passes(quick_run):
     c = quick_run["checks"]["fixed_point"]
     assert c["passed"], c["measured"]
@@ -87,6 +89,7 @@ def test_fixed_point_check_passes(quick_run):
     assert table["liquidated (fixed point)"].min() < table["liquidated (fixed point)"].max() / 5
 
 
+@pytest.mark.slow
 def test_greenwood_check_passes(quick_run):
     c = quick_run["checks"]["greenwood"]
     assert c["passed"], c["measured"]
@@ -96,6 +99,7 @@ def test_greenwood_check_passes(quick_run):
     assert (table["liquidations"] == 0).all()
 
 
+@pytest.mark.slow
 def test_caccioli_check_passes(quick_run):
     c = quick_run["checks"]["caccioli"]
     assert c["passed"], c["measured"]
@@ -106,11 +110,13 @@ def test_caccioli_check_passes(quick_run):
     assert row.max() >= 0.5 and row[-1] <= row.max() / 2  # the window closes at high mu_b
 
 
+@pytest.mark.slow
 def test_thurner_check_passes(quick_run):
     c = quick_run["checks"]["thurner"]
     assert c["passed"], c["measured"]
 
 
+@pytest.mark.slow
 def test_stylized_facts_verdicts_follow_the_bands(quick_run):
     """The simulated baseline may or may not be realistic; the verdict must match the bands."""
     c = quick_run["checks"]["stylized_facts"]
@@ -286,7 +292,7 @@ def test_acf_of_an_ar1():
 
 
 def test_sp500_reference_matches_published_figures():
-    """Values from reference/literature.md (S&P 500 daily log returns 1999-2018)."""
+    """Values from docs/reference/literature.md (S&P 500 daily log returns 1999-2018)."""
     s = return_stats(reference_returns())
     assert s["n"] == 5030
     assert s["sd"] == pytest.approx(0.0120, abs=5e-5)

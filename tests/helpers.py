@@ -1,0 +1,141 @@
+"""Builders the test modules share: import them from here (``from tests.helpers import ...``).
+
+Fixtures live in tests/conftest.py; plain functions and data live here, so that no test module
+imports another test module.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "BROWSER_NAMES",
+    "CHROMIUM_OVERRIDE",
+    "DEBIAN_CHROMIUM",
+    "HAND_EDGES",
+    "REQUIRE_BROWSER",
+    "find_chromium",
+    "hand_edges",
+    "hand_liquidations",
+    "small_config",
+]
+
+
+def small_config(**overrides):
+    """A small two-asset config as a TOML-shaped dict, with top-level overrides merged in."""
+    data = {
+        "name": "small",
+        "seed": 7,
+        "steps": 30,
+        "market": {
+            "volatility": 0.8,
+            "correlation": 0.5,
+            "impact_exponent": 0.5,
+            "resilience": 0.1,
+        },
+        "assets": [
+            {"symbol": "BTC", "price": 60000.0, "depth": 2.0e6, "max_leverage": 50},
+            {"symbol": "ETH", "price": 3000.0, "depth": 1.0e6, "max_leverage": 25},
+        ],
+        "traders": {"count": 500, "leverage": 15.0, "assets_per_trader": 2},
+        "margin": {"mode": "cross", "liquidation": "partial", "insurance_fund": 1.0e5},
+        "shocks": [{"step": 10, "asset": "BTC", "return": -0.08}],
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# A hand-made cascade: liquidation fills and contagion edges small enough to work out by hand
+# --------------------------------------------------------------------------------------------
+
+
+def hand_liquidations() -> pd.DataFrame:
+    """Fills of three cascades (steps 3, 7, 9), with one ADL fill that is not a liquidation."""
+    rows = [
+        # step, round, trader, asset, notional, kind
+        (3, 1, 1, "BTC", 100.0, "full"),
+        (3, 1, 1, "ETH", 50.0, "full"),
+        (3, 1, 2, "BTC", 80.0, "partial"),
+        (3, 2, 3, "BTC", 40.0, "full"),
+        (3, 2, 4, "ETH", 60.0, "full"),
+        (3, 2, 1, "BTC", 30.0, "partial"),
+        (3, 2, 99, "BTC", 500.0, "adl"),  # not a liquidation
+        (3, 3, 5, "BTC", 10.0, "full"),
+        (7, 1, 6, "ETH", 5.0, "full"),
+        (9, 1, 7, "BTC", 1.0, "full"),
+        (9, 1, 8, "BTC", 2.0, "full"),
+        (9, 1, 9, "BTC", 3.0, "full"),
+        (9, 2, 10, "BTC", 4.0, "full"),
+    ]
+    df = pd.DataFrame(rows, columns=["step", "round", "trader_id", "asset", "notional", "kind"])
+    df["kind"] = pd.Categorical(df["kind"], ["full", "partial", "adl"])
+    return df
+
+
+HAND_EDGES = [
+    # step, round, source (None: root), target, weight
+    (3, 1, None, 1, 1.0),
+    (3, 1, None, 2, 1.0),
+    (3, 2, 1, 3, 0.6),
+    (3, 2, 2, 3, 0.4),
+    (3, 2, 1, 4, 0.5),
+    (3, 2, 2, 4, 0.5),
+    (3, 2, 1, 1, 0.7),
+    (3, 2, 2, 1, 0.3),
+    (3, 3, 3, 5, 0.2),
+    (3, 3, 4, 5, 0.3),
+    (3, 3, 1, 5, 0.5),
+    (7, 1, None, 6, 1.0),
+    (9, 1, None, 7, 1.0),
+    (9, 1, None, 8, 1.0),
+    (9, 1, None, 9, 1.0),
+    (9, 2, 7, 10, 1 / 6),
+    (9, 2, 8, 10, 2 / 6),
+    (9, 2, 9, 10, 3 / 6),
+]
+
+
+def hand_edges() -> pd.DataFrame:
+    """HAND_EDGES as a contagion_edges table (root edges come from a ``step`` source)."""
+    df = pd.DataFrame(HAND_EDGES, columns=["step", "round", "source", "target", "weight"])
+    df["source_kind"] = pd.Categorical(
+        np.where(df["source"].isna(), "step", "trader"), ["trader", "step", "others"]
+    )
+    df["source"] = df["source"].astype("Int64")
+    return df
+
+
+# --------------------------------------------------------------------------------------------
+# The browser for tests marked ``browser`` (see tests/conftest.py)
+# --------------------------------------------------------------------------------------------
+
+DEBIAN_CHROMIUM = "/usr/bin/chromium"
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome")
+# A path to use instead of looking: a browser elsewhere, or a missing path to see the skip.
+CHROMIUM_OVERRIDE = "CONTAGION_CHROMIUM"
+# Set to 1 (CI does) to make a missing browser an error instead of a skip.
+REQUIRE_BROWSER = "CONTAGION_REQUIRE_BROWSER"
+
+
+def find_chromium() -> str | None:
+    """The Chromium (or Chrome) executable the browser tests drive, or None if there is none.
+
+    ``CONTAGION_CHROMIUM`` names it outright when set (and nothing else is looked at);
+    otherwise Debian's /usr/bin/chromium, then the first of BROWSER_NAMES on PATH.
+    """
+    override = os.environ.get(CHROMIUM_OVERRIDE)
+    candidates = [override] if override else [DEBIAN_CHROMIUM, *map(shutil.which, BROWSER_NAMES)]
+    for path in candidates:
+        if path and Path(path).is_file() and os.access(path, os.X_OK):
+            return str(path)
+    return None
