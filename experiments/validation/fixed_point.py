@@ -5,7 +5,7 @@ fundamental noise. After a shock the fundamental is ``F``. An account with walle
 quantity ``q`` and entry ``e`` is below maintenance at price ``P`` when
 ``W + q (P - e) < r q P``, i.e. when ``P`` is below its liquidation price
 ``LP = (q e - W) / (q (1 - r))``. Liquidating a set ``S`` of accounts sells ``Q(S) = sum q``
-and, by the impact law of DESIGN.md, leaves the price at
+and, by the impact law of docs/design.md, leaves the price at
 ``G(S) = F exp(-0.01 (Q(S) / d) ** beta)`` with ``d`` the 1% depth in units.
 
 Prices only fall, so the liquidated set is always the accounts with the highest liquidation
