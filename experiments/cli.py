@@ -1,11 +1,12 @@
 """The ``contagion`` command line.
 
-``contagion run | sweep | plot | demo | viz | validate``. Bad input exits with status 2 and one
+``contagion run | sweep | calibrate | plot | demo | viz | validate``. Bad input exits with status 2 and one
 line naming the key or file and what is wrong; no traceback.
 
 This module is the only one that knows about ``argparse``: each command turns its arguments
 into typed values and calls one library function (:func:`experiments.run.run_config`,
-:func:`experiments.sweep.run_sweep_command`, :func:`experiments.plots.plot_folder`,
+:func:`experiments.sweep.run_sweep_command`, :func:`experiments.calibrate.run_calibration`,
+:func:`experiments.plots.plot_folder`,
 :func:`experiments.demo.run_demo_command`, :func:`experiments.app.serve_dashboard`,
 :func:`experiments.validate.run_validation`). Nothing imports this module back.
 """
@@ -82,6 +83,18 @@ def cmd_sweep(args) -> int:
     )
 
 
+def cmd_calibrate(args) -> int:
+    run_calibration = _library("calibrate", "experiments.calibrate", "run_calibration")
+    return run_calibration(
+        Path(args.file),
+        out=_path(args.out),
+        workers=args.workers,
+        scheduler=args.scheduler,
+        resume=args.resume,
+        predict=_path(args.predict),
+    )
+
+
 def cmd_plot(args) -> int:
     plot_folder = _library("plot", "experiments.plots", "plot_folder")
     folder = Path(args.dir)
@@ -131,6 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) or 'local'")
     s.add_argument("--resume", action="store_true", help="finish an interrupted sweep")
     s.set_defaults(func=cmd_sweep)
+
+    c = sub.add_parser("calibrate", help="posterior of parameters given observed metrics")
+    c.add_argument("file", help="calibration TOML file ([calibrate])")
+    c.add_argument("--out", help="calibration folder (default results/<name>)")
+    c.add_argument("--workers", type=int, default=None, help="local worker processes")
+    c.add_argument("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) or 'local'")
+    c.add_argument("--resume", action="store_true", help="finish an interrupted calibration")
+    c.add_argument(
+        "--predict",
+        metavar="STRESS.toml",
+        help="run a stress scenario ([stress]) over the posterior draws",
+    )
+    c.set_defaults(func=cmd_calibrate)
 
     pl = sub.add_parser("plot", help="draw the figures of a run or sweep folder")
     pl.add_argument("dir", help="run or sweep folder")

@@ -14,8 +14,6 @@ comparison reads as "same order, same ranking across assets", not as a fit.
 
 from __future__ import annotations
 
-import numpy as np
-
 from model.fills import Kind
 
 __all__ = ["initial_open_interest", "liquidated_share", "scenario_comparison", "scenario_report"]
@@ -23,10 +21,9 @@ __all__ = ["initial_open_interest", "liquidated_share", "scenario_comparison", "
 
 def initial_open_interest(model) -> float:
     """Open interest at the start, in quote currency: one side of every position."""
-    pop = model.population
-    p0 = model.market.initial_price
-    gross = np.abs(pop.qty).sum(axis=0) + np.abs(pop.qty.sum(axis=0))  # traders + market agent
-    return float((gross * p0).sum() / 2.0)
+    from model.results import open_interest
+
+    return open_interest(model.population.qty, model.market.initial_price)
 
 
 def liquidated_share(model) -> float:

@@ -28,6 +28,8 @@ __all__ = [
     "RUN_FILES",
     "build_tables",
     "check_run_folder",
+    "event_metrics",
+    "open_interest",
     "run_status",
     "summarize",
     "write_run",
@@ -232,6 +234,57 @@ def money_scale(model) -> float:
     return float(max(abs(model.initial_money), traders + other, history, traded, 1.0))
 
 
+def open_interest(qty: np.ndarray, prices: np.ndarray) -> float:
+    """Open interest in quote currency: one side of every position, the market agent's
+    (the opposite of the traders' net, ``-qty.sum(axis=0)``) included, at ``prices``, as data
+    vendors count it: ``sum_a (sum_i |q_ia| + |sum_i q_ia|) P_a / 2``."""
+    qty = np.asarray(qty, dtype=float)
+    gross = np.abs(qty).sum(axis=0) + np.abs(qty.sum(axis=0))
+    return float((gross * np.asarray(prices, dtype=float)).sum() / 2.0)
+
+
+def _ratio(num: float, den: float) -> float:
+    """``num / den``, 0 when the denominator is 0 (nothing to divide: nothing happened)."""
+    return float(num / den) if den > 0 else 0.0
+
+
+def event_metrics(model) -> dict[str, float]:
+    """The figures reported for real liquidation events, as run metrics (summary.json and
+    runs.parquet; docs/reference/events.md says what each reported figure is):
+
+    * ``open_interest_start``: open interest at the initial prices (:func:`open_interest`);
+    * ``liquidated_share``: liquidated notional (ADL fills excluded) over it;
+    * ``long_share_liquidated``: the share of that notional that closed long positions;
+    * ``adl_share``: ADL notional over liquidated notional (Hyperliquid, 10 Oct 2025: 38%);
+    * ``open_interest_drop``: 1 - open interest at the end at the final marks over open
+      interest at the start (vendors' dollar figures move with prices, so this does too);
+    * ``insurance_fund_change``: final over initial insurance fund, minus 1 (above 0: the
+      fund grew, as BitMEX's did in March 2020; 0 when the venue starts with no fund).
+
+    Shares are 0 when their denominator is (no liquidation, no open interest).
+    """
+    fills = model.engine.fills.columns()
+    forced = fills["kind"] != Kind.ADL
+    notional = fills["notional"][forced]
+    liquidated = float(notional.sum())
+    oi0 = open_interest(model.population.qty, model.market.initial_price)
+    oi1 = open_interest(model.book.qty, model.mark)
+    fund0 = float(model.config.margin.insurance_fund)
+    adl = float(fills["notional"][~forced].sum())
+    return {
+        "open_interest_start": oi0,
+        "liquidated_share": _ratio(liquidated, oi0),
+        "long_share_liquidated": _ratio(
+            float(notional[fills["quantity"][forced] > 0].sum()), liquidated
+        ),
+        "adl_share": _ratio(adl, liquidated),
+        "open_interest_drop": 1.0 - _ratio(oi1, oi0) if oi0 > 0 else 0.0,
+        "insurance_fund_change": _ratio(model.engine.insurance_fund, fund0) - 1.0
+        if fund0 > 0
+        else 0.0,
+    }
+
+
 def _finite(x: float, default: float = 0.0) -> float:
     return float(x) if math.isfinite(float(x)) else default
 
@@ -279,6 +332,7 @@ def summarize(model) -> dict:
         "insurance_fund_final": float(model.engine.insurance_fund),
         "unfunded_bad_debt": float(model.engine.unfunded_bad_debt),
         "adl_notional": float(steps["adl_notional"].sum()) if len(steps) else 0.0,
+        **event_metrics(model),
         "fees": float(fills["fee"].sum()),
         "cascades": cascade["cascades"],
         "largest_cascade": cascade["largest_cascade"],
