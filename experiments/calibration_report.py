@@ -208,6 +208,7 @@ def _draw(out: Path, spec: CalibrationSpec, posterior: pd.DataFrame, predictive:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     d = len(spec.priors)
     fig, axes = plt.subplots(d, d, figsize=(2.6 * d + 1, 2.6 * d + 1), squeeze=False)
@@ -233,8 +234,11 @@ def _draw(out: Path, spec: CalibrationSpec, posterior: pd.DataFrame, predictive:
             ax.set_xlim(pj.low, pj.high)
             if pj.log:
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
             if pi.log and i != j:
                 ax.set_yscale("log")
+                ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.tick_params(labelsize=7)
             if i == d - 1:
                 ax.set_xlabel(pj.key, fontsize=8)
             if j == 0 and i != j:
