@@ -9,14 +9,32 @@ A scenario config (``experiments/configs/oct-2025.toml`` and the others) carries
 * price drop: each asset's largest peak-to-trough fall of the market price in the run.
 
 The reported figures are stylised targets (aggregator data undercounts liquidations), so the
-comparison reads as "same order, same ranking across assets", not as a fit.
+comparison reads as "same order, same ranking across assets", not as a fit. Where the event has
+been calibrated (``experiments/calibrations/<name>/``, ``contagion calibrate``), each line also
+shows the 90% interval of the posterior-predictive runs for that figure: what the model says
+once its parameters are inferred from the reported figures, with their uncertainty.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
 from model.fills import Kind
 
-__all__ = ["initial_open_interest", "liquidated_share", "scenario_comparison", "scenario_report"]
+__all__ = [
+    "CALIBRATIONS",
+    "initial_open_interest",
+    "liquidated_share",
+    "posterior_predictive_interval",
+    "scenario_comparison",
+    "scenario_report",
+]
+
+# Shipped calibrations of the real events: <name>/predictive.parquet (contagion calibrate).
+CALIBRATIONS = Path(__file__).resolve().parent / "calibrations"
 
 
 def initial_open_interest(model) -> float:
@@ -34,8 +52,26 @@ def liquidated_share(model) -> float:
     return notional / oi if oi > 0 else 0.0
 
 
+def posterior_predictive_interval(name: str, metric: str) -> tuple[float, float] | None:
+    """The 5% and 95% quantiles of ``metric`` over the posterior-predictive runs of the
+    shipped calibration ``name`` (None when there is none, or it lacks the metric)."""
+    path = CALIBRATIONS / name / "predictive.parquet"
+    if not path.exists():
+        return None
+    table = pd.read_parquet(path)
+    if metric not in table:
+        return None
+    x = table.loc[table["status"] == "ok", metric].to_numpy(dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return None
+    lo, hi = np.quantile(x, [0.05, 0.95], method="hazen")
+    return float(lo), float(hi)
+
+
 def scenario_comparison(model, summary: dict | None = None) -> list[dict]:
-    """Rows ``{"measure", "simulated", "reported"}`` (reported is None when not given)."""
+    """Rows ``{"measure", "simulated", "reported", "metric"}`` (reported is None when not
+    given; metric names the run metric the row is)."""
     sc = model.config.scenario
     if summary is None:
         summary = model.summary()
@@ -44,6 +80,7 @@ def scenario_comparison(model, summary: dict | None = None) -> list[dict]:
             "measure": "liquidated share of open interest",
             "simulated": liquidated_share(model),
             "reported": None if sc is None else sc.liquidated_share,
+            "metric": "liquidated_share",
         }
     ]
     drops = summary["max_drawdown"]
@@ -54,6 +91,7 @@ def scenario_comparison(model, summary: dict | None = None) -> list[dict]:
                 "measure": f"{sym} price drop",
                 "simulated": float(drops[sym]),
                 "reported": reported.get(sym),
+                "metric": f"max_drawdown_{sym}",
             }
         )
     return rows
@@ -64,7 +102,18 @@ def scenario_report(model, summary: dict | None = None) -> str:
     sc = model.config.scenario
     title = sc.event if sc is not None and sc.event else model.config.name
     lines = [f"scenario {title}: simulated vs reported"]
+    calibrated = False
     for row in scenario_comparison(model, summary):
         rep = "not reported" if row["reported"] is None else f"{100 * row['reported']:.1f}%"
-        lines.append(f"  {row['measure']}: {100 * row['simulated']:.1f}% vs {rep}")
+        text = f"  {row['measure']}: {100 * row['simulated']:.1f}% vs {rep}"
+        band = posterior_predictive_interval(model.config.name, row["metric"])
+        if band is not None:
+            calibrated = True
+            text += f" (posterior predictive 90%: {100 * band[0]:.1f}-{100 * band[1]:.1f}%)"
+        lines.append(text)
+    if calibrated:
+        lines.append(
+            f"  posterior predictive: {CALIBRATIONS.name}/{model.config.name}/report.md "
+            "(contagion calibrate)"
+        )
     return "\n".join(lines)
