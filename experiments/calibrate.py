@@ -622,7 +622,8 @@ def run_calibration(
         file=sys.stderr,
     )
     t0 = time.perf_counter()
-    bar = Progress(spec.budget + spec.predictive, 0) if progress else None
+    total = (0 if finished else spec.budget + spec.predictive) + (stress.draws if stress else 0)
+    bar = Progress(total, 0) if progress else None
     store = RunStore(out, spec, executor, bar)
     try:
         if not finished:
@@ -653,7 +654,5 @@ def run_calibration(
         return 130
     finally:
         executor.close()
-    if bar is not None:
-        bar.stream.write("\n") if bar.tty else None
     print(f"{spec.name}: done in {time.perf_counter() - t0:.1f}s; report: {out / 'report.md'}")
     return 0

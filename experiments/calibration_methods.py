@@ -12,7 +12,7 @@ Prangle 2017) whose per-target scales are refitted every generation from the spr
 generation's simulations: at the start the prior-predictive spread. A band target enters as
 its excess (0 inside the band, the distance to the nearer edge outside) with observed 0.
 pyabc's own parallel samplers draw parameters in worker processes from the global NumPy
-stream; :class:`BatchSampler` instead draws each batch of parameters in this process, from a
+stream; ``BatchSampler`` (built on pyabc's Sampler when pyabc is imported) instead draws each batch of parameters in this process, from a
 stream seeded by (seed, generation, batch), runs the batch on our executors, and replays the
 draws with the results: same seed, same posterior, with any number of workers.
 
@@ -42,7 +42,7 @@ from experiments.calibrate import (
     target_matrix,
 )
 
-__all__ = ["BatchSampler", "abc_smc", "emulator", "gp_fit"]
+__all__ = ["abc_smc", "emulator", "gp_fit"]
 
 _GEN_OFFSET = 1  # pyabc's calibration sample is generation -1: stage numbers start at 0
 
@@ -162,9 +162,6 @@ def _make_sampler_class(pyabc):
             return accepted
 
     return BatchSampler
-
-
-BatchSampler = None  # the class is built when pyabc is imported (it is optional)
 
 
 def _scale(*, samples: np.ndarray, **kwargs) -> np.ndarray:

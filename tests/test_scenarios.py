@@ -124,3 +124,29 @@ def test_replays_land_near_the_reported_figures(name):
     if name == "oct-2025":  # SOL fell about twice as far as BTC
         assert drops["SOL price drop"] > 1.5 * drops["BTC price drop"]
     assert m.summary()["money_error"] < 1e-9
+
+
+def test_scenario_lines_show_the_posterior_predictive_interval(tmp_path, monkeypatch, capsys):
+    """With a calibration of the event on disk, each reported figure gets the 90% interval of
+    the posterior-predictive runs (hazen quantiles, computed here by hand)."""
+    import experiments.scenarios as scenarios
+
+    folder = tmp_path / "oct-2025"
+    folder.mkdir()
+    # 20 runs: liquidated share 0.01 .. 0.20; the 5% and 95% hazen quantiles of 20 sorted
+    # values sit at positions 0.5 and 18.5 (0-based): 0.015 and 0.195
+    shares = np.arange(1, 21) / 100
+    pd.DataFrame(
+        {"status": ["ok"] * 20, "liquidated_share": shares, "max_drawdown_BTC": shares + 0.1}
+    ).to_parquet(folder / "predictive.parquet")
+    monkeypatch.setattr(scenarios, "CALIBRATIONS", tmp_path)
+    out = tmp_path / "run"
+    args = ["run", str(CONFIGS / "oct-2025.toml"), "--out", str(out), "--set", "steps=5"]
+    assert main([*args, "--set", "traders.count=300"]) == 0
+    text = capsys.readouterr().out
+    line = next(x for x in text.splitlines() if "liquidated share" in x)
+    assert line.endswith("(posterior predictive 90%: 1.5-19.5%)"), line
+    btc = next(x for x in text.splitlines() if "BTC price drop" in x)
+    assert btc.endswith("(posterior predictive 90%: 11.5-29.5%)"), btc
+    eth = next(x for x in text.splitlines() if "ETH price drop" in x)
+    assert "posterior predictive" not in eth  # no such metric in the calibration
