@@ -261,3 +261,14 @@ def test_stress_over_the_posterior(tmp_path):
     assert (table["max_drawdown_BTC"] >= 0.25 - 1e-9).all()
     assert (out / "stress-btc" / "stress.png").exists()
     assert "fraction_liquidated" in (out / "stress-btc" / "stress.md").read_text()
+
+
+def test_bad_stress_file_exits_2_before_any_run(tmp_path, capsys):
+    path = _file(tmp_path)
+    stress = tmp_path / "bad.toml"
+    stress.write_text(tomli_w.dumps({"stress": {"draws": 5, "set": {"market.volatilty": 0.5}}}))
+    out = tmp_path / "out"
+    assert main(["calibrate", str(path), "--out", str(out), "--predict", str(stress)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.toml: stress.set: market.volatilty: unknown key" in err[0], err
+    assert not out.exists()
