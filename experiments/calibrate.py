@@ -81,6 +81,7 @@ METHODS = typing.get_args(Method)
 META_FILE = "calibration.json"
 POSTERIOR_TABLE = "posterior.parquet"
 PREDICTIVE_TABLE = "predictive.parquet"
+INFO_FILE = "method.json"  # the method's account of itself (generations, epsilons, time)
 RUNS_DIR = "runs"
 INCOMPLETE_MARKER = ".incomplete"
 _TAG_RUN, _TAG_RESAMPLE = 3, 4
@@ -637,6 +638,7 @@ def run_calibration(
                 run_seconds=store.elapsed,
                 workers=executor.workers,
             )
+            storage.write_json(out / INFO_FILE, info, indent=1)
             report.write_report(out, spec, posterior, predictive, info)
             (out / INCOMPLETE_MARKER).unlink(missing_ok=True)
         if stress is not None:

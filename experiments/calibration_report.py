@@ -248,8 +248,12 @@ def _draw(out: Path, spec: CalibrationSpec, posterior: pd.DataFrame, predictive:
     storage.atomic_write(out / "pairs.png", lambda p: fig.savefig(p, dpi=90, format="png"))
     plt.close(fig)
     k = len(spec.targets)
-    fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 3.0), squeeze=False)
-    for ax, t in zip(axes[0], spec.targets, strict=True):
+    cols = min(k, 4)
+    rows = -(-k // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows + 0.4), squeeze=False)
+    for ax in axes.flat[k:]:
+        ax.axis("off")
+    for ax, t in zip(axes.flat, spec.targets, strict=False):
         if t.metric in predictive:
             ax.hist(predictive[t.metric].dropna(), bins=25, color="tab:gray")
         if t.is_band:
@@ -257,6 +261,7 @@ def _draw(out: Path, spec: CalibrationSpec, posterior: pd.DataFrame, predictive:
         else:
             ax.axvline(t.low, color="tab:red", lw=2, label="observed")
         ax.set_title(t.metric, fontsize=9)
+        ax.tick_params(labelsize=7)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{spec.name}: posterior predictive against observed")
     fig.tight_layout()
