@@ -400,7 +400,7 @@ class RunStore:
                 self.elapsed += rec["elapsed"] or 0.0
             else:
                 todo.append(RunTask(i, 0, seed, point))
-        for task, result in self.executor.run(self.fn, todo):
+        for task, result in self.executor.run(self.fn, todo) if todo else ():
             rec = {"params": _jsonable(task.params), "seed": task.seed, **result}
             storage.write_json(self.dir / f"{name}-{task.point:05d}.json", rec)
             results[task.point] = result["metrics"] if result["status"] == "ok" else None
