@@ -330,7 +330,6 @@ def run_stress(
         rows.append(
             {
                 "metric": m,
-                "mean": float(np.nanmean(x)),
                 "q05": q05,
                 "median": q50,
                 "q95": q95,
@@ -339,11 +338,14 @@ def run_stress(
         )
     summary = pd.DataFrame(rows)
     shown = ", ".join(f"{k} = {v!r}" for k, v in stress.set.items())
+    warned = int((table.get("n_warnings", pd.Series(0, index=table.index)) > 0).sum())
     lines = [
         f"# Stress {stress.name} over the posterior of {spec.name}",
         "",
         f"Overrides: {shown}. {len(table)} runs at posterior draws (resampled by weight), each "
-        f"with its own seed; {int((table['status'] != 'ok').sum())} failed.",
+        f"with its own seed; {int((table['status'] != 'ok').sum())} failed, {warned} ended with "
+        "engine warnings (a price at its floor or ceiling: the book too thin for the forced "
+        "flow; their amounts can be absurd, so the table shows quantiles, not means).",
         "",
         *_table(summary, list(summary.columns)),
         "",
