@@ -210,7 +210,10 @@ def abc_smc(spec: CalibrationSpec, store: RunStore, out: Path) -> tuple[pd.DataF
     db.unlink(missing_ok=True)  # derived: rebuilt by the replay on --resume
     np.random.seed(np.random.SeedSequence([spec.seed, 6]).generate_state(1))  # noqa: NPY002 (pyabc draws from the global stream)
     abc.new(f"sqlite:///{db}", observed)
-    history = abc.run(max_nr_populations=spec.generations, max_total_nr_simulations=spec.budget)
+    # a run whose prices hit their limits can report astronomical amounts: its distance
+    # overflows to inf and it is rejected, which is right; numpy need not say so each time
+    with np.errstate(over="ignore", invalid="ignore"):
+        history = abc.run(max_nr_populations=spec.generations, max_total_nr_simulations=spec.budget)
     frame, w = history.get_distribution(m=0, t=history.max_t)
     post = pd.DataFrame(
         {p.key: p.value(frame[f"u{j}"].to_numpy()) for j, p in enumerate(spec.priors)}
