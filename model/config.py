@@ -226,7 +226,17 @@ class MarketConfig:
         0.0075, doc="largest funding rate of one interval, either way", ge=0, le=1
     )
     funding_interest: float = spec(
-        1.0e-4, doc="interest part of the funding rate of one interval", ge=-0.01, le=0.01
+        1.0e-4,
+        doc="interest part of the funding rate (the rate of funding_basis intervals)",
+        ge=-0.01,
+        le=0.01,
+    )
+    funding_basis: float = spec(
+        1.0,
+        doc="intervals the funding formula's rate is for: each interval pays 1/funding_basis of "
+        "it (8 for hourly payments of an 8-hour rate, as Hyperliquid and dYdX)",
+        gt=0,
+        le=1e6,
     )
 
     def correlation_matrix(self, n_assets: int):
@@ -323,6 +333,59 @@ class MarginConfig:
     insurance_fund: float = spec(1.0e6, doc="initial insurance fund (quote)", ge=0, le=1e15)
     max_rounds: int = spec(100, doc="most liquidation rounds in one step", ge=1, le=100_000)
     adl: bool = spec(True, doc="auto-deleverage when the insurance fund cannot cover bad debt")
+    adl_ranking: Literal["bitmex", "binance", "hyperliquid", "pro_rata", "random"] = spec(
+        "bitmex", doc="order in which ADL closes opposite positions (model/adl.py)"
+    )
+    adl_profit_cap: bool = spec(
+        False,
+        doc="ADL takes no more from a position than its paper profit (default: fill at the "
+        "bankruptcy price, capped only at the unit's equity)",
+    )
+    takeover: bool = spec(
+        False,
+        doc="a unit closed whole is taken over at its bankruptcy price: the insurance fund keeps "
+        "the equity it had left (Binance, Bybit, OKX)",
+    )
+    partial_from_tier: int = spec(
+        1,
+        doc="partial liquidation only for units with a position in this maintenance tier or "
+        "beyond; others close whole (Bybit 2, OKX 3)",
+        ge=1,
+        le=1000,
+    )
+    chunk_notional: float | None = spec(
+        None,
+        doc="positions above this notional close at most chunk_share per liquidation, then "
+        "whole for the rest of the step (Hyperliquid: 100,000; default: no chunks)",
+        ge=0,
+        le=1e15,
+    )
+    chunk_share: float = spec(
+        0.2, doc="share of a position above chunk_notional one liquidation closes", gt=0, le=1
+    )
+    round_share: float = spec(
+        1.0, doc="largest share of a position one liquidation round closes (dYdX: 0.1)", gt=0, le=1
+    )
+    round_min_notional: float = spec(
+        0.0,
+        doc="notional of a position one round may always close, above round_share (dYdX: 1,000)",
+        ge=0,
+        le=1e15,
+    )
+    round_max_notional: float | None = spec(
+        None,
+        doc="largest notional one round closes of one account (dYdX: 100,000; default: no limit)",
+        gt=0,
+        le=1e15,
+    )
+    vault: bool = spec(
+        False,
+        doc="a liquidator vault takes over units whose equity is below vault_threshold x "
+        "maintenance, at the mark, instead of selling them (Hyperliquid)",
+    )
+    vault_threshold: float = spec(
+        2.0 / 3.0, doc="equity over maintenance below which the vault takes a unit over", gt=0, le=1
+    )
 
 
 @dataclass
