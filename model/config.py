@@ -31,6 +31,7 @@ import numpy as np
 
 from agents.params import spec
 from agents.strategies import STRATEGIES
+from model import venues
 from model.errors import ConfigError
 
 __all__ = [
@@ -333,6 +334,11 @@ class MarginConfig:
     insurance_fund: float = spec(1.0e6, doc="initial insurance fund (quote)", ge=0, le=1e15)
     max_rounds: int = spec(100, doc="most liquidation rounds in one step", ge=1, le=100_000)
     adl: bool = spec(True, doc="auto-deleverage when the insurance fund cannot cover bad debt")
+    venue: Literal["binance", "bybit", "okx", "hyperliquid", "dydx"] | None = spec(
+        None,
+        doc="a venue's published rules as defaults for the margin, tier and funding keys the file "
+        "does not set (model/venues.py; default: none)",
+    )
     adl_ranking: Literal["bitmex", "binance", "hyperliquid", "pro_rata", "random"] = spec(
         "bitmex", doc="order in which ADL closes opposite positions (model/adl.py)"
     )
@@ -707,6 +713,8 @@ def build_config(data: dict, base_dir: str | Path = ".") -> Config:
     if not isinstance(data, dict):
         raise ConfigError("config: expected a table at the top level")
     cfg = _build(Config, data)
+    if cfg.margin.venue is not None:
+        cfg = _build(Config, _with_venue(data, cfg))
     cfg.base_dir = str(base_dir)
     _cross_checks(cfg)
     # the parameters of every rule in use, defaults included, so the resolved config says them
@@ -714,6 +722,22 @@ def build_config(data: dict, base_dir: str | Path = ".") -> Config:
     for name in cfg.traders.strategies:
         rules.setdefault(name, STRATEGIES[name].Params())
     return cfg
+
+
+def _with_venue(data: dict, cfg: Config) -> dict:
+    """A copy of ``data`` with the keys of its venue preset that it does not set itself
+    (:mod:`model.venues`); ``cfg`` is ``data`` built without them."""
+    import copy
+
+    data = copy.deepcopy(data)
+    data.setdefault("assets", to_dict(cfg)["assets"])  # the default asset, to give its tiers to
+    market = cfg.market
+    defaults = venues.venue_defaults(
+        data, cfg.symbols, market.step_minutes, market.funding_interval
+    )
+    for key, value in defaults.items():
+        _set_dotted(data, key, value)
+    return data
 
 
 def build_section(cls, data: Any, prefix: str = ""):
