@@ -30,16 +30,22 @@ The cap. Each position's *capacity* is what it can give back:
     margin.adl_profit_cap: cap = min(|q| S / |Q|, E, uPnL)
 
 with ``E`` the equity at ``P`` of the unit backing it (its account's cross book, or the isolated
-position) and ``uPnL = q (P - e)``. The fill at ``P_b`` is the default: a counterparty whose entry
-lies beyond ``P_b`` (a short from 95 against a bankruptcy price of 98, the price now 90) gives back
-8 a unit, its 5 of profit and 3 of its margin, as those venues take it. It is never taken below
-zero equity: a fill that left ``E < 0`` would be new bad debt for a fund that is already empty,
-and ADL would chase its own tail. A position whose capacity is below ``|q| S / |Q|`` is closed
-whole at the price that gives back exactly its capacity, ``P - cap / q``: its own bankruptcy
-price (the unit ends at zero equity) or, with the profit cap, its entry price (it keeps its
-margin and loses its profit). A position the walk reaches only in part closes in proportion, at
-the same price. The profit cap, off by default, was this engine's earlier rule: with it, the
-3 a unit above is left to socialisation or stays unfunded.
+position) and ``uPnL = q (P - e)``. By default every fill is at ``P_b``: a position the walk takes
+``g`` from closes ``g |Q| / S`` units at ``P_b``, so ADL closes exactly the bankrupt quantity
+``|Q|`` when the queue is long enough. A counterparty whose entry lies beyond ``P_b`` (a short
+from 95 against a bankruptcy price of 98, the price now 90) gives back 8 a unit, its 5 of profit
+and 3 of its margin, as those venues take it. A unit is never taken below zero equity: a fill
+that left ``E < 0`` would be new bad debt for a fund that is already empty, and ADL would chase
+its own tail. A unit that cannot afford its whole position at ``P_b`` gives all its equity by
+closing ``E |Q| / S`` units; the rest of its position is left with zero equity and is
+liquidated in the next round, like any account below maintenance.
+
+The profit cap, off by default, was this engine's earlier rule: a position whose capacity is
+below ``|q| S / |Q|`` is closed whole at the price that gives back exactly its capacity,
+``P - cap / q``: its entry price (it loses its profit and keeps its margin) or its own
+bankruptcy price. With it, the 3 a unit of the short above is not taken: it is left to
+socialisation or stays unfunded. (When ``Q`` is unknown, a round whose bankrupt longs and shorts
+of one asset cancel out, ``P_b`` is undefined and that rule is used too.)
 
 Money. The counterparty's cash-equivalent ``W - q e`` moves by ``-dq P_b`` and the market
 agent's by ``+dq P`` (:func:`model.accounts.apply_fills`): together they lose ``sum g``, exactly
@@ -116,9 +122,9 @@ class Deleveraging:
 
     Attributes:
         rows, asset, quantity, price, notional: (k,) the ADL fills: book row, asset index,
-            closed quantity (signed as the position was), fill price (the bankruptcy price, or
-            a capped position's own price; see the module docstring) and closed notional, in
-            the order they were made.
+            closed quantity (signed as the position was), fill price (the bankruptcy price; with
+            the profit cap, a capped position's own price: see the module docstring) and closed
+            notional, in the order they were made.
         giveback: (k,) what each fill gave back: its loss against closing at the round's price.
         notional_by_asset: (A,) ADL notional per asset.
         socialized: the loss taken from paper profits once the queues were exhausted.
@@ -331,8 +337,8 @@ def auto_deleverage(
         shortfall_by_asset: (A,) bad debt the fund could not pay, per asset.
         price: (A,) the round's execution price.
         bankrupt_qty: (A,) closed quantity of the bankrupt positions, signed as they were; when
-            unknown or zero, the side is taken from the step's forced flow (and each position
-            gives back up to its capacity, as if ``|Q|`` were tiny).
+            unknown or zero, the side is taken from the step's forced flow and each position
+            gives back up to its capacity, closed whole (as if ``|Q|`` were tiny).
         ranking: the queue's order, one of :data:`RANKINGS`.
         profit_cap: cap what a position gives back at its paper profit too.
         rng: the random stream of the ``random`` ranking.
@@ -418,8 +424,13 @@ def _deleverage_asset(book, a, side, need, per_unit, price, ranking, profit_cap,
         return None
     sel = order[hit]
     giveback = take[hit]
-    closed = (giveback / capacity[sel]) * cand.qty[sel]  # signed as the position was
-    fill_price = price[a] - capacity[sel] / cand.qty[sel]
+    q = cand.qty[sel]
+    if profit_cap or not np.isfinite(per_unit):  # whole at the price giving back the capacity
+        closed = (giveback / capacity[sel]) * q  # signed as the position was
+        fill_price = price[a] - capacity[sel] / q
+    else:  # every fill at the bankruptcy price
+        closed = np.sign(q) * np.minimum(giveback / per_unit, np.abs(q))
+        fill_price = np.full(sel.size, price[a] + side * per_unit)
     return cand.rows[sel], closed, fill_price, giveback
 
 

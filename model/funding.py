@@ -9,11 +9,12 @@ price over the fundamental (the index) is averaged; the rate is
 and each position pays ``q x mark x rate``: longs pay shorts when the rate is positive. The
 bracket is the rate of ``basis`` intervals (``market.funding_basis``, 1 by default): Hyperliquid
 and dYdX compute an 8-hour rate and pay an eighth of it every hour (basis 8;
-docs/reference/venues.md §1.3), and their caps bound the hourly payment. The
-market agent holds the other side of every trader position, so it pays or receives the rest and
-the payments sum to zero: money is conserved. Funding comes out of the wallet for cross
-positions and out of the position margin for isolated ones, so it can push accounts under
-maintenance; the liquidation rounds of the same step then see it.
+docs/reference/venues.md §1.3), and their caps bound the hourly payment. The market agent holds
+the other side of every trader position, so it pays or receives the rest and the payments sum
+to zero: money is conserved. Positions the liquidator vault took over (:mod:`model.vault`) pay
+and receive funding as the traders' did. Funding comes out of the wallet for cross positions and
+out of the position margin for isolated ones, so it can push accounts under maintenance; the
+liquidation rounds of the same step then see it.
 
 ``market.funding_interval`` (steps; 0 switches funding off), ``market.funding_cap`` (per
 interval), ``market.funding_interest`` (per basis), ``market.funding_basis``.
@@ -78,8 +79,9 @@ class Funding:
         self.paid_by_longs = 0.0
         self.settlements = 0
 
-    def step(self, book: AccountBook, market: Market, step: int) -> None:
-        """Accrue this step's premium; on a settlement step, pay funding."""
+    def step(self, book: AccountBook, market: Market, step: int, vault=None) -> None:
+        """Accrue this step's premium; on a settlement step, pay funding (the liquidator
+        ``vault``, when there is one, on the positions it holds)."""
         self._premium_sum += market.price / market.fundamental - 1.0
         self._premium_steps += 1
         if step % self.interval:
@@ -96,6 +98,8 @@ class Funding:
         book.charge(
             None, wallet=np.where(iso, 0.0, pay).sum(axis=1), margin=np.where(iso, pay, 0.0)
         )
+        if vault is not None:
+            vault.cash -= float(funding_payments(vault.inventory, mark, rate).sum())
         # The market agent holds the opposite inventory: it pays the other side.
         market.cash -= funding_payments(market.inventory, mark, rate)
         self.paid_by_longs += float(np.where(book.qty > 0, pay, 0.0).sum())

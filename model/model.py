@@ -314,7 +314,7 @@ class ContagionModel(mesa.Model):
     def pay_funding(self, t: int) -> None:
         """Accrue the funding premium and, on a settlement step, pay funding (if on)."""
         if self.funding is not None:
-            self.funding.step(self.book, self.market, t)
+            self.funding.step(self.book, self.market, t, self.engine.vault)
 
     def check_finite(self, t: int, *, everything: bool = False) -> None:
         """Stop with a clear error if a price or balance stopped being a finite number.

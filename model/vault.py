@@ -18,7 +18,8 @@ say) goes to the vault at once: an approximation at the scale of a round.
 The vault is a holder of money and positions like the market agent: it pays ``q M`` for the
 positions it takes (the trader's cash-equivalent ``W - q e`` rises by as much, so neither side's
 value moves at the mark) and receives the equity the units had left. It holds what it took to
-the end of the run; its value is ``cash + inventory . mark``. Money: traders + insurance fund +
+the end of the run, paying and receiving funding on it (:mod:`model.funding`); its value is
+``cash + inventory . mark``. Money: traders + insurance fund +
 market agent + vault - unfunded bad debt is constant. ADL ranks traders' positions only: the
 vault's are not deleveraged.
 """

@@ -121,11 +121,6 @@ BINANCE = Preset(
     "bankruptcy price, 0.5% fee, LeveragePnL ADL, 8-hour funding",
     margin={
         "liquidation": Sourced("partial", f"venues.md §2.1 [B-LIQ] ({_READ})"),
-        "buffer": Sourced(
-            0.0,
-            "venues.md §2.1 [B-LIQ]: 'If the user is margin compliant ... the "
-            "liquidation will stop'",
-        ),
         "fee": Sourced(
             0.005,
             "project's choice: per-symbol rates not found (venues.md §2.1; "
@@ -215,7 +210,9 @@ BYBIT = Preset(
             "venues.md §1.4: ETH base rate 1% (Risk-Limit page, 2025-11-25); tiers not found",
         ),
     },
-    other_tiers=Sourced(None, "not found: the engine's default 1 / (2 x max leverage)"),
+    other_tiers=Sourced(
+        None, "not found (venues.md §1.4): the engine's default 1 / (2 x max leverage)"
+    ),
     funding=FundingRule(
         8.0,
         8.0,
@@ -324,7 +321,6 @@ DYDX = Preset(
             "venues.md §2.5 [DY-CFG]: liquidation orders until the "
             "account is back above maintenance",
         ),
-        "buffer": Sourced(0.0, "venues.md §2.5: liquidatable only while TNC < TMMR"),
         "fee": Sourced(
             0.015, "venues.md §2.5 [DY-CFG]: min(1.5% x quote, surplus above bankruptcy)"
         ),
