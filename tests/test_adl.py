@@ -291,36 +291,45 @@ SHORT_F = (20000.0, -40.0, 100.0)
 
 
 def adl_run(*accounts, **margin):
-    """Run the bankrupt long against ``accounts``; the model and its ADL fills."""
+    """Run the bankrupt long against ``accounts``; the model and the ADL fills of round 1."""
     pop = population(*zip(BANKRUPT, *accounts, strict=True))
     m = ContagionModel(one_asset(**margin), population=pop)
     m.run()
-    return m, m.tables()["liquidations"].query("kind == 'adl'").reset_index(drop=True)
+    fills = m.tables()["liquidations"]
+    return m, fills.query("kind == 'adl' and round == 1").reset_index(drop=True)
 
 
 def test_hand_worked_book_fills_at_the_bankruptcy_price_capped_at_unit_equity():
     m, adl = adl_run(SHORT_E, SHORT_C, SHORT_F)
     price = m.market.price[0]  # about 90: the long's sale of 50 units moved it a hair
     assert list(adl["trader_id"]) == [1, 2, 3]  # E, C, F by score
-    # E would give back 30 x 8 = 240 at 98 but has 70: closed whole at its own bankruptcy
-    # price 90 + 70 / 30 = 92.33, ending at zero equity
-    # C gives back 20 x 8 = 160 at 98 (it loses 3 a unit on its entry: 100 of profit and 60 of
-    # margin); F the remaining 400 - 70 - 160 = 170 at 98: 170 / 8 = 21.25 units
-    np.testing.assert_allclose(adl["quantity"], [-30.0, -20.0, -21.25], atol=1e-4)
-    np.testing.assert_allclose(adl["price"], [92 + 1 / 3, 98.0, 98.0], atol=0.005)
+    # every fill at the bankruptcy price 98, 8 a unit above the round's price
+    np.testing.assert_allclose(adl["price"], [98.0, 98.0, 98.0], atol=0.005)
+    # E would give back 30 x 8 = 240 but has 70: it closes 70 / 8 = 8.75 units, ending at zero
+    # equity; C gives back 20 x 8 = 160 (it loses 3 a unit on its entry: 100 of profit and 60
+    # of margin); F the remaining 400 - 70 - 160 = 170: 21.25 units. 50 units in all.
+    np.testing.assert_allclose(adl["quantity"], [-8.75, -20.0, -21.25], atol=1e-4)
     giveback = np.abs(adl["quantity"]) * (adl["price"] - price)
     np.testing.assert_allclose(giveback, [70.0, 160.0, 170.0], atol=0.005)
-    # wallets to the cent: E 10 + 30 x (92 - 92.33) = 0; C 1000 - 20 x 3; F 20000 + 21.25 x 2
+    # E's 21.25 units left at zero equity are liquidated in round 2, at about 90: its wallet
+    # 10 + 8.75 x (92 - 98) + 21.25 x (92 - 90) = 0; C 1000 - 20 x 3; F 20000 + 21.25 x 2
     np.testing.assert_allclose(m.book.wallet[1:], [0.0, 940.0, 20042.5], atol=0.005)
     np.testing.assert_allclose(m.book.qty[:, 0], [0.0, 0.0, 0.0, -18.75], atol=1e-4)
+    fills = m.tables()["liquidations"]
+    again = fills[(fills["round"] == 2) & (fills["kind"] == "full")]
+    assert list(again["trader_id"]) == [1]
+    np.testing.assert_allclose(again["quantity"], [-21.25], atol=1e-4)
+    # buying back those 21.25 units moved the price against E by its own (tiny) impact: the
+    # bad debt that left, nobody on the other side to deleverage, is a haircut on F's profit
+    assert 0 < again["bad_debt"].sum() < 1e-3
+    assert m.engine.socialized_loss == pytest.approx(again["bad_debt"].sum(), rel=1e-6)
     assert m.engine.unfunded_bad_debt == pytest.approx(0.0, abs=1e-6)
-    assert m.engine.socialized_loss == pytest.approx(0.0, abs=1e-9)  # rounding of the walk
 
 
 def test_adl_money_identity_holds_exactly():
     """The givebacks cover the debt the write-off created, and the market agent, which took the
     other side at the round's price, neither gains nor loses by them."""
-    pop = population(*zip(BANKRUPT, SHORT_E, SHORT_C, SHORT_F, strict=True))
+    pop = population(*zip(BANKRUPT, SHORT_C, SHORT_F, strict=True))
     m = ContagionModel(one_asset(), population=pop)
     rounds = listen(m)
     market_cash, market_inventory = m.market.cash.copy(), m.market.inventory.copy()
@@ -331,10 +340,11 @@ def test_adl_money_identity_holds_exactly():
     # every ADL fill's giveback against the round's price sums to the bad debt it covered
     giveback = float((np.abs(adl["quantity"]) * (adl["price"] - price)).sum())
     assert giveback == pytest.approx(rec.bad_debt - m.engine.unfunded_bad_debt, rel=1e-12)
-    # the market agent bought the long's 50 and sold back the shorts' 71.25, all at ``price``
-    bought = 50.0 - float(np.abs(adl["quantity"]).sum())
-    assert m.market.inventory[0] == pytest.approx(market_inventory[0] + bought, rel=1e-12)
-    assert m.market.cash[0] == pytest.approx(market_cash[0] - bought * price, rel=1e-12)
+    # 50 units closed by ADL, as many as the bankrupt long sold: the market agent bought 50
+    # and sold 50 back, all at ``price``, and is where it was
+    assert float(np.abs(adl["quantity"]).sum()) == pytest.approx(50.0, rel=1e-9)
+    assert m.market.inventory[0] == pytest.approx(market_inventory[0], abs=1e-9)
+    assert m.market.cash[0] == pytest.approx(market_cash[0], abs=1e-6)
     # traders + fund + market agent - unfunded: unchanged (no vault here)
     money = m.money()
     assert money["vault"] == 0.0
@@ -342,10 +352,12 @@ def test_adl_money_identity_holds_exactly():
 
 
 def test_without_the_profit_cap_adl_covers_what_the_margin_of_counterparties_can():
-    # E and C alone cannot cover 400: by default they give 70 + 160 = 230 (170 unfunded), with
-    # the profit cap only their profits 60 + 100 = 160 (240 unfunded), closed at their entries
+    # E and C alone cannot cover 400: by default they give 70 + 160 = 230 at 98 (170
+    # unfunded); with the profit cap only their profits 60 + 100 = 160, each closed whole at
+    # its entry (240 unfunded)
     m, adl = adl_run(SHORT_E, SHORT_C)
-    np.testing.assert_allclose(adl["price"], [92 + 1 / 3, 98.0], atol=0.005)
+    np.testing.assert_allclose(adl["quantity"], [-8.75, -20.0], atol=1e-4)
+    np.testing.assert_allclose(adl["price"], [98.0, 98.0], atol=0.005)
     assert m.engine.unfunded_bad_debt == pytest.approx(170.0, abs=0.01)
     capped, adl = adl_run(SHORT_E, SHORT_C, adl_profit_cap=True)
     np.testing.assert_allclose(adl["quantity"], [-30.0, -20.0], atol=1e-9)
