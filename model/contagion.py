@@ -95,19 +95,26 @@ def attribution_factors(exposure, price_move, closed_prev, notional_prev=None):
     push_total = push.sum(axis=0)
     share = push / np.where(push_total > 0, push_total, 1.0)[None, :]
     loss = np.maximum(-exposure * price_move[None, :], 0.0)  # (k_v, A)
-    loss[:, push_total <= 0] = 0.0  # nobody pushed that price: no one to attribute it to
+    unpushed = push_total <= 0
+    if unpushed.any():
+        loss[:, unpushed] = 0.0  # nobody pushed that price: no one to attribute it to
     loss_total = loss.sum(axis=1)
-    mix = loss / np.where(loss_total > 0, loss_total, 1.0)[:, None]
-    orphan = loss_total <= 0
+    k_v, a = loss.shape
+    mix = np.empty((k_v, a + 1))
+    np.divide(loss, np.where(loss_total > 0, loss_total, 1.0)[:, None], out=mix[:, :a])
+    mix[:, a] = loss_total <= 0  # victims that lost nothing: by closed notional
     if notional_prev is None:
         notional_prev = np.abs(closed_prev).sum(axis=1)
     notional_prev = np.asarray(notional_prev, dtype=float)
     total = notional_prev.sum()
     k_l = closed_prev.shape[0]
-    fallback = notional_prev / total if total > 0 else np.full(k_l, 1.0 / max(k_l, 1))
-    mix = np.column_stack([mix, orphan.astype(float)])
-    share = np.column_stack([share, fallback])
-    return mix, share
+    share_all = np.empty((k_l, a + 1))
+    share_all[:, :a] = share
+    if total > 0:
+        np.divide(notional_prev, total, out=share_all[:, a])
+    else:
+        share_all[:, a] = 1.0 / max(k_l, 1)
+    return mix, share_all
 
 
 def attribution_weights(exposure, price_move, closed_prev, notional_prev=None):
@@ -119,37 +126,69 @@ def attribution_weights(exposure, price_move, closed_prev, notional_prev=None):
     return mix @ share.T
 
 
-def _support_groups(mix, share):
+def _support_groups(mix, share) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Victims grouped by which columns of ``mix`` they use, with the liquidators that count.
 
-    Yields ``(victims, columns, liquidators)``: every weight of the block
+    Returns ``(victims, columns, liquidators)`` per group: every weight of the block
     ``mix[victims][:, columns] @ share[liquidators][:, columns].T`` is positive, and every
-    weight outside the blocks is zero.
+    weight outside the blocks is zero. Groups come in the lexicographic order of their
+    column patterns (column 0 first, unused before used), victims in index order.
     """
     support = mix > 0
-    patterns, inverse = np.unique(support, axis=0, return_inverse=True)
-    inverse = inverse.ravel()
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(len(patterns) + 1))
-    for p, cols_mask in enumerate(patterns):
-        victims = order[bounds[p] : bounds[p + 1]]
+    c = support.shape[1]
+    if c <= 62:  # each pattern as an integer whose bits read the columns from column 0
+        codes = (support << np.arange(c - 1, -1, -1, dtype=np.int64)).sum(axis=1)
+        order = np.argsort(codes, kind="stable")
+        sorted_codes = codes[order]
+        cuts = np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1
+        if codes.size:
+            starts = np.concatenate(([0], cuts))
+            stops = np.concatenate((cuts, [codes.size]))
+        else:
+            starts = stops = np.zeros(0, dtype=np.int64)
+        patterns = support[order[starts]]
+    else:
+        patterns, inverse = np.unique(support, axis=0, return_inverse=True)
+        inverse = inverse.ravel()
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(patterns) + 1))
+        starts, stops = bounds[:-1], bounds[1:]
+    groups = []
+    positive = share > 0
+    for lo, hi, cols_mask in zip(starts.tolist(), stops.tolist(), patterns, strict=True):
         cols = np.flatnonzero(cols_mask)
-        liquidators = np.flatnonzero((share[:, cols] > 0).any(axis=1))
-        yield victims, cols, liquidators
+        if cols.size == 1:
+            liquidators = np.flatnonzero(positive[:, cols[0]])
+        else:
+            liquidators = np.flatnonzero(positive[:, cols].any(axis=1))
+        groups.append((order[lo:hi], cols, liquidators))
+    return groups
 
 
-def full_edge_count(mix, share) -> int:
+def full_edge_count(mix, share, groups=None) -> int:
     """Number of positive weights in ``mix @ share.T``, without forming it."""
-    return int(sum(v.size * li.size for v, _, li in _support_groups(mix, share)))
+    groups = _support_groups(mix, share) if groups is None else groups
+    return int(sum(v.size * li.size for v, _, li in groups))
 
 
-def full_attribution(mix, share):
-    """Every positive weight of ``mix @ share.T`` as ``(victim, liquidator, weight)`` columns."""
-    vs, ls, ws = [], [], []
-    for victims, cols, liquidators in _support_groups(mix, share):
+def _full_blocks(mix, share, groups):
+    """Per group with weights: (victims, liquidators, the dense block of their weights)."""
+    for victims, cols, liquidators in groups:
         if victims.size == 0 or liquidators.size == 0:
             continue
-        block = mix[np.ix_(victims, cols)] @ share[np.ix_(liquidators, cols)].T
+        if cols.size == 1:  # an outer product
+            col = cols[0]
+            block = np.multiply.outer(mix[victims, col], share[liquidators, col])
+        else:
+            block = mix[np.ix_(victims, cols)] @ share[np.ix_(liquidators, cols)].T
+        yield victims, liquidators, block
+
+
+def full_attribution(mix, share, groups=None):
+    """Every positive weight of ``mix @ share.T`` as ``(victim, liquidator, weight)`` columns."""
+    groups = _support_groups(mix, share) if groups is None else groups
+    vs, ls, ws = [], [], []
+    for victims, liquidators, block in _full_blocks(mix, share, groups):
         vs.append(np.repeat(victims, liquidators.size))
         ls.append(np.tile(liquidators, victims.size))
         ws.append(block.ravel())
@@ -184,12 +223,11 @@ def top_attribution(mix, share, k: int):
         return z, z, np.zeros(0), rest
     k = max(1, min(int(k), k_l))
     total = mix @ share.sum(axis=0)  # (k_v,) each victim's whole weight (1 for attributions)
-    order = np.argsort(-share, axis=0, kind="stable")  # (k_l, c) per-column ranking
-    ranked = np.take_along_axis(share, order, axis=0)
     open_v = np.arange(k_v)
     depth = k
     while open_v.size:
         d = min(depth, k_l)
+        order, ranked = _top_ranking(share, d)  # the top d + 1 of each column, in order
         cand = np.unique(order[:d].ravel())
         if cand.size > _TA_MAX_CANDIDATES and d < k_l:
             vi, li, wi, kept = _top_by_blocks(mix[open_v], share, k)
@@ -233,6 +271,30 @@ def top_attribution(mix, share, k: int):
         np.concatenate(kept_w),
         rest,
     )
+
+
+def _top_ranking(share, d: int):
+    """The first ``d + 1`` rows (all, if fewer) of a stable descending argsort of each column
+    of ``share``, and the values there.
+
+    Equal to ``np.argsort(-share, axis=0, kind="stable")[: d + 1]`` (ties by index), found
+    with a partition per column when the columns are long: a round with tens of thousands of
+    liquidators needs only the top few of each column.
+    """
+    k_l, c = share.shape
+    m = min(d + 1, k_l)
+    if 16 * m >= k_l:
+        order = np.argsort(-share, axis=0, kind="stable")[:m]
+    else:
+        order = np.empty((m, c), dtype=np.intp)
+        for j in range(c):  # columns: the assets, plus one
+            col = share[:, j]
+            v = np.partition(col, k_l - m)[k_l - m]  # the m-th largest value
+            above = np.flatnonzero(col > v)  # fewer than m
+            tied = np.flatnonzero(col == v)[: m - above.size]  # the first ties, as stable
+            top = np.concatenate([above, tied])
+            order[:, j] = top[np.lexsort((top, -col[top]))]
+    return order, np.take_along_axis(share, order, axis=0)
 
 
 def _kd_blocks(points: np.ndarray, size: int) -> list[np.ndarray]:
@@ -352,11 +414,14 @@ class ContagionRecorder:
         self.initial_leverage = np.asarray(initial_leverage, dtype=float)
         self.max_edges = int(max_edges)
         self.top = int(top_contributors)
+        # edges recorded since edges() last compacted them, one piece per call of _add
         self._src: list[np.ndarray] = []  # source: book row, or -1 - k for special node k
         self._dst: list[np.ndarray] = []
         self._w: list[np.ndarray] = []
-        self._step: list[np.ndarray] = []
-        self._round: list[np.ndarray] = []
+        self._step: list[int] = []  # one step, round and edge count per piece
+        self._round: list[int] = []
+        self._count: list[int] = []
+        self._compacted: dict[str, np.ndarray] | None = None  # the pieces before those
         self.roots: list[str] = []
         self.edge_count = 0
         self.truncated = False
@@ -380,8 +445,9 @@ class ContagionRecorder:
         self._src.append(np.asarray(src, dtype=np.int64))
         self._dst.append(np.asarray(dst, dtype=np.int64))
         self._w.append(np.asarray(w, dtype=float))
-        self._step.append(np.full(len(dst), step, dtype=np.int64))
-        self._round.append(np.full(len(dst), rnd, dtype=np.int64))
+        self._step.append(int(step))
+        self._round.append(int(rnd))
+        self._count.append(len(dst))
         self.edge_count += len(dst)
 
     def record(self, rec) -> None:
@@ -414,9 +480,18 @@ class ContagionRecorder:
 
     def _attribute(self, src_rows, dst_rows, mix, share, step, rnd):
         """Record round ``rnd``'s edges: all of them, or top contributors plus an aggregate."""
-        if self.edge_count + full_edge_count(mix, share) <= self.max_edges:
-            vi, li, w = full_attribution(mix, share)
-            self._add(src_rows[li], dst_rows[vi], w, step, rnd)
+        groups = _support_groups(mix, share)
+        if self.edge_count + full_edge_count(mix, share, groups) <= self.max_edges:
+            # the rows of each block's victims and liquidators, repeated (as in
+            # full_attribution, without the index arrays in between)
+            for victims, liquidators, block in _full_blocks(mix, share, groups):
+                self._add(
+                    np.tile(src_rows[liquidators], victims.size),
+                    np.repeat(dst_rows[victims], liquidators.size),
+                    block.ravel(),
+                    step,
+                    rnd,
+                )
             return
         self.truncated = True
         self.truncated_rounds += 1
@@ -434,20 +509,25 @@ class ContagionRecorder:
     # ---- views -------------------------------------------------------------------------------
     def edges(self) -> dict[str, np.ndarray]:
         """Edge events as columns: src/dst as book rows (src < 0: special node ``-1 - src``)."""
-        if not self._src:
+        # Compact the per-round pieces once, so repeated calls stay cheap.
+        if self._src:
+            counts = np.asarray(self._count, dtype=np.int64)
+            new = {
+                "src": np.concatenate(self._src),
+                "dst": np.concatenate(self._dst),
+                "weight": np.concatenate(self._w),
+                "step": np.repeat(np.asarray(self._step, dtype=np.int64), counts),
+                "round": np.repeat(np.asarray(self._round, dtype=np.int64), counts),
+            }
+            if self._compacted is not None:
+                new = {k: np.concatenate([self._compacted[k], v]) for k, v in new.items()}
+            self._compacted = new
+            for pieces in (self._src, self._dst, self._w, self._step, self._round, self._count):
+                pieces.clear()
+        if self._compacted is None:
             z = np.zeros(0, dtype=np.int64)
             return {"src": z, "dst": z, "weight": np.zeros(0), "step": z, "round": z}
-        # Compact the per-round pieces once, so repeated calls stay cheap.
-        if len(self._src) > 1:
-            for name in ("_src", "_dst", "_w", "_step", "_round"):
-                setattr(self, name, [np.concatenate(getattr(self, name))])
-        return {
-            "src": self._src[0],
-            "dst": self._dst[0],
-            "weight": self._w[0],
-            "step": self._step[0],
-            "round": self._round[0],
-        }
+        return dict(self._compacted)
 
     def node_name(self, code: int):
         """Name of a source code: a trader id, or ``step:<t>`` / ``others:<t>:<r>``."""

@@ -391,6 +391,42 @@ def test_top_attribution_matches_sorting(seed, k):
 
 
 @pytest.mark.parametrize("seed", range(4))
+def test_top_ranking_is_the_head_of_a_stable_sort(seed):
+    """The partial ranking of each column equals the head of a stable descending sort, ties
+    broken by index, on long columns with many exact ties and zeros."""
+    from model.contagion import _top_ranking
+
+    rng = np.random.default_rng(seed)
+    share = np.round(rng.random((5000, 3)), 2) * (rng.random((5000, 3)) < 0.5)
+    share[:40, 1] = share[:40, 1].max()  # a tie at the top, across the cut
+    for d in (1, 5, 20, 4999, 6000):
+        order, ranked = _top_ranking(share, d)
+        full = np.argsort(-share, axis=0, kind="stable")[: d + 1]
+        np.testing.assert_array_equal(order, full)
+        np.testing.assert_array_equal(ranked, np.take_along_axis(share, full, axis=0))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_support_groups_in_lexicographic_pattern_order(seed):
+    """Victims are grouped by the columns their losses use, patterns in lexicographic order
+    (column 0 first, unused before used), victims in index order; brute force in Python."""
+    from model.contagion import _support_groups
+
+    rng = np.random.default_rng(seed)
+    mix = rng.random((200, 4)) * (rng.random((200, 4)) < 0.4)
+    share = rng.random((30, 4)) * (rng.random((30, 4)) < 0.5)
+    patterns = sorted({tuple(bool(x) for x in row) for row in mix > 0})
+    groups = _support_groups(mix, share)
+    assert len(groups) == len(patterns)
+    for (victims, cols, liquidators), pattern in zip(groups, patterns, strict=True):
+        expected = [j for j in range(200) if tuple(bool(x) for x in mix[j] > 0) == pattern]
+        assert victims.tolist() == expected
+        assert cols.tolist() == [c for c in range(4) if pattern[c]]
+        used = [i for i in range(30) if any(share[i, c] > 0 for c in cols.tolist())]
+        assert liquidators.tolist() == used
+
+
+@pytest.mark.parametrize("seed", range(4))
 def test_block_search_matches_sorting_on_anticorrelated_shares(seed, monkeypatch):
     """Liquidators on a line s_0 + s_1 = const defeat the per-column bound; the block search
     that takes over must still return the exact top contributors."""
