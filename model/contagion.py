@@ -214,15 +214,55 @@ def top_attribution(mix, share, k: int):
         ``(victim, liquidator, weight, rest)``: the kept positive weights as columns, and
         (k_v,) each victim's weight not kept (its total minus the kept, clipped at 0).
     """
-    k_v, c = mix.shape
+    k_v = mix.shape[0]
+    k_l = share.shape[0]
+    if k_v == 0 or k_l == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, np.zeros(0), np.zeros(k_v)
+    k = max(1, min(int(k), k_l))
+    total = mix @ share.sum(axis=0)  # (k_v,) each victim's whole weight (1 for attributions)
+    support = mix > 0
+    if (support.sum(axis=1) == 1).all():  # one asset, or every victim lost on one asset only
+        found = _top_of_unit_rows(share, k, support.argmax(axis=1), total)
+        if found is not None:
+            return found
+    return _top_threshold(mix, share, k, total)
+
+
+def _top_of_unit_rows(share, k: int, col, total):
+    """:func:`top_attribution` when every row of ``mix`` is a unit vector (victim ``j`` uses
+    column ``col[j]`` only): every victim of a column has the same weights, that column of
+    ``share``, so the threshold search is done once per column. The same operations on the
+    same values as :func:`_top_threshold` (whose first depth settles every such victim: the
+    candidates hold each column's top ``k``), so the same edges in the same order; None when
+    the candidates are too many (the general search then hands over to the block search).
+    """
+    k_v = col.size
+    order, _ = _top_ranking(share, k)
+    cand = np.sort(order[:k].ravel())
+    if cand.size > 1:  # unique, as np.unique gives them
+        cand = cand[np.concatenate(([True], cand[1:] != cand[:-1]))]
+    if cand.size > _TA_MAX_CANDIDATES and k < share.shape[0]:
+        return None
+    block = share[cand].T  # (columns, |cand|): row c holds the weights of column c's victims
+    kk = min(k, cand.size)
+    if kk < cand.size:
+        part = np.argpartition(-block, kk - 1, axis=1)[:, :kk]
+    else:
+        part = np.broadcast_to(np.arange(cand.size), block.shape)
+    top_w = block[np.arange(block.shape[0])[:, None], part]
+    rest = np.maximum(total - top_w.sum(axis=1)[col], 0.0)
+    pos = (top_w > 0)[col]  # (k_v, kk)
+    kept_v = np.repeat(np.arange(k_v), kk)[pos.ravel()]
+    return kept_v, cand[part][col][pos], top_w[col][pos], rest
+
+
+def _top_threshold(mix, share, k: int, total):
+    """The threshold search of :func:`top_attribution` (``k`` at most the liquidators)."""
+    k_v = mix.shape[0]
     k_l = share.shape[0]
     kept_v, kept_l, kept_w = [], [], []
     rest = np.zeros(k_v)
-    if k_v == 0 or k_l == 0:
-        z = np.zeros(0, dtype=np.int64)
-        return z, z, np.zeros(0), rest
-    k = max(1, min(int(k), k_l))
-    total = mix @ share.sum(axis=0)  # (k_v,) each victim's whole weight (1 for attributions)
     open_v = np.arange(k_v)
     depth = k
     while open_v.size:
@@ -294,7 +334,7 @@ def _top_ranking(share, d: int):
             tied = np.flatnonzero(col == v)[: m - above.size]  # the first ties, as stable
             top = np.concatenate([above, tied])
             order[:, j] = top[np.lexsort((top, -col[top]))]
-    return order, np.take_along_axis(share, order, axis=0)
+    return order, share[order, np.arange(c)]
 
 
 def _kd_blocks(points: np.ndarray, size: int) -> list[np.ndarray]:
@@ -480,8 +520,18 @@ class ContagionRecorder:
 
     def _attribute(self, src_rows, dst_rows, mix, share, step, rnd):
         """Record round ``rnd``'s edges: all of them, or top contributors plus an aggregate."""
-        groups = _support_groups(mix, share)
-        if self.edge_count + full_edge_count(mix, share, groups) <= self.max_edges:
+        support = mix > 0
+        col = None
+        if (support.sum(axis=1) == 1).all():  # each victim lost on one column only
+            col = support.argmax(axis=1)
+            c = mix.shape[1]
+            count = int(np.bincount(col, minlength=c) @ (share > 0).sum(axis=0))
+            groups = None
+        else:
+            groups = _support_groups(mix, share)
+            count = full_edge_count(mix, share, groups)
+        if self.edge_count + count <= self.max_edges:
+            groups = _support_groups(mix, share) if groups is None else groups
             # the rows of each block's victims and liquidators, repeated (as in
             # full_attribution, without the index arrays in between)
             for victims, liquidators, block in _full_blocks(mix, share, groups):
@@ -497,7 +547,11 @@ class ContagionRecorder:
         self.truncated_rounds += 1
         if not self.first_truncated_step:
             self.first_truncated_step = int(step)
-        vi, li, w, rest = top_attribution(mix, share, self.top)
+        found = None
+        if col is not None and share.shape[0]:  # (mix @ share.sum(0) is exactly this)
+            k = max(1, min(self.top, share.shape[0]))
+            found = _top_of_unit_rows(share, k, col, share.sum(axis=0)[col])
+        vi, li, w, rest = top_attribution(mix, share, self.top) if found is None else found
         self._add(src_rows[li], dst_rows[vi], w, step, rnd)
         has_rest = rest > 1e-12
         if has_rest.any():

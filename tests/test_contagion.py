@@ -406,6 +406,30 @@ def test_top_ranking_is_the_head_of_a_stable_sort(seed):
         np.testing.assert_array_equal(ranked, np.take_along_axis(share, full, axis=0))
 
 
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("k", [1, 5, 40])
+def test_top_attribution_of_one_asset_rounds_equals_the_threshold_search(seed, k):
+    """Victims that each lost on one column only (every victim of a one-asset round): the
+    shortcut gives the threshold search's edges exactly, in the same order, ties included."""
+    import model.contagion as mc
+
+    rng = np.random.default_rng(seed)
+    k_v, k_l, a = 300, 1 + 17 * seed, 1 + seed % 3
+    exposure = np.zeros((k_v, a))
+    exposure[np.arange(k_v), rng.integers(0, a, k_v)] = rng.normal(size=k_v)  # one asset each
+    closed = np.round(rng.normal(size=(k_l, a)), 1)  # many exact ties between liquidators
+    mix, share = attribution_factors(exposure, rng.normal(size=a), closed)
+    assert ((mix > 0).sum(axis=1) == 1).all()
+    total = mix @ share.sum(axis=0)
+    kk = max(1, min(k, k_l))
+    shortcut = mc._top_of_unit_rows(share, kk, (mix > 0).argmax(axis=1), total)
+    want = mc._top_threshold(mix, share, kk, total)
+    for got in (shortcut, mc.top_attribution(mix, share, k)):
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+    assert want[0].size > 0
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_support_groups_in_lexicographic_pattern_order(seed):
     """Victims are grouped by the columns their losses use, patterns in lexicographic order
