@@ -54,6 +54,8 @@ step costs far less than one pass.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from model.accounts import AccountBook, TierTable, maintenance_margin
@@ -83,6 +85,8 @@ NEAR_SHARE = 1.0 / 8.0
 NEAR_MIN = 1024
 # changed_slot values of rows not in the changed list
 UNCHANGED, CLOSED = -1, -2
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+_NO_ROWS.flags.writeable = False
 # Lanes: which price move an account's headroom is measured against (see reaches()).
 LANE_BOTH, LANE_FALL, LANE_RISE = 0, 1, 2
 # A key stored at mark M_t is h less how far M_t is from the anchor *in the opposite sense*:
@@ -342,10 +346,14 @@ class MarginScreen:
 
     def reach(self, mark) -> np.ndarray:
         """(3,) :func:`reaches` of ``mark`` from the anchor (its logarithm kept)."""
-        if not np.size(mark):
+        if self._log_anchor.size == 1:  # one asset: plain floats
+            move = math.log(mark[0]) - self._log_anchor_1
+            fall, rise = max(-move, 0.0), max(move, 0.0)
+        elif not self._log_anchor.size:
             return np.zeros(3)
-        move = np.log(mark) - self._log_anchor
-        fall, rise = max(float(-move.min()), 0.0), max(float(move.max()), 0.0)
+        else:
+            move = np.log(mark) - self._log_anchor
+            fall, rise = max(float(-move.min()), 0.0), max(float(move.max()), 0.0)
         return np.array([max(fall, rise), fall, rise])
 
     def rebuild(self, mark) -> None:
@@ -360,6 +368,7 @@ class MarginScreen:
         self.headroom(mark, out=(self.keys, self.lanes))
         self.anchor = np.array(mark, dtype=float)
         self._log_anchor = np.log(self.anchor)
+        self._log_anchor_1 = math.log(self.anchor[0]) if self.anchor.size == 1 else 0.0
         for lane in range(3):
             rows = np.flatnonzero(self.lanes == lane)
             self.lane_size[lane] = rows.size
@@ -428,6 +437,8 @@ class MarginScreen:
         if not held.all():  # accounts closed out have no headroom to compute
             self.changed_slot[rows[~held & (slot < 0)]] = CLOSED
             keep = held | (slot >= 0)
+            if not keep.any():
+                return self.reach(mark)
             rows, slot = rows[keep], slot[keep]
         if self.changed_count + rows.size > self.book.n_traders // 4:
             self.rebuild(mark)
@@ -478,7 +489,10 @@ class MarginScreen:
         if m:
             hit = self.changed_keys[:m] <= reach[self.changed_lane[:m]]
             parts.append(self.changed_rows[:m][hit])
-        rows = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+        if len(parts) > 1:
+            rows = np.sort(np.concatenate(parts))
+        else:
+            rows = np.sort(parts[0]) if parts else _NO_ROWS
         self.checked += rows.size
         self.checked_total += rows.size
         self._handed = rows
@@ -494,9 +508,9 @@ class MarginScreen:
         """
         lo = self.start[lane]
         keys = self.sorted_keys[lane]
+        if lo == keys.size or keys[lo] > reach:  # nothing reached (no search needed)
+            return _NO_ROWS
         hi = lo + int(np.searchsorted(keys[lo:], reach, side="right"))
-        if hi == lo:
-            return np.zeros(0, dtype=np.int64)
         order = self.order[lane]
         rows = order[lo:hi]
         live = self.changed_slot[rows] == UNCHANGED
