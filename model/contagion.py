@@ -117,6 +117,27 @@ def attribution_factors(exposure, price_move, closed_prev, notional_prev=None):
     return mix, share_all
 
 
+def _one_asset_factors(exposure, price_move, closed_prev, notional_prev):
+    """:func:`attribution_factors` of a one-asset round as ``(share, col)``: the (k_l, 2)
+    shares, and the column of ``mix`` each victim uses (0: it lost on the asset, 1: it lost
+    nothing), since each row of ``mix`` is then a unit vector. Same arithmetic, same values."""
+    closed_prev = np.asarray(closed_prev, dtype=float)
+    move = float(price_move[0])
+    push = np.maximum(closed_prev * (1.0 if move < 0 else -1.0), 0.0)  # (k_l, 1)
+    push_total = push.sum(axis=0)
+    k_l = closed_prev.shape[0]
+    share = np.empty((k_l, 2))
+    np.divide(push, push_total if push_total[0] > 0 else 1.0, out=share[:, :1])
+    notional_prev = np.asarray(notional_prev, dtype=float)
+    total = notional_prev.sum()
+    if total > 0:
+        np.divide(notional_prev, total, out=share[:, 1])
+    else:
+        share[:, 1] = 1.0 / max(k_l, 1)
+    lost = (-np.asarray(exposure, dtype=float)[:, 0] * move > 0) & (push_total[0] > 0)
+    return share, (~lost).astype(np.intp)
+
+
 def attribution_weights(exposure, price_move, closed_prev, notional_prev=None):
     """Dense (k_victims, k_liquidators) attribution weights; each row sums to 1.
 
@@ -514,9 +535,34 @@ class ContagionRecorder:
             move = np.asarray(prev.price_after, dtype=float) - np.asarray(
                 prev.price_before, dtype=float
             )
-            mix, share = attribution_factors(exposure, move, prev.closed, prev.notional)
-            self._attribute(prev_rows, rows, mix, share, rec.step, rec.round)
+            if move.size == 1:  # one asset: each victim lost on it or lost nothing
+                share, col = _one_asset_factors(exposure, move, prev.closed, prev.notional)
+                self._attribute_columns(prev_rows, rows, share, col, rec.step, rec.round)
+            else:
+                mix, share = attribution_factors(exposure, move, prev.closed, prev.notional)
+                self._attribute(prev_rows, rows, mix, share, rec.step, rec.round)
         self._prev = rec
+
+    def _attribute_columns(self, src_rows, dst_rows, share, col, step, rnd):
+        """:meth:`_attribute` for victims that each use one column of ``share`` (``col``):
+        their loss mix is that unit vector, built only if every edge is kept."""
+        count = int(np.bincount(col, minlength=share.shape[1]) @ (share > 0).sum(axis=0))
+        if self.edge_count + count <= self.max_edges or not share.shape[0]:
+            mix = np.zeros((col.size, share.shape[1]))
+            mix[np.arange(col.size), col] = 1.0
+            self._attribute(src_rows, dst_rows, mix, share, step, rnd)
+            return
+        self.truncated = True
+        self.truncated_rounds += 1
+        if not self.first_truncated_step:
+            self.first_truncated_step = int(step)
+        k = max(1, min(self.top, share.shape[0]))
+        found = _top_of_unit_rows(share, k, col, share.sum(axis=0)[col])
+        if found is None:
+            mix = np.zeros((col.size, share.shape[1]))
+            mix[np.arange(col.size), col] = 1.0
+            found = top_attribution(mix, share, self.top)
+        self._keep_top(src_rows, dst_rows, *found, step, rnd)
 
     def _attribute(self, src_rows, dst_rows, mix, share, step, rnd):
         """Record round ``rnd``'s edges: all of them, or top contributors plus an aggregate."""
@@ -551,7 +597,11 @@ class ContagionRecorder:
         if col is not None and share.shape[0]:  # (mix @ share.sum(0) is exactly this)
             k = max(1, min(self.top, share.shape[0]))
             found = _top_of_unit_rows(share, k, col, share.sum(axis=0)[col])
-        vi, li, w, rest = top_attribution(mix, share, self.top) if found is None else found
+        found = top_attribution(mix, share, self.top) if found is None else found
+        self._keep_top(src_rows, dst_rows, *found, step, rnd)
+
+    def _keep_top(self, src_rows, dst_rows, vi, li, w, rest, step, rnd):
+        """Record a truncated round: the kept edges, and one aggregate edge per victim."""
         self._add(src_rows[li], dst_rows[vi], w, step, rnd)
         has_rest = rest > 1e-12
         if has_rest.any():

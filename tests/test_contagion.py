@@ -430,6 +430,29 @@ def test_top_attribution_of_one_asset_rounds_equals_the_threshold_search(seed, k
     assert want[0].size > 0
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_one_asset_factors_equal_the_general_factors(seed):
+    """The one-asset shortcut's shares and victim columns are the general factors' exactly:
+    same shares bit for bit, and each victim's mix row the unit vector of its column, with
+    rounds where nobody pushed the price (every mix row then the orphan column)."""
+    from model.contagion import _one_asset_factors
+
+    rng = np.random.default_rng(seed)
+    k_v, k_l = 50, 1 + 13 * seed
+    exposure = rng.normal(size=(k_v, 1)) * (rng.random((k_v, 1)) < 0.8)
+    closed = rng.normal(size=(k_l, 1)) * (rng.random((k_l, 1)) < 0.7)
+    if seed % 4 == 3:
+        closed = -np.abs(closed)  # only buyers: nobody pushed a fall
+    move = np.array([-0.5 if seed % 2 else 0.25])
+    notional = np.abs(closed[:, 0]) * 100.0
+    mix, share = attribution_factors(exposure, move, closed, notional)
+    share1, col = _one_asset_factors(exposure, move, closed, notional)
+    np.testing.assert_array_equal(share1, share)
+    unit = np.zeros_like(mix)
+    unit[np.arange(k_v), col] = 1.0
+    np.testing.assert_array_equal(unit, mix)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_support_groups_in_lexicographic_pattern_order(seed):
     """Victims are grouped by the columns their losses use, patterns in lexicographic order
