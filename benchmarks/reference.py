@@ -2,13 +2,14 @@
 
 One :class:`MarginTrader` agent per account holds its own wallet, quantity and entry price and
 checks its own margin in Python; each liquidation round loops over every agent. The market is
-the same price-impact rule as :class:`agents.market.Market` (DESIGN.md, "Market impact") with a
-deterministic fundamental (scheduled shocks only), and liquidation follows the engine's rules
-for one cross-margined asset with ``full`` liquidation: close the position at the price after
-the round's batch, pay the fee from what equity remains, send negative equity to the insurance
-fund and what it cannot pay to unfunded bad debt.
+the same price-impact rule as :class:`agents.market.Market` (docs/design.md, "Market impact")
+with a deterministic fundamental (scheduled shocks only), and liquidation follows the engine's
+rules for one cross-margined asset with ``full`` liquidation: close the position at the price
+after the round's batch, pay the fee from what equity remains, send negative equity to the
+insurance fund and what it cannot pay to unfunded bad debt.
 
-:func:`scenario` builds the accounts and shocks once; :func:`engine_model` turns them into a
+:func:`scenario` (a shock every few steps) and :func:`sliding_scenario` (a shock every step,
+cascades in most steps) build the accounts and shocks once; :func:`engine_model` turns them into a
 :class:`model.ContagionModel` and :class:`ReferenceModel` runs the same thing agent by agent.
 The benchmark runs both side by side and checks that they liquidate the same accounts in the
 same rounds and end at the same prices (tests/test_benchmarks.py does the same at small size).
