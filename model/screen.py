@@ -37,19 +37,31 @@ below ``(1 - r0) N0 (e^u - 1)``) (:func:`headroom`, :func:`reaches`). After a cr
 short-only accounts are never candidates. The one-sided distances chain too: a fall from
 ``M_t`` is at most the fall from the anchor plus the rise from the anchor to ``M_t``.
 
-Bookkeeping. At a *rebuild* every account's headroom is computed at the anchor mark ``P``, and
-in each lane the eighth with the least headroom is sorted (the rest all have more headroom than
-the last of those: the lane's *horizon*); the candidates at mark ``M`` are then a prefix of each
-lane's order (headroom at most the lane's distance from ``P``), found by binary search, and the
-screen rebuilds before a distance reaches its horizon. An account whose state changes (a fill,
-a fee, a deposit) is reported through :meth:`model.accounts.AccountBook.mark_changed`; at the
-next query its headroom is recomputed at the current mark ``M_t`` and stored as
-``key = h - d(P, M_t)`` (for the one-sided lanes, less the move from ``P`` to ``M_t`` in the
-opposite sense): by the triangle inequality ``d(M, P) < key`` implies ``d(M, M_t) < h``. Changed accounts are few and scanned linearly (each has a slot, so an
-account that trades every step is stored once). The screen also rebuilds when the candidates it
-handed out since the last rebuild add up to ``rebuild_work`` (0.3) times the book: a rebuild
-costs a few passes over the book, so its cost is amortised over the work it saves, and a calm
-step costs far less than one pass.
+Bookkeeping. At a *rebuild* every account's headroom is computed at the anchor mark ``P`` and
+kept with its lane; in each lane the eighth with the least headroom is sorted (the rest all have
+at least the headroom of the last of those: the lane's *horizon*). The candidates at mark ``M``
+are then a prefix of each lane's order (headroom at most the lane's distance from ``P``), found
+by binary search. When a distance reaches its lane's horizon the lane is *extended*: the rows of
+the lane with keys from the horizon up to beyond the distance, plus the next eighth, are sorted
+in from the stored keys (they are all at least the old horizon, so they are appended) and the
+horizon moves to the least key left out. The keys stored at the rebuild stay valid bounds for
+every account that has not changed since, however far prices move (each is at most ``U``, or
+a fall bound, which needs no tier limit), so extending never weakens the argument above.
+
+An account whose state changes (a fill, a fee, a deposit) is reported through
+:meth:`model.accounts.AccountBook.mark_changed`; at the next query its headroom is recomputed at
+the current mark ``M_t`` and stored in the changed list as ``key = h - d(P, M_t)`` (for the
+one-sided lanes, less the move from ``P`` to ``M_t`` in the opposite sense): by the triangle
+inequality ``d(M, P) < key`` implies ``d(M, M_t) < h``. Its stored anchor key is stale from
+then on, so it is dropped from the sorted prefixes when a query meets it; an account closed out
+(no position) can be liquidated at no mark and is listed nowhere. Every account is thus
+represented exactly once, by a valid key: the candidates are the union of disjoint parts.
+
+Rebuilds happen when the whole book, or a quarter of it, changed, and when the candidates
+handed out *in vain* since the last rebuild (handed out and not liquidated or otherwise changed
+before the next query) add up to ``rebuild_work`` (0.3) times the book: a rebuild costs a few
+passes over the book, so its cost is amortised over the work it saves, a calm step costs far
+less than one pass, and a cascade that liquidates the candidates it is handed costs none.
 """
 
 from __future__ import annotations
