@@ -159,7 +159,7 @@ def book_pass(book, rows=None, repeats: int = 5) -> float:
 
 def fill_rows(model) -> np.ndarray:
     """Book row of every fill so far (one per liquidated position, repeats kept)."""
-    ids = model.engine.fills_columns()["trader_id"]
+    ids = model.engine.fills.columns()["trader_id"]
     order = np.argsort(model.book.ids, kind="stable")
     return order[np.searchsorted(model.book.ids, ids, sorter=order)]
 
@@ -227,7 +227,7 @@ def cascade_model(n: int, shock: float):
     data = calm_config(n, 2, 3, shocks=[{"step": 3, "asset": "BTC", "return": shock}])
     data["traders"]["leverage"] = 12.0
     data["market"]["volatility"] = 0.0
-    m = _model(data, agents=False)
+    m = _model(data, create_agents=False)
     m.run(2)
     return m
 
@@ -469,7 +469,7 @@ def bench_slide(quick: bool) -> dict:
         sc = sliding_scenario(n, steps=200)
         best = None
         for _ in range(1 if quick else 3):  # least CPU time of identical runs
-            m = engine_model(sc, agents=False)
+            m = engine_model(sc, create_agents=False)
             t0 = time.process_time()
             m.run()
             dt = time.process_time() - t0
@@ -479,7 +479,7 @@ def bench_slide(quick: bool) -> dict:
         for _ in range(sc.steps):
             ref.step()
         ref_s = time.process_time() - t0
-        fills = m.engine.fills_columns()
+        fills = m.engine.fills.columns()
         rounds = np.unique(fills["step"] * (sc.max_rounds + 1) + fills["round"]).size
         floor_book = book_pass(m.book)
         floor_rows = book_pass(m.book, fill_rows(m))
