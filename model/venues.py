@@ -6,9 +6,10 @@ not set takes the preset's value; keys the file sets win. The resolved ``config.
 folder holds the values used, so it reruns without the preset's help. Without ``margin.venue``
 nothing changes.
 
-Every value carries its source: a section of docs/reference/venues.md (which names the venue's
-page or repository and its date; every page there was read 2026-12 from stored copies) or the
-words "project's choice" where the venue publishes nothing usable. What a preset sets:
+Every value carries its source, a section of docs/reference/venues.md (which names the venue's
+page or repository; every page there was read 2026-12 from stored copies) or the words
+"project's choice" where the venue publishes nothing usable, and the source's date as
+published. What a preset sets:
 
 * maintenance tiers per asset symbol (``assets.<SYMBOL>.tiers``) for the symbols the venue
   publishes (BTC, ETH, SOL), and a documented default for other symbols (``None``: the engine's
@@ -51,15 +52,22 @@ __all__ = [
 # The cap written for a venue's open-ended last tier (the engine extends the last tier anyway).
 OPEN_CAP = 1.0e15
 
-_READ = "read 2026-12"
-
 
 @dataclass(frozen=True)
 class Sourced:
-    """A preset value and where it comes from."""
+    """A preset value and where it comes from.
+
+    Attributes:
+        value: the value (TOML-shaped; tiers as ``(cap, rate)`` pairs).
+        source: the section of docs/reference/venues.md (and its source tag) or "project's
+            choice", with what the source says.
+        date: the source's date as published, as docs/reference/venues.md gives it (every
+            source there was read 2026-12).
+    """
 
     value: Any
     source: str
+    date: str
 
 
 @dataclass(frozen=True)
@@ -109,29 +117,41 @@ def _tiers(caps, rates) -> list[tuple[float, float]]:
     return [(float(c), float(r)) for c, r in zip(caps, rates, strict=True)]
 
 
-# Binance's 2021 tables for ETHUSDT and for 75x altcoins (venues.md §1.4, §5).
+# Binance's 2021 table for 75x altcoins (venues.md §1.4, §5).
 _BINANCE_ALT = _tiers(
     [1e4, 5e4, 2.5e5, 1e6, 2e6, 5e6, 1e7, OPEN_CAP],
     [0.0065, 0.01, 0.02, 0.05, 0.10, 0.125, 0.15, 0.25],
 )
+_CHOICE = "n/a (project's choice)"
 
 BINANCE = Preset(
     name="binance",
     description="Binance USD-M: BTC/ETH brackets, one partial reduction then takeover at the "
     "bankruptcy price, 0.5% fee, LeveragePnL ADL, 8-hour funding",
     margin={
-        "liquidation": Sourced("partial", f"venues.md §2.1 [B-LIQ] ({_READ})"),
+        "liquidation": Sourced(
+            "partial",
+            "venues.md §2.1 [B-LIQ]: one IOC reduction, then closed at the bankruptcy price",
+            "undated (Binance's text as reproduced by traderwagon)",
+        ),
         "fee": Sourced(
             0.005,
-            "project's choice: per-symbol rates not found (venues.md §2.1; "
-            "earlier note 0.5%, unverified)",
+            "project's choice: per-symbol rates not found (venues.md §2.1; earlier note 0.5%, "
+            "unverified)",
+            _CHOICE,
         ),
         "takeover": Sourced(
             True,
-            "venues.md §2.1 [B-LIQ]: 'closed at the bankruptcy price and "
-            "the Insurance Fund will take over the position'",
+            "venues.md §2.1 [B-LIQ]: 'closed at the bankruptcy price and the Insurance Fund "
+            "will take over the position'",
+            "undated (Binance's text as reproduced by traderwagon)",
         ),
-        "adl_ranking": Sourced("binance", "venues.md §3.1 [B-ADL] (forum quote, unverified)"),
+        "adl_ranking": Sourced(
+            "binance",
+            "venues.md §3.1 [B-ADL]: LeveragePnL as quoted on Binance's developer forum "
+            "(unverified)",
+            "FAQ 2019-09-09, version of 2021-08-19",
+        ),
     },
     tiers={
         "BTC": Sourced(
@@ -139,35 +159,42 @@ BINANCE = Preset(
                 [5e4, 2.5e5, 3e6, 2e7, 4e7, 1e8, 1.2e8, 2e8, 3e8, 5e8],
                 [0.004, 0.005, 0.01, 0.025, 0.05, 0.10, 0.125, 0.15, 0.25, 0.50],
             ),
-            "venues.md §1.4 [B-BRK] (API snapshot, undated; read 2026-12)",
+            "venues.md §1.4 [B-BRK]: leverageBracket API response",
+            "undated snapshot (commit f4c6c76)",
         ),
         "ETH": Sourced(
             _tiers(
                 [1e4, 1e5, 5e5, 1e6, 2e6, 5e6, 1e7, 2e7, OPEN_CAP],
                 [0.005, 0.0065, 0.01, 0.02, 0.05, 0.10, 0.125, 0.15, 0.25],
             ),
-            "venues.md §1.4 (gist crackcomm, 2021, unverified)",
+            "venues.md §1.4: ETHUSDT lookup table (gist crackcomm, unverified)",
+            "2021",
         ),
         "SOL": Sourced(
-            _BINANCE_ALT, "project's choice: Binance's 2021 75x table (venues.md §5, unverified)"
+            _BINANCE_ALT,
+            "project's choice: Binance's 75x table (venues.md §5, gist crackcomm, unverified)",
+            "2021",
         ),
     },
-    other_tiers=Sourced(_BINANCE_ALT, "project's choice: Binance's 2021 75x table"),
+    other_tiers=Sourced(
+        _BINANCE_ALT, "project's choice: Binance's 75x table (venues.md §5, unverified)", "2021"
+    ),
     funding=FundingRule(
         8.0,
         8.0,
-        Sourced(1e-4, "venues.md §1.3 [B-FUND]: 0.01% per 8 h"),
+        Sourced(1e-4, "venues.md §1.3 [B-FUND]: 0.01% per 8 h (secondary summary)", "undated"),
         Sourced(
             0.004,
-            "venues.md §1.3 [B-FUND]: clamp(F, +-MMR) with BTCUSDT's tier-1 MMR "
-            "(secondary copy, unverified)",
+            "venues.md §1.3 [B-FUND]: clamp(F, +-MMR) with BTCUSDT's tier-1 MMR (secondary "
+            "copy of the FAQ, unverified)",
+            "undated",
         ),
-        "venues.md §1.3 [B-FUND]",
+        "venues.md §1.3 [B-FUND]: every 8 hours",
     ),
     notes=(
         "one funding cap for every asset (Binance caps per symbol at its tier-1 rate)",
-        "the partial reduction is the smallest restoring fraction (model/partial.py), not an "
-        "order sized by the venue",
+        "the partial reduction is the smallest restoring fraction plus margin.buffer "
+        "(model/partial.py), not an order sized by the venue",
     ),
 )
 
@@ -176,23 +203,31 @@ BYBIT = Preset(
     description="Bybit USDT perpetuals: 20 BTC risk-limit tiers, lowest tier taken over whole, "
     "higher tiers stepped down, profit x leverage ADL, 8-hour funding",
     margin={
-        "liquidation": Sourced("partial", f"venues.md §2.2 [BY-LIQ] ({_READ})"),
+        "liquidation": Sourced(
+            "partial", "venues.md §2.2 [BY-LIQ]: higher tiers stepped down", "2024-01-24"
+        ),
         "partial_from_tier": Sourced(
             2,
-            "venues.md §2.2 [BY-LIQ]: lowest tier closed at the "
-            "bankruptcy price, higher tiers stepped down",
+            "venues.md §2.2 [BY-LIQ]: the lowest tier is closed at the bankruptcy price, higher "
+            "tiers stepped down",
+            "2024-01-24",
         ),
         "fee": Sourced(
             0.0,
-            "venues.md §2.2, §3.2: no separate liquidation fee (the taker fee "
-            "rate on the liquidated order was not found)",
+            "venues.md §2.2, §3.2 [BY-ADL-OLD]: no separate liquidation fee (the taker fee rate "
+            "on the liquidated order was not found)",
+            "undated",
         ),
         "takeover": Sourced(
             True,
-            "venues.md §2.2: the margin left above the bankruptcy price goes to the insurance fund",
+            "venues.md §2.2 [BY-LIQ]: the margin left above the bankruptcy price goes to the "
+            "insurance fund",
+            "2024-01-24",
         ),
         "adl_ranking": Sourced(
-            "bitmex", "venues.md §3.2: profit % x effective leverage (partly verified)"
+            "bitmex",
+            "venues.md §3.2: profit % x effective leverage (partly verified)",
+            "2024-09-06 and 2025-11-05 texts; older text undated",
         ),
     },
     tiers={
@@ -203,22 +238,25 @@ BYBIT = Preset(
                 [0.005, 0.0056, 0.0063, 0.0067, 0.0071, 0.0077, 0.0091, 0.01, 0.013, 0.015]
                 + [0.016, 0.02, 0.025, 0.029, 0.03, 0.035, 0.036, 0.038, 0.04, 0.045],
             ),
-            "venues.md §1.4 [BY-RL] (Margin Parameters page, undated; first 20 tiers)",
+            "venues.md §1.4 [BY-RL]: Margin Parameters page, first 20 tiers",
+            "undated",
         ),
         "ETH": Sourced(
             [(OPEN_CAP, 0.01)],
-            "venues.md §1.4: ETH base rate 1% (Risk-Limit page, 2025-11-25); tiers not found",
+            "venues.md §1.4: ETH base rate 1% (Risk-Limit page); tiers not found",
+            "2025-11-25",
         ),
     },
     other_tiers=Sourced(
-        None, "not found (venues.md §1.4): the engine's default 1 / (2 x max leverage)"
+        None, "not found (venues.md §1.4): the engine's default 1 / (2 x max leverage)", _CHOICE
     ),
     funding=FundingRule(
         8.0,
         8.0,
-        Sourced(1e-4, "venues.md §1.3 [BY-FUND]: 0.01% per 8 h"),
+        Sourced(1e-4, "venues.md §1.3 [BY-FUND]: 0.01% per 8 h", "2024-05-12"),
         None,
-        "venues.md §1.3 [BY-FUND] (cap per symbol, not found: the config's is kept)",
+        "venues.md §1.3 [BY-FUND]: 8 hours by default (the cap is per symbol, not found: the "
+        "config's is kept)",
     ),
     notes=(
         "the step-down to a lower tier is approximated by the smallest restoring fraction "
@@ -232,24 +270,36 @@ OKX = Preset(
     description="OKX perpetual swaps: partial from tier 3, full below, takeover at the "
     "bankruptcy price, ROI x leverage ADL, 8-hour funding (tiers not found)",
     margin={
-        "liquidation": Sourced("partial", f"venues.md §2.3 [OKX-PL] ({_READ}, unverified)"),
+        "liquidation": Sourced(
+            "partial", "venues.md §2.3 [OKX-PL] (secondary summaries, unverified)", "undated"
+        ),
         "partial_from_tier": Sourced(
-            3, "venues.md §2.3 [OKX-PL]: tier 3 and above partial, tier 2 and below full"
+            3,
+            "venues.md §2.3 [OKX-PL]: tier 3 and above partial, tier 2 and below full",
+            "undated",
         ),
         "takeover": Sourced(
-            True, "venues.md §2.3: full liquidation taken over at the bankruptcy price"
+            True,
+            "venues.md §2.3: full liquidation taken over at the bankruptcy price",
+            "undated",
         ),
         "adl_ranking": Sourced(
             "bitmex",
-            "venues.md §3.3: ROI / margin ratio = ROI x effective leverage (secondary, unverified)",
+            "venues.md §3.3 [OKX-ADL]: ROI / margin ratio = ROI x effective leverage "
+            "(secondary, unverified)",
+            "2020-12-16, updated 2024-04-04",
         ),
     },
     tiers={},
     other_tiers=Sourced(
-        None, "not found (venues.md §1.4): the engine's default 1 / (2 x max leverage)"
+        None, "not found (venues.md §1.4): the engine's default 1 / (2 x max leverage)", _CHOICE
     ),
     funding=FundingRule(
-        8.0, 8.0, None, None, "venues.md §1.3: 8 h; formula and cap not found (config's kept)"
+        8.0,
+        8.0,
+        None,
+        None,
+        "venues.md §1.3: 8 hours by default; formula and cap not found (the config's kept)",
     ),
     notes=(
         "tiers not found: with the one default tier no position reaches tier 3, so every OKX "
@@ -259,6 +309,8 @@ OKX = Preset(
     ),
 )
 
+_HL_DATE = "docs mirror commit f0e8df5, 2026-07-03"
+
 HYPERLIQUID = Preset(
     name="hyperliquid",
     description="Hyperliquid: two tiers per asset, whole-position market liquidation in 20% "
@@ -266,40 +318,46 @@ HYPERLIQUID = Preset(
     "funding",
     margin={
         "liquidation": Sourced(
-            "full", "venues.md §2.4 [HL-LIQ]: market orders for the full size of the position"
+            "full",
+            "venues.md §2.4 [HL-LIQ]: market orders for the full size of the position",
+            _HL_DATE,
         ),
         "chunk_notional": Sourced(
             100_000.0,
-            "venues.md §2.4 [HL-LIQ]: positions above 100k "
-            "USDC, 20% per liquidation, 30 s cooldown",
+            "venues.md §2.4 [HL-LIQ]: positions above 100k USDC, 20% per liquidation, 30 s "
+            "cooldown",
+            _HL_DATE,
         ),
-        "chunk_share": Sourced(0.2, "venues.md §2.4 [HL-LIQ]"),
-        "fee": Sourced(0.0, "venues.md §2.4 [HL-LIQ]: 'no clearance fee on liquidations'"),
-        "insurance_fund": Sourced(0.0, "venues.md §1.2: no insurance fund as such"),
+        "chunk_share": Sourced(0.2, "venues.md §2.4 [HL-LIQ]", _HL_DATE),
+        "fee": Sourced(
+            0.0, "venues.md §2.4 [HL-LIQ]: 'no clearance fee on liquidations'", _HL_DATE
+        ),
+        "insurance_fund": Sourced(0.0, "venues.md §1.2: no insurance fund as such", _HL_DATE),
         "vault": Sourced(
-            True, "venues.md §2.4 [HL-LIQ]: backstop liquidation through the liquidator vault"
+            True,
+            "venues.md §2.4 [HL-LIQ]: backstop liquidation through the liquidator vault",
+            _HL_DATE,
         ),
         "vault_threshold": Sourced(
-            2.0 / 3.0, "venues.md §2.4 [HL-LIQ]: 'below 2/3 of the maintenance margin'"
+            2.0 / 3.0, "venues.md §2.4 [HL-LIQ]: 'below 2/3 of the maintenance margin'", _HL_DATE
         ),
-        "adl_ranking": Sourced("hyperliquid", "venues.md §3.5 [HL-ADL]"),
+        "adl_ranking": Sourced("hyperliquid", "venues.md §3.5 [HL-ADL]", _HL_DATE),
     },
     tiers={
-        "BTC": Sourced(
-            [(1.5e8, 0.0125), (OPEN_CAP, 0.025)],
-            "venues.md §1.4 [HL-TIER] (docs mirror 2026-07-03)",
-        ),
-        "ETH": Sourced([(1e8, 0.02), (OPEN_CAP, 1.0 / 30.0)], "venues.md §1.4 [HL-TIER]"),
-        "SOL": Sourced([(7e7, 0.025), (OPEN_CAP, 0.05)], "venues.md §1.4 [HL-TIER]"),
+        "BTC": Sourced([(1.5e8, 0.0125), (OPEN_CAP, 0.025)], "venues.md §1.4 [HL-TIER]", _HL_DATE),
+        "ETH": Sourced([(1e8, 0.02), (OPEN_CAP, 1.0 / 30.0)], "venues.md §1.4 [HL-TIER]", _HL_DATE),
+        "SOL": Sourced([(7e7, 0.025), (OPEN_CAP, 0.05)], "venues.md §1.4 [HL-TIER]", _HL_DATE),
     },
     other_tiers=Sourced(
-        None, "venues.md §2.4: half the initial margin at max leverage, the engine's default"
+        None,
+        "venues.md §2.4 [HL-LIQ]: half the initial margin at max leverage, the engine's default",
+        _HL_DATE,
     ),
     funding=FundingRule(
         1.0,
         8.0,
-        Sourced(1e-4, "venues.md §1.3 [HL-FUND]: 0.01% on the 8-hour basis"),
-        Sourced(0.04, "venues.md §1.3 [HL-FUND]: 4% per hour"),
+        Sourced(1e-4, "venues.md §1.3 [HL-FUND]: 0.01% on the 8-hour basis", _HL_DATE),
+        Sourced(0.04, "venues.md §1.3 [HL-FUND]: 4% per hour", _HL_DATE),
         "venues.md §1.3 [HL-FUND]: hourly, one eighth of the 8-hour rate",
     ),
     notes=(
@@ -311,6 +369,9 @@ HYPERLIQUID = Preset(
     ),
 )
 
+_DY_CFG = "v4-chain commit 84d4664, 2026-03-04"
+_DY_GEN = "mainnet genesis, 2023-10-26"
+
 DYDX = Preset(
     name="dydx",
     description="dYdX v4: flat 3% (BTC, ETH) and 5% (SOL) maintenance, at most 10% of a position "
@@ -318,44 +379,50 @@ DYDX = Preset(
     margin={
         "liquidation": Sourced(
             "partial",
-            "venues.md §2.5 [DY-CFG]: liquidation orders until the "
-            "account is back above maintenance",
+            "venues.md §2.5 [DY-CFG]: liquidation orders while the account is below maintenance",
+            _DY_CFG,
         ),
         "fee": Sourced(
-            0.015, "venues.md §2.5 [DY-CFG]: min(1.5% x quote, surplus above bankruptcy)"
+            0.015,
+            "venues.md §2.5 [DY-CFG]: min(1.5% x quote, surplus above bankruptcy)",
+            _DY_CFG,
         ),
         "round_share": Sourced(
-            0.1, "venues.md §2.5 [DY-CFG]: max_position_portion_liquidated 10% per block"
+            0.1, "venues.md §2.5 [DY-CFG]: max_position_portion_liquidated 10% per block", _DY_CFG
         ),
         "round_min_notional": Sourced(
-            1000.0, "venues.md §2.5 [DY-CFG]: min_position_notional_liquidated $1,000"
+            1000.0, "venues.md §2.5 [DY-CFG]: min_position_notional_liquidated $1,000", _DY_CFG
         ),
         "round_max_notional": Sourced(
-            100_000.0, "venues.md §2.5 [DY-CFG]: max_notional_liquidated $100,000 per subaccount"
+            100_000.0,
+            "venues.md §2.5 [DY-CFG]: max_notional_liquidated $100,000 per subaccount",
+            _DY_CFG,
         ),
         "max_rounds": Sourced(
             1000,
-            "project's choice: a round stands for a block, and the "
-            "per-block limits need more rounds",
+            "project's choice: a round stands for a block, and the per-block limits need more "
+            "rounds",
+            _CHOICE,
         ),
-        "adl_ranking": Sourced("random", "venues.md §3.6 [DY-DEL]"),
+        "adl_ranking": Sourced("random", "venues.md §3.6 [DY-DEL]", _DY_CFG),
     },
     tiers={
-        "BTC": Sourced(
-            [(OPEN_CAP, 0.03)], "venues.md §1.4 [DY-GEN]: Large-Cap MMF 3% (genesis 2023-10-26)"
-        ),
-        "ETH": Sourced([(OPEN_CAP, 0.03)], "venues.md §1.4 [DY-GEN]: Large-Cap MMF 3%"),
-        "SOL": Sourced([(OPEN_CAP, 0.05)], "venues.md §1.4 [DY-GEN]: Mid-Cap MMF 5%"),
+        "BTC": Sourced([(OPEN_CAP, 0.03)], "venues.md §1.4 [DY-GEN]: Large-Cap MMF 3%", _DY_GEN),
+        "ETH": Sourced([(OPEN_CAP, 0.03)], "venues.md §1.4 [DY-GEN]: Large-Cap MMF 3%", _DY_GEN),
+        "SOL": Sourced([(OPEN_CAP, 0.05)], "venues.md §1.4 [DY-GEN]: Mid-Cap MMF 5%", _DY_GEN),
     },
-    other_tiers=Sourced([(OPEN_CAP, 0.10)], "project's choice: Long-Tail MMF 10% (venues.md §1.4)"),
+    other_tiers=Sourced(
+        [(OPEN_CAP, 0.10)], "project's choice: Long-Tail MMF 10% (venues.md §1.4)", _DY_GEN
+    ),
     funding=FundingRule(
         1.0,
         8.0,
-        Sourced(0.0, "venues.md §1.3 [DY-FUND]: interest 0 for cross markets"),
+        Sourced(0.0, "venues.md §1.3 [DY-FUND]: interest 0 for cross markets", "2025-09-19"),
         Sourced(
             0.015,
-            "venues.md §1.3 [DY-FUND]: 8-hour rate capped at 600% x (IMF - MMF) "
-            "= 12% for Large-Cap, 1.5% an hour",
+            "venues.md §1.3 [DY-FUND]: 8-hour rate capped at 600% x (IMF - MMF) = 12% for "
+            "Large-Cap, 1.5% an hour",
+            "2025-09-19",
         ),
         "venues.md §1.3 [DY-FUND]: hourly, premium / 8 + interest",
     ),

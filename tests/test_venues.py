@@ -71,6 +71,7 @@ def test_every_preset_value_names_its_source():
                 sourced.append(rule)
         for value in sourced:
             assert "venues.md §" in value.source or "project's choice" in value.source, value
+            assert value.date, value
         assert "venues.md §" in preset.funding.source
         assert set(preset.margin) <= fields, preset.name
 
