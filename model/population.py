@@ -9,6 +9,7 @@ position margin) and ``margin_mode`` (``cross`` or ``isolated``; default ``margi
 ``collateral`` is the trader's whole collateral, isolated margins included, and repeats on each
 of the trader's rows. The columns, their types, bounds and defaults are declared once, in
 :class:`PopulationRow` (``describe(PopulationRow)`` lists them), and checked column by column.
+``trader_id`` is any string or integer, kept exactly as written (:mod:`model.ids`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pandas as pd
 
 from model.config import BOUNDS, Config, bound_violation, did_you_mean, spec
 from model.errors import ConfigError
+from model.ids import bad_ids, id_problem, ids_from_text, show_id
 
 __all__ = [
     "OPTIONAL_COLUMNS",
@@ -52,7 +54,10 @@ class PopulationRow:
     bounds and its did-you-mean.
     """
 
-    trader_id: int = spec(doc="the trader's id (a whole number); a trader's rows share it")
+    trader_id: str | int = spec(
+        doc="the trader's id, any string or integer, kept exactly as written (007 stays 007); "
+        "a trader's rows share it, and two accounts cannot"
+    )
     collateral: float = spec(
         doc="the trader's whole collateral, isolated margins included, repeated on each of its "
         "rows",
@@ -82,6 +87,7 @@ REQUIRED_COLUMNS = [
 OPTIONAL_COLUMNS = [
     f.name for f in dataclasses.fields(PopulationRow) if f.default is not dataclasses.MISSING
 ]
+_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 
 @dataclass
@@ -89,7 +95,7 @@ class Population:
     """Initial state of every account.
 
     Attributes:
-        ids: (n,) trader ids.
+        ids: (n,) trader ids: ``int64``, or an object array of ``str`` (:mod:`model.ids`).
         wallet: (n,) cross wallet (collateral not committed to isolated positions).
         qty, entry: (n, A) signed quantities and entry prices.
         isolated: (n, A) isolated flag per position.
@@ -158,6 +164,14 @@ def generate_population(cfg: Config, rng: np.random.Generator) -> Population:
     return Population(np.arange(n, dtype=np.int64), wallet, qty, entry, isolated, margin, strategy)
 
 
+# pandas' default missing-value texts (read_csv's ``na_values``): they mean an empty cell in
+# every column but ``trader_id``, whose text is an id as written ("NA" is an id like any other).
+_NA_TEXTS = [
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+]  # fmt: skip
+
+
 def _read_table(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
@@ -167,7 +181,13 @@ def _read_table(path: Path) -> pd.DataFrame:
             # index_col=False: a row with an extra field is an error, not a shifted row
             with warnings.catch_warnings():
                 warnings.simplefilter("error", pd.errors.ParserWarning)
-                return pd.read_csv(path, index_col=False)
+                return pd.read_csv(
+                    path,
+                    index_col=False,
+                    dtype={"trader_id": str},
+                    keep_default_na=False,
+                    na_values={c: _NA_TEXTS for c in _COLUMNS if c != "trader_id"},
+                )
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except (
@@ -197,6 +217,7 @@ def read_population(path: str | Path, cfg: Config) -> Population:
     df = _read_table(path)
     rows = _Rows(path, 1 if path.suffix.lower() == ".parquet" else 2)
     _check_columns(df, path)
+    df["trader_id"] = _trader_ids(df["trader_id"], rows, path.suffix.lower() != ".parquet")
     for name, (tp, checks) in _schema().items():
         if name in df.columns and tp in (int, float):
             df[name] = _numbers(df[name], name, tp, checks, rows)
@@ -250,6 +271,25 @@ def _check_columns(df: pd.DataFrame, path: Path) -> None:
         raise ConfigError(f"{path}: unknown column(s) {', '.join(unknown)}{hint}")
 
 
+def _trader_ids(col: pd.Series, rows: _Rows, text_file: bool) -> np.ndarray:
+    """The ``trader_id`` column as ids (:mod:`model.ids`): a CSV column is text, integers
+    when every value is a canonical integer; a parquet column must hold integers or strings.
+    Each string id is checked: not empty, no control character, no graph node's name."""
+    if col.dtype.kind in "iu":
+        if col.dtype.kind == "u" and len(col) and col.max() > np.iinfo(np.int64).max:
+            raise ConfigError(f"{rows.path}: column trader_id holds integers beyond 64 bits")
+        return col.to_numpy(dtype=np.int64)
+    if pd.api.types.infer_dtype(col, skipna=True) not in ("string", "empty"):
+        raise ConfigError(
+            f"{rows.path}: column trader_id must hold integers or strings, not {col.dtype}"
+        )
+    text = col.astype(object).where(col.notna(), "")  # a missing id is an empty one
+    rows.first_bad(bad_ids(text), lambda i: id_problem(text.iloc[i]))
+    if text_file:  # integers when every id is one, written as Python writes it
+        return ids_from_text(text)
+    return text.to_numpy(dtype=object)
+
+
 def _numbers(col: pd.Series, name: str, tp, checks: dict, rows: _Rows) -> pd.Series:
     """A numeric column as floats (whole numbers for ``int``), checked: numbers, finite, within
     the bounds of its spec. Optional columns may leave cells empty (NaN)."""
@@ -268,7 +308,7 @@ def _numbers(col: pd.Series, name: str, tp, checks: dict, rows: _Rows) -> pd.Ser
         rows.first_bad(
             v != np.round(v), lambda i: f"{name} must be a whole number, got {_cell(col.iloc[i])}"
         )
-        # beyond 2**53 floats no longer tell ids apart
+        # beyond 2**53 floats no longer hold every whole number exactly
         rows.first_bad(
             np.abs(v) >= 2.0**53, lambda i: f"{name} must be below 2**53 in size, got {v[i]:g}"
         )
@@ -326,8 +366,8 @@ def _strategies(df: pd.DataFrame, rows: _Rows) -> np.ndarray:
     per_trader = names.groupby(df["trader_id"]).nunique()
     if (per_trader > 1).any():
         raise ConfigError(
-            f"{rows.path}: trader {per_trader[per_trader > 1].index[0]}: strategy differs "
-            "between its rows"
+            f"{rows.path}: trader {show_id(per_trader[per_trader > 1].index[0])}: strategy "
+            "differs between its rows"
         )
     return names.to_numpy(dtype=object)
 
@@ -347,7 +387,7 @@ def _check_positions(df: pd.DataFrame, asset, mode, rows: _Rows) -> None:
     ids = df["trader_id"].to_numpy()
     dup = pd.DataFrame({"trader": ids, "asset": asset}).duplicated().to_numpy()
     rows.first_bad(
-        dup, lambda i: f"duplicate position: trader {ids[i]} already has a row for "
+        dup, lambda i: f"duplicate position: trader {show_id(ids[i])} already has a row for "
         f"{df['asset'].iloc[i]}"
     )  # fmt: skip
     by_trader = df.groupby("trader_id")["collateral"]
@@ -357,8 +397,9 @@ def _check_positions(df: pd.DataFrame, asset, mode, rows: _Rows) -> None:
         bad_id = differs[differs].index[0]
         values = df.loc[df["trader_id"] == bad_id, "collateral"].unique()[:2]
         raise ConfigError(
-            f"{rows.path}: trader {bad_id}: collateral differs between its rows "
-            f"({values[0]:g} and {values[1]:g})"
+            f"{rows.path}: trader {show_id(bad_id)}: collateral differs between its rows "
+            f"({values[0]:g} and {values[1]:g}); the rows of one account share its id and "
+            "collateral, and two accounts cannot share an id"
         )
     if "margin" in df.columns:
         given = df["margin"].to_numpy(dtype=float)
@@ -374,7 +415,7 @@ def _check_positions(df: pd.DataFrame, asset, mode, rows: _Rows) -> None:
 def _book_arrays(df, asset, mode, strategy, n_assets: int, path: Path) -> Population:
     """The checked rows as the account book's arrays: one row per trader, one column per
     asset; isolated positions without a margin get the collateral split by notional."""
-    ids, row = np.unique(df["trader_id"].to_numpy(dtype=np.int64), return_inverse=True)
+    ids, row = np.unique(df["trader_id"].to_numpy(), return_inverse=True)
     row, col = row.ravel(), asset
     n = len(ids)
     q = df["quantity"].to_numpy(dtype=float)
@@ -398,7 +439,8 @@ def _book_arrays(df, asset, mode, strategy, n_assets: int, path: Path) -> Popula
     over = margin.sum(axis=1) > collateral * (1 + 1e-12) + 1e-9
     if over.any():
         raise ConfigError(
-            f"{path}: trader {ids[np.flatnonzero(over)[0]]}: isolated margins exceed its collateral"
+            f"{path}: trader {show_id(ids[np.flatnonzero(over)[0]])}: isolated margins exceed "
+            "its collateral"
         )
     strategies = np.empty(n, dtype=object)
     strategies[row] = strategy
