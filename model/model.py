@@ -24,7 +24,7 @@ from agents.market import Market
 from agents.strategies import STRATEGIES, Strategy
 from agents.trader import Trader
 from model.accounts import AccountBook, TierTable
-from model.config import Config, ConfigError
+from model.config import Config, ConfigError, config_warnings
 from model.contagion import ContagionRecorder
 from model.funding import Funding
 from model.history import AccountHistory, MarketHistory, sample_rows
@@ -101,6 +101,8 @@ class ContagionModel(mesa.Model):
         super().__init__(rng=config.seed if rng is None else rng)
         self.config = cfg = config
         self.symbols = cfg.symbols
+        self.warnings: list[str] = []
+        self.warning_counts: dict[str, int] = {}
         self.market = Market(self, cfg.market, cfg.assets, shocks=cfg.shocks)
         self.population = self._initial_population() if population is None else population
         if population is not None and (dup := duplicate_id(population.ids)) is not None:
@@ -120,8 +122,8 @@ class ContagionModel(mesa.Model):
         self._add_venue_mechanics()
         self.initial_money = self.money()["total"]
         self.book.watch("finite")  # check_finite() looks at the rows written since its last call
-        self.warnings: list[str] = []
-        self.warning_counts: dict[str, int] = {}
+        for kind, message in config_warnings(cfg) + self.population.warnings:
+            self.warn(message, kind=kind)
         self._ever_liquidated = 0
         self.last: StepTotals | None = None  # of the last step
         self.datacollector = self._step_series()

@@ -10,6 +10,10 @@ position margin) and ``margin_mode`` (``cross`` or ``isolated``; default ``margi
 of the trader's rows. The columns, their types, bounds and defaults are declared once, in
 :class:`PopulationRow` (``describe(PopulationRow)`` lists them), and checked column by column.
 ``trader_id`` is any string or integer, kept exactly as written (:mod:`model.ids`).
+
+Values that are legal but almost surely a slip (a generated leverage above an asset's maximum, a
+file account that starts above it) do not stop a run: they are kept in
+:attr:`Population.warnings`, which the model reports (``ContagionModel.warn``).
 """
 
 from __future__ import annotations
@@ -101,6 +105,8 @@ class Population:
         isolated: (n, A) isolated flag per position.
         margin: (n, A) isolated position margins.
         strategy: (n,) name of each trader's trading rule.
+        warnings: ``(kind, message)`` of values that are legal but almost surely a slip; the
+            model reports them when it is built.
     """
 
     ids: np.ndarray
@@ -110,6 +116,7 @@ class Population:
     isolated: np.ndarray
     margin: np.ndarray
     strategy: np.ndarray
+    warnings: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     @property
     def collateral(self) -> np.ndarray:
@@ -146,6 +153,7 @@ def generate_population(cfg: Config, rng: np.random.Generator) -> Population:
     held = np.zeros((n, a), dtype=bool)
     np.put_along_axis(held, order, np.arange(a)[None, :] < k[:, None], axis=1)
     cap = np.where(held, max_lev[None, :], np.inf).min(axis=1)
+    capped = int(np.count_nonzero(leverage > cap))
     leverage = np.minimum(leverage, cap)
 
     side = np.where(rng.random((n, a)) < t.long_fraction, 1.0, -1.0)
@@ -161,7 +169,33 @@ def generate_population(cfg: Config, rng: np.random.Generator) -> Population:
     shares = np.array([t.strategies[s] for s in names], dtype=float)
     codes = rng.choice(len(names), size=n, p=shares / shares.sum()) if n else np.zeros(0, int)
     strategy = np.array(names, dtype=object)[codes]
-    return Population(np.arange(n, dtype=np.int64), wallet, qty, entry, isolated, margin, strategy)
+    return Population(
+        np.arange(n, dtype=np.int64),
+        wallet,
+        qty,
+        entry,
+        isolated,
+        margin,
+        strategy,
+        warnings=_leverage_cap_warnings(cfg, capped),
+    )
+
+
+def _leverage_cap_warnings(cfg: Config, capped: int) -> list[tuple[str, str]]:
+    """A warning when ``traders.leverage`` (the mean) is above an asset's maximum leverage:
+    almost surely a slip, since every account holding that asset is then capped."""
+    t = cfg.traders
+    over = [a for a in cfg.assets if t.leverage > a.max_leverage]
+    if not over:
+        return []
+    limits = ", ".join(f"assets.{a.symbol}.max_leverage = {a.max_leverage:g}" for a in over)
+    return [
+        (
+            "leverage_cap",
+            f"traders.leverage = {t.leverage:g} is above {limits}: {capped:,} of {t.count:,} "
+            "generated accounts were capped at the maximum leverage of the assets they hold",
+        )
+    ]
 
 
 # pandas' default missing-value texts (read_csv's ``na_values``): they mean an empty cell in
@@ -225,7 +259,9 @@ def read_population(path: str | Path, cfg: Config) -> Population:
     mode = _margin_modes(df, cfg.margin.mode, rows)
     strategy = _strategies(df, rows)
     _check_positions(df, asset, mode, rows)
-    return _book_arrays(df, asset, mode, strategy, len(cfg.symbols), path)
+    pop = _book_arrays(df, asset, mode, strategy, len(cfg.symbols), path)
+    pop.warnings += _above_max_leverage(pop, cfg, path)
+    return pop
 
 
 @dataclass
@@ -261,6 +297,11 @@ def _schema() -> dict[str, tuple[Any, dict]]:
 
 
 def _check_columns(df: pd.DataFrame, path: Path) -> None:
+    """The header: no stray spaces, every required column, no unknown one; then some rows."""
+    names = [str(c) for c in df.columns]
+    if any(c != c.strip() for c in names):
+        found = ", ".join(repr(c) for c in names)
+        raise ConfigError(f"{path}: stray spaces in the column names (found {found})")
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}")
@@ -269,6 +310,8 @@ def _check_columns(df: pd.DataFrame, path: Path) -> None:
     if unknown:
         hint = did_you_mean(unknown[0], known) if len(unknown) == 1 else ""
         raise ConfigError(f"{path}: unknown column(s) {', '.join(unknown)}{hint}")
+    if len(df) == 0:
+        raise ConfigError(f"{path}: no rows (a header only): a population needs an account")
 
 
 def _trader_ids(col: pd.Series, rows: _Rows, text_file: bool) -> np.ndarray:
@@ -446,3 +489,32 @@ def _book_arrays(df, asset, mode, strategy, n_assets: int, path: Path) -> Popula
     strategies[row] = strategy
     wallet = collateral - margin.sum(axis=1)
     return Population(ids, wallet, qty, entry, isolated, margin, strategies)
+
+
+def _above_max_leverage(pop: Population, cfg: Config, path: Path) -> list[tuple[str, str]]:
+    """A warning for file accounts that start above the maximum leverage of an asset they
+    hold (gross notional over equity, at the config's initial prices), as generated accounts
+    never do: legal (the initial-margin cap applies to positions opened during the run), but
+    more often a slip in the file or in ``assets.<SYM>.max_leverage``."""
+    prices = np.array([a.price for a in cfg.assets])
+    max_lev = np.array([a.max_leverage for a in cfg.assets])
+    held = pop.qty != 0
+    gross = (np.abs(pop.qty) * prices).sum(axis=1)
+    equity = pop.collateral + (pop.qty * (prices - pop.entry)).sum(axis=1)
+    cap = np.where(held, max_lev, np.inf).min(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        leverage = np.where(equity > 0, gross / np.where(equity > 0, equity, 1.0), np.inf)
+    above = held.any(axis=1) & (leverage > cap * (1 + 1e-9))
+    if not above.any():
+        return []
+    i = int(np.flatnonzero(above)[0])
+    j = int(np.flatnonzero(held[i] & (max_lev == cap[i]))[0])
+    shown = "no equity" if not np.isfinite(leverage[i]) else f"{leverage[i]:.3g}x"
+    return [
+        (
+            "population_leverage",
+            f"{path}: {int(above.sum()):,} of {len(above):,} accounts start above the maximum "
+            f"leverage of an asset they hold (e.g. trader {show_id(pop.ids[i])}: {shown}, "
+            f"assets.{cfg.assets[j].symbol}.max_leverage = {cap[i]:g})",
+        )
+    ]

@@ -90,11 +90,6 @@ def test_parquet_reads_like_csv(tmp_path, cfg):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
 
 
-def test_header_only_file_is_an_empty_population(tmp_path, cfg):
-    pop = read_population(write(tmp_path, HEADER + "\n"), cfg)
-    assert pop.qty.shape == (0, 2) and pop.wallet.shape == (0,)
-
-
 def test_file_ids_are_kept_as_written(tmp_path, cfg):
     body = "1000,BTC,0.1,60000\n"
     mixed = read_population(write(tmp_path, f"{HEADER}\n007,{body}42,{body}0x1f,{body}"), cfg)
@@ -134,6 +129,11 @@ def test_parquet_ids_must_be_integers_or_strings(tmp_path, cfg):
         (f'{HEADER}\n"a\tb",100,BTC,1,5\n', "row 2: trader_id 'a\\tb' holds a control"),
         (f"{HEADER}\n0x1f,100,BTC,1,5\n0x1f,50,ETH,1,5\n", "two accounts cannot share an id"),
         (f"{HEADER}\n0x1f,100,BTC,1,5\n0x1f,100,BTC,1,5\n", "trader '0x1f' already has a row"),
+        (HEADER + "\n", "no rows (a header only)"),
+        (
+            "trader_id, collateral,asset,quantity,entry_price\n1,100,BTC,1,5\n",
+            "stray spaces in the column names (found 'trader_id', ' collateral', 'asset'",
+        ),
         (f"{HEADER}\n1,100,XRP,1,5\n", "row 2: unknown asset 'XRP' (declared: BTC, ETH)"),
         (f"{HEADER}\n1,-1,BTC,1,5\n", "row 2: collateral must be >= 0"),
         (f"{HEADER}\n1,100,BTC,1,0\n", "row 2: entry_price must be > 0 for an open position"),
