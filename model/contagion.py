@@ -1,7 +1,7 @@
 """The contagion graph: who liquidated whom.
 
-A ``networkx.DiGraph``. Nodes are trader ids, plus one root node ``step:<t>`` per step with
-liquidations. Round-1 liquidations of step ``t`` hang from ``step:<t>`` with weight 1. A
+A ``networkx.DiGraph``. Nodes are trader ids (integers, or the strings a population file gave:
+:mod:`model.ids`), plus one root node ``step:<t>`` per step with liquidations. Round-1 liquidations of step ``t`` hang from ``step:<t>`` with weight 1. A
 liquidation in round ``r >= 2`` is attributed to the liquidations of round ``r - 1`` that moved
 the prices it lost on: edge ``i -> j`` with weight = ``i``'s share of the flow that hurt ``j``:
 
@@ -46,9 +46,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
 
+from model.ids import id_column, is_integer_ids, plain_id
 from model.liquidation import RoundRecord
 
 __all__ = [
@@ -457,7 +459,7 @@ class ContagionRecorder:
     """Collects roots, edges and node attributes round by round.
 
     Args:
-        ids: (n,) trader id of each book row.
+        ids: (n,) trader id of each book row (``int64``, or ``str`` in an object array).
         initial_leverage: (n,) leverage of each account at the start.
         max_edges: record every edge while the recorded edges stay within this many.
         top_contributors: beyond ``max_edges``, edges kept per victim (the rest is one
@@ -637,14 +639,16 @@ class ContagionRecorder:
 
     def node_name(self, code: int):
         """Name of a source code: a trader id, or ``step:<t>`` / ``others:<t>:<r>``."""
-        return self.roots[-1 - code] if code < 0 else int(self.ids[code])
+        return self.roots[-1 - code] if code < 0 else plain_id(self.ids[code])
 
     def edges_table(self):
         """Edge events as a DataFrame: step, round, source, source_kind, target, weight.
 
         One row per attribution (repeats not merged). ``source`` is the liquidator's trader
         id (missing for the step root and aggregate nodes, told apart by ``source_kind``:
-        ``trader``, ``step`` or ``others``); ``target`` is the victim's trader id.
+        ``trader``, ``step`` or ``others``); ``target`` is the victim's trader id. Integer ids
+        are ``Int64`` (source, nullable) and ``int64`` (target) columns, string ids string
+        columns.
         """
         import pandas as pd
 
@@ -657,17 +661,20 @@ class ContagionRecorder:
                 [1 if r.startswith("step:") else 2 for r in self.roots], dtype=np.int8
             )
             kinds[~is_trader] = special_kind[-1 - src[~is_trader]]
-        source = pd.array(
-            np.where(is_trader, self.ids[np.where(is_trader, src, 0)], 0), dtype="Int64"
-        )
-        source[~is_trader] = pd.NA
+        if is_integer_ids(self.ids):
+            source = pd.array(
+                np.where(is_trader, self.ids[np.where(is_trader, src, 0)], 0), dtype="Int64"
+            )
+            source[~is_trader] = pd.NA
+        else:
+            source = id_column(np.where(is_trader, self.ids[np.where(is_trader, src, 0)], None))
         return pd.DataFrame(
             {
                 "step": e["step"],
                 "round": e["round"],
                 "source": source,
                 "source_kind": pd.Categorical.from_codes(kinds, ["trader", "step", "others"]),
-                "target": self.ids[e["dst"]],
+                "target": id_column(self.ids[e["dst"]]),
                 "weight": e["weight"],
             }
         )
@@ -862,37 +869,39 @@ class ContagionRecorder:
         out.append('  <graph edgedefault="directed">\n')
         for k, v in self._graph_attrs(a).items():
             out.append(f'    <data key="{gid[k]}">{_xml_value(v)}</data>\n')
+        # integer ids and the special nodes' names need no escaping; string ids may
+        text = str if is_integer_ids(self.ids) else _xml_attribute
         for name, attrs in self._node_records():
             data = "".join(f'<data key="{nid[k]}">{_xml_value(v)}</data>' for k, v in attrs.items())
-            out.append(f'    <node id="{name}">{data}</node>\n')
-        src = a.node_names[a.src + a.special].tolist()
+            out.append(f'    <node id="{text(name)}">{data}</node>\n')
+        src = [text(x) for x in a.node_names[a.src + a.special].tolist()]
+        dst = [text(x) for x in self.ids[a.dst].tolist()]
         e0, e1, e2, e3, e4 = (eid[k] for k, _ in edge_keys)
         out += [
             f'    <edge source="{s}" target="{d}"><data key="{e0}">{w!r}</data>'
             f'<data key="{e1}">{st}</data><data key="{e2}">{rd}</data>'
             f'<data key="{e3}">{ls}</data><data key="{e4}">{ev}</data></edge>\n'
-            for s, d, w, st, rd, ls, ev in self._edge_rows(a, src)
+            for s, d, w, st, rd, ls, ev in zip(src, dst, *_edge_attribute_lists(a), strict=True)
         ]
         out.append("  </graph>\n</graphml>\n")
         Path(path).write_text("".join(out), encoding="utf-8")
-
-    def _edge_rows(self, a, src):
-        """Per merged edge: (source text, target id, weight, step, round, last_step, events)."""
-        return zip(src, self.ids[a.dst].tolist(), *_edge_attribute_lists(a), strict=True)
 
     def write_node_link(self, path) -> None:
         """Write the graph as node-link JSON (``networkx.node_link_graph(data)`` reads it)."""
         a = self.arrays()
         nodes = [json.dumps({"id": name, **attrs}) for name, attrs in self._node_records()]
-        # JSON text of each source: trader ids as numbers, special nodes as strings
+        # JSON text of each node: integer ids as numbers, string ids and special nodes as
+        # strings
+        to_json = str if is_integer_ids(self.ids) else json.dumps
         encoded = np.empty(a.node_names.size, dtype=object)
         encoded[: a.special] = [json.dumps(r) for r in self.roots[::-1]]
-        encoded[a.special :] = [str(i) for i in self.ids.tolist()]
+        encoded[a.special :] = [to_json(i) for i in self.ids.tolist()]
         src = encoded[a.src + a.special].tolist()
+        dst = encoded[a.dst + a.special].tolist()
         edges = [
             f'{{"source": {s}, "target": {d}, "weight": {w!r}, "step": {st}, '
             f'"round": {rd}, "last_step": {ls}, "events": {ev}}}'
-            for s, d, w, st, rd, ls, ev in self._edge_rows(a, src)
+            for s, d, w, st, rd, ls, ev in zip(src, dst, *_edge_attribute_lists(a), strict=True)
         ]
         head = json.dumps({"directed": True, "multigraph": False, "graph": self._graph_attrs(a)})[
             :-1
@@ -906,6 +915,12 @@ class ContagionRecorder:
             + "\n]}\n"
         )
         Path(path).write_text(text, encoding="utf-8")
+
+
+def _xml_attribute(v) -> str:
+    """Text of an XML attribute value that reads back exactly (quotes, ampersands, angle
+    brackets and whitespace characters escaped)."""
+    return escape(str(v), {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"})
 
 
 def _xml_value(v) -> str:
