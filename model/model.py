@@ -24,10 +24,11 @@ from agents.market import Market
 from agents.strategies import STRATEGIES, Strategy
 from agents.trader import Trader
 from model.accounts import AccountBook, TierTable
-from model.config import Config, ConfigError
+from model.config import Config, ConfigError, config_warnings
 from model.contagion import ContagionRecorder
 from model.funding import Funding
 from model.history import AccountHistory, MarketHistory, sample_rows
+from model.ids import duplicate_id, find_row, plain_id, show_id
 from model.liquidation import LiquidationEngine, StepTotals
 from model.orders import collect_orders, trade_voluntarily
 from model.population import Population, generate_population, read_population
@@ -100,8 +101,12 @@ class ContagionModel(mesa.Model):
         super().__init__(rng=config.seed if rng is None else rng)
         self.config = cfg = config
         self.symbols = cfg.symbols
+        self.warnings: list[str] = []
+        self.warning_counts: dict[str, int] = {}
         self.market = Market(self, cfg.market, cfg.assets, shocks=cfg.shocks)
         self.population = self._initial_population() if population is None else population
+        if population is not None and (dup := duplicate_id(population.ids)) is not None:
+            raise ConfigError(f"population: trader id {show_id(dup)} names two accounts")
         self.book = self._open_book(self.population)
         self.recorder = ContagionRecorder(
             self.book.ids,
@@ -110,15 +115,20 @@ class ContagionModel(mesa.Model):
             top_contributors=cfg.contagion.top_contributors,
         )
         self.engine = LiquidationEngine(
-            self.book, self.market, cfg.margin, on_round=self.recorder.record, screen=screen
+            self.book,
+            self.market,
+            cfg.margin,
+            on_round=self.recorder.record,
+            screen=screen,
+            rng=self.rng,
         )
         self._make_rules()
         self._create_trader_agents(create_agents)
         self._add_venue_mechanics()
         self.initial_money = self.money()["total"]
         self.book.watch("finite")  # check_finite() looks at the rows written since its last call
-        self.warnings: list[str] = []
-        self.warning_counts: dict[str, int] = {}
+        for kind, message in config_warnings(cfg) + self.population.warnings:
+            self.warn(message, kind=kind)
         self._ever_liquidated = 0
         self.last: StepTotals | None = None  # of the last step
         self.datacollector = self._step_series()
@@ -198,24 +208,28 @@ class ContagionModel(mesa.Model):
             )
 
     def _step_series(self) -> mesa.DataCollector:
-        """The per-step series (steps.parquet), one reporter per column."""
-        return mesa.DataCollector(
-            model_reporters={
-                "liquidations": lambda mdl: mdl.last.liquidations,
-                "rounds": lambda mdl: mdl.last.rounds,
-                "liquidated_notional": lambda mdl: mdl.last.liquidated_notional,
-                "bad_debt": lambda mdl: mdl.last.bad_debt,
-                "insurance_fund": lambda mdl: mdl.engine.insurance_fund,
-                "adl_notional": lambda mdl: mdl.last.adl_notional,
-                "accounts_liquidated_total": lambda mdl: mdl._ever_liquidated,
-                "total_equity": lambda mdl: mdl.book.aggregate_equity(mdl.mark),
-                "accounts_liquidated": lambda mdl: mdl.last.accounts,
-                "fees": lambda mdl: mdl.last.fees,
-                "unfunded_bad_debt": lambda mdl: mdl.engine.unfunded_bad_debt,
-                "socialized_loss": lambda mdl: mdl.engine.socialized_loss,
-                "deposits": lambda mdl: mdl.deposits,
-            }
-        )
+        """The per-step series (steps.parquet), one reporter per column; the liquidator vault's
+        columns when there is one (``margin.vault``)."""
+        reporters = {
+            "liquidations": lambda mdl: mdl.last.liquidations,
+            "rounds": lambda mdl: mdl.last.rounds,
+            "liquidated_notional": lambda mdl: mdl.last.liquidated_notional,
+            "bad_debt": lambda mdl: mdl.last.bad_debt,
+            "insurance_fund": lambda mdl: mdl.engine.insurance_fund,
+            "adl_notional": lambda mdl: mdl.last.adl_notional,
+            "accounts_liquidated_total": lambda mdl: mdl._ever_liquidated,
+            "total_equity": lambda mdl: mdl.book.aggregate_equity(mdl.mark),
+            "accounts_liquidated": lambda mdl: mdl.last.accounts,
+            "fees": lambda mdl: mdl.last.fees,
+            "unfunded_bad_debt": lambda mdl: mdl.engine.unfunded_bad_debt,
+            "socialized_loss": lambda mdl: mdl.engine.socialized_loss,
+            "deposits": lambda mdl: mdl.deposits,
+        }
+        if self.engine.vault is not None:
+            reporters["vault_taken_notional"] = lambda mdl: mdl.last.vault_notional
+            reporters["vault_value"] = lambda mdl: mdl.engine.vault.value(mdl.mark)
+            reporters["vault_notional"] = lambda mdl: mdl.engine.vault.notional(mdl.mark)
+        return mesa.DataCollector(model_reporters=reporters)
 
     def _account_history(self, every: int, sample) -> AccountHistory | None:
         """Sampled account-level snapshots every ``every`` steps (None when 0: opt-in)."""
@@ -248,8 +262,9 @@ class ContagionModel(mesa.Model):
         """The who-liquidated-whom ``networkx.DiGraph`` (built on demand)."""
         return self.recorder.graph()
 
-    def trader(self, trader_id: int) -> Trader:
-        """The :class:`Trader` agent of the account ``trader_id`` (as in the output tables).
+    def trader(self, trader_id: int | str) -> Trader:
+        """The :class:`Trader` agent of the account ``trader_id`` (as in the output tables:
+        an integer, or the string a population file gave).
 
         When the model was built without one agent per account (large books), the agent is
         created on first use and registered with the model, so inspecting a few accounts of a
@@ -259,21 +274,19 @@ class ContagionModel(mesa.Model):
             KeyError: no account has this id.
         """
         ids = self.book.ids
-        row = int(np.searchsorted(ids, trader_id))
-        if not (row < ids.size and ids[row] == trader_id):  # ids not sorted: search them all
-            hits = np.flatnonzero(ids == trader_id)
-            if hits.size == 0:
-                raise KeyError(f"no trader with id {trader_id}")
-            row = int(hits[0])
+        row = find_row(ids, trader_id)
+        if row is None:
+            raise KeyError(f"no trader with id {show_id(trader_id)}")
         agent = self._trader_agents.get(row)
         if agent is None:
             strategy = str(self.population.strategy[row])
-            agent = Trader(self, row, int(ids[row]), strategy)
+            agent = Trader(self, row, plain_id(ids[row]), strategy)
             self._trader_agents[row] = agent
         return agent
 
     def money(self) -> dict[str, float]:
-        """Where the money is: traders, insurance fund, market agent, unfunded bad debt.
+        """Where the money is: traders, insurance fund, market agent, liquidator vault (0 when
+        there is none), unfunded bad debt.
 
         A bankrupt account's negative equity is written off (its wallet set to zero) and paid by
         the insurance fund; what nobody pays is unfunded bad debt, a hole in the system, counted
@@ -284,6 +297,7 @@ class ContagionModel(mesa.Model):
             "traders": self.book.total_equity(mark),
             "insurance_fund": self.engine.insurance_fund,
             "market": self.market.value(mark),
+            "vault": 0.0 if self.engine.vault is None else self.engine.vault.value(mark),
             "unfunded_bad_debt": -self.engine.unfunded_bad_debt,
         }
         parts["total"] = sum(parts.values())
@@ -303,7 +317,7 @@ class ContagionModel(mesa.Model):
     def pay_funding(self, t: int) -> None:
         """Accrue the funding premium and, on a settlement step, pay funding (if on)."""
         if self.funding is not None:
-            self.funding.step(self.book, self.market, t)
+            self.funding.step(self.book, self.market, t, self.engine.vault)
 
     def check_finite(self, t: int, *, everything: bool = False) -> None:
         """Stop with a clear error if a price or balance stopped being a finite number.
@@ -333,6 +347,7 @@ class ContagionModel(mesa.Model):
             + mk.inventory.sum()
             + self.engine.insurance_fund
             + self.engine.unfunded_bad_debt
+            + (0.0 if self.engine.vault is None else self.engine.vault.value(mk.price))
         )
         if not np.isfinite(total):
             raise DivergenceError(

@@ -21,6 +21,7 @@ import pandas as pd
 from model import metrics, storage
 from model.config import to_dict
 from model.fills import Kind
+from model.ids import id_column
 from model.metrics import cascade_metrics
 
 __all__ = [
@@ -117,7 +118,7 @@ def accounts_table(model, rows: slice | None = None) -> pd.DataFrame:
     leverage = book.leverage(mark, r)
     ratio = book.margin_ratio(mark, r)
     data = {
-        "trader_id": book.ids[r],
+        "trader_id": id_column(book.ids[r]),
         "strategy": pd.Categorical(names, categories=categories),
         "initial_collateral": pop.collateral[r],
         "initial_leverage": model.recorder.initial_leverage[r],
@@ -214,6 +215,9 @@ def money_scale(model) -> float:
         + np.abs(market.cash).sum()
         + (np.abs(market.inventory) * mark).sum()
     )
+    vault = model.engine.vault
+    if vault is not None:
+        other += abs(vault.cash) + vault.notional(mark)
     # Rounding made while balances were large stays in the sum after they shrink: the market
     # agent, counterparty of everything, had gross balances as large as the traders' together.
     # Quantities are summed in different orders on the two sides of every fill, so they agree
@@ -268,7 +272,10 @@ def event_metrics(model) -> dict[str, float]:
     notional = fills["notional"][forced]
     liquidated = float(notional.sum())
     oi0 = open_interest(model.population.qty, model.market.initial_price)
-    oi1 = open_interest(model.book.qty, model.mark)
+    held = model.book.qty
+    if model.engine.vault is not None:  # the liquidator vault holds positions like an account
+        held = np.vstack([held, model.engine.vault.inventory])
+    oi1 = open_interest(held, model.mark)
     fund0 = float(model.config.margin.insurance_fund)
     adl = float(fills["notional"][~forced].sum())
     return {
@@ -312,6 +319,7 @@ def summarize(model) -> dict:
     fills = model.engine.fills.columns()
     forced = fills["kind"] != Kind.ADL  # ADL fills are counted in adl_notional
     money = model.money()
+    vault = model.engine.vault
     return {
         "name": model.config.name,
         "seed": int(model.config.seed),
@@ -332,6 +340,8 @@ def summarize(model) -> dict:
         "insurance_fund_final": float(model.engine.insurance_fund),
         "unfunded_bad_debt": float(model.engine.unfunded_bad_debt),
         "adl_notional": float(steps["adl_notional"].sum()) if len(steps) else 0.0,
+        "vault_taken_notional": 0.0 if vault is None else float(vault.taken_notional),
+        "vault_value": 0.0 if vault is None else float(vault.value(model.mark)),
         **event_metrics(model),
         "fees": float(fills["fee"].sum()),
         "cascades": cascade["cascades"],
