@@ -324,7 +324,7 @@ def _metric_names(base_json: str, base_dir: str) -> tuple[str, ...]:
     from model import ContagionModel
 
     base = json.loads(base_json)
-    cfg = build_config(apply_overrides(base, {"steps": 1}), base_dir=base_dir)
+    cfg = build_config(apply_overrides(base, {"steps": 1, "shocks": []}), base_dir=base_dir)
     model = ContagionModel(cfg, create_agents=False)
     model.run()
     metrics = run_metrics(model)
@@ -333,7 +333,7 @@ def _metric_names(base_json: str, base_dir: str) -> tuple[str, ...]:
 
 def metric_names(base: dict, base_dir: str) -> list[str]:
     """The numeric metrics a run of ``base`` reports (the columns of a sweep's runs.parquet),
-    found from one step of the base config (the shocks scheduled later do not matter)."""
+    found from one step of the base config without its shocks (they change no column)."""
     return list(_metric_names(json.dumps(base, sort_keys=True), base_dir))
 
 
