@@ -151,7 +151,7 @@ def test_scenario_lines_show_the_posterior_predictive_interval(tmp_path, monkeyp
     ).to_parquet(folder / "predictive.parquet")
     monkeypatch.setattr(scenarios, "CALIBRATIONS", tmp_path)
     out = tmp_path / "run"
-    args = ["run", str(CONFIGS / "oct-2025.toml"), "--out", str(out), "--set", "steps=5"]
+    args = ["run", str(CONFIGS / "oct-2025.toml"), "--out", str(out), "--set", "steps=14"]
     assert main([*args, "--set", "traders.count=300"]) == 0
     text = capsys.readouterr().out
     line = next(x for x in text.splitlines() if "liquidated share" in x)
