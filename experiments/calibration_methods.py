@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -285,7 +286,9 @@ def emulator(spec: CalibrationSpec, store: RunStore, out: Path) -> tuple[pd.Data
 
     d = len(spec.priors)
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 7]))
-    u = qmc.Sobol(d, scramble=True, rng=rng).random(spec.budget)
+    with warnings.catch_warnings():  # any budget: Sobol's balance needs a power of 2
+        warnings.simplefilter("ignore", UserWarning)
+        u = qmc.Sobol(d, scramble=True, rng=rng).random(spec.budget)
     seeds = [run_seed(spec.seed, 0, 0, i) for i in range(spec.budget)]
     results = store.evaluate("design", [spec.point(row) for row in u], seeds)
     y = target_matrix(spec, results)
@@ -295,7 +298,7 @@ def emulator(spec: CalibrationSpec, store: RunStore, out: Path) -> tuple[pd.Data
     gps = [gp_fit(u[ok], y[ok, j], spec.seed + j) for j in range(len(spec.targets))]
     n = 8192
     # stage 1: the prior
-    u1 = qmc.Sobol(d, scramble=True, rng=rng).random(n)
+    u1 = qmc.Sobol(d, scramble=True, rng=rng).random_base2(13)  # n = 8192
     l1 = _loglik(spec, gps, u1)
     w1 = np.exp(l1 - l1.max())
     # stage 2: a normal fitted to stage 1 (covariance doubled), truncated to the unit cube
