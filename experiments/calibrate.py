@@ -582,6 +582,17 @@ def posterior_predictive(
     return table
 
 
+def _cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process and of its finished child processes (the
+    local workers, counted once their pool closes): what the method and the runs cost,
+    whatever else the machine is doing."""
+    import resource
+
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
 def run_calibration(
     path: str | Path,
     *,
@@ -623,6 +634,7 @@ def run_calibration(
         file=sys.stderr,
     )
     t0 = time.perf_counter()
+    cpu0 = _cpu_seconds()
     total = (0 if finished else spec.budget + spec.predictive) + (stress.draws if stress else 0)
     bar = Progress(total, 0) if progress else None
     store = RunStore(out, spec, executor, bar)
@@ -633,10 +645,13 @@ def run_calibration(
             storage.write_parquet(out / POSTERIOR_TABLE, posterior)
             predictive = posterior_predictive(spec, store, posterior, spec.predictive)
             storage.write_parquet(out / PREDICTIVE_TABLE, predictive)
+            driver, workers_cpu = (b - a for a, b in zip(cpu0, _cpu_seconds(), strict=True))
             info.update(
                 wall_seconds=time.perf_counter() - t0,
                 run_seconds=store.elapsed,
                 workers=executor.workers,
+                driver_cpu_seconds=driver,
+                worker_cpu_seconds=workers_cpu,
             )
             storage.write_json(out / INFO_FILE, info, indent=1)
             report.write_report(out, spec, posterior, predictive, info)

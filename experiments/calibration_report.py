@@ -187,7 +187,25 @@ def write_report(
     lines += ["", "## Posterior predictive against the targets", ""]
     lines += _table(pred, list(pred.columns))
     lines += ["", "Figures: pairs.png (posterior), predictive.png (predictive against observed)."]
-    if "wall_seconds" in info:
+    if "driver_cpu_seconds" in info:
+        drv, wrk = info["driver_cpu_seconds"], info["worker_cpu_seconds"]
+        n = max(info.get("runs", 0) + len(predictive), 1)
+        share = drv / max(drv + wrk, 1e-9)
+        lines += [
+            "",
+            "## Time",
+            "",
+            f"{info['wall_seconds']:.0f} s wall on {info['workers']} worker(s). CPU: {wrk:.0f} s "
+            f"in worker processes, {drv:.0f} s in the driver (the method and the records; the "
+            f"runs too when it is the only worker); {(drv + wrk) / n:.2f} s per run in all."
+            + (
+                f" With workers, the driver's share is the method's: {100 * share:.0f}%; "
+                f"{'the model runs' if share < 0.5 else 'the method'} dominated."
+                if wrk > 0
+                else ""
+            ),
+        ]
+    elif "wall_seconds" in info:
         wall, runs, workers = info["wall_seconds"], info.get("run_seconds", 0.0), info["workers"]
         lines += [
             "",
