@@ -54,10 +54,12 @@ def coverage_study(
     budget: int = 400,
     seed: int = 11,
     workers: int | None = None,
+    only: list[int] | None = None,
 ) -> pd.DataFrame:
     """Run ``truths`` calibrations on targets made at truths drawn from the prior; write
     coverage.parquet (one row per truth and parameter) and coverage.json (the rates) into
-    ``out``; resumable (each calibration is a resumable folder of its own)."""
+    ``out``; resumable (each calibration is a resumable folder of its own). ``only``: run
+    just these truths (for several processes sharing the study); no summary is written."""
     from experiments.calibrate import load_calibration, run_calibration
     from experiments.calibration_report import identifiability
     from experiments.sweep import RunTask, run_one
@@ -89,6 +91,8 @@ def coverage_study(
         path = out / f"truth{i:02d}.toml"
         storage.write_text(path, tomli_w.dumps({"calibrate": cal}))
         folder = out / f"truth{i:02d}"
+        if only is not None and i not in only:
+            continue
         run_calibration(path, out=folder, workers=workers, resume=True, progress=False)
         spec = load_calibration(path)
         ident = identifiability(spec, pd.read_parquet(folder / "posterior.parquet"))
@@ -106,6 +110,8 @@ def coverage_study(
                 }
             )
     table = pd.DataFrame(rows)
+    if only is not None:
+        return table
     storage.write_parquet(out / f"coverage-{method}.parquet", table)
     summary = {
         "method": method,
