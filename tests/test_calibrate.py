@@ -225,7 +225,7 @@ def test_parameter_recovery(tmp_path, method):
     path = _file(
         tmp_path,
         method=method,
-        budget=300 if method == "abc-smc" else 120,
+        budget=600 if method == "abc-smc" else 120,
         population=50,
         predictive=20,
         targets=targets,
