@@ -381,6 +381,7 @@ class RunStore:
         self.executor = executor
         self.progress = progress
         self.done = 0
+        self.ran = 0  # runs computed by this process (not read back from disk)
         self.elapsed = 0.0  # summed run times (what dominated: runs or the method)
         self.fn = functools.partial(run_one, base=spec.base, base_dir=spec.base_dir)
 
@@ -405,6 +406,7 @@ class RunStore:
             storage.write_json(self.dir / f"{name}-{task.point:05d}.json", rec)
             results[task.point] = result["metrics"] if result["status"] == "ok" else None
             self.elapsed += result["elapsed"] if math.isfinite(result["elapsed"]) else 0.0
+            self.ran += 1
             if self.progress:
                 self.progress.update(result["status"] == "ok")
         self.done += len(points)
@@ -650,6 +652,7 @@ def run_calibration(
                 wall_seconds=time.perf_counter() - t0,
                 run_seconds=store.elapsed,
                 workers=executor.workers,
+                runs_computed=store.ran,
                 driver_cpu_seconds=driver,
                 worker_cpu_seconds=workers_cpu,
             )

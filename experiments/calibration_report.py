@@ -189,7 +189,7 @@ def write_report(
     lines += ["", "Figures: pairs.png (posterior), predictive.png (predictive against observed)."]
     if "driver_cpu_seconds" in info:
         drv, wrk = info["driver_cpu_seconds"], info["worker_cpu_seconds"]
-        n = max(info.get("runs", 0) + len(predictive), 1)
+        n = max(info.get("runs_computed", info.get("runs", 0) + len(predictive)), 1)
         share = drv / max(drv + wrk, 1e-9)
         lines += [
             "",
@@ -197,7 +197,8 @@ def write_report(
             "",
             f"{info['wall_seconds']:.0f} s wall on {info['workers']} worker(s). CPU: {wrk:.0f} s "
             f"in worker processes, {drv:.0f} s in the driver (the method and the records; the "
-            f"runs too when it is the only worker); {(drv + wrk) / n:.2f} s per run in all."
+            f"runs too when it is the only worker); {(drv + wrk) / n:.2f} s per run computed "
+            f"({n}; runs read back from disk on --resume cost nothing)."
             + (
                 f" With workers, the driver's share is the method's: {100 * share:.0f}%; "
                 f"{'the model runs' if share < 0.5 else 'the method'} dominated."
