@@ -352,7 +352,7 @@ def run_stress(
                 "q05": q05,
                 "median": q50,
                 "q95": q95,
-                "P(> 0)": float(np.mean(x > 0)),
+                "P(> 0)": float(np.mean(x > 1e-6)),  # above rounding (a millionth of quote)
             }
         )
     summary = pd.DataFrame(rows)
