@@ -26,6 +26,7 @@ from model.fills import Kind
 
 __all__ = [
     "CALIBRATIONS",
+    "calibration_targets",
     "initial_open_interest",
     "liquidated_share",
     "posterior_predictive_interval",
@@ -69,6 +70,17 @@ def posterior_predictive_interval(name: str, metric: str) -> tuple[float, float]
     return float(lo), float(hi)
 
 
+def calibration_targets(name: str) -> dict:
+    """The reported figures a shipped calibration of ``name`` was fitted to (metric -> value
+    or [low, high]), from its calibration.json; empty when there is none."""
+    import json
+
+    path = CALIBRATIONS / name / "calibration.json"
+    if not path.exists():
+        return {}
+    return dict(json.loads(path.read_text()).get("targets", {}))
+
+
 def scenario_comparison(model, summary: dict | None = None) -> list[dict]:
     """Rows ``{"measure", "simulated", "reported", "metric"}`` (reported is None when not
     given; metric names the run metric the row is)."""
@@ -101,12 +113,29 @@ def scenario_report(model, summary: dict | None = None) -> str:
     """The comparison as text lines for the terminal."""
     sc = model.config.scenario
     title = sc.event if sc is not None and sc.event else model.config.name
+    if summary is None:
+        summary = model.summary()
     lines = [f"scenario {title}: simulated vs reported"]
     calibrated = False
     for row in scenario_comparison(model, summary):
         rep = "not reported" if row["reported"] is None else f"{100 * row['reported']:.1f}%"
         text = f"  {row['measure']}: {100 * row['simulated']:.1f}% vs {rep}"
         band = posterior_predictive_interval(model.config.name, row["metric"])
+        if band is not None:
+            calibrated = True
+            text += f" (posterior predictive 90%: {100 * band[0]:.1f}-{100 * band[1]:.1f}%)"
+        lines.append(text)
+    shown = {row["metric"] for row in scenario_comparison(model, summary)}
+    for metric, observed in calibration_targets(model.config.name).items():
+        if metric in shown or not isinstance(summary.get(metric), (int, float)):
+            continue  # per-asset drawdowns are nested in the summary and shown above
+        rep = (
+            f"{100 * observed[0]:.1f}-{100 * observed[1]:.1f}%"
+            if isinstance(observed, list)
+            else f"{100 * observed:.1f}%"
+        )
+        band = posterior_predictive_interval(model.config.name, metric)
+        text = f"  {metric}: {100 * summary[metric]:.1f}% vs {rep}"
         if band is not None:
             calibrated = True
             text += f" (posterior predictive 90%: {100 * band[0]:.1f}-{100 * band[1]:.1f}%)"
