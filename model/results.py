@@ -34,6 +34,7 @@ __all__ = [
     "RUN_FILES",
     "build_tables",
     "check_run_folder",
+    "config_text",
     "graph_file",
     "read_contagion_graph",
     "run_status",
@@ -359,11 +360,23 @@ def summarize(model) -> dict:
 
 def resolved_config(model) -> dict:
     """The config as run: seed and absolute population path, enough to rerun it exactly."""
-    data = to_dict(model.config)
-    pop = model.config.traders.population
+    return _resolved(model.config)
+
+
+def _resolved(cfg) -> dict:
+    data = to_dict(cfg)
+    pop = cfg.traders.population
     if pop:
-        data["traders"]["population"] = str(model.config.resolve_path(pop).resolve())
+        data["traders"]["population"] = str(cfg.resolve_path(pop).resolve())
     return data
+
+
+def config_text(cfg) -> str:
+    """The canonical text of a resolved config: a run folder's ``config.toml``, byte for byte
+    (what the provenance's ``config_sha256`` hashes)."""
+    import tomli_w
+
+    return tomli_w.dumps(_resolved(cfg))
 
 
 def _write_contagion(recorder, out: Path, formats) -> None:
@@ -384,14 +397,14 @@ def _write_contagion(recorder, out: Path, formats) -> None:
     storage.write_parquet(out / "contagion_edges.parquet", recorder.edges_table())
 
 
-def run_provenance(model, config_text: str) -> dict:
+def run_provenance(model, text: str) -> dict:
     """summary.json's ``provenance`` block: the run started when the model was built, and
     ``elapsed_seconds`` runs until now (set-up and steps; not the writing of the folder)."""
     from model.provenance import provenance
 
     return provenance(
         seed=model.seed,
-        config_text=config_text,
+        config_text=text,
         started=model.started_at,
         elapsed=model.elapsed(),
     )
@@ -399,19 +412,17 @@ def run_provenance(model, config_text: str) -> dict:
 
 def write_run(model, out_dir) -> Path:
     """Write the run folder; returns its path."""
-    import tomli_w
-
     out = check_run_folder(out_dir)
     marker = out / INCOMPLETE_MARKER
-    marker.write_text("this run folder is being written or its writer was interrupted\n")
+    storage.write_text(marker, "this run folder is being written or its writer was interrupted\n")
     storage.fsync_dir(out)
     # A previous writer killed mid-file leaves hidden temporary files: they are not results.
     storage.clear_temporaries(out)
     # The summary is the last file written: remove an old one first, so that a folder with a
     # summary.json and no marker always holds the files of the same run.
     (out / "summary.json").unlink(missing_ok=True)
-    config_text = tomli_w.dumps(resolved_config(model))
-    storage.write_text(out / "config.toml", config_text)
+    text = config_text(model.config)
+    storage.write_text(out / "config.toml", text)
     tables = {
         "market": market_table(model),
         "steps": steps_table(model),
@@ -423,7 +434,7 @@ def write_run(model, out_dir) -> Path:
     if model.history is not None:  # opt-in sampled account snapshots
         storage.write_parquet(out / "account_history.parquet", model.history.table())
     _write_contagion(model.recorder, out, model.config.output.graph)
-    summary = {**summarize(model), "provenance": run_provenance(model, config_text)}
+    summary = {**summarize(model), "provenance": run_provenance(model, text)}
     storage.write_json(out / "summary.json", summary, indent=2)
     marker.unlink()
     storage.fsync_dir(out)
