@@ -62,3 +62,19 @@ def test_run_status_needs_the_tables_and_one_graph_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no contagion graph file"):
         read_contagion_graph(out)
     assert "contagion_edges.parquet" in RUN_FILES
+
+
+def test_igraph_reads_the_compressed_graph_file(tmp_path):
+    igraph = pytest.importorskip("igraph")
+    cfg = build_config(small_config(steps=12, traders={"count": 300}))
+    m = ContagionModel(cfg, create_agents=False).run()
+    out = m.write_results(tmp_path / "run")
+    g = m.contagion_graph
+    # Graph.Read picks the gzip-compressed GraphML reader from the name; Read_GraphMLz by name
+    for read in (igraph.Graph.Read, igraph.Graph.Read_GraphMLz):
+        h = read(str(out / "contagion.graphml.gz"))
+        assert h.is_directed()
+        assert (h.vcount(), h.ecount()) == (g.number_of_nodes(), g.number_of_edges()) != (0, 0)
+        names = h.vs["id"]
+        weights = {(names[e.source], names[e.target]): e["weight"] for e in h.es}
+        assert weights == {(str(u), str(v)): d["weight"] for u, v, d in g.edges(data=True)}
