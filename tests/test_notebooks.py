@@ -4,7 +4,7 @@ Each notebook is executed with nbclient on a fresh kernel in a temporary copy of
 (what it writes stays there), importing this checkout's code. Every cell must run without an
 error, and the outputs the notebook is about must be there: tables, figures, the dashboard.
 
-Notebooks are committed without outputs (tests/test_notebooks.py checks that too), so a diff
+Notebooks are committed without outputs (the first test here checks that), so a diff
 shows only what changed in the text and the code.
 """
 

@@ -507,3 +507,26 @@ def test_sweep_quiet_prints_only_the_result_line(tmp_path, capsys, monkeypatch):
     assert (
         again["config_sha256"] == prov["config_sha256"] == hashlib.sha256(config_toml).hexdigest()
     )
+
+
+@pytest.mark.slow
+def test_demo_quiet_prints_the_lesson_and_files_and_overwrite_replaces(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, stdout, err = _run(capsys, "demo", "--out", out, "--quiet")
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("The lesson: ")
+    assert lines[1] == f"run folder: {out} (the isolated run in {out / 'isolated'})"
+    assert lines[2].startswith("figures: ")
+    narration = (out / "narration.txt").read_text()
+    assert lines[0] in narration and "round 1" in narration  # the story is kept in full
+    assert kind_of(out) is DEMO_FOLDER and run_status(out / "isolated") == "complete"
+    code, _, err = _run(capsys, "demo", "--out", out)
+    _one_line(code, err, "already holds a demo folder", "--overwrite")
+    (out / "mine.txt").write_text("left over")
+    code, stdout, err = _run(capsys, "demo", "--out", out, "--overwrite", "--quiet")
+    assert code == 0, err
+    again = (out / "narration.txt").read_text()
+    assert not (out / "mine.txt").exists()
+    assert again.rsplit("done in", 1)[0] == narration.rsplit("done in", 1)[0]  # but the time
+    assert _siblings(out) == []
