@@ -182,8 +182,8 @@ def cascade_stats(run: DemoRun, shock_step: int, shock_asset: str) -> CascadeSta
     ids = liq["trader_id"].unique()
     pop = model.population
     held_shocked = pop.qty[:, symbols.index(shock_asset)] != 0
-    row_of = {int(i): r for r, i in enumerate(pop.ids)}
-    untouched = int(sum(1 for i in ids if not held_shocked[row_of[int(i)]]))
+    rows = pd.Index(pop.ids).get_indexer(ids)
+    untouched = int((~held_shocked[rows]).sum())
     return CascadeStats(
         accounts=int(liq["trader_id"].nunique()),
         rounds=int(steps["rounds"].max()) if len(steps) else 0,
