@@ -47,7 +47,9 @@ class _Terminal(io.StringIO):
 
 def _config(tmp_path, name="c.toml", **overrides) -> Path:
     path = tmp_path / name
-    data = small_config(steps=3, traders={"count": 40})
+    data = small_config(
+        steps=3, traders={"count": 40}, shocks=[{"step": 2, "asset": "BTC", "return": -0.08}]
+    )
     data.update(overrides)
     path.write_text(tomli_w.dumps(data))
     return path
@@ -293,7 +295,9 @@ def test_demo_and_validate_refuse_before_any_work(run_folder, tmp_path, capsys):
 
 
 def test_sweep_refuses_a_foreign_folder_even_with_resume(tmp_path, capsys):
-    (tmp_path / "base.toml").write_text(tomli_w.dumps(small_config(steps=2)))
+    (tmp_path / "base.toml").write_text(
+        tomli_w.dumps(small_config(steps=2, shocks=[{"step": 2, "asset": "BTC", "return": -0.08}]))
+    )
     sweep = tmp_path / "s.toml"
     sweep.write_text(
         tomli_w.dumps({"sweep": {"base": "base.toml", "grid": {"traders.leverage": [5.0]}}})
@@ -383,7 +387,9 @@ def test_a_path_under_a_file_is_one_line_in_every_command(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")
     cfg = _config(tmp_path)
-    (tmp_path / "base.toml").write_text(tomli_w.dumps(small_config(steps=2)))
+    (tmp_path / "base.toml").write_text(
+        tomli_w.dumps(small_config(steps=2, shocks=[{"step": 2, "asset": "BTC", "return": -0.08}]))
+    )
     sweep = tmp_path / "s.toml"
     sweep.write_text(tomli_w.dumps({"sweep": {"base": "base.toml", "grid": {"seed": [1]}}}))
     for args in (
@@ -482,7 +488,9 @@ def test_validate_quiet_prints_only_the_result_and_overwrite_replaces(
 
 
 def test_sweep_quiet_prints_only_the_result_line(tmp_path, capsys, monkeypatch):
-    (tmp_path / "base.toml").write_text(tomli_w.dumps(small_config(steps=2)))
+    (tmp_path / "base.toml").write_text(
+        tomli_w.dumps(small_config(steps=2, shocks=[{"step": 2, "asset": "BTC", "return": -0.08}]))
+    )
     sweep = tmp_path / "s.toml"
     sweep.write_text(
         tomli_w.dumps({"sweep": {"base": "base.toml", "grid": {"traders.leverage": [5.0, 9.0]}}})

@@ -44,7 +44,11 @@ def _git(cwd, *args) -> str:
 
 
 def test_summary_json_carries_the_provenance_of_the_run(tmp_path):
-    cfg = build_config(small_config(steps=4, traders={"count": 30}))
+    cfg = build_config(
+        small_config(
+            steps=4, traders={"count": 30}, shocks=[{"step": 2, "asset": "BTC", "return": -0.08}]
+        )
+    )
     before = datetime.now(UTC)
     t0 = time.perf_counter()
     m = ContagionModel(cfg, rng=1234)
@@ -82,7 +86,11 @@ def test_summary_json_carries_the_provenance_of_the_run(tmp_path):
 def test_seed_is_the_config_seed_by_default_and_none_for_a_generator(tmp_path):
     import numpy as np
 
-    cfg = build_config(small_config(steps=2, traders={"count": 20}))
+    cfg = build_config(
+        small_config(
+            steps=2, traders={"count": 20}, shocks=[{"step": 2, "asset": "BTC", "return": -0.08}]
+        )
+    )
     assert ContagionModel(cfg).seed == 7
     assert ContagionModel(cfg, rng=5).seed == 5
     assert ContagionModel(cfg, rng=np.random.default_rng(3)).seed is None

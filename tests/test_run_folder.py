@@ -38,7 +38,7 @@ def test_default_run_folder_is_at_most_a_third_of_plain_graphml_and_json(tmp_pat
 
 
 def test_output_graph_formats_are_validated():
-    base = small_config(steps=2)
+    base = small_config(steps=2, shocks=[{"step": 2, "asset": "BTC", "return": -0.08}])
     with pytest.raises(ConfigError, match=r"output\.graph\[0\]: .*'graphml\.gz'"):
         build_config({**base, "output": {"graph": ["graphml.gzip"]}})
     with pytest.raises(ConfigError, match=r"output\.graph: 'json' is listed twice"):
@@ -51,7 +51,14 @@ def test_output_graph_formats_are_validated():
 
 
 def test_run_status_needs_the_tables_and_one_graph_file(tmp_path):
-    cfg = build_config(small_config(steps=3, traders={"count": 40}, output={"graph": ["json"]}))
+    cfg = build_config(
+        small_config(
+            steps=3,
+            traders={"count": 40},
+            output={"graph": ["json"]},
+            shocks=[{"step": 2, "asset": "BTC", "return": -0.08}],
+        )
+    )
     out = ContagionModel(cfg, create_agents=False).run().write_results(tmp_path / "run")
     assert run_status(out) == "complete"
     assert nx.utils.graphs_equal(
