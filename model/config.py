@@ -33,6 +33,7 @@ import numpy as np
 
 from agents.params import spec
 from agents.strategies import STRATEGIES
+from model import venues
 from model.errors import ConfigError
 
 __all__ = [
@@ -231,7 +232,17 @@ class MarketConfig:
         0.0075, doc="largest funding rate of one interval, either way", ge=0, le=1
     )
     funding_interest: float = spec(
-        1.0e-4, doc="interest part of the funding rate of one interval", ge=-0.01, le=0.01
+        1.0e-4,
+        doc="interest part of the funding rate (the rate of funding_basis intervals)",
+        ge=-0.01,
+        le=0.01,
+    )
+    funding_basis: float = spec(
+        1.0,
+        doc="intervals the funding formula's rate is for: each interval pays 1/funding_basis of "
+        "it (8 for hourly payments of an 8-hour rate, as Hyperliquid and dYdX)",
+        gt=0,
+        le=1e6,
     )
 
     def correlation_matrix(self, n_assets: int):
@@ -328,6 +339,64 @@ class MarginConfig:
     insurance_fund: float = spec(1.0e6, doc="initial insurance fund (quote)", ge=0, le=1e15)
     max_rounds: int = spec(100, doc="most liquidation rounds in one step", ge=1, le=100_000)
     adl: bool = spec(True, doc="auto-deleverage when the insurance fund cannot cover bad debt")
+    venue: Literal["binance", "bybit", "okx", "hyperliquid", "dydx"] | None = spec(
+        None,
+        doc="a venue's published rules as defaults for the margin, tier and funding keys the file "
+        "does not set (model/venues.py; default: none)",
+    )
+    adl_ranking: Literal["bitmex", "binance", "hyperliquid", "pro_rata", "random"] = spec(
+        "bitmex", doc="order in which ADL closes opposite positions (model/adl.py)"
+    )
+    adl_profit_cap: bool = spec(
+        False,
+        doc="ADL takes no more from a position than its paper profit (default: fill at the "
+        "bankruptcy price, capped only at the unit's equity)",
+    )
+    takeover: bool = spec(
+        False,
+        doc="a unit closed whole is taken over at its bankruptcy price: the insurance fund keeps "
+        "the equity it had left (Binance, Bybit, OKX)",
+    )
+    partial_from_tier: int = spec(
+        1,
+        doc="partial liquidation only for units with a position in this maintenance tier or "
+        "beyond; others close whole (Bybit 2, OKX 3)",
+        ge=1,
+        le=1000,
+    )
+    chunk_notional: float | None = spec(
+        None,
+        doc="positions above this notional close at most chunk_share per liquidation, then "
+        "whole for the rest of the step (Hyperliquid: 100,000; default: no chunks)",
+        ge=0,
+        le=1e15,
+    )
+    chunk_share: float = spec(
+        0.2, doc="share of a position above chunk_notional one liquidation closes", gt=0, le=1
+    )
+    round_share: float = spec(
+        1.0, doc="largest share of a position one liquidation round closes (dYdX: 0.1)", gt=0, le=1
+    )
+    round_min_notional: float = spec(
+        0.0,
+        doc="notional of a position one round may always close, above round_share (dYdX: 1,000)",
+        ge=0,
+        le=1e15,
+    )
+    round_max_notional: float | None = spec(
+        None,
+        doc="largest notional one round closes of one account (dYdX: 100,000; default: no limit)",
+        gt=0,
+        le=1e15,
+    )
+    vault: bool = spec(
+        False,
+        doc="a liquidator vault takes over units whose equity is below vault_threshold x "
+        "maintenance, at the mark, instead of selling them (Hyperliquid)",
+    )
+    vault_threshold: float = spec(
+        2.0 / 3.0, doc="equity over maintenance below which the vault takes a unit over", gt=0, le=1
+    )
 
 
 @dataclass
@@ -666,6 +735,8 @@ def build_config(data: dict, base_dir: str | Path = ".") -> Config:
     if not isinstance(data, dict):
         raise ConfigError("config: expected a table at the top level")
     cfg = _build(Config, data)
+    if cfg.margin.venue is not None:
+        cfg = _build(Config, _with_venue(data, cfg))
     cfg.base_dir = str(base_dir)
     _cross_checks(cfg)
     # the parameters of every rule in use, defaults included, so the resolved config says them
@@ -673,6 +744,22 @@ def build_config(data: dict, base_dir: str | Path = ".") -> Config:
     for name in cfg.traders.strategies:
         rules.setdefault(name, STRATEGIES[name].Params())
     return cfg
+
+
+def _with_venue(data: dict, cfg: Config) -> dict:
+    """A copy of ``data`` with the keys of its venue preset that it does not set itself
+    (:mod:`model.venues`); ``cfg`` is ``data`` built without them."""
+    import copy
+
+    data = copy.deepcopy(data)
+    data.setdefault("assets", to_dict(cfg)["assets"])  # the default asset, to give its tiers to
+    market = cfg.market
+    defaults = venues.venue_defaults(
+        data, cfg.symbols, market.step_minutes, market.funding_interval
+    )
+    for key, value in defaults.items():
+        _set_dotted(data, key, value)
+    return data
 
 
 def build_section(cls, data: Any, prefix: str = ""):

@@ -127,7 +127,12 @@ class ContagionModel(mesa.Model):
             top_contributors=cfg.contagion.top_contributors,
         )
         self.engine = LiquidationEngine(
-            self.book, self.market, cfg.margin, on_round=self.recorder.record, screen=screen
+            self.book,
+            self.market,
+            cfg.margin,
+            on_round=self.recorder.record,
+            screen=screen,
+            rng=self.rng,
         )
         self._make_rules()
         self._create_trader_agents(create_agents)
@@ -215,24 +220,28 @@ class ContagionModel(mesa.Model):
             )
 
     def _step_series(self) -> mesa.DataCollector:
-        """The per-step series (steps.parquet), one reporter per column."""
-        return mesa.DataCollector(
-            model_reporters={
-                "liquidations": lambda mdl: mdl.last.liquidations,
-                "rounds": lambda mdl: mdl.last.rounds,
-                "liquidated_notional": lambda mdl: mdl.last.liquidated_notional,
-                "bad_debt": lambda mdl: mdl.last.bad_debt,
-                "insurance_fund": lambda mdl: mdl.engine.insurance_fund,
-                "adl_notional": lambda mdl: mdl.last.adl_notional,
-                "accounts_liquidated_total": lambda mdl: mdl._ever_liquidated,
-                "total_equity": lambda mdl: mdl.book.aggregate_equity(mdl.mark),
-                "accounts_liquidated": lambda mdl: mdl.last.accounts,
-                "fees": lambda mdl: mdl.last.fees,
-                "unfunded_bad_debt": lambda mdl: mdl.engine.unfunded_bad_debt,
-                "socialized_loss": lambda mdl: mdl.engine.socialized_loss,
-                "deposits": lambda mdl: mdl.deposits,
-            }
-        )
+        """The per-step series (steps.parquet), one reporter per column; the liquidator vault's
+        columns when there is one (``margin.vault``)."""
+        reporters = {
+            "liquidations": lambda mdl: mdl.last.liquidations,
+            "rounds": lambda mdl: mdl.last.rounds,
+            "liquidated_notional": lambda mdl: mdl.last.liquidated_notional,
+            "bad_debt": lambda mdl: mdl.last.bad_debt,
+            "insurance_fund": lambda mdl: mdl.engine.insurance_fund,
+            "adl_notional": lambda mdl: mdl.last.adl_notional,
+            "accounts_liquidated_total": lambda mdl: mdl._ever_liquidated,
+            "total_equity": lambda mdl: mdl.book.aggregate_equity(mdl.mark),
+            "accounts_liquidated": lambda mdl: mdl.last.accounts,
+            "fees": lambda mdl: mdl.last.fees,
+            "unfunded_bad_debt": lambda mdl: mdl.engine.unfunded_bad_debt,
+            "socialized_loss": lambda mdl: mdl.engine.socialized_loss,
+            "deposits": lambda mdl: mdl.deposits,
+        }
+        if self.engine.vault is not None:
+            reporters["vault_taken_notional"] = lambda mdl: mdl.last.vault_notional
+            reporters["vault_value"] = lambda mdl: mdl.engine.vault.value(mdl.mark)
+            reporters["vault_notional"] = lambda mdl: mdl.engine.vault.notional(mdl.mark)
+        return mesa.DataCollector(model_reporters=reporters)
 
     def _account_history(self, every: int, sample) -> AccountHistory | None:
         """Sampled account-level snapshots every ``every`` steps (None when 0: opt-in)."""
@@ -288,7 +297,8 @@ class ContagionModel(mesa.Model):
         return agent
 
     def money(self) -> dict[str, float]:
-        """Where the money is: traders, insurance fund, market agent, unfunded bad debt.
+        """Where the money is: traders, insurance fund, market agent, liquidator vault (0 when
+        there is none), unfunded bad debt.
 
         A bankrupt account's negative equity is written off (its wallet set to zero) and paid by
         the insurance fund; what nobody pays is unfunded bad debt, a hole in the system, counted
@@ -299,6 +309,7 @@ class ContagionModel(mesa.Model):
             "traders": self.book.total_equity(mark),
             "insurance_fund": self.engine.insurance_fund,
             "market": self.market.value(mark),
+            "vault": 0.0 if self.engine.vault is None else self.engine.vault.value(mark),
             "unfunded_bad_debt": -self.engine.unfunded_bad_debt,
         }
         parts["total"] = sum(parts.values())
@@ -318,7 +329,7 @@ class ContagionModel(mesa.Model):
     def pay_funding(self, t: int) -> None:
         """Accrue the funding premium and, on a settlement step, pay funding (if on)."""
         if self.funding is not None:
-            self.funding.step(self.book, self.market, t)
+            self.funding.step(self.book, self.market, t, self.engine.vault)
 
     def check_finite(self, t: int, *, everything: bool = False) -> None:
         """Stop with a clear error if a price or balance stopped being a finite number.
@@ -348,6 +359,7 @@ class ContagionModel(mesa.Model):
             + mk.inventory.sum()
             + self.engine.insurance_fund
             + self.engine.unfunded_bad_debt
+            + (0.0 if self.engine.vault is None else self.engine.vault.value(mk.price))
         )
         if not np.isfinite(total):
             raise DivergenceError(

@@ -266,6 +266,9 @@ def money_scale(model) -> float:
         + np.abs(market.cash).sum()
         + (np.abs(market.inventory) * mark).sum()
     )
+    vault = model.engine.vault
+    if vault is not None:
+        other += abs(vault.cash) + vault.notional(mark)
     # Rounding made while balances were large stays in the sum after they shrink: the market
     # agent, counterparty of everything, had gross balances as large as the traders' together.
     # Quantities are summed in different orders on the two sides of every fill, so they agree
@@ -313,6 +316,7 @@ def summarize(model) -> dict:
     fills = model.engine.fills.columns()
     forced = fills["kind"] != Kind.ADL  # ADL fills are counted in adl_notional
     money = model.money()
+    vault = model.engine.vault
     return {
         "name": model.config.name,
         "seed": int(model.config.seed),
@@ -333,6 +337,8 @@ def summarize(model) -> dict:
         "insurance_fund_final": float(model.engine.insurance_fund),
         "unfunded_bad_debt": float(model.engine.unfunded_bad_debt),
         "adl_notional": float(steps["adl_notional"].sum()) if len(steps) else 0.0,
+        "vault_taken_notional": 0.0 if vault is None else float(vault.taken_notional),
+        "vault_value": 0.0 if vault is None else float(vault.value(model.mark)),
         "fees": float(fills["fee"].sum()),
         "cascades": cascade["cascades"],
         "largest_cascade": cascade["largest_cascade"],
