@@ -35,7 +35,6 @@ Why the pieces are shaped this way:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -499,31 +498,18 @@ def check_folder(out: Path, spec: CalibrationSpec, resume: bool) -> None:
         raise UsageError(f"--out {out}: folder exists and is not empty")
 
 
-def provenance() -> dict[str, Any]:
-    """Where results came from: package versions and the source revision (a local stand-in
-    for the project's provenance block)."""
-    import platform
-    import subprocess
-    from importlib import metadata
+def provenance(spec: CalibrationSpec) -> dict[str, Any]:
+    """Where results came from: the project's provenance block (model/provenance.py; its
+    config hash is of the calibration as resolved) plus the calibration libraries' versions
+    and the command line."""
+    from model.provenance import package_versions, utc_now
+    from model.provenance import provenance as block
 
-    versions = {}
-    for pkg in ("margin-contagion", "numpy", "pandas", "scipy", "pyabc", "scikit-learn", "Mesa"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[pkg] = metadata.version(pkg)
-    try:
-        root = Path(__file__).resolve().parent.parent
-        rev = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        rev = ""
-    return {
-        "python": platform.python_version(),
-        "packages": versions,
-        "git_revision": rev or None,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join(sys.argv),
-    }
+    text = json.dumps({"fingerprint": fingerprint(spec), "base": spec.base}, sort_keys=True)
+    out = block(seed=spec.seed, config_text=text, started=utc_now(), elapsed=0.0)
+    out["packages"].update(package_versions(("pyabc", "scikit-learn")))
+    out["command"] = " ".join(sys.argv)
+    return out
 
 
 def _start(out: Path, spec: CalibrationSpec) -> None:
@@ -545,7 +531,7 @@ def _start(out: Path, spec: CalibrationSpec) -> None:
             "base": spec.base,
             "base_dir": spec.base_dir,
             "fingerprint": fingerprint(spec),
-            "provenance": provenance(),
+            "provenance": provenance(spec),
         }
         storage.write_json(meta_path, meta, indent=1)
     storage.clear_temporaries(out / RUNS_DIR)
