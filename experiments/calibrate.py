@@ -406,8 +406,8 @@ class RunStore:
             results[task.point] = result["metrics"] if result["status"] == "ok" else None
             self.elapsed += result["elapsed"] if math.isfinite(result["elapsed"]) else 0.0
             self.ran += 1
-            if self.progress:
-                self.progress.update(result["status"] == "ok")
+            if self.progress is not None:
+                self.progress.update()
         self.done += len(points)
         return results
 
@@ -607,7 +607,8 @@ def run_calibration(
         the exit status: 0 when done, 1 when the cluster was lost, 130 when interrupted.
     """
     from experiments import calibration_report as report
-    from experiments.sweep import Progress, SweepAborted
+    from experiments.progress import progress_bar
+    from experiments.sweep import SweepAborted
 
     spec = load_calibration(path)
     stress = report.load_stress(predict, spec) if predict is not None else None
@@ -624,7 +625,7 @@ def run_calibration(
     t0 = time.perf_counter()
     cpu0 = _cpu_seconds()
     total = (0 if finished else spec.budget + spec.predictive) + (stress.draws if stress else 0)
-    bar = Progress(total, 0) if progress else None
+    bar = progress_bar(total, unit="run", desc=spec.name, quiet=not progress)
     store = RunStore(out, spec, executor, bar)
     try:
         if not finished:
@@ -659,6 +660,7 @@ def run_calibration(
         )
         return 130
     finally:
+        bar.close()
         executor.close()
     print(f"{spec.name}: done in {time.perf_counter() - t0:.1f}s; report: {out / 'report.md'}")
     return 0

@@ -124,6 +124,7 @@ def cmd_calibrate(args) -> int:
         scheduler=args.scheduler,
         resume=args.resume,
         predict=_path(args.predict),
+        progress=not args.quiet,
     )
 
 
@@ -193,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("calibrate", help="posterior of parameters given observed metrics")
     c.add_argument("file", help="calibration TOML file ([calibrate])")
-    c.add_argument("--out", help="calibration folder (default results/<name>)")
+    add_output_options(c, default="results/<name>", what="calibration folder", overwrite=False)
     c.add_argument("--workers", type=int, default=None, help="local worker processes")
     c.add_argument("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) or 'local'")
     c.add_argument("--resume", action="store_true", help="finish an interrupted calibration")
