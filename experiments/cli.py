@@ -1,13 +1,13 @@
 """The ``contagion`` command line.
 
-``contagion run | sweep | plot | demo | viz | validate``. Bad input exits with status 2 and one
+``contagion run | sweep | plot | demo | viz | validate | config``. Bad input exits with status 2 and one
 line naming the key or file and what is wrong; no traceback.
 
 This module is the only one that knows about ``argparse``: each command turns its arguments
 into typed values and calls one library function (:func:`experiments.run.run_config`,
 :func:`experiments.sweep.run_sweep_command`, :func:`experiments.plots.plot_folder`,
 :func:`experiments.demo.run_demo_command`, :func:`experiments.app.serve_dashboard`,
-:func:`experiments.validate.run_validation`). Nothing imports this module back.
+:func:`experiments.validate.run_validation`, :func:`experiments.reference.print_config_reference`). Nothing imports this module back.
 """
 
 from __future__ import annotations
@@ -108,6 +108,11 @@ def cmd_validate(args) -> int:
     return run_validation(out=_path(args.out), quick=args.quick, returns_csv=_path(args.returns))
 
 
+def cmd_config(args) -> int:
+    print_config_reference = _library("config", "experiments.reference", "print_config_reference")
+    return print_config_reference(args.key, markdown=args.markdown)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="contagion", description="Market contagion through forced liquidations.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -162,6 +167,22 @@ def build_parser() -> argparse.ArgumentParser:
         "reference column instead of the S&P 500",
     )
     va.set_defaults(func=cmd_validate)
+
+    c = sub.add_parser(
+        "config",
+        help="every config key: type, default, allowed range, unit, meaning",
+        description="Print the reference of the config keys (docs/configuration.md).",
+    )
+    c.add_argument(
+        "key",
+        nargs="?",
+        metavar="KEY|SECTION",
+        help="a key (margin.fee, assets.BTC.depth) or a section (margin); default: all",
+    )
+    c.add_argument(
+        "--markdown", action="store_true", help="the whole reference as Markdown (the docs page)"
+    )
+    c.set_defaults(func=cmd_config)
     return p
 
 
