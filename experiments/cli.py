@@ -43,6 +43,18 @@ def _parse_sets(items) -> dict:
     return overrides
 
 
+# Optional packages -> the extra of pyproject.toml that installs them.
+_EXTRAS = {
+    "solara": "viz",
+    "ipyvue": "viz",
+    "ipyvuetify": "viz",
+    "dask": "dask",
+    "distributed": "dask",
+    "SALib": "sensitivity",
+    "arch": "validation",
+}
+
+
 def _library(command: str, module_name: str, name: str):
     """``module_name.name``, imported when its command runs (so ``contagion run`` never loads
     the plotting, dashboard or cluster packages); a missing optional package is a usage error.
@@ -52,9 +64,10 @@ def _library(command: str, module_name: str, name: str):
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("experiments"):
             raise UsageError(f"contagion {command}: not available in this installation") from None
+        extra = _EXTRAS.get((exc.name or "").split(".")[0], "dev")
         raise UsageError(
             f"contagion {command}: needs the optional package '{exc.name}' "
-            "(pip install 'margin-contagion[dev]')"
+            f"(pip install -e '.[{extra}]' in the project's folder)"
         ) from None
     return getattr(module, name)
 

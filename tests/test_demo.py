@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -297,3 +298,24 @@ def test_bad_set_is_one_line_exit_2(tmp_path, capsys, args, named):
     assert main(["demo", "--out", str(tmp_path / "x"), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and named in err[0]
+
+
+@pytest.mark.slow
+def test_demo_runs_without_the_optional_packages(tmp_path):
+    """The README's first command installs no extra: the demo must not import any of them."""
+    import subprocess
+    import sys
+
+    optional = ["solara", "dask", "distributed", "SALib", "arch", "pytest", "hypothesis"]
+    code = (
+        "import sys\n"
+        f"sys.modules.update(dict.fromkeys({optional!r}))  # importing them fails\n"
+        "from experiments.cli import main\n"
+        f"sys.exit(main(['demo', '--out', {str(tmp_path / 'demo')!r}]))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "The lesson:" in done.stdout
