@@ -11,8 +11,8 @@ Markdown does not show:
   rounds to 12.1 in percent. ``k``, ``M``, ``B`` scale by thousands, millions, billions; a range
   ``0.16-0.23`` takes a pair; a ``~T`` at the end allows an absolute tolerance ``T`` in the
   quoted units (``about 80%<!-- from: ... ~5 -->``), ``~xF`` a factor ``F``.
-* ``<!-- output: demo -->`` on the line before a fenced block (or a block quote): every line of
-  the block, but ``...``, is printed word for word by the source.
+* ``<!-- output: demo -->`` on the line before a fenced block, a block quote or a table: every
+  line of the block (but ``...``; a table's data rows) is printed word for word by the source.
 * ``<!-- numbers: measured 2026-11-24, AMD EPYC 2 cores, ... -->`` ... ``<!-- /numbers -->``: a
   region of measurements (timings, memory), which no rerun reproduces: they say when and where
   they were measured, and are left out on purpose. Other kinds of region: ``external`` (figures
@@ -173,9 +173,8 @@ def marked_numbers(path: Path) -> list[Marked]:
         before = text[: m.start()]
         line = before.count("\n") + 1
         quoted = Quoted.parse(before[-60:])
-        out.append(
-            Marked(_rel(path), line, quoted, m.group("source"), m.group("expr"), m.group("tol"))
-        )
+        expr = m.group("expr").replace("\\|", "|")  # a pipe escaped inside a table row
+        out.append(Marked(_rel(path), line, quoted, m.group("source"), expr, m.group("tol")))
     return out
 
 
@@ -196,6 +195,12 @@ def output_blocks(path: Path) -> list[OutputBlock]:
                 k += 1
             body = [x for x in lines[j + 1 : k] if x.strip() not in ("", "...")]
             out.append(OutputBlock(_rel(path), j + 1, m.group("source"), tuple(body), False))
+        elif lines[j].startswith("|"):  # a table: its data rows (not header, not rule)
+            k = j
+            while k < len(lines) and lines[k].startswith("|"):
+                k += 1
+            body = lines[j + 2 : k]
+            out.append(OutputBlock(_rel(path), j + 3, m.group("source"), tuple(body), False))
         elif lines[j].startswith(">"):
             k = j
             while k < len(lines) and lines[k].startswith(">"):
@@ -209,17 +214,35 @@ def output_blocks(path: Path) -> list[OutputBlock]:
 
 # What is not a quantity: removed before the inventory looks for numbers.
 _NOT_QUANTITIES = [
-    re.compile(r"GARCH\(1,\s?1\)(-t)?"),
-    re.compile(r"S&P\s500"),
+    # names with digits
+    re.compile(r"GARCH\(1,\s?1\)(-t)?|AR\(1\)|S&P\s500|24/7"),
+    re.compile(r"ACF\(\|?r\|?,\s?\d+\)|Hill index \(top 5%\)|top 5%"),  # statistics' names
     re.compile(r"\b(?:Python|Mesa|numpy|Linux)\s[\d.]+(?:\.\d+)*"),
     re.compile(r"\b\d{1,2}\s(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\b"),
     re.compile(r"(?<![\d,.])(?:19|20)\d\d(?![\d,.]\d|%)"),  # years
-    re.compile(r"24/7"),
     re.compile(r"\b[A-Za-z_]+\d+\b"),  # names with digits: log10, A0, p0
     re.compile(r"\d+(?=\s?(?:st|nd|rd|th)\b)"),  # ordinals
-    # names of steps, rounds and generations ("round 1", "steps 1-3", "rounds 2 to 6")
-    re.compile(r"\b(?:[Rr]ounds?|[Ss]teps?|[Gg]enerations?)\s\d+(?:\s?(?:-|to|and)\s?\d+)?"),
-    re.compile(r"\b[a-z]\s?[-+]\s?\d\b|\b1\s?/\s?[a-z]"),  # formulas: r - 1, 1/depth
+    # names of steps, rounds, generations, replicates ("round 1", "steps 1-3", "rounds 2 to 6")
+    re.compile(
+        r"\b(?:[Rr]ounds?|[Ss]teps?|[Gg]enerations?|[Rr]eplicates?)\s+\d+"
+        r"(?:\s?(?:-|to|and)\s?\d+)?"
+    ),
+    # labels of the grid point a figure is read at: "cap 1 to 10", "at leverage 20", "lag 50",
+    # "mean degree 1", "seeds 42-46", "at 5x and 60% volatility", "under -15%", "(5x-12x)"
+    re.compile(
+        r"\b(?:[Cc]aps?|at leverage|degree|lags?|[Ss]eeds?)\s+\d+(?:\s?(?:-|to|and)\s?\d+)?"
+    ),
+    re.compile(r"\b(?:[Aa]t|from|between|to|and)\s+\d+x(?:-\d+x)?\b|\(\d+x-\d+x\)"),
+    re.compile(r"\d+%(?=\s+to\s+\d+%\s+volatility)"),
+    re.compile(r"-?\d+%(?=\s+(?:volatility|shock))|\b(?:shocks? of|under|small shock \()\s*-?\d+%"),
+    # formulas and definitions: r - 1, 1/depth, (1 + buffer), weights that sum to 1, the root's
+    # weight 1, "(0: off)" and "(1: nothing)", R = 1, the "1% depth", 95% intervals
+    re.compile(r"\b[a-z]\s?[-+]\s?\d\b|\b1\s?/\s?[a-z]|\b1\s?\+\s?[a-z]|\bR = 1\b"),
+    re.compile(r"(?<=sum to )1\b|(?<=sums to )1\b|(?<=weight )1\b|(?<=\()[01](?=:)"),
+    re.compile(r"\b1%(?= depth)|\b95%(?=\s+(?:bootstrap|intervals?))"),
+    # exit statuses are the command line's contract, tested by the CLI's own tests
+    re.compile(r"(?<=exit status )\d+|(?<=with status )\d+|(?<=exit )\d\b|kill -9"),
+    re.compile(r"(?<=[<>]= )0\b|(?<=[<>] )0\b|(?<=power of )2\b"),  # signs and powers of two
 ]
 _NUMBER = re.compile(r"(?<![\w.$\-/])[-+\u2212]?\$?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
 
@@ -232,7 +255,8 @@ def _strip(text: str) -> str:
         return re.sub(r"[^\n]", " ", m.group(0))
 
     text = re.sub(r"```(?:bash|sh|toml|python|console)\n.*?```", blank, text, flags=re.S)
-    text = re.sub(r"`[^`\n]*`", blank, text)
+    text = re.sub(r"^\s*```.*$", blank, text, flags=re.M)  # the fences of the other blocks
+    text = re.sub(r"`(?:[^`\n]|\n(?!\n))+`", blank, text)  # inline code, perhaps wrapped
     text = re.sub(r"\]\([^)]*\)", blank, text)  # link targets
     text = re.sub(r"<https?://[^>]*>|https?://\S+", blank, text)
     text = re.sub(r"^\s*(?:#+\s*)?\d+\.\s", blank, text, flags=re.M)  # list and section numbers
@@ -273,7 +297,7 @@ def _covered_spans(raw: str, path: Path) -> list[tuple[int, int]]:
             end = raw.index("```", first + 3) + 3
         else:
             end = start
-            while raw.startswith(">", end):
+            while raw.startswith((">", "|"), end):
                 end = raw.find("\n", end) + 1 or len(raw)
         spans.append((start, end))
     return spans
@@ -356,9 +380,10 @@ def evaluate(expr: str, namespace: dict):
     """The value of a marker's expression in a source's namespace."""
     import numpy as np
 
+    # the namespace as globals, so that generator expressions in markers see it too
     scope = {k: wrap(v) for k, v in namespace.items()}
-    scope["np"] = np
-    return unwrap(eval(expr, {"__builtins__": _BUILTINS}, scope))  # noqa: S307 (our own docs)
+    scope.update({"np": np, "__builtins__": _BUILTINS})
+    return unwrap(eval(expr, scope))  # noqa: S307 (our own docs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,7 +418,7 @@ def namespace(name: str) -> dict:
 
 def _kind(name: str) -> tuple[str, str]:
     """``run:oct-2025`` -> ("run", "oct-2025"); ``demo[a=1]`` -> ("demo", "[a=1]")."""
-    m = re.match(r"[a-z_-]+", name)
+    m = re.match(r"[a-z][a-z0-9_-]*", name)
     kind = m.group(0) if m else name
     return kind, name[len(kind) :].removeprefix(":")
 
