@@ -170,8 +170,8 @@ def cascade_stats(run: DemoRun, shock_step: int, shock_asset: str) -> CascadeSta
     ids = liq["trader_id"].unique()
     pop = model.population
     held_shocked = pop.qty[:, symbols.index(shock_asset)] != 0
-    row_of = {i: r for r, i in enumerate(pop.ids.tolist())}
-    untouched = int(sum(1 for i in ids.tolist() if not held_shocked[row_of[i]]))
+    rows = pd.Index(pop.ids).get_indexer(ids)
+    untouched = int((~held_shocked[rows]).sum())
     return CascadeStats(
         accounts=int(liq["trader_id"].nunique()),
         liquidations=int(len(liq.drop_duplicates(["step", "round", "trader_id"]))),

@@ -8,7 +8,9 @@ override or a sweep, and addressable by dotted keys (``market.volatility``,
 
 Errors are :class:`ConfigError` (defined in :mod:`model.errors`, re-exported here): one line
 that names the key (or the file) and what is wrong. The command line turns them into exit
-status 2.
+status 2. Values that are legal but almost surely a slip of units (a shock return of 10, a
+volatility of 60) are not errors: :func:`config_warnings` names them, and the model reports them
+when it is built.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ __all__ = [
     "bound_violation",
     "build_config",
     "build_section",
+    "config_warnings",
     "correlation_matrix",
     "describe",
     "describe_sections",
@@ -857,6 +860,46 @@ def _cross_checks(cfg: Config) -> None:
             f"traders.assets_per_trader: {cfg.traders.assets_per_trader} is more than the "
             f"{len(cfg.assets)} assets declared"
         )
+    for i, s in enumerate(cfg.shocks):
+        if s.step > cfg.steps:
+            raise ConfigError(
+                f"shocks[{i}].step: {s.step} is after the last step (the run has steps = "
+                f"{cfg.steps}): the shock would never happen"
+            )
+
+
+# Beyond these, a value is legal but almost surely written in the wrong unit (percent for a
+# fraction): a shock return above 100% either way, an annual volatility above 500%.
+_UNIT_SLIP_RETURN = 1.0
+_UNIT_SLIP_VOLATILITY = 5.0
+
+
+def config_warnings(cfg: Config) -> list[tuple[str, str]]:
+    """``(kind, message)`` for every value that is legal but almost surely a unit slip, each
+    message one line naming the key. The model reports them when it is built
+    (``ContagionModel.warn``: stderr and summary.json)."""
+    out = []
+    for i, s in enumerate(cfg.shocks):
+        if abs(s.return_) > _UNIT_SLIP_RETURN:
+            out.append(
+                (
+                    "shock_return",
+                    f"shocks[{i}].return = {s.return_:g} is a {100 * s.return_:+.0f}% move; "
+                    "returns are fractions (0.1 = 10%)",
+                )
+            )
+    vols = [("market.volatility", cfg.market.volatility)]
+    vols += [(f"assets.{_key_part(a.symbol)}.volatility", a.volatility) for a in cfg.assets]
+    for key, vol in vols:
+        if vol is not None and vol > _UNIT_SLIP_VOLATILITY:
+            out.append(
+                (
+                    "volatility",
+                    f"{key} = {vol:g} is {100 * vol:.0f}% a year; volatility is an annual "
+                    "fraction (0.6 = 60%)",
+                )
+            )
+    return out
 
 
 def _check_name(name: str) -> None:

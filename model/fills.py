@@ -15,6 +15,8 @@ import enum
 import numpy as np
 import pandas as pd
 
+from model.ids import id_column
+
 __all__ = ["COLUMNS", "FillLog", "Kind"]
 
 
@@ -31,7 +33,8 @@ class Kind(enum.IntEnum):
         return [k.name.lower() for k in cls]
 
 
-# Column -> dtype, in the order of liquidations.parquet.
+# Column -> dtype, in the order of liquidations.parquet (trader_id: int64 for integer ids, a
+# string column for string ids, see model.ids).
 COLUMNS: dict[str, type] = {
     "step": np.int64,
     "round": np.int64,
@@ -50,7 +53,8 @@ class FillLog:
     """Every forced fill so far, as columns.
 
     Args:
-        ids: (n,) trader ids of the book's rows (fills are appended by row, stored by id).
+        ids: (n,) trader ids of the book's rows (fills are appended by row, stored by id:
+            ``int64``, or ``str`` in an object array).
     """
 
     def __init__(self, ids: np.ndarray):
@@ -114,9 +118,11 @@ class FillLog:
         return dict(self._chunks[0])
 
     def table(self, symbols: list[str]) -> pd.DataFrame:
-        """The fills as liquidations.parquet holds them: asset and kind as categoricals."""
+        """The fills as liquidations.parquet holds them: asset and kind as categoricals,
+        string ids as a string column."""
         cols = self.columns()
         df = pd.DataFrame(cols)
+        df["trader_id"] = id_column(cols["trader_id"])
         df["asset"] = pd.Categorical.from_codes(cols["asset"], symbols)
         df["kind"] = pd.Categorical.from_codes(cols["kind"].astype(np.int64), Kind.labels())
         return df

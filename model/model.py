@@ -24,10 +24,11 @@ from agents.market import Market
 from agents.strategies import STRATEGIES, Strategy
 from agents.trader import Trader
 from model.accounts import AccountBook, TierTable
-from model.config import Config, ConfigError
+from model.config import Config, ConfigError, config_warnings
 from model.contagion import ContagionRecorder
 from model.funding import Funding
 from model.history import AccountHistory, MarketHistory, sample_rows
+from model.ids import duplicate_id, find_row, plain_id, show_id
 from model.liquidation import LiquidationEngine, StepTotals
 from model.orders import collect_orders, trade_voluntarily
 from model.population import Population, generate_population, read_population
@@ -100,8 +101,12 @@ class ContagionModel(mesa.Model):
         super().__init__(rng=config.seed if rng is None else rng)
         self.config = cfg = config
         self.symbols = cfg.symbols
+        self.warnings: list[str] = []
+        self.warning_counts: dict[str, int] = {}
         self.market = Market(self, cfg.market, cfg.assets, shocks=cfg.shocks)
         self.population = self._initial_population() if population is None else population
+        if population is not None and (dup := duplicate_id(population.ids)) is not None:
+            raise ConfigError(f"population: trader id {show_id(dup)} names two accounts")
         self.book = self._open_book(self.population)
         self.recorder = ContagionRecorder(
             self.book.ids,
@@ -117,8 +122,8 @@ class ContagionModel(mesa.Model):
         self._add_venue_mechanics()
         self.initial_money = self.money()["total"]
         self.book.watch("finite")  # check_finite() looks at the rows written since its last call
-        self.warnings: list[str] = []
-        self.warning_counts: dict[str, int] = {}
+        for kind, message in config_warnings(cfg) + self.population.warnings:
+            self.warn(message, kind=kind)
         self._ever_liquidated = 0
         self.last: StepTotals | None = None  # of the last step
         self.datacollector = self._step_series()
@@ -248,8 +253,9 @@ class ContagionModel(mesa.Model):
         """The who-liquidated-whom ``networkx.DiGraph`` (built on demand)."""
         return self.recorder.graph()
 
-    def trader(self, trader_id: int) -> Trader:
-        """The :class:`Trader` agent of the account ``trader_id`` (as in the output tables).
+    def trader(self, trader_id: int | str) -> Trader:
+        """The :class:`Trader` agent of the account ``trader_id`` (as in the output tables:
+        an integer, or the string a population file gave).
 
         When the model was built without one agent per account (large books), the agent is
         created on first use and registered with the model, so inspecting a few accounts of a
@@ -259,16 +265,13 @@ class ContagionModel(mesa.Model):
             KeyError: no account has this id.
         """
         ids = self.book.ids
-        row = int(np.searchsorted(ids, trader_id))
-        if not (row < ids.size and ids[row] == trader_id):  # ids not sorted: search them all
-            hits = np.flatnonzero(ids == trader_id)
-            if hits.size == 0:
-                raise KeyError(f"no trader with id {trader_id}")
-            row = int(hits[0])
+        row = find_row(ids, trader_id)
+        if row is None:
+            raise KeyError(f"no trader with id {show_id(trader_id)}")
         agent = self._trader_agents.get(row)
         if agent is None:
             strategy = str(self.population.strategy[row])
-            agent = Trader(self, row, int(ids[row]), strategy)
+            agent = Trader(self, row, plain_id(ids[row]), strategy)
             self._trader_agents[row] = agent
         return agent
 

@@ -21,6 +21,7 @@ import pandas as pd
 from model import metrics, storage
 from model.config import to_dict
 from model.fills import Kind
+from model.ids import id_column
 from model.metrics import cascade_metrics
 
 __all__ = [
@@ -115,7 +116,7 @@ def accounts_table(model, rows: slice | None = None) -> pd.DataFrame:
     leverage = book.leverage(mark, r)
     ratio = book.margin_ratio(mark, r)
     data = {
-        "trader_id": book.ids[r],
+        "trader_id": id_column(book.ids[r]),
         "strategy": pd.Categorical(names, categories=categories),
         "initial_collateral": pop.collateral[r],
         "initial_leverage": model.recorder.initial_leverage[r],

@@ -235,10 +235,12 @@ _NOT_QUANTITIES = [
     re.compile(r"\b(?:[Aa]t|from|between|to|and)\s+\d+x(?:-\d+x)?\b|\(\d+x-\d+x\)"),
     re.compile(r"\d+%(?=\s+to\s+\d+%\s+volatility)"),
     re.compile(r"-?\d+%(?=\s+(?:volatility|shock))|\b(?:shocks? of|under|small shock \()\s*-?\d+%"),
+    re.compile(r"\b0\.\.n-1\b|\b4 KiB"),  # generated ids 0..n-1, a memory page
     # formulas and definitions: r - 1, 1/depth, (1 + buffer), weights that sum to 1, the root's
     # weight 1, "(0: off)" and "(1: nothing)", R = 1, the "1% depth", 95% intervals
     re.compile(r"\b[a-z]\s?[-+]\s?\d\b|\b1\s?/\s?[a-z]|\b1\s?\+\s?[a-z]|\bR = 1\b"),
-    re.compile(r"(?<=sum to )1\b|(?<=sums to )1\b|(?<=weight )1\b|(?<=\()[01](?=:)"),
+    re.compile(r"(?<=sum to )1\b|(?<=sums to )1\b|(?<=summing to )1\b|(?<=weight )1\b"),
+    re.compile(r"(?<=\()[01](?=:)"),  # "(0: off)", "(1: nothing)"
     re.compile(r"\b1%(?= depth)|\b95%(?=\s+(?:bootstrap|intervals?))"),
     # exit statuses are the command line's contract, tested by the CLI's own tests
     re.compile(r"(?<=exit status )\d+|(?<=with status )\d+|(?<=exit )\d\b|kill -9"),
