@@ -28,9 +28,11 @@ A source is named ``kind:argument``, optionally with dotted-key overrides in bra
 * ``validate:NAME``: the full variant of the validation check ``run_NAME`` of
   ``experiments/validation/NAME.py``: the result's ``measured``, ``table``, ``data``,
   ``passed``;
-* ``stylized:NAME[overrides]``: the stylized facts of a config's returns: ``seed(k)`` (per
-  asset, the statistics of the market price's and the fundamental's log returns, and whether
-  both assets pass every band), run when first asked for.
+* ``exploration``: the configurations of docs/validation.md's "Where the stylized facts come
+  from" (:data:`CONFIGURATIONS`) at the seeds 42-46: ``stat``, ``median``, ``passing``,
+  ``facts`` (each run's statistics), ``text`` (the section's tables);
+* ``sp500``: the reference series of the stylized-facts check: ``stats``, ``windows(days)``,
+  ``fit(dist)`` (GARCH(1,1) parameters; needs ``arch``).
 """
 
 from __future__ import annotations
@@ -421,34 +423,6 @@ def _validate(arg: str) -> dict:
     return {**result, "r": result}
 
 
-def _stylized(arg: str) -> dict:
-    """The stylized facts of a config's returns at any seed, each seed run when asked for."""
-    from experiments.validation.stylized_facts import BANDS, return_stats
-    from model import ContagionModel, load_config
-
-    name, overrides = _split(arg)
-
-    @functools.cache
-    def seed(k: int) -> dict:
-        cfg = load_config(_config_path(name), overrides={**overrides, "seed": k})
-        model = ContagionModel(cfg, create_agents=False).run()
-        market = model.tables()["market"]
-        out = {}
-        for j, sym in enumerate(cfg.symbols):
-            g = market[market["asset"] == sym].sort_values("step")
-            p0 = cfg.assets[j].price
-            stats = {}
-            for col in ("price", "fundamental"):
-                r = _log_returns(p0, g[col].to_numpy(dtype=float))
-                stats[col] = return_stats(r)
-            stats["passes"] = all(test(stats["price"][key]) for key, (test, _) in BANDS.items())
-            out[sym] = stats
-        out["passes"] = all(out[s]["passes"] for s in cfg.symbols)
-        return out
-
-    return {"seed": seed, "passing": lambda seeds: sum(seed(k)["passes"] for k in seeds)}
-
-
 # --------------------------------------------------------------------------------------------
 # Where the stylized facts come from (docs/validation.md): the configurations tried
 # --------------------------------------------------------------------------------------------
@@ -643,7 +617,6 @@ SOURCES = {
     "benchmark": Source(_benchmark),
     "study": Source(_study),
     "validate": Source(_validate),
-    "stylized": Source(_stylized),
     "exploration": Source(_exploration),
     "sp500": Source(_sp500),
 }
