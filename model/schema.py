@@ -215,7 +215,7 @@ LIQUIDATIONS = Table(
             "kind",
             "category",
             "",
-            "full (the liquidated unit closed completely), partial (cut back by the smallest "
+            "full (the position closed completely), partial (cut back by the smallest "
             "restoring fraction) or adl (a profitable position closed by auto-deleveraging)",
         ),
     ),
