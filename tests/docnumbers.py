@@ -5,7 +5,7 @@ left out; docs/configuration.md and docs/outputs.md are generated from the code 
 tests/test_reference.py) is covered in one of these ways, written as HTML comments, which
 Markdown does not show:
 
-* ``12.1%<!-- from: run:oct-2025 100 * share -->``: the number just before the comment is
+* ``12.1%<!-- from: run:oct-2025 share -->``: the number just before the comment is
   checked against a Python expression evaluated on a *source* (a fresh run, a config file, a
   constant of the code), at the precision it is quoted with: ``12.1%`` passes for a value that
   rounds to 12.1 in percent. ``k``, ``M``, ``B`` scale by thousands, millions, billions; a range
@@ -21,12 +21,14 @@ Markdown does not show:
   definition, such as the 1% of "1% depth").
 
 :func:`inventory` finds every number of a page that none of these covers; the tests require
-there be none. Numbers in fenced blocks of code or commands (``bash``, ``toml``, ``python``),
-in inline code, in links, years, days of the month, list and section numbers, and the digits
-of names (GARCH(1,1), S&P 500) are not quantities and are skipped.
+there be none. Numbers in fenced blocks of code or commands (``bash``, ``toml``, ``python``,
+``console``), in inline code, in links, years, days of the month, list and section numbers, the
+digits of names (GARCH(1,1), S&P 500, ACF(r, 1)), and the labels and definitions listed in
+``_NOT_QUANTITIES`` (names of steps and rounds, the grid point a figure is read at, exit
+statuses, the constants of formulas) are not quantities and are skipped.
 
-Sources are named ``kind:argument``; :data:`SOURCES` builds each one's namespace once (the
-runs are cached for the session). ``python -m tests.docnumbers [FILE ...]`` prints every
+Sources are named ``kind:argument``; ``SOURCES`` in tests/docsources.py builds each one's
+namespace once (the runs are cached for the session). ``python -m tests.docnumbers [FILE ...]`` prints every
 marked number with its fresh value, and every number not covered.
 """
 
