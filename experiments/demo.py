@@ -39,6 +39,7 @@ from experiments.cascade_drawing import (
     holding_order,
     round_prices,
 )
+from experiments.folders import DEMO_FOLDER, OutputFolder
 from experiments.narration import CascadeNarrator, RoundStory, _money, _pct, _price, _print_now
 from experiments.run import write_run_folder
 from model import storage
@@ -447,28 +448,20 @@ def _save(fig, path: Path) -> Path:
 
 
 class _Tee:
-    """Writes to the terminal as it goes and keeps a copy for narration.txt."""
+    """Writes to the terminal as it goes (unless quiet) and keeps a copy for narration.txt."""
 
-    def __init__(self):
+    def __init__(self, quiet: bool = False):
         self.parts: list[str] = []
+        self.quiet = quiet
 
     def __call__(self, text: str = "") -> None:
         self.parts.append(text)
-        _print_now(text)
+        if not self.quiet:
+            _print_now(text)
 
     @property
     def text(self) -> str:
         return "\n".join(self.parts) + "\n"
-
-
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a folder")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"--out {out}: {parent} is not a folder")
-            break
 
 
 @dataclass
@@ -479,6 +472,7 @@ class DemoSession:
         cfg: the cross-margin run's config (the isolated run's differs in margin.mode only).
         cross, iso: the two narrated runs.
         cross_stats, iso_stats: their headline numbers (:func:`cascade_stats`).
+        lesson: the lesson as printed.
     """
 
     cfg: Config
@@ -486,6 +480,7 @@ class DemoSession:
     iso: DemoRun
     cross_stats: CascadeStats
     iso_stats: CascadeStats
+    lesson: str
 
 
 def _demo_config(overrides: dict[str, Any] | None) -> Config:
@@ -514,6 +509,7 @@ def narrate_demo(overrides: dict[str, Any] | None = None, write=None) -> DemoSes
     say = write or _print_now
     overrides = dict(overrides or {})
     cfg = _demo_config(overrides)
+    iso_cfg = load_config(DEMO_CONFIG, overrides={**overrides, "margin.mode": "isolated"})
     shock = cfg.shocks[0]
     say(_intro(cfg, "cross margin (one balance backs every position)"))
     say("")
@@ -523,7 +519,6 @@ def narrate_demo(overrides: dict[str, Any] | None = None, write=None) -> DemoSes
         "Now the same accounts and the same shock under isolated margin "
         "(each position has its own collateral):"
     )
-    iso_cfg = load_config(DEMO_CONFIG, overrides={**overrides, "margin.mode": "isolated"})
     iso = run_demo(iso_cfg, "isolated", say)
     symbols = cross.model.symbols
     c_stats = cascade_stats(cross, shock.step, shock.asset)
@@ -532,45 +527,63 @@ def narrate_demo(overrides: dict[str, Any] | None = None, write=None) -> DemoSes
     say(f"Cross vs isolated, same accounts, same shock ({shock.asset} {_pct(shock.return_)}):")
     say(comparison_table(c_stats, i_stats, symbols, shock.step, shock.asset))
     say("")
-    say("The lesson: " + lesson(c_stats, i_stats, shock.asset, symbols))
-    return DemoSession(cfg, cross, iso, c_stats, i_stats)
+    the_lesson = "The lesson: " + lesson(c_stats, i_stats, shock.asset, symbols)
+    say(the_lesson)
+    return DemoSession(cfg, cross, iso, c_stats, i_stats, the_lesson)
 
 
 def run_demo_command(
-    *, out: str | Path | None = None, overrides: dict[str, Any] | None = None
+    *,
+    out: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
 ) -> int:
     """The narrated cascade, under cross and then isolated margin, printed as it happens, with
     its run folders, narration.txt and figures.
 
     Args:
-        out: the run folder (default ``results/demo``); the isolated run goes in
-            ``out/isolated``.
+        out: the demo folder (default ``results/demo``): the cross-margin run folder, with the
+            isolated run in ``out/isolated``, the narration and the figures. A folder that
+            exists and is not empty must be a demo folder, replaced only with ``overwrite``
+            (:class:`experiments.folders.OutputFolder`).
         overrides: dotted-key changes to the demo's market (``--set``), for both runs;
             ``margin.mode`` is not one of them (the demo runs both modes).
+        overwrite: replace an existing demo folder.
+        quiet: print only the lesson and where the files are (narration.txt keeps the story).
 
     Returns:
         the exit status (0).
     """
-    _demo_config(overrides)  # a bad --set fails before --out is made
-    out = Path(out) if out is not None else Path("results") / "demo"
-    _check_out(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
-    say = _Tee()
-    t0 = time.perf_counter()
-    demo = narrate_demo(overrides, say)
-    write_run_folder(demo.cross.model, out)
-    write_run_folder(demo.iso.model, out / "isolated")
-    figures = _demo_figures(demo, out)
-    say()
-    say(f"run folder: {out} (the isolated run in {out / 'isolated'})")
-    say("figures: " + ", ".join(str(f) for f in figures))
-    say(f"done in {time.perf_counter() - t0:.1f}s")
-    storage.write_text(out / "narration.txt", say.text)
+    _demo_config(overrides)  # a bad --set fails before the folder is touched
+    target = OutputFolder(out, DEMO_FOLDER, overwrite=overwrite, default=Path("results") / "demo")
+    with target as folder:
+        _demo(overrides, target.path, folder, _Tee(quiet))
     sys.stdout.flush()
     return 0
+
+
+def _demo(overrides, shown: Path, folder: Path, say: _Tee) -> None:
+    """Run, narrate and write the demo into ``folder`` (named ``shown`` in the text)."""
+    t0 = time.perf_counter()
+    demo = narrate_demo(overrides, say)
+    # the isolated run first: a demo folder is recognised by its isolated/ folder from the
+    # first file written (experiments.folders)
+    write_run_folder(demo.iso.model, folder / "isolated")
+    write_run_folder(demo.cross.model, folder)
+    figures = _demo_figures(demo, folder)
+    result = [
+        f"run folder: {shown} (the isolated run in {shown / 'isolated'})",
+        "figures: " + ", ".join(str(shown / f.name) for f in figures),
+    ]
+    say()
+    for line in result:
+        say(line)
+    say(f"done in {time.perf_counter() - t0:.1f}s")
+    storage.write_text(folder / "narration.txt", say.text)
+    if say.quiet:  # the result lines only
+        for line in (demo.lesson, *result):
+            _print_now(line)
 
 
 def _demo_figures(demo: DemoSession, out: Path) -> list[Path]:

@@ -329,7 +329,8 @@ Conventions:
   for any name. Nested JSON keys are dotted; `[]` marks the items of a list of objects.
 
 The run folder also holds `config.toml` (the resolved config, enough to rerun it; keys in
-docs/configuration.md), `contagion.json` (the graph below as node-link JSON:
+docs/configuration.md), the contagion graph below (`contagion.graphml.gz` by default;
+`[output] graph` adds plain `contagion.graphml` and `contagion.json`, node-link JSON:
 `networkx.node_link_graph(json.load(f))`), and, from `contagion run`, `cascade.png` (the largest
 cascade drawn by round). `contagion plot DIR` adds `figures/`.
 """
@@ -342,8 +343,9 @@ def _table_markdown(table: schema.Table) -> list[str]:
     out.append(f"| {what} | type | unit | meaning |")
     out.append("| --- | --- | --- | --- |")
     for c in table.columns:
+        doc = f"{c.doc} ({c.when})" if c.when else c.doc
         out.append(
-            "| " + " | ".join(_cell(x) for x in (f"`{c.name}`", c.dtype, c.unit, c.doc)) + " |"
+            "| " + " | ".join(_cell(x) for x in (f"`{c.name}`", c.dtype, c.unit, doc)) + " |"
         )
     out.append("")
     return out
@@ -356,7 +358,7 @@ def outputs_markdown() -> str:
         out += _table_markdown(table)
     out += _table_markdown(schema.SUMMARY)
     out.append(
-        "### The contagion graph (`contagion.graphml`, `contagion.json`, "
+        "### The contagion graph (`contagion.graphml.gz`, `contagion.graphml`, `contagion.json`, "
         "`contagion_edges.parquet`)\n"
     )
     out.append(

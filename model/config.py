@@ -33,6 +33,7 @@ import numpy as np
 
 from agents.params import spec
 from agents.strategies import STRATEGIES
+from model import venues
 from model.errors import ConfigError
 
 __all__ = [
@@ -44,6 +45,8 @@ __all__ = [
     "MarginConfig",
     "MarketConfig",
     "MOVED_KEYS",
+    "GRAPH_FORMATS",
+    "OutputConfig",
     "ScenarioConfig",
     "Sections",
     "ShockConfig",
@@ -290,10 +293,18 @@ class MarketConfig:
     )
     funding_interest: float = spec(
         1.0e-4,
-        doc="interest part of the funding rate of one interval",
-        unit="fraction of notional per funding interval",
+        doc="interest part of the funding rate (the rate of funding_basis intervals)",
+        unit="fraction of notional per funding_basis intervals",
         ge=-0.01,
         le=0.01,
+    )
+    funding_basis: float = spec(
+        1.0,
+        doc="intervals the funding formula's rate is for: each interval pays 1/funding_basis of "
+        "it (8 for hourly payments of an 8-hour rate, as Hyperliquid and dYdX)",
+        unit="funding intervals",
+        gt=0,
+        le=1e6,
     )
 
     def correlation_matrix(self, n_assets: int):
@@ -439,6 +450,83 @@ class MarginConfig:
         100, doc="most liquidation rounds in one step", unit="rounds", ge=1, le=100_000
     )
     adl: bool = spec(True, doc="auto-deleverage when the insurance fund cannot cover bad debt")
+    venue: Literal["binance", "bybit", "okx", "hyperliquid", "dydx"] | None = spec(
+        None,
+        doc="a venue's published rules as defaults for the margin, tier and funding keys the file "
+        "does not set (model/venues.py; default: none)",
+        choices=lambda: venues.CHOICES["margin.venue"],
+    )
+    adl_ranking: Literal["bitmex", "binance", "hyperliquid", "pro_rata", "random"] = spec(
+        "bitmex",
+        doc="order in which ADL closes opposite positions (model/adl.py)",
+        choices=lambda: venues.CHOICES["margin.adl_ranking"],
+    )
+    adl_profit_cap: bool = spec(
+        False,
+        doc="ADL takes no more from a position than its paper profit (default: fill at the "
+        "bankruptcy price, capped only at the unit's equity)",
+    )
+    takeover: bool = spec(
+        False,
+        doc="a unit closed whole is taken over at its bankruptcy price: the insurance fund keeps "
+        "the equity it had left (Binance, Bybit, OKX)",
+    )
+    partial_from_tier: int = spec(
+        1,
+        doc="partial liquidation only for units with a position in this maintenance tier or "
+        "beyond; others close whole (Bybit 2, OKX 3)",
+        unit="tier number (from 1)",
+        ge=1,
+        le=1000,
+    )
+    chunk_notional: float | None = spec(
+        None,
+        doc="positions above this notional close at most chunk_share per liquidation, then "
+        "whole for the rest of the step (Hyperliquid: 100,000; default: no chunks)",
+        unit="quote currency (position notional)",
+        ge=0,
+        le=1e15,
+    )
+    chunk_share: float = spec(
+        0.2,
+        doc="share of a position above chunk_notional one liquidation closes",
+        unit="fraction of the position",
+        gt=0,
+        le=1,
+    )
+    round_share: float = spec(
+        1.0,
+        doc="largest share of a position one liquidation round closes (dYdX: 0.1)",
+        unit="fraction of the position per round",
+        gt=0,
+        le=1,
+    )
+    round_min_notional: float = spec(
+        0.0,
+        doc="notional of a position one round may always close, above round_share (dYdX: 1,000)",
+        unit="quote currency (position notional) per round",
+        ge=0,
+        le=1e15,
+    )
+    round_max_notional: float | None = spec(
+        None,
+        doc="largest notional one round closes of one account (dYdX: 100,000; default: no limit)",
+        unit="quote currency (account notional) per round",
+        gt=0,
+        le=1e15,
+    )
+    vault: bool = spec(
+        False,
+        doc="a liquidator vault takes over units whose equity is below vault_threshold x "
+        "maintenance, at the mark, instead of selling them (Hyperliquid)",
+    )
+    vault_threshold: float = spec(
+        2.0 / 3.0,
+        doc="equity over maintenance below which the vault takes a unit over",
+        unit="x maintenance (equity / maintenance margin)",
+        gt=0,
+        le=1,
+    )
 
 
 @dataclass
@@ -446,9 +534,7 @@ class ShockConfig:
     """A scheduled jump of one asset's fundamental."""
 
     step: int = spec(
-        doc="step at which the fundamental jumps (steps count from 1)",
-        unit="step number",
-        ge=1,
+        doc="step at which the fundamental jumps (steps count from 1)", unit="step number", ge=1
     )
     asset: str = spec(doc="symbol of the shocked asset", min_len=1)
     return_: float = spec(
@@ -497,6 +583,22 @@ class ContagionConfig:
     )
 
 
+GraphFormat = Literal["graphml.gz", "graphml", "json"]
+GRAPH_FORMATS = typing.get_args(GraphFormat)
+
+
+@dataclass
+class OutputConfig:
+    """What a run folder holds beyond its tables (docs/contagion.md, "Files")."""
+
+    graph: list[GraphFormat] = spec(
+        factory=lambda: ["graphml.gz"],
+        doc="file formats of the contagion graph: graphml.gz (gzip-compressed GraphML: networkx, "
+        "igraph, Gephi), graphml (plain), json (networkx node-link)",
+        min_len=1,
+    )
+
+
 @dataclass
 class Config:
     """A whole run."""
@@ -519,6 +621,7 @@ class Config:
     scenario: ScenarioConfig | None = spec(
         None, doc="reported figures of the real event a scenario replays (printed by run)"
     )
+    output: OutputConfig = spec(factory=OutputConfig)
     base_dir: str = field(default=".", metadata={"internal": True})
 
     # ---- derived views ----------------------------------------------------------------------
@@ -780,6 +883,8 @@ def build_config(data: dict, base_dir: str | Path = ".") -> Config:
     if not isinstance(data, dict):
         raise ConfigError("config: expected a table at the top level")
     cfg = _build(Config, data)
+    if cfg.margin.venue is not None:
+        cfg = _build(Config, _with_venue(data, cfg))
     cfg.base_dir = str(base_dir)
     _cross_checks(cfg)
     # the parameters of every rule in use, defaults included, so the resolved config says them
@@ -787,6 +892,22 @@ def build_config(data: dict, base_dir: str | Path = ".") -> Config:
     for name in cfg.traders.strategies:
         rules.setdefault(name, STRATEGIES[name].Params())
     return cfg
+
+
+def _with_venue(data: dict, cfg: Config) -> dict:
+    """A copy of ``data`` with the keys of its venue preset that it does not set itself
+    (:mod:`model.venues`); ``cfg`` is ``data`` built without them."""
+    import copy
+
+    data = copy.deepcopy(data)
+    data.setdefault("assets", to_dict(cfg)["assets"])  # the default asset, to give its tiers to
+    market = cfg.market
+    defaults = venues.venue_defaults(
+        data, cfg.symbols, market.step_minutes, market.funding_interval
+    )
+    for key, value in defaults.items():
+        _set_dotted(data, key, value)
+    return data
 
 
 def build_section(cls, data: Any, prefix: str = ""):
@@ -855,6 +976,9 @@ def _cross_checks(cfg: Config) -> None:
             raise ConfigError(f"traders.strategies.{name}: share must be >= 0, got {share:g}")
     if sum(strategies.values()) <= 0:
         raise ConfigError("traders.strategies: shares must add up to more than 0")
+    repeated = [f for i, f in enumerate(cfg.output.graph) if f in cfg.output.graph[:i]]
+    if repeated:
+        raise ConfigError(f"output.graph: {repeated[0]!r} is listed twice")
     if cfg.traders.assets_per_trader > len(cfg.assets):
         raise ConfigError(
             f"traders.assets_per_trader: {cfg.traders.assets_per_trader} is more than the "

@@ -1,11 +1,12 @@
 """The fill log: every forced fill of a run, one home for the liquidation engine and ADL.
 
 A fill is one position closed (wholly or in part) by the venue: by a liquidation round
-(``full`` or ``partial``) or by auto-deleveraging (``adl``). Each is recorded with when it
-happened (step, round), whose position it was, the closed quantity (signed as the position
-was), the fill price, the closed notional, the fee charged and the bad debt it left. The log
-keeps the fills as column arrays in the order they were made; ``liquidations.parquet`` is
-:meth:`FillLog.table`.
+(``full`` or ``partial``), by the liquidator vault taking it over (``vault``) or by
+auto-deleveraging (``adl``). Each is recorded with when it happened (step, round), whose
+position it was, the closed quantity (signed as the position was), the fill price, the closed
+notional, the fee charged (with ``margin.takeover``, the equity the fund took over) and the bad
+debt it left. The log keeps the fills as column arrays in the order they were made;
+``liquidations.parquet`` is :meth:`FillLog.table`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ class Kind(enum.IntEnum):
 
     FULL = 0  # a liquidation that closed the whole unit
     PARTIAL = 1  # a liquidation that closed the smallest fraction restoring the margin
-    ADL = 2  # auto-deleveraging: a profitable position closed at a bankruptcy price
+    ADL = 2  # auto-deleveraging: an opposite position closed at a bankruptcy price
+    VAULT = 3  # a unit taken over by the liquidator vault at the mark (model/vault.py)
 
     @classmethod
     def labels(cls) -> list[str]:

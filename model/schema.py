@@ -63,12 +63,15 @@ class Column:
         unit: what it is measured in (empty for names, flags and counts of things named in
             ``doc``).
         doc: what it means, with its sign convention.
+        when: for a column written only in some runs or files, when (``"written with
+            margin.vault on"``); empty for a column written every time.
     """
 
     name: str
     dtype: str
     unit: str
     doc: str
+    when: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,12 @@ class Table:
     columns: tuple[Column, ...]
 
 
-def _c(name: str, dtype: str, unit: str, doc: str) -> Column:
-    return Column(name, dtype, unit, doc)
+def _c(name: str, dtype: str, unit: str, doc: str, when: str = "") -> Column:
+    return Column(name, dtype, unit, doc, when)
+
+
+_VAULT = "written with margin.vault on"
+_FILE = "in summary.json, not in model.summary()"
 
 
 Q = "quote currency"
@@ -182,6 +189,15 @@ STEPS = Table(
             "them, so far (cumulative)",
         ),
         _c("deposits", "float64", Q, "deposits of re-entering traders so far (cumulative)"),
+        _c(
+            "vault_taken_notional",
+            "float64",
+            Q,
+            "notional the liquidator vault took over in the step",
+            _VAULT,
+        ),
+        _c("vault_value", "float64", Q, "the vault's cash and positions at the mark", _VAULT),
+        _c("vault_notional", "float64", Q, "gross notional of the vault's positions", _VAULT),
     ),
 )
 
@@ -216,7 +232,8 @@ LIQUIDATIONS = Table(
             "category",
             "",
             "full (the position closed completely), partial (cut back by the smallest "
-            "restoring fraction) or adl (a profitable position closed by auto-deleveraging)",
+            "restoring fraction), adl (a position closed by auto-deleveraging) or vault (taken "
+            "over by the liquidator vault at the mark)",
         ),
     ),
 )
@@ -374,6 +391,10 @@ SUMMARY = Table(
         _c("insurance_fund_final", "number", Q, "the insurance fund at the end"),
         _c("unfunded_bad_debt", "number", Q, "bad debt nobody paid"),
         _c("adl_notional", "number", Q, "notional closed by auto-deleveraging"),
+        _c(
+            "vault_taken_notional", "number", Q, "notional the liquidator vault took over (0: none)"
+        ),
+        _c("vault_value", "number", Q, "the vault's cash and positions at the mark at the end"),
         _c("fees", "number", Q, "liquidation fees paid into the insurance fund"),
         _c("cascades", "integer", "cascades", "steps with at least one liquidation"),
         _c(
@@ -446,14 +467,48 @@ SUMMARY = Table(
             "warning_counts.{name}",
             "integer",
             "warnings",
-            "how many warnings of each kind (round_limit, price_floor, price_ceiling)",
+            "how many warnings of each kind (round_limit, price_floor, price_ceiling, ...)",
+        ),
+        _c("provenance.version", "string", "", "the project's version", _FILE),
+        _c(
+            "provenance.git.commit",
+            "string|null",
+            "",
+            "the git commit of the code (null: none)",
+            _FILE,
+        ),
+        _c("provenance.git.dirty", "boolean|null", "", "whether the work tree had changes", _FILE),
+        _c("provenance.python", "string", "", "the Python version", _FILE),
+        _c(
+            "provenance.packages.{name}",
+            "string",
+            "",
+            "version of each package the run used",
+            _FILE,
+        ),
+        _c("provenance.platform", "string", "", "the operating system and machine", _FILE),
+        _c("provenance.seed", "integer", "", "the run's seed", _FILE),
+        _c(
+            "provenance.config_sha256",
+            "string",
+            "",
+            "SHA-256 of the run folder's config.toml",
+            _FILE,
+        ),
+        _c("provenance.started", "string", "", "UTC start time (ISO 8601)", _FILE),
+        _c(
+            "provenance.elapsed_seconds",
+            "number",
+            "seconds",
+            "from building the model to writing the folder",
+            _FILE,
         ),
     ),
 )
 
 _GRAPH = "graph attribute"
 NODE_ATTRIBUTES = Table(
-    "contagion.graphml (nodes)",
+    "contagion.graphml.gz (nodes)",
     "one node per liquidated trader (its id), per step root step:<t> and per aggregate "
     "others:<t>:<r>",
     (
@@ -474,7 +529,7 @@ NODE_ATTRIBUTES = Table(
 )
 
 EDGE_ATTRIBUTES = Table(
-    "contagion.graphml (edges)",
+    "contagion.graphml.gz (edges)",
     "one edge per (liquidator, victim) pair; repeats are summed into it",
     (
         _c(
@@ -492,7 +547,7 @@ EDGE_ATTRIBUTES = Table(
 )
 
 GRAPH_ATTRIBUTES = Table(
-    "contagion.graphml (graph)",
+    "contagion.graphml.gz (graph)",
     "attributes of the whole graph",
     (
         _c("truncated", "boolean", "", "whether some round kept only top contributors"),
@@ -518,7 +573,8 @@ def runs_columns() -> tuple[Column, ...]:
 
     Flattening (:func:`experiments.sweep.run_metrics`): ``x.worst`` becomes ``x``,
     ``x.worst_asset`` ``x_asset``, any other ``x.y`` ``x_y``; a list becomes its length
-    ``n_x``; ``name`` and ``seed`` are left out.
+    ``n_x``; ``name``, ``seed`` and the provenance block (sweep.json has the sweep's) are left
+    out.
     """
     head = (
         _c("point", "int64", "", "the parameter point (index into sweep.json's points)"),
@@ -531,7 +587,7 @@ def runs_columns() -> tuple[Column, ...]:
     metrics = []
     seen_lists = set()
     for col in SUMMARY.columns:
-        if col.name in _NOT_IN_RUNS:
+        if col.name in _NOT_IN_RUNS or col.name.startswith("provenance."):
             continue
         name = _flat_name(col.name)
         if col.name.startswith("most_systemic[]"):
@@ -606,6 +662,13 @@ SWEEP = Table(
         _c("base_dir", "string", "path", "the folder relative paths of the base resolve from"),
         _c("points", "list", "", "every parameter point: key -> value"),
         _c("fingerprint", "string", "", "SHA-256 of what identifies the results (for --resume)"),
+        _c(
+            "provenance",
+            "object",
+            "",
+            "as summary.json's, for the sweep's session (the base config's hash; earlier "
+            "sessions of a resumed sweep under provenance.earlier)",
+        ),
     ),
 )
 
@@ -669,8 +732,9 @@ def check_table(
 
     Compares the column names in order, then each column's dtype.
     """
-    want = expand(table, symbols, keys, names)
     have = [str(c) for c in df.columns]
+    optional = {c.name for c in table.columns if c.when}
+    want = [n for n in expand(table, symbols, keys, names) if n not in optional or n in have]
     if have != want:
         missing = [c for c in want if c not in have]
         extra = [c for c in have if c not in want]
@@ -765,7 +829,7 @@ def check_json(table: Table, data: dict, symbols: Sequence[str] = ()) -> list[st
             if not (isinstance(value, dict) and not value and "object" in allowed):
                 problems.append(f"{table.file}: {key} is {kind}, declared {match.dtype}")
     for col, pattern in patterns:
-        if "{" in col.name or "[]" in col.name:
+        if "{" in col.name or "[]" in col.name or col.when:
             continue
         if not any(pattern.match(k) for k in flat) and not _empty_object(data, col.name):
             problems.append(f"{table.file}: {col.name} is declared but absent")

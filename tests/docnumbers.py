@@ -238,6 +238,8 @@ _NOT_QUANTITIES = [
     re.compile(r"\d+%(?=\s+to\s+\d+%\s+volatility)"),
     re.compile(r"-?\d+%(?=\s+(?:volatility|shock))|\b(?:shocks? of|under|small shock \()\s*-?\d+%"),
     re.compile(r"\b0\.\.n-1\b|\b4 KiB"),  # generated ids 0..n-1, a memory page
+    re.compile(r"§\s?\d+(?:\.\d+)*(?:-\d+(?:\.\d+)*)?|ISO 8601"),  # references, standards
+    re.compile(r"\(0 if\b"),  # a formula's value where it is undefined
     # formulas and definitions: r - 1, 1/depth, (1 + buffer), weights that sum to 1, the root's
     # weight 1, "(0: off)" and "(1: nothing)", R = 1, the "1% depth", 95% intervals
     re.compile(r"\b[a-z]\s?[-+]\s?\d\b|\b1\s?/\s?[a-z]|\b1\s?\+\s?[a-z]|\bR = 1\b"),
@@ -245,7 +247,7 @@ _NOT_QUANTITIES = [
     re.compile(r"(?<=\()[01](?=:)"),  # "(0: off)", "(1: nothing)"
     re.compile(r"\b1%(?= depth)|\b95%(?=\s+(?:bootstrap|intervals?))"),
     # exit statuses are the command line's contract, tested by the CLI's own tests
-    re.compile(r"(?<=exit status )\d+|(?<=with status )\d+|(?<=exit )\d\b|kill -9"),
+    re.compile(r"(?:exit status|with status|exits? with|\bexit)\s+\d+\b|kill -9"),
     re.compile(r"(?<=[<>]= )0\b|(?<=[<>] )0\b|(?<=power of )2\b"),  # signs and powers of two
 ]
 _NUMBER = re.compile(r"(?<![\w.$\-/])[-+\u2212]?\$?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")

@@ -11,12 +11,14 @@ A source is named ``kind:argument``, optionally with dotted-key overrides in bra
   key's default by dotted key);
 * ``run:NAME``: a fresh run of a shipped config: ``summary`` (summary.json), ``share`` (the
   scenario's liquidated share of open interest), ``tables``, ``model``, ``text`` (the scenario
-  comparison that ``contagion run`` prints);
+  comparison that ``contagion run`` prints), ``folder_megabytes()`` and ``file_megabytes(name)``
+  (the size of the run folder it writes, and of one of its files);
 * ``demo``: ``contagion demo``: ``text`` (what it prints), ``cross`` and ``iso`` (the
   comparison's numbers, :class:`experiments.demo.CascadeStats`), ``rounds`` and ``iso_rounds``
   (the narrator's round stories of the shock step, by round: ``rounds[1].accounts``),
   ``market`` and ``iso_market`` (price, fundamental by ``[step, symbol]``), ``cfg``.
 
+* ``helpers:NAME``: the text a builder of tests/helpers.py makes;
 * ``dashboard[SLIDER=VALUE,...]``: the dashboard's model with those slider values, stepped
   through its shock step;
 * ``benchmark:contagion_step[traders=N,shock=R]``: benchmarks/contagion_step.py's one-step
@@ -143,7 +145,17 @@ def _run(arg: str) -> dict:
         "tables": _Lazy(model.tables),
         "cfg": model.config,
         "text": text,
+        "folder_megabytes": lambda: sum(_file_sizes(model).values()) / 1e6,
+        "file_megabytes": lambda name: _file_sizes(model)[name] / 1e6,
     }
+
+
+@functools.cache
+def _file_sizes(model) -> dict[str, int]:
+    """Bytes of every file of the run folder ``ContagionModel.write_results`` writes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = model.write_results(Path(tmp) / "run")
+        return {str(p.relative_to(out)): p.stat().st_size for p in out.rglob("*") if p.is_file()}
 
 
 class _Lazy:
@@ -608,9 +620,17 @@ def _log_returns(p0, prices):
     return np.diff(np.log(np.concatenate([[p0], prices])))
 
 
+def _helpers(arg: str) -> dict:
+    """The text a builder of tests/helpers.py makes (``helpers:adl_worked_table``)."""
+    from tests import helpers
+
+    return {"text": getattr(helpers, arg)()}
+
+
 SOURCES = {
     "config": Source(_config, slow=False),
     "code": Source(_code, slow=False),
+    "helpers": Source(_helpers, slow=False),
     "run": Source(_run),
     "demo": Source(_demo),
     "dashboard": Source(_dashboard),

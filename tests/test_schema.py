@@ -21,11 +21,12 @@ SYMBOLS = ["BTC", "ETH"]
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
     """A small two-asset run with a cascade, a bounded contagion graph (so aggregate nodes
-    exist) and sampled account history."""
+    exist), every graph format and sampled account history."""
     data = small_config(
         steps=20,
         traders={"count": 300, "leverage": 20.0},
         contagion={"max_edges": 200, "top_contributors": 2},
+        output={"graph": ["graphml.gz", "graphml", "json"]},
     )
     model = ContagionModel(build_config(data), account_history=5, history_sample=40)
     model.run()
@@ -74,10 +75,15 @@ def test_summary_json_matches_its_declaration(run_folder):
     assert schema.check_json(schema.SUMMARY, summary, SYMBOLS) == []
 
 
-def test_graphml_attributes_match_their_declarations(run_folder):
+@pytest.mark.parametrize("name", ["contagion.graphml", "contagion.graphml.gz"])
+def test_graphml_attributes_match_their_declarations(run_folder, name):
+    import gzip
+
     _, out = run_folder
     ns = {"g": "http://graphml.graphdrawing.org/xmlns"}
-    keys = ET.parse(out / "contagion.graphml").getroot().findall("g:key", ns)
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(out / name, "rb") as fh:
+        keys = ET.parse(fh).getroot().findall("g:key", ns)
     written = {(k.get("for"), k.get("attr.name"), k.get("attr.type")) for k in keys}
     declared = {
         (domain, c.name, c.dtype)
@@ -174,3 +180,14 @@ def test_an_undeclared_or_missing_json_key_is_reported():
     assert "summary.json: fees is declared but absent" in schema.check_json(
         schema.SUMMARY, summary, SYMBOLS
     )
+
+
+def test_columns_of_a_run_with_a_liquidator_vault_are_declared():
+    """steps.parquet's vault columns are written only with margin.vault on: declared as such."""
+    data = small_config(steps=15, traders={"count": 300, "leverage": 25.0}, margin={"vault": True})
+    model = ContagionModel(build_config(data)).run()
+    tables = model.tables()
+    assert "vault_value" in tables["steps"].columns
+    assert schema.check_table(schema.STEPS, tables["steps"], SYMBOLS) == []
+    assert schema.check_table(schema.LIQUIDATIONS, tables["liquidations"], SYMBOLS) == []
+    assert schema.check_json(schema.SUMMARY, json.loads(json.dumps(model.summary())), SYMBOLS) == []

@@ -302,6 +302,18 @@ def test_screened_run_equals_checking_everyone_with_every_feature(mode):
     assert_identical(a, b)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("venue", ["binance", "bybit", "okx", "hyperliquid", "dydx"])
+def test_screened_run_equals_checking_everyone_under_every_venue_preset(venue):
+    # tiers per symbol, takeovers, chunks and their cooldown, per-round limits, the vault,
+    # hourly funding and each ADL ranking (the random one drawing from the model's stream)
+    a, b = run_both(busy_config(venue=venue))
+    assert a.summary()["liquidations"] > 50
+    if venue == "hyperliquid":
+        assert a.engine.vault.taken_notional > 0
+    assert_identical(a, b)
+
+
 def test_aggregate_equity_tracks_the_full_sum_every_step():
     m = ContagionModel(busy_config(), create_agents=False)
     for _ in range(m.config.steps):
