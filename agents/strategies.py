@@ -78,7 +78,7 @@ __all__ = [
 
 @dataclass
 class NoParams:
-    """The parameters of a rule that has none."""
+    """The parameters of a rule that has none (hold: keep the initial positions)."""
 
 
 class Strategy:
@@ -191,16 +191,22 @@ class Hold(Strategy):
 
 @dataclass
 class TargetLeverageParams:
-    """``[traders.rules.target_leverage]``."""
+    """The target_leverage rule: rebalance toward a leverage, buying into rises and selling
+    into falls (``[traders.rules.target_leverage]``)."""
 
     target: float | None = spec(
         None,
         doc="leverage the rule keeps (default: each account's initial leverage)",
+        unit="x (notional / equity)",
         ge=1,
         le=1000,
     )
     rebalance: float = spec(
-        0.5, doc="fraction of the gap to the target leverage closed each step", gt=0, le=1
+        0.5,
+        doc="fraction of the gap to the target leverage closed each step",
+        unit="fraction per step",
+        gt=0,
+        le=1,
     )
 
 
@@ -261,10 +267,19 @@ class _Overlay(Strategy):
 
 @dataclass
 class MomentumParams:
-    """``[traders.rules.momentum]``."""
+    """The momentum rule: an overlay that buys after rises and sells after falls
+    (``[traders.rules.momentum]``)."""
 
-    lookback: int = spec(24, doc="steps of past return the rule trades on", ge=1, le=100_000)
-    leverage: float = spec(2.0, doc="extra leverage taken at full conviction", ge=0, le=1000)
+    lookback: int = spec(
+        24, doc="steps of past return the rule trades on", unit="steps", ge=1, le=100_000
+    )
+    leverage: float = spec(
+        2.0,
+        doc="extra leverage taken at full conviction",
+        unit="x (notional / equity)",
+        ge=0,
+        le=1000,
+    )
 
 
 @register_rule("momentum")
@@ -296,11 +311,22 @@ class Momentum(_Overlay):
 
 @dataclass
 class ValueParams:
-    """``[traders.rules.value]``."""
+    """The value rule: an overlay that buys below the fundamental and sells above it
+    (``[traders.rules.value]``)."""
 
-    leverage: float = spec(2.0, doc="extra leverage taken at full conviction", ge=0, le=1000)
+    leverage: float = spec(
+        2.0,
+        doc="extra leverage taken at full conviction",
+        unit="x (notional / equity)",
+        ge=0,
+        le=1000,
+    )
     scale: float = spec(
-        0.05, doc="mispricing log(price / fundamental) of full conviction", gt=0, le=10
+        0.05,
+        doc="mispricing log(price / fundamental) of full conviction",
+        unit="log price",
+        gt=0,
+        le=10,
     )
 
 
@@ -319,12 +345,22 @@ class Value(_Overlay):
 
 @dataclass
 class NoiseParams:
-    """``[traders.rules.noise]``."""
+    """The noise rule: a random AR(1) overlay (``[traders.rules.noise]``)."""
 
     size: float = spec(
-        0.1, doc="standard deviation of an order, as a fraction of equity", ge=0, le=100
+        0.1,
+        doc="standard deviation of an order, as a fraction of equity",
+        unit="fraction of equity",
+        ge=0,
+        le=100,
     )
-    decay: float = spec(0.5, doc="fraction of the overlay that fades each step", gt=0, le=1)
+    decay: float = spec(
+        0.5,
+        doc="fraction of the overlay that fades each step",
+        unit="fraction per step",
+        gt=0,
+        le=1,
+    )
 
 
 @register_rule("noise")

@@ -19,13 +19,10 @@ from model import ContagionModel
 from model.config import build_config
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--traders", type=int, default=150_000)
-    ap.add_argument("--shock", type=float, default=-0.12)
-    ap.add_argument("--max-edges", type=int, default=1_000_000)
-    args = ap.parse_args(argv)
-    cfg = build_config(
+def benchmark_config(traders: int = 150_000, shock: float = -0.12, max_edges: int = 1_000_000):
+    """The benchmark's one-step market: ``traders`` accounts at about 20x holding BTC and ETH
+    in cross margin, and a BTC shock of ``shock`` at step 1."""
+    return build_config(
         {
             "name": "contagion-step-benchmark",
             "seed": 3,
@@ -35,12 +32,21 @@ def main(argv=None) -> None:
                 {"symbol": "BTC", "price": 60000.0, "depth": 2.0e7, "max_leverage": 100},
                 {"symbol": "ETH", "price": 3000.0, "depth": 8.0e6, "max_leverage": 50},
             ],
-            "traders": {"count": args.traders, "leverage": 20.0, "assets_per_trader": 2},
+            "traders": {"count": traders, "leverage": 20.0, "assets_per_trader": 2},
             "margin": {"mode": "cross", "liquidation": "partial", "insurance_fund": 1.0e7},
-            "shocks": [{"step": 1, "asset": "BTC", "return": args.shock}],
-            "contagion": {"max_edges": args.max_edges},
+            "shocks": [{"step": 1, "asset": "BTC", "return": shock}],
+            "contagion": {"max_edges": max_edges},
         }
     )
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--traders", type=int, default=150_000)
+    ap.add_argument("--shock", type=float, default=-0.12)
+    ap.add_argument("--max-edges", type=int, default=1_000_000)
+    args = ap.parse_args(argv)
+    cfg = benchmark_config(args.traders, args.shock, args.max_edges)
     model = ContagionModel(cfg, create_agents=False)
     rec = model.recorder
     timings = []

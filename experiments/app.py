@@ -34,7 +34,7 @@ from model import ContagionModel, load_config
 from model.errors import ConfigError
 from model.results import liquidations_table
 
-__all__ = ["DashboardModel", "page", "serve_dashboard"]
+__all__ = ["TITLE", "DashboardModel", "Page", "serve_dashboard"]
 
 # Colours per asset, the same in every chart.
 _ASSET_COLOURS = ["#d62728", "#1f77b4", "#9467bd", "#2ca02c", "#ff7f0e"]
@@ -190,14 +190,16 @@ def RoundsPanel(model: DashboardModel):
 
 def CascadePanel(model: DashboardModel):
     """The contagion network of the latest step with liquidations, layered by round."""
-    fig, ax = _figure(6.0, 4.2, bottom=0.3)
+    fig, ax = _figure(6.0, 4.2, bottom=0.34)
     t = model.last_cascade_step
     draw_cascade(
         model.recorder.edges_table(),
         t or None,
         liquidations_table(model),
         ax=ax,
-        labels=pd.Series(model.labels, index=model.population.ids, name="holding"),
+        labels=pd.Series(
+            model.labels, index=model.population.ids, name="liquidations of accounts holding"
+        ),
         categories=holding_order(model.symbols),
         max_edges=1500,
         label_limit=0,
@@ -207,14 +209,29 @@ def CascadePanel(model: DashboardModel):
         fontsize=10,
     )
     if t:  # the legend below the drawing, where the small panel has room for it
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=7)
+        ax.legend(
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.3),
+            ncol=2,
+            fontsize=7,
+            title="liquidations of accounts holding",
+            title_fontsize=7,
+        )
     return solara.FigureMatplotlib(fig, format="png")
 
 
-def _titled(title):
+def _titled(title, label, ylabel):
+    """Mesa's plot component names its line by the raw column (``accounts_liquidated``): give
+    it a title, a readable legend label and a y-axis label with the unit."""
+
     def post_process(ax):
         ax.set_title(title)
-        ax.set_ylabel("")
+        ax.set_ylabel(ylabel)
+        ax.set_xlabel("step")
+        lines = ax.get_lines()
+        if lines:
+            lines[0].set_label(label)
+            ax.legend(handles=lines[:1], loc="upper left", fontsize=8)
 
     return post_process
 
@@ -238,21 +255,36 @@ model_params = {
 components = [
     PricePanel,
     make_plot_component(
-        {"accounts_liquidated": "#d62728"}, post_process=_titled("accounts liquidated per step")
+        {"accounts_liquidated": "#d62728"},
+        post_process=_titled(
+            "accounts liquidated per step", "accounts liquidated in the step", "accounts"
+        ),
     ),
     RoundsPanel,
     CascadePanel,
-    make_plot_component({"insurance_fund": "#2ca02c"}, post_process=_titled("insurance fund ($)")),
+    make_plot_component(
+        {"insurance_fund": "#2ca02c"},
+        post_process=_titled("insurance fund", "insurance fund at the end of the step", "$"),
+    ),
     EquityPanel,
 ]
 
-page = SolaraViz(
-    DashboardModel(),
-    components=components,
-    model_params=model_params,
-    name="margin-contagion: a cascade of forced liquidations",
-    play_interval=150,
-)
+TITLE = "margin-contagion: a cascade of forced liquidations"
+_START = DashboardModel()  # the model the page opens with (Reset builds a new one)
+
+
+@solara.component
+def Page():
+    """The dashboard: Mesa's SolaraViz, with the browser tab titled too (SolaraViz titles only
+    its app bar)."""
+    solara.Title(TITLE)
+    SolaraViz(
+        _START,
+        components=components,
+        model_params=model_params,
+        name=TITLE,
+        play_interval=150,
+    )
 
 
 # --------------------------------------------------------------------------------------------

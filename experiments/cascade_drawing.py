@@ -357,7 +357,10 @@ def _annotate(ax, lay: CascadeLayout, step: int, label_limit: int) -> None:
             ax.annotate(label, (x, y), xytext=(0, 5), textcoords="offset points", ha="center",
                         fontsize=7)  # fmt: skip
     accounts = trader["trader"].nunique()
-    ax.set_title(f"Cascade of step {step}: {accounts:,} accounts, {depth} rounds")
+    ax.set_title(
+        f"Cascade of step {step}: {len(trader):,} liquidations of {accounts:,} accounts, "
+        f"{depth} rounds"
+    )
 
 
 def write_cascade_png(path, edges: pd.DataFrame, liquidations=None, step=None) -> None:

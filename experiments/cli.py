@@ -1,9 +1,9 @@
 """The ``contagion`` command line.
 
-``contagion run | sweep | calibrate | plot | demo | viz | validate``, and ``contagion --version``. Bad input
-exits with status 2 and one line naming the key or file and what is wrong; no traceback. So does
-an operating-system error (permission denied, disk full, a file where a folder is expected):
-one line naming the path and the reason.
+``contagion run | sweep | calibrate | plot | demo | viz | validate | config``, and
+``contagion --version``. Bad input exits with status 2 and one line naming the key or file and
+what is wrong; no traceback. So does an operating-system error (permission denied, disk full, a
+file where a folder is expected): one line naming the path and the reason.
 
 Options shared by the commands that write a folder (:func:`add_output_options`): ``--out DIR``,
 ``--overwrite`` (replace a folder of the command's own kind, :mod:`experiments.folders`) and
@@ -13,9 +13,9 @@ errors).
 This module is the only one that knows about ``argparse``: each command turns its arguments
 into typed values and calls one library function (:func:`experiments.run.run_config`,
 :func:`experiments.sweep.run_sweep_command`, :func:`experiments.calibrate.run_calibration`,
-:func:`experiments.plots.plot_folder`,
-:func:`experiments.demo.run_demo_command`, :func:`experiments.app.serve_dashboard`,
-:func:`experiments.validate.run_validation`). Nothing imports this module back.
+:func:`experiments.plots.plot_folder`, :func:`experiments.demo.run_demo_command`,
+:func:`experiments.app.serve_dashboard`, :func:`experiments.validate.run_validation`,
+:func:`experiments.reference.print_config_reference`). Nothing imports this module back.
 """
 
 from __future__ import annotations
@@ -51,6 +51,18 @@ def _parse_sets(items) -> dict:
     return overrides
 
 
+# Optional packages -> the extra of pyproject.toml that installs them.
+_EXTRAS = {
+    "solara": "viz",
+    "ipyvue": "viz",
+    "ipyvuetify": "viz",
+    "dask": "dask",
+    "distributed": "dask",
+    "SALib": "sensitivity",
+    "arch": "validation",
+}
+
+
 def _library(command: str, module_name: str, name: str):
     """``module_name.name``, imported when its command runs (so ``contagion run`` never loads
     the plotting, dashboard or cluster packages); a missing optional package is a usage error.
@@ -60,9 +72,10 @@ def _library(command: str, module_name: str, name: str):
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("experiments"):
             raise UsageError(f"contagion {command}: not available in this installation") from None
+        extra = _EXTRAS.get((exc.name or "").split(".")[0], "dev")
         raise UsageError(
             f"contagion {command}: needs the optional package '{exc.name}' "
-            "(pip install 'margin-contagion[dev]')"
+            f"(pip install -e '.[{extra}]' in the project's folder)"
         ) from None
     return getattr(module, name)
 
@@ -165,6 +178,11 @@ def cmd_validate(args) -> int:
     )
 
 
+def cmd_config(args) -> int:
+    print_config_reference = _library("config", "experiments.reference", "print_config_reference")
+    return print_config_reference(args.key, markdown=args.markdown)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from model.provenance import DISTRIBUTION, project_version
 
@@ -235,6 +253,22 @@ def build_parser() -> argparse.ArgumentParser:
         "reference column instead of the S&P 500",
     )
     va.set_defaults(func=cmd_validate)
+
+    c = sub.add_parser(
+        "config",
+        help="every config key: type, default, allowed range, unit, meaning",
+        description="Print the reference of the config keys (docs/configuration.md).",
+    )
+    c.add_argument(
+        "key",
+        nargs="?",
+        metavar="KEY|SECTION",
+        help="a key (margin.fee, assets.BTC.depth) or a section (margin); default: all",
+    )
+    c.add_argument(
+        "--markdown", action="store_true", help="the whole reference as Markdown (the docs page)"
+    )
+    c.set_defaults(func=cmd_config)
     return p
 
 

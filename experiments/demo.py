@@ -48,7 +48,9 @@ from model.config import Config, ConfigError, load_config
 __all__ = [
     "DEMO_CONFIG",
     "DemoRun",
+    "DemoSession",
     "lesson",
+    "narrate_demo",
     "plot_cascade_tree",
     "plot_cross_vs_isolated",
     "plot_prices",
@@ -98,33 +100,11 @@ def run_demo(cfg: Config, label: str, write=None) -> DemoRun:
             if narrator.quiet_from is None:
                 narrator.quiet_from = model.steps
         else:
-            write(_step_footer(model, narrator, model.steps))
+            write(narrator.describe_step(model.steps))
     narrator.flush_quiet(model.steps)
     run = DemoRun(label, model, narrator, time.perf_counter() - t0)
     run.tables = model.tables()
     return run
-
-
-def _step_footer(model, narrator, t: int) -> str:
-    stories = [s for s in narrator.stories if s.step == t]
-    accounts = np.unique(np.concatenate([s.rows for s in stories])).size
-    closed = sum(float(s.notional.sum()) for s in stories)
-    last = stories[-1]
-    moves = ", ".join(
-        f"{sym} {_pct(last.price_after[j] / narrator.previous_price(t)[j] - 1)} "
-        f"(fundamental {_pct(model.market.fundamental[j] / narrator.previous_fundamental(t)[j] - 1)})"
-        for j, sym in enumerate(model.symbols)
-    )
-    stop = (
-        "the round limit stopped it"
-        if model.last.round_limit_hit
-        else "nobody else is below maintenance"
-    )
-    return (
-        f"  the cascade stops after round {last.round}: {stop}.\n"
-        f"  step {t} in all: {accounts:,} accounts liquidated, {_money(closed)} closed; "
-        f"over the step {moves}."
-    )
 
 
 def _intro(cfg: Config, model_text: str) -> str:
@@ -150,24 +130,33 @@ def _intro(cfg: Config, model_text: str) -> str:
 
 @dataclass
 class CascadeStats:
-    """Headline numbers of one run's shock step, read from its tables."""
+    """Headline numbers of one run, read from its tables.
 
-    accounts: int
+    Accounts, positions and liquidations are counted as the narration counts them
+    (:mod:`experiments.narration`): auto-deleveraged positions are not liquidations and are
+    counted apart.
+    """
+
+    accounts: int  # distinct accounts liquidated
+    liquidations: int  # (account, round) pairs: an account liquidated in two rounds counts twice
     rounds: int
     step_move: dict  # symbol -> market price move over the shock step
     fundamental_move: dict  # symbol -> fundamental move over the shock step
     closed: dict  # symbol -> notional closed by liquidations over the run
-    accounts_by_asset: dict  # symbol -> accounts with a liquidation fill in that asset
+    positions: dict  # symbol -> positions in that asset liquidated (closed out or cut back)
     untouched: int  # liquidated accounts that held none of the shocked asset
     bad_debt: float
     fund_end: float
+    adl_notional: float
+    unfunded: float
 
 
 def cascade_stats(run: DemoRun, shock_step: int, shock_asset: str) -> CascadeStats:
     """The numbers the comparison and the lesson quote (from the run's output tables)."""
     model = run.model
     mk = run.tables["market"]
-    liq = run.tables["liquidations"]
+    every = run.tables["liquidations"]
+    liq = every[every["kind"] != "adl"]
     steps = run.tables["steps"]
     symbols = model.symbols
     step_move, fund_move = {}, {}
@@ -178,7 +167,7 @@ def cascade_stats(run: DemoRun, shock_step: int, shock_asset: str) -> CascadeSta
         step_move[s] = float(a.loc[shock_step, "price"] / p_prev - 1)
         fund_move[s] = float(a.loc[shock_step, "fundamental"] / f_prev - 1)
     closed = {s: float(liq.loc[liq["asset"] == s, "notional"].sum()) for s in symbols}
-    by_asset = {s: int(liq.loc[liq["asset"] == s, "trader_id"].nunique()) for s in symbols}
+    positions = {s: int(liq.loc[liq["asset"] == s, "trader_id"].nunique()) for s in symbols}
     ids = liq["trader_id"].unique()
     pop = model.population
     held_shocked = pop.qty[:, symbols.index(shock_asset)] != 0
@@ -186,14 +175,17 @@ def cascade_stats(run: DemoRun, shock_step: int, shock_asset: str) -> CascadeSta
     untouched = int((~held_shocked[rows]).sum())
     return CascadeStats(
         accounts=int(liq["trader_id"].nunique()),
+        liquidations=int(len(liq.drop_duplicates(["step", "round", "trader_id"]))),
         rounds=int(steps["rounds"].max()) if len(steps) else 0,
         step_move=step_move,
         fundamental_move=fund_move,
         closed=closed,
-        accounts_by_asset=by_asset,
+        positions=positions,
         untouched=untouched,
         bad_debt=float(liq["bad_debt"].sum()),
         fund_end=float(steps["insurance_fund"].iloc[-1]) if len(steps) else 0.0,
+        adl_notional=float(every.loc[every["kind"] == "adl", "notional"].sum()),
+        unfunded=float(steps["unfunded_bad_debt"].iloc[-1]) if len(steps) else 0.0,
     )
 
 
@@ -201,6 +193,13 @@ def comparison_table(cross: CascadeStats, iso: CascadeStats, symbols, shock_step
     """The side-by-side numbers as aligned text lines."""
     rows = [("", "cross", "isolated")]
     rows.append(("accounts liquidated", f"{cross.accounts:,}", f"{iso.accounts:,}"))
+    rows.append(
+        (
+            "liquidations (an account in one round)",
+            f"{cross.liquidations:,}",
+            f"{iso.liquidations:,}",
+        )
+    )
     rows.append(("liquidation rounds", f"{cross.rounds}", f"{iso.rounds}"))
     for s in symbols:
         rows.append(
@@ -212,18 +211,22 @@ def comparison_table(cross: CascadeStats, iso: CascadeStats, symbols, shock_step
         )
     for s in symbols:
         rows.append(
-            (
-                f"accounts liquidated in {s}",
-                f"{cross.accounts_by_asset[s]:,}",
-                f"{iso.accounts_by_asset[s]:,}",
-            )
+            (f"{s} positions liquidated", f"{cross.positions[s]:,}", f"{iso.positions[s]:,}")
         )
     rows.append(
-        (f"liquidated, holding no {shock_asset}", f"{cross.untouched:,}", f"{iso.untouched:,}")
+        (
+            f"accounts liquidated holding no {shock_asset}",
+            f"{cross.untouched:,}",
+            f"{iso.untouched:,}",
+        )
     )
     for s in symbols:
         rows.append((f"{s} closed by force", _money(cross.closed[s]), _money(iso.closed[s])))
     rows.append(("bad debt", _money(cross.bad_debt), _money(iso.bad_debt)))
+    if cross.adl_notional or iso.adl_notional:
+        rows.append(("auto-deleveraged", _money(cross.adl_notional), _money(iso.adl_notional)))
+    if cross.unfunded >= 0.5 or iso.unfunded >= 0.5:
+        rows.append(("bad debt nobody paid", _money(cross.unfunded), _money(iso.unfunded)))
     rows.append(("insurance fund at the end", _money(cross.fund_end), _money(iso.fund_end)))
     w0 = max(len(r[0]) for r in rows)
     w = max(len(x) for r in rows for x in r[1:])
@@ -231,35 +234,14 @@ def comparison_table(cross: CascadeStats, iso: CascadeStats, symbols, shock_step
 
 
 def lesson(cross: CascadeStats, iso: CascadeStats, shock_asset: str, symbols) -> str:
-    """Two or three sentences on what the two runs show, phrased from their numbers."""
+    """Two or three sentences on what the two runs show, phrased from their numbers, causes
+    before their effects."""
     others = [s for s in symbols if s != shock_asset]
     out = []
     if others:
         o = others[0]
-        spread = abs(cross.step_move[o]) > abs(iso.step_move[o]) + 0.001
-        if spread:
-            untouched = (
-                f"and {cross.untouched:,} accounts that held no {shock_asset} at all were "
-                f"liquidated"
-                if cross.untouched
-                else f"which pushed {cross.accounts_by_asset[o]:,} accounts to sell {o} by force"
-            )
-            out.append(
-                f"Under cross margin one balance backs every position, so the accounts the "
-                f"{shock_asset} shock pushed under also sold their {o}: {o} moved "
-                f"{_pct(cross.step_move[o])} although its fundamental moved "
-                f"{_pct(cross.fundamental_move[o])}, {untouched}."
-            )
-            out.append(
-                f"Under isolated margin each position has its own collateral: the same shock "
-                f"liquidated {iso.accounts_by_asset[shock_asset]:,} {shock_asset} positions, but "
-                f"{o} moved only {_pct(iso.step_move[o])}"
-                + (
-                    f" and {iso.accounts_by_asset[o]:,} {o} positions were liquidated."
-                    if iso.accounts_by_asset[o]
-                    else f" and no {o} position was liquidated."
-                )
-            )
+        if abs(cross.step_move[o]) > abs(iso.step_move[o]) + 0.001 and cross.positions[o]:
+            out += _spread_lesson(cross, iso, shock_asset, o)
         else:
             out.append(
                 f"Here the shock did not spread to {o} more under cross margin than under "
@@ -280,12 +262,48 @@ def lesson(cross: CascadeStats, iso: CascadeStats, shock_asset: str, symbols) ->
     return " ".join(out)
 
 
+def _spread_lesson(cross: CascadeStats, iso: CascadeStats, shock: str, o: str) -> list[str]:
+    """Cross margin carried the shock into ``o``: the forced sales of ``o`` came first, the
+    move of ``o`` after them, and the accounts holding only ``o`` last."""
+    then = (
+        f"; then {cross.untouched:,} accounts that held no {shock} at all were liquidated"
+        if cross.untouched
+        else ""
+    )
+    first = (
+        f"Under cross margin one balance backs every position, so the accounts the {shock} "
+        f"shock pushed under had their {o} liquidated too: {cross.positions[o]:,} {o} positions "
+        f"were closed out or cut back, and those forced sales moved {o} "
+        f"{_pct(cross.step_move[o])} although its fundamental moved "
+        f"{_pct(cross.fundamental_move[o])}{then}."
+    )
+    others = (
+        f"{iso.positions[o]:,} {o} positions were liquidated"
+        if iso.positions[o]
+        else f"no {o} position was liquidated"
+    )
+    second = (
+        f"Under isolated margin each position has its own collateral: the same shock "
+        f"liquidated {iso.positions[shock]:,} {shock} positions, but {others} and {o} moved "
+        f"only {_pct(iso.step_move[o])}."
+    )
+    return [first, second]
+
+
 # --------------------------------------------------------------------------------------------
 # Figures
 # --------------------------------------------------------------------------------------------
 
 
-def plot_prices(market: pd.DataFrame, liquidations: pd.DataFrame, stories, initial_price, step):
+def plot_prices(
+    market: pd.DataFrame,
+    liquidations: pd.DataFrame,
+    stories,
+    initial_price,
+    step,
+    title="",
+    step_minutes=None,
+):
     """Prices over the run with liquidation markers (left) and the cascade step by round (right).
 
     Args:
@@ -293,6 +311,8 @@ def plot_prices(market: pd.DataFrame, liquidations: pd.DataFrame, stories, initi
         stories: the narrator's round stories (prices before and after every round).
         initial_price: (A,) prices before step 1.
         step: the step to show round by round (the shock).
+        title: the figure's title (the run's name).
+        step_minutes: the length of a step, for the time axis's label.
 
     Returns:
         a matplotlib Figure.
@@ -302,7 +322,10 @@ def plot_prices(market: pd.DataFrame, liquidations: pd.DataFrame, stories, initi
     symbols = list(market["asset"].cat.categories)
     fig = Figure(figsize=(11, 3.2 * len(symbols)), layout="constrained")
     axes = fig.subplots(len(symbols), 2, squeeze=False, width_ratios=[3, 2])
+    if title:
+        fig.suptitle(title)
     rounds = round_prices(stories, step)
+    liquidations = liquidations[liquidations["kind"] != "adl"]
     liq_step = liquidations[liquidations["step"] == step]
     for j, s in enumerate(symbols):
         a = market[market["asset"] == s]
@@ -325,10 +348,10 @@ def plot_prices(market: pd.DataFrame, liquidations: pd.DataFrame, stories, initi
             size = 40 + 400 * per_step.to_numpy() / max(per_step.max(), 1.0)
             ax.scatter(
                 per_step.index, at, s=size, color="#d62728", zorder=3, alpha=0.8,
-                label="liquidations (size: notional closed)",
+                label="liquidations (area ~ notional closed)",
             )  # fmt: skip
         ax.set_title(f"{s}: price over the run")
-        ax.set_xlabel("step")
+        ax.set_xlabel(f"step ({step_minutes:g} minutes each)" if step_minutes else "step")
         ax.set_ylabel("price ($)")
         ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
@@ -374,10 +397,13 @@ def plot_cascade_tree(run: DemoRun, step: int):
         categories=holding_order(model.symbols),
         max_edges=3000,
     )
-    n = len({int(r) for s in run.stories if s.step == step for r in s.rows})
+    stories = [s for s in run.stories if s.step == step]
+    times = sum(s.accounts for s in stories)
+    n = np.unique(np.concatenate([s.rows for s in stories])).size if stories else 0
     ax.set_title(
-        f"Who liquidated whom in step {step} ({run.label} margin): {n:,} accounts\n"
-        "each dot is a liquidation, joined to the one in the round before that hurt it most",
+        f"Who liquidated whom in step {step} ({run.label} margin): {times:,} liquidations of "
+        f"{n:,} accounts\neach dot is one account liquidated in one round, joined to the "
+        "liquidation of the round before that hurt it most",
         fontsize=10,
     )
     return fig
@@ -438,6 +464,74 @@ class _Tee:
         return "\n".join(self.parts) + "\n"
 
 
+@dataclass
+class DemoSession:
+    """The demo's two runs and what it concluded from them.
+
+    Attributes:
+        cfg: the cross-margin run's config (the isolated run's differs in margin.mode only).
+        cross, iso: the two narrated runs.
+        cross_stats, iso_stats: their headline numbers (:func:`cascade_stats`).
+        lesson: the lesson as printed.
+    """
+
+    cfg: Config
+    cross: DemoRun
+    iso: DemoRun
+    cross_stats: CascadeStats
+    iso_stats: CascadeStats
+    lesson: str
+
+
+def _demo_config(overrides: dict[str, Any] | None) -> Config:
+    """The demo's cross-margin config with ``overrides``, checked (the demo runs both margin
+    modes itself and needs a scheduled shock)."""
+    overrides = dict(overrides or {})
+    if "margin.mode" in overrides:
+        raise ConfigError("--set margin.mode: the demo runs both modes, cross and then isolated")
+    cfg = load_config(DEMO_CONFIG, overrides={**overrides, "margin.mode": "cross"})
+    if not cfg.shocks:
+        raise ConfigError("shocks: the demo needs a scheduled shock")
+    return cfg
+
+
+def narrate_demo(overrides: dict[str, Any] | None = None, write=None) -> DemoSession:
+    """Run the demo config under cross and then isolated margin, telling both as they happen,
+    then the comparison and the lesson, through ``write`` (default: the terminal).
+
+    Args:
+        overrides: dotted-key changes to the demo's market, for both runs (not margin.mode).
+        write: where the text goes, one call per paragraph.
+
+    Raises:
+        ConfigError: a bad override, or a config without a scheduled shock.
+    """
+    say = write or _print_now
+    overrides = dict(overrides or {})
+    cfg = _demo_config(overrides)
+    iso_cfg = load_config(DEMO_CONFIG, overrides={**overrides, "margin.mode": "isolated"})
+    shock = cfg.shocks[0]
+    say(_intro(cfg, "cross margin (one balance backs every position)"))
+    say("")
+    cross = run_demo(cfg, "cross", say)
+    say("")
+    say(
+        "Now the same accounts and the same shock under isolated margin "
+        "(each position has its own collateral):"
+    )
+    iso = run_demo(iso_cfg, "isolated", say)
+    symbols = cross.model.symbols
+    c_stats = cascade_stats(cross, shock.step, shock.asset)
+    i_stats = cascade_stats(iso, shock.step, shock.asset)
+    say("")
+    say(f"Cross vs isolated, same accounts, same shock ({shock.asset} {_pct(shock.return_)}):")
+    say(comparison_table(c_stats, i_stats, symbols, shock.step, shock.asset))
+    say("")
+    the_lesson = "The lesson: " + lesson(c_stats, i_stats, shock.asset, symbols)
+    say(the_lesson)
+    return DemoSession(cfg, cross, iso, c_stats, i_stats, the_lesson)
+
+
 def run_demo_command(
     *,
     out: str | Path | None = None,
@@ -445,7 +539,8 @@ def run_demo_command(
     overwrite: bool = False,
     quiet: bool = False,
 ) -> int:
-    """The narrated cascade, under cross and then isolated margin, printed as it happens.
+    """The narrated cascade, under cross and then isolated margin, printed as it happens, with
+    its run folders, narration.txt and figures.
 
     Args:
         out: the demo folder (default ``results/demo``): the cross-margin run folder, with the
@@ -460,62 +555,23 @@ def run_demo_command(
     Returns:
         the exit status (0).
     """
-    overrides = dict(overrides or {})
-    if "margin.mode" in overrides:
-        raise ConfigError("--set margin.mode: the demo runs both modes, cross and then isolated")
-    cfg = load_config(DEMO_CONFIG, overrides={**overrides, "margin.mode": "cross"})
-    if not cfg.shocks:
-        raise ConfigError("shocks: the demo needs a scheduled shock")
-    iso_cfg = load_config(DEMO_CONFIG, overrides={**overrides, "margin.mode": "isolated"})
+    _demo_config(overrides)  # a bad --set fails before the folder is touched
     target = OutputFolder(out, DEMO_FOLDER, overwrite=overwrite, default=Path("results") / "demo")
     with target as folder:
-        _demo(cfg, iso_cfg, target.path, folder, _Tee(quiet))
+        _demo(overrides, target.path, folder, _Tee(quiet))
     sys.stdout.flush()
     return 0
 
 
-def _demo(cfg: Config, iso_cfg: Config, shown: Path, folder: Path, say: _Tee) -> None:
+def _demo(overrides, shown: Path, folder: Path, say: _Tee) -> None:
     """Run, narrate and write the demo into ``folder`` (named ``shown`` in the text)."""
-    shock = cfg.shocks[0]
     t0 = time.perf_counter()
-    say(_intro(cfg, "cross margin (one balance backs every position)"))
-    say()
-    cross = run_demo(cfg, "cross", say)
-    say()
-    say(
-        "Now the same accounts and the same shock under isolated margin "
-        "(each position has its own collateral):"
-    )
-    iso = run_demo(iso_cfg, "isolated", say)
-
-    symbols = cross.model.symbols
-    c_stats = cascade_stats(cross, shock.step, shock.asset)
-    i_stats = cascade_stats(iso, shock.step, shock.asset)
-    say()
-    say(f"Cross vs isolated, same accounts, same shock ({shock.asset} {_pct(shock.return_)}):")
-    say(comparison_table(c_stats, i_stats, symbols, shock.step, shock.asset))
-    say()
-    the_lesson = "The lesson: " + lesson(c_stats, i_stats, shock.asset, symbols)
-    say(the_lesson)
-
+    demo = narrate_demo(overrides, say)
     # the isolated run first: a demo folder is recognised by its isolated/ folder from the
     # first file written (experiments.folders)
-    write_run_folder(iso.model, folder / "isolated")
-    write_run_folder(cross.model, folder)
-    figures = [
-        _save(
-            plot_prices(
-                cross.tables["market"],
-                cross.tables["liquidations"],
-                cross.stories,
-                cross.model.market.initial_price,
-                shock.step,
-            ),
-            folder / "prices.png",
-        ),
-        _save(plot_cascade_tree(cross, shock.step), folder / "cascade_tree.png"),
-        _save(plot_cross_vs_isolated(cross, iso, shock.step), folder / "cross_vs_isolated.png"),
-    ]
+    write_run_folder(demo.iso.model, folder / "isolated")
+    write_run_folder(demo.cross.model, folder)
+    figures = _demo_figures(demo, folder)
     result = [
         f"run folder: {shown} (the isolated run in {shown / 'isolated'})",
         "figures: " + ", ".join(str(shown / f.name) for f in figures),
@@ -526,5 +582,26 @@ def _demo(cfg: Config, iso_cfg: Config, shown: Path, folder: Path, say: _Tee) ->
     say(f"done in {time.perf_counter() - t0:.1f}s")
     storage.write_text(folder / "narration.txt", say.text)
     if say.quiet:  # the result lines only
-        for line in (the_lesson, *result):
+        for line in (demo.lesson, *result):
             _print_now(line)
+
+
+def _demo_figures(demo: DemoSession, out: Path) -> list[Path]:
+    """prices.png, cascade_tree.png and cross_vs_isolated.png of the demo's shock step."""
+    cross, iso, cfg = demo.cross, demo.iso, demo.cfg
+    shock = cfg.shocks[0]
+    prices = plot_prices(
+        cross.tables["market"],
+        cross.tables["liquidations"],
+        cross.stories,
+        cross.model.market.initial_price,
+        shock.step,
+        title=f"{cfg.name}, cross margin: prices, and the {shock.asset} shock of step "
+        f"{shock.step} round by round",
+        step_minutes=cfg.market.step_minutes,
+    )
+    return [
+        _save(prices, out / "prices.png"),
+        _save(plot_cascade_tree(cross, shock.step), out / "cascade_tree.png"),
+        _save(plot_cross_vs_isolated(cross, iso, shock.step), out / "cross_vs_isolated.png"),
+    ]

@@ -531,68 +531,132 @@ def _sobol_figure(sweep_dir: Path, figs: Path) -> list[Path]:
 # --------------------------------------------------------------------------------------------
 
 
-def price_paths(market: pd.DataFrame, liquidations: pd.DataFrame):
-    """Per asset: price and fundamental with liquidations marked (area ~ notional), and the
-    liquidated notional per step; plus the run's cascade-size CCDF."""
+def price_paths(
+    market: pd.DataFrame, liquidations: pd.DataFrame, *, name: str = "", step_minutes=None
+):
+    """Per asset: price and fundamental with every liquidated step marked (marker area in
+    proportion to the notional closed), and the notional closed per step as stems; plus the
+    run's cascade-size CCDF.
+
+    Stems are lines of a fixed width in points, so a step of liquidations stays visible however
+    many steps the run has (a bar one step wide vanishes on a 1,000-step axis).
+
+    Args:
+        market, liquidations: the run's tables.
+        name: the run's name, for the title.
+        step_minutes: the length of a step, for the time axis's label.
+    """
     symbols = list(pd.unique(market["asset"].astype(str)))
-    fig = _new_figure(4.6 * len(symbols) + 3.4, 6.0)
+    fig = _new_figure(4.6 * len(symbols) + 3.4, 6.4)
     grid = fig.add_gridspec(
         2, len(symbols) + 1, height_ratios=[2.2, 1], width_ratios=[1] * len(symbols) + [0.75]
     )
     liq = liquidations.copy()
     liq["asset"] = liq["asset"].astype(str)
-    per_step = liq.groupby(["asset", "step"])["notional"].sum()
+    adl = liq["kind"].astype(str) == "adl"
+    forced = liq[~adl].groupby(["asset", "step"])["notional"].sum()
+    deleveraged = liq[adl].groupby(["asset", "step"])["notional"].sum()
+    scale = max(float(forced.max()) if len(forced) else 0.0, 1.0)
+    xlabel = f"step ({step_minutes:g} minutes each)" if step_minutes else "step"
     top = None
     for j, s in enumerate(symbols):
         m = market[market["asset"].astype(str) == s]
         ax = fig.add_subplot(grid[0, j], sharex=top)
         top = top or ax
-        ax.plot(m["step"], m["fundamental"], color="#95a5a6", lw=1.0, label="fundamental")
-        ax.plot(m["step"], m["price"], color="#2c3e50", lw=1.1, label="price")
-        if s in per_step.index.get_level_values(0):
-            ps = per_step.loc[s]
-            price_at = m.set_index("step")["price"].reindex(ps.index)
-            size = 8 + 120 * np.sqrt(ps / ps.max())
-            ax.scatter(
-                ps.index,
-                price_at,
-                s=size,
-                color="#c0392b",
-                alpha=0.55,
-                lw=0,
-                label="liquidations (area ~ notional)",
-            )
+        _price_panel(ax, m, _of(forced, s), scale)
         ax.set_title(s, fontsize=10)
-        ax.set_ylabel("price")
+        ax.set_ylabel("price ($)")
         if j == 0:
             ax.legend(fontsize=7, loc="best")
         bx = fig.add_subplot(grid[1, j], sharex=top)
-        if s in per_step.index.get_level_values(0):
-            ps = per_step.loc[s]
-            bx.bar(ps.index, ps.to_numpy() / 1e6, width=1.0, color="#c0392b")
-        bx.set_xlabel("step")
-        bx.set_ylabel("liquidated ($M)")
-    cx = fig.add_subplot(grid[:, -1])
+        _stems(bx, _of(forced, s), "#c0392b", "liquidations")
+        _stems(bx, _of(deleveraged, s), "#7d3c98", "auto-deleveraging")
+        if len(_of(deleveraged, s)):
+            bx.legend(fontsize=7, loc="best")
+        bx.set_ylim(bottom=0)
+        bx.set_xlabel(xlabel)
+        bx.set_ylabel("closed per step ($M)")
+    _ccdf_panel(fig.add_subplot(grid[:, -1]), liq[~adl])
+    fig.suptitle(f"{name}: prices and liquidations" if name else "prices and liquidations")
+    return fig
+
+
+def _of(per_step: pd.Series, asset: str) -> pd.Series:
+    """One asset's part of a (asset, step) series (empty when it has none)."""
+    if asset in per_step.index.get_level_values(0):
+        return per_step.loc[asset]
+    return pd.Series(dtype=float)
+
+
+def _price_panel(ax, m: pd.DataFrame, per_step: pd.Series, scale: float) -> None:
+    """Price and fundamental, and a marker at every step with liquidations, its area in
+    proportion to the notional the step closed (at least a visible dot)."""
+    ax.plot(m["step"], m["fundamental"], color="#95a5a6", lw=1.0, label="fundamental")
+    ax.plot(m["step"], m["price"], color="#2c3e50", lw=1.1, label="price")
+    if len(per_step):
+        price_at = m.set_index("step")["price"].reindex(per_step.index)
+        ax.scatter(
+            per_step.index,
+            price_at,
+            s=10 + 300 * per_step.to_numpy() / scale,
+            color="#c0392b",
+            alpha=0.55,
+            lw=0,
+            label="liquidations (area ~ notional closed)",
+        )
+
+
+def _stems(ax, per_step: pd.Series, colour: str, label: str) -> None:
+    """Notional closed per step as stems of a fixed width in points, with a dot on top."""
+    if not len(per_step):
+        return
+    x, y = per_step.index.to_numpy(), per_step.to_numpy() / 1e6
+    ax.vlines(x, 0, y, colors=colour, lw=1.6, label=label)
+    ax.plot(x, y, "o", color=colour, ms=3)
+
+
+def _ccdf_panel(cx, liq: pd.DataFrame) -> None:
+    """The CCDF of cascade sizes: distinct accounts liquidated per step."""
     if len(liq):
-        kinds = liq["kind"].astype(str) != "adl"
-        sizes = liq[kinds].drop_duplicates(["step", "trader_id"]).groupby("step").size()
+        sizes = liq.drop_duplicates(["step", "trader_id"]).groupby("step").size()
         xs, ps = ccdf(sizes.to_numpy())
         cx.step(xs, ps, where="post", color="#2c3e50")
+        cx.plot(xs, ps, "o", color="#2c3e50", ms=3)  # a run with one cascade is one point
         cx.set_xscale("log")
         cx.set_yscale("log")
     cx.set_xlabel("cascade size (accounts in one step)")
     cx.set_ylabel("P(size >= s)")
     cx.set_title("cascade sizes", fontsize=10)
-    return fig
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
+    """``figures/price_paths`` of a run folder, titled by the run's name."""
     run_dir = Path(run_dir)
     market = storage.read_parquet(run_dir / "market.parquet")
     liquidations = storage.read_parquet(run_dir / "liquidations.parquet")
     if not len(market):
         raise UsageError(f"{run_dir}: the run has no steps to plot")
-    return _save(price_paths(market, liquidations), run_dir / "figures", "price_paths")
+    name, minutes = _run_name(run_dir)
+    fig = price_paths(market, liquidations, name=name, step_minutes=minutes)
+    return _save(fig, run_dir / "figures", "price_paths")
+
+
+def _run_name(run_dir: Path) -> tuple[str, float | None]:
+    """The run's name and step length, from its summary.json and config.toml (the folder's
+    name and no length when they cannot be read)."""
+    import tomllib
+
+    name, minutes = run_dir.resolve().name, None
+    try:
+        name = storage.read_json(run_dir / "summary.json")["name"]
+    except (OSError, UsageError, KeyError, TypeError):
+        pass
+    try:
+        with (run_dir / "config.toml").open("rb") as fh:
+            minutes = tomllib.load(fh).get("market", {}).get("step_minutes", 60.0)
+    except (OSError, ValueError):
+        pass
+    return str(name), minutes
 
 
 # --------------------------------------------------------------------------------------------

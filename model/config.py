@@ -59,7 +59,9 @@ __all__ = [
     "config_warnings",
     "correlation_matrix",
     "describe",
+    "describe_sections",
     "did_you_mean",
+    "field_choices",
     "load_config",
     "parse_value",
     "spec",
@@ -143,8 +145,14 @@ def _unknown_key(key: str, name: Any, known) -> ConfigError:
 class TierConfig:
     """One maintenance tier: positions with notional up to ``cap`` pay ``rate``."""
 
-    cap: float = spec(doc="upper notional bound of the tier (quote currency)", gt=0)
-    rate: float = spec(doc="maintenance rate inside the tier", ge=0, lt=1)
+    cap: float = spec(
+        doc="upper notional bound of the tier (quote currency)",
+        unit="quote currency (position notional)",
+        gt=0,
+    )
+    rate: float = spec(
+        doc="maintenance rate inside the tier", unit="fraction of notional", ge=0, lt=1
+    )
 
 
 @dataclass
@@ -152,14 +160,32 @@ class AssetConfig:
     """One traded perpetual contract."""
 
     symbol: str = spec(doc="asset name used in shocks and population files", min_len=1)
-    price: float = spec(doc="initial price (quote currency)", ge=1e-12, le=1e12)
+    price: float = spec(
+        doc="initial price (quote currency)",
+        unit="quote currency per unit of the asset",
+        ge=1e-12,
+        le=1e12,
+    )
     depth: float = spec(
-        doc="quote notional, at the initial price, whose sale moves it 1%", ge=1.0, le=1e15
+        doc="quote notional, at the initial price, whose sale moves it 1%",
+        unit="quote currency (notional at the initial price)",
+        ge=1.0,
+        le=1e15,
     )
     volatility: float | None = spec(
-        None, doc="annualised volatility (default: market.volatility)", ge=0, le=50
+        None,
+        doc="annualised volatility (default: market.volatility)",
+        unit="annualised, fraction per sqrt(year)",
+        ge=0,
+        le=50,
     )
-    max_leverage: float = spec(50.0, doc="largest initial leverage the venue allows", ge=1, le=1000)
+    max_leverage: float = spec(
+        50.0,
+        doc="largest initial leverage the venue allows",
+        unit="x (notional / initial margin)",
+        ge=1,
+        le=1000,
+    )
     tiers: list[TierConfig] | None = spec(
         None, doc="maintenance tiers for this asset (overrides margin.tiers)"
     )
@@ -170,29 +196,48 @@ class MarketConfig:
     """The fundamental price process and the price-impact law."""
 
     volatility: float = spec(
-        0.6, doc="annualised volatility for assets that do not set their own", ge=0, le=50
+        0.6,
+        doc="annualised volatility for assets that do not set their own",
+        unit="annualised, fraction per sqrt(year)",
+        ge=0,
+        le=50,
     )
     correlation: float | list[list[float]] = spec(
-        0.0, doc="one correlation for every pair, or a full matrix"
+        0.0, doc="one correlation for every pair, or a full matrix", unit="dimensionless, -1 to 1"
     )
     impact_exponent: float = spec(
-        0.5, doc="beta: 1 linear in log price, 0.5 square-root law", gt=0, le=2
+        0.5,
+        doc="beta: 1 linear in log price, 0.5 square-root law",
+        unit="dimensionless",
+        gt=0,
+        le=2,
     )
     resilience: float = spec(
-        0.1, doc="fraction of the impact that decays between steps", ge=0, le=1
+        0.1,
+        doc="fraction of the impact that decays between steps",
+        unit="fraction per step",
+        ge=0,
+        le=1,
     )
     step_minutes: float = spec(
-        60.0, doc="length of one step in minutes (markets trade 24/7)", gt=0, le=525_600
+        60.0,
+        doc="length of one step in minutes (markets trade 24/7)",
+        unit="minutes",
+        gt=0,
+        le=525_600,
     )
     jump_intensity: float = spec(
-        0.0, doc="Poisson jumps per year in each fundamental", ge=0, le=1e6
+        0.0, doc="Poisson jumps per year in each fundamental", unit="jumps per year", ge=0, le=1e6
     )
-    jump_mean: float = spec(0.0, doc="mean log size of a jump", ge=-5, le=5)
-    jump_volatility: float = spec(0.0, doc="standard deviation of a jump's log size", ge=0, le=5)
+    jump_mean: float = spec(0.0, doc="mean log size of a jump", unit="log return", ge=-5, le=5)
+    jump_volatility: float = spec(
+        0.0, doc="standard deviation of a jump's log size", unit="log return", ge=0, le=5
+    )
     garch_alpha: float = spec(
         0.0,
         doc="GARCH(1,1) weight of the last squared innovation in the fundamental's next-step "
         "variance (0: constant volatility)",
+        unit="dimensionless",
         ge=0,
         lt=1,
     )
@@ -200,6 +245,7 @@ class MarketConfig:
         0.0,
         doc="GARCH(1,1) weight of the last variance (persistence garch_alpha + garch_beta < 1; "
         "the unconditional variance stays volatility^2 dt)",
+        unit="dimensionless",
         ge=0,
         lt=1,
     )
@@ -207,33 +253,48 @@ class MarketConfig:
         None,
         doc="degrees of freedom of Student-t innovations of the fundamental, scaled to unit "
         "variance (default: normal innovations)",
+        unit="degrees of freedom",
         gt=2,
         le=1e6,
     )
     depth_stress: float = spec(
         0.0,
         doc="how strongly forced flow and outsized moves thin the book (0: depth never thins)",
+        unit="per percent of price",
         ge=0,
         le=1e3,
     )
     depth_recovery: float = spec(
-        0.2, doc="fraction of the accumulated liquidity stress that fades each step", ge=0, le=1
+        0.2,
+        doc="fraction of the accumulated liquidity stress that fades each step",
+        unit="fraction per step",
+        ge=0,
+        le=1,
     )
     mark_lag: float = spec(
         0.0,
         doc="weight of the previous mark each time the mark follows the price (0: mark = price)",
+        unit="dimensionless weight",
         ge=0,
         lt=1,
     )
     funding_interval: int = spec(
-        0, doc="steps between funding payments of the perpetuals (0: no funding)", ge=0
+        0,
+        doc="steps between funding payments of the perpetuals (0: no funding)",
+        unit="steps",
+        ge=0,
     )
     funding_cap: float = spec(
-        0.0075, doc="largest funding rate of one interval, either way", ge=0, le=1
+        0.0075,
+        doc="largest funding rate of one interval, either way",
+        unit="fraction of notional per funding interval",
+        ge=0,
+        le=1,
     )
     funding_interest: float = spec(
         1.0e-4,
         doc="interest part of the funding rate (the rate of funding_basis intervals)",
+        unit="fraction of notional per funding_basis intervals",
         ge=-0.01,
         le=0.01,
     )
@@ -241,6 +302,7 @@ class MarketConfig:
         1.0,
         doc="intervals the funding formula's rate is for: each interval pays 1/funding_basis of "
         "it (8 for hourly payments of an 8-hour rate, as Hyperliquid and dYdX)",
+        unit="funding intervals",
         gt=0,
         le=1e6,
     )
@@ -283,31 +345,53 @@ class MarketConfig:
 class TradersConfig:
     """The population: generated accounts, or an explicit population file."""
 
-    count: int = spec(1000, doc="number of generated accounts", ge=0, le=100_000_000)
-    leverage: float = spec(10.0, doc="mean initial leverage of generated accounts", ge=1, le=1000)
+    count: int = spec(
+        1000, doc="number of generated accounts", unit="accounts", ge=0, le=100_000_000
+    )
+    leverage: float = spec(
+        10.0,
+        doc="mean initial leverage of generated accounts",
+        unit="x (notional / collateral)",
+        ge=1,
+        le=1000,
+    )
     leverage_dispersion: float = spec(
-        0.5, doc="sigma of the lognormal spread of leverage", ge=0, le=5
+        0.5,
+        doc="sigma of the lognormal spread of leverage",
+        unit="log leverage (sigma of its logarithm)",
+        ge=0,
+        le=5,
     )
     collateral: float = spec(
-        1000.0, doc="median collateral of a generated account (quote)", gt=0, le=1e12
+        1000.0,
+        doc="median collateral of a generated account (quote)",
+        unit="quote currency",
+        gt=0,
+        le=1e12,
     )
     collateral_tail: float = spec(
-        1.5, doc="Pareto tail index of collateral (smaller: heavier)", gt=0.1, le=100
+        1.5,
+        doc="Pareto tail index of collateral (smaller: heavier)",
+        unit="dimensionless (Pareto index)",
+        gt=0.1,
+        le=100,
     )
     long_fraction: float = spec(
-        0.6, doc="probability that a generated position is long", ge=0, le=1
+        0.6, doc="probability that a generated position is long", unit="probability", ge=0, le=1
     )
     assets_per_trader: int = spec(
-        1, doc="largest number of assets one generated account holds", ge=1
+        1, doc="largest number of assets one generated account holds", unit="assets", ge=1
     )
     population: str | None = spec(
-        None, doc="CSV or parquet of explicit accounts (relative to the config)"
+        None, doc="CSV or parquet of explicit accounts (relative to the config)", unit="path"
     )
     strategies: dict[str, float] = spec(
-        factory=lambda: {"hold": 1.0}, doc="share of traders per trading rule"
+        factory=lambda: {"hold": 1.0},
+        doc="share of traders per trading rule",
+        unit="relative shares (normalised to sum to 1)",
     )
     reentry_steps: int = spec(
-        0, doc="steps after which a liquidated trader re-enters (0: never)", ge=0
+        0, doc="steps after which a liquidated trader re-enters (0: never)", unit="steps", ge=0
     )
     rules: dict[str, Any] = sections(
         "trading rule",
@@ -321,31 +405,61 @@ class MarginConfig:
     """How the venue margins, liquidates and covers losses."""
 
     mode: Literal["cross", "isolated"] = spec(
-        "cross", doc="cross: the whole balance backs every position"
+        "cross",
+        doc="how collateral backs positions",
+        choices={
+            "cross": "one balance backs every position of the account",
+            "isolated": "each position has its own margin; a loss in one never touches another",
+        },
     )
     maintenance: float | None = spec(
-        None, doc="flat maintenance rate (default: 1 / (2 x max leverage))", ge=0, lt=1
+        None,
+        doc="flat maintenance rate (default: 1 / (2 x max leverage))",
+        unit="fraction of notional",
+        ge=0,
+        lt=1,
     )
     tiers: list[TierConfig] | None = spec(None, doc="maintenance tiers for every asset (cap, rate)")
     liquidation: Literal["full", "partial"] = spec(
-        "partial", doc="close everything, or just enough"
+        "partial",
+        doc="how much of a liquidated unit (a cross book, an isolated position) is closed",
+        choices={
+            "full": "close the whole unit",
+            "partial": "close the smallest fraction that restores equity >= maintenance x "
+            "(1 + buffer), or everything when no fraction does",
+        },
     )
     buffer: float = spec(
-        0.1, doc="partial liquidation restores equity >= maintenance x (1 + buffer)", ge=0, le=10
+        0.1,
+        doc="partial liquidation restores equity >= maintenance x (1 + buffer)",
+        unit="fraction of the maintenance margin",
+        ge=0,
+        le=10,
     )
     fee: float = spec(
-        0.005, doc="liquidation fee rate on closed notional, into the insurance fund", ge=0, lt=1
+        0.005,
+        doc="liquidation fee rate on closed notional, into the insurance fund",
+        unit="fraction of the closed notional",
+        ge=0,
+        lt=1,
     )
-    insurance_fund: float = spec(1.0e6, doc="initial insurance fund (quote)", ge=0, le=1e15)
-    max_rounds: int = spec(100, doc="most liquidation rounds in one step", ge=1, le=100_000)
+    insurance_fund: float = spec(
+        1.0e6, doc="initial insurance fund (quote)", unit="quote currency", ge=0, le=1e15
+    )
+    max_rounds: int = spec(
+        100, doc="most liquidation rounds in one step", unit="rounds", ge=1, le=100_000
+    )
     adl: bool = spec(True, doc="auto-deleverage when the insurance fund cannot cover bad debt")
     venue: Literal["binance", "bybit", "okx", "hyperliquid", "dydx"] | None = spec(
         None,
         doc="a venue's published rules as defaults for the margin, tier and funding keys the file "
         "does not set (model/venues.py; default: none)",
+        choices=lambda: venues.CHOICES["margin.venue"],
     )
     adl_ranking: Literal["bitmex", "binance", "hyperliquid", "pro_rata", "random"] = spec(
-        "bitmex", doc="order in which ADL closes opposite positions (model/adl.py)"
+        "bitmex",
+        doc="order in which ADL closes opposite positions (model/adl.py)",
+        choices=lambda: venues.CHOICES["margin.adl_ranking"],
     )
     adl_profit_cap: bool = spec(
         False,
@@ -361,6 +475,7 @@ class MarginConfig:
         1,
         doc="partial liquidation only for units with a position in this maintenance tier or "
         "beyond; others close whole (Bybit 2, OKX 3)",
+        unit="tier number (from 1)",
         ge=1,
         le=1000,
     )
@@ -368,24 +483,35 @@ class MarginConfig:
         None,
         doc="positions above this notional close at most chunk_share per liquidation, then "
         "whole for the rest of the step (Hyperliquid: 100,000; default: no chunks)",
+        unit="quote currency (position notional)",
         ge=0,
         le=1e15,
     )
     chunk_share: float = spec(
-        0.2, doc="share of a position above chunk_notional one liquidation closes", gt=0, le=1
+        0.2,
+        doc="share of a position above chunk_notional one liquidation closes",
+        unit="fraction of the position",
+        gt=0,
+        le=1,
     )
     round_share: float = spec(
-        1.0, doc="largest share of a position one liquidation round closes (dYdX: 0.1)", gt=0, le=1
+        1.0,
+        doc="largest share of a position one liquidation round closes (dYdX: 0.1)",
+        unit="fraction of the position per round",
+        gt=0,
+        le=1,
     )
     round_min_notional: float = spec(
         0.0,
         doc="notional of a position one round may always close, above round_share (dYdX: 1,000)",
+        unit="quote currency (position notional) per round",
         ge=0,
         le=1e15,
     )
     round_max_notional: float | None = spec(
         None,
         doc="largest notional one round closes of one account (dYdX: 100,000; default: no limit)",
+        unit="quote currency (account notional) per round",
         gt=0,
         le=1e15,
     )
@@ -395,7 +521,11 @@ class MarginConfig:
         "maintenance, at the mark, instead of selling them (Hyperliquid)",
     )
     vault_threshold: float = spec(
-        2.0 / 3.0, doc="equity over maintenance below which the vault takes a unit over", gt=0, le=1
+        2.0 / 3.0,
+        doc="equity over maintenance below which the vault takes a unit over",
+        unit="x maintenance (equity / maintenance margin)",
+        gt=0,
+        le=1,
     )
 
 
@@ -403,9 +533,16 @@ class MarginConfig:
 class ShockConfig:
     """A scheduled jump of one asset's fundamental."""
 
-    step: int = spec(doc="step at which the fundamental jumps (steps count from 1)", ge=1)
+    step: int = spec(
+        doc="step at which the fundamental jumps (steps count from 1)", unit="step number", ge=1
+    )
     asset: str = spec(doc="symbol of the shocked asset", min_len=1)
-    return_: float = spec(doc="the fundamental is multiplied by (1 + return)", gt=-1, le=100)
+    return_: float = spec(
+        doc="the fundamental is multiplied by (1 + return)",
+        unit="fraction (simple return: -0.1 is -10%)",
+        gt=-1,
+        le=100,
+    )
 
 
 @dataclass
@@ -414,10 +551,16 @@ class ScenarioConfig:
 
     event: str = spec("", doc="the event the run replays, e.g. '10 Oct 2025'")
     price_drop: dict[str, float] = spec(
-        factory=dict, doc="reported peak-to-trough fall per asset symbol (0.14 for -14%)"
+        factory=dict,
+        doc="reported peak-to-trough fall per asset symbol (0.14 for -14%)",
+        unit="fraction of the initial price (0.14 is a 14% fall)",
     )
     liquidated_share: float | None = spec(
-        None, doc="reported liquidated notional over open interest before the event", ge=0, le=1
+        None,
+        doc="reported liquidated notional over open interest before the event",
+        unit="fraction of open interest",
+        ge=0,
+        le=1,
     )
     sources: list[str] = spec(factory=list, doc="where the reported figures come from")
 
@@ -429,11 +572,13 @@ class ContagionConfig:
     max_edges: int = spec(
         1_000_000,
         doc="record every attribution edge while the edges recorded stay within this many",
+        unit="edges",
         ge=0,
     )
     top_contributors: int = spec(
         5,
         doc="rounds past max_edges keep each victim's top contributors (plus one aggregate edge)",
+        unit="edges per liquidation",
         ge=1,
     )
 
@@ -459,8 +604,10 @@ class Config:
     """A whole run."""
 
     name: str = spec("run", doc="name of the run (the default run folder's name)", min_len=1)
-    seed: int = spec(0, doc="seed of the run's random stream", ge=0, le=2**63 - 1)
-    steps: int = spec(100, doc="number of steps", ge=0, le=100_000_000)
+    seed: int = spec(
+        0, doc="seed of the run's random stream", unit="dimensionless (a seed)", ge=0, le=2**63 - 1
+    )
+    steps: int = spec(100, doc="number of steps", unit="steps", ge=0, le=100_000_000)
     market: MarketConfig = spec(factory=MarketConfig)
     assets: list[AssetConfig] = spec(
         factory=lambda: [AssetConfig(symbol="BTC", price=60000.0, depth=2.0e7)],
@@ -702,6 +849,7 @@ def _build(cls, data: dict, prefix: str = ""):
             continue
         value = _coerce(value, hints[f.name], key)
         _check(value, f.metadata.get("checks", {}), key)
+        _check_choice(value, f, key)
         kwargs[f.name] = value
     for name, f in known.items():
         if (
@@ -1151,7 +1299,15 @@ def to_dict(cfg: Any) -> Any:
 
 
 def describe(cls=Config, prefix: str = "") -> list[dict]:
-    """Every field as a row: dotted key, type, default, constraints, doc (for docs and UIs)."""
+    """Every field as a row, for the reference (``contagion config``, docs/configuration.md)
+    and for UIs.
+
+    Each row: ``key`` (dotted; ``[]`` marks the items of a list of tables, ``assets[].depth``),
+    ``section`` (the table it sits in: ``market``, ``assets[]``, ``traders.rules.momentum``;
+    ``""`` for the top level), ``type``, ``default``, ``required``, ``checks`` (bounds),
+    ``unit``, ``choices`` (name -> description of each allowed name; empty when any value of
+    the type goes) and ``doc``.
+    """
     rows = []
     for name, f in _fields(cls).items():
         key = f"{prefix}.{name}" if prefix else name
@@ -1164,6 +1320,7 @@ def describe(cls=Config, prefix: str = "") -> list[dict]:
         if inner is not None and _strip_optional(tp) is inner:  # a table, perhaps optional
             rows.extend(describe(inner, key))
             continue
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:
@@ -1173,12 +1330,73 @@ def describe(cls=Config, prefix: str = "") -> list[dict]:
         rows.append(
             {
                 "key": key,
+                "section": prefix,
                 "type": _type_name(tp),
                 "default": default,
+                "required": required,
                 "checks": f.metadata.get("checks", {}),
+                "unit": f.metadata.get("unit", ""),
+                "choices": field_choices(f),
                 "doc": f.metadata.get("doc", ""),
             }
         )
         if inner is not None:
             rows.extend(describe(inner, key + "[]"))
     return rows
+
+
+def describe_sections(cls=Config, prefix: str = "") -> list[dict]:
+    """Every table of the config, in the order of :func:`describe`'s rows.
+
+    Each row: ``section`` (as in :func:`describe`), ``table`` (as a TOML file writes it:
+    ``[market]``, ``[[assets]]``, ``[traders.rules.momentum]``; ``""`` for the top level) and
+    ``doc`` (the first paragraph of the declaring class's docstring).
+    """
+    rows = [{"section": prefix, "table": _table_header(prefix), "doc": _first_line(cls)}]
+    for name, f in _fields(cls).items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = _hints(cls)[f.name]
+        if "sections" in f.metadata:
+            for section, schema in f.metadata["sections"].schemas().items():
+                rows.extend(describe_sections(schema, f"{key}.{_key_part(section)}"))
+            continue
+        inner = _inner_dataclass(tp)
+        if inner is not None:
+            is_table = _strip_optional(tp) is inner
+            rows.extend(describe_sections(inner, key if is_table else key + "[]"))
+    return rows
+
+
+def _table_header(section: str) -> str:
+    if not section:
+        return ""
+    if section.endswith("[]"):
+        return f"[[{section[:-2].replace('[]', '')}]]"
+    return f"[{section.replace('[]', '')}]"
+
+
+def _first_line(cls) -> str:
+    """The first paragraph of a class's docstring, on one line."""
+    return " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+
+
+def field_choices(f: dataclasses.Field) -> dict[str, str]:
+    """The names a field allows, each with its one-line description (``{}``: any value of its
+    type). Declared with ``spec(choices=...)``: a mapping, or a function returning one (looked
+    up now, so names registered after the config was declared are included)."""
+    choices = f.metadata.get("choices")
+    if choices is None:
+        return {}
+    return dict(choices() if callable(choices) else choices)
+
+
+def _check_choice(value: Any, f: dataclasses.Field, key: str) -> None:
+    """Refuse a name that is not among the field's declared choices."""
+    if not isinstance(value, str) or "choices" not in f.metadata:
+        return
+    choices = field_choices(f)
+    if value not in choices:
+        raise ConfigError(
+            f"{key}: expected one of {', '.join(map(repr, choices))}, got {_show(value)}"
+            f"{_suggest(value, choices)}"
+        )

@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.app import CascadePanel, DashboardModel, EquityPanel, PricePanel, RoundsPanel
+from experiments.app import (
+    TITLE,
+    CascadePanel,
+    DashboardModel,
+    EquityPanel,
+    PricePanel,
+    RoundsPanel,
+)
 from experiments.cli import main
 
 CHROMIUM_ARGS = [
@@ -113,6 +120,7 @@ def test_dashboard_in_a_real_browser(chromium, server, tmp_path):
             page.set_default_timeout(120_000)
             page.goto(server["url"])
             page.get_by_role("button", name="Step").wait_for()
+            page.wait_for_function(f"document.title === {TITLE!r}")
             default = DashboardModel()
             expect = f"mean leverage {np.mean(default.recorder.initial_leverage):.1f}x"
             page.wait_for_function(f"document.body.innerText.includes({expect!r})")
@@ -243,3 +251,21 @@ def test_viz_bad_port_is_one_line_exit_2(capsys, monkeypatch):
         assert main(["viz", "--port", str(port), "--no-open"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"--port {port}" in err[0]
+
+
+def test_step_charts_have_readable_legend_labels_and_units():
+    """Mesa's plot component names its line by the column; the dashboard relabels it."""
+    from matplotlib.figure import Figure
+
+    from experiments import app
+
+    for component_labels, column in (
+        (("accounts liquidated in the step", "accounts"), "accounts_liquidated"),
+        (("insurance fund at the end of the step", "$"), "insurance_fund"),
+    ):
+        ax = Figure().subplots()
+        ax.plot([0, 1], [0, 1], label=column)
+        ax.legend()
+        app._titled("a title", *component_labels)(ax)
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == [component_labels[0]]
+        assert ax.get_ylabel() == component_labels[1] and ax.get_title() == "a title"

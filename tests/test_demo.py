@@ -20,9 +20,10 @@ from experiments.narration import CascadeNarrator
 from model import ContagionModel, load_config
 
 ROUND = re.compile(
-    r"  round (\d+): ([\d,]+) accounts? liquidated.*\n"
+    r"  round (\d+): ([\d,]+) accounts? liquidated(.*)\n"
     r" +(.*) \(closed .*\)\n"
-    r" +(.*) \| insurance fund \$([\d.]+)(k|M)? \(\+\$([\d.,]+)(k|M)? fees"
+    r" +prices after their orders: (.*)\n"
+    r" +insurance fund \$([\d.]+)(k|M)? \(\+\$([\d.,]+)(k|M)? fees"
 )
 
 
@@ -84,20 +85,32 @@ def test_narration_matches_the_run_folder(demo, which):
     assert len(rounds) >= 3, "the demo should show a cascade of several rounds"
 
     price = _open_prices(folder, shock.step)
-    for rnd, accounts, traded, moves, fund, fund_unit, fees, fees_unit in told:
+    earlier = set()
+    for rnd, accounts, how, traded, moves, fund, fund_unit, fees, fees_unit in told:
         r = liq[liq["round"] == int(rnd)]
-        # accounts liquidated in the round
+        # accounts liquidated in the round, and those of them liquidated in an earlier round
         assert int(accounts.replace(",", "")) == r["trader_id"].nunique()
+        again = set(r["trader_id"]) & earlier
+        m = re.match(r", ([\d,]+) of them again", how)
+        assert (int(m.group(1).replace(",", "")) if m else 0) == len(again)
+        earlier |= set(r["trader_id"])
+        # positions: a fill of kind full closed all of one, a partial fill cut one back
+        assert _count(how, "closed out") == int((r["kind"] == "full").sum())
+        assert _count(how, "cut back") == int((r["kind"] == "partial").sum())
         for sym in cfg.symbols:
             a = r[r["asset"] == sym]
             # what they sold (closing longs): the positive closed quantities
             sold = a.loc[a["quantity"] > 0, "quantity"].sum()
-            m = re.search(rf"sold ([\d.,]+) {sym}\b", traded)
-            if sold > 0:
-                assert m, f"round {rnd}: {sym} sales not told"
-                assert float(m.group(1).replace(",", "")) == pytest.approx(sold, rel=5e-3, abs=6e-3)
-            else:
-                assert not m
+            bought = -a.loc[a["quantity"] < 0, "quantity"].sum()
+            for verb, qty in (("sold", sold), ("bought back", bought)):
+                clause = re.search(rf"{verb} ((?:[\d.,]+ \w+(?: and )?)+)", traded)
+                m = re.search(rf"([\d.,]+) {sym}\b", clause.group(1)) if clause else None
+                if qty > 0:
+                    assert m, f"round {rnd}: {sym} {verb} not told"
+                    told_qty = float(m.group(1).replace(",", ""))
+                    assert told_qty == pytest.approx(qty, rel=5e-3, abs=6e-3)
+                else:
+                    assert not m
             # the price after the round: every fill of the round is at it
             after = a["price"].iloc[0] if len(a) else price[sym]
             assert np.allclose(a["price"], after)
@@ -113,8 +126,21 @@ def test_narration_matches_the_run_folder(demo, which):
     fund_end = steps.set_index("step").loc[shock.step, "insurance_fund"]
     assert last_fund == pytest.approx(fund_end, abs=_half_digit(last_unit))
     summary = json.loads((folder / "summary.json").read_text())
-    m = re.search(rf"step {shock.step} in all: ([\d,]+) accounts liquidated", text)
+    m = re.search(
+        rf"step {shock.step} in all: ([\d,]+) accounts liquidated ([\d,]+) times"
+        r"(?:, ([\d,]+) of them in more than one round)?;",
+        text,
+    )
     assert int(m.group(1).replace(",", "")) == summary["accounts_liquidated"]
+    rounds_per_account = liq.groupby("trader_id")["round"].nunique()
+    assert int(m.group(2).replace(",", "")) == rounds_per_account.sum()
+    assert int((m.group(3) or "0").replace(",", "")) == (rounds_per_account > 1).sum()
+
+
+def _count(text: str, what: str) -> int:
+    """``12`` from "... 12 positions closed out" or "12 cut back" (0 when not told)."""
+    m = re.search(rf"([\d,]+) (?:positions? )?{what}", text)
+    return int(m.group(1).replace(",", "")) if m else 0
 
 
 def _step_move(folder, step, sym):
@@ -134,6 +160,17 @@ def test_comparison_and_lesson_follow_from_the_two_runs(demo):
     m = re.search(r"accounts liquidated +([\d,]+) +([\d,]+)", table)
     assert int(m.group(1).replace(",", "")) == cross_sum["accounts_liquidated"]
     assert int(m.group(2).replace(",", "")) == iso_sum["accounts_liquidated"]
+    tables = {
+        "cross": pd.read_parquet(demo["out"] / "liquidations.parquet"),
+        "isolated": pd.read_parquet(demo["out"] / "isolated" / "liquidations.parquet"),
+    }
+    m = re.search(r"liquidations \(an account in one round\) +([\d,]+) +([\d,]+)", table)
+    for got, liq in zip(m.groups(), tables.values(), strict=True):
+        assert int(got.replace(",", "")) == len(liq.drop_duplicates(["round", "trader_id"]))
+    for sym in cfg.symbols:
+        m = re.search(rf"{sym} positions liquidated +([\d,]+) +([\d,]+)", table)
+        for got, liq in zip(m.groups(), tables.values(), strict=True):
+            assert int(got.replace(",", "")) == liq.loc[liq["asset"] == sym, "trader_id"].nunique()
     for sym in cfg.symbols:
         m = re.search(rf"{sym} over step {shock.step} \(fundamental [^)]*\) +(\S+)% +(\S+)%", table)
         assert float(m.group(1)) == pytest.approx(
@@ -157,6 +194,9 @@ def test_comparison_and_lesson_follow_from_the_two_runs(demo):
     assert 2 <= lesson.count(". ") + 1 <= 4
     assert "Under cross margin" in lesson and "Under isolated margin" in lesson
     assert f"{cross_sum['accounts_liquidated']:,} vs {iso_sum['accounts_liquidated']:,}" in lesson
+    # cause before effect: the forced sales of the other asset are told before its move
+    sales = lesson.index(f"{other} positions were closed out or cut back")
+    assert sales < lesson.index(f"moved {other} ")
 
 
 def test_demo_writes_folders_figures_and_narration(demo):
@@ -260,16 +300,22 @@ def test_bad_set_is_one_line_exit_2(tmp_path, capsys, args, named):
     assert len(err) == 1 and named in err[0]
 
 
-def test_tutorial_quotes_the_demo_as_it_runs(demo):
-    """Every narration line docs/tutorial.md quotes is printed by the demo, word for word."""
-    text = (Path(__file__).resolve().parent.parent / "docs" / "tutorial.md").read_text()
-    quoted, fence = [], None  # fence: the open block's language ("" for narration)
-    for line in text.splitlines():
-        if line.strip().startswith("```"):
-            fence = line.strip()[3:] if fence is None else None
-        elif fence == "" and line.strip() not in ("", "..."):
-            quoted.append(line)
-    assert len(quoted) > 30
-    printed = set(demo["text"].splitlines())
-    missing = [line for line in quoted if line not in printed]
-    assert not missing, f"the tutorial quotes lines the demo no longer prints: {missing[:3]}"
+@pytest.mark.slow
+def test_demo_runs_without_the_optional_packages(tmp_path):
+    """The README's first command installs no extra: the demo must not import any of them."""
+    import subprocess
+    import sys
+
+    optional = ["solara", "dask", "distributed", "SALib", "arch", "pytest", "hypothesis"]
+    code = (
+        "import sys\n"
+        f"sys.modules.update(dict.fromkeys({optional!r}))  # importing them fails\n"
+        "from experiments.cli import main\n"
+        f"sys.exit(main(['demo', '--out', {str(tmp_path / 'demo')!r}]))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "The lesson:" in done.stdout

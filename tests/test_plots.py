@@ -231,3 +231,52 @@ def test_plot_says_how_many_runs_it_draws_and_removes_stale_figures(grid_sweep, 
     # a finished sweep whose runs all succeeded draws without a warning
     assert main(["plot", str(grid_sweep)]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_price_paths_shows_one_step_of_liquidations_on_a_long_run():
+    """A single step of liquidations on a 1,000-step axis is drawn (a bar one step wide would
+    be under a pixel): the pixels at that step of the notional panel are the stem's colour."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    steps = np.arange(1, 1001)
+    market = pd.DataFrame(
+        {
+            "step": np.repeat(steps, 2),
+            "asset": pd.Categorical(np.tile(["BTC", "ETH"], 1000)),
+            "price": np.tile([60000.0, 3000.0], 1000),
+            "fundamental": np.tile([60000.0, 3000.0], 1000),
+        }
+    )
+    liq = pd.DataFrame(
+        {
+            "step": [500, 20],
+            "round": [1, 1],
+            "trader_id": [1, 2],
+            "asset": pd.Categorical(["BTC", "BTC"]),
+            "notional": [32e6, 1e5],
+            "kind": pd.Categorical(["full", "partial"]),
+        }
+    )
+    fig = plots.price_paths(market, liq, name="baseline", step_minutes=60)
+    assert fig.get_suptitle() == "baseline: prices and liquidations"
+    stems = fig.axes[1]
+    assert stems.get_ylabel() == "closed per step ($M)" and "60 minutes" in stems.get_xlabel()
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    img = np.asarray(canvas.buffer_rgba())[..., :3].astype(int)
+    height = img.shape[0]
+
+    def red(row, col) -> bool:
+        return np.abs(img[row, col] - [192, 57, 43]).sum() < 60
+
+    # the $32M step: its stem is a red line from the axis to 32 ($M), every pixel of it
+    x, y0 = stems.transData.transform((500, 0.0))
+    _, y1 = stems.transData.transform((500, 32.0))
+    rows = range(int(height - y1) + 3, int(height - y0) - 2)
+    assert len(rows) > 50
+    col = int(round(x))
+    assert all(any(red(r, c) for c in (col - 1, col, col + 1)) for r in rows)
+    # the $0.1M step: too short for a line, but its dot is there
+    x, y = stems.transData.transform((20, 0.1))
+    r0, c0 = int(round(height - y)), int(round(x))
+    assert any(red(r, c) for r in range(r0 - 3, r0 + 4) for c in range(c0 - 3, c0 + 4))

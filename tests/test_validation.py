@@ -354,3 +354,13 @@ def test_user_returns_replace_the_reference_column(tmp_path):
     assert "S&P 500 1999-2018 (arch)" not in res["table"].columns
     assert res["table"].loc["n", "crypto.csv"] == 2000
     assert res["table"].loc["excess kurtosis", "crypto.csv"] == pytest.approx(excess_kurtosis(r))
+
+
+def test_caccioli_heatmap_cells_sit_on_a_numeric_log_axis():
+    """Each cell spans the geometric midpoints to its neighbours (worked by hand), so values
+    between grid points (lambda_c = 4.88) fall where they belong on the leverage axis."""
+    from experiments.validation.caccioli import _log_edges
+
+    edges = _log_edges([2.0, 8.0, 32.0])
+    assert edges == pytest.approx([1.0, 4.0, 16.0, 64.0])
+    assert _log_edges([5.0]) == pytest.approx([5.0 / 1.2, 5.0 * 1.2])

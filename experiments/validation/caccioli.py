@@ -216,46 +216,52 @@ def _run(quick, out_dir, seed):
 
 
 def _figure(path, prob, size_given, r, leverages, mus, lam_c, n, reps) -> None:
+    """Heatmaps over leverage x diversification on numeric (log) axes: each cell spans the
+    geometric midpoints to its neighbours, so lambda_c and the R = 1 contour sit at their
+    values, not at positions interpolated between uneven rows."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    x_edges, y_edges = _log_edges(mus), _log_edges(leverages)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
-    x = np.arange(len(mus))
-    y = np.arange(len(leverages))
     for ax, data, title, cmap in (
         (axes[0], prob, f"P(contagion), {reps} runs per cell", "viridis"),
         (axes[1], size_given, "fraction failed, given contagion", "magma"),
     ):
-        im = ax.imshow(data, origin="lower", aspect="auto", cmap=cmap, vmin=0, vmax=1)
-        for i in y:
-            for j in x:
+        im = ax.pcolormesh(x_edges, y_edges, data, cmap=cmap, vmin=0, vmax=1)
+        for i, lev in enumerate(leverages):
+            for j, mu in enumerate(mus):
                 v = data[i, j]
                 if np.isfinite(v):
-                    ax.text(
-                        j,
-                        i,
-                        f"{v:.2f}",
-                        ha="center",
-                        va="center",
-                        fontsize=7,
-                        color="w" if v < 0.6 else "k",
-                    )
-        ax.set_xticks(x, [f"{v:g}" for v in mus])
-        ax.set_yticks(y, [f"{v:g}" for v in leverages])
-        ax.set_xlabel("mean diversification mu_b (assets per holder)")
-        ax.set_ylabel("leverage lambda")
+                    colour = "w" if v < 0.6 else "k"
+                    ax.text(mu, lev, f"{v:.2f}", ha="center", va="center", fontsize=7, color=colour)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(mus, [f"{v:g}" for v in mus])
+        ax.set_yticks(leverages, [f"{v:g}" for v in leverages])
+        ax.minorticks_off()
+        ax.set_xlabel("mean diversification mu_b (assets per holder, log scale)")
+        ax.set_ylabel("leverage lambda (assets / equity, log scale)")
         ax.set_title(title)
         fig.colorbar(im, ax=ax)
-        # necessary condition: a horizontal line at lambda_c (interpolated on the index axis)
-        yc = np.interp(lam_c, leverages, y)
-        ax.axhline(yc, color="r", ls="--", lw=1.2, label=f"lambda_c = {lam_c:.2f}")
+        ax.axhline(lam_c, color="r", ls="--", lw=1.2, label=f"lambda_c = {lam_c:.2f}")
         if np.nanmax(r) >= 1 > np.nanmin(r):
-            ax.contour(x, y, r, levels=[1.0], colors="C1", linewidths=1.8, linestyles=":")
+            ax.contour(mus, leverages, r, levels=[1.0], colors="C1", linewidths=1.8, linestyles=":")
         ax.plot([], [], color="C1", lw=1.8, ls=":", label="single-hit branching ratio R = 1")
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     fig.suptitle(f"Overlapping portfolios through the engine (N = M = {n}, exponential impact)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _log_edges(values) -> np.ndarray:
+    """Cell edges around increasing positive ``values``: geometric midpoints between
+    neighbours, and the same ratio beyond the first and the last."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 1:
+        return np.array([v[0] / 1.2, v[0] * 1.2])
+    mid = np.sqrt(v[1:] * v[:-1])
+    return np.concatenate([[v[0] ** 2 / mid[0]], mid, [v[-1] ** 2 / mid[-1]]])
