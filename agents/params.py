@@ -16,9 +16,17 @@ from typing import Any
 __all__ = ["spec"]
 
 
-def spec(default: Any = dataclasses.MISSING, *, factory: Any = None, doc: str = "", **checks):
-    """A dataclass field with its constraints (ge, gt, le, lt, min_len) and a docstring."""
-    meta = {"doc": doc, "checks": checks}
+def spec(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Any = None,
+    doc: str = "",
+    unit: str = "",
+    **checks,
+):
+    """A dataclass field with its constraints (ge, gt, le, lt, min_len), a docstring and the
+    unit it is measured in (``"fraction"``, ``"quote currency"``; empty for names)."""
+    meta = {"doc": doc, "unit": unit, "checks": checks}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

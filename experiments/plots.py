@@ -32,6 +32,7 @@ import pandas as pd
 
 from model import storage
 from model.errors import UsageError
+from model.fills import liquidation_fills
 
 __all__ = [
     "cascade_ccdf",
@@ -524,7 +525,7 @@ def price_paths(market: pd.DataFrame, liquidations: pd.DataFrame):
         bx.set_ylabel("liquidated ($M)")
     cx = fig.add_subplot(grid[:, -1])
     if len(liq):
-        kinds = liq["kind"].astype(str) != "adl"
+        kinds = liquidation_fills(liq["kind"])
         sizes = liq[kinds].drop_duplicates(["step", "trader_id"]).groupby("step").size()
         xs, ps = ccdf(sizes.to_numpy())
         cx.step(xs, ps, where="post", color="#2c3e50")

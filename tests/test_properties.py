@@ -341,6 +341,8 @@ def _bounded_floats():
             continue
         if row["key"].count("[]") > 1 or row["key"].endswith("[].rate"):
             continue  # tiers: drawn as a whole elsewhere
+        if row["key"] == "assets[].haircut":
+            continue  # collateral assets' only: drawn by the collateral properties below
         # strict bounds: step inside by a relative hair
         lo = lo + max(abs(lo), 1.0) * 1e-9 if "gt" in c else lo
         hi = hi - max(abs(hi), 1.0) * 1e-9 if "lt" in c else hi
