@@ -89,7 +89,6 @@ import numpy as np
 
 if TYPE_CHECKING:
     from agents.market import Market
-    from model.accounts import AccountBook
 
 __all__ = [
     "COVER_MARGIN",
@@ -218,7 +217,7 @@ def sale_price(quote, n_assets: int, cols, holdings, need, price):
     return sold, p, converged
 
 
-def auto_exchange(book: AccountBook, market: Market, rows) -> list[Sale]:
+def auto_exchange(book, market: Market, rows) -> list[Sale]:
     """Sell collateral of ``rows`` whose wallet is below zero until it is covered, or their
     holdings are gone (module docstring: pro rata, at the price after each pass's own impact).
 
@@ -231,7 +230,8 @@ def auto_exchange(book: AccountBook, market: Market, rows) -> list[Sale]:
     raises the rest.
 
     Args:
-        book: the account book (its ``collateral`` is not None).
+        book: the :class:`model.accounts.AccountBook` (its ``collateral`` is not None; not
+            imported here: the book imports this module).
         market: the market agent.
         rows: (k,) candidate rows (the round's accounts whose cross book was liquidated).
 

@@ -219,8 +219,7 @@ def headroom(
         if collateral is not None:  # long exposures at their haircut value (see above)
             held = collateral > 0
             slack += collateral * (1.0 - _RELATIVE_SLACK)
-            coef_sum += collateral
-            any_long = any_long | (held & (any_long | any_short))  # only where the book is open
+            coef_sum += collateral  # (a long-only book stays long-only, a mixed one mixed)
         cross_h = _cross_headroom(slack, coef_sum, any_long, any_short, directional)
         h = cross_h if h is None else np.minimum(h, cross_h)
     lane = np.full(h.shape, LANE_BOTH, dtype=np.int8)
