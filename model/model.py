@@ -208,7 +208,10 @@ class ContagionModel(mesa.Model):
         self.isolated_accounts = self.book.isolated.any(axis=1)  # their new positions too
         self.funding = None
         if cfg.market.funding_interval > 0:
-            self.funding = Funding(cfg.market, len(self.symbols))
+            perpetual = None  # every asset, unless some are collateral (no funding on those)
+            if self.book.collateral is not None:
+                perpetual = np.array([a.kind == "perpetual" for a in cfg.assets])
+            self.funding = Funding(cfg.market, len(self.symbols), perpetual)
         self.reentry = None
         if cfg.traders.reentry_steps > 0:
             self.reentry = Reentry(

@@ -139,6 +139,13 @@ class Population:
         """(n,) each trader's cash: wallet and isolated margins (holdings not included)."""
         return self.wallet + self.margin.sum(axis=1)
 
+    def collateral_value(self, prices=None) -> np.ndarray:
+        """(n,) each trader's cash plus its holdings at ``prices`` ((C,) prices of the
+        collateral assets; None: no holdings), the collateral its leverage is measured on."""
+        if self.holdings is None or prices is None or not self.holdings.size:
+            return self.collateral
+        return self.collateral + self.holdings @ np.asarray(prices, dtype=float)
+
 
 def generate_population(cfg: Config, rng: np.random.Generator) -> Population:
     """Draw ``traders.count`` accounts.

@@ -360,6 +360,7 @@ def collateral_configs(draw, max_traders: int = 40, max_steps: int = 15):
             )
     a = len(data["assets"])
     data["market"]["correlation"] = max(data["market"]["correlation"], -1.0 / (a - 1))
+    data["market"]["funding_interval"] = draw(st.integers(0, 3))  # none on collateral assets
     if data["margin"]["mode"] == "cross":
         held = [x["symbol"] for x in data["assets"] if x.get("kind") == "collateral"]
         shares = [draw(st.floats(0.0, 1.0)) for _ in held]
