@@ -414,6 +414,29 @@ def test_invariants_hold_over_random_populations_with_holdings(data):
         check_run_step_by_step(m)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("venue", sorted(PRESETS))
+@settings(PROPERTY_SETTINGS, max_examples=max(5, EXAMPLES // 3))
+@given(st.data())
+def test_invariants_hold_with_collateral_under_every_venue_preset(venue, data):
+    """The collateral invariants under every preset's rules (takeover, chunks, per-round
+    limits, the liquidator vault, hourly funding)."""
+    drawn = data.draw(collateral_configs(max_steps=12))
+    held = [a for a in drawn["assets"] if a.get("kind") == "collateral"]
+    own = [x for x in drawn["shocks"] if x["asset"] in COLLATERAL]
+    drawn["assets"] = [a for a in drawn["assets"] if a.get("kind") != "collateral"]
+    drawn["shocks"] = [x for x in drawn["shocks"] if x["asset"] not in COLLATERAL]
+    drawn = with_venue(drawn, venue)
+    drawn["assets"] += held
+    drawn["shocks"] += own
+    cfg = build_config(drawn)
+    pop = data.draw(populations_with_holdings(cfg)) if data.draw(st.booleans()) else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = ContagionModel(cfg, population=pop, create_agents=False)
+        check_run_step_by_step(m)
+
+
 @settings(PROPERTY_SETTINGS, max_examples=max(5, EXAMPLES // 5))
 @given(configs(max_traders=30, max_steps=12))
 def test_same_seed_gives_identical_run_folders(tmp_path_factory, data):
