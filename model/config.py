@@ -45,6 +45,8 @@ __all__ = [
     "MarginConfig",
     "MarketConfig",
     "MOVED_KEYS",
+    "GRAPH_FORMATS",
+    "OutputConfig",
     "ScenarioConfig",
     "Sections",
     "ShockConfig",
@@ -468,6 +470,22 @@ class ContagionConfig:
     )
 
 
+GraphFormat = Literal["graphml.gz", "graphml", "json"]
+GRAPH_FORMATS = typing.get_args(GraphFormat)
+
+
+@dataclass
+class OutputConfig:
+    """What a run folder holds beyond its tables (docs/contagion.md, "Files")."""
+
+    graph: list[GraphFormat] = spec(
+        factory=lambda: ["graphml.gz"],
+        doc="file formats of the contagion graph: graphml.gz (gzip-compressed GraphML: networkx, "
+        "igraph, Gephi), graphml (plain), json (networkx node-link)",
+        min_len=1,
+    )
+
+
 @dataclass
 class Config:
     """A whole run."""
@@ -488,6 +506,7 @@ class Config:
     scenario: ScenarioConfig | None = spec(
         None, doc="reported figures of the real event a scenario replays (printed by run)"
     )
+    output: OutputConfig = spec(factory=OutputConfig)
     base_dir: str = field(default=".", metadata={"internal": True})
 
     # ---- derived views ----------------------------------------------------------------------
@@ -842,6 +861,9 @@ def _cross_checks(cfg: Config) -> None:
             raise ConfigError(f"traders.strategies.{name}: share must be >= 0, got {share:g}")
     if sum(strategies.values()) <= 0:
         raise ConfigError("traders.strategies: shares must add up to more than 0")
+    repeated = [f for i, f in enumerate(cfg.output.graph) if f in cfg.output.graph[:i]]
+    if repeated:
+        raise ConfigError(f"output.graph: {repeated[0]!r} is listed twice")
     perpetuals = sum(a.kind == "perpetual" for a in cfg.assets)
     if cfg.traders.assets_per_trader > perpetuals:
         what = "assets" if perpetuals == len(cfg.assets) else "perpetual assets"

@@ -48,6 +48,9 @@ builds the networkx graph on demand, and :meth:`ContagionRecorder.write_graphml`
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -825,9 +828,20 @@ class ContagionRecorder:
         return g
 
     # ---- files -------------------------------------------------------------------------------
-    def write_graphml(self, path) -> None:
-        """Write the graph as GraphML (Gephi, Cytoscape, ``networkx.read_graphml``)."""
-        a = self.arrays()
+    def write_graphml(self, path, *, compress: bool | None = None) -> None:
+        """Write the graph as GraphML (Gephi, Cytoscape, igraph, ``networkx.read_graphml``).
+
+        Args:
+            path: the file.
+            compress: gzip the file; by default when ``path`` ends in ``.gz``, as networkx
+                does for such names (its reader opens them directly). The compressed bytes
+                depend only on the graph.
+        """
+        with _open_text(path, compress) as fh:
+            fh.writelines(self._graphml_lines(self.arrays()))
+
+    def _graphml_lines(self, a: GraphArrays):
+        """The GraphML document, line by line (never the whole text in memory at once)."""
         node_keys = [
             ("kind", "string"),
             ("step", "long"),
@@ -855,44 +869,42 @@ class ContagionRecorder:
         nid = {k: f"n{i}" for i, (k, _) in enumerate(node_keys)}
         eid = {k: f"e{i}" for i, (k, _) in enumerate(edge_keys)}
         gid = {k: f"g{i}" for i, (k, _) in enumerate(graph_keys)}
-        out = [
-            "<?xml version='1.0' encoding='utf-8'?>\n",
+        yield "<?xml version='1.0' encoding='utf-8'?>\n"
+        yield (
             '<graphml xmlns="http://graphml.graphdrawing.org/xmlns" '
             'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
             'xsi:schemaLocation="http://graphml.graphdrawing.org/xmlns '
-            'http://graphml.graphdrawing.org/xmlns/1.0/graphml.xsd">\n',
-        ]
-        for keys, ids, dom in ((graph_keys, gid, "graph"), (node_keys, nid, "node")):
-            out += [
-                f'  <key id="{ids[k]}" for="{dom}" attr.name="{k}" attr.type="{t}" />\n'
-                for k, t in keys
-            ]
-        out += [
-            f'  <key id="{eid[k]}" for="edge" attr.name="{k}" attr.type="{t}" />\n'
-            for k, t in edge_keys
-        ]
-        out.append('  <graph edgedefault="directed">\n')
+            'http://graphml.graphdrawing.org/xmlns/1.0/graphml.xsd">\n'
+        )
+        for keys, ids, dom in (
+            (graph_keys, gid, "graph"),
+            (node_keys, nid, "node"),
+            (edge_keys, eid, "edge"),
+        ):
+            for k, t in keys:
+                yield f'  <key id="{ids[k]}" for="{dom}" attr.name="{k}" attr.type="{t}" />\n'
+        yield '  <graph edgedefault="directed">\n'
         for k, v in self._graph_attrs(a).items():
-            out.append(f'    <data key="{gid[k]}">{_xml_value(v)}</data>\n')
+            yield f'    <data key="{gid[k]}">{_xml_value(v)}</data>\n'
         # integer ids and the special nodes' names need no escaping; string ids may
         text = str if is_integer_ids(self.ids) else _xml_attribute
         for name, attrs in self._node_records():
             data = "".join(f'<data key="{nid[k]}">{_xml_value(v)}</data>' for k, v in attrs.items())
-            out.append(f'    <node id="{text(name)}">{data}</node>\n')
+            yield f'    <node id="{text(name)}">{data}</node>\n'
         src = [text(x) for x in a.node_names[a.src + a.special].tolist()]
         dst = [text(x) for x in self.ids[a.dst].tolist()]
         e0, e1, e2, e3, e4 = (eid[k] for k, _ in edge_keys)
-        out += [
-            f'    <edge source="{s}" target="{d}"><data key="{e0}">{w!r}</data>'
-            f'<data key="{e1}">{st}</data><data key="{e2}">{rd}</data>'
-            f'<data key="{e3}">{ls}</data><data key="{e4}">{ev}</data></edge>\n'
-            for s, d, w, st, rd, ls, ev in zip(src, dst, *_edge_attribute_lists(a), strict=True)
-        ]
-        out.append("  </graph>\n</graphml>\n")
-        Path(path).write_text("".join(out), encoding="utf-8")
+        for s, d, w, st, rd, ls, ev in zip(src, dst, *_edge_attribute_lists(a), strict=True):
+            yield (
+                f'    <edge source="{s}" target="{d}"><data key="{e0}">{w!r}</data>'
+                f'<data key="{e1}">{st}</data><data key="{e2}">{rd}</data>'
+                f'<data key="{e3}">{ls}</data><data key="{e4}">{ev}</data></edge>\n'
+            )
+        yield "  </graph>\n</graphml>\n"
 
-    def write_node_link(self, path) -> None:
-        """Write the graph as node-link JSON (``networkx.node_link_graph(data)`` reads it)."""
+    def write_node_link(self, path, *, compress: bool | None = None) -> None:
+        """Write the graph as node-link JSON (``networkx.node_link_graph(data)`` reads it);
+        ``compress`` as for :meth:`write_graphml`."""
         a = self.arrays()
         nodes = [json.dumps({"id": name, **attrs}) for name, attrs in self._node_records()]
         # JSON text of each node: integer ids as numbers, string ids and special nodes as
@@ -919,7 +931,34 @@ class ContagionRecorder:
             + ",\n".join(edges)
             + "\n]}\n"
         )
-        Path(path).write_text(text, encoding="utf-8")
+        with _open_text(path, compress) as fh:
+            fh.write(text)
+
+
+# gzip level of compressed graph files: 6, gzip's own default (the baseline's GraphML shrinks
+# about thirtyfold, docs/contagion.md).
+GZIP_LEVEL = 6
+
+
+@contextlib.contextmanager
+def _open_text(path, compress: bool | None = None):
+    """A UTF-8 text file for writing, gzip-compressed when ``compress`` is true (by default
+    when ``path`` ends in ``.gz``).
+
+    The gzip header carries no file name and a zero time stamp, so the same graph gives the
+    same bytes (runs with the same seed write identical folders).
+    """
+    path = Path(path)
+    if not (path.suffix == ".gz" if compress is None else compress):
+        with open(path, "w", encoding="utf-8", newline="\n") as fh:
+            yield fh
+        return
+    with (
+        open(path, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL) as gz,
+        io.TextIOWrapper(gz, encoding="utf-8", newline="\n") as fh,
+    ):
+        yield fh
 
 
 def _xml_attribute(v) -> str:

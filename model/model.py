@@ -14,7 +14,9 @@ views onto its rows. All randomness comes from ``self.rng``, seeded through
 
 from __future__ import annotations
 
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import mesa
@@ -33,9 +35,14 @@ from model.ids import duplicate_id, find_row, plain_id, show_id
 from model.liquidation import LiquidationEngine, StepTotals
 from model.orders import collect_orders, trade_voluntarily
 from model.population import Population, generate_population, read_population
+from model.provenance import utc_now
 from model.reentry import Reentry
 
 __all__ = ["AGENT_LIMIT", "ContagionModel", "DivergenceError"]
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
 class DivergenceError(ConfigError):
@@ -100,6 +107,11 @@ class ContagionModel(mesa.Model):
         history_sample=1000,
     ):
         super().__init__(rng=config.seed if rng is None else rng)
+        # for summary.json's provenance: the seed (None for a generator passed in) and when
+        # the run started
+        self.seed = config.seed if rng is None else (int(rng) if _is_int(rng) else None)
+        self.started_at = utc_now()
+        self._clock = time.perf_counter()
         self.config = cfg = config
         self.symbols = cfg.symbols
         self.warnings: list[str] = []
@@ -425,12 +437,26 @@ class ContagionModel(mesa.Model):
                 message += f" (further {kind} warnings are only counted in summary.json)"
             warnings.warn(message, RuntimeWarning, stacklevel=2)
 
-    def run(self, steps: int | None = None) -> ContagionModel:
-        """Run ``steps`` steps (default: ``config.steps``)."""
+    def run(
+        self, steps: int | None = None, on_step: Callable[[int], None] | None = None
+    ) -> ContagionModel:
+        """Run ``steps`` steps (default: ``config.steps``).
+
+        Args:
+            steps: how many steps.
+            on_step: called with the step number after each step (a progress bar, say; the
+                model knows nothing of how progress is shown).
+        """
         for _ in range(self.config.steps if steps is None else steps):
             self.step()
+            if on_step is not None:
+                on_step(self.steps)
         self.check_finite(self.steps, everything=True)
         return self
+
+    def elapsed(self) -> float:
+        """Seconds since the model was built (set-up and every step so far)."""
+        return time.perf_counter() - self._clock
 
     # ---- results --------------------------------------------------------------------------
     def tables(self) -> dict:

@@ -22,11 +22,32 @@ __all__ = [
     "REQUIRE_BROWSER",
     "adl_worked_fills",
     "adl_worked_table",
+    "comparable_bytes",
     "find_chromium",
     "hand_edges",
     "hand_liquidations",
     "small_config",
 ]
+
+
+PROVENANCE_START = '\n  "provenance": {'
+
+
+def comparable_bytes(path: Path) -> bytes:
+    """A run folder file's bytes, for comparing two runs with the same seed byte for byte.
+
+    Every file is a function of the config and the seed except summary.json's last block,
+    ``provenance`` (versions, commit, start time, elapsed seconds): for summary.json the bytes
+    before that block are returned (docs/reliability.md, "Same seed, same bytes").
+    """
+    data = Path(path).read_bytes()
+    if Path(path).name != "summary.json":
+        return data
+    text = data.decode("utf-8")
+    assert text.count(PROVENANCE_START) == 1, "summary.json without its provenance block"
+    head, tail = text.split(PROVENANCE_START)
+    assert tail.rstrip().endswith("}\n}") and tail.count('"') > 10  # the block ends the file
+    return head.encode("utf-8")
 
 
 def small_config(**overrides):

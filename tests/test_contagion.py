@@ -610,18 +610,37 @@ def test_info_counts_nodes_edges_and_truncation():
 
 
 def test_run_folder_holds_the_graph_files_and_says_when_truncated(tmp_path):
+    import gzip
+
     import pandas as pd
 
+    from model.results import read_contagion_graph
     from tests.helpers import small_config
 
-    cfg = build_config(small_config(steps=12, contagion={"max_edges": 50, "top_contributors": 2}))
+    base = small_config(steps=12, contagion={"max_edges": 50, "top_contributors": 2})
+    cfg = build_config(base)
     m = ContagionModel(cfg, create_agents=False).run()
     out = m.write_results(tmp_path / "run")
     g = m.contagion_graph
-    back = nx.read_graphml(out / "contagion.graphml")
+    # by default one graph file, gzip-compressed GraphML, which networkx reads directly
+    assert sorted(p.name for p in out.glob("contagion.*")) == ["contagion.graphml.gz"]
+    back = nx.read_graphml(out / "contagion.graphml.gz")
     assert back.number_of_edges() == g.number_of_edges() > 0
-    data = json.loads((out / "contagion.json").read_text())
+    assert nx.utils.graphs_equal(read_contagion_graph(out), back)
+    # every format on request: the compressed file holds the plain one byte for byte
+    every = build_config({**base, "output": {"graph": ["graphml", "json", "graphml.gz"]}})
+    out2 = ContagionModel(every, create_agents=False).run().write_results(tmp_path / "run2")
+    plain = (out2 / "contagion.graphml").read_bytes()
+    assert gzip.decompress((out2 / "contagion.graphml.gz").read_bytes()) == plain
+    data = json.loads((out2 / "contagion.json").read_text())
     assert nx.utils.graphs_equal(nx.node_link_graph(data, directed=True, multigraph=False), g)
+    # writing the folder again with fewer formats leaves no older graph file behind
+    only_json = build_config({**base, "output": {"graph": ["json"]}})
+    ContagionModel(only_json, create_agents=False).run().write_results(out2)
+    assert sorted(p.name for p in out2.glob("contagion.*")) == ["contagion.json"]
+    assert nx.utils.graphs_equal(
+        read_contagion_graph(out2), nx.node_link_graph(data, directed=True, multigraph=False)
+    )
     edges = pd.read_parquet(out / "contagion_edges.parquet")
     assert len(edges) == m.recorder.edge_count
     assert not (out / "cascade.png").exists()  # drawings are the experiments layer's

@@ -240,7 +240,7 @@ _KILLED_WRITER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("target", ["liquidations.parquet", "contagion.graphml", "summary.json"])
+@pytest.mark.parametrize("target", ["liquidations.parquet", "contagion.graphml.gz", "summary.json"])
 @pytest.mark.slow
 def test_run_folder_killed_mid_write_is_marked_incomplete_and_recovers(tmp_path, target):
     out = tmp_path / "run"

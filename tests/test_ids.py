@@ -78,6 +78,7 @@ CONFIG = {
     ],
     "margin": {"insurance_fund": 1.0e5},
     "shocks": [{"step": 2, "asset": "BTC", "return": -0.04}],
+    "output": {"graph": ["graphml.gz", "graphml", "json"]},  # every graph file format
 }
 
 
@@ -149,8 +150,8 @@ def test_tables_carry_the_ids_as_given(twins, table, columns):
 def test_the_graph_files_carry_the_ids_and_join_the_accounts(twins):
     text, numbers, as_int = twins
     to_text = {i: s for s, i in as_int.items()}
-    g = nx.read_graphml(text / "contagion.graphml")
-    h = nx.read_graphml(numbers / "contagion.graphml")
+    g = nx.read_graphml(text / "contagion.graphml.gz")
+    h = nx.read_graphml(numbers / "contagion.graphml.gz")
     traders = {n for n, d in g.nodes(data=True) if d["kind"] == "trader"}
     # GraphML names nodes by text: the integer run's trader nodes read back as digits
     back = {n: to_text[int(n)] for n, d in h.nodes(data=True) if d["kind"] == "trader"}
@@ -173,6 +174,7 @@ def test_the_graph_files_carry_the_ids_and_join_the_accounts(twins):
         )
         graphml = nx.read_graphml(folder / "contagion.graphml")
         assert {str(n) for n in link.nodes} == set(graphml.nodes)
+        assert nx.utils.graphs_equal(graphml, nx.read_graphml(folder / "contagion.graphml.gz"))
     link = nx.node_link_graph(json.loads((text / "contagion.json").read_text()), edges="edges")
     assert {n for n, d in link.nodes(data=True) if d["kind"] == "trader"} == traders
 
@@ -185,6 +187,8 @@ def test_the_summary_names_the_ids(twins):
     to_text = {i: s for s, i in as_int.items()}
     for row in ints["most_systemic"]:
         row["trader_id"] = to_text[row["trader_id"]]
+    # the provenance block says when and from which config each ran: not a result
+    assert got.pop("provenance")["seed"] == ints.pop("provenance")["seed"]
     assert got == {**ints, "name": got["name"]}
     assert all(isinstance(r["trader_id"], str) for r in got["most_systemic"])
     assert (text / "cascade.png").stat().st_size > 0
