@@ -173,7 +173,7 @@ class AssetConfig:
         None,
         doc="share of a collateral asset's value the margin does not count (collateral assets "
         "only; default: the venue preset's, if it has one)",
-        unit="fraction",
+        unit="fraction of the asset's value",
         ge=0,
         lt=1,
     )
@@ -321,12 +321,13 @@ class TradersConfig:
         factory=dict,
         doc="share of generated accounts' collateral value held in each collateral asset, on "
         "average (the rest is cash): {USDe = 0.3}",
-        unit="fraction",
+        unit="fraction of collateral value",
     )
     collateral_concentration: float = spec(
         1.0,
         doc="Dirichlet concentration of each generated account's collateral mix around those "
         "shares (large: every account holds them; small: most hold one asset or cash)",
+        unit="dimensionless",
         gt=0,
         le=1e6,
     )
@@ -449,7 +450,7 @@ class ScenarioConfig:
     low: dict[str, float] = spec(
         factory=dict,
         doc="reported lowest price per asset symbol (a depeg's low, say: USDe = 0.65)",
-        unit="quote currency",
+        unit="quote currency per unit of the asset",
     )
     sources: list[str] = spec(factory=list, doc="where the reported figures come from")
 

@@ -313,6 +313,14 @@ def test_the_collateral_spiral_to_the_cent():
     assert b["round"].tolist() == [2]
 
 
+def test_a_trader_agent_shows_its_holdings():
+    m = ContagionModel(spiral_config(), population=spiral_population())
+    assert m.trader(1).holdings == {"USDe": 2000.0}
+    assert m.trader(2).equity == pytest.approx(10000.0)  # holdings at full value, flat ETH
+    m.step()
+    assert m.trader(1).holdings["USDe"] == pytest.approx(2000.0 - hand_spiral()["sold_a"], 1e-9)
+
+
 def test_what_the_collateral_cannot_cover_is_bad_debt():
     # A holds only 1,000 USDe against a deficit of about 1,500: it sells everything, the
     # rest is bad debt paid by the fund
