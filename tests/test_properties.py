@@ -273,7 +273,8 @@ def check_collateral_sales(m, new, holdings_before, row_of) -> dict:
     assert np.all(new["quantity"][sale] > 0)
     sold = np.zeros(book.holdings.shape)
     np.add.at(sold, (rows, which), new["quantity"][sale])
-    np.testing.assert_allclose(book.holdings, holdings_before - sold, rtol=1e-12, atol=1e-12)
+    # to rounding at the scale of what was held (a sale in several passes sums in another order)
+    assert np.all(np.abs(book.holdings - (holdings_before - sold)) <= 1e-12 * holdings_before)
     assert np.all(new["fee"][sale] == 0) and np.all(new["bad_debt"][sale] == 0)
     # only accounts liquidated in the step sell (the auto-exchange follows a liquidation)
     liquidated = {int(i) for i in new["trader_id"][~sale & (new["kind"] != Kind.ADL)]}
