@@ -243,10 +243,21 @@ class Market(mesa.Agent):
         self.impact = self._within_limits(s)
         return self.price
 
-    def quote(self, net_flow) -> np.ndarray:
-        """(A,) the price a further batch of ``net_flow`` would execute at; changes nothing."""
-        flow = self.flow + np.asarray(net_flow, dtype=float)
-        s = impact_state(self.impact_start, flow, self.effective_depth_qty(), self.beta)
+    def quote(self, net_flow, *, forced: bool = False) -> np.ndarray:
+        """(A,) the price a further batch of ``net_flow`` would execute at; changes nothing.
+
+        ``forced``: the batch is forced flow, which thins a stressed book as it walks it, as in
+        :meth:`execute` (the same price, to the bit).
+        """
+        net_flow = np.asarray(net_flow, dtype=float)
+        saved = self.forced_flow
+        if forced:
+            self.forced_flow = saved + net_flow
+        try:
+            flow = self.flow + net_flow
+            s = impact_state(self.impact_start, flow, self.effective_depth_qty(), self.beta)
+        finally:
+            self.forced_flow = saved
         low, high = -_MAX_LOG - self.log_fundamental, _MAX_LOG - self.log_fundamental
         return np.exp(self.log_fundamental + np.clip(s, low, high))
 

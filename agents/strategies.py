@@ -128,9 +128,11 @@ class Strategy:
         q0 = pop.qty[rows]
         n0 = np.abs(q0) * pop.entry[rows]
         total = n0.sum(axis=1, keepdims=True)
+        held = self.model.book.collateral  # collateral holdings count at the initial prices
+        prices = None if held is None else self.model.market.initial_price[held.cols]
         with np.errstate(divide="ignore", invalid="ignore"):
             weights = np.where(total > 0, n0 / np.where(total > 0, total, 1.0), 0.0)
-            coll = pop.collateral[rows]
+            coll = pop.collateral_value(prices)[rows]
             lev0 = np.where(coll > 0, total[:, 0] / np.where(coll > 0, coll, 1.0), 0.0)
         return np.sign(q0), weights, lev0
 

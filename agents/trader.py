@@ -41,6 +41,15 @@ class Trader(mesa.Agent):
         return {s: float(v) for s, v in zip(self.model.symbols, q, strict=True) if v != 0}
 
     @property
+    def holdings(self) -> dict[str, float]:
+        """Units held per collateral asset symbol (empty without collateral assets)."""
+        book = self.model.book
+        if book.collateral is None:
+            return {}
+        h = book.holdings[self.row]
+        return {s: float(v) for s, v in zip(book.collateral.symbols, h, strict=True) if v != 0}
+
+    @property
     def equity(self) -> float:
         return float(self.model.book.equity(self.model.mark, np.array([self.row]))[0])
 

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from model.fills import liquidation_fills
+
 __all__ = [
     "PALETTE",
     "CascadeLayout",
@@ -301,7 +303,7 @@ def _node_sizes(lay: CascadeLayout, step: int, liquidations: pd.DataFrame | None
         return size
     liq = liquidations[liquidations["step"] == step]
     if "kind" in liq.columns:
-        liq = liq[liq["kind"] != "adl"]
+        liq = liq[liquidation_fills(liq["kind"])]
     notional = liq.groupby(["round", "trader_id"])["notional"].sum()
     keys = pd.MultiIndex.from_arrays([lay.nodes["round"], lay.nodes["trader"]])
     v = notional.reindex(keys).to_numpy(dtype=float)

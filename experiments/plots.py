@@ -34,6 +34,7 @@ import pandas as pd
 
 from model import storage
 from model.errors import UsageError
+from model.fills import liquidation_fills
 
 __all__ = [
     "FIGURE_NAMES",
@@ -576,7 +577,7 @@ def price_paths(
         bx.set_ylim(bottom=0)
         bx.set_xlabel(xlabel)
         bx.set_ylabel("closed per step ($M)")
-    _ccdf_panel(fig.add_subplot(grid[:, -1]), liq[~adl])
+    _ccdf_panel(fig.add_subplot(grid[:, -1]), liq[liquidation_fills(liq["kind"])])
     fig.suptitle(f"{name}: prices and liquidations" if name else "prices and liquidations")
     return fig
 

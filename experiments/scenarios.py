@@ -6,7 +6,9 @@ A scenario config (``experiments/configs/oct-2025.toml`` and the others) carries
 * liquidated share: liquidated notional (ADL fills excluded) over the open interest at the
   start; open interest is one side of every position, the market agent's included, at the
   initial prices (``(sum_i |q_ia| + |inventory_a|) P0_a / 2``), as data vendors count it;
-* price drop: each asset's largest peak-to-trough fall of the market price in the run.
+* price drop: each asset's largest peak-to-trough fall of the market price in the run;
+* low: an asset's lowest market price in the run (a collateral asset's depeg, say), for the
+  assets whose reported low ``scenario.low`` gives.
 
 The reported figures are stylised targets (aggregator data undercounts liquidations), so the
 comparison reads as "same order, same ranking across assets", not as a fit. Where the event has
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.fills import Kind
+from model.fills import liquidation_fills
 
 __all__ = [
     "CALIBRATIONS",
@@ -46,9 +48,10 @@ def initial_open_interest(model) -> float:
 
 
 def liquidated_share(model) -> float:
-    """Liquidated notional (without ADL fills) over the open interest at the start."""
+    """Liquidated notional (without ADL fills and collateral sales) over the open interest at
+    the start."""
     fills = model.engine.fills.columns()
-    notional = float(fills["notional"][fills["kind"] != Kind.ADL].sum())
+    notional = float(fills["notional"][liquidation_fills(fills["kind"])].sum())
     oi = initial_open_interest(model)
     return notional / oi if oi > 0 else 0.0
 
@@ -82,8 +85,9 @@ def calibration_targets(name: str) -> dict:
 
 
 def scenario_comparison(model, summary: dict | None = None) -> list[dict]:
-    """Rows ``{"measure", "simulated", "reported", "metric"}`` (reported is None when not
-    given; metric names the run metric the row is)."""
+    """Rows ``{"measure", "simulated", "reported", "metric", "unit"}`` (reported is None when
+    not given; metric names the run metric the row is, None when it is none; unit ``"share"``
+    for fractions, ``"price"`` for prices)."""
     sc = model.config.scenario
     if summary is None:
         summary = model.summary()
@@ -93,6 +97,7 @@ def scenario_comparison(model, summary: dict | None = None) -> list[dict]:
             "simulated": liquidated_share(model),
             "reported": None if sc is None else sc.liquidated_share,
             "metric": "liquidated_share",
+            "unit": "share",
         }
     ]
     drops = summary["max_drawdown"]
@@ -104,6 +109,20 @@ def scenario_comparison(model, summary: dict | None = None) -> list[dict]:
                 "simulated": float(drops[sym]),
                 "reported": reported.get(sym),
                 "metric": f"max_drawdown_{sym}",
+                "unit": "share",
+            }
+        )
+    prices = model.market_history.price
+    for sym, low in ({} if sc is None else sc.low).items():
+        j = model.symbols.index(sym)
+        simulated = float(np.min(prices[:, j], initial=model.market.initial_price[j]))
+        rows.append(
+            {
+                "measure": f"{sym} low",
+                "simulated": simulated,
+                "reported": low,
+                "metric": None,
+                "unit": "price",
             }
         )
     return rows
@@ -118,10 +137,11 @@ def scenario_report(model, summary: dict | None = None) -> str:
     lines = [f"scenario {title}: simulated vs reported"]
     calibrated = False
     for row in scenario_comparison(model, summary):
-        rep = "not reported" if row["reported"] is None else f"{100 * row['reported']:.1f}%"
-        text = f"  {row['measure']}: {100 * row['simulated']:.1f}% vs {rep}"
-        band = posterior_predictive_interval(model.config.name, row["metric"])
-        if band is not None:
+        show = _price if row["unit"] == "price" else _share
+        rep = "not reported" if row["reported"] is None else show(row["reported"])
+        text = f"  {row['measure']}: {show(row['simulated'])} vs {rep}"
+        band = row["metric"] and posterior_predictive_interval(model.config.name, row["metric"])
+        if band:
             calibrated = True
             text += f" (posterior predictive 90%: {100 * band[0]:.1f}-{100 * band[1]:.1f}%)"
         lines.append(text)
@@ -146,3 +166,11 @@ def scenario_report(model, summary: dict | None = None) -> str:
             "(contagion calibrate)"
         )
     return "\n".join(lines)
+
+
+def _share(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _price(x: float) -> str:
+    return f"{x:,.4g}"

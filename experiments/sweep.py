@@ -481,6 +481,8 @@ def run_metrics(model, liquidations: pd.DataFrame | None = None) -> dict[str, An
             out[key] = value
     if liquidations is None:
         liquidations = liquidations_table(model)
+    if model.book.collateral is not None:  # sales of collateral: collateral_sold_notional
+        liquidations = liquidations[liquidations["kind"] != "collateral"]
     codes = liquidations["asset"].cat.codes.to_numpy()  # categories: the model's symbols
     notional = np.bincount(
         codes, weights=liquidations["notional"].to_numpy(dtype=float), minlength=len(model.symbols)

@@ -9,6 +9,11 @@ mark price ``M``, notional ``N = |q| M``, side ``s = sign(q)``.
 * An isolated position has its own margin ``m``: its equity ``m + q (M - e)`` backs only its own
   ``mm(N)``; a loss on it never touches the wallet or another position.
 
+* Collateral assets (:mod:`model.collateral`): an account's holdings ``H_c`` of them count
+  ``H_c P_c (1 - h_c)`` toward its cross equity (their haircut value) and ``H_c P_c`` toward what
+  it owns (:meth:`AccountBook.equity`); isolated positions take none of them. Without collateral
+  assets (``collateral`` None) none of this costs anything.
+
 Maintenance is tiered: ``mm(N) = N r_t - cum_t`` with ``t`` the first tier whose cap is at
 least ``N`` and ``cum_t = cum_{t-1} + cap_{t-1} (r_t - r_{t-1})``, so ``mm`` is continuous and
 convex in ``N``. A flat rate is a single tier with an infinite cap.
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.collateral import CollateralAssets
 from model.ids import as_ids
 
 __all__ = [
@@ -178,10 +184,14 @@ class AccountBook:
         isolated: (n, A) whether each position is isolated.
         tiers: maintenance tiers per asset.
         max_leverage: (A,) initial-margin cap per asset.
+        collateral: which assets are collateral and their haircuts
+            (:class:`model.collateral.CollateralAssets`), or None (no collateral asset).
+        holdings: (n, C) units of each collateral asset held (``C = 0`` without them).
 
     Read the arrays freely; write them only through the methods (:meth:`fill`,
     :meth:`charge`, :meth:`credit`, :meth:`deposit`, :meth:`move_to_margin`,
-    :meth:`set_isolated`, :meth:`release_closed_isolated`), which record what changed.
+    :meth:`set_isolated`, :meth:`release_closed_isolated`, :meth:`sell_collateral`), which
+    record what changed.
     """
 
     def __init__(
@@ -195,6 +205,8 @@ class AccountBook:
         isolated=None,
         margin=None,
         max_leverage=None,
+        collateral: CollateralAssets | None = None,
+        holdings=None,
     ):
         self.ids = as_ids(ids)
         self.wallet = np.asarray(wallet, dtype=float).copy()
@@ -211,6 +223,13 @@ class AccountBook:
         self.max_leverage = (
             np.full(a, np.inf) if max_leverage is None else np.asarray(max_leverage, dtype=float)
         )
+        self.collateral = collateral
+        c = 0 if collateral is None else collateral.size
+        self.holdings = (
+            np.zeros((n, c)) if holdings is None else np.asarray(holdings, dtype=float).copy()
+        )
+        if self.holdings.shape != (n, c):
+            raise ValueError(f"holdings: expected shape {(n, c)}, got {self.holdings.shape}")
         # Rows whose state changed, one log per reader (see watch() and take_changed()).
         self._logs: dict[str, _ChangeLog] = {}
         self._totals: tuple[np.ndarray, float] | None = None  # see aggregate_equity()
@@ -242,9 +261,13 @@ class AccountBook:
         return maintenance_margin(self.notional(mark, rows), self.tiers)
 
     def cross_equity(self, mark, rows=None) -> np.ndarray:
-        """(k,) wallet plus unrealised PnL of the cross positions."""
+        """(k,) wallet plus unrealised PnL of the cross positions (plus the haircut value of the
+        collateral holdings, when there are collateral assets)."""
         r = self._rows(rows)
-        return self.wallet[r] + np.where(self.isolated[r], 0.0, self.upnl(mark, rows)).sum(axis=1)
+        eq = self.wallet[r] + np.where(self.isolated[r], 0.0, self.upnl(mark, rows)).sum(axis=1)
+        if self.collateral is not None:
+            eq = eq + self.collateral.margin_value(self.holdings[r], mark)
+        return eq
 
     def cross_maintenance(self, mark, rows=None) -> np.ndarray:
         """(k,) maintenance required of the cross positions."""
@@ -257,19 +280,33 @@ class AccountBook:
         return np.where(self.isolated[r], self.margin[r] + self.upnl(mark, rows), 0.0)
 
     def equity(self, mark, rows=None) -> np.ndarray:
-        """(k,) everything the trader owns: wallet, isolated margins, unrealised PnL."""
+        """(k,) everything the trader owns: wallet, isolated margins, unrealised PnL (and the
+        collateral holdings at full market value)."""
         r = self._rows(rows)
-        return self.wallet[r] + self.margin[r].sum(axis=1) + self.upnl(mark, rows).sum(axis=1)
+        eq = self.wallet[r] + self.margin[r].sum(axis=1) + self.upnl(mark, rows).sum(axis=1)
+        if self.collateral is not None:
+            eq = eq + self.collateral.market_value(self.holdings[r], mark)
+        return eq
 
     def total_equity(self, mark) -> float:
         """Sum of every trader's equity."""
-        return float(self.wallet.sum() + self.margin.sum() + (self.qty * (mark - self.entry)).sum())
+        total = self.wallet.sum() + self.margin.sum() + (self.qty * (mark - self.entry)).sum()
+        if self.collateral is not None:
+            total += self.collateral.market_value(self.holdings, mark).sum()
+        return float(total)
+
+    def collateral_margin_value(self, mark, rows=None) -> np.ndarray | None:
+        """(k,) haircut value of each account's collateral holdings; None without collateral
+        assets."""
+        if self.collateral is None:
+            return None
+        return self.collateral.margin_value(self.holdings[self._rows(rows)], mark)
 
     def aggregate_equity(self, mark) -> float:
         """Sum of every trader's equity, from aggregates: ``Q . M + K``.
 
-        ``Q`` (A,) is the traders' net quantity per asset and ``K`` their summed cash-equivalent
-        ``W + m - q e``. A fill changes them by ``sum dq`` and ``-sum dq P`` (see
+        ``Q`` (A,) is the traders' net quantity per asset (their summed holdings, for a collateral
+        asset) and ``K`` their summed cash-equivalent ``W + m - q e``. A fill changes them by ``sum dq`` and ``-sum dq P`` (see
         :func:`apply_fills`), so they are updated in O(A) per batch of fills; cash moved by
         :meth:`charge` and :meth:`credit` updates ``K`` by its sum, and a write to every row
         drops them, to be recomputed in full. A step in which nothing but prices moved costs
@@ -280,7 +317,10 @@ class AccountBook:
             cash = (
                 self.wallet.sum() + self.margin.sum() - np.einsum("ij,ij->", self.qty, self.entry)
             )
-            self._totals = (self.qty.sum(axis=0), float(cash))
+            net = self.qty.sum(axis=0)
+            if self.collateral is not None:
+                net[self.collateral.cols] += self.holdings.sum(axis=0)
+            self._totals = (net, float(cash))
         net_qty, cash = self._totals
         return float(net_qty @ np.asarray(mark, dtype=float) + cash)
 
@@ -324,8 +364,9 @@ class AccountBook:
         Each position is solved with every other price held at ``mark`` (the venues' one-way
         formula ``LP = (W - MM_other + uPnL_other + cum - q e) / (|q| r - q)``, with the tier
         that contains the solution). Cross positions use the account's wallet and other cross
-        positions; isolated ones their own margin. NaN where flat or where no positive price
-        liquidates the position.
+        positions (and its collateral holdings at their haircut value at ``mark``); isolated
+        ones their own margin. NaN where flat or where no positive price liquidates the
+        position.
         """
         r = self._rows(rows)
         q = self.qty[r]
@@ -336,6 +377,8 @@ class AccountBook:
         cross_upnl = np.where(iso, 0.0, upnl)
         cross_mm = np.where(iso, 0.0, mm)
         w = self.wallet[r][:, None]
+        if self.collateral is not None:  # holdings at their haircut value, held at ``mark``
+            w = w + self.collateral.margin_value(self.holdings[r], mark)[:, None]
         # Budget available to the position: what backs it apart from its own PnL and margin.
         budget = np.where(
             iso,
@@ -365,18 +408,20 @@ class AccountBook:
     def bankruptcy_price(self, mark, rows=None) -> np.ndarray:
         """(k, A) the mark at which each position's backing equity reaches zero (others fixed).
 
-        Isolated: ``e - m / q``; cross: the price at which the cross equity is zero. NaN when
-        flat or when the price would not be positive.
+        Isolated: ``e - m / q``; cross: the price at which the cross equity is zero (collateral
+        holdings at their haircut value at ``mark``). NaN when flat or when the price would not
+        be positive.
         """
         r = self._rows(rows)
         q = self.qty[r]
         iso = self.isolated[r]
         upnl = self.upnl(mark, rows)
         cross_upnl = np.where(iso, 0.0, upnl)
+        w = self.wallet[r][:, None]
+        if self.collateral is not None:
+            w = w + self.collateral.margin_value(self.holdings[r], mark)[:, None]
         backing = np.where(
-            iso,
-            self.margin[r],
-            self.wallet[r][:, None] + cross_upnl.sum(axis=1, keepdims=True) - cross_upnl,
+            iso, self.margin[r], w + cross_upnl.sum(axis=1, keepdims=True) - cross_upnl
         )
         with np.errstate(divide="ignore", invalid="ignore"):
             p = self.entry[r] - backing / q
@@ -526,6 +571,21 @@ class AccountBook:
             self._totals = (net_qty + dq.sum(axis=0), cash - float(traded.sum()))
         self._note_changed(rows)
         return realized, closed
+
+    def sell_collateral(self, rows, sold, price) -> None:
+        """Sell ``sold`` (k, C) units of the collateral holdings of ``rows`` at ``price`` (C,);
+        the proceeds go to the wallet (the market agent takes the other side)."""
+        sold = np.asarray(sold, dtype=float)
+        price = np.asarray(price, dtype=float)
+        proceeds = sold * price
+        self.holdings[rows] -= sold
+        self.wallet[rows] += proceeds.sum(axis=1)
+        if self._totals is not None:  # holdings leave the traders' net quantity, cash comes in
+            net_qty, cash = self._totals
+            net_qty = net_qty.copy()
+            net_qty[self.collateral.cols] -= sold.sum(axis=0)
+            self._totals = (net_qty, cash + float(proceeds.sum()))
+        self._note_changed(rows)
 
     def release_closed_isolated(self, rows) -> None:
         """Move the margin of closed isolated positions (what is left of it) back to the wallet."""

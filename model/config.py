@@ -157,7 +157,8 @@ class TierConfig:
 
 @dataclass
 class AssetConfig:
-    """One traded perpetual contract."""
+    """One asset: a traded perpetual contract, or a collateral asset that accounts hold
+    (:mod:`model.collateral`)."""
 
     symbol: str = spec(doc="asset name used in shocks and population files", min_len=1)
     price: float = spec(
@@ -188,6 +189,19 @@ class AssetConfig:
     )
     tiers: list[TierConfig] | None = spec(
         None, doc="maintenance tiers for this asset (overrides margin.tiers)"
+    )
+    kind: Literal["perpetual", "collateral"] = spec(
+        "perpetual",
+        doc="perpetual: traded; collateral: held, counted at price x (1 - haircut) toward the "
+        "cross margin and sold through its own market when a liquidated wallet goes negative",
+    )
+    haircut: float | None = spec(
+        None,
+        doc="share of a collateral asset's value the margin does not count (collateral assets "
+        "only; default: the venue preset's, if it has one)",
+        unit="fraction of the asset's value",
+        ge=0,
+        lt=1,
     )
 
 
@@ -385,6 +399,20 @@ class TradersConfig:
     population: str | None = spec(
         None, doc="CSV or parquet of explicit accounts (relative to the config)", unit="path"
     )
+    collateral_assets: dict[str, float] = spec(
+        factory=dict,
+        doc="share of generated accounts' collateral value held in each collateral asset, on "
+        "average (the rest is cash): {USDe = 0.3}",
+        unit="fraction of collateral value",
+    )
+    collateral_concentration: float = spec(
+        1.0,
+        doc="Dirichlet concentration of each generated account's collateral mix around those "
+        "shares (large: every account holds them; small: most hold one asset or cash)",
+        unit="dimensionless",
+        gt=0,
+        le=1e6,
+    )
     strategies: dict[str, float] = spec(
         factory=lambda: {"hold": 1.0},
         doc="share of traders per trading rule",
@@ -561,6 +589,11 @@ class ScenarioConfig:
         unit="fraction of open interest",
         ge=0,
         le=1,
+    )
+    low: dict[str, float] = spec(
+        factory=dict,
+        doc="reported lowest price per asset symbol (a depeg's low, say: USDe = 0.65)",
+        unit="quote currency per unit of the asset",
     )
     sources: list[str] = spec(factory=list, doc="where the reported figures come from")
 
@@ -946,6 +979,7 @@ def _cross_checks(cfg: Config) -> None:
             raise ConfigError(
                 f"shocks[{i}].asset: unknown asset '{s.asset}'{_suggest(s.asset, symbols)}"
             )
+    _check_kinds(cfg)
     correlation_matrix(cfg)  # raises on a bad matrix
     persistence = cfg.market.garch_alpha + cfg.market.garch_beta
     if persistence >= 1:
@@ -979,17 +1013,81 @@ def _cross_checks(cfg: Config) -> None:
     repeated = [f for i, f in enumerate(cfg.output.graph) if f in cfg.output.graph[:i]]
     if repeated:
         raise ConfigError(f"output.graph: {repeated[0]!r} is listed twice")
-    if cfg.traders.assets_per_trader > len(cfg.assets):
+    perpetuals = sum(a.kind == "perpetual" for a in cfg.assets)
+    if cfg.traders.assets_per_trader > perpetuals:
+        what = "assets" if perpetuals == len(cfg.assets) else "perpetual assets"
         raise ConfigError(
             f"traders.assets_per_trader: {cfg.traders.assets_per_trader} is more than the "
-            f"{len(cfg.assets)} assets declared"
+            f"{perpetuals} {what} declared"
         )
+    _check_collateral(cfg)
     for i, s in enumerate(cfg.shocks):
         if s.step > cfg.steps:
             raise ConfigError(
                 f"shocks[{i}].step: {s.step} is after the last step (the run has steps = "
                 f"{cfg.steps}): the shock would never happen"
             )
+
+
+def _check_kinds(cfg: Config) -> None:
+    """Collateral assets have a haircut and no tiers, perpetuals no haircut; one perpetual at
+    least (collateral alone trades nothing)."""
+    for i, a in enumerate(cfg.assets):
+        if a.kind == "collateral":
+            if a.haircut is None:
+                raise ConfigError(
+                    f"assets[{i}].haircut: required for the collateral asset '{a.symbol}' "
+                    "(a number in [0, 1); a margin.venue preset gives it for the symbols it "
+                    "publishes)"
+                )
+            if a.tiers is not None:
+                raise ConfigError(
+                    f"assets[{i}].tiers: the collateral asset '{a.symbol}' holds no "
+                    "positions, so it has no maintenance tiers"
+                )
+        elif a.haircut is not None:
+            raise ConfigError(
+                f"assets[{i}].haircut: only a collateral asset takes a haircut (assets[{i}].kind "
+                f"is '{a.kind}')"
+            )
+    if all(a.kind == "collateral" for a in cfg.assets):
+        raise ConfigError(
+            "assets: at least one must be a perpetual: collateral alone trades nothing"
+        )
+
+
+def _check_collateral(cfg: Config) -> None:
+    """``traders.collateral_assets`` names collateral assets with shares that add up to at
+    most 1, for cross accounts; ``scenario.low`` names assets."""
+    symbols = cfg.symbols
+    collateral = [a.symbol for a in cfg.assets if a.kind == "collateral"]
+    shares = cfg.traders.collateral_assets
+    for name, share in shares.items():
+        key = f"traders.collateral_assets.{_key_part(name)}"
+        if name in symbols and name not in collateral:
+            raise ConfigError(f"{key}: '{name}' is a perpetual, not a collateral asset")
+        if name not in collateral:
+            raise ConfigError(
+                f"{key}: unknown collateral asset '{name}'{_suggest(name, collateral or symbols)}"
+            )
+        if not 0 <= share <= 1:
+            raise ConfigError(f"{key}: must be between 0 and 1 (a share), got {share:g}")
+    total = sum(shares.values())
+    if total > 1 + 1e-12:
+        raise ConfigError(f"traders.collateral_assets: shares add up to {total:g}, more than 1")
+    if total > 0 and cfg.margin.mode == "isolated" and not cfg.traders.population:
+        raise ConfigError(
+            "traders.collateral_assets: collateral backs the cross balance only, and the "
+            "generated accounts are isolated (margin.mode = 'isolated')"
+        )
+    if cfg.scenario is not None:
+        for sym, low in cfg.scenario.low.items():
+            if sym not in symbols:
+                raise ConfigError(
+                    f"scenario.low.{_key_part(sym)}: unknown asset '{sym}'{_suggest(sym, symbols)}"
+                )
+            if not low > 0:
+                raise ConfigError(f"scenario.low.{_key_part(sym)}: must be > 0, got {low:g}")
 
 
 # Beyond these, a value is legal but almost surely written in the wrong unit (percent for a

@@ -18,6 +18,11 @@ the prices it lost on: edge ``i -> j`` with weight = ``i``'s share of the flow t
 Weights into each liquidation sum to 1. A victim that lost nothing on round ``r - 1``'s move is
 attributed by each liquidator's share of the round's whole closed notional.
 
+Collateral assets (:mod:`model.collateral`) are columns like any other: a round's record gives a
+victim's holdings as its (long) exposure to them and a liquidator's collateral sales as its closed
+quantity of them, so a loss on a collateral asset's fall is attributed to the previous round's
+sellers of it.
+
 The weights of a round form the rank-``A`` product ``mix @ share.T`` (victims' loss mix over
 assets times liquidators' flow shares), so a round is never expanded into a dense
 victims-by-liquidators matrix: edges are produced per group of victims with the same loss

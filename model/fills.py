@@ -2,7 +2,9 @@
 
 A fill is one position closed (wholly or in part) by the venue: by a liquidation round
 (``full`` or ``partial``), by the liquidator vault taking it over (``vault``) or by
-auto-deleveraging (``adl``). Each is recorded with when it happened (step, round), whose
+auto-deleveraging (``adl``); or collateral sold to cover a negative wallet after a liquidation
+(``collateral``: quantity is the units sold, positive, with no fee and no bad debt). Only
+``full``, ``partial`` and ``vault`` fills are liquidations (:data:`NOT_LIQUIDATIONS`). Each is recorded with when it happened (step, round), whose
 position it was, the closed quantity (signed as the position was), the fill price, the closed
 notional, the fee charged (with ``margin.takeover``, the equity the fund took over) and the bad
 debt it left. The log keeps the fills as column arrays in the order they were made;
@@ -18,7 +20,7 @@ import pandas as pd
 
 from model.ids import id_column
 
-__all__ = ["COLUMNS", "FillLog", "Kind"]
+__all__ = ["COLUMNS", "NOT_LIQUIDATIONS", "FillLog", "Kind", "liquidation_fills"]
 
 
 class Kind(enum.IntEnum):
@@ -28,11 +30,27 @@ class Kind(enum.IntEnum):
     PARTIAL = 1  # a liquidation that closed the smallest fraction restoring the margin
     ADL = 2  # auto-deleveraging: an opposite position closed at a bankruptcy price
     VAULT = 3  # a unit taken over by the liquidator vault at the mark (model/vault.py)
+    COLLATERAL = 4  # collateral sold to cover a negative wallet (model/collateral.py)
 
     @classmethod
     def labels(cls) -> list[str]:
         """Names of the kinds in code order: the categories of the ``kind`` column."""
         return [k.name.lower() for k in cls]
+
+
+# Labels of the kinds of fill that are not liquidations: ADL closes a counterparty, not the
+# liquidated account, and a collateral sale closes no position. Liquidation counts and
+# notionals leave them out.
+NOT_LIQUIDATIONS = ("adl", "collateral")
+
+
+def liquidation_fills(kind) -> np.ndarray:
+    """Which fills are liquidations, from the ``kind`` column (integer codes of :class:`Kind`,
+    or labels as liquidations.parquet holds them)."""
+    kind = np.asarray(kind)
+    if kind.dtype.kind in "iu":
+        return (kind != Kind.ADL) & (kind != Kind.COLLATERAL)
+    return ~np.isin(kind.astype(str), NOT_LIQUIDATIONS)
 
 
 # Column -> dtype, in the order of liquidations.parquet (trader_id: int64 for integer ids, a

@@ -11,7 +11,9 @@ bracket is the rate of ``basis`` intervals (``market.funding_basis``, 1 by defau
 and dYdX compute an 8-hour rate and pay an eighth of it every hour (basis 8;
 docs/reference/venues.md §1.3), and their caps bound the hourly payment. The market agent holds
 the other side of every trader position, so it pays or receives the rest and the payments sum
-to zero: money is conserved. Positions the liquidator vault took over (:mod:`model.vault`) pay
+to zero: money is conserved. Collateral assets (:mod:`model.collateral`) are not perpetuals:
+their rate is 0 (the market agent's short of the traders' holdings pays nothing). Positions the
+liquidator vault took over (:mod:`model.vault`) pay
 and receive funding as the traders' did. Funding comes out of the wallet for cross positions and
 out of the position margin for isolated ones, so it can push accounts under maintenance; the
 liquidation rounds of the same step then see it.
@@ -60,7 +62,8 @@ class Funding:
     Args:
         market: the ``[market]`` section (``funding_interval`` > 0, ``funding_cap``,
             ``funding_interest``, ``funding_basis``).
-        n_assets: how many perpetuals.
+        n_assets: how many assets.
+        perpetual: (A,) which assets are perpetuals (None: all); the others pay no funding.
 
     Attributes:
         last_rate: (A,) the rate of the last settlement.
@@ -68,7 +71,8 @@ class Funding:
         settlements: number of settlements so far.
     """
 
-    def __init__(self, market: MarketConfig, n_assets: int):
+    def __init__(self, market: MarketConfig, n_assets: int, perpetual=None):
+        self.perpetual = None if perpetual is None else np.asarray(perpetual, dtype=bool)
         self.interval = int(market.funding_interval)
         self.cap = float(market.funding_cap)
         self.interest = float(market.funding_interest)
@@ -88,6 +92,8 @@ class Funding:
             return
         mean_premium = self._premium_sum / self._premium_steps
         rate = funding_rate(mean_premium, self.interest, self.cap, self.basis)
+        if self.perpetual is not None:
+            rate = np.where(self.perpetual, rate, 0.0)
         self._premium_sum[:] = 0.0
         self._premium_steps = 0
         self.last_rate = rate

@@ -15,6 +15,11 @@ the first tiers, Hyperliquid's chunks, dYdX's per-block limits: :mod:`model.limi
 ``margin.vault`` a unit far below maintenance is taken over by the liquidator vault at the mark
 instead of being sold into the book (:mod:`model.vault`).
 
+With collateral assets (:mod:`model.collateral`), after the round's positions are sold and its
+fees charged, every account whose cross book was liquidated and whose wallet is below zero sells
+collateral pro rata through the collateral assets' own markets until the wallet is covered or
+the holdings are gone (Binance's auto-exchange); what is still negative is bad debt as below.
+
 Fee: ``fee rate x closed notional``, paid from what equity remains, into the insurance fund;
 with ``margin.takeover`` a unit closed whole gives the fund all the equity it has left (taken
 over at its bankruptcy price). Bad debt (negative equity of a unit once it is closed) is paid by
@@ -35,6 +40,7 @@ import numpy as np
 
 from model.accounts import AccountBook
 from model.adl import Deleveraging, auto_deleverage
+from model.collateral import Sale, auto_exchange
 from model.config import MarginConfig
 from model.fills import FillLog, Kind
 from model.limits import RoundLimits
@@ -55,8 +61,10 @@ class RoundRecord:
     Attributes:
         step, round: when.
         rows: (k,) book rows of the accounts liquidated in the round.
-        closed: (k, A) quantity sold into the book per position, signed as the position was.
-        exposure: (k, A) their positions when the round began.
+        closed: (k, A) quantity sold into the book per position, signed as the position was
+            (in a collateral asset's column: the units of it the account's auto-exchange sold).
+        exposure: (k, A) their positions when the round began (in a collateral asset's
+            column: the account's holdings of it, a long exposure).
         price_before, price_after: (A,) market prices around the round's execution.
         notional: (k,) notional closed per account.
         full: (k,) whether the account's liquidated unit(s) closed completely (else in part).
@@ -99,6 +107,7 @@ class StepTotals:
     fees: float = 0.0
     adl_notional: float = 0.0
     vault_notional: float = 0.0
+    collateral_notional: float = 0.0
     accounts: int = 0
     round_limit_hit: bool = False
     per_round_accounts: list = field(default_factory=list)
@@ -268,6 +277,7 @@ class LiquidationEngine:
     def _liquidate_round(self, step, rnd, rows, cross, iso, mark) -> RoundRecord:
         """One round: close the units, charge fees, cover bad debt, record the fills."""
         q = self.book.qty[rows]
+        exposure = self._with_holdings(q, rows)
         units = self._units(rows, cross, iso, q)
         price_before = self.market.price
         c = self._close(rows, units, q, mark)
@@ -278,6 +288,9 @@ class LiquidationEngine:
         fee_pos = self._charge_fees(rows, sold, np.where(c.taken, 0.0, closed_notional), c.price)
         fees = float(fee_pos.sum())
         self.insurance_fund += fees
+        sales = []
+        if self.book.collateral is not None:  # negative wallets sell collateral
+            sales = auto_exchange(self.book, self.market, rows[units.cross])
         if c.taken.any():
             self.vault.take_equity(self.book, rows, c.cross_taken, c.taken & units.iso_pos)
         bad_pos, full = self._write_off(rows, units, closed_notional)
@@ -290,14 +303,15 @@ class LiquidationEngine:
                 self._record_adl(step, rnd, cover.adl)
         self._record_fills(step, rnd, rows, c, closed_notional, fee_pos, bad_pos)
         self._add_to_totals(rows, c, closed_notional, bad_debt, fees)
+        closed, price_after = self._record_sales(step, rnd, rows, sales, c)
         return RoundRecord(
             step=step,
             round=rnd,
             rows=rows,
-            closed=np.where(c.taken, 0.0, c.closed),
-            exposure=q,
+            closed=closed,
+            exposure=exposure,
             price_before=price_before,
-            price_after=c.price,
+            price_after=price_after,
             notional=closed_notional.sum(axis=1),
             full=full,
             fees=fees,
@@ -455,6 +469,42 @@ class LiquidationEngine:
         t.bad_debt += bad_debt
         t.fees += fees
         t.per_round_accounts.append(int(rows.size))
+
+    # ---- collateral --------------------------------------------------------------------------
+    def _with_holdings(self, q, rows) -> np.ndarray:
+        """The round's exposure: positions, and in each collateral asset's column the holdings
+        (``q`` itself without collateral assets)."""
+        coll = self.book.collateral
+        if coll is None:
+            return q
+        exposure = q.copy()
+        exposure[:, coll.cols] = self.book.holdings[rows]
+        return exposure
+
+    def _record_sales(self, step, rnd, rows, sales: list[Sale], c: _Closing):
+        """Log the round's collateral sales (kind ``collateral``) and add their notional to the
+        step's; return what the round sold into the books per account and asset (positions,
+        and the collateral in its assets' columns) and the prices after it."""
+        closed = np.where(c.taken, 0.0, c.closed)
+        if not sales:
+            return closed, c.price
+        cols = self.book.collateral.cols
+        price = c.price.copy()
+        order = np.argsort(rows, kind="stable")
+        for sale in sales:
+            at = order[np.searchsorted(rows, sale.rows, sorter=order)]
+            r_idx, c_idx = np.nonzero(sale.sold)
+            qty = sale.sold[r_idx, c_idx]
+            fill_price = sale.price[c_idx]
+            notional = qty * fill_price
+            self.fills.append(
+                step, rnd, sale.rows[r_idx], cols[c_idx], qty, fill_price, notional, 0.0, 0.0,
+                Kind.COLLATERAL,
+            )  # fmt: skip
+            self.totals.collateral_notional += float(notional.sum())
+            closed[at[:, None], cols[None, :]] += sale.sold
+            price[cols] = sale.price
+        return closed, price
 
     # ---- losses beyond the fund -------------------------------------------------------------
     def _cover(self, bad_by_asset, price, bankrupt_qty) -> _Cover:

@@ -4,8 +4,8 @@ Everything here works on what a run folder holds, so it serves notebooks as well
 ``summary.json``:
 
 * ``liquidations``: the liquidations table (one row per fill: step, round, trader_id, asset,
-  notional, kind ...). Auto-deleveraging fills (``kind == "adl"``) are not liquidations and are
-  left out of every cascade count.
+  notional, kind ...). Auto-deleveraging fills (``kind == "adl"``) and collateral sales
+  (``kind == "collateral"``) are not liquidations and are left out of every cascade count.
 * ``edges``: the contagion edge events (one row per attribution: step, round, source,
   source_kind, target, weight), :meth:`model.contagion.ContagionRecorder.edges_table` or
   ``contagion_edges.parquet``. Unlike the merged graph, it keeps which step each attribution
@@ -28,6 +28,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from model.fills import liquidation_fills
 from model.ids import plain_id
 
 __all__ = [
@@ -50,7 +51,7 @@ def _liquidation_events(liquidations: pd.DataFrame) -> pd.DataFrame:
     """One row per (step, round, trader) liquidated, with the notional closed."""
     liq = liquidations
     if "kind" in liq.columns:
-        liq = liq[liq["kind"] != "adl"]
+        liq = liq[liquidation_fills(liq["kind"])]
     if len(liq) == 0:
         return pd.DataFrame(
             {

@@ -26,6 +26,7 @@ from agents.market import Market
 from agents.strategies import STRATEGIES, Strategy
 from agents.trader import Trader
 from model.accounts import AccountBook, TierTable
+from model.collateral import CollateralAssets
 from model.config import Config, ConfigError, config_warnings
 from model.contagion import ContagionRecorder
 from model.funding import Funding
@@ -157,7 +158,12 @@ class ContagionModel(mesa.Model):
 
     def _open_book(self, population: Population) -> AccountBook:
         """The account book of ``population``; the market agent takes the opposite inventory,
-        bought at the traders' entry prices."""
+        bought at the traders' entry prices, and is short the collateral holdings, sold to the
+        traders at the initial prices (:mod:`model.collateral`)."""
+        collateral = CollateralAssets.from_assets(self.config.assets)
+        holdings = population.holdings
+        if collateral is None and holdings is not None and holdings.size:
+            raise ConfigError("population: holds collateral but no asset is a collateral asset")
         book = AccountBook(
             population.ids,
             population.wallet,
@@ -167,9 +173,15 @@ class ContagionModel(mesa.Model):
             isolated=population.isolated,
             margin=population.margin,
             max_leverage=[x.max_leverage for x in self.config.assets],
+            collateral=collateral,
+            holdings=holdings if collateral is not None else None,
         )
         self.market.inventory = -book.qty.sum(axis=0)
         self.market.cash = (book.qty * book.entry).sum(axis=0)
+        if collateral is not None:
+            held = book.holdings.sum(axis=0)
+            self.market.inventory[collateral.cols] -= held
+            self.market.cash[collateral.cols] += held * self.market.initial_price[collateral.cols]
         return book
 
     def _make_rules(self) -> None:
@@ -208,7 +220,10 @@ class ContagionModel(mesa.Model):
         self.isolated_accounts = self.book.isolated.any(axis=1)  # their new positions too
         self.funding = None
         if cfg.market.funding_interval > 0:
-            self.funding = Funding(cfg.market, len(self.symbols))
+            perpetual = None  # every asset, unless some are collateral (no funding on those)
+            if self.book.collateral is not None:
+                perpetual = np.array([a.kind == "perpetual" for a in cfg.assets])
+            self.funding = Funding(cfg.market, len(self.symbols), perpetual)
         self.reentry = None
         if cfg.traders.reentry_steps > 0:
             self.reentry = Reentry(
@@ -220,8 +235,9 @@ class ContagionModel(mesa.Model):
             )
 
     def _step_series(self) -> mesa.DataCollector:
-        """The per-step series (steps.parquet), one reporter per column; the liquidator vault's
-        columns when there is one (``margin.vault``)."""
+        """The per-step series (steps.parquet), one reporter per column; the collateral sold
+        when there are collateral assets, the liquidator vault's columns when there is one
+        (``margin.vault``)."""
         reporters = {
             "liquidations": lambda mdl: mdl.last.liquidations,
             "rounds": lambda mdl: mdl.last.rounds,
@@ -237,6 +253,8 @@ class ContagionModel(mesa.Model):
             "socialized_loss": lambda mdl: mdl.engine.socialized_loss,
             "deposits": lambda mdl: mdl.deposits,
         }
+        if self.book.collateral is not None:
+            reporters["collateral_sold_notional"] = lambda mdl: mdl.last.collateral_notional
         if self.engine.vault is not None:
             reporters["vault_taken_notional"] = lambda mdl: mdl.last.vault_notional
             reporters["vault_value"] = lambda mdl: mdl.engine.vault.value(mdl.mark)
@@ -360,6 +378,7 @@ class ContagionModel(mesa.Model):
             + self.engine.insurance_fund
             + self.engine.unfunded_bad_debt
             + (0.0 if self.engine.vault is None else self.engine.vault.value(mk.price))
+            + (0.0 if book.collateral is None else book.holdings[r].sum())
         )
         if not np.isfinite(total):
             raise DivergenceError(

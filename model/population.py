@@ -11,6 +11,14 @@ of the trader's rows. The columns, their types, bounds and defaults are declared
 :class:`PopulationRow` (``describe(PopulationRow)`` lists them), and checked column by column.
 ``trader_id`` is any string or integer, kept exactly as written (:mod:`model.ids`).
 
+A row naming a collateral asset (``kind = "collateral"``, :mod:`model.collateral`) holds
+``quantity`` units of it (``>= 0``; ``entry_price`` may be empty and is ignored): they count at
+their haircut value toward the trader's cross balance, never toward an isolated position, so such
+a row cannot be ``margin_mode = isolated`` or carry a ``margin``. ``collateral`` stays the
+trader's cash. Generated accounts hold collateral assets as ``traders.collateral_assets`` says:
+each account's collateral value is split between cash and the collateral assets by a Dirichlet
+draw whose mean is the configured shares (:func:`generate_population`).
+
 Values that are legal but almost surely a slip (a generated leverage above an asset's maximum, a
 file account that starts above it) do not stop a run: they are kept in
 :attr:`Population.warnings`, which the model reports (``ContagionModel.warn``).
@@ -69,9 +77,14 @@ class PopulationRow:
         le=MAX_AMOUNT,
     )
     asset: str = spec(doc="symbol of one of the config's assets")
-    quantity: float = spec(doc="signed position: positive long, negative short")
+    quantity: float = spec(
+        doc="signed position: positive long, negative short (units held, >= 0, on a collateral "
+        "asset's row)"
+    )
     entry_price: float = spec(
-        doc="price the position was opened at (> 0 for an open position)", le=MAX_PRICE
+        doc="price the position was opened at (> 0 for an open position; may be empty, and is "
+        "ignored, on a collateral asset's row)",
+        le=MAX_PRICE,
     )
     strategy: str | None = spec(None, doc="the trader's trading rule (default hold)")
     margin: float | None = spec(
@@ -107,6 +120,8 @@ class Population:
         strategy: (n,) name of each trader's trading rule.
         warnings: ``(kind, message)`` of values that are legal but almost surely a slip; the
             model reports them when it is built.
+        holdings: (n, C) units of each collateral asset held (in the order of the config's
+            collateral assets), or None: no holdings.
     """
 
     ids: np.ndarray
@@ -117,10 +132,19 @@ class Population:
     margin: np.ndarray
     strategy: np.ndarray
     warnings: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    holdings: np.ndarray | None = None
 
     @property
     def collateral(self) -> np.ndarray:
+        """(n,) each trader's cash: wallet and isolated margins (holdings not included)."""
         return self.wallet + self.margin.sum(axis=1)
+
+    def collateral_value(self, prices=None) -> np.ndarray:
+        """(n,) each trader's cash plus its holdings at ``prices`` ((C,) prices of the
+        collateral assets; None: no holdings), the collateral its leverage is measured on."""
+        if self.holdings is None or prices is None or not self.holdings.size:
+            return self.collateral
+        return self.collateral + self.holdings @ np.asarray(prices, dtype=float)
 
 
 def generate_population(cfg: Config, rng: np.random.Generator) -> Population:
@@ -131,14 +155,19 @@ def generate_population(cfg: Config, rng: np.random.Generator) -> Population:
     * initial leverage: ``1 + (L - 1) X`` with ``X`` lognormal of mean 1 and log-sd
       ``leverage_dispersion``, so the mean is ``traders.leverage`` and no account is below 1x;
       capped at the smallest max leverage of the assets it holds;
-    * 1 to ``assets_per_trader`` assets per account, chosen uniformly, notional split equally,
-      each long with probability ``long_fraction``; entry at the initial price;
-    * isolated accounts put each position's share of the collateral into its margin.
+    * 1 to ``assets_per_trader`` perpetuals per account, chosen uniformly, notional split
+      equally, each long with probability ``long_fraction``; entry at the initial price;
+    * isolated accounts put each position's share of the collateral into its margin;
+    * with ``traders.collateral_assets``, the collateral value is split between cash and the
+      collateral assets (:func:`_collateral_mix`); those draws come last, so the accounts'
+      positions are those of the same config without collateral assets.
     """
     t = cfg.traders
-    n, a = t.count, len(cfg.assets)
-    prices = np.array([x.price for x in cfg.assets])
-    max_lev = np.array([x.max_leverage for x in cfg.assets])
+    n = t.count
+    perp = np.array([j for j, x in enumerate(cfg.assets) if x.kind == "perpetual"], dtype=np.intp)
+    a = perp.size
+    prices = np.array([x.price for x in cfg.assets])[perp]
+    max_lev = np.array([x.max_leverage for x in cfg.assets])[perp]
 
     collateral = (
         t.collateral * (rng.pareto(t.collateral_tail, n) + 1.0) / 2.0 ** (1.0 / t.collateral_tail)
@@ -163,22 +192,68 @@ def generate_population(cfg: Config, rng: np.random.Generator) -> Population:
 
     isolated = np.full((n, a), cfg.margin.mode == "isolated") & held
     margin = np.where(isolated, (collateral / k)[:, None], 0.0)
-    wallet = collateral - margin.sum(axis=1)
 
     names = list(t.strategies)
     shares = np.array([t.strategies[s] for s in names], dtype=float)
     codes = rng.choice(len(names), size=n, p=shares / shares.sum()) if n else np.zeros(0, int)
     strategy = np.array(names, dtype=object)[codes]
+    holdings, cash = _collateral_mix(cfg, rng, collateral)
+    qty, entry, isolated, margin = (
+        _all_assets(x, perp, len(cfg.assets)) for x in (qty, entry, isolated, margin)
+    )
     return Population(
         np.arange(n, dtype=np.int64),
-        wallet,
+        cash - margin.sum(axis=1),
         qty,
         entry,
         isolated,
         margin,
         strategy,
         warnings=_leverage_cap_warnings(cfg, capped),
+        holdings=holdings,
     )
+
+
+def _all_assets(x: np.ndarray, perp: np.ndarray, n_assets: int) -> np.ndarray:
+    """(n, A) from the perpetuals' columns (n, P): collateral assets' columns left 0 (``x``
+    itself when every asset is a perpetual)."""
+    if perp.size == n_assets:
+        return x
+    out = np.zeros((x.shape[0], n_assets), dtype=x.dtype)
+    out[:, perp] = x
+    return out
+
+
+def _collateral_mix(cfg: Config, rng: np.random.Generator, collateral: np.ndarray):
+    """Each generated account's holdings of the collateral assets, and its cash.
+
+    The fractions of an account's collateral value held in each collateral asset and in cash
+    are a Dirichlet draw with mean ``(s_1, ..., s_C, 1 - sum s)`` (``traders.collateral_assets``)
+    and concentration ``traders.collateral_concentration``; holdings are valued at the initial
+    prices. No draw without collateral shares, so a config without them draws as before.
+
+    Returns:
+        ``(holdings, cash)``: (n, C) units, or None without collateral assets; (n,) cash.
+    """
+    cols = [j for j, x in enumerate(cfg.assets) if x.kind == "collateral"]
+    if not cols:
+        return None, collateral
+    n = collateral.size
+    shares = cfg.traders.collateral_assets
+    s = np.array([shares.get(cfg.assets[j].symbol, 0.0) for j in cols], dtype=float)
+    if s.sum() <= 0:
+        return np.zeros((n, len(cols))), collateral
+    mean = np.append(s, max(1.0 - s.sum(), 0.0))
+    alpha = cfg.traders.collateral_concentration * mean
+    draw = np.zeros((n, mean.size))
+    drawn = alpha > 0
+    draw[:, drawn] = rng.gamma(alpha[drawn], size=(n, int(drawn.sum())))
+    total = draw.sum(axis=1, keepdims=True)
+    # every gamma draw of an account underflowed (tiny shapes): it holds the mean mix
+    frac = np.where(total > 0, draw / np.where(total > 0, total, 1.0), mean[None, :])
+    prices = np.array([cfg.assets[j].price for j in cols])
+    holdings = frac[:, :-1] * collateral[:, None] / prices[None, :]
+    return holdings, frac[:, -1] * collateral
 
 
 def _leverage_cap_warnings(cfg: Config, capped: int) -> list[tuple[str, str]]:
@@ -252,14 +327,19 @@ def read_population(path: str | Path, cfg: Config) -> Population:
     rows = _Rows(path, 1 if path.suffix.lower() == ".parquet" else 2)
     _check_columns(df, path)
     df["trader_id"] = _trader_ids(df["trader_id"], rows, path.suffix.lower() != ".parquet")
+    kinds = np.array([a.kind for a in cfg.assets], dtype=object)
+    held = df["asset"].astype(str).isin([a.symbol for a in cfg.assets if a.kind == "collateral"])
     for name, (tp, checks) in _schema().items():
         if name in df.columns and tp in (int, float):
-            df[name] = _numbers(df[name], name, tp, checks, rows)
+            empty = held.to_numpy() if name == "entry_price" else None  # ignored there
+            df[name] = _numbers(df[name], name, tp, checks, rows, empty)
     asset = _names(df["asset"], cfg.symbols, "asset", "declared", rows)
+    held = kinds[asset] == "collateral"
     mode = _margin_modes(df, cfg.margin.mode, rows)
+    _check_holdings(df, asset, held, cfg, rows)
     strategy = _strategies(df, rows)
-    _check_positions(df, asset, mode, rows)
-    pop = _book_arrays(df, asset, mode, strategy, len(cfg.symbols), path)
+    _check_positions(df, asset, mode, rows, ~held)
+    pop = _book_arrays(df, asset, mode, strategy, len(cfg.symbols), path, kinds)
     pop.warnings += _above_max_leverage(pop, cfg, path)
     return pop
 
@@ -333,13 +413,14 @@ def _trader_ids(col: pd.Series, rows: _Rows, text_file: bool) -> np.ndarray:
     return text.to_numpy(dtype=object)
 
 
-def _numbers(col: pd.Series, name: str, tp, checks: dict, rows: _Rows) -> pd.Series:
+def _numbers(col: pd.Series, name: str, tp, checks: dict, rows: _Rows, empty=None) -> pd.Series:
     """A numeric column as floats (whole numbers for ``int``), checked: numbers, finite, within
-    the bounds of its spec. Optional columns may leave cells empty (NaN)."""
+    the bounds of its spec. Optional columns may leave cells empty (NaN), and so may the rows
+    ``empty`` (a mask) of a required one."""
     if col.dtype.kind in "bMmc":  # booleans, dates, durations, complex numbers
         raise ConfigError(f"{rows.path}: column {name} must hold real numbers, not {col.dtype}")
     num = pd.to_numeric(col, errors="coerce")
-    empty_ok = name in OPTIONAL_COLUMNS
+    empty_ok = name in OPTIONAL_COLUMNS if empty is None else (name in OPTIONAL_COLUMNS) | empty
     rows.first_bad(
         num.isna() & ~(col.isna() & empty_ok),
         lambda i: f"{name} is not a number: {_cell(col.iloc[i])}",
@@ -415,16 +496,59 @@ def _strategies(df: pd.DataFrame, rows: _Rows) -> np.ndarray:
     return names.to_numpy(dtype=object)
 
 
-def _check_positions(df: pd.DataFrame, asset, mode, rows: _Rows) -> None:
-    """Constraints across a row's cells or a trader's rows."""
-    notional = (df["quantity"] * df["entry_price"]).abs().to_numpy()
+def _check_holdings(df: pd.DataFrame, asset, held, cfg: Config, rows: _Rows) -> None:
+    """Rows naming a collateral asset: units held (>= 0, worth at most ``MAX_AMOUNT`` at the
+    initial price), for the cross balance (no isolated margin mode, no margin)."""
+    if not held.any():
+        return
+    q = df["quantity"].to_numpy(dtype=float)
+    name = df["asset"].astype(str).to_numpy()
     rows.first_bad(
-        notional > MAX_AMOUNT,
-        lambda i: "quantity x entry_price " + bound_violation(notional[i], {"le": MAX_AMOUNT}),
+        held & (q < 0),
+        lambda i: (
+            f"quantity of the collateral asset '{name[i]}' is the units held, so it must "
+            f"be >= 0, got {q[i]:g}"
+        ),
     )
+    value = q * np.array([a.price for a in cfg.assets])[asset]
+    rows.first_bad(
+        held & (value > MAX_AMOUNT),
+        lambda i: "quantity x the asset's price " + bound_violation(value[i], {"le": MAX_AMOUNT}),
+    )
+    if "margin_mode" in df.columns:
+        given = df["margin_mode"].astype(object).to_numpy()
+        rows.first_bad(
+            held & (given == "isolated"),
+            lambda i: (
+                f"margin_mode isolated on the collateral asset '{name[i]}': collateral "
+                "backs the cross balance only"
+            ),
+        )
+    if "margin" in df.columns:
+        margin = df["margin"].to_numpy(dtype=float)
+        rows.first_bad(
+            held & ~np.isnan(margin),
+            lambda i: (
+                f"margin on the collateral asset '{name[i]}': margin is for isolated positions"
+            ),
+        )
+
+
+def _check_positions(df: pd.DataFrame, asset, mode, rows: _Rows, perp=None) -> None:
+    """Constraints across a row's cells or a trader's rows (``perp``: the rows naming a
+    perpetual; the others hold collateral)."""
+    perp = np.ones(len(df), dtype=bool) if perp is None else perp
     entry = df["entry_price"].to_numpy()
     rows.first_bad(
-        (entry <= 0) & (df["quantity"].to_numpy() != 0),
+        perp & np.isnan(entry), lambda i: f"entry_price is not a number: {_cell(entry[i])}"
+    )
+    notional = (df["quantity"] * df["entry_price"]).abs().to_numpy()
+    rows.first_bad(
+        perp & (notional > MAX_AMOUNT),
+        lambda i: "quantity x entry_price " + bound_violation(notional[i], {"le": MAX_AMOUNT}),
+    )
+    rows.first_bad(
+        perp & (entry <= 0) & (df["quantity"].to_numpy() != 0),
         lambda i: f"entry_price must be > 0 for an open position, got {entry[i]:g}",
     )
     ids = df["trader_id"].to_numpy()
@@ -455,13 +579,22 @@ def _check_positions(df: pd.DataFrame, asset, mode, rows: _Rows) -> None:
         )
 
 
-def _book_arrays(df, asset, mode, strategy, n_assets: int, path: Path) -> Population:
+def _book_arrays(df, asset, mode, strategy, n_assets: int, path: Path, kinds=None) -> Population:
     """The checked rows as the account book's arrays: one row per trader, one column per
-    asset; isolated positions without a margin get the collateral split by notional."""
+    asset; isolated positions without a margin get the collateral split by notional. Rows
+    naming a collateral asset (``kinds``: each asset's kind) give the holdings, one column per
+    collateral asset in the config's order."""
     ids, row = np.unique(df["trader_id"].to_numpy(), return_inverse=True)
     row, col = row.ravel(), asset
     n = len(ids)
     q = df["quantity"].to_numpy(dtype=float)
+    holdings = None
+    if kinds is not None and (kinds == "collateral").any():
+        which = np.cumsum(kinds == "collateral") - 1  # asset -> its collateral column
+        held = kinds[asset] == "collateral"
+        holdings = np.zeros((n, int((kinds == "collateral").sum())))
+        holdings[row[held], which[asset[held]]] = q[held]
+        q = np.where(held, 0.0, q)
     qty, entry = np.zeros((n, n_assets)), np.zeros((n, n_assets))
     isolated = np.zeros((n, n_assets), dtype=bool)
     qty[row, col] = q
@@ -488,7 +621,7 @@ def _book_arrays(df, asset, mode, strategy, n_assets: int, path: Path) -> Popula
     strategies = np.empty(n, dtype=object)
     strategies[row] = strategy
     wallet = collateral - margin.sum(axis=1)
-    return Population(ids, wallet, qty, entry, isolated, margin, strategies)
+    return Population(ids, wallet, qty, entry, isolated, margin, strategies, holdings=holdings)
 
 
 def _above_max_leverage(pop: Population, cfg: Config, path: Path) -> list[tuple[str, str]]:
@@ -501,6 +634,9 @@ def _above_max_leverage(pop: Population, cfg: Config, path: Path) -> list[tuple[
     held = pop.qty != 0
     gross = (np.abs(pop.qty) * prices).sum(axis=1)
     equity = pop.collateral + (pop.qty * (prices - pop.entry)).sum(axis=1)
+    if pop.holdings is not None and pop.holdings.size:  # at full value, as leverage counts it
+        kinds = np.array([a.kind for a in cfg.assets])
+        equity = equity + pop.holdings @ prices[kinds == "collateral"]
     cap = np.where(held, max_lev, np.inf).min(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         leverage = np.where(equity > 0, gross / np.where(equity > 0, equity, 1.0), np.inf)

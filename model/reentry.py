@@ -47,7 +47,9 @@ class Reentry:
         self.liquidation_count = liquidation_count
         self.cooldown = int(cooldown)
         pop = population
-        self.collateral = np.asarray(pop.collateral, dtype=float)
+        held = book.collateral  # holdings count at the initial prices
+        prices = None if held is None else market.initial_price[held.cols]
+        self.collateral = np.asarray(pop.collateral_value(prices), dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
             c = np.where(self.collateral > 0, self.collateral, 1.0)
             # signed initial leverage per asset: q0 e0 / C0

@@ -25,7 +25,7 @@ import pandas as pd
 
 from model import metrics, storage
 from model.config import to_dict
-from model.fills import Kind
+from model.fills import Kind, liquidation_fills
 from model.ids import id_column
 from model.metrics import cascade_metrics
 
@@ -185,12 +185,19 @@ def accounts_table(model, rows: slice | None = None) -> pd.DataFrame:
         ),
     }
     liq = book.liquidation_price(mark, r)
+    held = () if book.collateral is None else book.collateral.cols.tolist()
     for j, s in enumerate(model.symbols):
+        if j in held:  # a collateral asset: holdings, not a position
+            continue
         data[f"initial_quantity_{s}"] = pop.qty[r, j]
         data[f"quantity_{s}"] = book.qty[r, j]
         data[f"entry_price_{s}"] = book.entry[r, j]
         data[f"isolated_margin_{s}"] = book.margin[r, j]
         data[f"liquidation_price_{s}"] = liq[:, j]
+    for i, s in enumerate(() if book.collateral is None else book.collateral.symbols):
+        initial = pop.holdings[r, i] if pop.holdings is not None else np.zeros(len(book.ids[r]))
+        data[f"initial_holding_{s}"] = initial
+        data[f"holding_{s}"] = book.holdings[r, i]
     return pd.DataFrame(data)
 
 
@@ -262,6 +269,8 @@ def money_scale(model) -> float:
         + np.abs(book.margin).sum()
         + (np.abs(book.qty) * (mark + np.abs(book.entry))).sum()
     )
+    if book.collateral is not None:
+        traders += book.collateral.market_value(np.abs(book.holdings), mark).sum()
     other = (
         abs(model.engine.insurance_fund)
         + abs(model.engine.unfunded_bad_debt)
@@ -277,6 +286,8 @@ def money_scale(model) -> float:
     # to rounding of the quantity traded, which is then worth that quantity at today's price.
     history = 0.0
     gross_qty = np.abs(model.population.qty).sum(axis=0)
+    if book.collateral is not None and model.population.holdings is not None:
+        gross_qty[book.collateral.cols] += np.abs(model.population.holdings).sum(axis=0)
     past = model.market_history
     if len(past):
         history = 2.0 * float(
@@ -321,7 +332,7 @@ def event_metrics(model) -> dict[str, float]:
     Shares are 0 when their denominator is (no liquidation, no open interest).
     """
     fills = model.engine.fills.columns()
-    forced = fills["kind"] != Kind.ADL
+    forced = liquidation_fills(fills["kind"])
     notional = fills["notional"][forced]
     liquidated = float(notional.sum())
     oi0 = open_interest(model.population.qty, model.market.initial_price)
@@ -370,10 +381,11 @@ def summarize(model) -> dict:
     n = model.book.n_traders
     accounts = int((model.engine.liquidation_count > 0).sum())
     fills = model.engine.fills.columns()
-    forced = fills["kind"] != Kind.ADL  # ADL fills are counted in adl_notional
+    # ADL fills are counted in adl_notional, collateral sales in collateral_sold_notional
+    forced = liquidation_fills(fills["kind"])
     money = model.money()
     vault = model.engine.vault
-    return {
+    out = {
         "name": model.config.name,
         "seed": int(model.config.seed),
         "steps": int(model.steps),
@@ -414,6 +426,28 @@ def summarize(model) -> dict:
         "contagion_graph": model.recorder.info(),
         "warnings": list(dict.fromkeys(model.warnings)),
         "warning_counts": dict(model.warning_counts),
+    }
+    if model.book.collateral is not None:
+        out.update(_collateral_summary(model, fills))
+    return out
+
+
+def _collateral_summary(model, fills) -> dict:
+    """Headline numbers of the collateral assets (summary.json, only when there are some):
+    what their auto-exchange sold, and each one's lowest price of the run."""
+    sales = fills["kind"] == Kind.COLLATERAL
+    coll = model.book.collateral
+    prices = model.market_history.price
+    p0 = model.market.initial_price
+    low = {
+        s: float(np.min(prices[:, j], initial=p0[j]))
+        for s, j in zip(coll.symbols, coll.cols, strict=True)
+    }
+    return {
+        "collateral_sales": int(sales.sum()),
+        "collateral_sold_notional": float(fills["notional"][sales].sum()),
+        "accounts_selling_collateral": int(np.unique(fills["trader_id"][sales]).size),
+        "collateral_low": low,
     }
 
 

@@ -37,6 +37,14 @@ below ``(1 - r0) N0 (e^u - 1)``) (:func:`headroom`, :func:`reaches`). After a cr
 short-only accounts are never candidates. The one-sided distances chain too: a fall from
 ``M_t`` is at most the fall from the anchor plus the rise from the anchor to ``M_t``.
 
+Collateral holdings (:mod:`model.collateral`) add ``sum_c H_c P_c (1 - h_c)`` to a cross book's
+slack. They are long exposures with a maintenance-free, haircut-weighted value: a rise cannot
+lower it and a fall of ``u`` lowers it by at most ``(1 - h_c) H_c P0_c (1 - e^-u)``, the bound of
+a long whose least maintenance rate is ``h_c``. So each holding enters ``c`` with its haircut
+value, makes its account "long" for the choice of lane (never rise-only), and is measured
+against the collateral asset's own price moves, which :func:`reaches` takes with every other
+asset's. Isolated units take none of it.
+
 Bookkeeping. At a *rebuild* every account's headroom is computed at the anchor mark ``P`` and
 kept with its lane; in each lane the eighth with the least headroom is sorted (the rest all have
 at least the headroom of the last of those: the lane's *horizon*). The candidates at mark ``M``
@@ -129,7 +137,9 @@ def _slope_bound(notional, tiers: TierTable, rate_cummax) -> np.ndarray:
     return rate_cummax[np.arange(tiers.n_assets), t]
 
 
-def headroom(wallet, qty, entry, margin, isolated, mark, tiers: TierTable, rate_cummax=None):
+def headroom(
+    wallet, qty, entry, margin, isolated, mark, tiers: TierTable, rate_cummax=None, collateral=None
+):
     """Log-price headroom of each account, and the lane it is measured in. Pure numpy.
 
     No unit of an account can be liquidatable at a mark ``M`` whose distance from ``mark``, as
@@ -148,6 +158,10 @@ def headroom(wallet, qty, entry, margin, isolated, mark, tiers: TierTable, rate_
     The work is a few passes over the rows; the isolated units are skipped when no row has an
     isolated position (the cross book is then the only unit).
 
+    Collateral holdings (``collateral``: their haircut value at ``mark``) count in a cross
+    book's slack and, as a long's fall coefficient, in its ``c`` (module docstring); an
+    account holding some is never in ``LANE_RISE``.
+
     Args:
         wallet: (k,) cross wallets.
         qty, entry, margin: (k, A) quantities, entry prices, isolated margins.
@@ -155,6 +169,8 @@ def headroom(wallet, qty, entry, margin, isolated, mark, tiers: TierTable, rate_
         mark: (A,) the mark the headroom is measured from.
         tiers: maintenance tiers per asset.
         rate_cummax: (A, T) running maximum of the tier rates (computed when omitted).
+        collateral: (k,) haircut value of each account's collateral holdings at ``mark``, or
+            None (no collateral assets).
 
     Returns:
         ``(headroom, lane)``: (k,) headroom, +inf for accounts that no move can liquidate,
@@ -198,11 +214,19 @@ def headroom(wallet, qty, entry, margin, isolated, mark, tiers: TierTable, rate_
             upnl_mm -= size
         slack = wallet - _RELATIVE_SLACK * np.abs(wallet)
         slack += _row_sum(upnl_mm)
-        cross_h = _cross_headroom(slack, _row_sum(coef), any_long, any_short, directional)
+        coef_sum = _row_sum(coef)
+        held = None
+        if collateral is not None:  # long exposures at their haircut value (see above)
+            held = collateral > 0
+            slack += collateral * (1.0 - _RELATIVE_SLACK)
+            coef_sum += collateral  # (a long-only book stays long-only, a mixed one mixed)
+        cross_h = _cross_headroom(slack, coef_sum, any_long, any_short, directional)
         h = cross_h if h is None else np.minimum(h, cross_h)
     lane = np.full(h.shape, LANE_BOTH, dtype=np.int8)
     if directional:
         any_long = _row_any(long_)
+        if held is not None:
+            any_long |= held
         any_short = _row_any(short)
         lane[any_long & ~any_short] = LANE_FALL
         lane[any_short & ~any_long] = LANE_RISE
@@ -353,6 +377,7 @@ class MarginScreen:
                 mark,
                 book.tiers,
                 self.rate_cummax,
+                book.collateral_margin_value(mark, r),
             )
         return keys, lanes
 

@@ -19,6 +19,10 @@ published. What a preset sets:
   its cap; a venue's open-ended last tier is written with the cap ``OPEN_CAP``.
 * margin keys: liquidation mode and the venue rules of :mod:`model.limits`, fee, takeover,
   insurance fund, liquidator vault (:mod:`model.vault`), ADL ranking (:mod:`model.adl`).
+* collateral haircuts (``assets.<SYMBOL>.haircut``) of the collateral assets (``kind =
+  "collateral"``, :mod:`model.collateral`) whose symbol the venue publishes a collateral ratio
+  for, matched without regard to case (Binance's Multi-Assets mode); maintenance tiers go to
+  perpetuals only.
 * funding: the venue's interval in hours becomes ``market.funding_interval`` in steps (at least
   one) and, from the interval in minutes that results, ``market.funding_basis`` (the rate is per
   ``basis_hours``) and ``market.funding_cap`` (the venue's cap per its own interval, scaled to
@@ -102,6 +106,8 @@ class Preset:
         other_tiers: tiers of the other symbols (value None: the engine's default).
         funding: the funding schedule.
         notes: approximations, and published rules the engine does not model.
+        haircuts: upper-case asset symbol -> haircut of that collateral asset (1 - the venue's
+            collateral ratio).
     """
 
     name: str
@@ -111,6 +117,7 @@ class Preset:
     other_tiers: Sourced
     funding: FundingRule
     notes: tuple[str, ...] = field(default=())
+    haircuts: dict[str, Sourced] = field(default_factory=dict)
 
 
 def _tiers(caps, rates) -> list[tuple[float, float]]:
@@ -123,6 +130,23 @@ _BINANCE_ALT = _tiers(
     [0.0065, 0.01, 0.02, 0.05, 0.10, 0.125, 0.15, 0.25],
 )
 _CHOICE = "n/a (project's choice)"
+
+
+def _binance_haircuts() -> dict[str, Sourced]:
+    """Binance Multi-Assets mode collateral value ratios as haircuts (venues.md §4.1)."""
+    faq = "venues.md §4.1: Multi-Assets mode FAQ, collateral value ratio {:g}%"
+    date = "2021-05-28"
+    ratios = {"BTC": 95, "ETH": 95, "BNB": 95, "XRP": 90, "ADA": 90, "DOT": 90, "SOL": 90}
+    ratios |= {"USDT": 99.99, "USDC": 99.99, "BUSD": 100}
+    out = {sym: Sourced(round(1 - r / 100, 6), faq.format(r), date) for sym, r in ratios.items()}
+    wrapped = (
+        "venues.md §4.1: 'considered equivalent to {}, both with a coefficient of 90-95%' "
+        "(0xTodd via AiCoin, unverified); {}'s ratio of the Multi-Assets FAQ"
+    )
+    out["WBETH"] = Sourced(0.05, wrapped.format("ETH and SOL", "ETH"), "2025-10-11")
+    out["BNSOL"] = Sourced(0.10, wrapped.format("ETH and SOL", "SOL"), "2025-10-11")
+    return out
+
 
 BINANCE = Preset(
     name="binance",
@@ -195,7 +219,11 @@ BINANCE = Preset(
         "one funding cap for every asset (Binance caps per symbol at its tier-1 rate)",
         "the partial reduction is the smallest restoring fraction plus margin.buffer "
         "(model/partial.py), not an order sized by the venue",
+        "collateral haircuts are the 2021 Multi-Assets ratios (wBETH, BNSOL from a secondary "
+        "source; USDe, FDUSD not found); the ratios' tiers and auto-exchange thresholds are "
+        "not modelled",
     ),
+    haircuts=_binance_haircuts(),
 )
 
 BYBIT = Preset(
@@ -469,20 +497,32 @@ def _funding(rule: FundingRule, step_minutes: float, interval: int | None) -> di
 
 
 def preset_settings(
-    name: str, symbols, step_minutes: float = 60.0, funding_interval: int | None = None
+    name: str,
+    symbols,
+    step_minutes: float = 60.0,
+    funding_interval: int | None = None,
+    collateral=(),
 ) -> dict[str, Any]:
     """Every key the preset ``name`` sets, dotted (``margin.fee``, ``assets.BTC.tiers``,
-    ``market.funding_interval``), with TOML-shaped values, for assets ``symbols``.
+    ``assets.WBETH.haircut``, ``market.funding_interval``), with TOML-shaped values, for
+    assets ``symbols``.
 
     Args:
         name: a key of :data:`PRESETS`.
         symbols: the config's asset symbols.
         step_minutes: the length of a step (funding intervals are counted in steps).
         funding_interval: the file's own ``market.funding_interval``, if it sets one.
+        collateral: the symbols among ``symbols`` of collateral assets (``kind =
+            "collateral"``): they get the preset's haircut, if it has one, and no tiers.
     """
     preset = PRESETS[name]
     out: dict[str, Any] = {f"margin.{k}": v.value for k, v in preset.margin.items()}
     for symbol in symbols:
+        if symbol in collateral:
+            haircut = preset.haircuts.get(str(symbol).upper())
+            if haircut is not None:
+                out[f"assets.{symbol}.haircut"] = haircut.value
+            continue
         tiers = preset.tiers.get(symbol, preset.other_tiers).value
         if tiers is not None:
             out[f"assets.{symbol}.tiers"] = _tier_rows(tiers)
@@ -518,10 +558,15 @@ def venue_defaults(
     """
     name = data["margin"]["venue"]
     interval = funding_interval if _is_set(data, "market.funding_interval") else None
-    settings = preset_settings(name, symbols, step_minutes, interval)
+    collateral = [
+        a.get("symbol")
+        for a in data.get("assets", [])
+        if isinstance(a, dict) and a.get("kind") == "collateral"
+    ]
+    settings = preset_settings(name, symbols, step_minutes, interval, collateral)
     flat_rule = _is_set(data, "margin.tiers") or _is_set(data, "margin.maintenance")
     return {
         key: value
         for key, value in settings.items()
-        if not _is_set(data, key) and not (flat_rule and key.startswith("assets."))
+        if not _is_set(data, key) and not (flat_rule and key.endswith(".tiers"))
     }

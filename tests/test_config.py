@@ -39,10 +39,14 @@ def with_override(key, value, base=None):
 # --------------------------------------------------------------------------------------------
 
 
-def _tiered_base():
+def _tiered_base(key: str = ""):
     base = small_config()
     base["margin"]["tiers"] = [{"cap": 1e6, "rate": 0.01}, {"cap": 1e7, "rate": 0.02}]
     base["assets"][0]["tiers"] = [{"cap": 1e6, "rate": 0.01}]
+    if key == "assets[].haircut":  # a haircut is a collateral asset's: make the first one so
+        base["assets"][0] = {"symbol": "USDe", "price": 1.0, "depth": 1e6, "kind": "collateral"}
+        base["shocks"] = [s for s in base["shocks"] if s["asset"] != "BTC"]
+        base["traders"]["assets_per_trader"] = 1
     return base
 
 
@@ -91,7 +95,7 @@ def test_every_bound_rejects_the_first_value_outside(key, kind, check, bound):
     }[check]
     if whole:
         outside = int(outside)
-    data = with_override(_addressable(key), outside, _tiered_base())
+    data = with_override(_addressable(key), outside, _tiered_base(key))
     message = error_of(data)
     shown = _addressable(key).replace(".0.", "[0].").replace(".0", "[0]")
     assert message.startswith(shown + ":"), message
@@ -114,7 +118,7 @@ INCLUSIVE = [
 )
 def test_every_inclusive_bound_accepts_the_bound_itself(key, kind, check, bound):
     value = int(bound) if kind == "a whole number" else float(bound)
-    base = _tiered_base()
+    base = _tiered_base(key)
     if key == "steps":  # a run of no steps has no step for a shock
         base["shocks"] = []
     cfg = build_config(with_override(_addressable(key), value, base))

@@ -3,12 +3,20 @@
 import numpy as np
 import pandas as pd
 
-from model.fills import COLUMNS, FillLog, Kind
+from model.fills import COLUMNS, FillLog, Kind, liquidation_fills
 
 
 def test_kind_codes_and_labels_are_the_table_categories():
-    assert [int(k) for k in Kind] == [0, 1, 2, 3]
-    assert Kind.labels() == ["full", "partial", "adl", "vault"]
+    assert [int(k) for k in Kind] == [0, 1, 2, 3, 4]
+    assert Kind.labels() == ["full", "partial", "adl", "vault", "collateral"]
+
+
+def test_adl_fills_and_collateral_sales_are_not_liquidations():
+    codes = np.array([0, 1, 2, 3, 4], dtype=np.int8)
+    expected = [True, True, False, True, False]
+    assert liquidation_fills(codes).tolist() == expected
+    labels = pd.Categorical.from_codes(codes, Kind.labels())
+    assert liquidation_fills(pd.Series(labels)).tolist() == expected
 
 
 def test_an_empty_log_has_typed_empty_columns_and_table():
@@ -19,7 +27,7 @@ def test_an_empty_log_has_typed_empty_columns_and_table():
         assert cols[name].shape == (0,) and cols[name].dtype == dtype, name
     df = log.table(["X"])
     assert len(df) == 0 and list(df.columns) == list(COLUMNS)
-    assert list(df["kind"].cat.categories) == ["full", "partial", "adl", "vault"]
+    assert list(df["kind"].cat.categories) == ["full", "partial", "adl", "vault", "collateral"]
     assert len(log) == 0
 
 

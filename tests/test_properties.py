@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from model import ContagionModel
 from model.config import build_config, describe
+from model.fills import Kind
 from model.model import DivergenceError
 from model.population import Population
 from model.results import money_scale
@@ -189,6 +190,7 @@ def check_run_step_by_step(m: ContagionModel) -> None:
         t = m.steps + 1
         paid.clear()
         qty_before = book.qty.copy()
+        holdings_before = book.holdings.copy()
         margin_before = book.margin.copy()
         isolated_before = book.isolated.copy()
         warned_before = m.warning_counts.get("round_limit", 0)
@@ -200,7 +202,7 @@ def check_run_step_by_step(m: ContagionModel) -> None:
         price = m.market.price
         assert np.all(np.isfinite(price)) and np.all(price > 0), price
         assert np.all(np.isfinite(m.mark)) and np.all(m.mark > 0)
-        for arr in (book.wallet, book.qty, book.entry, book.margin):
+        for arr in (book.wallet, book.qty, book.entry, book.margin, book.holdings):
             assert np.all(np.isfinite(arr))
         assert np.isfinite(m.engine.insurance_fund) and m.engine.insurance_fund >= 0
         assert np.isfinite(m.engine.unfunded_bad_debt)
@@ -220,9 +222,10 @@ def check_run_step_by_step(m: ContagionModel) -> None:
         # this step's fills
         new = {k: v[n_fills:] for k, v in m.engine.fills.columns().items()}
         n_fills = len(m.engine.fills)
-        traded = np.zeros(book.qty.shape, dtype=bool)
         row_of = {int(i): r for r, i in enumerate(book.ids)}
         assert np.all(new["step"] == t)
+        new = check_collateral_sales(m, new, holdings_before, row_of)
+        traded = np.zeros(book.qty.shape, dtype=bool)
         rows = np.array([row_of[int(i)] for i in new["trader_id"]], dtype=np.intp)
         traded[rows, new["asset"]] = True
         # a fill closes part of the position as it was: signed as the position, no larger
@@ -251,6 +254,32 @@ def check_run_step_by_step(m: ContagionModel) -> None:
             assert -change.sum() <= socialized * (1 + 1e-9) + 1e-9 * scale
         else:
             np.testing.assert_array_equal(change, 0.0)
+
+
+def check_collateral_sales(m, new, holdings_before, row_of) -> dict:
+    """Collateral sales of a step sell holdings the account had (positive, at most what it
+    held, only the accounts liquidated in the step), and holdings only ever fall and stay
+    >= 0; return the step's other fills."""
+    book = m.book
+    sale = new["kind"] == Kind.COLLATERAL
+    assert np.all(book.holdings >= 0)
+    assert np.all(book.holdings <= holdings_before)
+    if not sale.any():
+        return new
+    coll = book.collateral
+    rows = np.array([row_of[int(i)] for i in new["trader_id"][sale]], dtype=np.intp)
+    which = np.searchsorted(coll.cols, new["asset"][sale])
+    assert np.all(coll.cols[which] == new["asset"][sale])
+    assert np.all(new["quantity"][sale] > 0)
+    sold = np.zeros(book.holdings.shape)
+    np.add.at(sold, (rows, which), new["quantity"][sale])
+    # to rounding at the scale of what was held (a sale in several passes sums in another order)
+    assert np.all(np.abs(book.holdings - (holdings_before - sold)) <= 1e-12 * holdings_before)
+    assert np.all(new["fee"][sale] == 0) and np.all(new["bad_debt"][sale] == 0)
+    # only accounts liquidated in the step sell (the auto-exchange follows a liquidation)
+    liquidated = {int(i) for i in new["trader_id"][~sale & (new["kind"] != Kind.ADL)]}
+    assert {int(i) for i in new["trader_id"][sale]} <= liquidated
+    return {k: v[~sale] for k, v in new.items()}
 
 
 @PROPERTY_SETTINGS
@@ -304,6 +333,112 @@ def test_invariants_hold_with_every_venue_preset(venue, data):
         check_run_step_by_step(m)
 
 
+COLLATERAL = ["CA", "CB"]
+
+
+@st.composite
+def collateral_configs(draw, max_traders: int = 40, max_steps: int = 15):
+    """configs() with one or two collateral assets (any price, depth, haircut, volatility,
+    shocks of their own) and, for cross accounts, generated collateral mixes."""
+    data = draw(configs(max_traders=max_traders, max_steps=max_steps))
+    for sym in COLLATERAL[: draw(st.integers(1, 2))]:
+        data["assets"].append(
+            {
+                "symbol": sym,
+                "price": draw(log_uniform(1e-3, 1e5)),
+                "depth": draw(log_uniform(1.0, 1e9)),
+                "kind": "collateral",
+                "haircut": draw(st.one_of(st.just(0.0), st.floats(0.0, 0.99))),
+                "volatility": draw(st.floats(0.0, 5.0)),
+            }
+        )
+        if draw(st.booleans()):
+            data["shocks"].append(
+                {
+                    "step": draw(st.integers(1, data["steps"])),
+                    "asset": sym,
+                    "return": draw(st.floats(-0.95, 1.0)),
+                }
+            )
+    a = len(data["assets"])
+    data["market"]["correlation"] = max(data["market"]["correlation"], -1.0 / (a - 1))
+    data["market"]["funding_interval"] = draw(st.integers(0, 3))  # none on collateral assets
+    if data["margin"]["mode"] == "cross":
+        held = [x["symbol"] for x in data["assets"] if x.get("kind") == "collateral"]
+        shares = [draw(st.floats(0.0, 1.0)) for _ in held]
+        total = max(sum(shares), 1.0)
+        data["traders"]["collateral_assets"] = {
+            s: x / total for s, x in zip(held, shares, strict=True)
+        }
+        data["traders"]["collateral_concentration"] = draw(log_uniform(1e-2, 1e3))
+    return data
+
+
+@st.composite
+def populations_with_holdings(draw, cfg):
+    """populations(cfg) with the collateral assets' columns as holdings: any units, some zero,
+    worth up to a hundred times the account's cash."""
+    pop = draw(populations(cfg))
+    kinds = np.array([a.kind for a in cfg.assets])
+    coll = kinds == "collateral"
+    for arr in (pop.qty, pop.entry, pop.margin):
+        arr[:, coll] = 0.0
+    pop.isolated[:, coll] = False
+    rng = np.random.default_rng(draw(st.integers(0, 2**32)))
+    prices = np.array([a.price for a in cfg.assets])[coll]
+    n = pop.qty.shape[0]
+    worth = (pop.collateral + 1.0)[:, None] * 10.0 ** rng.uniform(-3, 2, (n, coll.sum()))
+    pop.holdings = np.where(rng.random((n, coll.sum())) < 0.7, worth / prices, 0.0)
+    return pop
+
+
+@PROPERTY_SETTINGS
+@given(collateral_configs())
+def test_invariants_hold_with_collateral_assets(data):
+    """Money conserved to 1e-9 every step with collateral holdings counted at full value, the
+    market agent short them, and their sales; nobody left below maintenance; collateral sales
+    sell what the liquidated accounts held; positions as above."""
+    cfg = build_config(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = ContagionModel(cfg, create_agents=False)
+        check_run_step_by_step(m)
+
+
+@PROPERTY_SETTINGS
+@given(st.data())
+def test_invariants_hold_over_random_populations_with_holdings(data):
+    cfg = build_config(data.draw(collateral_configs(max_steps=12)))
+    pop = data.draw(populations_with_holdings(cfg))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = ContagionModel(cfg, population=pop, create_agents=False)
+        check_run_step_by_step(m)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("venue", sorted(PRESETS))
+@settings(PROPERTY_SETTINGS, max_examples=max(5, EXAMPLES // 3))
+@given(st.data())
+def test_invariants_hold_with_collateral_under_every_venue_preset(venue, data):
+    """The collateral invariants under every preset's rules (takeover, chunks, per-round
+    limits, the liquidator vault, hourly funding)."""
+    drawn = data.draw(collateral_configs(max_steps=12))
+    held = [a for a in drawn["assets"] if a.get("kind") == "collateral"]
+    own = [x for x in drawn["shocks"] if x["asset"] in COLLATERAL]
+    drawn["assets"] = [a for a in drawn["assets"] if a.get("kind") != "collateral"]
+    drawn["shocks"] = [x for x in drawn["shocks"] if x["asset"] not in COLLATERAL]
+    drawn = with_venue(drawn, venue)
+    drawn["assets"] += held
+    drawn["shocks"] += own
+    cfg = build_config(drawn)
+    pop = data.draw(populations_with_holdings(cfg)) if data.draw(st.booleans()) else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = ContagionModel(cfg, population=pop, create_agents=False)
+        check_run_step_by_step(m)
+
+
 @settings(PROPERTY_SETTINGS, max_examples=max(5, EXAMPLES // 5))
 @given(configs(max_traders=30, max_steps=12))
 def test_same_seed_gives_identical_run_folders(tmp_path_factory, data):
@@ -342,6 +477,8 @@ def _bounded_floats():
             continue
         if row["key"].count("[]") > 1 or row["key"].endswith("[].rate"):
             continue  # tiers: drawn as a whole elsewhere
+        if row["key"] == "assets[].haircut":
+            continue  # collateral assets' only: drawn by the collateral properties below
         # strict bounds: step inside by a relative hair
         lo = lo + max(abs(lo), 1.0) * 1e-9 if "gt" in c else lo
         hi = hi - max(abs(hi), 1.0) * 1e-9 if "lt" in c else hi

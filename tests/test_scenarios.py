@@ -160,3 +160,53 @@ def test_scenario_lines_show_the_posterior_predictive_interval(tmp_path, monkeyp
     assert btc.endswith("(posterior predictive 90%: 11.5-29.5%)"), btc
     eth = next(x for x in text.splitlines() if "ETH price drop" in x)
     assert "posterior predictive" not in eth  # no such metric in the calibration
+# --------------------------------------------------------------------------------------------
+# 10 Oct 2025 with collateral: the depegs come out of the cascade
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_collateral_scenario_shocks_no_collateral_by_a_depeg():
+    """USDe, wBETH, BNSOL are collateral with the documented haircuts; the wrapped assets take
+    their underlyings' shocks and USDe a 1% wobble: nothing of a depeg's size is scheduled."""
+    cfg = load_config(CONFIGS / "oct-2025-collateral.toml")
+    kinds = {a.symbol: (a.kind, a.haircut) for a in cfg.assets}
+    assert kinds == {
+        "BTC": ("perpetual", None),
+        "ETH": ("perpetual", None),
+        "SOL": ("perpetual", None),
+        "USDe": ("collateral", 0.05),
+        "wBETH": ("collateral", 0.05),
+        "BNSOL": ("collateral", 0.10),
+    }
+    shock = {s.asset: s.return_ for s in cfg.shocks}
+    assert shock["wBETH"] == shock["ETH"] and shock["BNSOL"] == shock["SOL"]
+    assert shock["USDe"] >= -0.01
+    assert cfg.scenario.low == {"USDe": 0.65, "wBETH": 430.0, "BNSOL": 34.9}
+    # the perpetuals' assets, margin and shocks are oct-2025.toml's
+    base = load_config(CONFIGS / "oct-2025.toml")
+    assert cfg.assets[:3] == base.assets and cfg.margin == base.margin
+    assert [s for s in cfg.shocks if s.asset in ("BTC", "ETH", "SOL")] == base.shocks
+
+
+@pytest.mark.slow
+def test_the_collateral_scenario_runs_and_reports_its_depegs(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["run", str(CONFIGS / "oct-2025-collateral.toml"), "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "scenario 10 Oct 2025, with collateral: simulated vs reported" in text
+    for sym, rep in (("USDe", "0.65"), ("wBETH", "430"), ("BNSOL", "34.9")):
+        assert f"{sym} low:" in text and f"vs {rep}" in text
+    market = pd.read_parquet(out / "market.parquet")
+    usde = market[market["asset"] == "USDe"]
+    low = float(next(x for x in text.splitlines() if "USDe low:" in x).split()[2])
+    assert low == pytest.approx(usde["price"].min(), rel=1e-3)  # (printed to 4 digits)
+    # the depeg is the cascade's: the price fell far below a fundamental that moved 1% or so
+    assert usde["price"].min() < 0.8 and usde["fundamental"].min() > 0.97
+    fills = pd.read_parquet(out / "liquidations.parquet")
+    sales = fills[fills["kind"] == "collateral"]
+    assert set(sales["asset"]) == {"USDe", "wBETH", "BNSOL"}
+    # the comparison rows are the run's: the liquidated share leaves the sales out
+    summary = pd.read_json(out / "summary.json", typ="series")
+    assert summary["collateral_sold_notional"] == pytest.approx(sales["notional"].sum())
+    assert summary["money_error"] < 1e-9

@@ -13,7 +13,7 @@ import pytest
 
 from model import ContagionModel
 from model.accounts import AccountBook, TierTable
-from model.config import build_config
+from model.config import build_config, to_dict
 from model.population import Population
 from model.screen import (
     LANE_BOTH,
@@ -359,3 +359,168 @@ def test_changed_accounts_keep_a_safe_key_after_the_price_turns(monkeypatch, fir
         missed += np.setdiff1d(below, cand).size
     assert screen.rebuilds == 1
     assert missed == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Collateral holdings: long exposures at their haircut value (model/collateral.py)
+# --------------------------------------------------------------------------------------------
+
+TIERS_WITH_COLLATERAL = TierTable.from_lists(
+    [
+        [(5e4, 0.004), (2.5e5, 0.005), (1e6, 0.01), (1e7, 0.025), (np.inf, 0.05)],
+        [(np.inf, 0.02)],
+        [(np.inf, 0.0)],
+    ]
+)
+
+
+def random_book_with_collateral(rng, n, iso_share=0.3, haircut=0.1):
+    """random_book's accounts over two perpetuals, and holdings of a collateral asset (the
+    third column, at 1.0) worth up to twice their cross margin, for two thirds of them."""
+    base = random_book(rng, n, iso_share=iso_share)
+    from model.collateral import CollateralAssets
+
+    pad = np.zeros((n, 1))
+    holdings = np.where(rng.random(n) < 2 / 3, rng.uniform(0, 2, n) * (base.wallet + 1e3), 0.0)[
+        :, None
+    ]
+    return AccountBook(
+        np.arange(n),
+        base.wallet * rng.uniform(0, 1, n),  # part of the cash became collateral
+        np.hstack([base.qty, pad]),
+        np.hstack([base.entry, pad]),
+        TIERS_WITH_COLLATERAL,
+        isolated=np.hstack([base.isolated, pad.astype(bool)]),
+        margin=np.hstack([base.margin, pad]),
+        collateral=CollateralAssets(np.array([2]), np.array([haircut]), ("USDe",)),
+        holdings=holdings,
+    )
+
+
+def test_headroom_with_collateral_never_claims_an_account_safe_that_is_not():
+    rng = np.random.default_rng(8)
+    book = random_book_with_collateral(rng, 4000)
+    mark = np.array([60000.0, 3000.0, 1.0])
+    h, lane = headroom(
+        book.wallet,
+        book.qty,
+        book.entry,
+        book.margin,
+        book.isolated,
+        mark,
+        book.tiers,
+        collateral=book.collateral_margin_value(mark),
+    )
+    held = book.holdings[:, 0] > 0
+    short_only = (book.qty <= 0).all(axis=1) & (book.qty < 0).any(axis=1)
+    # a holding is a long exposure: no account holding some is measured against rises only
+    assert not (lane[held] == LANE_RISE).any()
+    assert (lane[held & short_only] == LANE_BOTH).all() and (held & short_only).sum() > 100
+    assert (h[units_below(book, mark)] == -np.inf).all()
+    inside = np.isfinite(h) & (h > 0)
+    assert inside.sum() > 1000 and (inside & held).sum() > 500
+    n = book.n_traders
+    hmax = np.where(inside, h, 0.0)[:, None]
+    for _ in range(300):
+        edge = np.where(rng.random((n, 1)) < 0.7, 1.0, rng.random((n, 3))) * (1 - 1e-12)
+        free = rng.uniform(0.0, np.log(10.0), (n, 3))
+        sign = rng.choice([-1.0, 1.0], size=(n, 3))
+        move = np.where(
+            (lane == LANE_BOTH)[:, None],
+            sign * edge * hmax,
+            np.where(
+                (lane == LANE_FALL)[:, None],
+                np.where(sign < 0, -edge * hmax, free),
+                np.where(sign > 0, edge * hmax, -free),
+            ),
+        )
+        marks = mark * np.exp(move)
+        # each account at its own mark: the three prices of its row
+        cross_eq = (
+            book.wallet
+            + np.where(book.isolated, 0.0, book.qty * (marks - book.entry)).sum(axis=1)
+            + book.holdings[:, 0] * marks[:, 2] * 0.9
+        )
+        notional = np.abs(book.qty) * marks
+        mm = np.zeros(notional.shape)
+        for a in range(3):
+            mm[:, a] = maintenance_of(notional[:, a], a)
+        has_cross = ((book.qty != 0) & ~book.isolated).any(axis=1)
+        cross_below = has_cross & (cross_eq < np.where(book.isolated, 0.0, mm).sum(axis=1))
+        iso_eq = book.margin + book.qty * (marks - book.entry)
+        iso_below = (book.isolated & (book.qty != 0) & (iso_eq < mm)).any(axis=1)
+        assert not (cross_below | iso_below)[inside].any()
+
+
+def maintenance_of(notional, a):
+    """Maintenance of column ``a``'s notionals under TIERS_WITH_COLLATERAL."""
+    from model.accounts import maintenance_margin
+
+    full = np.zeros((notional.size, 3))
+    full[:, a] = notional
+    return maintenance_margin(full, TIERS_WITH_COLLATERAL)[:, a]
+
+
+def collateral_busy_config(seed=9, **margin):
+    """busy_config with a collateral asset on a thin book, held by most generated accounts."""
+    cfg = busy_config(seed=seed, **margin)
+    data = to_dict(cfg)
+    data["assets"].append(
+        {
+            "symbol": "USDe",
+            "price": 1.0,
+            "depth": 5e4,
+            "kind": "collateral",
+            "haircut": 0.05,
+            "volatility": 0.05,
+        }
+    )
+    data["traders"]["collateral_assets"] = {"USDe": 0.5}
+    data["shocks"].append({"step": 30, "asset": "USDe", "return": -0.05})
+    return build_config(data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [9, 10])
+def test_screened_run_equals_checking_everyone_with_collateral(seed):
+    a, b = run_both(collateral_busy_config(seed=seed))
+    s = a.summary()
+    assert s["liquidations"] > 50 and s["collateral_sales"] > 50
+    assert_identical(a, b)
+
+
+def test_screened_run_equals_checking_everyone_on_a_mixed_population_with_holdings():
+    rng = np.random.default_rng(6)
+    book = random_book_with_collateral(rng, 1200)
+    data = small_config(
+        steps=40,
+        traders={"count": 1200},
+        margin={
+            "insurance_fund": 1e4,
+            "tiers": [{"cap": 5e4, "rate": 0.004}, {"cap": 1e7, "rate": 0.02}],
+        },
+        shocks=[
+            {"step": 20, "asset": "ETH", "return": -0.15},
+            {"step": 25, "asset": "USDe", "return": -0.1},
+        ],
+    )
+    data["assets"].append(
+        {"symbol": "USDe", "price": 1.0, "depth": 2e5, "kind": "collateral", "haircut": 0.1}
+    )
+    pop = population_of(book)
+    pop.holdings = book.holdings
+    a, b = run_both(build_config(data), pop)
+    s = a.summary()
+    assert s["liquidations"] > 50 and s["collateral_sales"] > 20
+    assert_identical(a, b)
+
+
+def test_aggregate_equity_tracks_the_full_sum_with_collateral():
+    m = ContagionModel(collateral_busy_config(), create_agents=False)
+    for _ in range(m.config.steps):
+        m.step()
+        full = m.book.total_equity(m.mark)
+        scale = np.abs(m.book.wallet).sum() + np.abs(m.book.qty * m.mark).sum()
+        scale += m.book.collateral.market_value(m.book.holdings, m.mark).sum()
+        assert abs(m.book.aggregate_equity(m.mark) - full) <= 1e-9 * scale
+    assert m.summary()["collateral_sales"] > 50
