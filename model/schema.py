@@ -95,6 +95,8 @@ def _c(name: str, dtype: str, unit: str, doc: str, when: str = "") -> Column:
 
 _VAULT = "written with margin.vault on"
 _FILE = "in summary.json, not in model.summary()"
+_HELD = 'written when some assets are collateral (assets kind = "collateral")'
+_TRADED = "for traded assets (not for collateral assets)"
 
 
 Q = "quote currency"
@@ -190,6 +192,13 @@ STEPS = Table(
         ),
         _c("deposits", "float64", Q, "deposits of re-entering traders so far (cumulative)"),
         _c(
+            "collateral_sold_notional",
+            "float64",
+            Q,
+            "collateral sold by auto-exchange in the step to cover negative wallets",
+            _HELD,
+        ),
+        _c(
             "vault_taken_notional",
             "float64",
             Q,
@@ -232,8 +241,9 @@ LIQUIDATIONS = Table(
             "category",
             "",
             "full (the position closed completely), partial (cut back by the smallest "
-            "restoring fraction), adl (a position closed by auto-deleveraging) or vault (taken "
-            "over by the liquidator vault at the mark)",
+            "restoring fraction), adl (a position closed by auto-deleveraging), vault (taken "
+            "over by the liquidator vault at the mark) or collateral (a collateral holding "
+            "sold to cover a negative wallet)",
         ),
     ),
 )
@@ -280,14 +290,27 @@ ACCOUNTS = Table(
             "step number",
             "the step of its first liquidation; 0 means never liquidated",
         ),
-        _c("initial_quantity_{asset}", "float64", QTY, "position at the start (long positive)"),
-        _c("quantity_{asset}", "float64", QTY, "position at the end (long positive)"),
-        _c("entry_price_{asset}", "float64", PRICE, "entry price of the position at the end"),
+        _c(
+            "initial_quantity_{asset}",
+            "float64",
+            QTY,
+            "position at the start (long positive)",
+            _TRADED,
+        ),
+        _c("quantity_{asset}", "float64", QTY, "position at the end (long positive)", _TRADED),
+        _c(
+            "entry_price_{asset}",
+            "float64",
+            PRICE,
+            "entry price of the position at the end",
+            _TRADED,
+        ),
         _c(
             "isolated_margin_{asset}",
             "float64",
             Q,
             "the position's own margin under isolated margin (0 for cross positions)",
+            _TRADED,
         ),
         _c(
             "liquidation_price_{asset}",
@@ -295,6 +318,21 @@ ACCOUNTS = Table(
             PRICE,
             "mark at which the position would be liquidated, other prices held (NaN when flat "
             "or when no positive price liquidates it)",
+            _TRADED,
+        ),
+        _c(
+            "initial_holding_{asset}",
+            "float64",
+            QTY,
+            "units of a collateral asset held at the start",
+            _HELD,
+        ),
+        _c(
+            "holding_{asset}",
+            "float64",
+            QTY,
+            "units held at the end (auto-exchange sells them after a liquidation)",
+            _HELD,
         ),
     ),
 )
@@ -396,6 +434,38 @@ SUMMARY = Table(
         ),
         _c("vault_value", "number", Q, "the vault's cash and positions at the mark at the end"),
         _c("fees", "number", Q, "liquidation fees paid into the insurance fund"),
+        _c(
+            "open_interest_start",
+            "number",
+            Q,
+            "open interest at the initial prices: one side of every position, the market "
+            "agent's included",
+        ),
+        _c(
+            "liquidated_share",
+            "number",
+            "fraction",
+            "liquidated notional (adl and collateral sales not included) over open_interest_start",
+        ),
+        _c(
+            "long_share_liquidated",
+            "number",
+            "fraction",
+            "the share of the liquidated notional that closed long positions (0: none)",
+        ),
+        _c("adl_share", "number", "fraction", "adl_notional over the liquidated notional"),
+        _c(
+            "open_interest_drop",
+            "number",
+            "fraction",
+            "1 - open interest at the end, at the final marks, over open_interest_start",
+        ),
+        _c(
+            "insurance_fund_change",
+            "number",
+            "fraction",
+            "final over initial insurance fund, minus 1 (0 when the fund starts empty)",
+        ),
         _c("cascades", "integer", "cascades", "steps with at least one liquidation"),
         _c(
             "largest_cascade",
@@ -468,6 +538,28 @@ SUMMARY = Table(
             "integer",
             "warnings",
             "how many warnings of each kind (round_limit, price_floor, price_ceiling, ...)",
+        ),
+        _c("collateral_sales", "integer", "fills", "collateral sales by auto-exchange", _HELD),
+        _c(
+            "collateral_sold_notional",
+            "number",
+            Q,
+            "collateral sold by auto-exchange to cover negative wallets",
+            _HELD,
+        ),
+        _c(
+            "accounts_selling_collateral",
+            "integer",
+            "accounts",
+            "distinct accounts whose collateral was sold",
+            _HELD,
+        ),
+        _c(
+            "collateral_low.{asset}",
+            "number",
+            PRICE,
+            "a collateral asset's lowest market price in the run (initial price included)",
+            _HELD,
         ),
         _c("provenance.version", "string", "", "the project's version", _FILE),
         _c(
@@ -602,7 +694,7 @@ def runs_columns() -> tuple[Column, ...]:
         dtype = {"integer": "int64", "number": "float64", "boolean": "bool"}.get(
             col.dtype, "object"
         )
-        metrics.append(_c(name, dtype, col.unit, f"summary.json {col.name}: {col.doc}"))
+        metrics.append(_c(name, dtype, col.unit, f"summary.json {col.name}: {col.doc}", col.when))
     tail = (
         _c(
             "liquidated_notional_{asset}",
@@ -688,8 +780,9 @@ def expand(
 
     A name with ``{asset}`` gives one name per symbol; ``{key}`` one per swept key; ``{name}``
     one per name of ``names`` (runs.parquet's ``warning_counts_{name}``). Per-asset
-    columns next to each other (``quantity_{asset}``, ``entry_price_{asset}``) are grouped by
-    asset, as the tables write them: every column of BTC, then every column of ETH.
+    columns next to each other and written under the same condition (``quantity_{asset}``,
+    ``entry_price_{asset}``) are grouped by asset, as the tables write them: every column of
+    BTC, then every column of ETH.
     """
     out: list[str] = []
     cols = list(table.columns)
@@ -697,7 +790,7 @@ def expand(
     while i < len(cols):
         if "{asset}" in cols[i].name:
             j = i
-            while j < len(cols) and "{asset}" in cols[j].name:
+            while j < len(cols) and "{asset}" in cols[j].name and cols[j].when == cols[i].when:
                 j += 1
             out += [c.name.replace("{asset}", s) for s in symbols for c in cols[i:j]]
             i = j
@@ -733,7 +826,8 @@ def check_table(
     Compares the column names in order, then each column's dtype.
     """
     have = [str(c) for c in df.columns]
-    optional = {c.name for c in table.columns if c.when}
+    some = Table(table.file, table.rows, tuple(c for c in table.columns if c.when))
+    optional = set(expand(some, symbols, keys, names))
     want = [n for n in expand(table, symbols, keys, names) if n not in optional or n in have]
     if have != want:
         missing = [c for c in want if c not in have]

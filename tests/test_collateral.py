@@ -7,6 +7,7 @@ docstring (closed forms, a bisection of our own), never from what the engine pri
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -16,7 +17,7 @@ import pytest
 import tomli_w
 
 from experiments.cli import main
-from model import ContagionModel
+from model import ContagionModel, schema
 from model.accounts import AccountBook, TierTable
 from model.collateral import (
     COVER_MARGIN,
@@ -500,6 +501,13 @@ def test_money_is_conserved_every_step_and_the_outputs_show_the_collateral(tmp_p
     market = pd.read_parquet(tmp_path / "market.parquet")
     low = market[market["asset"] == "USDe"]["price"].min()
     assert summary["collateral_low"]["USDe"] == pytest.approx(min(low, 1.0))
+    # every file's columns are those docs/outputs.md declares (model/schema.py)
+    symbols = list(m.symbols)
+    for table in (schema.STEPS, schema.LIQUIDATIONS, schema.ACCOUNTS, schema.MARKET):
+        name = table.file.removesuffix(".parquet")
+        frame = pd.read_parquet(tmp_path / table.file)
+        assert schema.check_table(table, frame, symbols) == [], name
+    assert schema.check_json(schema.SUMMARY, json.loads(json.dumps(summary)), symbols) == []
 
 
 def test_generated_mixes_have_the_configured_shares():

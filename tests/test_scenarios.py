@@ -160,6 +160,8 @@ def test_scenario_lines_show_the_posterior_predictive_interval(tmp_path, monkeyp
     assert btc.endswith("(posterior predictive 90%: 11.5-29.5%)"), btc
     eth = next(x for x in text.splitlines() if "ETH price drop" in x)
     assert "posterior predictive" not in eth  # no such metric in the calibration
+
+
 # --------------------------------------------------------------------------------------------
 # 10 Oct 2025 with collateral: the depegs come out of the cascade
 # --------------------------------------------------------------------------------------------

@@ -154,6 +154,11 @@ def test_per_asset_columns_expand_asset_by_asset():
         "entry_price_ETH",
         "isolated_margin_ETH",
         "liquidation_price_ETH",
+        # a collateral asset's holdings come after every traded asset's position
+        "initial_holding_BTC",
+        "holding_BTC",
+        "initial_holding_ETH",
+        "holding_ETH",
     ]
 
 
