@@ -168,6 +168,16 @@ class Market(mesa.Agent):
         load = self.stress + self.move_stress + self._forced_move()
         return self.depth_qty / (1.0 + self.depth_stress * load)
 
+    @property
+    def depth_now(self) -> np.ndarray:
+        """(A,) the book's 1% depth now: the quote notional, at the initial price, whose sale
+        would move the price 1% (``assets.depth`` in a calm market). The ``depth`` column of
+        market.parquet, read at each step's close."""
+        if self.depth_stress == 0:
+            return self.depth.copy()
+        load = self.stress + self.move_stress + self._forced_move()
+        return self.depth / (1.0 + self.depth_stress * load)
+
     def _forced_move(self) -> np.ndarray:
         """(A,) percent move the step's forced flow would make on the unstressed book."""
         return (np.abs(self.forced_flow) / self.depth_qty) ** self.beta
