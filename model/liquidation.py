@@ -164,6 +164,8 @@ class LiquidationEngine:
         self.liquidation_count = np.zeros(book.n_traders, dtype=np.int64)
         self.accounts_ever = 0  # accounts liquidated at least once
         self.totals = StepTotals()
+        # resting orders and quotes inside the rounds (model.liquidity; None: the static book)
+        self.liquidity = None
 
     # ---- detection ------------------------------------------------------------------------
     def candidates(self, mark) -> np.ndarray | None:
@@ -299,8 +301,14 @@ class LiquidationEngine:
 
     def _execute(self, rows, closed) -> np.ndarray:
         """Send the round's net forced flow through the market and fill every position at the
-        price after it (the market agent takes the other side); return that price."""
+        price after it (the market agent takes the other side); return that price.
+
+        With resting orders or market makers (``self.liquidity``), the detected accounts'
+        resting orders and quotes are cancelled and the makers requote before the walk.
+        """
         flow = closed.sum(axis=0)
+        if self.liquidity is not None:
+            self.liquidity.before_walk(rows)
         price = self.market.execute(flow, forced=True)
         self.book.fill(rows, -closed, price)
         self.market.take_other_side(-flow, price)

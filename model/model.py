@@ -21,6 +21,7 @@ import mesa
 import numpy as np
 
 from agents.market import Market
+from agents.market_maker import MakerDesk, MarketMaker
 from agents.strategies import STRATEGIES, Strategy
 from agents.trader import Trader
 from model.accounts import AccountBook, TierTable
@@ -28,7 +29,9 @@ from model.config import Config, ConfigError
 from model.contagion import ContagionRecorder
 from model.funding import Funding
 from model.history import AccountHistory, MarketHistory, sample_rows
+from model.ladders import ValueLadders
 from model.liquidation import LiquidationEngine, StepTotals
+from model.liquidity import Liquidity, with_makers
 from model.orders import collect_orders, trade_voluntarily
 from model.population import Population, generate_population, read_population
 from model.reentry import Reentry
@@ -100,8 +103,14 @@ class ContagionModel(mesa.Model):
         super().__init__(rng=config.seed if rng is None else rng)
         self.config = cfg = config
         self.symbols = cfg.symbols
-        self.market = Market(self, cfg.market, cfg.assets, shocks=cfg.shocks)
+        self.market = Market(
+            self, cfg.market, cfg.assets, shocks=cfg.shocks, liquidity=cfg.liquidity
+        )
         self.population = self._initial_population() if population is None else population
+        self.n_traders = int(self.population.ids.size)  # the makers' rows come after
+        self.desk = self._maker_desk()
+        if self.desk is not None:
+            self.population = with_makers(self.population, self.desk, self.market.initial_price)
         self.book = self._open_book(self.population)
         self.recorder = ContagionRecorder(
             self.book.ids,
@@ -115,6 +124,7 @@ class ContagionModel(mesa.Model):
         self._make_rules()
         self._create_trader_agents(create_agents)
         self._add_venue_mechanics()
+        self.liquidity = self._wire_liquidity()
         self.initial_money = self.money()["total"]
         self.book.watch("finite")  # check_finite() looks at the rows written since its last call
         self.warnings: list[str] = []
@@ -150,6 +160,29 @@ class ContagionModel(mesa.Model):
         self.market.cash = (book.qty * book.entry).sum(axis=0)
         return book
 
+    def _maker_desk(self) -> MakerDesk | None:
+        """The market makers (``liquidity.model = "market_makers"``), else None."""
+        liq = self.config.liquidity
+        if liq.model != "market_makers":
+            return None
+        mk = self.market
+        return MakerDesk(liq, mk.depth_qty, mk.initial_price, mk.unconditional_variance)
+
+    def _wire_liquidity(self) -> Liquidity | None:
+        """The makers' fills and the resting orders, wired to the book and the market (None
+        under ``static`` without resting orders: today's market agent takes every fill)."""
+        liq = self.config.liquidity
+        ladders = None
+        if liq.value_orders == "in_rounds" and "value" in self.strategies:
+            ladders = ValueLadders(self.book, self.strategies["value"], self.strategy_rows["value"])
+        if self.desk is None and ladders is None:
+            return None
+        wired = Liquidity(
+            liq, self.book, self.market, self.desk, self.n_traders, ladders, self.isolated_accounts
+        )
+        self.engine.liquidity = wired
+        return wired
+
     def _make_rules(self) -> None:
         """One vectorised rule object per trading rule that some trader follows, with its rows
         (in the order the rules were registered) and its ``[traders.rules.<rule>]``."""
@@ -165,10 +198,14 @@ class ContagionModel(mesa.Model):
     def _create_trader_agents(self, create_agents: bool | None) -> None:
         """One :class:`Trader` per account when asked, or by default for books of at most
         :data:`AGENT_LIMIT` accounts; :meth:`trader` creates the others on first use."""
-        n = self.book.n_traders
+        n = self.n_traders
         self.agents_created = bool(
             n and (n <= AGENT_LIMIT if create_agents is None else create_agents)
         )
+        self.makers: list[MarketMaker] = []
+        if self.desk is not None:  # one agent per maker, always (there are few)
+            ids = self.book.ids
+            self.makers = [MarketMaker(self, m, n + m, ids[n + m]) for m in range(self.desk.n)]
         self._trader_agents: dict[int, Trader] = {}  # row -> agent, for trader()
         if self.agents_created:
             created = Trader.create_agents(
@@ -195,6 +232,7 @@ class ContagionModel(mesa.Model):
                 self.market,
                 self.liquidation_count,
                 cfg.traders.reentry_steps,
+                eligible=np.arange(self.book.n_traders) < self.n_traders,
             )
 
     def _step_series(self) -> mesa.DataCollector:
@@ -214,8 +252,18 @@ class ContagionModel(mesa.Model):
                 "unfunded_bad_debt": lambda mdl: mdl.engine.unfunded_bad_debt,
                 "socialized_loss": lambda mdl: mdl.engine.socialized_loss,
                 "deposits": lambda mdl: mdl.deposits,
+                **self._maker_series(),
             }
         )
+
+    def _maker_series(self) -> dict:
+        """The makers' columns of steps.parquet (``market_makers`` only)."""
+        if self.desk is None:
+            return {}
+        keys = [f"maker_inventory_{s}" for s in self.symbols]
+        keys += [f"maker_hedge_{s}" for s in self.symbols]
+        keys += ["maker_equity", "maker_pnl", "makers_quoting", "makers_liquidated"]
+        return {k: (lambda mdl, k=k: mdl.liquidity.record[k]) for k in keys}
 
     def _account_history(self, every: int, sample) -> AccountHistory | None:
         """Sampled account-level snapshots every ``every`` steps (None when 0: opt-in)."""
@@ -286,6 +334,11 @@ class ContagionModel(mesa.Model):
             "market": self.market.value(mark),
             "unfunded_bad_debt": -self.engine.unfunded_bad_debt,
         }
+        if self.desk is not None:  # makers' rows, their hedges, the market's outside book
+            extra = self.liquidity.money_parts()
+            parts["traders"] -= extra["makers_venue"]
+            parts["makers"] = extra["makers_venue"] + extra["makers_off_venue"]
+            parts["market"] += extra["outside"]
         parts["total"] = sum(parts.values())
         return parts
 
@@ -294,9 +347,13 @@ class ContagionModel(mesa.Model):
         """One step: the phases of docs/design.md ("One step"), in order."""
         t = self.steps
         self.market.move_fundamentals(t)  # 1. market
+        if self.liquidity is not None:
+            self.liquidity.begin_step()  # the makers hedge and quote
         self.trade_voluntarily()  # 2. strategies
         self.pay_funding(t)  # perpetual funding between longs and shorts (when on)
         self.last = self.engine.run_step(t)  # 3. mark to market; liquidation rounds
+        if self.liquidity is not None:
+            self.liquidity.end_step()  # volatility estimates; ladders expire
         self.check_finite(t)
         self.record(t)  # 4. record
 
@@ -352,6 +409,8 @@ class ContagionModel(mesa.Model):
         if self.last.liquidations:
             self._ever_liquidated = self.engine.accounts_ever
         self._warn_limits(t)
+        if self.desk is not None:
+            self.liquidity.take_record(self.symbols)
         self.datacollector.collect(self)
         if self.history is not None:
             self.history.record(t, self.mark)

@@ -229,6 +229,14 @@ def money_scale(model) -> float:
         fills["asset"], weights=np.abs(fills["quantity"]), minlength=len(mark)
     )
     traded = float((gross_qty * mark).sum())
+    if model.desk is not None:  # the makers' hedges and the market agent's outside book
+        desk, f = model.desk, model.market.fundamental
+        other += float(
+            np.abs(desk.hedge_cash).sum()
+            + (np.abs(desk.hedge) * f).sum()
+            + abs(desk.outside_cash)
+            + (np.abs(desk.outside_inventory) * f).sum()
+        )
     return float(max(abs(model.initial_money), traders + other, history, traded, 1.0))
 
 
@@ -254,12 +262,12 @@ def summarize(model) -> dict:
     total_rounds = steps["rounds"].to_numpy() if len(steps) else np.zeros(0)
     cascade = cascade_metrics(liquidations_table(model), model.recorder.edges_table())
     most_systemic = cascade.pop("most_systemic")
-    n = model.book.n_traders
-    accounts = int((model.engine.liquidation_count > 0).sum())
+    n = model.n_traders  # market makers' accounts (after the traders' rows) count apart
+    accounts = int((model.engine.liquidation_count[:n] > 0).sum())
     fills = model.engine.fills.columns()
     forced = fills["kind"] != Kind.ADL  # ADL fills are counted in adl_notional
     money = model.money()
-    return {
+    out = {
         "name": model.config.name,
         "seed": int(model.config.seed),
         "steps": int(model.steps),
@@ -298,6 +306,9 @@ def summarize(model) -> dict:
         "warnings": list(dict.fromkeys(model.warnings)),
         "warning_counts": dict(model.warning_counts),
     }
+    if model.desk is not None:
+        out["makers_liquidated"] = int((model.engine.liquidation_count[n:] > 0).sum())
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -68,3 +68,127 @@ def test_liquidity_section_defaults_to_static():
 def test_bad_liquidity_keys_name_the_key(liquidity, words):
     with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
         build_config(small_config(liquidity=liquidity))
+
+
+# ---- the book's kernels ---------------------------------------------------------------------
+
+
+def test_book_walk_by_hand():
+    from agents.book import displacement, equivalent_flow, side_split
+
+    # square-root law: selling 4 units into 1 unit per 1% moves the log price by -2%
+    np.testing.assert_allclose(displacement([4.0], [1.0], [9.0], 0.5), [-0.02])
+    np.testing.assert_allclose(displacement([-9.0], [1.0], [1.0], 0.5), [0.03])
+    np.testing.assert_allclose(
+        equivalent_flow([-0.03, 0.02], [2.0, 1.0], [1.0, 5.0], 0.5), [18.0, -20.0]
+    )
+    # a walk from 3 net sells to 2 net buys: the bids sold back 3, the asks sold 2
+    bid, ask = side_split(np.array([3.0]), np.array([-2.0]))
+    assert bid[0] == -3.0 and ask[0] == -2.0
+
+
+@pytest.mark.parametrize("tau0", [0.01, 0.25, 4.0])
+def test_power_kernel_follows_its_target(tau0):
+    from agents.book import fit_power_kernel
+
+    w, a = fit_power_kernel(tau0, 10, 10_000)
+    t = np.arange(0, 10_001)
+    g = (w[None, :] * a[None, :] ** t[:, None]).sum(axis=1)
+    target = (1 + t / tau0) ** -0.5
+    assert abs(w.sum() - 1.0) < 1e-12 and (w >= 0).all()
+    assert np.max(np.abs(g / target - 1)) < 0.015
+
+
+# ---- market makers --------------------------------------------------------------------------
+
+
+def one_asset(liquidity, *, steps=1, shocks=(), volatility=0.0, traders=0, **extra):
+    data = {
+        "name": "mm",
+        "seed": 1,
+        "steps": steps,
+        "market": {"volatility": volatility, "impact_exponent": 0.5, "resilience": 0.1},
+        "assets": [{"symbol": "X", "price": 100.0, "depth": 1.0e6, "max_leverage": 20}],
+        "traders": {"count": traders},
+        "margin": {"maintenance": 0.02, "liquidation": "full", "fee": 0.0, "adl": False},
+        "shocks": list(shocks),
+        "liquidity": liquidity,
+    }
+    data.update(extra)
+    return build_config(data)
+
+
+def test_degenerate_market_makers_reproduce_static():
+    """One source quoting assets.depth (the backstop, no makers), exponential refill: the
+    static model's prices and tables."""
+    data = small_config(steps=40, traders={"count": 800, "leverage": 15.0, "assets_per_trader": 2})
+    mm = {"model": "market_makers", "kernel": "exponential", "makers": 0, "backstop": 1.0}
+    a = ContagionModel(build_config(data), create_agents=False).run()
+    b = ContagionModel(build_config({**data, "liquidity": mm}), create_agents=False).run()
+    ta, tb = a.tables(), b.tables()
+    np.testing.assert_allclose(tb["market"]["price"], ta["market"]["price"], rtol=1e-12)
+    for name in ("liquidations", "accounts"):
+        cols = [c for c in ta[name].columns if c in tb[name].columns]
+        import pandas as pd
+
+        pd.testing.assert_frame_equal(ta[name][cols], tb[name][cols], rtol=1e-9)
+    assert a.summary()["accounts_liquidated"] > 50
+
+
+def test_makers_fill_their_share_of_a_forced_sale_pro_rata():
+    """A long of 2,000 units at 10x is wiped out by a -20% shock: its sale walks the calm
+    book, the makers buy (1 - backstop) x Zipf share of it, the market agent the rest, all
+    at the price of the square-root law."""
+    from agents.market_maker import maker_shares
+    from model.population import Population
+
+    cfg = one_asset(
+        {"model": "market_makers", "makers": 3, "backstop": 0.2, "basis_share": 0.0},
+        shocks=[{"step": 1, "asset": "X", "return": -0.2}],
+    )
+    pop = Population(
+        np.array([7]), np.array([20_000.0]), np.array([[2000.0]]), np.array([[100.0]]),
+        np.zeros((1, 1), bool), np.zeros((1, 1)), np.array(["hold"], dtype=object),
+    )  # fmt: skip
+    m = ContagionModel(cfg, population=pop)
+    assert m.n_traders == 1 and m.book.n_traders == 4
+    m.step()
+    d = 1.0e6 / 100.0
+    price = 80.0 * np.exp(-0.01 * np.sqrt(2000.0 / d))
+    np.testing.assert_allclose(m.market.price, [price], rtol=1e-12)
+    makers = m.book.qty[1:, 0]
+    np.testing.assert_allclose(makers, 2000.0 * 0.8 * maker_shares(3), rtol=1e-12)
+    np.testing.assert_allclose(m.book.entry[1:, 0], price, rtol=1e-12)
+    # the market agent was short the trader's 2,000 at the start; its backstop bought 20%
+    np.testing.assert_allclose(m.market.inventory, [-2000.0 + 0.2 * 2000.0], rtol=1e-12)
+    assert m.book.qty[0, 0] == 0.0
+    assert m.summary()["traders"] == 1 and m.summary()["makers_liquidated"] == 0
+    # next step each maker hedges half the gap to -0.9 of its position, at the fundamental
+    m.step()
+    np.testing.assert_allclose(m.desk.hedge[:, 0], 0.5 * -0.9 * makers, rtol=1e-12)
+
+
+def test_calm_makers_quote_assets_depth_times_their_volatility_factor():
+    """Nobody trades: the makers hold no inventory, keep their capital and margin, and quote
+    assets.depth x V, V = min(1, 1.25 sqrt(long / short))^2 of EWMAs of the venue's returns
+    (half-lives 48 and 720 steps, running means at first), recomputed from the price column."""
+    cfg = one_asset(
+        {"model": "market_makers", "basis_share": 0.0},
+        steps=300,
+        volatility=0.8,
+        shocks=[{"step": 150, "asset": "X", "return": -0.15}],  # short-run volatility jumps
+    )
+    m = ContagionModel(cfg).run()
+    market = m.tables()["market"]
+    price = np.concatenate([[100.0], market["price"].to_numpy()])
+    r2 = np.diff(np.log(price)) ** 2
+    var0 = 0.8**2 * 60.0 / (365.0 * 24.0 * 60.0)
+    short = long = var0
+    expected = []
+    for n, x in enumerate(r2, 1):
+        expected.append(1.0e6 * (0.05 + 0.95 * min(1.0, 1.25 * np.sqrt(long / short)) ** 2))
+        ws, wl = max(1 / n, 1 - 0.5 ** (1 / 48)), max(1 / n, 1 - 0.5 ** (1 / 720))
+        short, long = (1 - ws) * short + ws * x, (1 - wl) * long + wl * x
+    np.testing.assert_allclose(market["depth"].to_numpy(), expected, rtol=1e-10)
+    depth = market["depth"].to_numpy()
+    assert (depth < 0.9e6).any() and np.isclose(depth, 1.0e6, rtol=1e-12).sum() > 200

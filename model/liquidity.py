@@ -1,0 +1,257 @@
+"""Liquidity that comes from agents: the makers' accounts, their fills, resting orders.
+
+``[liquidity]`` (docs/market-realism.md, "Liquidity"). Under ``model = "market_makers"`` the
+book is the quotes of ``M`` market makers (:mod:`agents.market_maker`) plus a backstop of the
+market agent (:mod:`agents.book`). The makers are margin accounts: rows of the
+:class:`model.accounts.AccountBook` after the traders (``n_traders .. n_traders + M - 1``), so
+margin checks, partial liquidation, fees, bad debt, ADL and funding apply to them as to anyone.
+They start with ``basis_share`` of the market agent's initial position, opened at the initial
+price and hedged off-venue. Under ``value_orders = "in_rounds"`` value traders rest ladders
+that trade inside the liquidation rounds (:mod:`model.ladders`), under either model.
+
+:class:`Liquidity` is the wiring. It is the market's counterparty hook: every walk's makers'
+share (pro rata to their quotes on each side) and resting orders' fills are booked here, at the
+walk's price, with the market agent on the other side, so the market agent keeps what the
+backstop absorbed. The model calls it at the phases of a step:
+
+1. ``begin_step`` (after the fundamentals move): ADL of the makers' venue legs is noted, ADL
+   memory fades, makers with equity quote again, hedges trade at the fundamental, quotes are
+   set from the makers' state;
+2. the voluntary batch walks the book (the makers absorb their share);
+3. each liquidation round, after detection, ``before_walk``: the value ladders are posted (at
+   the first round), the detected accounts' ladders and quotes are cancelled, the makers
+   requote from their state after the last round (inventory, margin, capital, ADL), and the
+   round's forced flow walks the new book and the resting orders;
+4. ``end_step``: the step's venue return feeds the makers' volatility estimates; the value
+   rule takes its ladder fills into its overlays and the ladders expire.
+
+Money: the makers' off-venue cash and hedges and the market agent's outside book (the other side
+of every hedge trade) cancel at any fundamental, and every venue fill has the market agent on
+the other side at the same price, so ``traders + makers + insurance fund + market agent -
+unfunded bad debt`` is conserved (:meth:`model.model.ContagionModel.money`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from agents.book import Walk
+from agents.market_maker import MakerDesk
+from model.accounts import AccountBook
+from model.config import LiquidityConfig
+from model.ladders import ValueLadders
+from model.population import Population
+
+if TYPE_CHECKING:
+    from agents.market import Market
+
+__all__ = ["Liquidity", "RoundLiquidity", "with_makers"]
+
+MAKER_STRATEGY = "market_maker"
+
+
+def with_makers(population: Population, desk: MakerDesk, price0) -> Population:
+    """``population`` with the desk's makers appended as cross accounts.
+
+    Each maker deposits its capital and takes its share of ``basis_share`` of the market
+    agent's initial position (the traders' net position, reversed), opened at the initial
+    price; ids continue after the largest trader id.
+    """
+    m, a = desk.n, population.qty.shape[1]
+    net = population.qty.sum(axis=0)
+    qty = -desk.basis_share * desk.share[:, None] * net[None, :]
+    first = int(population.ids.max()) + 1 if population.ids.size else 0
+    return Population(
+        ids=np.concatenate([population.ids, np.arange(first, first + m, dtype=np.int64)]),
+        wallet=np.concatenate([population.wallet, desk.capital]),
+        qty=np.vstack([population.qty, qty]),
+        entry=np.vstack([population.entry, np.where(qty != 0, price0[None, :], 0.0)]),
+        isolated=np.vstack([population.isolated, np.zeros((m, a), dtype=bool)]),
+        margin=np.vstack([population.margin, np.zeros((m, a))]),
+        strategy=np.concatenate([population.strategy, np.full(m, MAKER_STRATEGY, dtype=object)]),
+    )
+
+
+class RoundLiquidity:
+    """Who absorbed one walk, per asset (quantity bought; negative when they sold).
+
+    Attributes:
+        makers, resting, market: (A,) the makers, the resting orders, the market agent
+            (backstop and anything held at a price limit).
+    """
+
+    def __init__(self, makers, resting, market):
+        self.makers, self.resting, self.market = makers, resting, market
+
+
+class Liquidity:
+    """The makers' accounts and the resting orders, wired to the book and the market.
+
+    Args:
+        cfg: the ``[liquidity]`` section.
+        book, market: the account book and the market agent.
+        desk: the makers (None under ``static``).
+        n_traders: rows of the book before the makers'.
+        ladders: the value traders' ladders (None unless ``in_rounds`` with value traders).
+        isolated_accounts: (n,) accounts whose new positions are isolated (no ladders).
+
+    Attributes:
+        last: what the last walk's sources absorbed (:class:`RoundLiquidity`).
+        makers_liquidated: makers liquidated so far (distinct rounds).
+    """
+
+    def __init__(
+        self,
+        cfg: LiquidityConfig,
+        book: AccountBook,
+        market: Market,
+        desk: MakerDesk | None,
+        n_traders: int,
+        ladders: ValueLadders | None,
+        isolated_accounts: np.ndarray,
+    ):
+        self.cfg = cfg
+        self.book = book
+        self.market = market
+        self.desk = desk
+        self.n_traders = int(n_traders)
+        self.ladders = ladders
+        self.isolated_accounts = isolated_accounts
+        m = 0 if desk is None else desk.n
+        self.maker_rows = np.arange(self.n_traders, self.n_traders + m)
+        self._synced = np.zeros(m, dtype=bool)  # makers liquidated since the desk last looked
+        self.makers_liquidated = 0
+        self._liquidated_step = 0
+        self.record: dict[str, float] = {}
+        self.last_close = market.price.copy()
+        self.last: RoundLiquidity | None = None
+        market.counterparty = self
+        if ladders is not None:
+            market.resting.append(ladders)
+        if desk is not None:
+            q = book.qty[self.maker_rows]
+            desk.expected = q.copy()
+            # the basis starts hedged at the target ratio, bought at the initial fundamental
+            start = -desk.hedge_ratio * q - desk.hedge
+            desk.trade_hedges(start, market.fundamental, cost=False)
+            desk.initial_equity = self.maker_equity()
+            self._requote()
+
+    # ---- views ----------------------------------------------------------------------------
+    def maker_equity(self) -> np.ndarray:
+        """(M,) each maker's venue equity at the mark plus off-venue equity."""
+        m = self.market
+        venue = self.book.equity(m.mark, self.maker_rows)
+        return venue + self.desk.off_venue_equity(m.fundamental)
+
+    # ---- phases ---------------------------------------------------------------------------
+    def begin_step(self) -> None:
+        """Phase 1 of the module docstring (makers only)."""
+        desk = self.desk
+        if desk is None:
+            return
+        self._note_deleveraging()
+        self._liquidated_step = 0
+        desk.new_step(self.maker_equity())
+        dh = desk.hedge_orders(self.book.qty[self.maker_rows])
+        desk.trade_hedges(dh, self.market.fundamental)
+        self._requote()
+
+    def before_walk(self, rows) -> None:
+        """A round's accounts were detected (``rows``): post or cancel ladders, cancel the
+        detected makers' quotes and requote the others (phase 3)."""
+        m = self.market
+        if self.ladders is not None:
+            if not self.ladders.posted:
+                self.ladders.post(m.price, m.fundamental, self.isolated_accounts)
+            self.ladders.cancel(rows)
+        if self.desk is not None:
+            self._note_deleveraging()
+            makers = np.asarray(rows)[np.asarray(rows) >= self.n_traders] - self.n_traders
+            if makers.size:
+                self.desk.cancel(makers)
+                self._synced[makers] = True
+                self.makers_liquidated += int(makers.size)
+                self._liquidated_step += int(makers.size)
+            self._requote()
+
+    def end_step(self) -> None:
+        """Phase 4 of the module docstring."""
+        price = self.market.price
+        if self.desk is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = np.log(price / self.last_close)
+            self.desk.observe_return(np.where(np.isfinite(r), r, 0.0))
+        self.last_close = price.copy()
+        if self.ladders is not None:
+            self.ladders.expire()
+
+    def _note_deleveraging(self) -> None:
+        """Venue positions of the makers that changed without the desk: auto-deleveraging."""
+        m = self.market
+        self.desk.note_deleveraging(
+            self.book.qty[self.maker_rows], m.price, self.maker_equity(), self._synced
+        )
+        self._synced[:] = False
+
+    def _requote(self) -> None:
+        """Quotes from the makers' state now; the book's depth follows them."""
+        desk, mark = self.desk, self.market.mark
+        rows = self.maker_rows
+        desk.requote(self.book.qty[rows], self.maker_equity(), self.book.margin_ratio(mark, rows))
+        self.market.layered.set_depth(*desk.depth())
+
+    # ---- the counterparty of every walk ---------------------------------------------------
+    def settle(self, walk: Walk, price) -> None:
+        """Book the makers' share of a walk and the resting orders' fills at ``price``; the
+        market agent takes the other side of each (and so keeps the backstop's share)."""
+        a = price.size
+        makers = np.zeros(a)
+        if self.desk is not None:
+            dq = self.desk.fill_shares(walk.bid, walk.ask)
+            if dq.any():
+                self.book.fill(self.maker_rows, dq, price)
+                self.desk.note_fills(dq)
+                makers = dq.sum(axis=0)
+                self.market.take_other_side(makers, price)
+        resting = np.zeros(a)
+        for source, quantity in zip(self.market.resting, walk.resting, strict=True):
+            if not np.any(quantity):
+                continue
+            rows, dq = source.allocate(quantity, price)
+            if rows.size:
+                self.book.fill(rows, dq, price)
+                bought = dq.sum(axis=0)
+                self.market.take_other_side(bought, price)
+                resting = resting + bought
+        absorbed = walk.bid + walk.ask + walk.limit + sum(walk.resting, np.zeros(a))
+        self.last = RoundLiquidity(makers, resting, absorbed - makers - resting)
+
+    # ---- records --------------------------------------------------------------------------
+    def take_record(self, symbols) -> None:
+        """The makers' row of steps.parquet for the step just ended (:attr:`record`)."""
+        desk = self.desk
+        venue = self.book.qty[self.maker_rows].sum(axis=0)
+        hedge = desk.hedge.sum(axis=0)
+        equity = float(self.maker_equity().sum())
+        rec = {f"maker_inventory_{s}": float(venue[j]) for j, s in enumerate(symbols)}
+        rec.update({f"maker_hedge_{s}": float(hedge[j]) for j, s in enumerate(symbols)})
+        rec["maker_equity"] = equity
+        rec["maker_pnl"] = equity - float(desk.initial_equity.sum())
+        rec["makers_quoting"] = desk.quoting_share()
+        rec["makers_liquidated"] = self._liquidated_step
+        self.record = rec
+
+    def money_parts(self) -> dict[str, float]:
+        """The makers' venue equity (their rows, at the mark), their off-venue equity (at the
+        fundamental) and the market agent's outside book."""
+        if self.desk is None:
+            return {"makers_venue": 0.0, "makers_off_venue": 0.0, "outside": 0.0}
+        f = self.market.fundamental
+        return {
+            "makers_venue": float(self.book.equity(self.market.mark, self.maker_rows).sum()),
+            "makers_off_venue": float(self.desk.off_venue_equity(f).sum()),
+            "outside": self.desk.outside_value(f),
+        }
