@@ -192,3 +192,222 @@ def test_calm_makers_quote_assets_depth_times_their_volatility_factor():
     np.testing.assert_allclose(market["depth"].to_numpy(), expected, rtol=1e-10)
     depth = market["depth"].to_numpy()
     assert (depth < 0.9e6).any() and np.isclose(depth, 1.0e6, rtol=1e-12).sum() > 200
+
+
+# ---- resting orders inside the rounds -------------------------------------------------------
+
+
+def ladder_market(value_orders, model="static"):
+    """A 16.7x long of 10,000 X that a -5% shock liquidates, and a value trader with $1M."""
+    from model.population import Population
+
+    cfg = one_asset(
+        {"model": model, "value_orders": value_orders, "basis_share": 0.0},
+        shocks=[{"step": 1, "asset": "X", "return": -0.05}],
+        traders=0,
+    )
+    pop = Population(
+        np.array([1, 2]),
+        np.array([60_000.0, 1.0e6]),
+        np.array([[10_000.0], [1.0]]),
+        np.array([[100.0], [100.0]]),
+        np.zeros((2, 1), bool),
+        np.zeros((2, 1)),
+        np.array(["hold", "value"], dtype=object),
+    )
+    return ContagionModel(cfg, population=pop)
+
+
+@pytest.mark.parametrize("model", ["static", "market_makers"])
+def test_a_forced_sale_meets_the_value_ladder_inside_the_round(model):
+    """The sale of 10,000 walks the book and the ladder together: the round's price solves
+    d (-y / 1%)^2 + E (g(p) - g(p0)) = 10,000, g(p) = -2 tanh(ln(p / F) / 0.05) / p0, solved
+    here with brentq; the value trader buys E (g(p) - g(p0)) at that price."""
+    from scipy.optimize import brentq
+
+    m = ladder_market("in_rounds", model)
+    m.step()
+    assert m.last.liquidations == 1 and m.book.qty[0, 0] == 0.0
+    p0 = f = 95.0
+    equity = 1.0e6 - 5.0  # its one unit lost $5 in the shock
+    d = 1.0e4
+
+    def g(p):
+        return -2.0 * np.tanh(np.log(p / f) / 0.05) / p0
+
+    def excess(y):
+        return d * (-y / 0.01) ** 2 + equity * (g(p0 * np.exp(y)) - g(p0)) - 10_000.0
+
+    y = brentq(excess, -0.05, 0.0, xtol=1e-15)
+    price = p0 * np.exp(y)
+    np.testing.assert_allclose(m.market.price, [price], rtol=1e-10)
+    bought = equity * (g(price) - g(p0))
+    assert 1000 < bought < 9000  # the ladder took a real share of the sale
+    np.testing.assert_allclose(m.book.qty[1, 0], 1.0 + bought, rtol=1e-10)
+    np.testing.assert_allclose(m.strategies["value"].overlay[0, 0], bought, rtol=1e-10)
+    if model == "market_makers":
+        np.testing.assert_allclose(m.book.qty[2:, 0].sum(), 0.95 * (10_000 - bought), rtol=1e-9)
+    assert abs(m.money()["total"] - m.initial_money) < 1e-9 * 1e8
+
+
+def test_before_rounds_the_sale_meets_the_book_alone():
+    m = ladder_market("before_rounds")
+    m.step()
+    price = 95.0 * np.exp(-0.01 * np.sqrt(10_000 / 1.0e4))
+    np.testing.assert_allclose(m.market.price, [price], rtol=1e-12)
+    assert m.book.qty[1, 0] == 1.0
+
+
+def test_a_liquidated_value_trader_s_ladder_is_cancelled_before_the_walk():
+    """A second value trader, leveraged 20x long, is liquidated in the same round: its ladder
+    is cancelled first, so only the healthy one's weight meets the sale."""
+    from scipy.optimize import brentq
+
+    from model.population import Population
+
+    cfg = one_asset(
+        {"value_orders": "in_rounds"}, shocks=[{"step": 1, "asset": "X", "return": -0.05}]
+    )
+    pop = Population(
+        np.array([1, 2, 3]),
+        np.array([60_000.0, 1.0e6, 10_000.0]),
+        np.array([[10_000.0], [1.0], [2_000.0]]),
+        np.full((3, 1), 100.0),
+        np.zeros((3, 1), bool),
+        np.zeros((3, 1)),
+        np.array(["hold", "value", "value"], dtype=object),
+    )
+    m = ContagionModel(cfg, population=pop)
+    m.step()
+    assert m.book.qty[2, 0] == 0.0  # liquidated
+    p0 = 95.0
+    equity = 1.0e6 - 5.0
+
+    def excess(y):
+        p = p0 * np.exp(y)
+        ladder = equity * 2.0 * np.tanh(-np.log(p / p0) / 0.05) / p0
+        return 1.0e4 * (-y / 0.01) ** 2 + ladder - 12_000.0
+
+    price = p0 * np.exp(brentq(excess, -0.05, 0.0, xtol=1e-15))
+    np.testing.assert_allclose(m.market.price, [price], rtol=1e-10)
+
+
+@pytest.mark.parametrize("value_orders", ["before_rounds", "in_rounds"])
+def test_money_is_conserved_every_step_with_makers_hedges_and_a_lagged_mark(value_orders):
+    """Traders, makers (venue and off-venue), the insurance fund, the market agent (venue and
+    outside book) and unfunded bad debt add up to the initial money plus deposits, every step,
+    while the mark trails the price and the fundamental moves away from both."""
+    from model.results import money_scale
+
+    data = small_config(
+        steps=60,
+        market={"mark_lag": 0.5, "funding_interval": 4},
+        traders={
+            "count": 600,
+            "leverage": 15.0,
+            "assets_per_trader": 2,
+            "strategies": {"hold": 0.4, "value": 0.3, "noise": 0.2, "momentum": 0.1},
+            "reentry_steps": 5,
+        },
+        margin={"insurance_fund": 0.0},
+        liquidity={"model": "market_makers", "value_orders": value_orders, "capital": 0.5},
+        shocks=[
+            {"step": 10, "asset": "BTC", "return": -0.12},
+            {"step": 30, "asset": "ETH", "return": 0.1},
+        ],
+    )
+    m = ContagionModel(build_config(data), create_agents=False)
+    for _ in range(60):
+        m.step()
+        parts = m.money()
+        expected = m.initial_money + m.deposits
+        assert abs(parts["total"] - expected) <= 1e-12 * money_scale(m), m.steps
+        assert parts["makers"] > 0
+    assert m.summary()["accounts_liquidated"] > 50
+    assert (m.desk.hedge != 0).any() and m.desk.outside_cash != 0
+
+
+def test_a_maker_below_maintenance_cancels_its_quotes_and_is_liquidated():
+    """Step 1: a forced sale of 10,000 leaves the one maker long 5,000 (half the book; the
+    backstop the other half). Step 2: a -10% shock puts it below maintenance with equity left;
+    its quotes are cancelled before the round's walk, so its own sale of 5,000 walks the
+    backstop alone (5,000 per 1%): the price falls exactly 1% in the round."""
+    from model.population import Population
+
+    cfg = one_asset(
+        {
+            "model": "market_makers",
+            "makers": 1,
+            "backstop": 0.5,
+            "basis_share": 0.0,
+            "capital": 0.1,  # $50,000 of collateral
+            "hedge_speed": 0.0,
+            "margin_pull": [5.0, 10.0],  # no pulling before liquidation: only the cancel
+        },
+        steps=2,
+        shocks=[
+            {"step": 1, "asset": "X", "return": -0.05},
+            {"step": 2, "asset": "X", "return": -0.1},
+        ],
+    )
+    pop = Population(
+        np.array([1]), np.array([60_000.0]), np.array([[10_000.0]]), np.array([[100.0]]),
+        np.zeros((1, 1), bool), np.zeros((1, 1)), np.array(["hold"], dtype=object),
+    )  # fmt: skip
+    m = ContagionModel(cfg, population=pop)
+    m.step()
+    np.testing.assert_allclose(m.book.qty[1, 0], 5_000.0, rtol=1e-12)
+    m.step()
+    open_ = m.market.step_open[0]
+    equity = 50_000.0 - 5_000.0 * (95.0 * np.exp(-0.01) - open_)
+    assert 0 < equity < 0.02 * 5_000.0 * open_  # below maintenance, not bankrupt
+    np.testing.assert_allclose(m.market.price, [open_ * np.exp(-0.01)], rtol=1e-12)
+    assert m.book.qty[1, 0] == 0.0
+    s = m.summary()
+    assert s["makers_liquidated"] == 1 and s["accounts_liquidated"] == 1
+    assert m.tables()["steps"]["makers_liquidated"].tolist() == [0, 1]
+
+
+def test_deleveraging_a_maker_s_venue_leg_leaves_its_hedge_naked_and_thins_its_bids():
+    """The one maker holds the other side of a 10,000 long as a hedged basis (short on the
+    venue, long off it). A -20% shock bankrupts the long; with no insurance fund, ADL closes
+    what is left of the maker's profitable short. Next step the desk sees it: its net
+    inventory is the naked hedge, u = 10,000 / (20 x 5,000) = 0.1, and the ADL memory (the
+    deleveraged notional over its equity) thins both sides by 1 / (1 + 5 memory)."""
+    from model.population import Population
+
+    cfg = one_asset(
+        {
+            "model": "market_makers",
+            "makers": 1,
+            "backstop": 0.5,
+            "basis_share": 1.0,
+            "hedge_ratio": 1.0,
+            "hedge_speed": 0.0,
+            "capital": 1.0,
+        },
+        steps=2,
+        shocks=[{"step": 1, "asset": "X", "return": -0.2}],
+        margin={"maintenance": 0.02, "liquidation": "full", "fee": 0.0, "insurance_fund": 0.0},
+    )
+    pop = Population(
+        np.array([1]), np.array([60_000.0]), np.array([[10_000.0]]), np.array([[100.0]]),
+        np.zeros((1, 1), bool), np.zeros((1, 1)), np.array(["hold"], dtype=object),
+    )  # fmt: skip
+    m = ContagionModel(cfg, population=pop)
+    np.testing.assert_allclose(m.desk.hedge, [[10_000.0]])
+    m.step()
+    fills = m.tables()["liquidations"]
+    adl = fills[fills["kind"] == "adl"]
+    assert adl["trader_id"].tolist() == [2]  # the maker's account
+    np.testing.assert_allclose(adl["quantity"], [-5_000.0], rtol=1e-12)
+    assert m.book.qty[1, 0] == 0.0
+    m.step()
+    np.testing.assert_allclose(m.desk.factors["inventory"], [[0.1]], rtol=1e-12)
+    assert m.desk.adl_memory[0] > 0
+    h = 1.0 / (1.0 + 5.0 * m.desk.adl_memory[0])
+    f = m.desk.factors
+    calm = m.desk.d0[0, 0] * f["capital"][0] * f["volatility"][0] * f["margin"][0]
+    np.testing.assert_allclose(m.desk.dbid[0, 0], calm * h * 0.9, rtol=1e-12)
+    np.testing.assert_allclose(m.desk.dask[0, 0], calm * h * 1.1, rtol=1e-12)
+    assert h < 0.9
