@@ -64,9 +64,9 @@ def equivalent_flow(y, d_bid, d_ask, beta: float) -> np.ndarray:
     log price moves by ``y`` from the step's start (negative: bought by the bids)."""
     y = np.asarray(y, dtype=float)
     with np.errstate(over="ignore", invalid="ignore"):
-        bid = np.asarray(d_bid) * (np.maximum(-y, 0.0) / PCT) ** (1.0 / beta)
-        ask = np.asarray(d_ask) * (np.maximum(y, 0.0) / PCT) ** (1.0 / beta)
-    return np.where(y <= 0, np.nan_to_num(bid), -np.nan_to_num(ask))
+        walked = (np.abs(y) / PCT) ** (1.0 / beta)
+        x = np.where(y <= 0, d_bid * walked, -(d_ask * walked))
+    return np.where(np.isnan(x), 0.0, x)  # an empty side (0 x inf) absorbs nothing
 
 
 def displacement(x, d_bid, d_ask, beta: float) -> np.ndarray:
@@ -285,8 +285,10 @@ class LayeredBook:
         target = x0 + x
         y = displacement(target, self.d_bid, self.d_ask, self.beta)
         held = np.isnan(y) | (y < lo) | (y > hi)  # at a log limit the book absorbs less
-        y = np.clip(np.where(np.isnan(y), 0.0, y), lo, hi)
-        x1 = np.where(held, equivalent_flow(y, self.d_bid, self.d_ask, self.beta), target)
+        x1 = target
+        if held.any():
+            y = np.clip(np.where(np.isnan(y), 0.0, y), lo, hi)
+            x1 = np.where(held, equivalent_flow(y, self.d_bid, self.d_ask, self.beta), target)
         parts = [np.zeros_like(x) for _ in sources]
         for a in range(x.size):  # a loop over assets: one scalar equation each
             live = [s for s in sources if s.active(a)]

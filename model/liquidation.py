@@ -60,6 +60,11 @@ class RoundRecord:
         adl_notional: notional closed by auto-deleveraging to cover the round's bad debt.
         socialized: loss taken from paper profits when ADL could not cover it.
         unfunded: the part of the round's bad debt nobody paid.
+        depth: (A,) the book's 1% depth the round's forced flow walked (quote notional at the
+            initial price, after the detected accounts' quotes were cancelled).
+        absorbed: who took the other side of the round's forced flow, per asset (makers,
+            resting orders, market agent: :class:`model.liquidity.RoundLiquidity`); None on
+            the static book without resting orders (the market agent took it all).
     """
 
     step: int
@@ -77,6 +82,8 @@ class RoundRecord:
     adl_notional: float
     socialized: float
     unfunded: float
+    depth: np.ndarray | None = None
+    absorbed: object = None
 
 
 @dataclass
@@ -166,6 +173,7 @@ class LiquidationEngine:
         self.totals = StepTotals()
         # resting orders and quotes inside the rounds (model.liquidity; None: the static book)
         self.liquidity = None
+        self._walked_depth = None  # the depth the last round's flow walked
 
     # ---- detection ------------------------------------------------------------------------
     def candidates(self, mark) -> np.ndarray | None:
@@ -266,6 +274,8 @@ class LiquidationEngine:
             adl_notional=0.0 if cover.adl is None else cover.adl.adl_notional,
             socialized=0.0 if cover.adl is None else cover.adl.socialized,
             unfunded=cover.unfunded,
+            depth=self._walked_depth,
+            absorbed=None if self.liquidity is None else self.liquidity.last,
         )
 
     # ---- the steps of a round -------------------------------------------------------------
@@ -309,6 +319,7 @@ class LiquidationEngine:
         flow = closed.sum(axis=0)
         if self.liquidity is not None:
             self.liquidity.before_walk(rows)
+        self._walked_depth = self.market.depth_now
         price = self.market.execute(flow, forced=True)
         self.book.fill(rows, -closed, price)
         self.market.take_other_side(-flow, price)

@@ -150,7 +150,7 @@ class Liquidity:
     def begin_step(self) -> None:
         """Phase 1 of the module docstring (makers only)."""
         desk = self.desk
-        if desk is None:
+        if desk is None or desk.n == 0:  # the backstop alone: its quotes never change
             return
         self._note_deleveraging()
         self._liquidated_step = 0
@@ -167,7 +167,7 @@ class Liquidity:
             if not self.ladders.posted:
                 self.ladders.post(m.price, m.fundamental, self.isolated_accounts)
             self.ladders.cancel(rows)
-        if self.desk is not None:
+        if self.desk is not None and self.desk.n:
             self._note_deleveraging()
             makers = np.asarray(rows)[np.asarray(rows) >= self.n_traders] - self.n_traders
             if makers.size:
@@ -209,7 +209,7 @@ class Liquidity:
         market agent takes the other side of each (and so keeps the backstop's share)."""
         a = price.size
         makers = np.zeros(a)
-        if self.desk is not None:
+        if self.desk is not None and self.desk.n:
             dq = self.desk.fill_shares(walk.bid, walk.ask)
             if dq.any():
                 self.book.fill(self.maker_rows, dq, price)

@@ -283,8 +283,12 @@ class ContagionModel(mesa.Model):
 
     @property
     def deposits(self) -> float:
-        """Money re-entering traders brought in: money stays initial money + deposits."""
-        return 0.0 if self.reentry is None else self.reentry.deposits
+        """Money brought in from outside (re-entering traders; a rule's own flows, net of
+        withdrawals): money stays initial money + deposits."""
+        total = 0.0 if self.reentry is None else self.reentry.deposits
+        for rule in self.strategies.values():
+            total += getattr(rule, "deposits", 0.0)
+        return total
 
     @property
     def liquidation_count(self) -> np.ndarray:
@@ -401,6 +405,9 @@ class ContagionModel(mesa.Model):
         """Every active rule's orders and re-entries, capped at the initial margin, executed
         as one batch through the market (:func:`model.orders.trade_voluntarily`)."""
         orders = collect_orders(self.steps, self.strategies, self.strategy_rows, self.reentry)
+        if not orders and self.market.resting:  # resting orders still clear their imbalance
+            self.market.execute(np.zeros(len(self.symbols)), forced=False)
+            return
         trade_voluntarily(self.book, self.market, orders, self.isolated_accounts)
 
     def record(self, t: int) -> None:

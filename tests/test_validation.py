@@ -62,11 +62,19 @@ def quick_run(tmp_path_factory):
 @pytest.mark.slow
 def test_validate_writes_one_row_per_check_and_the_figures(quick_run):
     out, checks = quick_run["out"], quick_run["checks"]
-    assert set(checks) == {"fixed_point", "greenwood", "caccioli", "thurner", "stylized_facts"}
+    assert set(checks) == {
+        "fixed_point",
+        "greenwood",
+        "caccioli",
+        "thurner",
+        "thurner_engine",
+        "stylized_facts",
+        "endogenous",
+    }
     report = (out / "report.md").read_text()
     rows = [line for line in report.splitlines() if line.endswith("| PASS |")]
     rows += [line for line in report.splitlines() if line.endswith("| **FAIL** |")]
-    assert len(rows) == 5
+    assert len(rows) == 7
     for c in checks.values():
         for fig in c["figures"]:
             assert (out / fig).stat().st_size > 10_000  # a real PNG, not an empty file
