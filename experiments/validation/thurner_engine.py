@@ -155,7 +155,25 @@ class LeverageTargetingFund(Strategy):
         self.defaulting = active & ~alive
         target = np.where(alive, want * wealth / price, 0.0)
         self.last_wealth = np.where(active, np.maximum(wealth, 0.0), 0.0)
-        return (target - book.qty[rows, 0])[:, None]
+        return self._below_value((target - book.qty[rows, 0])[:, None])
+
+    def _below_value(self, dq):
+        """Value funds buy below the value only: their buys are scaled down (bisection on
+        the batch's price) so that the batch does not fill above ``V``. Sized at the opening
+        price, the funds' orders could otherwise, when several re-enter at once, bid for more
+        than the noise trader holds."""
+        market = self.model.market
+        buys, sells = np.maximum(dq, 0.0), np.minimum(dq, 0.0)
+        if not buys.any() or market.quote(-(dq.sum(axis=0)))[0] <= V:
+            return dq
+        lo, hi = 0.0, 1.0
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            if market.quote(-(mid * buys + sells).sum(axis=0))[0] <= V:
+                lo = mid
+            else:
+                hi = mid
+        return lo * buys + sells
 
 
 class TFGMarket:
