@@ -39,6 +39,11 @@ class RoundStory:
         price_before, price_after: (A,) prices around the round's execution.
         fees, bad_debt: paid into / drawn from the insurance fund by this round.
         fund: the insurance fund after the round.
+        depth: (A,) the book's 1% depth the round's forced flow walked (quote notional at the
+            initial price), or None.
+        makers: (A,) what market makers bought of the round's forced flow (sold: negative),
+            or None without market makers.
+        resting: (A,) what resting orders (value traders' ladders) bought, or None.
     """
 
     step: int
@@ -53,6 +58,9 @@ class RoundStory:
     fees: float
     bad_debt: float
     fund: float
+    depth: np.ndarray | None = None
+    makers: np.ndarray | None = None
+    resting: np.ndarray | None = None
 
     @property
     def accounts(self) -> int:
@@ -108,6 +116,9 @@ class CascadeNarrator:
             fees=rec.fees,
             bad_debt=rec.bad_debt,
             fund=rec.fund,
+            depth=None if rec.depth is None else np.asarray(rec.depth, dtype=float).copy(),
+            makers=None if rec.absorbed is None else np.asarray(rec.absorbed.makers).copy(),
+            resting=None if rec.absorbed is None else np.asarray(rec.absorbed.resting).copy(),
         )
         if story.round == 1:
             self.flush_quiet(story.step - 1)
@@ -186,8 +197,29 @@ class CascadeNarrator:
         return (
             f"  round {s.round}: {who}\n"
             f"           {'; '.join(trades) or 'traded nothing'} (closed {closed or 'nothing'})\n"
-            f"           {moves} | {fund}"
+            f"           {moves} | {fund}" + self._book_line(s)
         )
+
+    def _book_line(self, s: RoundStory) -> str:
+        """The book the round walked, when it is not the calm book: each thinned asset's 1%
+        depth, and who bought the forced sales (market makers, resting orders). Nothing on a
+        static book that never thins."""
+        calm = self.model.market.depth
+        if s.depth is None or not (s.depth < 0.99 * calm).any():
+            if s.resting is None or not np.any(s.resting > 0):
+                return ""
+        parts = []
+        for j, sym in enumerate(self.symbols):
+            text = (
+                f"{sym} 1% depth {_money(s.depth[j])} ({100 * s.depth[j] / calm[j]:.0f}% of calm)"
+            )
+            sold = s.sold[j] - s.bought[j]
+            if sold > 0 and s.makers is not None and np.any(s.makers):
+                text += f", makers bought {100 * s.makers[j] / sold:.0f}% of the sales"
+            if sold > 0 and s.resting is not None and s.resting[j] > 0:
+                text += f", resting orders {100 * s.resting[j] / sold:.0f}%"
+            parts.append(text)
+        return "\n           book: " + " | ".join(parts)
 
 
 def _print_now(text: str) -> None:

@@ -243,3 +243,23 @@ def test_viz_bad_port_is_one_line_exit_2(capsys, monkeypatch):
         assert main(["viz", "--port", str(port), "--no-open"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"--port {port}" in err[0]
+
+
+def test_depth_panel_shows_the_makers_pulling_their_quotes(monkeypatch):
+    """With market makers, the depth each round of the shock walked falls below the calm
+    depth (the makers' inventory fills); on the static book it stays at 100%."""
+    from experiments import app
+
+    figures = []
+    monkeypatch.setattr(app.solara, "FigureMatplotlib", lambda fig, **kw: figures.append(fig))
+    for liquidity in ("static", "market_makers"):
+        m = DashboardModel(liquidity=liquidity, traders=1000)
+        assert m.config.liquidity.model == liquidity
+        for _ in range(m.config.shocks[0].step):
+            m.step()
+        app.DepthPanel(m)
+        walked = figures[-1].axes[0].lines[0].get_ydata()  # BTC, % of calm, by round
+        if liquidity == "static":
+            np.testing.assert_allclose(walked, 100.0)
+        else:
+            assert walked[-1] < 95.0 and walked[0] > walked[-1]
