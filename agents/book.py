@@ -256,16 +256,19 @@ class LayeredBook:
     def start_step(self) -> np.ndarray:
         """Book the last step's walk into the layers, let them decay one step, and start a
         new walk; return the impact carried into the step (the layers' sum)."""
-        self.layers = self.a[:, None] * (self.layers + self.w[:, None] * self.y)
-        self.y = np.zeros_like(self.y)
-        self.x_eq = np.zeros_like(self.x_eq)
+        if self.y.any():
+            self.layers = self.layers + np.multiply.outer(self.w, self.y)
+            self.y = np.zeros_like(self.y)
+            self.x_eq = np.zeros_like(self.x_eq)
+        self.layers = self.a[:, None] * self.layers
         return self.layers.sum(axis=0)
 
     def set_depth(self, d_bid, d_ask) -> None:
         """New quotes: keep the displacement, re-read the equivalent flow from them."""
         self.d_bid = np.asarray(d_bid, dtype=float).copy()
         self.d_ask = np.asarray(d_ask, dtype=float).copy()
-        self.x_eq = equivalent_flow(self.y, self.d_bid, self.d_ask, self.beta)
+        if self.y.any():  # at the step's start (y = 0) the equivalent flow is 0
+            self.x_eq = equivalent_flow(self.y, self.d_bid, self.d_ask, self.beta)
 
     def walk(self, x, lo, hi, sources=(), log_base=None, commit: bool = True):
         """Walk net sells ``x`` (A,) through the book and the resting ``sources``.

@@ -112,7 +112,11 @@ class MakerDesk:
         self.var_long = self.var_short.copy()
         self.observed = 0
         self.quoting = np.ones(m, dtype=bool)
-        self.initial_equity = self.capital.copy()
+        self.set_initial_equity(self.capital)
+        with np.errstate(divide="ignore"):
+            self._per_limit = np.where(self.qlimit > 0, 1.0 / self.qlimit, 0.0)
+        self._vol = np.ones(a)  # the volatility factor, set when a return is observed
+        self._adl = np.ones(m)  # the ADL factor, set when the memory changes
         self.factors = {
             "capital": np.ones(m),
             "volatility": np.ones(a),
@@ -144,16 +148,33 @@ class MakerDesk:
         self.absorbed_step = self.absorbed_step + dq
 
     # ---- between steps ----------------------------------------------------------------------
+    def set_initial_equity(self, equity) -> None:
+        """The equity the capital factor is measured against (> 0)."""
+        self.initial_equity = np.asarray(equity, dtype=float).copy()
+        self._per_initial = 1.0 / self.initial_equity
+
     def observe_return(self, r) -> None:
-        """Fold a step's venue log returns (A,) into the volatility estimates. Each EWMA is a
-        running mean until its weight falls below ``1 / n``, so the long-run estimate reaches
-        the venue's own calm volatility within dozens of steps."""
+        """Fold a step's venue log returns (A,) into the volatility estimates and set the
+        volatility factor. Each EWMA is a running mean until its weight falls below ``1 / n``,
+        so the long-run estimate reaches the venue's own calm volatility within dozens of
+        steps."""
         self.observed += 1
         r2 = np.square(np.asarray(r, dtype=float))
         ws = max(1.0 / self.observed, self.lam_short)
         wl = max(1.0 / self.observed, self.lam_long)
         self.var_short = (1.0 - ws) * self.var_short + ws * r2
         self.var_long = (1.0 - wl) * self.var_long + wl * r2
+        self._set_vol()
+
+    def _set_vol(self) -> None:
+        """``V = min(1, tolerance x sqrt(long / short)) ** exponent`` (1 when short is 0)."""
+        short = self.var_short
+        ratio = np.divide(self.var_long, short, out=np.ones_like(short), where=short > 0)
+        vol = np.minimum(1.0, self.tolerance * np.sqrt(ratio))
+        self._vol = np.where(short > 0, vol, 1.0) ** self.vol_exponent
+
+    def _set_adl(self) -> None:
+        self._adl = 1.0 / (1.0 + self.adl_sensitivity * self.adl_memory)
 
     def hedge_orders(self, venue_qty) -> np.ndarray:
         """(M, A) off-venue trades toward ``-hedge_ratio x venue position``."""
@@ -185,17 +206,22 @@ class MakerDesk:
         """Compare the book's venue positions with those the desk knows of: a difference is
         auto-deleveraging (a liquidation of the maker, ``synced``, is not). Add its notional
         over equity to the ADL memory; return the (M, A) difference."""
+        if np.array_equal(venue_qty, self.expected):  # the usual case: nothing to note
+            return np.zeros_like(self.expected)
         diff = np.where(np.asarray(synced)[:, None], 0.0, venue_qty - self.expected)
         notional = (np.abs(diff) * np.asarray(price)).sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             hit = np.where(notional > 0, notional / np.maximum(equity, 1e-300), 0.0)
         self.adl_memory = self.adl_memory + np.where(np.isfinite(hit), hit, 0.0)
         self.expected = np.asarray(venue_qty, dtype=float).copy()
+        self._set_adl()
         return diff
 
     def new_step(self, equity) -> None:
         """Start a step: ADL memory fades; makers with equity quote again; records reset."""
-        self.adl_memory = self.adl_memory * self.adl_decay
+        if self.adl_memory.any():
+            self.adl_memory = self.adl_memory * self.adl_decay
+            self._set_adl()
         self.quoting = np.asarray(equity) > 0
         self.absorbed_step = np.zeros_like(self.absorbed_step)
 
@@ -213,22 +239,16 @@ class MakerDesk:
             equity: (M,) total equity (venue at the mark plus off-venue at the fundamental).
             margin_ratio: (M,) venue maintenance over equity (inf when equity <= 0).
         """
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cap = np.clip(equity / self.initial_equity, 0.0, 1.0)
-            ratio = np.sqrt(self.var_long / self.var_short)
-            vol = np.where(self.var_short > 0, np.minimum(1.0, self.tolerance * ratio), 1.0)
-            u = np.where(self.qlimit > 0, (venue_qty + self.hedge) / self.qlimit, 0.0)
-        vol = np.where(np.isfinite(vol), vol, 1.0) ** self.vol_exponent
-        cap = np.where(np.isfinite(cap), cap, 0.0)
-        ratio = np.where(np.isnan(margin_ratio), np.inf, margin_ratio)
-        margin = np.clip((self.mu2 - ratio) / (self.mu2 - self.mu1), 0.0, 1.0)
-        adl = 1.0 / (1.0 + self.adl_sensitivity * self.adl_memory)
-        scale = cap * margin * adl * self.quoting
-        base = self.d0 * scale[:, None] * vol[None, :]
-        self.dbid = base * np.clip(1.0 - u, 0.0, 2.0)
-        self.dask = base * np.clip(1.0 + u, 0.0, 2.0)
-        self.factors = {"capital": cap, "volatility": vol, "margin": margin, "adl": adl}
-        self.factors["inventory"] = u
+        cap = np.minimum(np.maximum(equity * self._per_initial, 0.0), 1.0)
+        u = (venue_qty + self.hedge) * self._per_limit
+        margin = np.minimum(np.maximum((self.mu2 - margin_ratio) / (self.mu2 - self.mu1), 0.0), 1.0)
+        margin = np.where(np.isnan(margin), 0.0, margin)  # an account with nothing left
+        scale = cap * margin * self._adl * self.quoting
+        base = self.d0 * np.multiply.outer(scale, self._vol)
+        self.dbid = base * np.minimum(np.maximum(1.0 - u, 0.0), 2.0)
+        self.dask = base * np.minimum(np.maximum(1.0 + u, 0.0), 2.0)
+        self.factors = {"capital": cap, "volatility": self._vol, "margin": margin}
+        self.factors["adl"], self.factors["inventory"] = self._adl, u
 
     def quoting_share(self) -> float:
         """Share of the calm maker depth quoted now (bids and asks averaged)."""

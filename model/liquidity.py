@@ -36,6 +36,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from agents.book import Walk
 from agents.market_maker import MakerDesk
@@ -121,11 +122,12 @@ class Liquidity:
         self.isolated_accounts = isolated_accounts
         m = 0 if desk is None else desk.n
         self.maker_rows = np.arange(self.n_traders, self.n_traders + m)
+        self._makers = slice(self.n_traders, self.n_traders + m)  # the same rows, as views
         self._synced = np.zeros(m, dtype=bool)  # makers liquidated since the desk last looked
         self.makers_liquidated = 0
         self._liquidated_step = 0
-        self.record: dict[str, float] = {}
-        self.last_close = market.price.copy()
+        self._records: list[tuple] = []  # the makers' columns of steps.parquet, step by step
+        self.last_close = market.log_fundamental + market.impact  # log of the last close
         self.last: RoundLiquidity | None = None
         market.counterparty = self
         if ladders is not None:
@@ -136,14 +138,14 @@ class Liquidity:
             # the basis starts hedged at the target ratio, bought at the initial fundamental
             start = -desk.hedge_ratio * q - desk.hedge
             desk.trade_hedges(start, market.fundamental, cost=False)
-            desk.initial_equity = self.maker_equity()
+            desk.set_initial_equity(self.maker_equity())
             self._requote()
 
     # ---- views ----------------------------------------------------------------------------
     def maker_equity(self) -> np.ndarray:
         """(M,) each maker's venue equity at the mark plus off-venue equity."""
         m = self.market
-        venue = self.book.equity(m.mark, self.maker_rows)
+        venue = self.book.equity(m.mark, self._makers)
         return venue + self.desk.off_venue_equity(m.fundamental)
 
     # ---- phases ---------------------------------------------------------------------------
@@ -152,12 +154,15 @@ class Liquidity:
         desk = self.desk
         if desk is None or desk.n == 0:  # the backstop alone: its quotes never change
             return
-        self._note_deleveraging()
+        equity = self.maker_equity()
+        self._note_deleveraging(equity)
         self._liquidated_step = 0
-        desk.new_step(self.maker_equity())
-        dh = desk.hedge_orders(self.book.qty[self.maker_rows])
-        desk.trade_hedges(dh, self.market.fundamental)
-        self._requote()
+        desk.new_step(equity)
+        dh = desk.hedge_orders(self.book.qty[self._makers])
+        if dh.any():
+            desk.trade_hedges(dh, self.market.fundamental)
+            equity = self.maker_equity()
+        self._requote(equity)
 
     def before_walk(self, rows) -> None:
         """A round's accounts were detected (``rows``): post or cancel ladders, cancel the
@@ -179,28 +184,27 @@ class Liquidity:
 
     def end_step(self) -> None:
         """Phase 4 of the module docstring."""
-        price = self.market.price
-        if self.desk is not None:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r = np.log(price / self.last_close)
-            self.desk.observe_return(np.where(np.isfinite(r), r, 0.0))
-        self.last_close = price.copy()
+        log_close = self.market.log_fundamental + self.market.impact  # finite: within limits
+        if self.desk is not None and self.desk.n:
+            self.desk.observe_return(log_close - self.last_close)
+        self.last_close = log_close
         if self.ladders is not None:
             self.ladders.expire()
 
-    def _note_deleveraging(self) -> None:
+    def _note_deleveraging(self, equity=None) -> None:
         """Venue positions of the makers that changed without the desk: auto-deleveraging."""
-        m = self.market
-        self.desk.note_deleveraging(
-            self.book.qty[self.maker_rows], m.price, self.maker_equity(), self._synced
-        )
+        q = self.book.qty[self._makers]
+        if not np.array_equal(q, self.desk.expected):
+            equity = self.maker_equity() if equity is None else equity
+            self.desk.note_deleveraging(q, self.market.price, equity, self._synced)
         self._synced[:] = False
 
-    def _requote(self) -> None:
+    def _requote(self, equity=None) -> None:
         """Quotes from the makers' state now; the book's depth follows them."""
         desk, mark = self.desk, self.market.mark
-        rows = self.maker_rows
-        desk.requote(self.book.qty[rows], self.maker_equity(), self.book.margin_ratio(mark, rows))
+        equity = self.maker_equity() if equity is None else equity
+        ratio = self.book.margin_ratio(mark, self._makers)
+        desk.requote(self.book.qty[self._makers], equity, ratio)
         self.market.layered.set_depth(*desk.depth())
 
     # ---- the counterparty of every walk ---------------------------------------------------
@@ -230,19 +234,39 @@ class Liquidity:
         self.last = RoundLiquidity(makers, resting, absorbed - makers - resting)
 
     # ---- records --------------------------------------------------------------------------
-    def take_record(self, symbols) -> None:
-        """The makers' row of steps.parquet for the step just ended (:attr:`record`)."""
+    def take_record(self) -> None:
+        """Keep the makers' row of steps.parquet for the step just ended."""
         desk = self.desk
-        venue = self.book.qty[self.maker_rows].sum(axis=0)
-        hedge = desk.hedge.sum(axis=0)
         equity = float(self.maker_equity().sum())
-        rec = {f"maker_inventory_{s}": float(venue[j]) for j, s in enumerate(symbols)}
-        rec.update({f"maker_hedge_{s}": float(hedge[j]) for j, s in enumerate(symbols)})
-        rec["maker_equity"] = equity
-        rec["maker_pnl"] = equity - float(desk.initial_equity.sum())
-        rec["makers_quoting"] = desk.quoting_share()
-        rec["makers_liquidated"] = self._liquidated_step
-        self.record = rec
+        self._records.append(
+            (
+                self.book.qty[self._makers].sum(axis=0),
+                desk.hedge.sum(axis=0),
+                equity,
+                equity - float(desk.initial_equity.sum()),
+                desk.quoting_share(),
+                self._liquidated_step,
+            )
+        )
+
+    def steps_columns(self, symbols) -> pd.DataFrame:
+        """The makers' columns of steps.parquet: venue inventory and hedge per asset (summed
+        over the makers), their equity (venue at the mark, off-venue at the fundamental) and
+        PnL against their initial equity, the share of their calm quotes they quote, and how
+        many were liquidated in the step."""
+        cols: dict[str, list] = {f"maker_inventory_{s}": [] for s in symbols}
+        cols.update({f"maker_hedge_{s}": [] for s in symbols})
+        names = ["maker_equity", "maker_pnl", "makers_quoting", "makers_liquidated"]
+        cols.update({k: [] for k in names})
+        for venue, hedge, *rest in self._records:
+            for j, s in enumerate(symbols):
+                cols[f"maker_inventory_{s}"].append(float(venue[j]))
+                cols[f"maker_hedge_{s}"].append(float(hedge[j]))
+            for k, v in zip(names, rest, strict=True):
+                cols[k].append(v)
+        df = pd.DataFrame(cols)
+        df["makers_liquidated"] = df["makers_liquidated"].astype(np.int64)
+        return df
 
     def money_parts(self) -> dict[str, float]:
         """The makers' venue equity (their rows, at the mark), their off-venue equity (at the
@@ -251,7 +275,7 @@ class Liquidity:
             return {"makers_venue": 0.0, "makers_off_venue": 0.0, "outside": 0.0}
         f = self.market.fundamental
         return {
-            "makers_venue": float(self.book.equity(self.market.mark, self.maker_rows).sum()),
+            "makers_venue": float(self.book.equity(self.market.mark, self._makers).sum()),
             "makers_off_venue": float(self.desk.off_venue_equity(f).sum()),
             "outside": self.desk.outside_value(f),
         }

@@ -252,18 +252,8 @@ class ContagionModel(mesa.Model):
                 "unfunded_bad_debt": lambda mdl: mdl.engine.unfunded_bad_debt,
                 "socialized_loss": lambda mdl: mdl.engine.socialized_loss,
                 "deposits": lambda mdl: mdl.deposits,
-                **self._maker_series(),
             }
         )
-
-    def _maker_series(self) -> dict:
-        """The makers' columns of steps.parquet (``market_makers`` only)."""
-        if self.desk is None:
-            return {}
-        keys = [f"maker_inventory_{s}" for s in self.symbols]
-        keys += [f"maker_hedge_{s}" for s in self.symbols]
-        keys += ["maker_equity", "maker_pnl", "makers_quoting", "makers_liquidated"]
-        return {k: (lambda mdl, k=k: mdl.liquidity.record[k]) for k in keys}
 
     def _account_history(self, every: int, sample) -> AccountHistory | None:
         """Sampled account-level snapshots every ``every`` steps (None when 0: opt-in)."""
@@ -416,8 +406,8 @@ class ContagionModel(mesa.Model):
         if self.last.liquidations:
             self._ever_liquidated = self.engine.accounts_ever
         self._warn_limits(t)
-        if self.desk is not None:
-            self.liquidity.take_record(self.symbols)
+        if self.desk is not None:  # the makers' columns of steps.parquet
+            self.liquidity.take_record()
         self.datacollector.collect(self)
         if self.history is not None:
             self.history.record(t, self.mark)

@@ -92,6 +92,8 @@ def market_table(model) -> pd.DataFrame:
 def steps_table(model) -> pd.DataFrame:
     df = model.datacollector.get_model_vars_dataframe().reset_index(drop=True)
     df.insert(0, "step", np.arange(1, len(df) + 1))
+    if model.desk is not None:  # the market makers' columns (liquidity.model = market_makers)
+        df = pd.concat([df, model.liquidity.steps_columns(model.symbols)], axis=1)
     return df
 
 
