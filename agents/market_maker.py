@@ -250,10 +250,14 @@ class MakerDesk:
         self.factors = {"capital": cap, "volatility": self._vol, "margin": margin}
         self.factors["adl"], self.factors["inventory"] = self._adl, u
 
-    def quoting_share(self) -> float:
-        """Share of the calm maker depth quoted now (bids and asks averaged)."""
-        calm = 2.0 * self.d0.sum()
-        return float((self.dbid.sum() + self.dask.sum()) / calm) if calm > 0 else 0.0
+    def quoting_share(self) -> tuple[float, float]:
+        """Share of the makers' calm quotes quoted now on the bid side and on the ask side
+        (every asset together). Inventory moves depth from one side to the other; the other
+        factors thin both."""
+        calm = self.d0.sum()
+        if calm <= 0:
+            return 0.0, 0.0
+        return float(self.dbid.sum() / calm), float(self.dask.sum() / calm)
 
 
 class MarketMaker(mesa.Agent):

@@ -244,7 +244,7 @@ class Liquidity:
                 desk.hedge.sum(axis=0),
                 equity,
                 equity - float(desk.initial_equity.sum()),
-                desk.quoting_share(),
+                *desk.quoting_share(),
                 self._liquidated_step,
             )
         )
@@ -252,11 +252,12 @@ class Liquidity:
     def steps_columns(self, symbols) -> pd.DataFrame:
         """The makers' columns of steps.parquet: venue inventory and hedge per asset (summed
         over the makers), their equity (venue at the mark, off-venue at the fundamental) and
-        PnL against their initial equity, the share of their calm quotes they quote, and how
-        many were liquidated in the step."""
+        PnL against their initial equity, the share of their calm quotes they quote on each
+        side, and how many were liquidated in the step."""
         cols: dict[str, list] = {f"maker_inventory_{s}": [] for s in symbols}
         cols.update({f"maker_hedge_{s}": [] for s in symbols})
-        names = ["maker_equity", "maker_pnl", "makers_quoting", "makers_liquidated"]
+        names = ["maker_equity", "maker_pnl", "makers_bid_share", "makers_ask_share"]
+        names.append("makers_liquidated")
         cols.update({k: [] for k in names})
         for venue, hedge, *rest in self._records:
             for j, s in enumerate(symbols):

@@ -411,3 +411,44 @@ def test_deleveraging_a_maker_s_venue_leg_leaves_its_hedge_naked_and_thins_its_b
     np.testing.assert_allclose(m.desk.dbid[0, 0], calm * h * 0.9, rtol=1e-12)
     np.testing.assert_allclose(m.desk.dask[0, 0], calm * h * 1.1, rtol=1e-12)
     assert h < 0.9
+
+
+def test_noise_persistence_repeats_a_share_of_the_last_order():
+    """order_t = phi order_{t-1} - decay overlay_{t-1} + size E z_t / P, by hand, with the
+    normal draws fed in."""
+    from model.population import Population
+
+    cfg = build_config(
+        small_config(
+            steps=1,
+            assets=[{"symbol": "BTC", "price": 100.0, "depth": 1e9}],
+            traders={
+                "count": 0,
+                "assets_per_trader": 1,
+                "rules": {"noise": {"size": 0.1, "decay": 0.4, "persistence": 0.5}},
+            },
+            shocks=[],
+        )
+    )
+    pop = Population(
+        np.array([0, 1]), np.array([1000.0, 2000.0]), np.array([[10.0], [-5.0]]),
+        np.full((2, 1), 100.0), np.zeros((2, 1), bool), np.zeros((2, 1)),
+        np.array(["noise", "noise"], dtype=object),
+    )  # fmt: skip
+    m = ContagionModel(cfg, population=pop, create_agents=False)
+    draws = [np.array([[1.0], [-2.0]]), np.array([[0.5], [0.0]]), np.array([[-1.0], [1.5]])]
+
+    class Feed:
+        def standard_normal(self, shape):
+            return draws.pop(0).reshape(shape)
+
+    m.rng = Feed()
+    rule, rows = m.strategies["noise"], m.strategy_rows["noise"]
+    equity = m.book.equity(m.market.price, rows)[:, None]
+    overlay, last = np.zeros((2, 1)), np.zeros((2, 1))
+    for z in [d.copy() for d in draws]:
+        order = 0.5 * last - 0.4 * overlay + 0.1 * equity * z / 100.0
+        got = rule.orders(rows)
+        np.testing.assert_allclose(got, order, rtol=1e-12)
+        rule.filled(rows, got)
+        overlay, last = overlay + order, order
