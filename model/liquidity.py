@@ -127,6 +127,7 @@ class Liquidity:
         self.makers_liquidated = 0
         self._liquidated_step = 0
         self._records: list[tuple] = []  # the makers' columns of steps.parquet, step by step
+        self._max_rate = book.tiers.max_rate  # (A,) the largest maintenance rate per asset
         self.last_close = market.log_fundamental + market.impact  # log of the last close
         self.last: RoundLiquidity | None = None
         market.counterparty = self
@@ -203,9 +204,20 @@ class Liquidity:
         """Quotes from the makers' state now; the book's depth follows them."""
         desk, mark = self.desk, self.market.mark
         equity = self.maker_equity() if equity is None else equity
-        ratio = self.book.margin_ratio(mark, self._makers)
-        desk.requote(self.book.qty[self._makers], equity, ratio)
+        q = self.book.qty[self._makers]
+        desk.requote(q, equity, self._margin_ratio(q, mark))
         self.market.layered.set_depth(*desk.depth())
+
+    def _margin_ratio(self, q, mark) -> np.ndarray:
+        """(M,) the makers' venue margin ratios, or zeros when a bound shows every one below
+        the ratio at which they start pulling quotes (the margin factor is then 1 whatever
+        the exact ratio): maintenance is at most the largest tier rate times the notional."""
+        book = self.book
+        venue = book.cross_equity(mark, self._makers)
+        bound = (np.abs(q) * (mark * self._max_rate)).sum(axis=1)
+        if (bound <= self.desk.mu1 * venue).all():
+            return np.zeros(venue.size)
+        return book.margin_ratio(mark, self._makers)
 
     # ---- the counterparty of every walk ---------------------------------------------------
     def settle(self, walk: Walk, price) -> None:
@@ -237,14 +249,15 @@ class Liquidity:
     def take_record(self) -> None:
         """Keep the makers' row of steps.parquet for the step just ended."""
         desk = self.desk
-        equity = float(self.maker_equity().sum())
+        equity = self.maker_equity()
         self._records.append(
             (
                 self.book.qty[self._makers].sum(axis=0),
                 desk.hedge.sum(axis=0),
-                equity,
-                equity - float(desk.initial_equity.sum()),
-                *desk.quoting_share(),
+                equity.sum(),
+                desk.initial_equity,
+                desk.dbid.sum(),
+                desk.dask.sum(),
                 self._liquidated_step,
             )
         )
@@ -259,12 +272,15 @@ class Liquidity:
         names = ["maker_equity", "maker_pnl", "makers_bid_share", "makers_ask_share"]
         names.append("makers_liquidated")
         cols.update({k: [] for k in names})
-        for venue, hedge, *rest in self._records:
+        calm = float(self.desk.d0.sum()) if self.desk.n else 0.0
+        for venue, hedge, equity, initial, bid, ask, liquidated in self._records:
             for j, s in enumerate(symbols):
                 cols[f"maker_inventory_{s}"].append(float(venue[j]))
                 cols[f"maker_hedge_{s}"].append(float(hedge[j]))
+            rest = (equity, equity - initial.sum(), bid / calm if calm else 0.0)
+            rest += (ask / calm if calm else 0.0, liquidated)
             for k, v in zip(names, rest, strict=True):
-                cols[k].append(v)
+                cols[k].append(float(v) if k != "makers_liquidated" else v)
         df = pd.DataFrame(cols)
         df["makers_liquidated"] = df["makers_liquidated"].astype(np.int64)
         return df
