@@ -362,3 +362,37 @@ def test_user_returns_replace_the_reference_column(tmp_path):
     assert "S&P 500 1999-2018 (arch)" not in res["table"].columns
     assert res["table"].loc["n", "crypto.csv"] == 2000
     assert res["table"].loc["excess kurtosis", "crypto.csv"] == pytest.approx(excess_kurtosis(r))
+
+
+def test_tfg_through_the_engine_clears_against_the_noise_traders_curve():
+    """Above the value the funds hold nothing, so every walk clears the noise trader's
+    elastic demand alone: the engine's price is xi_t / N (backstop 1e-9 of the book)."""
+    from experiments.validation import thurner_engine as te
+
+    market = te.TFGMarket(5.0, seed=11)
+    market.log_xi = math.log(2.0 * te.N_SHARES)  # the price starts near 2: funds stay out
+    for _ in range(150):
+        price = market.step()
+        np.testing.assert_allclose(price, math.exp(market.log_xi) / te.N_SHARES, rtol=1e-8)
+        assert market.model.book.qty[1:, 0].sum() == 0.0
+    m = market.model
+    assert abs(m.money()["total"] - m.initial_money - m.deposits) < 1e-9 * 1e4
+
+
+@pytest.mark.slow
+def test_tfg_funds_are_margin_called_back_under_the_cap():
+    """Funds whose leverage a price move pushes above the cap are liquidated in part by the
+    engine: after every step's rounds no fund is above the cap, and calls do happen."""
+    from experiments.validation import thurner_engine as te
+
+    cap = 10.0
+    market = te.TFGMarket(cap, seed=3)
+    book = market.model.book
+    for _ in range(2000):
+        price = np.array([market.step()])
+        rows = market.fund_rows
+        equity = book.equity(price, rows)
+        notional = np.abs(book.qty[rows, 0]) * price[0]
+        held = notional > 0
+        assert (notional[held] <= cap * equity[held] * (1 + 1e-9)).all()
+    assert market.margin_calls > 20
