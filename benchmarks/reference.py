@@ -3,12 +3,13 @@
 One :class:`MarginTrader` agent per account holds its own wallet, quantity and entry price and
 checks its own margin in Python; each liquidation round loops over every agent. The market is
 the same price-impact rule as :class:`agents.market.Market` (docs/design.md, "Market impact")
-with a deterministic fundamental (scheduled shocks only), and liquidation follows the engine's rules
-for one cross-margined asset with ``full`` liquidation: close the position at the price after
-the round's batch, pay the fee from what equity remains, send negative equity to the insurance
-fund and what it cannot pay to unfunded bad debt.
+with a deterministic fundamental (scheduled shocks only), and liquidation follows the engine's
+rules for one cross-margined asset with ``full`` liquidation: close the position at the price
+after the round's batch, pay the fee from what equity remains, send negative equity to the
+insurance fund and what it cannot pay to unfunded bad debt.
 
-:func:`scenario` builds the accounts and shocks once; :func:`engine_model` turns them into a
+:func:`scenario` (a shock every few steps) and :func:`sliding_scenario` (a shock every step,
+cascades in most steps) build the accounts and shocks once; :func:`engine_model` turns them into a
 :class:`model.ContagionModel` and :class:`ReferenceModel` runs the same thing agent by agent.
 The benchmark runs both side by side and checks that they liquidate the same accounts in the
 same rounds and end at the same prices (tests/test_benchmarks.py does the same at small size).
@@ -16,6 +17,7 @@ same rounds and end at the same prices (tests/test_benchmarks.py does the same a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -25,7 +27,14 @@ import numpy as np
 from model.config import build_config
 from model.population import Population
 
-__all__ = ["MarginTrader", "ReferenceModel", "Scenario", "engine_model", "scenario"]
+__all__ = [
+    "MarginTrader",
+    "ReferenceModel",
+    "Scenario",
+    "engine_model",
+    "scenario",
+    "sliding_scenario",
+]
 
 
 @dataclass
@@ -58,24 +67,41 @@ def scenario(n: int, *, steps: int = 50, seed: int = 1) -> Scenario:
     size: a shock liquidates the most leveraged accounts, whose selling takes a few more.
     """
     rng = np.random.default_rng(seed)
+    sc = _accounts(n, rng)
+    shocks = []
+    for t in range(5, steps + 1, 7):
+        shocks.append((t, float(rng.choice([-1.0, 1.0], p=[0.7, 0.3]) * rng.uniform(0.01, 0.04))))
+    return dataclasses.replace(sc, steps=steps, shocks=tuple(shocks))
+
+
+def sliding_scenario(
+    n: int, *, steps: int = 200, seed: int = 1, drift: float = -0.003, volatility: float = 0.002
+) -> Scenario:
+    """The accounts of :func:`scenario` in a sliding market: a shock every step.
+
+    Every step's log return is ``drift + volatility * z`` (``z`` standard normal): by default
+    the price falls about 0.3% a step, faster than the impact of the last cascade recovers,
+    so most steps make a new low and start a cascade (at 100,000 traders and 200 steps: 160
+    steps with liquidations, several rounds each, about 64,000 liquidations). The steady
+    slide also moves prices past the margin screen's horizon again and again, so the run
+    pays for screen rebuilds as well as for cascades.
+    """
+    rng = np.random.default_rng(seed)
+    sc = _accounts(n, rng)
+    returns = np.expm1(drift + volatility * rng.standard_normal(steps))
+    shocks = tuple((t, float(returns[t - 1])) for t in range(1, steps + 1))
+    return dataclasses.replace(sc, steps=steps, shocks=shocks)
+
+
+def _accounts(n: int, rng) -> Scenario:
+    """``n`` accounts at 2x to 60x (65% long) around one price, and a book deep in ``n``."""
     price = 60000.0
     collateral = 1000.0 * (rng.pareto(1.5, n) + 1.0)
     leverage = np.exp(rng.uniform(np.log(2.0), np.log(60.0), n))
     side = np.where(rng.random(n) < 0.65, 1.0, -1.0)
     entry = price * np.exp(rng.normal(0.0, 0.01, n))
     qty = side * leverage * collateral / entry
-    shocks = []
-    for t in range(5, steps + 1, 7):
-        shocks.append((t, float(rng.choice([-1.0, 1.0], p=[0.7, 0.3]) * rng.uniform(0.01, 0.04))))
-    return Scenario(
-        wallet=collateral,
-        qty=qty,
-        entry=entry,
-        price=price,
-        depth=2.0e7 * n / 1e4,
-        steps=steps,
-        shocks=tuple(shocks),
-    )
+    return Scenario(wallet=collateral, qty=qty, entry=entry, price=price, depth=2.0e7 * n / 1e4)
 
 
 # --------------------------------------------------------------------------------------------

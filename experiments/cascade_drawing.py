@@ -25,6 +25,7 @@ and draw than thousands of separate segments: the dashboard redraws after every 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +99,7 @@ class CascadeLayout:
     Attributes:
         nodes: one row per node: ``label`` (trader id as text, ``step:<t>`` or ``others``),
             ``round`` (its column), ``kind`` (``step``, ``trader`` or ``aggregate``),
-            ``trader`` (id; -1 for the others), ``x`` (= round), ``y`` (position in the
+            ``trader`` (its id, an integer or a string; -1 for the others), ``x`` (= round), ``y`` (position in the
             column, in (0, 1)) and ``parent`` (the node of its heaviest cause; -1: none).
         src, dst: (m,) node of each edge's source and target, in the edges' order.
         weight: (m,) edge weights.
@@ -128,24 +129,27 @@ def cascade_layout(edges: pd.DataFrame, step: int, key: pd.Series | None = None)
     weight = e["weight"].to_numpy(dtype=float)
     kind = e["source_kind"].astype(str).to_numpy()
     is_trader = kind == "trader"
-    source = np.where(is_trader, e["source"].fillna(-1).to_numpy(dtype=np.int64), -1)
     src_kind = np.select([kind == "step", is_trader], [_ROOT, _TRADER], _AGGREGATE)
+    # traders by code: their rank among the ids (integers or strings), -1 for other nodes
+    traders, target, source = _trader_codes(e["target"], e["source"], is_trader)
     # a node is (column, kind, trader); sorting them puts the root first
     table = np.concatenate(
         [
-            np.stack([rnd, np.full_like(rnd, _TRADER), e["target"].to_numpy(np.int64)], 1),
+            np.stack([rnd, np.full_like(rnd, _TRADER), target], 1),
             np.stack([np.where(src_kind == _ROOT, 0, rnd - 1), src_kind, source], 1),
         ]
     )
     uniq, inverse = np.unique(table, axis=0, return_inverse=True)
     inverse = inverse.ravel()
     dst, src = inverse[: rnd.size], inverse[rnd.size :]
+    is_node_trader = uniq[:, 1] == _TRADER
+    trader = np.where(is_node_trader, traders[np.where(is_node_trader, uniq[:, 2], 0)], -1)
     nodes = pd.DataFrame(
         {
-            "label": _node_labels(uniq, step),
+            "label": _node_labels(uniq, step, traders),
             "round": uniq[:, 0],
             "kind": _KIND_NAMES[uniq[:, 1]],
-            "trader": np.where(uniq[:, 1] == _TRADER, uniq[:, 2], -1),
+            "trader": trader,
         }
     )
     group = np.zeros(len(nodes))
@@ -155,24 +159,38 @@ def cascade_layout(edges: pd.DataFrame, step: int, key: pd.Series | None = None)
         group = np.where(np.isnan(mapped), np.inf, mapped)
     group = np.where(uniq[:, 1] == _AGGREGATE, np.inf, group)  # aggregates end their column
     nodes["x"] = nodes["round"].astype(float)
-    nodes["y"] = _column_positions(nodes, src, dst, weight, group)
+    nodes["y"] = _column_positions(nodes, src, dst, weight, group, uniq[:, 2])
     nodes["parent"] = _main_causes(len(nodes), src, dst, weight, src_kind == _AGGREGATE)
     return CascadeLayout(nodes, src, dst, weight)
 
 
-def _node_labels(uniq: np.ndarray, step: int) -> np.ndarray:
-    labels = uniq[:, 2].astype(str).astype(object)
+def _trader_codes(target: pd.Series, source: pd.Series, is_trader: np.ndarray):
+    """The step's trader ids sorted (integers or strings), and each edge's target and source
+    as its rank among them (-1 for a source that is not a trader): sorting nodes by code sorts
+    them by id."""
+    dst = target.to_numpy(dtype=np.int64 if pd.api.types.is_integer_dtype(target) else object)
+    src = source.to_numpy(dtype=object)[is_trader].astype(dst.dtype)
+    traders = np.unique(np.concatenate([dst, src]))
+    codes = np.full(len(source), -1, dtype=np.int64)
+    codes[is_trader] = np.searchsorted(traders, src)
+    return traders, np.searchsorted(traders, dst).astype(np.int64), codes
+
+
+def _node_labels(uniq: np.ndarray, step: int, traders: np.ndarray) -> np.ndarray:
+    labels = np.empty(len(uniq), dtype=object)
+    is_trader = uniq[:, 1] == _TRADER
+    labels[is_trader] = [str(t) for t in traders[uniq[is_trader, 2]].tolist()]
     labels[uniq[:, 1] == _ROOT] = f"step:{step}"
     labels[uniq[:, 1] == _AGGREGATE] = "others"
     return labels
 
 
-def _column_positions(nodes, src, dst, weight, group) -> np.ndarray:
+def _column_positions(nodes, src, dst, weight, group, trader) -> np.ndarray:
     """Position of every node in its column: by group, then by the weighted mean position of
-    its causes (placed one column earlier), then by trader id; spread evenly over (0, 1)."""
+    its causes (placed one column earlier), then by trader id (``trader``: each node's rank
+    among the ids); spread evenly over (0, 1)."""
     y = np.full(len(nodes), 0.5)
     column = nodes["round"].to_numpy()
-    trader = nodes["trader"].to_numpy()
     for r in range(int(column.max()) + 1):
         members = np.flatnonzero(column == r)
         into = np.isin(dst, members)
@@ -343,9 +361,14 @@ def _annotate(ax, lay: CascadeLayout, step: int, label_limit: int) -> None:
 
 
 def write_cascade_png(path, edges: pd.DataFrame, liquidations=None, step=None) -> None:
-    """Draw a cascade (default: the largest) and save it as a PNG at ``path``."""
+    """Draw a cascade (default: the largest) and save it as a PNG at ``path``.
+
+    Trader ids a font cannot show (a population file's ids may be in any script) are drawn as
+    boxes without a warning: the ids themselves are in the run's tables."""
     fig = draw_cascade(edges, step, liquidations)
-    fig.savefig(Path(path), format="png")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.savefig(Path(path), format="png")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,14 @@
 """The ``contagion`` command line.
 
-``contagion run | sweep | plot | demo | viz | validate``. Bad input exits with status 2 and one
-line naming the key or file and what is wrong; no traceback.
+``contagion run | sweep | plot | demo | viz | validate``, and ``contagion --version``. Bad input
+exits with status 2 and one line naming the key or file and what is wrong; no traceback. So does
+an operating-system error (permission denied, disk full, a file where a folder is expected):
+one line naming the path and the reason.
+
+Options shared by the commands that write a folder (:func:`add_output_options`): ``--out DIR``,
+``--overwrite`` (replace a folder of the command's own kind, :mod:`experiments.folders`) and
+``--quiet`` (no progress, :mod:`experiments.progress`: only the result lines, warnings and
+errors).
 
 This module is the only one that knows about ``argparse``: each command turns its arguments
 into typed values and calls one library function (:func:`experiments.run.run_config`,
@@ -18,9 +25,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from model.errors import ConfigError, UsageError
+from model.errors import ConfigError, UsageError, one_line
 
-__all__ = ["main"]
+__all__ = ["add_output_options", "build_parser", "main", "os_error_line"]
 
 EXIT_BAD_INPUT = 2
 
@@ -63,12 +70,36 @@ def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
 
+def add_output_options(
+    parser: argparse.ArgumentParser, *, default: str, what: str, overwrite: bool = True
+) -> None:
+    """``--out``, ``--overwrite`` (unless the command resumes instead) and ``--quiet``: the
+    options of every command that writes a folder, with the same words everywhere."""
+    parser.add_argument("--out", metavar="DIR", help=f"{what} (default {default})")
+    if overwrite:
+        parser.add_argument(
+            "--overwrite",
+            action="store_true",
+            help=f"replace an existing {what}: the new one is written beside it and takes its "
+            "place only when complete",
+        )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress: only the result, warnings and errors"
+    )
+
+
 def cmd_run(args) -> int:
     overrides = _parse_sets(args.set)
     if args.seed is not None:
         overrides["seed"] = args.seed
     run_config = _library("run", "experiments.run", "run_config")
-    return run_config(args.config, out=_path(args.out), overrides=overrides)
+    return run_config(
+        args.config,
+        out=_path(args.out),
+        overrides=overrides,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
 
 
 def cmd_sweep(args) -> int:
@@ -79,6 +110,7 @@ def cmd_sweep(args) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
         resume=args.resume,
+        quiet=args.quiet,
     )
 
 
@@ -95,7 +127,12 @@ def cmd_plot(args) -> int:
 
 def cmd_demo(args) -> int:
     run_demo_command = _library("demo", "experiments.demo", "run_demo_command")
-    return run_demo_command(out=_path(args.out), overrides=_parse_sets(args.set))
+    return run_demo_command(
+        out=_path(args.out),
+        overrides=_parse_sets(args.set),
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
 
 
 def cmd_viz(args) -> int:
@@ -105,16 +142,25 @@ def cmd_viz(args) -> int:
 
 def cmd_validate(args) -> int:
     run_validation = _library("validate", "experiments.validate", "run_validation")
-    return run_validation(out=_path(args.out), quick=args.quick, returns_csv=_path(args.returns))
+    return run_validation(
+        out=_path(args.out),
+        quick=args.quick,
+        returns_csv=_path(args.returns),
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from model.provenance import DISTRIBUTION, project_version
+
     p = _Parser(prog="contagion", description="Market contagion through forced liquidations.")
+    p.add_argument("--version", action="version", version=f"{DISTRIBUTION} {project_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     r = sub.add_parser("run", help="run one config and write its run folder")
     r.add_argument("config", help="TOML config file")
-    r.add_argument("--out", help="run folder (default results/<name>)")
+    add_output_options(r, default="results/<name>", what="run folder")
     r.add_argument("--seed", type=int, help="override the config's seed")
     r.add_argument(
         "--set",
@@ -126,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="run a parameter sweep")
     s.add_argument("sweep", help="sweep TOML file")
-    s.add_argument("--out", help="sweep folder (default results/<sweep name>)")
+    add_output_options(s, default="results/<sweep name>", what="sweep folder", overwrite=False)
     s.add_argument("--workers", type=int, default=None, help="local worker processes")
     s.add_argument("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) or 'local'")
     s.add_argument("--resume", action="store_true", help="finish an interrupted sweep")
@@ -137,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=cmd_plot)
 
     d = sub.add_parser("demo", help="a narrated cascade in the terminal")
-    d.add_argument("--out", help="run folder (default results/demo)")
+    add_output_options(d, default="results/demo", what="demo folder")
     d.add_argument(
         "--set",
         action="append",
@@ -153,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_viz)
 
     va = sub.add_parser("validate", help="check the engine against theory, literature and data")
-    va.add_argument("--out", help="report folder (default results/validation)")
+    add_output_options(va, default="results/validation", what="validation report folder")
     va.add_argument("--quick", action="store_true", help="the quick variants (as in the tests)")
     va.add_argument(
         "--returns",
@@ -169,13 +215,40 @@ def _format_warning(message, category, filename, lineno, line=None):
     return f"contagion: warning: {message}\n"
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings on stderr as one line each, above a progress bar rather than through it."""
+    from experiments.progress import say
+
+    say(_format_warning(message, category, filename, lineno).rstrip("\n"), err=True)
+
+
+def os_error_line(exc: OSError) -> str:
+    """An operating-system error as one line: the path(s) and the reason, no traceback.
+
+    ``[Errno 13] Permission denied: 'x'`` becomes ``x: permission denied``; errors raised
+    without a path (pyarrow's, say) keep their own text, on one line.
+    """
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    reason = reason[:1].lower() + reason[1:]
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    if not paths:
+        return one_line(reason)
+    return one_line(f"{' -> '.join(paths)}: {reason}")
+
+
 def main(argv=None) -> int:
     warnings.formatwarning = _format_warning
+    warnings.showwarning = _show_warning
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
+    except SystemExit as exc:  # --version and --help print and stop here
+        return exc.code if isinstance(exc.code, int) else 0
     except (ConfigError, UsageError) as exc:
         print(f"contagion: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # the last resort: every command catches where it reads and writes
+        print(f"contagion: error: {os_error_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("contagion: interrupted", file=sys.stderr)

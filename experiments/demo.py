@@ -43,6 +43,7 @@ from experiments.cascade_drawing import (
     round_prices,
 )
 from experiments.depth_drawing import plot_depth
+from experiments.folders import DEMO_FOLDER, OutputFolder
 from experiments.narration import CascadeNarrator, RoundStory, _money, _pct, _price, _print_now
 from experiments.run import write_run_folder
 from model import storage
@@ -185,8 +186,8 @@ def cascade_stats(run: DemoRun, shock_step: int, shock_asset: str) -> CascadeSta
     ids = liq["trader_id"].unique()
     pop = model.population
     held_shocked = pop.qty[:, symbols.index(shock_asset)] != 0
-    row_of = {int(i): r for r, i in enumerate(pop.ids)}
-    untouched = int(sum(1 for i in ids if not held_shocked[row_of[int(i)]]))
+    rows = pd.Index(pop.ids).get_indexer(ids)
+    untouched = int((~held_shocked[rows]).sum())
     return CascadeStats(
         accounts=int(liq["trader_id"].nunique()),
         rounds=int(steps["rounds"].max()) if len(steps) else 0,
@@ -425,40 +426,40 @@ def _save(fig, path: Path) -> Path:
 
 
 class _Tee:
-    """Writes to the terminal as it goes and keeps a copy for narration.txt."""
+    """Writes to the terminal as it goes (unless quiet) and keeps a copy for narration.txt."""
 
-    def __init__(self):
+    def __init__(self, quiet: bool = False):
         self.parts: list[str] = []
+        self.quiet = quiet
 
     def __call__(self, text: str = "") -> None:
         self.parts.append(text)
-        _print_now(text)
+        if not self.quiet:
+            _print_now(text)
 
     @property
     def text(self) -> str:
         return "\n".join(self.parts) + "\n"
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a folder")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"--out {out}: {parent} is not a folder")
-            break
-
-
 def run_demo_command(
-    *, out: str | Path | None = None, overrides: dict[str, Any] | None = None
+    *,
+    out: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
 ) -> int:
     """The narrated cascade, under cross and then isolated margin, printed as it happens.
 
     Args:
-        out: the run folder (default ``results/demo``); the isolated run goes in
-            ``out/isolated``.
+        out: the demo folder (default ``results/demo``): the cross-margin run folder, with the
+            isolated run in ``out/isolated``, the narration and the figures. A folder that
+            exists and is not empty must be a demo folder, replaced only with ``overwrite``
+            (:class:`experiments.folders.OutputFolder`).
         overrides: dotted-key changes to the demo's market (``--set``), for both runs;
             ``margin.mode`` is not one of them (the demo runs both modes).
+        overwrite: replace an existing demo folder.
+        quiet: print only the lesson and where the files are (narration.txt keeps the story).
 
     Returns:
         the exit status (0).
@@ -469,16 +470,18 @@ def run_demo_command(
     cfg = load_config(DEMO_CONFIG, overrides={**overrides, "margin.mode": "cross"})
     if not cfg.shocks:
         raise ConfigError("shocks: the demo needs a scheduled shock")
-    out = Path(out) if out is not None else Path("results") / "demo"
-    _check_out(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
-    shock = cfg.shocks[0]
-    say = _Tee()
-    t0 = time.perf_counter()
+    iso_cfg = load_config(DEMO_CONFIG, overrides={**overrides, "margin.mode": "isolated"})
+    target = OutputFolder(out, DEMO_FOLDER, overwrite=overwrite, default=Path("results") / "demo")
+    with target as folder:
+        _demo(cfg, iso_cfg, target.path, folder, _Tee(quiet))
+    sys.stdout.flush()
+    return 0
 
+
+def _demo(cfg: Config, iso_cfg: Config, shown: Path, folder: Path, say: _Tee) -> None:
+    """Run, narrate and write the demo into ``folder`` (named ``shown`` in the text)."""
+    shock = cfg.shocks[0]
+    t0 = time.perf_counter()
     say(_intro(cfg, "cross margin (one balance backs every position)"))
     say()
     cross = run_demo(cfg, "cross", say)
@@ -487,7 +490,6 @@ def run_demo_command(
         "Now the same accounts and the same shock under isolated margin "
         "(each position has its own collateral):"
     )
-    iso_cfg = load_config(DEMO_CONFIG, overrides={**overrides, "margin.mode": "isolated"})
     iso = run_demo(iso_cfg, "isolated", say)
 
     symbols = cross.model.symbols
@@ -497,10 +499,13 @@ def run_demo_command(
     say(f"Cross vs isolated, same accounts, same shock ({shock.asset} {_pct(shock.return_)}):")
     say(comparison_table(c_stats, i_stats, symbols, shock.step, shock.asset))
     say()
-    say("The lesson: " + lesson(c_stats, i_stats, shock.asset, symbols))
+    the_lesson = "The lesson: " + lesson(c_stats, i_stats, shock.asset, symbols)
+    say(the_lesson)
 
-    write_run_folder(cross.model, out)
-    write_run_folder(iso.model, out / "isolated")
+    # the isolated run first: a demo folder is recognised by its isolated/ folder from the
+    # first file written (experiments.folders)
+    write_run_folder(iso.model, folder / "isolated")
+    write_run_folder(cross.model, folder)
     figures = [
         _save(
             plot_prices(
@@ -510,10 +515,10 @@ def run_demo_command(
                 cross.model.market.initial_price,
                 shock.step,
             ),
-            out / "prices.png",
+            folder / "prices.png",
         ),
-        _save(plot_cascade_tree(cross, shock.step), out / "cascade_tree.png"),
-        _save(plot_cross_vs_isolated(cross, iso, shock.step), out / "cross_vs_isolated.png"),
+        _save(plot_cascade_tree(cross, shock.step), folder / "cascade_tree.png"),
+        _save(plot_cross_vs_isolated(cross, iso, shock.step), folder / "cross_vs_isolated.png"),
         _save(
             plot_depth(
                 cross.stories,
@@ -522,13 +527,18 @@ def run_demo_command(
                 cross.model.market.depth,
                 symbols,
             ),
-            out / "depth.png",
+            folder / "depth.png",
         ),
     ]
+    result = [
+        f"run folder: {shown} (the isolated run in {shown / 'isolated'})",
+        "figures: " + ", ".join(str(shown / f.name) for f in figures),
+    ]
     say()
-    say(f"run folder: {out} (the isolated run in {out / 'isolated'})")
-    say("figures: " + ", ".join(str(f) for f in figures))
+    for line in result:
+        say(line)
     say(f"done in {time.perf_counter() - t0:.1f}s")
-    storage.write_text(out / "narration.txt", say.text)
-    sys.stdout.flush()
-    return 0
+    storage.write_text(folder / "narration.txt", say.text)
+    if say.quiet:  # the result lines only
+        for line in (the_lesson, *result):
+            _print_now(line)

@@ -19,11 +19,13 @@ marked, the liquidated notional per step, and the run's cascade-size CCDF.
 
 Every figure is written as PNG and SVG under ``DIR/figures/``. Figures are built on
 ``matplotlib.figure.Figure`` objects (no pyplot state), so plotting is safe in any process.
+Plotting again removes the figures (of :data:`FIGURE_NAMES`) it no longer draws, so the folder
+never shows a figure of an earlier state of the sweep. An unfinished sweep is drawn from the
+runs finished so far, with a warning saying how many of how many.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from model import storage
 from model.errors import UsageError
 
 __all__ = [
+    "FIGURE_NAMES",
     "cascade_ccdf",
     "ccdf",
     "cross_vs_isolated",
@@ -43,6 +46,7 @@ __all__ = [
     "plot_run",
     "plot_sweep",
     "price_paths",
+    "remove_stale_figures",
 ]
 
 LEVERAGE, VOLATILITY, MODE = "traders.leverage", "market.volatility", "margin.mode"
@@ -64,6 +68,18 @@ LABELS = {
     "margin.buffer": "partial-liquidation buffer",
 }
 MODE_COLORS = {"cross": "#c0392b", "isolated": "#2471a3"}
+# Every figure plot_folder draws (under DIR/figures/, as .png and .svg).
+FIGURE_NAMES = (
+    "phase_diagram",
+    "metrics_vs_leverage",
+    "cascade_ccdf",
+    "cross_vs_isolated",
+    "cross_minus_isolated",
+    "sobol_indices",
+    "metric_scatter",
+    "price_paths",
+)
+FIGURE_FORMATS = ("png", "svg")
 
 
 def _label(key: str) -> str:
@@ -94,7 +110,7 @@ def _heatmap(data, **kwargs):
 def _save(fig, folder: Path, name: str) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     out = []
-    for ext in ("png", "svg"):
+    for ext in FIGURE_FORMATS:
         path = folder / f"{name}.{ext}"
         dpi = 130 if ext == "png" else None
         storage.atomic_write(path, lambda p, ext=ext, dpi=dpi: fig.savefig(p, dpi=dpi, format=ext))
@@ -417,10 +433,11 @@ def plot_sweep(sweep_dir: str | Path) -> list[Path]:
     from experiments.sweep import CASCADES_TABLE, SWEEP_FILE, read_runs
 
     sweep_dir = Path(sweep_dir)
-    meta = json.loads((sweep_dir / SWEEP_FILE).read_text())
+    meta = storage.read_json(sweep_dir / SWEEP_FILE)
     runs = read_runs(sweep_dir)
     if not len(runs) or not (runs["status"] == "ok").any():
         raise UsageError(f"{sweep_dir}: no finished runs to plot")
+    _warn_partial(sweep_dir, meta, runs)
     keys = meta["keys"]
     figs = sweep_dir / "figures"
     out: list[Path] = []
@@ -442,13 +459,46 @@ def plot_sweep(sweep_dir: str | Path) -> list[Path]:
         out += _save(metrics_vs_leverage(runs, x, panel, y), figs, "metrics_vs_leverage")
     cascades_path = sweep_dir / CASCADES_TABLE
     if cascades_path.exists() and x:
-        cascades = pd.read_parquet(cascades_path)
+        cascades = storage.read_parquet(cascades_path)
         if len(cascades):
             out += _save(cascade_ccdf(cascades, runs, x, panel), figs, "cascade_ccdf")
     if has_modes and x:
         out += _save(cross_vs_isolated(runs, meta, x, y), figs, "cross_vs_isolated")
         out += _save(cross_minus_isolated(runs, meta, x, y), figs, "cross_minus_isolated")
+    if "sobol_indices.csv" not in {p.name for p in out}:
+        (sweep_dir / "sobol_indices.csv").unlink(missing_ok=True)
     return out
+
+
+def _warn_partial(sweep_dir: Path, meta: dict, runs: pd.DataFrame) -> None:
+    """Warn when the figures draw fewer runs than the sweep plans: it is unfinished, or some
+    runs failed (``drawing 7 of 16 runs: the sweep is incomplete``)."""
+    from experiments.sweep import INCOMPLETE_MARKER
+
+    total = len(meta["points"]) * int(meta["replicates"])
+    drawn = int((runs["status"] == "ok").sum())
+    failed = len(runs) - drawn
+    why = []
+    if len(runs) < total or (sweep_dir / INCOMPLETE_MARKER).exists():
+        why.append("the sweep is incomplete")
+    if failed:
+        why.append(f"{failed} failed")
+    if why:
+        warnings.warn(f"drawing {drawn} of {total} runs: {', '.join(why)}", stacklevel=3)
+
+
+def remove_stale_figures(folder: Path, drawn: list[Path]) -> list[Path]:
+    """Remove the figures of :data:`FIGURE_NAMES` under ``folder/figures`` that this plot did
+    not draw (left by an earlier plot); other files there are the user's and stay."""
+    keep = {p.name for p in drawn}
+    removed = []
+    for name in FIGURE_NAMES:
+        for ext in FIGURE_FORMATS:
+            path = folder / "figures" / f"{name}.{ext}"
+            if path.name not in keep and path.is_file():
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def _sobol_figure(sweep_dir: Path, figs: Path) -> list[Path]:
@@ -538,8 +588,8 @@ def price_paths(market: pd.DataFrame, liquidations: pd.DataFrame):
 
 def plot_run(run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
-    market = pd.read_parquet(run_dir / "market.parquet")
-    liquidations = pd.read_parquet(run_dir / "liquidations.parquet")
+    market = storage.read_parquet(run_dir / "market.parquet")
+    liquidations = storage.read_parquet(run_dir / "liquidations.parquet")
     if not len(market):
         raise UsageError(f"{run_dir}: the run has no steps to plot")
     return _save(price_paths(market, liquidations), run_dir / "figures", "price_paths")
@@ -563,11 +613,15 @@ def plot_folder(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder")
     if (folder / "sweep.json").exists():
-        return plot_sweep(folder)
+        drawn = plot_sweep(folder)
+        remove_stale_figures(folder, drawn)
+        return drawn
     if (folder / "market.parquet").exists() and (folder / "liquidations.parquet").exists():
         if (folder / ".incomplete").exists():
             raise UsageError(f"{folder}: run folder is incomplete (its writer was interrupted)")
-        return plot_run(folder)
+        drawn = plot_run(folder)
+        remove_stale_figures(folder, drawn)
+        return drawn
     raise UsageError(
         f"{folder}: neither a sweep folder (sweep.json) nor a run folder (market.parquet)"
     )

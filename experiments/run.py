@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
+from experiments.folders import RUN_FOLDER, OutputFolder
+from experiments.progress import progress_bar
 from model import storage
 
 __all__ = ["CASCADE_PNG", "draw_run_cascade", "run_config", "write_run_folder"]
@@ -25,8 +25,8 @@ def draw_run_cascade(folder: str | Path) -> Path:
     from experiments.cascade_drawing import write_cascade_png
 
     folder = Path(folder)
-    edges = pd.read_parquet(folder / "contagion_edges.parquet")
-    liquidations = pd.read_parquet(folder / "liquidations.parquet")
+    edges = storage.read_parquet(folder / "contagion_edges.parquet")
+    liquidations = storage.read_parquet(folder / "liquidations.parquet")
     path = folder / CASCADE_PNG
     storage.atomic_write(path, lambda p: write_cascade_png(p, edges, liquidations))
     return path
@@ -40,30 +40,40 @@ def write_run_folder(model, out: str | Path) -> Path:
 
 
 def run_config(
-    config: str | Path, *, out: str | Path | None = None, overrides: dict[str, Any] | None = None
+    config: str | Path,
+    *,
+    out: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
 ) -> int:
     """Run one config and write its run folder, printing a one-line summary.
 
     Args:
         config: the TOML config file.
-        out: the run folder (default ``results/<name>``).
+        out: the run folder (default ``results/<name>``); a folder that exists and is not
+            empty must be a run folder, replaced only with ``overwrite``
+            (:class:`experiments.folders.OutputFolder`).
         overrides: dotted-key overrides (``--set`` and ``--seed``), parsed by each key's type.
+        overwrite: replace an existing run folder (the new one is written beside it and
+            renamed over it when complete).
+        quiet: no progress bar (the summary line and warnings still print).
 
     Returns:
         the exit status (0).
     """
     from model import ContagionModel, load_config
-    from model.results import check_run_folder
 
     cfg = load_config(config, overrides=overrides)
-    out = Path(out) if out is not None else Path("results") / cfg.name
-    check_run_folder(out)  # a bad --out fails now, not after the run
-    t0 = time.perf_counter()
-    model = ContagionModel(cfg)
-    built = time.perf_counter() - t0
-    model.run()
-    ran = time.perf_counter() - t0 - built
-    write_run_folder(model, out)
+    target = OutputFolder(out, RUN_FOLDER, overwrite=overwrite, default=Path("results") / cfg.name)
+    with target as folder:  # a bad --out fails now, not after the run
+        t0 = time.perf_counter()
+        model = ContagionModel(cfg)
+        built = time.perf_counter() - t0
+        with progress_bar(cfg.steps, unit="step", desc=cfg.name, quiet=quiet) as bar:
+            model.run(on_step=lambda t: bar.update())
+        ran = time.perf_counter() - t0 - built
+        write_run_folder(model, folder)
     s = model.summary()
     print(
         f"{cfg.name}: {s['traders']} traders, {s['steps']} steps in {ran:.1f}s "
@@ -77,5 +87,5 @@ def run_config(
         from experiments.scenarios import scenario_report
 
         print(scenario_report(model, s))
-    print(f"run folder: {out}")
+    print(f"run folder: {target.path}")
     return 0

@@ -61,10 +61,12 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from experiments.progress import progress_bar
 from model import metrics, storage
 from model.config import apply_overrides, build_config, build_section, describe, read_toml
 from model.config import spec as setting  # "spec" names the SweepSpec everywhere here
 from model.errors import ConfigError, UsageError
+from model.provenance import provenance, utc_now
 from model.results import liquidations_table
 
 __all__ = [
@@ -761,6 +763,14 @@ def make_executor(workers: int | None = None, scheduler: str | None = None):
 # --------------------------------------------------------------------------------------------
 
 
+def base_config_text(spec: SweepSpec) -> str:
+    """The sweep's base config (``[sweep.set]`` applied) as resolved, in the canonical TOML of
+    a run folder's config.toml: what sweep.json's ``config_sha256`` hashes."""
+    from model.results import config_text
+
+    return config_text(build_config(spec.base, base_dir=spec.base_dir))
+
+
 def _fingerprint(spec: SweepSpec, points: list[dict]) -> str:
     """What identifies a sweep's results: base config, points, seeds, replicates."""
     ident = {
@@ -784,11 +794,24 @@ class SweepFolder:
         self.runs = self.out / RUNS_DIR
 
     def check(self, spec: SweepSpec, points: list[dict], resume: bool) -> None:
-        """Refuse an output folder that holds something else (before any worker starts)."""
+        """Refuse an output folder that holds something else (before any worker starts).
+
+        A folder with a ``sweep.json`` is this command's own: it needs ``--resume`` and the
+        same sweep. Any other folder that is not empty is refused, ``--resume`` or not
+        (:mod:`experiments.folders`).
+        """
+        from experiments.folders import SWEEP_FOLDER, blocking_file, kind_of
+
         meta_path = self.out / SWEEP_FILE
         fingerprint = _fingerprint(spec, points)
         if self.out.exists() and not self.out.is_dir():
             raise UsageError(f"--out {self.out}: exists and is not a folder")
+        blocking = blocking_file(self.out)
+        if blocking is not None:
+            raise UsageError(
+                f"--out {self.out}: cannot create the {SWEEP_FOLDER.name}: {blocking} is not "
+                "a folder"
+            )
         if meta_path.exists():
             if not resume:
                 raise UsageError(
@@ -804,17 +827,30 @@ class SweepFolder:
                     f"--resume: {self.out} was started from a different sweep (base config, "
                     "points, seeds or replicates changed); use another --out"
                 )
-        elif self.out.exists() and any(self.out.iterdir()) and not resume:
-            raise UsageError(f"--out {self.out}: folder exists and is not empty")
+        elif self.out.is_dir() and any(self.out.iterdir()):
+            found = kind_of(self.out)
+            what = f"holds a {found.name}" if found else "is not empty"
+            raise UsageError(
+                f"--out {self.out}: {what} and is not a {SWEEP_FOLDER.name} "
+                f"(no {SWEEP_FILE}); choose a new or empty folder"
+            )
 
     def start(self, spec: SweepSpec, points: list[dict], resume: bool) -> set[str]:
-        """Create or reopen the folder; return the run ids already finished."""
+        """Create or reopen the folder; return the run ids already finished.
+
+        ``sweep.json`` is written first (it marks the folder as a sweep's from the start), with
+        a ``provenance`` block for this session; a resumed sweep keeps the blocks of its
+        earlier sessions under ``provenance.earlier``.
+        """
         self.check(spec, points, resume)
         meta_path = self.out / SWEEP_FILE
-        fingerprint = _fingerprint(spec, points)
-        self.runs.mkdir(parents=True, exist_ok=True)
-        (self.out / INCOMPLETE_MARKER).write_text("this sweep has runs still to do\n")
-        meta = {
+        self.started, self._clock = utc_now(), time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        earlier = []
+        if meta_path.exists():
+            old = json.loads(meta_path.read_text()).get("provenance") or {}
+            earlier = [*old.pop("earlier", []), old] if old else []
+        self.meta = {
             "name": spec.name,
             "sweep_file": str(spec.path),
             "sampler": spec.sampler,
@@ -828,12 +864,27 @@ class SweepFolder:
             "base": spec.base,
             "base_dir": spec.base_dir,
             "points": points,
-            "fingerprint": fingerprint,
+            "fingerprint": _fingerprint(spec, points),
         }
-        if not meta_path.exists():
-            storage.write_json(meta_path, meta, indent=1)
+        self._config_text = base_config_text(spec)
+        self._earlier = earlier
+        self.write_meta()
+        self.runs.mkdir(exist_ok=True)
+        storage.write_text(self.out / INCOMPLETE_MARKER, "this sweep has runs still to do\n")
         storage.clear_temporaries(self.runs)  # leftovers of a write cut short
         return {p.stem for p in self.runs.glob("p*-r*.json")}
+
+    def write_meta(self) -> None:
+        """Write sweep.json with this session's provenance (elapsed seconds so far)."""
+        block = provenance(
+            seed=self.meta["seed"],
+            config_text=self._config_text,
+            started=self.started,
+            elapsed=time.perf_counter() - self._clock,
+        )
+        if self._earlier:
+            block["earlier"] = self._earlier
+        storage.write_json(self.out / SWEEP_FILE, {**self.meta, "provenance": block}, indent=1)
 
     def record(self, task: RunTask, result: dict) -> None:
         """Write one finished run durably (before it is counted as done)."""
@@ -847,10 +898,13 @@ class SweepFolder:
         storage.write_json(self.runs / f"{task.run_id}.json", row)
 
     def consolidate(self, spec_keys: list[str], complete: bool) -> pd.DataFrame:
-        """Rebuild runs.parquet and cascades.parquet from runs/ (atomic replace)."""
+        """Rebuild runs.parquet and cascades.parquet from runs/ (atomic replace), and
+        sweep.json with the session's elapsed time."""
         runs, cascades = read_run_records(self.runs, spec_keys)
         storage.write_parquet(self.out / RUNS_TABLE, runs)
         storage.write_parquet(self.out / CASCADES_TABLE, cascades)
+        if hasattr(self, "meta"):
+            self.write_meta()
         if complete:
             (self.out / INCOMPLETE_MARKER).unlink(missing_ok=True)
         return runs
@@ -860,7 +914,7 @@ def read_run_records(runs_dir: Path, keys: list[str]) -> tuple[pd.DataFrame, pd.
     """runs/*.json -> (runs table, cascades table), sorted by point and replicate."""
     rows, casc = [], []
     for path in sorted(Path(runs_dir).glob("p*-r*.json")):
-        rec = json.loads(path.read_text())
+        rec = storage.read_json(path)
         row = {"point": rec["point"], "replicate": rec["replicate"], "seed": rec["seed"]}
         for k in keys:
             row[k] = rec["params"].get(k)
@@ -886,58 +940,14 @@ def read_runs(out: str | Path) -> pd.DataFrame:
     """A sweep folder's runs: runs.parquet, or the runs/ records of an unfinished sweep."""
     out = Path(out)
     if (out / RUNS_TABLE).exists() and not (out / INCOMPLETE_MARKER).exists():
-        return pd.read_parquet(out / RUNS_TABLE)
-    meta = json.loads((out / SWEEP_FILE).read_text())
+        return storage.read_parquet(out / RUNS_TABLE)
+    meta = storage.read_json(out / SWEEP_FILE)
     return read_run_records(out / RUNS_DIR, meta["keys"])[0]
 
 
 # --------------------------------------------------------------------------------------------
-# Progress and the driver
+# The driver
 # --------------------------------------------------------------------------------------------
-
-
-class Progress:
-    """A one-line progress bar on stderr: runs done, failures, rate and time left."""
-
-    def __init__(self, total: int, done: int, stream=None, every: float = 5.0):
-        self.total, self.done, self.start_done = total, done, done
-        self.failed = 0
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.every = 0.2 if self.tty else every
-        self.t0 = time.perf_counter()
-        self.last = -math.inf
-
-    def update(self, ok: bool, force: bool = False) -> None:
-        self.done += 1
-        self.failed += not ok
-        now = time.perf_counter()
-        if force or now - self.last >= self.every or self.done == self.total:
-            self.last = now
-            self.show(now)
-
-    def show(self, now: float | None = None) -> None:
-        now = time.perf_counter() if now is None else now
-        new = self.done - self.start_done
-        rate = new / (now - self.t0) if now > self.t0 and new else 0.0
-        left = (self.total - self.done) / rate if rate else math.nan
-        frac = self.done / self.total if self.total else 1.0
-        bar = "#" * int(24 * frac)
-        text = (
-            f"[{bar:<24}] {self.done}/{self.total} runs"
-            + (f", {self.failed} failed" if self.failed else "")
-            + f", {rate:.2f} runs/s, {_clock(left)} left"
-        )
-        end = "" if self.tty and self.done < self.total else "\n"
-        self.stream.write(("\r" if self.tty else "") + text + end)
-        self.stream.flush()
-
-
-def _clock(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "--:--"
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def run_sweep(
@@ -956,6 +966,8 @@ def run_sweep(
         out: the sweep folder.
         executor: default :class:`SerialExecutor`.
         resume: finish a sweep already started in ``out`` (skips the runs on disk).
+        progress: a progress bar on stderr when it is a terminal
+            (:mod:`experiments.progress`).
         run_fn: ``task -> record``; default :func:`run_one` bound to the base config.
     """
     executor = executor or SerialExecutor()
@@ -969,13 +981,19 @@ def run_sweep(
         raise
     todo = [t for t in tasks if t.run_id not in finished]
     fn = run_fn or functools.partial(run_one, base=spec.base, base_dir=spec.base_dir)
-    bar = Progress(len(tasks), len(tasks) - len(todo)) if progress else None
+    bar = progress_bar(
+        len(tasks), unit="run", desc=spec.name, initial=len(tasks) - len(todo), quiet=not progress
+    )
+    failed = 0
     try:
         for task, result in executor.run(fn, todo):
             folder.record(task, result)
-            if bar:
-                bar.update(result["status"] == "ok")
+            bar.update()
+            if result["status"] != "ok":
+                failed += 1
+                bar.set_postfix_str(f"{failed} failed")
     finally:
+        bar.close()
         executor.close()
         done = {p.stem for p in folder.runs.glob("p*-r*.json")}
         complete = all(t.run_id in done for t in tasks)
@@ -990,8 +1008,9 @@ def run_sweep_command(
     workers: int | None = None,
     scheduler: str | None = None,
     resume: bool = False,
+    quiet: bool = False,
 ) -> int:
-    """Load a sweep file and run it (or finish it) with a progress line on stderr.
+    """Load a sweep file and run it (or finish it) with a progress bar on stderr.
 
     Args:
         sweep_path: the sweep TOML file.
@@ -1000,6 +1019,7 @@ def run_sweep_command(
             ``scheduler="local"``.
         scheduler: a Dask scheduler address (``tcp://HOST:PORT``) or ``"local"``.
         resume: finish a sweep already started in ``out``.
+        quiet: no progress and no opening line: only the result line and errors.
 
     Returns:
         the exit status: 0 when the sweep ran to the end (failed runs are rows of the table),
@@ -1012,10 +1032,13 @@ def run_sweep_command(
     executor = make_executor(workers, scheduler)
     n = len(points) * spec.replicates
     where = f"Dask at {scheduler}" if scheduler else f"{executor.workers} worker(s)"
-    print(f"{spec.name}: {n} runs ({spec.sampler} sampler) on {where} -> {out}", file=sys.stderr)
+    if not quiet:
+        print(
+            f"{spec.name}: {n} runs ({spec.sampler} sampler) on {where} -> {out}", file=sys.stderr
+        )
     t0 = time.perf_counter()
     try:
-        runs = run_sweep(spec, out, executor, resume=resume)
+        runs = run_sweep(spec, out, executor, resume=resume, progress=not quiet)
     except SweepAborted as exc:
         print(f"contagion: error: {exc}", file=sys.stderr)
         return 1

@@ -21,7 +21,6 @@ check passes, 1 when one fails (the report says which and why), 2 on bad input.
 from __future__ import annotations
 
 import math
-import os
 import platform
 import sys
 import time
@@ -65,14 +64,23 @@ CHECKS = (
 )
 
 
-def run_checks(out_dir, *, quick: bool = False, returns_csv=None, only=None, log=print) -> list:
+def run_checks(
+    out_dir, *, quick: bool = False, returns_csv=None, only=None, log=print, bar=None
+) -> list:
     """Run the checks (all, or those named in ``only``); figures go to ``out_dir``.
 
     A check that raises is reported as a FAIL naming the error, and the others still run.
+
+    Args:
+        log: called with one line per check as it finishes.
+        bar: a progress bar (:func:`experiments.progress.progress_bar`) showing the check
+            under way and counting those done.
     """
     results = []
     checks = [(k, f) for k, f in _checks() if only is None or k in only]
     for i, (key, func) in enumerate(checks, 1):
+        if bar is not None:
+            bar.set_description_str(key)
         kwargs = {"quick": quick, "out_dir": out_dir}
         if key == "stylized_facts" and returns_csv is not None:
             kwargs["reference_csv"] = returns_csv
@@ -96,6 +104,8 @@ def run_checks(out_dir, *, quick: bool = False, returns_csv=None, only=None, log
         result["key"] = key
         result["seconds"] = time.perf_counter() - t0
         results.append(result)
+        if bar is not None:
+            bar.update()
         log(
             f"[{i}/{len(checks)}] {result['name']}: {'PASS' if result['passed'] else 'FAIL'} "
             f"({result['seconds']:.1f} s)"
@@ -144,12 +154,9 @@ def render_report(results, *, quick: bool, seconds: float) -> str:
     import mesa
     import numpy as np
 
-    try:
-        from importlib.metadata import version
+    from model.provenance import project_version
 
-        pkg = version("margin-contagion")
-    except Exception:  # not installed as a distribution
-        pkg = "unknown"
+    pkg = project_version()
     passed = sum(r["passed"] for r in results)
     lines = [
         "# Validation report",
@@ -186,51 +193,64 @@ def write_report(results, out_dir, *, quick: bool, seconds: float) -> Path:
     out = Path(out_dir)
     report = out / "report.md"
     storage.write_text(report, render_report(results, quick=quick, seconds=seconds))
-    payload = {
-        "quick": quick,
-        "seconds": seconds,
-        "passed": all(r["passed"] for r in results),
-        "checks": [{k: v for k, v in r.items() if k != "data"} for r in results],
-    }
-    storage.write_json(out / "results.json", payload, indent=2)
+    storage.write_json(out / "results.json", _payload(results, quick, seconds), indent=2)
     return report
 
 
-def _prepare_out(path) -> Path:
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot create the folder: {exc.strerror}") from None
-    if not os.access(out, os.W_OK):
-        raise ConfigError(f"--out {out}: folder is not writable")
-    return out
+def _payload(results, quick: bool, seconds: float, complete: bool = True) -> dict:
+    """results.json: ``complete`` is false while the checks run (the file marks the folder as
+    a validation report from the start, :mod:`experiments.folders`)."""
+    return {
+        "quick": quick,
+        "complete": complete,
+        "seconds": seconds,
+        "passed": complete and all(r["passed"] for r in results),
+        "checks": [{k: v for k, v in r.items() if k != "data"} for r in results],
+    }
 
 
 def run_validation(
-    *, out: str | Path | None = None, quick: bool = False, returns_csv: str | Path | None = None
+    *,
+    out: str | Path | None = None,
+    quick: bool = False,
+    returns_csv: str | Path | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
 ) -> int:
     """Run every check, write the report folder and print where it is.
 
     Args:
-        out: the report folder (default ``results/validation``).
+        out: the report folder (default ``results/validation``); a folder that exists and is
+            not empty must be a validation report, replaced only with ``overwrite``
+            (:class:`experiments.folders.OutputFolder`).
         quick: the quick variants (as in the tests).
         returns_csv: a CSV of returns or prices to use as the stylized-facts reference instead
             of the S&P 500.
+        overwrite: replace an existing validation report folder.
+        quiet: no progress bar and no line per check: only where the report is and the
+            checks that fail.
 
     Returns:
         the exit status: 0 when every check passes, 1 when one fails.
     """
+    from experiments.folders import VALIDATION_FOLDER, OutputFolder
+    from experiments.progress import progress_bar, say
+
     if returns_csv is not None:
         from experiments.validation.stylized_facts import load_returns
 
         load_returns(returns_csv)  # bad input fails now, with one line, before any work
-    out = _prepare_out(out if out is not None else Path("results") / "validation")
-    t0 = time.perf_counter()
-    results = run_checks(out, quick=quick, returns_csv=returns_csv)
-    report = write_report(results, out, quick=quick, seconds=time.perf_counter() - t0)
+    target = OutputFolder(
+        out, VALIDATION_FOLDER, overwrite=overwrite, default=Path("results") / "validation"
+    )
+    with target as folder:
+        storage.write_json(folder / "results.json", _payload([], quick, 0.0, False), indent=2)
+        t0 = time.perf_counter()
+        with progress_bar(len(CHECKS), unit="check", quiet=quiet) as bar:
+            log = (lambda line: None) if quiet else say
+            results = run_checks(folder, quick=quick, returns_csv=returns_csv, log=log, bar=bar)
+        write_report(results, folder, quick=quick, seconds=time.perf_counter() - t0)
+    report = target.path / "report.md"
     failed = [r["name"] for r in results if not r["passed"]]
     print(f"report: {report}")
     if failed:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.ids import as_ids
+
 __all__ = [
     "AccountBook",
     "TierTable",
@@ -167,7 +169,8 @@ class AccountBook:
     """Collateral and positions of every trader, one row per trader, one column per asset.
 
     Attributes:
-        ids: (n,) trader ids (as in the population file, or 0..n-1).
+        ids: (n,) trader ids, as in the population file (``int64`` or ``str``), or 0..n-1;
+            only outputs read them (:mod:`model.ids`), the engine works on rows.
         wallet: (n,) cross wallet balance ``W``.
         qty: (n, A) signed position quantities ``q``.
         entry: (n, A) entry prices ``e`` (0 where flat).
@@ -193,7 +196,7 @@ class AccountBook:
         margin=None,
         max_leverage=None,
     ):
-        self.ids = np.asarray(ids, dtype=np.int64)
+        self.ids = as_ids(ids)
         self.wallet = np.asarray(wallet, dtype=float).copy()
         self.qty = np.asarray(qty, dtype=float).copy()
         self.entry = np.asarray(entry, dtype=float).copy()

@@ -8,7 +8,9 @@ override or a sweep, and addressable by dotted keys (``market.volatility``,
 
 Errors are :class:`ConfigError` (defined in :mod:`model.errors`, re-exported here): one line
 that names the key (or the file) and what is wrong. The command line turns them into exit
-status 2.
+status 2. Values that are legal but almost surely a slip of units (a shock return of 10, a
+volatility of 60) are not errors: :func:`config_warnings` names them, and the model reports them
+when it is built.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 
 from agents.params import spec
 from agents.strategies import STRATEGIES
+from model import venues
 from model.errors import ConfigError
 
 __all__ = [
@@ -43,6 +46,8 @@ __all__ = [
     "MarginConfig",
     "MarketConfig",
     "MOVED_KEYS",
+    "GRAPH_FORMATS",
+    "OutputConfig",
     "ScenarioConfig",
     "Sections",
     "ShockConfig",
@@ -52,6 +57,7 @@ __all__ = [
     "bound_violation",
     "build_config",
     "build_section",
+    "config_warnings",
     "correlation_matrix",
     "describe",
     "did_you_mean",
@@ -227,7 +233,17 @@ class MarketConfig:
         0.0075, doc="largest funding rate of one interval, either way", ge=0, le=1
     )
     funding_interest: float = spec(
-        1.0e-4, doc="interest part of the funding rate of one interval", ge=-0.01, le=0.01
+        1.0e-4,
+        doc="interest part of the funding rate (the rate of funding_basis intervals)",
+        ge=-0.01,
+        le=0.01,
+    )
+    funding_basis: float = spec(
+        1.0,
+        doc="intervals the funding formula's rate is for: each interval pays 1/funding_basis of "
+        "it (8 for hourly payments of an 8-hour rate, as Hyperliquid and dYdX)",
+        gt=0,
+        le=1e6,
     )
 
     def correlation_matrix(self, n_assets: int):
@@ -324,6 +340,64 @@ class MarginConfig:
     insurance_fund: float = spec(1.0e6, doc="initial insurance fund (quote)", ge=0, le=1e15)
     max_rounds: int = spec(100, doc="most liquidation rounds in one step", ge=1, le=100_000)
     adl: bool = spec(True, doc="auto-deleverage when the insurance fund cannot cover bad debt")
+    venue: Literal["binance", "bybit", "okx", "hyperliquid", "dydx"] | None = spec(
+        None,
+        doc="a venue's published rules as defaults for the margin, tier and funding keys the file "
+        "does not set (model/venues.py; default: none)",
+    )
+    adl_ranking: Literal["bitmex", "binance", "hyperliquid", "pro_rata", "random"] = spec(
+        "bitmex", doc="order in which ADL closes opposite positions (model/adl.py)"
+    )
+    adl_profit_cap: bool = spec(
+        False,
+        doc="ADL takes no more from a position than its paper profit (default: fill at the "
+        "bankruptcy price, capped only at the unit's equity)",
+    )
+    takeover: bool = spec(
+        False,
+        doc="a unit closed whole is taken over at its bankruptcy price: the insurance fund keeps "
+        "the equity it had left (Binance, Bybit, OKX)",
+    )
+    partial_from_tier: int = spec(
+        1,
+        doc="partial liquidation only for units with a position in this maintenance tier or "
+        "beyond; others close whole (Bybit 2, OKX 3)",
+        ge=1,
+        le=1000,
+    )
+    chunk_notional: float | None = spec(
+        None,
+        doc="positions above this notional close at most chunk_share per liquidation, then "
+        "whole for the rest of the step (Hyperliquid: 100,000; default: no chunks)",
+        ge=0,
+        le=1e15,
+    )
+    chunk_share: float = spec(
+        0.2, doc="share of a position above chunk_notional one liquidation closes", gt=0, le=1
+    )
+    round_share: float = spec(
+        1.0, doc="largest share of a position one liquidation round closes (dYdX: 0.1)", gt=0, le=1
+    )
+    round_min_notional: float = spec(
+        0.0,
+        doc="notional of a position one round may always close, above round_share (dYdX: 1,000)",
+        ge=0,
+        le=1e15,
+    )
+    round_max_notional: float | None = spec(
+        None,
+        doc="largest notional one round closes of one account (dYdX: 100,000; default: no limit)",
+        gt=0,
+        le=1e15,
+    )
+    vault: bool = spec(
+        False,
+        doc="a liquidator vault takes over units whose equity is below vault_threshold x "
+        "maintenance, at the mark, instead of selling them (Hyperliquid)",
+    )
+    vault_threshold: float = spec(
+        2.0 / 3.0, doc="equity over maintenance below which the vault takes a unit over", gt=0, le=1
+    )
 
 
 @dataclass
@@ -470,6 +544,22 @@ class ContagionConfig:
     )
 
 
+GraphFormat = Literal["graphml.gz", "graphml", "json"]
+GRAPH_FORMATS = typing.get_args(GraphFormat)
+
+
+@dataclass
+class OutputConfig:
+    """What a run folder holds beyond its tables (docs/contagion.md, "Files")."""
+
+    graph: list[GraphFormat] = spec(
+        factory=lambda: ["graphml.gz"],
+        doc="file formats of the contagion graph: graphml.gz (gzip-compressed GraphML: networkx, "
+        "igraph, Gephi), graphml (plain), json (networkx node-link)",
+        min_len=1,
+    )
+
+
 @dataclass
 class Config:
     """A whole run."""
@@ -491,6 +581,7 @@ class Config:
     scenario: ScenarioConfig | None = spec(
         None, doc="reported figures of the real event a scenario replays (printed by run)"
     )
+    output: OutputConfig = spec(factory=OutputConfig)
     base_dir: str = field(default=".", metadata={"internal": True})
 
     # ---- derived views ----------------------------------------------------------------------
@@ -751,6 +842,8 @@ def build_config(data: dict, base_dir: str | Path = ".") -> Config:
     if not isinstance(data, dict):
         raise ConfigError("config: expected a table at the top level")
     cfg = _build(Config, data)
+    if cfg.margin.venue is not None:
+        cfg = _build(Config, _with_venue(data, cfg))
     cfg.base_dir = str(base_dir)
     _cross_checks(cfg)
     # the parameters of every rule in use, defaults included, so the resolved config says them
@@ -758,6 +851,22 @@ def build_config(data: dict, base_dir: str | Path = ".") -> Config:
     for name in cfg.traders.strategies:
         rules.setdefault(name, STRATEGIES[name].Params())
     return cfg
+
+
+def _with_venue(data: dict, cfg: Config) -> dict:
+    """A copy of ``data`` with the keys of its venue preset that it does not set itself
+    (:mod:`model.venues`); ``cfg`` is ``data`` built without them."""
+    import copy
+
+    data = copy.deepcopy(data)
+    data.setdefault("assets", to_dict(cfg)["assets"])  # the default asset, to give its tiers to
+    market = cfg.market
+    defaults = venues.venue_defaults(
+        data, cfg.symbols, market.step_minutes, market.funding_interval
+    )
+    for key, value in defaults.items():
+        _set_dotted(data, key, value)
+    return data
 
 
 def build_section(cls, data: Any, prefix: str = ""):
@@ -827,11 +936,54 @@ def _cross_checks(cfg: Config) -> None:
     if sum(strategies.values()) <= 0:
         raise ConfigError("traders.strategies: shares must add up to more than 0")
     _check_liquidity(cfg)
+    repeated = [f for i, f in enumerate(cfg.output.graph) if f in cfg.output.graph[:i]]
+    if repeated:
+        raise ConfigError(f"output.graph: {repeated[0]!r} is listed twice")
     if cfg.traders.assets_per_trader > len(cfg.assets):
         raise ConfigError(
             f"traders.assets_per_trader: {cfg.traders.assets_per_trader} is more than the "
             f"{len(cfg.assets)} assets declared"
         )
+    for i, s in enumerate(cfg.shocks):
+        if s.step > cfg.steps:
+            raise ConfigError(
+                f"shocks[{i}].step: {s.step} is after the last step (the run has steps = "
+                f"{cfg.steps}): the shock would never happen"
+            )
+
+
+# Beyond these, a value is legal but almost surely written in the wrong unit (percent for a
+# fraction): a shock return above 100% either way, an annual volatility above 500%.
+_UNIT_SLIP_RETURN = 1.0
+_UNIT_SLIP_VOLATILITY = 5.0
+
+
+def config_warnings(cfg: Config) -> list[tuple[str, str]]:
+    """``(kind, message)`` for every value that is legal but almost surely a unit slip, each
+    message one line naming the key. The model reports them when it is built
+    (``ContagionModel.warn``: stderr and summary.json)."""
+    out = []
+    for i, s in enumerate(cfg.shocks):
+        if abs(s.return_) > _UNIT_SLIP_RETURN:
+            out.append(
+                (
+                    "shock_return",
+                    f"shocks[{i}].return = {s.return_:g} is a {100 * s.return_:+.0f}% move; "
+                    "returns are fractions (0.1 = 10%)",
+                )
+            )
+    vols = [("market.volatility", cfg.market.volatility)]
+    vols += [(f"assets.{_key_part(a.symbol)}.volatility", a.volatility) for a in cfg.assets]
+    for key, vol in vols:
+        if vol is not None and vol > _UNIT_SLIP_VOLATILITY:
+            out.append(
+                (
+                    "volatility",
+                    f"{key} = {vol:g} is {100 * vol:.0f}% a year; volatility is an annual "
+                    "fraction (0.6 = 60%)",
+                )
+            )
+    return out
 
 
 def _check_liquidity(cfg: Config) -> None:

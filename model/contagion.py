@@ -1,7 +1,7 @@
 """The contagion graph: who liquidated whom.
 
-A ``networkx.DiGraph``. Nodes are trader ids, plus one root node ``step:<t>`` per step with
-liquidations. Round-1 liquidations of step ``t`` hang from ``step:<t>`` with weight 1. A
+A ``networkx.DiGraph``. Nodes are trader ids (integers, or the strings a population file gave:
+:mod:`model.ids`), plus one root node ``step:<t>`` per step with liquidations. Round-1 liquidations of step ``t`` hang from ``step:<t>`` with weight 1. A
 liquidation in round ``r >= 2`` is attributed to the liquidations of round ``r - 1`` that moved
 the prices it lost on: edge ``i -> j`` with weight = ``i``'s share of the flow that hurt ``j``:
 
@@ -43,12 +43,17 @@ builds the networkx graph on demand, and :meth:`ContagionRecorder.write_graphml`
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
 
+from model.ids import id_column, is_integer_ids, plain_id
 from model.liquidation import RoundRecord
 
 __all__ = [
@@ -97,19 +102,47 @@ def attribution_factors(exposure, price_move, closed_prev, notional_prev=None):
     push_total = push.sum(axis=0)
     share = push / np.where(push_total > 0, push_total, 1.0)[None, :]
     loss = np.maximum(-exposure * price_move[None, :], 0.0)  # (k_v, A)
-    loss[:, push_total <= 0] = 0.0  # nobody pushed that price: no one to attribute it to
+    unpushed = push_total <= 0
+    if unpushed.any():
+        loss[:, unpushed] = 0.0  # nobody pushed that price: no one to attribute it to
     loss_total = loss.sum(axis=1)
-    mix = loss / np.where(loss_total > 0, loss_total, 1.0)[:, None]
-    orphan = loss_total <= 0
+    k_v, a = loss.shape
+    mix = np.empty((k_v, a + 1))
+    np.divide(loss, np.where(loss_total > 0, loss_total, 1.0)[:, None], out=mix[:, :a])
+    mix[:, a] = loss_total <= 0  # victims that lost nothing: by closed notional
     if notional_prev is None:
         notional_prev = np.abs(closed_prev).sum(axis=1)
     notional_prev = np.asarray(notional_prev, dtype=float)
     total = notional_prev.sum()
     k_l = closed_prev.shape[0]
-    fallback = notional_prev / total if total > 0 else np.full(k_l, 1.0 / max(k_l, 1))
-    mix = np.column_stack([mix, orphan.astype(float)])
-    share = np.column_stack([share, fallback])
-    return mix, share
+    share_all = np.empty((k_l, a + 1))
+    share_all[:, :a] = share
+    if total > 0:
+        np.divide(notional_prev, total, out=share_all[:, a])
+    else:
+        share_all[:, a] = 1.0 / max(k_l, 1)
+    return mix, share_all
+
+
+def _one_asset_factors(exposure, price_move, closed_prev, notional_prev):
+    """:func:`attribution_factors` of a one-asset round as ``(share, col)``: the (k_l, 2)
+    shares, and the column of ``mix`` each victim uses (0: it lost on the asset, 1: it lost
+    nothing), since each row of ``mix`` is then a unit vector. Same arithmetic, same values."""
+    closed_prev = np.asarray(closed_prev, dtype=float)
+    move = float(price_move[0])
+    push = np.maximum(closed_prev * (1.0 if move < 0 else -1.0), 0.0)  # (k_l, 1)
+    push_total = push.sum(axis=0)
+    k_l = closed_prev.shape[0]
+    share = np.empty((k_l, 2))
+    np.divide(push, push_total if push_total[0] > 0 else 1.0, out=share[:, :1])
+    notional_prev = np.asarray(notional_prev, dtype=float)
+    total = notional_prev.sum()
+    if total > 0:
+        np.divide(notional_prev, total, out=share[:, 1])
+    else:
+        share[:, 1] = 1.0 / max(k_l, 1)
+    lost = (-np.asarray(exposure, dtype=float)[:, 0] * move > 0) & (push_total[0] > 0)
+    return share, (~lost).astype(np.intp)
 
 
 def attribution_weights(exposure, price_move, closed_prev, notional_prev=None):
@@ -121,37 +154,69 @@ def attribution_weights(exposure, price_move, closed_prev, notional_prev=None):
     return mix @ share.T
 
 
-def _support_groups(mix, share):
+def _support_groups(mix, share) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Victims grouped by which columns of ``mix`` they use, with the liquidators that count.
 
-    Yields ``(victims, columns, liquidators)``: every weight of the block
+    Returns ``(victims, columns, liquidators)`` per group: every weight of the block
     ``mix[victims][:, columns] @ share[liquidators][:, columns].T`` is positive, and every
-    weight outside the blocks is zero.
+    weight outside the blocks is zero. Groups come in the lexicographic order of their
+    column patterns (column 0 first, unused before used), victims in index order.
     """
     support = mix > 0
-    patterns, inverse = np.unique(support, axis=0, return_inverse=True)
-    inverse = inverse.ravel()
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(len(patterns) + 1))
-    for p, cols_mask in enumerate(patterns):
-        victims = order[bounds[p] : bounds[p + 1]]
+    c = support.shape[1]
+    if c <= 62:  # each pattern as an integer whose bits read the columns from column 0
+        codes = (support << np.arange(c - 1, -1, -1, dtype=np.int64)).sum(axis=1)
+        order = np.argsort(codes, kind="stable")
+        sorted_codes = codes[order]
+        cuts = np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1
+        if codes.size:
+            starts = np.concatenate(([0], cuts))
+            stops = np.concatenate((cuts, [codes.size]))
+        else:
+            starts = stops = np.zeros(0, dtype=np.int64)
+        patterns = support[order[starts]]
+    else:
+        patterns, inverse = np.unique(support, axis=0, return_inverse=True)
+        inverse = inverse.ravel()
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(patterns) + 1))
+        starts, stops = bounds[:-1], bounds[1:]
+    groups = []
+    positive = share > 0
+    for lo, hi, cols_mask in zip(starts.tolist(), stops.tolist(), patterns, strict=True):
         cols = np.flatnonzero(cols_mask)
-        liquidators = np.flatnonzero((share[:, cols] > 0).any(axis=1))
-        yield victims, cols, liquidators
+        if cols.size == 1:
+            liquidators = np.flatnonzero(positive[:, cols[0]])
+        else:
+            liquidators = np.flatnonzero(positive[:, cols].any(axis=1))
+        groups.append((order[lo:hi], cols, liquidators))
+    return groups
 
 
-def full_edge_count(mix, share) -> int:
+def full_edge_count(mix, share, groups=None) -> int:
     """Number of positive weights in ``mix @ share.T``, without forming it."""
-    return int(sum(v.size * li.size for v, _, li in _support_groups(mix, share)))
+    groups = _support_groups(mix, share) if groups is None else groups
+    return int(sum(v.size * li.size for v, _, li in groups))
 
 
-def full_attribution(mix, share):
-    """Every positive weight of ``mix @ share.T`` as ``(victim, liquidator, weight)`` columns."""
-    vs, ls, ws = [], [], []
-    for victims, cols, liquidators in _support_groups(mix, share):
+def _full_blocks(mix, share, groups):
+    """Per group with weights: (victims, liquidators, the dense block of their weights)."""
+    for victims, cols, liquidators in groups:
         if victims.size == 0 or liquidators.size == 0:
             continue
-        block = mix[np.ix_(victims, cols)] @ share[np.ix_(liquidators, cols)].T
+        if cols.size == 1:  # an outer product
+            col = cols[0]
+            block = np.multiply.outer(mix[victims, col], share[liquidators, col])
+        else:
+            block = mix[np.ix_(victims, cols)] @ share[np.ix_(liquidators, cols)].T
+        yield victims, liquidators, block
+
+
+def full_attribution(mix, share, groups=None):
+    """Every positive weight of ``mix @ share.T`` as ``(victim, liquidator, weight)`` columns."""
+    groups = _support_groups(mix, share) if groups is None else groups
+    vs, ls, ws = [], [], []
+    for victims, liquidators, block in _full_blocks(mix, share, groups):
         vs.append(np.repeat(victims, liquidators.size))
         ls.append(np.tile(liquidators, victims.size))
         ws.append(block.ravel())
@@ -177,21 +242,60 @@ def top_attribution(mix, share, k: int):
         ``(victim, liquidator, weight, rest)``: the kept positive weights as columns, and
         (k_v,) each victim's weight not kept (its total minus the kept, clipped at 0).
     """
-    k_v, c = mix.shape
+    k_v = mix.shape[0]
+    k_l = share.shape[0]
+    if k_v == 0 or k_l == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, np.zeros(0), np.zeros(k_v)
+    k = max(1, min(int(k), k_l))
+    total = mix @ share.sum(axis=0)  # (k_v,) each victim's whole weight (1 for attributions)
+    support = mix > 0
+    if (support.sum(axis=1) == 1).all():  # one asset, or every victim lost on one asset only
+        found = _top_of_unit_rows(share, k, support.argmax(axis=1), total)
+        if found is not None:
+            return found
+    return _top_threshold(mix, share, k, total)
+
+
+def _top_of_unit_rows(share, k: int, col, total):
+    """:func:`top_attribution` when every row of ``mix`` is a unit vector (victim ``j`` uses
+    column ``col[j]`` only): every victim of a column has the same weights, that column of
+    ``share``, so the threshold search is done once per column. The same operations on the
+    same values as :func:`_top_threshold` (whose first depth settles every such victim: the
+    candidates hold each column's top ``k``), so the same edges in the same order; None when
+    the candidates are too many (the general search then hands over to the block search).
+    """
+    k_v = col.size
+    order, _ = _top_ranking(share, k)
+    cand = np.sort(order[:k].ravel())
+    if cand.size > 1:  # unique, as np.unique gives them
+        cand = cand[np.concatenate(([True], cand[1:] != cand[:-1]))]
+    if cand.size > _TA_MAX_CANDIDATES and k < share.shape[0]:
+        return None
+    block = share[cand].T  # (columns, |cand|): row c holds the weights of column c's victims
+    kk = min(k, cand.size)
+    if kk < cand.size:
+        part = np.argpartition(-block, kk - 1, axis=1)[:, :kk]
+    else:
+        part = np.broadcast_to(np.arange(cand.size), block.shape)
+    top_w = block[np.arange(block.shape[0])[:, None], part]
+    rest = np.maximum(total - top_w.sum(axis=1)[col], 0.0)
+    pos = (top_w > 0)[col]  # (k_v, kk)
+    kept_v = np.repeat(np.arange(k_v), kk)[pos.ravel()]
+    return kept_v, cand[part][col][pos], top_w[col][pos], rest
+
+
+def _top_threshold(mix, share, k: int, total):
+    """The threshold search of :func:`top_attribution` (``k`` at most the liquidators)."""
+    k_v = mix.shape[0]
     k_l = share.shape[0]
     kept_v, kept_l, kept_w = [], [], []
     rest = np.zeros(k_v)
-    if k_v == 0 or k_l == 0:
-        z = np.zeros(0, dtype=np.int64)
-        return z, z, np.zeros(0), rest
-    k = max(1, min(int(k), k_l))
-    total = mix @ share.sum(axis=0)  # (k_v,) each victim's whole weight (1 for attributions)
-    order = np.argsort(-share, axis=0, kind="stable")  # (k_l, c) per-column ranking
-    ranked = np.take_along_axis(share, order, axis=0)
     open_v = np.arange(k_v)
     depth = k
     while open_v.size:
         d = min(depth, k_l)
+        order, ranked = _top_ranking(share, d)  # the top d + 1 of each column, in order
         cand = np.unique(order[:d].ravel())
         if cand.size > _TA_MAX_CANDIDATES and d < k_l:
             vi, li, wi, kept = _top_by_blocks(mix[open_v], share, k)
@@ -235,6 +339,30 @@ def top_attribution(mix, share, k: int):
         np.concatenate(kept_w),
         rest,
     )
+
+
+def _top_ranking(share, d: int):
+    """The first ``d + 1`` rows (all, if fewer) of a stable descending argsort of each column
+    of ``share``, and the values there.
+
+    Equal to ``np.argsort(-share, axis=0, kind="stable")[: d + 1]`` (ties by index), found
+    with a partition per column when the columns are long: a round with tens of thousands of
+    liquidators needs only the top few of each column.
+    """
+    k_l, c = share.shape
+    m = min(d + 1, k_l)
+    if 16 * m >= k_l:
+        order = np.argsort(-share, axis=0, kind="stable")[:m]
+    else:
+        order = np.empty((m, c), dtype=np.intp)
+        for j in range(c):  # columns: the assets, plus one
+            col = share[:, j]
+            v = np.partition(col, k_l - m)[k_l - m]  # the m-th largest value
+            above = np.flatnonzero(col > v)  # fewer than m
+            tied = np.flatnonzero(col == v)[: m - above.size]  # the first ties, as stable
+            top = np.concatenate([above, tied])
+            order[:, j] = top[np.lexsort((top, -col[top]))]
+    return order, share[order, np.arange(c)]
 
 
 def _kd_blocks(points: np.ndarray, size: int) -> list[np.ndarray]:
@@ -334,7 +462,7 @@ class ContagionRecorder:
     """Collects roots, edges and node attributes round by round.
 
     Args:
-        ids: (n,) trader id of each book row.
+        ids: (n,) trader id of each book row (``int64``, or ``str`` in an object array).
         initial_leverage: (n,) leverage of each account at the start.
         max_edges: record every edge while the recorded edges stay within this many.
         top_contributors: beyond ``max_edges``, edges kept per victim (the rest is one
@@ -354,11 +482,14 @@ class ContagionRecorder:
         self.initial_leverage = np.asarray(initial_leverage, dtype=float)
         self.max_edges = int(max_edges)
         self.top = int(top_contributors)
+        # edges recorded since edges() last compacted them, one piece per call of _add
         self._src: list[np.ndarray] = []  # source: book row, or -1 - k for special node k
         self._dst: list[np.ndarray] = []
         self._w: list[np.ndarray] = []
-        self._step: list[np.ndarray] = []
-        self._round: list[np.ndarray] = []
+        self._step: list[int] = []  # one step, round and edge count per piece
+        self._round: list[int] = []
+        self._count: list[int] = []
+        self._compacted: dict[str, np.ndarray] | None = None  # the pieces before those
         self.roots: list[str] = []
         self.edge_count = 0
         self.truncated = False
@@ -382,8 +513,9 @@ class ContagionRecorder:
         self._src.append(np.asarray(src, dtype=np.int64))
         self._dst.append(np.asarray(dst, dtype=np.int64))
         self._w.append(np.asarray(w, dtype=float))
-        self._step.append(np.full(len(dst), step, dtype=np.int64))
-        self._round.append(np.full(len(dst), rnd, dtype=np.int64))
+        self._step.append(int(step))
+        self._round.append(int(rnd))
+        self._count.append(len(dst))
         self.edge_count += len(dst)
 
     def record(self, rec: RoundRecord) -> None:
@@ -410,21 +542,73 @@ class ContagionRecorder:
             move = np.asarray(prev.price_after, dtype=float) - np.asarray(
                 prev.price_before, dtype=float
             )
-            mix, share = attribution_factors(exposure, move, prev.closed, prev.notional)
-            self._attribute(prev_rows, rows, mix, share, rec.step, rec.round)
+            if move.size == 1:  # one asset: each victim lost on it or lost nothing
+                share, col = _one_asset_factors(exposure, move, prev.closed, prev.notional)
+                self._attribute_columns(prev_rows, rows, share, col, rec.step, rec.round)
+            else:
+                mix, share = attribution_factors(exposure, move, prev.closed, prev.notional)
+                self._attribute(prev_rows, rows, mix, share, rec.step, rec.round)
         self._prev = rec
 
-    def _attribute(self, src_rows, dst_rows, mix, share, step, rnd):
-        """Record round ``rnd``'s edges: all of them, or top contributors plus an aggregate."""
-        if self.edge_count + full_edge_count(mix, share) <= self.max_edges:
-            vi, li, w = full_attribution(mix, share)
-            self._add(src_rows[li], dst_rows[vi], w, step, rnd)
+    def _attribute_columns(self, src_rows, dst_rows, share, col, step, rnd):
+        """:meth:`_attribute` for victims that each use one column of ``share`` (``col``):
+        their loss mix is that unit vector, built only if every edge is kept."""
+        count = int(np.bincount(col, minlength=share.shape[1]) @ (share > 0).sum(axis=0))
+        if self.edge_count + count <= self.max_edges or not share.shape[0]:
+            mix = np.zeros((col.size, share.shape[1]))
+            mix[np.arange(col.size), col] = 1.0
+            self._attribute(src_rows, dst_rows, mix, share, step, rnd)
             return
         self.truncated = True
         self.truncated_rounds += 1
         if not self.first_truncated_step:
             self.first_truncated_step = int(step)
-        vi, li, w, rest = top_attribution(mix, share, self.top)
+        k = max(1, min(self.top, share.shape[0]))
+        found = _top_of_unit_rows(share, k, col, share.sum(axis=0)[col])
+        if found is None:
+            mix = np.zeros((col.size, share.shape[1]))
+            mix[np.arange(col.size), col] = 1.0
+            found = top_attribution(mix, share, self.top)
+        self._keep_top(src_rows, dst_rows, *found, step, rnd)
+
+    def _attribute(self, src_rows, dst_rows, mix, share, step, rnd):
+        """Record round ``rnd``'s edges: all of them, or top contributors plus an aggregate."""
+        support = mix > 0
+        col = None
+        if (support.sum(axis=1) == 1).all():  # each victim lost on one column only
+            col = support.argmax(axis=1)
+            c = mix.shape[1]
+            count = int(np.bincount(col, minlength=c) @ (share > 0).sum(axis=0))
+            groups = None
+        else:
+            groups = _support_groups(mix, share)
+            count = full_edge_count(mix, share, groups)
+        if self.edge_count + count <= self.max_edges:
+            groups = _support_groups(mix, share) if groups is None else groups
+            # the rows of each block's victims and liquidators, repeated (as in
+            # full_attribution, without the index arrays in between)
+            for victims, liquidators, block in _full_blocks(mix, share, groups):
+                self._add(
+                    np.tile(src_rows[liquidators], victims.size),
+                    np.repeat(dst_rows[victims], liquidators.size),
+                    block.ravel(),
+                    step,
+                    rnd,
+                )
+            return
+        self.truncated = True
+        self.truncated_rounds += 1
+        if not self.first_truncated_step:
+            self.first_truncated_step = int(step)
+        found = None
+        if col is not None and share.shape[0]:  # (mix @ share.sum(0) is exactly this)
+            k = max(1, min(self.top, share.shape[0]))
+            found = _top_of_unit_rows(share, k, col, share.sum(axis=0)[col])
+        found = top_attribution(mix, share, self.top) if found is None else found
+        self._keep_top(src_rows, dst_rows, *found, step, rnd)
+
+    def _keep_top(self, src_rows, dst_rows, vi, li, w, rest, step, rnd):
+        """Record a truncated round: the kept edges, and one aggregate edge per victim."""
         self._add(src_rows[li], dst_rows[vi], w, step, rnd)
         has_rest = rest > 1e-12
         if has_rest.any():
@@ -436,31 +620,38 @@ class ContagionRecorder:
     # ---- views -------------------------------------------------------------------------------
     def edges(self) -> dict[str, np.ndarray]:
         """Edge events as columns: src/dst as book rows (src < 0: special node ``-1 - src``)."""
-        if not self._src:
+        # Compact the per-round pieces once, so repeated calls stay cheap.
+        if self._src:
+            counts = np.asarray(self._count, dtype=np.int64)
+            new = {
+                "src": np.concatenate(self._src),
+                "dst": np.concatenate(self._dst),
+                "weight": np.concatenate(self._w),
+                "step": np.repeat(np.asarray(self._step, dtype=np.int64), counts),
+                "round": np.repeat(np.asarray(self._round, dtype=np.int64), counts),
+            }
+            if self._compacted is not None:
+                new = {k: np.concatenate([self._compacted[k], v]) for k, v in new.items()}
+            self._compacted = new
+            for pieces in (self._src, self._dst, self._w, self._step, self._round, self._count):
+                pieces.clear()
+        if self._compacted is None:
             z = np.zeros(0, dtype=np.int64)
             return {"src": z, "dst": z, "weight": np.zeros(0), "step": z, "round": z}
-        # Compact the per-round pieces once, so repeated calls stay cheap.
-        if len(self._src) > 1:
-            for name in ("_src", "_dst", "_w", "_step", "_round"):
-                setattr(self, name, [np.concatenate(getattr(self, name))])
-        return {
-            "src": self._src[0],
-            "dst": self._dst[0],
-            "weight": self._w[0],
-            "step": self._step[0],
-            "round": self._round[0],
-        }
+        return dict(self._compacted)
 
     def node_name(self, code: int):
         """Name of a source code: a trader id, or ``step:<t>`` / ``others:<t>:<r>``."""
-        return self.roots[-1 - code] if code < 0 else int(self.ids[code])
+        return self.roots[-1 - code] if code < 0 else plain_id(self.ids[code])
 
     def edges_table(self):
         """Edge events as a DataFrame: step, round, source, source_kind, target, weight.
 
         One row per attribution (repeats not merged). ``source`` is the liquidator's trader
         id (missing for the step root and aggregate nodes, told apart by ``source_kind``:
-        ``trader``, ``step`` or ``others``); ``target`` is the victim's trader id.
+        ``trader``, ``step`` or ``others``); ``target`` is the victim's trader id. Integer ids
+        are ``Int64`` (source, nullable) and ``int64`` (target) columns, string ids string
+        columns.
         """
         import pandas as pd
 
@@ -473,17 +664,20 @@ class ContagionRecorder:
                 [1 if r.startswith("step:") else 2 for r in self.roots], dtype=np.int8
             )
             kinds[~is_trader] = special_kind[-1 - src[~is_trader]]
-        source = pd.array(
-            np.where(is_trader, self.ids[np.where(is_trader, src, 0)], 0), dtype="Int64"
-        )
-        source[~is_trader] = pd.NA
+        if is_integer_ids(self.ids):
+            source = pd.array(
+                np.where(is_trader, self.ids[np.where(is_trader, src, 0)], 0), dtype="Int64"
+            )
+            source[~is_trader] = pd.NA
+        else:
+            source = id_column(np.where(is_trader, self.ids[np.where(is_trader, src, 0)], None))
         return pd.DataFrame(
             {
                 "step": e["step"],
                 "round": e["round"],
                 "source": source,
                 "source_kind": pd.Categorical.from_codes(kinds, ["trader", "step", "others"]),
-                "target": self.ids[e["dst"]],
+                "target": id_column(self.ids[e["dst"]]),
                 "weight": e["weight"],
             }
         )
@@ -629,9 +823,20 @@ class ContagionRecorder:
         return g
 
     # ---- files -------------------------------------------------------------------------------
-    def write_graphml(self, path) -> None:
-        """Write the graph as GraphML (Gephi, Cytoscape, ``networkx.read_graphml``)."""
-        a = self.arrays()
+    def write_graphml(self, path, *, compress: bool | None = None) -> None:
+        """Write the graph as GraphML (Gephi, Cytoscape, igraph, ``networkx.read_graphml``).
+
+        Args:
+            path: the file.
+            compress: gzip the file; by default when ``path`` ends in ``.gz``, as networkx
+                does for such names (its reader opens them directly). The compressed bytes
+                depend only on the graph.
+        """
+        with _open_text(path, compress) as fh:
+            fh.writelines(self._graphml_lines(self.arrays()))
+
+    def _graphml_lines(self, a: GraphArrays):
+        """The GraphML document, line by line (never the whole text in memory at once)."""
         node_keys = [
             ("kind", "string"),
             ("step", "long"),
@@ -659,56 +864,56 @@ class ContagionRecorder:
         nid = {k: f"n{i}" for i, (k, _) in enumerate(node_keys)}
         eid = {k: f"e{i}" for i, (k, _) in enumerate(edge_keys)}
         gid = {k: f"g{i}" for i, (k, _) in enumerate(graph_keys)}
-        out = [
-            "<?xml version='1.0' encoding='utf-8'?>\n",
+        yield "<?xml version='1.0' encoding='utf-8'?>\n"
+        yield (
             '<graphml xmlns="http://graphml.graphdrawing.org/xmlns" '
             'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
             'xsi:schemaLocation="http://graphml.graphdrawing.org/xmlns '
-            'http://graphml.graphdrawing.org/xmlns/1.0/graphml.xsd">\n',
-        ]
-        for keys, ids, dom in ((graph_keys, gid, "graph"), (node_keys, nid, "node")):
-            out += [
-                f'  <key id="{ids[k]}" for="{dom}" attr.name="{k}" attr.type="{t}" />\n'
-                for k, t in keys
-            ]
-        out += [
-            f'  <key id="{eid[k]}" for="edge" attr.name="{k}" attr.type="{t}" />\n'
-            for k, t in edge_keys
-        ]
-        out.append('  <graph edgedefault="directed">\n')
+            'http://graphml.graphdrawing.org/xmlns/1.0/graphml.xsd">\n'
+        )
+        for keys, ids, dom in (
+            (graph_keys, gid, "graph"),
+            (node_keys, nid, "node"),
+            (edge_keys, eid, "edge"),
+        ):
+            for k, t in keys:
+                yield f'  <key id="{ids[k]}" for="{dom}" attr.name="{k}" attr.type="{t}" />\n'
+        yield '  <graph edgedefault="directed">\n'
         for k, v in self._graph_attrs(a).items():
-            out.append(f'    <data key="{gid[k]}">{_xml_value(v)}</data>\n')
+            yield f'    <data key="{gid[k]}">{_xml_value(v)}</data>\n'
+        # integer ids and the special nodes' names need no escaping; string ids may
+        text = str if is_integer_ids(self.ids) else _xml_attribute
         for name, attrs in self._node_records():
             data = "".join(f'<data key="{nid[k]}">{_xml_value(v)}</data>' for k, v in attrs.items())
-            out.append(f'    <node id="{name}">{data}</node>\n')
-        src = a.node_names[a.src + a.special].tolist()
+            yield f'    <node id="{text(name)}">{data}</node>\n'
+        src = [text(x) for x in a.node_names[a.src + a.special].tolist()]
+        dst = [text(x) for x in self.ids[a.dst].tolist()]
         e0, e1, e2, e3, e4 = (eid[k] for k, _ in edge_keys)
-        out += [
-            f'    <edge source="{s}" target="{d}"><data key="{e0}">{w!r}</data>'
-            f'<data key="{e1}">{st}</data><data key="{e2}">{rd}</data>'
-            f'<data key="{e3}">{ls}</data><data key="{e4}">{ev}</data></edge>\n'
-            for s, d, w, st, rd, ls, ev in self._edge_rows(a, src)
-        ]
-        out.append("  </graph>\n</graphml>\n")
-        Path(path).write_text("".join(out), encoding="utf-8")
+        for s, d, w, st, rd, ls, ev in zip(src, dst, *_edge_attribute_lists(a), strict=True):
+            yield (
+                f'    <edge source="{s}" target="{d}"><data key="{e0}">{w!r}</data>'
+                f'<data key="{e1}">{st}</data><data key="{e2}">{rd}</data>'
+                f'<data key="{e3}">{ls}</data><data key="{e4}">{ev}</data></edge>\n'
+            )
+        yield "  </graph>\n</graphml>\n"
 
-    def _edge_rows(self, a, src):
-        """Per merged edge: (source text, target id, weight, step, round, last_step, events)."""
-        return zip(src, self.ids[a.dst].tolist(), *_edge_attribute_lists(a), strict=True)
-
-    def write_node_link(self, path) -> None:
-        """Write the graph as node-link JSON (``networkx.node_link_graph(data)`` reads it)."""
+    def write_node_link(self, path, *, compress: bool | None = None) -> None:
+        """Write the graph as node-link JSON (``networkx.node_link_graph(data)`` reads it);
+        ``compress`` as for :meth:`write_graphml`."""
         a = self.arrays()
         nodes = [json.dumps({"id": name, **attrs}) for name, attrs in self._node_records()]
-        # JSON text of each source: trader ids as numbers, special nodes as strings
+        # JSON text of each node: integer ids as numbers, string ids and special nodes as
+        # strings
+        to_json = str if is_integer_ids(self.ids) else json.dumps
         encoded = np.empty(a.node_names.size, dtype=object)
         encoded[: a.special] = [json.dumps(r) for r in self.roots[::-1]]
-        encoded[a.special :] = [str(i) for i in self.ids.tolist()]
+        encoded[a.special :] = [to_json(i) for i in self.ids.tolist()]
         src = encoded[a.src + a.special].tolist()
+        dst = encoded[a.dst + a.special].tolist()
         edges = [
             f'{{"source": {s}, "target": {d}, "weight": {w!r}, "step": {st}, '
             f'"round": {rd}, "last_step": {ls}, "events": {ev}}}'
-            for s, d, w, st, rd, ls, ev in self._edge_rows(a, src)
+            for s, d, w, st, rd, ls, ev in zip(src, dst, *_edge_attribute_lists(a), strict=True)
         ]
         head = json.dumps({"directed": True, "multigraph": False, "graph": self._graph_attrs(a)})[
             :-1
@@ -721,7 +926,40 @@ class ContagionRecorder:
             + ",\n".join(edges)
             + "\n]}\n"
         )
-        Path(path).write_text(text, encoding="utf-8")
+        with _open_text(path, compress) as fh:
+            fh.write(text)
+
+
+# gzip level of compressed graph files: 6, gzip's own default (the baseline's GraphML shrinks
+# about thirtyfold, docs/contagion.md).
+GZIP_LEVEL = 6
+
+
+@contextlib.contextmanager
+def _open_text(path, compress: bool | None = None):
+    """A UTF-8 text file for writing, gzip-compressed when ``compress`` is true (by default
+    when ``path`` ends in ``.gz``).
+
+    The gzip header carries no file name and a zero time stamp, so the same graph gives the
+    same bytes (runs with the same seed write identical folders).
+    """
+    path = Path(path)
+    if not (path.suffix == ".gz" if compress is None else compress):
+        with open(path, "w", encoding="utf-8", newline="\n") as fh:
+            yield fh
+        return
+    with (
+        open(path, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL) as gz,
+        io.TextIOWrapper(gz, encoding="utf-8", newline="\n") as fh,
+    ):
+        yield fh
+
+
+def _xml_attribute(v) -> str:
+    """Text of an XML attribute value that reads back exactly (quotes, ampersands, angle
+    brackets and whitespace characters escaped)."""
+    return escape(str(v), {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"})
 
 
 def _xml_value(v) -> str:

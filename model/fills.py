@@ -1,11 +1,12 @@
 """The fill log: every forced fill of a run, one home for the liquidation engine and ADL.
 
 A fill is one position closed (wholly or in part) by the venue: by a liquidation round
-(``full`` or ``partial``) or by auto-deleveraging (``adl``). Each is recorded with when it
-happened (step, round), whose position it was, the closed quantity (signed as the position
-was), the fill price, the closed notional, the fee charged and the bad debt it left. The log
-keeps the fills as column arrays in the order they were made; ``liquidations.parquet`` is
-:meth:`FillLog.table`.
+(``full`` or ``partial``), by the liquidator vault taking it over (``vault``) or by
+auto-deleveraging (``adl``). Each is recorded with when it happened (step, round), whose
+position it was, the closed quantity (signed as the position was), the fill price, the closed
+notional, the fee charged (with ``margin.takeover``, the equity the fund took over) and the bad
+debt it left. The log keeps the fills as column arrays in the order they were made;
+``liquidations.parquet`` is :meth:`FillLog.table`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import enum
 import numpy as np
 import pandas as pd
 
+from model.ids import id_column
+
 __all__ = ["COLUMNS", "FillLog", "Kind"]
 
 
@@ -23,7 +26,8 @@ class Kind(enum.IntEnum):
 
     FULL = 0  # a liquidation that closed the whole unit
     PARTIAL = 1  # a liquidation that closed the smallest fraction restoring the margin
-    ADL = 2  # auto-deleveraging: a profitable position closed at a bankruptcy price
+    ADL = 2  # auto-deleveraging: an opposite position closed at a bankruptcy price
+    VAULT = 3  # a unit taken over by the liquidator vault at the mark (model/vault.py)
 
     @classmethod
     def labels(cls) -> list[str]:
@@ -31,7 +35,8 @@ class Kind(enum.IntEnum):
         return [k.name.lower() for k in cls]
 
 
-# Column -> dtype, in the order of liquidations.parquet.
+# Column -> dtype, in the order of liquidations.parquet (trader_id: int64 for integer ids, a
+# string column for string ids, see model.ids).
 COLUMNS: dict[str, type] = {
     "step": np.int64,
     "round": np.int64,
@@ -50,7 +55,8 @@ class FillLog:
     """Every forced fill so far, as columns.
 
     Args:
-        ids: (n,) trader ids of the book's rows (fills are appended by row, stored by id).
+        ids: (n,) trader ids of the book's rows (fills are appended by row, stored by id:
+            ``int64``, or ``str`` in an object array).
     """
 
     def __init__(self, ids: np.ndarray):
@@ -114,9 +120,11 @@ class FillLog:
         return dict(self._chunks[0])
 
     def table(self, symbols: list[str]) -> pd.DataFrame:
-        """The fills as liquidations.parquet holds them: asset and kind as categoricals."""
+        """The fills as liquidations.parquet holds them: asset and kind as categoricals,
+        string ids as a string column."""
         cols = self.columns()
         df = pd.DataFrame(cols)
+        df["trader_id"] = id_column(cols["trader_id"])
         df["asset"] = pd.Categorical.from_codes(cols["asset"], symbols)
         df["kind"] = pd.Categorical.from_codes(cols["kind"].astype(np.int64), Kind.labels())
         return df

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from model.ids import id_column
+
 if TYPE_CHECKING:
     from agents.market import Market
     from model.accounts import AccountBook
@@ -178,14 +180,14 @@ class AccountHistory:
         names = list(self.FIELDS) + [f"quantity_{s}" for s in self.symbols]
         k = self.rows.size
         if not self._values:
-            data = {"step": np.zeros(0, np.int64), "trader_id": np.zeros(0, np.int64)}
+            data = {"step": np.zeros(0, np.int64), "trader_id": id_column(self.book.ids[:0])}
             data.update({c: np.zeros(0) for c in names})
             return pd.DataFrame(data)
         values = np.concatenate(self._values)
         values = np.where(np.isfinite(values), values, np.nan)
         data = {
             "step": np.repeat(np.asarray(self._steps, dtype=np.int64), k),
-            "trader_id": np.tile(self.book.ids[self.rows], len(self._steps)),
+            "trader_id": id_column(np.tile(self.book.ids[self.rows], len(self._steps))),
         }
         for j, c in enumerate(names):
             data[c] = values[:, j]

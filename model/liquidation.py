@@ -10,12 +10,16 @@ generations.
 A *liquidation unit* is an account's cross book (all its cross positions together) or one
 isolated position. ``full`` closes the unit; ``partial`` closes the smallest common fraction of
 its positions that restores ``equity - fee >= (1 + buffer) x maintenance`` at the current
-mark, or everything if no fraction does.
+mark, or everything if no fraction does. Venue rules bound that fraction (partial only beyond
+the first tiers, Hyperliquid's chunks, dYdX's per-block limits: :mod:`model.limits`), and with
+``margin.vault`` a unit far below maintenance is taken over by the liquidator vault at the mark
+instead of being sold into the book (:mod:`model.vault`).
 
-Fee: ``fee rate x closed notional``, paid from what equity remains, into the insurance fund.
-Bad debt (negative equity of a unit once it is closed) is paid by the insurance fund; what the
-fund cannot pay goes to auto-deleveraging (:mod:`model.adl`, when ``margin.adl`` is on) and is
-otherwise recorded as unfunded.
+Fee: ``fee rate x closed notional``, paid from what equity remains, into the insurance fund;
+with ``margin.takeover`` a unit closed whole gives the fund all the equity it has left (taken
+over at its bankruptcy price). Bad debt (negative equity of a unit once it is closed) is paid by
+the insurance fund; what the fund cannot pay goes to auto-deleveraging (:mod:`model.adl`, when
+``margin.adl`` is on) and is otherwise recorded as unfunded.
 
 Every fill goes to the engine's :class:`model.fills.FillLog`; every round is reported as a
 :class:`RoundRecord` (to the contagion graph, and to anyone else listening on ``on_round``).
@@ -33,8 +37,10 @@ from model.accounts import AccountBook
 from model.adl import Deleveraging, auto_deleverage
 from model.config import MarginConfig
 from model.fills import FillLog, Kind
+from model.limits import RoundLimits
 from model.partial import partial_fraction
 from model.screen import BLOCK_ROWS, MarginScreen
+from model.vault import LiquidatorVault
 
 if TYPE_CHECKING:
     from agents.market import Market
@@ -49,7 +55,7 @@ class RoundRecord:
     Attributes:
         step, round: when.
         rows: (k,) book rows of the accounts liquidated in the round.
-        closed: (k, A) closed quantity per position, signed as the position was.
+        closed: (k, A) quantity sold into the book per position, signed as the position was.
         exposure: (k, A) their positions when the round began.
         price_before, price_after: (A,) market prices around the round's execution.
         notional: (k,) notional closed per account.
@@ -60,6 +66,8 @@ class RoundRecord:
         adl_notional: notional closed by auto-deleveraging to cover the round's bad debt.
         socialized: loss taken from paper profits when ADL could not cover it.
         unfunded: the part of the round's bad debt nobody paid.
+        taken: (k, A) quantity the liquidator vault took over at the mark (not sold into the
+            book, so it moved no price); None when the round had no vault.
         depth: (A,) the book's 1% depth the round's forced flow walked (quote notional at the
             initial price, after the detected accounts' quotes were cancelled).
         absorbed: who took the other side of the round's forced flow, per asset (makers,
@@ -82,6 +90,7 @@ class RoundRecord:
     adl_notional: float
     socialized: float
     unfunded: float
+    taken: np.ndarray | None = None
     depth: np.ndarray | None = None
     absorbed: object = None
 
@@ -96,6 +105,7 @@ class StepTotals:
     bad_debt: float = 0.0
     fees: float = 0.0
     adl_notional: float = 0.0
+    vault_notional: float = 0.0
     accounts: int = 0
     round_limit_hit: bool = False
     per_round_accounts: list = field(default_factory=list)
@@ -124,16 +134,38 @@ class _Cover:
     unfunded: float = 0.0
 
 
+@dataclass
+class _Closing:
+    """What a round closes and at which prices.
+
+    Attributes:
+        frac: (k, A) fraction of each position closed.
+        closed: (k, A) closed quantity, signed as the position was (book and vault together).
+        taken: (k, A) whether the vault took the position over (else it was sold into the book).
+        cross_taken: (k,) whether the vault took the account's cross book.
+        price: (A,) the round's market price after its forced flow.
+        fill_price: (k, A) each position's fill price (the mark for the vault's).
+    """
+
+    frac: np.ndarray
+    closed: np.ndarray
+    taken: np.ndarray
+    cross_taken: np.ndarray
+    price: np.ndarray
+    fill_price: np.ndarray
+
+
 class LiquidationEngine:
     """Runs a step's liquidation rounds over an :class:`AccountBook` against a market.
 
     Args:
         book, market: the account book and the market agent.
         margin: the ``[margin]`` section (liquidation mode, fee, buffer, insurance fund,
-            round limit, ADL).
+            round limit, ADL and its ranking, venue rules, vault).
         on_round: called with every :class:`RoundRecord` (the contagion graph listens).
         screen: skip accounts provably far from maintenance (:mod:`model.screen`); False
             checks every account every round (same results).
+        rng: the random stream of the ``random`` ADL ranking (the model's ``rng``).
 
     Attributes:
         insurance_fund: current balance of the fund.
@@ -142,6 +174,7 @@ class LiquidationEngine:
         fund_paid: bad debt the fund has paid so far.
         fills: every forced fill so far (:class:`model.fills.FillLog`).
         liquidation_count: (n,) how many rounds liquidated each account so far.
+        vault: the liquidator vault (:class:`model.vault.LiquidatorVault`), or None.
     """
 
     def __init__(
@@ -152,6 +185,7 @@ class LiquidationEngine:
         *,
         on_round: Callable[[RoundRecord], None] | None = None,
         screen: bool = True,
+        rng=None,
     ):
         self.book = book
         self.market = market
@@ -164,6 +198,14 @@ class LiquidationEngine:
         self.fund_paid = 0.0
         self.max_rounds = int(margin.max_rounds)
         self.adl_enabled = bool(margin.adl)
+        self.adl_ranking = margin.adl_ranking
+        self.adl_profit_cap = bool(margin.adl_profit_cap)
+        self.rng = rng
+        self.takeover = bool(margin.takeover)
+        self.limits = RoundLimits(margin, book.tiers, book.n_traders)
+        self.vault = (
+            LiquidatorVault(book.n_assets, margin.vault_threshold) if margin.vault else None
+        )
         self.on_round = on_round  # callback(RoundRecord), e.g. the contagion graph
         # Skip accounts provably far from their boundary (identical results, less work).
         self.screen = MarginScreen(book) if screen else None
@@ -214,6 +256,7 @@ class LiquidationEngine:
     def run_step(self, step: int) -> StepTotals:
         """Liquidate until a round liquidates nobody, or the round limit."""
         self.totals = StepTotals()
+        self.limits.new_step()
         liquidated_this_step = []
         for rnd in range(1, self.max_rounds + 1):
             mark = self.market.observe_mark()
@@ -236,36 +279,35 @@ class LiquidationEngine:
         """One round: close the units, charge fees, cover bad debt, record the fills."""
         q = self.book.qty[rows]
         units = self._units(rows, cross, iso, q)
-        frac = self._fractions(rows, units, q, mark)
-        closed = frac * q  # signed as the position was; > 0 closes a long, i.e. sells
         price_before = self.market.price
-        price = self._execute(rows, closed)
-        closed_notional = np.abs(closed) * price
-        fee_pos = self._charge_fees(rows, units, closed_notional, price)
+        c = self._close(rows, units, q, mark)
+        closed_notional = np.abs(c.closed) * c.fill_price
+        sold = _Units(
+            units.cross & ~c.cross_taken, units.cross_pos & ~c.taken, units.iso_pos & ~c.taken
+        )
+        fee_pos = self._charge_fees(rows, sold, np.where(c.taken, 0.0, closed_notional), c.price)
         fees = float(fee_pos.sum())
         self.insurance_fund += fees
+        if c.taken.any():
+            self.vault.take_equity(self.book, rows, c.cross_taken, c.taken & units.iso_pos)
         bad_pos, full = self._write_off(rows, units, closed_notional)
         bad_debt = float(bad_pos.sum())
         cover = _Cover()
         if bad_debt > 0:
-            bankrupt_qty = np.where(bad_pos > 0, closed, 0.0).sum(axis=0)
-            cover = self._cover(bad_pos.sum(axis=0), price, bankrupt_qty)
+            bankrupt_qty = np.where(bad_pos > 0, c.closed, 0.0).sum(axis=0)
+            cover = self._cover(bad_pos.sum(axis=0), c.price, bankrupt_qty)
             if cover.adl is not None:
                 self._record_adl(step, rnd, cover.adl)
-        self._record_fills(step, rnd, rows, frac, closed, price, closed_notional, fee_pos, bad_pos)
-        t = self.totals
-        t.liquidated_notional += float(closed_notional.sum())
-        t.bad_debt += bad_debt
-        t.fees += fees
-        t.per_round_accounts.append(int(rows.size))
+        self._record_fills(step, rnd, rows, c, closed_notional, fee_pos, bad_pos)
+        self._add_to_totals(rows, c, closed_notional, bad_debt, fees)
         return RoundRecord(
             step=step,
             round=rnd,
             rows=rows,
-            closed=closed,
+            closed=np.where(c.taken, 0.0, c.closed),
             exposure=q,
             price_before=price_before,
-            price_after=price,
+            price_after=c.price,
             notional=closed_notional.sum(axis=1),
             full=full,
             fees=fees,
@@ -274,6 +316,7 @@ class LiquidationEngine:
             adl_notional=0.0 if cover.adl is None else cover.adl.adl_notional,
             socialized=0.0 if cover.adl is None else cover.adl.socialized,
             unfunded=cover.unfunded,
+            taken=None if self.vault is None else np.where(c.taken, c.closed, 0.0),
             depth=self._walked_depth,
             absorbed=None if self.liquidity is None else self.liquidity.last,
         )
@@ -285,20 +328,48 @@ class LiquidationEngine:
         cross_pos = cross[:, None] & ~self.book.isolated[rows] & open_pos
         return _Units(cross, cross_pos, iso)
 
+    def _close(self, rows, units: _Units, q, mark) -> _Closing:
+        """Hand the vault the units below its threshold (if there is a vault), decide the
+        fractions of the others, sell them into the book, and give the vault its part at the
+        mark."""
+        cross_taken = np.zeros(rows.size, dtype=bool)
+        taken = np.zeros(q.shape, dtype=bool)
+        if self.vault is not None:
+            cross_taken, iso_taken = self.vault.select(
+                self.book, rows, units.cross, units.cross_pos, units.iso_pos, mark
+            )
+            taken = (cross_taken[:, None] & units.cross_pos) | iso_taken
+        sold = _Units(units.cross & ~cross_taken, units.cross_pos & ~taken, units.iso_pos & ~taken)
+        frac = np.where(taken, 1.0, self._fractions(rows, sold, q, mark))
+        closed = frac * q  # signed as the position was; > 0 closes a long, i.e. sells
+        price = self._execute(rows, np.where(taken, 0.0, closed))
+        if taken.any():
+            self.vault.take_positions(self.book, rows, np.where(taken, q, 0.0), mark)
+        fill_price = np.where(taken, mark, price)
+        return _Closing(frac, closed, taken, cross_taken, price, fill_price)
+
     def _fractions(self, rows, units: _Units, q, mark) -> np.ndarray:
         """(k, A) fraction of each position to close: 1 in a liquidated unit under ``full``;
-        under ``partial`` one common fraction per cross book and one per isolated position."""
+        under ``partial`` one common fraction per cross book and one per isolated position;
+        then bounded by the venue rules (:mod:`model.limits`)."""
         frac = np.zeros(q.shape)
+        notional = np.abs(q) * mark
         if self.mode == "full":
             frac[units.cross_pos | units.iso_pos] = 1.0
-            return frac
+        else:
+            self._partial_fractions(frac, rows, units, notional, mark)
+        return self.limits.bound(rows, frac, notional)
+
+    def _partial_fractions(self, frac, rows, units: _Units, notional, mark) -> None:
+        """Write into ``frac`` the smallest restoring fraction of each unit (:mod:`model.partial`),
+        or 1 for units the tier rule closes whole."""
         book = self.book
-        notional = np.abs(q) * mark
         if units.cross.any():  # cross books: one fraction per account
             c_rows = np.flatnonzero(units.cross)
             eq = book.cross_equity(mark, rows[c_rows])
             n_c = np.where(units.cross_pos[c_rows], notional[c_rows], 0.0)
             f = partial_fraction(eq, n_c, book.tiers, self.fee, self.buffer)
+            f = np.where(self.limits.partial_allowed(n_c), f, 1.0)
             frac[c_rows] = np.where(units.cross_pos[c_rows], f[:, None], 0.0)
         if units.iso_pos.any():  # isolated positions: one fraction per position
             r_i, a_i = np.nonzero(units.iso_pos)
@@ -306,8 +377,7 @@ class LiquidationEngine:
             n_i = np.zeros((r_i.size, book.n_assets))
             n_i[np.arange(r_i.size), a_i] = notional[r_i, a_i]
             f = partial_fraction(eq, n_i, book.tiers, self.fee, self.buffer)
-            frac[r_i, a_i] = f
-        return frac
+            frac[r_i, a_i] = np.where(self.limits.partial_allowed(n_i), f, 1.0)
 
     def _execute(self, rows, closed) -> np.ndarray:
         """Send the round's net forced flow through the market and fill every position at the
@@ -326,20 +396,27 @@ class LiquidationEngine:
         return price
 
     def _charge_fees(self, rows, units: _Units, closed_notional, price) -> np.ndarray:
-        """Charge ``fee x closed notional`` to each unit, capped at what equity it has left;
-        return the fees per position (a cross book's fee spread over its closed notional)."""
+        """Charge ``fee x closed notional`` to each unit, capped at what equity it has left
+        (with ``margin.takeover``, a unit closed whole gives all it has left); return the fees
+        per position (a cross book's fee spread over its closed notional)."""
         book = self.book
         fee_pos = np.zeros(closed_notional.shape)
+        open_after = book.qty[rows] != 0
         if units.cross.any():
             cross_notional = np.where(units.cross_pos, closed_notional, 0.0)
             eq_after = book.cross_equity(price, rows)
             due = self.fee * cross_notional.sum(axis=1)
+            if self.takeover:
+                whole = units.cross & ~(open_after & units.cross_pos).any(axis=1)
+                due = np.where(whole, eq_after, due)
             paid = np.where(units.cross, np.clip(due, 0.0, np.maximum(eq_after, 0.0)), 0.0)
             book.charge(rows, wallet=paid)
             fee_pos += _spread(paid, cross_notional)
         if units.iso_pos.any():
             eq_after = book.isolated_equity(price, rows)
             due = self.fee * np.where(units.iso_pos, closed_notional, 0.0)
+            if self.takeover:
+                due = np.where(units.iso_pos & ~open_after, eq_after, due)
             paid = np.where(units.iso_pos, np.clip(due, 0.0, np.maximum(eq_after, 0.0)), 0.0)
             book.charge(rows, margin=paid)
             fee_pos += paid
@@ -366,25 +443,37 @@ class LiquidationEngine:
         full = ~(open_after & (units.cross_pos | units.iso_pos)).any(axis=1)
         return bad_pos, full
 
-    def _record_fills(self, step, rnd, rows, frac, closed, price, notional, fee, bad) -> None:
+    def _record_fills(self, step, rnd, rows, c: _Closing, notional, fee, bad) -> None:
         """Log the round's fills and count the accounts liquidated."""
         self.accounts_ever += int((self.liquidation_count[rows] == 0).sum())
         self.liquidation_count[rows] += 1
-        kind = np.where(frac >= 1.0, Kind.FULL, Kind.PARTIAL)
-        r_idx, a_idx = np.nonzero(closed)
+        kind = np.where(c.frac >= 1.0, Kind.FULL, Kind.PARTIAL)
+        if c.taken.any():
+            kind = np.where(c.taken, Kind.VAULT, kind)
+        r_idx, a_idx = np.nonzero(c.closed)
         self.fills.append(
             step,
             rnd,
             rows[r_idx],
             a_idx,
-            closed[r_idx, a_idx],
-            price[a_idx],
+            c.closed[r_idx, a_idx],
+            c.fill_price[r_idx, a_idx],
             notional[r_idx, a_idx],
             fee[r_idx, a_idx],
             bad[r_idx, a_idx],
             kind[r_idx, a_idx],
         )
         self.totals.liquidations += int(r_idx.size)
+
+    def _add_to_totals(self, rows, c: _Closing, closed_notional, bad_debt, fees) -> None:
+        """Add the round to the step's counters."""
+        t = self.totals
+        t.liquidated_notional += float(closed_notional.sum())
+        if c.taken.any():
+            t.vault_notional += float(closed_notional[c.taken].sum())
+        t.bad_debt += bad_debt
+        t.fees += fees
+        t.per_round_accounts.append(int(rows.size))
 
     # ---- losses beyond the fund -------------------------------------------------------------
     def _cover(self, bad_by_asset, price, bankrupt_qty) -> _Cover:
@@ -408,12 +497,27 @@ class LiquidationEngine:
         if self.adl_enabled:
             # the part of the bankrupt positions left to ADL
             bankrupt_qty = bankrupt_qty * (short / need)
-            adl = auto_deleverage(self.book, self.market, by_asset, price, bankrupt_qty)
+            adl = auto_deleverage(
+                self.book,
+                self.market,
+                by_asset,
+                price,
+                bankrupt_qty,
+                ranking=self.adl_ranking,
+                profit_cap=self.adl_profit_cap,
+                rng=self._rng(),
+            )
             self.socialized_loss += adl.socialized
             by_asset = adl.unfunded
         unfunded = float(np.sum(by_asset))
         self.unfunded_bad_debt += unfunded
         return _Cover(adl, unfunded)
+
+    def _rng(self):
+        """The random stream of the ``random`` ADL ranking: the one given, else the model's."""
+        if self.rng is not None:
+            return self.rng
+        return getattr(getattr(self.market, "model", None), "rng", None)
 
     def _record_adl(self, step, rnd, adl: Deleveraging) -> None:
         """Log the ADL fills (no fee, no bad debt) and add their notional to the step's."""

@@ -42,13 +42,14 @@ from agents.book import Walk
 from agents.market_maker import MakerDesk
 from model.accounts import AccountBook
 from model.config import LiquidityConfig
+from model.ids import is_integer_ids
 from model.ladders import ValueLadders
 from model.population import Population
 
 if TYPE_CHECKING:
     from agents.market import Market
 
-__all__ = ["Liquidity", "RoundLiquidity", "with_makers"]
+__all__ = ["Liquidity", "RoundLiquidity", "maker_ids", "with_makers"]
 
 MAKER_STRATEGY = "market_maker"
 
@@ -58,21 +59,35 @@ def with_makers(population: Population, desk: MakerDesk, price0) -> Population:
 
     Each maker deposits its capital and takes its share of ``basis_share`` of the market
     agent's initial position (the traders' net position, reversed), opened at the initial
-    price; ids continue after the largest trader id.
+    price (ids: :func:`maker_ids`).
     """
     m, a = desk.n, population.qty.shape[1]
     net = population.qty.sum(axis=0)
     qty = -desk.basis_share * desk.share[:, None] * net[None, :]
-    first = int(population.ids.max()) + 1 if population.ids.size else 0
     return Population(
-        ids=np.concatenate([population.ids, np.arange(first, first + m, dtype=np.int64)]),
+        ids=np.concatenate([population.ids, maker_ids(population.ids, m)]),
         wallet=np.concatenate([population.wallet, desk.capital]),
         qty=np.vstack([population.qty, qty]),
         entry=np.vstack([population.entry, np.where(qty != 0, price0[None, :], 0.0)]),
         isolated=np.vstack([population.isolated, np.zeros((m, a), dtype=bool)]),
         margin=np.vstack([population.margin, np.zeros((m, a))]),
         strategy=np.concatenate([population.strategy, np.full(m, MAKER_STRATEGY, dtype=object)]),
+        warnings=list(population.warnings),
     )
+
+
+def maker_ids(trader_ids: np.ndarray, m: int) -> np.ndarray:
+    """Ids for ``m`` makers that no trader has: integers after the largest trader id, or, when
+    the traders are named by strings, ``mm:0``, ``mm:1``, ... (with a suffix ``'`` repeated
+    until none is taken)."""
+    if is_integer_ids(trader_ids):
+        first = int(trader_ids.max()) + 1 if trader_ids.size else 0
+        return np.arange(first, first + m, dtype=np.int64)
+    taken = set(trader_ids.tolist())
+    prefix = "mm"
+    while any(f"{prefix}:{k}" in taken for k in range(m)):
+        prefix += "'"
+    return np.array([f"{prefix}:{k}" for k in range(m)], dtype=object)
 
 
 class RoundLiquidity:

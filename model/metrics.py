@@ -13,6 +13,9 @@ Everything here works on what a run folder holds, so it serves notebooks as well
 * ``market``: the market table (step, asset, price, fundamental, ...).
 * ``accounts``: the accounts table (initial and final quantities per asset).
 
+Trader ids are whatever the tables hold: integers, or the strings a population file gave
+(:mod:`model.ids`); graphs here name trader nodes by them, as the contagion graph does.
+
 A *cascade* is everything hanging from one root ``step:<t>``: the accounts liquidated in step
 ``t``. Its *generations* are the liquidation rounds; generation sizes count accounts (an
 account liquidated in two rounds of one step counts in both generations, once in the size).
@@ -24,6 +27,8 @@ import math
 
 import numpy as np
 import pandas as pd
+
+from model.ids import plain_id
 
 __all__ = [
     "amplification",
@@ -238,7 +243,7 @@ def systemic_importance(edges: pd.DataFrame, liquidations: pd.DataFrame) -> pd.D
     ]
     if len(ev) == 0:
         return pd.DataFrame({c: np.zeros(0) for c in cols}).astype(
-            {"trader_id": np.int64, "events": np.int64}
+            {"trader_id": liquidations["trader_id"].dtype, "events": np.int64}
         )
     lookup = _EventIndex(ev)
     value = ev["notional"].to_numpy(dtype=float)
@@ -250,8 +255,8 @@ def systemic_importance(edges: pd.DataFrame, liquidations: pd.DataFrame) -> pd.D
     if len(e):
         step = e["step"].to_numpy(dtype=np.int64)
         rnd = e["round"].to_numpy(dtype=np.int64)
-        src = lookup.find(step, rnd - 1, e["source"].to_numpy(dtype=np.int64))
-        dst = lookup.find(step, rnd, e["target"].to_numpy(dtype=np.int64))
+        src = lookup.find(step, rnd - 1, _trader_values(e["source"]))
+        dst = lookup.find(step, rnd, _trader_values(e["target"]))
         w = e["weight"].to_numpy(dtype=float)
         known = (src >= 0) & (dst >= 0)
         src, dst, w, rnd = src[known], dst[known], w[known], rnd[known]
@@ -280,17 +285,26 @@ def systemic_importance(edges: pd.DataFrame, liquidations: pd.DataFrame) -> pd.D
     ]
 
 
+def _trader_values(col: pd.Series) -> np.ndarray:
+    """A column of trader ids as a numpy array: ``int64`` for integers, ``str`` objects for
+    strings (the two never compare with each other)."""
+    if pd.api.types.is_integer_dtype(col.dtype):
+        return col.to_numpy(dtype=np.int64)
+    return col.to_numpy(dtype=object)
+
+
 class _EventIndex:
     """Row of each (step, round, trader) event, found by binary search on one integer key."""
 
     def __init__(self, ev: pd.DataFrame):
         # ``ev`` is not empty; (step, round) pairs and traders get dense codes
         self.pairs = np.unique(ev[["step", "round"]].to_numpy(dtype=np.int64), axis=0)
-        self.traders = np.unique(ev["trader_id"].to_numpy(dtype=np.int64))
+        traders = _trader_values(ev["trader_id"])
+        self.traders = np.unique(traders)
         key = self._key(
             ev["step"].to_numpy(dtype=np.int64),
             ev["round"].to_numpy(dtype=np.int64),
-            ev["trader_id"].to_numpy(dtype=np.int64),
+            traders,
         )
         self.order = np.argsort(key, kind="stable")
         self.sorted = key[self.order]
@@ -332,19 +346,19 @@ def cascade_subgraph(edges: pd.DataFrame, step: int):
     first = e.groupby("target")["round"].min()
     count = e.groupby("target")["round"].nunique()
     for tid, rnd in first.items():
-        g.add_node(int(tid), kind="trader", round=int(rnd), rounds=int(count[tid]))
+        g.add_node(plain_id(tid), kind="trader", round=int(rnd), rounds=int(count[tid]))
     kinds = e["source_kind"].astype(str).to_numpy()
     sources = e["source"].to_numpy(dtype=object)
     for kind, src, dst, w, rnd in zip(
         kinds,
         sources,
-        e["target"].to_numpy().tolist(),
+        _trader_values(e["target"]).tolist(),
         e["weight"].to_numpy().tolist(),
         e["round"].to_numpy().tolist(),
         strict=True,
     ):
         if kind == "trader":
-            u = int(src)
+            u = plain_id(src)
         elif kind == "step":
             u = root
         else:
@@ -395,13 +409,16 @@ def exposure_network(accounts: pd.DataFrame, symbols=None, prices=None, which: s
         symbols = [c[len("quantity_") :] for c in accounts.columns if c.startswith("quantity_")]
     q, notional = _notional_matrix(accounts, symbols, prices, which)
     g = nx.Graph(which=which)
-    ids = accounts["trader_id"].to_numpy()
-    g.add_nodes_from((int(t), {"bipartite": 0, "kind": "trader"}) for t in ids)
+    ids = _trader_values(accounts["trader_id"]).tolist()
+    clash = {f"asset:{s}" for s in symbols}.intersection(ids)
+    if clash:
+        raise ValueError(f"exposure_network: trader id {sorted(clash)[0]!r} names an asset node")
+    g.add_nodes_from((t, {"bipartite": 0, "kind": "trader"}) for t in ids)
     g.add_nodes_from((f"asset:{s}", {"bipartite": 1, "kind": "asset"}) for s in symbols)
     r, a = np.nonzero(q)
     g.add_edges_from(
         (
-            int(ids[i]),
+            ids[i],
             f"asset:{symbols[j]}",
             {"notional": float(notional[i, j]), "quantity": float(q[i, j]), "side": side},
         )
@@ -498,7 +515,7 @@ def cascade_metrics(liquidations: pd.DataFrame, edges: pd.DataFrame | None = Non
     if edges is not None:
         si = systemic_importance(edges, liquidations).head(5)
         out["most_systemic"] = [
-            {"trader_id": int(t), "debtrank": float(d)}
+            {"trader_id": plain_id(t), "debtrank": float(d)}
             for t, d in zip(si["trader_id"], si["debtrank"], strict=True)
         ]
     return out

@@ -14,7 +14,9 @@ views onto its rows. All randomness comes from ``self.rng``, seeded through
 
 from __future__ import annotations
 
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import mesa
@@ -25,18 +27,24 @@ from agents.market_maker import MakerDesk, MarketMaker
 from agents.strategies import STRATEGIES, Strategy
 from agents.trader import Trader
 from model.accounts import AccountBook, TierTable
-from model.config import Config, ConfigError
+from model.config import Config, ConfigError, config_warnings
 from model.contagion import ContagionRecorder
 from model.funding import Funding
 from model.history import AccountHistory, MarketHistory, sample_rows
+from model.ids import duplicate_id, find_row, plain_id, show_id
 from model.ladders import ValueLadders
 from model.liquidation import LiquidationEngine, StepTotals
 from model.liquidity import Liquidity, with_makers
 from model.orders import collect_orders, trade_voluntarily
 from model.population import Population, generate_population, read_population
+from model.provenance import utc_now
 from model.reentry import Reentry
 
 __all__ = ["AGENT_LIMIT", "ContagionModel", "DivergenceError"]
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
 class DivergenceError(ConfigError):
@@ -101,12 +109,21 @@ class ContagionModel(mesa.Model):
         history_sample=1000,
     ):
         super().__init__(rng=config.seed if rng is None else rng)
+        # for summary.json's provenance: the seed (None for a generator passed in) and when
+        # the run started
+        self.seed = config.seed if rng is None else (int(rng) if _is_int(rng) else None)
+        self.started_at = utc_now()
+        self._clock = time.perf_counter()
         self.config = cfg = config
         self.symbols = cfg.symbols
+        self.warnings: list[str] = []
+        self.warning_counts: dict[str, int] = {}
         self.market = Market(
             self, cfg.market, cfg.assets, shocks=cfg.shocks, liquidity=cfg.liquidity
         )
         self.population = self._initial_population() if population is None else population
+        if population is not None and (dup := duplicate_id(population.ids)) is not None:
+            raise ConfigError(f"population: trader id {show_id(dup)} names two accounts")
         self.n_traders = int(self.population.ids.size)  # the makers' rows come after
         self.desk = self._maker_desk()
         if self.desk is not None:
@@ -119,7 +136,12 @@ class ContagionModel(mesa.Model):
             top_contributors=cfg.contagion.top_contributors,
         )
         self.engine = LiquidationEngine(
-            self.book, self.market, cfg.margin, on_round=self.recorder.record, screen=screen
+            self.book,
+            self.market,
+            cfg.margin,
+            on_round=self.recorder.record,
+            screen=screen,
+            rng=self.rng,
         )
         self._make_rules()
         self._create_trader_agents(create_agents)
@@ -127,8 +149,8 @@ class ContagionModel(mesa.Model):
         self.liquidity = self._wire_liquidity()
         self.initial_money = self.money()["total"]
         self.book.watch("finite")  # check_finite() looks at the rows written since its last call
-        self.warnings: list[str] = []
-        self.warning_counts: dict[str, int] = {}
+        for kind, message in config_warnings(cfg) + self.population.warnings:
+            self.warn(message, kind=kind)
         self._ever_liquidated = 0
         self.last: StepTotals | None = None  # of the last step
         self.datacollector = self._step_series()
@@ -212,8 +234,8 @@ class ContagionModel(mesa.Model):
                 self,
                 n,
                 row=np.arange(n),
-                trader_id=self.book.ids,
-                strategy=np.asarray(self.population.strategy, dtype=object),
+                trader_id=self.book.ids[:n],
+                strategy=np.asarray(self.population.strategy[:n], dtype=object),
             )
             self._trader_agents = dict(enumerate(created))
 
@@ -236,24 +258,28 @@ class ContagionModel(mesa.Model):
             )
 
     def _step_series(self) -> mesa.DataCollector:
-        """The per-step series (steps.parquet), one reporter per column."""
-        return mesa.DataCollector(
-            model_reporters={
-                "liquidations": lambda mdl: mdl.last.liquidations,
-                "rounds": lambda mdl: mdl.last.rounds,
-                "liquidated_notional": lambda mdl: mdl.last.liquidated_notional,
-                "bad_debt": lambda mdl: mdl.last.bad_debt,
-                "insurance_fund": lambda mdl: mdl.engine.insurance_fund,
-                "adl_notional": lambda mdl: mdl.last.adl_notional,
-                "accounts_liquidated_total": lambda mdl: mdl._ever_liquidated,
-                "total_equity": lambda mdl: mdl.book.aggregate_equity(mdl.mark),
-                "accounts_liquidated": lambda mdl: mdl.last.accounts,
-                "fees": lambda mdl: mdl.last.fees,
-                "unfunded_bad_debt": lambda mdl: mdl.engine.unfunded_bad_debt,
-                "socialized_loss": lambda mdl: mdl.engine.socialized_loss,
-                "deposits": lambda mdl: mdl.deposits,
-            }
-        )
+        """The per-step series (steps.parquet), one reporter per column; the liquidator vault's
+        columns when there is one (``margin.vault``)."""
+        reporters = {
+            "liquidations": lambda mdl: mdl.last.liquidations,
+            "rounds": lambda mdl: mdl.last.rounds,
+            "liquidated_notional": lambda mdl: mdl.last.liquidated_notional,
+            "bad_debt": lambda mdl: mdl.last.bad_debt,
+            "insurance_fund": lambda mdl: mdl.engine.insurance_fund,
+            "adl_notional": lambda mdl: mdl.last.adl_notional,
+            "accounts_liquidated_total": lambda mdl: mdl._ever_liquidated,
+            "total_equity": lambda mdl: mdl.book.aggregate_equity(mdl.mark),
+            "accounts_liquidated": lambda mdl: mdl.last.accounts,
+            "fees": lambda mdl: mdl.last.fees,
+            "unfunded_bad_debt": lambda mdl: mdl.engine.unfunded_bad_debt,
+            "socialized_loss": lambda mdl: mdl.engine.socialized_loss,
+            "deposits": lambda mdl: mdl.deposits,
+        }
+        if self.engine.vault is not None:
+            reporters["vault_taken_notional"] = lambda mdl: mdl.last.vault_notional
+            reporters["vault_value"] = lambda mdl: mdl.engine.vault.value(mdl.mark)
+            reporters["vault_notional"] = lambda mdl: mdl.engine.vault.notional(mdl.mark)
+        return mesa.DataCollector(model_reporters=reporters)
 
     def _account_history(self, every: int, sample) -> AccountHistory | None:
         """Sampled account-level snapshots every ``every`` steps (None when 0: opt-in)."""
@@ -290,8 +316,9 @@ class ContagionModel(mesa.Model):
         """The who-liquidated-whom ``networkx.DiGraph`` (built on demand)."""
         return self.recorder.graph()
 
-    def trader(self, trader_id: int) -> Trader:
-        """The :class:`Trader` agent of the account ``trader_id`` (as in the output tables).
+    def trader(self, trader_id: int | str) -> Trader:
+        """The :class:`Trader` agent of the account ``trader_id`` (as in the output tables:
+        an integer, or the string a population file gave).
 
         When the model was built without one agent per account (large books), the agent is
         created on first use and registered with the model, so inspecting a few accounts of a
@@ -301,21 +328,19 @@ class ContagionModel(mesa.Model):
             KeyError: no account has this id.
         """
         ids = self.book.ids
-        row = int(np.searchsorted(ids, trader_id))
-        if not (row < ids.size and ids[row] == trader_id):  # ids not sorted: search them all
-            hits = np.flatnonzero(ids == trader_id)
-            if hits.size == 0:
-                raise KeyError(f"no trader with id {trader_id}")
-            row = int(hits[0])
+        row = find_row(ids, trader_id)
+        if row is None:
+            raise KeyError(f"no trader with id {show_id(trader_id)}")
         agent = self._trader_agents.get(row)
         if agent is None:
             strategy = str(self.population.strategy[row])
-            agent = Trader(self, row, int(ids[row]), strategy)
+            agent = Trader(self, row, plain_id(ids[row]), strategy)
             self._trader_agents[row] = agent
         return agent
 
     def money(self) -> dict[str, float]:
-        """Where the money is: traders, insurance fund, market agent, unfunded bad debt.
+        """Where the money is: traders, insurance fund, market agent, liquidator vault (0 when
+        there is none), unfunded bad debt.
 
         A bankrupt account's negative equity is written off (its wallet set to zero) and paid by
         the insurance fund; what nobody pays is unfunded bad debt, a hole in the system, counted
@@ -326,6 +351,7 @@ class ContagionModel(mesa.Model):
             "traders": self.book.total_equity(mark),
             "insurance_fund": self.engine.insurance_fund,
             "market": self.market.value(mark),
+            "vault": 0.0 if self.engine.vault is None else self.engine.vault.value(mark),
             "unfunded_bad_debt": -self.engine.unfunded_bad_debt,
         }
         if self.desk is not None:  # makers' rows, their hedges, the market's outside book
@@ -354,7 +380,7 @@ class ContagionModel(mesa.Model):
     def pay_funding(self, t: int) -> None:
         """Accrue the funding premium and, on a settlement step, pay funding (if on)."""
         if self.funding is not None:
-            self.funding.step(self.book, self.market, t)
+            self.funding.step(self.book, self.market, t, self.engine.vault)
 
     def check_finite(self, t: int, *, everything: bool = False) -> None:
         """Stop with a clear error if a price or balance stopped being a finite number.
@@ -384,6 +410,7 @@ class ContagionModel(mesa.Model):
             + mk.inventory.sum()
             + self.engine.insurance_fund
             + self.engine.unfunded_bad_debt
+            + (0.0 if self.engine.vault is None else self.engine.vault.value(mk.price))
         )
         if not np.isfinite(total):
             raise DivergenceError(
@@ -447,12 +474,26 @@ class ContagionModel(mesa.Model):
                 message += f" (further {kind} warnings are only counted in summary.json)"
             warnings.warn(message, RuntimeWarning, stacklevel=2)
 
-    def run(self, steps: int | None = None) -> ContagionModel:
-        """Run ``steps`` steps (default: ``config.steps``)."""
+    def run(
+        self, steps: int | None = None, on_step: Callable[[int], None] | None = None
+    ) -> ContagionModel:
+        """Run ``steps`` steps (default: ``config.steps``).
+
+        Args:
+            steps: how many steps.
+            on_step: called with the step number after each step (a progress bar, say; the
+                model knows nothing of how progress is shown).
+        """
         for _ in range(self.config.steps if steps is None else steps):
             self.step()
+            if on_step is not None:
+                on_step(self.steps)
         self.check_finite(self.steps, everything=True)
         return self
+
+    def elapsed(self) -> float:
+        """Seconds since the model was built (set-up and every step so far)."""
+        return time.perf_counter() - self._clock
 
     # ---- results --------------------------------------------------------------------------
     def tables(self) -> dict:

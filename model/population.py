@@ -9,6 +9,11 @@ position margin) and ``margin_mode`` (``cross`` or ``isolated``; default ``margi
 ``collateral`` is the trader's whole collateral, isolated margins included, and repeats on each
 of the trader's rows. The columns, their types, bounds and defaults are declared once, in
 :class:`PopulationRow` (``describe(PopulationRow)`` lists them), and checked column by column.
+``trader_id`` is any string or integer, kept exactly as written (:mod:`model.ids`).
+
+Values that are legal but almost surely a slip (a generated leverage above an asset's maximum, a
+file account that starts above it) do not stop a run: they are kept in
+:attr:`Population.warnings`, which the model reports (``ContagionModel.warn``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import pandas as pd
 
 from model.config import BOUNDS, Config, bound_violation, did_you_mean, spec
 from model.errors import ConfigError
+from model.ids import bad_ids, id_problem, ids_from_text, show_id
 
 __all__ = [
     "OPTIONAL_COLUMNS",
@@ -52,7 +58,10 @@ class PopulationRow:
     bounds and its did-you-mean.
     """
 
-    trader_id: int = spec(doc="the trader's id (a whole number); a trader's rows share it")
+    trader_id: str | int = spec(
+        doc="the trader's id, any string or integer, kept exactly as written (007 stays 007); "
+        "a trader's rows share it, and two accounts cannot"
+    )
     collateral: float = spec(
         doc="the trader's whole collateral, isolated margins included, repeated on each of its "
         "rows",
@@ -82,6 +91,7 @@ REQUIRED_COLUMNS = [
 OPTIONAL_COLUMNS = [
     f.name for f in dataclasses.fields(PopulationRow) if f.default is not dataclasses.MISSING
 ]
+_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 
 @dataclass
@@ -89,12 +99,14 @@ class Population:
     """Initial state of every account.
 
     Attributes:
-        ids: (n,) trader ids.
+        ids: (n,) trader ids: ``int64``, or an object array of ``str`` (:mod:`model.ids`).
         wallet: (n,) cross wallet (collateral not committed to isolated positions).
         qty, entry: (n, A) signed quantities and entry prices.
         isolated: (n, A) isolated flag per position.
         margin: (n, A) isolated position margins.
         strategy: (n,) name of each trader's trading rule.
+        warnings: ``(kind, message)`` of values that are legal but almost surely a slip; the
+            model reports them when it is built.
     """
 
     ids: np.ndarray
@@ -104,6 +116,7 @@ class Population:
     isolated: np.ndarray
     margin: np.ndarray
     strategy: np.ndarray
+    warnings: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     @property
     def collateral(self) -> np.ndarray:
@@ -140,6 +153,7 @@ def generate_population(cfg: Config, rng: np.random.Generator) -> Population:
     held = np.zeros((n, a), dtype=bool)
     np.put_along_axis(held, order, np.arange(a)[None, :] < k[:, None], axis=1)
     cap = np.where(held, max_lev[None, :], np.inf).min(axis=1)
+    capped = int(np.count_nonzero(leverage > cap))
     leverage = np.minimum(leverage, cap)
 
     side = np.where(rng.random((n, a)) < t.long_fraction, 1.0, -1.0)
@@ -155,7 +169,41 @@ def generate_population(cfg: Config, rng: np.random.Generator) -> Population:
     shares = np.array([t.strategies[s] for s in names], dtype=float)
     codes = rng.choice(len(names), size=n, p=shares / shares.sum()) if n else np.zeros(0, int)
     strategy = np.array(names, dtype=object)[codes]
-    return Population(np.arange(n, dtype=np.int64), wallet, qty, entry, isolated, margin, strategy)
+    return Population(
+        np.arange(n, dtype=np.int64),
+        wallet,
+        qty,
+        entry,
+        isolated,
+        margin,
+        strategy,
+        warnings=_leverage_cap_warnings(cfg, capped),
+    )
+
+
+def _leverage_cap_warnings(cfg: Config, capped: int) -> list[tuple[str, str]]:
+    """A warning when ``traders.leverage`` (the mean) is above an asset's maximum leverage:
+    almost surely a slip, since every account holding that asset is then capped."""
+    t = cfg.traders
+    over = [a for a in cfg.assets if t.leverage > a.max_leverage]
+    if not over:
+        return []
+    limits = ", ".join(f"assets.{a.symbol}.max_leverage = {a.max_leverage:g}" for a in over)
+    return [
+        (
+            "leverage_cap",
+            f"traders.leverage = {t.leverage:g} is above {limits}: {capped:,} of {t.count:,} "
+            "generated accounts were capped at the maximum leverage of the assets they hold",
+        )
+    ]
+
+
+# pandas' default missing-value texts (read_csv's ``na_values``): they mean an empty cell in
+# every column but ``trader_id``, whose text is an id as written ("NA" is an id like any other).
+_NA_TEXTS = [
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+]  # fmt: skip
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -167,7 +215,13 @@ def _read_table(path: Path) -> pd.DataFrame:
             # index_col=False: a row with an extra field is an error, not a shifted row
             with warnings.catch_warnings():
                 warnings.simplefilter("error", pd.errors.ParserWarning)
-                return pd.read_csv(path, index_col=False)
+                return pd.read_csv(
+                    path,
+                    index_col=False,
+                    dtype={"trader_id": str},
+                    keep_default_na=False,
+                    na_values={c: _NA_TEXTS for c in _COLUMNS if c != "trader_id"},
+                )
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except (
@@ -197,6 +251,7 @@ def read_population(path: str | Path, cfg: Config) -> Population:
     df = _read_table(path)
     rows = _Rows(path, 1 if path.suffix.lower() == ".parquet" else 2)
     _check_columns(df, path)
+    df["trader_id"] = _trader_ids(df["trader_id"], rows, path.suffix.lower() != ".parquet")
     for name, (tp, checks) in _schema().items():
         if name in df.columns and tp in (int, float):
             df[name] = _numbers(df[name], name, tp, checks, rows)
@@ -204,7 +259,9 @@ def read_population(path: str | Path, cfg: Config) -> Population:
     mode = _margin_modes(df, cfg.margin.mode, rows)
     strategy = _strategies(df, rows)
     _check_positions(df, asset, mode, rows)
-    return _book_arrays(df, asset, mode, strategy, len(cfg.symbols), path)
+    pop = _book_arrays(df, asset, mode, strategy, len(cfg.symbols), path)
+    pop.warnings += _above_max_leverage(pop, cfg, path)
+    return pop
 
 
 @dataclass
@@ -240,6 +297,11 @@ def _schema() -> dict[str, tuple[Any, dict]]:
 
 
 def _check_columns(df: pd.DataFrame, path: Path) -> None:
+    """The header: no stray spaces, every required column, no unknown one; then some rows."""
+    names = [str(c) for c in df.columns]
+    if any(c != c.strip() for c in names):
+        found = ", ".join(repr(c) for c in names)
+        raise ConfigError(f"{path}: stray spaces in the column names (found {found})")
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}")
@@ -248,6 +310,27 @@ def _check_columns(df: pd.DataFrame, path: Path) -> None:
     if unknown:
         hint = did_you_mean(unknown[0], known) if len(unknown) == 1 else ""
         raise ConfigError(f"{path}: unknown column(s) {', '.join(unknown)}{hint}")
+    if len(df) == 0:
+        raise ConfigError(f"{path}: no rows (a header only): a population needs an account")
+
+
+def _trader_ids(col: pd.Series, rows: _Rows, text_file: bool) -> np.ndarray:
+    """The ``trader_id`` column as ids (:mod:`model.ids`): a CSV column is text, integers
+    when every value is a canonical integer; a parquet column must hold integers or strings.
+    Each string id is checked: not empty, no control character, no graph node's name."""
+    if col.dtype.kind in "iu":
+        if col.dtype.kind == "u" and len(col) and col.max() > np.iinfo(np.int64).max:
+            raise ConfigError(f"{rows.path}: column trader_id holds integers beyond 64 bits")
+        return col.to_numpy(dtype=np.int64)
+    if pd.api.types.infer_dtype(col, skipna=True) not in ("string", "empty"):
+        raise ConfigError(
+            f"{rows.path}: column trader_id must hold integers or strings, not {col.dtype}"
+        )
+    text = col.astype(object).where(col.notna(), "")  # a missing id is an empty one
+    rows.first_bad(bad_ids(text), lambda i: id_problem(text.iloc[i]))
+    if text_file:  # integers when every id is one, written as Python writes it
+        return ids_from_text(text)
+    return text.to_numpy(dtype=object)
 
 
 def _numbers(col: pd.Series, name: str, tp, checks: dict, rows: _Rows) -> pd.Series:
@@ -268,7 +351,7 @@ def _numbers(col: pd.Series, name: str, tp, checks: dict, rows: _Rows) -> pd.Ser
         rows.first_bad(
             v != np.round(v), lambda i: f"{name} must be a whole number, got {_cell(col.iloc[i])}"
         )
-        # beyond 2**53 floats no longer tell ids apart
+        # beyond 2**53 floats no longer hold every whole number exactly
         rows.first_bad(
             np.abs(v) >= 2.0**53, lambda i: f"{name} must be below 2**53 in size, got {v[i]:g}"
         )
@@ -326,8 +409,8 @@ def _strategies(df: pd.DataFrame, rows: _Rows) -> np.ndarray:
     per_trader = names.groupby(df["trader_id"]).nunique()
     if (per_trader > 1).any():
         raise ConfigError(
-            f"{rows.path}: trader {per_trader[per_trader > 1].index[0]}: strategy differs "
-            "between its rows"
+            f"{rows.path}: trader {show_id(per_trader[per_trader > 1].index[0])}: strategy "
+            "differs between its rows"
         )
     return names.to_numpy(dtype=object)
 
@@ -347,7 +430,7 @@ def _check_positions(df: pd.DataFrame, asset, mode, rows: _Rows) -> None:
     ids = df["trader_id"].to_numpy()
     dup = pd.DataFrame({"trader": ids, "asset": asset}).duplicated().to_numpy()
     rows.first_bad(
-        dup, lambda i: f"duplicate position: trader {ids[i]} already has a row for "
+        dup, lambda i: f"duplicate position: trader {show_id(ids[i])} already has a row for "
         f"{df['asset'].iloc[i]}"
     )  # fmt: skip
     by_trader = df.groupby("trader_id")["collateral"]
@@ -357,8 +440,9 @@ def _check_positions(df: pd.DataFrame, asset, mode, rows: _Rows) -> None:
         bad_id = differs[differs].index[0]
         values = df.loc[df["trader_id"] == bad_id, "collateral"].unique()[:2]
         raise ConfigError(
-            f"{rows.path}: trader {bad_id}: collateral differs between its rows "
-            f"({values[0]:g} and {values[1]:g})"
+            f"{rows.path}: trader {show_id(bad_id)}: collateral differs between its rows "
+            f"({values[0]:g} and {values[1]:g}); the rows of one account share its id and "
+            "collateral, and two accounts cannot share an id"
         )
     if "margin" in df.columns:
         given = df["margin"].to_numpy(dtype=float)
@@ -374,7 +458,7 @@ def _check_positions(df: pd.DataFrame, asset, mode, rows: _Rows) -> None:
 def _book_arrays(df, asset, mode, strategy, n_assets: int, path: Path) -> Population:
     """The checked rows as the account book's arrays: one row per trader, one column per
     asset; isolated positions without a margin get the collateral split by notional."""
-    ids, row = np.unique(df["trader_id"].to_numpy(dtype=np.int64), return_inverse=True)
+    ids, row = np.unique(df["trader_id"].to_numpy(), return_inverse=True)
     row, col = row.ravel(), asset
     n = len(ids)
     q = df["quantity"].to_numpy(dtype=float)
@@ -398,9 +482,39 @@ def _book_arrays(df, asset, mode, strategy, n_assets: int, path: Path) -> Popula
     over = margin.sum(axis=1) > collateral * (1 + 1e-12) + 1e-9
     if over.any():
         raise ConfigError(
-            f"{path}: trader {ids[np.flatnonzero(over)[0]]}: isolated margins exceed its collateral"
+            f"{path}: trader {show_id(ids[np.flatnonzero(over)[0]])}: isolated margins exceed "
+            "its collateral"
         )
     strategies = np.empty(n, dtype=object)
     strategies[row] = strategy
     wallet = collateral - margin.sum(axis=1)
     return Population(ids, wallet, qty, entry, isolated, margin, strategies)
+
+
+def _above_max_leverage(pop: Population, cfg: Config, path: Path) -> list[tuple[str, str]]:
+    """A warning for file accounts that start above the maximum leverage of an asset they
+    hold (gross notional over equity, at the config's initial prices), as generated accounts
+    never do: legal (the initial-margin cap applies to positions opened during the run), but
+    more often a slip in the file or in ``assets.<SYM>.max_leverage``."""
+    prices = np.array([a.price for a in cfg.assets])
+    max_lev = np.array([a.max_leverage for a in cfg.assets])
+    held = pop.qty != 0
+    gross = (np.abs(pop.qty) * prices).sum(axis=1)
+    equity = pop.collateral + (pop.qty * (prices - pop.entry)).sum(axis=1)
+    cap = np.where(held, max_lev, np.inf).min(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        leverage = np.where(equity > 0, gross / np.where(equity > 0, equity, 1.0), np.inf)
+    above = held.any(axis=1) & (leverage > cap * (1 + 1e-9))
+    if not above.any():
+        return []
+    i = int(np.flatnonzero(above)[0])
+    j = int(np.flatnonzero(held[i] & (max_lev == cap[i]))[0])
+    shown = "no equity" if not np.isfinite(leverage[i]) else f"{leverage[i]:.3g}x"
+    return [
+        (
+            "population_leverage",
+            f"{path}: {int(above.sum()):,} of {len(above):,} accounts start above the maximum "
+            f"leverage of an asset they hold (e.g. trader {show_id(pop.ids[i])}: {shown}, "
+            f"assets.{cfg.assets[j].symbol}.max_leverage = {cap[i]:g})",
+        )
+    ]

@@ -1,5 +1,10 @@
 """The run folder: tables (parquet), the contagion graph (GraphML), headline metrics (JSON).
 
+The contagion graph is written in the formats ``[output] graph`` names (:data:`GRAPH_FILES`):
+gzip-compressed GraphML ``contagion.graphml.gz`` by default, a tenth of the plain text's size;
+:func:`read_contagion_graph` reads whichever a folder holds. ``summary.json`` ends with a
+``provenance`` block (:mod:`model.provenance`): versions, commit, config hash, start time.
+
 Every file is written to a temporary name in the folder and renamed into place, and the
 folder carries a ``.incomplete`` marker until its last file is in: a run folder is either
 complete or clearly marked incomplete, never silently half-written (:mod:`model.storage`).
@@ -21,29 +26,41 @@ import pandas as pd
 from model import metrics, storage
 from model.config import to_dict
 from model.fills import Kind
+from model.ids import id_column
 from model.metrics import cascade_metrics
 
 __all__ = [
+    "GRAPH_FILES",
     "INCOMPLETE_MARKER",
     "RUN_FILES",
     "build_tables",
     "check_run_folder",
+    "config_text",
+    "graph_file",
+    "read_contagion_graph",
     "run_status",
     "summarize",
     "write_run",
 ]
 
 INCOMPLETE_MARKER = ".incomplete"
-# Every file of a complete run folder; summary.json is written last.
+# Every file of a complete run folder, besides its contagion graph file(s); summary.json is
+# written last.
 RUN_FILES = (
     "config.toml",
     "market.parquet",
     "steps.parquet",
     "liquidations.parquet",
     "accounts.parquet",
-    "contagion.graphml",
+    "contagion_edges.parquet",
     "summary.json",
 )
+# ``[output] graph`` format -> file name, in the order readers look for them.
+GRAPH_FILES = {
+    "graphml.gz": "contagion.graphml.gz",
+    "graphml": "contagion.graphml",
+    "json": "contagion.json",
+}
 
 
 def check_run_folder(out) -> Path:
@@ -69,7 +86,11 @@ def check_run_folder(out) -> Path:
 
 
 def run_status(folder) -> str:
-    """``"complete"``, ``"incomplete"`` (marker present or a file missing) or ``"missing"``."""
+    """``"complete"``, ``"incomplete"`` (marker present or a file missing) or ``"missing"``.
+
+    Complete: every file of :data:`RUN_FILES` and a contagion graph file in one of the formats
+    of :data:`GRAPH_FILES`, and no ``.incomplete`` marker.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return "missing"
@@ -77,7 +98,40 @@ def run_status(folder) -> str:
         return "incomplete"
     if not all((folder / name).is_file() for name in RUN_FILES):
         return "incomplete"
+    if graph_file(folder) is None:
+        return "incomplete"
     return "complete"
+
+
+def graph_file(folder) -> Path | None:
+    """The run folder's contagion graph file (the first of :data:`GRAPH_FILES` present)."""
+    for name in GRAPH_FILES.values():
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
+
+
+def read_contagion_graph(folder):
+    """The contagion graph of a run folder as a ``networkx.DiGraph``, from whichever graph file
+    it holds (``contagion.graphml.gz``, ``contagion.graphml`` or ``contagion.json``).
+
+    GraphML keeps node ids as text; node-link JSON keeps them as written (numbers for traders).
+
+    Raises:
+        FileNotFoundError: the folder holds no contagion graph file.
+    """
+    import json
+
+    import networkx as nx
+
+    path = graph_file(folder)
+    if path is None:
+        names = ", ".join(GRAPH_FILES.values())
+        raise FileNotFoundError(2, f"no contagion graph file ({names})", str(folder))
+    if path.name.endswith(".json"):
+        with open(path, encoding="utf-8") as fh:
+            return nx.node_link_graph(json.load(fh), edges="edges")
+    return nx.read_graphml(path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,7 +171,7 @@ def accounts_table(model, rows: slice | None = None) -> pd.DataFrame:
     leverage = book.leverage(mark, r)
     ratio = book.margin_ratio(mark, r)
     data = {
-        "trader_id": book.ids[r],
+        "trader_id": id_column(book.ids[r]),
         "strategy": pd.Categorical(names, categories=categories),
         "initial_collateral": pop.collateral[r],
         "initial_leverage": model.recorder.initial_leverage[r],
@@ -214,6 +268,9 @@ def money_scale(model) -> float:
         + np.abs(market.cash).sum()
         + (np.abs(market.inventory) * mark).sum()
     )
+    vault = model.engine.vault
+    if vault is not None:
+        other += abs(vault.cash) + vault.notional(mark)
     # Rounding made while balances were large stays in the sum after they shrink: the market
     # agent, counterparty of everything, had gross balances as large as the traders' together.
     # Quantities are summed in different orders on the two sides of every fill, so they agree
@@ -269,6 +326,7 @@ def summarize(model) -> dict:
     fills = model.engine.fills.columns()
     forced = fills["kind"] != Kind.ADL  # ADL fills are counted in adl_notional
     money = model.money()
+    vault = model.engine.vault
     out = {
         "name": model.config.name,
         "seed": int(model.config.seed),
@@ -289,6 +347,8 @@ def summarize(model) -> dict:
         "insurance_fund_final": float(model.engine.insurance_fund),
         "unfunded_bad_debt": float(model.engine.unfunded_bad_debt),
         "adl_notional": float(steps["adl_notional"].sum()) if len(steps) else 0.0,
+        "vault_taken_notional": 0.0 if vault is None else float(vault.taken_notional),
+        "vault_value": 0.0 if vault is None else float(vault.value(model.mark)),
         "fees": float(fills["fee"].sum()),
         "cascades": cascade["cascades"],
         "largest_cascade": cascade["largest_cascade"],
@@ -320,39 +380,69 @@ def summarize(model) -> dict:
 
 def resolved_config(model) -> dict:
     """The config as run: seed and absolute population path, enough to rerun it exactly."""
-    data = to_dict(model.config)
-    pop = model.config.traders.population
+    return _resolved(model.config)
+
+
+def _resolved(cfg) -> dict:
+    data = to_dict(cfg)
+    pop = cfg.traders.population
     if pop:
-        data["traders"]["population"] = str(model.config.resolve_path(pop).resolve())
+        data["traders"]["population"] = str(cfg.resolve_path(pop).resolve())
     return data
 
 
-def _write_contagion(recorder, out: Path) -> None:
-    """The contagion graph (GraphML, node-link JSON) and its edge events.
+def config_text(cfg) -> str:
+    """The canonical text of a resolved config: a run folder's ``config.toml``, byte for byte
+    (what the provenance's ``config_sha256`` hashes)."""
+    import tomli_w
+
+    return tomli_w.dumps(_resolved(cfg))
+
+
+def _write_contagion(recorder, out: Path, formats) -> None:
+    """The contagion graph in each of ``formats`` (``[output] graph``) and its edge events.
 
     ``contagion_edges.parquet`` keeps one row per attribution (step, round, source,
     source_kind, target, weight): the per-step structure the merged graph sums over, and what
-    the experiments layer draws ``cascade.png`` from.
+    the experiments layer draws ``cascade.png`` from. Graph files of the formats not asked
+    for are removed, so a folder written again never keeps an older run's graph.
     """
-    storage.atomic_write(out / "contagion.graphml", recorder.write_graphml)
-    storage.atomic_write(out / "contagion.json", recorder.write_node_link)
+    for fmt, name in GRAPH_FILES.items():
+        if fmt in formats:
+            write = recorder.write_node_link if fmt == "json" else recorder.write_graphml
+            compress = name.endswith(".gz")  # the temporary file's name does not end so
+            storage.atomic_write(out / name, lambda p, w=write, c=compress: w(p, compress=c))
+        else:
+            (out / name).unlink(missing_ok=True)
     storage.write_parquet(out / "contagion_edges.parquet", recorder.edges_table())
+
+
+def run_provenance(model, text: str) -> dict:
+    """summary.json's ``provenance`` block: the run started when the model was built, and
+    ``elapsed_seconds`` runs until now (set-up and steps; not the writing of the folder)."""
+    from model.provenance import provenance
+
+    return provenance(
+        seed=model.seed,
+        config_text=text,
+        started=model.started_at,
+        elapsed=model.elapsed(),
+    )
 
 
 def write_run(model, out_dir) -> Path:
     """Write the run folder; returns its path."""
-    import tomli_w
-
     out = check_run_folder(out_dir)
     marker = out / INCOMPLETE_MARKER
-    marker.write_text("this run folder is being written or its writer was interrupted\n")
+    storage.write_text(marker, "this run folder is being written or its writer was interrupted\n")
     storage.fsync_dir(out)
     # A previous writer killed mid-file leaves hidden temporary files: they are not results.
     storage.clear_temporaries(out)
     # The summary is the last file written: remove an old one first, so that a folder with a
     # summary.json and no marker always holds the files of the same run.
     (out / "summary.json").unlink(missing_ok=True)
-    storage.write_text(out / "config.toml", tomli_w.dumps(resolved_config(model)))
+    text = config_text(model.config)
+    storage.write_text(out / "config.toml", text)
     tables = {
         "market": market_table(model),
         "steps": steps_table(model),
@@ -363,8 +453,9 @@ def write_run(model, out_dir) -> Path:
     _write_accounts(out / "accounts.parquet", model)
     if model.history is not None:  # opt-in sampled account snapshots
         storage.write_parquet(out / "account_history.parquet", model.history.table())
-    _write_contagion(model.recorder, out)
-    storage.write_json(out / "summary.json", summarize(model), indent=2)
+    _write_contagion(model.recorder, out, model.config.output.graph)
+    summary = {**summarize(model), "provenance": run_provenance(model, text)}
+    storage.write_json(out / "summary.json", summary, indent=2)
     marker.unlink()
     storage.fsync_dir(out)
     return out

@@ -25,30 +25,48 @@ allowance is taken off ``S(M0)`` and ``h`` so that float rounding in the exact c
 disagree with the bound.
 
 Lanes. With every maintenance rate below 1 a rise cannot hurt a long position (its PnL grows
-faster than its maintenance) and a fall of ``u`` costs it at most ``N0 (1 - e^-u)``; a fall
-cannot hurt a short. So an account whose positions are all long is keyed by
-``-log(1 - S(M0) / sum N0)`` against the largest *fall* of any asset since ``M0``, one whose
-positions are all short by ``min(U, log(1 + S(M0) / c))`` against the largest *rise*, and a
-mixed one against ``d`` (:func:`headroom`, :func:`reaches`). After a crash, short-only accounts
-are never candidates. The one-sided distances chain too: a fall from ``M_t`` is at most the
-fall from the anchor plus the rise from the anchor to ``M_t``.
+faster than its maintenance) and a fall of ``u`` costs it at most ``(1 - r0) N0 (1 - e^-u)``,
+``r0`` the least tier rate of the asset: the PnL falls by ``N0 (1 - e^-u)`` and the
+maintenance, whose slope in notional is at least ``r0`` everywhere, by at least ``r0`` times
+that. A fall cannot hurt a short. So an account whose positions are all long is keyed by
+``-log(1 - S(M0) / sum (1 - r0) N0)`` against the largest *fall* of any asset since ``M0``,
+one whose positions are all short by ``min(U, log(1 + S(M0) / c))`` against the largest
+*rise*, and a mixed one against ``d``, each long counted with ``(1 - r0) N0`` in ``c`` (a
+long's loss under any move of at most ``u`` is at most ``(1 - r0) N0 (1 - e^-u)``, which is
+below ``(1 - r0) N0 (e^u - 1)``) (:func:`headroom`, :func:`reaches`). After a crash,
+short-only accounts are never candidates. The one-sided distances chain too: a fall from
+``M_t`` is at most the fall from the anchor plus the rise from the anchor to ``M_t``.
 
-Bookkeeping. At a *rebuild* every account's headroom is computed at the anchor mark ``P``, and
-in each lane the eighth with the least headroom is sorted (the rest all have more headroom than
-the last of those: the lane's *horizon*); the candidates at mark ``M`` are then a prefix of each
-lane's order (headroom at most the lane's distance from ``P``), found by binary search, and the
-screen rebuilds before a distance reaches its horizon. An account whose state changes (a fill,
-a fee, a deposit) is reported by the :class:`model.accounts.AccountBook` method that wrote it
-(every write goes through one); at the next query its headroom is recomputed at the current mark ``M_t`` and stored as
-``key = h - d(P, M_t)`` (for the one-sided lanes, less the move from ``P`` to ``M_t`` in the
-opposite sense): by the triangle inequality ``d(M, P) < key`` implies ``d(M, M_t) < h``. Changed accounts are few and scanned linearly (each has a slot, so an
-account that trades every step is stored once). The screen also rebuilds when the candidates it
-handed out since the last rebuild add up to ``rebuild_work`` (0.3) times the book: a rebuild
-costs a few passes over the book, so its cost is amortised over the work it saves, and a calm
-step costs far less than one pass.
+Bookkeeping. At a *rebuild* every account's headroom is computed at the anchor mark ``P`` and
+kept with its lane; in each lane the eighth with the least headroom is sorted (the rest all have
+at least the headroom of the last of those: the lane's *horizon*). The candidates at mark ``M``
+are then a prefix of each lane's order (headroom at most the lane's distance from ``P``), found
+by binary search. When a distance reaches its lane's horizon the lane is *extended*: the rows of
+the lane with keys from the horizon up to beyond the distance, plus the next eighth, are sorted
+in from the stored keys (they are all at least the old horizon, so they are appended) and the
+horizon moves to the least key left out. The keys stored at the rebuild stay valid bounds for
+every account that has not changed since, however far prices move (each is at most ``U``, or
+a fall bound, which needs no tier limit), so extending never weakens the argument above.
+
+An account whose state changes (a fill, a fee, a deposit) is reported by the
+:class:`model.accounts.AccountBook` method that wrote it (every write goes through one); at the
+next query its headroom is recomputed at the current mark ``M_t`` and stored in the changed list as ``key = h - d(P, M_t)`` (for the
+one-sided lanes, less the move from ``P`` to ``M_t`` in the opposite sense): by the triangle
+inequality ``d(M, P) < key`` implies ``d(M, M_t) < h``. Its stored anchor key is stale from
+then on, so it is dropped from the sorted prefixes when a query meets it; an account closed out
+(no position) can be liquidated at no mark and is listed nowhere. Every account is thus
+represented exactly once, by a valid key: the candidates are the union of disjoint parts.
+
+Rebuilds happen when the whole book, or a quarter of it, changed, and when the candidates
+handed out *in vain* since the last rebuild (handed out and not liquidated or otherwise changed
+before the next query) add up to ``rebuild_work`` (0.3) times the book: a rebuild costs a few
+passes over the book, so its cost is amortised over the work it saves, a calm step costs far
+less than one pass, and a cascade that liquidates the candidates it is handed costs none.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -71,8 +89,16 @@ _RELATIVE_SLACK = 1e-9
 _HEADROOM_SLACK = 1e-12
 # Rows per block in whole-book passes: bounds the size of temporaries (peak memory).
 BLOCK_ROWS = 1 << 16
-# Share of accounts, those with the least headroom, that a rebuild sorts and keeps.
+# Account-asset entries per block of the screen's own headroom passes: small enough for the
+# temporaries to be reused from the allocator's free lists and stay in cache.
+SCREEN_BLOCK_ELEMENTS = 1 << 12
+# Share of a lane's accounts, those with the least headroom, sorted at a time.
 NEAR_SHARE = 1.0 / 8.0
+NEAR_MIN = 1024
+# changed_slot values of rows not in the changed list
+UNCHANGED, CLOSED = -1, -2
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+_NO_ROWS.flags.writeable = False
 # Lanes: which price move an account's headroom is measured against (see reaches()).
 LANE_BOTH, LANE_FALL, LANE_RISE = 0, 1, 2
 # A key stored at mark M_t is h less how far M_t is from the anchor *in the opposite sense*:
@@ -98,7 +124,7 @@ def reaches(mark, anchor) -> np.ndarray:
 def _slope_bound(notional, tiers: TierTable, rate_cummax) -> np.ndarray:
     """(k, A) largest maintenance rate at notionals up to ``e^U`` times ``notional``."""
     if tiers.caps.shape[1] == 1:
-        return np.broadcast_to(tiers.rates[:, 0], notional.shape)
+        return tiers.rates[:, 0]  # flat rates: (A,), broadcast by the caller
     t = tiers.tier_index(notional * np.exp(MAX_HEADROOM))
     return rate_cummax[np.arange(tiers.n_assets), t]
 
@@ -111,13 +137,16 @@ def headroom(wallet, qty, entry, margin, isolated, mark, tiers: TierTable, rate_
 
     * ``LANE_FALL``: every open position is long. A rise cannot hurt a long position (its PnL
       grows faster than its maintenance, every rate being below 1), and a fall of ``u`` costs
-      at most ``N (1 - e^-u)``: the headroom is ``-log(1 - S / sum N)``, against the largest
-      fall of any asset.
+      at most ``(1 - r0) N (1 - e^-u)`` (``r0`` the asset's least tier rate): the headroom is
+      ``-log(1 - S / sum (1 - r0) N)``, against the largest fall of any asset.
     * ``LANE_RISE``: every open position is short; ``min(U, log(1 + S / sum N (1 + r)))``
       against the largest rise.
     * ``LANE_BOTH``: longs and shorts; each unit's own bound (the two above, or
-      ``min(U, log(1 + S / c))`` with ``c`` over the unit's longs and shorts for a mixed cross
-      book) against the log-price distance.
+      ``min(U, log(1 + S / c))`` with ``c`` the sum of the longs' ``(1 - r0) N`` and the
+      shorts' ``N (1 + r)`` for a mixed cross book) against the log-price distance.
+
+    The work is a few passes over the rows; the isolated units are skipped when no row has an
+    isolated position (the cross book is then the only unit).
 
     Args:
         wallet: (k,) cross wallets.
@@ -134,64 +163,125 @@ def headroom(wallet, qty, entry, margin, isolated, mark, tiers: TierTable, rate_
     if rate_cummax is None:
         rate_cummax = np.maximum.accumulate(tiers.rates, axis=1)
     mark = np.asarray(mark, dtype=float)
-    open_ = qty != 0
     long_ = qty > 0
     short = qty < 0
-    notional = np.abs(qty) * mark
+    absq = np.abs(qty)
+    notional = absq * mark
     mm = maintenance_margin(notional, tiers)
-    upnl = qty * (mark - entry)
-    rise_coef = notional * (1.0 + _slope_bound(notional, tiers, rate_cummax))
     # Without rates below 1 a rise could hurt a long position: measure every account both ways.
     directional = bool(tiers.rates.max() < 1.0)
-    fall_coef = notional if directional else rise_coef
-    fall_headroom = _fall_headroom if directional else _rise_headroom
-    # magnitude of the terms the exact check adds, for the rounding allowance
-    size = np.abs(qty) * (mark + entry) + mm + np.abs(margin)
-
-    cross = open_ & ~isolated
-    iso = open_ & isolated
+    # each position's coefficient: a long's fall bound (1 - r0) N, a short's rise bound
+    # N (1 + r) (0 for flat positions, whose notional is 0)
+    rise_coef = notional * (1.0 + _slope_bound(notional, tiers, rate_cummax))
+    if directional:
+        coef = np.where(long_, notional * (1.0 - tiers.rates.min(axis=1)), rise_coef)
+    else:
+        coef = rise_coef
+    # slack less the rounding allowance: 1e-9 of the magnitude of the terms the check adds
+    size = absq * (mark + entry)
+    size += mm
+    size *= _RELATIVE_SLACK
+    upnl_mm = qty * (mark - entry)
+    upnl_mm -= mm
+    any_long = _row_any(long_)
+    any_short = _row_any(short)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        # cross book: one unit per account
-        c_slack = wallet + np.where(isolated, 0.0, upnl - mm).sum(axis=1)
-        c_slack = c_slack - _RELATIVE_SLACK * (
-            np.abs(wallet) + np.where(cross, size, 0.0).sum(axis=1)
-        )
-        c_fall = np.where(cross & long_, fall_coef, 0.0).sum(axis=1)
-        c_rise = np.where(cross & short, rise_coef, 0.0).sum(axis=1)
-        c_long = (cross & long_).any(axis=1)
-        c_short = (cross & short).any(axis=1)
-        h = np.where(
-            c_long & c_short,
-            _rise_headroom(c_slack, c_fall + c_rise),
-            np.where(c_long, fall_headroom(c_slack, c_fall), _rise_headroom(c_slack, c_rise)),
-        )
-        h = np.where(c_long | c_short, h, np.inf)
-        # isolated positions: one unit each
-        i_slack = margin + upnl - mm - _RELATIVE_SLACK * size
-        hi = np.where(long_, fall_headroom(i_slack, fall_coef), _rise_headroom(i_slack, rise_coef))
-        h = np.minimum(h, np.where(iso, hi, np.inf).min(axis=1, initial=np.inf))
-    any_long = (open_ & long_).any(axis=1)
-    any_short = (open_ & short).any(axis=1)
-    lane = np.where(
-        any_long & ~any_short, LANE_FALL, np.where(any_short & ~any_long, LANE_RISE, LANE_BOTH)
-    ).astype(np.int8)
-    if not directional:
-        lane[:] = LANE_BOTH
+        if isolated.any():
+            h = _isolated_units(margin, isolated, long_, short, upnl_mm, size, coef, directional)
+            cross = ~isolated
+            upnl_mm = np.where(cross, upnl_mm - size, 0.0)
+            coef = np.where(cross, coef, 0.0)
+            any_long = _row_any(cross & long_)
+            any_short = _row_any(cross & short)
+        else:  # every position is in the cross book
+            h = None
+            upnl_mm -= size
+        slack = wallet - _RELATIVE_SLACK * np.abs(wallet)
+        slack += _row_sum(upnl_mm)
+        cross_h = _cross_headroom(slack, _row_sum(coef), any_long, any_short, directional)
+        h = cross_h if h is None else np.minimum(h, cross_h)
+    lane = np.full(h.shape, LANE_BOTH, dtype=np.int8)
+    if directional:
+        any_long = _row_any(long_)
+        any_short = _row_any(short)
+        lane[any_long & ~any_short] = LANE_FALL
+        lane[any_short & ~any_long] = LANE_RISE
     return h, lane
+
+
+def _row_sum(x) -> np.ndarray:
+    """(k,) sum over the columns of a (k, A) array, one column at a time (numpy's reduction
+    along a short last axis is several times slower)."""
+    out = x[:, 0].copy()
+    for a in range(1, x.shape[1]):
+        out += x[:, a]
+    return out
+
+
+def _row_any(x) -> np.ndarray:
+    """(k,) any over the columns of a (k, A) boolean array, one column at a time."""
+    out = x[:, 0].copy()
+    for a in range(1, x.shape[1]):
+        out |= x[:, a]
+    return out
+
+
+def _cross_headroom(slack, coef, c_long, c_short, directional):
+    """Headroom of cross books with slack ``slack`` and ``coef`` the sum of the fall
+    coefficients of their longs and the rise coefficients of their shorts; +inf for books with
+    no position. Long-only books use the fall bound, the others the rise bound."""
+    if directional:
+        h = _headroom_either(slack, coef, c_long & ~c_short)
+    else:
+        h = _rise_headroom(slack, coef)
+    return np.where(c_long | c_short, h, np.inf)
+
+
+def _isolated_units(margin, isolated, long_, short, upnl_mm, allowance, coef, directional):
+    """(k,) the least headroom of each row's isolated positions (+inf where none)."""
+    slack = margin - _RELATIVE_SLACK * np.abs(margin)
+    slack += upnl_mm
+    slack -= allowance
+    hi = _headroom_either(slack, coef, long_) if directional else _rise_headroom(slack, coef)
+    hi = np.where(isolated & (long_ | short), hi, np.inf)
+    return hi.min(axis=1, initial=np.inf)
+
+
+def _headroom_either(slack, coef, fall):
+    """:func:`_fall_headroom` where ``fall``, :func:`_rise_headroom` elsewhere, with one
+    logarithm per entry."""
+    ratio = slack / coef
+    h = np.log1p(np.where(fall, -np.minimum(ratio, 1.0), ratio))
+    h *= np.where(fall, -(1.0 - _HEADROOM_SLACK), 1.0 - _HEADROOM_SLACK)
+    h -= _HEADROOM_SLACK
+    h = np.where(fall, h, np.minimum(h, MAX_HEADROOM))
+    return _unsafe_to_minus_inf(h, slack, coef)
+
+
+def _unsafe_to_minus_inf(h, slack, coef):
+    """``h`` where slack and coefficient are positive and ``h`` is a number, else -inf."""
+    ok = slack > 0
+    ok &= coef > 0
+    ok &= h == h  # not NaN
+    return np.where(ok, h, -np.inf)
 
 
 def _rise_headroom(slack, coef):
     """``min(U, log1p(slack / coef))`` less a rounding allowance; -inf when slack <= 0 or NaN."""
-    h = np.log1p(slack / coef) * (1.0 - _HEADROOM_SLACK) - _HEADROOM_SLACK
-    h = np.minimum(h, MAX_HEADROOM)
-    return np.where((slack > 0) & (coef > 0) & ~np.isnan(h), h, -np.inf)
+    h = np.log1p(slack / coef)
+    h *= 1.0 - _HEADROOM_SLACK
+    h -= _HEADROOM_SLACK
+    np.minimum(h, MAX_HEADROOM, out=h)
+    return _unsafe_to_minus_inf(h, slack, coef)
 
 
 def _fall_headroom(slack, coef):
     """``-log(1 - slack / coef)`` less a rounding allowance (+inf when even a fall to zero
     leaves slack); -inf when slack <= 0 or NaN."""
-    h = -np.log1p(-np.minimum(slack / coef, 1.0)) * (1.0 - _HEADROOM_SLACK) - _HEADROOM_SLACK
-    return np.where((slack > 0) & (coef > 0) & ~np.isnan(h), h, -np.inf)
+    h = np.log1p(-np.minimum(slack / coef, 1.0))
+    h *= -(1.0 - _HEADROOM_SLACK)
+    h -= _HEADROOM_SLACK
+    return _unsafe_to_minus_inf(h, slack, coef)
 
 
 class MarginScreen:
@@ -199,12 +289,14 @@ class MarginScreen:
 
     Args:
         book: the account book (its write methods report the rows they change).
-        rebuild_work: candidate rows checked since the last rebuild, as a multiple of the
-            book size, that triggers a rebuild.
+        rebuild_work: candidate rows checked in vain since the last rebuild (handed out,
+            but not liquidated or otherwise changed before the next query), as a multiple of
+            the book size, that triggers a rebuild.
 
     Attributes:
         rebuilds: number of rebuilds so far.
-        checked: candidate rows handed out since the last rebuild.
+        extensions: number of times a lane's sorted part was extended (no rebuild needed).
+        checked: candidate rows handed out in vain since the last rebuild.
         checked_total: candidate rows handed out in all.
     """
 
@@ -214,32 +306,45 @@ class MarginScreen:
         self.rebuild_work = float(rebuild_work)
         self.rate_cummax = np.maximum.accumulate(book.tiers.rates, axis=1)
         self.anchor: np.ndarray | None = None
-        # per lane: rows sorted by headroom at the anchor, their keys, and the horizon
-        # (accounts of the lane outside ``order`` have at least that much headroom)
+        self._log_anchor: np.ndarray | None = None
+        n = book.n_traders
+        # every row's key and lane at the last rebuild (valid while the row is unchanged)
+        self.keys = np.zeros(n)
+        self.lanes = np.zeros(n, dtype=np.int8)
+        # per lane: rows sorted by key from position ``start`` on (positions before it were
+        # handed out and dropped), their keys, and the horizon: every row of the lane not in
+        # ``order`` has at least that key
         self.order = [np.zeros(0, dtype=np.int64) for _ in range(3)]
         self.sorted_keys = [np.zeros(0) for _ in range(3)]
+        self.start = [0, 0, 0]
         self.horizon = np.full(3, np.inf)
-        self.changed_rows = np.zeros(0, dtype=np.int64)  # rows whose state changed since
+        self.lane_size = np.zeros(3, dtype=np.int64)
+        # rows changed since the rebuild, with a key of their own (first ``changed_count``)
+        self.changed_count = 0
+        self.changed_rows = np.zeros(0, dtype=np.int64)
         self.changed_keys = np.zeros(0)
         self.changed_lane = np.zeros(0, dtype=np.int8)
-        # position of each row in changed_rows, -1 when absent (int32: 4 bytes a trader)
-        self.changed_slot = np.full(book.n_traders, -1, dtype=np.int32)
+        # per row: its position in changed_rows; UNCHANGED, or CLOSED (changed, no position:
+        # no move can liquidate it, so it is listed nowhere). int32: 4 bytes a trader.
+        self.changed_slot = np.full(n, UNCHANGED, dtype=np.int32)
         self.checked = 0
         self.checked_total = 0
+        self._handed = np.zeros(0, dtype=np.int64)  # the last candidates handed out
         self.rebuilds = 0
+        self.extensions = 0
 
     # ---- bounds ----------------------------------------------------------------------------
-    def headroom(self, mark, rows=None) -> tuple[np.ndarray, np.ndarray]:
-        """Headroom and lane of ``rows`` (all when None) at ``mark``, in blocks of rows."""
+    def headroom(self, mark, rows=None, out=None) -> tuple[np.ndarray, np.ndarray]:
+        """Headroom and lane of ``rows`` (all when None) at ``mark``, in blocks of rows small
+        enough for their temporaries to stay in cache (a fresh large array costs page faults
+        on every use)."""
         book = self.book
-        rows = np.arange(book.n_traders) if rows is None else np.asarray(rows)
-        out = np.empty(rows.size)
-        lanes = np.empty(rows.size, dtype=np.int8)
-        for lo in range(0, rows.size, BLOCK_ROWS):
-            r = rows[lo : lo + BLOCK_ROWS]
-            if r.size == book.n_traders:
-                r = slice(None)  # plain views when one block covers the book
-            out[lo : lo + BLOCK_ROWS], lanes[lo : lo + BLOCK_ROWS] = headroom(
+        n = book.n_traders if rows is None else len(rows)
+        keys, lanes = out if out is not None else (np.empty(n), np.empty(n, dtype=np.int8))
+        step = max(SCREEN_BLOCK_ELEMENTS // max(book.n_assets, 1), 256)
+        for lo in range(0, n, step):
+            r = slice(lo, lo + step) if rows is None else rows[lo : lo + step]
+            keys[lo : lo + step], lanes[lo : lo + step] = headroom(
                 book.wallet[r],
                 book.qty[r],
                 book.entry[r],
@@ -249,83 +354,183 @@ class MarginScreen:
                 book.tiers,
                 self.rate_cummax,
             )
-        return out, lanes
+        return keys, lanes
+
+    def reach(self, mark) -> np.ndarray:
+        """(3,) :func:`reaches` of ``mark`` from the anchor (its logarithm kept)."""
+        if self._log_anchor.size == 1:  # one asset: plain floats
+            move = math.log(mark[0]) - self._log_anchor_1
+            fall, rise = max(-move, 0.0), max(move, 0.0)
+        elif not self._log_anchor.size:
+            return np.zeros(3)
+        else:
+            move = np.log(mark) - self._log_anchor
+            fall, rise = max(float(-move.min()), 0.0), max(float(move.max()), 0.0)
+        return np.array([max(fall, rise), fall, rise])
 
     def rebuild(self, mark) -> None:
         """Anchor at ``mark``: every account's headroom; the nearest ones of each lane sorted.
 
         Only the ``NEAR_SHARE`` of a lane's accounts with the least headroom are kept, sorted;
-        every other account of the lane has headroom at least the lane's :attr:`horizon`, so
-        none of them can be a candidate before the prices have moved that far from the
-        anchor, and by then the screen rebuilds. Selecting them is linear (a partition),
-        sorting them a fraction of a full sort.
+        every other account of the lane has headroom at least the lane's :attr:`horizon`, and
+        when prices reach it the lane is extended from the stored keys (:meth:`_extend`).
+        Selecting them is linear (a partition), sorting them a fraction of a full sort.
         """
         self.book.take_changed("screen")  # everything is recomputed now
-        keys, lanes = self.headroom(mark)
-        for lane in range(3):
-            rows = np.flatnonzero(lanes == lane)
-            k = keys[rows]
-            size = max(int(rows.size * NEAR_SHARE), 1024)
-            horizon = np.inf
-            if size < rows.size:
-                horizon = np.partition(k, size)[size]
-                if not horizon > 0:  # most accounts at or past their boundary: keep them all
-                    horizon = np.inf
-            if np.isfinite(horizon):
-                near = k < horizon
-                rows, k = rows[near], k[near]
-            order = np.argsort(k, kind="stable")
-            self.order[lane] = rows[order]
-            self.sorted_keys[lane] = k[order]
-            self.horizon[lane] = horizon
+        self.headroom(mark, out=(self.keys, self.lanes))
         self.anchor = np.array(mark, dtype=float)
-        self.changed_slot[self.changed_rows] = -1
-        self.changed_rows = np.zeros(0, dtype=np.int64)
-        self.changed_keys = np.zeros(0)
-        self.changed_lane = np.zeros(0, dtype=np.int8)
+        self._log_anchor = np.log(self.anchor)
+        self._log_anchor_1 = math.log(self.anchor[0]) if self.anchor.size == 1 else 0.0
+        for lane in range(3):
+            rows = np.flatnonzero(self.lanes == lane)
+            self.lane_size[lane] = rows.size
+            self.order[lane] = np.zeros(0, dtype=np.int64)
+            self.sorted_keys[lane] = np.zeros(0)
+            self.start[lane] = 0
+            self.horizon[lane] = -np.inf
+            self._extend(lane, -np.inf, rows)
+        self.changed_slot[self.changed_rows[: self.changed_count]] = UNCHANGED
+        self.changed_slot[self.changed_slot == CLOSED] = UNCHANGED
+        self.changed_count = 0
         self.checked = 0
+        self._handed = np.zeros(0, dtype=np.int64)
         self.rebuilds += 1
 
-    def _absorb_changes(self, mark) -> None:
-        """Recompute the headroom of accounts that changed, as keys relative to the anchor."""
+    def _extend(self, lane: int, reach: float, pool=None) -> None:
+        """Sort in the lane's rows with keys from its horizon up to beyond ``reach``.
+
+        The rows taken are those with the least keys among the lane's rows at or beyond the
+        horizon: every row of the lane the current prices can reach plus the next
+        ``NEAR_SHARE`` of the lane. Their keys are at least every key already sorted, so they
+        are appended; the new horizon is the least key left out, above ``reach``. Rows that
+        changed since the rebuild have stale keys here; they are skipped when handed out.
+        """
+        if pool is None:
+            pool = np.flatnonzero((self.lanes == lane) & (self.keys >= self.horizon[lane]))
+        k = self.keys[pool]
+        size = int(np.count_nonzero(k <= reach)) + max(
+            int(self.lane_size[lane] * NEAR_SHARE), NEAR_MIN
+        )
+        horizon = np.inf
+        if size < pool.size:
+            # the size-th least key, estimated from an evenly spaced sample of the keys (a
+            # partition of all of them costs ten times more); exact when it falls short
+            stride = max(pool.size // 4096, 1)
+            horizon = np.partition(k[::stride], size // stride)[size // stride]
+            if not horizon > reach:
+                horizon = np.partition(k, size)[size]  # > reach: more than the reached
+            near = k < horizon
+            pool, k = pool[near], k[near]
+        order = np.argsort(k, kind="stable")
+        lo = self.start[lane]
+        self.order[lane] = np.concatenate([self.order[lane][lo:], pool[order]])
+        self.sorted_keys[lane] = np.concatenate([self.sorted_keys[lane][lo:], k[order]])
+        self.start[lane] = 0
+        self.horizon[lane] = horizon
+        self.extensions += 1
+
+    def _absorb_changes(self, mark) -> np.ndarray:
+        """Recompute the headroom of accounts that changed, as keys relative to the anchor
+        (rebuilding instead when the whole book, or a quarter of it, changed); the reach of
+        ``mark`` from the anchor."""
         rows = self.book.take_changed("screen")
         if rows is None:  # the whole book changed
             self.rebuild(mark)
-            return
+            return self.reach(mark)
         if rows.size == 0:
-            return
-        keys, lanes = self.headroom(mark, rows)
-        keys = keys - reaches(mark, self.anchor)[_OFFSET_LANE][lanes]
+            return self.reach(mark)
+        # candidates handed out last time that changed since were liquidated: work well spent
+        handed = self._handed
+        if handed.size:
+            at = np.minimum(np.searchsorted(handed, rows), handed.size - 1)
+            self.checked -= int(np.count_nonzero(handed[at] == rows))
         slot = self.changed_slot[rows]
+        held = _row_any(self.book.qty[rows] != 0)
+        if not held.all():  # accounts closed out have no headroom to compute
+            self.changed_slot[rows[~held & (slot < 0)]] = CLOSED
+            keep = held | (slot >= 0)
+            if not keep.any():
+                return self.reach(mark)
+            rows, slot = rows[keep], slot[keep]
+        if self.changed_count + rows.size > self.book.n_traders // 4:
+            self.rebuild(mark)
+            return self.reach(mark)
+        reach = self.reach(mark)
+        keys, lanes = self.headroom(mark, rows)
+        keys -= reach[_OFFSET_LANE][lanes]
         known = slot >= 0
-        self.changed_keys[slot[known]] = keys[known]  # changed again: replace the key
-        self.changed_lane[slot[known]] = lanes[known]
+        if known.any():  # changed again: replace the key
+            self.changed_keys[slot[known]] = keys[known]
+            self.changed_lane[slot[known]] = lanes[known]
         new = ~known
-        self.changed_slot[rows[new]] = np.arange(int(new.sum())) + self.changed_rows.size
-        self.changed_rows = np.concatenate([self.changed_rows, rows[new]])
-        self.changed_keys = np.concatenate([self.changed_keys, keys[new]])
-        self.changed_lane = np.concatenate([self.changed_lane, lanes[new]])
+        closed = new & (keys == np.inf)  # no position: listed nowhere
+        self.changed_slot[rows[closed]] = CLOSED
+        new &= ~closed
+        if new.any():
+            self._append(rows[new], keys[new], lanes[new])
+        return reach
+
+    def _append(self, rows, keys, lanes) -> None:
+        """Add rows to the changed list (its arrays grow by doubling)."""
+        m, k = self.changed_count, rows.size
+        if m + k > self.changed_rows.size:
+            cap = max(2 * (m + k), 1024)
+            self.changed_rows = np.resize(self.changed_rows, cap)
+            self.changed_keys = np.resize(self.changed_keys, cap)
+            self.changed_lane = np.resize(self.changed_lane, cap)
+        self.changed_rows[m : m + k] = rows
+        self.changed_keys[m : m + k] = keys
+        self.changed_lane[m : m + k] = lanes
+        self.changed_slot[rows] = np.arange(m, m + k, dtype=np.int32)
+        self.changed_count = m + k
 
     # ---- the query -------------------------------------------------------------------------
     def candidates(self, mark) -> np.ndarray:
         """Sorted rows that may be below maintenance at ``mark``; every other row is not."""
-        n = self.book.n_traders
-        if (
-            self.anchor is None
-            or self.checked > self.rebuild_work * n
-            or (reaches(mark, self.anchor) >= self.horizon).any()
-        ):
+        if self.anchor is None or self.checked > self.rebuild_work * self.book.n_traders:
             self.rebuild(mark)
-        self._absorb_changes(mark)
-        if self.changed_rows.size > n // 4:
-            self.rebuild(mark)
-        reach = reaches(mark, self.anchor)
-        parts = [
-            self.order[lane][: np.searchsorted(self.sorted_keys[lane], reach[lane], side="right")]
-            for lane in range(3)
-        ]
-        parts.append(self.changed_rows[self.changed_keys <= reach[self.changed_lane]])
-        rows = np.unique(np.concatenate(parts))
+        reach = self._absorb_changes(mark)
+        parts = []
+        for lane in range(3):
+            if reach[lane] >= self.horizon[lane]:
+                self._extend(lane, reach[lane])
+            rows = self._reached(lane, reach[lane])
+            if rows.size:
+                parts.append(rows)
+        m = self.changed_count
+        if m:
+            hit = self.changed_keys[:m] <= reach[self.changed_lane[:m]]
+            parts.append(self.changed_rows[:m][hit])
+        if len(parts) > 1:
+            rows = np.sort(np.concatenate(parts))
+        else:
+            rows = np.sort(parts[0]) if parts else _NO_ROWS
         self.checked += rows.size
         self.checked_total += rows.size
+        self._handed = rows
+        return rows
+
+    def _reached(self, lane: int, reach: float) -> np.ndarray:
+        """Unchanged rows of the lane's sorted part with a key at most ``reach``.
+
+        Rows that changed since the rebuild are dropped from the sorted part as they are met
+        (the changed list holds their current keys): the rows still unchanged are moved up
+        against the end of the reached prefix and the prefix's start moves past the dropped
+        ones, so each dropped row is read once.
+        """
+        lo = self.start[lane]
+        keys = self.sorted_keys[lane]
+        if lo == keys.size or keys[lo] > reach:  # nothing reached (no search needed)
+            return _NO_ROWS
+        hi = lo + int(np.searchsorted(keys[lo:], reach, side="right"))
+        order = self.order[lane]
+        rows = order[lo:hi]
+        live = self.changed_slot[rows] == UNCHANGED
+        if live.all():
+            return rows
+        rows = rows[live]
+        lo = hi - rows.size
+        keys[lo:hi] = keys[self.start[lane] : hi][live]
+        order[lo:hi] = rows
+        self.start[lane] = lo
         return rows

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,8 @@ __all__ = [
     "clear_temporaries",
     "fsync_dir",
     "json_safe",
+    "read_json",
+    "read_parquet",
     "write_json",
     "write_parquet",
     "write_text",
@@ -56,9 +59,16 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> None:
     The data is flushed to disk before the rename and the rename itself is flushed with the
     folder, so after a crash ``path`` holds either the old file or the whole new one. When
     ``write`` raises, the temporary file is removed and the target is left as it was.
+
+    An operating-system error (disk full, permission denied, ...) that does not say which
+    file it was about is raised again as an :class:`OSError` naming ``path``, so that the one
+    line the command line prints names the file.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise _naming(exc, path) from exc
     os.close(fd)
     try:
         write(Path(tmp))
@@ -66,10 +76,20 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; outputs are ordinary files
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _naming(exc, path) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` naming the target ``path`` instead of a temporary file or nothing."""
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    reason = re.sub(r"^\[Errno \d+\]\s*", "", reason)  # pyarrow puts it in its text
+    return OSError(exc.errno, reason, str(path))
 
 
 def fsync_dir(folder: str | Path) -> None:
@@ -107,6 +127,39 @@ def write_json(path: str | Path, obj: Any, *, indent: int | None = None) -> None
     """Write ``obj`` as strict JSON (see :func:`json_safe`) and a final newline, atomically."""
     text = json.dumps(json_safe(obj), indent=indent, allow_nan=False) + "\n"
     write_text(path, text)
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file of an output folder; a file that is not JSON (cut short, edited by
+    hand) is a one-line :class:`model.errors.UsageError` naming it. OS errors propagate."""
+    from model.errors import UsageError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"{path}: not a readable JSON file ({_first_line(exc)})") from None
+
+
+def read_parquet(path: str | Path, **kwargs):
+    """Read a parquet table of an output folder; a file that is not parquet is a one-line
+    :class:`model.errors.UsageError` naming it. OS errors propagate."""
+    import pandas as pd
+
+    from model.errors import UsageError
+
+    path = Path(path)
+    try:
+        return pd.read_parquet(path, **kwargs)
+    except OSError:
+        raise
+    except (ValueError, TypeError) as exc:  # pyarrow.ArrowInvalid is a ValueError
+        raise UsageError(f"{path}: not a readable parquet file ({_first_line(exc)})") from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def json_safe(obj: Any) -> Any:

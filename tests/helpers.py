@@ -14,16 +14,40 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "ADL_WORKED_BOOK",
     "BROWSER_NAMES",
     "CHROMIUM_OVERRIDE",
     "DEBIAN_CHROMIUM",
     "HAND_EDGES",
     "REQUIRE_BROWSER",
+    "adl_worked_fills",
+    "adl_worked_table",
+    "comparable_bytes",
     "find_chromium",
     "hand_edges",
     "hand_liquidations",
     "small_config",
 ]
+
+
+PROVENANCE_START = '\n  "provenance": {'
+
+
+def comparable_bytes(path: Path) -> bytes:
+    """A run folder file's bytes, for comparing two runs with the same seed byte for byte.
+
+    Every file is a function of the config and the seed except summary.json's last block,
+    ``provenance`` (versions, commit, start time, elapsed seconds): for summary.json the bytes
+    before that block are returned (docs/reliability.md, "Same seed, same bytes").
+    """
+    data = Path(path).read_bytes()
+    if Path(path).name != "summary.json":
+        return data
+    text = data.decode("utf-8")
+    assert text.count(PROVENANCE_START) == 1, "summary.json without its provenance block"
+    head, tail = text.split(PROVENANCE_START)
+    assert tail.rstrip().endswith("}\n}") and tail.count('"') > 10  # the block ends the file
+    return head.encode("utf-8")
 
 
 def small_config(**overrides):
@@ -113,6 +137,80 @@ def hand_edges() -> pd.DataFrame:
     )
     df["source"] = df["source"].astype("Int64")
     return df
+
+
+# --------------------------------------------------------------------------------------------
+# One bankrupt book deleveraged under each ADL ranking (the table of docs/market-realism.md)
+# --------------------------------------------------------------------------------------------
+
+# (wallet, quantity, entry) of trader 0, a long bought at 100 on 100 of collateral, and of four
+# shorts S1..S4 (traders 1..4). A -10% shock closes the long at 90 with equity -400: its
+# bankruptcy price is 98, and ADL must take back 8 a unit on 50 units.
+ADL_WORKED_BOOK = [
+    (100.0, 50.0, 100.0),
+    (100.0, -20.0, 100.0),
+    (1000.0, -40.0, 100.0),
+    (50.0, -10.0, 91.0),
+    (500.0, -30.0, 85.0),
+]
+
+
+def adl_worked_fills(ranking: str) -> pd.DataFrame:
+    """The ADL fills of :data:`ADL_WORKED_BOOK` under ``ranking``: trader_id, quantity, price,
+    giveback (against the round's price), in the order they were made."""
+    from model import ContagionModel
+    from model.config import build_config
+    from model.population import Population
+
+    wallet, qty, entry = (np.array(c, dtype=float) for c in zip(*ADL_WORKED_BOOK, strict=True))
+    n = len(wallet)
+    pop = Population(
+        ids=np.arange(n, dtype=np.int64),
+        wallet=wallet,
+        qty=qty[:, None],
+        entry=entry[:, None],
+        isolated=np.zeros((n, 1), bool),
+        margin=np.zeros((n, 1)),
+        strategy=np.array(["hold"] * n, dtype=object),
+    )
+    cfg = build_config(
+        {
+            "seed": 3,
+            "steps": 1,
+            "market": {"volatility": 0.0, "resilience": 0.0},
+            "assets": [{"symbol": "X", "price": 100.0, "depth": 1.0e15, "max_leverage": 100}],
+            "traders": {"count": 0},
+            "margin": {
+                "liquidation": "full",
+                "fee": 0.0,
+                "insurance_fund": 0.0,
+                "adl_ranking": ranking,
+            },
+            "shocks": [{"step": 1, "asset": "X", "return": -0.10}],
+        }
+    )
+    m = ContagionModel(cfg, population=pop).run()
+    fills = m.tables()["liquidations"].query("kind == 'adl'").reset_index(drop=True)
+    fills["giveback"] = np.abs(fills["quantity"]) * (fills["price"] - m.market.price[0])
+    return fills[["trader_id", "quantity", "price", "giveback"]]
+
+
+def adl_worked_table() -> str:
+    """The markdown table of :data:`ADL_WORKED_BOOK` deleveraged under every ranking."""
+    from model.adl import RANKINGS
+
+    lines = [
+        "| `margin.adl_ranking` | fills: short, units closed at price | given back |",
+        "| --- | --- | --- |",
+    ]
+    for ranking in RANKINGS:
+        fills = adl_worked_fills(ranking)
+        closed = "; ".join(
+            f"S{int(f.trader_id)} {abs(f.quantity):g} at {f.price:.2f}" for f in fills.itertuples()
+        )
+        given = " + ".join(f"{g:.2f}" for g in fills["giveback"])
+        lines.append(f"| `{ranking}` | {closed} | {given} = {fills['giveback'].sum():.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------------------

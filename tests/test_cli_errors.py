@@ -17,7 +17,7 @@ from tests.helpers import small_config
 def config_file(tmp_path):
     def write(data=None, name="c.toml"):
         path = tmp_path / name
-        path.write_text(tomli_w.dumps(small_config(steps=2) if data is None else data))
+        path.write_text(tomli_w.dumps(small_config(steps=2, shocks=[]) if data is None else data))
         return path
 
     return write
@@ -82,7 +82,7 @@ def test_invalid_toml(capsys, tmp_path):
     ],
 )
 def test_bad_config_values(capsys, config_file, patch, words):
-    data = small_config(steps=2)
+    data = small_config(steps=2, shocks=[])
     for k, v in patch.items():
         data[k] = {**data[k], **v} if isinstance(v, dict) and isinstance(data.get(k), dict) else v
     code, err = run_main(capsys, "run", config_file(data))
@@ -93,7 +93,7 @@ def test_bad_population_file(capsys, tmp_path, config_file):
     (tmp_path / "accounts.csv").write_text(
         "trader_id,collateral,asset,quantity,entry_price\n1,100,BTC,1,60000\n1,200,ETH,1,3000\n"
     )
-    data = small_config(steps=2, traders={"population": "accounts.csv"})
+    data = small_config(steps=2, shocks=[], traders={"population": "accounts.csv"})
     code, err = run_main(capsys, "run", config_file(data))
     assert_one_line_error(code, err, "accounts.csv", "trader 1", "collateral differs")
 

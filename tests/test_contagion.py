@@ -398,6 +398,89 @@ def test_top_attribution_matches_sorting(seed, k):
 
 
 @pytest.mark.parametrize("seed", range(4))
+def test_top_ranking_is_the_head_of_a_stable_sort(seed):
+    """The partial ranking of each column equals the head of a stable descending sort, ties
+    broken by index, on long columns with many exact ties and zeros."""
+    from model.contagion import _top_ranking
+
+    rng = np.random.default_rng(seed)
+    share = np.round(rng.random((5000, 3)), 2) * (rng.random((5000, 3)) < 0.5)
+    share[:40, 1] = share[:40, 1].max()  # a tie at the top, across the cut
+    for d in (1, 5, 20, 4999, 6000):
+        order, ranked = _top_ranking(share, d)
+        full = np.argsort(-share, axis=0, kind="stable")[: d + 1]
+        np.testing.assert_array_equal(order, full)
+        np.testing.assert_array_equal(ranked, np.take_along_axis(share, full, axis=0))
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("k", [1, 5, 40])
+def test_top_attribution_of_one_asset_rounds_equals_the_threshold_search(seed, k):
+    """Victims that each lost on one column only (every victim of a one-asset round): the
+    shortcut gives the threshold search's edges exactly, in the same order, ties included."""
+    import model.contagion as mc
+
+    rng = np.random.default_rng(seed)
+    k_v, k_l, a = 300, 1 + 17 * seed, 1 + seed % 3
+    exposure = np.zeros((k_v, a))
+    exposure[np.arange(k_v), rng.integers(0, a, k_v)] = rng.normal(size=k_v)  # one asset each
+    closed = np.round(rng.normal(size=(k_l, a)), 1)  # many exact ties between liquidators
+    mix, share = attribution_factors(exposure, rng.normal(size=a), closed)
+    assert ((mix > 0).sum(axis=1) == 1).all()
+    total = mix @ share.sum(axis=0)
+    kk = max(1, min(k, k_l))
+    shortcut = mc._top_of_unit_rows(share, kk, (mix > 0).argmax(axis=1), total)
+    want = mc._top_threshold(mix, share, kk, total)
+    for got in (shortcut, mc.top_attribution(mix, share, k)):
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+    assert want[0].size > 0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_one_asset_factors_equal_the_general_factors(seed):
+    """The one-asset shortcut's shares and victim columns are the general factors' exactly:
+    same shares bit for bit, and each victim's mix row the unit vector of its column, with
+    rounds where nobody pushed the price (every mix row then the orphan column)."""
+    from model.contagion import _one_asset_factors
+
+    rng = np.random.default_rng(seed)
+    k_v, k_l = 50, 1 + 13 * seed
+    exposure = rng.normal(size=(k_v, 1)) * (rng.random((k_v, 1)) < 0.8)
+    closed = rng.normal(size=(k_l, 1)) * (rng.random((k_l, 1)) < 0.7)
+    if seed % 4 == 3:
+        closed = -np.abs(closed)  # only buyers: nobody pushed a fall
+    move = np.array([-0.5 if seed % 2 else 0.25])
+    notional = np.abs(closed[:, 0]) * 100.0
+    mix, share = attribution_factors(exposure, move, closed, notional)
+    share1, col = _one_asset_factors(exposure, move, closed, notional)
+    np.testing.assert_array_equal(share1, share)
+    unit = np.zeros_like(mix)
+    unit[np.arange(k_v), col] = 1.0
+    np.testing.assert_array_equal(unit, mix)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_support_groups_in_lexicographic_pattern_order(seed):
+    """Victims are grouped by the columns their losses use, patterns in lexicographic order
+    (column 0 first, unused before used), victims in index order; brute force in Python."""
+    from model.contagion import _support_groups
+
+    rng = np.random.default_rng(seed)
+    mix = rng.random((200, 4)) * (rng.random((200, 4)) < 0.4)
+    share = rng.random((30, 4)) * (rng.random((30, 4)) < 0.5)
+    patterns = sorted({tuple(bool(x) for x in row) for row in mix > 0})
+    groups = _support_groups(mix, share)
+    assert len(groups) == len(patterns)
+    for (victims, cols, liquidators), pattern in zip(groups, patterns, strict=True):
+        expected = [j for j in range(200) if tuple(bool(x) for x in mix[j] > 0) == pattern]
+        assert victims.tolist() == expected
+        assert cols.tolist() == [c for c in range(4) if pattern[c]]
+        used = [i for i in range(30) if any(share[i, c] > 0 for c in cols.tolist())]
+        assert liquidators.tolist() == used
+
+
+@pytest.mark.parametrize("seed", range(4))
 def test_block_search_matches_sorting_on_anticorrelated_shares(seed, monkeypatch):
     """Liquidators on a line s_0 + s_1 = const defeat the per-column bound; the block search
     that takes over must still return the exact top contributors."""
@@ -527,18 +610,37 @@ def test_info_counts_nodes_edges_and_truncation():
 
 
 def test_run_folder_holds_the_graph_files_and_says_when_truncated(tmp_path):
+    import gzip
+
     import pandas as pd
 
+    from model.results import read_contagion_graph
     from tests.helpers import small_config
 
-    cfg = build_config(small_config(steps=12, contagion={"max_edges": 50, "top_contributors": 2}))
+    base = small_config(steps=12, contagion={"max_edges": 50, "top_contributors": 2})
+    cfg = build_config(base)
     m = ContagionModel(cfg, create_agents=False).run()
     out = m.write_results(tmp_path / "run")
     g = m.contagion_graph
-    back = nx.read_graphml(out / "contagion.graphml")
+    # by default one graph file, gzip-compressed GraphML, which networkx reads directly
+    assert sorted(p.name for p in out.glob("contagion.*")) == ["contagion.graphml.gz"]
+    back = nx.read_graphml(out / "contagion.graphml.gz")
     assert back.number_of_edges() == g.number_of_edges() > 0
-    data = json.loads((out / "contagion.json").read_text())
+    assert nx.utils.graphs_equal(read_contagion_graph(out), back)
+    # every format on request: the compressed file holds the plain one byte for byte
+    every = build_config({**base, "output": {"graph": ["graphml", "json", "graphml.gz"]}})
+    out2 = ContagionModel(every, create_agents=False).run().write_results(tmp_path / "run2")
+    plain = (out2 / "contagion.graphml").read_bytes()
+    assert gzip.decompress((out2 / "contagion.graphml.gz").read_bytes()) == plain
+    data = json.loads((out2 / "contagion.json").read_text())
     assert nx.utils.graphs_equal(nx.node_link_graph(data, directed=True, multigraph=False), g)
+    # writing the folder again with fewer formats leaves no older graph file behind
+    only_json = build_config({**base, "output": {"graph": ["json"]}})
+    ContagionModel(only_json, create_agents=False).run().write_results(out2)
+    assert sorted(p.name for p in out2.glob("contagion.*")) == ["contagion.json"]
+    assert nx.utils.graphs_equal(
+        read_contagion_graph(out2), nx.node_link_graph(data, directed=True, multigraph=False)
+    )
     edges = pd.read_parquet(out / "contagion_edges.parquet")
     assert len(edges) == m.recorder.edge_count
     assert not (out / "cascade.png").exists()  # drawings are the experiments layer's

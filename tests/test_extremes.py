@@ -234,18 +234,18 @@ _KILLED_WRITER = textwrap.dedent(
         return real(path, write)
 
     storage.atomic_write = dying_write
-    m = ContagionModel(build_config(small_config(steps=5, traders={{"count": 50}})))
+    m = ContagionModel(build_config(small_config(steps=5, shocks=[], traders={{"count": 50}})))
     m.run().write_results({out!r})
     """
 )
 
 
-@pytest.mark.parametrize("target", ["liquidations.parquet", "contagion.graphml", "summary.json"])
+@pytest.mark.parametrize("target", ["liquidations.parquet", "contagion.graphml.gz", "summary.json"])
 @pytest.mark.slow
 def test_run_folder_killed_mid_write_is_marked_incomplete_and_recovers(tmp_path, target):
     out = tmp_path / "run"
     # a complete earlier run in the same folder: its files must not pass for the new run's
-    run_quietly(small_config(steps=3, traders={"count": 20}), out)
+    run_quietly(small_config(steps=3, shocks=[], traders={"count": 20}), out)
     assert run_status(out) == "complete"
     script = _KILLED_WRITER.format(
         root=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -263,7 +263,7 @@ def test_run_folder_killed_mid_write_is_marked_incomplete_and_recovers(tmp_path,
             pd.read_parquet(out / name)
     assert list(out.glob(".*.tmp")), "the killed writer left its temporary file"
     # writing again completes the folder and clears the leftovers
-    run_quietly(small_config(steps=5, traders={"count": 50}), out)
+    run_quietly(small_config(steps=5, shocks=[], traders={"count": 50}), out)
     assert run_status(out) == "complete"
     assert not list(out.glob(".*.tmp"))
     assert strict_json(out / "summary.json")["steps"] == 5
@@ -354,7 +354,7 @@ def test_non_finite_balances_stop_the_run_cleanly(tmp_path, monkeypatch, capsys)
             self.book.credit([0], wallet=[np.inf])  # written as every writer does
 
     monkeypatch.setattr(ContagionModel, "trade_voluntarily", overflowing)
-    path = write_config(tmp_path, small_config(steps=5))
+    path = write_config(tmp_path, small_config(steps=5, shocks=[]))
     code = main(["run", str(path), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2

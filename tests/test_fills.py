@@ -7,8 +7,8 @@ from model.fills import COLUMNS, FillLog, Kind
 
 
 def test_kind_codes_and_labels_are_the_table_categories():
-    assert [int(k) for k in Kind] == [0, 1, 2]
-    assert Kind.labels() == ["full", "partial", "adl"]
+    assert [int(k) for k in Kind] == [0, 1, 2, 3]
+    assert Kind.labels() == ["full", "partial", "adl", "vault"]
 
 
 def test_an_empty_log_has_typed_empty_columns_and_table():
@@ -19,7 +19,7 @@ def test_an_empty_log_has_typed_empty_columns_and_table():
         assert cols[name].shape == (0,) and cols[name].dtype == dtype, name
     df = log.table(["X"])
     assert len(df) == 0 and list(df.columns) == list(COLUMNS)
-    assert list(df["kind"].cat.categories) == ["full", "partial", "adl"]
+    assert list(df["kind"].cat.categories) == ["full", "partial", "adl", "vault"]
     assert len(log) == 0
 
 

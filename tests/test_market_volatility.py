@@ -100,6 +100,7 @@ def test_config_bounds_and_wiring():
             "market.garch_beta": 0.85,
             "market.innovation_dof": 6.0,
             "steps": 3,
+            "shocks": [],  # the demo's shock (step 4) is after these three steps
         },
     )
     m = ContagionModel(cfg, create_agents=False)

@@ -8,7 +8,7 @@ import pytest
 from agents.trader import Trader
 from model import ContagionModel
 from model.config import build_config
-from tests.helpers import small_config
+from tests.helpers import comparable_bytes, small_config
 
 BTC_TIERS = [
     {"cap": 5e4, "rate": 0.004},
@@ -50,9 +50,10 @@ def test_money_is_conserved_every_step(margin):
 def test_same_seed_same_output_files(tmp_path):
     cfg = build_config(small_config(steps=25))
 
-    def digest(folder):
+    def digest(folder):  # summary.json up to its provenance block (start time, versions)
         return {
-            p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+            p.name: hashlib.sha256(comparable_bytes(p)).hexdigest()
+            for p in sorted(folder.iterdir())
         }
 
     a = ContagionModel(cfg).run().write_results(tmp_path / "a")

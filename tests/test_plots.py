@@ -190,5 +190,44 @@ def test_unfinished_sweep_is_plotted_from_its_records(grid_sweep, tmp_path):
     full = pd.read_parquet(grid_sweep / "runs.parquet").set_index(["point", "replicate"])
     part = runs.set_index(["point", "replicate"])
     assert (part["fraction_liquidated"] == full.loc[part.index, "fraction_liquidated"]).all()
-    files = plots.plot_sweep(copy)
+    planned = 2 * 2 * 2 * 2  # leverage x volatility x mode x replicates
+    left = len(records) - len(records[::2])
+    with pytest.warns(
+        UserWarning, match=f"^drawing {left} of {planned} runs: the sweep is incomplete$"
+    ):
+        files = plots.plot_sweep(copy)
     assert copy / "figures" / "phase_diagram.png" in files
+
+
+def test_plot_says_how_many_runs_it_draws_and_removes_stale_figures(grid_sweep, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "sweep"
+    shutil.copytree(grid_sweep, copy)
+    records = sorted((copy / "runs").glob("p*.json"))
+    for p in records[:5]:
+        p.unlink()
+    (copy / ".incomplete").write_text("")
+    # figures an earlier plot drew that this one does not (a grid sweep has no Sobol indices
+    # and is not a run folder), and a file of the user's
+    figs = copy / "figures"
+    figs.mkdir(exist_ok=True)
+    stale = [figs / "sobol_indices.png", figs / "sobol_indices.svg", figs / "price_paths.png"]
+    for path in stale:
+        path.write_bytes(PNG_MAGIC)
+    (copy / "sobol_indices.csv").write_text("parameter,S1\n")
+    (figs / "notes.txt").write_text("mine\n")
+    assert main(["plot", str(copy)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "contagion: warning: drawing 11 of 16 runs: the sweep is incomplete\n"
+    drawn = [Path(line) for line in captured.out.splitlines()]
+    assert figs / "phase_diagram.png" in drawn
+    assert all(p.exists() for p in drawn)
+    assert not any(p.exists() for p in stale) and not (copy / "sobol_indices.csv").exists()
+    assert (figs / "notes.txt").read_text() == "mine\n"
+    # every figure file left is one this plot drew, or the user's file
+    left = {p.name for p in figs.iterdir()}
+    assert left == {p.name for p in drawn} | {"notes.txt"}
+    # a finished sweep whose runs all succeeded draws without a warning
+    assert main(["plot", str(grid_sweep)]) == 0
+    assert capsys.readouterr().err == ""

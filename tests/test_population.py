@@ -90,9 +90,29 @@ def test_parquet_reads_like_csv(tmp_path, cfg):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
 
 
-def test_header_only_file_is_an_empty_population(tmp_path, cfg):
-    pop = read_population(write(tmp_path, HEADER + "\n"), cfg)
-    assert pop.qty.shape == (0, 2) and pop.wallet.shape == (0,)
+def test_file_ids_are_kept_as_written(tmp_path, cfg):
+    body = "1000,BTC,0.1,60000\n"
+    mixed = read_population(write(tmp_path, f"{HEADER}\n007,{body}42,{body}0x1f,{body}"), cfg)
+    assert mixed.ids.tolist() == ["007", "0x1f", "42"]  # sorted as text; "42" stays a string
+    assert all(type(i) is str for i in mixed.ids)
+    ints = read_population(write(tmp_path, f"{HEADER}\n7,{body}-3,{body}", "b.csv"), cfg)
+    assert ints.ids.dtype == np.int64 and ints.ids.tolist() == [-3, 7]
+    # pandas reads "NA" as missing; as an id it is the two letters
+    na = read_population(write(tmp_path, f"{HEADER}\nNA,{body}nan,{body}", "c.csv"), cfg)
+    assert na.ids.tolist() == ["NA", "nan"]
+
+
+def test_parquet_ids_must_be_integers_or_strings(tmp_path, cfg):
+    df = pd.DataFrame(
+        {"trader_id": [1.0], "collateral": [1.0], "asset": ["BTC"], "quantity": [1.0]}
+    )
+    df["entry_price"] = 5.0
+    df.to_parquet(tmp_path / "floats.parquet")
+    message = error_of(tmp_path / "floats.parquet", cfg)
+    assert "column trader_id must hold integers or strings, not float64" in message
+    df["trader_id"] = pd.array([None], dtype="string")  # a string column with a null
+    df.to_parquet(tmp_path / "missing.parquet")
+    assert "row 1: trader_id is empty" in error_of(tmp_path / "missing.parquet", cfg)
 
 
 @pytest.mark.parametrize(
@@ -103,8 +123,17 @@ def test_header_only_file_is_an_empty_population(tmp_path, cfg):
         (f"{HEADER}\n1,lots,BTC,1,5\n", "row 2: collateral is not a number: 'lots'"),
         (f"{HEADER}\n1,100,BTC,1,5\n2,100,BTC,inf,5\n", "row 3: quantity must be finite"),
         (f"{HEADER}\n1,100,BTC,nan,5\n", "row 2: quantity is not a number"),
-        (f"{HEADER}\n1.5,100,BTC,1,5\n", "row 2: trader_id must be a whole number"),
-        (f"{HEADER}\n1e30,100,BTC,1,5\n", "row 2: trader_id must be below 2**53"),
+        (f"{HEADER}\n7,100,BTC,1,5\n,100,ETH,1,5\n", "row 3: trader_id is empty"),
+        (f"{HEADER}\nstep:4,100,BTC,1,5\n", "row 2: trader_id 'step:4' would collide"),
+        (f"{HEADER}\nothers:4:2,100,BTC,1,5\n", "trader_id 'others:4:2' would collide"),
+        (f'{HEADER}\n"a\tb",100,BTC,1,5\n', "row 2: trader_id 'a\\tb' holds a control"),
+        (f"{HEADER}\n0x1f,100,BTC,1,5\n0x1f,50,ETH,1,5\n", "two accounts cannot share an id"),
+        (f"{HEADER}\n0x1f,100,BTC,1,5\n0x1f,100,BTC,1,5\n", "trader '0x1f' already has a row"),
+        (HEADER + "\n", "no rows (a header only)"),
+        (
+            "trader_id, collateral,asset,quantity,entry_price\n1,100,BTC,1,5\n",
+            "stray spaces in the column names (found 'trader_id', ' collateral', 'asset'",
+        ),
         (f"{HEADER}\n1,100,XRP,1,5\n", "row 2: unknown asset 'XRP' (declared: BTC, ETH)"),
         (f"{HEADER}\n1,-1,BTC,1,5\n", "row 2: collateral must be >= 0"),
         (f"{HEADER}\n1,100,BTC,1,0\n", "row 2: entry_price must be > 0 for an open position"),
@@ -123,7 +152,7 @@ def test_header_only_file_is_an_empty_population(tmp_path, cfg):
         ),
         (f"{HEADER}\n1,100,BTC,1,5,9\n", "cannot read population file"),
         ("", "cannot read population file"),
-        ("trader_id,collateral,asset,quantity,entry_price\nTrue,1,BTC,1,5\n", "must hold real"),
+        (f"{HEADER}\n1,True,BTC,1,5\n", "column collateral must hold real numbers, not bool"),
     ],
 )
 def test_bad_files_are_one_line_errors_naming_the_file(tmp_path, cfg, text, words):

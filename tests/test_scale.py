@@ -94,7 +94,7 @@ def test_account_history_is_opt_in_sampled_and_leaves_results_unchanged(tmp_path
 
 def test_account_history_of_chosen_traders():
     m = ContagionModel(
-        build_config(small_config(steps=4)),
+        build_config(small_config(steps=4, shocks=[])),
         create_agents=False,
         account_history=2,
         history_sample=[3, 9],
@@ -106,7 +106,7 @@ def test_account_history_of_chosen_traders():
 def test_finiteness_check_reads_written_rows_and_the_whole_book_as_a_safety_net(monkeypatch):
     from model.model import DivergenceError
 
-    cfg = build_config(small_config(steps=8))
+    cfg = build_config(small_config(steps=8, shocks=[]))
     m = ContagionModel(cfg, create_agents=False)
     m.run(2)
     m.book.credit([3], wallet=[np.inf])  # a write through the book is caught at the next step
@@ -152,7 +152,7 @@ def test_accounts_of_an_empty_book_still_form_a_table(tmp_path):
     import pandas as pd
 
     m = ContagionModel(
-        build_config(small_config(steps=2, traders={"count": 0})), create_agents=False
+        build_config(small_config(steps=2, shocks=[], traders={"count": 0})), create_agents=False
     )
     m.run().write_results(tmp_path / "run")
     back = pd.read_parquet(tmp_path / "run" / "accounts.parquet")

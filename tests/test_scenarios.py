@@ -83,8 +83,18 @@ def test_run_prints_the_comparison(tmp_path, capsys):
 
 
 def test_runs_without_a_scenario_print_no_comparison(tmp_path, capsys):
+    out = str(tmp_path / "b")
     code = main(
-        ["run", str(CONFIGS / "baseline.toml"), "--out", str(tmp_path / "b"), "--set", "steps=3"]
+        [
+            "run",
+            str(CONFIGS / "baseline.toml"),
+            "--out",
+            out,
+            "--set",
+            "steps=3",
+            "--set",
+            "shocks=[]",
+        ]
     )
     assert code == 0
     assert "simulated vs reported" not in capsys.readouterr().out

@@ -80,13 +80,19 @@ def one_account(wallet, qty, entry, rate):
 def test_headroom_of_one_long_by_hand():
     # 1 unit long at 100, wallet 10, flat 1% maintenance: S(P) = 10 + (P - 100) - 0.01 P.
     h, lane = one_account(10.0, 1.0, 100.0, 0.01)
-    # only a fall can hurt it; S(100) = 9 against notional 100: h = -log(1 - 9 / 100)
+    # only a fall can hurt it; S(100) = 9 against (1 - 0.01) x notional 100 (a fall lowers
+    # the maintenance too): h = -log(1 - 9 / 99) = log(1.1)
     # (less a rounding allowance of about 1e-9 of the account's size, never more)
     assert lane == LANE_FALL
-    assert h == pytest.approx(-np.log(1 - 0.09), rel=1e-6)
-    assert h < -np.log(1 - 0.09)
-    # and the true liquidation price, 90 / 0.99, is indeed beyond that fall
+    assert h == pytest.approx(-np.log(1 - 9.0 / 99.0), rel=1e-6)
+    assert h < -np.log(1 - 9.0 / 99.0)
+    # and the true liquidation price, 90 / 0.99, is indeed beyond that fall: with one asset
+    # and a flat rate the bound is the liquidation price itself, less the allowance
     assert np.log(100.0 / (90.0 / 0.99)) > h
+    # the allowance by hand: 1e-9 of |W| + |q| (M + e) + mm = 10 + 200 + 1 off the slack,
+    # then 1e-12 relative and absolute off h
+    slack = 9.0 - 1e-9 * 211.0
+    assert h == pytest.approx(-np.log(1 - slack / 99.0) * (1 - 1e-12) - 1e-12, rel=1e-12)
 
 
 def test_headroom_of_one_short_by_hand():
@@ -294,6 +300,18 @@ def busy_config(seed=9, market=None, liquidity=None, strategies=None, **margin):
 def test_screened_run_equals_checking_everyone_with_every_feature(mode):
     a, b = run_both(busy_config(mode=mode))
     assert a.summary()["liquidations"] > 50
+    assert_identical(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("venue", ["binance", "bybit", "okx", "hyperliquid", "dydx"])
+def test_screened_run_equals_checking_everyone_under_every_venue_preset(venue):
+    # tiers per symbol, takeovers, chunks and their cooldown, per-round limits, the vault,
+    # hourly funding and each ADL ranking (the random one drawing from the model's stream)
+    a, b = run_both(busy_config(venue=venue))
+    assert a.summary()["liquidations"] > 50
+    if venue == "hyperliquid":
+        assert a.engine.vault.taken_notional > 0
     assert_identical(a, b)
 
 

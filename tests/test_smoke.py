@@ -15,7 +15,7 @@ def test_small_run_writes_folder(small_cfg, tmp_path):
         assert len(pd.read_parquet(out / f"{name}.parquet").columns) > 3
     steps = pd.read_parquet(out / "steps.parquet")
     assert list(steps["step"]) == list(range(1, small_cfg.steps + 1))
-    g = nx.read_graphml(out / "contagion.graphml")
+    g = nx.read_graphml(out / "contagion.graphml.gz")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["accounts_liquidated"] > 0  # the -8% shock at 15x must liquidate someone
     assert g.number_of_nodes() == summary["accounts_liquidated"] + len(

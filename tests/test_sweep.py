@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import io
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +22,6 @@ import tomli_w
 from experiments.cli import main
 from experiments.sweep import (
     ProcessExecutor,
-    Progress,
     RunTask,
     SerialExecutor,
     load_sweep,
@@ -477,23 +478,41 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
     )
 
 
-def test_progress_line_shows_runs_rate_and_time_left():
-    class Sink:
-        def __init__(self):
-            self.text = ""
+class _Terminal(io.StringIO):
+    """stderr as a terminal: progress bars draw on it."""
 
-        def write(self, s):
-            self.text += s
+    def isatty(self):
+        return True
 
-        def flush(self):
-            pass
 
-    sink = Sink()
-    bar = Progress(total=10, done=4, stream=sink, every=0.0)
-    bar.update(ok=True)
-    bar.update(ok=False)
-    last = sink.text.strip().splitlines()[-1]
-    assert "6/10 runs" in last and "1 failed" in last and "runs/s" in last and "left" in last
+def test_progress_bar_shows_runs_rate_and_time_left_on_a_terminal(tmp_path, monkeypatch):
+    path = _sweep_file(tmp_path, {"grid": {"traders.leverage": [5.0, 10.0]}, "replicates": 2})
+    spec = load_sweep(path)
+    failing = {1}  # point 1 of replicate 0 fails
+
+    def fn(task):
+        if task.point in failing and task.replicate == 0:
+            return {"status": "error", "error": "boom", "metrics": {}, "cascades": [], "elapsed": 0}
+        return run_one(task, base=spec.base, base_dir=spec.base_dir)
+
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    run_sweep(spec, tmp_path / "out", SerialExecutor(), run_fn=fn)
+    text = term.getvalue()
+    # tqdm redraws one line in place (at most every 0.2 s, and clears it at the end): its
+    # states name the runs done of 4, the rate, the time left and the failure
+    states = [line for line in text.split("\r") if "run" in line]
+    assert all(re.search(r" [0-4]/4 ", line) for line in states) and states, text
+    assert any("run/s" in line or "s/run" in line for line in states), text
+    assert any("1 failed" in line for line in states), text
+    assert any("<" in line for line in states), text  # elapsed<left
+    # not a terminal, or quiet: nothing at all
+    quiet = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", quiet)
+    run_sweep(spec, tmp_path / "out2", SerialExecutor(), run_fn=fn)
+    monkeypatch.setattr(sys, "stderr", term := _Terminal())
+    run_sweep(spec, tmp_path / "out3", SerialExecutor(), run_fn=fn, progress=False)
+    assert quiet.getvalue() == "" and term.getvalue() == ""
 
 
 def test_run_one_reports_errors_instead_of_raising():

@@ -159,10 +159,14 @@ def simulated_returns(config_path=None, steps: int | None = None):
         trading rules, how many steps had forced sales).
     """
     from model import ContagionModel, load_config
+    from model.config import to_dict
 
     if config_path is None:
         config_path = Path(__file__).resolve().parents[1] / "configs" / "baseline.toml"
-    overrides = {} if steps is None else {"steps": steps}
+    overrides = {}
+    if steps is not None:  # a shorter run (the quick variant) drops the shocks it stops before
+        shocks = load_config(config_path).shocks
+        overrides = {"steps": steps, "shocks": [to_dict(s) for s in shocks if s.step <= steps]}
     cfg = load_config(config_path, overrides=overrides)
     model = ContagionModel(cfg, create_agents=False)
     model.run()
