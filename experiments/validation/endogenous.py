@@ -83,6 +83,7 @@ def endogenous_returns(seed: int, overrides: dict | None = None, steps: int | No
     info = {
         "accounts liquidated": s["accounts_liquidated"],
         "makers liquidated": s["makers_liquidated"],
+        "adl notional": s["adl_notional"],
         "depth low": float(mk.depth[:, 0].min()),
         "depth median": float(np.median(mk.depth[:, 0])),
     }
