@@ -13,6 +13,15 @@ impact decays: ``s_a <- (1 - resilience) s_a``.
 The market agent is the counterparty of every fill and of the positions traders start with:
 it keeps per-asset inventory and cash, so traders + insurance fund + market agent is constant.
 
+Where the book's depth comes from is the ``[liquidity]`` section (docs/market-realism.md,
+"Liquidity"). Under ``static`` (the default) the walk is the formula above. Under
+``market_makers`` the book is the sum of the makers' quotes and a small backstop of the market
+agent (:mod:`agents.book`, :mod:`agents.market_maker`): a batch walks it from where the last one
+left it, the model books each quoting source's share of the walk (the :attr:`Market.counterparty`
+hook), and between steps the impact fades through the layers of the book's refill kernel
+instead of by ``resilience``. Resting orders (:attr:`Market.resting`: value traders' ladders
+inside the liquidation rounds, an elastic demand curve) trade in the walk under either model.
+
 Two venue effects, off by default (docs/market-realism.md): liquidity that thins under stress
 (``depth_stress``: the walk uses ``d / (1 + depth_stress x load)``, ``load`` the recent forced
 flow and outsized moves in percent of price, fading by ``depth_recovery`` a step) and a mark
@@ -32,6 +41,8 @@ from __future__ import annotations
 
 import mesa
 import numpy as np
+
+from agents.book import LayeredBook, Walk, exponential_kernel, fit_power_kernel
 
 __all__ = ["Market", "correlated_normals_factor", "impact_state"]
 
@@ -78,7 +89,7 @@ class Market(mesa.Agent):
         cash: (A,) the market agent's cash, per asset it traded.
     """
 
-    def __init__(self, model, market, assets, *, shocks=()):
+    def __init__(self, model, market, assets, *, shocks=(), liquidity=None):
         super().__init__(model)
         self.symbols = [x.symbol for x in assets]
         a = len(self.symbols)
@@ -127,6 +138,30 @@ class Market(mesa.Agent):
         self.step_variance = self.variance.copy()  # h of the step last drawn
         dof = market.innovation_dof  # None: normal innovations
         self.innovation_dof = None if dof is None else float(dof)
+        self._init_book(liquidity)
+
+    def _init_book(self, liquidity) -> None:
+        """The book of quotes under ``liquidity.model = "market_makers"`` (None: static)."""
+        a = self.n_assets
+        # Resting orders that trade inside the walk (any liquidity model), and who takes the
+        # quoting sources' side of a walk (the model's liquidity wiring; None: the market agent).
+        self.resting: list = []
+        self.counterparty = None
+        self.layered: LayeredBook | None = None
+        self._scratch = None  # the static book as a layered one, for walks with resting orders
+        self.book_flow = np.zeros(a)  # static: net sells the book itself absorbed this step
+        if liquidity is None or liquidity.model != "market_makers":
+            return
+        if liquidity.kernel == "power":
+            w, r = fit_power_kernel(
+                float(liquidity.refill_time),
+                int(liquidity.kernel_terms),
+                int(liquidity.kernel_horizon),
+            )
+        else:
+            w, r = exponential_kernel(self.resilience)
+        self.layered = LayeredBook(a, self.beta, w, r)
+        self.layered.set_depth(self.depth_qty, self.depth_qty)
 
     # ---- prices -------------------------------------------------------------------------
     @property
@@ -167,6 +202,18 @@ class Market(mesa.Agent):
             return self.depth_qty
         load = self.stress + self.move_stress + self._forced_move()
         return self.depth_qty / (1.0 + self.depth_stress * load)
+
+    @property
+    def depth_now(self) -> np.ndarray:
+        """(A,) the book's 1% depth now: the quote notional, at the initial price, whose sale
+        would move the price 1% (``assets.depth`` in a calm market; the thinner side of the
+        makers' book). The ``depth`` column of market.parquet, read at each step's close."""
+        if self.layered is not None:
+            return np.minimum(self.layered.d_bid, self.layered.d_ask) * self.initial_price
+        if self.depth_stress == 0:
+            return self.depth.copy()
+        load = self.stress + self.move_stress + self._forced_move()
+        return self.depth / (1.0 + self.depth_stress * load)
 
     def _forced_move(self) -> np.ndarray:
         """(A,) percent move the step's forced flow would make on the unstressed book."""
@@ -219,12 +266,16 @@ class Market(mesa.Agent):
         raw = self.log_fundamental + dlog
         self.log_fundamental = np.clip(raw, -_MAX_LOG, _MAX_LOG)
         self.limit_hit = np.sign(raw - self.log_fundamental).astype(np.int8)
-        self.impact = self._within_limits((1.0 - self.resilience) * self.impact)
+        if self.layered is None:
+            self.impact = self._within_limits((1.0 - self.resilience) * self.impact)
+        else:  # the makers' book refills through its kernel's layers
+            self.impact = self._within_limits(self.layered.start_step())
         if self.depth_stress > 0:
             self._carry_stress(dlog)
         self.impact_start = self.impact.copy()
         self.flow = np.zeros(a)
         self.forced_flow = np.zeros(a)
+        self.book_flow = np.zeros(a)
         self.step_open = self.price
 
     # ---- execution ----------------------------------------------------------------------
@@ -238,10 +289,17 @@ class Market(mesa.Agent):
         self.flow = self.flow + net_flow
         if forced:
             self.forced_flow = self.forced_flow + net_flow
-        s = impact_state(self.impact_start, self.flow, self.effective_depth_qty(), self.beta)
-        # keep log prices finite under absurd flows (a sale of many times the market)
-        self.impact = self._within_limits(s)
-        return self.price
+        if self.layered is None and not self.resting:
+            s = impact_state(self.impact_start, self.flow, self.effective_depth_qty(), self.beta)
+            # keep log prices finite under absurd flows (a sale of many times the market)
+            self.impact = self._within_limits(s)
+            return self.price
+        y, walk = self._walk(net_flow, commit=True)
+        self.impact = self._within_limits(self.impact_start + y)
+        price = self.price
+        if self.counterparty is not None:  # the quoting sources' and resting orders' fills
+            self.counterparty.settle(walk, price)
+        return price
 
     def quote(self, net_flow, *, forced: bool = False) -> np.ndarray:
         """(A,) the price a further batch of ``net_flow`` would execute at; changes nothing.
@@ -250,16 +308,43 @@ class Market(mesa.Agent):
         :meth:`execute` (the same price, to the bit).
         """
         net_flow = np.asarray(net_flow, dtype=float)
+        low, high = -_MAX_LOG - self.log_fundamental, _MAX_LOG - self.log_fundamental
         saved = self.forced_flow
         if forced:
             self.forced_flow = saved + net_flow
         try:
-            flow = self.flow + net_flow
-            s = impact_state(self.impact_start, flow, self.effective_depth_qty(), self.beta)
+            if self.layered is None and not self.resting:
+                flow = self.flow + net_flow
+                s = impact_state(self.impact_start, flow, self.effective_depth_qty(), self.beta)
+                return np.exp(self.log_fundamental + np.clip(s, low, high))
+            y, _ = self._walk(net_flow, commit=False)
+            return np.exp(self.log_fundamental + np.clip(self.impact_start + y, low, high))
         finally:
             self.forced_flow = saved
-        low, high = -_MAX_LOG - self.log_fundamental, _MAX_LOG - self.log_fundamental
-        return np.exp(self.log_fundamental + np.clip(s, low, high))
+
+    def _walk(self, net_flow, *, commit: bool) -> tuple[np.ndarray, Walk]:
+        """Walk a batch through the book of quotes (or the static book) and the resting orders.
+
+        The static book is walked as a layered one whose equivalent flow is the net flow the
+        book itself absorbed this step and whose depth is today's effective depth: the same
+        prices as the static formula when no resting order trades.
+        """
+        book = self.layered
+        if book is None:
+            if self._scratch is None:
+                self._scratch = LayeredBook(self.n_assets, self.beta, *exponential_kernel(0.0))
+            book = self._scratch
+            d = self.effective_depth_qty()
+            book.d_bid, book.d_ask = d, d
+            book.x_eq = self.book_flow
+            book.y = impact_state(0.0, self.book_flow, d, self.beta)
+        lo = -_MAX_LOG - self.log_fundamental - self.impact_start
+        hi = _MAX_LOG - self.log_fundamental - self.impact_start
+        base = self.log_fundamental + self.impact_start
+        y, walk = book.walk(net_flow, lo, hi, self.resting, base, commit=commit)
+        if commit and self.layered is None:
+            self.book_flow = book.x_eq
+        return y, walk
 
     def _within_limits(self, impact) -> np.ndarray:
         """``impact`` clipped so that ``|log price| <= _MAX_LOG``; notes which limit bit."""

@@ -36,7 +36,8 @@ The rules of this module:
 * ``value``: an overlay worth ``-E L_v tanh(log(P / F) / scale)``: it buys below the
   fundamental and sells above it, the stabilising side.
 * ``noise``: an overlay that is an AR(1) random walk: each step it shrinks by the fraction
-  ``decay`` and takes a normal order of ``size x E`` notional.
+  ``decay`` and takes a normal order of ``size x E`` notional (plus ``persistence`` times its
+  previous order: persistent order flow).
 
 The overlay rules trade the change of their overlay, so they start from their initial positions
 without dumping them; a liquidation resets a trader's overlay (what is left is its new base).
@@ -363,15 +364,34 @@ class NoiseParams:
         gt=0,
         le=1,
     )
+    persistence: float = spec(
+        0.0,
+        doc="phi: each order adds phi times the trader's previous order (split, persistent "
+        "order flow; 0: independent orders)",
+        unit="dimensionless",
+        ge=0,
+        lt=1,
+    )
 
 
 @register_rule("noise")
 class Noise(_Overlay):
-    """Random orders: an AR(1) overlay with normal innovations of ``size x E``."""
+    """Random orders: an AR(1) overlay with normal innovations of ``size x E``; with
+    ``persistence = phi > 0`` each order also repeats ``phi`` of the trader's previous one
+    (metaorders split over steps: persistent order flow)."""
 
     Params = NoiseParams
+
+    def _prepare(self, rows):
+        super()._prepare(rows)
+        self.last_order = np.zeros(self.overlay.shape)  # each trader's previous order
 
     def target(self, rows, equity, price):
         p = self.params
         z = self.model.rng.standard_normal(self.overlay.shape)
-        return (1.0 - p.decay) * self.overlay + p.size * equity[:, None] * z / price
+        fresh = (1.0 - p.decay) * self.overlay + p.size * equity[:, None] * z / price
+        if p.persistence == 0:
+            return fresh
+        want = fresh + p.persistence * self.last_order
+        self.last_order = want - self.overlay
+        return want

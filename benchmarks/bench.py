@@ -22,6 +22,9 @@ Sections:
 * ``headline``: 1,000,000 traders x 2 assets x 1,000 calm steps with noise traders, one
   process, construction included.
 * ``sweep``: sweep throughput (runs per minute) with 1 and 2 worker processes.
+* ``liquidity``: calm and cascade steps at 100,000 traders under the static book, the market
+  makers' book, and the makers' book with value traders' orders resting inside the rounds,
+  each against the static cost.
 * ``teaching``: ``contagion demo`` end to end (target: under 30 s wall) and one dashboard step
   with its four charts at 5,000 traders (target: under 3 CPU s), each against its target.
 
@@ -288,6 +291,81 @@ def bench_cascade(quick: bool) -> dict:
             "process) over the book rows of the accounts liquidated, and one over the whole "
             "book (a step this large moves prices past the screen's bounds, which then reads "
             "every account once).",
+            f"Load average at the end: {load()}.",
+        ],
+    }
+
+
+LIQUIDITY_VARIANTS = {
+    "static": {"model": "static"},
+    "market makers": {"model": "market_makers"},
+    "makers + resting orders": {"model": "market_makers", "value_orders": "in_rounds"},
+}
+
+
+def _liquidity_step_ms(data, steps) -> dict:
+    """CPU ms per step of ``data`` under each liquidity variant. The variants' models step in
+    turn, one step each, so that a change of load on a shared machine falls on all of them."""
+    models = {}
+    for variant, liquidity in LIQUIDITY_VARIANTS.items():
+        models[variant] = _model({**data, "liquidity": liquidity}, create_agents=False)
+        models[variant].run(1)
+    spent = dict.fromkeys(models, 0.0)
+    for _ in range(steps):
+        for variant, m in models.items():
+            t0 = time.process_time()
+            m.step()
+            spent[variant] += time.process_time() - t0
+    return {variant: t * 1e3 / steps for variant, t in spent.items()}
+
+
+def bench_liquidity(quick: bool) -> dict:
+    """Calm and cascade steps under each liquidity variant, against the static book."""
+    n = 20_000 if quick else 100_000
+    rules = {"hold": 0.7, "value": 0.2, "noise": 0.1}
+    rows = []
+    for label, strategies in (("calm, hold only", {"hold": 1.0}), ("calm, 30% rules", rules)):
+        data = calm_config(n, 2, 1000)
+        data["traders"]["strategies"] = strategies
+        steps = 40 if quick else (400 if label == "calm, hold only" else 50)
+        times = _liquidity_step_ms(data, steps)
+        for variant, ms in times.items():
+            row = {"case": label, "variant": variant, "fills": 0, "ms": ms}
+            rows.append({**row, "ratio": ms / times["static"]})
+            print(_fmt_row(rows[-1]), flush=True)
+    for shock in (-0.03, -0.10, -0.25):
+        data = calm_config(n, 2, 3, shocks=[{"step": 3, "asset": "BTC", "return": shock}])
+        data["traders"].update(leverage=12.0, strategies=rules)
+        data["market"]["volatility"] = 0.0
+        base = None
+        for variant in LIQUIDITY_VARIANTS:
+            m = _model({**data, "liquidity": LIQUIDITY_VARIANTS[variant]}, create_agents=False)
+            m.run(2)
+            t0 = time.process_time()
+            m.step()
+            ms = (time.process_time() - t0) * 1e3
+            base = ms if base is None else base
+            row = {"case": f"cascade, BTC {shock:+.0%}", "variant": variant}
+            row.update(fills=m.last.liquidations, ms=ms, ratio=ms / base)
+            rows.append(row)
+            print(_fmt_row(row), flush=True)
+    return {
+        "title": f"Liquidity: step cost under each book ({n:,} traders, 2 assets)",
+        "columns": [
+            ("case", "case", "{}"),
+            ("variant", "liquidity", "{}"),
+            ("fills", "fills", "{:,}"),
+            ("ms", "CPU ms/step", "{:.2f}"),
+            ("ratio", "against static", "{:.2f}x"),
+        ],
+        "rows": rows,
+        "notes": [
+            "Calm: GBM 50%/year, traders at about 3x, hold only or 20% value and 10% noise "
+            "traders; per-step CPU time over 400 steps (hold only) or 50 (rules) after one, the "
+            "three variants' models stepping in turn. Cascade: one BTC shock at step "
+            "3 on traders at about 12x (20% value, 10% noise), volatility 0; the time of the "
+            "shock step. The books differ, so the cascades differ too (fills column). "
+            "'makers + resting orders': value traders' ladders trade inside the rounds.",
             f"Load average at the end: {load()}.",
         ],
     }
@@ -751,6 +829,7 @@ SECTIONS = {
     "slide": bench_slide,
     "headline": bench_headline,
     "sweep": bench_sweep,
+    "liquidity": bench_liquidity,
     "teaching": bench_teaching,
 }
 

@@ -1,10 +1,12 @@
 """``contagion viz``: the interactive dashboard, on Mesa's SolaraViz.
 
-Sliders set leverage, volatility, margin mode, order-book depth, the shock's size and step, the
-number of traders and the seed (they take effect on *Reset*, as everywhere in SolaraViz); play,
-step and reset drive the model. The page shows the price of each asset, liquidations per step,
-the insurance fund, the distribution of equity, and the contagion network of the latest cascade
-drawn by round (the same layered layout as the demo's figure, never a force-directed one).
+Sliders set leverage, volatility, margin mode, order-book depth, where the book's liquidity
+comes from (static, or market makers who withdraw), the shock's size and step, the number of
+traders and the seed (they take effect on *Reset*, as everywhere in SolaraViz); play, step and
+reset drive the model. The page shows the price of each asset, liquidations per step, the
+insurance fund, the distribution of equity, the book's depth through the latest cascade and
+over the run, and the contagion network of the latest cascade drawn by round (the same layered
+layout as the demo's figure, never a force-directed one).
 
 The model is the demo's market (``experiments/configs/demo.toml``) with the sliders' values as
 overrides. Every chart reads numpy arrays the model already keeps, and the network draws at
@@ -29,6 +31,7 @@ from mesa.visualization import Slider, SolaraViz, make_plot_component
 
 from experiments import DEMO_CONFIG
 from experiments.cascade_drawing import draw_cascade, draw_rounds, holding_labels, holding_order
+from experiments.depth_drawing import draw_depth_by_round, draw_depth_by_step
 from experiments.narration import CascadeNarrator
 from model import ContagionModel, load_config
 from model.errors import ConfigError
@@ -56,6 +59,7 @@ class DashboardModel(ContagionModel):
         shock_step: the step at which it hits.
         traders: number of traders.
         seed: seed of the run's random stream.
+        liquidity: ``"static"`` or ``"market_makers"`` (``liquidity.model``).
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class DashboardModel(ContagionModel):
         shock_step: int = 4,
         traders: int = 2000,
         seed: int = 3,
+        liquidity: str = "static",
     ):
         base = load_config(DEMO_CONFIG)
         ratio = [a.depth / base.assets[0].depth for a in base.assets]
@@ -80,6 +85,7 @@ class DashboardModel(ContagionModel):
             "steps": 1_000_000,  # the dashboard runs until stopped
             "shocks.0.return": float(shock) / 100.0,
             "shocks.0.step": int(shock_step),
+            "liquidity.model": str(liquidity),
         }
         for a, r in zip(base.assets, ratio, strict=True):
             overrides[f"assets.{a.symbol}.depth"] = float(depth) * 1e6 * r
@@ -188,6 +194,29 @@ def RoundsPanel(model: DashboardModel):
     return solara.FigureMatplotlib(fig, format="png")
 
 
+def DepthPanel(model: DashboardModel):
+    """The book's 1% depth: each round of the latest cascade, and at each step's close."""
+    fig = Figure(figsize=(6.0, 4.2))
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.93, bottom=0.11, hspace=0.6)
+    ax_round, ax_step = fig.subplots(2, 1)
+    t = model.last_cascade_step
+    calm, symbols = model.market.depth, model.symbols
+    draw_depth_by_round(ax_round, model.narrator.stories, t, calm, symbols)
+    draw_depth_by_step(ax_step, model.market_history.depth, calm, symbols)
+    ax_round.set_title(
+        f"book depth walked by each round of step {t}" if t else "book depth (no cascade yet)",
+        fontsize=10,
+    )
+    ax_step.set_title(
+        f"book depth at each step's close ({model.config.liquidity.model})", fontsize=10
+    )
+    for ax in (ax_round, ax_step):
+        ax.set_ylabel("% of calm")
+        if ax.lines:
+            ax.legend(fontsize=7, loc="lower left")
+    return solara.FigureMatplotlib(fig, format="png")
+
+
 def CascadePanel(model: DashboardModel):
     """The contagion network of the latest step with liquidations, layered by round."""
     fig, ax = _figure(6.0, 4.2, bottom=0.34)
@@ -246,6 +275,12 @@ model_params = {
         "label": "margin mode",
     },
     "depth": Slider("BTC 1% depth ($M; ETH half)", value=1.0, min=0.25, max=10.0, step=0.25),
+    "liquidity": {
+        "type": "Select",
+        "value": "static",
+        "values": ["static", "market_makers"],
+        "label": "liquidity (the book)",
+    },
     "shock": Slider("shock to BTC (%)", value=-6.0, min=-30.0, max=10.0, step=0.5),
     "shock_step": Slider("shock at step", value=4, min=1, max=50, step=1),
     "traders": Slider("traders", value=2000, min=100, max=5000, step=100),
@@ -261,6 +296,7 @@ components = [
         ),
     ),
     RoundsPanel,
+    DepthPanel,
     CascadePanel,
     make_plot_component(
         {"insurance_fund": "#2ca02c"},

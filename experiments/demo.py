@@ -14,7 +14,10 @@ narration (``narration.txt``) and three figures:
 * ``prices.png``: each asset's price and fundamental over the run, with liquidation markers, and
   the shock step round by round;
 * ``cascade_tree.png``: the contagion tree of the shock step, layered by round;
-* ``cross_vs_isolated.png``: price moves and liquidations per round, the two runs side by side.
+* ``cross_vs_isolated.png``: price moves and liquidations per round, the two runs side by side;
+* ``depth.png``: the book's 1% depth each round of the shock step walked, and at each step's
+  close (flat on the static book; with ``--set liquidity.model=market_makers`` the makers pull
+  their quotes as the cascade fills their inventory, and the narration says so round by round).
 
 The cascade's tree and its rounds are drawn by :mod:`experiments.cascade_drawing`, which the
 run folder's ``cascade.png`` and the dashboard (:mod:`experiments.app`) share.
@@ -39,6 +42,7 @@ from experiments.cascade_drawing import (
     holding_order,
     round_prices,
 )
+from experiments.depth_drawing import plot_depth
 from experiments.folders import DEMO_FOLDER, OutputFolder
 from experiments.narration import CascadeNarrator, RoundStory, _money, _pct, _price, _print_now
 from experiments.run import write_run_folder
@@ -587,7 +591,8 @@ def _demo(overrides, shown: Path, folder: Path, say: _Tee) -> None:
 
 
 def _demo_figures(demo: DemoSession, out: Path) -> list[Path]:
-    """prices.png, cascade_tree.png and cross_vs_isolated.png of the demo's shock step."""
+    """prices.png, cascade_tree.png, cross_vs_isolated.png and depth.png of the demo's shock
+    step."""
     cross, iso, cfg = demo.cross, demo.iso, demo.cfg
     shock = cfg.shocks[0]
     prices = plot_prices(
@@ -604,4 +609,14 @@ def _demo_figures(demo: DemoSession, out: Path) -> list[Path]:
         _save(prices, out / "prices.png"),
         _save(plot_cascade_tree(cross, shock.step), out / "cascade_tree.png"),
         _save(plot_cross_vs_isolated(cross, iso, shock.step), out / "cross_vs_isolated.png"),
+        _save(
+            plot_depth(
+                cross.stories,
+                cross.model.market_history.depth,
+                shock.step,
+                cross.model.market.depth,
+                cross.model.symbols,
+            ),
+            out / "depth.png",
+        ),
     ]

@@ -55,6 +55,11 @@ class RoundStory:
         adl_notional: notional of profitable positions auto-deleveraged to cover the rest.
         socialized: loss taken pro rata from paper profits when ADL could not cover it.
         unfunded: bad debt nobody paid.
+        depth: (A,) the book's 1% depth the round's forced flow walked (quote notional at the
+            initial price), or None.
+        makers: (A,) what market makers bought of the round's forced flow (sold: negative),
+            or None without market makers.
+        resting: (A,) what resting orders (value traders' ladders) bought, or None.
     """
 
     step: int
@@ -75,6 +80,9 @@ class RoundStory:
     adl_notional: float = 0.0
     socialized: float = 0.0
     unfunded: float = 0.0
+    depth: np.ndarray | None = None
+    makers: np.ndarray | None = None
+    resting: np.ndarray | None = None
 
     @property
     def accounts(self) -> int:
@@ -157,6 +165,9 @@ class CascadeNarrator:
             adl_notional=float(rec.adl_notional),
             socialized=float(rec.socialized),
             unfunded=float(rec.unfunded),
+            depth=None if rec.depth is None else np.asarray(rec.depth, dtype=float).copy(),
+            makers=None if rec.absorbed is None else np.asarray(rec.absorbed.makers).copy(),
+            resting=None if rec.absorbed is None else np.asarray(rec.absorbed.resting).copy(),
         )
 
     def flush_quiet(self, last: int) -> None:
@@ -209,7 +220,7 @@ class CascadeNarrator:
             f"  round {s.round}: {_who(s)}\n"
             f"{pad}{_trades(s, self.symbols)}\n"
             f"{pad}prices after their orders: {_moves(s, self.symbols)}\n"
-            f"{pad}{_fund(s)}"
+            f"{pad}{_fund(s)}" + _book_line(s, self.symbols, self.model.market.depth)
         )
 
     def describe_step(self, t: int) -> str:
@@ -301,6 +312,25 @@ def _fund(s: RoundStory) -> str:
     if s.unfunded >= 0.5:
         text += f"; {_money(s.unfunded)} left unpaid"
     return text
+
+
+def _book_line(s: RoundStory, symbols, calm) -> str:
+    """The book the round walked, when it is not the calm book: each thinned asset's 1%
+    depth, and who bought the forced sales (market makers, resting orders). Nothing on a
+    static book that never thins."""
+    if s.depth is None or not (s.depth < 0.99 * calm).any():
+        if s.resting is None or not np.any(s.resting > 0):
+            return ""
+    parts = []
+    for j, sym in enumerate(symbols):
+        text = f"{sym} 1% depth {_money(s.depth[j])} ({100 * s.depth[j] / calm[j]:.0f}% of calm)"
+        sold = s.sold[j] - s.bought[j]
+        if sold > 0 and s.makers is not None and np.any(s.makers):
+            text += f", makers bought {100 * s.makers[j] / sold:.0f}% of the sales"
+        if sold > 0 and s.resting is not None and s.resting[j] > 0:
+            text += f", resting orders {100 * s.resting[j] / sold:.0f}%"
+        parts.append(text)
+    return "\n           book: " + " | ".join(parts)
 
 
 def _print_now(text: str) -> None:

@@ -5,8 +5,12 @@ The checks (one module each under :mod:`experiments.validation`):
 1. fixed point of the price map (analytic, engine);
 2. Greenwood, Landier and Thesmar (2015) closed form (analytic, engine);
 3. Caccioli, Shrestha, Moore and Farmer (2014) overlapping portfolios (literature, engine);
-4. Thurner, Farmer and Geanakoplos (2012) leverage and fat tails (literature, the paper's model);
-5. stylized facts of the baseline's returns against real returns (data).
+4. Thurner, Farmer and Geanakoplos (2012) leverage and fat tails (literature, the paper's model,
+   the numpy reference), and 4b the same through the engine (funds as margin accounts, margin
+   calls by the liquidation engine, the noise trader's demand as the book);
+5. stylized facts of the baseline's returns against real returns (data);
+6. stylized facts from the engine's own mechanisms on a constant-volatility fundamental, against
+   the same venue at leverage 1 (engine).
 
 The report folder gets ``report.md`` (one row per check: name, what was compared, measured vs
 expected, PASS or FAIL, then a section per check with its notes, table and figures),
@@ -31,21 +35,33 @@ __all__ = ["CHECKS", "render_report", "run_checks", "run_validation", "write_rep
 
 def _checks():
     from experiments.validation.caccioli import run_caccioli
+    from experiments.validation.endogenous import run_endogenous
     from experiments.validation.fixed_point import run_fixed_point
     from experiments.validation.greenwood import run_greenwood
     from experiments.validation.stylized_facts import run_stylized_facts
     from experiments.validation.thurner import run_thurner
+    from experiments.validation.thurner_engine import run_thurner_engine
 
     return [
         ("fixed_point", run_fixed_point),
         ("greenwood", run_greenwood),
         ("caccioli", run_caccioli),
         ("thurner", run_thurner),
+        ("thurner_engine", run_thurner_engine),
         ("stylized_facts", run_stylized_facts),
+        ("endogenous", run_endogenous),
     ]
 
 
-CHECKS = ("fixed_point", "greenwood", "caccioli", "thurner", "stylized_facts")
+CHECKS = (
+    "fixed_point",
+    "greenwood",
+    "caccioli",
+    "thurner",
+    "thurner_engine",
+    "stylized_facts",
+    "endogenous",
+)
 
 
 def run_checks(

@@ -42,6 +42,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ContagionConfig",
+    "LiquidityConfig",
     "MarginConfig",
     "MarketConfig",
     "MOVED_KEYS",
@@ -558,6 +559,111 @@ class MarginConfig:
 
 
 @dataclass
+class LiquidityConfig:
+    """Where the book's liquidity comes from (docs/market-realism.md, "Liquidity").
+
+    ``static``: every asset's book holds ``assets.depth`` per 1% in every step, thinned by
+    ``market.depth_stress``, and impact fades by ``market.resilience`` a step. ``market_makers``:
+    the book is the quotes of market-maker accounts (margin accounts of the book, after the
+    traders) plus a small backstop of the market agent; they quote ``assets.depth`` in a calm
+    market and withdraw as their inventory, the volatility, their margin and auto-deleveraging
+    of their hedges stress them. The keys after ``refill_time`` apply to ``market_makers``.
+    """
+
+    model: Literal["static", "market_makers"] = spec(
+        "static", doc="static: the book is assets.depth; market_makers: the makers' quotes"
+    )
+    value_orders: Literal["before_rounds", "in_rounds"] = spec(
+        "before_rounds",
+        doc="in_rounds: value traders rest buy and sell orders along their target curve that "
+        "trade inside the liquidation rounds; before_rounds: they trade once a step, before them",
+    )
+    kernel: Literal["power", "exponential"] = spec(
+        "power",
+        doc="how the makers' book refills between steps: power, impact decays as "
+        "(1 + t / refill_time)^-1/2; exponential, by market.resilience a step",
+    )
+    refill_time: float = spec(0.25, doc="tau0 of the power-law refill, in steps", gt=0, le=1e6)
+    kernel_terms: int = spec(
+        10, doc="exponentials summed to approximate the power-law refill", ge=1, le=40
+    )
+    kernel_horizon: int = spec(
+        10_000, doc="steps over which that approximation is fitted", ge=10, le=10_000_000
+    )
+    makers: int = spec(5, doc="number of market-maker accounts", ge=0, le=100)
+    backstop: float = spec(
+        0.05,
+        doc="share of assets.depth the market agent quotes whatever happens (off-venue "
+        "arbitrage); the makers quote the rest in a calm market",
+        ge=0,
+        le=1,
+    )
+    capital: float = spec(
+        10.0,
+        doc="a maker's collateral, in units of the notional of its calm 1% quotes",
+        gt=0,
+        le=1e6,
+    )
+    inventory_limit: float = spec(
+        20.0,
+        doc="a maker's net inventory (venue plus hedge) at which it stops quoting that side, in "
+        "units of its calm 1% depth",
+        gt=0,
+        le=1e12,
+    )
+    basis_share: float = spec(
+        0.3,
+        doc="share of the market agent's initial position the makers hold on the venue, "
+        "hedged off-venue",
+        ge=0,
+        le=1,
+    )
+    hedge_ratio: float = spec(
+        0.9, doc="fraction of its venue position a maker hedges off-venue", ge=0, le=1
+    )
+    hedge_speed: float = spec(
+        0.5, doc="fraction of the gap to the hedge target traded each step", ge=0, le=1
+    )
+    hedge_cost: float = spec(
+        2.0e-4, doc="cost of hedging, per notional traded off-venue", ge=0, lt=1
+    )
+    vol_halflife: float = spec(
+        48.0, doc="half-life of the makers' short-run volatility estimate, steps", gt=0, le=1e7
+    )
+    vol_memory: float = spec(
+        720.0, doc="half-life of their long-run volatility estimate, steps", gt=0, le=1e7
+    )
+    vol_tolerance: float = spec(
+        1.25,
+        doc="short-run over long-run volatility the makers accept before thinning their quotes",
+        ge=1,
+        le=100,
+    )
+    vol_exponent: float = spec(
+        2.0,
+        doc="quotes scale as (tolerance x long / short volatility)^exponent beyond it "
+        "(0: volatility never thins them)",
+        ge=0,
+        le=10,
+    )
+    margin_pull: list[float] = spec(
+        factory=lambda: [0.5, 0.9],
+        doc="margin ratios (maintenance over equity) at which a maker starts pulling its quotes "
+        "and has pulled them all",
+    )
+    adl_sensitivity: float = spec(
+        5.0,
+        doc="how strongly auto-deleveraging of a maker's venue leg thins its quotes (per "
+        "deleveraged notional over its equity)",
+        ge=0,
+        le=1e6,
+    )
+    adl_halflife: float = spec(
+        24.0, doc="half-life of a maker's memory of being deleveraged, steps", gt=0, le=1e7
+    )
+
+
+@dataclass
 class ShockConfig:
     """A scheduled jump of one asset's fundamental."""
 
@@ -650,6 +756,7 @@ class Config:
     traders: TradersConfig = spec(factory=TradersConfig)
     margin: MarginConfig = spec(factory=MarginConfig)
     shocks: list[ShockConfig] = spec(factory=list, doc="scheduled fundamental jumps")
+    liquidity: LiquidityConfig = spec(factory=LiquidityConfig)
     contagion: ContagionConfig = spec(factory=ContagionConfig)
     scenario: ScenarioConfig | None = spec(
         None, doc="reported figures of the real event a scenario replays (printed by run)"
@@ -1010,6 +1117,7 @@ def _cross_checks(cfg: Config) -> None:
             raise ConfigError(f"traders.strategies.{name}: share must be >= 0, got {share:g}")
     if sum(strategies.values()) <= 0:
         raise ConfigError("traders.strategies: shares must add up to more than 0")
+    _check_liquidity(cfg)
     repeated = [f for i, f in enumerate(cfg.output.graph) if f in cfg.output.graph[:i]]
     if repeated:
         raise ConfigError(f"output.graph: {repeated[0]!r} is listed twice")
@@ -1122,6 +1230,27 @@ def config_warnings(cfg: Config) -> list[tuple[str, str]]:
                 )
             )
     return out
+
+
+def _check_liquidity(cfg: Config) -> None:
+    """The ``[liquidity]`` keys that constrain each other or other sections."""
+    liq = cfg.liquidity
+    pull = liq.margin_pull
+    if len(pull) != 2 or not 0 <= pull[0] < pull[1]:
+        raise ConfigError(
+            f"liquidity.margin_pull: expected two margin ratios 0 <= start < end, got {pull}"
+        )
+    if liq.model != "market_makers":
+        return
+    if liq.makers == 0 and liq.backstop == 0:
+        raise ConfigError(
+            "liquidity.backstop: must be > 0 when liquidity.makers = 0 (the book would be empty)"
+        )
+    if cfg.market.depth_stress > 0:
+        raise ConfigError(
+            "market.depth_stress: applies to liquidity.model = 'static'; market makers thin the "
+            "book by their own rule (set it to 0)"
+        )
 
 
 def _check_name(name: str) -> None:

@@ -46,6 +46,7 @@ class MarketHistory:
         "forced_flow": "forced_flow",
         "inventory": "inventory",
         "cash": "cash",
+        "depth": "depth_now",
     }
     # Columns named differently in market.parquet.
     TABLE_NAMES = {"inventory": "market_inventory", "cash": "market_cash"}
@@ -107,6 +108,12 @@ class MarketHistory:
     def cash(self) -> np.ndarray:
         """(steps, A) the market agent's cash, per asset it traded."""
         return self._column(6)
+
+    @property
+    def depth(self) -> np.ndarray:
+        """(steps, A) the book's 1% depth at the end of each step (quote notional at the
+        initial price; :attr:`agents.market.Market.depth_now`)."""
+        return self._column(7)
 
     def table(self) -> pd.DataFrame:
         """``market.parquet``: one row per (step, asset), steps counted from 1."""

@@ -76,6 +76,11 @@ class RoundRecord:
         unfunded: the part of the round's bad debt nobody paid.
         taken: (k, A) quantity the liquidator vault took over at the mark (not sold into the
             book, so it moved no price); None when the round had no vault.
+        depth: (A,) the book's 1% depth the round's forced flow walked (quote notional at the
+            initial price, after the detected accounts' quotes were cancelled).
+        absorbed: who took the other side of the round's forced flow, per asset (makers,
+            resting orders, market agent: :class:`model.liquidity.RoundLiquidity`); None on
+            the static book without resting orders (the market agent took it all).
     """
 
     step: int
@@ -94,6 +99,8 @@ class RoundRecord:
     socialized: float
     unfunded: float
     taken: np.ndarray | None = None
+    depth: np.ndarray | None = None
+    absorbed: object = None
 
 
 @dataclass
@@ -215,6 +222,9 @@ class LiquidationEngine:
         self.liquidation_count = np.zeros(book.n_traders, dtype=np.int64)
         self.accounts_ever = 0  # accounts liquidated at least once
         self.totals = StepTotals()
+        # resting orders and quotes inside the rounds (model.liquidity; None: the static book)
+        self.liquidity = None
+        self._walked_depth = None  # the depth the last round's flow walked
 
     # ---- detection ------------------------------------------------------------------------
     def candidates(self, mark) -> np.ndarray | None:
@@ -321,6 +331,8 @@ class LiquidationEngine:
             socialized=0.0 if cover.adl is None else cover.adl.socialized,
             unfunded=cover.unfunded,
             taken=None if self.vault is None else np.where(c.taken, c.closed, 0.0),
+            depth=self._walked_depth,
+            absorbed=None if self.liquidity is None else self.liquidity.last,
         )
 
     # ---- the steps of a round -------------------------------------------------------------
@@ -383,8 +395,15 @@ class LiquidationEngine:
 
     def _execute(self, rows, closed) -> np.ndarray:
         """Send the round's net forced flow through the market and fill every position at the
-        price after it (the market agent takes the other side); return that price."""
+        price after it (the market agent takes the other side); return that price.
+
+        With resting orders or market makers (``self.liquidity``), the detected accounts'
+        resting orders and quotes are cancelled and the makers requote before the walk.
+        """
         flow = closed.sum(axis=0)
+        if self.liquidity is not None:
+            self.liquidity.before_walk(rows)
+        self._walked_depth = self.market.depth_now
         price = self.market.execute(flow, forced=True)
         self.book.fill(rows, -closed, price)
         self.market.take_other_side(-flow, price)

@@ -23,6 +23,7 @@ import mesa
 import numpy as np
 
 from agents.market import Market
+from agents.market_maker import MakerDesk, MarketMaker
 from agents.strategies import STRATEGIES, Strategy
 from agents.trader import Trader
 from model.accounts import AccountBook, TierTable
@@ -32,7 +33,9 @@ from model.contagion import ContagionRecorder
 from model.funding import Funding
 from model.history import AccountHistory, MarketHistory, sample_rows
 from model.ids import duplicate_id, find_row, plain_id, show_id
+from model.ladders import ValueLadders
 from model.liquidation import LiquidationEngine, StepTotals
+from model.liquidity import Liquidity, with_makers
 from model.orders import collect_orders, trade_voluntarily
 from model.population import Population, generate_population, read_population
 from model.provenance import utc_now
@@ -116,10 +119,16 @@ class ContagionModel(mesa.Model):
         self.symbols = cfg.symbols
         self.warnings: list[str] = []
         self.warning_counts: dict[str, int] = {}
-        self.market = Market(self, cfg.market, cfg.assets, shocks=cfg.shocks)
+        self.market = Market(
+            self, cfg.market, cfg.assets, shocks=cfg.shocks, liquidity=cfg.liquidity
+        )
         self.population = self._initial_population() if population is None else population
         if population is not None and (dup := duplicate_id(population.ids)) is not None:
             raise ConfigError(f"population: trader id {show_id(dup)} names two accounts")
+        self.n_traders = int(self.population.ids.size)  # the makers' rows come after
+        self.desk = self._maker_desk()
+        if self.desk is not None:
+            self.population = with_makers(self.population, self.desk, self.market.initial_price)
         self.book = self._open_book(self.population)
         self.recorder = ContagionRecorder(
             self.book.ids,
@@ -138,6 +147,7 @@ class ContagionModel(mesa.Model):
         self._make_rules()
         self._create_trader_agents(create_agents)
         self._add_venue_mechanics()
+        self.liquidity = self._wire_liquidity()
         self.initial_money = self.money()["total"]
         self.book.watch("finite")  # check_finite() looks at the rows written since its last call
         for kind, message in config_warnings(cfg) + self.population.warnings:
@@ -184,6 +194,29 @@ class ContagionModel(mesa.Model):
             self.market.cash[collateral.cols] += held * self.market.initial_price[collateral.cols]
         return book
 
+    def _maker_desk(self) -> MakerDesk | None:
+        """The market makers (``liquidity.model = "market_makers"``), else None."""
+        liq = self.config.liquidity
+        if liq.model != "market_makers":
+            return None
+        mk = self.market
+        return MakerDesk(liq, mk.depth_qty, mk.initial_price, mk.unconditional_variance)
+
+    def _wire_liquidity(self) -> Liquidity | None:
+        """The makers' fills and the resting orders, wired to the book and the market (None
+        under ``static`` without resting orders: today's market agent takes every fill)."""
+        liq = self.config.liquidity
+        ladders = None
+        if liq.value_orders == "in_rounds" and "value" in self.strategies:
+            ladders = ValueLadders(self.book, self.strategies["value"], self.strategy_rows["value"])
+        if self.desk is None and ladders is None:
+            return None
+        wired = Liquidity(
+            liq, self.book, self.market, self.desk, self.n_traders, ladders, self.isolated_accounts
+        )
+        self.engine.liquidity = wired
+        return wired
+
     def _make_rules(self) -> None:
         """One vectorised rule object per trading rule that some trader follows, with its rows
         (in the order the rules were registered) and its ``[traders.rules.<rule>]``."""
@@ -199,18 +232,22 @@ class ContagionModel(mesa.Model):
     def _create_trader_agents(self, create_agents: bool | None) -> None:
         """One :class:`Trader` per account when asked, or by default for books of at most
         :data:`AGENT_LIMIT` accounts; :meth:`trader` creates the others on first use."""
-        n = self.book.n_traders
+        n = self.n_traders
         self.agents_created = bool(
             n and (n <= AGENT_LIMIT if create_agents is None else create_agents)
         )
+        self.makers: list[MarketMaker] = []
+        if self.desk is not None:  # one agent per maker, always (there are few)
+            ids = self.book.ids
+            self.makers = [MarketMaker(self, m, n + m, ids[n + m]) for m in range(self.desk.n)]
         self._trader_agents: dict[int, Trader] = {}  # row -> agent, for trader()
         if self.agents_created:
             created = Trader.create_agents(
                 self,
                 n,
                 row=np.arange(n),
-                trader_id=self.book.ids,
-                strategy=np.asarray(self.population.strategy, dtype=object),
+                trader_id=self.book.ids[:n],
+                strategy=np.asarray(self.population.strategy[:n], dtype=object),
             )
             self._trader_agents = dict(enumerate(created))
 
@@ -232,6 +269,7 @@ class ContagionModel(mesa.Model):
                 self.market,
                 self.liquidation_count,
                 cfg.traders.reentry_steps,
+                eligible=np.arange(self.book.n_traders) < self.n_traders,
             )
 
     def _step_series(self) -> mesa.DataCollector:
@@ -279,8 +317,12 @@ class ContagionModel(mesa.Model):
 
     @property
     def deposits(self) -> float:
-        """Money re-entering traders brought in: money stays initial money + deposits."""
-        return 0.0 if self.reentry is None else self.reentry.deposits
+        """Money brought in from outside (re-entering traders; a rule's own flows, net of
+        withdrawals): money stays initial money + deposits."""
+        total = 0.0 if self.reentry is None else self.reentry.deposits
+        for rule in self.strategies.values():
+            total += getattr(rule, "deposits", 0.0)
+        return total
 
     @property
     def liquidation_count(self) -> np.ndarray:
@@ -330,6 +372,11 @@ class ContagionModel(mesa.Model):
             "vault": 0.0 if self.engine.vault is None else self.engine.vault.value(mark),
             "unfunded_bad_debt": -self.engine.unfunded_bad_debt,
         }
+        if self.desk is not None:  # makers' rows, their hedges, the market's outside book
+            extra = self.liquidity.money_parts()
+            parts["traders"] -= extra["makers_venue"]
+            parts["makers"] = extra["makers_venue"] + extra["makers_off_venue"]
+            parts["market"] += extra["outside"]
         parts["total"] = sum(parts.values())
         return parts
 
@@ -338,9 +385,13 @@ class ContagionModel(mesa.Model):
         """One step: the phases of docs/design.md ("One step"), in order."""
         t = self.steps
         self.market.move_fundamentals(t)  # 1. market
+        if self.liquidity is not None:
+            self.liquidity.begin_step()  # the makers hedge and quote
         self.trade_voluntarily()  # 2. strategies
         self.pay_funding(t)  # perpetual funding between longs and shorts (when on)
         self.last = self.engine.run_step(t)  # 3. mark to market; liquidation rounds
+        if self.liquidity is not None:
+            self.liquidity.end_step()  # volatility estimates; ladders expire
         self.check_finite(t)
         self.record(t)  # 4. record
 
@@ -390,6 +441,9 @@ class ContagionModel(mesa.Model):
         """Every active rule's orders and re-entries, capped at the initial margin, executed
         as one batch through the market (:func:`model.orders.trade_voluntarily`)."""
         orders = collect_orders(self.steps, self.strategies, self.strategy_rows, self.reentry)
+        if not orders and self.market.resting:  # resting orders still clear their imbalance
+            self.market.execute(np.zeros(len(self.symbols)), forced=False)
+            return
         trade_voluntarily(self.book, self.market, orders, self.isolated_accounts)
 
     def record(self, t: int) -> None:
@@ -398,6 +452,8 @@ class ContagionModel(mesa.Model):
         if self.last.liquidations:
             self._ever_liquidated = self.engine.accounts_ever
         self._warn_limits(t)
+        if self.desk is not None:  # the makers' columns of steps.parquet
+            self.liquidity.take_record()
         self.datacollector.collect(self)
         if self.history is not None:
             self.history.record(t, self.mark)

@@ -28,6 +28,7 @@ class Reentry:
         liquidation_count: (n,) how many rounds liquidated each account so far (the
             liquidation engine's, updated in place).
         cooldown: steps between the liquidation and the re-entry (>= 1).
+        eligible: (n,) accounts that may re-enter (default: all).
 
     Attributes:
         deposits: money deposited by re-entrants so far.
@@ -41,6 +42,7 @@ class Reentry:
         market: Market,
         liquidation_count: np.ndarray,
         cooldown: int,
+        eligible: np.ndarray | None = None,
     ):
         self.book = book
         self.market = market
@@ -57,6 +59,8 @@ class Reentry:
                 self.collateral[:, None] > 0, pop.qty * pop.entry / c[:, None], 0.0
             )
         self.leverage = np.abs(self.exposure).sum(axis=1)
+        if eligible is not None:  # only these accounts come back (not market makers)
+            self.leverage = np.where(eligible, self.leverage, 0.0)
         n = len(self.collateral)
         self.seen = np.zeros(n, dtype=np.int64)
         self.last_liquidation = np.full(n, -1, dtype=np.int64)

@@ -148,6 +148,8 @@ def market_table(model) -> pd.DataFrame:
 def steps_table(model) -> pd.DataFrame:
     df = model.datacollector.get_model_vars_dataframe().reset_index(drop=True)
     df.insert(0, "step", np.arange(1, len(df) + 1))
+    if model.desk is not None:  # the market makers' columns (liquidity.model = market_makers)
+        df = pd.concat([df, model.liquidity.steps_columns(model.symbols)], axis=1)
     return df
 
 
@@ -299,6 +301,14 @@ def money_scale(model) -> float:
         fills["asset"], weights=np.abs(fills["quantity"]), minlength=len(mark)
     )
     traded = float((gross_qty * mark).sum())
+    if model.desk is not None:  # the makers' hedges and the market agent's outside book
+        desk, f = model.desk, model.market.fundamental
+        other += float(
+            np.abs(desk.hedge_cash).sum()
+            + (np.abs(desk.hedge) * f).sum()
+            + abs(desk.outside_cash)
+            + (np.abs(desk.outside_inventory) * f).sum()
+        )
     return float(max(abs(model.initial_money), traders + other, history, traded, 1.0))
 
 
@@ -378,8 +388,8 @@ def summarize(model) -> dict:
     total_rounds = steps["rounds"].to_numpy() if len(steps) else np.zeros(0)
     cascade = cascade_metrics(liquidations_table(model), model.recorder.edges_table())
     most_systemic = cascade.pop("most_systemic")
-    n = model.book.n_traders
-    accounts = int((model.engine.liquidation_count > 0).sum())
+    n = model.n_traders  # market makers' accounts (after the traders' rows) count apart
+    accounts = int((model.engine.liquidation_count[:n] > 0).sum())
     fills = model.engine.fills.columns()
     # ADL fills are counted in adl_notional, collateral sales in collateral_sold_notional
     forced = liquidation_fills(fills["kind"])
@@ -429,6 +439,8 @@ def summarize(model) -> dict:
     }
     if model.book.collateral is not None:
         out.update(_collateral_summary(model, fills))
+    if model.desk is not None:
+        out["makers_liquidated"] = int((model.engine.liquidation_count[n:] > 0).sum())
     return out
 
 

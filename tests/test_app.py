@@ -269,3 +269,23 @@ def test_step_charts_have_readable_legend_labels_and_units():
         app._titled("a title", *component_labels)(ax)
         assert [t.get_text() for t in ax.get_legend().get_texts()] == [component_labels[0]]
         assert ax.get_ylabel() == component_labels[1] and ax.get_title() == "a title"
+
+
+def test_depth_panel_shows_the_makers_pulling_their_quotes(monkeypatch):
+    """With market makers, the depth each round of the shock walked falls below the calm
+    depth (the makers' inventory fills); on the static book it stays at 100%."""
+    from experiments import app
+
+    figures = []
+    monkeypatch.setattr(app.solara, "FigureMatplotlib", lambda fig, **kw: figures.append(fig))
+    for liquidity in ("static", "market_makers"):
+        m = DashboardModel(liquidity=liquidity, traders=1000)
+        assert m.config.liquidity.model == liquidity
+        for _ in range(m.config.shocks[0].step):
+            m.step()
+        app.DepthPanel(m)
+        walked = figures[-1].axes[0].lines[0].get_ydata()  # BTC, % of calm, by round
+        if liquidity == "static":
+            np.testing.assert_allclose(walked, 100.0)
+        else:
+            assert walked[-1] < 95.0 and walked[0] > walked[-1]

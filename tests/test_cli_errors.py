@@ -66,6 +66,19 @@ def test_invalid_toml(capsys, tmp_path):
         ({"shocks": [{"step": 1, "asset": "DOGE", "return": -0.1}]}, ["shocks[0].asset", "DOGE"]),
         ({"margin": {"mode": "crss"}}, ["margin.mode", "did you mean 'cross'"]),
         ({"traders": {"population": "nowhere.csv"}}, ["nowhere.csv", "file not found"]),
+        ({"liquidity": {"model": "makers"}}, ["liquidity.model", "did you mean 'market_makers'"]),
+        ({"liquidity": {"capital": -1.0}}, ["liquidity.capital: must be > 0, got -1"]),
+        ({"liquidity": {"inventory_limit": -5}}, ["liquidity.inventory_limit: must be > 0"]),
+        ({"liquidity": {"makers": -2}}, ["liquidity.makers: must be >= 0, got -2"]),
+        ({"liquidity": {"margin_pull": [0.9, 0.5]}}, ["liquidity.margin_pull", "start < end"]),
+        (
+            {"liquidity": {"model": "market_makers"}, "market": {"depth_stress": 0.1}},
+            ["market.depth_stress", "market makers"],
+        ),
+        (
+            {"liquidity": {"model": "market_makers", "makers": 0, "backstop": 0.0}},
+            ["liquidity.backstop", "empty"],
+        ),
     ],
 )
 def test_bad_config_values(capsys, config_file, patch, words):

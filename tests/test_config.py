@@ -452,7 +452,8 @@ def test_rule_sections_are_validated_like_every_other_key():
 def test_rules_in_use_get_their_defaults_written_out():
     cfg = build_config(small_config(traders={"strategies": {"hold": 0.5, "noise": 0.5}}))
     assert set(cfg.traders.rules) == {"hold", "noise"}
-    assert to_dict(cfg)["traders"]["rules"] == {"hold": {}, "noise": {"size": 0.1, "decay": 0.5}}
+    noise = {"size": 0.1, "decay": 0.5, "persistence": 0.0}
+    assert to_dict(cfg)["traders"]["rules"] == {"hold": {}, "noise": noise}
     assert to_dict(build_config(to_dict(cfg))) == to_dict(cfg)
 
 

@@ -208,7 +208,7 @@ def test_demo_writes_folders_figures_and_narration(demo):
     assert (out / "narration.txt").read_text() == demo["text"]
     from matplotlib.image import imread
 
-    for name in ("prices.png", "cascade_tree.png", "cross_vs_isolated.png"):
+    for name in ("prices.png", "cascade_tree.png", "cross_vs_isolated.png", "depth.png"):
         img = imread(out / name)
         assert img.shape[0] > 400 and img.shape[1] > 800
         grey = img[..., :3].mean(axis=2)

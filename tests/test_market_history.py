@@ -14,6 +14,7 @@ from model.history import MarketHistory
 def state(k):
     """A market-like object whose every attribute is distinct and known: column c, step k."""
     names = ["price", "fundamental", "impact", "flow", "forced_flow", "inventory", "cash"]
+    names.append("depth_now")
     return SimpleNamespace(
         **{n: np.array([100.0 * k + 10 * c, 100.0 * k + 10 * c + 1]) for c, n in enumerate(names)}
     )
@@ -42,12 +43,15 @@ def test_columns_by_name_and_table_rows_by_step_and_asset():
         "forced_flow",
         "market_inventory",
         "market_cash",
+        "depth",
     ]
     assert df["step"].dtype == np.int64 and isinstance(df["asset"].dtype, pd.CategoricalDtype)
     assert df["step"].tolist()[:4] == [1, 1, 2, 2]
     assert df["asset"].astype(str).tolist()[:4] == ["BTC", "ETH", "BTC", "ETH"]
     row = df[(df["step"] == 3) & (df["asset"] == "ETH")].iloc[0]
     assert row["market_inventory"] == 351.0 and row["impact"] == 321.0
+    assert row["depth"] == 371.0
+    np.testing.assert_array_equal(h.depth[0], [170.0, 171.0])
 
 
 def test_an_empty_history_gives_the_typed_empty_table():

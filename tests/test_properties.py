@@ -115,7 +115,7 @@ def configs(draw, max_traders: int = 40, max_steps: int = 25):
         "long_fraction": draw(st.floats(0.0, 1.0)),
         "assets_per_trader": draw(st.integers(1, n_assets)),
     }
-    return {
+    data = {
         "name": "prop",
         "seed": draw(st.integers(0, 2**32)),
         "steps": steps,
@@ -124,6 +124,29 @@ def configs(draw, max_traders: int = 40, max_steps: int = 25):
         "traders": traders,
         "margin": margin,
         "shocks": shocks,
+    }
+    if draw(st.booleans()):
+        data["liquidity"] = draw(liquidity_sections())
+        market["mark_lag"] = draw(st.sampled_from([0.0, 0.5]))  # the mark away from the price
+    return data
+
+
+@st.composite
+def liquidity_sections(draw):
+    """Market makers (hedged, margined, withdrawing) and value ladders inside the rounds."""
+    return {
+        "model": draw(st.sampled_from(["static", "market_makers"])),
+        "value_orders": draw(st.sampled_from(["before_rounds", "in_rounds"])),
+        "kernel": draw(st.sampled_from(["power", "exponential"])),
+        "refill_time": draw(log_uniform(0.01, 10.0)),
+        "makers": draw(st.integers(0, 4)),
+        "backstop": draw(st.floats(0.01, 1.0)),
+        "capital": draw(log_uniform(0.01, 100.0)),
+        "inventory_limit": draw(log_uniform(0.1, 1e3)),
+        "basis_share": draw(st.floats(0.0, 1.0)),
+        "hedge_speed": draw(st.floats(0.0, 1.0)),
+        "vol_halflife": draw(log_uniform(1.0, 100.0)),
+        "vol_exponent": draw(st.floats(0.0, 4.0)),
     }
 
 
@@ -229,15 +252,19 @@ def check_run_step_by_step(m: ContagionModel) -> None:
         rows = np.array([row_of[int(i)] for i in new["trader_id"]], dtype=np.intp)
         traded[rows, new["asset"]] = True
         # a fill closes part of the position as it was: signed as the position, no larger
-        before = qty_before[rows, new["asset"]]
-        assert np.all(np.sign(new["quantity"]) == np.sign(before))
-        assert np.all(np.abs(new["quantity"]) <= np.abs(before) * (1 + 1e-12))
+        # (a trader's; a market maker's position changes within the step as it absorbs)
+        mine = rows < m.n_traders
+        before = qty_before[rows, new["asset"]][mine]
+        assert np.all(np.sign(new["quantity"][mine]) == np.sign(before))
+        assert np.all(np.abs(new["quantity"][mine]) <= np.abs(before) * (1 + 1e-12))
 
-        # a liquidation never grows or flips a position (every trader holds here)
-        after = book.qty
-        assert np.all(np.abs(after) <= np.abs(qty_before) * (1 + 1e-12) + 0.0)
-        assert np.all(after * qty_before >= 0)
-        assert not np.any(traded & (qty_before == 0))
+        # a liquidation never grows or flips a position (every trader holds here; market
+        # makers, the rows after the traders, take the other side of the walks)
+        n = m.n_traders
+        after = book.qty[:n]
+        assert np.all(np.abs(after) <= np.abs(qty_before[:n]) * (1 + 1e-12) + 0.0)
+        assert np.all(after * qty_before[:n] >= 0)
+        assert not np.any(traded[:n] & (qty_before[:n] == 0))
         # isolated margin moves only with its own position's trades; the one exception is the
         # venue-wide haircut on paper profits when ADL cannot cover a loss (model.adl), which
         # only takes, and never more than was socialised in the step

@@ -270,7 +270,7 @@ def test_screened_run_equals_checking_everyone_on_mixed_population():
     assert_identical(a, b)
 
 
-def busy_config(seed=9, market=None, **margin):
+def busy_config(seed=9, market=None, liquidity=None, strategies=None, **margin):
     """Every feature that writes the book: noise and momentum traders, funding, re-entry,
     a thin insurance fund (ADL and socialised losses), shocks both ways."""
     return build_config(
@@ -278,11 +278,12 @@ def busy_config(seed=9, market=None, **margin):
             seed=seed,
             steps=80,
             market={"funding_interval": 8, **(market or {})},
+            liquidity=liquidity or {},
             traders={
                 "count": 1500,
                 "leverage": 14.0,
                 "leverage_dispersion": 0.8,
-                "strategies": {"hold": 0.6, "noise": 0.3, "momentum": 0.1},
+                "strategies": strategies or {"hold": 0.6, "noise": 0.3, "momentum": 0.1},
                 "reentry_steps": 5,
             },
             margin={"insurance_fund": 0.0, **margin},
@@ -524,3 +525,22 @@ def test_aggregate_equity_tracks_the_full_sum_with_collateral():
         scale += m.book.collateral.market_value(m.book.holdings, m.mark).sum()
         assert abs(m.book.aggregate_equity(m.mark) - full) <= 1e-9 * scale
     assert m.summary()["collateral_sales"] > 50
+
+
+@pytest.mark.parametrize(
+    ("model", "value_orders"),
+    [("market_makers", "before_rounds"), ("market_makers", "in_rounds"), ("static", "in_rounds")],
+)
+def test_screened_run_equals_checking_everyone_with_makers_and_resting_orders(model, value_orders):
+    # market makers' rows absorb every walk and can be liquidated and deleveraged; value
+    # traders' ladders fill inside the rounds; the screen must see every one of those writes
+    cfg = busy_config(
+        seed=12,
+        market={"mark_lag": 0.3},
+        liquidity={"model": model, "value_orders": value_orders, "capital": 0.3},
+        strategies={"hold": 0.5, "noise": 0.2, "momentum": 0.1, "value": 0.2},
+        mode="cross",
+    )
+    a, b = run_both(cfg)
+    assert a.summary()["liquidations"] > 50
+    assert_identical(a, b)

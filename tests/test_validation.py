@@ -62,11 +62,19 @@ def quick_run(tmp_path_factory):
 @pytest.mark.slow
 def test_validate_writes_one_row_per_check_and_the_figures(quick_run):
     out, checks = quick_run["out"], quick_run["checks"]
-    assert set(checks) == {"fixed_point", "greenwood", "caccioli", "thurner", "stylized_facts"}
+    assert set(checks) == {
+        "fixed_point",
+        "greenwood",
+        "caccioli",
+        "thurner",
+        "thurner_engine",
+        "stylized_facts",
+        "endogenous",
+    }
     report = (out / "report.md").read_text()
     rows = [line for line in report.splitlines() if line.endswith("| PASS |")]
     rows += [line for line in report.splitlines() if line.endswith("| **FAIL** |")]
-    assert len(rows) == 5
+    assert len(rows) == 7
     for c in checks.values():
         for fig in c["figures"]:
             assert (out / fig).stat().st_size > 10_000  # a real PNG, not an empty file
@@ -364,3 +372,37 @@ def test_caccioli_heatmap_cells_sit_on_a_numeric_log_axis():
     edges = _log_edges([2.0, 8.0, 32.0])
     assert edges == pytest.approx([1.0, 4.0, 16.0, 64.0])
     assert _log_edges([5.0]) == pytest.approx([5.0 / 1.2, 5.0 * 1.2])
+
+
+def test_tfg_through_the_engine_clears_against_the_noise_traders_curve():
+    """Above the value the funds hold nothing, so every walk clears the noise trader's
+    elastic demand alone: the engine's price is xi_t / N (backstop 1e-9 of the book)."""
+    from experiments.validation import thurner_engine as te
+
+    market = te.TFGMarket(5.0, seed=11)
+    market.log_xi = math.log(2.0 * te.N_SHARES)  # the price starts near 2: funds stay out
+    for _ in range(150):
+        price = market.step()
+        np.testing.assert_allclose(price, math.exp(market.log_xi) / te.N_SHARES, rtol=1e-8)
+        assert market.model.book.qty[1:, 0].sum() == 0.0
+    m = market.model
+    assert abs(m.money()["total"] - m.initial_money - m.deposits) < 1e-9 * 1e4
+
+
+@pytest.mark.slow
+def test_tfg_funds_are_margin_called_back_under_the_cap():
+    """Funds whose leverage a price move pushes above the cap are liquidated in part by the
+    engine: after every step's rounds no fund is above the cap, and calls do happen."""
+    from experiments.validation import thurner_engine as te
+
+    cap = 10.0
+    market = te.TFGMarket(cap, seed=3)
+    book = market.model.book
+    for _ in range(2000):
+        price = np.array([market.step()])
+        rows = market.fund_rows
+        equity = book.equity(price, rows)
+        notional = np.abs(book.qty[rows, 0]) * price[0]
+        held = notional > 0
+        assert (notional[held] <= cap * equity[held] * (1 + 1e-9)).all()
+    assert market.margin_calls > 20

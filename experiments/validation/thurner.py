@@ -163,7 +163,7 @@ def run_thurner(quick: bool = False, out_dir=None, seed: int = 2012) -> dict:
 
     caps_text = ", ".join(f"{c:g}" for c in caps)
     return check_result(
-        "Thurner-Farmer-Geanakoplos (2012)",
+        "Thurner-Farmer-Geanakoplos (2012), the paper's market (reference)",
         f"excess kurtosis, skew and ACF(|r|, 1) of returns over the leverage cap "
         f"({caps_text}; {seeds} seed(s) x {steps:,} steps each) in the paper's model: they "
         "must rise with the cap",
@@ -174,8 +174,9 @@ def run_thurner(quick: bool = False, out_dir=None, seed: int = 2012) -> dict:
         "Spearman rho >= 0.8 (indicative re-implementation: kurtosis 0.2-0.3 at 1, 8-14 at "
         "10-20; ACF(|r|,1) 0.02-0.06 at 1, 0.19-0.24 at 10-20; skew -0.6 to -0.7 at high caps)",
         passed,
-        "Standalone simulation of the paper's market (market clearing by root finding), not "
-        f"the engine; the first {burn_in:,} steps of each run are dropped. The same noise-trader "
+        "Standalone simulation of the paper's market (market clearing by root finding), the "
+        "reference for check 4b, which runs the same market through the engine; the first "
+        f"{burn_in:,} steps of each run are dropped. The same noise-trader "
         "shocks drive every cap (common random numbers). 'cap binds' is the share of steps in "
         "which the most aggressive fund (beta 50) wants more leverage than the cap: "
         + ", ".join(f"{b:.1%}" for b in binds)

@@ -1,0 +1,240 @@
+"""Check 6: stylized facts from the engine's own mechanisms (a constant-volatility fundamental).
+
+``experiments/configs/endogenous.toml``: one asset whose fundamental is a geometric Brownian
+motion (no GARCH, no jumps, no shock), leveraged accounts that are liquidated and come back,
+market makers whose quotes are the book and who withdraw, value traders resting orders inside
+the cascades, persistent noise flow, leverage targeting and momentum. The question is whether
+those mechanisms make the returns cluster and their tails fat, which the baseline's returns owe
+to its GARCH-t fundamental (check 5, docs/validation.md).
+
+Variants (each the config with some keys changed; the same seeds for all):
+
+* ``F``: the config as it is;
+* ``C1``: ``traders.leverage = 1``, ``traders.leverage_dispersion = 0`` (the control; also
+  ablation A1, leverage);
+* ``A2`` withdrawal off: the makers' volatility, inventory, margin and ADL factors held at 1;
+* ``A3`` refill: the makers' book refills exponentially (``market.resilience``) instead of as
+  a power law;
+* ``A4`` rules: every rule trader holds except the noise traders;
+* ``A5`` buyers in the cascade: ``liquidity.value_orders = "before_rounds"``;
+* ``A6`` re-entry: ``traders.reentry_steps = 0``.
+
+Statistics: :func:`experiments.validation.stylized_facts.return_stats` of the per-step log
+returns of the market price, after the first ``BURN_IN`` steps. The pass criteria are those
+written in docs/validation.md before the check was first run (:func:`verdict`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments.validation import check_result, figure_path, single_threaded_blas
+from experiments.validation.stylized_facts import acf, return_stats
+
+__all__ = [
+    "ABLATIONS",
+    "CONFIG",
+    "SEEDS",
+    "endogenous_returns",
+    "endogenous_run",
+    "run_endogenous",
+    "verdict",
+]
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "endogenous.toml"
+SEEDS = (42, 43, 44, 45, 46)
+BURN_IN = 1000
+CONTROL = {"traders.leverage": 1.0, "traders.leverage_dispersion": 0.0}
+ABLATIONS = {
+    "F": {},
+    "C1": CONTROL,
+    "A2": {
+        "liquidity.vol_exponent": 0.0,
+        "liquidity.inventory_limit": 1.0e12,
+        "liquidity.margin_pull": [1.0e6, 2.0e6],
+        "liquidity.adl_sensitivity": 0.0,
+    },
+    "A3": {"liquidity.kernel": "exponential"},
+    "A4": {"traders.strategies": {"hold": 0.8, "noise": 0.2}},
+    "A5": {"liquidity.value_orders": "before_rounds"},
+    "A6": {"traders.reentry_steps": 0},
+}
+STATS = ("excess kurtosis", "Hill index (top 5%)", "ACF(r, 1)", "ACF(|r|, 1)", "ACF(|r|, 50)")
+
+
+def endogenous_returns(seed: int, overrides: dict | None = None, steps: int | None = None):
+    """Per-step log returns of the market price and of the fundamental, and run facts."""
+    from model import ContagionModel, load_config
+
+    over = {"seed": seed, **(overrides or {})}
+    if steps is not None:
+        over["steps"] = steps
+    cfg = load_config(CONFIG, overrides=over)
+    with single_threaded_blas():
+        model = ContagionModel(cfg, create_agents=False).run()
+    mk = model.market_history
+    p0 = cfg.assets[0].price
+    r = np.diff(np.log(np.concatenate([[p0], mk.price[:, 0]])))
+    rf = np.diff(np.log(np.concatenate([[p0], mk.fundamental[:, 0]])))
+    s = model.summary()
+    info = {
+        "accounts liquidated": s["accounts_liquidated"],
+        "makers liquidated": s["makers_liquidated"],
+        "adl notional": s["adl_notional"],
+        "depth low": float(mk.depth[:, 0].min()),
+        "depth median": float(np.median(mk.depth[:, 0])),
+    }
+    return r, rf, info
+
+
+def impact_share(r, rf) -> float:
+    """Share of the return variance carried by the impact part ``r - d log F``."""
+    return float(np.var(r - rf) / np.var(r))
+
+
+def _in_band(stats: dict) -> dict:
+    return {
+        "excess kurtosis": stats["excess kurtosis"] > 3.0,
+        "Hill index (top 5%)": 2.0 <= stats["Hill index (top 5%)"] <= 4.0,
+        "ACF(|r|, 1)": stats["ACF(|r|, 1)"] > 0.1,
+        "ACF(|r|, 50)": stats["ACF(|r|, 50)"] > 0.0,
+    }
+
+
+def verdict(runs: pd.DataFrame, need: int = 4) -> dict:
+    """The pre-registered criteria (docs/validation.md, check 6) on a table of runs.
+
+    P1: in at least ``need`` seeds of F every band holds (kurtosis > 3, Hill 2-4,
+    ACF(|r|,1) > 0.1, ACF(|r|,50) > 0) and the median over seeds of each is inside its band.
+    P2: in at least ``need`` seeds of C1, ACF(|r|,1) <= 0.1 and (kurtosis <= 3 or Hill > 4).
+    """
+    f = runs[runs["variant"] == "F"]
+    c = runs[runs["variant"] == "C1"]
+    f_ok = [all(_in_band(row).values()) for _, row in f.iterrows()]
+    medians = f[list(STATS)].median()
+    median_ok = all(_in_band(medians).values())
+    p1 = sum(f_ok) >= need and median_ok
+    c_ok = [
+        row["ACF(|r|, 1)"] <= 0.1
+        and (row["excess kurtosis"] <= 3.0 or row["Hill index (top 5%)"] > 4.0)
+        for _, row in c.iterrows()
+    ]
+    p2 = sum(c_ok) >= need
+    return {
+        "P1": bool(p1),
+        "P2": bool(p2),
+        "F seeds in every band": int(sum(f_ok)),
+        "F medians in band": bool(median_ok),
+        "C1 seeds without the facts": int(sum(c_ok)),
+        "passed": bool(p1 and p2),
+    }
+
+
+def endogenous_run(variant: str, seed: int, steps=None, burn_in: int = BURN_IN) -> dict:
+    """One run's row: its statistics after ``burn_in``, the impact share, and run facts."""
+    r, rf, info = endogenous_returns(seed, ABLATIONS[variant], steps)
+    stats = return_stats(r[burn_in:])
+    share = impact_share(r[burn_in:], rf[burn_in:])
+    return {"variant": variant, "seed": seed, **stats, "impact share": share, **info}
+
+
+def _run(plan, steps, burn_in) -> tuple[pd.DataFrame, dict]:
+    rows, series = [], {}
+    for name, seeds in plan:
+        for seed in seeds:
+            r, rf, info = endogenous_returns(seed, ABLATIONS[name], steps)
+            stats = return_stats(r[burn_in:])
+            share = impact_share(r[burn_in:], rf[burn_in:])
+            rows.append({"variant": name, "seed": seed, **stats, "impact share": share, **info})
+            if seed == seeds[0]:
+                series[name] = r[burn_in:]
+    return pd.DataFrame(rows), series
+
+
+def run_endogenous(quick: bool = False, out_dir=None) -> dict:
+    """F and its control over five seeds; in the full variant also the ablations, over the
+    first three seeds (their cost)."""
+    if quick:
+        plan, steps, burn_in, need = [("F", SEEDS[:1]), ("C1", SEEDS[:1])], 1500, 300, 1
+    else:
+        plan = [("F", SEEDS), ("C1", SEEDS)]
+        plan += [(name, SEEDS[:3]) for name in ABLATIONS if name not in ("F", "C1")]
+        steps, burn_in, need = None, BURN_IN, 4
+    variants = [name for name, _ in plan]
+    seeds = sorted({s for _, ss in plan for s in ss})
+    runs, series = _run(plan, steps, burn_in)
+    v = verdict(runs, need)
+    cols = [*STATS, "impact share", "accounts liquidated", "depth low", "depth median"]
+    table = runs.groupby("variant", sort=False)[cols].median()
+    figures = []
+    path = figure_path(out_dir, "endogenous.png")
+    if path is not None:
+        _figure(path, series)
+        figures.append(path.name)
+
+    def med(name):
+        row = table.loc[name]
+        return (
+            f"{name}: kurtosis {row['excess kurtosis']:.2f}, Hill {row['Hill index (top 5%)']:.2f}, "
+            f"ACF(r,1) {row['ACF(r, 1)']:+.3f}, ACF(|r|,1) {row['ACF(|r|, 1)']:.3f}, "
+            f"ACF(|r|,50) {row['ACF(|r|, 50)']:+.3f}"
+        )
+
+    notes = (
+        f"F and C1 over {len(plan[0][1])} seed(s), the ablations over 3 "
+        f"({', '.join(map(str, seeds))}), "
+        f"{'1,500 steps (quick)' if quick else '5,000 steps'}, the first {burn_in:,} dropped; "
+        f"medians over seeds. F: {v['F seeds in every band']} seed(s) in every band, medians "
+        f"{'inside' if v['F medians in band'] else 'NOT inside'} the bands; C1: "
+        f"{v['C1 seeds without the facts']} seed(s) without clustering and fat tails. "
+        "|ACF(r, 1)| < 0.1 is reported, not part of the verdict."
+    )
+    return check_result(
+        "Stylized facts from the engine's own mechanisms",
+        "kurtosis, Hill index and ACF(|r|) at lags 1 and 50 of a constant-volatility venue with "
+        "leveraged accounts, withdrawing market makers and trading rules (F), against the "
+        "same venue at leverage 1 (C1)"
+        + ("" if quick else ", and with each mechanism switched off (A2-A6)"),
+        "; ".join(med(n) for n in variants),
+        "F: kurtosis > 3, Hill 2-4, ACF(|r|,1) > 0.1, ACF(|r|,50) > 0 in >= 4 of 5 seeds and "
+        "in the medians; C1: ACF(|r|,1) <= 0.1 and (kurtosis <= 3 or Hill > 4) in >= 4 of 5 "
+        "seeds",
+        v["passed"],
+        notes,
+        figures=figures,
+        table=table,
+        data={"runs": runs, "verdict": v},
+    )
+
+
+def _figure(path, series) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    lags = np.arange(1, 101)
+    for i, (name, r) in enumerate(series.items()):
+        style = {"color": f"C{i}", "lw": 1.4 if name in ("F", "C1") else 0.8}
+        z = (r - r.mean()) / r.std()
+        x = np.sort(np.abs(z))[::-1]
+        axes[1].loglog(x, np.arange(1, x.size + 1) / x.size, label=name, **style)
+        axes[2].plot(lags, [acf(np.abs(r), k) for k in lags], label=name, **style)
+    for name in ("F", "C1"):
+        if name in series:
+            axes[0].plot(series[name][:1000], lw=0.5, label=name)
+    axes[0].set_title("log returns, first 1,000 steps after burn-in")
+    axes[1].set_title("tails: P(|z| > x)")
+    axes[1].set_xlim(0.1, 50)
+    axes[2].axhline(0.0, color="k", lw=0.5)
+    axes[2].axhline(0.1, color="0.5", ls=":")
+    axes[2].set_title("ACF of |r|")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
