@@ -477,12 +477,13 @@ def run_metrics(model, liquidations: pd.DataFrame | None = None) -> dict[str, An
             out[f"n_{key}"] = len(value)
         else:
             out[key] = value
-    if liquidations is None:
-        liquidations = liquidations_table(model)
-    codes = liquidations["asset"].cat.codes.to_numpy()  # categories: the model's symbols
-    notional = np.bincount(
-        codes, weights=liquidations["notional"].to_numpy(dtype=float), minlength=len(model.symbols)
-    )
+    if liquidations is None:  # the fill log's columns: the table's, without building it
+        fills = model.engine.fills.columns()
+        codes, weights = fills["asset"], fills["notional"]
+    else:
+        codes = liquidations["asset"].cat.codes.to_numpy()  # categories: the model's symbols
+        weights = liquidations["notional"].to_numpy(dtype=float)
+    notional = np.bincount(codes, weights=weights, minlength=len(model.symbols))
     for j, s in enumerate(model.symbols):
         out[f"liquidated_notional_{s}"] = float(notional[j])
     return out
@@ -491,8 +492,7 @@ def run_metrics(model, liquidations: pd.DataFrame | None = None) -> dict[str, An
 def cascade_sizes(liquidations: pd.DataFrame) -> list[list[int]]:
     """``[step, accounts]`` of every cascade (:func:`model.metrics.cascades`: the accounts
     liquidated, not auto-deleveraged, in any round of the step), in step order."""
-    table = metrics.cascades(liquidations)
-    return table[["step", "accounts"]].to_numpy(dtype=np.int64).tolist()
+    return metrics.cascade_sizes(liquidations).tolist()
 
 
 def run_one(task: RunTask, base: dict, base_dir: str) -> dict[str, Any]:
@@ -509,9 +509,8 @@ def run_one(task: RunTask, base: dict, base_dir: str) -> dict[str, Any]:
             )
             model = ContagionModel(cfg, create_agents=False)
             model.run()
-            liquidations = liquidations_table(model)
-            record["metrics"] = run_metrics(model, liquidations)
-            record["cascades"] = cascade_sizes(liquidations)
+            record["metrics"] = run_metrics(model)
+            record["cascades"] = cascade_sizes(liquidations_table(model))
     except Exception as exc:  # a failing run is a row, not the end of the sweep
         record.update(status="error", error=f"{type(exc).__name__}: {exc}", metrics={})
         record["cascades"] = []
