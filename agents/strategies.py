@@ -139,7 +139,15 @@ class Strategy:
 
     def _live(self, rows, equity):
         """Accounts that can trade: an open position and positive equity."""
-        return (self.model.book.qty[rows] != 0).any(axis=1) & (equity > 0)
+        return self.model.book.has_position(rows) & (equity > 0)
+
+    @staticmethod
+    def _only(keep, dq):
+        """``dq`` where ``keep`` ((k,) or (k, A)), 0 elsewhere; ``dq`` itself when every row
+        is kept, as it usually is (``np.where`` is slow on a mask it cannot predict)."""
+        if keep.all():
+            return dq
+        return np.where(keep[:, None] if keep.ndim == 1 else keep, dq, 0.0)
 
 
 # Rules by name, in the order they were registered (the order their orders join the batch).
@@ -230,8 +238,9 @@ class TargetLeverage(Strategy):
         price = self.model.market.price
         equity = book.equity(price, rows)
         want = self.side * self.weights * (self.target * equity)[:, None] / price
-        dq = self.params.rebalance * (want - book.qty[rows])
-        return np.where(self._live(rows, equity)[:, None], dq, 0.0)
+        (qty,) = book.read(rows, "qty")
+        dq = self.params.rebalance * (want - qty)
+        return self._only(self._live(rows, equity), dq)
 
     def open_leverage(self, rows):
         self._setup(rows)
@@ -260,9 +269,9 @@ class _Overlay(Strategy):
             self.seen = count.copy()
         price = self.model.market.price
         equity = self.model.book.equity(price, rows)
-        want = np.where(self.universe, self.target(rows, equity, price), 0.0)
+        want = self._only(self.universe, self.target(rows, equity, price))
         dq = want - self.overlay
-        return np.where(self._live(rows, equity)[:, None], dq, 0.0)
+        return self._only(self._live(rows, equity), dq)
 
     def filled(self, rows, dq):
         self.overlay += dq

@@ -1,89 +1,227 @@
-"""Sweep machinery speed: per-run overhead and the 1 vs 2 worker speed-up, on runs of ~1 s.
+"""Sweep speed on study-sized runs: where a run's time goes, and one worker against two.
 
-Runs 24 runs of the baseline config at 200 steps (10,000 traders) four ways: a plain loop over
-the model (no sweep machinery), the serial executor, and local processes with 1 and 2 workers.
-Overhead is what the sweep adds per run beyond the runs' own time (durable record, progress,
-pickling), measured after the one-off start-up of the worker processes, which is reported
-separately. A report, not a test: the numbers depend on the machine and its load.
+The runs are those of the sensitivity study (experiments/sensitivity.toml: 1,000 traders x 200
+steps, a shock at step 100, the Saltelli design over eight knobs), with fewer base samples.
 
-    python benchmarks/sweep_speed.py
+* Breakdown: the CPU time of each part of a sweep's run (experiments.sweep.run_one's parts, in
+  this process, each the least of repeated runs): the config, the construction, the stepping,
+  the summary and the cascade sizes, and the durable record the driver writes. Overhead is
+  everything but the stepping. The summary's own parts are timed on the finished models.
+* Executors: the same runs with the serial executor (one process) and with two worker
+  processes, wall time and the CPU time of the driver and of the workers, and the start-up
+  of a two-process pool (spawn, imports).
+* Projection to an idle machine with two cores, from the CPU times: serial wall = the serial
+  CPU per run; two workers = the pool's start-up plus, per run, the workers' and the driver's
+  CPU shared by two cores. On a loaded machine the wall times say more about the load.
+
+A report, not a test: the numbers depend on the machine and its load.
+
+    python -m benchmarks.sweep_speed            # 8 base samples: 160 runs
+    python -m benchmarks.sweep_speed --samples 4
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
+import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
-import tomli_w
-
-from experiments.sweep import (
-    ProcessExecutor,
-    RunTask,
-    SerialExecutor,
-    load_sweep,
-    plan_runs,
-    run_one,
-    run_sweep,
-)
-
-BASELINE = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "baseline.toml"
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "experiments" / "sensitivity.toml"
 
 
-def main() -> None:
-    root = Path(tempfile.mkdtemp(prefix="sweep-speed-"))
-    sweep = {
-        "sweep": {
-            "base": str(BASELINE),
-            "replicates": 8,
-            "set": {"steps": 200, "shocks.0.step": 100},
-            "grid": {"traders.leverage": [5.0, 10.0, 20.0]},
-        }
+def study_spec(samples: int, folder: Path):
+    """The sensitivity study with ``samples`` base samples (``samples x 10`` points, two
+    replicates each), written to ``folder``."""
+    from experiments.sweep import load_sweep
+
+    (folder / "configs").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "experiments" / "configs" / "study_base.toml", folder / "configs")
+    text = STUDY.read_text().replace("samples = 64", f"samples = {samples}")
+    (folder / "study.toml").write_text(text)
+    return load_sweep(folder / "study.toml")
+
+
+# The parts of a run, in the order run_one does them.
+PARTS = ("config", "construction", "stepping", "summary", "cascade sizes")
+
+
+def _cpu() -> float:
+    return time.process_time()
+
+
+def run_breakdown(spec, runs: int, repeats: int = 3) -> dict[str, float]:
+    """CPU seconds per run of each part of ``run_one``, the least of ``repeats`` for each run,
+    averaged over the first ``runs`` runs of the sweep; the summary's parts on the models of
+    the last repeat (each the least of five calls)."""
+    from experiments.sweep import cascade_sizes, plan_runs, run_metrics
+    from model import ContagionModel, metrics
+    from model.config import apply_overrides, build_config
+    from model.results import liquidations_table, market_table, steps_table
+
+    tasks = plan_runs(spec)[:runs]
+    best: dict[tuple[int, str], float] = {}
+    models = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(repeats):
+            models = []
+            for i, task in enumerate(tasks):
+                t = [_cpu()]
+                params = {**task.params, "seed": task.seed}
+                cfg = build_config(apply_overrides(spec.base, params), base_dir=spec.base_dir)
+                t.append(_cpu())
+                model = ContagionModel(cfg, create_agents=False)
+                t.append(_cpu())
+                model.run()
+                t.append(_cpu())
+                run_metrics(model)
+                t.append(_cpu())
+                cascade_sizes(liquidations_table(model))
+                t.append(_cpu())
+                for k, name in enumerate(PARTS):
+                    best[i, name] = min(best.get((i, name), float("inf")), t[k + 1] - t[k])
+                models.append(model)
+    out = {}
+    for name in PARTS:
+        out[name] = sum(best[i, name] for i in range(len(tasks))) / len(tasks)
+    summary_parts = {
+        "  steps table": steps_table,
+        "  market table": market_table,
+        "  liquidations table": liquidations_table,
+        "  contagion edges table": lambda m: m.recorder.edges_table(),
+        "  cascade metrics": lambda m: metrics.cascade_metrics(
+            liquidations_table(m), m.recorder.edges_table()
+        ),
     }
-    (root / "speed.toml").write_text(tomli_w.dumps(sweep))
-    spec = load_sweep(root / "speed.toml")
-    tasks = plan_runs(spec)
-    n = len(tasks)
+    for name, fn in summary_parts.items():
+        total = 0.0
+        for m in models:
+            times = []
+            for _ in range(5):
+                t0 = _cpu()
+                fn(m)
+                times.append(_cpu() - t0)
+            total += min(times)
+        out[name] = total / len(models)
+    out["record"] = record_cost(spec, runs)
+    return out
+
+
+def record_cost(spec, runs: int) -> float:
+    """CPU seconds the driver spends writing one run's durable record (fsync included)."""
+    from experiments.sweep import SweepFolder, plan_runs, run_one
+
+    tasks = plan_runs(spec)[:runs]
+    record = run_one(tasks[0], spec.base, spec.base_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = SweepFolder(Path(tmp))
+        folder.runs.mkdir()
+        t0 = _cpu()
+        for task in tasks:
+            folder.record(task, record)
+        return (_cpu() - t0) / len(tasks)
+
+
+def _children_cpu() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def _self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def pool_startup(spec) -> tuple[float, float]:
+    """Wall and worker CPU seconds to start a two-process pool and run a run of no steps on
+    each worker (spawn, imports)."""
+    from experiments.sweep import ProcessExecutor, RunTask, run_one
+
     fn = functools.partial(run_one, base=spec.base, base_dir=spec.base_dir)
+    c0, t0 = _children_cpu(), time.perf_counter()
+    list(ProcessExecutor(2).run(fn, [RunTask(0, k, 1, {"steps": 0}) for k in range(2)]))
+    return time.perf_counter() - t0, _children_cpu() - c0
 
-    t0 = time.perf_counter()
-    direct = sum(fn(t)["elapsed"] for t in tasks)
-    t_direct = time.perf_counter() - t0
-    print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"plain loop: {n} runs in {t_direct:.2f}s, mean run {direct / n:.2f}s")
 
-    empty = [RunTask(0, k, 1, {"steps": 0}) for k in range(2)]
-    walls, startups = {}, {}
-    for name, make in [
-        ("serial", SerialExecutor),
-        ("1 process", lambda: ProcessExecutor(1)),
-        ("2 processes", lambda: ProcessExecutor(2)),
-    ]:
-        ex = make()
-        t0 = time.perf_counter()
-        list(ex.run(fn, empty[: ex.workers]))  # spawn, import, one empty run per worker
-        startup = time.perf_counter() - t0 if isinstance(ex, ProcessExecutor) else 0.0
-        ex = make()
-        t0 = time.perf_counter()
-        runs = run_sweep(spec, root / name.replace(" ", "-"), ex, progress=False)
+def sweep_timings(spec, folder: Path, workers=(1, 2)) -> list[dict]:
+    """Wall and CPU seconds per run of the whole sweep with each number of workers (1: the
+    serial executor, in this process)."""
+    from experiments.sweep import make_executor, run_sweep
+
+    rows = []
+    for w in workers:
+        c0, d0, t0 = _children_cpu(), _self_cpu(), time.perf_counter()
+        table = run_sweep(spec, folder / f"out{w}", make_executor(w), progress=False)
         wall = time.perf_counter() - t0
-        walls[name], startups[name] = wall, startup
-        busy = runs["elapsed"].sum()
-        extra = (wall - startup) * ex.workers - busy
-        print(
-            f"{name}: {wall:.2f}s wall (start-up {startup:.2f}s), runs themselves {busy:.2f}s; "
-            f"overhead {1000 * extra / n:.0f} ms per run = {100 * extra / busy:.1f}% of a run"
+        n = len(table)
+        rows.append(
+            {
+                "workers": w,
+                "runs": n,
+                "ok": int((table["status"] == "ok").sum()),
+                "wall": wall / n,
+                "driver": (_self_cpu() - d0) / n,
+                "worker": (_children_cpu() - c0) / n,
+            }
         )
-    steady = {k: walls[k] - startups[k] for k in walls}
-    print(
-        f"speed-up, 2 processes over 1: {walls['1 process'] / walls['2 processes']:.2f}x "
-        f"wall, {steady['1 process'] / steady['2 processes']:.2f}x after start-up; "
-        f"over the serial executor: {walls['serial'] / walls['2 processes']:.2f}x"
-    )
-    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return rows
+
+
+def project(serial_cpu: float, worker_cpu: float, driver_cpu: float, startup: float, n: int):
+    """Projected wall seconds of ``n`` runs on an idle two-core machine: one process, and two
+    workers (start-up, then the workers' and the driver's CPU per run shared by two cores)."""
+    one = n * serial_cpu
+    two = startup + n * (worker_cpu + driver_cpu) / 2.0
+    return one, two
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=8, help="base samples (a power of 2)")
+    parser.add_argument("--breakdown-runs", type=int, default=20)
+    args = parser.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="sweep-speed-"))
+    try:
+        spec = study_spec(args.samples, tmp)
+        print(f"load average at the start: {os.getloadavg()[0]:.1f}")
+        parts = run_breakdown(spec, args.breakdown_runs)
+        overhead = sum(v for k, v in parts.items() if k != "stepping" and not k.startswith(" "))
+        for name, value in parts.items():
+            print(f"{name:26s} {value * 1e3:8.2f} ms CPU per run")
+        print(
+            f"overhead beyond stepping: {overhead * 1e3:.1f} ms = "
+            f"{100 * overhead / parts['stepping']:.0f}% of the stepping"
+        )
+        startup_wall, startup_cpu = pool_startup(spec)
+        print(f"two-worker pool start-up: {startup_wall:.1f} s wall, {startup_cpu:.1f} s CPU")
+        rows = sweep_timings(spec, tmp)
+        for r in rows:
+            print(
+                f"{r['workers']} worker(s): {r['runs']} runs, {r['wall'] * 1e3:.0f} ms wall per "
+                f"run; CPU per run: driver {r['driver'] * 1e3:.1f} ms, workers "
+                f"{r['worker'] * 1e3:.1f} ms"
+            )
+        serial, pool = rows[0], rows[-1]
+        for n in (serial["runs"], 1000):
+            one, two = project(
+                serial["driver"], pool["worker"], pool["driver"], startup_cpu / 2.0, n
+            )
+            print(
+                f"projected, idle 2 cores, {n} runs: 1 worker {one:.0f} s, 2 workers {two:.0f} s "
+                f"({one / two:.2f}x)"
+            )
+        print(f"measured speed-up here: {serial['wall'] / pool['wall']:.2f}x")
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -66,6 +66,7 @@ from model import metrics, storage
 from model.config import apply_overrides, build_config, build_section, describe, read_toml
 from model.config import spec as setting  # "spec" names the SweepSpec everywhere here
 from model.errors import ConfigError, UsageError
+from model.fills import Kind
 from model.provenance import provenance, utc_now
 from model.results import liquidations_table
 
@@ -479,14 +480,17 @@ def run_metrics(model, liquidations: pd.DataFrame | None = None) -> dict[str, An
             out[f"n_{key}"] = len(value)
         else:
             out[key] = value
-    if liquidations is None:
-        liquidations = liquidations_table(model)
-    if model.book.collateral is not None:  # sales of collateral: collateral_sold_notional
-        liquidations = liquidations[liquidations["kind"] != "collateral"]
-    codes = liquidations["asset"].cat.codes.to_numpy()  # categories: the model's symbols
-    notional = np.bincount(
-        codes, weights=liquidations["notional"].to_numpy(dtype=float), minlength=len(model.symbols)
-    )
+    if liquidations is None:  # the fill log's columns: the table's, without building it
+        fills = model.engine.fills.columns()
+        codes, weights = fills["asset"], fills["notional"]
+        kept = fills["kind"] != Kind.COLLATERAL  # sales of collateral: collateral_sold_notional
+    else:
+        codes = liquidations["asset"].cat.codes.to_numpy()  # categories: the model's symbols
+        weights = liquidations["notional"].to_numpy(dtype=float)
+        kept = (liquidations["kind"] != "collateral").to_numpy(dtype=bool)
+    if not kept.all():
+        codes, weights = codes[kept], weights[kept]
+    notional = np.bincount(codes, weights=weights, minlength=len(model.symbols))
     for j, s in enumerate(model.symbols):
         out[f"liquidated_notional_{s}"] = float(notional[j])
     return out
@@ -495,8 +499,7 @@ def run_metrics(model, liquidations: pd.DataFrame | None = None) -> dict[str, An
 def cascade_sizes(liquidations: pd.DataFrame) -> list[list[int]]:
     """``[step, accounts]`` of every cascade (:func:`model.metrics.cascades`: the accounts
     liquidated, not auto-deleveraged, in any round of the step), in step order."""
-    table = metrics.cascades(liquidations)
-    return table[["step", "accounts"]].to_numpy(dtype=np.int64).tolist()
+    return metrics.cascade_sizes(liquidations).tolist()
 
 
 def run_one(task: RunTask, base: dict, base_dir: str) -> dict[str, Any]:
@@ -513,9 +516,8 @@ def run_one(task: RunTask, base: dict, base_dir: str) -> dict[str, Any]:
             )
             model = ContagionModel(cfg, create_agents=False)
             model.run()
-            liquidations = liquidations_table(model)
-            record["metrics"] = run_metrics(model, liquidations)
-            record["cascades"] = cascade_sizes(liquidations)
+            record["metrics"] = run_metrics(model)
+            record["cascades"] = cascade_sizes(liquidations_table(model))
     except Exception as exc:  # a failing run is a row, not the end of the sweep
         record.update(status="error", error=f"{type(exc).__name__}: {exc}", metrics={})
         record["cascades"] = []

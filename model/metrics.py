@@ -36,6 +36,7 @@ __all__ = [
     "branching_by_generation",
     "cascade_metrics",
     "cascade_size_distribution",
+    "cascade_sizes",
     "cascade_subgraph",
     "cascades",
     "exposure_network",
@@ -47,32 +48,121 @@ __all__ = [
 ]
 
 
-def _liquidation_events(liquidations: pd.DataFrame) -> pd.DataFrame:
-    """One row per (step, round, trader) liquidated, with the notional closed."""
-    liq = liquidations
-    if "kind" in liq.columns:
-        liq = liq[liquidation_fills(liq["kind"])]
-    if len(liq) == 0:
-        return pd.DataFrame(
-            {
-                "step": np.zeros(0, np.int64),
-                "round": np.zeros(0, np.int64),
-                "trader_id": np.zeros(0, np.int64),
-                "notional": np.zeros(0),
-            }
-        )
-    return (
-        liq.groupby(["step", "round", "trader_id"], sort=True, observed=True)["notional"]
-        .sum()
-        .reset_index()
-    )
+# --------------------------------------------------------------------------------------------
+# Events as arrays
+# --------------------------------------------------------------------------------------------
+# The tables are small (a run has hundreds to millions of fills) and summary.json needs a dozen
+# figures from them: pandas' groupby costs about a millisecond a call whatever the size, which
+# in a sweep of thousands of small runs weighed more than the runs. So the cascade measures
+# work on numpy arrays, in one sorted pass, and sum floats the way pandas' groupby does
+# (:func:`_group_sums`), so the tables and figures are the ones the groupby formulation gives,
+# to the bit.
+
+
+def _group_sums(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    """Sum of ``values`` by ``group`` (codes 0..n_groups-1, in the order of the table's rows)
+    exactly as pandas' ``groupby(...).sum()`` computes it: ``np.add.reduceat`` over the runs
+    when the codes never decrease (and no value is NaN), else each group's values added in
+    their order with Kahan's compensation (pandas' Cython kernel). The Kahan loop runs over
+    the place within a group, vectorised over the groups: as many iterations as the largest
+    group has members."""
+    total = np.zeros(n_groups)
+    if group.size == 0:
+        return total
+    if (group[1:] >= group[:-1]).all() and not np.isnan(values).any():
+        starts = _runs(group)
+        total[group[starts]] = np.add.reduceat(values, starts)
+        return total
+    comp = np.zeros(n_groups)
+    order = np.argsort(group, kind="stable")
+    sizes = np.bincount(group, minlength=n_groups)
+    starts = np.cumsum(sizes) - sizes
+    pos = np.empty(group.size, dtype=np.int64)
+    pos[order] = np.arange(group.size) - starts[group[order]]  # place within its group
+    by_pos = np.argsort(pos, kind="stable")  # first members of every group, then second, ...
+    lo = 0
+    for hi in np.cumsum(np.bincount(pos)).tolist():
+        at = by_pos[lo:hi]
+        lo = hi
+        g = group[at]  # distinct groups: one member each at this place
+        value = values[at]
+        keep = value == value  # pandas skips NaN
+        g, value = g[keep], value[keep]
+        y = value - comp[g]
+        t = total[g] + y
+        c = (t - total[g]) - y
+        c[c != c] = 0.0  # an infinite value: no compensation (pandas GH#53606)
+        comp[g] = c
+        total[g] = t
+    return total
+
+
+def _runs(*keys: np.ndarray) -> np.ndarray:
+    """Start of each run of equal consecutive keys (the keys sorted already)."""
+    n = keys[0].size
+    new = np.zeros(n, dtype=bool)
+    if n:
+        new[0] = True
+        for k in keys:
+            new[1:] |= k[1:] != k[:-1]
+    return np.flatnonzero(new)
+
+
+def _run_labels(starts: np.ndarray, n: int) -> np.ndarray:
+    """(n,) which run each entry belongs to, from the runs' starts (:func:`_runs`)."""
+    marks = np.zeros(n, dtype=np.int64)
+    marks[starts] = 1
+    return np.cumsum(marks) - 1
+
+
+class _Events:
+    """One entry per (step, round, trader) liquidated, sorted by step, round and trader, with
+    the notional closed (ADL fills and collateral sales left out): the unit every cascade measure counts.
+
+    Attributes:
+        step, round: (k,) int64.
+        trader: (k,) trader ids (int64, or str objects), and ``trader_code`` their rank
+            among the traders liquidated.
+        notional: (k,) notional closed in the event.
+        id_dtype: the dtype of the table's trader_id column.
+    """
+
+    def __init__(self, liquidations: pd.DataFrame):
+        liq = liquidations
+        self.id_dtype = liq["trader_id"].dtype
+        step = liq["step"].to_numpy(dtype=np.int64)
+        rnd = liq["round"].to_numpy(dtype=np.int64)
+        trader = _trader_values(liq["trader_id"])
+        notional = liq["notional"].to_numpy(dtype=float)
+        if "kind" in liq.columns:
+            keep = liquidation_fills(liq["kind"])
+            if not keep.all():
+                step, rnd, trader, notional = step[keep], rnd[keep], trader[keep], notional[keep]
+        self.traders, code = np.unique(trader, return_inverse=True)
+        code = code.ravel()
+        order = np.lexsort((code, rnd, step))
+        first = _runs(step[order], rnd[order], code[order])
+        event = np.empty(step.size, dtype=np.int64)  # each fill's event, in table order
+        event[order] = _run_labels(first, step.size)
+        first = order[first]
+        self.step, self.round, self.trader_code = step[first], rnd[first], code[first]
+        self.trader = self.traders[self.trader_code]
+        self.notional = _group_sums(event, notional, first.size)
+
+    def __len__(self) -> int:
+        return self.step.size
+
+    def generations(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(step, round, accounts)`` of every (step, round) with liquidations, sorted."""
+        first = _runs(self.step, self.round)
+        accounts = np.diff(np.append(first, len(self)))
+        return self.step[first], self.round[first], accounts
 
 
 def generation_sizes(liquidations: pd.DataFrame) -> pd.DataFrame:
     """Accounts liquidated in each round of each step: columns step, round, accounts."""
-    ev = _liquidation_events(liquidations)
-    out = ev.groupby(["step", "round"], sort=True).size().rename("accounts").reset_index()
-    return out.astype({"step": np.int64, "round": np.int64, "accounts": np.int64})
+    step, rnd, accounts = _Events(liquidations).generations()
+    return pd.DataFrame({"step": step, "round": rnd, "accounts": accounts.astype(np.int64)})
 
 
 def cascades(liquidations: pd.DataFrame) -> pd.DataFrame:
@@ -83,7 +173,20 @@ def cascades(liquidations: pd.DataFrame) -> pd.DataFrame:
     (liquidated), branching (the cascade's offspring mean: ``(events - first_generation) /
     events``, see :func:`mean_branching`).
     """
-    ev = _liquidation_events(liquidations)
+    return _cascade_table(_Events(liquidations))
+
+
+def cascade_sizes(liquidations: pd.DataFrame) -> np.ndarray:
+    """(k, 2) int64: the step and the size (accounts) of every cascade, in step order: the
+    ``step`` and ``accounts`` columns of :func:`cascades`, without the rest of the table."""
+    ev = _Events(liquidations)
+    if len(ev) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    table = _cascade_columns(ev)
+    return np.column_stack([table["step"], table["accounts"]]).astype(np.int64)
+
+
+def _cascade_table(ev: _Events) -> pd.DataFrame:
     if len(ev) == 0:
         return pd.DataFrame(
             {
@@ -97,21 +200,32 @@ def cascades(liquidations: pd.DataFrame) -> pd.DataFrame:
                 "branching": np.zeros(0),
             }
         )
-    by_step = ev.groupby("step", sort=True)
-    out = pd.DataFrame(
-        {
-            "accounts": by_step["trader_id"].nunique(),
-            "events": by_step.size(),
-            "first_generation": ev[ev["round"] == 1].groupby("step").size(),
-            "depth": by_step["round"].max(),
-            "notional": by_step["notional"].sum(),
-        }
-    )
-    out["first_generation"] = out["first_generation"].fillna(0).astype(np.int64)
-    out["branching"] = (out["events"] - out["first_generation"]) / out["events"]
-    out = out.reset_index()
+    out = pd.DataFrame(_cascade_columns(ev))
     out.insert(1, "root", ["step:" + str(int(t)) for t in out["step"]])
     return out
+
+
+def _cascade_columns(ev: _Events) -> dict[str, np.ndarray]:
+    """The columns of :func:`cascades` but the root, from events (at least one)."""
+    first = _runs(ev.step)
+    cascade = _run_labels(first, len(ev))  # each event's cascade
+    n = first.size
+    events = np.bincount(cascade, minlength=n).astype(np.int64)
+    # distinct accounts of each step: the events sorted by (step, trader)
+    by_trader = np.lexsort((ev.trader_code, ev.step))
+    accounts = np.bincount(
+        cascade[by_trader[_runs(ev.step[by_trader], ev.trader_code[by_trader])]], minlength=n
+    ).astype(np.int64)
+    first_generation = np.bincount(cascade[ev.round == 1], minlength=n).astype(np.int64)
+    return {
+        "step": ev.step[first],
+        "accounts": accounts,
+        "events": events,
+        "first_generation": first_generation,
+        "depth": np.maximum.reduceat(ev.round, first),
+        "notional": _group_sums(cascade, ev.notional, n),
+        "branching": (events - first_generation) / events,
+    }
 
 
 def cascade_size_distribution(cascade_table: pd.DataFrame, column: str = "accounts"):
@@ -139,31 +253,31 @@ def branching_by_generation(liquidations: pd.DataFrame) -> pd.DataFrame:
     liquidation of round ``r + 1`` carries incoming weight 1 from round ``r``, so this is also
     the mean weighted out-degree of generation ``r`` in the contagion graph.
     """
-    gs = generation_sizes(liquidations)
-    if len(gs) == 0:
-        return pd.DataFrame(
-            {
-                "generation": np.zeros(0, np.int64),
-                "cascades": np.zeros(0, np.int64),
-                "parents": np.zeros(0, np.int64),
-                "children": np.zeros(0, np.int64),
-                "ratio": np.zeros(0),
-            }
-        )
-    wide = gs.pivot(index="step", columns="round", values="accounts").fillna(0)
-    depth = int(gs["round"].max())
-    wide = wide.reindex(columns=range(1, depth + 2), fill_value=0).to_numpy(dtype=np.int64)
+    return _branching_table(*_Events(liquidations).generations())
+
+
+def _branching_table(step, rnd, accounts) -> pd.DataFrame:
+    columns = ["generation", "cascades", "parents", "children", "ratio"]
+    return pd.DataFrame(dict(zip(columns, _branching_ratios(step, rnd, accounts), strict=True)))
+
+
+def _branching_ratios(step, rnd, accounts) -> list[np.ndarray]:
+    """The columns of :func:`branching_by_generation` from the generations' sizes."""
+    if step.size == 0:
+        return [np.zeros(0, np.int64)] * 4 + [np.zeros(0)]
+    depth = int(rnd.max())
+    steps, row = np.unique(step, return_inverse=True)
+    wide = np.zeros((steps.size, depth + 1), dtype=np.int64)  # rounds 1 .. depth + 1
+    wide[row.ravel(), rnd - 1] = accounts
     parents = wide[:, :depth].sum(axis=0)
     children = wide[:, 1 : depth + 1].sum(axis=0)
-    return pd.DataFrame(
-        {
-            "generation": np.arange(1, depth + 1),
-            "cascades": (wide[:, :depth] > 0).sum(axis=0),
-            "parents": parents,
-            "children": children,
-            "ratio": children / np.maximum(parents, 1),
-        }
-    )
+    return [
+        np.arange(1, depth + 1),
+        (wide[:, :depth] > 0).sum(axis=0),
+        parents,
+        children,
+        children / np.maximum(parents, 1),
+    ]
 
 
 def mean_branching(liquidations: pd.DataFrame) -> float:
@@ -173,11 +287,15 @@ def mean_branching(liquidations: pd.DataFrame) -> float:
     the last generation counts as parents with no children). For a branching process with
     offspring mean ``m < 1`` the expected total is ``n_1 / (1 - m)``, which this inverts.
     """
-    gs = generation_sizes(liquidations)
-    total = int(gs["accounts"].sum())
+    _, rnd, accounts = _Events(liquidations).generations()
+    return _mean_branching(rnd, accounts)
+
+
+def _mean_branching(rnd, accounts) -> float:
+    total = int(accounts.sum())
     if total == 0:
         return 0.0
-    return float(gs.loc[gs["round"] >= 2, "accounts"].sum() / total)
+    return float(accounts[rnd >= 2].sum() / total)
 
 
 def amplification(market: pd.DataFrame, initial_price=None) -> dict[str, float]:
@@ -193,10 +311,19 @@ def amplification(market: pd.DataFrame, initial_price=None) -> dict[str, float]:
             paths start at step 1.
     """
     out = {}
-    for asset, grp in market.groupby("asset", sort=False, observed=True):
-        grp = grp.sort_values("step")
-        price = grp["price"].to_numpy(dtype=float)
-        fund = grp["fundamental"].to_numpy(dtype=float)
+    names, first, code = np.unique(
+        np.asarray(market["asset"], dtype=object).astype(str),
+        return_index=True,
+        return_inverse=True,
+    )
+    steps = market["step"].to_numpy()
+    prices = market["price"].to_numpy(dtype=float)
+    funds = market["fundamental"].to_numpy(dtype=float)
+    for j in np.argsort(first, kind="stable"):  # the assets in the table's order
+        asset = names[j]
+        rows = np.flatnonzero(code.ravel() == j)
+        rows = rows[np.argsort(steps[rows], kind="stable")]
+        price, fund = prices[rows], funds[rows]
         if initial_price is not None:
             p0 = float(initial_price[str(asset)])
             price, fund = np.concatenate([[p0], price]), np.concatenate([[p0], fund])
@@ -233,34 +360,36 @@ def systemic_importance(edges: pd.DataFrame, liquidations: pd.DataFrame) -> pd.D
         liquidated_notional, downstream_events (expected liquidations caused downstream),
         downstream_notional, debtrank (downstream_notional / all liquidated notional).
     """
-    ev = _liquidation_events(liquidations)
-    cols = [
-        "trader_id",
-        "events",
-        "liquidated_notional",
-        "downstream_events",
-        "downstream_notional",
-        "debtrank",
-    ]
+    return _systemic_table(_Events(liquidations), edges)
+
+
+_SYSTEMIC_COLUMNS = [
+    "trader_id",
+    "events",
+    "liquidated_notional",
+    "downstream_events",
+    "downstream_notional",
+    "debtrank",
+]
+
+
+def _systemic_table(ev: _Events, edges: pd.DataFrame) -> pd.DataFrame:
     if len(ev) == 0:
-        return pd.DataFrame({c: np.zeros(0) for c in cols}).astype(
-            {"trader_id": liquidations["trader_id"].dtype, "events": np.int64}
+        return pd.DataFrame({c: np.zeros(0) for c in _SYSTEMIC_COLUMNS}).astype(
+            {"trader_id": ev.id_dtype, "events": np.int64}
         )
-    lookup = _EventIndex(ev)
-    value = ev["notional"].to_numpy(dtype=float)
+    # trader_id from the raw ids: pandas infers the column's type, as it did before
+    return pd.DataFrame(dict(zip(_SYSTEMIC_COLUMNS, _systemic_columns(ev, edges), strict=True)))
+
+
+def _systemic_columns(ev: _Events, edges: pd.DataFrame) -> list[np.ndarray]:
+    """The columns of :func:`systemic_importance`, most important trader first (at least one
+    event)."""
+    value = ev.notional
     down_n = np.zeros(len(ev))
     down_c = np.zeros(len(ev))
-    e = edges
-    if "source_kind" in e.columns:
-        e = e[e["source_kind"] == "trader"]
-    if len(e):
-        step = e["step"].to_numpy(dtype=np.int64)
-        rnd = e["round"].to_numpy(dtype=np.int64)
-        src = lookup.find(step, rnd - 1, _trader_values(e["source"]))
-        dst = lookup.find(step, rnd, _trader_values(e["target"]))
-        w = e["weight"].to_numpy(dtype=float)
-        known = (src >= 0) & (dst >= 0)
-        src, dst, w, rnd = src[known], dst[known], w[known], rnd[known]
+    src, dst, w, rnd = _edge_events(ev, edges)
+    if rnd.size:
         order = np.argsort(-rnd, kind="stable")  # deepest generation first
         src, dst, w, rnd = src[order], dst[order], w[order], rnd[order]
         bounds = np.flatnonzero(np.diff(rnd)) + 1
@@ -269,44 +398,67 @@ def systemic_importance(edges: pd.DataFrame, liquidations: pd.DataFrame) -> pd.D
             # targets are one generation deeper than sources: their totals are final
             down_n += np.bincount(s, weights=ww * (value[d] + down_n[d]), minlength=len(ev))
             down_c += np.bincount(s, weights=ww * (1.0 + down_c[d]), minlength=len(ev))
-    per = pd.DataFrame(
-        {
-            "trader_id": ev["trader_id"].to_numpy(),
-            "events": 1,
-            "liquidated_notional": value,
-            "downstream_events": down_c,
-            "downstream_notional": down_n,
-        }
-    )
-    out = per.groupby("trader_id", sort=True).sum().reset_index()
+    # per trader (in id order), each sum over its events in the events' order
+    n = ev.traders.size
+    code = ev.trader_code
+    downstream_n = _group_sums(code, down_n, n)
     total = float(value.sum())
-    out["debtrank"] = out["downstream_notional"] / total if total > 0 else 0.0
-    return out.sort_values(["debtrank", "trader_id"], ascending=[False, True], ignore_index=True)[
-        cols
+    debtrank = downstream_n / total if total > 0 else np.zeros(n)
+    order = np.lexsort((np.arange(n), -debtrank))  # most important first, then by id
+    return [
+        ev.traders[order],
+        np.bincount(code, minlength=n).astype(np.int64)[order],
+        _group_sums(code, value, n)[order],
+        _group_sums(code, down_c, n)[order],
+        downstream_n[order],
+        debtrank[order],
     ]
+
+
+def _edge_events(ev: _Events, edges: pd.DataFrame):
+    """The edges between traders' events: ``(source event, target event, weight, round)``,
+    edges whose ends are not events of the table left out."""
+    step = edges["step"].to_numpy(dtype=np.int64)
+    rnd = edges["round"].to_numpy(dtype=np.int64)
+    w = edges["weight"].to_numpy(dtype=float)
+    source, target = _trader_values(edges["source"]), _trader_values(edges["target"])
+    if "source_kind" in edges.columns:
+        keep = (edges["source_kind"] == "trader").to_numpy(dtype=bool)
+        if not keep.all():
+            step, rnd, w, source, target = (
+                step[keep],
+                rnd[keep],
+                w[keep],
+                source[keep],
+                target[keep],
+            )
+    if not step.size:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64)
+    lookup = _EventIndex(ev)
+    src = lookup.find(step, rnd - 1, source)
+    dst = lookup.find(step, rnd, target)
+    known = (src >= 0) & (dst >= 0)
+    return src[known], dst[known], w[known], rnd[known]
 
 
 def _trader_values(col: pd.Series) -> np.ndarray:
     """A column of trader ids as a numpy array: ``int64`` for integers, ``str`` objects for
-    strings (the two never compare with each other)."""
+    strings (the two never compare with each other); missing ids (the sources of edges from a
+    step root) as -1 or None."""
     if pd.api.types.is_integer_dtype(col.dtype):
-        return col.to_numpy(dtype=np.int64)
-    return col.to_numpy(dtype=object)
+        return col.to_numpy(dtype=np.int64, na_value=-1)
+    return col.to_numpy(dtype=object, na_value=None)
 
 
 class _EventIndex:
     """Row of each (step, round, trader) event, found by binary search on one integer key."""
 
-    def __init__(self, ev: pd.DataFrame):
+    def __init__(self, ev: _Events):
         # ``ev`` is not empty; (step, round) pairs and traders get dense codes
-        self.pairs = np.unique(ev[["step", "round"]].to_numpy(dtype=np.int64), axis=0)
-        traders = _trader_values(ev["trader_id"])
-        self.traders = np.unique(traders)
-        key = self._key(
-            ev["step"].to_numpy(dtype=np.int64),
-            ev["round"].to_numpy(dtype=np.int64),
-            traders,
-        )
+        step, rnd, _ = ev.generations()
+        self.pairs = np.column_stack([step, rnd])
+        self.traders = ev.traders
+        key = self._key(ev.step, ev.round, ev.trader)
         self.order = np.argsort(key, kind="stable")
         self.sorted = key[self.order]
 
@@ -498,25 +650,34 @@ def cascade_metrics(liquidations: pd.DataFrame, edges: pd.DataFrame | None = Non
     Keys: cascades, largest_cascade, largest_cascade_step, mean_cascade_size,
     max_rounds (deepest cascade), mean_branching, branching_by_generation (ratios of
     generations 1, 2, ...), and with ``edges`` the five most systemically important traders.
+    The figures of :func:`cascades`, :func:`mean_branching`, :func:`branching_by_generation`
+    and :func:`systemic_importance`, from one pass over the table.
     """
-    table = cascades(liquidations)
+    ev = _Events(liquidations)
+    generations = ev.generations()
     out = {
-        "cascades": int(len(table)),
-        "largest_cascade": largest_cascade(table),
-        "largest_cascade_step": int(table.loc[table["accounts"].idxmax(), "step"])
-        if len(table)
-        else 0,
-        "mean_cascade_size": float(table["accounts"].mean()) if len(table) else 0.0,
-        "max_rounds": int(table["depth"].max()) if len(table) else 0,
-        "mean_branching": mean_branching(liquidations),
-        "branching_by_generation": [
-            float(x) for x in branching_by_generation(liquidations)["ratio"].to_numpy()
-        ],
+        "cascades": 0,
+        "largest_cascade": 0,
+        "largest_cascade_step": 0,
+        "mean_cascade_size": 0.0,
+        "max_rounds": 0,
+        "mean_branching": _mean_branching(*generations[1:]),
+        "branching_by_generation": [float(x) for x in _branching_ratios(*generations)[-1]],
     }
+    if len(ev):
+        table = _cascade_columns(ev)
+        accounts = table["accounts"]
+        out["cascades"] = int(accounts.size)
+        out["largest_cascade"] = int(accounts.max())
+        out["largest_cascade_step"] = int(table["step"][np.argmax(accounts)])
+        out["mean_cascade_size"] = float(np.sum(accounts, dtype=np.float64) / accounts.size)
+        out["max_rounds"] = int(table["depth"].max())
     if edges is not None:
-        si = systemic_importance(edges, liquidations).head(5)
-        out["most_systemic"] = [
-            {"trader_id": plain_id(t), "debtrank": float(d)}
-            for t, d in zip(si["trader_id"], si["debtrank"], strict=True)
-        ]
+        out["most_systemic"] = []
+        if len(ev):
+            columns = _systemic_columns(ev, edges)
+            out["most_systemic"] = [
+                {"trader_id": plain_id(t), "debtrank": float(d)}
+                for t, d in zip(columns[0][:5], columns[-1][:5], strict=True)
+            ]
     return out

@@ -28,7 +28,7 @@ import numpy as np
 
 from agents.market import Market
 from agents.strategies import Strategy
-from model.accounts import AccountBook
+from model.accounts import AccountBook, row_any, row_sum
 from model.reentry import Reentry
 
 __all__ = [
@@ -44,6 +44,15 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Pure kernels
 # --------------------------------------------------------------------------------------------
+
+
+def _zero_unless(keep, x):
+    """``np.where(keep, x, 0.0)``; ``x`` itself when every entry is kept. The traders of a
+    rule usually all pass (cross accounts, open positions, orders within their margin), and
+    ``np.where`` costs ten times an arithmetic pass on a mask it cannot predict."""
+    if np.all(keep):
+        return x
+    return np.where(keep, x, 0.0)
 
 
 def split_order(qty, dq):
@@ -87,8 +96,14 @@ def cap_to_initial_margin(equity, reduced, opened, price, cross, max_leverage, o
         (k,) the factor applied to each account's opened quantities.
     """
     lev = np.minimum(np.broadcast_to(open_leverage, np.shape(opened)), max_leverage)
-    held = np.where(cross, np.abs(reduced) * price / max_leverage, 0.0).sum(axis=1)
-    cost = (np.abs(opened) * price / lev).sum(axis=1)
+    return _cap_factor(equity, np.abs(reduced), np.abs(opened), price, cross, max_leverage, lev)
+
+
+def _cap_factor(equity, abs_reduced, abs_opened, price, cross, max_leverage, lev):
+    """:func:`cap_to_initial_margin` from ``|reduced|``, ``|opened|`` and the leverage
+    ``min(L_open, L_max)`` (the batch computes those once for both prices it sizes at)."""
+    held = row_sum(_zero_unless(cross, abs_reduced * price / max_leverage))
+    cost = row_sum(abs_opened * price / lev)
     free = np.asarray(equity, dtype=float) - held
     with np.errstate(divide="ignore", invalid="ignore"):
         factor = np.where(cost > 0, np.clip(free / np.where(cost > 0, cost, 1.0), 0.0, 1.0), 1.0)
@@ -105,10 +120,10 @@ def settle_isolated_margin(
     margin left is proportional to the quantity left; an opened (or flipped) one gets
     ``|opened| P / L_open`` from the wallet. Money only moves inside each account.
     """
-    iso = book.isolated[rows]
+    (iso,) = book.read(rows, "isolated")
     if not iso.any():  # all cross: nothing to move (and scattered writes are what costs)
         return
-    q_after = book.qty[rows]
+    (q_after,) = book.read(rows, "qty")
     reduced, opened = split_order(qty_before, q_after - qty_before)
     with np.errstate(divide="ignore", invalid="ignore"):
         kept = np.where(qty_before != 0, np.abs(reduced) / np.abs(qty_before), 0.0)
@@ -167,10 +182,12 @@ def collect_orders(
             continue
         rows = rule_rows[name]
         dq = rule.orders(rows)
-        keep = (dq != 0).any(axis=1)
-        if keep.any():
-            lev = np.broadcast_to(rule.open_leverage(rows), dq.shape)[keep]
-            groups.append(OrderGroup(rule, rows[keep], dq[keep], lev, rows, keep))
+        lev = np.broadcast_to(rule.open_leverage(rows), dq.shape)
+        keep = row_any(dq != 0)
+        if keep.all():  # every row sends an order: the rule's own rows, not a copy
+            groups.append(OrderGroup(rule, rows, dq, lev, rows, None))
+        elif keep.any():
+            groups.append(OrderGroup(rule, rows[keep], dq[keep], lev[keep], rows, keep))
     return groups
 
 
@@ -190,21 +207,29 @@ def trade_voluntarily(
     """
     if not groups:
         return
-    rows = np.concatenate([g.rows for g in groups])
-    dq = np.concatenate([g.dq for g in groups])
-    lev = np.concatenate([g.leverage for g in groups])
-    dq = np.where(np.isfinite(dq), dq, 0.0)  # a rule facing absurd prices sends nothing
-    # one group's rows are distinct by construction; check only where groups meet
-    if len(groups) > 1 and np.unique(rows).size != rows.size:  # pragma: no cover
-        raise RuntimeError("a trader received orders from two rules in one step")
-    q_before = book.qty[rows].copy()
-    iso = book.isolated[rows] | isolated_accounts[rows][:, None]
-    dq = _cap_batch(book, market, rows, dq, lev, iso, q_before)
+    if len(groups) == 1:  # one rule trades: its rows, so the book's reads of them are shared
+        rows, dq, lev = groups[0].rows, groups[0].dq, groups[0].leverage
+    else:
+        rows = np.concatenate([g.rows for g in groups])
+        dq = np.concatenate([g.dq for g in groups])
+        lev = np.concatenate([g.leverage for g in groups])
+        # one group's rows are distinct by construction; check only where groups meet
+        seen = np.zeros(book.n_traders, dtype=bool)
+        seen[rows] = True
+        if np.count_nonzero(seen) != rows.size:  # pragma: no cover
+            raise RuntimeError("a trader received orders from two rules in one step")
+    if not np.isfinite(dq).all():  # a rule facing absurd prices sends nothing
+        dq = np.where(np.isfinite(dq), dq, 0.0)
+    q_before, held_iso = book.read(rows, "qty", "isolated")
+    iso = held_iso | isolated_accounts[rows][:, None]
+    dq = _cap_batch(book, market, rows, dq, lev, iso, q_before, held_iso)
     _execute_batch(book, market, rows, dq, lev, iso, q_before)
     _report_filled(groups, dq)
 
 
-def _cap_batch(book: AccountBook, market: Market, rows, dq, lev, iso, q_before) -> np.ndarray:
+def _cap_batch(
+    book: AccountBook, market: Market, rows, dq, lev, iso, q_before, held_iso
+) -> np.ndarray:
     """The batch's orders with what they open scaled to fit the initial margin.
 
     Sized at the price before the batch, then again at the price the batch would fill at. The
@@ -214,29 +239,34 @@ def _cap_batch(book: AccountBook, market: Market, rows, dq, lev, iso, q_before) 
     price = market.price
     reduced, opened = split_order(q_before, dq)
     equity = book.cross_equity(price, rows)
-    cross_qty = np.where(book.isolated[rows], 0.0, q_before)
+    cross_qty = _zero_unless(~held_iso, q_before)
+    abs_reduced = np.abs(reduced)
+    open_lev = np.minimum(np.broadcast_to(lev, np.shape(opened)), book.max_leverage)
     for sizing_price in (price, None):
         if sizing_price is None:
             sizing_price = market.quote(-(reduced - q_before + opened).sum(axis=0))
-        factor = cap_to_initial_margin(
-            equity + (cross_qty * (sizing_price - price)).sum(axis=1),  # cross equity there
-            reduced,
-            opened,
+        factor = _cap_factor(  # cap_to_initial_margin, with what both prices share
+            equity + row_sum(cross_qty * (sizing_price - price)),  # cross equity there
+            abs_reduced,
+            np.abs(opened),
             sizing_price,
             ~iso,
             book.max_leverage,
-            lev,
+            open_lev,
         )
-        opened = np.where(factor[:, None] > 0, factor[:, None] * opened, 0.0)
+        scaled = factor[:, None] * opened
+        opened = scaled if (factor > 0).all() else np.where(factor[:, None] > 0, scaled, 0.0)
     dq = reduced - q_before + opened
-    return np.where(np.abs(dq) > 1e-12 * np.abs(q_before), dq, 0.0)
+    return _zero_unless(np.abs(dq) > 1e-12 * np.abs(q_before), dq)
 
 
 def _execute_batch(book: AccountBook, market: Market, rows, dq, lev, iso, q_before) -> None:
     """Send the batch's net flow through the market and fill every order at the price after
     it; settle isolated margins; the market agent takes the other side."""
-    book.set_isolated(rows, iso & (dq != 0))
-    margin_before = book.margin[rows].copy()
+    isolate = iso & (dq != 0)
+    if isolate.any():  # (isolating nothing would only drop the book's shared reads)
+        book.set_isolated(rows, isolate)
+    (margin_before,) = book.read(rows, "margin")
     net_buy = dq.sum(axis=0)
     fill_price = market.execute(-net_buy, forced=False)
     realized, _ = book.fill(rows, dq, fill_price)

@@ -193,3 +193,68 @@ def test_moving_margin_and_isolating_keep_equity_and_report_rows():
     np.testing.assert_array_equal(book.take_changed("screen"), [0])
     book.set_isolated(np.array([0]), [[False, False]])  # isolated stays isolated
     assert book.isolated[0].tolist() == [False, True]
+
+
+@pytest.mark.parametrize("writes", [3, 400])
+def test_change_log_lists_each_written_row_once_in_order(writes):
+    # few rows: sorted and compared with neighbours; more than n/64: a mask over the book
+    rng = np.random.default_rng(writes)
+    n = 1000
+    book = AccountBook(np.arange(n), np.full(n, 100.0), np.ones((n, 1)), np.full((n, 1), 10.0),
+                       TierTable.flat([0.01]))  # fmt: skip
+    book.watch("screen")
+    written = set()
+    for _ in range(4):  # out of order, with repeats within and across writes
+        rows = rng.integers(0, n, writes)
+        book.charge(rows, wallet=np.zeros(writes))
+        written.update(rows.tolist())
+    assert book.take_changed("screen").tolist() == sorted(written)
+    assert book.take_changed("screen").tolist() == []
+
+
+def test_row_helpers_equal_numpy_indexing_to_the_bit():
+    from model.accounts import put_rows, row_any, row_sum, take_rows
+
+    rng = np.random.default_rng(3)
+    for a in (1, 2, 3, 7, 8, 9):
+        x = rng.standard_normal((500, a)) * 10.0 ** rng.integers(-8, 8, (500, a))
+        x[rng.random(x.shape) < 0.2] = -0.0  # signed zeros are where orders of addition show
+        x[rng.random(x.shape) < 0.02] = np.inf
+        x[rng.random(x.shape) < 0.02] = np.nan
+        np.testing.assert_array_equal(row_sum(x).view(np.int64), x.sum(axis=1).view(np.int64))
+        mask = x > 0
+        np.testing.assert_array_equal(row_any(mask), mask.any(axis=1))
+        rows = rng.integers(0, 500, 300)  # unsorted, with repeats
+        np.testing.assert_array_equal(take_rows(x, rows), x[rows])
+        np.testing.assert_array_equal(take_rows(mask, rows), mask[rows])
+        values = rng.standard_normal((300, a))
+        expected, got = x.copy(), x.copy()
+        expected[rows] = values  # a repeated row keeps the last value written, both ways
+        put_rows(got, rows, values)
+        np.testing.assert_array_equal(got, expected)
+        flags_expected, flags_got = mask.copy(), mask.copy()
+        flags_expected[rows] = values > 0
+        put_rows(flags_got, rows, values > 0)
+        np.testing.assert_array_equal(flags_got, flags_expected)
+
+
+def test_shared_reads_are_read_only_and_dropped_by_every_write():
+    from model.accounts import GATHER_SHARED
+
+    n = 3 * GATHER_SHARED
+    book = AccountBook(np.arange(n), np.full(n, 100.0), np.ones((n, 2)), np.full((n, 2), 10.0),
+                       TierTable.flat([0.01, 0.01]))  # fmt: skip
+    rows = np.arange(0, n, 2)  # enough rows for their gathers to be shared
+    (q,) = book.read(rows, "qty")
+    assert book.read(rows.copy(), "qty")[0] is q  # the same rows read again: the same gather
+    with pytest.raises(ValueError):
+        q[0, 0] = 5.0  # shared: nobody may write into it
+    mark = np.array([12.0, 11.0])
+    before = book.equity(mark, rows)
+    book.fill(rows[:10], np.ones((10, 2)), np.array([12.0, 11.0]))  # buys at the mark
+    (q2,) = book.read(rows, "qty")
+    np.testing.assert_array_equal(q2[:10], 2.0)  # the write dropped the old gather
+    np.testing.assert_array_equal(book.equity(mark, rows), before)  # bought at the mark
+    book.charge(rows[:3], wallet=np.full(3, 1.0))
+    np.testing.assert_array_equal(book.equity(mark, rows)[:4], before[:4] - [1, 1, 1, 0])
+    assert book.has_position(rows).all() and not book.has_position(np.array([], int)).size

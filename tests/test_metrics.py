@@ -221,3 +221,60 @@ def test_metrics_agree_with_the_graph_of_a_run():
     si = systemic_importance(edges, liq)
     assert set(si["trader_id"]) == {n for n, d in g.nodes(data=True) if d["kind"] == "trader"}
     assert (si["debtrank"] >= 0).all() and si["debtrank"].max() < 1
+
+
+def _groupby_reference(liq: pd.DataFrame) -> dict:
+    """The cascade measures written with pandas' groupby (brute force for the array code)."""
+    ev = (
+        liq[liq["kind"] != "adl"]
+        .groupby(["step", "round", "trader_id"], sort=True, observed=True)["notional"]
+        .sum()
+        .reset_index()
+    )
+    by_step = ev.groupby("step", sort=True)
+    firsts = ev[ev["round"] == 1].groupby("step").size()
+    gens = ev.groupby(["step", "round"]).size()
+    return {
+        "event_notional": ev["notional"].to_numpy(),
+        "accounts": by_step["trader_id"].nunique().to_numpy(),
+        "events": by_step.size().to_numpy(),
+        "first": firsts.reindex(by_step.size().index, fill_value=0).to_numpy(),
+        "depth": by_step["round"].max().to_numpy(),
+        "notional": by_step["notional"].sum().to_numpy(),
+        "generations": gens.reset_index().to_numpy().tolist(),
+        "per_trader": ev.groupby("trader_id", sort=True)["notional"].sum(),
+    }
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cascade_measures_equal_a_groupby_formulation(seed):
+    # shuffled fills (the sums then run over unsorted groups), many fills per event, ADL
+    # fills, integer and string ids
+    rng = np.random.default_rng(seed)
+    n = 400
+    liq = pd.DataFrame(
+        {
+            "step": rng.integers(1, 7, n),
+            "round": rng.integers(1, 4, n),
+            "trader_id": rng.integers(0, 9, n),
+            "notional": rng.random(n) * 10.0 ** rng.integers(-3, 9, n),
+            "kind": pd.Categorical.from_codes(rng.integers(0, 3, n), ["full", "partial", "adl"]),
+        }
+    )
+    if seed % 2:
+        liq = liq.sort_values(["step", "round", "trader_id"], kind="stable", ignore_index=True)
+    if seed >= 3:
+        liq["trader_id"] = pd.array([f"t{i}" for i in liq["trader_id"]], dtype=pd.StringDtype())
+    ref = _groupby_reference(liq)
+    table = cascades(liq)
+    for column, key in [("accounts", "accounts"), ("events", "events"), ("depth", "depth")]:
+        assert table[column].tolist() == ref[key].tolist()
+    assert table["first_generation"].tolist() == ref["first"].tolist()
+    np.testing.assert_allclose(table["notional"], ref["notional"], rtol=1e-12)
+    assert generation_sizes(liq).to_numpy().tolist() == ref["generations"]
+    no_edges = hand_edges().iloc[:0]
+    si = systemic_importance(no_edges, liq)
+    per = si.set_index("trader_id")["liquidated_notional"].sort_index()
+    assert per.index.tolist() == ref["per_trader"].index.tolist()
+    np.testing.assert_allclose(per.to_numpy(), ref["per_trader"].to_numpy(), rtol=1e-12)
+    assert (si["events"] > 0).all() and si["downstream_events"].eq(0).all()
