@@ -494,6 +494,8 @@ class AccountBook:
         w, q, e, iso = self.read(rows, "wallet", "qty", "entry", "isolated")
         has_cross = row_any((q != 0) & ~iso)
         equity = _cross_equity(w, q, e, iso, mark)
+        if self.collateral is not None:
+            equity = equity + self.collateral.margin_value(take_rows(self.holdings, rows), mark)
         return has_cross & (equity < _cross_maintenance(q, iso, mark, self.tiers))
 
     def isolated_liquidatable(self, mark, rows=None) -> np.ndarray:

@@ -583,16 +583,27 @@ class LiquidityConfig:
         doc="how the makers' book refills between steps: power, impact decays as "
         "(1 + t / refill_time)^-1/2; exponential, by market.resilience a step",
     )
-    refill_time: float = spec(0.25, doc="tau0 of the power-law refill, in steps", gt=0, le=1e6)
+    refill_time: float = spec(
+        0.25, unit="steps", doc="tau0 of the power-law refill, in steps", gt=0, le=1e6
+    )
     kernel_terms: int = spec(
-        10, doc="exponentials summed to approximate the power-law refill", ge=1, le=40
+        10,
+        unit="exponentials",
+        doc="exponentials summed to approximate the power-law refill",
+        ge=1,
+        le=40,
     )
     kernel_horizon: int = spec(
-        10_000, doc="steps over which that approximation is fitted", ge=10, le=10_000_000
+        10_000,
+        unit="steps",
+        doc="steps over which that approximation is fitted",
+        ge=10,
+        le=10_000_000,
     )
-    makers: int = spec(5, doc="number of market-maker accounts", ge=0, le=100)
+    makers: int = spec(5, unit="accounts", doc="number of market-maker accounts", ge=0, le=100)
     backstop: float = spec(
         0.05,
+        unit="fraction of assets.depth",
         doc="share of assets.depth the market agent quotes whatever happens (off-venue "
         "arbitrage); the makers quote the rest in a calm market",
         ge=0,
@@ -600,12 +611,14 @@ class LiquidityConfig:
     )
     capital: float = spec(
         10.0,
+        unit="multiple of the calm 1% quote notional",
         doc="a maker's collateral, in units of the notional of its calm 1% quotes",
         gt=0,
         le=1e6,
     )
     inventory_limit: float = spec(
         20.0,
+        unit="multiple of the calm 1% depth (quantity)",
         doc="a maker's net inventory (venue plus hedge) at which it stops quoting that side, in "
         "units of its calm 1% depth",
         gt=0,
@@ -613,34 +626,57 @@ class LiquidityConfig:
     )
     basis_share: float = spec(
         0.3,
+        unit="fraction of the market agent's position",
         doc="share of the market agent's initial position the makers hold on the venue, "
         "hedged off-venue",
         ge=0,
         le=1,
     )
     hedge_ratio: float = spec(
-        0.9, doc="fraction of its venue position a maker hedges off-venue", ge=0, le=1
+        0.9,
+        unit="fraction of the venue position",
+        doc="fraction of its venue position a maker hedges off-venue",
+        ge=0,
+        le=1,
     )
     hedge_speed: float = spec(
-        0.5, doc="fraction of the gap to the hedge target traded each step", ge=0, le=1
+        0.5,
+        unit="fraction of the gap per step",
+        doc="fraction of the gap to the hedge target traded each step",
+        ge=0,
+        le=1,
     )
     hedge_cost: float = spec(
-        2.0e-4, doc="cost of hedging, per notional traded off-venue", ge=0, lt=1
+        2.0e-4,
+        unit="fraction of the notional hedged",
+        doc="cost of hedging, per notional traded off-venue",
+        ge=0,
+        lt=1,
     )
     vol_halflife: float = spec(
-        48.0, doc="half-life of the makers' short-run volatility estimate, steps", gt=0, le=1e7
+        48.0,
+        unit="steps",
+        doc="half-life of the makers' short-run volatility estimate, steps",
+        gt=0,
+        le=1e7,
     )
     vol_memory: float = spec(
-        720.0, doc="half-life of their long-run volatility estimate, steps", gt=0, le=1e7
+        720.0,
+        unit="steps",
+        doc="half-life of their long-run volatility estimate, steps",
+        gt=0,
+        le=1e7,
     )
     vol_tolerance: float = spec(
         1.25,
+        unit="ratio of volatilities",
         doc="short-run over long-run volatility the makers accept before thinning their quotes",
         ge=1,
         le=100,
     )
     vol_exponent: float = spec(
         2.0,
+        unit="dimensionless",
         doc="quotes scale as (tolerance x long / short volatility)^exponent beyond it "
         "(0: volatility never thins them)",
         ge=0,
@@ -648,18 +684,24 @@ class LiquidityConfig:
     )
     margin_pull: list[float] = spec(
         factory=lambda: [0.5, 0.9],
+        unit="margin ratio (maintenance / equity)",
         doc="margin ratios (maintenance over equity) at which a maker starts pulling its quotes "
         "and has pulled them all",
     )
     adl_sensitivity: float = spec(
         5.0,
+        unit="per deleveraged notional over equity",
         doc="how strongly auto-deleveraging of a maker's venue leg thins its quotes (per "
         "deleveraged notional over its equity)",
         ge=0,
         le=1e6,
     )
     adl_halflife: float = spec(
-        24.0, doc="half-life of a maker's memory of being deleveraged, steps", gt=0, le=1e7
+        24.0,
+        unit="steps",
+        doc="half-life of a maker's memory of being deleveraged, steps",
+        gt=0,
+        le=1e7,
     )
 
 

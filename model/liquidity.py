@@ -282,8 +282,9 @@ class Liquidity:
         over the makers), their equity (venue at the mark, off-venue at the fundamental) and
         PnL against their initial equity, the share of their calm quotes they quote on each
         side, and how many were liquidated in the step."""
-        cols: dict[str, list] = {f"maker_inventory_{s}": [] for s in symbols}
-        cols.update({f"maker_hedge_{s}": [] for s in symbols})
+        cols: dict[str, list] = {}
+        for s in symbols:  # asset by asset, as every per-asset column of the run folder
+            cols.update({f"maker_inventory_{s}": [], f"maker_hedge_{s}": []})
         names = ["maker_equity", "maker_pnl", "makers_bid_share", "makers_ask_share"]
         names.append("makers_liquidated")
         cols.update({k: [] for k in names})

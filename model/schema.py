@@ -96,6 +96,7 @@ def _c(name: str, dtype: str, unit: str, doc: str, when: str = "") -> Column:
 _VAULT = "written with margin.vault on"
 _FILE = "in summary.json, not in model.summary()"
 _HELD = 'written when some assets are collateral (assets kind = "collateral")'
+_MAKERS = 'written with liquidity.model = "market_makers"'
 _TRADED = "for traded assets (not for collateral assets)"
 
 
@@ -146,6 +147,14 @@ MARKET = Table(
             "float64",
             Q,
             "the market agent's cash from trading this asset and from its funding payments",
+        ),
+        _c(
+            "depth",
+            "float64",
+            Q,
+            "the book's 1% depth at the step's close: the quote notional at the initial price "
+            "that moves the price 1% (assets.depth under static liquidity, thinned by "
+            "market.depth_stress; the makers' quotes and resting orders under market_makers)",
         ),
     ),
 )
@@ -207,6 +216,49 @@ STEPS = Table(
         ),
         _c("vault_value", "float64", Q, "the vault's cash and positions at the mark", _VAULT),
         _c("vault_notional", "float64", Q, "gross notional of the vault's positions", _VAULT),
+        _c(
+            "maker_inventory_{asset}",
+            "float64",
+            QTY,
+            "the market makers' venue position, summed over the makers (long positive)",
+            _MAKERS,
+        ),
+        _c(
+            "maker_hedge_{asset}",
+            "float64",
+            QTY,
+            "the market makers' off-venue hedge, summed (long positive)",
+            _MAKERS,
+        ),
+        _c(
+            "maker_equity",
+            "float64",
+            Q,
+            "the makers' equity: venue accounts at the mark, hedges at the fundamental",
+            _MAKERS,
+        ),
+        _c("maker_pnl", "float64", Q, "maker_equity minus the makers' initial equity", _MAKERS),
+        _c(
+            "makers_bid_share",
+            "float64",
+            "fraction",
+            "the makers' bid quotes as a share of their calm quotes",
+            _MAKERS,
+        ),
+        _c(
+            "makers_ask_share",
+            "float64",
+            "fraction",
+            "the makers' ask quotes as a share of their calm quotes",
+            _MAKERS,
+        ),
+        _c(
+            "makers_liquidated",
+            "int64",
+            "accounts",
+            "market makers liquidated in the step",
+            _MAKERS,
+        ),
     ),
 )
 
@@ -560,6 +612,13 @@ SUMMARY = Table(
             PRICE,
             "a collateral asset's lowest market price in the run (initial price included)",
             _HELD,
+        ),
+        _c(
+            "makers_liquidated",
+            "integer",
+            "accounts",
+            "market makers ever liquidated (they are not among traders)",
+            _MAKERS,
         ),
         _c("provenance.version", "string", "", "the project's version", _FILE),
         _c(

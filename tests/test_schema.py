@@ -196,3 +196,17 @@ def test_columns_of_a_run_with_a_liquidator_vault_are_declared():
     assert schema.check_table(schema.STEPS, tables["steps"], SYMBOLS) == []
     assert schema.check_table(schema.LIQUIDATIONS, tables["liquidations"], SYMBOLS) == []
     assert schema.check_json(schema.SUMMARY, json.loads(json.dumps(model.summary())), SYMBOLS) == []
+
+
+def test_columns_of_a_run_with_market_makers_are_declared():
+    """The makers' columns of steps.parquet and summary.json are written only with
+    liquidity.model = "market_makers": declared as such, asset by asset."""
+    data = small_config(steps=15, traders={"count": 300})
+    data["liquidity"] = {"model": "market_makers"}
+    model = ContagionModel(build_config(data)).run()
+    tables = model.tables()
+    assert "maker_inventory_BTC" in tables["steps"].columns
+    for table in (schema.STEPS, schema.MARKET, schema.LIQUIDATIONS, schema.ACCOUNTS):
+        name = table.file.removesuffix(".parquet")
+        assert schema.check_table(table, tables[name], SYMBOLS) == [], name
+    assert schema.check_json(schema.SUMMARY, json.loads(json.dumps(model.summary())), SYMBOLS) == []
