@@ -106,7 +106,7 @@ class FillLog:
         values = {
             "step": step,
             "round": rnd,
-            "trader_id": self.ids[rows],
+            "trader_id": self.ids.take(rows),
             "asset": asset,
             "quantity": quantity,
             "price": price,
@@ -117,9 +117,13 @@ class FillLog:
         }
         chunk = {}
         for name, dtype in self.dtypes.items():
-            column = np.array(values[name], dtype=dtype)  # a copy: the log owns its columns
-            if column.ndim == 0:
-                column = np.broadcast_to(column, (k,))
+            value = values[name]
+            if isinstance(value, np.ndarray) and value.ndim:
+                column = value.astype(dtype)  # a copy: the log owns its columns
+            elif np.ndim(value):
+                column = np.array(value, dtype=dtype)
+            else:  # one value for every fill
+                column = np.full(k, value, dtype=dtype)
             column.flags.writeable = False
             chunk[name] = column
         self._chunks.append(chunk)

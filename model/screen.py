@@ -78,7 +78,7 @@ import math
 
 import numpy as np
 
-from model.accounts import AccountBook, TierTable, maintenance_margin
+from model.accounts import AccountBook, TierTable, maintenance_margin, take_rows
 
 __all__ = [
     "LANE_BOTH",
@@ -361,7 +361,7 @@ class MarginScreen:
     def headroom(self, mark, rows=None, out=None) -> tuple[np.ndarray, np.ndarray]:
         """Headroom and lane of ``rows`` (all when None) at ``mark``, in blocks of rows small
         enough for their temporaries to stay in cache (a fresh large array costs page faults
-        on every use)."""
+        on every use); scattered rows gathered with ``np.take`` (:func:`take_rows`)."""
         book = self.book
         n = book.n_traders if rows is None else len(rows)
         keys, lanes = out if out is not None else (np.empty(n), np.empty(n, dtype=np.int8))
@@ -369,11 +369,11 @@ class MarginScreen:
         for lo in range(0, n, step):
             r = slice(lo, lo + step) if rows is None else rows[lo : lo + step]
             keys[lo : lo + step], lanes[lo : lo + step] = headroom(
-                book.wallet[r],
-                book.qty[r],
-                book.entry[r],
-                book.margin[r],
-                book.isolated[r],
+                take_rows(book.wallet, r),
+                take_rows(book.qty, r),
+                take_rows(book.entry, r),
+                take_rows(book.margin, r),
+                take_rows(book.isolated, r),
                 mark,
                 book.tiers,
                 self.rate_cummax,
