@@ -86,7 +86,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.accounts import AccountBook
+from model.accounts import AccountBook, row_any, row_sum, take_rows
 
 if TYPE_CHECKING:
     from agents.market import Market
@@ -224,6 +224,12 @@ def queue_order(ranking: str, cand: Candidates, price: float, rng=None) -> np.nd
     if ranking in ("pro_rata", "random"):
         start = int(rng.integers(k)) if ranking == "random" and k else 0
         return np.roll(np.arange(k), -start)
+    return np.lexsort((cand.rows, -queue_score(ranking, cand, price)))  # highest first
+
+
+def queue_score(ranking: str, cand: Candidates, price: float) -> np.ndarray:
+    """(k,) the score a ranked queue (``bitmex``, ``binance``, ``hyperliquid``) walks
+    ``cand`` by: highest first, ties by book row."""
     if ranking == "bitmex":
         score = score_bitmex(cand.qty, cand.entry, price, cand.unit_equity)
     elif ranking == "hyperliquid":
@@ -232,7 +238,34 @@ def queue_order(ranking: str, cand: Candidates, price: float, rng=None) -> np.nd
         score = score_binance(cand.unit_wallet, cand.unit_upnl, cand.unit_maintenance)
     else:
         raise ValueError(f"unknown ADL ranking {ranking!r}")
-    return np.lexsort((cand.rows, -score))  # highest score first; ties by row
+    return score
+
+
+def _queue_head(ranking: str, cand: Candidates, price: float, capacity, need: float):
+    """The head of a ranked queue (:func:`queue_order`) long enough to cover ``need``: the
+    first ``m`` entries of the full order, ``m`` the least of 64, 512, ... whose capacity
+    reaches ``need``, or the whole queue when that would be a large part of it (a
+    cascade that drains the queue). Selecting them with a partition and sorting only them
+    gives the same entries in the same order as sorting the whole queue, whose other entries
+    would give nothing (:func:`allocate_in_order`)."""
+    key = -queue_score(ranking, cand, price)
+    k = key.size
+    m = 64
+    if capacity.sum() < 4.0 * need:  # the head would be a good part of the queue
+        m = k
+    while 8 * m < k:
+        bound = np.partition(key, m - 1)[m - 1]  # the m-th smallest key
+        if bound != bound:  # NaN: fewer than m numbers
+            break
+        head = np.flatnonzero(key <= bound)  # the first m or more of the order (ties kept)
+        head = head[np.lexsort((cand.rows[head], key[head]))]
+        if np.cumsum(capacity[head])[-1] >= need:  # as allocate_in_order adds them up
+            return head
+        m *= 8
+    rows = cand.rows
+    if rows.size < 2 or (rows[1:] > rows[:-1]).all():  # ties by row: a stable sort does it
+        return np.argsort(key, kind="stable")
+    return np.lexsort((rows, key))
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,10 +322,15 @@ def givebacks(ranking: str, cand: Candidates, price: float, capacity, need: floa
     """What each candidate gives back towards ``need``, in the order the fills are made.
 
     Returns:
-        ``(order, take)``: (k,) indices into ``cand`` and (k,) the amount each of them gives.
+        ``(order, take)``: indices into ``cand`` and the amount each of them gives: every
+        candidate, or for a ranked queue the head of it that covers ``need`` (the others
+        would give nothing).
     """
-    order = queue_order(ranking, cand, price, rng)
     capacity = np.asarray(capacity, dtype=float)
+    if ranking in ("bitmex", "binance", "hyperliquid"):  # only the head of the queue gives
+        order = _queue_head(ranking, cand, price, capacity, need)
+        return order, allocate_in_order(capacity[order], need)
+    order = queue_order(ranking, cand, price, rng)
     if ranking == "pro_rata":
         take = pro_rata(capacity, np.abs(cand.qty), need)[order]
     else:
@@ -436,11 +474,13 @@ def _deleverage_asset(book, a, side, need, per_unit, price, ranking, profit_cap,
 
 def _haircut_profits(book: AccountBook, price, loss: float) -> float:
     """Take ``loss`` pro rata from cross positions' paper profits; return what was taken."""
-    profit = np.where(book.isolated, 0.0, book.qty * (price - book.entry))
-    payers = np.flatnonzero((profit > 0).any(axis=1))
+    profit = book.qty * (price - book.entry)
+    if book.isolated.any():
+        profit = np.where(book.isolated, 0.0, profit)
+    payers = np.flatnonzero(row_any(profit > 0))
     if payers.size == 0:
         return 0.0
-    profit = np.maximum(profit[payers].sum(axis=1), 0.0)
+    profit = np.maximum(row_sum(take_rows(profit, payers)), 0.0)  # (the bits of .sum(axis=1))
     capacity = np.minimum(profit, book.cross_equity(price, payers))
     share = socialize(capacity, loss)
     book.charge(payers, wallet=share)

@@ -8,6 +8,7 @@ from model import ContagionModel
 from model.adl import (
     Candidates,
     allocate_in_order,
+    givebacks,
     pro_rata,
     queue_order,
     score_binance,
@@ -434,6 +435,34 @@ def test_queue_orders_by_hand():
     start = int(np.random.default_rng(11).integers(4))
     expected = [(start + i) % 4 for i in range(4)]
     assert list(queue_order("random", cand, 90.0, np.random.default_rng(11))) == expected
+
+
+@pytest.mark.parametrize("ranking", ["bitmex", "binance", "hyperliquid"])
+def test_a_ranked_queue_gives_as_the_whole_queue_sorted_would(ranking):
+    """givebacks() sorts only the head of a long queue that covers the need: the positions
+    that give, their order and what each gives are those of walking the whole queue in
+    queue_order(), with ties in the score (rounded entries), small and large needs."""
+    rng = np.random.default_rng(5)
+    for trial in range(60):
+        k = int(rng.integers(1, 6000))
+        rows = np.sort(rng.choice(200_000, k, replace=False))
+        q = rng.choice([-1.0, 1.0], k) * rng.uniform(0.1, 3.0, k)
+        e = rng.uniform(50.0, 150.0, k)
+        w = rng.uniform(1.0, 100.0, k)
+        if trial % 2:  # positions drawn from a few: many equal scores, ordered by row
+            pick = rng.integers(0, 7, k)
+            q, e, w = q[pick], e[pick], w[pick]
+        upnl = q * (100.0 - e)
+        mm = np.abs(q) * 100.0 * 0.005
+        cand = Candidates(rows, q, e, w + np.maximum(upnl, 0.0) + 1.0, w, upnl, mm)
+        capacity = rng.uniform(0.0, 10.0, k)
+        need = float(rng.choice([0.5, 40.0, 0.1 * capacity.sum(), 2.0 * capacity.sum()]))
+        whole = queue_order(ranking, cand, 100.0)
+        take_whole = allocate_in_order(capacity[whole], need)
+        order, take = givebacks(ranking, cand, 100.0, capacity, need)
+        gives = take > 0
+        assert np.array_equal(order[gives], whole[take_whole > 0])
+        assert np.array_equal(take[gives], take_whole[take_whole > 0])
 
 
 def test_pro_rata_fills_water_by_hand():
