@@ -62,7 +62,7 @@ def run_breakdown(spec, runs: int, repeats: int = 3) -> dict[str, float]:
     from experiments.sweep import cascade_sizes, plan_runs, run_metrics
     from model import ContagionModel, metrics
     from model.config import apply_overrides, build_config
-    from model.results import liquidations_table, market_table, steps_table
+    from model.results import event_metrics
 
     tasks = plan_runs(spec)[:runs]
     best: dict[tuple[int, str], float] = {}
@@ -82,7 +82,7 @@ def run_breakdown(spec, runs: int, repeats: int = 3) -> dict[str, float]:
                 t.append(_cpu())
                 run_metrics(model)
                 t.append(_cpu())
-                cascade_sizes(liquidations_table(model))
+                cascade_sizes(model.engine.fills.columns())
                 t.append(_cpu())
                 for k, name in enumerate(PARTS):
                     best[i, name] = min(best.get((i, name), float("inf")), t[k + 1] - t[k])
@@ -91,13 +91,12 @@ def run_breakdown(spec, runs: int, repeats: int = 3) -> dict[str, float]:
     for name in PARTS:
         out[name] = sum(best[i, name] for i in range(len(tasks))) / len(tasks)
     summary_parts = {
-        "  steps table": steps_table,
-        "  market table": market_table,
-        "  liquidations table": liquidations_table,
-        "  contagion edges table": lambda m: m.recorder.edges_table(),
         "  cascade metrics": lambda m: metrics.cascade_metrics(
-            liquidations_table(m), m.recorder.edges_table()
+            m.engine.fills.columns(), m.recorder.trader_edges()
         ),
+        "  contagion graph info": lambda m: (m.recorder._cache.clear(), m.recorder.info()),
+        "  event metrics": event_metrics,
+        "  money": lambda m: m.money(),
     }
     for name, fn in summary_parts.items():
         total = 0.0

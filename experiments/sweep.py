@@ -68,7 +68,6 @@ from model.config import spec as setting  # "spec" names the SweepSpec everywher
 from model.errors import ConfigError, UsageError
 from model.fills import Kind
 from model.provenance import provenance, utc_now
-from model.results import liquidations_table
 
 __all__ = [
     "SAMPLERS",
@@ -496,9 +495,10 @@ def run_metrics(model, liquidations: pd.DataFrame | None = None) -> dict[str, An
     return out
 
 
-def cascade_sizes(liquidations: pd.DataFrame) -> list[list[int]]:
+def cascade_sizes(liquidations) -> list[list[int]]:
     """``[step, accounts]`` of every cascade (:func:`model.metrics.cascades`: the accounts
-    liquidated, not auto-deleveraged, in any round of the step), in step order."""
+    liquidated, not auto-deleveraged, in any round of the step), in step order, from the
+    liquidations table or the fill log's columns."""
     return metrics.cascade_sizes(liquidations).tolist()
 
 
@@ -517,7 +517,7 @@ def run_one(task: RunTask, base: dict, base_dir: str) -> dict[str, Any]:
             model = ContagionModel(cfg, create_agents=False)
             model.run()
             record["metrics"] = run_metrics(model)
-            record["cascades"] = cascade_sizes(liquidations_table(model))
+            record["cascades"] = cascade_sizes(model.engine.fills.columns())
     except Exception as exc:  # a failing run is a row, not the end of the sweep
         record.update(status="error", error=f"{type(exc).__name__}: {exc}", metrics={})
         record["cascades"] = []

@@ -645,6 +645,22 @@ class ContagionRecorder:
             return {"src": z, "dst": z, "weight": np.zeros(0), "step": z, "round": z}
         return dict(self._compacted)
 
+    def trader_edges(self) -> dict[str, np.ndarray]:
+        """The edge events whose source is a trader, as columns: ``step``, ``round``,
+        ``weight``, and the ``source`` and ``target`` trader ids (the rows of
+        :meth:`edges_table` whose ``source_kind`` is ``trader``, without building it:
+        :func:`model.metrics.cascade_metrics` reads either)."""
+        e = self.edges()
+        keep = e["src"] >= 0
+        src = e["src"][keep]
+        return {
+            "step": e["step"][keep],
+            "round": e["round"][keep],
+            "weight": e["weight"][keep],
+            "source": self.ids.take(src),
+            "target": self.ids.take(e["dst"][keep]),
+        }
+
     def node_name(self, code: int):
         """Name of a source code: a trader id, or ``step:<t>`` / ``others:<t>:<r>``."""
         return self.roots[-1 - code] if code < 0 else plain_id(self.ids[code])

@@ -44,6 +44,7 @@ __all__ = [
     "largest_cascade",
     "mean_branching",
     "overlap_projection",
+    "path_amplification",
     "systemic_importance",
 ]
 
@@ -127,14 +128,14 @@ class _Events:
         id_dtype: the dtype of the table's trader_id column.
     """
 
-    def __init__(self, liquidations: pd.DataFrame):
+    def __init__(self, liquidations):
         liq = liquidations
         self.id_dtype = liq["trader_id"].dtype
-        step = liq["step"].to_numpy(dtype=np.int64)
-        rnd = liq["round"].to_numpy(dtype=np.int64)
+        step = np.asarray(liq["step"], dtype=np.int64)
+        rnd = np.asarray(liq["round"], dtype=np.int64)
         trader = _trader_values(liq["trader_id"])
-        notional = liq["notional"].to_numpy(dtype=float)
-        if "kind" in liq.columns:
+        notional = np.asarray(liq["notional"], dtype=float)
+        if "kind" in liq:
             keep = liquidation_fills(liq["kind"])
             if not keep.all():
                 step, rnd, trader, notional = step[keep], rnd[keep], trader[keep], notional[keep]
@@ -176,9 +177,10 @@ def cascades(liquidations: pd.DataFrame) -> pd.DataFrame:
     return _cascade_table(_Events(liquidations))
 
 
-def cascade_sizes(liquidations: pd.DataFrame) -> np.ndarray:
+def cascade_sizes(liquidations) -> np.ndarray:
     """(k, 2) int64: the step and the size (accounts) of every cascade, in step order: the
-    ``step`` and ``accounts`` columns of :func:`cascades`, without the rest of the table."""
+    ``step`` and ``accounts`` columns of :func:`cascades`, without the rest of the table
+    (``liquidations`` the table or the fill log's columns, as :func:`cascade_metrics`)."""
     ev = _Events(liquidations)
     if len(ev) == 0:
         return np.zeros((0, 2), dtype=np.int64)
@@ -323,15 +325,23 @@ def amplification(market: pd.DataFrame, initial_price=None) -> dict[str, float]:
         asset = names[j]
         rows = np.flatnonzero(code.ravel() == j)
         rows = rows[np.argsort(steps[rows], kind="stable")]
-        price, fund = prices[rows], funds[rows]
-        if initial_price is not None:
-            p0 = float(initial_price[str(asset)])
-            price, fund = np.concatenate([[p0], price]), np.concatenate([[p0], fund])
-        lp, lf = _max_log_drawdown(price), _max_log_drawdown(fund)
-        ratio = lp / lf if lf > 1e-12 else 1.0
-        out[str(asset)] = float(ratio) if math.isfinite(ratio) else 1.0
+        p0 = None if initial_price is None else float(initial_price[str(asset)])
+        out[str(asset)] = path_amplification(prices[rows], funds[rows], p0)
     out["worst"] = max(out.values()) if out else 1.0
     return out
+
+
+def path_amplification(price, fundamental, initial_price=None) -> float:
+    """:func:`amplification` of one asset from its paths (price and fundamental, step by
+    step; ``initial_price`` put before both when given)."""
+    price = np.asarray(price, dtype=float)
+    fund = np.asarray(fundamental, dtype=float)
+    if initial_price is not None:
+        price = np.concatenate([[initial_price], price])
+        fund = np.concatenate([[initial_price], fund])
+    lp, lf = _max_log_drawdown(price), _max_log_drawdown(fund)
+    ratio = lp / lf if lf > 1e-12 else 1.0
+    return float(ratio) if math.isfinite(ratio) else 1.0
 
 
 def _max_log_drawdown(path: np.ndarray) -> float:
@@ -415,14 +425,14 @@ def _systemic_columns(ev: _Events, edges: pd.DataFrame) -> list[np.ndarray]:
     ]
 
 
-def _edge_events(ev: _Events, edges: pd.DataFrame):
+def _edge_events(ev: _Events, edges):
     """The edges between traders' events: ``(source event, target event, weight, round)``,
     edges whose ends are not events of the table left out."""
-    step = edges["step"].to_numpy(dtype=np.int64)
-    rnd = edges["round"].to_numpy(dtype=np.int64)
-    w = edges["weight"].to_numpy(dtype=float)
+    step = np.asarray(edges["step"], dtype=np.int64)
+    rnd = np.asarray(edges["round"], dtype=np.int64)
+    w = np.asarray(edges["weight"], dtype=float)
     source, target = _trader_values(edges["source"]), _trader_values(edges["target"])
-    if "source_kind" in edges.columns:
+    if "source_kind" in edges:
         keep = (edges["source_kind"] == "trader").to_numpy(dtype=bool)
         if not keep.all():
             step, rnd, w, source, target = (
@@ -441,10 +451,12 @@ def _edge_events(ev: _Events, edges: pd.DataFrame):
     return src[known], dst[known], w[known], rnd[known]
 
 
-def _trader_values(col: pd.Series) -> np.ndarray:
+def _trader_values(col) -> np.ndarray:
     """A column of trader ids as a numpy array: ``int64`` for integers, ``str`` objects for
     strings (the two never compare with each other); missing ids (the sources of edges from a
-    step root) as -1 or None."""
+    step root) as -1 or None. A numpy array (the fill log's ids) is that already."""
+    if isinstance(col, np.ndarray):
+        return col
     if pd.api.types.is_integer_dtype(col.dtype):
         return col.to_numpy(dtype=np.int64, na_value=-1)
     return col.to_numpy(dtype=object, na_value=None)
@@ -644,7 +656,7 @@ def overlap_projection(exposure, onto: str = "assets", nodes=None, max_nodes: in
 # --------------------------------------------------------------------------------------------
 
 
-def cascade_metrics(liquidations: pd.DataFrame, edges: pd.DataFrame | None = None) -> dict:
+def cascade_metrics(liquidations, edges=None) -> dict:
     """The cascade part of ``summary.json`` (plain numbers and short lists).
 
     Keys: cascades, largest_cascade, largest_cascade_step, mean_cascade_size,
@@ -652,6 +664,13 @@ def cascade_metrics(liquidations: pd.DataFrame, edges: pd.DataFrame | None = Non
     generations 1, 2, ...), and with ``edges`` the five most systemically important traders.
     The figures of :func:`cascades`, :func:`mean_branching`, :func:`branching_by_generation`
     and :func:`systemic_importance`, from one pass over the table.
+
+    Args:
+        liquidations: the liquidations table, or its columns as numpy arrays (a finished
+            model's fill log: :meth:`model.fills.FillLog.columns`).
+        edges: the edge events table, or its columns as numpy arrays (``step``, ``round``,
+            ``weight``, ``source`` and ``target`` ids, ``source_kind`` as a boolean "is a
+            trader"), as :meth:`model.contagion.ContagionRecorder.edge_columns` gives them.
     """
     ev = _Events(liquidations)
     generations = ev.generations()

@@ -371,26 +371,25 @@ def _finite(x: float, default: float = 0.0) -> float:
 
 
 def summarize(model) -> dict:
-    """Headline metrics of a run (summary.json and one row of a sweep's runs.parquet)."""
-    steps = steps_table(model)
-    prices = model.market_history.price
+    """Headline metrics of a run (summary.json and one row of a sweep's runs.parquet),
+    from the model's arrays (the figures :mod:`model.metrics` gives from the tables)."""
+    series = model.datacollector.model_vars  # the steps table's columns, as lists
+    history = model.market_history
+    prices, funds = history.price, history.fundamental
     p0 = model.market.initial_price
-    drawdown = {}
+    drawdown, amplification = {}, {}
     for j, s in enumerate(model.symbols):
         drawdown[s] = _max_drawdown(np.concatenate([[p0[j]], prices[:, j]]))
-    # endogenous over exogenous move per asset, in log terms; 1 where nothing moved
-    amplification = metrics.amplification(
-        market_table(model), dict(zip(model.symbols, p0.tolist(), strict=True))
-    )
-    amplification.pop("worst")
+        # endogenous over exogenous move, in log terms; 1 where nothing moved
+        amplification[s] = metrics.path_amplification(prices[:, j], funds[:, j], float(p0[j]))
     worst = max(drawdown, key=drawdown.get) if drawdown else None
 
-    total_rounds = steps["rounds"].to_numpy() if len(steps) else np.zeros(0)
-    cascade = cascade_metrics(liquidations_table(model), model.recorder.edges_table())
+    total_rounds = np.asarray(series["rounds"], dtype=np.int64)
+    fills = model.engine.fills.columns()
+    cascade = cascade_metrics(fills, model.recorder.trader_edges())
     most_systemic = cascade.pop("most_systemic")
     n = model.n_traders  # market makers' accounts (after the traders' rows) count apart
     accounts = int((model.engine.liquidation_count[:n] > 0).sum())
-    fills = model.engine.fills.columns()
     # ADL fills are counted in adl_notional, collateral sales in collateral_sold_notional
     forced = liquidation_fills(fills["kind"])
     money = model.money()
@@ -414,7 +413,7 @@ def summarize(model) -> dict:
         "insurance_fund_used": float(model.engine.fund_paid),
         "insurance_fund_final": float(model.engine.insurance_fund),
         "unfunded_bad_debt": float(model.engine.unfunded_bad_debt),
-        "adl_notional": float(steps["adl_notional"].sum()) if len(steps) else 0.0,
+        "adl_notional": float(np.sum(series["adl_notional"], dtype=float)),
         "vault_taken_notional": 0.0 if vault is None else float(vault.taken_notional),
         "vault_value": 0.0 if vault is None else float(vault.value(model.mark)),
         "fees": float(fills["fee"].sum()),

@@ -223,6 +223,40 @@ def test_metrics_agree_with_the_graph_of_a_run():
     assert (si["debtrank"] >= 0).all() and si["debtrank"].max() < 1
 
 
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_summary_from_arrays_equals_the_measures_of_the_tables(string_ids):
+    """summary.json's cascade figures and amplification come from the model's arrays (the fill
+    log, the recorder's edges, the market history); the same functions given the run's tables
+    give the same values, to the bit, with integer and with string ids."""
+    import dataclasses
+
+    from model.population import generate_population
+
+    cfg = build_config(small_config(steps=15))
+    population = None
+    if string_ids:
+        population = generate_population(cfg, np.random.default_rng(cfg.seed))
+        ids = np.array([f"acct-{i:04d}" for i in population.ids[::-1]], dtype=object)
+        population = dataclasses.replace(population, ids=ids)
+    m = ContagionModel(cfg, population=population, create_agents=False).run()
+    tables = m.tables()
+    summary = m.summary()
+    figures = cascade_metrics(tables["liquidations"], m.recorder.edges_table())
+    assert summary["cascades"] > 0 and figures["most_systemic"]
+    for key in ("cascades", "largest_cascade", "largest_cascade_step", "mean_cascade_size"):
+        assert summary[key] == figures[key]
+    assert summary["mean_branching"] == figures["mean_branching"]
+    assert summary["branching_by_generation"] == figures["branching_by_generation"]
+    assert summary["most_systemic"] == figures["most_systemic"]
+    assert summary["max_debtrank"] == figures["most_systemic"][0]["debtrank"]
+    assert summary["max_rounds"] == int(tables["steps"]["rounds"].max())
+    assert summary["adl_notional"] == float(tables["steps"]["adl_notional"].sum())
+    p0 = dict(zip(m.symbols, m.market.initial_price.tolist(), strict=True))
+    amp = amplification(tables["market"], p0)
+    for symbol in m.symbols:  # ("worst" is the asset of the worst drawdown's, not the largest)
+        assert summary["amplification"][symbol] == amp[symbol]
+
+
 def _groupby_reference(liq: pd.DataFrame) -> dict:
     """The cascade measures written with pandas' groupby (brute force for the array code)."""
     ev = (
