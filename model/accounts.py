@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model import kernels
 from model.collateral import CollateralAssets
 from model.ids import as_ids
 
@@ -119,6 +120,7 @@ def maintenance_margin(notional: np.ndarray, tiers: TierTable) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # Rows
 # --------------------------------------------------------------------------------------------
+_NO_VALUES = np.zeros(0)  # (an empty array: no collateral values, for the kernels)
 # Least number of rows whose gathers AccountBook shares between reads (AccountBook.read).
 GATHER_SHARED = 2048
 # Traders who trade every step are scattered through the book, so their reads and writes are
@@ -700,6 +702,36 @@ class AccountBook:
             return rows
         return _sorted_unique(rows, self.n_traders)
 
+    def _compiled(self, rows) -> bool:
+        """Whether a row loop of :mod:`model.kernels` does the work for ``rows``: numba is
+        installed, ``rows`` is an index array (of distinct rows) and there are fewer than 8
+        assets (beyond, numpy sums a row in another order than the loop)."""
+        return (
+            isinstance(rows, np.ndarray)
+            and rows.ndim == 1
+            and rows.dtype == np.int64
+            and self.n_assets < 8
+            and kernels.enabled()
+        )
+
+    def liquidatable(self, mark, rows) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`cross_liquidatable` and :meth:`isolated_liquidatable` of ``rows`` (an index
+        array or a slice) together: ``(cross (k,), iso (k, A))``."""
+        if isinstance(rows, slice):
+            rows = np.arange(*rows.indices(self.n_traders), dtype=np.int64)
+        if not self._compiled(rows):
+            return self.cross_liquidatable(mark, rows), self.isolated_liquidatable(mark, rows)
+        cross = np.empty(rows.size, dtype=bool)
+        iso = np.empty((rows.size, self.n_assets), dtype=bool)
+        held = self.collateral_margin_value(mark, rows)
+        t = self.tiers
+        kernels.liquidatable_rows(
+            rows, self.wallet, self.qty, self.entry, self.margin, self.isolated,
+            np.asarray(mark, dtype=float), t.caps, t.rates, t.cums,
+            _NO_VALUES if held is None else held, cross, iso,
+        )  # fmt: skip
+        return cross, iso
+
     def fill(self, rows, dq, price) -> tuple[np.ndarray, np.ndarray]:
         """Execute fills ``dq`` (k, A) for ``rows`` at ``price``; realised PnL goes to the wallet
         (cross positions) or to the position margin (isolated).
@@ -707,15 +739,24 @@ class AccountBook:
         Returns:
             ``(realized, closed)`` per position, as :func:`apply_fills` does.
         """
-        q0, e0, iso = self.read(rows, "qty", "entry", "isolated")
-        q, e, realized, closed = apply_fills(q0, e0, dq, price)
-        put_rows(self.qty, rows, q)
-        put_rows(self.entry, rows, e)
-        if iso.any():
-            _update_rows(self.wallet, rows, np.add, row_sum(np.where(iso, 0.0, realized)))
-            _update_rows(self.margin, rows, np.add, np.where(iso, realized, 0.0))
-        else:  # all cross: skip the margin (scattered writes cost more than the arithmetic)
-            _update_rows(self.wallet, rows, np.add, row_sum(realized))
+        if self._compiled(rows):  # the same, in one pass over the rows (model.kernels)
+            dq = np.asarray(dq, dtype=float)
+            realized, closed = np.empty(dq.shape), np.empty(dq.shape)
+            at = np.broadcast_to(np.asarray(price, dtype=float), dq.shape)
+            kernels.fill_rows(
+                rows, self.qty, self.entry, self.wallet, self.margin, self.isolated, dq, at,
+                realized, closed,
+            )  # fmt: skip
+        else:
+            q0, e0, iso = self.read(rows, "qty", "entry", "isolated")
+            q, e, realized, closed = apply_fills(q0, e0, dq, price)
+            put_rows(self.qty, rows, q)
+            put_rows(self.entry, rows, e)
+            if iso.any():
+                _update_rows(self.wallet, rows, np.add, row_sum(np.where(iso, 0.0, realized)))
+                _update_rows(self.margin, rows, np.add, np.where(iso, realized, 0.0))
+            else:  # all cross: skip the margin (scattered writes cost more than arithmetic)
+                _update_rows(self.wallet, rows, np.add, row_sum(realized))
         if self._totals is not None:  # cash-equivalent W + m - q e moves by -dq P
             net_qty, cash = self._totals
             dq = np.asarray(dq, dtype=float)

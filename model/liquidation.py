@@ -254,8 +254,7 @@ class LiquidationEngine:
         for lo in range(0, total, BLOCK_ROWS):
             hi = min(lo + BLOCK_ROWS, total)
             block = slice(lo, hi) if cand is None else cand[lo:hi]
-            cross = book.cross_liquidatable(mark, block)
-            iso = book.isolated_liquidatable(mark, block)
+            cross, iso = book.liquidatable(mark, block)
             local = np.flatnonzero(cross | iso.any(axis=1))
             rows = lo + local if cand is None else block[local]
             found.append((rows, cross[local], iso[local]))

@@ -28,6 +28,7 @@ import numpy as np
 
 from agents.market import Market
 from agents.strategies import Strategy
+from model import kernels
 from model.accounts import AccountBook, row_any, row_sum
 from model.reentry import Reentry
 
@@ -237,11 +238,30 @@ def _cap_batch(
     holds there too.
     """
     price = market.price
-    reduced, opened = split_order(q_before, dq)
+    compiled = book.n_assets < 8 and kernels.enabled()  # the same, one loop a pass
+    if compiled:
+        reduced, opened = np.empty(dq.shape), np.empty(dq.shape)
+        kernels.split_orders(q_before, np.asarray(dq, dtype=float), reduced, opened)
+    else:
+        reduced, opened = split_order(q_before, dq)
     equity = book.cross_equity(price, rows)
     cross_qty = _zero_unless(~held_iso, q_before)
+    lev = np.broadcast_to(lev, np.shape(opened))
+    if compiled:
+        cross = ~iso
+        for sizing_price in (price, None):
+            if sizing_price is None:
+                sizing_price = market.quote(-(reduced - q_before + opened).sum(axis=0))
+            out = np.empty(opened.shape)
+            kernels.cap_pass(
+                reduced, opened, equity, cross_qty, cross, lev, book.max_leverage,
+                price, np.asarray(sizing_price, dtype=float), out,
+            )  # fmt: skip
+            opened = out
+        dq = reduced - q_before + opened
+        return _zero_unless(np.abs(dq) > 1e-12 * np.abs(q_before), dq)
+    open_lev = np.minimum(lev, book.max_leverage)
     abs_reduced = np.abs(reduced)
-    open_lev = np.minimum(np.broadcast_to(lev, np.shape(opened)), book.max_leverage)
     for sizing_price in (price, None):
         if sizing_price is None:
             sizing_price = market.quote(-(reduced - q_before + opened).sum(axis=0))

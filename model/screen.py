@@ -78,6 +78,7 @@ import math
 
 import numpy as np
 
+from model import kernels
 from model.accounts import AccountBook, TierTable, maintenance_margin, take_rows
 
 __all__ = [
@@ -92,6 +93,7 @@ __all__ = [
 
 # Largest log-price move a headroom is valid for: the tier-rate bound looks up to e^U N0.
 MAX_HEADROOM = float(np.log(2.0))
+_WIDEN = np.exp(MAX_HEADROOM)  # e^U, as _slope_bound multiplies by it
 # Allowances that keep the bound safe under float rounding of the exact check.
 _RELATIVE_SLACK = 1e-9
 _HEADROOM_SLACK = 1e-12
@@ -107,6 +109,7 @@ NEAR_MIN = 1024
 UNCHANGED, CLOSED = -1, -2
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 _NO_ROWS.flags.writeable = False
+_NO_VALUES = np.zeros(0)  # no collateral values (the kernel's argument)
 # Lanes: which price move an account's headroom is measured against (see reaches()).
 LANE_BOTH, LANE_FALL, LANE_RISE = 0, 1, 2
 # A key stored at mark M_t is h less how far M_t is from the anchor *in the opposite sense*:
@@ -365,6 +368,9 @@ class MarginScreen:
         book = self.book
         n = book.n_traders if rows is None else len(rows)
         keys, lanes = out if out is not None else (np.empty(n), np.empty(n, dtype=np.int8))
+        if book.n_assets and kernels.enabled():
+            self._compiled_headroom(mark, rows, keys, lanes)
+            return keys, lanes
         step = max(SCREEN_BLOCK_ELEMENTS // max(book.n_assets, 1), 256)
         for lo in range(0, n, step):
             r = slice(lo, lo + step) if rows is None else rows[lo : lo + step]
@@ -380,6 +386,23 @@ class MarginScreen:
                 book.collateral_margin_value(mark, r),
             )
         return keys, lanes
+
+    def _compiled_headroom(self, mark, rows, keys, lanes) -> None:
+        """:meth:`headroom` by :func:`model.kernels.headroom_rows`, in blocks of
+        ``BLOCK_ROWS`` rows (the whole book's row numbers are never all held at once)."""
+        book, t = self.book, self.book.tiers
+        mark = np.asarray(mark, dtype=float)
+        n = book.n_traders if rows is None else len(rows)
+        for lo in range(0, n, BLOCK_ROWS):
+            hi = min(lo + BLOCK_ROWS, n)
+            r = np.arange(lo, hi, dtype=np.int64) if rows is None else rows[lo:hi]
+            held = book.collateral_margin_value(mark, r)
+            kernels.headroom_rows(
+                r, book.wallet, book.qty, book.entry, book.margin, book.isolated, mark,
+                t.caps, t.rates, t.cums, self.rate_cummax, t.rates.min(axis=1), _WIDEN,
+                bool(t.rates.max() < 1.0), _NO_VALUES if held is None else held,
+                keys[lo:hi], lanes[lo:hi],
+            )  # fmt: skip
 
     def reach(self, mark) -> np.ndarray:
         """(3,) :func:`reaches` of ``mark`` from the anchor (its logarithm kept)."""
@@ -470,7 +493,7 @@ class MarginScreen:
             at = np.minimum(np.searchsorted(handed, rows), handed.size - 1)
             self.checked -= int(np.count_nonzero(handed[at] == rows))
         slot = self.changed_slot[rows]
-        held = _row_any(self.book.qty[rows] != 0)
+        held = _row_any(take_rows(self.book.qty, rows) != 0)
         if not held.all():  # accounts closed out have no headroom to compute
             self.changed_slot[rows[~held & (slot < 0)]] = CLOSED
             keep = held | (slot >= 0)

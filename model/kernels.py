@@ -1,0 +1,338 @@
+"""Compiled kernels (numba, optional): row loops that fuse what numpy does in many passes.
+
+The engine's per-row arithmetic is written with numpy, a few dozen whole-array operations per
+call. On the rows of a liquidation round (a few hundred) each operation costs a microsecond or
+two of call overhead; on the rows of a million-trader book's noise traders (scattered through
+the book) each pass reads and writes memory the previous one already touched. The kernels here
+do the same arithmetic in one loop over the rows, reading each row once:
+
+* :func:`fill_rows`: :meth:`model.accounts.AccountBook.fill` (:func:`model.accounts.apply_fills`
+  and the wallet and margin updates) for a batch of rows, in place;
+* :func:`split_orders` and :func:`cap_pass`: :func:`model.orders.split_order` and one sizing
+  of the initial-margin cap of voluntary orders (:func:`model.orders._cap_batch`);
+* :func:`liquidatable_rows`: :meth:`model.accounts.AccountBook.cross_liquidatable` and
+  :meth:`model.accounts.AccountBook.isolated_liquidatable`, the exact margin check;
+* :func:`headroom_rows`: :func:`model.screen.headroom` of the margin screen.
+
+Each is the twin of the numpy function it names, with the same operations in the same order
+(sums over a row's assets from the first, as :func:`model.accounts.row_sum` adds them), so
+fills and checks are equal to the bit; tests/test_kernels.py compares them on random books,
+and whole runs with and without them. The screen's headroom calls ``log1p``, which numpy
+vectorises and the kernel takes from the C library: the two may differ in the last bit, and
+a headroom is a bound with a rounding allowance (1e-12) far above that, so the candidates it
+hands out, and every output, are the same.
+
+They are used when numba is installed (the optional extra ``fast``) and the environment
+variable ``CONTAGION_NUMBA`` is not ``0``: :func:`enabled` imports numba and compiles the
+kernels on first use (cached on disk, in ``model/__pycache__``), and the engine calls the numpy
+functions otherwise. Without numba the functions below are plain Python and never called.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+__all__ = [
+    "cap_pass",
+    "enabled",
+    "fill_rows",
+    "headroom_rows",
+    "liquidatable_rows",
+    "split_orders",
+]
+
+_enabled: bool | None = None
+
+
+def enabled() -> bool:
+    """Whether the compiled kernels are in use (numba installed, ``CONTAGION_NUMBA`` not 0);
+    on the first call, compile them (numba compiles each on its first use, from its cache)."""
+    global _enabled
+    if _enabled is None:
+        _enabled = False
+        if os.environ.get("CONTAGION_NUMBA", "1") != "0":
+            try:
+                import numba
+            except ImportError:
+                return False
+            # floats divide as numpy does (inf, NaN), not raising as Python does
+            jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+            g = globals()
+            for name in _COMPILED:  # helpers first: a kernel resolves them when it compiles
+                g[name] = jit(g[name])
+            _enabled = True
+    return _enabled
+
+
+# --------------------------------------------------------------------------------------------
+# Shared pieces
+# --------------------------------------------------------------------------------------------
+
+
+def _minimum(a, b):
+    """``np.minimum`` of two floats: NaN when either is."""
+    if a != a or b != b:
+        return a + b
+    return a if a <= b else b
+
+
+def _tier(caps, a, x):
+    """:meth:`model.accounts.TierTable.tier_index` of one notional ``x`` of asset ``a``: the
+    first tier whose cap is at least ``x`` (the last for NaN, as numpy sorts it)."""
+    last = caps.shape[1] - 1
+    if x != x:
+        return last
+    t = 0
+    while t < last and caps[a, t] < x:
+        t += 1
+    return t
+
+
+def _maintenance(caps, rates, cums, a, notional):
+    """:func:`model.accounts.maintenance_margin` of one position of asset ``a``."""
+    if caps.shape[1] == 1:
+        return notional * rates[a, 0]
+    t = _tier(caps, a, notional)
+    mm = notional * rates[a, t] - cums[a, t]
+    if mm != mm:
+        return mm
+    return mm if mm >= 0.0 else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Fills
+# --------------------------------------------------------------------------------------------
+
+
+def fill_rows(rows, qty, entry, wallet, margin, isolated, dq, price, realized, closed):
+    """:meth:`model.accounts.AccountBook.fill` of ``dq`` (k, A) at ``price`` (k, A) for
+    ``rows`` (distinct), in place on the book's arrays; ``realized`` and ``closed`` (k, A)
+    receive :func:`model.accounts.apply_fills`' realised PnL and closed quantity.
+
+    The realised PnL of cross positions goes to the wallet (summed over the row's assets from
+    the first); when some position of the batch is isolated, every position's margin gets its
+    own realised PnL (0 for cross positions), as the numpy form writes them.
+    """
+    k, n_assets = dq.shape
+    any_iso = False
+    for j in range(k):
+        for a in range(n_assets):
+            any_iso |= isolated[rows[j], a]
+    for j in range(k):
+        i = rows[j]
+        to_wallet = 0.0
+        for a in range(n_assets):
+            r, c = _fill_one(qty, entry, i, a, dq[j, a], price[j, a])
+            realized[j, a], closed[j, a] = r, c
+            iso = isolated[i, a]
+            cross_r = 0.0 if iso else r
+            to_wallet = cross_r + 0.0 if a == 0 else to_wallet + cross_r
+            if any_iso:
+                margin[i, a] = margin[i, a] + (r if iso else 0.0)
+        wallet[i] = wallet[i] + to_wallet
+
+
+def _fill_one(qty, entry, i, a, d, p):
+    """:func:`model.accounts.apply_fills` of one position, in place; returns its realised
+    PnL and closed quantity."""
+    q, e = qty[i, a], entry[i, a]
+    abs_q, abs_d = abs(q), abs(d)
+    new_q = q + d
+    opposite = q * d < 0
+    c = np.sign(q) * _minimum(abs_d, abs_q) if opposite else 0.0
+    r = c * (p - e)
+    if opposite:
+        new_e = p if abs_d > abs_q else e
+    elif d != 0:
+        new_e = (q * e + d * p) / new_q
+    else:
+        new_e = e
+    if abs(new_q) <= 1e-12 * max(abs_q, abs_d):  # (NaN: False, as numpy's comparison)
+        new_q, new_e = 0.0, 0.0
+    qty[i, a], entry[i, a] = new_q, new_e
+    return r, c
+
+
+# --------------------------------------------------------------------------------------------
+# The initial-margin cap of voluntary orders
+# --------------------------------------------------------------------------------------------
+
+
+def split_orders(qty, dq, reduced, opened):
+    """:func:`model.orders.split_order` into ``reduced`` and ``opened`` (k, A)."""
+    k, n_assets = qty.shape
+    for j in range(k):
+        for a in range(n_assets):
+            q, d = qty[j, a], dq[j, a]
+            new = q + d
+            r = q
+            if q * d < 0:
+                r = 0.0 if abs(d) > abs(q) else new
+            reduced[j, a], opened[j, a] = r, new - r
+
+
+def cap_pass(reduced, opened, equity, cross_qty, cross, open_lev, max_lev, price, sizing, out):
+    """One sizing of :func:`model.orders._cap_batch`: ``out`` (k, A) receives ``opened``
+    scaled by :func:`model.orders._cap_factor` at the price ``sizing`` (0 where the factor is
+    not positive), the cross equity moved from ``price`` to ``sizing`` by the cross
+    positions ``cross_qty``, what is opened margined at ``min(open_lev, max_lev)``."""
+    k, n_assets = opened.shape
+    for j in range(k):
+        moved, held, cost = 0.0, 0.0, 0.0
+        for a in range(n_assets):
+            shift = cross_qty[j, a] * (sizing[a] - price[a])
+            held_a = abs(reduced[j, a]) * sizing[a] / max_lev[a] if cross[j, a] else 0.0
+            cost_a = abs(opened[j, a]) * sizing[a] / _minimum(open_lev[j, a], max_lev[a])
+            moved = shift + 0.0 if a == 0 else moved + shift
+            held = held_a + 0.0 if a == 0 else held + held_a
+            cost = cost_a + 0.0 if a == 0 else cost + cost_a
+        free = (equity[j] + moved) - held
+        factor = 1.0
+        if cost > 0:
+            factor = _minimum(_maximum(free / cost, 0.0), 1.0)
+        for a in range(n_assets):
+            out[j, a] = factor * opened[j, a] if factor > 0 else 0.0
+
+
+def _maximum(a, b):
+    """``np.maximum`` of two floats: NaN when either is."""
+    if a != a or b != b:
+        return a + b
+    return a if a >= b else b
+
+
+# --------------------------------------------------------------------------------------------
+# The exact margin check
+# --------------------------------------------------------------------------------------------
+
+
+def liquidatable_rows(rows, wallet, qty, entry, margin, isolated, mark, caps, rates, cums, held,
+                      cross, iso):  # fmt: skip
+    """:meth:`model.accounts.AccountBook.cross_liquidatable` (into ``cross``, (k,)) and
+    :meth:`model.accounts.AccountBook.isolated_liquidatable` (into ``iso``, (k, A)) of
+    ``rows`` at ``mark``; ``held`` (k,) the haircut value of their collateral holdings
+    (empty without collateral assets)."""
+    n_assets = qty.shape[1]
+    for j in range(rows.size):
+        i = rows[j]
+        has_cross = False
+        upnl = 0.0
+        mm_sum = 0.0
+        for a in range(n_assets):
+            q = qty[i, a]
+            mm = _maintenance(caps, rates, cums, a, abs(q) * mark[a])
+            pnl = q * (mark[a] - entry[i, a])
+            if isolated[i, a]:
+                iso[j, a] = q != 0 and margin[i, a] + pnl < mm
+                pnl, mm = 0.0, 0.0
+            else:
+                iso[j, a] = False
+                has_cross |= q != 0
+            upnl = pnl + 0.0 if a == 0 else upnl + pnl
+            mm_sum = mm + 0.0 if a == 0 else mm_sum + mm
+        equity = wallet[i] + upnl
+        if held.size:
+            equity = equity + held[j]
+        cross[j] = has_cross and equity < mm_sum
+
+
+# --------------------------------------------------------------------------------------------
+# The margin screen's headroom
+# --------------------------------------------------------------------------------------------
+
+
+def headroom_rows(rows, wallet, qty, entry, margin, isolated, mark, caps, rates, cums,
+                  rate_cummax, fall_rate, widen, directional, held, keys, lanes):  # fmt: skip
+    """:func:`model.screen.headroom` of ``rows`` into ``keys`` and ``lanes`` (k,).
+
+    ``fall_rate`` (A,) is each asset's least tier rate, ``widen`` ``exp(U)`` (the factor
+    up to which the tier-rate bound looks), ``directional`` whether every rate is below 1,
+    ``held`` (k,) the haircut value of the collateral holdings (empty without them).
+    """
+    n_assets = qty.shape[1]
+    for j in range(rows.size):
+        i = rows[j]
+        slack = wallet[i] - 1e-9 * abs(wallet[i])
+        total, coef_sum = 0.0, 0.0
+        c_long, c_short, any_long, any_short = False, False, False, False
+        h = np.inf
+        for a in range(n_assets):
+            q, e, m = qty[i, a], entry[i, a], mark[a]
+            notional = abs(q) * m
+            mm = _maintenance(caps, rates, cums, a, notional)
+            if caps.shape[1] == 1:
+                slope = rates[a, 0]
+            else:
+                slope = rate_cummax[a, _tier(caps, a, notional * widen)]
+            coef = notional * (1.0 + slope)
+            if directional and q > 0:
+                coef = notional * (1.0 - fall_rate[a])
+            size = abs(q) * (m + e)
+            size = (size + mm) * 1e-9
+            gain = q * (m - e) - mm
+            any_long |= q > 0
+            any_short |= q < 0
+            if isolated[i, a]:
+                if q != 0:
+                    s = margin[i, a] - 1e-9 * abs(margin[i, a])
+                    s = (s + gain) - size
+                    h = _minimum(h, _unit_headroom(s, coef, directional and q > 0))
+                gain, size, coef = 0.0, 0.0, 0.0
+            else:
+                c_long |= q > 0
+                c_short |= q < 0
+            total = (gain - size) if a == 0 else total + (gain - size)
+            coef_sum = coef if a == 0 else coef_sum + coef
+        slack += total
+        if held.size:
+            slack += held[j] * (1.0 - 1e-9)
+            coef_sum += held[j]
+            any_long |= held[j] > 0
+        if c_long or c_short:
+            fall = directional and c_long and not c_short
+            h = _minimum(h, _unit_headroom(slack, coef_sum, fall))
+        keys[j] = h
+        lane = 0
+        if directional and any_long and not any_short:
+            lane = 1
+        elif directional and any_short and not any_long:
+            lane = 2
+        lanes[j] = lane
+
+
+def _unit_headroom(slack, coef, fall):
+    """One unit's headroom (:func:`model.screen._headroom_either`): the fall bound when
+    ``fall``, else the rise bound capped at ``U``; -inf when the slack or the coefficient is
+    not positive or the bound is NaN."""
+    ratio = slack / coef
+    if fall:
+        h = math.log1p(-_minimum(ratio, 1.0)) * -(1.0 - 1e-12)
+    else:
+        h = math.log1p(ratio) * (1.0 - 1e-12)
+    h -= 1e-12
+    if not fall:
+        h = _minimum(h, _MAX_HEADROOM)
+    if slack > 0 and coef > 0 and h == h:
+        return h
+    return -np.inf
+
+
+_MAX_HEADROOM = float(np.log(2.0))
+
+# compiled by enabled(), helpers before the kernels that call them
+_COMPILED = (
+    "_minimum",
+    "_maximum",
+    "_tier",
+    "_maintenance",
+    "_fill_one",
+    "_unit_headroom",
+    "fill_rows",
+    "split_orders",
+    "cap_pass",
+    "liquidatable_rows",
+    "headroom_rows",
+)

@@ -1,0 +1,190 @@
+"""The compiled kernels (model/kernels.py, numba) against the numpy functions they replace.
+
+Fills, margin checks and the initial-margin cap must be equal to the bit (compared as bytes,
+so a -0.0 against a 0.0 counts); the screen's headroom may differ in the last bit of a
+logarithm and must give the same lanes; whole runs must write the same tables.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model import ContagionModel, kernels
+from model.accounts import AccountBook, TierTable
+from model.config import build_config
+from model.orders import _cap_factor, split_order
+from model.screen import MarginScreen, headroom
+from tests.helpers import small_config
+
+pytest.importorskip("numba")
+if not kernels.enabled():  # (compiles them; CONTAGION_NUMBA=0 switches them off)
+    pytest.skip("compiled kernels switched off", allow_module_level=True)
+
+TIERS = {
+    "flat": TierTable.flat([0.005, 0.01]),
+    "tiered": TierTable.from_lists(
+        [
+            [(5.0e4, 0.004), (2.5e5, 0.01), (1.0e6, 0.025), (np.inf, 0.05)],
+            [(1.0e4, 0.01), (np.inf, 0.02)],
+        ]
+    ),
+}
+
+
+def random_book(rng, n=3000, tiers="tiered", isolated=0.3, collateral=None) -> AccountBook:
+    """Two assets; long, short and flat positions; some isolated with their own margins;
+    some wallets negative, some positions nearly closed."""
+    qty = rng.choice([-1.0, 0.0, 1.0], (n, 2), p=[0.35, 0.2, 0.45]) * rng.lognormal(0, 2, (n, 2))
+    entry = np.where(qty != 0, np.array([60000.0, 3000.0]) * rng.lognormal(0, 0.05, (n, 2)), 0.0)
+    iso = (rng.random((n, 2)) < isolated) & (qty != 0)
+    margin = np.where(iso, np.abs(qty) * entry * rng.uniform(0.01, 0.2, (n, 2)), 0.0)
+    wallet = rng.lognormal(8, 2, n) * rng.choice([1.0, -0.01], n, p=[0.95, 0.05])
+    return AccountBook(
+        np.arange(n), wallet, qty, entry, TIERS[tiers], isolated=iso, margin=margin,
+        max_leverage=[50.0, 20.0],
+    )  # fmt: skip
+
+
+def copy_book(book: AccountBook) -> AccountBook:
+    return AccountBook(
+        book.ids, book.wallet, book.qty, book.entry, book.tiers, isolated=book.isolated,
+        margin=book.margin, max_leverage=book.max_leverage,
+    )  # fmt: skip
+
+
+def same_bytes(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("isolated", [0.0, 0.3])
+@pytest.mark.parametrize("seed", range(4))
+def test_fills_equal_numpy_to_the_bit(seed, isolated, monkeypatch):
+    rng = np.random.default_rng(seed)
+    book = random_book(rng, isolated=isolated)
+    rows = np.sort(rng.choice(book.n_traders, 1200, replace=False))
+    q = book.qty[rows]
+    # closes, partial closes, flips, adds, zeros, and residues within rounding of a close
+    dq = rng.choice([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0], q.shape) * q
+    dq += np.where(rng.random(q.shape) < 0.2, rng.normal(0, 1, q.shape), 0.0)
+    near = rng.random(q.shape) < 0.05
+    dq[near] = -q[near] * (1 + 1e-14)
+    price = np.array([59000.0, 3100.0])
+    if seed % 2:  # a price per position (as auto-deleveraging fills)
+        price = price * rng.lognormal(0, 0.01, q.shape)
+    compiled = copy_book(book)
+    monkeypatch.setattr(kernels, "_enabled", False)
+    r0, c0 = book.fill(rows, dq, price)
+    monkeypatch.setattr(kernels, "_enabled", True)
+    r1, c1 = compiled.fill(rows, dq, price)
+    for name in ("wallet", "qty", "entry", "margin"):
+        assert same_bytes(getattr(book, name), getattr(compiled, name)), name
+    assert same_bytes(r0, r1) and same_bytes(c0, c1)
+    mark = np.array([59000.0, 3100.0])
+    assert book.aggregate_equity(mark) == compiled.aggregate_equity(mark)
+
+
+@pytest.mark.parametrize("tiers", ["flat", "tiered"])
+@pytest.mark.parametrize("seed", range(4))
+def test_margin_checks_equal_numpy(seed, tiers, monkeypatch):
+    rng = np.random.default_rng(10 + seed)
+    book = random_book(rng, tiers=tiers)
+    for move in (1.0, 0.9, 0.7, 1.2):
+        mark = np.array([60000.0, 3000.0]) * move * rng.lognormal(0, 0.02, 2)
+        rows = np.sort(rng.choice(book.n_traders, 1500, replace=False))
+        monkeypatch.setattr(kernels, "_enabled", False)
+        cross0, iso0 = book.liquidatable(mark, rows)
+        monkeypatch.setattr(kernels, "_enabled", True)
+        cross1, iso1 = book.liquidatable(mark, rows)
+        assert np.array_equal(cross0, cross1) and np.array_equal(iso0, iso1)
+        assert cross0.any() and iso0.any()  # both kinds of unit are liquidatable somewhere
+
+
+@pytest.mark.parametrize("tiers", ["flat", "tiered"])
+@pytest.mark.parametrize("seed", range(3))
+def test_screen_headroom_equals_numpy_to_rounding(seed, tiers):
+    rng = np.random.default_rng(20 + seed)
+    book = random_book(rng, tiers=tiers)
+    screen = MarginScreen(book)
+    mark = np.array([61000.0, 2900.0])
+    rows = np.sort(rng.choice(book.n_traders, 2000, replace=False))
+    held = rng.choice([0.0, 100.0], rows.size) if seed == 2 else None  # collateral values
+    t = book.tiers
+    h0, lane0 = headroom(
+        book.wallet[rows], book.qty[rows], book.entry[rows], book.margin[rows],
+        book.isolated[rows], mark, t, screen.rate_cummax, held,
+    )  # fmt: skip
+    h1, lane1 = np.empty(rows.size), np.empty(rows.size, dtype=np.int8)
+    kernels.headroom_rows(
+        rows, book.wallet, book.qty, book.entry, book.margin, book.isolated, mark, t.caps,
+        t.rates, t.cums, screen.rate_cummax, t.rates.min(axis=1), np.exp(np.log(2.0)),
+        bool(t.rates.max() < 1.0), np.zeros(0) if held is None else held, h1, lane1,
+    )  # fmt: skip
+    assert np.array_equal(lane0, lane1)
+    finite = np.isfinite(h0)
+    assert np.array_equal(h0[~finite], h1[~finite])  # the same +-inf
+    np.testing.assert_allclose(h1[finite], h0[finite], rtol=4e-16, atol=0)
+    assert (h0 == -np.inf).any() and finite.any()
+    assert set(lane0.tolist()) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_margin_cap_equals_numpy_to_the_bit(seed):
+    rng = np.random.default_rng(30 + seed)
+    k = 2000
+    q = rng.choice([-1.0, 0.0, 1.0], (k, 2)) * rng.lognormal(0, 1, (k, 2))
+    dq = rng.normal(0, 1, (k, 2)) * np.where(rng.random((k, 2)) < 0.3, 3.0, 0.5)
+    reduced0, opened0 = split_order(q, dq)
+    reduced1, opened1 = np.empty(q.shape), np.empty(q.shape)
+    kernels.split_orders(q, dq, reduced1, opened1)
+    assert same_bytes(reduced0, reduced1) and same_bytes(opened0, opened1)
+    equity = rng.normal(5e4, 5e4, k)
+    cross_qty = np.where(rng.random((k, 2)) < 0.8, q, 0.0)
+    cross = rng.random((k, 2)) < 0.8
+    lev = np.broadcast_to(rng.choice([3.0, 20.0, 80.0], (k, 1)), (k, 2))
+    max_lev = np.array([50.0, 20.0])
+    price, sizing = np.array([60000.0, 3000.0]), np.array([60300.0, 2990.0])
+    shift = cross_qty * (sizing - price)
+    moved = equity + ((shift[:, 0] + 0.0) + shift[:, 1])  # as row_sum adds a row
+    factor = _cap_factor(
+        moved, np.abs(reduced0), np.abs(opened0), sizing, cross, max_lev,
+        np.minimum(lev, max_lev),
+    )  # fmt: skip
+    expected = np.where(factor[:, None] > 0, factor[:, None] * opened0, 0.0)
+    out = np.empty(q.shape)
+    kernels.cap_pass(reduced0, opened0, equity, cross_qty, cross, lev, max_lev, price, sizing, out)
+    assert same_bytes(out, expected)
+    assert (factor < 1).any() and (factor == 1).any() and (factor == 0).any()
+
+
+def run_tables(data, population=None):
+    cfg = build_config(data)
+    m = ContagionModel(cfg, population=population, create_agents=False).run()
+    tables = m.tables()
+    tables["edges"] = m.recorder.edges_table()
+    return tables, m.summary()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # cross, partial, two assets
+        {"margin": {"mode": "isolated", "liquidation": "full", "insurance_fund": 0.0}},
+        {
+            "traders": {"count": 800, "leverage": 12.0, "strategies": {"hold": 0.7, "noise": 0.3}},
+            "margin": {"liquidation": "partial", "venue": "binance"},
+        },
+    ],
+)
+def test_runs_with_and_without_the_kernels_write_the_same_tables(overrides, monkeypatch):
+    data = small_config(steps=25, **overrides)
+    compiled, summary1 = run_tables(data)
+    monkeypatch.setattr(kernels, "_enabled", False)
+    plain, summary0 = run_tables(data)
+    for name, table in plain.items():
+        assert table.equals(compiled[name]), name
+    summary0.pop("elapsed_seconds", None), summary1.pop("elapsed_seconds", None)
+    assert summary0 == summary1
+    assert summary0["liquidations"] > 0
