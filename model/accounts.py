@@ -308,6 +308,7 @@ class AccountBook:
         collateral: which assets are collateral and their haircuts
             (:class:`model.collateral.CollateralAssets`), or None (no collateral asset).
         holdings: (n, C) units of each collateral asset held (``C = 0`` without them).
+        any_isolated: whether any position is isolated (it stays so once it is).
 
     Read the arrays freely; write them only through the methods (:meth:`fill`,
     :meth:`charge`, :meth:`credit`, :meth:`deposit`, :meth:`move_to_margin`,
@@ -351,6 +352,9 @@ class AccountBook:
         )
         if self.holdings.shape != (n, c):
             raise ValueError(f"holdings: expected shape {(n, c)}, got {self.holdings.shape}")
+        # Whether any position is isolated (a flag that only set_isolated() raises: an
+        # isolated position stays isolated), so that books without any skip that work.
+        self.any_isolated = bool(self.isolated.any())
         # Rows whose state changed, one log per reader (see watch() and take_changed()).
         self._logs: dict[str, _ChangeLog] = {}
         self._totals: tuple[np.ndarray, float] | None = None  # see aggregate_equity()
@@ -640,7 +644,9 @@ class AccountBook:
     def set_isolated(self, rows, positions) -> None:
         """Make the positions ``positions`` ((k, A) mask) of ``rows`` isolated (an isolated
         position stays isolated)."""
-        _update_rows(self.isolated, rows, np.logical_or, np.asarray(positions, dtype=bool))
+        positions = np.asarray(positions, dtype=bool)
+        _update_rows(self.isolated, rows, np.logical_or, positions)
+        self.any_isolated = self.any_isolated or bool(positions.any())
         self._note_changed(rows)
 
     def _cash_changed(self, rows, cash: float) -> None:
@@ -742,7 +748,7 @@ class AccountBook:
         if self._compiled(rows):  # the same, in one pass over the rows (model.kernels)
             dq = np.asarray(dq, dtype=float)
             realized, closed = np.empty(dq.shape), np.empty(dq.shape)
-            at = np.broadcast_to(np.asarray(price, dtype=float), dq.shape)
+            at = np.asarray(price, dtype=float).reshape(-1, dq.shape[1])  # (1, A) or (k, A)
             kernels.fill_rows(
                 rows, self.qty, self.entry, self.wallet, self.margin, self.isolated, dq, at,
                 realized, closed,
@@ -782,8 +788,8 @@ class AccountBook:
 
     def release_closed_isolated(self, rows) -> None:
         """Move the margin of closed isolated positions (what is left of it) back to the wallet."""
-        iso = take_rows(self.isolated, rows)
-        if not iso.any():  # nothing isolated among these rows
+        iso = take_rows(self.isolated, rows) if self.any_isolated else None
+        if iso is None or not iso.any():  # nothing isolated among these rows
             self._note_changed(rows)
             return
         q, m = self.read(rows, "qty", "margin")

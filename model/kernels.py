@@ -108,15 +108,17 @@ def _maintenance(caps, rates, cums, a, notional):
 
 
 def fill_rows(rows, qty, entry, wallet, margin, isolated, dq, price, realized, closed):
-    """:meth:`model.accounts.AccountBook.fill` of ``dq`` (k, A) at ``price`` (k, A) for
-    ``rows`` (distinct), in place on the book's arrays; ``realized`` and ``closed`` (k, A)
-    receive :func:`model.accounts.apply_fills`' realised PnL and closed quantity.
+    """:meth:`model.accounts.AccountBook.fill` of ``dq`` (k, A) at ``price`` ((1, A): one
+    price per asset, or (k, A)) for ``rows`` (distinct), in place on the book's arrays;
+    ``realized`` and ``closed`` (k, A) receive :func:`model.accounts.apply_fills`' realised
+    PnL and closed quantity.
 
     The realised PnL of cross positions goes to the wallet (summed over the row's assets from
     the first); when some position of the batch is isolated, every position's margin gets its
     own realised PnL (0 for cross positions), as the numpy form writes them.
     """
     k, n_assets = dq.shape
+    per_row = price.shape[0] > 1
     any_iso = False
     for j in range(k):
         for a in range(n_assets):
@@ -125,7 +127,7 @@ def fill_rows(rows, qty, entry, wallet, margin, isolated, dq, price, realized, c
         i = rows[j]
         to_wallet = 0.0
         for a in range(n_assets):
-            r, c = _fill_one(qty, entry, i, a, dq[j, a], price[j, a])
+            r, c = _fill_one(qty, entry, i, a, dq[j, a], price[j if per_row else 0, a])
             realized[j, a], closed[j, a] = r, c
             iso = isolated[i, a]
             cross_r = 0.0 if iso else r

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.accounts import AccountBook
+from model.accounts import AccountBook, row_any, row_sum, take_rows
 from model.adl import Deleveraging, auto_deleverage
 from model.collateral import Sale, auto_exchange
 from model.config import MarginConfig
@@ -150,18 +150,22 @@ class _Closing:
     Attributes:
         frac: (k, A) fraction of each position closed.
         closed: (k, A) closed quantity, signed as the position was (book and vault together).
-        taken: (k, A) whether the vault took the position over (else it was sold into the book).
-        cross_taken: (k,) whether the vault took the account's cross book.
+        taken: (k, A) whether the vault took the position over (else it was sold into the
+            book); None without a vault.
+        cross_taken: (k,) whether the vault took the account's cross book (None without one).
         price: (A,) the round's market price after its forced flow.
-        fill_price: (k, A) each position's fill price (the mark for the vault's).
+        fill_price: (k, A) each position's fill price (the mark for the vault's); (A,) when
+            every position filled at the round's price.
+        took: whether the vault took anything.
     """
 
     frac: np.ndarray
     closed: np.ndarray
-    taken: np.ndarray
-    cross_taken: np.ndarray
+    taken: np.ndarray | None
+    cross_taken: np.ndarray | None
     price: np.ndarray
     fill_price: np.ndarray
+    took: bool = False
 
 
 class LiquidationEngine:
@@ -286,24 +290,28 @@ class LiquidationEngine:
 
     def _liquidate_round(self, step, rnd, rows, cross, iso, mark) -> RoundRecord:
         """One round: close the units, charge fees, cover bad debt, record the fills."""
-        q = self.book.qty[rows]
+        q = take_rows(self.book.qty, rows)
         exposure = self._with_holdings(q, rows)
         units = self._units(rows, cross, iso, q)
         price_before = self.market.price
         c = self._close(rows, units, q, mark)
         closed_notional = np.abs(c.closed) * c.fill_price
-        sold = _Units(
-            units.cross & ~c.cross_taken, units.cross_pos & ~c.taken, units.iso_pos & ~c.taken
-        )
-        fee_pos = self._charge_fees(rows, sold, np.where(c.taken, 0.0, closed_notional), c.price)
+        sold, sold_notional = units, closed_notional
+        if c.took:  # the vault's part was not sold: no fee
+            sold = _Units(
+                units.cross & ~c.cross_taken, units.cross_pos & ~c.taken, units.iso_pos & ~c.taken
+            )
+            sold_notional = np.where(c.taken, 0.0, closed_notional)
+        open_after = take_rows(self.book.qty, rows) != 0
+        fee_pos = self._charge_fees(rows, sold, sold_notional, c.price, open_after)
         fees = float(fee_pos.sum())
         self.insurance_fund += fees
         sales = []
         if self.book.collateral is not None:  # negative wallets sell collateral
             sales = auto_exchange(self.book, self.market, rows[units.cross])
-        if c.taken.any():
+        if c.took:
             self.vault.take_equity(self.book, rows, c.cross_taken, c.taken & units.iso_pos)
-        bad_pos, full = self._write_off(rows, units, closed_notional)
+        bad_pos, full = self._write_off(rows, units, closed_notional, open_after)
         bad_debt = float(bad_pos.sum())
         cover = _Cover()
         if bad_debt > 0:
@@ -322,7 +330,7 @@ class LiquidationEngine:
             exposure=exposure,
             price_before=price_before,
             price_after=price_after,
-            notional=closed_notional.sum(axis=1),
+            notional=row_sum(closed_notional),
             full=full,
             fees=fees,
             bad_debt=bad_debt,
@@ -330,7 +338,7 @@ class LiquidationEngine:
             adl_notional=0.0 if cover.adl is None else cover.adl.adl_notional,
             socialized=0.0 if cover.adl is None else cover.adl.socialized,
             unfunded=cover.unfunded,
-            taken=None if self.vault is None else np.where(c.taken, c.closed, 0.0),
+            taken=None if c.taken is None else np.where(c.taken, c.closed, 0.0),
             depth=self._walked_depth,
             absorbed=None if self.liquidity is None else self.liquidity.last,
         )
@@ -338,29 +346,33 @@ class LiquidationEngine:
     # ---- the steps of a round -------------------------------------------------------------
     def _units(self, rows, cross, iso, q) -> _Units:
         """Which positions of the round's accounts belong to a liquidated unit."""
-        open_pos = q != 0
-        cross_pos = cross[:, None] & ~self.book.isolated[rows] & open_pos
+        cross_pos = cross[:, None] & (q != 0)
+        if self.book.any_isolated:
+            cross_pos &= ~take_rows(self.book.isolated, rows)
         return _Units(cross, cross_pos, iso)
 
     def _close(self, rows, units: _Units, q, mark) -> _Closing:
         """Hand the vault the units below its threshold (if there is a vault), decide the
         fractions of the others, sell them into the book, and give the vault its part at the
         mark."""
-        cross_taken = np.zeros(rows.size, dtype=bool)
-        taken = np.zeros(q.shape, dtype=bool)
-        if self.vault is not None:
-            cross_taken, iso_taken = self.vault.select(
-                self.book, rows, units.cross, units.cross_pos, units.iso_pos, mark
-            )
-            taken = (cross_taken[:, None] & units.cross_pos) | iso_taken
+        if self.vault is None:  # everything is sold into the book
+            frac = self._fractions(rows, units, q, mark)
+            closed = frac * q  # signed as the position was; > 0 closes a long, i.e. sells
+            price = self._execute(rows, closed)
+            return _Closing(frac, closed, None, None, price, price)
+        cross_taken, iso_taken = self.vault.select(
+            self.book, rows, units.cross, units.cross_pos, units.iso_pos, mark
+        )
+        taken = (cross_taken[:, None] & units.cross_pos) | iso_taken
         sold = _Units(units.cross & ~cross_taken, units.cross_pos & ~taken, units.iso_pos & ~taken)
         frac = np.where(taken, 1.0, self._fractions(rows, sold, q, mark))
-        closed = frac * q  # signed as the position was; > 0 closes a long, i.e. sells
+        closed = frac * q
         price = self._execute(rows, np.where(taken, 0.0, closed))
-        if taken.any():
+        took = bool(taken.any())
+        if took:
             self.vault.take_positions(self.book, rows, np.where(taken, q, 0.0), mark)
         fill_price = np.where(taken, mark, price)
-        return _Closing(frac, closed, taken, cross_taken, price, fill_price)
+        return _Closing(frac, closed, taken, cross_taken, price, fill_price, took)
 
     def _fractions(self, rows, units: _Units, q, mark) -> np.ndarray:
         """(k, A) fraction of each position to close: 1 in a liquidated unit under ``full``;
@@ -409,24 +421,24 @@ class LiquidationEngine:
         self.market.take_other_side(-flow, price)
         return price
 
-    def _charge_fees(self, rows, units: _Units, closed_notional, price) -> np.ndarray:
+    def _charge_fees(self, rows, units: _Units, closed_notional, price, open_after) -> np.ndarray:
         """Charge ``fee x closed notional`` to each unit, capped at what equity it has left
         (with ``margin.takeover``, a unit closed whole gives all it has left); return the fees
-        per position (a cross book's fee spread over its closed notional)."""
+        per position (a cross book's fee spread over its closed notional). ``open_after``:
+        (k, A) which positions are still open."""
         book = self.book
         fee_pos = np.zeros(closed_notional.shape)
-        open_after = book.qty[rows] != 0
         if units.cross.any():
             cross_notional = np.where(units.cross_pos, closed_notional, 0.0)
             eq_after = book.cross_equity(price, rows)
-            due = self.fee * cross_notional.sum(axis=1)
+            due = self.fee * row_sum(cross_notional)
             if self.takeover:
                 whole = units.cross & ~(open_after & units.cross_pos).any(axis=1)
                 due = np.where(whole, eq_after, due)
             paid = np.where(units.cross, np.clip(due, 0.0, np.maximum(eq_after, 0.0)), 0.0)
             book.charge(rows, wallet=paid)
             fee_pos += _spread(paid, cross_notional)
-        if units.iso_pos.any():
+        if book.any_isolated and units.iso_pos.any():
             eq_after = book.isolated_equity(price, rows)
             due = self.fee * np.where(units.iso_pos, closed_notional, 0.0)
             if self.takeover:
@@ -436,25 +448,28 @@ class LiquidationEngine:
             fee_pos += paid
         return fee_pos
 
-    def _write_off(self, rows, units: _Units, closed_notional):
+    def _write_off(self, rows, units: _Units, closed_notional, open_after):
         """Bring the negative balance of every unit now closed back to zero: that is bad debt,
         for the fund to pay. Return the bad debt per position and which accounts' liquidated
-        units closed completely."""
+        units closed completely (``open_after``: (k, A) which positions are still open)."""
         book = self.book
         bad_pos = np.zeros(closed_notional.shape)
-        open_after = book.qty[rows] != 0
-        cross_closed = units.cross & ~(open_after & ~book.isolated[rows]).any(axis=1)
-        cross_debt = np.where(cross_closed, np.maximum(-book.wallet[rows], 0.0), 0.0)
+        open_cross = open_after
+        if book.any_isolated:
+            open_cross = open_after & ~take_rows(book.isolated, rows)
+        cross_closed = units.cross & ~row_any(open_cross)
+        cross_debt = np.where(cross_closed, np.maximum(-take_rows(book.wallet, rows), 0.0), 0.0)
         if cross_debt.any():
             book.credit(rows, wallet=cross_debt)
             bad_pos += _spread(cross_debt, np.where(units.cross_pos, closed_notional, 0.0))
-        iso_closed = units.iso_pos & ~open_after
-        iso_debt = np.where(iso_closed, np.maximum(-book.margin[rows], 0.0), 0.0)
-        if iso_debt.any():
-            book.credit(rows, margin=iso_debt)
-            bad_pos += iso_debt
+        if book.any_isolated:
+            iso_closed = units.iso_pos & ~open_after
+            iso_debt = np.where(iso_closed, np.maximum(-book.margin[rows], 0.0), 0.0)
+            if iso_debt.any():
+                book.credit(rows, margin=iso_debt)
+                bad_pos += iso_debt
         book.release_closed_isolated(rows)
-        full = ~(open_after & (units.cross_pos | units.iso_pos)).any(axis=1)
+        full = ~row_any(open_after & (units.cross_pos | units.iso_pos))
         return bad_pos, full
 
     def _record_fills(self, step, rnd, rows, c: _Closing, notional, fee, bad) -> None:
@@ -466,28 +481,22 @@ class LiquidationEngine:
         self.totals.accounts += int(np.count_nonzero(self._last_stamp[rows] != self._stamp))
         self._last_stamp[rows] = self._stamp
         kind = np.where(c.frac >= 1.0, Kind.FULL, Kind.PARTIAL)
-        if c.taken.any():
+        if c.took:
             kind = np.where(c.taken, Kind.VAULT, kind)
         r_idx, a_idx = np.nonzero(c.closed)
+        price = c.fill_price  # (A,), or (k, A) with the vault's fills at the mark
         self.fills.append(
-            step,
-            rnd,
-            rows[r_idx],
-            a_idx,
-            c.closed[r_idx, a_idx],
-            c.fill_price[r_idx, a_idx],
-            notional[r_idx, a_idx],
-            fee[r_idx, a_idx],
-            bad[r_idx, a_idx],
-            kind[r_idx, a_idx],
-        )
+            step, rnd, rows.take(r_idx), a_idx, c.closed[r_idx, a_idx],
+            price[a_idx] if price.ndim == 1 else price[r_idx, a_idx], notional[r_idx, a_idx],
+            fee[r_idx, a_idx], bad[r_idx, a_idx], kind[r_idx, a_idx],
+        )  # fmt: skip
         self.totals.liquidations += int(r_idx.size)
 
     def _add_to_totals(self, rows, c: _Closing, closed_notional, bad_debt, fees) -> None:
         """Add the round to the step's counters."""
         t = self.totals
         t.liquidated_notional += float(closed_notional.sum())
-        if c.taken.any():
+        if c.took:
             t.vault_notional += float(closed_notional[c.taken].sum())
         t.bad_debt += bad_debt
         t.fees += fees
@@ -508,9 +517,10 @@ class LiquidationEngine:
         """Log the round's collateral sales (kind ``collateral``) and add their notional to the
         step's; return what the round sold into the books per account and asset (positions,
         and the collateral in its assets' columns) and the prices after it."""
-        closed = np.where(c.taken, 0.0, c.closed)
+        closed = c.closed if c.taken is None else np.where(c.taken, 0.0, c.closed)
         if not sales:
             return closed, c.price
+        closed = closed.copy() if closed is c.closed else closed  # (written below)
         cols = self.book.collateral.cols
         price = c.price.copy()
         order = np.argsort(rows, kind="stable")
@@ -593,9 +603,9 @@ class LiquidationEngine:
 
 def _spread(amount, weights):
     """Split each row's ``amount`` (k,) over its positions in proportion to ``weights`` (k, A)."""
-    total = weights.sum(axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.where(total > 0, weights / np.where(total > 0, total, 1.0), 0.0)
+    total = row_sum(weights)[:, None]
+    share = np.zeros(np.shape(weights))
+    np.divide(weights, total, out=share, where=total > 0)  # (0 where the total is not > 0)
     # rows whose units closed no notional put the whole amount on their first position
     empty = (total[:, 0] <= 0) & (amount != 0)
     if empty.any():
