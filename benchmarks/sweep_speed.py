@@ -183,13 +183,17 @@ def project(serial_cpu: float, worker_cpu: float, driver_cpu: float, startup: fl
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=8, help="base samples (a power of 2)")
-    parser.add_argument("--breakdown-runs", type=int, default=20)
+    parser.add_argument(
+        "--breakdown-runs", type=int, default=0, help="runs in the breakdown (0: all of them)"
+    )
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="sweep-speed-"))
     try:
         spec = study_spec(args.samples, tmp)
         print(f"load average at the start: {os.getloadavg()[0]:.1f}")
-        parts = run_breakdown(spec, args.breakdown_runs)
+        from experiments.sweep import plan_runs
+
+        parts = run_breakdown(spec, args.breakdown_runs or len(plan_runs(spec)))
         overhead = sum(v for k, v in parts.items() if k != "stepping" and not k.startswith(" "))
         for name, value in parts.items():
             print(f"{name:26s} {value * 1e3:8.2f} ms CPU per run")

@@ -708,32 +708,24 @@ class AccountBook:
             return rows
         return _sorted_unique(rows, self.n_traders)
 
-    def _compiled(self, rows) -> bool:
-        """Whether a row loop of :mod:`model.kernels` does the work for ``rows``: numba is
-        installed, ``rows`` is an index array (of distinct rows) and there are fewer than 8
-        assets (beyond, numpy sums a row in another order than the loop)."""
-        return (
-            isinstance(rows, np.ndarray)
-            and rows.ndim == 1
-            and rows.dtype == np.int64
-            and self.n_assets < 8
-            and kernels.enabled()
-        )
+    def _compiled(self) -> bool:
+        """Whether the compiled kernels (:mod:`model.kernels`) do the arithmetic of the rows
+        read: numba is installed and there are 1 to 7 assets (beyond, numpy sums a row in
+        another order than the kernels)."""
+        return 0 < self.n_assets < 8 and kernels.enabled()
 
     def liquidatable(self, mark, rows) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`cross_liquidatable` and :meth:`isolated_liquidatable` of ``rows`` (an index
-        array or a slice) together: ``(cross (k,), iso (k, A))``."""
-        if isinstance(rows, slice):
-            rows = np.arange(*rows.indices(self.n_traders), dtype=np.int64)
-        if not self._compiled(rows):
+        """:meth:`cross_liquidatable` and :meth:`isolated_liquidatable` of ``rows`` together:
+        ``(cross (k,), iso (k, A))``."""
+        if not self._compiled():
             return self.cross_liquidatable(mark, rows), self.isolated_liquidatable(mark, rows)
-        cross = np.empty(rows.size, dtype=bool)
-        iso = np.empty((rows.size, self.n_assets), dtype=bool)
+        w, q, e, m, flags = self.read(rows, "wallet", "qty", "entry", "margin", "isolated")
+        cross = np.empty(q.shape[0], dtype=bool)
+        iso = np.empty(q.shape, dtype=bool)
         held = self.collateral_margin_value(mark, rows)
         t = self.tiers
-        kernels.liquidatable_rows(
-            rows, self.wallet, self.qty, self.entry, self.margin, self.isolated,
-            np.asarray(mark, dtype=float), t.caps, t.rates, t.cums,
+        kernels.liquidatable(
+            w, q, e, m, flags, np.asarray(mark, dtype=float), t.caps, t.rates, t.cums,
             _NO_VALUES if held is None else held, cross, iso,
         )  # fmt: skip
         return cross, iso
@@ -745,29 +737,30 @@ class AccountBook:
         Returns:
             ``(realized, closed)`` per position, as :func:`apply_fills` does.
         """
-        if self._compiled(rows):  # the same, in one pass over the rows (model.kernels)
+        q0, e0, iso = self.read(rows, "qty", "entry", "isolated")
+        if self._compiled():  # the same arithmetic, one loop over the rows (model.kernels)
             dq = np.asarray(dq, dtype=float)
-            realized, closed = np.empty(dq.shape), np.empty(dq.shape)
+            q, e, realized, closed = (np.empty(dq.shape) for _ in range(4))
+            cash = np.empty(dq.shape[0])
             at = np.asarray(price, dtype=float).reshape(-1, dq.shape[1])  # (1, A) or (k, A)
-            kernels.fill_rows(
-                rows, self.qty, self.entry, self.wallet, self.margin, self.isolated, dq, at,
-                realized, closed,
-            )  # fmt: skip
+            kernels.apply_fills(q0, e0, iso, dq, at, q, e, realized, closed, cash)
         else:
-            q0, e0, iso = self.read(rows, "qty", "entry", "isolated")
             q, e, realized, closed = apply_fills(q0, e0, dq, price)
-            put_rows(self.qty, rows, q)
-            put_rows(self.entry, rows, e)
-            if iso.any():
-                _update_rows(self.wallet, rows, np.add, row_sum(np.where(iso, 0.0, realized)))
-                _update_rows(self.margin, rows, np.add, np.where(iso, realized, 0.0))
-            else:  # all cross: skip the margin (scattered writes cost more than arithmetic)
-                _update_rows(self.wallet, rows, np.add, row_sum(realized))
+            cash = None
+        put_rows(self.qty, rows, q)
+        put_rows(self.entry, rows, e)
+        if iso.any():
+            if cash is None:
+                cash = row_sum(np.where(iso, 0.0, realized))
+            _update_rows(self.wallet, rows, np.add, cash)
+            _update_rows(self.margin, rows, np.add, np.where(iso, realized, 0.0))
+        else:  # all cross: skip the margin (scattered writes cost more than the arithmetic)
+            _update_rows(self.wallet, rows, np.add, row_sum(realized) if cash is None else cash)
         if self._totals is not None:  # cash-equivalent W + m - q e moves by -dq P
-            net_qty, cash = self._totals
+            net_qty, total = self._totals
             dq = np.asarray(dq, dtype=float)
             traded = dq * np.asarray(price, dtype=float)
-            self._totals = (net_qty + dq.sum(axis=0), cash - float(traded.sum()))
+            self._totals = (net_qty + dq.sum(axis=0), total - float(traded.sum()))
         self._note_changed(rows)
         return realized, closed
 

@@ -1,23 +1,24 @@
 """Compiled kernels (numba, optional): row loops that fuse what numpy does in many passes.
 
 The engine's per-row arithmetic is written with numpy, a few dozen whole-array operations per
-call. On the rows of a liquidation round (a few hundred) each operation costs a microsecond or
-two of call overhead; on the rows of a million-trader book's noise traders (scattered through
-the book) each pass reads and writes memory the previous one already touched. The kernels here
-do the same arithmetic in one loop over the rows, reading each row once:
+call on the rows it gathered (``np.take``: the fastest way to read rows scattered through a
+large book). On the rows of a liquidation round (a few hundred) each operation costs a
+microsecond or two of call overhead; on (k, A) arrays with a few assets, an operation with an
+(A,) array (a price) loops over A entries at a time, several times slower than over the
+whole array. The kernels here do the same arithmetic in one loop over the gathered rows:
 
-* :func:`fill_rows`: :meth:`model.accounts.AccountBook.fill` (:func:`model.accounts.apply_fills`
-  and the wallet and margin updates) for a batch of rows, in place;
+* :func:`apply_fills`: :func:`model.accounts.apply_fills`, and the realised PnL that
+  :meth:`model.accounts.AccountBook.fill` adds to the wallets;
 * :func:`split_orders` and :func:`cap_pass`: :func:`model.orders.split_order` and one sizing
   of the initial-margin cap of voluntary orders (:func:`model.orders._cap_batch`);
-* :func:`liquidatable_rows`: :meth:`model.accounts.AccountBook.cross_liquidatable` and
+* :func:`liquidatable`: :meth:`model.accounts.AccountBook.cross_liquidatable` and
   :meth:`model.accounts.AccountBook.isolated_liquidatable`, the exact margin check;
-* :func:`headroom_rows`: :func:`model.screen.headroom` of the margin screen.
+* :func:`headroom`: :func:`model.screen.headroom` of the margin screen.
 
 Each is the twin of the numpy function it names, with the same operations in the same order
 (sums over a row's assets from the first, as :func:`model.accounts.row_sum` adds them), so
-fills and checks are equal to the bit; tests/test_kernels.py compares them on random books,
-and whole runs with and without them. The screen's headroom calls ``log1p``, which numpy
+fills, checks and caps are equal to the bit; tests/test_kernels.py compares them on random
+books, and whole runs with and without them. The screen's headroom calls ``log1p``, which numpy
 vectorises and the kernel takes from the C library: the two may differ in the last bit, and
 a headroom is a bound with a rounding allowance (1e-12) far above that, so the candidates it
 hands out, and every output, are the same.
@@ -36,11 +37,11 @@ import os
 import numpy as np
 
 __all__ = [
+    "apply_fills",
     "cap_pass",
     "enabled",
-    "fill_rows",
-    "headroom_rows",
-    "liquidatable_rows",
+    "headroom",
+    "liquidatable",
     "split_orders",
 ]
 
@@ -107,55 +108,37 @@ def _maintenance(caps, rates, cums, a, notional):
 # --------------------------------------------------------------------------------------------
 
 
-def fill_rows(rows, qty, entry, wallet, margin, isolated, dq, price, realized, closed):
-    """:meth:`model.accounts.AccountBook.fill` of ``dq`` (k, A) at ``price`` ((1, A): one
-    price per asset, or (k, A)) for ``rows`` (distinct), in place on the book's arrays;
-    ``realized`` and ``closed`` (k, A) receive :func:`model.accounts.apply_fills`' realised
-    PnL and closed quantity.
-
-    The realised PnL of cross positions goes to the wallet (summed over the row's assets from
-    the first); when some position of the batch is isolated, every position's margin gets its
-    own realised PnL (0 for cross positions), as the numpy form writes them.
-    """
+def apply_fills(qty, entry, isolated, dq, price, new_qty, new_entry, realized, closed, cash):
+    """:func:`model.accounts.apply_fills` of ``dq`` (k, A) at ``price`` ((1, A): one price per
+    asset, or (k, A)) on positions ``qty``, ``entry`` (k, A) into ``new_qty``, ``new_entry``,
+    ``realized`` and ``closed``; ``cash`` (k,) receives the realised PnL of the cross
+    positions (``isolated`` False), summed over the row's assets from the first as
+    :func:`model.accounts.row_sum` adds them: what :meth:`model.accounts.AccountBook.fill`
+    adds to the wallet."""
     k, n_assets = dq.shape
     per_row = price.shape[0] > 1
-    any_iso = False
     for j in range(k):
-        for a in range(n_assets):
-            any_iso |= isolated[rows[j], a]
-    for j in range(k):
-        i = rows[j]
         to_wallet = 0.0
         for a in range(n_assets):
-            r, c = _fill_one(qty, entry, i, a, dq[j, a], price[j if per_row else 0, a])
-            realized[j, a], closed[j, a] = r, c
-            iso = isolated[i, a]
-            cross_r = 0.0 if iso else r
+            q, e, d = qty[j, a], entry[j, a], dq[j, a]
+            p = price[j if per_row else 0, a]
+            abs_q, abs_d = abs(q), abs(d)
+            new_q = q + d
+            opposite = q * d < 0
+            c = np.sign(q) * _minimum(abs_d, abs_q) if opposite else 0.0
+            r = c * (p - e)
+            if opposite:
+                new_e = p if abs_d > abs_q else e
+            elif d != 0:
+                new_e = (q * e + d * p) / new_q
+            else:
+                new_e = e
+            if abs(new_q) <= 1e-12 * max(abs_q, abs_d):  # (NaN: False, as numpy compares)
+                new_q, new_e = 0.0, 0.0
+            new_qty[j, a], new_entry[j, a], realized[j, a], closed[j, a] = new_q, new_e, r, c
+            cross_r = 0.0 if isolated[j, a] else r
             to_wallet = cross_r + 0.0 if a == 0 else to_wallet + cross_r
-            if any_iso:
-                margin[i, a] = margin[i, a] + (r if iso else 0.0)
-        wallet[i] = wallet[i] + to_wallet
-
-
-def _fill_one(qty, entry, i, a, d, p):
-    """:func:`model.accounts.apply_fills` of one position, in place; returns its realised
-    PnL and closed quantity."""
-    q, e = qty[i, a], entry[i, a]
-    abs_q, abs_d = abs(q), abs(d)
-    new_q = q + d
-    opposite = q * d < 0
-    c = np.sign(q) * _minimum(abs_d, abs_q) if opposite else 0.0
-    r = c * (p - e)
-    if opposite:
-        new_e = p if abs_d > abs_q else e
-    elif d != 0:
-        new_e = (q * e + d * p) / new_q
-    else:
-        new_e = e
-    if abs(new_q) <= 1e-12 * max(abs_q, abs_d):  # (NaN: False, as numpy's comparison)
-        new_q, new_e = 0.0, 0.0
-    qty[i, a], entry[i, a] = new_q, new_e
-    return r, c
+        cash[j] = to_wallet
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,17 +159,23 @@ def split_orders(qty, dq, reduced, opened):
             reduced[j, a], opened[j, a] = r, new - r
 
 
-def cap_pass(reduced, opened, equity, cross_qty, cross, open_lev, max_lev, price, sizing, out):
-    """One sizing of :func:`model.orders._cap_batch`: ``out`` (k, A) receives ``opened``
-    scaled by :func:`model.orders._cap_factor` at the price ``sizing`` (0 where the factor is
-    not positive), the cross equity moved from ``price`` to ``sizing`` by the cross
-    positions ``cross_qty``, what is opened margined at ``min(open_lev, max_lev)``."""
+def cap_pass(qty, held_iso, iso, reduced, opened, equity, open_lev, max_lev, price, sizing,
+             last, opened_out, dq_out):  # fmt: skip
+    """One sizing of :func:`model.orders._cap_batch` at the price ``sizing``.
+
+    ``opened_out`` (k, A) receives ``opened`` scaled by :func:`model.orders._cap_factor` (0
+    where the factor is not positive): the cross equity ``equity`` moved from ``price`` to
+    ``sizing`` by the positions not ``held_iso``, what is held margined at ``max_lev`` (cross
+    positions: not ``iso``), what is opened at ``min(open_lev, max_lev)``. ``dq_out``
+    receives the orders ``reduced - qty + opened_out``, on the ``last`` pass set to 0 where
+    they are within rounding of nothing (``1e-12 |qty|``).
+    """
     k, n_assets = opened.shape
     for j in range(k):
         moved, held, cost = 0.0, 0.0, 0.0
         for a in range(n_assets):
-            shift = cross_qty[j, a] * (sizing[a] - price[a])
-            held_a = abs(reduced[j, a]) * sizing[a] / max_lev[a] if cross[j, a] else 0.0
+            shift = (0.0 if held_iso[j, a] else qty[j, a]) * (sizing[a] - price[a])
+            held_a = 0.0 if iso[j, a] else abs(reduced[j, a]) * sizing[a] / max_lev[a]
             cost_a = abs(opened[j, a]) * sizing[a] / _minimum(open_lev[j, a], max_lev[a])
             moved = shift + 0.0 if a == 0 else moved + shift
             held = held_a + 0.0 if a == 0 else held + held_a
@@ -196,7 +185,11 @@ def cap_pass(reduced, opened, equity, cross_qty, cross, open_lev, max_lev, price
         if cost > 0:
             factor = _minimum(_maximum(free / cost, 0.0), 1.0)
         for a in range(n_assets):
-            out[j, a] = factor * opened[j, a] if factor > 0 else 0.0
+            o = factor * opened[j, a] if factor > 0 else 0.0
+            d = reduced[j, a] - qty[j, a] + o
+            if last and not abs(d) > 1e-12 * abs(qty[j, a]):
+                d = 0.0
+            opened_out[j, a], dq_out[j, a] = o, d
 
 
 def _maximum(a, b):
@@ -211,31 +204,31 @@ def _maximum(a, b):
 # --------------------------------------------------------------------------------------------
 
 
-def liquidatable_rows(rows, wallet, qty, entry, margin, isolated, mark, caps, rates, cums, held,
-                      cross, iso):  # fmt: skip
+def liquidatable(wallet, qty, entry, margin, isolated, mark, caps, rates, cums, held, cross,
+                 iso):  # fmt: skip
     """:meth:`model.accounts.AccountBook.cross_liquidatable` (into ``cross``, (k,)) and
-    :meth:`model.accounts.AccountBook.isolated_liquidatable` (into ``iso``, (k, A)) of
-    ``rows`` at ``mark``; ``held`` (k,) the haircut value of their collateral holdings
-    (empty without collateral assets)."""
-    n_assets = qty.shape[1]
-    for j in range(rows.size):
-        i = rows[j]
+    :meth:`model.accounts.AccountBook.isolated_liquidatable` (into ``iso``, (k, A)) of the
+    rows given (wallet (k,); quantity, entry, margin, isolated flags (k, A)) at ``mark``;
+    ``held`` (k,) the haircut value of their collateral holdings (empty without collateral
+    assets)."""
+    k, n_assets = qty.shape
+    for j in range(k):
         has_cross = False
         upnl = 0.0
         mm_sum = 0.0
         for a in range(n_assets):
-            q = qty[i, a]
+            q = qty[j, a]
             mm = _maintenance(caps, rates, cums, a, abs(q) * mark[a])
-            pnl = q * (mark[a] - entry[i, a])
-            if isolated[i, a]:
-                iso[j, a] = q != 0 and margin[i, a] + pnl < mm
+            pnl = q * (mark[a] - entry[j, a])
+            if isolated[j, a]:
+                iso[j, a] = q != 0 and margin[j, a] + pnl < mm
                 pnl, mm = 0.0, 0.0
             else:
                 iso[j, a] = False
                 has_cross |= q != 0
             upnl = pnl + 0.0 if a == 0 else upnl + pnl
             mm_sum = mm + 0.0 if a == 0 else mm_sum + mm
-        equity = wallet[i] + upnl
+        equity = wallet[j] + upnl
         if held.size:
             equity = equity + held[j]
         cross[j] = has_cross and equity < mm_sum
@@ -246,23 +239,23 @@ def liquidatable_rows(rows, wallet, qty, entry, margin, isolated, mark, caps, ra
 # --------------------------------------------------------------------------------------------
 
 
-def headroom_rows(rows, wallet, qty, entry, margin, isolated, mark, caps, rates, cums,
-                  rate_cummax, fall_rate, widen, directional, held, keys, lanes):  # fmt: skip
-    """:func:`model.screen.headroom` of ``rows`` into ``keys`` and ``lanes`` (k,).
+def headroom(wallet, qty, entry, margin, isolated, mark, caps, rates, cums, rate_cummax,
+             fall_rate, widen, directional, held, keys, lanes):  # fmt: skip
+    """:func:`model.screen.headroom` of the rows given (wallet (k,); quantity, entry, margin,
+    isolated flags (k, A)) into ``keys`` and ``lanes`` (k,).
 
     ``fall_rate`` (A,) is each asset's least tier rate, ``widen`` ``exp(U)`` (the factor
     up to which the tier-rate bound looks), ``directional`` whether every rate is below 1,
     ``held`` (k,) the haircut value of the collateral holdings (empty without them).
     """
-    n_assets = qty.shape[1]
-    for j in range(rows.size):
-        i = rows[j]
-        slack = wallet[i] - 1e-9 * abs(wallet[i])
+    k, n_assets = qty.shape
+    for j in range(k):
+        slack = wallet[j] - 1e-9 * abs(wallet[j])
         total, coef_sum = 0.0, 0.0
         c_long, c_short, any_long, any_short = False, False, False, False
         h = np.inf
         for a in range(n_assets):
-            q, e, m = qty[i, a], entry[i, a], mark[a]
+            q, e, m = qty[j, a], entry[j, a], mark[a]
             notional = abs(q) * m
             mm = _maintenance(caps, rates, cums, a, notional)
             if caps.shape[1] == 1:
@@ -277,9 +270,9 @@ def headroom_rows(rows, wallet, qty, entry, margin, isolated, mark, caps, rates,
             gain = q * (m - e) - mm
             any_long |= q > 0
             any_short |= q < 0
-            if isolated[i, a]:
+            if isolated[j, a]:
                 if q != 0:
-                    s = margin[i, a] - 1e-9 * abs(margin[i, a])
+                    s = margin[j, a] - 1e-9 * abs(margin[j, a])
                     s = (s + gain) - size
                     h = _minimum(h, _unit_headroom(s, coef, directional and q > 0))
                 gain, size, coef = 0.0, 0.0, 0.0
@@ -330,11 +323,10 @@ _COMPILED = (
     "_maximum",
     "_tier",
     "_maintenance",
-    "_fill_one",
     "_unit_headroom",
-    "fill_rows",
+    "apply_fills",
     "split_orders",
     "cap_pass",
-    "liquidatable_rows",
-    "headroom_rows",
+    "liquidatable",
+    "headroom",
 )

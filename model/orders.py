@@ -238,28 +238,22 @@ def _cap_batch(
     holds there too.
     """
     price = market.price
-    compiled = book.n_assets < 8 and kernels.enabled()  # the same, one loop a pass
-    if compiled:
+    lev = np.broadcast_to(lev, np.shape(dq))
+    equity = book.cross_equity(price, rows)
+    if 0 < book.n_assets < 8 and kernels.enabled():  # the same, one loop over the rows a pass
         reduced, opened = np.empty(dq.shape), np.empty(dq.shape)
         kernels.split_orders(q_before, np.asarray(dq, dtype=float), reduced, opened)
-    else:
-        reduced, opened = split_order(q_before, dq)
-    equity = book.cross_equity(price, rows)
-    cross_qty = _zero_unless(~held_iso, q_before)
-    lev = np.broadcast_to(lev, np.shape(opened))
-    if compiled:
-        cross = ~iso
-        for sizing_price in (price, None):
+        dq = np.empty(dq.shape)
+        for sizing_price, last in ((price, False), (None, True)):
             if sizing_price is None:
-                sizing_price = market.quote(-(reduced - q_before + opened).sum(axis=0))
-            out = np.empty(opened.shape)
+                sizing_price = market.quote(-dq.sum(axis=0))
             kernels.cap_pass(
-                reduced, opened, equity, cross_qty, cross, lev, book.max_leverage,
-                price, np.asarray(sizing_price, dtype=float), out,
+                q_before, held_iso, iso, reduced, opened, equity, lev, book.max_leverage,
+                price, np.asarray(sizing_price, dtype=float), last, opened, dq,
             )  # fmt: skip
-            opened = out
-        dq = reduced - q_before + opened
-        return _zero_unless(np.abs(dq) > 1e-12 * np.abs(q_before), dq)
+        return dq
+    reduced, opened = split_order(q_before, dq)
+    cross_qty = _zero_unless(~held_iso, q_before)
     open_lev = np.minimum(lev, book.max_leverage)
     abs_reduced = np.abs(reduced)
     for sizing_price in (price, None):

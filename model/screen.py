@@ -388,20 +388,20 @@ class MarginScreen:
         return keys, lanes
 
     def _compiled_headroom(self, mark, rows, keys, lanes) -> None:
-        """:meth:`headroom` by :func:`model.kernels.headroom_rows`, in blocks of
-        ``BLOCK_ROWS`` rows (the whole book's row numbers are never all held at once)."""
+        """:meth:`headroom` by :func:`model.kernels.headroom`, on the rows gathered in blocks
+        of ``BLOCK_ROWS`` (with ``np.take``: faster than reading them in the loop)."""
         book, t = self.book, self.book.tiers
         mark = np.asarray(mark, dtype=float)
         n = book.n_traders if rows is None else len(rows)
         for lo in range(0, n, BLOCK_ROWS):
-            hi = min(lo + BLOCK_ROWS, n)
-            r = np.arange(lo, hi, dtype=np.int64) if rows is None else rows[lo:hi]
+            r = slice(lo, lo + BLOCK_ROWS) if rows is None else rows[lo : lo + BLOCK_ROWS]
             held = book.collateral_margin_value(mark, r)
-            kernels.headroom_rows(
-                r, book.wallet, book.qty, book.entry, book.margin, book.isolated, mark,
-                t.caps, t.rates, t.cums, self.rate_cummax, t.rates.min(axis=1), _WIDEN,
-                bool(t.rates.max() < 1.0), _NO_VALUES if held is None else held,
-                keys[lo:hi], lanes[lo:hi],
+            kernels.headroom(
+                *(take_rows(a, r) for a in (book.wallet, book.qty, book.entry, book.margin)),
+                take_rows(book.isolated, r), mark, t.caps, t.rates, t.cums, self.rate_cummax,
+                t.rates.min(axis=1), _WIDEN, bool(t.rates.max() < 1.0),
+                _NO_VALUES if held is None else held, keys[lo : lo + BLOCK_ROWS],
+                lanes[lo : lo + BLOCK_ROWS],
             )  # fmt: skip
 
     def reach(self, mark) -> np.ndarray:

@@ -13,7 +13,7 @@ import pytest
 from model import ContagionModel, kernels
 from model.accounts import AccountBook, TierTable
 from model.config import build_config
-from model.orders import _cap_factor, split_order
+from model.orders import _cap_batch, collect_orders, split_order
 from model.screen import MarginScreen, headroom
 from tests.helpers import small_config
 
@@ -116,10 +116,11 @@ def test_screen_headroom_equals_numpy_to_rounding(seed, tiers):
         book.isolated[rows], mark, t, screen.rate_cummax, held,
     )  # fmt: skip
     h1, lane1 = np.empty(rows.size), np.empty(rows.size, dtype=np.int8)
-    kernels.headroom_rows(
-        rows, book.wallet, book.qty, book.entry, book.margin, book.isolated, mark, t.caps,
-        t.rates, t.cums, screen.rate_cummax, t.rates.min(axis=1), np.exp(np.log(2.0)),
-        bool(t.rates.max() < 1.0), np.zeros(0) if held is None else held, h1, lane1,
+    kernels.headroom(
+        book.wallet[rows], book.qty[rows], book.entry[rows], book.margin[rows],
+        book.isolated[rows], mark, t.caps, t.rates, t.cums, screen.rate_cummax,
+        t.rates.min(axis=1), np.exp(np.log(2.0)), bool(t.rates.max() < 1.0),
+        np.zeros(0) if held is None else held, h1, lane1,
     )  # fmt: skip
     assert np.array_equal(lane0, lane1)
     finite = np.isfinite(h0)
@@ -129,33 +130,31 @@ def test_screen_headroom_equals_numpy_to_rounding(seed, tiers):
     assert set(lane0.tolist()) == {0, 1, 2}
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_margin_cap_equals_numpy_to_the_bit(seed):
-    rng = np.random.default_rng(30 + seed)
-    k = 2000
-    q = rng.choice([-1.0, 0.0, 1.0], (k, 2)) * rng.lognormal(0, 1, (k, 2))
-    dq = rng.normal(0, 1, (k, 2)) * np.where(rng.random((k, 2)) < 0.3, 3.0, 0.5)
-    reduced0, opened0 = split_order(q, dq)
-    reduced1, opened1 = np.empty(q.shape), np.empty(q.shape)
-    kernels.split_orders(q, dq, reduced1, opened1)
+@pytest.mark.parametrize("seed", range(3))
+def test_margin_cap_equals_numpy_to_the_bit(seed, monkeypatch):
+    """The batch's initial-margin cap (split, two sizings, the final orders) on the orders of
+    noise traders large enough that many are scaled down and some cut to nothing."""
+    data = small_config(seed=seed, steps=12)
+    data["traders"] = {
+        **data["traders"], "count": 3000, "strategies": {"hold": 0.2, "noise": 0.8},
+        "rules": {"noise": {"size": 3.0}},
+    }  # fmt: skip
+    m = ContagionModel(build_config(data), create_agents=False).run(2)
+    (group,) = collect_orders(m.steps + 1, m.strategies, m.strategy_rows, m.reentry)
+    rows, dq, lev = group.rows, group.dq, group.leverage
+    q_before, held_iso = m.book.read(rows, "qty", "isolated")
+    iso = held_iso | m.isolated_accounts[rows][:, None]
+    out = []
+    for compiled in (False, True):
+        monkeypatch.setattr(kernels, "_enabled", compiled)
+        out.append(_cap_batch(m.book, m.market, rows, dq, lev, iso, q_before, held_iso))
+    assert same_bytes(out[0], out[1])
+    capped = (out[0] != dq) & (dq != 0)
+    assert capped.any() and (out[0] == dq).any() and ((out[0] == 0) & (dq != 0)).any()
+    reduced0, opened0 = split_order(q_before, dq)
+    reduced1, opened1 = np.empty(dq.shape), np.empty(dq.shape)
+    kernels.split_orders(q_before, dq, reduced1, opened1)
     assert same_bytes(reduced0, reduced1) and same_bytes(opened0, opened1)
-    equity = rng.normal(5e4, 5e4, k)
-    cross_qty = np.where(rng.random((k, 2)) < 0.8, q, 0.0)
-    cross = rng.random((k, 2)) < 0.8
-    lev = np.broadcast_to(rng.choice([3.0, 20.0, 80.0], (k, 1)), (k, 2))
-    max_lev = np.array([50.0, 20.0])
-    price, sizing = np.array([60000.0, 3000.0]), np.array([60300.0, 2990.0])
-    shift = cross_qty * (sizing - price)
-    moved = equity + ((shift[:, 0] + 0.0) + shift[:, 1])  # as row_sum adds a row
-    factor = _cap_factor(
-        moved, np.abs(reduced0), np.abs(opened0), sizing, cross, max_lev,
-        np.minimum(lev, max_lev),
-    )  # fmt: skip
-    expected = np.where(factor[:, None] > 0, factor[:, None] * opened0, 0.0)
-    out = np.empty(q.shape)
-    kernels.cap_pass(reduced0, opened0, equity, cross_qty, cross, lev, max_lev, price, sizing, out)
-    assert same_bytes(out, expected)
-    assert (factor < 1).any() and (factor == 1).any() and (factor == 0).any()
 
 
 def run_tables(data, population=None):
