@@ -6,7 +6,8 @@ steps, a shock at step 100, the Saltelli design over eight knobs), with fewer ba
 * Breakdown: the CPU time of each part of a sweep's run (experiments.sweep.run_one's parts, in
   this process, each the least of repeated runs): the config, the construction, the stepping,
   the summary and the cascade sizes, and the durable record the driver writes. Overhead is
-  everything but the stepping. The summary's own parts are timed on the finished models.
+  everything but the stepping. The summary's own parts are timed on the finished models, and
+  so is the floor: one numpy read pass over a run's book for each of its steps.
 * Executors: the same runs with the serial executor (one process) and with two worker
   processes, wall time and the CPU time of the driver and of the workers, and the start-up
   of a two-process pool (spawn, imports).
@@ -109,6 +110,12 @@ def run_breakdown(spec, runs: int, repeats: int = 3) -> dict[str, float]:
             total += min(times)
         out[name] = total / len(models)
     out["record"] = record_cost(spec, runs)
+    # the floor: one numpy read pass over the run's book a step (not part of the overhead)
+    from benchmarks.bench import book_pass
+
+    out["  floor: a book pass a step"] = sum(book_pass(m.book) * m.steps for m in models) / len(
+        models
+    )
     return out
 
 
