@@ -381,7 +381,9 @@ _MEMORY_CHILD = textwrap.dedent(
     import model, agents.strategies  # imports before the baseline
     from model import kernels
     if kernels.enabled():  # numba's import, and its compiled code loaded by a small run
+        kernels.MIN_ROWS, least = 0, kernels.MIN_ROWS
         _model(calm_config(1000, 2, 5, noise=max(noise, 0.1)), create_agents=False).run()
+        kernels.MIN_ROWS = least
     gc.collect()
     base = proc.memory_info().rss
     t0, c0 = time.perf_counter(), time.process_time()

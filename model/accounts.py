@@ -708,16 +708,17 @@ class AccountBook:
             return rows
         return _sorted_unique(rows, self.n_traders)
 
-    def _compiled(self) -> bool:
-        """Whether the compiled kernels (:mod:`model.kernels`) do the arithmetic of the rows
-        read: numba is installed and there are 1 to 7 assets (beyond, numpy sums a row in
-        another order than the kernels)."""
-        return 0 < self.n_assets < 8 and kernels.enabled()
+    def _compiled(self, rows: int) -> bool:
+        """Whether the compiled kernels (:mod:`model.kernels`) do the arithmetic of ``rows``
+        rows read: a batch large enough, numba installed, and 1 to 7 assets (beyond, numpy
+        sums a row in another order than the kernels)."""
+        return 0 < self.n_assets < 8 and kernels.use(rows)
 
     def liquidatable(self, mark, rows) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`cross_liquidatable` and :meth:`isolated_liquidatable` of ``rows`` together:
         ``(cross (k,), iso (k, A))``."""
-        if not self._compiled():
+        count = len(range(*rows.indices(self.n_traders))) if isinstance(rows, slice) else None
+        if not self._compiled(np.size(rows) if count is None else count):
             return self.cross_liquidatable(mark, rows), self.isolated_liquidatable(mark, rows)
         w, q, e, m, flags = self.read(rows, "wallet", "qty", "entry", "margin", "isolated")
         cross = np.empty(q.shape[0], dtype=bool)
@@ -738,7 +739,7 @@ class AccountBook:
             ``(realized, closed)`` per position, as :func:`apply_fills` does.
         """
         q0, e0, iso = self.read(rows, "qty", "entry", "isolated")
-        if self._compiled():  # the same arithmetic, one loop over the rows (model.kernels)
+        if self._compiled(np.shape(dq)[0]):  # the same arithmetic, one loop (model.kernels)
             dq = np.asarray(dq, dtype=float)
             q, e, realized, closed = (np.empty(dq.shape) for _ in range(4))
             cash = np.empty(dq.shape[0])

@@ -23,10 +23,13 @@ vectorises and the kernel takes from the C library: the two may differ in the la
 a headroom is a bound with a rounding allowance (1e-12) far above that, so the candidates it
 hands out, and every output, are the same.
 
-They are used when numba is installed (the optional extra ``fast``) and the environment
-variable ``CONTAGION_NUMBA`` is not ``0``: :func:`enabled` imports numba and compiles the
-kernels on first use (cached on disk, in ``model/__pycache__``), and the engine calls the numpy
-functions otherwise. Without numba the functions below are plain Python and never called.
+They are used for batches of at least :data:`MIN_ROWS` rows when numba is installed (the
+optional extra ``fast``) and the environment variable ``CONTAGION_NUMBA`` is not ``0``:
+:func:`enabled` imports numba and compiles the kernels on first use (cached on disk, in
+``model/__pycache__``), and the engine calls the numpy functions otherwise. Small batches stay
+with numpy: there the calls, not the passes, cost, and a process that never meets a large
+batch (a sweep's worker, a small run) never pays numba's import and the kernels' load (about
+a second). Without numba the functions below are plain Python and never called.
 """
 
 from __future__ import annotations
@@ -37,15 +40,26 @@ import os
 import numpy as np
 
 __all__ = [
+    "MIN_ROWS",
     "apply_fills",
     "cap_pass",
     "enabled",
     "headroom",
     "liquidatable",
     "split_orders",
+    "use",
 ]
 
+# Least rows of a batch the kernels take (fewer: the numpy functions)
+MIN_ROWS = 4096
+
 _enabled: bool | None = None
+
+
+def use(rows: int) -> bool:
+    """Whether a batch of ``rows`` rows goes to the kernels (at least :data:`MIN_ROWS`, and
+    :func:`enabled`)."""
+    return rows >= MIN_ROWS and enabled()
 
 
 def enabled() -> bool:

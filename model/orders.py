@@ -240,7 +240,7 @@ def _cap_batch(
     price = market.price
     lev = np.broadcast_to(lev, np.shape(dq))
     equity = book.cross_equity(price, rows)
-    if 0 < book.n_assets < 8 and kernels.enabled():  # the same, one loop over the rows a pass
+    if 0 < book.n_assets < 8 and kernels.use(dq.shape[0]):  # the same, one loop a pass
         reduced, opened = np.empty(dq.shape), np.empty(dq.shape)
         kernels.split_orders(q_before, np.asarray(dq, dtype=float), reduced, opened)
         dq = np.empty(dq.shape)

@@ -32,6 +32,12 @@ TIERS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def every_batch(monkeypatch):
+    """Kernels for batches of any size (the small books and runs of these tests)."""
+    monkeypatch.setattr(kernels, "MIN_ROWS", 0)
+
+
 def random_book(rng, n=3000, tiers="tiered", isolated=0.3, collateral=None) -> AccountBook:
     """Two assets; long, short and flat positions; some isolated with their own margins;
     some wallets negative, some positions nearly closed."""
