@@ -907,13 +907,20 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="markdown file to write")
     args = parser.parse_args(argv)
     names = args.only or list(SECTIONS)
-    parts = [f"# Benchmark results\n\n{machine()}\n"]
+    stamp = time.strftime("%Y-%m-%d", time.gmtime())
+    parts = [
+        "# Benchmark results\n",
+        f"<!-- numbers: measured {stamp}, the machine of the line below, CPU times of "
+        "processes sharing it with other work -->\n",
+        f"{machine()}\n",
+    ]
     for name in names:
         print(f"== {name}", flush=True)
         section = SECTIONS[name](args.quick)
         text = markdown_table(section)
         print(text, flush=True)
         parts.append(text)
+    parts.append("<!-- /numbers -->\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(parts))
     print(f"wrote {args.out}")
