@@ -9,6 +9,8 @@ whole array. The kernels here do the same arithmetic in one loop over the gather
 
 * :func:`apply_fills`: :func:`model.accounts.apply_fills`, and the realised PnL that
   :meth:`model.accounts.AccountBook.fill` adds to the wallets;
+* :func:`column_sums`: ``x.sum(axis=0)`` of a batch's (k, A) orders or fills
+  (:func:`model.accounts.column_sum`), which numpy computes one row at a time;
 * :func:`split_orders` and :func:`cap_pass`: :func:`model.orders.split_order` and one sizing
   of the initial-margin cap of voluntary orders (:func:`model.orders._cap_batch`);
 * :func:`liquidatable`: :meth:`model.accounts.AccountBook.cross_liquidatable` and
@@ -43,6 +45,7 @@ __all__ = [
     "MIN_ROWS",
     "apply_fills",
     "cap_pass",
+    "column_sums",
     "enabled",
     "headroom",
     "liquidatable",
@@ -153,6 +156,18 @@ def apply_fills(qty, entry, isolated, dq, price, new_qty, new_entry, realized, c
             cross_r = 0.0 if isolated[j, a] else r
             to_wallet = cross_r + 0.0 if a == 0 else to_wallet + cross_r
         cash[j] = to_wallet
+
+
+def column_sums(x, out):
+    """``x.sum(axis=0)`` of a (k, A) array into ``out`` (A,): numpy adds each column from the
+    first row down, one row at a time, when the rows are short (a reduction over the outer
+    axis), and so does this loop."""
+    k, n_assets = x.shape
+    for a in range(n_assets):
+        out[a] = 0.0
+    for j in range(k):
+        for a in range(n_assets):
+            out[a] += x[j, a]
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,6 +354,7 @@ _COMPILED = (
     "_maintenance",
     "_unit_headroom",
     "apply_fills",
+    "column_sums",
     "split_orders",
     "cap_pass",
     "liquidatable",

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.accounts import AccountBook, row_any, row_sum, take_rows
+from model.accounts import AccountBook, column_sum, row_any, row_sum, take_rows
 from model.adl import Deleveraging, auto_deleverage
 from model.collateral import Sale, auto_exchange
 from model.config import MarginConfig
@@ -315,8 +315,8 @@ class LiquidationEngine:
         bad_debt = float(bad_pos.sum())
         cover = _Cover()
         if bad_debt > 0:
-            bankrupt_qty = np.where(bad_pos > 0, c.closed, 0.0).sum(axis=0)
-            cover = self._cover(bad_pos.sum(axis=0), c.price, bankrupt_qty)
+            bankrupt_qty = column_sum(np.where(bad_pos > 0, c.closed, 0.0))
+            cover = self._cover(column_sum(bad_pos), c.price, bankrupt_qty)
             if cover.adl is not None:
                 self._record_adl(step, rnd, cover.adl)
         self._record_fills(step, rnd, rows, c, closed_notional, fee_pos, bad_pos)
@@ -412,7 +412,7 @@ class LiquidationEngine:
         With resting orders or market makers (``self.liquidity``), the detected accounts'
         resting orders and quotes are cancelled and the makers requote before the walk.
         """
-        flow = closed.sum(axis=0)
+        flow = column_sum(closed)
         if self.liquidity is not None:
             self.liquidity.before_walk(rows)
         self._walked_depth = self.market.depth_now

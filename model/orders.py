@@ -29,7 +29,7 @@ import numpy as np
 from agents.market import Market
 from agents.strategies import Strategy
 from model import kernels
-from model.accounts import AccountBook, row_any, row_sum
+from model.accounts import AccountBook, column_sum, row_any, row_sum
 from model.reentry import Reentry
 
 __all__ = [
@@ -246,7 +246,7 @@ def _cap_batch(
         dq = np.empty(dq.shape)
         for sizing_price, last in ((price, False), (None, True)):
             if sizing_price is None:
-                sizing_price = market.quote(-dq.sum(axis=0))
+                sizing_price = market.quote(-column_sum(dq))
             kernels.cap_pass(
                 q_before, held_iso, iso, reduced, opened, equity, lev, book.max_leverage,
                 price, np.asarray(sizing_price, dtype=float), last, opened, dq,
@@ -281,7 +281,7 @@ def _execute_batch(book: AccountBook, market: Market, rows, dq, lev, iso, q_befo
     if isolate.any():  # (isolating nothing would only drop the book's shared reads)
         book.set_isolated(rows, isolate)
     (margin_before,) = book.read(rows, "margin")
-    net_buy = dq.sum(axis=0)
+    net_buy = column_sum(dq)
     fill_price = market.execute(-net_buy, forced=False)
     realized, _ = book.fill(rows, dq, fill_price)
     settle_isolated_margin(book, rows, q_before, margin_before, realized, fill_price, lev)

@@ -388,20 +388,21 @@ class MarginScreen:
         return keys, lanes
 
     def _compiled_headroom(self, mark, rows, keys, lanes) -> None:
-        """:meth:`headroom` by :func:`model.kernels.headroom`, on the rows gathered in blocks
-        of ``BLOCK_ROWS`` (with ``np.take``: faster than reading them in the loop)."""
+        """:meth:`headroom` by :func:`model.kernels.headroom`: of the whole book in blocks of
+        ``BLOCK_ROWS``, or of ``rows`` as the book reads them (:meth:`AccountBook.read`: rows
+        just written by a large fill are read from what it wrote)."""
         book, t = self.book, self.book.tiers
         mark = np.asarray(mark, dtype=float)
         n = book.n_traders if rows is None else len(rows)
-        for lo in range(0, n, BLOCK_ROWS):
-            r = slice(lo, lo + BLOCK_ROWS) if rows is None else rows[lo : lo + BLOCK_ROWS]
+        step = BLOCK_ROWS if rows is None else max(n, 1)
+        for lo in range(0, n, step):
+            r = slice(lo, lo + step) if rows is None else rows
             held = book.collateral_margin_value(mark, r)
             kernels.headroom(
-                *(take_rows(a, r) for a in (book.wallet, book.qty, book.entry, book.margin)),
-                take_rows(book.isolated, r), mark, t.caps, t.rates, t.cums, self.rate_cummax,
-                t.rates.min(axis=1), _WIDEN, bool(t.rates.max() < 1.0),
-                _NO_VALUES if held is None else held, keys[lo : lo + BLOCK_ROWS],
-                lanes[lo : lo + BLOCK_ROWS],
+                *book.read(r, "wallet", "qty", "entry", "margin", "isolated"), mark, t.caps,
+                t.rates, t.cums, self.rate_cummax, t.rates.min(axis=1), _WIDEN,
+                bool(t.rates.max() < 1.0), _NO_VALUES if held is None else held,
+                keys[lo : lo + step], lanes[lo : lo + step],
             )  # fmt: skip
 
     def reach(self, mark) -> np.ndarray:
@@ -493,7 +494,7 @@ class MarginScreen:
             at = np.minimum(np.searchsorted(handed, rows), handed.size - 1)
             self.checked -= int(np.count_nonzero(handed[at] == rows))
         slot = self.changed_slot[rows]
-        held = _row_any(take_rows(self.book.qty, rows) != 0)
+        held = _row_any(self.book.read(rows, "qty")[0] != 0)
         if not held.all():  # accounts closed out have no headroom to compute
             self.changed_slot[rows[~held & (slot < 0)]] = CLOSED
             keep = held | (slot >= 0)

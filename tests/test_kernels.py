@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from model import ContagionModel, kernels
-from model.accounts import AccountBook, TierTable
+from model.accounts import AccountBook, TierTable, column_sum
 from model.config import build_config
 from model.orders import _cap_batch, collect_orders, split_order
 from model.screen import MarginScreen, headroom
@@ -193,3 +193,15 @@ def test_runs_with_and_without_the_kernels_write_the_same_tables(overrides, monk
     summary0.pop("elapsed_seconds", None), summary1.pop("elapsed_seconds", None)
     assert summary0 == summary1
     assert summary0["liquidations"] > 0
+
+
+def test_column_sums_equal_numpy_to_the_bit():
+    """numpy sums the columns of a (k, A) C array row by row (not pairwise): so does the loop."""
+    rng = np.random.default_rng(40)
+    for a in range(2, 8):
+        for k in (1, 2, 7, 9, 100, 1000, 54321):
+            x = rng.normal(size=(k, a)) * 10.0 ** rng.integers(-8, 8, (k, a))
+            assert same_bytes(column_sum(x), x.sum(axis=0)), (a, k)
+            pairwise = np.array([x[:, j].sum() for j in range(a)])
+            if k > 1000:  # (the columns' own sums add in another order: not these bits)
+                assert not same_bytes(pairwise, x.sum(axis=0))
