@@ -413,6 +413,21 @@ class AccountBook:
             out.append(values)
         return out
 
+    def narrow(self, rows, keep) -> None:
+        """``rows[keep]`` will be read next: when ``rows`` were the rows read last, their
+        gathers narrowed by the mask ``keep`` (contiguous, so cheaply) serve the subset
+        (:meth:`read`), instead of new gathers from the whole book."""
+        known = self._gathered_rows
+        if known is None or known.shape != np.shape(rows) or not np.array_equal(known, rows):
+            return
+        at = np.flatnonzero(keep)
+        if at.size >= GATHER_SHARED:
+            subset = rows.take(at)
+            gathered = {name: values.take(at, axis=0) for name, values in self._gathered.items()}
+            for values in gathered.values():
+                values.flags.writeable = False
+            self._gathered_rows, self._gathered = subset, gathered
+
     def has_position(self, rows=None) -> np.ndarray:
         """(k,) whether each account holds an open position."""
         (q,) = self.read(rows, "qty")
