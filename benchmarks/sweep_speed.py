@@ -8,13 +8,13 @@ steps, a shock at step 100, the Saltelli design over eight knobs), with fewer ba
   the summary and the cascade sizes, and the durable record the driver writes. Overhead is
   everything but the stepping. The summary's own parts are timed on the finished models, and
   so is the floor: one numpy read pass over a run's book for each of its steps.
-* Executors: the same runs with the serial executor (one process) and with two worker
-  processes, wall time and the CPU time of the driver and of the workers, and the start-up
+* Executors: the same runs with the serial executor (in this process), with one worker process
+  and with two: wall time and the CPU time of the driver and of the workers, and the start-up
   of a two-process pool (spawn, imports).
-* Projection to an idle machine with two cores, from the CPU times: serial wall = the serial
-  CPU per run; two workers = the pool's start-up plus, per run, the workers' CPU (their own
-  start-up taken out) and the driver's, shared by two cores. On a loaded machine the wall
-  times say more about the load.
+* Projection to an idle machine with two cores, from the CPU times: a worker's start-up, then
+  per run the workers' CPU (their own start-up taken out) and the driver's, on one core with
+  one worker and shared by two cores with two. On a loaded machine the wall times say more
+  about the load than about the sweep.
 
 A report, not a test: the numbers depend on the machine and its load.
 
@@ -156,20 +156,24 @@ def pool_startup(spec) -> tuple[float, float]:
     return time.perf_counter() - t0, _children_cpu() - c0
 
 
-def sweep_timings(spec, folder: Path, workers=(1, 2)) -> list[dict]:
-    """Wall and CPU seconds per run of the whole sweep with each number of workers (1: the
-    serial executor, in this process)."""
-    from experiments.sweep import make_executor, run_sweep
+def sweep_timings(spec, folder: Path) -> list[dict]:
+    """Wall and CPU seconds per run of the whole sweep: in this process (the serial executor),
+    with one worker process and with two."""
+    from experiments.sweep import ProcessExecutor, SerialExecutor, run_sweep
 
     rows = []
-    for w in workers:
+    for name, executor in (
+        ("serial", SerialExecutor()),
+        ("1 worker", ProcessExecutor(1)),
+        ("2 workers", ProcessExecutor(2)),
+    ):
         c0, d0, t0 = _children_cpu(), _self_cpu(), time.perf_counter()
-        table = run_sweep(spec, folder / f"out{w}", make_executor(w), progress=False)
+        table = run_sweep(spec, folder / name.replace(" ", "-"), executor, progress=False)
         wall = time.perf_counter() - t0
         n = len(table)
         rows.append(
             {
-                "workers": w,
+                "name": name,
                 "runs": n,
                 "ok": int((table["status"] == "ok").sum()),
                 "wall": wall / n,
@@ -180,11 +184,13 @@ def sweep_timings(spec, folder: Path, workers=(1, 2)) -> list[dict]:
     return rows
 
 
-def project(serial_cpu: float, worker_cpu: float, driver_cpu: float, startup: float, n: int):
-    """Projected wall seconds of ``n`` runs on an idle two-core machine: one process, and two
-    workers (start-up, then the workers' and the driver's CPU per run shared by two cores)."""
-    one = n * serial_cpu
-    two = startup + n * (worker_cpu + driver_cpu) / 2.0
+def project(worker_cpu: dict, driver_cpu: dict, startup: float, n: int) -> tuple[float, float]:
+    """Projected wall seconds of ``n`` runs on an idle two-core machine with one worker process
+    and with two: a worker's start-up (``startup`` CPU seconds, the workers starting in
+    parallel), then per run the workers' and the driver's CPU (``worker_cpu`` and
+    ``driver_cpu`` by number of workers), shared by two cores when there are two workers."""
+    one = startup + n * (worker_cpu[1] + driver_cpu[1])
+    two = startup + n * (worker_cpu[2] + driver_cpu[2]) / 2.0
     return one, two
 
 
@@ -214,21 +220,32 @@ def main(argv=None) -> int:
         rows = sweep_timings(spec, tmp)
         for r in rows:
             print(
-                f"{r['workers']} worker(s): {r['runs']} runs, {r['wall'] * 1e3:.0f} ms wall per "
-                f"run; CPU per run: driver {r['driver'] * 1e3:.1f} ms, workers "
-                f"{r['worker'] * 1e3:.1f} ms"
+                f"{r['name']}: {r['runs']} runs, {r['wall'] * 1e3:.0f} ms wall per run; CPU "
+                f"per run: driver {r['driver'] * 1e3:.1f} ms, workers {r['worker'] * 1e3:.1f} ms"
             )
-        serial, pool = rows[0], rows[-1]
-        # the pool's workers started afresh: their start-up is not a run's
-        worker = max(pool["worker"] - startup_cpu / pool["runs"], 0.0)
-        print(f"workers' CPU per run, start-up taken out: {worker * 1e3:.1f} ms")
-        for n in (serial["runs"], 1000):
-            one, two = project(serial["driver"], worker, pool["driver"], startup_cpu / 2.0, n)
+        serial, one, two = rows
+        # the pools' workers started afresh: their start-up is not a run's
+        per_worker = startup_cpu / 2.0
+        worker = {
+            1: max(one["worker"] - per_worker / one["runs"], 0.0),
+            2: max(two["worker"] - startup_cpu / two["runs"], 0.0),
+        }
+        print(
+            f"workers' CPU per run, start-up taken out: one worker {worker[1] * 1e3:.1f} ms, "
+            f"two workers {worker[2] * 1e3:.1f} ms"
+        )
+        driver = {1: one["driver"], 2: two["driver"]}
+        for n in (two["runs"], 1000):
+            t1, t2 = project(worker, driver, per_worker, n)
             print(
-                f"projected, idle 2 cores, {n} runs: 1 worker {one:.0f} s, 2 workers {two:.0f} s "
-                f"({one / two:.2f}x)"
+                f"projected, idle 2 cores, {n} runs: 1 worker {t1:.0f} s, 2 workers {t2:.0f} s "
+                f"({t1 / t2:.2f}x)"
             )
-        print(f"measured speed-up here: {serial['wall'] / pool['wall']:.2f}x")
+        print(
+            f"measured here (wall, start-up included): 2 workers against 1 worker "
+            f"{one['wall'] / two['wall']:.2f}x, against the serial executor "
+            f"{serial['wall'] / two['wall']:.2f}x"
+        )
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
