@@ -316,7 +316,11 @@ def _liquidity_step_ms(data, steps) -> dict:
             t0 = time.process_time()
             m.step()
             spent[variant] += time.process_time() - t0
-    return {variant: t * 1e3 / steps for variant, t in spent.items()}
+    # the floor: a read pass over the rows of the traders who trade every step (none: 0)
+    static = models["static"]
+    trading = [r for name, r in static.strategy_rows.items() if name != "hold"]
+    floor = book_pass(static.book, np.concatenate(trading)) if trading else 0.0
+    return {variant: t * 1e3 / steps for variant, t in spent.items()}, floor * 1e3
 
 
 def bench_liquidity(quick: bool) -> dict:
@@ -328,9 +332,9 @@ def bench_liquidity(quick: bool) -> dict:
         data = calm_config(n, 2, 1000)
         data["traders"]["strategies"] = strategies
         steps = 40 if quick else (400 if label == "calm, hold only" else 50)
-        times = _liquidity_step_ms(data, steps)
+        times, floor = _liquidity_step_ms(data, steps)
         for variant, ms in times.items():
-            row = {"case": label, "variant": variant, "fills": 0, "ms": ms}
+            row = {"case": label, "variant": variant, "fills": 0, "ms": ms, "floor": floor}
             rows.append({**row, "ratio": ms / times["static"]})
             print(_fmt_row(rows[-1]), flush=True)
     for shock in (-0.03, -0.10, -0.25):
@@ -346,7 +350,8 @@ def bench_liquidity(quick: bool) -> dict:
             ms = (time.process_time() - t0) * 1e3
             base = ms if base is None else base
             row = {"case": f"cascade, BTC {shock:+.0%}", "variant": variant}
-            row.update(fills=m.last.liquidations, ms=ms, ratio=ms / base)
+            floor = book_pass(m.book) + book_pass(m.book, np.unique(fill_rows(m)))
+            row.update(fills=m.last.liquidations, ms=ms, ratio=ms / base, floor=floor * 1e3)
             rows.append(row)
             print(_fmt_row(row), flush=True)
     return {
@@ -357,6 +362,7 @@ def bench_liquidity(quick: bool) -> dict:
             ("fills", "fills", "{:,}"),
             ("ms", "CPU ms/step", "{:.2f}"),
             ("ratio", "against static", "{:.2f}x"),
+            ("floor", "floor ms", "{:.2f}"),
         ],
         "rows": rows,
         "notes": [
@@ -365,7 +371,9 @@ def bench_liquidity(quick: bool) -> dict:
             "three variants' models stepping in turn. Cascade: one BTC shock at step "
             "3 on traders at about 12x (20% value, 10% noise), volatility 0; the time of the "
             "shock step. The books differ, so the cascades differ too (fills column). "
-            "'makers + resting orders': value traders' ladders trade inside the rounds.",
+            "'makers + resting orders': value traders' ladders trade inside the rounds. "
+            "Floor: one read pass (numpy, same process) over the rows of the traders who "
+            "trade every step (calm), or over the book and the rows liquidated (cascade).",
             f"Load average at the end: {load()}.",
         ],
     }
@@ -710,6 +718,9 @@ def bench_sweep(quick: bool) -> dict:
         )
         spec = load_sweep(tmp / "sweep.toml")
         runs = len(values) * 2
+        # the floor: a read pass over a run's book, once a step
+        book = _model(calm_config(n, 2, steps), create_agents=False).book
+        floor = book_pass(book) * steps
         for workers in (1, 2):
             t0 = time.perf_counter()
             table = run_sweep(spec, tmp / f"out{workers}", make_executor(workers), progress=False)
@@ -722,6 +733,7 @@ def bench_sweep(quick: bool) -> dict:
                     "ok": ok,
                     "seconds": dt,
                     "per_min": ok / dt * 60,
+                    "floor": floor * runs,
                 }
             )
             print(_fmt_row(rows[-1]), flush=True)
@@ -733,12 +745,15 @@ def bench_sweep(quick: bool) -> dict:
             ("ok", "ok", "{}"),
             ("seconds", "wall s", "{:.1f}"),
             ("per_min", "runs per minute", "{:.1f}"),
+            ("floor", "floor CPU s", "{:.2f}"),
         ],
         "rows": rows,
         "notes": [
             "experiments/sweep.py with its local process pool; a grid of traders.leverage "
             "x 2 replicates over the calm benchmark config. The two cores are shared with "
-            "whatever else runs on the machine.",
+            "whatever else runs on the machine. Floor: one read pass (numpy) over a run's book "
+            "a step, for every run (python -m benchmarks.sweep_speed breaks a study-sized "
+            "run's time down and compares one worker process with two).",
             f"Load average at the end: {load()}.",
         ],
     }
