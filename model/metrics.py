@@ -462,32 +462,57 @@ def _trader_values(col) -> np.ndarray:
     return col.to_numpy(dtype=object, na_value=None)
 
 
+# Largest table (entries) of a dense lookup: below it, events and trader ids are looked up by
+# position instead of by binary search (a sweep's run has tens of thousands of edge ends)
+_DENSE = 1 << 21
+
+
 class _EventIndex:
-    """Row of each (step, round, trader) event, found by binary search on one integer key."""
+    """Row of each (step, round, trader) event, found from one integer key: by position in a
+    dense table when the keys are few enough, else by binary search."""
 
     def __init__(self, ev: _Events):
         # ``ev`` is not empty; (step, round) pairs and traders get dense codes
         step, rnd, _ = ev.generations()
         self.pairs = np.column_stack([step, rnd])
         self.traders = ev.traders
+        self.lookup = None  # trader id -> code, for small non-negative integer ids
+        t = self.traders
+        if t.dtype.kind == "i" and t[0] >= 0 and t[-1] < _DENSE:
+            self.lookup = np.full(int(t[-1]) + 1, -1, dtype=np.int64)
+            self.lookup[t] = np.arange(t.size)
         key = self._key(ev.step, ev.round, ev.trader)
         self.order = np.argsort(key, kind="stable")
         self.sorted = key[self.order]
+        self.table = None  # key -> event row
+        size = len(self.pairs) * max(len(self.traders), 1)
+        if size <= _DENSE:
+            self.table = np.full(size, -1, dtype=np.int64)
+            self.table[key] = np.arange(key.size)  # (every event has its own key)
 
     def _code(self, table, values):
         pos = np.minimum(np.searchsorted(table, values), max(len(table) - 1, 0))
         return pos, table[pos] == values if len(table) else np.zeros(len(values), bool)
 
+    def _trader_code(self, trader):
+        if self.lookup is None or trader.dtype.kind != "i":
+            return self._code(self.traders, trader)
+        inside = (trader >= 0) & (trader < self.lookup.size)
+        code = self.lookup[np.where(inside, trader, 0)]
+        return code, inside & (code >= 0)
+
     def _key(self, step, rnd, trader):
         span = int(self.pairs[:, 1].max()) + 2  # rounds fit below one step's span
         p, p_ok = self._code(self.pairs[:, 0] * span + self.pairs[:, 1], step * span + rnd)
-        t, t_ok = self._code(self.traders, trader)
+        t, t_ok = self._trader_code(trader)
         key = p.astype(np.int64) * max(len(self.traders), 1) + t
         return np.where(p_ok & t_ok, key, -1)
 
     def find(self, step, rnd, trader) -> np.ndarray:
         """Rows of the given events in the table (-1 where absent)."""
         key = self._key(step, rnd, trader)
+        if self.table is not None:
+            return np.where(key >= 0, self.table[np.maximum(key, 0)], -1)
         pos = np.minimum(np.searchsorted(self.sorted, key), max(len(self.sorted) - 1, 0))
         hit = (key >= 0) & (self.sorted[pos] == key)
         return np.where(hit, self.order[pos], -1)

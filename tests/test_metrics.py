@@ -257,6 +257,29 @@ def test_summary_from_arrays_equals_the_measures_of_the_tables(string_ids):
         assert summary["amplification"][symbol] == amp[symbol]
 
 
+def test_events_found_by_table_and_by_binary_search_alike(monkeypatch):
+    """The edges' events are looked up in a dense table when it is small enough, else by
+    binary search: both give the same DebtRank to the bit (integer and string ids)."""
+    import model.metrics as metrics
+
+    cfg = build_config(small_config(steps=15))
+    m = ContagionModel(cfg, create_agents=False).run()
+    liq, edges = m.tables()["liquidations"], m.recorder.edges_table()
+    named_liq, named_edges = liq.copy(), edges.copy()
+    named_liq["trader_id"] = pd.array([f"t{i}" for i in liq["trader_id"]], dtype="string")
+    named_edges["target"] = pd.array([f"t{i}" for i in edges["target"]], dtype="string")
+    named_edges["source"] = pd.array(
+        [None if pd.isna(i) else f"t{i}" for i in edges["source"]], dtype="string"
+    )
+    for e, lq in ((edges, liq), (named_edges, named_liq)):
+        dense = systemic_importance(e, lq)
+        monkeypatch.setattr(metrics, "_DENSE", 0)
+        searched = systemic_importance(e, lq)
+        monkeypatch.undo()
+        pd.testing.assert_frame_equal(dense, searched, check_exact=True)
+        assert dense["downstream_events"].gt(0).any()
+
+
 def _groupby_reference(liq: pd.DataFrame) -> dict:
     """The cascade measures written with pandas' groupby (brute force for the array code)."""
     ev = (
