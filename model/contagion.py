@@ -738,10 +738,9 @@ class ContagionRecorder:
         ``truncated`` says that some round kept only each victim's top contributors (and an
         aggregate edge) because recording all its edges would have passed ``max_edges``.
         """
-        a = self.arrays()
         return {
-            "nodes": int(a.special + np.count_nonzero(self.events)),
-            "edges": int(a.src.size),
+            "nodes": int(len(self.roots) + np.count_nonzero(self.events)),
+            "edges": self._distinct_edges(),
             "edges_recorded": int(self.edge_count),
             "truncated": bool(self.truncated),
             "truncated_rounds": int(self.truncated_rounds),
@@ -749,6 +748,16 @@ class ContagionRecorder:
             "max_edges": int(self.max_edges),
             "top_contributors": int(self.top),
         }
+
+    def _distinct_edges(self) -> int:
+        """How many distinct edges the merged graph has (the size of :meth:`arrays`, without
+        merging their attributes unless that was done already)."""
+        cached = self._cache.get("arrays")
+        if cached is not None and cached[0] == self._version:
+            return int(cached[1].src.size)
+        e = self.edges()
+        key = np.sort(e["src"] * max(len(self.ids), 1) + e["dst"])  # src < 0: a special node
+        return int(np.count_nonzero(key[1:] != key[:-1])) + int(key.size > 0)
 
     def _graph_attrs(self, arrays: GraphArrays) -> dict:
         return {
