@@ -16,7 +16,9 @@ A source is named ``kind:argument``, optionally with dotted-key overrides in bra
 * ``demo``: ``contagion demo``: ``text`` (what it prints), ``cross`` and ``iso`` (the
   comparison's numbers, :class:`experiments.demo.CascadeStats`), ``rounds`` and ``iso_rounds``
   (the narrator's round stories of the shock step, by round: ``rounds[1].accounts``),
-  ``market`` and ``iso_market`` (price, fundamental by ``[step, symbol]``), ``cfg``.
+  ``market`` and ``iso_market`` (price, fundamental by ``[step, symbol]``), ``cfg``,
+  ``steps`` (steps.parquet by step), ``bought(who, j)`` (the share of the shock step's net
+  forced sales of asset ``j`` that ``"makers"`` or ``"resting"`` orders bought).
 
 * ``helpers:NAME``: the text a builder of tests/helpers.py makes;
 * ``dashboard[SLIDER=VALUE,...]``: the dashboard's model with those slider values, stepped
@@ -33,6 +35,18 @@ A source is named ``kind:argument``, optionally with dotted-key overrides in bra
 * ``exploration``: the configurations of docs/validation.md's "Where the stylized facts come
   from" (:data:`CONFIGURATIONS`) at the seeds 42-46: ``stat``, ``median``, ``passing``,
   ``facts`` (each run's statistics), ``text`` (the section's tables);
+* ``venue:NAME``: a venue preset of model/venues.py: ``preset``, ``haircut(*symbols)``;
+* ``collateral[F,...]``: ``oct-2025-collateral`` with its collateral books' depths scaled by
+  each factor ``F``: ``text`` (the rows of docs/market-realism.md's table), ``run(F)`` (that
+  run's ``run:`` namespace); ``market``, ``headline``, ``recovered(symbol, level)`` of the
+  shipped run;
+* ``liquidity``: the demo's market on the static book and on the market makers' book, the two
+  runs of docs/figures/liquidity_static_vs_makers.png: ``static`` and ``makers``, each with
+  ``accounts``, ``rounds``, ``market``, ``steps``, ``low(sym)``, ``walked(round, sym)``,
+  ``bought(who, sym)`` of the shock step;
+* ``impact``: the impact-law measurement of tests/test_impact_law.py (its builders in
+  tests/helpers.py): ``S``, ``slope``, ``spread``, ``decay_slope``, ``gap``, ``decay(tau)``,
+  ``static_S``, ``static_decay(tau)``, ``bands``, ``G(tau)`` (see :func:`_impact`);
 * ``sp500``: the reference series of the stylized-facts check: ``stats``, ``windows(days)``,
   ``fit(dist)`` (GARCH(1,1) parameters; needs ``arch``).
 """
@@ -152,9 +166,12 @@ def _run(arg: str) -> dict:
 
 @functools.cache
 def _file_sizes(model) -> dict[str, int]:
-    """Bytes of every file of the run folder ``ContagionModel.write_results`` writes."""
+    """Bytes of every file of the run folder ``contagion run`` writes (the tables, the graph,
+    and the cascade drawn by :func:`experiments.run.write_run_folder`)."""
+    from experiments.run import write_run_folder
+
     with tempfile.TemporaryDirectory() as tmp:
-        out = model.write_results(Path(tmp) / "run")
+        out = write_run_folder(model, Path(tmp) / "run")
         return {str(p.relative_to(out)): p.stat().st_size for p in out.rglob("*") if p.is_file()}
 
 
@@ -202,7 +219,17 @@ def _demo(arg: str) -> dict:
         "iso_summary": demo.iso.model.summary(),
         "liquidations": demo.cross.tables["liquidations"],
         "population": demo.cross.model.population,
+        "steps": demo.cross.tables["steps"].set_index("step"),
+        "bought": functools.partial(_bought, demo.cross.stories, step),
     }
+
+
+def _bought(stories, step: int, who: str, j: int) -> float:
+    """The share of step ``step``'s net forced sales of asset ``j`` (summed over its rounds)
+    that ``who`` (``"makers"`` or ``"resting"``, as :class:`RoundStory` records them) bought."""
+    rounds = [s for s in stories if s.step == step and getattr(s, who) is not None]
+    sold = sum(float(s.sold[j] - s.bought[j]) for s in rounds)
+    return sum(float(getattr(s, who)[j]) for s in rounds) / sold if sold > 0 else float("nan")
 
 
 def _prices(market):
@@ -627,12 +654,185 @@ def _helpers(arg: str) -> dict:
     return {"text": getattr(helpers, arg)()}
 
 
+# --------------------------------------------------------------------------------------------
+# docs/market-realism.md: venue presets, the collateral scenario's depths, the liquidity chapter
+# --------------------------------------------------------------------------------------------
+
+
+def _venue(arg: str) -> dict:
+    """A venue preset of model/venues.py (``venue:binance``): ``preset``, and
+    ``haircut(*symbols)``, the haircut the preset gives those collateral symbols (NaN when they
+    differ, so that one number quoted for several symbols fails unless it holds for each)."""
+    from model.venues import PRESETS
+
+    preset = PRESETS[arg]
+
+    def haircut(*symbols: str) -> float:
+        values = {preset.haircuts[s.upper()].value for s in symbols}
+        return values.pop() if len(values) == 1 else float("nan")
+
+    return {"preset": preset, "haircut": haircut}
+
+
+def _collateral(arg: str) -> dict:
+    """``oct-2025-collateral``, and the same with the depths of its collateral books scaled
+    together by each factor of ``arg`` (``collateral[0.3,1,10]``; 1 is the shipped run):
+    ``text`` (one row of docs/market-realism.md's table per factor), ``run(factor)`` (that
+    run's namespace, a ``run:`` source shared with markers that name the same run), ``market``
+    (the shipped run's prices by ``[step, symbol]``), ``headline`` (the step of its shocks) and
+    ``recovered(symbol, level)`` (steps from the headline to the first close at ``level`` or
+    above)."""
+    from tests.docnumbers import namespace
+
+    factors = [float(x) for x in arg.strip("[]").split(",") if x]
+    cfg = _config("oct-2025-collateral")["cfg"]
+    held = [a for a in cfg.assets if a.kind == "collateral"]
+
+    def run(factor: float) -> dict:
+        if factor == 1:
+            return namespace("run:oct-2025-collateral")
+        scaled = ",".join(f"assets.{a.symbol}.depth={factor * a.depth:g}" for a in held)
+        return namespace(f"run:oct-2025-collateral[{scaled}]")
+
+    rows = []
+    for factor in factors:
+        ns = run(factor)
+        low = ns["summary"]["collateral_low"]
+        label = "1 (shipped)" if factor == 1 else f"{factor:,g}"
+        cells = [label, f"{100 * ns['share']:.1f}%", f"{low['USDe']:.3f}"]
+        cells += [f"{low['wBETH']:,.0f}", f"{low['BNSOL']:.1f}"]
+        cells.append(f"${ns['summary']['collateral_sold_notional'] / 1e6:.2f}M")
+        rows.append("| " + " | ".join(cells) + " |")
+    shipped = run(1)
+    market = _prices(shipped["tables"]["market"])
+    headline = cfg.shocks[0].step
+
+    def recovered(symbol: str, level: float) -> int:
+        close = market.price.xs(symbol, level="asset")
+        return int(close[(close.index > headline) & (close >= level)].index[0] - headline)
+
+    return {
+        "text": "\n".join(rows) + "\n",
+        "run": lambda factor: wrap(run(factor)),
+        "market": market,
+        "headline": headline,
+        "recovered": recovered,
+    }
+
+
+class _Cascade:
+    """A run's shock step as docs/market-realism.md's liquidity chapter reads it, from the
+    narrator's round stories and the run's tables."""
+
+    def __init__(self, model, narrator):
+        self.model = model
+        self.step = model.config.shocks[0].step
+        self.stories = [s for s in narrator.stories if s.step == self.step]
+        self.rounds = {s.round: s for s in self.stories}
+        tables = model.tables()
+        self.market = _prices(tables["market"])
+        self.steps = tables["steps"].set_index("step")
+
+    @property
+    def accounts(self) -> int:
+        """Accounts liquidated in the shock step."""
+        import numpy as np
+
+        return int(np.unique(np.concatenate([s.rows for s in self.stories])).size)
+
+    def low(self, symbol: str) -> float:
+        """The lowest price after a liquidation round of the shock step."""
+        j = self.model.symbols.index(symbol)
+        return min(float(s.price_after[j]) for s in self.stories)
+
+    def walked(self, round_: int, symbol: str) -> float:
+        """The 1% depth round ``round_`` walked, as a share of the calm depth."""
+        j = self.model.symbols.index(symbol)
+        return float(self.rounds[round_].depth[j] / self.model.config.assets[j].depth)
+
+    def bought(self, who: str, symbol: str) -> float:
+        return _bought(self.stories, self.step, who, self.model.symbols.index(symbol))
+
+
+def _liquidity(arg: str) -> dict:
+    """The two runs of docs/figures/liquidity_static_vs_makers.png
+    (:func:`experiments.depth_drawing.liquidity_comparison`): the demo's market on the static
+    book and on the market makers' book, same accounts and seed: ``static`` and ``makers``
+    (:class:`_Cascade`)."""
+    from experiments import depth_drawing
+
+    return {
+        name: _Cascade(*depth_drawing._run({"liquidity.model": model}))
+        for name, model in (("static", "static"), ("makers", "market_makers"))
+    }
+
+
+def _impact(arg: str) -> dict:
+    """The impact-law measurement of tests/test_impact_law.py, with the same builders
+    (tests/helpers.py): metaorders of every size over every duration on the calm market makers'
+    book, and over 20 and 80 steps on the static book. ``S[T]``: peak impact over
+    ``0.01 sqrt(Q / d)``; ``slope[T]``: of log peak on log ``Q``; ``spread``: the most a size's
+    peak varies with ``T`` (max / min - 1); ``decay_slope[T]`` and ``gap[T]``: the decay's
+    log-slope and its largest gap to ``sqrt(1 + x) - sqrt(x)``; ``decay(tau)``: the impact
+    ``tau`` steps after a 20-step metaorder over its peak; ``static_S``, ``static_decay``: the
+    same on the static book; ``bands``, ``window``, ``x_range``, ``sizes``; ``G(tau)``: the
+    fitted refill kernel at the default ``liquidity.refill_time``; ``same(values, digits)``:
+    the values' common rounding (NaN when they differ)."""
+    import numpy as np
+
+    from agents.book import fit_power_kernel
+    from model.config import describe
+    from tests import helpers
+
+    defaults = {row["key"]: row["default"] for row in describe()}
+    sweep = 0.01 * np.sqrt(helpers.IMPACT_SIZES)
+    makers = {
+        t: helpers.metaorder_impacts(helpers.CALM_MAKERS, t) for t in helpers.IMPACT_DURATIONS
+    }
+    static = {t: helpers.metaorder_impacts(helpers.STATIC_BOOK, t, tail=10) for t in (20, 80)}
+    peaks = np.array([makers[t][0] for t in helpers.IMPACT_DURATIONS])
+    checks = {t: helpers.decay_checks(*makers[t], t) for t in helpers.IMPACT_DURATIONS}
+    w, a = fit_power_kernel(
+        defaults["liquidity.refill_time"],
+        defaults["liquidity.kernel_terms"],
+        defaults["liquidity.kernel_horizon"],
+    )
+
+    def same(values, digits: int) -> float:
+        rounded = {round(float(v), digits) for v in values}
+        return rounded.pop() if len(rounded) == 1 else float("nan")
+
+    def slope(row):
+        return float(np.polyfit(np.log(helpers.IMPACT_SIZES), np.log(row), 1)[0])
+
+    return {
+        "S": {t: float(np.mean(makers[t][0] / sweep)) for t in makers},
+        "slope": {t: slope(makers[t][0]) for t in makers},
+        "spread": float(np.max(peaks.max(axis=0) / peaks.min(axis=0)) - 1),
+        "decay_slope": {t: float(np.mean(checks[t][0])) for t in makers},
+        "gap": {t: float(checks[t][1]) for t in makers},
+        "decay": lambda tau: float(np.mean(makers[20][1][tau] / makers[20][0])),
+        "static_S": {t: float(np.mean(static[t][0] / sweep)) for t in static},
+        "static_decay": lambda tau: float(np.mean(static[20][1][tau] / static[20][0])),
+        "bands": helpers.IMPACT_BANDS,
+        "window": helpers.DECAY_WINDOW,
+        "x_range": helpers.DECAY_RANGE,
+        "sizes": helpers.IMPACT_SIZES.tolist(),
+        "G": lambda tau: float(np.sum(w * a**tau)),
+        "same": same,
+    }
+
+
 SOURCES = {
     "config": Source(_config, slow=False),
     "code": Source(_code, slow=False),
     "helpers": Source(_helpers, slow=False),
+    "venue": Source(_venue, slow=False),
     "run": Source(_run),
     "demo": Source(_demo),
+    "liquidity": Source(_liquidity),
+    "impact": Source(_impact),
+    "collateral": Source(_collateral),
     "dashboard": Source(_dashboard),
     "benchmark": Source(_benchmark),
     "study": Source(_study),
