@@ -775,7 +775,8 @@ def _impact(arg: str) -> dict:
     peak varies with ``T`` (max / min - 1); ``decay_slope[T]`` and ``gap[T]``: the decay's
     log-slope and its largest gap to ``sqrt(1 + x) - sqrt(x)``; ``decay(tau)``: the impact
     ``tau`` steps after a 20-step metaorder over its peak; ``static_S``, ``static_decay``: the
-    same on the static book; ``bands``, ``window``, ``x_range``, ``sizes``; ``G(tau)``: the
+    same on the static book (``S``, ``decay_slope``, ``decay`` and the static ones are means
+    over the sizes, which the law makes equal: the test bounds each size); ``bands``, ``window``, ``x_range``, ``sizes``; ``G(tau)``: the
     fitted refill kernel at the default ``liquidity.refill_time``; ``same(values, digits)``:
     the values' common rounding (NaN when they differ)."""
     import numpy as np
