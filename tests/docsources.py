@@ -166,12 +166,9 @@ def _run(arg: str) -> dict:
 
 @functools.cache
 def _file_sizes(model) -> dict[str, int]:
-    """Bytes of every file of the run folder ``contagion run`` writes (the tables, the graph,
-    and the cascade drawn by :func:`experiments.run.write_run_folder`)."""
-    from experiments.run import write_run_folder
-
+    """Bytes of every file of the run folder ``ContagionModel.write_results`` writes."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = write_run_folder(model, Path(tmp) / "run")
+        out = model.write_results(Path(tmp) / "run")
         return {str(p.relative_to(out)): p.stat().st_size for p in out.rglob("*") if p.is_file()}
 
 
