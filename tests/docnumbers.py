@@ -235,6 +235,7 @@ _NOT_QUANTITIES = [
         r"\b(?:[Cc]aps?|at leverage|degree|lags?|[Ss]eeds?)\s+\d+(?:\s?(?:-|to|and)\s?\d+)?"
     ),
     re.compile(r"\b(?:[Aa]t|from|between|to|and)\s+\d+x(?:-\d+x)?\b|\(\d+x-\d+x\)"),
+    re.compile(r"\b[Cc]hecks?\s+\d+[a-z]?\b"),  # the validation checks' numbers: "check 4b"
     re.compile(r"\d+%(?=\s+to\s+\d+%\s+volatility)"),
     re.compile(r"-?\d+%(?=\s+(?:volatility|shock))|\b(?:shocks? of|under|small shock \()\s*-?\d+%"),
     re.compile(r"\b0\.\.n-1\b|\b4 KiB"),  # generated ids 0..n-1, a memory page
@@ -265,7 +266,8 @@ def _strip(text: str) -> str:
     text = re.sub(r"`(?:[^`\n]|\n(?!\n))+`", blank, text)  # inline code, perhaps wrapped
     text = re.sub(r"\]\([^)]*\)", blank, text)  # link targets
     text = re.sub(r"<https?://[^>]*>|https?://\S+", blank, text)
-    text = re.sub(r"^\s*(?:#+\s*)?\d+\.\s", blank, text, flags=re.M)  # list and section numbers
+    # list and section numbers ("1.", "### 4b.")
+    text = re.sub(r"^\s*(?:#+\s*)?\d+[a-z]?\.\s", blank, text, flags=re.M)
     for pattern in _NOT_QUANTITIES:
         text = pattern.sub(blank, text)
     return text
