@@ -218,7 +218,8 @@ def output_blocks(path: Path) -> list[OutputBlock]:
 _NOT_QUANTITIES = [
     # names with digits
     re.compile(r"GARCH\(1,\s?1\)(-t)?|AR\(1\)|S&P\s500|24/7"),
-    re.compile(r"ACF\(\|?r\|?,\s?\d+\)|Hill index \(top 5%\)|top 5%"),  # statistics' names
+    # statistics' names (a table row escapes the pipes: ACF(\|r\|, 1))
+    re.compile(r"ACF\((?:\\?\|)?r(?:\\?\|)?,\s?\d+\)|Hill index \(top 5%\)|top 5%"),
     re.compile(r"\b(?:Python|Mesa|numpy|Linux)\s[\d.]+(?:\.\d+)*"),
     re.compile(r"\b\d{1,2}\s(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\b"),
     re.compile(r"(?<![\d,.])(?:19|20)\d\d(?![\d,.]\d|%)"),  # years
