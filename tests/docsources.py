@@ -29,7 +29,8 @@ A source is named ``kind:argument``, optionally with dotted-key overrides in bra
   crossings, paired differences, Sobol indices), ``runs``, ``cascades``;
 * ``validate:NAME``: the full variant of the validation check ``run_NAME`` of
   ``experiments/validation/NAME.py``: the result's ``measured``, ``table``, ``data``,
-  ``passed``;
+  ``passed``, ``notes``; ``runs``, the check's table of runs (``data["runs"]``) indexed by its
+  first two columns (``runs.loc[("F", 43), "sd"]``, ``runs.loc[(20.0, 1), "skew"]``);
 * ``exploration``: the configurations of docs/validation.md's "Where the stylized facts come
   from" (:data:`CONFIGURATIONS`) at the seeds 42-46: ``stat``, ``median``, ``passing``,
   ``facts`` (each run's statistics), ``text`` (the section's tables);
@@ -420,6 +421,8 @@ def _validate(arg: str) -> dict:
     pickle: a later session reads it instead of running the check again)."""
     import pickle
 
+    import pandas as pd
+
     from experiments.validation import single_threaded_blas
 
     cache = os.environ.get("CONTAGION_DOCS_CACHE")
@@ -432,7 +435,10 @@ def _validate(arg: str) -> dict:
             result = getattr(module, f"run_{arg}")(quick=False)
         if path is not None:
             path.write_bytes(pickle.dumps(result))
-    return {**result, "r": result}
+    runs = result["data"].get("runs")
+    if isinstance(runs, pd.DataFrame):  # one row per run, by its first two columns
+        runs = runs.set_index(list(runs.columns[:2]))  # (variant, seed), (leverage cap, seed)
+    return {**result, "r": result, "runs": runs}
 
 
 # --------------------------------------------------------------------------------------------
