@@ -28,7 +28,8 @@ A source is named ``kind:argument``, optionally with dotted-key overrides in bra
   finishes what is missing, as ``--resume`` does): ``s`` (a :class:`Study`: cell means,
   crossings, paired differences, Sobol indices), ``runs``, ``cascades``;
 * ``validate:NAME``: the full variant of the validation check ``run_NAME`` of
-  ``experiments/validation/NAME.py``: the result's ``measured``, ``table``, ``data``,
+  ``experiments/validation/NAME.py`` (with ``CONTAGION_DOCS_CACHE=DIR`` kept in ``DIR`` and
+  reused while the engine, the rules, the checks and the configs are unchanged): the result's ``measured``, ``table``, ``data``,
   ``passed``, ``notes``; ``runs``, the check's table of runs (``data["runs"]``) indexed by its
   first two columns (``runs.loc[("F", 43), "sd"]``, ``runs.loc[(20.0, 1), "skew"]``);
 * ``exploration``: the configurations of docs/validation.md's "Where the stylized facts come
@@ -416,9 +417,24 @@ def _study(arg: str) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+def _code_digest() -> str:
+    """A digest of the code a validation check's result depends on (the engine, the rules,
+    the checks and the shipped configs): a cached result made by other code is not reused."""
+    import hashlib
+
+    h = hashlib.sha256()
+    folders = ("model", "agents", "experiments/validation", "experiments/configs")
+    for path in sorted(p for f in folders for p in (ROOT / f).rglob("*") if p.is_file()):
+        if path.suffix in (".py", ".toml", ".csv"):
+            h.update(str(path.relative_to(ROOT)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _validate(arg: str) -> dict:
     """A validation check's full variant (kept in ``CONTAGION_DOCS_CACHE``, when set, as a
-    pickle: a later session reads it instead of running the check again)."""
+    pickle named by the check and :func:`_code_digest`: a later session with the same code
+    reads it instead of running the check again)."""
     import pickle
 
     import pandas as pd
@@ -426,7 +442,7 @@ def _validate(arg: str) -> dict:
     from experiments.validation import single_threaded_blas
 
     cache = os.environ.get("CONTAGION_DOCS_CACHE")
-    path = Path(cache) / f"validate-{arg}.pickle" if cache else None
+    path = Path(cache) / f"validate-{arg}-{_code_digest()}.pickle" if cache else None
     if path is not None and path.exists():
         result = pickle.loads(path.read_bytes())
     else:
