@@ -204,6 +204,30 @@ def test_same_seed_same_posterior_with_any_number_of_workers_and_after_resume(tm
         assert (one / fig).stat().st_size > 1000
 
 
+@pytest.mark.slow
+def test_a_calibration_on_a_dask_scheduler_equals_the_local_one(tmp_path):
+    """The runs go through the sweep's Dask executor (a local cluster reached by its address,
+    as ``--scheduler tcp://...`` would reach a remote one): same draws, same posterior."""
+    pytest.importorskip("dask.distributed")
+    from dask.distributed import LocalCluster
+
+    path = _file(tmp_path)
+    local, dask = tmp_path / "local", tmp_path / "dask"
+    assert run_calibration(path, out=local, workers=1, progress=False) == 0
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    try:
+        code = run_calibration(path, out=dask, scheduler=cluster.scheduler_address, progress=False)
+    finally:
+        cluster.close()
+    assert code == 0
+    pd.testing.assert_frame_equal(_posterior(local), _posterior(dask))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(local / "predictive.parquet"), pd.read_parquet(dask / "predictive.parquet")
+    )
+
+
 def _truth_targets(base: Path, truth: dict, metrics: list[str], seeds: range) -> dict:
     """Targets made by the model at a hidden truth: metrics averaged over a few seeds."""
     from experiments.sweep import RunTask, run_one
