@@ -635,8 +635,8 @@ SOURCES = {
     "demo": Source(_demo),
     "dashboard": Source(_dashboard),
     "benchmark": Source(_benchmark),
-    "study": Source(_study),
-    "validate": Source(_validate),
-    "exploration": Source(_exploration),
+    "study": Source(_study, heavy=True),
+    "validate": Source(_validate, heavy=True),
+    "exploration": Source(_exploration, heavy=True),
     "sp500": Source(_sp500),
 }
