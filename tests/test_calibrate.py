@@ -16,7 +16,7 @@ from experiments.calibrate import Prior, Target, load_calibration, resample, run
 from experiments.calibration_report import identifiability, weighted_quantile
 from experiments.cli import main
 from model.config import ConfigError
-from tests.helpers import small_config
+from tests.helpers import RECOVERY, recovery_calibration, small_config
 
 pytest.importorskip("pyabc")
 
@@ -228,38 +228,19 @@ def test_a_calibration_on_a_dask_scheduler_equals_the_local_one(tmp_path):
     )
 
 
-def _truth_targets(base: Path, truth: dict, metrics: list[str], seeds: range) -> dict:
-    """Targets made by the model at a hidden truth: metrics averaged over a few seeds."""
-    from experiments.sweep import RunTask, run_one
-    from model.config import read_toml
-
-    data = read_toml(base)
-    rows = [run_one(RunTask(0, 0, s, truth), data, str(base.parent))["metrics"] for s in seeds]
-    return {m: float(np.mean([r[m] for r in rows])) for m in metrics}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["abc-smc", "emulator"])
 def test_parameter_recovery(tmp_path, method):
     """A hidden truth makes the targets; the 90% interval covers it and is much narrower
     than the prior."""
-    base = _base(tmp_path, count=150, steps=20)
-    truth = {"traders.leverage": 8.0}
-    targets = _truth_targets(base, truth, ["fraction_liquidated", "liquidated_share"], range(5))
-    path = _file(
-        tmp_path,
-        method=method,
-        budget=600 if method == "abc-smc" else 120,
-        population=50,
-        predictive=20,
-        targets=targets,
-    )
+    path = recovery_calibration(tmp_path, method)
     out = tmp_path / "out"
     assert run_calibration(path, out=out, workers=1, progress=False) == 0
     spec = load_calibration(path)
     row = identifiability(spec, _posterior(out)).iloc[0]
-    assert row["q05"] <= truth["traders.leverage"] <= row["q95"], row.to_dict()
-    assert row["width_ratio"] < 0.4, row.to_dict()
+    truth = RECOVERY["truth"]["traders.leverage"]
+    assert row["q05"] <= truth <= row["q95"], row.to_dict()
+    assert row["width_ratio"] < RECOVERY["width_below"], row.to_dict()
 
 
 @pytest.mark.slow
