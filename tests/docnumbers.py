@@ -408,10 +408,14 @@ class Source:
         build: argument -> the namespace marker expressions are evaluated in (``text`` in it
             holds the printed output that output blocks are checked against).
         slow: it runs a model (2 s or more): a slow test.
+        heavy: it reruns a whole study or a validation check's full variant (minutes to an
+            hour): a ``heavy`` test, left out of the README's test command and run with
+            ``pytest -m heavy`` (README.md says when).
     """
 
     build: object
     slow: bool = True
+    heavy: bool = False
 
 
 @functools.cache
@@ -436,6 +440,12 @@ def is_slow(name: str) -> bool:
     from tests import docsources
 
     return docsources.SOURCES[_kind(name)[0]].slow
+
+
+def is_heavy(name: str) -> bool:
+    from tests import docsources
+
+    return docsources.SOURCES[_kind(name)[0]].heavy
 
 
 def check(marked: list[Marked]) -> list[str]:
