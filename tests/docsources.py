@@ -30,8 +30,10 @@ A source is named ``kind:argument``, optionally with dotted-key overrides in bra
   finishes what is missing, as ``--resume`` does): ``s`` (a :class:`Study`: cell means,
   crossings, paired differences, Sobol indices), ``runs``, ``cascades``;
 * ``validate:NAME``: the full variant of the validation check ``run_NAME`` of
-  ``experiments/validation/NAME.py``: the result's ``measured``, ``table``, ``data``,
-  ``passed``;
+  ``experiments/validation/NAME.py`` (with ``CONTAGION_DOCS_CACHE=DIR`` kept in ``DIR`` and
+  reused while the engine, the rules, the checks and the configs are unchanged): the result's ``measured``, ``table``, ``data``,
+  ``passed``, ``notes``; ``runs``, the check's table of runs (``data["runs"]``) indexed by its
+  first two columns (``runs.loc[("F", 43), "sd"]``, ``runs.loc[(20.0, 1), "skew"]``);
 * ``exploration``: the configurations of docs/validation.md's "Where the stylized facts come
   from" (:data:`CONFIGURATIONS`) at the seeds 42-46: ``stat``, ``median``, ``passing``,
   ``facts`` (each run's statistics), ``text`` (the section's tables);
@@ -49,6 +51,13 @@ A source is named ``kind:argument``, optionally with dotted-key overrides in bra
   ``static_S``, ``static_decay(tau)``, ``bands``, ``G(tau)`` (see :func:`_impact`);
 * ``sp500``: the reference series of the stylized-facts check: ``stats``, ``windows(days)``,
   ``fit(dist)`` (GARCH(1,1) parameters; needs ``arch``).
+* ``calibration:NAME``, ``calibrations``, ``stress:NAME/stress-S``, ``calfile:NAME``,
+  ``coverage``, ``budgets``: the shipped calibrations of ``experiments/calibrations/`` (the
+  published posteriors, predictive runs, stress tables and coverage study, read and summarised
+  with the report's own functions), the calibration files, and the methods' minimum budgets
+  (each builder says what its namespace holds);
+* ``recovery:METHOD[budget=N]``: the parameter-recovery check of tests/test_calibrate.py run
+  afresh (about a minute).
 """
 
 from __future__ import annotations
@@ -439,15 +448,32 @@ def _study(arg: str) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+def _code_digest() -> str:
+    """A digest of the code a validation check's result depends on (the engine, the rules,
+    the checks and the shipped configs): a cached result made by other code is not reused."""
+    import hashlib
+
+    h = hashlib.sha256()
+    folders = ("model", "agents", "experiments/validation", "experiments/configs")
+    for path in sorted(p for f in folders for p in (ROOT / f).rglob("*") if p.is_file()):
+        if path.suffix in (".py", ".toml", ".csv"):
+            h.update(str(path.relative_to(ROOT)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _validate(arg: str) -> dict:
     """A validation check's full variant (kept in ``CONTAGION_DOCS_CACHE``, when set, as a
-    pickle: a later session reads it instead of running the check again)."""
+    pickle named by the check and :func:`_code_digest`: a later session with the same code
+    reads it instead of running the check again)."""
     import pickle
+
+    import pandas as pd
 
     from experiments.validation import single_threaded_blas
 
     cache = os.environ.get("CONTAGION_DOCS_CACHE")
-    path = Path(cache) / f"validate-{arg}.pickle" if cache else None
+    path = Path(cache) / f"validate-{arg}-{_code_digest()}.pickle" if cache else None
     if path is not None and path.exists():
         result = pickle.loads(path.read_bytes())
     else:
@@ -456,7 +482,10 @@ def _validate(arg: str) -> dict:
             result = getattr(module, f"run_{arg}")(quick=False)
         if path is not None:
             path.write_bytes(pickle.dumps(result))
-    return {**result, "r": result}
+    runs = result["data"].get("runs")
+    if isinstance(runs, pd.DataFrame):  # one row per run, by its first two columns
+        runs = runs.set_index(list(runs.columns[:2]))  # (variant, seed), (leverage cap, seed)
+    return {**result, "r": result, "runs": runs}
 
 
 # --------------------------------------------------------------------------------------------
@@ -652,6 +681,233 @@ def _helpers(arg: str) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# Shipped calibrations (docs/calibration.md): the published artefacts, read and summarised
+# afresh with the report's own functions
+# --------------------------------------------------------------------------------------------
+
+_CALIBRATIONS = ROOT / "experiments" / "calibrations"
+
+
+def _shipped_spec(meta: dict):
+    """The priors and targets of a shipped calibration.json, as the report's functions take
+    them (no base run needed: the folder is read, not rerun)."""
+    from types import SimpleNamespace
+
+    from experiments.calibrate import Prior, Target
+
+    priors = [
+        Prior(key, float(lo), float(hi), scale == "log")
+        for key, (lo, hi, scale) in meta["parameters"].items()
+    ]
+    targets = [
+        Target(m, *(map(float, v) if isinstance(v, list) else (float(v), float(v))))
+        for m, v in meta["targets"].items()
+    ]
+    return SimpleNamespace(priors=priors, targets=targets, keys=[p.key for p in priors])
+
+
+def _calibration(arg: str) -> dict:
+    """A shipped calibration folder ``experiments/calibrations/NAME/``: ``cal``
+    (calibration.json: priors, targets, the base as run), ``info`` (method.json: runs,
+    generations, population, ess, CPU seconds), ``posterior``, ``predictive``, ``parameters``
+    and ``targets`` (how many); per parameter ``median(key)``, ``q05(key)``, ``q95(key)``,
+    ``width(key)`` (the report's width_ratio), ``r(a, b)`` (posterior correlation); per target
+    ``predicted(metric)`` (posterior-predictive median), ``predicted_range(metric)`` (its 90%
+    interval) and ``band(metric)`` (the observed value or band)."""
+    import pandas as pd
+
+    from experiments.calibration_report import (
+        correlations,
+        identifiability,
+        predictive_summary,
+    )
+
+    folder = _CALIBRATIONS / arg
+    meta = json.loads((folder / "calibration.json").read_text())
+    info = json.loads((folder / "method.json").read_text())
+    spec = _shipped_spec(meta)
+    posterior = pd.read_parquet(folder / "posterior.parquet")
+    predictive = pd.read_parquet(folder / "predictive.parquet")
+    ident = identifiability(spec, posterior).set_index("parameter")
+    corr = correlations(spec, posterior)
+    pred = predictive_summary(spec, predictive).set_index("target")
+    bands = {t.metric: (t.low, t.high) for t in spec.targets}
+    return {
+        "cal": meta,
+        "info": info,
+        "posterior": posterior,
+        "predictive": predictive,
+        "parameters": len(spec.priors),
+        "targets": len(spec.targets),
+        "median": lambda key: float(ident.loc[key, "median"]),
+        "q05": lambda key: float(ident.loc[key, "q05"]),
+        "q95": lambda key: float(ident.loc[key, "q95"]),
+        "width": lambda key: float(ident.loc[key, "width_ratio"]),
+        "r": lambda a, b: float(corr.loc[a, b]),
+        "predicted": lambda metric: float(pred.loc[metric, "median"]),
+        "predicted_range": lambda m: (float(pred.loc[m, "q05"]), float(pred.loc[m, "q95"])),
+        "band": lambda metric: bands[metric],
+    }
+
+
+def _calibrations(arg: str) -> dict:
+    """Every shipped event calibration at once (``calibration:NAME`` for each folder with a
+    posterior and a scenario base): ``each`` (name -> that namespace), ``info(key)`` and
+    ``base(dotted.key)`` (the list over the events), ``same(values)`` (their common value,
+    NaN when they differ)."""
+    names = sorted(
+        p.name
+        for p in _CALIBRATIONS.iterdir()
+        if (p / "posterior.parquet").is_file() and "scenario" in _shipped_base(p)
+    )
+    each = {name: _calibration(name) for name in names}
+
+    def base(key: str) -> list:
+        out = []
+        for ns in each.values():
+            value = ns["cal"]["base"]
+            for part in key.split("."):
+                value = value[int(part)] if isinstance(value, list) else value[part]
+            out.append(value)
+        return out
+
+    def same(values) -> float:
+        values = list(values)
+        return float(values[0]) if all(v == values[0] for v in values) else float("nan")
+
+    return {
+        "each": each,
+        "names": names,
+        "info": lambda key: [ns["info"][key] for ns in each.values()],
+        "base": base,
+        "same": same,
+    }
+
+
+def _shipped_base(folder: Path) -> dict:
+    return json.loads((folder / "calibration.json").read_text())["base"]
+
+
+def _stress(arg: str) -> dict:
+    """A shipped stress folder (``stress:oct-2025/stress-btc-20``): ``table``
+    (stress.parquet), ``runs``, and per metric ``q05(m)``, ``median(m)``, ``q95(m)``,
+    ``positive(m)`` (the share of runs above zero), from the report's own summary."""
+    import pandas as pd
+
+    from experiments.calibration_report import stress_summary
+
+    table = pd.read_parquet(_CALIBRATIONS / arg / "stress.parquet")
+    summary = stress_summary(table).set_index("metric")
+    return {
+        "table": table,
+        "runs": len(table),
+        "q05": lambda m: float(summary.loc[m, "q05"]),
+        "median": lambda m: float(summary.loc[m, "median"]),
+        "q95": lambda m: float(summary.loc[m, "q95"]),
+        "positive": lambda m: float(summary.loc[m, "P(> 0)"]),
+    }
+
+
+def _calfile(arg: str) -> dict:
+    """A calibration or stress file as written (``experiments/calibrations/NAME.toml``):
+    ``raw``."""
+    with (_CALIBRATIONS / f"{arg}.toml").open("rb") as fh:
+        return {"raw": tomllib.load(fh)}
+
+
+def _coverage(arg: str) -> dict:
+    """The coverage study's shipped results (``experiments/calibrations/coverage/``, written
+    by ``experiments.calibration_study.coverage_study``): ``summary`` (the json), ``table``
+    (one row per truth and parameter), ``covered(key)`` and ``count(key)`` (truths covered,
+    truths), ``misses(key)`` (the truths missed, sorted), ``miss_u`` (where the misses lie on
+    their prior's unit scale), ``ess`` (the truths' effective sample sizes). The table's
+    truths are checked against the study's own draws first."""
+    import numpy as np
+    import pandas as pd
+
+    from experiments.calibration_study import PARAMETERS, draw_truths
+
+    method = arg or "abc-smc"
+    folder = _CALIBRATIONS / "coverage"
+    summary = json.loads((folder / f"coverage-{method}.json").read_text())
+    table = pd.read_parquet(folder / f"coverage-{method}.parquet")
+    drawn = draw_truths(summary["truths"], summary["seed"])
+    for row in table.itertuples():
+        if row.truth != drawn[row.truth_index][0][row.parameter]:
+            raise ValueError(f"truth {row.truth_index} is not the study's draw")
+
+    def unit(key: str, x: float) -> float:
+        lo, hi, _ = PARAMETERS[key]
+        return float(np.log(x / lo) / np.log(hi / lo))
+
+    missed = table[~table["covered"]]
+    return {
+        "summary": summary,
+        "table": table,
+        "covered": lambda key: int(table.loc[table["parameter"] == key, "covered"].sum()),
+        "count": lambda key: int((table["parameter"] == key).sum()),
+        "misses": lambda key: sorted(missed.loc[missed["parameter"] == key, "truth"]),
+        "miss_u": [unit(r.parameter, r.truth) for r in missed.itertuples()],
+        "ess": table.groupby("truth_index")["ess"].first().to_list(),
+    }
+
+
+def _budgets(arg: str) -> dict:
+    """``minimum_budget(method, parameters=1, population=20)``: the fewest runs
+    ``experiments.calibrate.minimum_budget`` lets a method start with."""
+    from types import SimpleNamespace
+
+    from experiments.calibrate import minimum_budget
+
+    def least(method: str, parameters: int = 1, population: int = 20) -> int:
+        spec = SimpleNamespace(method=method, priors=[None] * parameters, population=population)
+        return minimum_budget(spec)
+
+    return {"minimum_budget": least}
+
+
+def _recovery(arg: str) -> dict:
+    """The parameter-recovery check (tests/helpers.py ``RECOVERY``) run afresh with its
+    method (``recovery:abc-smc``), optionally on another budget (``recovery:abc-smc[budget=300]``):
+    ``setup`` (RECOVERY), ``q05``, ``q95``, ``width`` (the interval over the prior's), ``info``
+    (method.json: generations, runs)."""
+    import pandas as pd
+
+    from experiments.calibrate import load_calibration, run_calibration
+    from experiments.calibration_report import identifiability
+    from tests.helpers import RECOVERY, recovery_calibration
+
+    method, options = _split(arg)
+    budget = int(options["budget"]) if "budget" in options else None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = recovery_calibration(Path(tmp), method, budget)
+        out = Path(tmp) / "out"
+        if run_calibration(path, out=out, workers=1, progress=False) != 0:
+            raise RuntimeError(f"the recovery calibration {arg} did not finish")
+        row = identifiability(load_calibration(path), pd.read_parquet(out / "posterior.parquet"))
+        info = json.loads((out / "method.json").read_text())
+    row = row.iloc[0]
+    return {
+        "setup": RECOVERY,
+        "q05": float(row["q05"]),
+        "q95": float(row["q95"]),
+        "width": float(row["width_ratio"]),
+        "info": info,
+    }
+
+
+_CALIBRATION_SOURCES = {
+    "calibration": Source(_calibration, slow=False),
+    "calibrations": Source(_calibrations, slow=False),
+    "stress": Source(_stress, slow=False),
+    "calfile": Source(_calfile, slow=False),
+    "coverage": Source(_coverage, slow=False),
+    "budgets": Source(_budgets, slow=False),
+    "recovery": Source(_recovery),
+}
+
+
+# --------------------------------------------------------------------------------------------
 # docs/market-realism.md: venue presets, the collateral scenario's depths, the liquidity chapter
 # --------------------------------------------------------------------------------------------
 
@@ -833,8 +1089,9 @@ SOURCES = {
     "collateral": Source(_collateral),
     "dashboard": Source(_dashboard),
     "benchmark": Source(_benchmark),
-    "study": Source(_study),
-    "validate": Source(_validate),
-    "exploration": Source(_exploration),
+    "study": Source(_study, heavy=True),
+    "validate": Source(_validate, heavy=True),
+    "exploration": Source(_exploration, heavy=True),
     "sp500": Source(_sp500),
+    **_CALIBRATION_SOURCES,
 }
