@@ -35,6 +35,7 @@ __all__ = [
     "load_stress",
     "predictive_summary",
     "run_stress",
+    "stress_summary",
     "weighted_quantile",
     "write_report",
 ]
@@ -329,6 +330,23 @@ def load_stress(path: str | Path, spec: CalibrationSpec) -> StressTable:
     return st
 
 
+def stress_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per stress metric of a stress table (stress.parquet): 5%, 50% and 95% quantiles over
+    the runs and the share of runs above zero (above rounding: a millionth of quote), the
+    table of stress.md. Quantiles, not means: a run whose price hit its floor can have
+    absurd amounts."""
+    rows = []
+    for m in STRESS_METRICS:
+        if m not in table:
+            continue
+        x = table[m].to_numpy(dtype=float)
+        q05, q50, q95 = weighted_quantile(x, [0.05, 0.5, 0.95])
+        rows.append(
+            {"metric": m, "q05": q05, "median": q50, "q95": q95, "P(> 0)": float(np.mean(x > 1e-6))}
+        )
+    return pd.DataFrame(rows)
+
+
 def run_stress(
     spec: CalibrationSpec, stress: StressTable, store: RunStore, posterior: pd.DataFrame, out: Path
 ) -> Path:
@@ -340,22 +358,7 @@ def run_stress(
     folder = out / f"stress-{stress.name}"
     folder.mkdir(exist_ok=True)
     storage.write_parquet(folder / "stress.parquet", table)
-    rows = []
-    for m in STRESS_METRICS:
-        if m not in table:
-            continue
-        x = table[m].to_numpy(dtype=float)
-        q05, q50, q95 = weighted_quantile(x, [0.05, 0.5, 0.95])
-        rows.append(
-            {
-                "metric": m,
-                "q05": q05,
-                "median": q50,
-                "q95": q95,
-                "P(> 0)": float(np.mean(x > 1e-6)),  # above rounding (a millionth of quote)
-            }
-        )
-    summary = pd.DataFrame(rows)
+    summary = stress_summary(table)
     shown = ", ".join(f"{k} = {v!r}" for k, v in stress.set.items())
     warned = int((table.get("n_warnings", pd.Series(0, index=table.index)) > 0).sum())
     lines = [

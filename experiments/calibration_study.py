@@ -21,7 +21,7 @@ import tomli_w
 
 from model import storage
 
-__all__ = ["STUDY_BASE", "coverage_study"]
+__all__ = ["POPULATION", "STUDY_BASE", "coverage_study", "draw_truths"]
 
 # A cheap base for studies of the method: one asset, 150 traders, 20 one-hour steps, a -10%
 # BTC jump at step 5 (about 0.1 s a run).
@@ -44,6 +44,22 @@ STUDY_BASE = {
 }
 PARAMETERS = {"traders.leverage": [2.0, 50.0, "log"], "assets.BTC.depth": [5.0e4, 2.0e6, "log"]}
 TARGETS = ("fraction_liquidated", "liquidated_share", "max_drawdown_BTC")
+POPULATION = 50  # ABC-SMC particles per generation of every truth's calibration
+
+
+def draw_truths(truths: int, seed: int) -> list[tuple[dict[str, float], int]]:
+    """The study's truths, drawn from the (log-uniform) prior, each with the seed of the one run
+    that makes its observed targets; the same ``seed`` draws the same truths, so a finished
+    study's table can be checked against them."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 9]))
+    out = []
+    for _ in range(truths):
+        u = rng.random(len(PARAMETERS))
+        truth = {}
+        for j, (key, (lo, hi, _)) in enumerate(PARAMETERS.items()):
+            truth[key] = float(np.exp(np.log(lo) + u[j] * (np.log(hi) - np.log(lo))))
+        out.append((truth, int(rng.integers(2**62))))
+    return out
 
 
 def coverage_study(
@@ -57,9 +73,10 @@ def coverage_study(
     only: list[int] | None = None,
 ) -> pd.DataFrame:
     """Run ``truths`` calibrations on targets made at truths drawn from the prior; write
-    coverage.parquet (one row per truth and parameter) and coverage.json (the rates) into
-    ``out``; resumable (each calibration is a resumable folder of its own). ``only``: run
-    just these truths (for several processes sharing the study); no summary is written."""
+    coverage.parquet (one row per truth and parameter, with the posterior's effective sample
+    size) and coverage.json (the rates) into ``out``; resumable (each calibration is a
+    resumable folder of its own). ``only``: run just these truths (for several processes
+    sharing the study); no summary is written."""
     from experiments.calibrate import load_calibration, run_calibration
     from experiments.calibration_report import identifiability
     from experiments.sweep import RunTask, run_one
@@ -67,21 +84,15 @@ def coverage_study(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     storage.write_text(out / "base.toml", tomli_w.dumps(STUDY_BASE))
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 9]))
     rows = []
-    for i in range(truths):
-        u = rng.random(len(PARAMETERS))
-        truth = {}
-        for j, (key, (lo, hi, _)) in enumerate(PARAMETERS.items()):
-            truth[key] = float(np.exp(np.log(lo) + u[j] * (np.log(hi) - np.log(lo))))
-        data_seed = int(rng.integers(2**62))
+    for i, (truth, data_seed) in enumerate(draw_truths(truths, seed)):
         rec = run_one(RunTask(i, 0, data_seed, truth), STUDY_BASE, str(out))
         targets = {m: float(rec["metrics"][m]) for m in TARGETS}
         cal = {
             "base": "base.toml",
             "method": method,
             "budget": budget,
-            "population": 50 if method == "abc-smc" else None,
+            "population": POPULATION if method == "abc-smc" else None,
             "seed": seed + i,
             "predictive": 0,
             "parameters": PARAMETERS,
@@ -95,7 +106,9 @@ def coverage_study(
             continue
         run_calibration(path, out=folder, workers=workers, resume=True, progress=False)
         spec = load_calibration(path)
-        ident = identifiability(spec, pd.read_parquet(folder / "posterior.parquet"))
+        posterior = pd.read_parquet(folder / "posterior.parquet")
+        ident = identifiability(spec, posterior)
+        ess = _effective_sample_size(posterior)
         for _, r in ident.iterrows():
             t = truth[r["parameter"]]
             rows.append(
@@ -107,6 +120,7 @@ def coverage_study(
                     "q95": r["q95"],
                     "width_ratio": r["width_ratio"],
                     "covered": bool(r["q05"] <= t <= r["q95"]),
+                    "ess": ess,
                 }
             )
     table = pd.DataFrame(rows)
@@ -117,9 +131,21 @@ def coverage_study(
         "method": method,
         "truths": truths,
         "budget": budget,
+        "population": POPULATION if method == "abc-smc" else None,
+        "seed": seed,
         "coverage": table.groupby("parameter")["covered"].mean().to_dict(),
         "coverage_all": float(table["covered"].mean()),
         "mean_width_ratio": table.groupby("parameter")["width_ratio"].mean().to_dict(),
     }
     storage.write_text(out / f"coverage-{method}.json", json.dumps(summary, indent=1))
     return table
+
+
+def _effective_sample_size(posterior: pd.DataFrame) -> float:
+    """Kish's effective sample size of a weighted posterior, 1 / sum(w^2) for weights that sum
+    to 1 (as the methods report it); the draws' count for an unweighted one."""
+    if "weight" not in posterior:
+        return float(len(posterior))
+    w = posterior["weight"].to_numpy(dtype=float)
+    w = w / w.sum()
+    return float(1.0 / np.sum(w**2))

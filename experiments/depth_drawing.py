@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "coinciding_assets",
     "draw_depth_by_round",
     "draw_depth_by_step",
     "liquidity_comparison",
@@ -28,6 +29,32 @@ __all__ = [
 ]
 
 _COLOURS = ["#d62728", "#1f77b4", "#9467bd", "#2ca02c", "#ff7f0e"]
+
+
+def coinciding_assets(series) -> list[list[int]]:
+    """Groups of the columns of ``series`` (points, A) whose values coincide at every point,
+    each in column order: assets drawn as one line (on the static book every asset's depth is
+    100% of calm, and one asset's line would hide the others')."""
+    series = np.asarray(series, dtype=float)
+    groups: list[list[int]] = []
+    for j in range(series.shape[1]):
+        for g in groups:
+            if np.allclose(series[:, g[0]], series[:, j], rtol=1e-9, atol=1e-9):
+                g.append(j)
+                break
+        else:
+            groups.append([j])
+    return groups
+
+
+def _plot_assets(ax, x, pct, symbols, label, style, **kwargs) -> None:
+    """One line per asset in its colour; assets whose lines coincide share one dark line
+    labelled with all their symbols."""
+    for group in coinciding_assets(pct):
+        j = group[0]
+        colour = _COLOURS[j % len(_COLOURS)] if len(group) == 1 else "0.25"
+        name = f"{', '.join(symbols[k] for k in group)} {label}".strip()
+        ax.plot(x, pct[:, j], style, color=colour, label=name, **kwargs)
 
 
 def round_depths(stories, step: int) -> np.ndarray:
@@ -43,10 +70,7 @@ def draw_depth_by_round(ax, stories, step, calm, symbols, *, label="", style="-"
         ax.text(0.5, 0.5, "no cascade yet", ha="center", va="center", transform=ax.transAxes)
         return
     r = np.arange(1, depth.shape[0] + 1)
-    for j, sym in enumerate(symbols):
-        c = _COLOURS[j % len(_COLOURS)]
-        name = f"{sym} {label}".strip()
-        ax.plot(r, 100 * depth[:, j] / calm[j], style, color=c, marker="o", ms=4, label=name)
+    _plot_assets(ax, r, 100 * depth / np.asarray(calm), symbols, label, style, marker="o", ms=4)
     ax.set_xticks(r)
     ax.set_xlabel(f"liquidation round of step {step}")
     ax.set_ylabel("1% depth walked (% of calm)")
@@ -60,11 +84,7 @@ def draw_depth_by_step(ax, depth_history, calm, symbols, *, label="", style="-")
     if depth.size == 0:
         return
     t = np.arange(1, depth.shape[0] + 1)
-    for j, sym in enumerate(symbols):
-        c = _COLOURS[j % len(_COLOURS)]
-        ax.plot(
-            t, 100 * depth[:, j] / calm[j], style, color=c, lw=1.4, label=f"{sym} {label}".strip()
-        )
+    _plot_assets(ax, t, 100 * depth / np.asarray(calm), symbols, label, style, lw=1.4)
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -118,8 +138,8 @@ def liquidity_comparison(overrides=None):
     ax_d.set_title("the book each round's forced sales walked")
     ax_s.set_title("the book at each step's close: makers refill after the cascade")
     _draw_absorption(ax_w, runs["market makers"][1].stories, step, symbols)
-    for ax in (ax_p, ax_d, ax_s):
-        ax.legend(fontsize=7, ncol=2)
+    for ax in (ax_p, ax_d, ax_s):  # handles long enough to show the static runs' dashes
+        ax.legend(fontsize=7, ncol=2, handlelength=3.5)
     fig.suptitle(
         "The demo's shock on the static book (dashed) and on the market makers' book (solid): "
         "same accounts, same seed"

@@ -218,7 +218,8 @@ def output_blocks(path: Path) -> list[OutputBlock]:
 _NOT_QUANTITIES = [
     # names with digits
     re.compile(r"GARCH\(1,\s?1\)(-t)?|AR\(1\)|S&P\s500|24/7"),
-    re.compile(r"ACF\(\|?r\|?,\s?\d+\)|Hill index \(top 5%\)|top 5%"),  # statistics' names
+    # statistics' names (a table row escapes the pipes: ACF(\|r\|, 1))
+    re.compile(r"ACF\((?:\\?\|)?r(?:\\?\|)?,\s?\d+\)|Hill index \(top 5%\)|top 5%"),
     re.compile(r"\b(?:Python|Mesa|numpy|Linux)\s[\d.]+(?:\.\d+)*"),
     re.compile(r"\b\d{1,2}\s(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\b"),
     re.compile(r"(?<![\d,.])(?:19|20)\d\d(?![\d,.]\d|%)"),  # years
@@ -235,6 +236,7 @@ _NOT_QUANTITIES = [
         r"\b(?:[Cc]aps?|at leverage|degree|lags?|[Ss]eeds?)\s+\d+(?:\s?(?:-|to|and)\s?\d+)?"
     ),
     re.compile(r"\b(?:[Aa]t|from|between|to|and)\s+\d+x(?:-\d+x)?\b|\(\d+x-\d+x\)"),
+    re.compile(r"\b[Cc]hecks?\s+\d+[a-z]?\b"),  # the validation checks' numbers: "check 4b"
     re.compile(r"\d+%(?=\s+to\s+\d+%\s+volatility)"),
     re.compile(r"-?\d+%(?=\s+(?:volatility|shock))|\b(?:shocks? of|under|small shock \()\s*-?\d+%"),
     re.compile(r"\b0\.\.n-1\b|\b4 KiB"),  # generated ids 0..n-1, a memory page
@@ -265,7 +267,8 @@ def _strip(text: str) -> str:
     text = re.sub(r"`(?:[^`\n]|\n(?!\n))+`", blank, text)  # inline code, perhaps wrapped
     text = re.sub(r"\]\([^)]*\)", blank, text)  # link targets
     text = re.sub(r"<https?://[^>]*>|https?://\S+", blank, text)
-    text = re.sub(r"^\s*(?:#+\s*)?\d+\.\s", blank, text, flags=re.M)  # list and section numbers
+    # list and section numbers ("1.", "### 4b.")
+    text = re.sub(r"^\s*(?:#+\s*)?\d+[a-z]?\.\s", blank, text, flags=re.M)
     for pattern in _NOT_QUANTITIES:
         text = pattern.sub(blank, text)
     return text
@@ -405,10 +408,14 @@ class Source:
         build: argument -> the namespace marker expressions are evaluated in (``text`` in it
             holds the printed output that output blocks are checked against).
         slow: it runs a model (2 s or more): a slow test.
+        heavy: it reruns a whole study or a validation check's full variant (minutes to an
+            hour): a ``heavy`` test, left out of the README's test command and run with
+            ``pytest -m heavy`` (README.md says when).
     """
 
     build: object
     slow: bool = True
+    heavy: bool = False
 
 
 @functools.cache
@@ -433,6 +440,12 @@ def is_slow(name: str) -> bool:
     from tests import docsources
 
     return docsources.SOURCES[_kind(name)[0]].slow
+
+
+def is_heavy(name: str) -> bool:
+    from tests import docsources
+
+    return docsources.SOURCES[_kind(name)[0]].heavy
 
 
 def check(marked: list[Marked]) -> list[str]:

@@ -16,7 +16,9 @@ A source is named ``kind:argument``, optionally with dotted-key overrides in bra
 * ``demo``: ``contagion demo``: ``text`` (what it prints), ``cross`` and ``iso`` (the
   comparison's numbers, :class:`experiments.demo.CascadeStats`), ``rounds`` and ``iso_rounds``
   (the narrator's round stories of the shock step, by round: ``rounds[1].accounts``),
-  ``market`` and ``iso_market`` (price, fundamental by ``[step, symbol]``), ``cfg``.
+  ``market`` and ``iso_market`` (price, fundamental by ``[step, symbol]``), ``cfg``,
+  ``steps`` (steps.parquet by step), ``bought(who, j)`` (the share of the shock step's net
+  forced sales of asset ``j`` that ``"makers"`` or ``"resting"`` orders bought).
 
 * ``helpers:NAME``: the text a builder of tests/helpers.py makes;
 * ``dashboard[SLIDER=VALUE,...]``: the dashboard's model with those slider values, stepped
@@ -28,13 +30,34 @@ A source is named ``kind:argument``, optionally with dotted-key overrides in bra
   finishes what is missing, as ``--resume`` does): ``s`` (a :class:`Study`: cell means,
   crossings, paired differences, Sobol indices), ``runs``, ``cascades``;
 * ``validate:NAME``: the full variant of the validation check ``run_NAME`` of
-  ``experiments/validation/NAME.py``: the result's ``measured``, ``table``, ``data``,
-  ``passed``;
+  ``experiments/validation/NAME.py`` (with ``CONTAGION_DOCS_CACHE=DIR`` kept in ``DIR`` and
+  reused while the engine, the rules, the checks and the configs are unchanged): the result's ``measured``, ``table``, ``data``,
+  ``passed``, ``notes``; ``runs``, the check's table of runs (``data["runs"]``) indexed by its
+  first two columns (``runs.loc[("F", 43), "sd"]``, ``runs.loc[(20.0, 1), "skew"]``);
 * ``exploration``: the configurations of docs/validation.md's "Where the stylized facts come
   from" (:data:`CONFIGURATIONS`) at the seeds 42-46: ``stat``, ``median``, ``passing``,
   ``facts`` (each run's statistics), ``text`` (the section's tables);
+* ``venue:NAME``: a venue preset of model/venues.py: ``preset``, ``haircut(*symbols)``;
+* ``collateral[F,...]``: ``oct-2025-collateral`` with its collateral books' depths scaled by
+  each factor ``F``: ``text`` (the rows of docs/market-realism.md's table), ``run(F)`` (that
+  run's ``run:`` namespace); ``market``, ``headline``, ``recovered(symbol, level)`` of the
+  shipped run;
+* ``liquidity``: the demo's market on the static book and on the market makers' book, the two
+  runs of docs/figures/liquidity_static_vs_makers.png: ``static`` and ``makers``, each with
+  ``accounts``, ``rounds``, ``market``, ``steps``, ``low(sym)``, ``walked(round, sym)``,
+  ``bought(who, sym)`` of the shock step;
+* ``impact``: the impact-law measurement of tests/test_impact_law.py (its builders in
+  tests/helpers.py): ``S``, ``slope``, ``spread``, ``decay_slope``, ``gap``, ``decay(tau)``,
+  ``static_S``, ``static_decay(tau)``, ``bands``, ``G(tau)`` (see :func:`_impact`);
 * ``sp500``: the reference series of the stylized-facts check: ``stats``, ``windows(days)``,
   ``fit(dist)`` (GARCH(1,1) parameters; needs ``arch``).
+* ``calibration:NAME``, ``calibrations``, ``stress:NAME/stress-S``, ``calfile:NAME``,
+  ``coverage``, ``budgets``: the shipped calibrations of ``experiments/calibrations/`` (the
+  published posteriors, predictive runs, stress tables and coverage study, read and summarised
+  with the report's own functions), the calibration files, and the methods' minimum budgets
+  (each builder says what its namespace holds);
+* ``recovery:METHOD[budget=N]``: the parameter-recovery check of tests/test_calibrate.py run
+  afresh (about a minute).
 """
 
 from __future__ import annotations
@@ -202,7 +225,17 @@ def _demo(arg: str) -> dict:
         "iso_summary": demo.iso.model.summary(),
         "liquidations": demo.cross.tables["liquidations"],
         "population": demo.cross.model.population,
+        "steps": demo.cross.tables["steps"].set_index("step"),
+        "bought": functools.partial(_bought, demo.cross.stories, step),
     }
+
+
+def _bought(stories, step: int, who: str, j: int) -> float:
+    """The share of step ``step``'s net forced sales of asset ``j`` (summed over its rounds)
+    that ``who`` (``"makers"`` or ``"resting"``, as :class:`RoundStory` records them) bought."""
+    rounds = [s for s in stories if s.step == step and getattr(s, who) is not None]
+    sold = sum(float(s.sold[j] - s.bought[j]) for s in rounds)
+    return sum(float(getattr(s, who)[j]) for s in rounds) / sold if sold > 0 else float("nan")
 
 
 def _prices(market):
@@ -415,15 +448,32 @@ def _study(arg: str) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+def _code_digest() -> str:
+    """A digest of the code a validation check's result depends on (the engine, the rules,
+    the checks and the shipped configs): a cached result made by other code is not reused."""
+    import hashlib
+
+    h = hashlib.sha256()
+    folders = ("model", "agents", "experiments/validation", "experiments/configs")
+    for path in sorted(p for f in folders for p in (ROOT / f).rglob("*") if p.is_file()):
+        if path.suffix in (".py", ".toml", ".csv"):
+            h.update(str(path.relative_to(ROOT)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _validate(arg: str) -> dict:
     """A validation check's full variant (kept in ``CONTAGION_DOCS_CACHE``, when set, as a
-    pickle: a later session reads it instead of running the check again)."""
+    pickle named by the check and :func:`_code_digest`: a later session with the same code
+    reads it instead of running the check again)."""
     import pickle
+
+    import pandas as pd
 
     from experiments.validation import single_threaded_blas
 
     cache = os.environ.get("CONTAGION_DOCS_CACHE")
-    path = Path(cache) / f"validate-{arg}.pickle" if cache else None
+    path = Path(cache) / f"validate-{arg}-{_code_digest()}.pickle" if cache else None
     if path is not None and path.exists():
         result = pickle.loads(path.read_bytes())
     else:
@@ -432,7 +482,10 @@ def _validate(arg: str) -> dict:
             result = getattr(module, f"run_{arg}")(quick=False)
         if path is not None:
             path.write_bytes(pickle.dumps(result))
-    return {**result, "r": result}
+    runs = result["data"].get("runs")
+    if isinstance(runs, pd.DataFrame):  # one row per run, by its first two columns
+        runs = runs.set_index(list(runs.columns[:2]))  # (variant, seed), (leverage cap, seed)
+    return {**result, "r": result, "runs": runs}
 
 
 # --------------------------------------------------------------------------------------------
@@ -627,16 +680,418 @@ def _helpers(arg: str) -> dict:
     return {"text": getattr(helpers, arg)()}
 
 
+# --------------------------------------------------------------------------------------------
+# Shipped calibrations (docs/calibration.md): the published artefacts, read and summarised
+# afresh with the report's own functions
+# --------------------------------------------------------------------------------------------
+
+_CALIBRATIONS = ROOT / "experiments" / "calibrations"
+
+
+def _shipped_spec(meta: dict):
+    """The priors and targets of a shipped calibration.json, as the report's functions take
+    them (no base run needed: the folder is read, not rerun)."""
+    from types import SimpleNamespace
+
+    from experiments.calibrate import Prior, Target
+
+    priors = [
+        Prior(key, float(lo), float(hi), scale == "log")
+        for key, (lo, hi, scale) in meta["parameters"].items()
+    ]
+    targets = [
+        Target(m, *(map(float, v) if isinstance(v, list) else (float(v), float(v))))
+        for m, v in meta["targets"].items()
+    ]
+    return SimpleNamespace(priors=priors, targets=targets, keys=[p.key for p in priors])
+
+
+def _calibration(arg: str) -> dict:
+    """A shipped calibration folder ``experiments/calibrations/NAME/``: ``cal``
+    (calibration.json: priors, targets, the base as run), ``info`` (method.json: runs,
+    generations, population, ess, CPU seconds), ``posterior``, ``predictive``, ``parameters``
+    and ``targets`` (how many); per parameter ``median(key)``, ``q05(key)``, ``q95(key)``,
+    ``width(key)`` (the report's width_ratio), ``r(a, b)`` (posterior correlation); per target
+    ``predicted(metric)`` (posterior-predictive median), ``predicted_range(metric)`` (its 90%
+    interval) and ``band(metric)`` (the observed value or band)."""
+    import pandas as pd
+
+    from experiments.calibration_report import (
+        correlations,
+        identifiability,
+        predictive_summary,
+    )
+
+    folder = _CALIBRATIONS / arg
+    meta = json.loads((folder / "calibration.json").read_text())
+    info = json.loads((folder / "method.json").read_text())
+    spec = _shipped_spec(meta)
+    posterior = pd.read_parquet(folder / "posterior.parquet")
+    predictive = pd.read_parquet(folder / "predictive.parquet")
+    ident = identifiability(spec, posterior).set_index("parameter")
+    corr = correlations(spec, posterior)
+    pred = predictive_summary(spec, predictive).set_index("target")
+    bands = {t.metric: (t.low, t.high) for t in spec.targets}
+    return {
+        "cal": meta,
+        "info": info,
+        "posterior": posterior,
+        "predictive": predictive,
+        "parameters": len(spec.priors),
+        "targets": len(spec.targets),
+        "median": lambda key: float(ident.loc[key, "median"]),
+        "q05": lambda key: float(ident.loc[key, "q05"]),
+        "q95": lambda key: float(ident.loc[key, "q95"]),
+        "width": lambda key: float(ident.loc[key, "width_ratio"]),
+        "r": lambda a, b: float(corr.loc[a, b]),
+        "predicted": lambda metric: float(pred.loc[metric, "median"]),
+        "predicted_range": lambda m: (float(pred.loc[m, "q05"]), float(pred.loc[m, "q95"])),
+        "band": lambda metric: bands[metric],
+    }
+
+
+def _calibrations(arg: str) -> dict:
+    """Every shipped event calibration at once (``calibration:NAME`` for each folder with a
+    posterior and a scenario base): ``each`` (name -> that namespace), ``info(key)`` and
+    ``base(dotted.key)`` (the list over the events), ``same(values)`` (their common value,
+    NaN when they differ)."""
+    names = sorted(
+        p.name
+        for p in _CALIBRATIONS.iterdir()
+        if (p / "posterior.parquet").is_file() and "scenario" in _shipped_base(p)
+    )
+    each = {name: _calibration(name) for name in names}
+
+    def base(key: str) -> list:
+        out = []
+        for ns in each.values():
+            value = ns["cal"]["base"]
+            for part in key.split("."):
+                value = value[int(part)] if isinstance(value, list) else value[part]
+            out.append(value)
+        return out
+
+    def same(values) -> float:
+        values = list(values)
+        return float(values[0]) if all(v == values[0] for v in values) else float("nan")
+
+    return {
+        "each": each,
+        "names": names,
+        "info": lambda key: [ns["info"][key] for ns in each.values()],
+        "base": base,
+        "same": same,
+    }
+
+
+def _shipped_base(folder: Path) -> dict:
+    return json.loads((folder / "calibration.json").read_text())["base"]
+
+
+def _stress(arg: str) -> dict:
+    """A shipped stress folder (``stress:oct-2025/stress-btc-20``): ``table``
+    (stress.parquet), ``runs``, and per metric ``q05(m)``, ``median(m)``, ``q95(m)``,
+    ``positive(m)`` (the share of runs above zero), from the report's own summary."""
+    import pandas as pd
+
+    from experiments.calibration_report import stress_summary
+
+    table = pd.read_parquet(_CALIBRATIONS / arg / "stress.parquet")
+    summary = stress_summary(table).set_index("metric")
+    return {
+        "table": table,
+        "runs": len(table),
+        "q05": lambda m: float(summary.loc[m, "q05"]),
+        "median": lambda m: float(summary.loc[m, "median"]),
+        "q95": lambda m: float(summary.loc[m, "q95"]),
+        "positive": lambda m: float(summary.loc[m, "P(> 0)"]),
+    }
+
+
+def _calfile(arg: str) -> dict:
+    """A calibration or stress file as written (``experiments/calibrations/NAME.toml``):
+    ``raw``."""
+    with (_CALIBRATIONS / f"{arg}.toml").open("rb") as fh:
+        return {"raw": tomllib.load(fh)}
+
+
+def _coverage(arg: str) -> dict:
+    """The coverage study's shipped results (``experiments/calibrations/coverage/``, written
+    by ``experiments.calibration_study.coverage_study``): ``summary`` (the json), ``table``
+    (one row per truth and parameter), ``covered(key)`` and ``count(key)`` (truths covered,
+    truths), ``misses(key)`` (the truths missed, sorted), ``miss_u`` (where the misses lie on
+    their prior's unit scale), ``ess`` (the truths' effective sample sizes). The table's
+    truths are checked against the study's own draws first."""
+    import numpy as np
+    import pandas as pd
+
+    from experiments.calibration_study import PARAMETERS, draw_truths
+
+    method = arg or "abc-smc"
+    folder = _CALIBRATIONS / "coverage"
+    summary = json.loads((folder / f"coverage-{method}.json").read_text())
+    table = pd.read_parquet(folder / f"coverage-{method}.parquet")
+    drawn = draw_truths(summary["truths"], summary["seed"])
+    for row in table.itertuples():
+        if row.truth != drawn[row.truth_index][0][row.parameter]:
+            raise ValueError(f"truth {row.truth_index} is not the study's draw")
+
+    def unit(key: str, x: float) -> float:
+        lo, hi, _ = PARAMETERS[key]
+        return float(np.log(x / lo) / np.log(hi / lo))
+
+    missed = table[~table["covered"]]
+    return {
+        "summary": summary,
+        "table": table,
+        "covered": lambda key: int(table.loc[table["parameter"] == key, "covered"].sum()),
+        "count": lambda key: int((table["parameter"] == key).sum()),
+        "misses": lambda key: sorted(missed.loc[missed["parameter"] == key, "truth"]),
+        "miss_u": [unit(r.parameter, r.truth) for r in missed.itertuples()],
+        "ess": table.groupby("truth_index")["ess"].first().to_list(),
+    }
+
+
+def _budgets(arg: str) -> dict:
+    """``minimum_budget(method, parameters=1, population=20)``: the fewest runs
+    ``experiments.calibrate.minimum_budget`` lets a method start with."""
+    from types import SimpleNamespace
+
+    from experiments.calibrate import minimum_budget
+
+    def least(method: str, parameters: int = 1, population: int = 20) -> int:
+        spec = SimpleNamespace(method=method, priors=[None] * parameters, population=population)
+        return minimum_budget(spec)
+
+    return {"minimum_budget": least}
+
+
+def _recovery(arg: str) -> dict:
+    """The parameter-recovery check (tests/helpers.py ``RECOVERY``) run afresh with its
+    method (``recovery:abc-smc``), optionally on another budget (``recovery:abc-smc[budget=300]``):
+    ``setup`` (RECOVERY), ``q05``, ``q95``, ``width`` (the interval over the prior's), ``info``
+    (method.json: generations, runs)."""
+    import pandas as pd
+
+    from experiments.calibrate import load_calibration, run_calibration
+    from experiments.calibration_report import identifiability
+    from tests.helpers import RECOVERY, recovery_calibration
+
+    method, options = _split(arg)
+    budget = int(options["budget"]) if "budget" in options else None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = recovery_calibration(Path(tmp), method, budget)
+        out = Path(tmp) / "out"
+        if run_calibration(path, out=out, workers=1, progress=False) != 0:
+            raise RuntimeError(f"the recovery calibration {arg} did not finish")
+        row = identifiability(load_calibration(path), pd.read_parquet(out / "posterior.parquet"))
+        info = json.loads((out / "method.json").read_text())
+    row = row.iloc[0]
+    return {
+        "setup": RECOVERY,
+        "q05": float(row["q05"]),
+        "q95": float(row["q95"]),
+        "width": float(row["width_ratio"]),
+        "info": info,
+    }
+
+
+_CALIBRATION_SOURCES = {
+    "calibration": Source(_calibration, slow=False),
+    "calibrations": Source(_calibrations, slow=False),
+    "stress": Source(_stress, slow=False),
+    "calfile": Source(_calfile, slow=False),
+    "coverage": Source(_coverage, slow=False),
+    "budgets": Source(_budgets, slow=False),
+    "recovery": Source(_recovery),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# docs/market-realism.md: venue presets, the collateral scenario's depths, the liquidity chapter
+# --------------------------------------------------------------------------------------------
+
+
+def _venue(arg: str) -> dict:
+    """A venue preset of model/venues.py (``venue:binance``): ``preset``, and
+    ``haircut(*symbols)``, the haircut the preset gives those collateral symbols (NaN when they
+    differ, so that one number quoted for several symbols fails unless it holds for each)."""
+    from model.venues import PRESETS
+
+    preset = PRESETS[arg]
+
+    def haircut(*symbols: str) -> float:
+        values = {preset.haircuts[s.upper()].value for s in symbols}
+        return values.pop() if len(values) == 1 else float("nan")
+
+    return {"preset": preset, "haircut": haircut}
+
+
+def _collateral(arg: str) -> dict:
+    """``oct-2025-collateral``, and the same with the depths of its collateral books scaled
+    together by each factor of ``arg`` (``collateral[0.3,1,10]``; 1 is the shipped run):
+    ``text`` (one row of docs/market-realism.md's table per factor), ``run(factor)`` (that
+    run's namespace, a ``run:`` source shared with markers that name the same run), ``market``
+    (the shipped run's prices by ``[step, symbol]``), ``headline`` (the step of its shocks) and
+    ``recovered(symbol, level)`` (steps from the headline to the first close at ``level`` or
+    above)."""
+    from tests.docnumbers import namespace
+
+    factors = [float(x) for x in arg.strip("[]").split(",") if x]
+    cfg = _config("oct-2025-collateral")["cfg"]
+    held = [a for a in cfg.assets if a.kind == "collateral"]
+
+    def run(factor: float) -> dict:
+        if factor == 1:
+            return namespace("run:oct-2025-collateral")
+        scaled = ",".join(f"assets.{a.symbol}.depth={factor * a.depth:g}" for a in held)
+        return namespace(f"run:oct-2025-collateral[{scaled}]")
+
+    rows = []
+    for factor in factors:
+        ns = run(factor)
+        low = ns["summary"]["collateral_low"]
+        label = "1 (shipped)" if factor == 1 else f"{factor:,g}"
+        cells = [label, f"{100 * ns['share']:.1f}%", f"{low['USDe']:.3f}"]
+        cells += [f"{low['wBETH']:,.0f}", f"{low['BNSOL']:.1f}"]
+        cells.append(f"${ns['summary']['collateral_sold_notional'] / 1e6:.2f}M")
+        rows.append("| " + " | ".join(cells) + " |")
+    shipped = run(1)
+    market = _prices(shipped["tables"]["market"])
+    headline = cfg.shocks[0].step
+
+    def recovered(symbol: str, level: float) -> int:
+        close = market.price.xs(symbol, level="asset")
+        return int(close[(close.index > headline) & (close >= level)].index[0] - headline)
+
+    return {
+        "text": "\n".join(rows) + "\n",
+        "run": lambda factor: wrap(run(factor)),
+        "market": market,
+        "headline": headline,
+        "recovered": recovered,
+    }
+
+
+class _Cascade:
+    """A run's shock step as docs/market-realism.md's liquidity chapter reads it, from the
+    narrator's round stories and the run's tables."""
+
+    def __init__(self, model, narrator):
+        self.model = model
+        self.step = model.config.shocks[0].step
+        self.stories = [s for s in narrator.stories if s.step == self.step]
+        self.rounds = {s.round: s for s in self.stories}
+        tables = model.tables()
+        self.market = _prices(tables["market"])
+        self.steps = tables["steps"].set_index("step")
+
+    @property
+    def accounts(self) -> int:
+        """Accounts liquidated in the shock step."""
+        import numpy as np
+
+        return int(np.unique(np.concatenate([s.rows for s in self.stories])).size)
+
+    def low(self, symbol: str) -> float:
+        """The lowest price after a liquidation round of the shock step."""
+        j = self.model.symbols.index(symbol)
+        return min(float(s.price_after[j]) for s in self.stories)
+
+    def walked(self, round_: int, symbol: str) -> float:
+        """The 1% depth round ``round_`` walked, as a share of the calm depth."""
+        j = self.model.symbols.index(symbol)
+        return float(self.rounds[round_].depth[j] / self.model.config.assets[j].depth)
+
+    def bought(self, who: str, symbol: str) -> float:
+        return _bought(self.stories, self.step, who, self.model.symbols.index(symbol))
+
+
+def _liquidity(arg: str) -> dict:
+    """The two runs of docs/figures/liquidity_static_vs_makers.png
+    (:func:`experiments.depth_drawing.liquidity_comparison`): the demo's market on the static
+    book and on the market makers' book, same accounts and seed: ``static`` and ``makers``
+    (:class:`_Cascade`)."""
+    from experiments import depth_drawing
+
+    return {
+        name: _Cascade(*depth_drawing._run({"liquidity.model": model}))
+        for name, model in (("static", "static"), ("makers", "market_makers"))
+    }
+
+
+def _impact(arg: str) -> dict:
+    """The impact-law measurement of tests/test_impact_law.py, with the same builders
+    (tests/helpers.py): metaorders of every size over every duration on the calm market makers'
+    book, and over 20 and 80 steps on the static book. ``S[T]``: peak impact over
+    ``0.01 sqrt(Q / d)``; ``slope[T]``: of log peak on log ``Q``; ``spread``: the most a size's
+    peak varies with ``T`` (max / min - 1); ``decay_slope[T]`` and ``gap[T]``: the decay's
+    log-slope and its largest gap to ``sqrt(1 + x) - sqrt(x)``; ``decay(tau)``: the impact
+    ``tau`` steps after a 20-step metaorder over its peak; ``static_S``, ``static_decay``: the
+    same on the static book (``S``, ``decay_slope``, ``decay`` and the static ones are means
+    over the sizes, which the law makes equal: the test bounds each size); ``bands``, ``window``, ``x_range``, ``sizes``; ``G(tau)``: the
+    fitted refill kernel at the default ``liquidity.refill_time``; ``same(values, digits)``:
+    the values' common rounding (NaN when they differ)."""
+    import numpy as np
+
+    from agents.book import fit_power_kernel
+    from model.config import describe
+    from tests import helpers
+
+    defaults = {row["key"]: row["default"] for row in describe()}
+    sweep = 0.01 * np.sqrt(helpers.IMPACT_SIZES)
+    makers = {
+        t: helpers.metaorder_impacts(helpers.CALM_MAKERS, t) for t in helpers.IMPACT_DURATIONS
+    }
+    static = {t: helpers.metaorder_impacts(helpers.STATIC_BOOK, t, tail=10) for t in (20, 80)}
+    peaks = np.array([makers[t][0] for t in helpers.IMPACT_DURATIONS])
+    checks = {t: helpers.decay_checks(*makers[t], t) for t in helpers.IMPACT_DURATIONS}
+    w, a = fit_power_kernel(
+        defaults["liquidity.refill_time"],
+        defaults["liquidity.kernel_terms"],
+        defaults["liquidity.kernel_horizon"],
+    )
+
+    def same(values, digits: int) -> float:
+        rounded = {round(float(v), digits) for v in values}
+        return rounded.pop() if len(rounded) == 1 else float("nan")
+
+    def slope(row):
+        return float(np.polyfit(np.log(helpers.IMPACT_SIZES), np.log(row), 1)[0])
+
+    return {
+        "S": {t: float(np.mean(makers[t][0] / sweep)) for t in makers},
+        "slope": {t: slope(makers[t][0]) for t in makers},
+        "spread": float(np.max(peaks.max(axis=0) / peaks.min(axis=0)) - 1),
+        "decay_slope": {t: float(np.mean(checks[t][0])) for t in makers},
+        "gap": {t: float(checks[t][1]) for t in makers},
+        "decay": lambda tau: float(np.mean(makers[20][1][tau] / makers[20][0])),
+        "static_S": {t: float(np.mean(static[t][0] / sweep)) for t in static},
+        "static_decay": lambda tau: float(np.mean(static[20][1][tau] / static[20][0])),
+        "bands": helpers.IMPACT_BANDS,
+        "window": helpers.DECAY_WINDOW,
+        "x_range": helpers.DECAY_RANGE,
+        "sizes": helpers.IMPACT_SIZES.tolist(),
+        "G": lambda tau: float(np.sum(w * a**tau)),
+        "same": same,
+    }
+
+
 SOURCES = {
     "config": Source(_config, slow=False),
     "code": Source(_code, slow=False),
     "helpers": Source(_helpers, slow=False),
+    "venue": Source(_venue, slow=False),
     "run": Source(_run),
     "demo": Source(_demo),
+    "liquidity": Source(_liquidity),
+    "impact": Source(_impact),
+    "collateral": Source(_collateral),
     "dashboard": Source(_dashboard),
     "benchmark": Source(_benchmark),
-    "study": Source(_study),
-    "validate": Source(_validate),
-    "exploration": Source(_exploration),
+    "study": Source(_study, heavy=True),
+    "validate": Source(_validate, heavy=True),
+    "exploration": Source(_exploration, heavy=True),
     "sp500": Source(_sp500),
+    **_CALIBRATION_SOURCES,
 }

@@ -16,16 +16,30 @@ import pandas as pd
 __all__ = [
     "ADL_WORKED_BOOK",
     "BROWSER_NAMES",
+    "CALM_MAKERS",
     "CHROMIUM_OVERRIDE",
     "DEBIAN_CHROMIUM",
+    "DECAY_RANGE",
+    "DECAY_WINDOW",
     "HAND_EDGES",
+    "IMPACT_BANDS",
+    "IMPACT_DEPTH",
+    "IMPACT_DURATIONS",
+    "IMPACT_PRICE",
+    "IMPACT_SIZES",
+    "RECOVERY",
     "REQUIRE_BROWSER",
+    "STATIC_BOOK",
     "adl_worked_fills",
     "adl_worked_table",
     "comparable_bytes",
+    "decay_checks",
     "find_chromium",
     "hand_edges",
     "hand_liquidations",
+    "metaorder_impacts",
+    "recovery_calibration",
+    "run_schedule",
     "small_config",
 ]
 
@@ -214,6 +228,110 @@ def adl_worked_table() -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# The impact law of the market makers' book (tests/test_impact_law.py, docs/market-realism.md)
+# --------------------------------------------------------------------------------------------
+
+IMPACT_SIZES = np.array([0.1, 0.3, 1.0, 3.0, 10.0, 30.0])  # Q / d, d the 1% depth in quantity
+IMPACT_DURATIONS = (20, 40, 80, 160)
+IMPACT_PRICE, IMPACT_DEPTH = 100.0, 1.0e6
+# The bands, stated before the measurement: the slope of log peak impact on log Q; the most
+# the peak of one size may vary with the duration (max / min); the slope of log impact on
+# log tau over DECAY_WINDOW (in units of T); the largest relative gap to sqrt(1 + x) - sqrt(x)
+# over DECAY_RANGE (x = tau / T).
+IMPACT_BANDS = {"slope": (0.45, 0.55), "spread": 1.25, "decay_slope": (-0.65, -0.35), "gap": 0.15}
+DECAY_WINDOW = (5, 30)
+DECAY_RANGE = (0.1, 30)
+
+CALM_MAKERS = {
+    "model": "market_makers",
+    "refill_time": 0.25,
+    "capital": 1.0e4,  # losses on the makers' inventory leave their capital factor at 1
+    "inventory_limit": 1.0e9,  # their inventory factor too
+    "vol_exponent": 0.0,  # and the only returns are the metaorder's own
+}
+STATIC_BOOK = {"model": "static"}
+
+
+def run_schedule(schedule, liquidity):
+    """Run one scripted account through ``len(schedule)`` steps, trading row ``t - 1`` of
+    ``schedule`` (steps, A) in step ``t``, on assets that never move by themselves (volatility
+    0) and a book set by ``liquidity`` (a ``[liquidity]`` table): (steps + 1, A) prices, the
+    account's final equity, and the model."""
+    from agents.strategies import Strategy
+    from model import ContagionModel
+    from model.config import build_config
+    from model.population import Population
+
+    schedule = np.asarray(schedule, dtype=float)
+    steps, a = schedule.shape
+
+    class Scripted(Strategy):
+        name = "scripted"
+
+        def orders(self, rows):
+            t = self.model.steps - 1
+            if t >= steps:
+                return np.zeros((len(rows), a))
+            return np.repeat(schedule[t][None, :], len(rows), axis=0)
+
+    cfg = build_config(
+        {
+            "name": "impact",
+            "steps": steps,
+            "market": {"volatility": 0.0, "impact_exponent": 0.5, "resilience": 0.1},
+            "assets": [
+                {"symbol": f"A{j}", "price": IMPACT_PRICE, "depth": IMPACT_DEPTH,
+                 "max_leverage": 100}
+                for j in range(a)
+            ],
+            "traders": {"count": 0},
+            "margin": {"maintenance": 0.005, "fee": 0.0, "adl": False},
+            "liquidity": liquidity,
+        }
+    )  # fmt: skip
+    pop = Population(
+        np.array([0]), np.array([1e12]), np.zeros((1, a)), np.zeros((1, a)),
+        np.zeros((1, a), bool), np.zeros((1, a)), np.array(["hold"], dtype=object),
+    )  # fmt: skip
+    model = ContagionModel(cfg, population=pop, create_agents=False)
+    rule = Scripted(model)
+    model.strategies = {rule.name: rule}
+    model.strategy_rows = {rule.name: np.array([0])}
+    model.run()
+    prices = np.vstack([np.full(a, IMPACT_PRICE), model.market_history.price])
+    return prices, float(model.book.equity(model.mark, np.array([0]))[0]), model
+
+
+def metaorder_impacts(liquidity, duration, tail=30):
+    """Metaorders buying each of :data:`IMPACT_SIZES` (one asset each) in equal children over
+    ``duration`` steps, then nothing for ``tail`` durations: (sizes,) peak impact
+    ``log(P_T / P_0)`` and (tail T + 1, sizes) the impact from the end on (row ``tau``)."""
+    d_qty = IMPACT_DEPTH / IMPACT_PRICE
+    schedule = np.zeros((duration * (1 + tail), IMPACT_SIZES.size))
+    schedule[:duration] = IMPACT_SIZES * d_qty / duration
+    prices, _, _ = run_schedule(schedule, liquidity)
+    impact = np.log(prices / IMPACT_PRICE)
+    return impact[duration], impact[duration:]
+
+
+def decay_checks(peak, after, duration):
+    """(sizes,) slopes of log I on log tau over :data:`DECAY_WINDOW` (in durations), and the
+    largest relative gap of ``I(T + tau) / I(T)`` to ``sqrt(1 + x) - sqrt(x)`` over
+    :data:`DECAY_RANGE` (``x = tau / T``)."""
+    tau = np.arange(after.shape[0])
+    first, last = DECAY_WINDOW
+    window = (tau >= first * duration) & (tau <= last * duration)
+    slopes = [
+        np.polyfit(np.log(tau[window]), np.log(after[window, j]), 1)[0] for j in range(peak.size)
+    ]
+    x = tau / duration
+    keep = (x >= DECAY_RANGE[0]) & (x <= DECAY_RANGE[1])
+    law = np.sqrt(1 + x[keep]) - np.sqrt(x[keep])
+    gap = np.max(np.abs(after[keep] / peak[None, :] / law[:, None] - 1))
+    return np.array(slopes), gap
+
+
+# --------------------------------------------------------------------------------------------
 # The browser for tests marked ``browser`` (see tests/conftest.py)
 # --------------------------------------------------------------------------------------------
 
@@ -237,3 +355,57 @@ def find_chromium() -> str | None:
         if path and Path(path).is_file() and os.access(path, os.X_OK):
             return str(path)
     return None
+
+
+# The parameter-recovery check of docs/calibration.md ("Proven on itself"): a hidden truth on a
+# small one-asset base makes the targets (averaged over a few seeds), and the calibration's 90%
+# interval must cover the truth and be narrower than ``width_below`` of the prior's.
+RECOVERY = {
+    "traders": 150,
+    "steps": 20,
+    "truth": {"traders.leverage": 8.0},
+    "prior": [2, 50, "log"],
+    "seeds": 5,
+    "targets": ["fraction_liquidated", "liquidated_share"],
+    "budget": {"abc-smc": 600, "emulator": 120},
+    "population": 50,
+    "predictive": 20,
+    "width_below": 0.4,
+}
+
+
+def recovery_calibration(folder: Path, method: str, budget: int | None = None) -> Path:
+    """Write the recovery check's base config (``base.toml``) and calibration file
+    (``cal.toml``, returned) into ``folder``, the targets made by the model at the hidden
+    truth; ``budget`` replaces the method's own."""
+    import tomli_w
+
+    from experiments.sweep import RunTask, run_one
+    from model.config import read_toml
+
+    data = small_config(
+        steps=RECOVERY["steps"], shocks=[{"step": 5, "asset": "BTC", "return": -0.10}]
+    )
+    data["assets"] = [data["assets"][0]]
+    data["assets"][0]["depth"] = 2.0e5
+    data["traders"] = {"count": RECOVERY["traders"], "leverage": 10.0, "assets_per_trader": 1}
+    folder.mkdir(parents=True, exist_ok=True)
+    base = folder / "base.toml"
+    base.write_text(tomli_w.dumps(data))
+    data = read_toml(base)
+    runs = [
+        run_one(RunTask(0, 0, seed, RECOVERY["truth"]), data, str(folder))["metrics"]
+        for seed in range(RECOVERY["seeds"])
+    ]
+    table = {
+        "base": base.name,
+        "method": method,
+        "budget": budget or RECOVERY["budget"][method],
+        "population": RECOVERY["population"],
+        "predictive": RECOVERY["predictive"],
+        "parameters": {"traders.leverage": RECOVERY["prior"]},
+        "targets": {m: float(np.mean([r[m] for r in runs])) for m in RECOVERY["targets"]},
+    }
+    path = folder / "cal.toml"
+    path.write_text(tomli_w.dumps({"calibrate": table}))
+    return path

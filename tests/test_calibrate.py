@@ -16,7 +16,7 @@ from experiments.calibrate import Prior, Target, load_calibration, resample, run
 from experiments.calibration_report import identifiability, weighted_quantile
 from experiments.cli import main
 from model.config import ConfigError
-from tests.helpers import small_config
+from tests.helpers import RECOVERY, recovery_calibration, small_config
 
 pytest.importorskip("pyabc")
 
@@ -204,14 +204,28 @@ def test_same_seed_same_posterior_with_any_number_of_workers_and_after_resume(tm
         assert (one / fig).stat().st_size > 1000
 
 
-def _truth_targets(base: Path, truth: dict, metrics: list[str], seeds: range) -> dict:
-    """Targets made by the model at a hidden truth: metrics averaged over a few seeds."""
-    from experiments.sweep import RunTask, run_one
-    from model.config import read_toml
+@pytest.mark.slow
+def test_a_calibration_on_a_dask_scheduler_equals_the_local_one(tmp_path):
+    """The runs go through the sweep's Dask executor (a local cluster reached by its address,
+    as ``--scheduler tcp://...`` would reach a remote one): same draws, same posterior."""
+    pytest.importorskip("dask.distributed")
+    from dask.distributed import LocalCluster
 
-    data = read_toml(base)
-    rows = [run_one(RunTask(0, 0, s, truth), data, str(base.parent))["metrics"] for s in seeds]
-    return {m: float(np.mean([r[m] for r in rows])) for m in metrics}
+    path = _file(tmp_path)
+    local, dask = tmp_path / "local", tmp_path / "dask"
+    assert run_calibration(path, out=local, workers=1, progress=False) == 0
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    try:
+        code = run_calibration(path, out=dask, scheduler=cluster.scheduler_address, progress=False)
+    finally:
+        cluster.close()
+    assert code == 0
+    pd.testing.assert_frame_equal(_posterior(local), _posterior(dask))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(local / "predictive.parquet"), pd.read_parquet(dask / "predictive.parquet")
+    )
 
 
 @pytest.mark.slow
@@ -219,23 +233,14 @@ def _truth_targets(base: Path, truth: dict, metrics: list[str], seeds: range) ->
 def test_parameter_recovery(tmp_path, method):
     """A hidden truth makes the targets; the 90% interval covers it and is much narrower
     than the prior."""
-    base = _base(tmp_path, count=150, steps=20)
-    truth = {"traders.leverage": 8.0}
-    targets = _truth_targets(base, truth, ["fraction_liquidated", "liquidated_share"], range(5))
-    path = _file(
-        tmp_path,
-        method=method,
-        budget=600 if method == "abc-smc" else 120,
-        population=50,
-        predictive=20,
-        targets=targets,
-    )
+    path = recovery_calibration(tmp_path, method)
     out = tmp_path / "out"
     assert run_calibration(path, out=out, workers=1, progress=False) == 0
     spec = load_calibration(path)
     row = identifiability(spec, _posterior(out)).iloc[0]
-    assert row["q05"] <= truth["traders.leverage"] <= row["q95"], row.to_dict()
-    assert row["width_ratio"] < 0.4, row.to_dict()
+    truth = RECOVERY["truth"]["traders.leverage"]
+    assert row["q05"] <= truth <= row["q95"], row.to_dict()
+    assert row["width_ratio"] < RECOVERY["width_below"], row.to_dict()
 
 
 @pytest.mark.slow

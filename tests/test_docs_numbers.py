@@ -13,6 +13,7 @@ from tests.docnumbers import (
     check,
     check_output,
     inventory,
+    is_heavy,
     is_slow,
     marked_numbers,
     output_blocks,
@@ -46,10 +47,13 @@ def test_every_number_of_the_page_is_covered(page):
     )
 
 
-@pytest.mark.parametrize(
-    "source",
-    [pytest.param(s, marks=pytest.mark.slow) if is_slow(s) else s for s in SOURCES],
-)
+def _marks(source: str) -> list:
+    if is_heavy(source):
+        return [pytest.mark.slow, pytest.mark.heavy]
+    return [pytest.mark.slow] if is_slow(source) else []
+
+
+@pytest.mark.parametrize("source", [pytest.param(s, marks=_marks(s)) for s in SOURCES])
 def test_quoted_numbers_agree_with_a_fresh_run(source):
     problems = check(NUMBERS[source])
     for block in BLOCKS[source]:

@@ -26,96 +26,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.strategies import Strategy
-from model import ContagionModel
-from model.config import build_config
-from model.population import Population
+from tests.helpers import (
+    CALM_MAKERS,
+    DECAY_RANGE,
+    IMPACT_BANDS,
+    IMPACT_DEPTH,
+    IMPACT_DURATIONS,
+    IMPACT_PRICE,
+    IMPACT_SIZES,
+    STATIC_BOOK,
+    decay_checks,
+    metaorder_impacts,
+    run_schedule,
+)
 
-SIZES = np.array([0.1, 0.3, 1.0, 3.0, 10.0, 30.0])  # Q / d, d the 1% depth in quantity
-DURATIONS = (20, 40, 80, 160)
-PRICE, DEPTH = 100.0, 1.0e6
-D_QTY = DEPTH / PRICE
-
-
-class Scripted(Strategy):
-    """One account that trades a fixed schedule: row ``t - 1`` of ``schedule`` in step ``t``."""
-
-    name = "scripted"
-
-    def __init__(self, model, schedule):
-        super().__init__(model)
-        self.schedule = np.asarray(schedule, dtype=float)
-
-    def orders(self, rows):
-        t = self.model.steps - 1
-        if t >= self.schedule.shape[0]:
-            return np.zeros((len(rows), self.schedule.shape[1]))
-        return np.repeat(self.schedule[t][None, :], len(rows), axis=0)
-
-
-def run_schedule(schedule, liquidity):
-    """Run a scripted account through ``len(schedule)`` steps; (steps + 1, A) prices and the
-    account's final equity."""
-    steps, a = schedule.shape
-    cfg = build_config(
-        {
-            "name": "impact",
-            "steps": steps,
-            "market": {"volatility": 0.0, "impact_exponent": 0.5, "resilience": 0.1},
-            "assets": [
-                {"symbol": f"A{j}", "price": PRICE, "depth": DEPTH, "max_leverage": 100}
-                for j in range(a)
-            ],
-            "traders": {"count": 0},
-            "margin": {"maintenance": 0.005, "fee": 0.0, "adl": False},
-            "liquidity": liquidity,
-        }
-    )
-    pop = Population(
-        np.array([0]), np.array([1e12]), np.zeros((1, a)), np.zeros((1, a)),
-        np.zeros((1, a), bool), np.zeros((1, a)), np.array(["hold"], dtype=object),
-    )  # fmt: skip
-    model = ContagionModel(cfg, population=pop, create_agents=False)
-    rule = Scripted(model, schedule)
-    model.strategies = {rule.name: rule}
-    model.strategy_rows = {rule.name: np.array([0])}
-    model.run()
-    prices = np.vstack([np.full(a, PRICE), model.market_history.price])
-    return prices, float(model.book.equity(model.mark, np.array([0]))[0]), model
-
-
-CALM_MAKERS = {
-    "model": "market_makers",
-    "refill_time": 0.25,
-    "capital": 1.0e4,  # losses on the makers' inventory leave their capital factor at 1
-    "inventory_limit": 1.0e9,  # their inventory factor too
-    "vol_exponent": 0.0,  # and the only returns are the metaorder's own
-}
-STATIC = {"model": "static"}
-
-
-def metaorder_impacts(liquidity, duration, tail=30):
-    """(sizes,) peak impact ``log(P_T / P_0)`` and (tail T, sizes) impact after the end."""
-    children = SIZES * D_QTY / duration
-    schedule = np.zeros((duration * (1 + tail), SIZES.size))
-    schedule[:duration] = children
-    prices, _, _ = run_schedule(schedule, liquidity)
-    impact = np.log(prices / PRICE)
-    return impact[duration], impact[duration:]
-
-
-def decay_checks(peak, after, duration):
-    """Slope of log I on log tau over [5T, 30T], and the worst relative gap to the law."""
-    tau = np.arange(after.shape[0])
-    window = (tau >= 5 * duration) & (tau <= 30 * duration)
-    slopes = [
-        np.polyfit(np.log(tau[window]), np.log(after[window, j]), 1)[0] for j in range(peak.size)
-    ]
-    x = tau / duration
-    keep = (x >= 0.1) & (x <= 30)
-    law = np.sqrt(1 + x[keep]) - np.sqrt(x[keep])
-    gap = np.max(np.abs(after[keep] / peak[None, :] / law[:, None] - 1))
-    return np.array(slopes), gap
+SIZES, DURATIONS = IMPACT_SIZES, IMPACT_DURATIONS
+D_QTY = IMPACT_DEPTH / IMPACT_PRICE
 
 
 @pytest.fixture(scope="module")
@@ -127,11 +53,12 @@ def makers_runs():
 def test_impact_grows_as_the_square_root_of_size_whatever_the_duration(makers_runs):
     peaks = np.array([makers_runs[t][0] for t in DURATIONS])  # (durations, sizes)
     assert (peaks > 0).all()
+    low, high = IMPACT_BANDS["slope"]
     for row in peaks:  # (a)
         slope = np.polyfit(np.log(SIZES), np.log(row), 1)[0]
-        assert 0.45 <= slope <= 0.55, slope
+        assert low <= slope <= high, slope
     ratio = peaks.max(axis=0) / peaks.min(axis=0)  # (b)
-    assert (ratio <= 1.25).all(), ratio
+    assert (ratio <= IMPACT_BANDS["spread"]).all(), ratio
     # the prefactor: an instant sweep of the calm book, 0.01 sqrt(Q / d), within a few percent
     np.testing.assert_allclose(
         peaks, np.broadcast_to(0.01 * np.sqrt(SIZES), peaks.shape), rtol=0.05
@@ -140,25 +67,27 @@ def test_impact_grows_as_the_square_root_of_size_whatever_the_duration(makers_ru
 
 @pytest.mark.slow
 def test_impact_decays_as_one_over_the_square_root_of_time(makers_runs):
+    low, high = IMPACT_BANDS["decay_slope"]
     for t in DURATIONS:  # (c)
         peak, after = makers_runs[t]
         slopes, gap = decay_checks(peak, after, t)
-        assert ((slopes >= -0.65) & (slopes <= -0.35)).all(), (t, slopes)
-        assert gap <= 0.15, (t, gap)
+        assert ((slopes >= low) & (slopes <= high)).all(), (t, slopes)
+        assert gap <= IMPACT_BANDS["gap"], (t, gap)
 
 
 @pytest.mark.slow
 def test_the_static_book_fails_the_law():
     """(d): its exponential decay leaves nothing at 30 T, and its peak depends on T."""
-    runs = {t: metaorder_impacts(STATIC, t, tail=10) for t in (20, 80)}
+    runs = {t: metaorder_impacts(STATIC_BOOK, t, tail=10) for t in (20, 80)}
     peaks = np.array([runs[t][0] for t in runs])
-    t_independent = (peaks.max(axis=0) / peaks.min(axis=0) <= 1.25).all()
+    t_independent = (peaks.max(axis=0) / peaks.min(axis=0) <= IMPACT_BANDS["spread"]).all()
     peak, after = runs[20]
     tau = np.arange(after.shape[0])
     x = tau / 20
-    keep = (x >= 0.1) & (x <= 10)
+    keep = (x >= DECAY_RANGE[0]) & (x <= 10)
     law = np.sqrt(1 + x[keep]) - np.sqrt(x[keep])
-    decays_as_law = np.max(np.abs(after[keep] / peak[None, :] / law[:, None] - 1)) <= 0.15
+    gap = np.max(np.abs(after[keep] / peak[None, :] / law[:, None] - 1))
+    decays_as_law = gap <= IMPACT_BANDS["gap"]
     assert not (t_independent and decays_as_law)
     assert not decays_as_law
 

@@ -280,3 +280,25 @@ def test_price_paths_shows_one_step_of_liquidations_on_a_long_run():
     x, y = stems.transData.transform((20, 0.1))
     r0, c0 = int(round(height - y)), int(round(x))
     assert any(red(r, c) for r in range(r0 - 3, r0 + 4) for c in range(c0 - 3, c0 + 4))
+
+
+def test_coinciding_depth_lines_are_drawn_once_with_every_asset_named():
+    """On the static book every asset's depth is 100% of calm: one line would hide the other,
+    so the assets share one line labelled with both; lines that differ stay one per asset."""
+    from matplotlib.figure import Figure
+
+    from experiments.depth_drawing import coinciding_assets, draw_depth_by_step
+
+    series = np.array([[1.0, 2.0, 1.0, 3.0], [1.0, 2.5, 1.0, 3.0], [2.0, 2.0, 2.0, 3.0]])
+    assert coinciding_assets(series) == [[0, 2], [1], [3]]
+    ax = Figure().subplots()
+    calm = np.array([1e6, 5e5])
+    static = np.tile(calm, (5, 1))  # both at their calm depth every step
+    draw_depth_by_step(ax, static, calm, ["BTC", "ETH"], label="static", style="--")
+    makers = static * np.array([[1.0, 1.0], [0.6, 0.8], [0.8, 0.9], [0.9, 0.95], [1.0, 1.0]])
+    draw_depth_by_step(ax, makers, calm, ["BTC", "ETH"], label="makers")
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["BTC, ETH static", "BTC makers", "ETH makers"]
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), 100.0)
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), [100, 60, 80, 90, 100])
+    np.testing.assert_allclose(ax.get_lines()[2].get_ydata(), [100, 80, 90, 95, 100])

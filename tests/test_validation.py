@@ -406,3 +406,71 @@ def test_tfg_funds_are_margin_called_back_under_the_cap():
         held = notional > 0
         assert (notional[held] <= cap * equity[held] * (1 + 1e-9)).all()
     assert market.margin_calls > 20
+
+
+def _facts_row(variant, seed, kurt, hill, acf_r1, acf1, acf50):
+    return {
+        "variant": variant,
+        "seed": seed,
+        "excess kurtosis": kurt,
+        "Hill index (top 5%)": hill,
+        "ACF(r, 1)": acf_r1,
+        "ACF(|r|, 1)": acf1,
+        "ACF(|r|, 50)": acf50,
+    }
+
+
+def test_endogenous_verdict_counts_seeds_and_medians_by_hand():
+    """P1: >= 4 of 5 seeds of F inside every band and F's medians inside; P2: >= 4 of 5 seeds
+    of C1 without clustering and fat tails. Seed 46 of F misses the Hill band (4.5), which
+    still leaves 4; C1 seed 45 has clustering (0.2), which still leaves 4."""
+    from experiments.validation.endogenous import verdict
+
+    f = [_facts_row("F", s, 6.0, 3.0, -0.02, 0.3, 0.05) for s in (42, 43, 44, 45)]
+    f.append(_facts_row("F", 46, 6.0, 4.5, -0.02, 0.3, 0.05))
+    c = [_facts_row("C1", s, 1.0, 5.0, 0.0, 0.02, 0.0) for s in (42, 43, 44, 46)]
+    c.append(_facts_row("C1", 45, 1.0, 5.0, 0.0, 0.2, 0.0))
+    v = verdict(pd.DataFrame(f + c))
+    assert (v["F seeds in every band"], v["C1 seeds without the facts"]) == (4, 4)
+    assert v["P1"] and v["P2"] and v["passed"]
+    # a second F seed out of band: 3 of 5, P1 fails although the medians stay inside
+    f[0] = _facts_row("F", 42, 2.0, 3.0, -0.02, 0.3, 0.05)
+    v = verdict(pd.DataFrame(f + c))
+    assert v["F medians in band"] and not v["P1"] and not v["passed"]
+
+
+def test_endogenous_ablation_predictions_scored_against_f_on_the_same_seeds():
+    """Each ablation's medians against F's medians over the ablation's own seeds (42-44), by
+    hand: F's medians there are kurtosis 8, ACF(|r|, 1) 0.3, ACF(|r|, 50) 0.10, ACF(r, 1)
+    -0.06 (seeds 45-46 of F, far off, must not count)."""
+    from experiments.validation.endogenous import score_ablations
+
+    rows = [
+        _facts_row("F", 42, 7.0, 3.0, -0.05, 0.2, 0.08),
+        _facts_row("F", 43, 8.0, 3.0, -0.06, 0.3, 0.10),
+        _facts_row("F", 44, 9.0, 3.0, -0.07, 0.4, 0.12),
+        _facts_row("F", 45, 90.0, 3.0, -0.9, 0.9, 0.9),
+        _facts_row("F", 46, 90.0, 3.0, -0.9, 0.9, 0.9),
+    ]
+    rows += [
+        _facts_row("C1", s, 1.0, 5.0, 0.0, 0.05, 0.06 if s < 45 else 0.0)
+        for s in (42, 43, 44, 45, 46)
+    ]
+    rows += [_facts_row("A2", s, 4.0, 3.0, -0.05, 0.2, 0.04) for s in (42, 43, 44)]
+    rows += [_facts_row("A3", s, 2.0, 3.0, -0.03, 0.2, 0.1) for s in (42, 43, 44)]
+    rows += [_facts_row("A4", s, 5.0, 3.0, -0.05, 0.35, 0.1) for s in (42, 43, 44)]
+    rows += [_facts_row("A5", s, 8.5, 3.0, -0.05, 0.3, 0.1) for s in (42, 43, 44)]
+    rows += [_facts_row("A6", s, 8.0, 3.0, -0.05, 0.3, 0.1) for s in (42, 43, 44)]
+    scores = score_ablations(pd.DataFrame(rows))
+    assert list(scores.index) == ["A1 (C1)", "A2", "A3", "A4", "A5", "A6"]
+    assert scores.loc["A2", "ACF(|r|, 50) (F)"] == pytest.approx(0.10)
+    assert scores.loc["A1 (C1)", "seeds"] == 5
+    # C1: median ACF(|r|, 50) over 42-46 is 0.06 > 0.05: "about 0" fails, the rest holds
+    assert not scores.loc["A1 (C1)", "confirmed"]
+    assert scores.loc["A1 (C1)", "refuted parts"].startswith("ACF(|r|, 50) about 0")
+    assert scores.loc["A2", "confirmed"]  # kurtosis 4 > 3, 0.04 < half of 0.10
+    assert not scores.loc["A3", "confirmed"]  # |-0.03| < 0.06, but kurtosis 2: tails gone
+    assert scores.loc["A3", "refuted parts"] == "tails remain (kurtosis > 3)"
+    assert not scores.loc["A4", "confirmed"]  # 0.35 is not lower than 0.3
+    assert scores.loc["A5", "confirmed"]  # 8.5 > 8
+    assert not scores.loc["A6", "confirmed"]  # 8 is not lower than 8

@@ -36,11 +36,15 @@ from experiments.validation.stylized_facts import acf, return_stats
 
 __all__ = [
     "ABLATIONS",
+    "ABOUT_ZERO",
     "CONFIG",
+    "PREDICTIONS",
     "SEEDS",
+    "endogenous_result",
     "endogenous_returns",
     "endogenous_run",
     "run_endogenous",
+    "score_ablations",
     "verdict",
 ]
 
@@ -133,6 +137,67 @@ def verdict(runs: pd.DataFrame, need: int = 4) -> dict:
     }
 
 
+# How the predictions of docs/validation.md's ablation table are scored (fixed before the full
+# variant's results were seen): each ablation's median over its seeds against F's median over
+# the same seeds (A1 is C1, over the five seeds); "tails remain" is median excess kurtosis > 3;
+# "about 0" is |median| < ABOUT_ZERO, about three standard errors of an autocorrelation over
+# 4,000 returns; "closer to 0" compares |ACF(r, 1)|. A prediction with several parts is
+# confirmed only when every part holds.
+ABOUT_ZERO = 0.05
+
+
+_K, _HILL = "excess kurtosis", "Hill index (top 5%)"
+_C1, _C50, _R1 = "ACF(|r|, 1)", "ACF(|r|, 50)", "ACF(r, 1)"
+_TAILS = ("tails remain (kurtosis > 3)", lambda x, f: x[_K] > 3.0)
+# variant -> the parts of its prediction: (text, test on its medians x and F's medians f)
+PREDICTIONS = {
+    "C1": [
+        ("kurtosis <= 3 or Hill > 4", lambda x, f: x[_K] <= 3.0 or x[_HILL] > 4.0),
+        ("ACF(|r|, 1) <= 0.1", lambda x, f: x[_C1] <= 0.1),
+        (f"ACF(|r|, 50) about 0 (|.| < {ABOUT_ZERO:g})", lambda x, f: abs(x[_C50]) < ABOUT_ZERO),
+    ],
+    "A2": [
+        _TAILS,
+        ("ACF(|r|, 50) <= 0 or less than half of F's", lambda x, f: x[_C50] <= 0.0 or x[_C50] < 0.5 * f[_C50]),
+    ],
+    "A3": [
+        ("ACF(r, 1) closer to 0 or positive", lambda x, f: abs(x[_R1]) < abs(f[_R1]) or x[_R1] > 0.0),
+        _TAILS,
+    ],
+    "A4": [("lower ACF(|r|, 1) than F", lambda x, f: x[_C1] < f[_C1]), _TAILS],
+    "A5": [("higher kurtosis than F", lambda x, f: x[_K] > f[_K])],
+    "A6": [("lower kurtosis than F", lambda x, f: x[_K] < f[_K])],
+}  # fmt: skip
+
+
+def score_ablations(runs: pd.DataFrame) -> pd.DataFrame:
+    """The ablations' predictions (docs/validation.md, check 6) scored on a table of runs.
+
+    One row per ablation present (C1 standing for A1): its medians over its seeds, F's medians
+    over the same seeds (columns ending in " (F)"), the prediction, the parts that fail, and
+    ``confirmed`` (every part holds).
+    """
+    rows = []
+    f_runs = runs[runs["variant"] == "F"]
+    for name in [v for v in PREDICTIONS if v in set(runs["variant"])]:
+        a = runs[runs["variant"] == name]
+        x = a[list(STATS)].median()
+        f = f_runs[f_runs["seed"].isin(a["seed"])][list(STATS)].median()
+        checks = [(text, bool(test(x, f))) for text, test in PREDICTIONS[name]]
+        rows.append(
+            {
+                "ablation": "A1 (C1)" if name == "C1" else name,
+                "seeds": len(a),
+                **{s: x[s] for s in STATS},
+                **{f"{s} (F)": f[s] for s in STATS},
+                "prediction": "; ".join(t for t, _ in checks),
+                "refuted parts": "; ".join(t for t, ok in checks if not ok),
+                "confirmed": all(ok for _, ok in checks),
+            }
+        )
+    return pd.DataFrame(rows).set_index("ablation") if rows else pd.DataFrame()
+
+
 def endogenous_run(variant: str, seed: int, steps=None, burn_in: int = BURN_IN) -> dict:
     """One run's row: its statistics after ``burn_in``, the impact share, and run facts."""
     r, rf, info = endogenous_returns(seed, ABLATIONS[variant], steps)
@@ -154,59 +219,81 @@ def _run(plan, steps, burn_in) -> tuple[pd.DataFrame, dict]:
     return pd.DataFrame(rows), series
 
 
+def _plan(quick: bool):
+    """(variant, seeds) pairs, steps (None: the config's), burn-in, seeds needed of five."""
+    if quick:
+        return [("F", SEEDS[:1]), ("C1", SEEDS[:1])], 1500, 300, 1
+    plan = [("F", SEEDS), ("C1", SEEDS)]
+    plan += [(name, SEEDS[:3]) for name in ABLATIONS if name not in ("F", "C1")]
+    return plan, None, BURN_IN, 4
+
+
 def run_endogenous(quick: bool = False, out_dir=None) -> dict:
     """F and its control over five seeds; in the full variant also the ablations, over the
     first three seeds (their cost)."""
-    if quick:
-        plan, steps, burn_in, need = [("F", SEEDS[:1]), ("C1", SEEDS[:1])], 1500, 300, 1
-    else:
-        plan = [("F", SEEDS), ("C1", SEEDS)]
-        plan += [(name, SEEDS[:3]) for name in ABLATIONS if name not in ("F", "C1")]
-        steps, burn_in, need = None, BURN_IN, 4
-    variants = [name for name, _ in plan]
-    seeds = sorted({s for _, ss in plan for s in ss})
+    plan, steps, burn_in, _ = _plan(quick)
     runs, series = _run(plan, steps, burn_in)
-    v = verdict(runs, need)
-    cols = [*STATS, "impact share", "accounts liquidated", "depth low", "depth median"]
-    table = runs.groupby("variant", sort=False)[cols].median()
     figures = []
     path = figure_path(out_dir, "endogenous.png")
     if path is not None:
         _figure(path, series)
         figures.append(path.name)
+    return endogenous_result(runs, quick=quick, figures=figures)
 
-    def med(name):
-        row = table.loc[name]
-        return (
-            f"{name}: kurtosis {row['excess kurtosis']:.2f}, Hill {row['Hill index (top 5%)']:.2f}, "
-            f"ACF(r,1) {row['ACF(r, 1)']:+.3f}, ACF(|r|,1) {row['ACF(|r|, 1)']:.3f}, "
-            f"ACF(|r|,50) {row['ACF(|r|, 50)']:+.3f}"
-        )
 
+def _medians_text(table, name) -> str:
+    row = table.loc[name]
+    return (
+        f"{name}: kurtosis {row['excess kurtosis']:.2f}, Hill {row['Hill index (top 5%)']:.2f}, "
+        f"ACF(r,1) {row['ACF(r, 1)']:+.3f}, ACF(|r|,1) {row['ACF(|r|, 1)']:.3f}, "
+        f"ACF(|r|,50) {row['ACF(|r|, 50)']:+.3f}"
+    )
+
+
+def endogenous_result(runs: pd.DataFrame, *, quick: bool, figures=()) -> dict:
+    """The check's result (:func:`experiments.validation.check_result`) from its table of
+    runs: the verdict, the medians by variant and, in the full variant, the ablations' scored
+    predictions (``data["ablations"]``, :func:`score_ablations`)."""
+    plan, _, burn_in, need = _plan(quick)
+    variants = [name for name, _ in plan]
+    v = verdict(runs, need)
+    cols = [*STATS, "impact share", "accounts liquidated", "depth low", "depth median"]
+    table = runs.groupby("variant", sort=False)[cols].median()
+    scores = score_ablations(runs) if not quick else pd.DataFrame()
+    ablations = [s for name, s in plan if name not in ("F", "C1")]
     notes = (
-        f"F and C1 over {len(plan[0][1])} seed(s), the ablations over 3 "
-        f"({', '.join(map(str, seeds))}), "
-        f"{'1,500 steps (quick)' if quick else '5,000 steps'}, the first {burn_in:,} dropped; "
-        f"medians over seeds. F: {v['F seeds in every band']} seed(s) in every band, medians "
-        f"{'inside' if v['F medians in band'] else 'NOT inside'} the bands; C1: "
+        f"F and C1 over seeds {', '.join(map(str, plan[0][1]))}"
+        + (f", the ablations over {', '.join(map(str, ablations[0]))}" if ablations else "")
+        + f"; {'1,500 steps (quick)' if quick else '5,000 steps'}, the first {burn_in:,} "
+        f"dropped; medians over seeds. F: {v['F seeds in every band']} seed(s) in every band, "
+        f"medians {'inside' if v['F medians in band'] else 'NOT inside'} the bands; C1: "
         f"{v['C1 seeds without the facts']} seed(s) without clustering and fat tails. "
         "|ACF(r, 1)| < 0.1 is reported, not part of the verdict."
     )
+    if not scores.empty:
+        notes += " Predictions of the ablations (medians against F's over the same seeds): " + (
+            "; ".join(
+                f"{name} {'confirmed' if row['confirmed'] else 'refuted'}"
+                + ("" if row["confirmed"] else f" ({row['refuted parts']})")
+                for name, row in scores.iterrows()
+            )
+            + "."
+        )
     return check_result(
         "Stylized facts from the engine's own mechanisms",
         "kurtosis, Hill index and ACF(|r|) at lags 1 and 50 of a constant-volatility venue with "
         "leveraged accounts, withdrawing market makers and trading rules (F), against the "
         "same venue at leverage 1 (C1)"
         + ("" if quick else ", and with each mechanism switched off (A2-A6)"),
-        "; ".join(med(n) for n in variants),
+        "; ".join(_medians_text(table, n) for n in variants),
         "F: kurtosis > 3, Hill 2-4, ACF(|r|,1) > 0.1, ACF(|r|,50) > 0 in >= 4 of 5 seeds and "
         "in the medians; C1: ACF(|r|,1) <= 0.1 and (kurtosis <= 3 or Hill > 4) in >= 4 of 5 "
         "seeds",
         v["passed"],
         notes,
-        figures=figures,
+        figures=list(figures),
         table=table,
-        data={"runs": runs, "verdict": v},
+        data={"runs": runs, "verdict": v, "ablations": scores},
     )
 
 
