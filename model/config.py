@@ -827,12 +827,20 @@ _PY_NAMES = {v: k for k, v in _TOML_NAMES.items()}
 # --------------------------------------------------------------------------------------------
 
 
+_FIELDS: dict[type, dict[str, dataclasses.Field]] = {}
+
+
 def _fields(cls) -> dict[str, dataclasses.Field]:
-    return {
-        _TOML_NAMES.get(f.name, f.name): f
-        for f in dataclasses.fields(cls)
-        if not f.metadata.get("internal")
-    }
+    """The TOML keys of a config dataclass and their fields (internal ones left out), found
+    once per class (a sweep builds a config per run): read them, never change them."""
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = _FIELDS[cls] = {
+            _TOML_NAMES.get(f.name, f.name): f
+            for f in dataclasses.fields(cls)
+            if not f.metadata.get("internal")
+        }
+    return fields
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
