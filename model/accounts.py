@@ -452,10 +452,7 @@ class AccountBook:
         """(k,) wallet plus unrealised PnL of the cross positions (plus the haircut value of the
         collateral holdings, when there are collateral assets)."""
         w, q, e, iso = self.read(rows, "wallet", "qty", "entry", "isolated")
-        eq = _cross_equity(w, q, e, iso, mark)
-        if self.collateral is not None:
-            eq = eq + self.collateral.margin_value(take_rows(self.holdings, rows), mark)
-        return eq
+        return self._plus_collateral(_cross_equity(w, q, e, iso, mark), mark, rows)
 
     def cross_maintenance(self, mark, rows=None) -> np.ndarray:
         """(k,) maintenance required of the cross positions."""
@@ -482,6 +479,12 @@ class AccountBook:
         if self.collateral is not None:
             total += self.collateral.market_value(self.holdings, mark).sum()
         return float(total)
+
+    def _plus_collateral(self, cash, mark, rows) -> np.ndarray:
+        """(k,) ``cash`` plus the haircut value of the rows' collateral holdings: what backs the
+        cross positions besides their PnL (``cash`` itself without collateral assets)."""
+        held = self.collateral_margin_value(mark, rows)
+        return cash if held is None else cash + held
 
     def collateral_margin_value(self, mark, rows=None) -> np.ndarray | None:
         """(k,) haircut value of each account's collateral holdings; None without collateral
@@ -537,9 +540,7 @@ class AccountBook:
         """(k,) cross equity below cross maintenance (accounts with a cross position only)."""
         w, q, e, iso = self.read(rows, "wallet", "qty", "entry", "isolated")
         has_cross = row_any((q != 0) & ~iso)
-        equity = _cross_equity(w, q, e, iso, mark)
-        if self.collateral is not None:
-            equity = equity + self.collateral.margin_value(take_rows(self.holdings, rows), mark)
+        equity = self._plus_collateral(_cross_equity(w, q, e, iso, mark), mark, rows)
         return has_cross & (equity < _cross_maintenance(q, iso, mark, self.tiers))
 
     def isolated_liquidatable(self, mark, rows=None) -> np.ndarray:
@@ -565,9 +566,7 @@ class AccountBook:
         mm = maintenance_margin(np.abs(q) * mark, self.tiers)
         cross_upnl = np.where(iso, 0.0, upnl)
         cross_mm = np.where(iso, 0.0, mm)
-        w = w[:, None]
-        if self.collateral is not None:  # holdings at their haircut value, held at ``mark``
-            w = w + self.collateral.margin_value(take_rows(self.holdings, rows), mark)[:, None]
+        w = self._plus_collateral(w, mark, rows)[:, None]  # holdings held at ``mark``
         # Budget available to the position: what backs it apart from its own PnL and margin.
         budget = np.where(
             iso,
@@ -603,9 +602,7 @@ class AccountBook:
         """
         w, m, q, e, iso = self.read(rows, "wallet", "margin", "qty", "entry", "isolated")
         cross_upnl = np.where(iso, 0.0, q * (mark - e))
-        w = w[:, None]
-        if self.collateral is not None:
-            w = w + self.collateral.margin_value(take_rows(self.holdings, rows), mark)[:, None]
+        w = self._plus_collateral(w, mark, rows)[:, None]
         backing = np.where(
             iso,
             m,
