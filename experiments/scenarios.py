@@ -135,41 +135,42 @@ def scenario_report(model, summary: dict | None = None) -> str:
     if summary is None:
         summary = model.summary()
     lines = [f"scenario {title}: simulated vs reported"]
-    calibrated = False
-    for row in scenario_comparison(model, summary):
+    name = model.config.name
+    rows = scenario_comparison(model, summary)
+    bands = []  # the posterior-predictive interval of each line that has one
+    for row in rows:
         show = _price if row["unit"] == "price" else _share
         rep = "not reported" if row["reported"] is None else show(row["reported"])
-        text = f"  {row['measure']}: {show(row['simulated'])} vs {rep}"
-        band = row["metric"] and posterior_predictive_interval(model.config.name, row["metric"])
-        if band:
-            calibrated = True
-            text += f" (posterior predictive 90%: {100 * band[0]:.1f}-{100 * band[1]:.1f}%)"
-        lines.append(text)
-    shown = {row["metric"] for row in scenario_comparison(model, summary)}
-    for metric, observed in calibration_targets(model.config.name).items():
+        band = row["metric"] and posterior_predictive_interval(name, row["metric"])
+        bands.append(band)
+        lines.append(f"  {row['measure']}: {show(row['simulated'])} vs {rep}" + _band_text(band))
+    shown = {row["metric"] for row in rows}
+    for metric, observed in calibration_targets(name).items():
         if metric in shown or not isinstance(summary.get(metric), (int, float)):
             continue  # per-asset drawdowns are nested in the summary and shown above
-        rep = (
-            f"{100 * observed[0]:.1f}-{100 * observed[1]:.1f}%"
-            if isinstance(observed, list)
-            else f"{100 * observed:.1f}%"
-        )
-        band = posterior_predictive_interval(model.config.name, metric)
-        text = f"  {metric}: {100 * summary[metric]:.1f}% vs {rep}"
-        if band is not None:
-            calibrated = True
-            text += f" (posterior predictive 90%: {100 * band[0]:.1f}-{100 * band[1]:.1f}%)"
-        lines.append(text)
+        rep = _share_range(observed) if isinstance(observed, list) else _share(observed)
+        band = posterior_predictive_interval(name, metric)
+        bands.append(band)
+        lines.append(f"  {metric}: {_share(summary[metric])} vs {rep}" + _band_text(band))
+    calibrated = any(bands)
     if calibrated:
         lines.append(
-            f"  posterior predictive: {CALIBRATIONS.name}/{model.config.name}/report.md "
-            "(contagion calibrate)"
+            f"  posterior predictive: {CALIBRATIONS.name}/{name}/report.md (contagion calibrate)"
         )
     return "\n".join(lines)
 
 
 def _share(x: float) -> str:
     return f"{100 * x:.1f}%"
+
+
+def _share_range(pair) -> str:
+    return f"{100 * pair[0]:.1f}-{100 * pair[1]:.1f}%"
+
+
+def _band_text(band) -> str:
+    """`` (posterior predictive 90%: 1.5-19.5%)``, or nothing without a band."""
+    return f" (posterior predictive 90%: {_share_range(band)})" if band else ""
 
 
 def _price(x: float) -> str:
