@@ -74,6 +74,10 @@ __all__ = [
 _BLOCK = 1 << 22
 # Candidates beyond which the threshold search hands the victims left to the block search.
 _TA_MAX_CANDIDATES = 2048
+# Distinct edges are counted with a mark per possible (source, target) pair when there are at
+# most this many pairs per edge event (the marks then take less memory than the events' own
+# columns, and a pass over them costs less than sorting the events' keys), else by a sort.
+_SEEN_PER_EDGE = 32
 
 
 # --------------------------------------------------------------------------------------------
@@ -756,7 +760,14 @@ class ContagionRecorder:
         if cached is not None and cached[0] == self._version:
             return int(cached[1].src.size)
         e = self.edges()
-        key = np.sort(e["src"] * max(len(self.ids), 1) + e["dst"])  # src < 0: a special node
+        n = max(len(self.ids), 1)
+        key = (e["src"] + len(self.roots)) * n + e["dst"]  # special nodes (src < 0) first
+        size = (len(self.roots) + n) * n
+        if size <= _SEEN_PER_EDGE * key.size:  # a mark per possible edge: one pass, no sort
+            seen = np.zeros(size, dtype=bool)
+            seen[key] = True
+            return int(np.count_nonzero(seen))
+        key = np.sort(key)
         return int(np.count_nonzero(key[1:] != key[:-1])) + int(key.size > 0)
 
     def _graph_attrs(self, arrays: GraphArrays) -> dict:

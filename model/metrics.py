@@ -405,9 +405,11 @@ def _systemic_columns(ev: _Events, edges: pd.DataFrame) -> list[np.ndarray]:
         bounds = np.flatnonzero(np.diff(rnd)) + 1
         for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, rnd.size], strict=True):
             s, d, ww = src[lo:hi], dst[lo:hi], w[lo:hi]
-            # targets are one generation deeper than sources: their totals are final
-            down_n += np.bincount(s, weights=ww * (value[d] + down_n[d]), minlength=len(ev))
-            down_c += np.bincount(s, weights=ww * (1.0 + down_c[d]), minlength=len(ev))
+            # targets are one generation deeper than sources: their totals are final (each
+            # event's sum made once, then gathered: the same additions as per edge)
+            reach_n, reach_c = value + down_n, 1.0 + down_c
+            down_n += np.bincount(s, weights=ww * reach_n[d], minlength=len(ev))
+            down_c += np.bincount(s, weights=ww * reach_c[d], minlength=len(ev))
     # per trader (in id order), each sum over its events in the events' order
     n = ev.traders.size
     code = ev.trader_code
@@ -427,7 +429,12 @@ def _systemic_columns(ev: _Events, edges: pd.DataFrame) -> list[np.ndarray]:
 
 def _edge_events(ev: _Events, edges):
     """The edges between traders' events: ``(source event, target event, weight, round)``,
-    edges whose ends are not events of the table left out."""
+    edges whose ends are not events of the table left out.
+
+    A target is the event ``(step, round, target)`` and its source ``(step, round - 1,
+    source)``: the edge's generation and the one before it in the same step are found once
+    each, and an event from its generation's code and its trader's, so a run's tens of
+    thousands of edges cost a few array passes (each end a ``take`` from a dense table)."""
     step = np.asarray(edges["step"], dtype=np.int64)
     rnd = np.asarray(edges["round"], dtype=np.int64)
     w = np.asarray(edges["weight"], dtype=float)
@@ -444,10 +451,13 @@ def _edge_events(ev: _Events, edges):
             )
     if not step.size:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64)
-    lookup = _EventIndex(ev)
-    src = lookup.find(step, rnd - 1, source)
-    dst = lookup.find(step, rnd, target)
+    index = _EventIndex(ev, int(rnd.max()))
+    generation = index.generation_key(step, rnd)
+    dst = index.find(index.generations.find(generation), target)
+    src = index.find(index.generations.find(generation - 1), source)
     known = (src >= 0) & (dst >= 0)
+    if known.all():
+        return src, dst, w, rnd
     return src[known], dst[known], w[known], rnd[known]
 
 
@@ -462,60 +472,64 @@ def _trader_values(col) -> np.ndarray:
     return col.to_numpy(dtype=object, na_value=None)
 
 
-# Largest table (entries) of a dense lookup: below it, events and trader ids are looked up by
-# position instead of by binary search (a sweep's run has tens of thousands of edge ends)
+# Largest table (entries) of a dense lookup: below it, keys are looked up by position instead
+# of by binary search (a sweep's run has tens of thousands of edge ends)
 _DENSE = 1 << 21
 
 
+class _Lookup:
+    """Position of each query among distinct sorted keys, -1 where absent: by position in a
+    dense table when the keys are small non-negative integers, else by binary search.
+
+    The dense table has one slot past the largest key holding -1, and queries are clipped to
+    it from both sides (a query of -1 reads that last slot too), so a lookup is a clip and a
+    ``take`` with no mask to build."""
+
+    def __init__(self, keys: np.ndarray):
+        self.keys = keys
+        self.table = None
+        if keys.size and keys.dtype.kind == "i" and keys[0] >= 0 and keys[-1] < _DENSE:
+            self.table = np.full(int(keys[-1]) + 2, -1, dtype=np.int64)
+            self.table[keys] = np.arange(keys.size)
+
+    def find(self, values: np.ndarray) -> np.ndarray:
+        """(k,) int64: the position of each value among the keys, or -1."""
+        if self.table is not None and values.dtype.kind == "i":
+            return self.table.take(np.clip(values, -1, self.table.size - 1))
+        if not self.keys.size:
+            return np.full(len(values), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.keys, values), self.keys.size - 1)
+        return np.where(self.keys[pos] == values, pos, -1)
+
+
 class _EventIndex:
-    """Row of each (step, round, trader) event, found from one integer key: by position in a
-    dense table when the keys are few enough, else by binary search."""
+    """Row of each (step, round, trader) event: its generation's code (a ``(step, round)``
+    pair among those with liquidations) and its trader's code (among the traders liquidated)
+    make one integer key, found by :class:`_Lookup`. Rounds are at least 1 (a source's
+    round, one less, at least 0), and a step's keys span every round up to ``last_round``, the
+    largest an edge names, so no query's key is another step's generation.
 
-    def __init__(self, ev: _Events):
-        # ``ev`` is not empty; (step, round) pairs and traders get dense codes
+    A code of -1 (absent) never makes a valid key: keys are ``generation * (T + 1) +
+    trader`` with ``T`` traders, so an absent trader lands on the unused code ``T`` of the
+    generation before, and an absent generation below zero."""
+
+    def __init__(self, ev: _Events, last_round: int):
+        # ``ev`` is not empty; rounds 0 .. the last queried fit below one step's span
         step, rnd, _ = ev.generations()
-        self.pairs = np.column_stack([step, rnd])
-        self.traders = ev.traders
-        self.lookup = None  # trader id -> code, for small non-negative integer ids
-        t = self.traders
-        if t.dtype.kind == "i" and t[0] >= 0 and t[-1] < _DENSE:
-            self.lookup = np.full(int(t[-1]) + 1, -1, dtype=np.int64)
-            self.lookup[t] = np.arange(t.size)
-        key = self._key(ev.step, ev.round, ev.trader)
-        self.order = np.argsort(key, kind="stable")
-        self.sorted = key[self.order]
-        self.table = None  # key -> event row
-        size = len(self.pairs) * max(len(self.traders), 1)
-        if size <= _DENSE:
-            self.table = np.full(size, -1, dtype=np.int64)
-            self.table[key] = np.arange(key.size)  # (every event has its own key)
+        self.span = max(int(rnd.max()), last_round) + 1
+        self.generations = _Lookup(self.generation_key(step, rnd))
+        self.traders = _Lookup(ev.traders)
+        self.stride = ev.traders.size + 1
+        codes = self.generations.find(self.generation_key(ev.step, ev.round))
+        self.events = _Lookup(codes * self.stride + ev.trader_code)  # sorted: ev's order
 
-    def _code(self, table, values):
-        pos = np.minimum(np.searchsorted(table, values), max(len(table) - 1, 0))
-        return pos, table[pos] == values if len(table) else np.zeros(len(values), bool)
+    def generation_key(self, step: np.ndarray, rnd: np.ndarray) -> np.ndarray:
+        """One integer per ``(step, round)``, in their order; ``round - 1`` is the key less 1."""
+        return step * self.span + rnd
 
-    def _trader_code(self, trader):
-        if self.lookup is None or trader.dtype.kind != "i":
-            return self._code(self.traders, trader)
-        inside = (trader >= 0) & (trader < self.lookup.size)
-        code = self.lookup[np.where(inside, trader, 0)]
-        return code, inside & (code >= 0)
-
-    def _key(self, step, rnd, trader):
-        span = int(self.pairs[:, 1].max()) + 2  # rounds fit below one step's span
-        p, p_ok = self._code(self.pairs[:, 0] * span + self.pairs[:, 1], step * span + rnd)
-        t, t_ok = self._trader_code(trader)
-        key = p.astype(np.int64) * max(len(self.traders), 1) + t
-        return np.where(p_ok & t_ok, key, -1)
-
-    def find(self, step, rnd, trader) -> np.ndarray:
-        """Rows of the given events in the table (-1 where absent)."""
-        key = self._key(step, rnd, trader)
-        if self.table is not None:
-            return np.where(key >= 0, self.table[np.maximum(key, 0)], -1)
-        pos = np.minimum(np.searchsorted(self.sorted, key), max(len(self.sorted) - 1, 0))
-        hit = (key >= 0) & (self.sorted[pos] == key)
-        return np.where(hit, self.order[pos], -1)
+    def find(self, generation: np.ndarray, trader) -> np.ndarray:
+        """Rows of the events of the given generation codes and trader ids (-1 where absent)."""
+        return self.events.find(generation * self.stride + self.traders.find(trader))
 
 
 def cascade_subgraph(edges: pd.DataFrame, step: int):
