@@ -66,15 +66,24 @@ def _group_sums(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndar
     when the codes never decrease (and no value is NaN), else each group's values added in
     their order with Kahan's compensation (pandas' Cython kernel). The Kahan loop runs over
     the place within a group, vectorised over the groups: as many iterations as the largest
-    group has members."""
-    total = np.zeros(n_groups)
+    group has members.
+
+    ``values`` may be (k,) or (k, m): ``m`` columns summed by the same groups in one Kahan
+    loop (its steps are elementwise, so each column's sums are those of a call of its own),
+    which saves the loop's fixed cost when several columns share their groups."""
+    total = np.zeros((n_groups, *values.shape[1:]))
     if group.size == 0:
         return total
     if (group[1:] >= group[:-1]).all() and not np.isnan(values).any():
         starts = _runs(group)
-        total[group[starts]] = np.add.reduceat(values, starts)
+        if values.ndim == 1:
+            total[group[starts]] = np.add.reduceat(values, starts)
+        else:  # column by column: each summed as a (k,) column of its own
+            for j in range(values.shape[1]):
+                column = np.ascontiguousarray(values[:, j])
+                total[group[starts], j] = np.add.reduceat(column, starts)
         return total
-    comp = np.zeros(n_groups)
+    comp = np.zeros_like(total)
     order = np.argsort(group, kind="stable")
     sizes = np.bincount(group, minlength=n_groups)
     starts = np.cumsum(sizes) - sizes
@@ -87,14 +96,14 @@ def _group_sums(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndar
         lo = hi
         g = group[at]  # distinct groups: one member each at this place
         value = values[at]
-        keep = value == value  # pandas skips NaN
-        g, value = g[keep], value[keep]
-        y = value - comp[g]
-        t = total[g] + y
-        c = (t - total[g]) - y
+        before, carried = total[g], comp[g]
+        y = value - carried
+        t = before + y
+        c = (t - before) - y
         c[c != c] = 0.0  # an infinite value: no compensation (pandas GH#53606)
-        comp[g] = c
-        total[g] = t
+        keep = value == value  # pandas skips NaN
+        comp[g] = np.where(keep, c, carried)
+        total[g] = np.where(keep, t, before)
     return total
 
 
@@ -413,15 +422,17 @@ def _systemic_columns(ev: _Events, edges: pd.DataFrame) -> list[np.ndarray]:
     # per trader (in id order), each sum over its events in the events' order
     n = ev.traders.size
     code = ev.trader_code
-    downstream_n = _group_sums(code, down_n, n)
+    downstream_n, liquidated, downstream_c = _group_sums(
+        code, np.column_stack([down_n, value, down_c]), n
+    ).T
     total = float(value.sum())
     debtrank = downstream_n / total if total > 0 else np.zeros(n)
     order = np.lexsort((np.arange(n), -debtrank))  # most important first, then by id
     return [
         ev.traders[order],
         np.bincount(code, minlength=n).astype(np.int64)[order],
-        _group_sums(code, value, n)[order],
-        _group_sums(code, down_c, n)[order],
+        liquidated[order],
+        downstream_c[order],
         downstream_n[order],
         debtrank[order],
     ]
