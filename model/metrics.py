@@ -68,21 +68,21 @@ def _group_sums(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndar
     the place within a group, vectorised over the groups: as many iterations as the largest
     group has members.
 
-    ``values`` may be (k,) or (k, m): ``m`` columns summed by the same groups in one Kahan
-    loop (its steps are elementwise, so each column's sums are those of a call of its own),
-    which saves the loop's fixed cost when several columns share their groups."""
+    ``values`` may be (k,) or (k, m): ``m`` columns summed by the same groups, each exactly as
+    a call of its own sums it. Unsorted codes take one Kahan loop for all the columns (its
+    steps are elementwise), which saves the loop's fixed cost when several columns share
+    their groups; sorted ones a call per column (each column NaN or not on its own)."""
     total = np.zeros((n_groups, *values.shape[1:]))
     if group.size == 0:
         return total
-    if (group[1:] >= group[:-1]).all() and not np.isnan(values).any():
-        starts = _runs(group)
-        if values.ndim == 1:
+    if (group[1:] >= group[:-1]).all():
+        if values.ndim == 2:  # each column takes its own way (NaN or not): a call each
+            columns = [np.ascontiguousarray(values[:, j]) for j in range(values.shape[1])]
+            return np.column_stack([_group_sums(group, c, n_groups) for c in columns])
+        if not np.isnan(values).any():
+            starts = _runs(group)
             total[group[starts]] = np.add.reduceat(values, starts)
-        else:  # column by column: each summed as a (k,) column of its own
-            for j in range(values.shape[1]):
-                column = np.ascontiguousarray(values[:, j])
-                total[group[starts], j] = np.add.reduceat(column, starts)
-        return total
+            return total
     comp = np.zeros_like(total)
     order = np.argsort(group, kind="stable")
     sizes = np.bincount(group, minlength=n_groups)
@@ -97,9 +97,10 @@ def _group_sums(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndar
         g = group[at]  # distinct groups: one member each at this place
         value = values[at]
         before, carried = total[g], comp[g]
-        y = value - carried
-        t = before + y
-        c = (t - before) - y
+        with np.errstate(invalid="ignore"):  # inf - inf: the NaN put right below
+            y = value - carried
+            t = before + y
+            c = (t - before) - y
         c[c != c] = 0.0  # an infinite value: no compensation (pandas GH#53606)
         keep = value == value  # pandas skips NaN
         comp[g] = np.where(keep, c, carried)

@@ -679,3 +679,24 @@ def test_partial_liquidations_in_a_run_add_to_nodes_and_edges():
     assert nx.utils.graphs_equal(ref, g)
     assert {n: dict(p) for n, p in ref.pred.items()} == {n: dict(p) for n, p in g.pred.items()}
     assert all(g.pred[v][u] is d for u, v, d in g.edges(data=True))
+
+
+def test_distinct_edges_counted_by_marks_and_by_sort_alike(monkeypatch):
+    """info()'s distinct edges, counted with a mark per possible pair or by sorting the
+    events' keys, equal the distinct (source, target) pairs of the edge events, counted by
+    hand, for a run whose edges repeat (the same pair in several rounds and steps)."""
+    import model.contagion as contagion
+    from tests.helpers import small_config
+
+    m = ContagionModel(build_config(small_config(steps=15)), create_agents=False).run()
+    rec = m.recorder
+    e = rec.edges()
+    pairs = set(zip(e["src"].tolist(), e["dst"].tolist(), strict=True))
+    assert len(pairs) < e["src"].size  # repeats to merge
+    counts = []
+    for per_edge in (0, 10**9):  # by sort, by marks
+        monkeypatch.setattr(contagion, "_SEEN_PER_EDGE", per_edge)
+        rec._cache.clear()
+        counts.append(rec.info()["edges"])
+    assert counts == [len(pairs), len(pairs)]
+    assert rec.arrays().src.size == len(pairs)
