@@ -23,6 +23,7 @@ account liquidated in two rounds of one step counts in both generations, once in
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -410,10 +411,13 @@ def _systemic_columns(ev: _Events, edges: pd.DataFrame) -> list[np.ndarray]:
     down_c = np.zeros(len(ev))
     src, dst, w, rnd = _edge_events(ev, edges)
     if rnd.size:
-        order = np.argsort(-rnd, kind="stable")  # deepest generation first
-        src, dst, w, rnd = src[order], dst[order], w[order], rnd[order]
-        bounds = np.flatnonzero(np.diff(rnd)) + 1
-        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, rnd.size], strict=True):
+        depth = rnd.max() - rnd  # deepest generation first; each round's edges in order
+        order = np.argsort(depth, kind="stable")
+        src, dst, w = src[order], dst[order], w[order]
+        lo = 0
+        for lo, hi in itertools.pairwise([0, *np.cumsum(np.bincount(depth)).tolist()]):
+            if hi == lo:
+                continue  # a round no edge ends in
             s, d, ww = src[lo:hi], dst[lo:hi], w[lo:hi]
             # targets are one generation deeper than sources: their totals are final (each
             # event's sum made once, then gathered: the same additions as per edge)
@@ -444,9 +448,9 @@ def _edge_events(ev: _Events, edges):
     edges whose ends are not events of the table left out.
 
     A target is the event ``(step, round, target)`` and its source ``(step, round - 1,
-    source)``: the edge's generation and the one before it in the same step are found once
-    each, and an event from its generation's code and its trader's, so a run's tens of
-    thousands of edges cost a few array passes (each end a ``take`` from a dense table)."""
+    source)``: the edge's generation is found once, the one before it from a table, and each
+    end from its generation and its trader's code (:class:`_EventIndex`), so a run's tens of
+    thousands of edges cost a few array passes (each lookup a ``take`` from a dense table)."""
     step = np.asarray(edges["step"], dtype=np.int64)
     rnd = np.asarray(edges["round"], dtype=np.int64)
     w = np.asarray(edges["weight"], dtype=float)
@@ -463,13 +467,10 @@ def _edge_events(ev: _Events, edges):
             )
     if not step.size:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64)
-    index = _EventIndex(ev, int(rnd.max()))
-    generation = index.generation_key(step, rnd)
-    dst = index.find(index.generations.find(generation), target)
-    src = index.find(index.generations.find(generation - 1), source)
-    known = (src >= 0) & (dst >= 0)
-    if known.all():
+    src, dst = _EventIndex(ev, int(rnd.max())).ends(step, rnd, source, target)
+    if min(src.min(), dst.min()) >= 0:  # (the usual case: every end is an event)
         return src, dst, w, rnd
+    known = (src >= 0) & (dst >= 0)
     return src[known], dst[known], w[known], rnd[known]
 
 
@@ -521,27 +522,35 @@ class _EventIndex:
     round, one less, at least 0), and a step's keys span every round up to ``last_round``, the
     largest an edge names, so no query's key is another step's generation.
 
-    A code of -1 (absent) never makes a valid key: keys are ``generation * (T + 1) +
-    trader`` with ``T`` traders, so an absent trader lands on the unused code ``T`` of the
-    generation before, and an absent generation below zero."""
+    Keys are ``generation * (T + 1) + trader`` with ``T`` traders: an absent trader (-1) lands
+    on the unused code ``T`` of the generation before, and an absent generation's base is
+    ``-(T + 1)``, below every key, so no mask is built for either."""
 
     def __init__(self, ev: _Events, last_round: int):
         # ``ev`` is not empty; rounds 0 .. the last queried fit below one step's span
         step, rnd, _ = ev.generations()
         self.span = max(int(rnd.max()), last_round) + 1
-        self.generations = _Lookup(self.generation_key(step, rnd))
+        keys = step * self.span + rnd
+        self.generations = _Lookup(keys)
         self.traders = _Lookup(ev.traders)
-        self.stride = ev.traders.size + 1
-        codes = self.generations.find(self.generation_key(ev.step, ev.round))
-        self.events = _Lookup(codes * self.stride + ev.trader_code)  # sorted: ev's order
+        stride = ev.traders.size + 1
+        base = np.arange(keys.size) * stride
+        # the first key of each generation, and of the one before it in its step (round - 1,
+        # the generation just before in the sorted keys, if there is one); the last entry
+        # answers for an absent generation (code -1)
+        before = np.r_[False, keys[1:] - 1 == keys[:-1]]
+        self.base = np.append(base, -stride)
+        self.previous = np.append(np.where(before, base - stride, -stride), -stride)
+        generation = _run_labels(_runs(ev.step, ev.round), len(ev))  # each event's
+        self.events = _Lookup(generation * stride + ev.trader_code)  # sorted: ev's order
 
-    def generation_key(self, step: np.ndarray, rnd: np.ndarray) -> np.ndarray:
-        """One integer per ``(step, round)``, in their order; ``round - 1`` is the key less 1."""
-        return step * self.span + rnd
-
-    def find(self, generation: np.ndarray, trader) -> np.ndarray:
-        """Rows of the events of the given generation codes and trader ids (-1 where absent)."""
-        return self.events.find(generation * self.stride + self.traders.find(trader))
+    def ends(self, step, rnd, source, target) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the events ``(step, round - 1, source)`` and ``(step, round, target)`` of
+        each edge (-1 where absent)."""
+        generation = self.generations.find(step * self.span + rnd)
+        dst = self.events.find(self.base.take(generation) + self.traders.find(target))
+        src = self.events.find(self.previous.take(generation) + self.traders.find(source))
+        return src, dst
 
 
 def cascade_subgraph(edges: pd.DataFrame, step: int):
