@@ -58,6 +58,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
+from model.column_log import ColumnLog
 from model.ids import id_column, is_integer_ids, plain_id
 from model.liquidation import RoundRecord
 
@@ -491,14 +492,10 @@ class ContagionRecorder:
         self.initial_leverage = np.asarray(initial_leverage, dtype=float)
         self.max_edges = int(max_edges)
         self.top = int(top_contributors)
-        # edges recorded since edges() last compacted them, one piece per call of _add
-        self._src: list[np.ndarray] = []  # source: book row, or -1 - k for special node k
-        self._dst: list[np.ndarray] = []
-        self._w: list[np.ndarray] = []
-        self._step: list[int] = []  # one step, round and edge count per piece
-        self._round: list[int] = []
-        self._count: list[int] = []
-        self._compacted: dict[str, np.ndarray] | None = None  # the pieces before those
+        # the edge events; src: book row, or -1 - k for special node k
+        self._edges = ColumnLog(
+            {"src": np.int64, "dst": np.int64, "weight": float, "step": np.int64, "round": np.int64}
+        )
         self.roots: list[str] = []
         self.edge_count = 0
         self.truncated = False
@@ -519,12 +516,8 @@ class ContagionRecorder:
         return -len(self.roots)
 
     def _add(self, src, dst, w, step, rnd):
-        self._src.append(np.asarray(src, dtype=np.int64))
-        self._dst.append(np.asarray(dst, dtype=np.int64))
-        self._w.append(np.asarray(w, dtype=float))
-        self._step.append(int(step))
-        self._round.append(int(rnd))
-        self._count.append(len(dst))
+        values = {"src": src, "dst": dst, "weight": w, "step": int(step), "round": int(rnd)}
+        self._edges.append(len(dst), values)
         self.edge_count += len(dst)
 
     def record(self, rec: RoundRecord) -> None:
@@ -628,26 +621,9 @@ class ContagionRecorder:
 
     # ---- views -------------------------------------------------------------------------------
     def edges(self) -> dict[str, np.ndarray]:
-        """Edge events as columns: src/dst as book rows (src < 0: special node ``-1 - src``)."""
-        # Compact the per-round pieces once, so repeated calls stay cheap.
-        if self._src:
-            counts = np.asarray(self._count, dtype=np.int64)
-            new = {
-                "src": np.concatenate(self._src),
-                "dst": np.concatenate(self._dst),
-                "weight": np.concatenate(self._w),
-                "step": np.repeat(np.asarray(self._step, dtype=np.int64), counts),
-                "round": np.repeat(np.asarray(self._round, dtype=np.int64), counts),
-            }
-            if self._compacted is not None:
-                new = {k: np.concatenate([self._compacted[k], v]) for k, v in new.items()}
-            self._compacted = new
-            for pieces in (self._src, self._dst, self._w, self._step, self._round, self._count):
-                pieces.clear()
-        if self._compacted is None:
-            z = np.zeros(0, dtype=np.int64)
-            return {"src": z, "dst": z, "weight": np.zeros(0), "step": z, "round": z}
-        return dict(self._compacted)
+        """Edge events as columns: src/dst as book rows (src < 0: special node ``-1 - src``);
+        read-only."""
+        return self._edges.columns()
 
     def trader_edges(self) -> dict[str, np.ndarray]:
         """The edge events whose source is a trader, as columns: ``step``, ``round``,

@@ -18,6 +18,7 @@ import enum
 import numpy as np
 import pandas as pd
 
+from model.column_log import ColumnLog
 from model.ids import id_column
 
 __all__ = ["COLUMNS", "NOT_LIQUIDATIONS", "FillLog", "Kind", "liquidation_fills"]
@@ -80,11 +81,10 @@ class FillLog:
     def __init__(self, ids: np.ndarray):
         self.ids = np.asarray(ids)
         self.dtypes = {**COLUMNS, "trader_id": self.ids.dtype}  # ids keep their own type
-        self._chunks: list[dict[str, np.ndarray]] = []
-        self._size = 0
+        self._log = ColumnLog(self.dtypes)
 
     def __len__(self) -> int:
-        return self._size
+        return len(self._log)
 
     def append(
         self, step, rnd, rows, asset, quantity, price, notional, fee, bad_debt, kind
@@ -115,31 +115,11 @@ class FillLog:
             "bad_debt": bad_debt,
             "kind": kind,
         }
-        chunk = {}
-        for name, dtype in self.dtypes.items():
-            value = values[name]
-            if isinstance(value, np.ndarray) and value.ndim:
-                column = value.astype(dtype)  # a copy: the log owns its columns
-            elif np.ndim(value):
-                column = np.array(value, dtype=dtype)
-            else:  # one value for every fill
-                column = np.full(k, value, dtype=dtype)
-            column.flags.writeable = False
-            chunk[name] = column
-        self._chunks.append(chunk)
-        self._size += k
+        self._log.append(k, values)
 
     def columns(self) -> dict[str, np.ndarray]:
         """Every fill so far as typed columns (asset and kind as integer codes; read-only)."""
-        if not self._chunks:
-            return {name: np.zeros(0, dtype=dtype) for name, dtype in self.dtypes.items()}
-        if len(self._chunks) > 1:  # concatenate once; later calls reuse the result
-            merged = {}
-            for name in COLUMNS:
-                merged[name] = np.concatenate([c[name] for c in self._chunks])
-                merged[name].flags.writeable = False
-            self._chunks = [merged]
-        return dict(self._chunks[0])
+        return self._log.columns()
 
     def table(self, symbols: list[str]) -> pd.DataFrame:
         """The fills as liquidations.parquet holds them: asset and kind as categoricals,

@@ -1,0 +1,96 @@
+"""Append-only typed columns: the storage of the logs a run adds to every round.
+
+The fill log (:mod:`model.fills`) and the contagion recorder's edge events
+(:mod:`model.contagion`) grow by a batch per liquidation round and are read whole at the end
+of a run. Keeping each batch as its own arrays made that read a concatenation of hundreds of
+small pieces per column, which in a sweep of small runs cost as much as a cascade measure;
+doubling one buffer per column would make it free but hold up to twice the log (three times
+while it grows), which large runs cannot spare. So small batches are written into an open
+block of :data:`BLOCK` rows and a block is closed only when the next batch does not fit, so
+closed blocks are nearly full; large batches are kept as they come. The memory held beyond
+the rows themselves is one open block; a run of a few thousand rows is read as one block.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BLOCK", "ColumnLog"]
+
+# Rows of a block; a batch of more than an eighth of it is kept as a piece of its own, so a
+# block is closed (when the next batch does not fit) at least seven eighths full.
+BLOCK = 4096
+
+
+class ColumnLog:
+    """Named typed columns that only grow, read as whole read-only arrays.
+
+    Args:
+        dtypes: column name -> dtype, in the order :meth:`columns` gives them.
+    """
+
+    def __init__(self, dtypes: dict[str, Any]):
+        self.dtypes = {name: np.dtype(dtype) for name, dtype in dtypes.items()}
+        self._pieces: list[dict[str, np.ndarray]] = []  # closed blocks and large batches
+        self._open: dict[str, np.ndarray] | None = None
+        self._used = 0  # rows written into the open block
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, k: int, values: dict[str, Any]) -> None:
+        """Add ``k`` rows: for each column a (k,) array or one value for every row (copied
+        and cast to the column's dtype, so the caller's arrays are not the log's)."""
+        if k == 0:
+            return
+        if k > BLOCK // 8:
+            self._close()
+            self._pieces.append(self._new_columns(k))
+            self._write(self._pieces[-1], 0, k, values)
+        else:
+            if self._open is None or self._used + k > BLOCK:
+                self._close()
+                self._open = self._new_columns(BLOCK)
+            self._write(self._open, self._used, k, values)
+            self._used += k
+        self._size += k
+
+    def _new_columns(self, n: int) -> dict[str, np.ndarray]:
+        return {name: np.empty(n, dtype=dtype) for name, dtype in self.dtypes.items()}
+
+    @staticmethod
+    def _write(columns: dict[str, np.ndarray], at: int, k: int, values: dict[str, Any]) -> None:
+        for name, column in columns.items():
+            column[at : at + k] = values[name]
+
+    def _close(self) -> None:
+        """Keep the open block's rows as a piece (copied when it is less than half full, so
+        an almost empty block does not hold its whole buffer)."""
+        if self._open is not None and self._used:
+            full = 2 * self._used >= BLOCK
+            self._pieces.append(
+                {
+                    n: c[: self._used] if full else c[: self._used].copy()
+                    for n, c in self._open.items()
+                }
+            )
+        self._open, self._used = None, 0
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Every row so far, one read-only array per column (the pieces joined once; later
+        reads reuse the join until rows are added)."""
+        self._close()
+        if not self._pieces:
+            return {name: np.zeros(0, dtype=dtype) for name, dtype in self.dtypes.items()}
+        if len(self._pieces) > 1:
+            self._pieces = [
+                {name: np.concatenate([p[name] for p in self._pieces]) for name in self.dtypes}
+            ]
+        out = {}
+        for name, column in self._pieces[0].items():
+            column.flags.writeable = False
+            out[name] = column
+        return out

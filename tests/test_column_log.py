@@ -1,0 +1,54 @@
+"""The column log: batches of every size read back as the columns they make, in order."""
+
+import numpy as np
+import pytest
+
+from model.column_log import BLOCK, ColumnLog
+
+DTYPES = {"step": np.int64, "id": object, "x": np.float64, "kind": np.int8}
+
+
+def _batches(rng, sizes):
+    for step, k in enumerate(sizes):
+        yield (
+            k,
+            {
+                "step": step,  # one value for every row
+                "id": np.array([f"t{i}" for i in rng.integers(0, 99, k)], dtype=object),
+                "x": rng.random(k),
+                "kind": rng.integers(0, 5, k),
+            },
+        )
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_batches_of_every_size_read_back_in_order(seed):
+    """Small batches (into blocks), batches beyond an eighth of a block (pieces of their
+    own), empty ones, and reads in between: the columns are the batches joined by hand."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.choice([0, 1, 7, BLOCK // 8, BLOCK // 8 + 1, BLOCK - 3, 3 * BLOCK], 40)
+    log, expected = ColumnLog(DTYPES), {name: [] for name in DTYPES}
+    for i, (k, values) in enumerate(_batches(rng, sizes)):
+        log.append(int(k), values)
+        for name in DTYPES:
+            expected[name].append(np.broadcast_to(values[name], (k,)).astype(DTYPES[name]))
+        if i % 7 == 3:  # a read midway: later rows still join it
+            assert len(log.columns()["x"]) == len(log)
+    cols = log.columns()
+    assert len(log) == sum(int(k) for k in sizes) and list(cols) == list(DTYPES)
+    for name, dtype in DTYPES.items():
+        assert cols[name].dtype == dtype and not cols[name].flags.writeable
+        assert cols[name].tolist() == np.concatenate(expected[name]).tolist(), name
+
+
+def test_rows_are_copies_and_an_almost_empty_block_holds_no_buffer():
+    log = ColumnLog({"x": np.float64})
+    x = np.array([1.0, 2.0])
+    log.append(2, {"x": x})
+    x[0] = 99.0  # the caller's array is not the log's
+    log.append(BLOCK, {"x": np.zeros(BLOCK)})  # a large batch closes the open block
+    first = log._pieces[0]["x"]
+    assert first.tolist() == [1.0, 2.0] and (first.base is None or first.base.size == 2)
+    assert log.columns()["x"][:3].tolist() == [1.0, 2.0, 0.0]
+    empty = ColumnLog({"x": np.float64}).columns()
+    assert empty["x"].shape == (0,) and empty["x"].dtype == np.float64
