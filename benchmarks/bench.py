@@ -22,6 +22,8 @@ Sections:
 * ``headline``: 1,000,000 traders x 2 assets x 1,000 calm steps with noise traders, one
   process, construction included.
 * ``sweep``: sweep throughput (runs per minute) with 1 and 2 worker processes.
+* ``sweep_overhead``: what a study-sized sweep run spends beyond the model's stepping, part
+  by part (benchmarks/sweep_speed.py's breakdown).
 * ``liquidity``: calm and cascade steps at 100,000 traders under the static book, the market
   makers' book, and the makers' book with value traders' orders resting inside the rounds,
   each against the static cost.
@@ -846,6 +848,56 @@ def bench_teaching(quick: bool) -> dict:
     }
 
 
+def bench_sweep_overhead(quick: bool) -> dict:
+    """A study-sized sweep run's parts: what a sweep spends beyond the model's own stepping
+    (benchmarks/sweep_speed.py's breakdown, in this process)."""
+    from benchmarks.sweep_speed import run_breakdown, study_spec
+    from experiments.sweep import plan_runs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = study_spec(2 if quick else 4, Path(tmp))
+        runs = len(plan_runs(spec))
+        parts = run_breakdown(spec, runs)
+    stepping = parts["stepping"]
+    overhead = sum(v for k, v in parts.items() if k != "stepping" and not k.startswith(" "))
+    rows = [
+        {
+            "part": name.strip()
+            if not name.startswith(" ") or "floor" in name
+            else f"(summary) {name.strip()}",
+            "ms": value * 1e3,
+            "share": f"{100 * value / stepping:.1f}%",
+        }
+        for name, value in parts.items()
+    ]
+    rows.append(
+        {
+            "part": "overhead (all but stepping)",
+            "ms": overhead * 1e3,
+            "share": f"{100 * overhead / stepping:.1f}%",
+        }
+    )
+    return {
+        "title": f"Sweep overhead: the parts of a study-sized run ({runs} runs)",
+        "columns": [
+            ("part", "part", "{}"),
+            ("ms", "CPU ms per run", "{:.2f}"),
+            ("share", "of the stepping", "{}"),
+        ],
+        "rows": rows,
+        "notes": [
+            "The runs of the sensitivity study (experiments/sensitivity.toml: 1,000 traders x "
+            "200 steps, a shock at step 100) with fewer base samples; each part the least of "
+            "three repeats of every run, averaged over the runs (experiments.sweep.run_one's "
+            "parts: config, construction, stepping, summary, cascade sizes; record: the "
+            "durable run record the driver writes, fsync included). Rows marked (summary) "
+            "are parts of the summary; the floor, a numpy read pass over the run's book a "
+            "step, is not overhead. python -m benchmarks.sweep_speed adds one worker against two.",
+            f"Load average at the end: {load()}.",
+        ],
+    }
+
+
 SECTIONS = {
     "stepping": bench_stepping,
     "cascade": bench_cascade,
@@ -854,6 +906,7 @@ SECTIONS = {
     "slide": bench_slide,
     "headline": bench_headline,
     "sweep": bench_sweep,
+    "sweep_overhead": bench_sweep_overhead,
     "liquidity": bench_liquidity,
     "teaching": bench_teaching,
 }
