@@ -91,21 +91,23 @@ def _group_sums(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndar
     pos = np.empty(group.size, dtype=np.int64)
     pos[order] = np.arange(group.size) - starts[group[order]]  # place within its group
     by_pos = np.argsort(pos, kind="stable")  # first members of every group, then second, ...
-    lo = 0
-    for hi in np.cumsum(np.bincount(pos)).tolist():
-        at = by_pos[lo:hi]
-        lo = hi
-        g = group[at]  # distinct groups: one member each at this place
-        value = values[at]
-        before, carried = total[g], comp[g]
-        with np.errstate(invalid="ignore"):  # inf - inf: the NaN put right below
+    groups, ordered = group[by_pos], values[by_pos]
+    nan = bool(np.isnan(ordered).any())
+    bounds = [0, *np.cumsum(np.bincount(pos)).tolist()]
+    with np.errstate(invalid="ignore"):  # inf - inf: the NaN put right below
+        for lo, hi in itertools.pairwise(bounds):
+            g = groups[lo:hi]  # distinct groups: one member each at this place
+            value = ordered[lo:hi]
+            before, carried = total[g], comp[g]
             y = value - carried
             t = before + y
             c = (t - before) - y
-        c[c != c] = 0.0  # an infinite value: no compensation (pandas GH#53606)
-        keep = value == value  # pandas skips NaN
-        comp[g] = np.where(keep, c, carried)
-        total[g] = np.where(keep, t, before)
+            c[c != c] = 0.0  # an infinite value: no compensation (pandas GH#53606)
+            if nan:  # pandas skips NaN
+                keep = value == value
+                c, t = np.where(keep, c, carried), np.where(keep, t, before)
+            comp[g] = c
+            total[g] = t
     return total
 
 
