@@ -129,6 +129,32 @@ def _run_labels(starts: np.ndarray, n: int) -> np.ndarray:
     return np.cumsum(marks) - 1
 
 
+def _liquidation_rows(liquidations):
+    """``(step, round, trader, notional)`` of the liquidation fills (ADL fills and collateral
+    sales left out) of the table or the fill log's columns, as numpy arrays."""
+    liq = liquidations
+    step = np.asarray(liq["step"], dtype=np.int64)
+    rnd = np.asarray(liq["round"], dtype=np.int64)
+    trader = _trader_values(liq["trader_id"])
+    notional = np.asarray(liq["notional"], dtype=float)
+    if "kind" in liq:
+        keep = liquidation_fills(liq["kind"])
+        if not keep.all():
+            step, rnd, trader, notional = step[keep], rnd[keep], trader[keep], notional[keep]
+    return step, rnd, trader, notional
+
+
+def _accounts_by_step(step, trader_code, n_traders: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, accounts)``: the distinct accounts liquidated in each step with liquidations
+    (the size of its cascade), in step order, from liquidations' steps and trader codes
+    (``0 .. n_traders - 1``): one sort of the (step, trader) pairs."""
+    span = max(int(n_traders), 1)
+    pairs = np.unique(step * span + trader_code)
+    steps = pairs // span
+    first = _runs(steps)
+    return steps[first], np.diff(np.append(first, steps.size))
+
+
 class _Events:
     """One entry per (step, round, trader) liquidated, sorted by step, round and trader, with
     the notional closed (ADL fills and collateral sales left out): the unit every cascade measure counts.
@@ -142,16 +168,8 @@ class _Events:
     """
 
     def __init__(self, liquidations):
-        liq = liquidations
-        self.id_dtype = liq["trader_id"].dtype
-        step = np.asarray(liq["step"], dtype=np.int64)
-        rnd = np.asarray(liq["round"], dtype=np.int64)
-        trader = _trader_values(liq["trader_id"])
-        notional = np.asarray(liq["notional"], dtype=float)
-        if "kind" in liq:
-            keep = liquidation_fills(liq["kind"])
-            if not keep.all():
-                step, rnd, trader, notional = step[keep], rnd[keep], trader[keep], notional[keep]
+        self.id_dtype = liquidations["trader_id"].dtype
+        step, rnd, trader, notional = _liquidation_rows(liquidations)
         self.traders, code = np.unique(trader, return_inverse=True)
         code = code.ravel()
         order = np.lexsort((code, rnd, step))
@@ -194,11 +212,12 @@ def cascade_sizes(liquidations) -> np.ndarray:
     """(k, 2) int64: the step and the size (accounts) of every cascade, in step order: the
     ``step`` and ``accounts`` columns of :func:`cascades`, without the rest of the table
     (``liquidations`` the table or the fill log's columns, as :func:`cascade_metrics`)."""
-    ev = _Events(liquidations)
-    if len(ev) == 0:
+    step, _, trader, _ = _liquidation_rows(liquidations)
+    if step.size == 0:
         return np.zeros((0, 2), dtype=np.int64)
-    table = _cascade_columns(ev)
-    return np.column_stack([table["step"], table["accounts"]]).astype(np.int64)
+    traders, code = np.unique(trader, return_inverse=True)
+    steps, accounts = _accounts_by_step(step, code.ravel(), traders.size)
+    return np.column_stack([steps, accounts]).astype(np.int64)
 
 
 def _cascade_table(ev: _Events) -> pd.DataFrame:
@@ -226,11 +245,7 @@ def _cascade_columns(ev: _Events) -> dict[str, np.ndarray]:
     cascade = _run_labels(first, len(ev))  # each event's cascade
     n = first.size
     events = np.bincount(cascade, minlength=n).astype(np.int64)
-    # distinct accounts of each step: the events sorted by (step, trader)
-    by_trader = np.lexsort((ev.trader_code, ev.step))
-    accounts = np.bincount(
-        cascade[by_trader[_runs(ev.step[by_trader], ev.trader_code[by_trader])]], minlength=n
-    ).astype(np.int64)
+    accounts = _accounts_by_step(ev.step, ev.trader_code, ev.traders.size)[1].astype(np.int64)
     first_generation = np.bincount(cascade[ev.round == 1], minlength=n).astype(np.int64)
     return {
         "step": ev.step[first],

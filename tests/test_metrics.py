@@ -15,6 +15,7 @@ from model.metrics import (
     branching_by_generation,
     cascade_metrics,
     cascade_size_distribution,
+    cascade_sizes,
     cascade_subgraph,
     cascades,
     exposure_network,
@@ -324,6 +325,10 @@ def test_cascade_measures_equal_a_groupby_formulation(seed):
         liq["trader_id"] = pd.array([f"t{i}" for i in liq["trader_id"]], dtype=pd.StringDtype())
     ref = _groupby_reference(liq)
     table = cascades(liq)
+    steps = sorted(liq.loc[liq["kind"] != "adl", "step"].unique().tolist())
+    assert cascade_sizes(liq).tolist() == [
+        [s, a] for s, a in zip(steps, ref["accounts"].tolist(), strict=True)
+    ]
     for column, key in [("accounts", "accounts"), ("events", "events"), ("depth", "depth")]:
         assert table[column].tolist() == ref[key].tolist()
     assert table["first_generation"].tolist() == ref["first"].tolist()
