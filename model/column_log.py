@@ -41,30 +41,36 @@ class ColumnLog:
     def __len__(self) -> int:
         return self._size
 
-    def append(self, k: int, values: dict[str, Any]) -> None:
-        """Add ``k`` rows: for each column a (k,) array or one value for every row (copied
-        and cast to the column's dtype, so the caller's arrays are not the log's)."""
+    def append(self, k: int, values: dict[str, Any], *, copy: bool = True) -> None:
+        """Add ``k`` rows: for each column a (k,) array or one value for every row, copied and
+        cast to the column's dtype, so the caller's arrays are not the log's; with ``copy``
+        False a large batch's arrays are kept as they are when they have the column's dtype
+        (for a caller that made them for the log and gives them up)."""
         if k == 0:
             return
         if k > BLOCK // 8:
             self._close()
-            self._pieces.append(self._new_columns(k))
-            self._write(self._pieces[-1], 0, k, values)
+            piece = {}
+            for name, dtype in self.dtypes.items():
+                value = values[name]
+                adopt = isinstance(value, np.ndarray) and value.dtype == dtype
+                if not copy and adopt and value.shape == (k,):
+                    piece[name] = value
+                else:
+                    piece[name] = np.empty(k, dtype=dtype)
+                    piece[name][:] = value
+            self._pieces.append(piece)
         else:
             if self._open is None or self._used + k > BLOCK:
                 self._close()
                 self._open = self._new_columns(BLOCK)
-            self._write(self._open, self._used, k, values)
+            for name, column in self._open.items():
+                column[self._used : self._used + k] = values[name]
             self._used += k
         self._size += k
 
     def _new_columns(self, n: int) -> dict[str, np.ndarray]:
         return {name: np.empty(n, dtype=dtype) for name, dtype in self.dtypes.items()}
-
-    @staticmethod
-    def _write(columns: dict[str, np.ndarray], at: int, k: int, values: dict[str, Any]) -> None:
-        for name, column in columns.items():
-            column[at : at + k] = values[name]
 
     def _close(self) -> None:
         """Keep the open block's rows as a piece (copied when it is less than half full, so

@@ -517,7 +517,7 @@ class ContagionRecorder:
 
     def _add(self, src, dst, w, step, rnd):
         values = {"src": src, "dst": dst, "weight": w, "step": int(step), "round": int(rnd)}
-        self._edges.append(len(dst), values)
+        self._edges.append(len(dst), values, copy=False)  # arrays made for the log
         self.edge_count += len(dst)
 
     def record(self, rec: RoundRecord) -> None:

@@ -52,3 +52,18 @@ def test_rows_are_copies_and_an_almost_empty_block_holds_no_buffer():
     assert log.columns()["x"][:3].tolist() == [1.0, 2.0, 0.0]
     empty = ColumnLog({"x": np.float64}).columns()
     assert empty["x"].shape == (0,) and empty["x"].dtype == np.float64
+
+
+def test_a_large_batch_made_for_the_log_is_kept_without_a_copy():
+    """``copy=False``: a large batch's arrays of the column's dtype become the log's (the
+    recorder's edges, made for it); small ones and other dtypes are still copied in."""
+    log = ColumnLog({"x": np.float64, "n": np.int64})
+    big = np.arange(BLOCK, dtype=np.float64)
+    ints = np.arange(BLOCK, dtype=np.int32)  # not the column's dtype: cast, so copied
+    log.append(BLOCK, {"x": big, "n": ints}, copy=False)
+    assert log._pieces[0]["x"] is big and log._pieces[0]["n"] is not ints
+    small = np.array([5.0])
+    log.append(1, {"x": small, "n": 7}, copy=False)
+    small[0] = -1.0
+    cols = log.columns()
+    assert cols["x"][-1] == 5.0 and cols["n"].tolist() == [*range(BLOCK), 7]
