@@ -69,14 +69,17 @@ ABLATIONS = {
 STATS = ("excess kurtosis", "Hill index (top 5%)", "ACF(r, 1)", "ACF(|r|, 1)", "ACF(|r|, 50)")
 
 
-def endogenous_returns(seed: int, overrides: dict | None = None, steps: int | None = None):
-    """Per-step log returns of the market price and of the fundamental, and run facts."""
+def endogenous_returns(
+    seed: int, overrides: dict | None = None, steps: int | None = None, config=CONFIG
+):
+    """Per-step log returns of the market price and of the fundamental, and run facts
+    (``config``: check 6's file by default; check 6b passes its own)."""
     from model import ContagionModel, load_config
 
     over = {"seed": seed, **(overrides or {})}
     if steps is not None:
         over["steps"] = steps
-    cfg = load_config(CONFIG, overrides=over)
+    cfg = load_config(config, overrides=over)
     with single_threaded_blas():
         model = ContagionModel(cfg, create_agents=False).run()
     mk = model.market_history
@@ -91,6 +94,8 @@ def endogenous_returns(seed: int, overrides: dict | None = None, steps: int | No
         "depth low": float(mk.depth[:, 0].min()),
         "depth median": float(np.median(mk.depth[:, 0])),
     }
+    if cfg.liquidity.maker_reentry_steps:  # check 6b's makers come back
+        info["makers reentered"] = model.liquidity.makers_reentered
     return r, rf, info
 
 
