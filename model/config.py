@@ -709,9 +709,9 @@ class LiquidityConfig:
     maker_reentry_steps: int = spec(
         0,
         unit="steps",
-        doc="steps after a maker's capital is gone (liquidated to below 1% of its initial "
-        "equity) until fresh capital tops it up to its initial equity, an external deposit "
-        "(0: never)",
+        doc="steps after a maker's capital is gone (its equity at most 1% of its initial "
+        "equity, liquidated or not) until fresh capital, a deposit from outside, tops it up to "
+        "its initial equity (0: never)",
         ge=0,
         le=1_000_000,
     )
