@@ -46,6 +46,7 @@ __all__ = [
     "run_endogenous",
     "run_variants",
     "score_ablations",
+    "seed_table",
     "verdict",
 ]
 
@@ -254,6 +255,28 @@ def run_variants(quick, out_dir, *, ablations=ABLATIONS, config=CONFIG, **result
         _figure(path, series)
         figures.append(path.name)
     return endogenous_result(runs, quick=quick, figures=figures, ablations=ablations, **result)
+
+
+def seed_table(runs: pd.DataFrame, variants=("F", "C1")) -> str:
+    """The data rows of docs/validation.md's per-seed table of a check run with this
+    machinery (check 6b): one markdown row per run of ``variants``."""
+    rows = []
+    for _, x in runs[runs["variant"].isin(variants)].iterrows():
+        back = x.get("makers reentered", float("nan"))
+        cells = [
+            x["variant"],
+            f"{x['seed']}",
+            f"{x['excess kurtosis']:.2f}",
+            f"{x['Hill index (top 5%)']:.2f}",
+            f"{x['ACF(r, 1)']:+.3f}",
+            f"{x['ACF(|r|, 1)']:.3f}",
+            f"{x['ACF(|r|, 50)']:+.3f}",
+            f"{x['impact share']:.2f}",
+            f"{x['makers liquidated']}",
+            "-" if pd.isna(back) else f"{int(back)}",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def _medians_text(table, name) -> str:

@@ -19,9 +19,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from experiments.validation import endogenous as six
-from experiments.validation.endogenous import BURN_IN, SEEDS
+from experiments.validation.endogenous import BURN_IN, SEEDS, seed_table
 
-__all__ = ["ABLATIONS", "BURN_IN", "CONFIG", "PREDICTIONS", "SEEDS", "run_endogenous_v2"]
+__all__ = [
+    "ABLATIONS",
+    "BURN_IN",
+    "CONFIG",
+    "PREDICTIONS",
+    "SEEDS",
+    "run_endogenous_v2",
+    "seed_table",
+]
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "endogenous-v2.toml"
 ABLATIONS = {
