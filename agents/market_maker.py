@@ -217,6 +217,11 @@ class MakerDesk:
         self._set_adl()
         return diff
 
+    def clear_deleveraging(self, makers) -> None:
+        """Forget the deleveraging of ``makers`` (mask or indices): fresh capital took over."""
+        self.adl_memory[makers] = 0.0
+        self._set_adl()
+
     def new_step(self, equity) -> None:
         """Start a step: ADL memory fades; makers with equity quote again; records reset."""
         if self.adl_memory.any():

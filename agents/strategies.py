@@ -248,30 +248,45 @@ class TargetLeverage(Strategy):
 
 
 class _Overlay(Strategy):
-    """A rule that holds an overlay on top of the held position and trades its changes."""
+    """A rule that holds an overlay on top of the held position and trades its changes.
+
+    Attributes:
+        passive: (k,) rows whose target rests in the book as limit orders (the value rule
+            under ``liquidity.value_orders = "resting"``, set by :mod:`model.ladders`): they
+            send no orders, or None.
+    """
 
     def _prepare(self, rows):
         side, _, _ = self._initial(rows)
         self.universe = side != 0  # assets each trader held at the start
         self.overlay = np.zeros(side.shape)  # quantity the rule holds on top of its base
         self.seen = self.model.liquidation_count[rows].copy()
+        self.passive = None
+
+    def sync(self, rows) -> None:
+        """Rows that a liquidation cut since the last look start a new overlay (what is left
+        is the new base)."""
+        self._setup(rows)
+        count = self.model.liquidation_count[rows]
+        hit = count != self.seen
+        if hit.any():
+            self.overlay[hit] = 0.0
+            self.seen = count.copy()
 
     def target(self, rows, equity, price) -> np.ndarray:
         """(k, A) the overlay quantity wanted now."""
         raise NotImplementedError
 
     def orders(self, rows):
-        self._setup(rows)
-        count = self.model.liquidation_count[rows]
-        hit = count != self.seen
-        if hit.any():  # a liquidation cut the position: what is left is the new base
-            self.overlay[hit] = 0.0
-            self.seen = count.copy()
+        self.sync(rows)
         price = self.model.market.price
         equity = self.model.book.equity(price, rows)
         want = self._only(self.universe, self.target(rows, equity, price))
         dq = want - self.overlay
-        return self._only(self._live(rows, equity), dq)
+        keep = self._live(rows, equity)
+        if self.passive is not None:
+            keep = keep & ~self.passive
+        return self._only(keep, dq)
 
     def filled(self, rows, dq):
         self.overlay += dq

@@ -10,7 +10,8 @@ The checks (one module each under :mod:`experiments.validation`):
    calls by the liquidation engine, the noise trader's demand as the book);
 5. stylized facts of the baseline's returns against real returns (data);
 6. stylized facts from the engine's own mechanisms on a constant-volatility fundamental, against
-   the same venue at leverage 1 (engine).
+   the same venue at leverage 1 (engine), and 6b the same with makers that come back with
+   fresh capital and value orders that rest (engine).
 
 The report folder gets ``report.md`` (one row per check: name, what was compared, measured vs
 expected, PASS or FAIL, then a section per check with its notes, table and figures),
@@ -36,6 +37,7 @@ __all__ = ["CHECKS", "render_report", "run_checks", "run_validation", "write_rep
 def _checks():
     from experiments.validation.caccioli import run_caccioli
     from experiments.validation.endogenous import run_endogenous
+    from experiments.validation.endogenous_v2 import run_endogenous_v2
     from experiments.validation.fixed_point import run_fixed_point
     from experiments.validation.greenwood import run_greenwood
     from experiments.validation.stylized_facts import run_stylized_facts
@@ -50,6 +52,7 @@ def _checks():
         ("thurner_engine", run_thurner_engine),
         ("stylized_facts", run_stylized_facts),
         ("endogenous", run_endogenous),
+        ("endogenous_v2", run_endogenous_v2),
     ]
 
 
@@ -61,6 +64,7 @@ CHECKS = (
     "thurner_engine",
     "stylized_facts",
     "endogenous",
+    "endogenous_v2",
 )
 
 

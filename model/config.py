@@ -573,10 +573,13 @@ class LiquidityConfig:
     model: Literal["static", "market_makers"] = spec(
         "static", doc="static: the book is assets.depth; market_makers: the makers' quotes"
     )
-    value_orders: Literal["before_rounds", "in_rounds"] = spec(
+    value_orders: Literal["before_rounds", "in_rounds", "resting"] = spec(
         "before_rounds",
         doc="in_rounds: value traders rest buy and sell orders along their target curve that "
-        "trade inside the liquidation rounds; before_rounds: they trade once a step, before them",
+        "trade inside the liquidation rounds; before_rounds: they trade once a step, before them; "
+        "resting: they send no market orders, their whole target curve rests as limit orders "
+        "from the step's start, priced so they never buy above (or sell below) the price at "
+        "which the target equals what they hold (model/ladders.py)",
     )
     kernel: Literal["power", "exponential"] = spec(
         "power",
@@ -702,6 +705,15 @@ class LiquidityConfig:
         doc="half-life of a maker's memory of being deleveraged, steps",
         gt=0,
         le=1e7,
+    )
+    maker_reentry_steps: int = spec(
+        0,
+        unit="steps",
+        doc="steps after a maker's capital is gone (its equity at most 1% of its initial "
+        "equity, liquidated or not) until fresh capital, a deposit from outside, tops it up to "
+        "its initial equity (0: never)",
+        ge=0,
+        le=1_000_000,
     )
 
 

@@ -14,9 +14,11 @@ share (pro rata to their quotes on each side) and resting orders' fills are book
 walk's price, with the market agent on the other side, so the market agent keeps what the
 backstop absorbed. The model calls it at the phases of a step:
 
-1. ``begin_step`` (after the fundamentals move): ADL of the makers' venue legs is noted, ADL
-   memory fades, makers with equity quote again, hedges trade at the fundamental, quotes are
-   set from the makers' state;
+1. ``begin_step`` (after the fundamentals move): ADL of the makers' venue legs is noted, makers
+   whose capital is gone are topped up with fresh capital once ``maker_reentry_steps`` have
+   passed, ADL memory fades, makers with equity quote again, hedges trade at the fundamental,
+   quotes are set from the makers' state; under ``value_orders = "resting"`` the value
+   ladders are posted;
 2. the voluntary batch walks the book (the makers absorb their share);
 3. each liquidation round, after detection, ``before_walk``: the value ladders are posted (at
    the first round), the detected accounts' ladders and quotes are cancelled, the makers
@@ -28,7 +30,17 @@ backstop absorbed. The model calls it at the phases of a step:
 Money: the makers' off-venue cash and hedges and the market agent's outside book (the other side
 of every hedge trade) cancel at any fundamental, and every venue fill has the market agent on
 the other side at the same price, so ``traders + makers + insurance fund + market agent -
-unfunded bad debt`` is conserved (:meth:`model.model.ContagionModel.money`).
+unfunded bad debt`` is conserved (:meth:`model.model.ContagionModel.money`), plus the fresh
+capital of re-entering makers (:attr:`Liquidity.deposits`, part of the model's ``deposits``
+as re-entering traders' are).
+
+Maker re-entry (``maker_reentry_steps = k > 0``): a maker whose equity (venue plus off-venue)
+is found at most :data:`GONE` of its initial equity at the start or at the end of step ``s``
+(the fundamental's move or the step's rounds took it) has lost its capital; if it is still so
+at the start of step ``s + k``, fresh capital (a deposit into its wallet) tops its equity up
+to its initial equity and its memory of being deleveraged is cleared, so it quotes its calm
+depth again from step ``s + k`` (a new desk taking over the
+seat: without it the capital factor of a wiped-out maker stays 0 for the rest of the run).
 """
 
 from __future__ import annotations
@@ -49,9 +61,12 @@ from model.population import Population
 if TYPE_CHECKING:
     from agents.market import Market
 
-__all__ = ["Liquidity", "RoundLiquidity", "maker_ids", "with_makers"]
+__all__ = ["GONE", "Liquidity", "RoundLiquidity", "maker_ids", "with_makers"]
 
 MAKER_STRATEGY = "market_maker"
+# A maker whose equity is at most this share of its initial equity has lost its capital: it
+# quotes at most 1% of its calm depth (the capital factor), and is replaced under re-entry.
+GONE = 0.01
 
 
 def with_makers(population: Population, desk: MakerDesk, price0) -> Population:
@@ -116,6 +131,9 @@ class Liquidity:
     Attributes:
         last: what the last walk's sources absorbed (:class:`RoundLiquidity`).
         makers_liquidated: makers liquidated so far (distinct rounds).
+        deposits: fresh capital brought in by re-entering makers so far.
+        makers_reentered: how many times a maker re-entered so far.
+        gone_since: (M,) the step in which each maker's capital was found gone (-1: it is not).
     """
 
     def __init__(
@@ -141,6 +159,10 @@ class Liquidity:
         self._synced = np.zeros(m, dtype=bool)  # makers liquidated since the desk last looked
         self.makers_liquidated = 0
         self._liquidated_step = 0
+        self.reentry_steps = int(cfg.maker_reentry_steps)
+        self.gone_since = np.full(m, -1, dtype=np.int64)
+        self.deposits = 0.0
+        self.makers_reentered = 0
         self._records: list[tuple] = []  # the makers' columns of steps.parquet, step by step
         self._max_rate = book.tiers.max_rate  # (A,) the largest maintenance rate per asset
         self.last_close = market.log_fundamental + market.impact  # log of the last close
@@ -165,13 +187,17 @@ class Liquidity:
         return venue + self.desk.off_venue_equity(m.fundamental)
 
     # ---- phases ---------------------------------------------------------------------------
-    def begin_step(self) -> None:
-        """Phase 1 of the module docstring (makers only)."""
+    def begin_step(self, step: int = 0) -> None:
+        """Phase 1 of the module docstring (``step``: the step starting, from 1)."""
+        if self.ladders is not None and self.ladders.all_step:
+            self.ladders.post(self.market.price, self.market.fundamental, self.isolated_accounts)
         desk = self.desk
         if desk is None or desk.n == 0:  # the backstop alone: its quotes never change
             return
         equity = self.maker_equity()
         self._note_deleveraging(equity)
+        if self.reentry_steps:
+            equity = self._reenter(step, equity)
         self._liquidated_step = 0
         desk.new_step(equity)
         dh = desk.hedge_orders(self.book.qty[self._makers])
@@ -179,6 +205,30 @@ class Liquidity:
             desk.trade_hedges(dh, self.market.fundamental)
             equity = self.maker_equity()
         self._requote(equity)
+
+    def _note_gone(self, step: int, equity) -> np.ndarray:
+        """Mark the makers whose capital is gone now (``gone_since``: the step it was first
+        found gone; -1 again for a maker whose equity came back); return the mask."""
+        gone = equity <= GONE * self.desk.initial_equity
+        self.gone_since = np.where(gone, self.gone_since, -1)
+        self.gone_since = np.where(gone & (self.gone_since < 0), step, self.gone_since)
+        return gone
+
+    def _reenter(self, step: int, equity) -> np.ndarray:
+        """Fresh capital for the makers gone since ``step - maker_reentry_steps`` or before
+        (module docstring); returns their equity after it."""
+        desk = self.desk
+        gone = self._note_gone(step, equity)
+        due = gone & (step - self.gone_since >= self.reentry_steps)
+        if not due.any():
+            return equity
+        top = np.where(due, desk.initial_equity - equity, 0.0)
+        self.book.deposit(self.maker_rows[due], top[due])
+        self.deposits += float(top.sum())
+        self.makers_reentered += int(due.sum())
+        self.gone_since[due] = -1
+        desk.clear_deleveraging(due)
+        return equity + top
 
     def before_walk(self, rows) -> None:
         """A round's accounts were detected (``rows``): post or cancel ladders, cancel the
@@ -198,11 +248,13 @@ class Liquidity:
                 self._liquidated_step += int(makers.size)
             self._requote()
 
-    def end_step(self) -> None:
-        """Phase 4 of the module docstring."""
+    def end_step(self, step: int = 0) -> None:
+        """Phase 4 of the module docstring (``step``: the step ending)."""
         log_close = self.market.log_fundamental + self.market.impact  # finite: within limits
         if self.desk is not None and self.desk.n:
             self.desk.observe_return(log_close - self.last_close)
+            if self.reentry_steps:
+                self._note_gone(step, self.maker_equity())
         self.last_close = log_close
         if self.ladders is not None:
             self.ladders.expire()

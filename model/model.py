@@ -207,8 +207,13 @@ class ContagionModel(mesa.Model):
         under ``static`` without resting orders: today's market agent takes every fill)."""
         liq = self.config.liquidity
         ladders = None
-        if liq.value_orders == "in_rounds" and "value" in self.strategies:
-            ladders = ValueLadders(self.book, self.strategies["value"], self.strategy_rows["value"])
+        if liq.value_orders in ("in_rounds", "resting") and "value" in self.strategies:
+            ladders = ValueLadders(
+                self.book,
+                self.strategies["value"],
+                self.strategy_rows["value"],
+                all_step=liq.value_orders == "resting",
+            )
         if self.desk is None and ladders is None:
             return None
         wired = Liquidity(
@@ -317,9 +322,11 @@ class ContagionModel(mesa.Model):
 
     @property
     def deposits(self) -> float:
-        """Money brought in from outside (re-entering traders; a rule's own flows, net of
-        withdrawals): money stays initial money + deposits."""
+        """Money brought in from outside (re-entering traders and market makers; a rule's own
+        flows, net of withdrawals): money stays initial money + deposits."""
         total = 0.0 if self.reentry is None else self.reentry.deposits
+        if self.liquidity is not None:
+            total += self.liquidity.deposits
         for rule in self.strategies.values():
             total += getattr(rule, "deposits", 0.0)
         return total
@@ -386,12 +393,12 @@ class ContagionModel(mesa.Model):
         t = self.steps
         self.market.move_fundamentals(t)  # 1. market
         if self.liquidity is not None:
-            self.liquidity.begin_step()  # the makers hedge and quote
+            self.liquidity.begin_step(t)  # the makers hedge and quote
         self.trade_voluntarily()  # 2. strategies
         self.pay_funding(t)  # perpetual funding between longs and shorts (when on)
         self.last = self.engine.run_step(t)  # 3. mark to market; liquidation rounds
         if self.liquidity is not None:
-            self.liquidity.end_step()  # volatility estimates; ladders expire
+            self.liquidity.end_step(t)  # volatility estimates; ladders expire
         self.check_finite(t)
         self.record(t)  # 4. record
 

@@ -199,7 +199,12 @@ STEPS = Table(
             "losses taken pro rata from paper profits when auto-deleveraging could not cover "
             "them, so far (cumulative)",
         ),
-        _c("deposits", "float64", Q, "deposits of re-entering traders so far (cumulative)"),
+        _c(
+            "deposits",
+            "float64",
+            Q,
+            "deposits of re-entering traders and market makers so far (cumulative)",
+        ),
         _c(
             "collateral_sold_notional",
             "float64",

@@ -34,6 +34,7 @@ A source is named ``kind:argument``, optionally with dotted-key overrides in bra
   reused while the engine, the rules, the checks and the configs are unchanged): the result's ``measured``, ``table``, ``data``,
   ``passed``, ``notes``; ``runs``, the check's table of runs (``data["runs"]``) indexed by its
   first two columns (``runs.loc[("F", 43), "sd"]``, ``runs.loc[(20.0, 1), "skew"]``);
+  ``text``, the rows of its per-seed table when the check's module has ``seed_table``;
 * ``exploration``: the configurations of docs/validation.md's "Where the stylized facts come
   from" (:data:`CONFIGURATIONS`) at the seeds 42-46: ``stat``, ``median``, ``passing``,
   ``facts`` (each run's statistics), ``text`` (the section's tables);
@@ -483,9 +484,12 @@ def _validate(arg: str) -> dict:
         if path is not None:
             path.write_bytes(pickle.dumps(result))
     runs = result["data"].get("runs")
+    module = importlib.import_module(f"experiments.validation.{arg}")
+    # the printed text: a check's per-seed table when it has one (check 6b's seed_table)
+    text = module.seed_table(runs) if hasattr(module, "seed_table") else ""
     if isinstance(runs, pd.DataFrame):  # one row per run, by its first two columns
         runs = runs.set_index(list(runs.columns[:2]))  # (variant, seed), (leverage cap, seed)
-    return {**result, "r": result, "runs": runs}
+    return {**result, "r": result, "runs": runs, "text": text}
 
 
 # --------------------------------------------------------------------------------------------

@@ -452,3 +452,170 @@ def test_noise_persistence_repeats_a_share_of_the_last_order():
         np.testing.assert_allclose(got, order, rtol=1e-12)
         rule.filled(rows, got)
         overlay, last = overlay + order, order
+
+
+# ---- makers re-entering with fresh capital --------------------------------------------------
+
+
+def wiped_out_maker(delay, steps):
+    """One maker ($50,000 of capital, half the calm book) buys half of a 10,000 forced sale at
+    step 1; a -20% shock at step 2 takes its equity to nothing."""
+    from model.population import Population
+
+    cfg = one_asset(
+        {
+            "model": "market_makers",
+            "makers": 1,
+            "backstop": 0.5,
+            "basis_share": 0.0,
+            "capital": 0.1,  # 0.1 x its calm 1% quote notional (5,000 units x $100)
+            "hedge_speed": 0.0,
+            "maker_reentry_steps": delay,
+        },
+        steps=steps,
+        shocks=[
+            {"step": 1, "asset": "X", "return": -0.05},
+            {"step": 2, "asset": "X", "return": -0.2},
+        ],
+    )
+    pop = Population(
+        np.array([1]), np.array([60_000.0]), np.array([[10_000.0]]), np.array([[100.0]]),
+        np.zeros((1, 1), bool), np.zeros((1, 1)), np.array(["hold"], dtype=object),
+    )  # fmt: skip
+    return ContagionModel(cfg, population=pop)
+
+
+@pytest.mark.parametrize("delay", [1, 3])
+def test_a_wiped_out_maker_quotes_again_with_its_capital_after_the_delay(delay):
+    """Wiped out at step s = 2, the maker quotes nothing (capital factor 0) until step
+    s + delay, when $50,000 of fresh capital (0.1 x 5,000 x $100, a deposit) tops it up: from
+    then on it quotes its calm 5,000 units per 1% on each side again."""
+    m = wiped_out_maker(delay, steps=8)
+    quotes = []
+    for _ in range(8):
+        m.step()
+        quotes.append(float(m.desk.dbid[0, 0]))
+        assert abs(m.money()["total"] - m.initial_money - m.deposits) < 1e-9 * 1e7
+    assert m.tables()["steps"]["makers_liquidated"].tolist()[1] == 1
+    back = 2 + delay  # the first step it quotes in again
+    assert quotes[0] == pytest.approx(5_000.0)
+    assert all(q == 0.0 for q in quotes[1 : back - 1])
+    np.testing.assert_allclose(quotes[back - 1 :], 5_000.0, rtol=1e-12)
+    assert m.liquidity.makers_reentered == 1
+    # flat and bankrupt (wallet written off to 0): the deposit is its whole initial equity
+    np.testing.assert_allclose(m.liquidity.deposits, 50_000.0, rtol=1e-12)
+    np.testing.assert_allclose(m.deposits, 50_000.0, rtol=1e-12)
+    np.testing.assert_allclose(m.tables()["steps"]["deposits"].iloc[-1], 50_000.0, rtol=1e-12)
+
+
+def test_without_maker_reentry_a_wiped_out_maker_never_quotes_again():
+    m = wiped_out_maker(0, steps=8)
+    m.run()
+    assert m.desk.dbid[0, 0] == 0.0 and m.liquidity.deposits == 0.0 and m.deposits == 0.0
+
+
+def test_money_is_conserved_every_step_with_makers_re_entering():
+    """Makers holding the market agent's whole basis unhedged (capital 0.05) lose their
+    capital to the shocks and come back 3 steps later: money stays initial money plus the
+    deposits of traders and makers, every step."""
+    from model.results import money_scale
+
+    data = small_config(
+        steps=60,
+        market={"mark_lag": 0.5, "funding_interval": 4},
+        traders={
+            "count": 600,
+            "leverage": 15.0,
+            "assets_per_trader": 2,
+            "strategies": {"hold": 0.4, "value": 0.3, "noise": 0.2, "momentum": 0.1},
+            "reentry_steps": 5,
+        },
+        margin={"insurance_fund": 0.0},
+        liquidity={
+            "model": "market_makers",
+            "value_orders": "resting",
+            "capital": 0.05,
+            "maker_reentry_steps": 3,
+            "basis_share": 1.0,
+            "hedge_ratio": 0.0,
+        },
+        shocks=[
+            {"step": 10, "asset": "BTC", "return": -0.4},
+            {"step": 30, "asset": "ETH", "return": 0.4},
+        ],
+    )
+    m = ContagionModel(build_config(data), create_agents=False)
+    for _ in range(60):
+        m.step()
+        expected = m.initial_money + m.deposits
+        assert abs(m.money()["total"] - expected) <= 1e-12 * money_scale(m), m.steps
+    assert m.liquidity.makers_reentered > 0 and m.liquidity.deposits > 0
+    assert m.reentry.deposits > 0
+    np.testing.assert_allclose(m.deposits, m.reentry.deposits + m.liquidity.deposits, rtol=1e-12)
+
+
+def test_negative_maker_reentry_delay_exits_2_with_one_line(tmp_path, capsys):
+    from experiments.cli import main
+
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        'name = "x"\nsteps = 2\n[[assets]]\nsymbol = "X"\nprice = 100.0\ndepth = 1e6\n'
+        '[liquidity]\nmodel = "market_makers"\nmaker_reentry_steps = -1\n'
+    )
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "liquidity.maker_reentry_steps" in err[0] and ">= 0" in err[0], err[0]
+    assert not out.exists()
+
+
+# ---- value orders resting all step ----------------------------------------------------------
+
+
+def test_resting_value_orders_meet_the_forced_sale_as_the_in_rounds_ladder_does():
+    """At the open the value trader's target equals its holding (price = fundamental): it
+    sends nothing, and the forced sale meets the same ladder as under in_rounds (the hand
+    solution of test_a_forced_sale_meets_the_value_ladder_inside_the_round)."""
+    a, b = ladder_market("in_rounds"), ladder_market("resting")
+    a.step()
+    b.step()
+    np.testing.assert_allclose(b.market.price, a.market.price, rtol=1e-12)
+    np.testing.assert_allclose(b.book.qty[1, 0], a.book.qty[1, 0], rtol=1e-10)
+
+
+def test_resting_value_orders_open_the_next_step_at_the_auction_price():
+    """Step 2: the static book refills 10% of the impact, so the price at the open is above
+    the one the value trader bought at and its target there is below its holding h. It sends
+    no market order; its offers, anchored at h, clear against the bids of the book at the
+    price p solving  d (-y / 1%)^2 = h - E g(p),  p = p_open e^y,
+    g(p) = -2 tanh(ln(p / F) / 0.05) / p_open  (E its equity at the open, F = 95)."""
+    from scipy.optimize import brentq
+
+    m = ladder_market("resting")
+    m.step()
+    p1 = float(m.market.price[0])
+    h = float(m.strategies["value"].overlay[0, 0])
+    assert h > 1000  # it bought in the cascade
+    f, d = 95.0, 1.0e4
+    p_open = f * np.exp(0.9 * np.log(p1 / f))
+    # $1M, its unit bought at 100, a loss of $5 to the shock, then h bought at p1
+    equity = 1.0e6 + (p_open - 100.0) + h * (p_open - p1)
+
+    def g(p):
+        return -2.0 * np.tanh(np.log(p / f) / 0.05) / p_open
+
+    def excess(y):
+        return d * (-y / 0.01) ** 2 - (h - equity * g(p_open * np.exp(y)))
+
+    assert h - equity * g(p_open) > 0  # it wants to sell at the open
+    y = brentq(excess, -0.05, 0.0, xtol=1e-15)
+    price = p_open * np.exp(y)
+    assert not m.strategies["value"].orders(m.strategy_rows["value"]).any()  # no market order
+    m.step()
+    assert m.last.liquidations == 0
+    np.testing.assert_allclose(m.market.price, [price], rtol=1e-10)
+    sold = h - equity * g(price)
+    np.testing.assert_allclose(m.book.qty[1, 0], 1.0 + h - sold, rtol=1e-10)
+    np.testing.assert_allclose(m.strategies["value"].overlay[0, 0], h - sold, rtol=1e-10)
+    assert abs(m.money()["total"] - m.initial_money) < 1e-9 * 1e8

@@ -529,7 +529,12 @@ def test_aggregate_equity_tracks_the_full_sum_with_collateral():
 
 @pytest.mark.parametrize(
     ("model", "value_orders"),
-    [("market_makers", "before_rounds"), ("market_makers", "in_rounds"), ("static", "in_rounds")],
+    [
+        ("market_makers", "before_rounds"),
+        ("market_makers", "in_rounds"),
+        ("static", "in_rounds"),
+        ("market_makers", "resting"),
+    ],
 )
 def test_screened_run_equals_checking_everyone_with_makers_and_resting_orders(model, value_orders):
     # market makers' rows absorb every walk and can be liquidated and deleveraged; value

@@ -70,11 +70,12 @@ def test_validate_writes_one_row_per_check_and_the_figures(quick_run):
         "thurner_engine",
         "stylized_facts",
         "endogenous",
+        "endogenous_v2",
     }
     report = (out / "report.md").read_text()
     rows = [line for line in report.splitlines() if line.endswith("| PASS |")]
     rows += [line for line in report.splitlines() if line.endswith("| **FAIL** |")]
-    assert len(rows) == 7
+    assert len(rows) == 8
     for c in checks.values():
         for fig in c["figures"]:
             assert (out / fig).stat().st_size > 10_000  # a real PNG, not an empty file
@@ -474,3 +475,59 @@ def test_endogenous_ablation_predictions_scored_against_f_on_the_same_seeds():
     assert not scores.loc["A4", "confirmed"]  # 0.35 is not lower than 0.3
     assert scores.loc["A5", "confirmed"]  # 8.5 > 8
     assert not scores.loc["A6", "confirmed"]  # 8 is not lower than 8
+
+
+def test_endogenous_v2_predictions_scored_by_hand():
+    """Check 6b's own predictions on made-up medians (F's over 42-44: kurtosis 8, ACF(r, 1)
+    -0.06, ACF(|r|, 50) 0.10): A2 and A6 need a lower kurtosis, A3 a lower ACF(|r|, 50), A5 a
+    more negative ACF(r, 1), A7 a higher ACF(|r|, 50)."""
+    from experiments.validation.endogenous import score_ablations
+    from experiments.validation.endogenous_v2 import PREDICTIONS
+
+    rows = [
+        _facts_row("F", 42, 7.0, 3.0, -0.05, 0.2, 0.08),
+        _facts_row("F", 43, 8.0, 3.0, -0.06, 0.3, 0.10),
+        _facts_row("F", 44, 9.0, 3.0, -0.07, 0.4, 0.12),
+    ]
+    rows += [_facts_row("C1", s, 1.0, 5.0, 0.0, 0.05, 0.0) for s in (42, 43, 44)]
+    rows += [_facts_row("A2", s, 7.5, 3.0, -0.05, 0.2, 0.1) for s in (42, 43, 44)]
+    rows += [_facts_row("A3", s, 8.0, 3.0, -0.05, 0.2, 0.1) for s in (42, 43, 44)]
+    rows += [_facts_row("A4", s, 5.0, 3.0, -0.05, 0.25, 0.1) for s in (42, 43, 44)]
+    rows += [_facts_row("A5", s, 8.0, 3.0, -0.45, 0.3, 0.1) for s in (42, 43, 44)]
+    rows += [_facts_row("A6", s, 9.0, 3.0, -0.05, 0.3, 0.1) for s in (42, 43, 44)]
+    rows += [_facts_row("A7", s, 9.0, 3.0, -0.05, 0.3, 0.5) for s in (42, 43, 44)]
+    scores = score_ablations(pd.DataFrame(rows), PREDICTIONS)
+    assert list(scores.index) == ["A1 (C1)", "A2", "A3", "A4", "A5", "A6", "A7"]
+    confirmed = scores["confirmed"].to_dict()
+    assert confirmed == {
+        "A1 (C1)": True,  # kurtosis 1, ACF(|r|, 1) 0.05, ACF(|r|, 50) 0
+        "A2": True,  # 7.5 < 8
+        "A3": False,  # 0.1 is not lower than 0.10
+        "A4": True,  # 0.25 < 0.3 and kurtosis 5 > 3
+        "A5": True,  # -0.45 < -0.06
+        "A6": False,  # 9 is not lower than 8
+        "A7": True,  # 0.5 > 0.10
+    }
+
+
+@pytest.mark.slow
+def test_endogenous_v2_quick_variant_runs_f_and_its_control(quick_run):
+    """The quick variant: F and C1 at seed 42 (1,500 steps, 300 dropped), through
+    results.json; PASS exactly when F is in every band and C1 has neither fact."""
+    c = quick_run["checks"]["endogenous_v2"]
+    table = pd.DataFrame(c["table"]).set_index("variant")
+    assert list(table.index) == ["F", "C1"]
+    assert "seeds 42; 1,500 steps (quick)" in c["notes"]
+    # the verdict's arithmetic on the quick bands: one seed, every band
+    f = table.loc["F"]
+    in_band = (
+        f["excess kurtosis"] > 3
+        and 2 <= f["Hill index (top 5%)"] <= 4
+        and f["ACF(|r|, 1)"] > 0.1
+        and f["ACF(|r|, 50)"] > 0
+    )
+    cl = table.loc["C1"]
+    control = cl["ACF(|r|, 1)"] <= 0.1 and (
+        cl["excess kurtosis"] <= 3 or cl["Hill index (top 5%)"] > 4
+    )
+    assert c["passed"] == (in_band and control)

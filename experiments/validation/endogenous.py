@@ -44,7 +44,9 @@ __all__ = [
     "endogenous_returns",
     "endogenous_run",
     "run_endogenous",
+    "run_variants",
     "score_ablations",
+    "seed_table",
     "verdict",
 ]
 
@@ -69,14 +71,17 @@ ABLATIONS = {
 STATS = ("excess kurtosis", "Hill index (top 5%)", "ACF(r, 1)", "ACF(|r|, 1)", "ACF(|r|, 50)")
 
 
-def endogenous_returns(seed: int, overrides: dict | None = None, steps: int | None = None):
-    """Per-step log returns of the market price and of the fundamental, and run facts."""
+def endogenous_returns(
+    seed: int, overrides: dict | None = None, steps: int | None = None, config=CONFIG
+):
+    """Per-step log returns of the market price and of the fundamental, and run facts
+    (``config``: check 6's file by default; check 6b passes its own)."""
     from model import ContagionModel, load_config
 
     over = {"seed": seed, **(overrides or {})}
     if steps is not None:
         over["steps"] = steps
-    cfg = load_config(CONFIG, overrides=over)
+    cfg = load_config(config, overrides=over)
     with single_threaded_blas():
         model = ContagionModel(cfg, create_agents=False).run()
     mk = model.market_history
@@ -91,6 +96,8 @@ def endogenous_returns(seed: int, overrides: dict | None = None, steps: int | No
         "depth low": float(mk.depth[:, 0].min()),
         "depth median": float(np.median(mk.depth[:, 0])),
     }
+    if cfg.liquidity.maker_reentry_steps:  # check 6b's makers come back
+        info["makers reentered"] = model.liquidity.makers_reentered
     return r, rf, info
 
 
@@ -170,20 +177,22 @@ PREDICTIONS = {
 }  # fmt: skip
 
 
-def score_ablations(runs: pd.DataFrame) -> pd.DataFrame:
-    """The ablations' predictions (docs/validation.md, check 6) scored on a table of runs.
+def score_ablations(runs: pd.DataFrame, predictions: dict | None = None) -> pd.DataFrame:
+    """The ablations' predictions (docs/validation.md, check 6; ``predictions``: another
+    check's, check 6b's) scored on a table of runs.
 
     One row per ablation present (C1 standing for A1): its medians over its seeds, F's medians
     over the same seeds (columns ending in " (F)"), the prediction, the parts that fail, and
     ``confirmed`` (every part holds).
     """
+    predictions = PREDICTIONS if predictions is None else predictions
     rows = []
     f_runs = runs[runs["variant"] == "F"]
-    for name in [v for v in PREDICTIONS if v in set(runs["variant"])]:
+    for name in [v for v in predictions if v in set(runs["variant"])]:
         a = runs[runs["variant"] == name]
         x = a[list(STATS)].median()
         f = f_runs[f_runs["seed"].isin(a["seed"])][list(STATS)].median()
-        checks = [(text, bool(test(x, f))) for text, test in PREDICTIONS[name]]
+        checks = [(text, bool(test(x, f))) for text, test in predictions[name]]
         rows.append(
             {
                 "ablation": "A1 (C1)" if name == "C1" else name,
@@ -206,11 +215,11 @@ def endogenous_run(variant: str, seed: int, steps=None, burn_in: int = BURN_IN) 
     return {"variant": variant, "seed": seed, **stats, "impact share": share, **info}
 
 
-def _run(plan, steps, burn_in) -> tuple[pd.DataFrame, dict]:
+def _run(plan, steps, burn_in, ablations=ABLATIONS, config=CONFIG) -> tuple[pd.DataFrame, dict]:
     rows, series = [], {}
     for name, seeds in plan:
         for seed in seeds:
-            r, rf, info = endogenous_returns(seed, ABLATIONS[name], steps)
+            r, rf, info = endogenous_returns(seed, ablations[name], steps, config)
             stats = return_stats(r[burn_in:])
             share = impact_share(r[burn_in:], rf[burn_in:])
             rows.append({"variant": name, "seed": seed, **stats, "impact share": share, **info})
@@ -219,26 +228,55 @@ def _run(plan, steps, burn_in) -> tuple[pd.DataFrame, dict]:
     return pd.DataFrame(rows), series
 
 
-def _plan(quick: bool):
+def _plan(quick: bool, ablations=ABLATIONS):
     """(variant, seeds) pairs, steps (None: the config's), burn-in, seeds needed of five."""
     if quick:
         return [("F", SEEDS[:1]), ("C1", SEEDS[:1])], 1500, 300, 1
     plan = [("F", SEEDS), ("C1", SEEDS)]
-    plan += [(name, SEEDS[:3]) for name in ABLATIONS if name not in ("F", "C1")]
+    plan += [(name, SEEDS[:3]) for name in ablations if name not in ("F", "C1")]
     return plan, None, BURN_IN, 4
 
 
 def run_endogenous(quick: bool = False, out_dir=None) -> dict:
     """F and its control over five seeds; in the full variant also the ablations, over the
     first three seeds (their cost)."""
-    plan, steps, burn_in, _ = _plan(quick)
-    runs, series = _run(plan, steps, burn_in)
+    return run_variants(quick, out_dir)
+
+
+def run_variants(quick, out_dir, *, ablations=ABLATIONS, config=CONFIG, **result) -> dict:
+    """:func:`run_endogenous` for a config and its ablations (check 6's by default; check
+    6b's from :mod:`experiments.validation.endogenous_v2`); ``result``: the keywords of
+    :func:`endogenous_result` that name the check."""
+    plan, steps, burn_in, _ = _plan(quick, ablations)
+    runs, series = _run(plan, steps, burn_in, ablations, config)
     figures = []
-    path = figure_path(out_dir, "endogenous.png")
+    path = figure_path(out_dir, result.get("figure", "endogenous.png"))
     if path is not None:
         _figure(path, series)
         figures.append(path.name)
-    return endogenous_result(runs, quick=quick, figures=figures)
+    return endogenous_result(runs, quick=quick, figures=figures, ablations=ablations, **result)
+
+
+def seed_table(runs: pd.DataFrame, variants=("F", "C1")) -> str:
+    """The data rows of docs/validation.md's per-seed table of a check run with this
+    machinery (check 6b): one markdown row per run of ``variants``."""
+    rows = []
+    for _, x in runs[runs["variant"].isin(variants)].iterrows():
+        back = x.get("makers reentered", float("nan"))
+        cells = [
+            x["variant"],
+            f"{x['seed']}",
+            f"{x['excess kurtosis']:.2f}",
+            f"{x['Hill index (top 5%)']:.2f}",
+            f"{x['ACF(r, 1)']:+.3f}",
+            f"{x['ACF(|r|, 1)']:.3f}",
+            f"{x['ACF(|r|, 50)']:+.3f}",
+            f"{x['impact share']:.2f}",
+            f"{x['makers liquidated']}",
+            "-" if pd.isna(back) else f"{int(back)}",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def _medians_text(table, name) -> str:
@@ -250,16 +288,30 @@ def _medians_text(table, name) -> str:
     )
 
 
-def endogenous_result(runs: pd.DataFrame, *, quick: bool, figures=()) -> dict:
+def endogenous_result(
+    runs: pd.DataFrame,
+    *,
+    quick: bool,
+    figures=(),
+    ablations=ABLATIONS,
+    predictions=None,
+    name="Stylized facts from the engine's own mechanisms",
+    venue="a constant-volatility venue with leveraged accounts, withdrawing market makers "
+    "and trading rules",
+    figure="endogenous.png",
+) -> dict:
     """The check's result (:func:`experiments.validation.check_result`) from its table of
     runs: the verdict, the medians by variant and, in the full variant, the ablations' scored
-    predictions (``data["ablations"]``, :func:`score_ablations`)."""
-    plan, _, burn_in, need = _plan(quick)
+    predictions (``data["ablations"]``, :func:`score_ablations`). The keywords after
+    ``figures`` name another check run with this machinery (check 6b; ``figure`` is its
+    figure's file name, used by :func:`run_variants`)."""
+    plan, _, burn_in, need = _plan(quick, ablations)
+    last = [k for k in ablations if k not in ("F", "C1")][-1]  # the last ablation's name
     variants = [name for name, _ in plan]
     v = verdict(runs, need)
     cols = [*STATS, "impact share", "accounts liquidated", "depth low", "depth median"]
     table = runs.groupby("variant", sort=False)[cols].median()
-    scores = score_ablations(runs) if not quick else pd.DataFrame()
+    scores = score_ablations(runs, predictions) if not quick else pd.DataFrame()
     ablations = [s for name, s in plan if name not in ("F", "C1")]
     notes = (
         f"F and C1 over seeds {', '.join(map(str, plan[0][1]))}"
@@ -280,11 +332,10 @@ def endogenous_result(runs: pd.DataFrame, *, quick: bool, figures=()) -> dict:
             + "."
         )
     return check_result(
-        "Stylized facts from the engine's own mechanisms",
-        "kurtosis, Hill index and ACF(|r|) at lags 1 and 50 of a constant-volatility venue with "
-        "leveraged accounts, withdrawing market makers and trading rules (F), against the "
+        name,
+        f"kurtosis, Hill index and ACF(|r|) at lags 1 and 50 of {venue} (F), against the "
         "same venue at leverage 1 (C1)"
-        + ("" if quick else ", and with each mechanism switched off (A2-A6)"),
+        + ("" if quick else f", and with each mechanism switched off (A2-{last})"),
         "; ".join(_medians_text(table, n) for n in variants),
         "F: kurtosis > 3, Hill 2-4, ACF(|r|,1) > 0.1, ACF(|r|,50) > 0 in >= 4 of 5 seeds and "
         "in the medians; C1: ACF(|r|,1) <= 0.1 and (kurtosis <= 3 or Hill > 4) in >= 4 of 5 "
