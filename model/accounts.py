@@ -413,6 +413,18 @@ class AccountBook:
             out.append(values)
         return out
 
+    def holds_gathers(self, rows) -> bool:
+        """Whether :meth:`read` of ``rows`` is served by gathers already made (the rows a large
+        fill wrote, or read last, with no write since): reading them then costs no pass over
+        the book."""
+        known = self._gathered_rows
+        return (
+            known is not None
+            and isinstance(rows, np.ndarray)
+            and known.shape == rows.shape
+            and np.array_equal(known, rows)
+        )
+
     def narrow(self, rows, keep) -> None:
         """``rows[keep]`` will be read next: when ``rows`` were the rows read last, their
         gathers narrowed by the mask ``keep`` (contiguous, so cheaply) serve the subset

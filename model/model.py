@@ -413,22 +413,23 @@ class ContagionModel(mesa.Model):
         since the last check; every ``FULL_CHECK_EVERY`` steps, and at the end of :meth:`run`,
         the whole book is checked as a safety net. Rows are gathered with ``np.take`` (a third
         of the cost of fancy indexing); beyond a sixteenth of the book, reading it all in order
-        costs less than gathering the rows.
+        costs less than gathering the rows, unless the book still holds them (the rows of a
+        large fill, which keeps what it wrote: then the check reads only those).
         """
         book, mk = self.book, self.market
         rows = book.take_changed("finite")
-        arrays = (book.wallet, book.qty, book.entry, book.margin)
+        names = ("wallet", "qty", "entry", "margin")
         if book.collateral is not None:
-            arrays += (book.holdings,)
+            names += ("holdings",)
         if (
             everything
             or t % FULL_CHECK_EVERY == 0
             or rows is None
-            or 16 * rows.size > book.n_traders
+            or (16 * rows.size > book.n_traders and not book.holds_gathers(rows))
         ):
-            balances = sum(a.sum() for a in arrays)
-        elif rows.size:
-            balances = sum(np.take(a, rows, axis=0).sum() for a in arrays)
+            balances = sum(a.sum() for a in book.read(None, *names))
+        elif rows.size:  # (the rows of a large fill: what it wrote, kept by the book)
+            balances = sum(a.sum() for a in book.read(rows, *names))
         else:  # nothing written since the last check
             balances = 0.0
         total = (
