@@ -377,6 +377,11 @@ class AccountBook:
         # Rows gathered since the last write, and their arrays' rows (see read()).
         self._gathered_rows: np.ndarray | None = None
         self._gathered: dict[str, np.ndarray] = {}
+        # Rows written since, in a few small writes: re-read into the gathers on their next
+        # read (see _outdate_gathers); whether the gathered rows are sorted (None: not known).
+        self._stale: list[np.ndarray] = []
+        self._stale_count = 0
+        self._gathered_sorted: bool | None = None
 
     # ---- shape --------------------------------------------------------------------------
     @property
@@ -395,14 +400,17 @@ class AccountBook:
         Reads of the same rows share their gathers until the next write: a trading rule's
         equity, the batch's margin cap and the fill read the same rows of the same arrays,
         and so do the checks of one block of candidates. Every write method ends with
-        :meth:`_note_changed`, which drops them, and reads its own rows before its first
-        write. Small sets of rows are gathered afresh (comparing the rows would cost as much).
+        :meth:`_note_changed`, which drops them or, after a small write, notes the rows to
+        re-read into them (:meth:`_outdate_gathers`); write methods read their own rows before
+        their first write. Small sets of rows are gathered afresh (comparing the rows would
+        cost as much).
         """
         if rows is None or not isinstance(rows, np.ndarray) or rows.size < GATHER_SHARED:
             return [take_rows(getattr(self, name), rows) for name in names]
-        known = self._gathered_rows
-        if known is None or known.shape != rows.shape or not np.array_equal(known, rows):
-            self._gathered_rows, self._gathered = rows.copy(), {}
+        if self.holds_gathers(rows):
+            self._refresh_gathers()
+        else:
+            self._set_gathers(rows.copy(), {})
         out = []
         for name in names:
             values = self._gathered.get(name)
@@ -429,16 +437,65 @@ class AccountBook:
         """``rows[keep]`` will be read next: when ``rows`` were the rows read last, their
         gathers narrowed by the mask ``keep`` (contiguous, so cheaply) serve the subset
         (:meth:`read`), instead of new gathers from the whole book."""
-        known = self._gathered_rows
-        if known is None or known.shape != np.shape(rows) or not np.array_equal(known, rows):
+        if not self.holds_gathers(rows):
             return
+        self._refresh_gathers()
         at = np.flatnonzero(keep)
         if at.size >= GATHER_SHARED:
             subset = rows.take(at)
             gathered = {name: values.take(at, axis=0) for name, values in self._gathered.items()}
             for values in gathered.values():
                 values.flags.writeable = False
-            self._gathered_rows, self._gathered = subset, gathered
+            sorted_ = self._gathered_sorted  # (a subset of sorted rows is sorted)
+            self._set_gathers(subset, gathered)
+            self._gathered_sorted = sorted_
+
+    def _set_gathers(self, rows, values: dict) -> None:
+        """Share ``values`` (name -> the gathered rows of that array) as the gathers of
+        ``rows`` (None: share nothing)."""
+        self._gathered_rows, self._gathered = rows, values
+        self._stale, self._stale_count, self._gathered_sorted = [], 0, None
+
+    def _outdate_gathers(self, rows) -> None:
+        """After a write of ``rows``: when they are a few rows (an index array, at most an
+        eighth of the gathered rows in all since the gathers were made) and the gathered rows
+        are sorted, note them, to be re-read into the gathers on their next read; otherwise
+        drop the gathers. The noise traders' rows of a whole book (a tenth of it) are read
+        every step, and a liquidation round in between writes a few of them: re-reading
+        those costs a copy of the gathers, gathering them all again a pass over the book."""
+        known = self._gathered_rows
+        small = (
+            isinstance(rows, np.ndarray)
+            and rows.ndim == 1
+            and rows.dtype.kind in "iu"
+            and 8 * (self._stale_count + rows.size) <= known.size
+        )
+        if small and self._gathered_sorted is None:
+            self._gathered_sorted = bool((known[1:] > known[:-1]).all())
+        if small and self._gathered_sorted:
+            self._stale.append(rows.copy())
+            self._stale_count += rows.size
+        else:
+            self._set_gathers(None, {})
+
+    def _refresh_gathers(self) -> None:
+        """Re-read into the gathers the rows written since they were made (copies: arrays
+        already handed out keep what they held)."""
+        if not self._stale:
+            return
+        known = self._gathered_rows
+        written = np.concatenate(self._stale)
+        self._stale, self._stale_count = [], 0
+        at = np.minimum(np.searchsorted(known, written), known.size - 1)
+        hit = known[at] == written
+        if not hit.any():
+            return
+        at, written = at[hit], written[hit]
+        for name, values in self._gathered.items():
+            fresh = values.copy()
+            fresh[at] = getattr(self, name)[written]
+            fresh.flags.writeable = False
+            self._gathered[name] = fresh
 
     def has_position(self, rows=None) -> np.ndarray:
         """(k,) whether each account holds an open position."""
@@ -710,7 +767,7 @@ class AccountBook:
         """Add changed rows to every change log (without dropping the aggregates); drop the
         rows gathered since the last write (:meth:`read`)."""
         if self._gathered_rows is not None:
-            self._gathered_rows, self._gathered = None, {}
+            self._outdate_gathers(rows)
         if not self._logs:
             return
         if rows is None or (isinstance(rows, slice) and rows == slice(None)):
@@ -734,12 +791,8 @@ class AccountBook:
     def take_changed(self, name: str = "screen") -> np.ndarray | None:
         """Rows reported to the change log ``name`` since the last call (sorted, unique), and
         forget them; None when the whole book changed."""
-        log = self._logs.get(name)
-        if log is None:
-            raise KeyError(f"no change log {name!r}: call watch({name!r}) first")
-        everything, pending = log.everything, log.pending
-        log.pending, log.last, log.everything = [], None, False
-        if everything:
+        pending = self.take_changed_writes(name)
+        if pending is None:
             return None
         if not pending:
             return np.zeros(0, dtype=np.int64)
@@ -747,6 +800,17 @@ class AccountBook:
         if rows.size < 2 or (rows[1:] > rows[:-1]).all():  # already sorted and unique
             return rows
         return _sorted_unique(rows, self.n_traders)
+
+    def take_changed_writes(self, name: str) -> list[np.ndarray] | None:
+        """:meth:`take_changed` as the rows of each write (as written, in the order written;
+        a row may be in several): for a reader that does not need them merged. None when the
+        whole book changed."""
+        log = self._logs.get(name)
+        if log is None:
+            raise KeyError(f"no change log {name!r}: call watch({name!r}) first")
+        everything, pending = log.everything, log.pending
+        log.pending, log.last, log.everything = [], None, False
+        return None if everything else pending
 
     def _compiled(self, rows: int) -> bool:
         """Whether the compiled kernels (:mod:`model.kernels`) do the arithmetic of ``rows``
@@ -817,7 +881,7 @@ class AccountBook:
         if isinstance(rows, np.ndarray) and rows.ndim == 1 and rows.size >= GATHER_SHARED:
             for v in values.values():
                 v.flags.writeable = False
-            self._gathered_rows, self._gathered = rows.copy(), values
+            self._set_gathers(rows.copy(), values)
 
     def sell_collateral(self, rows, sold, price) -> None:
         """Sell ``sold`` (k, C) units of the collateral holdings of ``rows`` at ``price`` (C,);

@@ -26,7 +26,7 @@ from agents.market import Market
 from agents.market_maker import MakerDesk, MarketMaker
 from agents.strategies import STRATEGIES, Strategy
 from agents.trader import Trader
-from model.accounts import AccountBook, TierTable
+from model.accounts import AccountBook, TierTable, take_rows
 from model.collateral import CollateralAssets
 from model.config import Config, ConfigError, config_warnings
 from model.contagion import ContagionRecorder
@@ -411,27 +411,30 @@ class ContagionModel(mesa.Model):
         Balances change only where the book is written, and its write methods log the rows
         they write (:meth:`model.accounts.AccountBook.take_changed`), so a step checks the rows written
         since the last check; every ``FULL_CHECK_EVERY`` steps, and at the end of :meth:`run`,
-        the whole book is checked as a safety net. Rows are gathered with ``np.take`` (a third
-        of the cost of fancy indexing); beyond a sixteenth of the book, reading it all in order
-        costs less than gathering the rows, unless the book still holds them (the rows of a
-        large fill, which keeps what it wrote: then the check reads only those).
+        the whole book is checked as a safety net. The rows of each write are checked apart
+        (merging them would cost more than checking a row twice): the rows of a large fill
+        from what the fill kept (:meth:`model.accounts.AccountBook.holds_gathers`), others
+        gathered with ``np.take`` (a third of the cost of fancy indexing); when one write
+        covers more than a sixteenth of the book and is not kept, reading the whole book in
+        order costs less than gathering its rows.
         """
         book, mk = self.book, self.market
-        rows = book.take_changed("finite")
+        writes = book.take_changed_writes("finite")
         names = ("wallet", "qty", "entry", "margin")
         if book.collateral is not None:
             names += ("holdings",)
-        if (
-            everything
-            or t % FULL_CHECK_EVERY == 0
-            or rows is None
-            or (16 * rows.size > book.n_traders and not book.holds_gathers(rows))
-        ):
+        balances = 0.0
+        whole = everything or t % FULL_CHECK_EVERY == 0 or writes is None
+        for rows in () if whole else writes:
+            if book.holds_gathers(rows):  # (the rows of a large fill: what it wrote, kept)
+                balances += sum(a.sum() for a in book.read(rows, *names))
+            elif 16 * rows.size <= book.n_traders:
+                balances += sum(take_rows(getattr(book, a), rows).sum() for a in names)
+            else:
+                whole = True
+                break
+        if whole:
             balances = sum(a.sum() for a in book.read(None, *names))
-        elif rows.size:  # (the rows of a large fill: what it wrote, kept by the book)
-            balances = sum(a.sum() for a in book.read(rows, *names))
-        else:  # nothing written since the last check
-            balances = 0.0
         total = (
             balances
             + mk.price.sum()

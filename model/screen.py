@@ -490,9 +490,10 @@ class MarginScreen:
             return self.reach(mark)
         # candidates handed out last time that changed since were liquidated: work well spent
         handed = self._handed
-        if handed.size:
-            at = np.minimum(np.searchsorted(handed, rows), handed.size - 1)
-            self.checked -= int(np.count_nonzero(handed[at] == rows))
+        if handed.size:  # (both sorted and distinct: the smaller looked up in the larger)
+            small, large = (handed, rows) if handed.size <= rows.size else (rows, handed)
+            at = np.minimum(np.searchsorted(large, small), large.size - 1)
+            self.checked -= int(np.count_nonzero(large[at] == small))
         slot = self.changed_slot[rows]
         held = _row_any(self.book.read(rows, "qty")[0] != 0)
         if not held.all():  # accounts closed out have no headroom to compute
