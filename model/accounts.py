@@ -30,6 +30,7 @@ import numpy as np
 
 from model import kernels
 from model.collateral import CollateralAssets
+from model.gathers import SharedGathers, put_rows, take_rows
 from model.ids import as_ids
 
 __all__ = [
@@ -124,47 +125,9 @@ def maintenance_margin(notional: np.ndarray, tiers: TierTable) -> np.ndarray:
 _NO_VALUES = np.zeros(0)  # (an empty array: no collateral values, for the kernels)
 # Least number of rows whose gathers AccountBook shares between reads (AccountBook.read).
 GATHER_SHARED = 2048
-# Traders who trade every step are scattered through the book, so their reads and writes are
-# gathers and scatters of rows. numpy's fancy indexing moves the rows of a (n, A) array one
-# element at a time: for 10^5 rows scattered through 10^6, ``np.take`` gathers them three to
-# four times faster, and writing each row as one item (a one-dimensional view of whole rows)
-# scatters them four times faster. Reductions over a row of a few assets are faster one
-# column at a time, and equal to numpy's to the bit below 8 columns.
-
-
-def take_rows(a: np.ndarray, rows) -> np.ndarray:
-    """``a[rows]`` for a (n,) or (n, A) array; ``rows`` an index array, a mask, a slice, or
-    None for every row (then ``a`` itself, not a copy)."""
-    if rows is None:
-        return a
-    if isinstance(rows, np.ndarray) and rows.dtype.kind in "iu":
-        return a.take(rows, axis=0)  # (the method: np.take's dispatch costs a microsecond)
-    return a[rows]
-
-
-def put_rows(a: np.ndarray, rows, values) -> None:
-    """``a[rows] = values``; for an index array into a (n, A) array, whole rows at a time."""
-    whole_rows = (
-        a.ndim == 2
-        and a.shape[1] > 0
-        and a.flags.c_contiguous
-        and isinstance(rows, np.ndarray)
-        and rows.ndim == 1
-        and rows.dtype.kind in "iu"
-    )
-    if not whole_rows:
-        a[rows] = values
-        return
-    row = np.dtype((np.void, a.itemsize * a.shape[1]))
-    shape = (rows.size, a.shape[1])
-    if not (
-        isinstance(values, np.ndarray)
-        and values.shape == shape
-        and values.dtype == a.dtype
-        and values.flags.c_contiguous
-    ):  # (np.broadcast_to costs more than the write of a few rows)
-        values = np.ascontiguousarray(np.broadcast_to(values, shape), a.dtype)
-    a.view(row)[:, 0][rows] = values.view(row)[:, 0]
+# Reductions over a row of a few assets are faster one column at a time, and equal to numpy's
+# to the bit below 8 columns. (take_rows and put_rows, the fast gathers and scatters of rows,
+# are in model.gathers.)
 
 
 def row_sum(x: np.ndarray) -> np.ndarray:
@@ -266,7 +229,8 @@ def apply_fills(qty, entry, dq, price):
 
 def _cross_equity(w, q, e, iso, mark):
     """(k,) wallet plus the unrealised PnL of the cross positions, from gathered rows."""
-    return w + row_sum(np.where(iso, 0.0, q * (mark - e)))
+    pnl = q * (mark - e)
+    return w + row_sum(np.where(iso, 0.0, pnl) if iso.any() else pnl)
 
 
 def _cross_maintenance(q, iso, mark, tiers):
@@ -375,13 +339,7 @@ class AccountBook:
         self._logs: dict[str, _ChangeLog] = {}
         self._totals: tuple[np.ndarray, float] | None = None  # see aggregate_equity()
         # Rows gathered since the last write, and their arrays' rows (see read()).
-        self._gathered_rows: np.ndarray | None = None
-        self._gathered: dict[str, np.ndarray] = {}
-        # Rows written since, in a few small writes: re-read into the gathers on their next
-        # read (see _outdate_gathers); whether the gathered rows are sorted (None: not known).
-        self._stale: list[np.ndarray] = []
-        self._stale_count = 0
-        self._gathered_sorted: bool | None = None
+        self._gathers = SharedGathers(self)
 
     # ---- shape --------------------------------------------------------------------------
     @property
@@ -397,105 +355,30 @@ class AccountBook:
         entry per name (:func:`take_rows`; with ``rows`` None the book's own arrays, to read
         and never to write).
 
-        Reads of the same rows share their gathers until the next write: a trading rule's
+        Reads of the same rows share their gathers (:mod:`model.gathers`): a trading rule's
         equity, the batch's margin cap and the fill read the same rows of the same arrays,
         and so do the checks of one block of candidates. Every write method ends with
-        :meth:`_note_changed`, which drops them or, after a small write, notes the rows to
-        re-read into them (:meth:`_outdate_gathers`); write methods read their own rows before
-        their first write. Small sets of rows are gathered afresh (comparing the rows would
-        cost as much).
+        :meth:`_note_changed`, which drops them or, after a write of a few rows, notes those
+        to be re-read into them; write methods read their own rows before their first write.
+        Small sets of rows are gathered afresh (comparing the rows would cost as much).
         """
         if rows is None or not isinstance(rows, np.ndarray) or rows.size < GATHER_SHARED:
             return [take_rows(getattr(self, name), rows) for name in names]
-        if self.holds_gathers(rows):
-            self._refresh_gathers()
-        else:
-            self._set_gathers(rows.copy(), {})
-        out = []
-        for name in names:
-            values = self._gathered.get(name)
-            if values is None:
-                values = take_rows(getattr(self, name), rows)
-                values.flags.writeable = False
-                self._gathered[name] = values
-            out.append(values)
-        return out
+        return self._gathers.read(rows, names)
 
     def holds_gathers(self, rows) -> bool:
         """Whether :meth:`read` of ``rows`` is served by gathers already made (the rows a large
-        fill wrote, or read last, with no write since): reading them then costs no pass over
-        the book."""
-        known = self._gathered_rows
-        return (
-            known is not None
-            and isinstance(rows, np.ndarray)
-            and known.shape == rows.shape
-            and np.array_equal(known, rows)
-        )
+        fill wrote, or read last): reading them then costs no pass over the book."""
+        return any(g.holds(rows) for g in self._gathers.held)
 
     def narrow(self, rows, keep) -> None:
         """``rows[keep]`` will be read next: when ``rows`` were the rows read last, their
         gathers narrowed by the mask ``keep`` (contiguous, so cheaply) serve the subset
-        (:meth:`read`), instead of new gathers from the whole book."""
-        if not self.holds_gathers(rows):
-            return
-        self._refresh_gathers()
+        (:meth:`read`), instead of new gathers from the whole book; a large fill of the subset
+        then updates the gathers of ``rows`` too (:mod:`model.gathers`)."""
         at = np.flatnonzero(keep)
         if at.size >= GATHER_SHARED:
-            subset = rows.take(at)
-            gathered = {name: values.take(at, axis=0) for name, values in self._gathered.items()}
-            for values in gathered.values():
-                values.flags.writeable = False
-            sorted_ = self._gathered_sorted  # (a subset of sorted rows is sorted)
-            self._set_gathers(subset, gathered)
-            self._gathered_sorted = sorted_
-
-    def _set_gathers(self, rows, values: dict) -> None:
-        """Share ``values`` (name -> the gathered rows of that array) as the gathers of
-        ``rows`` (None: share nothing)."""
-        self._gathered_rows, self._gathered = rows, values
-        self._stale, self._stale_count, self._gathered_sorted = [], 0, None
-
-    def _outdate_gathers(self, rows) -> None:
-        """After a write of ``rows``: when they are a few rows (an index array, at most an
-        eighth of the gathered rows in all since the gathers were made) and the gathered rows
-        are sorted, note them, to be re-read into the gathers on their next read; otherwise
-        drop the gathers. The noise traders' rows of a whole book (a tenth of it) are read
-        every step, and a liquidation round in between writes a few of them: re-reading
-        those costs a copy of the gathers, gathering them all again a pass over the book."""
-        known = self._gathered_rows
-        small = (
-            isinstance(rows, np.ndarray)
-            and rows.ndim == 1
-            and rows.dtype.kind in "iu"
-            and 8 * (self._stale_count + rows.size) <= known.size
-        )
-        if small and self._gathered_sorted is None:
-            self._gathered_sorted = bool((known[1:] > known[:-1]).all())
-        if small and self._gathered_sorted:
-            self._stale.append(rows.copy())
-            self._stale_count += rows.size
-        else:
-            self._set_gathers(None, {})
-
-    def _refresh_gathers(self) -> None:
-        """Re-read into the gathers the rows written since they were made (copies: arrays
-        already handed out keep what they held)."""
-        if not self._stale:
-            return
-        known = self._gathered_rows
-        written = np.concatenate(self._stale)
-        self._stale, self._stale_count = [], 0
-        at = np.minimum(np.searchsorted(known, written), known.size - 1)
-        hit = known[at] == written
-        if not hit.any():
-            return
-        at, written = at[hit], written[hit]
-        for name, values in self._gathered.items():
-            fresh = values.copy()
-            fresh[at] = getattr(self, name)[written]
-            fresh.flags.writeable = False
-            self._gathered[name] = fresh
+            self._gathers.narrow(rows, at)
 
     def has_position(self, rows=None) -> np.ndarray:
         """(k,) whether each account holds an open position."""
@@ -763,11 +646,12 @@ class AccountBook:
         one)."""
         self._logs.setdefault(name, _ChangeLog())
 
-    def _note_changed(self, rows) -> None:
-        """Add changed rows to every change log (without dropping the aggregates); drop the
-        rows gathered since the last write (:meth:`read`)."""
-        if self._gathered_rows is not None:
-            self._outdate_gathers(rows)
+    def _note_changed(self, rows, *, gathers: bool = True) -> None:
+        """Add changed rows to every change log (without dropping the aggregates); tell the
+        gathers shared between reads (:meth:`read`) unless ``gathers`` is False (the writer
+        updated them itself)."""
+        if gathers and self._gathers.held:
+            self._gathers.written(rows)
         if not self._logs:
             return
         if rows is None or (isinstance(rows, slice) and rows == slice(None)):
@@ -863,7 +747,6 @@ class AccountBook:
             (m0,) = self.read(rows, "margin")
             written["margin"] = m0 + np.where(iso, realized, 0.0)
         # all cross: the margins are not written (scattered writes cost more than arithmetic)
-        kept = {**self._gathered, **written} if self._gathered_rows is not None else written
         for name, values in written.items():
             put_rows(getattr(self, name), rows, values)
         if self._totals is not None:  # cash-equivalent W + m - q e moves by -dq P
@@ -871,17 +754,11 @@ class AccountBook:
             dq = np.asarray(dq, dtype=float)
             traded = dq * np.asarray(price, dtype=float)
             self._totals = (net_qty + column_sum(dq), total - float(traded.sum()))
-        self._note_changed(rows)
-        self._keep_gathers(rows, kept)
+        shared = isinstance(rows, np.ndarray) and rows.ndim == 1 and rows.size >= GATHER_SHARED
+        if shared:  # what was written stays as the rows' gathers
+            self._gathers.filled(rows, written)
+        self._note_changed(rows, gathers=not shared)
         return realized, closed
-
-    def _keep_gathers(self, rows, values: dict) -> None:
-        """After a write of ``rows``, keep their new values (name -> (k, ...) array) as what
-        :meth:`read` would gather now (an index array of at least ``GATHER_SHARED`` rows)."""
-        if isinstance(rows, np.ndarray) and rows.ndim == 1 and rows.size >= GATHER_SHARED:
-            for v in values.values():
-                v.flags.writeable = False
-            self._set_gathers(rows.copy(), values)
 
     def sell_collateral(self, rows, sold, price) -> None:
         """Sell ``sold`` (k, C) units of the collateral holdings of ``rows`` at ``price`` (C,);

@@ -509,6 +509,10 @@ class MarginScreen:
         keys, lanes = self.headroom(mark, rows)
         keys -= reach[_OFFSET_LANE][lanes]
         known = slot >= 0
+        if known.all():  # all changed again (traders who trade every step): replace the keys
+            self.changed_keys[slot] = keys
+            self.changed_lane[slot] = lanes
+            return reach
         if known.any():  # changed again: replace the key
             self.changed_keys[slot[known]] = keys[known]
             self.changed_lane[slot[known]] = lanes[known]
