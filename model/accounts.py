@@ -123,6 +123,8 @@ def maintenance_margin(notional: np.ndarray, tiers: TierTable) -> np.ndarray:
 # Rows
 # --------------------------------------------------------------------------------------------
 _NO_VALUES = np.zeros(0)  # (an empty array: no collateral values, for the kernels)
+_NO_FLAGS = np.zeros((0, 0), dtype=bool)  # (no isolated flags or margins needed, for the
+_NO_MARGINS = np.zeros((0, 0))  # kernels)
 # Least number of rows whose gathers AccountBook shares between reads (AccountBook.read).
 GATHER_SHARED = 2048
 # Reductions over a row of a few assets are faster one column at a time, and equal to numpy's
@@ -404,7 +406,12 @@ class AccountBook:
         """(k,) wallet plus unrealised PnL of the cross positions (plus the haircut value of the
         collateral holdings, when there are collateral assets)."""
         w, q, e, iso = self.read(rows, "wallet", "qty", "entry", "isolated")
-        return self._plus_collateral(_cross_equity(w, q, e, iso, mark), mark, rows)
+        if self._compiled(q.shape[0]):  # the same arithmetic, one loop (model.kernels)
+            cash = np.empty(q.shape[0])
+            kernels.equities(w, _NO_MARGINS, q, e, iso, np.asarray(mark, dtype=float), True, cash)
+        else:
+            cash = _cross_equity(w, q, e, iso, mark)
+        return self._plus_collateral(cash, mark, rows)
 
     def cross_maintenance(self, mark, rows=None) -> np.ndarray:
         """(k,) maintenance required of the cross positions."""
@@ -420,7 +427,11 @@ class AccountBook:
         """(k,) everything the trader owns: wallet, isolated margins, unrealised PnL (and the
         collateral holdings at full market value)."""
         w, m, q, e = self.read(rows, "wallet", "margin", "qty", "entry")
-        eq = w + row_sum(m) + row_sum(q * (mark - e))
+        if self._compiled(q.shape[0]):  # the same arithmetic, one loop (model.kernels)
+            eq = np.empty(q.shape[0])
+            kernels.equities(w, m, q, e, _NO_FLAGS, np.asarray(mark, dtype=float), False, eq)
+        else:
+            eq = w + row_sum(m) + row_sum(q * (mark - e))
         if self.collateral is not None:
             eq = eq + self.collateral.market_value(take_rows(self.holdings, rows), mark)
         return eq
@@ -732,13 +743,13 @@ class AccountBook:
         q0, e0, iso = self.read(rows, "qty", "entry", "isolated")
         if self._compiled(np.shape(dq)[0]):  # the same arithmetic, one loop (model.kernels)
             dq = np.asarray(dq, dtype=float)
-            q, e, realized, closed = (np.empty(dq.shape) for _ in range(4))
+            q, e, realized, closed, traded = (np.empty(dq.shape) for _ in range(5))
             cash = np.empty(dq.shape[0])
             at = np.asarray(price, dtype=float).reshape(-1, dq.shape[1])  # (1, A) or (k, A)
-            kernels.apply_fills(q0, e0, iso, dq, at, q, e, realized, closed, cash)
+            kernels.apply_fills(q0, e0, iso, dq, at, q, e, realized, closed, cash, traded)
         else:
             q, e, realized, closed = apply_fills(q0, e0, dq, price)
-            cash = None
+            cash = traded = None
         if cash is None:  # the cross positions' realised PnL (all of it when none is isolated)
             cash = row_sum(np.where(iso, 0.0, realized) if iso.any() else realized)
         (w0,) = self.read(rows, "wallet")
@@ -752,7 +763,8 @@ class AccountBook:
         if self._totals is not None:  # cash-equivalent W + m - q e moves by -dq P
             net_qty, total = self._totals
             dq = np.asarray(dq, dtype=float)
-            traded = dq * np.asarray(price, dtype=float)
+            if traded is None:
+                traded = dq * np.asarray(price, dtype=float)
             self._totals = (net_qty + column_sum(dq), total - float(traded.sum()))
         shared = isinstance(rows, np.ndarray) and rows.ndim == 1 and rows.size >= GATHER_SHARED
         if shared:  # what was written stays as the rows' gathers

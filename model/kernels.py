@@ -47,6 +47,7 @@ __all__ = [
     "cap_pass",
     "column_sums",
     "enabled",
+    "equities",
     "headroom",
     "liquidatable",
     "split_orders",
@@ -137,13 +138,14 @@ def _maintenance(caps, rates, cums, a, notional):
 # --------------------------------------------------------------------------------------------
 
 
-def apply_fills(qty, entry, isolated, dq, price, new_qty, new_entry, realized, closed, cash):
+def apply_fills(qty, entry, isolated, dq, price, new_qty, new_entry, realized, closed, cash,
+                traded):  # fmt: skip
     """:func:`model.accounts.apply_fills` of ``dq`` (k, A) at ``price`` ((1, A): one price per
     asset, or (k, A)) on positions ``qty``, ``entry`` (k, A) into ``new_qty``, ``new_entry``,
     ``realized`` and ``closed``; ``cash`` (k,) receives the realised PnL of the cross
     positions (``isolated`` False), summed over the row's assets from the first as
     :func:`model.accounts.row_sum` adds them: what :meth:`model.accounts.AccountBook.fill`
-    adds to the wallet.
+    adds to the wallet; ``traded`` (k, A) receives ``dq * price`` (the fill's cash flow).
 
     Returns the sum of every averaged entry price computed (see "Branch-free choices")."""
     k, n_assets = dq.shape
@@ -160,7 +162,8 @@ def apply_fills(qty, entry, isolated, dq, price, new_qty, new_entry, realized, c
             c = np.sign(q) * _minimum(abs_d, abs_q)
             c = c if opposite else 0.0
             r = c * (p - e)
-            averaged = (q * e + d * p) / new_q
+            dp = d * p
+            averaged = (q * e + dp) / new_q
             divisions += averaged  # (see "Branch-free choices")
             new_e = averaged if d != 0 else e
             flip_e = p if abs_d > abs_q else e
@@ -169,10 +172,32 @@ def apply_fills(qty, entry, isolated, dq, price, new_qty, new_entry, realized, c
             new_q = 0.0 if flat else new_q
             new_e = 0.0 if flat else new_e
             new_qty[j, a], new_entry[j, a], realized[j, a], closed[j, a] = new_q, new_e, r, c
+            traded[j, a] = dp
             cross_r = 0.0 if isolated[j, a] else r
             to_wallet = cross_r + 0.0 if a == 0 else to_wallet + cross_r
         cash[j] = to_wallet
     return divisions
+
+
+def equities(wallet, margin, qty, entry, isolated, mark, cross, out):
+    """Equity of the rows given into ``out`` (k,): with ``cross``,
+    :func:`model.accounts._cross_equity` (wallet plus the unrealised PnL of the positions not
+    ``isolated``; ``margin`` not read); without, the wallet, margins and unrealised PnL of
+    :meth:`model.accounts.AccountBook.equity` (``isolated`` not read). Sums over a row's
+    assets from the first, as :func:`model.accounts.row_sum` adds them."""
+    k, n_assets = qty.shape
+    for j in range(k):
+        held, pnl = 0.0, 0.0
+        for a in range(n_assets):
+            p = qty[j, a] * (mark[a] - entry[j, a])
+            m = 0.0
+            if cross:
+                p = 0.0 if isolated[j, a] else p
+            else:
+                m = margin[j, a]
+            held = m + 0.0 if a == 0 else held + m
+            pnl = p + 0.0 if a == 0 else pnl + p
+        out[j] = wallet[j] + pnl if cross else (wallet[j] + held) + pnl
 
 
 def column_sums(x, out):
@@ -370,6 +395,7 @@ _COMPILED = (
     "_unit_headroom",
     "apply_fills",
     "column_sums",
+    "equities",
     "split_orders",
     "cap_pass",
     "liquidatable",
