@@ -679,7 +679,7 @@ class AccountBook:
                     idx = np.flatnonzero(idx)
                 elif idx.dtype.kind not in "iu":
                     idx = np.arange(self.n_traders)[rows]
-                idx = idx.ravel().astype(np.int64, copy=False)
+                idx = (idx if idx.ndim == 1 else idx.ravel()).astype(np.int64, copy=False)
             log.last = rows
             log.pending.append(idx)
 

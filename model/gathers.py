@@ -73,7 +73,7 @@ class Gathers:
         parent: ``(gathers, at)`` when these rows are ``gathers.rows[at]``.
     """
 
-    __slots__ = ("parent", "rows", "sorted", "stale", "stale_count", "values")
+    __slots__ = ("parent", "rows", "sorted", "source", "stale", "stale_count", "values")
 
     def __init__(self, rows: np.ndarray, values: dict | None = None, parent=None):
         self.rows = rows
@@ -84,14 +84,22 @@ class Gathers:
         self.stale_count = 0
         self.sorted: bool | None = None  # whether ``rows`` is sorted (None: not known yet)
         self.parent = parent
+        self.source = None  # an unchangeable array known to equal ``rows``
 
     def holds(self, rows) -> bool:
-        """Whether these are the gathers of ``rows``."""
-        return (
+        """Whether these are the gathers of ``rows``. An array found equal that cannot change
+        (read only, owning its memory: a rule's rows) is recognised after that by identity,
+        without comparing a hundred thousand rows again."""
+        if rows is self.source:
+            return True
+        same = (
             isinstance(rows, np.ndarray)
             and self.rows.shape == rows.shape
             and np.array_equal(self.rows, rows)
         )
+        if same and rows.base is None and not rows.flags.writeable:
+            self.source = rows
+        return same
 
     def outdate(self, rows) -> bool:
         """Note a write of ``rows``; False when the gathers must be dropped instead: the rows

@@ -225,6 +225,7 @@ class ContagionModel(mesa.Model):
         names = np.asarray(self.population.strategy, dtype=object)
         for name, rule in STRATEGIES.items():
             rows = np.flatnonzero(names == name)
+            rows.flags.writeable = False  # (fixed: the book recognises them without comparing)
             if rows.size:
                 self.strategy_rows[name] = rows
                 self.strategies[name] = rule(self, self.config.traders.rules.get(name))

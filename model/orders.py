@@ -193,7 +193,9 @@ def collect_orders(
                 sent_lev = np.broadcast_to(lev[:1], (at.size, lev.shape[1]))
             else:
                 sent_lev = lev.take(at, axis=0)
-            sent = rows.take(at), dq.take(at, axis=0), sent_lev
+            sent_rows = rows.take(at)
+            sent_rows.flags.writeable = False  # (see model.gathers.Gathers.holds)
+            sent = sent_rows, dq.take(at, axis=0), sent_lev
             groups.append(OrderGroup(rule, *sent, rows, keep))
     return groups
 
