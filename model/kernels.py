@@ -8,7 +8,9 @@ microsecond or two of call overhead; on (k, A) arrays with a few assets, an oper
 whole array. The kernels here do the same arithmetic in one loop over the gathered rows:
 
 * :func:`apply_fills`: :func:`model.accounts.apply_fills`, and the realised PnL that
-  :meth:`model.accounts.AccountBook.fill` adds to the wallets;
+  :meth:`model.accounts.AccountBook.fill` adds to the wallets (and its cash flow ``dq P``);
+* :func:`equities`: :meth:`model.accounts.AccountBook.equity` and
+  :meth:`model.accounts.AccountBook.cross_equity` (without the collateral holdings);
 * :func:`column_sums`: ``x.sum(axis=0)`` of a batch's (k, A) orders or fills
   (:func:`model.accounts.column_sum`), which numpy computes one row at a time;
 * :func:`split_orders` and :func:`cap_pass`: :func:`model.orders.split_order` and one sizing
