@@ -71,11 +71,12 @@ def test_validate_writes_one_row_per_check_and_the_figures(quick_run):
         "stylized_facts",
         "endogenous",
         "endogenous_v2",
+        "endogenous_v3",
     }
     report = (out / "report.md").read_text()
     rows = [line for line in report.splitlines() if line.endswith("| PASS |")]
     rows += [line for line in report.splitlines() if line.endswith("| **FAIL** |")]
-    assert len(rows) == 8
+    assert len(rows) == 9
     for c in checks.values():
         for fig in c["figures"]:
             assert (out / fig).stat().st_size > 10_000  # a real PNG, not an empty file
