@@ -10,8 +10,9 @@ The checks (one module each under :mod:`experiments.validation`):
    calls by the liquidation engine, the noise trader's demand as the book);
 5. stylized facts of the baseline's returns against real returns (data);
 6. stylized facts from the engine's own mechanisms on a constant-volatility fundamental, against
-   the same venue at leverage 1 (engine), and 6b the same with makers that come back with
-   fresh capital and value orders that rest (engine).
+   the same venue at leverage 1 (engine), 6b the same with makers that come back with
+   fresh capital and value orders that rest (engine), and 6c the same again with the makers
+   starting flat and the depth calibrated on the evaluation window (engine).
 
 The report folder gets ``report.md`` (one row per check: name, what was compared, measured vs
 expected, PASS or FAIL, then a section per check with its notes, table and figures),
@@ -38,6 +39,7 @@ def _checks():
     from experiments.validation.caccioli import run_caccioli
     from experiments.validation.endogenous import run_endogenous
     from experiments.validation.endogenous_v2 import run_endogenous_v2
+    from experiments.validation.endogenous_v3 import run_endogenous_v3
     from experiments.validation.fixed_point import run_fixed_point
     from experiments.validation.greenwood import run_greenwood
     from experiments.validation.stylized_facts import run_stylized_facts
@@ -53,6 +55,7 @@ def _checks():
         ("stylized_facts", run_stylized_facts),
         ("endogenous", run_endogenous),
         ("endogenous_v2", run_endogenous_v2),
+        ("endogenous_v3", run_endogenous_v3),
     ]
 
 
@@ -65,6 +68,7 @@ CHECKS = (
     "stylized_facts",
     "endogenous",
     "endogenous_v2",
+    "endogenous_v3",
 )
 
 

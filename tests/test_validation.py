@@ -71,11 +71,12 @@ def test_validate_writes_one_row_per_check_and_the_figures(quick_run):
         "stylized_facts",
         "endogenous",
         "endogenous_v2",
+        "endogenous_v3",
     }
     report = (out / "report.md").read_text()
     rows = [line for line in report.splitlines() if line.endswith("| PASS |")]
     rows += [line for line in report.splitlines() if line.endswith("| **FAIL** |")]
-    assert len(rows) == 8
+    assert len(rows) == 9
     for c in checks.values():
         for fig in c["figures"]:
             assert (out / fig).stat().st_size > 10_000  # a real PNG, not an empty file
@@ -508,6 +509,64 @@ def test_endogenous_v2_predictions_scored_by_hand():
         "A6": False,  # 9 is not lower than 8
         "A7": True,  # 0.5 > 0.10
     }
+
+
+def test_endogenous_v3_predictions_scored_by_hand():
+    """Check 6c's own predictions on made-up medians (F's over 42-44: kurtosis 8, ACF(|r|, 1)
+    0.3, ACF(|r|, 50) 0.10): A4 now needs a higher kurtosis than F, and A8 (the makers' start)
+    ACF(|r|) at lags 1 and 50 each within 0.05 of F's; A2-A3 and A5-A7 are check 6b's."""
+    from experiments.validation.endogenous import score_ablations
+    from experiments.validation.endogenous_v3 import ABLATIONS, PREDICTIONS
+
+    assert ABLATIONS["A8"] == {"liquidity.basis_share": 0.3}
+    rows = [
+        _facts_row("F", 42, 7.0, 3.0, -0.05, 0.2, 0.08),
+        _facts_row("F", 43, 8.0, 3.0, -0.06, 0.3, 0.10),
+        _facts_row("F", 44, 9.0, 3.0, -0.07, 0.4, 0.12),
+    ]
+    rows += [_facts_row("C1", s, 1.0, 5.0, 0.0, 0.05, 0.0) for s in (42, 43, 44)]
+    rows += [_facts_row("A2", s, 8.5, 3.0, -0.05, 0.2, 0.1) for s in (42, 43, 44)]
+    rows += [_facts_row("A3", s, 8.0, 3.0, -0.05, 0.2, 0.05) for s in (42, 43, 44)]
+    rows += [_facts_row("A4", s, 9.0, 3.0, -0.05, 0.25, 0.1) for s in (42, 43, 44)]
+    rows += [_facts_row("A5", s, 8.0, 3.0, -0.02, 0.3, 0.1) for s in (42, 43, 44)]
+    rows += [_facts_row("A6", s, 7.0, 3.0, -0.05, 0.3, 0.1) for s in (42, 43, 44)]
+    rows += [_facts_row("A7", s, 9.0, 3.0, -0.05, 0.3, 0.1) for s in (42, 43, 44)]
+    # A8: ACF(|r|, 1) 0.34 (0.04 from 0.3: within), ACF(|r|, 50) 0.16 (0.06 from 0.10: not)
+    rows += [_facts_row("A8", s, 8.0, 3.0, -0.05, 0.34, 0.16) for s in (42, 43, 44)]
+    scores = score_ablations(pd.DataFrame(rows), PREDICTIONS)
+    assert list(scores.index) == ["A1 (C1)", "A2", "A3", "A4", "A5", "A6", "A7", "A8"]
+    assert scores["confirmed"].to_dict() == {
+        "A1 (C1)": True,  # kurtosis 1, ACF(|r|, 1) 0.05, ACF(|r|, 50) 0
+        "A2": False,  # 8.5 is not lower than 8
+        "A3": True,  # 0.05 < 0.10
+        "A4": True,  # 9 > 8
+        "A5": False,  # -0.02 is not lower than -0.06
+        "A6": True,  # 7 < 8
+        "A7": False,  # 0.1 is not higher than 0.10
+        "A8": False,  # ACF(|r|, 50) 0.06 away
+    }
+    assert scores.loc["A8", "refuted parts"] == "ACF(|r|, 50) within 0.05 of F's"
+
+
+@pytest.mark.slow
+def test_endogenous_v3_quick_variant_runs_f_and_its_control(quick_run):
+    """Check 6c's quick variant: F and C1 at seed 42 (1,500 steps, 300 dropped), through
+    results.json; PASS exactly when F is in every band and C1 has neither fact."""
+    c = quick_run["checks"]["endogenous_v3"]
+    table = pd.DataFrame(c["table"]).set_index("variant")
+    assert list(table.index) == ["F", "C1"]
+    assert "seeds 42; 1,500 steps (quick)" in c["notes"]
+    f, cl = table.loc["F"], table.loc["C1"]
+    in_band = (
+        f["excess kurtosis"] > 3
+        and 2 <= f["Hill index (top 5%)"] <= 4
+        and f["ACF(|r|, 1)"] > 0.1
+        and f["ACF(|r|, 50)"] > 0
+    )
+    control = cl["ACF(|r|, 1)"] <= 0.1 and (
+        cl["excess kurtosis"] <= 3 or cl["Hill index (top 5%)"] > 4
+    )
+    assert c["passed"] == (in_band and control)
 
 
 @pytest.mark.slow
