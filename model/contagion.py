@@ -574,7 +574,9 @@ class ContagionRecorder:
             self._add(np.full(rows.size, root), rows, np.ones(rows.size), rec.step, rec.round)
         else:
             prev_rows = np.asarray(prev.rows, dtype=np.int64)
-            exposure = _exposure_during(rec.exposure, rows, prev_rows, prev.closed)
+            exposure = np.asarray(rec.exposure, dtype=float)
+            if new.size < rows.size:  # a victim liquidated before: in round r - 1, perhaps
+                exposure = _exposure_during(exposure, rows, prev_rows, prev.closed)
             move = np.asarray(prev.price_after, dtype=float) - np.asarray(
                 prev.price_before, dtype=float
             )
@@ -661,12 +663,14 @@ class ContagionRecorder:
     def _keep_top(self, dst_rows, kept_dst, kept_src, w, rest, step, rnd):
         """Record a truncated round: the kept edges (book rows), and one aggregate edge per
         victim with weight left."""
-        self._add(kept_src, kept_dst, w, step, rnd)
         has_rest = rest > 1e-12
         n_rest = int(np.count_nonzero(has_rest))
-        if n_rest:
+        if n_rest:  # the aggregate edges after the kept ones, in one batch
             agg = self._special(f"others:{step}:{rnd}")
-            self._add(np.full(n_rest, agg), dst_rows[has_rest], rest[has_rest], step, rnd)
+            kept_src = np.concatenate((kept_src, np.full(n_rest, agg)))
+            kept_dst = np.concatenate((kept_dst, dst_rows[has_rest]))
+            w = np.concatenate((w, rest[has_rest]))
+        self._add(kept_src, kept_dst, w, step, rnd)
 
     # ---- views -------------------------------------------------------------------------------
     def edges(self) -> dict[str, np.ndarray]:
