@@ -757,7 +757,9 @@ def test_one_asset_rounds_record_each_victims_top_contributors(seed, max_edges):
     for r in range(1, 7):
         size = [2, 4, 40, 300, 120, 9][r - 1 if seed % 2 else 6 - r]
         again = rows[: min(3, rows.size)] if r % 2 else rows[:0]  # liquidated again
-        rows = np.concatenate([again, rng.choice(np.setdiff1d(np.arange(n), again), size, replace=False)])
+        rows = np.concatenate(
+            [again, rng.choice(np.setdiff1d(np.arange(n), again), size, replace=False)]
+        )
         closed = np.round(rng.normal(0.5, 1.0, (rows.size, 1)), 1)
         exposure = np.round(rng.normal(0.0, 1.0, (rows.size, 1)), 1)
         after = price * (1.02 if (seed + r) % 5 == 0 else 0.99)
