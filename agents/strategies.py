@@ -413,7 +413,12 @@ class Noise(_Overlay):
     def target(self, rows, equity, price):
         p = self.params
         z = self.model.rng.standard_normal(self.overlay.shape)
-        fresh = (1.0 - p.decay) * self.overlay + p.size * equity[:, None] * z / price
+        # (1 - decay) overlay + size E z / P, in place: a hundred thousand noise traders'
+        # (k, A) temporaries cost more than the arithmetic on them
+        step = np.multiply(p.size * equity[:, None], z, out=z)
+        step /= price
+        fresh = (1.0 - p.decay) * self.overlay
+        fresh += step
         if p.persistence == 0:
             return fresh
         want = fresh + p.persistence * self.last_order

@@ -30,6 +30,7 @@ import numpy as np
 
 from model import kernels
 from model.collateral import CollateralAssets
+from model.gathers import SharedGathers, put_rows, take_rows
 from model.ids import as_ids
 
 __all__ = [
@@ -122,49 +123,13 @@ def maintenance_margin(notional: np.ndarray, tiers: TierTable) -> np.ndarray:
 # Rows
 # --------------------------------------------------------------------------------------------
 _NO_VALUES = np.zeros(0)  # (an empty array: no collateral values, for the kernels)
+_NO_FLAGS = np.zeros((0, 0), dtype=bool)  # (no isolated flags or margins needed, for the
+_NO_MARGINS = np.zeros((0, 0))  # kernels)
 # Least number of rows whose gathers AccountBook shares between reads (AccountBook.read).
 GATHER_SHARED = 2048
-# Traders who trade every step are scattered through the book, so their reads and writes are
-# gathers and scatters of rows. numpy's fancy indexing moves the rows of a (n, A) array one
-# element at a time: for 10^5 rows scattered through 10^6, ``np.take`` gathers them three to
-# four times faster, and writing each row as one item (a one-dimensional view of whole rows)
-# scatters them four times faster. Reductions over a row of a few assets are faster one
-# column at a time, and equal to numpy's to the bit below 8 columns.
-
-
-def take_rows(a: np.ndarray, rows) -> np.ndarray:
-    """``a[rows]`` for a (n,) or (n, A) array; ``rows`` an index array, a mask, a slice, or
-    None for every row (then ``a`` itself, not a copy)."""
-    if rows is None:
-        return a
-    if isinstance(rows, np.ndarray) and rows.dtype.kind in "iu":
-        return a.take(rows, axis=0)  # (the method: np.take's dispatch costs a microsecond)
-    return a[rows]
-
-
-def put_rows(a: np.ndarray, rows, values) -> None:
-    """``a[rows] = values``; for an index array into a (n, A) array, whole rows at a time."""
-    whole_rows = (
-        a.ndim == 2
-        and a.shape[1] > 0
-        and a.flags.c_contiguous
-        and isinstance(rows, np.ndarray)
-        and rows.ndim == 1
-        and rows.dtype.kind in "iu"
-    )
-    if not whole_rows:
-        a[rows] = values
-        return
-    row = np.dtype((np.void, a.itemsize * a.shape[1]))
-    shape = (rows.size, a.shape[1])
-    if not (
-        isinstance(values, np.ndarray)
-        and values.shape == shape
-        and values.dtype == a.dtype
-        and values.flags.c_contiguous
-    ):  # (np.broadcast_to costs more than the write of a few rows)
-        values = np.ascontiguousarray(np.broadcast_to(values, shape), a.dtype)
-    a.view(row)[:, 0][rows] = values.view(row)[:, 0]
+# Reductions over a row of a few assets are faster one column at a time, and equal to numpy's
+# to the bit below 8 columns. (take_rows and put_rows, the fast gathers and scatters of rows,
+# are in model.gathers.)
 
 
 def row_sum(x: np.ndarray) -> np.ndarray:
@@ -266,7 +231,8 @@ def apply_fills(qty, entry, dq, price):
 
 def _cross_equity(w, q, e, iso, mark):
     """(k,) wallet plus the unrealised PnL of the cross positions, from gathered rows."""
-    return w + row_sum(np.where(iso, 0.0, q * (mark - e)))
+    pnl = q * (mark - e)
+    return w + row_sum(np.where(iso, 0.0, pnl) if iso.any() else pnl)
 
 
 def _cross_maintenance(q, iso, mark, tiers):
@@ -375,8 +341,7 @@ class AccountBook:
         self._logs: dict[str, _ChangeLog] = {}
         self._totals: tuple[np.ndarray, float] | None = None  # see aggregate_equity()
         # Rows gathered since the last write, and their arrays' rows (see read()).
-        self._gathered_rows: np.ndarray | None = None
-        self._gathered: dict[str, np.ndarray] = {}
+        self._gathers = SharedGathers(self)
 
     # ---- shape --------------------------------------------------------------------------
     @property
@@ -392,41 +357,30 @@ class AccountBook:
         entry per name (:func:`take_rows`; with ``rows`` None the book's own arrays, to read
         and never to write).
 
-        Reads of the same rows share their gathers until the next write: a trading rule's
+        Reads of the same rows share their gathers (:mod:`model.gathers`): a trading rule's
         equity, the batch's margin cap and the fill read the same rows of the same arrays,
         and so do the checks of one block of candidates. Every write method ends with
-        :meth:`_note_changed`, which drops them, and reads its own rows before its first
-        write. Small sets of rows are gathered afresh (comparing the rows would cost as much).
+        :meth:`_note_changed`, which drops them or, after a write of a few rows, notes those
+        to be re-read into them; write methods read their own rows before their first write.
+        Small sets of rows are gathered afresh (comparing the rows would cost as much).
         """
         if rows is None or not isinstance(rows, np.ndarray) or rows.size < GATHER_SHARED:
             return [take_rows(getattr(self, name), rows) for name in names]
-        known = self._gathered_rows
-        if known is None or known.shape != rows.shape or not np.array_equal(known, rows):
-            self._gathered_rows, self._gathered = rows.copy(), {}
-        out = []
-        for name in names:
-            values = self._gathered.get(name)
-            if values is None:
-                values = take_rows(getattr(self, name), rows)
-                values.flags.writeable = False
-                self._gathered[name] = values
-            out.append(values)
-        return out
+        return self._gathers.read(rows, names)
+
+    def holds_gathers(self, rows) -> bool:
+        """Whether :meth:`read` of ``rows`` is served by gathers already made (the rows a large
+        fill wrote, or read last): reading them then costs no pass over the book."""
+        return any(g.holds(rows) for g in self._gathers.held)
 
     def narrow(self, rows, keep) -> None:
         """``rows[keep]`` will be read next: when ``rows`` were the rows read last, their
         gathers narrowed by the mask ``keep`` (contiguous, so cheaply) serve the subset
-        (:meth:`read`), instead of new gathers from the whole book."""
-        known = self._gathered_rows
-        if known is None or known.shape != np.shape(rows) or not np.array_equal(known, rows):
-            return
+        (:meth:`read`), instead of new gathers from the whole book; a large fill of the subset
+        then updates the gathers of ``rows`` too (:mod:`model.gathers`)."""
         at = np.flatnonzero(keep)
         if at.size >= GATHER_SHARED:
-            subset = rows.take(at)
-            gathered = {name: values.take(at, axis=0) for name, values in self._gathered.items()}
-            for values in gathered.values():
-                values.flags.writeable = False
-            self._gathered_rows, self._gathered = subset, gathered
+            self._gathers.narrow(rows, at)
 
     def has_position(self, rows=None) -> np.ndarray:
         """(k,) whether each account holds an open position."""
@@ -452,7 +406,12 @@ class AccountBook:
         """(k,) wallet plus unrealised PnL of the cross positions (plus the haircut value of the
         collateral holdings, when there are collateral assets)."""
         w, q, e, iso = self.read(rows, "wallet", "qty", "entry", "isolated")
-        return self._plus_collateral(_cross_equity(w, q, e, iso, mark), mark, rows)
+        if self._compiled(q.shape[0]):  # the same arithmetic, one loop (model.kernels)
+            cash = np.empty(q.shape[0])
+            kernels.equities(w, _NO_MARGINS, q, e, iso, np.asarray(mark, dtype=float), True, cash)
+        else:
+            cash = _cross_equity(w, q, e, iso, mark)
+        return self._plus_collateral(cash, mark, rows)
 
     def cross_maintenance(self, mark, rows=None) -> np.ndarray:
         """(k,) maintenance required of the cross positions."""
@@ -468,7 +427,11 @@ class AccountBook:
         """(k,) everything the trader owns: wallet, isolated margins, unrealised PnL (and the
         collateral holdings at full market value)."""
         w, m, q, e = self.read(rows, "wallet", "margin", "qty", "entry")
-        eq = w + row_sum(m) + row_sum(q * (mark - e))
+        if self._compiled(q.shape[0]):  # the same arithmetic, one loop (model.kernels)
+            eq = np.empty(q.shape[0])
+            kernels.equities(w, m, q, e, _NO_FLAGS, np.asarray(mark, dtype=float), False, eq)
+        else:
+            eq = w + row_sum(m) + row_sum(q * (mark - e))
         if self.collateral is not None:
             eq = eq + self.collateral.market_value(take_rows(self.holdings, rows), mark)
         return eq
@@ -694,11 +657,12 @@ class AccountBook:
         one)."""
         self._logs.setdefault(name, _ChangeLog())
 
-    def _note_changed(self, rows) -> None:
-        """Add changed rows to every change log (without dropping the aggregates); drop the
-        rows gathered since the last write (:meth:`read`)."""
-        if self._gathered_rows is not None:
-            self._gathered_rows, self._gathered = None, {}
+    def _note_changed(self, rows, *, gathers: bool = True) -> None:
+        """Add changed rows to every change log (without dropping the aggregates); tell the
+        gathers shared between reads (:meth:`read`) unless ``gathers`` is False (the writer
+        updated them itself)."""
+        if gathers and self._gathers.held:
+            self._gathers.written(rows)
         if not self._logs:
             return
         if rows is None or (isinstance(rows, slice) and rows == slice(None)):
@@ -715,19 +679,15 @@ class AccountBook:
                     idx = np.flatnonzero(idx)
                 elif idx.dtype.kind not in "iu":
                     idx = np.arange(self.n_traders)[rows]
-                idx = idx.ravel().astype(np.int64, copy=False)
+                idx = (idx if idx.ndim == 1 else idx.ravel()).astype(np.int64, copy=False)
             log.last = rows
             log.pending.append(idx)
 
     def take_changed(self, name: str = "screen") -> np.ndarray | None:
         """Rows reported to the change log ``name`` since the last call (sorted, unique), and
         forget them; None when the whole book changed."""
-        log = self._logs.get(name)
-        if log is None:
-            raise KeyError(f"no change log {name!r}: call watch({name!r}) first")
-        everything, pending = log.everything, log.pending
-        log.pending, log.last, log.everything = [], None, False
-        if everything:
+        pending = self.take_changed_writes(name)
+        if pending is None:
             return None
         if not pending:
             return np.zeros(0, dtype=np.int64)
@@ -735,6 +695,17 @@ class AccountBook:
         if rows.size < 2 or (rows[1:] > rows[:-1]).all():  # already sorted and unique
             return rows
         return _sorted_unique(rows, self.n_traders)
+
+    def take_changed_writes(self, name: str) -> list[np.ndarray] | None:
+        """:meth:`take_changed` as the rows of each write (as written, in the order written;
+        a row may be in several): for a reader that does not need them merged. None when the
+        whole book changed."""
+        log = self._logs.get(name)
+        if log is None:
+            raise KeyError(f"no change log {name!r}: call watch({name!r}) first")
+        everything, pending = log.everything, log.pending
+        log.pending, log.last, log.everything = [], None, False
+        return None if everything else pending
 
     def _compiled(self, rows: int) -> bool:
         """Whether the compiled kernels (:mod:`model.kernels`) do the arithmetic of ``rows``
@@ -772,13 +743,13 @@ class AccountBook:
         q0, e0, iso = self.read(rows, "qty", "entry", "isolated")
         if self._compiled(np.shape(dq)[0]):  # the same arithmetic, one loop (model.kernels)
             dq = np.asarray(dq, dtype=float)
-            q, e, realized, closed = (np.empty(dq.shape) for _ in range(4))
+            q, e, realized, closed, traded = (np.empty(dq.shape) for _ in range(5))
             cash = np.empty(dq.shape[0])
             at = np.asarray(price, dtype=float).reshape(-1, dq.shape[1])  # (1, A) or (k, A)
-            kernels.apply_fills(q0, e0, iso, dq, at, q, e, realized, closed, cash)
+            kernels.apply_fills(q0, e0, iso, dq, at, q, e, realized, closed, cash, traded)
         else:
             q, e, realized, closed = apply_fills(q0, e0, dq, price)
-            cash = None
+            cash = traded = None
         if cash is None:  # the cross positions' realised PnL (all of it when none is isolated)
             cash = row_sum(np.where(iso, 0.0, realized) if iso.any() else realized)
         (w0,) = self.read(rows, "wallet")
@@ -787,25 +758,19 @@ class AccountBook:
             (m0,) = self.read(rows, "margin")
             written["margin"] = m0 + np.where(iso, realized, 0.0)
         # all cross: the margins are not written (scattered writes cost more than arithmetic)
-        kept = {**self._gathered, **written} if self._gathered_rows is not None else written
         for name, values in written.items():
             put_rows(getattr(self, name), rows, values)
         if self._totals is not None:  # cash-equivalent W + m - q e moves by -dq P
             net_qty, total = self._totals
             dq = np.asarray(dq, dtype=float)
-            traded = dq * np.asarray(price, dtype=float)
+            if traded is None:
+                traded = dq * np.asarray(price, dtype=float)
             self._totals = (net_qty + column_sum(dq), total - float(traded.sum()))
-        self._note_changed(rows)
-        self._keep_gathers(rows, kept)
+        shared = isinstance(rows, np.ndarray) and rows.ndim == 1 and rows.size >= GATHER_SHARED
+        if shared:  # what was written stays as the rows' gathers
+            self._gathers.filled(rows, written)
+        self._note_changed(rows, gathers=not shared)
         return realized, closed
-
-    def _keep_gathers(self, rows, values: dict) -> None:
-        """After a write of ``rows``, keep their new values (name -> (k, ...) array) as what
-        :meth:`read` would gather now (an index array of at least ``GATHER_SHARED`` rows)."""
-        if isinstance(rows, np.ndarray) and rows.ndim == 1 and rows.size >= GATHER_SHARED:
-            for v in values.values():
-                v.flags.writeable = False
-            self._gathered_rows, self._gathered = rows.copy(), values
 
     def sell_collateral(self, rows, sold, price) -> None:
         """Sell ``sold`` (k, C) units of the collateral holdings of ``rows`` at ``price`` (C,);

@@ -26,7 +26,7 @@ from agents.market import Market
 from agents.market_maker import MakerDesk, MarketMaker
 from agents.strategies import STRATEGIES, Strategy
 from agents.trader import Trader
-from model.accounts import AccountBook, TierTable
+from model.accounts import AccountBook, TierTable, take_rows
 from model.collateral import CollateralAssets
 from model.config import Config, ConfigError, config_warnings
 from model.contagion import ContagionRecorder
@@ -230,6 +230,7 @@ class ContagionModel(mesa.Model):
         names = np.asarray(self.population.strategy, dtype=object)
         for name, rule in STRATEGIES.items():
             rows = np.flatnonzero(names == name)
+            rows.flags.writeable = False  # (fixed: the book recognises them without comparing)
             if rows.size:
                 self.strategy_rows[name] = rows
                 self.strategies[name] = rule(self, self.config.traders.rules.get(name))
@@ -418,26 +419,30 @@ class ContagionModel(mesa.Model):
         Balances change only where the book is written, and its write methods log the rows
         they write (:meth:`model.accounts.AccountBook.take_changed`), so a step checks the rows written
         since the last check; every ``FULL_CHECK_EVERY`` steps, and at the end of :meth:`run`,
-        the whole book is checked as a safety net. Rows are gathered with ``np.take`` (a third
-        of the cost of fancy indexing); beyond a sixteenth of the book, reading it all in order
-        costs less than gathering the rows.
+        the whole book is checked as a safety net. The rows of each write are checked apart
+        (merging them would cost more than checking a row twice): the rows of a large fill
+        from what the fill kept (:meth:`model.accounts.AccountBook.holds_gathers`), others
+        gathered with ``np.take`` (a third of the cost of fancy indexing); when one write
+        covers more than a sixteenth of the book and is not kept, reading the whole book in
+        order costs less than gathering its rows.
         """
         book, mk = self.book, self.market
-        rows = book.take_changed("finite")
-        arrays = (book.wallet, book.qty, book.entry, book.margin)
+        writes = book.take_changed_writes("finite")
+        names = ("wallet", "qty", "entry", "margin")
         if book.collateral is not None:
-            arrays += (book.holdings,)
-        if (
-            everything
-            or t % FULL_CHECK_EVERY == 0
-            or rows is None
-            or 16 * rows.size > book.n_traders
-        ):
-            balances = sum(a.sum() for a in arrays)
-        elif rows.size:
-            balances = sum(np.take(a, rows, axis=0).sum() for a in arrays)
-        else:  # nothing written since the last check
-            balances = 0.0
+            names += ("holdings",)
+        balances = 0.0
+        whole = everything or t % FULL_CHECK_EVERY == 0 or writes is None
+        for rows in () if whole else writes:
+            if book.holds_gathers(rows):  # (the rows of a large fill: what it wrote, kept)
+                balances += sum(a.sum() for a in book.read(rows, *names))
+            elif 16 * rows.size <= book.n_traders:
+                balances += sum(take_rows(getattr(book, a), rows).sum() for a in names)
+            else:
+                whole = True
+                break
+        if whole:
+            balances = sum(a.sum() for a in book.read(None, *names))
         total = (
             balances
             + mk.price.sum()

@@ -189,7 +189,13 @@ def collect_orders(
             groups.append(OrderGroup(rule, rows, dq, lev, rows, None))
         elif keep.any():  # (np.take of the rows that send: faster than a mask's indexing)
             at = np.flatnonzero(keep)
-            sent = rows.take(at), dq.take(at, axis=0), lev.take(at, axis=0)
+            if lev.strides[0] == 0:  # one leverage row for all (a broadcast): no gather
+                sent_lev = np.broadcast_to(lev[:1], (at.size, lev.shape[1]))
+            else:
+                sent_lev = lev.take(at, axis=0)
+            sent_rows = rows.take(at)
+            sent_rows.flags.writeable = False  # (see model.gathers.Gathers.holds)
+            sent = sent_rows, dq.take(at, axis=0), sent_lev
             groups.append(OrderGroup(rule, *sent, rows, keep))
     return groups
 

@@ -490,9 +490,10 @@ class MarginScreen:
             return self.reach(mark)
         # candidates handed out last time that changed since were liquidated: work well spent
         handed = self._handed
-        if handed.size:
-            at = np.minimum(np.searchsorted(handed, rows), handed.size - 1)
-            self.checked -= int(np.count_nonzero(handed[at] == rows))
+        if handed.size:  # (both sorted and distinct: the smaller looked up in the larger)
+            small, large = (handed, rows) if handed.size <= rows.size else (rows, handed)
+            at = np.minimum(np.searchsorted(large, small), large.size - 1)
+            self.checked -= int(np.count_nonzero(large[at] == small))
         slot = self.changed_slot[rows]
         held = _row_any(self.book.read(rows, "qty")[0] != 0)
         if not held.all():  # accounts closed out have no headroom to compute
@@ -508,6 +509,10 @@ class MarginScreen:
         keys, lanes = self.headroom(mark, rows)
         keys -= reach[_OFFSET_LANE][lanes]
         known = slot >= 0
+        if known.all():  # all changed again (traders who trade every step): replace the keys
+            self.changed_keys[slot] = keys
+            self.changed_lane[slot] = lanes
+            return reach
         if known.any():  # changed again: replace the key
             self.changed_keys[slot[known]] = keys[known]
             self.changed_lane[slot[known]] = lanes[known]

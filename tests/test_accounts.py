@@ -258,3 +258,77 @@ def test_shared_reads_are_read_only_and_dropped_by_every_write():
     book.charge(rows[:3], wallet=np.full(3, 1.0))
     np.testing.assert_array_equal(book.equity(mark, rows)[:4], before[:4] - [1, 1, 1, 0])
     assert book.has_position(rows).all() and not book.has_position(np.array([], int)).size
+
+
+def _gather_book(n, seed=0):
+    rng = np.random.default_rng(seed)
+    qty = rng.choice([-1.0, 1.0], (n, 2)) * rng.lognormal(0, 1, (n, 2))
+    entry = np.array([100.0, 10.0]) * rng.lognormal(0, 0.1, (n, 2))
+    return AccountBook(np.arange(n), rng.lognormal(6, 1, n), qty, entry,
+                       TierTable.flat([0.01, 0.02]))  # fmt: skip
+
+
+NAMES = ("wallet", "qty", "entry", "margin", "isolated")
+
+
+def _fresh(book, rows):
+    """What a read of ``rows`` must give: plain fancy indexing of the book's arrays."""
+    return [getattr(book, name)[rows] for name in NAMES]
+
+
+def test_shared_reads_survive_a_small_write_as_fresh_copies():
+    from model.accounts import GATHER_SHARED
+
+    n = 16 * GATHER_SHARED
+    book = _gather_book(n)
+    rows = np.arange(0, n, 2)  # sorted: a few rows written are re-read into copies
+    old = [a.copy() for a in book.read(rows, *NAMES)]
+    handed = book.read(rows, *NAMES)
+    few = rows[[3, 500, 501, 4000]]
+    book.fill(few, np.ones((4, 2)), np.array([120.0, 9.0]))
+    book.charge(np.array([rows[7], 1]), wallet=np.array([5.0, 5.0]))  # row 1: not among rows
+    assert book.holds_gathers(rows)
+    for got, want in zip(book.read(rows, *NAMES), _fresh(book, rows), strict=True):
+        np.testing.assert_array_equal(got, want)
+    for a, b in zip(handed, old, strict=True):  # what was handed out before is unchanged
+        np.testing.assert_array_equal(a, b)
+    assert book.read(rows, "qty")[0][3, 0] == old[1][3, 0] + 1.0
+
+
+def test_shared_reads_are_dropped_by_a_large_write_or_when_unsorted():
+    from model.accounts import GATHER_SHARED
+
+    n = 16 * GATHER_SHARED
+    book = _gather_book(n, seed=1)
+    rows = np.arange(0, n, 2)
+    book.read(rows, *NAMES)
+    many = rows[: rows.size // 4]  # more than an eighth of the rows: dropped
+    book.charge(many, wallet=np.full(many.size, 1.0))
+    assert not book.holds_gathers(rows)
+    shuffled = np.random.default_rng(2).permutation(rows)  # unsorted: dropped at any write
+    book.read(shuffled, *NAMES)
+    book.charge(shuffled[:2], wallet=np.array([1.0, 1.0]))
+    assert not book.holds_gathers(shuffled)
+    for got, want in zip(book.read(shuffled, *NAMES), _fresh(book, shuffled), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_fill_of_narrowed_rows_updates_the_gathers_they_were_narrowed_from():
+    from model.accounts import GATHER_SHARED
+
+    n = 16 * GATHER_SHARED
+    book = _gather_book(n, seed=3)
+    rows = np.arange(1, n, 2)
+    book.read(rows, "wallet", "qty", "entry", "margin")  # as a trading rule reads its rows
+    keep = np.ones(rows.size, dtype=bool)
+    keep[[0, 10, 11, 5000]] = False  # a few rows send no order
+    book.narrow(rows, keep)
+    sent = rows[keep]
+    assert book.holds_gathers(sent) and book.holds_gathers(rows)
+    dq = np.random.default_rng(4).normal(0, 0.3, (sent.size, 2))
+    book.fill(sent, dq, np.array([101.0, 9.5]))
+    book.credit(rows[[20, 30]], wallet=np.array([2.0, 3.0]))  # a small write after it
+    assert book.holds_gathers(sent) and book.holds_gathers(rows)
+    for r in (sent, rows):
+        for got, want in zip(book.read(r, *NAMES), _fresh(book, r), strict=True):
+            np.testing.assert_array_equal(got, want)

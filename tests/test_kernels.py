@@ -80,6 +80,8 @@ def test_fills_equal_numpy_to_the_bit(seed, isolated, monkeypatch):
     if seed % 2:  # a price per position (as auto-deleveraging fills)
         price = price * rng.lognormal(0, 0.01, q.shape)
     compiled = copy_book(book)
+    mark = np.array([59000.0, 3100.0])
+    assert book.aggregate_equity(mark) == compiled.aggregate_equity(mark)  # fills update it
     monkeypatch.setattr(kernels, "_enabled", False)
     r0, c0 = book.fill(rows, dq, price)
     monkeypatch.setattr(kernels, "_enabled", True)
@@ -87,8 +89,30 @@ def test_fills_equal_numpy_to_the_bit(seed, isolated, monkeypatch):
     for name in ("wallet", "qty", "entry", "margin"):
         assert same_bytes(getattr(book, name), getattr(compiled, name)), name
     assert same_bytes(r0, r1) and same_bytes(c0, c1)
-    mark = np.array([59000.0, 3100.0])
+    (net0, cash0), (net1, cash1) = book._totals, compiled._totals  # updated by the fills' -dq P
+    assert same_bytes(net0, net1) and same_bytes(cash0, cash1)
     assert book.aggregate_equity(mark) == compiled.aggregate_equity(mark)
+
+
+@pytest.mark.parametrize("isolated", [0.0, 0.3])
+@pytest.mark.parametrize("seed", range(3))
+def test_equities_equal_numpy_to_the_bit(seed, isolated, monkeypatch):
+    rng = np.random.default_rng(40 + seed)
+    book = random_book(rng, isolated=isolated)
+    rows = np.sort(rng.choice(book.n_traders, 1500, replace=False))
+    mark = np.array([60000.0, 3000.0]) * rng.lognormal(0, 0.05, 2)
+    results = []
+    for on in (False, True):
+        monkeypatch.setattr(kernels, "_enabled", on)
+        results.append((book.equity(mark, rows), book.cross_equity(mark, rows)))
+    (eq0, cross0), (eq1, cross1) = results
+    assert same_bytes(eq0, eq1) and same_bytes(cross0, cross1)
+    # by hand for one isolated row: the cross equity leaves its isolated position out
+    j = int(np.flatnonzero(book.isolated[rows].any(axis=1))[0]) if isolated else 0
+    r = rows[j]
+    pnl = book.qty[r] * (mark - book.entry[r])
+    assert np.isclose(cross1[j], book.wallet[r] + pnl[~book.isolated[r]].sum())
+    assert np.isclose(eq1[j], book.wallet[r] + book.margin[r].sum() + pnl.sum())
 
 
 @pytest.mark.parametrize("tiers", ["flat", "tiered"])

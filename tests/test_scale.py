@@ -128,6 +128,27 @@ def test_finiteness_check_reads_written_rows_and_the_whole_book_as_a_safety_net(
         m.run(1)
 
 
+def test_finiteness_check_reads_a_large_fill_from_what_the_book_kept(monkeypatch):
+    import model.accounts as accounts
+    from model.model import DivergenceError
+
+    monkeypatch.setattr(accounts, "GATHER_SHARED", 8)  # this small book's fills are "large"
+    cfg = build_config(small_config(steps=8, shocks=[]))
+    m = ContagionModel(cfg, create_agents=False)
+    m.run(2)
+    m.check_finite(2)
+    rows = np.arange(0, m.book.n_traders, 2)
+    dq = np.zeros((rows.size, m.book.n_assets))
+    dq[-1, 0] = 1e300
+    m.book.fill(rows, dq, m.market.price)
+    m.check_finite(3)  # a huge position is still a number
+    dq[-1, 0] = np.nan
+    m.book.fill(rows, dq, m.market.price)  # one that is not
+    assert m.book.holds_gathers(rows)  # the check reads the rows from what the fill kept
+    with pytest.raises(DivergenceError, match="step 4"):
+        m.check_finite(4)
+
+
 def test_accounts_written_in_row_groups_equal_the_whole_table(tmp_path, monkeypatch):
     import pandas as pd
 
