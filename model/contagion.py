@@ -155,6 +155,23 @@ def _one_asset_factors(exposure, price_move, closed_prev, notional_prev):
     return share, (~lost).astype(np.intp)
 
 
+def _exposure_during(exposure, rows, prev_rows, prev_closed):
+    """The victims' positions while round ``r - 1``'s move happened: their positions when
+    round ``r`` began, plus, for victims liquidated in round ``r - 1`` too, the part they
+    closed then (they sold at the price after the move, so they held it during the move).
+    The record's own array when no victim was (a copy otherwise)."""
+    exposure = np.asarray(exposure, dtype=float)
+    order = np.argsort(prev_rows)
+    ranked = prev_rows[order]
+    pos = np.searchsorted(ranked, rows)
+    np.minimum(pos, prev_rows.size - 1, out=pos)
+    again = ranked[pos] == rows
+    if again.any():
+        exposure = exposure.copy()
+        exposure[again] += np.asarray(prev_closed, dtype=float)[order[pos[again]]]
+    return exposure
+
+
 def attribution_weights(exposure, price_move, closed_prev, notional_prev=None):
     """Dense (k_victims, k_liquidators) attribution weights; each row sums to 1.
 
@@ -258,41 +275,61 @@ def top_attribution(mix, share, k: int):
         z = np.zeros(0, dtype=np.int64)
         return z, z, np.zeros(0), np.zeros(k_v)
     k = max(1, min(int(k), k_l))
-    total = mix @ share.sum(axis=0)  # (k_v,) each victim's whole weight (1 for attributions)
+    col_total = share.sum(axis=0)
     support = mix > 0
     if (support.sum(axis=1) == 1).all():  # one asset, or every victim lost on one asset only
-        found = _top_of_unit_rows(share, k, support.argmax(axis=1), total)
+        found = _top_of_unit_rows(share, k, support.argmax(axis=1), col_total)
         if found is not None:
             return found
-    return _top_threshold(mix, share, k, total)
+    # (k_v,) each victim's whole weight (1 for attributions)
+    return _top_threshold(mix, share, k, mix @ col_total)
 
 
-def _top_of_unit_rows(share, k: int, col, total):
+def _top_of_unit_rows(share, k: int, col, col_total, victims=None, liquidators=None):
     """:func:`top_attribution` when every row of ``mix`` is a unit vector (victim ``j`` uses
     column ``col[j]`` only): every victim of a column has the same weights, that column of
-    ``share``, so the threshold search is done once per column. The same operations on the
-    same values as :func:`_top_threshold` (whose first depth settles every such victim: the
-    candidates hold each column's top ``k``), so the same edges in the same order; None when
-    the candidates are too many (the general search then hands over to the block search).
+    ``share``, so the threshold search is done once per column and its result repeated for
+    the column's victims. The same operations on the same values as :func:`_top_threshold`
+    (whose first depth settles every such victim: the candidates hold each column's top
+    ``k``), so the same edges in the same order; None when the candidates are too many (the
+    general search then hands over to the block search).
+
+    Args:
+        share: (k_l, C) the liquidators' shares.
+        k: edges kept per victim, at most ``k_l``.
+        col: (k_v,) the column each victim uses.
+        col_total: (C,) ``share.sum(axis=0)``: a victim's whole weight is its column's.
+        victims, liquidators: labels to return instead of the victims' and liquidators'
+            indices (the recorder's book rows), so that the kept edges are labelled once per
+            column instead of once per edge.
+
+    Returns:
+        ``(victim, liquidator, weight, rest)`` as :func:`top_attribution` gives them.
     """
-    k_v = col.size
-    order, _ = _top_ranking(share, k)
-    cand = np.sort(order[:k].ravel())
-    if cand.size > 1:  # unique, as np.unique gives them
-        cand = cand[np.concatenate(([True], cand[1:] != cand[:-1]))]
+    cand = _top_set(share, k)
     if cand.size > _TA_MAX_CANDIDATES and k < share.shape[0]:
         return None
+    c = share.shape[1]
     block = share[cand].T  # (columns, |cand|): row c holds the weights of column c's victims
     kk = min(k, cand.size)
     if kk < cand.size:
         part = np.argpartition(-block, kk - 1, axis=1)[:, :kk]
-    else:
-        part = np.broadcast_to(np.arange(cand.size), block.shape)
-    top_w = block[np.arange(block.shape[0])[:, None], part]
-    rest = np.maximum(total - top_w.sum(axis=1)[col], 0.0)
-    pos = (top_w > 0)[col]  # (k_v, kk)
-    kept_v = np.repeat(np.arange(k_v), kk)[pos.ravel()]
-    return kept_v, cand[part][col][pos], top_w[col][pos], rest
+        top_w = block[np.arange(c)[:, None], part]
+        top_l = cand[part]
+    else:  # every candidate kept, in index order (a C-ordered copy, as the gather gives it)
+        top_w = np.ascontiguousarray(block)
+        top_l = np.repeat(cand[None, :], c, axis=0)
+    if liquidators is not None:
+        top_l = liquidators[top_l]
+    rest = np.maximum(col_total - top_w.sum(axis=1), 0.0)[col]
+    kept_v = np.repeat(np.arange(col.size) if victims is None else victims, kk)
+    kept_l = top_l[col].ravel()
+    kept_w = top_w[col].ravel()
+    positive = top_w > 0
+    if not positive.all():  # zero weights are not edges
+        keep = positive[col].ravel()
+        kept_v, kept_l, kept_w = kept_v[keep], kept_l[keep], kept_w[keep]
+    return kept_v, kept_l, kept_w, rest
 
 
 def _top_threshold(mix, share, k: int, total):
@@ -305,8 +342,7 @@ def _top_threshold(mix, share, k: int, total):
     depth = k
     while open_v.size:
         d = min(depth, k_l)
-        order, ranked = _top_ranking(share, d)  # the top d + 1 of each column, in order
-        cand = np.unique(order[:d].ravel())
+        cand = _top_set(share, d)
         if cand.size > _TA_MAX_CANDIDATES and d < k_l:
             vi, li, wi, kept = _top_by_blocks(mix[open_v], share, k)
             rest[open_v] = np.maximum(total[open_v] - kept, 0.0)
@@ -314,7 +350,8 @@ def _top_threshold(mix, share, k: int, total):
             kept_l.append(li)
             kept_w.append(wi)
             break
-        bound_row = ranked[d] if d < k_l else None
+        # the (d + 1)-th largest value of each column bounds every liquidator outside cand
+        bound_row = np.partition(share, k_l - d - 1, axis=0)[k_l - d - 1] if d < k_l else None
         step_rows = max(1, _BLOCK // max(cand.size, 1))
         settled_mask = np.zeros(open_v.size, dtype=bool)
         for lo in range(0, open_v.size, step_rows):
@@ -351,28 +388,29 @@ def _top_threshold(mix, share, k: int, total):
     )
 
 
-def _top_ranking(share, d: int):
-    """The first ``d + 1`` rows (all, if fewer) of a stable descending argsort of each column
-    of ``share``, and the values there.
+def _top_set(share, d: int):
+    """The rows in the first ``d`` of a stable descending sort (ties by index) of some column
+    of ``share``, in index order: the candidates of the threshold search.
 
-    Equal to ``np.argsort(-share, axis=0, kind="stable")[: d + 1]`` (ties by index), found
-    with a partition per column when the columns are long: a round with tens of thousands of
-    liquidators needs only the top few of each column.
+    Equal to ``np.unique(np.argsort(-share, axis=0, kind="stable")[:d])``. Found with one
+    partition of every column when the columns are long (a round with tens of thousands of
+    liquidators needs only the top few of each column): a column's first ``d`` are the values
+    above its ``d``-th largest ``v`` and then, as a stable sort takes them, the first of the
+    values equal to ``v`` in index order. The rows are marked rather than sorted and made
+    unique.
     """
-    k_l, c = share.shape
-    m = min(d + 1, k_l)
-    if 16 * m >= k_l:
-        order = np.argsort(-share, axis=0, kind="stable")[:m]
-    else:
-        order = np.empty((m, c), dtype=np.intp)
-        for j in range(c):  # columns: the assets, plus one
-            col = share[:, j]
-            v = np.partition(col, k_l - m)[k_l - m]  # the m-th largest value
-            above = np.flatnonzero(col > v)  # fewer than m
-            tied = np.flatnonzero(col == v)[: m - above.size]  # the first ties, as stable
-            top = np.concatenate([above, tied])
-            order[:, j] = top[np.lexsort((top, -col[top]))]
-    return order, share[order, np.arange(c)]
+    k_l = share.shape[0]
+    if d >= k_l:
+        return np.arange(k_l)
+    if 16 * (d + 1) >= k_l:
+        keep = np.zeros(k_l, dtype=bool)
+        keep[np.argsort(-share, axis=0, kind="stable")[:d]] = True
+        return np.flatnonzero(keep)
+    v = np.partition(share, k_l - d, axis=0)[k_l - d]  # each column's d-th largest value
+    above = share > v  # fewer than d per column
+    tied = share == v
+    keep = above | (tied & (np.cumsum(tied, axis=0) <= d - above.sum(axis=0)))
+    return np.flatnonzero(keep.any(axis=1))
 
 
 def _kd_blocks(points: np.ndarray, size: int) -> list[np.ndarray]:
@@ -524,23 +562,21 @@ class ContagionRecorder:
         """Add one liquidation round (a :class:`model.liquidation.RoundRecord`)."""
         rows = np.asarray(rec.rows, dtype=np.int64)
         self._version += 1
-        new = self.events[rows] == 0
-        self.first_step[rows[new]] = rec.step
-        self.first_round[rows[new]] = rec.round
-        self.events[rows] += 1
+        seen = self.events[rows]
+        new = rows[seen == 0]
+        self.first_step[new] = rec.step
+        self.first_round[new] = rec.round
+        self.events[rows] = seen + 1  # (a round liquidates an account once)
         self.notional[rows] += np.asarray(rec.notional, dtype=float)
         prev = self._prev
         if prev is None or prev.step != rec.step or prev.round != rec.round - 1:
             root = self._special(f"step:{rec.step}")
             self._add(np.full(rows.size, root), rows, np.ones(rows.size), rec.step, rec.round)
         else:
-            exposure = np.array(rec.exposure, dtype=float)
-            # Victims liquidated in round r - 1 too held their closed part during its move.
             prev_rows = np.asarray(prev.rows, dtype=np.int64)
-            order = np.argsort(prev_rows)
-            pos = np.minimum(np.searchsorted(prev_rows[order], rows), prev_rows.size - 1)
-            again = prev_rows[order][pos] == rows
-            exposure[again] += np.asarray(prev.closed, dtype=float)[order[pos[again]]]
+            exposure = np.asarray(rec.exposure, dtype=float)
+            if new.size < rows.size:  # a victim liquidated before: in round r - 1, perhaps
+                exposure = _exposure_during(exposure, rows, prev_rows, prev.closed)
             move = np.asarray(prev.price_after, dtype=float) - np.asarray(
                 prev.price_before, dtype=float
             )
@@ -552,26 +588,33 @@ class ContagionRecorder:
                 self._attribute(prev_rows, rows, mix, share, rec.step, rec.round)
         self._prev = rec
 
+    def _over_budget(self, victims: int) -> bool:
+        """Whether a round of this many victims must be truncated whatever its edges: every
+        victim has at least one edge (a loss is attributed only on columns somebody pushed,
+        and a victim that lost nothing to every liquidator's share of the closed notional),
+        so the round's edges would pass ``max_edges`` without being counted."""
+        return self.edge_count + victims > self.max_edges
+
     def _attribute_columns(self, src_rows, dst_rows, share, col, step, rnd):
         """:meth:`_attribute` for victims that each use one column of ``share`` (``col``):
         their loss mix is that unit vector, built only if every edge is kept."""
-        count = int(np.bincount(col, minlength=share.shape[1]) @ (share > 0).sum(axis=0))
-        if self.edge_count + count <= self.max_edges or not share.shape[0]:
-            mix = np.zeros((col.size, share.shape[1]))
-            mix[np.arange(col.size), col] = 1.0
-            self._attribute(src_rows, dst_rows, mix, share, step, rnd)
-            return
-        self.truncated = True
-        self.truncated_rounds += 1
-        if not self.first_truncated_step:
-            self.first_truncated_step = int(step)
-        k = max(1, min(self.top, share.shape[0]))
-        found = _top_of_unit_rows(share, k, col, share.sum(axis=0)[col])
+        k_l, c = share.shape
+        if not k_l or not self._over_budget(col.size):
+            count = int(np.bincount(col, minlength=c) @ (share > 0).sum(axis=0))
+            if self.edge_count + count <= self.max_edges or not k_l:
+                mix = np.zeros((col.size, c))
+                mix[np.arange(col.size), col] = 1.0
+                self._attribute(src_rows, dst_rows, mix, share, step, rnd)
+                return
+        self._note_truncated(step)
+        k = max(1, min(self.top, k_l))
+        found = _top_of_unit_rows(share, k, col, share.sum(axis=0), dst_rows, src_rows)
         if found is None:
-            mix = np.zeros((col.size, share.shape[1]))
+            mix = np.zeros((col.size, c))
             mix[np.arange(col.size), col] = 1.0
-            found = top_attribution(mix, share, self.top)
-        self._keep_top(src_rows, dst_rows, *found, step, rnd)
+            vi, li, w, rest = top_attribution(mix, share, self.top)
+            found = dst_rows[vi], src_rows[li], w, rest
+        self._keep_top(dst_rows, *found, step, rnd)
 
     def _attribute(self, src_rows, dst_rows, mix, share, step, rnd):
         """Record round ``rnd``'s edges: all of them, or top contributors plus an aggregate."""
@@ -579,13 +622,16 @@ class ContagionRecorder:
         col = None
         if (support.sum(axis=1) == 1).all():  # each victim lost on one column only
             col = support.argmax(axis=1)
-            c = mix.shape[1]
-            count = int(np.bincount(col, minlength=c) @ (share > 0).sum(axis=0))
-            groups = None
-        else:
-            groups = _support_groups(mix, share)
-            count = full_edge_count(mix, share, groups)
-        if self.edge_count + count <= self.max_edges:
+        groups = None
+        fits = not share.shape[0] or not self._over_budget(mix.shape[0])
+        if fits:
+            if col is not None:
+                count = int(np.bincount(col, minlength=mix.shape[1]) @ (share > 0).sum(axis=0))
+            else:
+                groups = _support_groups(mix, share)
+                count = full_edge_count(mix, share, groups)
+            fits = self.edge_count + count <= self.max_edges
+        if fits:
             groups = _support_groups(mix, share) if groups is None else groups
             # the rows of each block's victims and liquidators, repeated (as in
             # full_attribution, without the index arrays in between)
@@ -598,26 +644,33 @@ class ContagionRecorder:
                     rnd,
                 )
             return
+        self._note_truncated(step)
+        found = None
+        if col is not None and share.shape[0]:
+            k = max(1, min(self.top, share.shape[0]))
+            found = _top_of_unit_rows(share, k, col, share.sum(axis=0), dst_rows, src_rows)
+        if found is None:
+            vi, li, w, rest = top_attribution(mix, share, self.top)
+            found = dst_rows[vi], src_rows[li], w, rest
+        self._keep_top(dst_rows, *found, step, rnd)
+
+    def _note_truncated(self, step) -> None:
         self.truncated = True
         self.truncated_rounds += 1
         if not self.first_truncated_step:
             self.first_truncated_step = int(step)
-        found = None
-        if col is not None and share.shape[0]:  # (mix @ share.sum(0) is exactly this)
-            k = max(1, min(self.top, share.shape[0]))
-            found = _top_of_unit_rows(share, k, col, share.sum(axis=0)[col])
-        found = top_attribution(mix, share, self.top) if found is None else found
-        self._keep_top(src_rows, dst_rows, *found, step, rnd)
 
-    def _keep_top(self, src_rows, dst_rows, vi, li, w, rest, step, rnd):
-        """Record a truncated round: the kept edges, and one aggregate edge per victim."""
-        self._add(src_rows[li], dst_rows[vi], w, step, rnd)
+    def _keep_top(self, dst_rows, kept_dst, kept_src, w, rest, step, rnd):
+        """Record a truncated round: the kept edges (book rows), and one aggregate edge per
+        victim with weight left."""
         has_rest = rest > 1e-12
-        if has_rest.any():
+        n_rest = int(np.count_nonzero(has_rest))
+        if n_rest:  # the aggregate edges after the kept ones, in one batch
             agg = self._special(f"others:{step}:{rnd}")
-            self._add(
-                np.full(int(has_rest.sum()), agg), dst_rows[has_rest], rest[has_rest], step, rnd
-            )
+            kept_src = np.concatenate((kept_src, np.full(n_rest, agg)))
+            kept_dst = np.concatenate((kept_dst, dst_rows[has_rest]))
+            w = np.concatenate((w, rest[has_rest]))
+        self._add(kept_src, kept_dst, w, step, rnd)
 
     # ---- views -------------------------------------------------------------------------------
     def edges(self) -> dict[str, np.ndarray]:

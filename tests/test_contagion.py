@@ -6,6 +6,7 @@ from an earlier run of the code.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -398,19 +399,26 @@ def test_top_attribution_matches_sorting(seed, k):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_top_ranking_is_the_head_of_a_stable_sort(seed):
-    """The partial ranking of each column equals the head of a stable descending sort, ties
-    broken by index, on long columns with many exact ties and zeros."""
-    from model.contagion import _top_ranking
+def test_top_set_is_the_head_of_a_stable_sort(seed):
+    """The candidates of each depth are the rows in the first ``d`` of a stable descending
+    sort (ties broken by index) of some column, in index order, on long and short columns
+    with many exact ties and zeros (both the sort and the partition branch); brute force by
+    Python's stable sort of (-value, row) per column."""
+    from model.contagion import _top_set
 
     rng = np.random.default_rng(seed)
-    share = np.round(rng.random((5000, 3)), 2) * (rng.random((5000, 3)) < 0.5)
-    share[:40, 1] = share[:40, 1].max()  # a tie at the top, across the cut
-    for d in (1, 5, 20, 4999, 6000):
-        order, ranked = _top_ranking(share, d)
-        full = np.argsort(-share, axis=0, kind="stable")[: d + 1]
-        np.testing.assert_array_equal(order, full)
-        np.testing.assert_array_equal(ranked, np.take_along_axis(share, full, axis=0))
+    for k_l in (5000, 60, 7):
+        share = np.round(rng.random((k_l, 3)), 2) * (rng.random((k_l, 3)) < 0.5)
+        share[: min(40, k_l), 1] = share[:, 1].max()  # a tie at the top, across the cut
+        for d in (1, 2, 5, 20, k_l - 1, k_l, k_l + 5):
+            if d < 1:
+                continue
+            want = set()
+            for c in range(3):
+                ranked = sorted(range(k_l), key=lambda i, c=c: -share[i, c])  # stable
+                want.update(ranked[:d])
+            got = _top_set(share, d)
+            assert got.tolist() == sorted(want)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -429,12 +437,20 @@ def test_top_attribution_of_one_asset_rounds_equals_the_threshold_search(seed, k
     assert ((mix > 0).sum(axis=1) == 1).all()
     total = mix @ share.sum(axis=0)
     kk = max(1, min(k, k_l))
-    shortcut = mc._top_of_unit_rows(share, kk, (mix > 0).argmax(axis=1), total)
+    col = (mix > 0).argmax(axis=1)
+    shortcut = mc._top_of_unit_rows(share, kk, col, share.sum(axis=0))
     want = mc._top_threshold(mix, share, kk, total)
     for got in (shortcut, mc.top_attribution(mix, share, k)):
         for g, w in zip(got, want, strict=True):
             np.testing.assert_array_equal(g, w)
     assert want[0].size > 0
+    # labelled (the recorder's book rows): the same edges, each index replaced by its label
+    dst, src = rng.permutation(10 * k_v)[:k_v], rng.permutation(10 * k_l)[:k_l]
+    labelled = mc._top_of_unit_rows(share, kk, col, share.sum(axis=0), dst, src)
+    np.testing.assert_array_equal(labelled[0], dst[want[0]])
+    np.testing.assert_array_equal(labelled[1], src[want[1]])
+    np.testing.assert_array_equal(labelled[2], want[2])
+    np.testing.assert_array_equal(labelled[3], want[3])
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -700,3 +716,72 @@ def test_distinct_edges_counted_by_marks_and_by_sort_alike(monkeypatch):
         counts.append(rec.info()["edges"])
     assert counts == [len(pairs), len(pairs)]
     assert rec.arrays().src.size == len(pairs)
+
+
+def _one_asset_weights_by_hand(prev, rec):
+    """Round ``rec``'s attribution weights to round ``prev``'s liquidators, one asset, from the
+    rule in Python loops: (victim, {liquidator row: weight})."""
+    move = float(prev.price_after[0] - prev.price_before[0])
+    push = [max(0.0, float(x) * (1.0 if move < 0 else -1.0)) for x in prev.closed[:, 0]]
+    pushed = sum(push)
+    notional = [float(x) for x in prev.notional]
+    out = []
+    for j, row in enumerate(rec.rows.tolist()):
+        held = float(rec.exposure[j, 0])
+        for i, r in enumerate(prev.rows.tolist()):
+            if r == row:  # liquidated in the previous round too: held its closed part
+                held += float(prev.closed[i, 0])
+        if max(0.0, -held * move) > 0 and pushed > 0:
+            w = [p / pushed for p in push]
+        elif sum(notional) > 0:
+            w = [x / sum(notional) for x in notional]
+        else:
+            w = [1.0 / len(notional)] * len(notional)
+        out.append((row, dict(zip(prev.rows.tolist(), w, strict=True))))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("max_edges", [0, 10**9])
+def test_one_asset_rounds_record_each_victims_top_contributors(seed, max_edges):
+    """Chains of one-asset rounds (liquidators from 2 to 300, so both the sort and the
+    partition search of the candidates run; closed quantities rounded so that many weights
+    tie exactly; some victims liquidated in two rounds running; a rising round whose buyers
+    pushed the price): every round's recorded edges against the weights computed by hand.
+    Past the edge budget each victim keeps weights equal to its ``k`` largest, each the weight
+    of the liquidator it names, and one aggregate edge for the rest; within it, every edge."""
+    rng = np.random.default_rng(seed)
+    k, n = 3, 2000
+    rec = ContagionRecorder(np.arange(n), np.ones(n), max_edges=max_edges, top_contributors=k)
+    price, rounds, rows = 100.0, [], rng.permutation(n)[:2]
+    for r in range(1, 7):
+        size = [2, 4, 40, 300, 120, 9][r - 1 if seed % 2 else 6 - r]
+        again = rows[: min(3, rows.size)] if r % 2 else rows[:0]  # liquidated again
+        rows = np.concatenate(
+            [again, rng.choice(np.setdiff1d(np.arange(n), again), size, replace=False)]
+        )
+        closed = np.round(rng.normal(0.5, 1.0, (rows.size, 1)), 1)
+        exposure = np.round(rng.normal(0.0, 1.0, (rows.size, 1)), 1)
+        after = price * (1.02 if (seed + r) % 5 == 0 else 0.99)
+        rounds.append(_rr(7, r, rows, closed, exposure, [price], [after]))
+        rec.record(rounds[-1])
+        price = after
+    e = rec.edges()
+    for prev, cur in itertools.pairwise(rounds):
+        here = e["round"] == cur.round
+        for row, weights in _one_asset_weights_by_hand(prev, cur):
+            mine = here & (e["dst"] == row)
+            src, w = e["src"][mine], e["weight"][mine]
+            traders = src >= 0
+            by_hand = np.array([weights[s] for s in src[traders].tolist()])
+            np.testing.assert_allclose(w[traders], by_hand, rtol=1e-12)
+            best = sorted((x for x in weights.values() if x > 0), reverse=True)
+            if max_edges:
+                assert traders.all()
+                np.testing.assert_allclose(np.sort(w)[::-1], best, rtol=1e-12)
+                continue
+            np.testing.assert_allclose(np.sort(w[traders])[::-1], best[:k], rtol=1e-12)
+            left = sum(best) - sum(best[:k])
+            assert w[~traders].sum() == pytest.approx(left, abs=1e-12)
+            assert (~traders).sum() == (left > 1e-12)
+    assert rec.truncated == (max_edges == 0)
