@@ -530,10 +530,11 @@ class ContagionRecorder:
         self.initial_leverage = np.asarray(initial_leverage, dtype=float)
         self.max_edges = int(max_edges)
         self.top = int(top_contributors)
-        # the edge events; src: book row, or -1 - k for special node k
-        self._edges = ColumnLog(
-            {"src": np.int64, "dst": np.int64, "weight": float, "step": np.int64, "round": np.int64}
-        )
+        # the edge events; src: book row, or -1 - k for special node k. A batch's edges share
+        # their step and round, so those are kept once per batch (with its size) and repeated
+        # only when read: as columns of every edge they would double the log's int64 columns.
+        self._edges = ColumnLog({"src": np.int64, "dst": np.int64, "weight": float})
+        self._batches = ColumnLog({"step": np.int64, "round": np.int64, "size": np.int64})
         self.roots: list[str] = []
         self.edge_count = 0
         self.truncated = False
@@ -554,8 +555,10 @@ class ContagionRecorder:
         return -len(self.roots)
 
     def _add(self, src, dst, w, step, rnd):
-        values = {"src": src, "dst": dst, "weight": w, "step": int(step), "round": int(rnd)}
-        self._edges.append(len(dst), values, copy=False)  # arrays made for the log
+        if not len(dst):
+            return
+        self._edges.append(len(dst), {"src": src, "dst": dst, "weight": w}, copy=False)
+        self._batches.append(1, {"step": int(step), "round": int(rnd), "size": len(dst)})
         self.edge_count += len(dst)
 
     def record(self, rec: RoundRecord) -> None:
@@ -675,8 +678,13 @@ class ContagionRecorder:
     # ---- views -------------------------------------------------------------------------------
     def edges(self) -> dict[str, np.ndarray]:
         """Edge events as columns: src/dst as book rows (src < 0: special node ``-1 - src``);
-        read-only."""
-        return self._edges.columns()
+        read-only (``step`` and ``round`` are repeated from each batch's values by every call)."""
+        out = dict(self._edges.columns())
+        batches = self._batches.columns()
+        for name in ("step", "round"):
+            out[name] = np.repeat(batches[name], batches["size"])
+            out[name].flags.writeable = False
+        return out
 
     def trader_edges(self) -> dict[str, np.ndarray]:
         """The edge events whose source is a trader, as columns: ``step``, ``round``,

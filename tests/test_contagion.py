@@ -785,3 +785,32 @@ def test_one_asset_rounds_record_each_victims_top_contributors(seed, max_edges):
             assert w[~traders].sum() == pytest.approx(left, abs=1e-12)
             assert (~traders).sum() == (left > 1e-12)
     assert rec.truncated == (max_edges == 0)
+
+
+def _held_bytes(log) -> int:
+    """Bytes of the arrays a ColumnLog keeps alive (each base array counted once)."""
+    bases = {}
+    for piece in log._pieces + ([log._open] if log._open is not None else []):
+        for a in piece.values():
+            while isinstance(a.base, np.ndarray):
+                a = a.base
+            bases[id(a)] = a.nbytes
+    return sum(bases.values())
+
+
+def test_edge_events_keep_step_and_round_once_per_batch():
+    n = 6000
+    rec = ContagionRecorder(np.arange(n), np.ones(n))
+    rec.record(_rr(3, 1, np.arange(5000), np.ones((5000, 1)), np.ones((5000, 1)), [10.0], [9.0]))
+    rec.record(_rr(7, 1, np.arange(5000, n), np.ones((1000, 1)), np.ones((1000, 1)), [9.0], [8.0]))
+    e = rec.edges()
+    # two step roots: every victim one edge of weight 1 from its step's root node
+    assert e["src"].tolist() == [-1] * 5000 + [-2] * 1000
+    assert e["dst"].tolist() == list(range(n))
+    assert e["weight"].tolist() == [1.0] * n
+    assert e["step"].tolist() == [3] * 5000 + [7] * 1000
+    assert e["round"].tolist() == [1] * n
+    assert e["step"].dtype == np.int64 and not e["step"].flags.writeable
+    # held: 8 bytes each of src, dst and weight per edge, and 3 int64 per batch (step, round,
+    # size); not two more int64 columns of every edge
+    assert _held_bytes(rec._edges) + _held_bytes(rec._batches) == n * 3 * 8 + 2 * 3 * 8
