@@ -1,7 +1,8 @@
 """Append-only typed columns: the storage of the logs a run adds to every round.
 
-The fill log (:mod:`model.fills`) and the contagion recorder's edge events
-(:mod:`model.contagion`) grow by a batch per liquidation round and are read whole at the end
+The fill log (:mod:`model.fills`) and the contagion recorder's edges (:mod:`model.contagion`:
+source, target and weight per edge; step and round once per batch) grow by a batch per
+liquidation round and are read whole at the end
 of a run. Keeping each batch as its own arrays made that read a concatenation of hundreds of
 small pieces per column, which in a sweep of small runs cost as much as a cascade measure;
 doubling one buffer per column would make it free but hold up to twice the log (three times
