@@ -155,6 +155,19 @@ def _one_asset_factors(exposure, price_move, closed_prev, notional_prev):
     return share, (~lost).astype(np.intp)
 
 
+def _unit_mix(col, c: int) -> np.ndarray:
+    """(k_v, c) the loss mix of victims that each lost on one column only (``col``)."""
+    mix = np.zeros((col.size, c))
+    mix[np.arange(col.size), col] = 1.0
+    return mix
+
+
+def _unit_edge_count(col, share) -> int:
+    """Edges of a round whose victims each use one column of ``share`` (``col``): a victim
+    gets one edge per liquidator with a positive share of its column."""
+    return int(np.bincount(col, minlength=share.shape[1]) @ (share > 0).sum(axis=0))
+
+
 def _exposure_during(exposure, rows, prev_rows, prev_closed):
     """The victims' positions while round ``r - 1``'s move happened: their positions when
     round ``r`` began, plus, for victims liquidated in round ``r - 1`` too, the part they
@@ -601,23 +614,13 @@ class ContagionRecorder:
     def _attribute_columns(self, src_rows, dst_rows, share, col, step, rnd):
         """:meth:`_attribute` for victims that each use one column of ``share`` (``col``):
         their loss mix is that unit vector, built only if every edge is kept."""
-        k_l, c = share.shape
+        k_l = share.shape[0]
         if not k_l or not self._over_budget(col.size):
-            count = int(np.bincount(col, minlength=c) @ (share > 0).sum(axis=0))
-            if self.edge_count + count <= self.max_edges or not k_l:
-                mix = np.zeros((col.size, c))
-                mix[np.arange(col.size), col] = 1.0
+            if self.edge_count + _unit_edge_count(col, share) <= self.max_edges or not k_l:
+                mix = _unit_mix(col, share.shape[1])
                 self._attribute(src_rows, dst_rows, mix, share, step, rnd)
                 return
-        self._note_truncated(step)
-        k = max(1, min(self.top, k_l))
-        found = _top_of_unit_rows(share, k, col, share.sum(axis=0), dst_rows, src_rows)
-        if found is None:
-            mix = np.zeros((col.size, c))
-            mix[np.arange(col.size), col] = 1.0
-            vi, li, w, rest = top_attribution(mix, share, self.top)
-            found = dst_rows[vi], src_rows[li], w, rest
-        self._keep_top(dst_rows, *found, step, rnd)
+        self._keep_top_contributors(src_rows, dst_rows, share, col, None, step, rnd)
 
     def _attribute(self, src_rows, dst_rows, mix, share, step, rnd):
         """Record round ``rnd``'s edges: all of them, or top contributors plus an aggregate."""
@@ -629,7 +632,7 @@ class ContagionRecorder:
         fits = not share.shape[0] or not self._over_budget(mix.shape[0])
         if fits:
             if col is not None:
-                count = int(np.bincount(col, minlength=mix.shape[1]) @ (share > 0).sum(axis=0))
+                count = _unit_edge_count(col, share)
             else:
                 groups = _support_groups(mix, share)
                 count = full_edge_count(mix, share, groups)
@@ -647,12 +650,19 @@ class ContagionRecorder:
                     rnd,
                 )
             return
+        self._keep_top_contributors(src_rows, dst_rows, share, col, mix, step, rnd)
+
+    def _keep_top_contributors(self, src_rows, dst_rows, share, col, mix, step, rnd):
+        """Record a round that would pass ``max_edges``: each victim's top contributors and an
+        aggregate edge (``col``: the column each victim uses, or None; ``mix``: the victims'
+        loss mix, or None to build it from ``col`` if the column search hands over)."""
         self._note_truncated(step)
         found = None
         if col is not None and share.shape[0]:
             k = max(1, min(self.top, share.shape[0]))
             found = _top_of_unit_rows(share, k, col, share.sum(axis=0), dst_rows, src_rows)
         if found is None:
+            mix = _unit_mix(col, share.shape[1]) if mix is None else mix
             vi, li, w, rest = top_attribution(mix, share, self.top)
             found = dst_rows[vi], src_rows[li], w, rest
         self._keep_top(dst_rows, *found, step, rnd)
