@@ -187,7 +187,7 @@ class Liquidity:
         return venue + self.desk.off_venue_equity(m.fundamental)
 
     # ---- phases ---------------------------------------------------------------------------
-    def begin_step(self, step: int = 0) -> None:
+    def begin_step(self, step: int) -> None:
         """Phase 1 of the module docstring (``step``: the step starting, from 1)."""
         if self.ladders is not None and self.ladders.all_step:
             self.ladders.post(self.market.price, self.market.fundamental, self.isolated_accounts)
@@ -248,7 +248,7 @@ class Liquidity:
                 self._liquidated_step += int(makers.size)
             self._requote()
 
-    def end_step(self, step: int = 0) -> None:
+    def end_step(self, step: int) -> None:
         """Phase 4 of the module docstring (``step``: the step ending)."""
         log_close = self.market.log_fundamental + self.market.impact  # finite: within limits
         if self.desk is not None and self.desk.n:
