@@ -292,14 +292,11 @@ def test_a_liquidated_value_trader_s_ladder_is_cancelled_before_the_walk():
     np.testing.assert_allclose(m.market.price, [price], rtol=1e-10)
 
 
-@pytest.mark.parametrize("value_orders", ["before_rounds", "in_rounds"])
-def test_money_is_conserved_every_step_with_makers_hedges_and_a_lagged_mark(value_orders):
-    """Traders, makers (venue and off-venue), the insurance fund, the market agent (venue and
-    outside book) and unfunded bad debt add up to the initial money plus deposits, every step,
-    while the mark trails the price and the fundamental moves away from both."""
-    from model.results import money_scale
-
-    data = small_config(
+def _money_venue(**overrides) -> dict:
+    """The money tests' venue: 600 traders at 15x on two assets, trading rules of every kind,
+    re-entry after 5 steps, a lagged mark, funding every 4 steps, no insurance fund, 60
+    steps; ``liquidity`` and ``shocks`` given by each test."""
+    return small_config(
         steps=60,
         market={"mark_lag": 0.5, "funding_interval": 4},
         traders={
@@ -310,6 +307,18 @@ def test_money_is_conserved_every_step_with_makers_hedges_and_a_lagged_mark(valu
             "reentry_steps": 5,
         },
         margin={"insurance_fund": 0.0},
+        **overrides,
+    )
+
+
+@pytest.mark.parametrize("value_orders", ["before_rounds", "in_rounds"])
+def test_money_is_conserved_every_step_with_makers_hedges_and_a_lagged_mark(value_orders):
+    """Traders, makers (venue and off-venue), the insurance fund, the market agent (venue and
+    outside book) and unfunded bad debt add up to the initial money plus deposits, every step,
+    while the mark trails the price and the fundamental moves away from both."""
+    from model.results import money_scale
+
+    data = _money_venue(
         liquidity={"model": "market_makers", "value_orders": value_orders, "capital": 0.5},
         shocks=[
             {"step": 10, "asset": "BTC", "return": -0.12},
@@ -520,17 +529,7 @@ def test_money_is_conserved_every_step_with_makers_re_entering():
     deposits of traders and makers, every step."""
     from model.results import money_scale
 
-    data = small_config(
-        steps=60,
-        market={"mark_lag": 0.5, "funding_interval": 4},
-        traders={
-            "count": 600,
-            "leverage": 15.0,
-            "assets_per_trader": 2,
-            "strategies": {"hold": 0.4, "value": 0.3, "noise": 0.2, "momentum": 0.1},
-            "reentry_steps": 5,
-        },
-        margin={"insurance_fund": 0.0},
+    data = _money_venue(
         liquidity={
             "model": "market_makers",
             "value_orders": "resting",
