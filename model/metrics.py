@@ -431,7 +431,6 @@ def _systemic_columns(ev: _Events, edges: pd.DataFrame) -> list[np.ndarray]:
         depth = rnd.max() - rnd  # deepest generation first; each round's edges in order
         order = np.argsort(depth, kind="stable")
         src, dst, w = src[order], dst[order], w[order]
-        lo = 0
         for lo, hi in itertools.pairwise([0, *np.cumsum(np.bincount(depth)).tolist()]):
             if hi == lo:
                 continue  # a round no edge ends in
