@@ -414,9 +414,14 @@ class Noise(_Overlay):
         p = self.params
         z = self.model.rng.standard_normal(self.overlay.shape)
         # (1 - decay) overlay + size E z / P, in place: a hundred thousand noise traders'
-        # (k, A) temporaries cost more than the arithmetic on them
-        step = np.multiply(p.size * equity[:, None], z, out=z)
-        step /= price
+        # (k, A) temporaries cost more than the arithmetic on them; and one column at a time,
+        # as numpy broadcasting a (k,) or (A,) array over (k, A) loops over rows of A entries
+        scaled = p.size * equity
+        for a in range(z.shape[1]):  # loop over assets, not traders
+            column = z[:, a]
+            np.multiply(scaled, column, out=column)
+            column /= price[a]
+        step = z
         fresh = (1.0 - p.decay) * self.overlay
         fresh += step
         if p.persistence == 0:
