@@ -9,7 +9,9 @@ again; so the book keeps what it gathered and hands it out until the rows are wr
 
 Two sets of rows are kept: the rows read last and, when those were narrowed from a larger
 set (the rule's rows that send orders, out of all its rows: :meth:`SharedGathers.narrow`),
-that larger set, which the fill of the narrower one updates in place of a new gather. A
+that larger set, which the fill of the narrower one updates in place of a new gather; or,
+when the rows read last are another set (a liquidation round's candidates), the largest set
+held before them. A
 write of a few rows (a liquidation round's) does not drop them: the rows written are re-read
 into copies of the gathers on their next read (arrays already handed out keep what they
 held). A write of many rows drops them, except for what a fill keeps of the rows it wrote.
@@ -172,11 +174,14 @@ class SharedGathers:
 
     def read(self, rows: np.ndarray, names) -> list[np.ndarray]:
         """The named arrays' rows ``rows``: shared when held, gathered (and then held)
-        otherwise. Gathers of other rows are dropped, but for a parent of the new rows."""
+        otherwise. Of the gathers of other rows only the largest set stays held: a rule's
+        rows, read again next step and the dearest to gather again, outlive the candidates
+        of the liquidation rounds read in between."""
         g = self.find(rows)
         if g is None:
             g = Gathers(rows.copy())
-            self.held = [g]
+            kept = max(self.held, key=lambda h: h.rows.size, default=None)
+            self.held = [g] if kept is None else [g, kept]
         out = []
         for name in names:
             values = g.values.get(name)

@@ -341,6 +341,11 @@ class ContagionModel(mesa.Model):
         return self.engine.liquidation_count
 
     @property
+    def liquidation_total(self) -> int:
+        """Liquidations counted so far: while it is unchanged, :attr:`liquidation_count` is."""
+        return self.engine.liquidation_total
+
+    @property
     def contagion_graph(self):
         """The who-liquidated-whom ``networkx.DiGraph`` (built on demand)."""
         return self.recorder.graph()
