@@ -231,31 +231,32 @@ def _split(q, d):
     return r, new - r
 
 
-def cap_orders(qty, dq, held_iso, iso, equity, open_lev, max_lev, price, sizing, last, factor,
-               dq_out, net):  # fmt: skip
+def cap_orders(qty, dq, held_iso, iso, equity, open_lev, max_lev, price, sizing, last, scale,
+               factor, dq_out, net):  # fmt: skip
     """One sizing of :func:`model.orders._cap_batch` at the price ``sizing``, from the orders
     ``dq`` as sent: the split of each order (:func:`_split`), the cap and the column sums of
-    the capped orders, in one pass over the batch.
+    the capped orders.
 
     Each order is split into its reducing part and what it opens; the opening part is scaled
-    by ``factor`` (k,), the factor of the sizings before (ones before the first), and the
-    cap of :func:`model.orders._cap_factor` is applied: the cross equity ``equity`` moved
-    from ``price`` to ``sizing`` by the positions not ``held_iso``, what is held margined at
+    by ``scale`` (k,), the factor of the sizings before (ones before the first), and the cap
+    of :func:`model.orders._cap_factor` is applied: the cross equity ``equity`` moved from
+    ``price`` to ``sizing`` by the positions not ``held_iso``, what is held margined at
     ``max_lev`` (cross positions: not ``iso``), what is opened at ``min(open_lev,
-    max_lev)``. ``factor`` receives this sizing's factor, ``dq_out`` (k, A) the orders
-    ``reduced - qty + opened`` (opened scaled, 0 where the factor is not positive), on the
+    max_lev)``. ``factor`` (k,) receives this sizing's factor, ``dq_out`` (k, A) the orders
+    ``reduced - qty + opened`` (opened scaled, 0 where a factor is not positive), on the
     ``last`` pass set to 0 where they are within rounding of nothing (``1e-12 |qty|``), and
-    ``net`` (A,) their column sums, added row by row from the first as
-    :func:`column_sums` adds them (the batch's net flow, which the next sizing and the
-    execution need). Splitting again in each pass costs less than writing and reading back
-    the split. Returns the sum of the quotients computed (see "Branch-free choices").
+    ``net`` (A,) their column sums, added row by row from the first as :func:`column_sums`
+    adds them (the batch's net flow, which the next sizing and the execution need).
+
+    Two loops over the rows, the factors then the orders: a row's factor waits on two
+    divisions in a row, and a loop with nothing else lets the processor work on several rows
+    at once. Splitting again in the second costs less than writing the split and reading it
+    back. Returns the sum of the quotients computed (see "Branch-free choices").
     """
     k, n_assets = qty.shape
     divisions = 0.0
-    for a in range(n_assets):
-        net[a] = 0.0
     for j in range(k):
-        before = factor[j]
+        before = scale[j]
         moved, held, cost = 0.0, 0.0, 0.0
         for a in range(n_assets):
             r, o = _split(qty[j, a], dq[j, a])
@@ -273,8 +274,11 @@ def cap_orders(qty, dq, held_iso, iso, equity, open_lev, max_lev, price, sizing,
         ratio = free / cost
         divisions += ratio
         capped = _minimum(_maximum(ratio, 0.0), 1.0)
-        f = capped if cost > 0 else 1.0
-        factor[j] = f
+        factor[j] = capped if cost > 0 else 1.0
+    for a in range(n_assets):
+        net[a] = 0.0
+    for j in range(k):
+        before, f = scale[j], factor[j]
         for a in range(n_assets):
             r, o = _split(qty[j, a], dq[j, a])
             scaled = before * o

@@ -239,7 +239,9 @@ def trade_voluntarily(
     if not np.isfinite(dq).all():  # a rule facing absurd prices sends nothing
         dq = np.where(np.isfinite(dq), dq, 0.0)
     q_before, held_iso = book.read(rows, "qty", "isolated")
-    iso = held_iso | isolated_accounts[rows][:, None]
+    iso = held_iso  # what the batch holds or opens isolated: with no isolated account, held
+    if isolated_accounts.any():
+        iso = held_iso | isolated_accounts.take(rows)[:, None]
     dq, net_buy = _cap_batch(book, market, rows, dq, lev, iso, q_before, held_iso)
     _execute_batch(book, market, rows, dq, net_buy, lev, iso, q_before)
     _report_filled(groups, dq)
@@ -260,14 +262,16 @@ def _cap_batch(
     equity = book.cross_equity(price, rows)
     if 0 < book.n_assets < 8 and kernels.use(dq.shape[0]):  # the same, one loop a sizing
         dq = np.asarray(dq, dtype=float)
-        factor, out, net = np.ones(dq.shape[0]), np.empty(dq.shape), np.empty(dq.shape[1])
+        out, net = np.empty(dq.shape), np.empty(dq.shape[1])
+        scale, factor = np.ones(dq.shape[0]), np.empty(dq.shape[0])
         in_order = adds_rows_in_order(out)  # (else column_sum adds in another order)
         for sizing_price, last in ((price, False), (None, True)):
             if sizing_price is None:
                 sizing_price = market.quote(-(net if in_order else column_sum(out)))
+                scale, factor = factor, scale  # (the first sizing's factor scales the second)
             kernels.cap_orders(
                 q_before, dq, held_iso, iso, equity, lev, book.max_leverage, price,
-                np.asarray(sizing_price, dtype=float), last, factor, out, net,
+                np.asarray(sizing_price, dtype=float), last, scale, factor, out, net,
             )  # fmt: skip
         return out, (net if in_order else column_sum(out))
     reduced, opened = split_order(q_before, dq)

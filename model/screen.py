@@ -507,8 +507,15 @@ class MarginScreen:
         keys -= reach[_OFFSET_LANE][lanes]
         known = slot >= 0
         if known.all():  # all changed again (traders who trade every step): replace the keys
-            self.changed_keys[slot] = keys
-            self.changed_lane[slot] = lanes
+            lo = int(slot[0])
+            if slot[-1] - lo == slot.size - 1 and (slot[1:] > slot[:-1]).all():
+                # one run of the changed list, in order (the same rows as when they were
+                # added): slices, not scattered writes
+                self.changed_keys[lo : lo + slot.size] = keys
+                self.changed_lane[lo : lo + slot.size] = lanes
+            else:
+                self.changed_keys[slot] = keys
+                self.changed_lane[slot] = lanes
             return reach
         if known.any():  # changed again: replace the key
             self.changed_keys[slot[known]] = keys[known]

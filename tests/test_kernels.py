@@ -217,10 +217,11 @@ def test_cap_orders_split_and_sums_equal_numpy_to_the_bit():
         want = reduced - qty + np.where(f[:, None] > 0, f[:, None] * opened0, 0.0)
         if last:
             want = np.where(np.abs(want) > 1e-12 * np.abs(qty), want, 0.0)
-        factor, out, net = factor0.copy(), np.empty((k, 2)), np.empty(2)
+        factor, out, net = np.empty(k), np.empty((k, 2)), np.empty(2)
         kernels.cap_orders(
-            qty, dq, held_iso, iso, equity, lev, max_lev, price, sizing, last, factor, out, net
-        )
+            qty, dq, held_iso, iso, equity, lev, max_lev, price, sizing, last, factor0, factor,
+            out, net,
+        )  # fmt: skip
         assert same_bytes(factor, f) and same_bytes(out, want)
         assert same_bytes(net, want.sum(axis=0))
     assert ((f > 0) & (f < 1)).any() and (f == 0).any() and (f == 1).any()
