@@ -72,11 +72,12 @@ def test_validate_writes_one_row_per_check_and_the_figures(quick_run):
         "endogenous",
         "endogenous_v2",
         "endogenous_v3",
+        "endogenous_v4",
     }
     report = (out / "report.md").read_text()
     rows = [line for line in report.splitlines() if line.endswith("| PASS |")]
     rows += [line for line in report.splitlines() if line.endswith("| **FAIL** |")]
-    assert len(rows) == 9
+    assert len(rows) == 10
     for c in checks.values():
         for fig in c["figures"]:
             assert (out / fig).stat().st_size > 10_000  # a real PNG, not an empty file
