@@ -49,6 +49,7 @@ __all__ = [
     "run_variants",
     "score_ablations",
     "seed_table",
+    "stat_cells",
     "verdict",
 ]
 
@@ -271,19 +272,27 @@ def seed_table(runs: pd.DataFrame, variants=("F", "C1")) -> str:
     for _, x in runs[runs["variant"].isin(variants)].iterrows():
         back = x.get("makers reentered", float("nan"))
         cells = [
-            x["variant"],
-            f"{x['seed']}",
-            f"{x['excess kurtosis']:.2f}",
-            f"{x['Hill index (top 5%)']:.2f}",
-            f"{x['ACF(r, 1)']:+.3f}",
-            f"{x['ACF(|r|, 1)']:.3f}",
-            f"{x['ACF(|r|, 50)']:+.3f}",
+            *stat_cells(x),
             f"{x['impact share']:.2f}",
             f"{x['makers liquidated']}",
             "-" if pd.isna(back) else f"{int(back)}",
         ]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def stat_cells(x) -> list[str]:
+    """The first cells of a per-seed table's row (a run ``x`` of the table of runs): variant,
+    seed and the five statistics of the verdict, at the precision the tables quote them."""
+    return [
+        x["variant"],
+        f"{x['seed']}",
+        f"{x['excess kurtosis']:.2f}",
+        f"{x['Hill index (top 5%)']:.2f}",
+        f"{x['ACF(r, 1)']:+.3f}",
+        f"{x['ACF(|r|, 1)']:.3f}",
+        f"{x['ACF(|r|, 50)']:+.3f}",
+    ]
 
 
 def _medians_text(table, name) -> str:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from experiments.validation import endogenous as six
 from experiments.validation import figure_path, single_threaded_blas
-from experiments.validation.endogenous import ABOUT_ZERO, SEEDS, seed_table
+from experiments.validation.endogenous import ABOUT_ZERO, SEEDS
 from experiments.validation.stylized_facts import return_stats
 from experiments.validation.thurner_engine import N_SHARES, REENTRY, V, tfg_engine_prices
 
@@ -118,6 +118,23 @@ def endogenous_v4_run(variant: str, seed: int, steps: int = STEPS, burn_in: int 
         "depth median": float(np.median(depth)),
     }
     return row, r
+
+
+def seed_table(runs: pd.DataFrame, variants=("F", "C1")) -> str:
+    """The data rows of docs/validation.md's per-seed table of check 6d: one markdown row per
+    run of ``variants`` (steps with a margin call, makers liquidated and re-entered, median
+    depth in place of check 6's impact share, which is 1 here: the value never moves)."""
+    rows = []
+    for _, x in runs[runs["variant"].isin(variants)].iterrows():
+        cells = [
+            *six.stat_cells(x),
+            f"{x['margin calls']}",
+            f"{x['makers liquidated']}",
+            f"{x['makers reentered']}",
+            f"{x['depth median']:.1f}",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def run_endogenous_v4(quick: bool = False, out_dir=None) -> dict:
