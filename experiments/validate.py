@@ -11,8 +11,9 @@ The checks (one module each under :mod:`experiments.validation`):
 5. stylized facts of the baseline's returns against real returns (data);
 6. stylized facts from the engine's own mechanisms on a constant-volatility fundamental, against
    the same venue at leverage 1 (engine), 6b the same with makers that come back with
-   fresh capital and value orders that rest (engine), and 6c the same again with the makers
-   starting flat and the depth calibrated on the evaluation window (engine).
+   fresh capital and value orders that rest (engine), 6c the same again with the makers
+   starting flat and the depth calibrated on the evaluation window (engine), and 6d the
+   question asked of check 4b's leverage cycle with market makers in its book (engine).
 
 The report folder gets ``report.md`` (one row per check: name, what was compared, measured vs
 expected, PASS or FAIL, then a section per check with its notes, table and figures),
@@ -40,6 +41,7 @@ def _checks():
     from experiments.validation.endogenous import run_endogenous
     from experiments.validation.endogenous_v2 import run_endogenous_v2
     from experiments.validation.endogenous_v3 import run_endogenous_v3
+    from experiments.validation.endogenous_v4 import run_endogenous_v4
     from experiments.validation.fixed_point import run_fixed_point
     from experiments.validation.greenwood import run_greenwood
     from experiments.validation.stylized_facts import run_stylized_facts
@@ -56,6 +58,7 @@ def _checks():
         ("endogenous", run_endogenous),
         ("endogenous_v2", run_endogenous_v2),
         ("endogenous_v3", run_endogenous_v3),
+        ("endogenous_v4", run_endogenous_v4),
     ]
 
 
@@ -69,6 +72,7 @@ CHECKS = (
     "endogenous",
     "endogenous_v2",
     "endogenous_v3",
+    "endogenous_v4",
 )
 
 

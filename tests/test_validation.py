@@ -72,11 +72,12 @@ def test_validate_writes_one_row_per_check_and_the_figures(quick_run):
         "endogenous",
         "endogenous_v2",
         "endogenous_v3",
+        "endogenous_v4",
     }
     report = (out / "report.md").read_text()
     rows = [line for line in report.splitlines() if line.endswith("| PASS |")]
     rows += [line for line in report.splitlines() if line.endswith("| **FAIL** |")]
-    assert len(rows) == 9
+    assert len(rows) == 10
     for c in checks.values():
         for fig in c["figures"]:
             assert (out / fig).stat().st_size > 10_000  # a real PNG, not an empty file
@@ -410,6 +411,16 @@ def test_tfg_funds_are_margin_called_back_under_the_cap():
     assert market.margin_calls > 20
 
 
+def _made_up_f():
+    """F at seeds 42-44 with medians: kurtosis 8, Hill 3, ACF(r, 1) -0.06, ACF(|r|, 1) 0.3,
+    ACF(|r|, 50) 0.10 (the predictions-by-hand tests score ablations against them)."""
+    return [
+        _facts_row("F", 42, 7.0, 3.0, -0.05, 0.2, 0.08),
+        _facts_row("F", 43, 8.0, 3.0, -0.06, 0.3, 0.10),
+        _facts_row("F", 44, 9.0, 3.0, -0.07, 0.4, 0.12),
+    ]
+
+
 def _facts_row(variant, seed, kurt, hill, acf_r1, acf1, acf50):
     return {
         "variant": variant,
@@ -485,11 +496,7 @@ def test_endogenous_v2_predictions_scored_by_hand():
     from experiments.validation.endogenous import score_ablations
     from experiments.validation.endogenous_v2 import PREDICTIONS
 
-    rows = [
-        _facts_row("F", 42, 7.0, 3.0, -0.05, 0.2, 0.08),
-        _facts_row("F", 43, 8.0, 3.0, -0.06, 0.3, 0.10),
-        _facts_row("F", 44, 9.0, 3.0, -0.07, 0.4, 0.12),
-    ]
+    rows = _made_up_f()
     rows += [_facts_row("C1", s, 1.0, 5.0, 0.0, 0.05, 0.0) for s in (42, 43, 44)]
     rows += [_facts_row("A2", s, 7.5, 3.0, -0.05, 0.2, 0.1) for s in (42, 43, 44)]
     rows += [_facts_row("A3", s, 8.0, 3.0, -0.05, 0.2, 0.1) for s in (42, 43, 44)]
@@ -519,11 +526,7 @@ def test_endogenous_v3_predictions_scored_by_hand():
     from experiments.validation.endogenous_v3 import ABLATIONS, PREDICTIONS
 
     assert ABLATIONS["A8"] == {"liquidity.basis_share": 0.3}
-    rows = [
-        _facts_row("F", 42, 7.0, 3.0, -0.05, 0.2, 0.08),
-        _facts_row("F", 43, 8.0, 3.0, -0.06, 0.3, 0.10),
-        _facts_row("F", 44, 9.0, 3.0, -0.07, 0.4, 0.12),
-    ]
+    rows = _made_up_f()
     rows += [_facts_row("C1", s, 1.0, 5.0, 0.0, 0.05, 0.0) for s in (42, 43, 44)]
     rows += [_facts_row("A2", s, 8.5, 3.0, -0.05, 0.2, 0.1) for s in (42, 43, 44)]
     rows += [_facts_row("A3", s, 8.0, 3.0, -0.05, 0.2, 0.05) for s in (42, 43, 44)]
@@ -548,14 +551,70 @@ def test_endogenous_v3_predictions_scored_by_hand():
     assert scores.loc["A8", "refuted parts"] == "ACF(|r|, 50) within 0.05 of F's"
 
 
+def test_endogenous_v4_predictions_scored_by_hand():
+    """Check 6d's predictions on made-up medians (F's over 42-44: kurtosis 8, ACF(|r|, 1) 0.3,
+    ACF(|r|, 50) 0.10): A2 needs ACF(|r|, 50) <= 0 or below half of F's, A3 (no makers)
+    ACF(|r|, 50) about 0 and a higher kurtosis, A4 (no margin calls) a lower kurtosis and a
+    lower ACF(|r|, 1)."""
+    from experiments.validation.endogenous import score_ablations
+    from experiments.validation.endogenous_v4 import PREDICTIONS, VARIANTS
+
+    assert VARIANTS["A3"] == (20.0, None, {}) and VARIANTS["A4"][2] == {"maintenance": 0.0}
+    rows = _made_up_f()
+    rows += [_facts_row("C1", s, 1.0, 5.0, 0.0, 0.05, 0.06) for s in (42, 43, 44)]
+    rows += [_facts_row("A2", s, 8.5, 3.0, -0.05, 0.2, 0.049) for s in (42, 43, 44)]
+    rows += [_facts_row("A3", s, 12.0, 3.0, -0.05, 0.2, -0.06) for s in (42, 43, 44)]
+    rows += [_facts_row("A4", s, 7.0, 3.0, -0.05, 0.3, 0.1) for s in (42, 43, 44)]
+    scores = score_ablations(pd.DataFrame(rows), PREDICTIONS)
+    assert list(scores.index) == ["A1 (C1)", "A2", "A3", "A4"]
+    assert scores["confirmed"].to_dict() == {
+        "A1 (C1)": False,  # ACF(|r|, 50) 0.06 is not about 0
+        "A2": True,  # 0.049 < half of 0.10
+        "A3": False,  # |-0.06| is not below 0.05 (kurtosis 12 > 8 holds)
+        "A4": False,  # kurtosis 7 < 8, but ACF(|r|, 1) 0.3 is not lower than 0.3
+    }
+    assert scores.loc["A3", "refuted parts"] == "ACF(|r|, 50) about 0 (|.| < 0.05)"
+    assert scores.loc["A4", "refuted parts"] == "lower ACF(|r|, 1) than F"
+
+
+def test_endogenous_v4_makers_quote_the_noise_traders_depth_and_money_is_conserved():
+    """Check 6d's market: the makers' calm 1% depth is what the noise trader's curve xi / p
+    offers for a 1% fall at the value (N (1 / 0.99 - 1) units, about N / 100); they start
+    flat and unhedged, and money (traders, makers, fund, market agent, less the funds' and
+    makers' deposits) is conserved every step through margin calls."""
+    from experiments.validation import thurner_engine as te
+    from experiments.validation.endogenous_v4 import DEPTH, MAKERS
+
+    assert DEPTH == pytest.approx(te.N_SHARES * (1 / 0.99 - 1), rel=0.011)
+    market = te.TFGMarket(20.0, seed=5, depth=DEPTH, liquidity=MAKERS)
+    m = market.model
+    rows = m.liquidity.maker_rows
+    assert (m.book.qty[rows] == 0).all() and len(rows) == 5
+    for _ in range(400):
+        market.step()
+        assert abs(m.money()["total"] - m.initial_money - m.deposits) < 1e-9 * 1e4
+    assert m.market_history.depth[0, 0] == pytest.approx(DEPTH)
+    assert (m.liquidity.desk.hedge == 0).all()  # they trade on the venue and never hedge
+    assert (m.book.qty[rows] != 0).any() and market.margin_calls > 0
+
+
 @pytest.mark.slow
-def test_endogenous_v3_quick_variant_runs_f_and_its_control(quick_run):
-    """Check 6c's quick variant: F and C1 at seed 42 (1,500 steps, 300 dropped), through
-    results.json; PASS exactly when F is in every band and C1 has neither fact."""
-    c = quick_run["checks"]["endogenous_v3"]
+@pytest.mark.parametrize(
+    ("key", "run"),
+    [
+        ("endogenous_v2", "seeds 42; 1,500 steps (quick), the first 300 dropped"),
+        ("endogenous_v3", "seeds 42; 1,500 steps (quick), the first 300 dropped"),
+        ("endogenous_v4", "seeds 42; 3,000 steps (quick), the first 300 dropped"),
+    ],
+)
+def test_endogenous_quick_variants_run_f_and_its_control(quick_run, key, run):
+    """Checks 6b, 6c (F and C1 at seed 42, 1,500 steps) and 6d (F at cap 20 and C1 at cap 1,
+    3,000 steps) through results.json: PASS exactly when F is in every band and C1 has
+    neither fact (the verdict's arithmetic on the quick bands: one seed, every band)."""
+    c = quick_run["checks"][key]
     table = pd.DataFrame(c["table"]).set_index("variant")
     assert list(table.index) == ["F", "C1"]
-    assert "seeds 42; 1,500 steps (quick)" in c["notes"]
+    assert run in c["notes"]
     f, cl = table.loc["F"], table.loc["C1"]
     in_band = (
         f["excess kurtosis"] > 3
@@ -567,26 +626,5 @@ def test_endogenous_v3_quick_variant_runs_f_and_its_control(quick_run):
         cl["excess kurtosis"] <= 3 or cl["Hill index (top 5%)"] > 4
     )
     assert c["passed"] == (in_band and control)
-
-
-@pytest.mark.slow
-def test_endogenous_v2_quick_variant_runs_f_and_its_control(quick_run):
-    """The quick variant: F and C1 at seed 42 (1,500 steps, 300 dropped), through
-    results.json; PASS exactly when F is in every band and C1 has neither fact."""
-    c = quick_run["checks"]["endogenous_v2"]
-    table = pd.DataFrame(c["table"]).set_index("variant")
-    assert list(table.index) == ["F", "C1"]
-    assert "seeds 42; 1,500 steps (quick)" in c["notes"]
-    # the verdict's arithmetic on the quick bands: one seed, every band
-    f = table.loc["F"]
-    in_band = (
-        f["excess kurtosis"] > 3
-        and 2 <= f["Hill index (top 5%)"] <= 4
-        and f["ACF(|r|, 1)"] > 0.1
-        and f["ACF(|r|, 50)"] > 0
-    )
-    cl = table.loc["C1"]
-    control = cl["ACF(|r|, 1)"] <= 0.1 and (
-        cl["excess kurtosis"] <= 3 or cl["Hill index (top 5%)"] > 4
-    )
-    assert c["passed"] == (in_band and control)
+    if key == "endogenous_v4":  # at leverage 1 no fund is ever called
+        assert f["accounts liquidated"] > 0 and cl["accounts liquidated"] == 0

@@ -43,10 +43,13 @@ __all__ = [
     "endogenous_result",
     "endogenous_returns",
     "endogenous_run",
+    "draw_facts",
+    "full_plan",
     "run_endogenous",
     "run_variants",
     "score_ablations",
     "seed_table",
+    "stat_cells",
     "verdict",
 ]
 
@@ -232,9 +235,14 @@ def _plan(quick: bool, ablations=ABLATIONS):
     """(variant, seeds) pairs, steps (None: the config's), burn-in, seeds needed of five."""
     if quick:
         return [("F", SEEDS[:1]), ("C1", SEEDS[:1])], 1500, 300, 1
+    return full_plan(ablations), None, BURN_IN, 4
+
+
+def full_plan(ablations) -> list[tuple[str, tuple[int, ...]]]:
+    """The full variant's (variant, seeds) pairs: F and C1 over the five seeds, every other
+    variant of ``ablations`` over the first three (their cost)."""
     plan = [("F", SEEDS), ("C1", SEEDS)]
-    plan += [(name, SEEDS[:3]) for name in ablations if name not in ("F", "C1")]
-    return plan, None, BURN_IN, 4
+    return plan + [(name, SEEDS[:3]) for name in ablations if name not in ("F", "C1")]
 
 
 def run_endogenous(quick: bool = False, out_dir=None) -> dict:
@@ -252,7 +260,7 @@ def run_variants(quick, out_dir, *, ablations=ABLATIONS, config=CONFIG, **result
     figures = []
     path = figure_path(out_dir, result.get("figure", "endogenous.png"))
     if path is not None:
-        _figure(path, series)
+        draw_facts(path, series)
         figures.append(path.name)
     return endogenous_result(runs, quick=quick, figures=figures, ablations=ablations, **result)
 
@@ -264,19 +272,27 @@ def seed_table(runs: pd.DataFrame, variants=("F", "C1")) -> str:
     for _, x in runs[runs["variant"].isin(variants)].iterrows():
         back = x.get("makers reentered", float("nan"))
         cells = [
-            x["variant"],
-            f"{x['seed']}",
-            f"{x['excess kurtosis']:.2f}",
-            f"{x['Hill index (top 5%)']:.2f}",
-            f"{x['ACF(r, 1)']:+.3f}",
-            f"{x['ACF(|r|, 1)']:.3f}",
-            f"{x['ACF(|r|, 50)']:+.3f}",
+            *stat_cells(x),
             f"{x['impact share']:.2f}",
             f"{x['makers liquidated']}",
             "-" if pd.isna(back) else f"{int(back)}",
         ]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def stat_cells(x) -> list[str]:
+    """The first cells of a per-seed table's row (a run ``x`` of the table of runs): variant,
+    seed and the five statistics of the verdict, at the precision the tables quote them."""
+    return [
+        x["variant"],
+        f"{x['seed']}",
+        f"{x['excess kurtosis']:.2f}",
+        f"{x['Hill index (top 5%)']:.2f}",
+        f"{x['ACF(r, 1)']:+.3f}",
+        f"{x['ACF(|r|, 1)']:.3f}",
+        f"{x['ACF(|r|, 50)']:+.3f}",
+    ]
 
 
 def _medians_text(table, name) -> str:
@@ -299,13 +315,16 @@ def endogenous_result(
     venue="a constant-volatility venue with leveraged accounts, withdrawing market makers "
     "and trading rules",
     figure="endogenous.png",
+    run=None,
 ) -> dict:
     """The check's result (:func:`experiments.validation.check_result`) from its table of
     runs: the verdict, the medians by variant and, in the full variant, the ablations' scored
     predictions (``data["ablations"]``, :func:`score_ablations`). The keywords after
     ``figures`` name another check run with this machinery (check 6b; ``figure`` is its
-    figure's file name, used by :func:`run_variants`)."""
-    plan, _, burn_in, need = _plan(quick, ablations)
+    figure's file name, used by :func:`run_variants`); ``run``: the runs' (plan, steps,
+    burn-in, seeds needed) when not check 6's (:func:`_plan`; check 6d's)."""
+    plan, steps, burn_in, need = _plan(quick, ablations) if run is None else run
+    steps = 5000 if steps is None else steps  # (None: the configs' 5,000 steps)
     last = [k for k in ablations if k not in ("F", "C1")][-1]  # the last ablation's name
     variants = [name for name, _ in plan]
     v = verdict(runs, need)
@@ -316,7 +335,7 @@ def endogenous_result(
     notes = (
         f"F and C1 over seeds {', '.join(map(str, plan[0][1]))}"
         + (f", the ablations over {', '.join(map(str, ablations[0]))}" if ablations else "")
-        + f"; {'1,500 steps (quick)' if quick else '5,000 steps'}, the first {burn_in:,} "
+        + f"; {steps:,} steps{' (quick)' if quick else ''}, the first {burn_in:,} "
         f"dropped; medians over seeds. F: {v['F seeds in every band']} seed(s) in every band, "
         f"medians {'inside' if v['F medians in band'] else 'NOT inside'} the bands; C1: "
         f"{v['C1 seeds without the facts']} seed(s) without clustering and fat tails. "
@@ -348,7 +367,9 @@ def endogenous_result(
     )
 
 
-def _figure(path, series) -> None:
+def draw_facts(path, series) -> None:
+    """The figure of a check run with this machinery: the first returns of F and C1, the
+    tails and the ACF of |r| of every variant's first seed (``series``: name -> returns)."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -186,9 +186,15 @@ class TFGMarket:
         cap: the leverage cap lambda.
         seed: the model's seed (the noise trader's shocks come from ``model.rng``).
         betas: the funds' aggressiveness.
+        depth: ``assets.depth`` of ``X`` (the backstop's share of it is all the book has
+            without makers).
+        liquidity, margin: keys of ``[liquidity]`` and ``[margin]`` set over this market's
+            (check 6d puts market makers in the book, :mod:`experiments.validation.endogenous_v4`).
     """
 
-    def __init__(self, cap: float, seed: int, betas=BETAS):
+    def __init__(
+        self, cap: float, seed: int, betas=BETAS, *, depth=1.0, liquidity=None, margin=None
+    ):
         from model import ContagionModel
         from model.config import build_config
         from model.population import Population
@@ -201,7 +207,7 @@ class TFGMarket:
                 "seed": seed,
                 "steps": 1,
                 "market": {"volatility": 0.0, "impact_exponent": 0.5, "resilience": 0.0},
-                "assets": [{"symbol": "X", "price": V, "depth": 1.0, "max_leverage": cap}],
+                "assets": [{"symbol": "X", "price": V, "depth": depth, "max_leverage": cap}],
                 "traders": {"count": 0},
                 "margin": {
                     "maintenance": maintenance,
@@ -211,12 +217,14 @@ class TFGMarket:
                     "insurance_fund": 1.0e6,
                     "adl": False,
                     "max_rounds": 200,
+                    **(margin or {}),
                 },
                 "liquidity": {
                     "model": "market_makers",
                     "kernel": "exponential",
                     "makers": 0,
                     "backstop": 1e-9,
+                    **(liquidity or {}),
                 },
             }
         )
@@ -248,9 +256,10 @@ class TFGMarket:
         return float(m.market.price[0])
 
 
-def tfg_engine_prices(cap: float, steps: int, seed: int, betas=BETAS):
-    """Prices (``steps + 1``, from ``V``) of the engine's TFG market, and the market."""
-    market = TFGMarket(cap, seed, betas)
+def tfg_engine_prices(cap: float, steps: int, seed: int, betas=BETAS, **options):
+    """Prices (``steps + 1``, from ``V``) of the engine's TFG market, and the market
+    (``options``: :class:`TFGMarket`'s keywords)."""
+    market = TFGMarket(cap, seed, betas, **options)
     prices = np.empty(steps + 1)
     prices[0] = V
     for t in range(steps):
