@@ -232,7 +232,7 @@ def _split(q, d):
 
 
 def cap_orders(qty, dq, held_iso, iso, equity, open_lev, max_lev, price, sizing, last, scale,
-               factor, dq_out, net):  # fmt: skip
+               factor, dq_out, net, work):  # fmt: skip
     """One sizing of :func:`model.orders._cap_batch` at the price ``sizing``, from the orders
     ``dq`` as sent: the split of each order (:func:`_split`), the cap and the column sums of
     the capped orders.
@@ -248,49 +248,46 @@ def cap_orders(qty, dq, held_iso, iso, equity, open_lev, max_lev, price, sizing,
     ``net`` (A,) their column sums, added row by row from the first as :func:`column_sums`
     adds them (the batch's net flow, which the next sizing and the execution need).
 
-    Two loops over the rows, the factors then the orders: a row's factor waits on two
-    divisions in a row, and a loop with nothing else lets the processor work on several rows
-    at once. Splitting again in the second costs less than writing the split and reading it
-    back. Returns the sum of the quotients computed (see "Branch-free choices").
+    One asset at a time over all the rows (a row's sums over its assets kept in ``work``, (3,
+    k), and added in the same order): loops that simple let the compiler divide several rows
+    at once, without branches, where a loop over rows with one over assets inside waits on
+    two divisions in a row for each row. Splitting again for the orders costs less than
+    writing the split and reading it back.
     """
     k, n_assets = qty.shape
-    divisions = 0.0
-    for j in range(k):
-        before = scale[j]
-        moved, held, cost = 0.0, 0.0, 0.0
-        for a in range(n_assets):
-            r, o = _split(qty[j, a], dq[j, a])
-            scaled = before * o
-            o = scaled if before > 0 else 0.0
-            shift = (0.0 if held_iso[j, a] else qty[j, a]) * (sizing[a] - price[a])
-            held_a = abs(r) * sizing[a] / max_lev[a]
-            divisions += held_a  # (see "Branch-free choices")
-            held_a = 0.0 if iso[j, a] else held_a
-            cost_a = abs(o) * sizing[a] / _minimum(open_lev[j, a], max_lev[a])
-            moved = shift + 0.0 if a == 0 else moved + shift
-            held = held_a + 0.0 if a == 0 else held + held_a
-            cost = cost_a + 0.0 if a == 0 else cost + cost_a
-        free = (equity[j] + moved) - held
-        ratio = free / cost
-        divisions += ratio
-        capped = _minimum(_maximum(ratio, 0.0), 1.0)
-        factor[j] = capped if cost > 0 else 1.0
+    moved, held, cost = work[0], work[1], work[2]
     for a in range(n_assets):
-        net[a] = 0.0
-    for j in range(k):
-        before, f = scale[j], factor[j]
-        for a in range(n_assets):
+        move, at, cap = sizing[a] - price[a], sizing[a], max_lev[a]
+        for j in range(k):
             r, o = _split(qty[j, a], dq[j, a])
-            scaled = before * o
-            o = scaled if before > 0 else 0.0
-            scaled = f * o
-            o = scaled if f > 0 else 0.0
+            scaled = scale[j] * o
+            o = scaled if scale[j] > 0 else 0.0
+            shift = (0.0 if held_iso[j, a] else qty[j, a]) * move
+            held_a = abs(r) * at / cap
+            held_a = 0.0 if iso[j, a] else held_a
+            cost_a = abs(o) * at / _minimum(open_lev[j, a], cap)
+            first = a == 0  # (a row's sums start from 0.0, as row_sum's do)
+            moved[j] = shift + 0.0 if first else moved[j] + shift
+            held[j] = held_a + 0.0 if first else held[j] + held_a
+            cost[j] = cost_a + 0.0 if first else cost[j] + cost_a
+    for j in range(k):
+        ratio = ((equity[j] + moved[j]) - held[j]) / cost[j]
+        capped = _minimum(_maximum(ratio, 0.0), 1.0)
+        factor[j] = capped if cost[j] > 0 else 1.0
+    for a in range(n_assets):
+        total = 0.0
+        for j in range(k):
+            r, o = _split(qty[j, a], dq[j, a])
+            scaled = scale[j] * o
+            o = scaled if scale[j] > 0 else 0.0
+            scaled = factor[j] * o
+            o = scaled if factor[j] > 0 else 0.0
             d = r - qty[j, a] + o
             tiny = last & (not abs(d) > 1e-12 * abs(qty[j, a]))
             d = 0.0 if tiny else d
             dq_out[j, a] = d
-            net[a] += d
-    return divisions
+            total += d
+        net[a] = total
 
 
 def _maximum(a, b):

@@ -263,7 +263,7 @@ def _cap_batch(
     if 0 < book.n_assets < 8 and kernels.use(dq.shape[0]):  # the same, one loop a sizing
         dq = np.asarray(dq, dtype=float)
         out, net = np.empty(dq.shape), np.empty(dq.shape[1])
-        scale, factor = np.ones(dq.shape[0]), np.empty(dq.shape[0])
+        scale, factor, work = np.ones(dq.shape[0]), np.empty(dq.shape[0]), np.empty((3, len(dq)))
         in_order = adds_rows_in_order(out)  # (else column_sum adds in another order)
         for sizing_price, last in ((price, False), (None, True)):
             if sizing_price is None:
@@ -271,7 +271,7 @@ def _cap_batch(
                 scale, factor = factor, scale  # (the first sizing's factor scales the second)
             kernels.cap_orders(
                 q_before, dq, held_iso, iso, equity, lev, book.max_leverage, price,
-                np.asarray(sizing_price, dtype=float), last, scale, factor, out, net,
+                np.asarray(sizing_price, dtype=float), last, scale, factor, out, net, work,
             )  # fmt: skip
         return out, (net if in_order else column_sum(out))
     reduced, opened = split_order(q_before, dq)

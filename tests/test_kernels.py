@@ -220,7 +220,7 @@ def test_cap_orders_split_and_sums_equal_numpy_to_the_bit():
         factor, out, net = np.empty(k), np.empty((k, 2)), np.empty(2)
         kernels.cap_orders(
             qty, dq, held_iso, iso, equity, lev, max_lev, price, sizing, last, factor0, factor,
-            out, net,
+            out, net, np.empty((3, k)),
         )  # fmt: skip
         assert same_bytes(factor, f) and same_bytes(out, want)
         assert same_bytes(net, want.sum(axis=0))
