@@ -337,7 +337,7 @@ def liquidatable(wallet, qty, entry, margin, isolated, mark, caps, rates, cums, 
 
 
 def headroom(wallet, qty, entry, margin, isolated, mark, caps, rates, cums, rate_cummax,
-             fall_rate, widen, directional, held, keys, lanes):  # fmt: skip
+             fall_rate, widen, directional, held, keys, lanes, work):  # fmt: skip
     """:func:`model.screen.headroom` of the rows given (wallet (k,); quantity, entry, margin,
     isolated flags (k, A)) into ``keys`` and ``lanes`` (k,), the keys before their logarithm:
     each row's least unit bound (:func:`_unit_bound`), which :func:`model.screen.to_headroom`
@@ -346,8 +346,15 @@ def headroom(wallet, qty, entry, margin, isolated, mark, caps, rates, cums, rate
     ``fall_rate`` (A,) is each asset's least tier rate, ``widen`` ``exp(U)`` (the factor
     up to which the tier-rate bound looks), ``directional`` whether every rate is below 1,
     ``held`` (k,) the haircut value of the collateral holdings (empty without them).
+
+    Two loops over the rows: the first sums each row's positions (its cross slack into
+    ``keys``, the cross coefficient and the least isolated bound into ``work``, (2, k), the
+    sides it holds as bits into ``lanes``), the second takes the cross book's bound and the
+    lane. The cross bound's two divisions in a row then no longer hold up the next row's sums:
+    the processor works on several rows at once.
     """
     k, n_assets = qty.shape
+    coefs, least = work[0], work[1]
     for j in range(k):
         slack = wallet[j] - 1e-9 * abs(wallet[j])
         total, coef_sum = 0.0, 0.0
@@ -385,10 +392,14 @@ def headroom(wallet, qty, entry, margin, isolated, mark, caps, rates, cums, rate
             slack += held[j] * (1.0 - 1e-9)
             coef_sum += held[j]
             any_long |= held[j] > 0
-        if c_long | c_short:
-            fall = directional & c_long & (not c_short)
-            h = _minimum(h, _unit_bound(slack, coef_sum, fall))
-        keys[j] = h
+        keys[j], coefs[j], least[j] = slack, coef_sum, h
+        lanes[j] = c_long + 2 * c_short + 4 * any_long + 8 * any_short
+    for j in range(k):
+        sides = lanes[j]
+        c_long, c_short = (sides & 1) != 0, (sides & 2) != 0
+        any_long, any_short = (sides & 4) != 0, (sides & 8) != 0
+        cross = _unit_bound(keys[j], coefs[j], directional & c_long & (not c_short))
+        keys[j] = _minimum(least[j], cross) if c_long | c_short else least[j]
         long_only = directional & any_long & (not any_short)
         short_only = directional & any_short & (not any_long)
         lanes[j] = 1 if long_only else (2 if short_only else 0)

@@ -391,6 +391,7 @@ class MarginScreen:
         mark = np.asarray(mark, dtype=float)
         n = book.n_traders if rows is None else len(rows)
         step = BLOCK_ROWS if rows is None else max(n, 1)
+        work = np.empty((2, min(step, n)))  # (the kernel's per-row sums)
         for lo in range(0, n, step):
             r = slice(lo, lo + step) if rows is None else rows
             held = book.collateral_margin_value(mark, r)
@@ -398,7 +399,7 @@ class MarginScreen:
                 *book.read(r, "wallet", "qty", "entry", "margin", "isolated"), mark, t.caps,
                 t.rates, t.cums, self.rate_cummax, t.rates.min(axis=1), _WIDEN,
                 bool(t.rates.max() < 1.0), _NO_VALUES if held is None else held,
-                keys[lo : lo + step], lanes[lo : lo + step],
+                keys[lo : lo + step], lanes[lo : lo + step], work[:, : min(step, n - lo)],
             )  # fmt: skip
             to_headroom(keys[lo : lo + step])  # (the kernel leaves the logarithm out)
 

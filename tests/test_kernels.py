@@ -150,7 +150,7 @@ def test_screen_headroom_equals_numpy_to_the_bit(seed, tiers):
         book.wallet[rows], book.qty[rows], book.entry[rows], book.margin[rows],
         book.isolated[rows], mark, t.caps, t.rates, t.cums, screen.rate_cummax,
         t.rates.min(axis=1), np.exp(np.log(2.0)), bool(t.rates.max() < 1.0),
-        np.zeros(0) if held is None else held, h1, lane1,
+        np.zeros(0) if held is None else held, h1, lane1, np.empty((2, rows.size)),
     )  # fmt: skip
     to_headroom(h1)  # (the kernel leaves the logarithm to numpy)
     assert np.array_equal(lane0, lane1)
