@@ -135,6 +135,10 @@ class RestingOrders:
         """``(quantity, d quantity / d price)`` for asset ``a`` at ``price``."""
         raise NotImplementedError
 
+    def cancel(self, rows) -> None:
+        """The accounts ``rows`` are being liquidated: withdraw their orders (venues cancel
+        the open orders of an account under liquidation). Default: nothing rests for them."""
+
 
 @dataclass
 class Walk:

@@ -92,6 +92,9 @@ class Strategy:
 
     name = "strategy"
     Params: type = NoParams
+    # whether the rule's orders rest in the book (:class:`agents.book.RestingOrders` in
+    # ``market.resting``) and fill inside the walks, which the model then wires to the book
+    rests_in_book = False
 
     def __init__(self, model, params=None):
         self.model = model
@@ -121,6 +124,11 @@ class Strategy:
 
     def filled(self, rows: np.ndarray, dq: np.ndarray) -> None:
         """Hook after execution: ``dq`` is what was actually traded (after the margin cap)."""
+
+    def begin_step(self, rows: np.ndarray) -> None:
+        """Hook at the start of a step, before the market moves: state that a rule keeps in
+        the book between its orders (the noise trader's demand curve of
+        :mod:`agents.leverage_cycle` takes its new shock here)."""
 
     # shared views ------------------------------------------------------------------------
     def _initial(self, rows):

@@ -237,7 +237,8 @@ class Liquidity:
         if self.ladders is not None:
             if not self.ladders.posted:
                 self.ladders.post(m.price, m.fundamental, self.isolated_accounts)
-            self.ladders.cancel(rows)
+        for orders in m.resting:  # the value ladders and any rule's resting orders
+            orders.cancel(rows)
         if self.desk is not None and self.desk.n:
             self._note_deleveraging()
             makers = np.asarray(rows)[np.asarray(rows) >= self.n_traders] - self.n_traders

@@ -203,8 +203,9 @@ class ContagionModel(mesa.Model):
         return MakerDesk(liq, mk.depth_qty, mk.initial_price, mk.unconditional_variance)
 
     def _wire_liquidity(self) -> Liquidity | None:
-        """The makers' fills and the resting orders, wired to the book and the market (None
-        under ``static`` without resting orders: today's market agent takes every fill)."""
+        """The makers' fills and the resting orders (value ladders, rules whose orders rest in
+        the book), wired to the book and the market (None under ``static`` without resting
+        orders: today's market agent takes every fill)."""
         liq = self.config.liquidity
         ladders = None
         if liq.value_orders in ("in_rounds", "resting") and "value" in self.strategies:
@@ -214,7 +215,8 @@ class ContagionModel(mesa.Model):
                 self.strategy_rows["value"],
                 all_step=liq.value_orders == "resting",
             )
-        if self.desk is None and ladders is None:
+        resting_rules = any(rule.rests_in_book for rule in self.strategies.values())
+        if self.desk is None and ladders is None and not resting_rules:
             return None
         wired = Liquidity(
             liq, self.book, self.market, self.desk, self.n_traders, ladders, self.isolated_accounts
@@ -400,6 +402,7 @@ class ContagionModel(mesa.Model):
     def step(self) -> None:
         """One step: the phases of docs/design.md ("One step"), in order."""
         t = self.steps
+        self.begin_rules()  # rules' state at the step's start (a demand curve's shock)
         self.market.move_fundamentals(t)  # 1. market
         if self.liquidity is not None:
             self.liquidity.begin_step(t)  # the makers hedge and quote
@@ -410,6 +413,11 @@ class ContagionModel(mesa.Model):
             self.liquidity.end_step(t)  # volatility estimates; ladders expire
         self.check_finite(t)
         self.record(t)  # 4. record
+
+    def begin_rules(self) -> None:
+        """Each trading rule's hook at the step's start (:meth:`Strategy.begin_step`)."""
+        for name, rule in self.strategies.items():
+            rule.begin_step(self.strategy_rows[name])
 
     def pay_funding(self, t: int) -> None:
         """Accrue the funding premium and, on a settlement step, pay funding (if on)."""

@@ -383,11 +383,13 @@ def test_tfg_through_the_engine_clears_against_the_noise_traders_curve():
     from experiments.validation import thurner_engine as te
 
     market = te.TFGMarket(5.0, seed=11)
-    market.log_xi = math.log(2.0 * te.N_SHARES)  # the price starts near 2: funds stay out
+    noise = market.noise
+    noise._setup(market.model.strategy_rows["noise_demand"])
+    noise.log_xi[:] = math.log(2.0 * te.N_SHARES)  # the price starts near 2: funds stay out
     for _ in range(150):
         price = market.step()
-        np.testing.assert_allclose(price, math.exp(market.log_xi) / te.N_SHARES, rtol=1e-8)
-        assert market.model.book.qty[1:, 0].sum() == 0.0
+        np.testing.assert_allclose(price, noise.demand.xi[0] / te.N_SHARES, rtol=1e-8)
+        assert market.model.book.qty[market.fund_rows, 0].sum() == 0.0
     m = market.model
     assert abs(m.money()["total"] - m.initial_money - m.deposits) < 1e-9 * 1e4
 
@@ -575,27 +577,6 @@ def test_endogenous_v4_predictions_scored_by_hand():
     }
     assert scores.loc["A3", "refuted parts"] == "ACF(|r|, 50) about 0 (|.| < 0.05)"
     assert scores.loc["A4", "refuted parts"] == "lower ACF(|r|, 1) than F"
-
-
-def test_endogenous_v4_makers_quote_the_noise_traders_depth_and_money_is_conserved():
-    """Check 6d's market: the makers' calm 1% depth is what the noise trader's curve xi / p
-    offers for a 1% fall at the value (N (1 / 0.99 - 1) units, about N / 100); they start
-    flat and unhedged, and money (traders, makers, fund, market agent, less the funds' and
-    makers' deposits) is conserved every step through margin calls."""
-    from experiments.validation import thurner_engine as te
-    from experiments.validation.endogenous_v4 import DEPTH, MAKERS
-
-    assert DEPTH == pytest.approx(te.N_SHARES * (1 / 0.99 - 1), rel=0.011)
-    market = te.TFGMarket(20.0, seed=5, depth=DEPTH, liquidity=MAKERS)
-    m = market.model
-    rows = m.liquidity.maker_rows
-    assert (m.book.qty[rows] == 0).all() and len(rows) == 5
-    for _ in range(400):
-        market.step()
-        assert abs(m.money()["total"] - m.initial_money - m.deposits) < 1e-9 * 1e4
-    assert m.market_history.depth[0, 0] == pytest.approx(DEPTH)
-    assert (m.liquidity.desk.hedge == 0).all()  # they trade on the venue and never hedge
-    assert (m.book.qty[rows] != 0).any() and market.margin_calls > 0
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ trader's demand moves with constant-volatility shocks, so nothing outside the ve
 its volatility; ten leveraged value funds are margin accounts the liquidation engine calls
 back to the cap, and the makers thin their quotes as volatility, inventory, margin and ADL
 stress them, and come back with fresh capital after losing it. The makers' calm depth is the
-noise trader's own at the value (:data:`DEPTH`); they do not hedge (the asset has no other
+noise trader's own at the value; they do not hedge (the asset has no other
 market) and start flat.
 
 Variants (:data:`VARIANTS`; seeds as check 6's): ``F`` at cap 20 (check 4b's top cap), ``C1``
@@ -16,7 +16,8 @@ factors held at 1 (check 6's A2), ``A3`` no makers (check 4b's market), ``A4`` n
 (a maintenance rate of 0). Statistics, pass criteria and scoring are check 6's
 (:func:`endogenous.verdict`, :func:`endogenous.score_ablations`) on check 4b's run length,
 written in docs/validation.md before the first evaluation run; the predictions are this
-check's own (:data:`PREDICTIONS`).
+check's own (:data:`PREDICTIONS`). The market is experiments/configs/leverage-cycle.toml (F; C1 is
+the file with ``assets.X.max_leverage = 1`` and ``margin.maintenance = 0.999``).
 """
 
 from __future__ import annotations
@@ -28,12 +29,10 @@ from experiments.validation import endogenous as six
 from experiments.validation import figure_path, single_threaded_blas
 from experiments.validation.endogenous import ABOUT_ZERO, SEEDS
 from experiments.validation.stylized_facts import return_stats
-from experiments.validation.thurner_engine import N_SHARES, REENTRY, V, tfg_engine_prices
+from experiments.validation.thurner_engine import tfg_engine_prices
 
 __all__ = [
     "BURN_IN",
-    "DEPTH",
-    "MAKERS",
     "PREDICTIONS",
     "SEEDS",
     "STEPS",
@@ -45,18 +44,10 @@ __all__ = [
 
 STEPS, BURN_IN = 15_000, 1_000  # check 4b's full run
 QUICK_STEPS, QUICK_BURN_IN = 3_000, 300  # check 4b's quick run
-# The makers' calm 1% depth: what the noise trader's curve xi / p offers for a 1% move at the
-# value (N units at V = 1: about N / 100 units, N V / 100 in notional).
-DEPTH = N_SHARES * V / 100.0
-MAKERS = {
-    "makers": 5,
-    "backstop": 0.05,
-    "basis_share": 0.0,  # start flat
-    "hedge_ratio": 0.0,  # the asset has no other market to hedge in
-    "maker_reentry_steps": REENTRY,  # as the funds come back
-}
-# variant -> (leverage cap, [liquidity] keys over MAKERS (None: check 4b's market, no makers),
-# [margin] keys)
+# (the makers, their calm depth, which is what the noise trader's curve xi / p offers for a 1%
+# move at the value, and the rest of the market: experiments/configs/leverage-cycle.toml)
+# variant -> (leverage cap, [liquidity] keys over the file's (None: check 4b's market, no
+# makers), [margin] keys)
 VARIANTS = {
     "F": (20.0, {}, {}),
     "C1": (1.0, {}, {}),
@@ -96,9 +87,7 @@ def endogenous_v4_run(variant: str, seed: int, steps: int = STEPS, burn_in: int 
     """One run of a variant: its row (statistics after ``burn_in``, run facts) and its
     returns after ``burn_in``."""
     cap, liquidity, margin = VARIANTS[variant]
-    options = {"margin": margin}
-    if liquidity is not None:
-        options.update(depth=DEPTH, liquidity={**MAKERS, **liquidity})
+    options = {"makers": liquidity is not None, "liquidity": liquidity, "margin": margin}
     with single_threaded_blas():
         prices, market = tfg_engine_prices(cap, steps, seed, **options)
     r = np.diff(np.log(prices))[burn_in:]

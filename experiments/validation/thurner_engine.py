@@ -8,11 +8,12 @@ the engine's own concepts, so that the claim is tested on the machinery every ot
   (no market makers; a backstop of 1e-9 of the book);
 * the noise trader is one account whose cash demand ``xi_t`` follows the paper's AR(1) in log
   (``rho = 0.99``, ``sigma = 0.035``, its shocks drawn from ``model.rng``). Its demand
-  ``xi / p`` rests in the book as an elastic curve (:class:`ElasticDemand`): it buys
+  ``xi / p`` rests in the book as an elastic curve (the ``noise_demand`` rule of
+  :mod:`agents.leverage_cycle`): it buys
   ``xi / p - q`` if a walk ends at ``p``. It is the book: every walk, the voluntary batch's and
   every liquidation round's, clears against it, which is the paper's clearing
   ``xi / p + sum_h D_h = N``;
-* ten value funds are cross accounts following :class:`LeverageTargetingFund`: when the asset
+* ten value funds are cross accounts following the ``leverage_cycle`` rule: when the asset
   trades below ``V`` each holds ``min(beta_h m, lambda) E / p`` (``m = V - p``), sized at the
   step's opening price and sent as a market order (the engine's one-step lag: the paper
   solves demand at the clearing price itself); a fund whose equity falls to 10% of
@@ -42,215 +43,89 @@ a Spearman rank correlation with the cap of at least 0.8.
 
 from __future__ import annotations
 
-import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from agents.book import RestingOrders
-from agents.strategies import Strategy
 from experiments.validation import check_result, figure_path, single_threaded_blas
 from experiments.validation.stylized_facts import acf, excess_kurtosis, skewness
 
 __all__ = [
-    "ElasticDemand",
-    "LeverageTargetingFund",
+    "CONFIG",
     "TFGMarket",
     "run_thurner_engine",
     "tfg_engine_prices",
 ]
 
-N_SHARES = 1000.0
-V = 1.0
-RHO = 0.99
-SIGMA = 0.035
-W0 = 2.0
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "leverage-cycle.toml"
+# The paper's quantities, as experiments/configs/leverage-cycle.toml sets them (the file is the
+# market's definition; tests/test_validation.py checks that these agree with it)
+N_SHARES = 1000.0  # units the noise trader holds at the start (its population file row)
+V = 1.0  # the asset's value
+W0 = 2.0  # a fund's initial (and re-entry) equity
 PAPER_BETAS = tuple(5.0 * h for h in range(1, 11))
 BETAS = tuple(10.0 * b for b in PAPER_BETAS)
 DEFAULT_FLOOR = 0.1
 REENTRY = 100
-PERF_WEIGHT = 0.1
-FLOW_SENSITIVITY = 0.15
-BENCHMARK = 0.005
 # A margin call sells down to leverage lambda / (1 + buffer) at the round's mark: the sale's own
 # impact on the noise trader's curve would otherwise leave the fund just under the cap round
 # after round (a geometric sequence of ever smaller calls).
 MARGIN_BUFFER = 0.1
-
-
-class ElasticDemand(RestingOrders):
-    """A holder of constant cash demand ``xi`` in asset 0: it buys ``xi / p - q`` if a walk ends
-    at ``p`` (``q`` its position now), so it always holds ``xi / p`` after a walk."""
-
-    def __init__(self, book, row: int, xi: float):
-        self.book = book
-        self.row = int(row)
-        self.xi = float(xi)
-
-    def absorbed(self, a: int, price: float) -> tuple[float, float]:
-        if a != 0:
-            return 0.0, 0.0
-        return self.xi / price - float(self.book.qty[self.row, 0]), -self.xi / (price * price)
-
-    def active(self, a: int) -> bool:
-        return a == 0
-
-    def allocate(self, quantity, price):
-        dq = np.zeros((1, self.book.n_assets))
-        dq[0, 0] = float(np.asarray(quantity)[0])
-        return np.array([self.row]), dq
-
-
-class LeverageTargetingFund(Strategy):
-    """The paper's value funds (module docstring) as a trading rule over their rows."""
-
-    name = "tfg_fund"
-
-    def __init__(self, model, betas, cap: float):
-        super().__init__(model)
-        self.betas = np.asarray(betas, dtype=float)
-        self.cap = float(cap)
-        k = self.betas.size
-        self.dormant = np.zeros(k, dtype=np.int64)  # steps left before re-entry
-        self.defaulting = np.zeros(k, dtype=bool)  # sold out last step: withdraw now
-        self.perf = np.zeros(k)
-        self.last_wealth = np.full(k, W0)  # equity after the last step's flows
-        self.deposits = 0.0  # every inflow and outflow of the funds
-        self.capped = 0  # steps in which some active fund was held back by the cap
-
-    def open_leverage(self, rows):
-        return np.full((len(rows), 1), self.cap)
-
-    def _flow(self, rows, amount) -> None:
-        """Investors' money in (amount > 0) or out of the funds' wallets."""
-        book = self.model.book
-        book.credit(rows, wallet=np.maximum(amount, 0.0))
-        book.charge(rows, wallet=np.maximum(-amount, 0.0))
-        self.deposits += float(amount.sum())
-
-    def orders(self, rows):
-        book, price = self.model.book, float(self.model.market.price[0])
-        mark = np.array([price])
-        wealth = book.equity(mark, rows)
-        # the fund's return since the last step (its equity moves only by its trading)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ret = np.where(self.last_wealth > 0, wealth / self.last_wealth - 1.0, 0.0)
-        # re-entry with fresh capital; last step's defaults withdraw what they have left
-        back = self.dormant == 1
-        self._flow(rows, np.where(back, W0 - wealth, 0.0))
-        self.dormant = np.maximum(self.dormant - 1, 0)
-        gone = self.defaulting
-        self._flow(rows, np.where(gone, -np.maximum(wealth, 0.0), 0.0))
-        self.dormant[gone], self.defaulting[:] = REENTRY, False
-        active = self.dormant == 0
-        fresh = back | ~active
-        self.perf = np.where(fresh, 0.0, (1 - PERF_WEIGHT) * self.perf + PERF_WEIGHT * ret)
-        # investors' flows
-        wealth = book.equity(mark, rows)
-        flows = np.maximum(FLOW_SENSITIVITY * (self.perf - BENCHMARK) * wealth, -wealth)
-        self._flow(rows, np.where(active & ~back & (wealth > 0), flows, 0.0))
-        wealth = book.equity(mark, rows)
-        # leverage targeting, held back by the cap; sell out at the default floor
-        m = V - price
-        want = np.minimum(self.betas * max(m, 0.0), self.cap)
-        self.capped += int((active & (self.betas * m > self.cap)).any())
-        alive = active & (wealth > DEFAULT_FLOOR * W0)
-        self.defaulting = active & ~alive
-        target = np.where(alive, want * wealth / price, 0.0)
-        self.last_wealth = np.where(active, np.maximum(wealth, 0.0), 0.0)
-        return self._below_value((target - book.qty[rows, 0])[:, None])
-
-    def _below_value(self, dq):
-        """Value funds buy below the value only: their buys are scaled down (bisection on
-        the batch's price) so that the batch does not fill above ``V``. Sized at the opening
-        price, the funds' orders could otherwise, when several re-enter at once, bid for more
-        than the noise trader holds."""
-        market = self.model.market
-        buys, sells = np.maximum(dq, 0.0), np.minimum(dq, 0.0)
-        if not buys.any() or market.quote(-(dq.sum(axis=0)))[0] <= V:
-            return dq
-        lo, hi = 0.0, 1.0
-        for _ in range(40):
-            mid = 0.5 * (lo + hi)
-            if market.quote(-(mid * buys + sells).sum(axis=0))[0] <= V:
-                lo = mid
-            else:
-                hi = mid
-        return lo * buys + sells
+# check 4b's book: no makers, the noise trader's curve alone (a backstop of 1e-9 of it)
+NO_MAKERS = {"liquidity.makers": 0, "liquidity.backstop": 1e-9, "assets.X.depth": 1.0}
 
 
 class TFGMarket:
-    """The engine set up as the paper's market at one leverage cap.
+    """The engine set up as the paper's market at one leverage cap:
+    experiments/configs/leverage-cycle.toml with the cap, the funds' aggressiveness and the
+    seed set, and without its market makers unless ``makers``.
 
     Args:
-        cap: the leverage cap lambda.
+        cap: the leverage cap lambda (``assets.max_leverage``; maintenance ``1 / lambda``, at
+            most 0.999).
         seed: the model's seed (the noise trader's shocks come from ``model.rng``).
-        betas: the funds' aggressiveness.
-        depth: ``assets.depth`` of ``X`` (the backstop's share of it is all the book has
-            without makers).
-        liquidity, margin: keys of ``[liquidity]`` and ``[margin]`` set over this market's
-            (check 6d puts market makers in the book, :mod:`experiments.validation.endogenous_v4`).
+        betas: the funds' aggressiveness, evenly spaced (``leverage_cycle``'s
+            ``aggressiveness_first`` and ``aggressiveness_last`` are its ends).
+        makers: keep the file's market makers (check 6d); without them the noise trader's
+            curve is the book (check 4b).
+        liquidity, margin: keys of ``[liquidity]`` and ``[margin]`` set over these.
     """
 
     def __init__(
-        self, cap: float, seed: int, betas=BETAS, *, depth=1.0, liquidity=None, margin=None
+        self, cap: float, seed: int, betas=BETAS, *, makers=False, liquidity=None, margin=None
     ):
-        from model import ContagionModel
-        from model.config import build_config
-        from model.population import Population
+        from model import ContagionModel, load_config
 
-        k = len(betas)
-        maintenance = min(1.0 / cap, 0.999)
-        cfg = build_config(
-            {
-                "name": f"tfg-cap-{cap:g}",
-                "seed": seed,
-                "steps": 1,
-                "market": {"volatility": 0.0, "impact_exponent": 0.5, "resilience": 0.0},
-                "assets": [{"symbol": "X", "price": V, "depth": depth, "max_leverage": cap}],
-                "traders": {"count": 0},
-                "margin": {
-                    "maintenance": maintenance,
-                    "liquidation": "partial",
-                    "buffer": MARGIN_BUFFER,
-                    "fee": 0.0,
-                    "insurance_fund": 1.0e6,
-                    "adl": False,
-                    "max_rounds": 200,
-                    **(margin or {}),
-                },
-                "liquidity": {
-                    "model": "market_makers",
-                    "kernel": "exponential",
-                    "makers": 0,
-                    "backstop": 1e-9,
-                    **(liquidity or {}),
-                },
-            }
+        spacing = np.diff(betas)
+        if len(betas) > 1 and not np.allclose(spacing, spacing[0]):
+            raise ValueError("the funds' aggressiveness must be evenly spaced (leverage_cycle)")
+        over = {
+            "name": f"tfg-cap-{cap:g}",
+            "seed": seed,
+            "steps": 1,
+            "assets.X.max_leverage": cap,
+            "margin.maintenance": min(1.0 / cap, 0.999),
+            "traders.rules.leverage_cycle.aggressiveness_first": float(betas[0]),
+            "traders.rules.leverage_cycle.aggressiveness_last": float(betas[-1]),
+            "traders.population": str(CONFIG.parent / "leverage-cycle-population.csv"),
+            **({} if makers else NO_MAKERS),
+            **{f"liquidity.{k}": v for k, v in (liquidity or {}).items()},
+            **{f"margin.{k}": v for k, v in (margin or {}).items()},
+        }
+        self.model = m = ContagionModel(
+            load_config(CONFIG, overrides=over), create_agents=False, screen=False
         )
-        n = k + 1
-        qty = np.zeros((n, 1))
-        qty[0, 0] = N_SHARES
-        pop = Population(
-            np.arange(n), np.r_[10 * N_SHARES, np.full(k, W0)], qty, np.where(qty != 0, V, 0.0),
-            np.zeros((n, 1), bool), np.zeros((n, 1)), np.array(["hold"] * n, dtype=object),
-        )  # fmt: skip
-        self.model = m = ContagionModel(cfg, population=pop, create_agents=False, screen=False)
-        self.fund_rows = np.arange(1, n)
-        self.funds = LeverageTargetingFund(m, betas, cap)
-        m.strategies = {self.funds.name: self.funds}
-        m.strategy_rows = {self.funds.name: self.fund_rows}
-        self.noise = ElasticDemand(m.book, 0, N_SHARES * V)
-        m.market.resting.append(self.noise)
-        self.log_xi = math.log(N_SHARES * V)
+        self.fund_rows = m.strategy_rows["leverage_cycle"]
+        if self.fund_rows.size != len(betas):
+            raise ValueError(f"{len(betas)} funds asked, the population file has others")
+        self.funds = m.strategies["leverage_cycle"]
+        self.noise = m.strategies["noise_demand"]
         self.margin_calls = 0  # steps with a margin call
 
     def step(self) -> float:
-        """One day: the noise trader's new cash demand, then one engine step; the price."""
+        """One day: one engine step (the noise trader's new cash demand first); the price."""
         m = self.model
-        chi = float(m.rng.standard_normal())
-        self.log_xi = RHO * self.log_xi + SIGMA * chi + (1.0 - RHO) * math.log(N_SHARES * V)
-        self.noise.xi = math.exp(self.log_xi)
         m.step()
         self.margin_calls += int(m.last.liquidations > 0)
         return float(m.market.price[0])
