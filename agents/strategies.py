@@ -155,7 +155,11 @@ class Strategy:
         is kept, as it usually is (``np.where`` is slow on a mask it cannot predict)."""
         if keep.all():
             return dq
-        return np.where(keep[:, None] if keep.ndim == 1 else keep, dq, 0.0)
+        if keep.ndim == 2:
+            return np.where(keep, dq, 0.0)
+        out = dq.copy()  # (np.where broadcasting (k, 1) over (k, A) costs twice this)
+        out[~keep] = 0.0
+        return out
 
 
 # Rules by name, in the order they were registered (the order their orders join the batch).
@@ -269,13 +273,19 @@ class _Overlay(Strategy):
         self.universe = side != 0  # assets each trader held at the start
         self.overlay = np.zeros(side.shape)  # quantity the rule holds on top of its base
         self.seen = self.model.liquidation_count[rows].copy()
+        self.seen_total = self.model.liquidation_total
         self.passive = None
 
     def sync(self, rows) -> None:
         """Rows that a liquidation cut since the last look start a new overlay (what is left
-        is the new base)."""
+        is the new base). Without a liquidation since the last look (the venue's count of
+        them unchanged) no row was cut, and the rows' counts are not read."""
         self._setup(rows)
-        count = self.model.liquidation_count[rows]
+        total = self.model.liquidation_total
+        if total == self.seen_total:
+            return
+        self.seen_total = total
+        count = self.model.liquidation_count.take(rows)
         hit = count != self.seen
         if hit.any():
             self.overlay[hit] = 0.0
@@ -422,9 +432,14 @@ class Noise(_Overlay):
         p = self.params
         z = self.model.rng.standard_normal(self.overlay.shape)
         # (1 - decay) overlay + size E z / P, in place: a hundred thousand noise traders'
-        # (k, A) temporaries cost more than the arithmetic on them
-        step = np.multiply(p.size * equity[:, None], z, out=z)
-        step /= price
+        # (k, A) temporaries cost more than the arithmetic on them; and one column at a time,
+        # as numpy broadcasting a (k,) or (A,) array over (k, A) loops over rows of A entries
+        scaled = p.size * equity
+        for a in range(z.shape[1]):  # loop over assets, not traders
+            column = z[:, a]
+            np.multiply(scaled, column, out=column)
+            column /= price[a]
+        step = z
         fresh = (1.0 - p.decay) * self.overlay
         fresh += step
         if p.persistence == 0:

@@ -36,6 +36,7 @@ from model.ids import as_ids
 __all__ = [
     "AccountBook",
     "TierTable",
+    "adds_rows_in_order",
     "apply_fills",
     "column_sum",
     "maintenance_margin",
@@ -150,13 +151,19 @@ def column_sum(x) -> np.ndarray:
     columns' own sums, which add in another order); a large batch goes to a compiled loop that
     adds in the same order (:func:`model.kernels.column_sums`)."""
     x = np.asarray(x, dtype=float)
-    if x.ndim != 2 or not x.flags.c_contiguous or not 2 <= x.shape[1] < 8:
-        return x.sum(axis=0)
-    if not kernels.use(x.shape[0]):
+    if not adds_rows_in_order(x) or not kernels.use(x.shape[0]):
         return x.sum(axis=0)
     out = np.empty(x.shape[1])
     kernels.column_sums(x, out)
     return out
+
+
+def adds_rows_in_order(x: np.ndarray) -> bool:
+    """Whether numpy's ``x.sum(axis=0)`` adds the rows of ``x`` one at a time from the first:
+    a C array of 2 to 7 columns. Then :func:`column_sum` is that order, and a compiled loop
+    that sums the columns while it reads ``x`` for something else gives the same bits (with
+    one column, or in another layout, numpy sums pairwise)."""
+    return x.ndim == 2 and x.flags.c_contiguous and 2 <= x.shape[1] < 8
 
 
 def row_any(x: np.ndarray) -> np.ndarray:
@@ -744,12 +751,12 @@ class AccountBook:
         if self._compiled(np.shape(dq)[0]):  # the same arithmetic, one loop (model.kernels)
             dq = np.asarray(dq, dtype=float)
             q, e, realized, closed, traded = (np.empty(dq.shape) for _ in range(5))
-            cash = np.empty(dq.shape[0])
+            cash, net = np.empty(dq.shape[0]), np.empty(dq.shape[1])
             at = np.asarray(price, dtype=float).reshape(-1, dq.shape[1])  # (1, A) or (k, A)
-            kernels.apply_fills(q0, e0, iso, dq, at, q, e, realized, closed, cash, traded)
+            kernels.apply_fills(q0, e0, iso, dq, at, q, e, realized, closed, cash, traded, net)
         else:
             q, e, realized, closed = apply_fills(q0, e0, dq, price)
-            cash = traded = None
+            cash = traded = net = None
         if cash is None:  # the cross positions' realised PnL (all of it when none is isolated)
             cash = row_sum(np.where(iso, 0.0, realized) if iso.any() else realized)
         (w0,) = self.read(rows, "wallet")
@@ -765,7 +772,9 @@ class AccountBook:
             dq = np.asarray(dq, dtype=float)
             if traded is None:
                 traded = dq * np.asarray(price, dtype=float)
-            self._totals = (net_qty + column_sum(dq), total - float(traded.sum()))
+            if net is None or not adds_rows_in_order(dq):
+                net = column_sum(dq)
+            self._totals = (net_qty + net, total - float(traded.sum()))
         shared = isinstance(rows, np.ndarray) and rows.ndim == 1 and rows.size >= GATHER_SHARED
         if shared:  # what was written stays as the rows' gathers
             self._gathers.filled(rows, written)

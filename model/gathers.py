@@ -9,7 +9,9 @@ again; so the book keeps what it gathered and hands it out until the rows are wr
 
 Two sets of rows are kept: the rows read last and, when those were narrowed from a larger
 set (the rule's rows that send orders, out of all its rows: :meth:`SharedGathers.narrow`),
-that larger set, which the fill of the narrower one updates in place of a new gather. A
+that larger set, which the fill of the narrower one updates in place of a new gather. When
+other rows are read (a liquidation round's candidates), the two largest sets held before
+stay held besides them (:data:`KEPT_BESIDES`). A
 write of a few rows (a liquidation round's) does not drop them: the rows written are re-read
 into copies of the gathers on their next read (arrays already handed out keep what they
 held). A write of many rows drops them, except for what a fill keeps of the rows it wrote.
@@ -19,7 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Gathers", "SharedGathers", "put_rows", "take_rows"]
+__all__ = ["KEPT_BESIDES", "Gathers", "SharedGathers", "put_rows", "take_rows"]
+
+# Sets of rows whose gathers stay held when other rows are read: a rule's rows, and the rows
+# of its last fill when those were narrowed from them.
+KEPT_BESIDES = 2
 
 # Traders who trade every step are scattered through the book, so their reads and writes are
 # gathers and scatters of rows. numpy's fancy indexing moves the rows of a (n, A) array one
@@ -172,11 +178,15 @@ class SharedGathers:
 
     def read(self, rows: np.ndarray, names) -> list[np.ndarray]:
         """The named arrays' rows ``rows``: shared when held, gathered (and then held)
-        otherwise. Gathers of other rows are dropped, but for a parent of the new rows."""
+        otherwise. Of the gathers of other rows the two largest sets stay held: a rule's rows
+        and those of its last fill, read again by the finiteness check and the next step and
+        the dearest to gather again, outlive the candidates of the liquidation rounds read in
+        between."""
         g = self.find(rows)
         if g is None:
             g = Gathers(rows.copy())
-            self.held = [g]
+            largest = sorted(self.held, key=lambda h: h.rows.size, reverse=True)
+            self.held = [g, *largest[:KEPT_BESIDES]]
         out = []
         for name in names:
             values = g.values.get(name)

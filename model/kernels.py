@@ -13,19 +13,19 @@ whole array. The kernels here do the same arithmetic in one loop over the gather
   :meth:`model.accounts.AccountBook.cross_equity` (without the collateral holdings);
 * :func:`column_sums`: ``x.sum(axis=0)`` of a batch's (k, A) orders or fills
   (:func:`model.accounts.column_sum`), which numpy computes one row at a time;
-* :func:`split_orders` and :func:`cap_pass`: :func:`model.orders.split_order` and one sizing
-  of the initial-margin cap of voluntary orders (:func:`model.orders._cap_batch`);
+* :func:`cap_orders`: one sizing of the initial-margin cap of voluntary orders
+  (:func:`model.orders._cap_batch`), with :func:`model.orders.split_order` of each order and
+  the column sums of the capped batch;
 * :func:`liquidatable`: :meth:`model.accounts.AccountBook.cross_liquidatable` and
   :meth:`model.accounts.AccountBook.isolated_liquidatable`, the exact margin check;
 * :func:`headroom`: :func:`model.screen.headroom` of the margin screen.
 
 Each is the twin of the numpy function it names, with the same operations in the same order
 (sums over a row's assets from the first, as :func:`model.accounts.row_sum` adds them), so
-fills, checks and caps are equal to the bit; tests/test_kernels.py compares them on random
-books, and whole runs with and without them. The screen's headroom calls ``log1p``, which numpy
-vectorises and the kernel takes from the C library: the two may differ in the last bit, and
-a headroom is a bound with a rounding allowance (1e-12) far above that, so the candidates it
-hands out, and every output, are the same.
+fills, checks, caps and the screen's headrooms are equal to the bit; tests/test_kernels.py
+compares them on random books, and whole runs with and without them. The headroom's logarithm
+is left out of the kernel: numpy takes it afterwards, vectorised, on both paths
+(:func:`model.screen.to_headroom`).
 
 They are used for batches of at least :data:`MIN_ROWS` rows when numba is installed (the
 optional extra ``fast``) and the environment variable ``CONTAGION_NUMBA`` is not ``0``:
@@ -38,7 +38,6 @@ a second). Without numba the functions below are plain Python and never called.
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
@@ -46,13 +45,12 @@ import numpy as np
 __all__ = [
     "MIN_ROWS",
     "apply_fills",
-    "cap_pass",
+    "cap_orders",
     "column_sums",
     "enabled",
     "equities",
     "headroom",
     "liquidatable",
-    "split_orders",
     "use",
 ]
 
@@ -141,18 +139,22 @@ def _maintenance(caps, rates, cums, a, notional):
 
 
 def apply_fills(qty, entry, isolated, dq, price, new_qty, new_entry, realized, closed, cash,
-                traded):  # fmt: skip
+                traded, net):  # fmt: skip
     """:func:`model.accounts.apply_fills` of ``dq`` (k, A) at ``price`` ((1, A): one price per
     asset, or (k, A)) on positions ``qty``, ``entry`` (k, A) into ``new_qty``, ``new_entry``,
     ``realized`` and ``closed``; ``cash`` (k,) receives the realised PnL of the cross
     positions (``isolated`` False), summed over the row's assets from the first as
     :func:`model.accounts.row_sum` adds them: what :meth:`model.accounts.AccountBook.fill`
-    adds to the wallet; ``traded`` (k, A) receives ``dq * price`` (the fill's cash flow).
+    adds to the wallet; ``traded`` (k, A) receives ``dq * price`` (the fill's cash flow) and
+    ``net`` (A,) the column sums of ``dq`` as :func:`column_sums` adds them (the traders' net
+    quantity moves by it), read while the fill reads ``dq`` anyway.
 
     Returns the sum of every averaged entry price computed (see "Branch-free choices")."""
     k, n_assets = dq.shape
     per_row = price.shape[0] > 1
     divisions = 0.0
+    for a in range(n_assets):
+        net[a] = 0.0
     for j in range(k):
         to_wallet = 0.0
         for a in range(n_assets):
@@ -175,6 +177,7 @@ def apply_fills(qty, entry, isolated, dq, price, new_qty, new_entry, realized, c
             new_e = 0.0 if flat else new_e
             new_qty[j, a], new_entry[j, a], realized[j, a], closed[j, a] = new_q, new_e, r, c
             traded[j, a] = dp
+            net[a] += d
             cross_r = 0.0 if isolated[j, a] else r
             to_wallet = cross_r + 0.0 if a == 0 else to_wallet + cross_r
         cash[j] = to_wallet
@@ -219,56 +222,72 @@ def column_sums(x, out):
 # --------------------------------------------------------------------------------------------
 
 
-def split_orders(qty, dq, reduced, opened):
-    """:func:`model.orders.split_order` into ``reduced`` and ``opened`` (k, A)."""
-    k, n_assets = qty.shape
-    for j in range(k):
-        for a in range(n_assets):
-            q, d = qty[j, a], dq[j, a]
-            new = q + d
-            flipped = 0.0 if abs(d) > abs(q) else new
-            r = flipped if q * d < 0 else q
-            reduced[j, a], opened[j, a] = r, new - r
+def _split(q, d):
+    """:func:`model.orders.split_order` of one position ``q`` and order ``d``: the position
+    once the reducing part is done, and the quantity opened beyond it."""
+    new = q + d
+    flipped = 0.0 if abs(d) > abs(q) else new
+    r = flipped if q * d < 0 else q
+    return r, new - r
 
 
-def cap_pass(qty, held_iso, iso, reduced, opened, equity, open_lev, max_lev, price, sizing,
-             last, opened_out, dq_out):  # fmt: skip
-    """One sizing of :func:`model.orders._cap_batch` at the price ``sizing``.
+def cap_orders(qty, dq, held_iso, iso, equity, open_lev, max_lev, price, sizing, last, scale,
+               factor, dq_out, net, work):  # fmt: skip
+    """One sizing of :func:`model.orders._cap_batch` at the price ``sizing``, from the orders
+    ``dq`` as sent: the split of each order (:func:`_split`), the cap and the column sums of
+    the capped orders.
 
-    ``opened_out`` (k, A) receives ``opened`` scaled by :func:`model.orders._cap_factor` (0
-    where the factor is not positive): the cross equity ``equity`` moved from ``price`` to
-    ``sizing`` by the positions not ``held_iso``, what is held margined at ``max_lev`` (cross
-    positions: not ``iso``), what is opened at ``min(open_lev, max_lev)``. ``dq_out``
-    receives the orders ``reduced - qty + opened_out``, on the ``last`` pass set to 0 where
-    they are within rounding of nothing (``1e-12 |qty|``). Returns the sum of the quotients
-    computed (see "Branch-free choices").
+    Each order is split into its reducing part and what it opens; the opening part is scaled
+    by ``scale`` (k,), the factor of the sizings before (ones before the first), and the cap
+    of :func:`model.orders._cap_factor` is applied: the cross equity ``equity`` moved from
+    ``price`` to ``sizing`` by the positions not ``held_iso``, what is held margined at
+    ``max_lev`` (cross positions: not ``iso``), what is opened at ``min(open_lev,
+    max_lev)``. ``factor`` (k,) receives this sizing's factor, ``dq_out`` (k, A) the orders
+    ``reduced - qty + opened`` (opened scaled, 0 where a factor is not positive), on the
+    ``last`` pass set to 0 where they are within rounding of nothing (``1e-12 |qty|``), and
+    ``net`` (A,) their column sums, added row by row from the first as :func:`column_sums`
+    adds them (the batch's net flow, which the next sizing and the execution need).
+
+    One asset at a time over all the rows (a row's sums over its assets kept in ``work``, (3,
+    k), and added in the same order): loops that simple let the compiler divide several rows
+    at once, without branches, where a loop over rows with one over assets inside waits on
+    two divisions in a row for each row. Splitting again for the orders costs less than
+    writing the split and reading it back.
     """
-    k, n_assets = opened.shape
-    divisions = 0.0
-    for j in range(k):
-        moved, held, cost = 0.0, 0.0, 0.0
-        for a in range(n_assets):
-            shift = (0.0 if held_iso[j, a] else qty[j, a]) * (sizing[a] - price[a])
-            held_a = abs(reduced[j, a]) * sizing[a] / max_lev[a]
-            divisions += held_a  # (see "Branch-free choices")
+    k, n_assets = qty.shape
+    moved, held, cost = work[0], work[1], work[2]
+    for a in range(n_assets):
+        move, at, cap = sizing[a] - price[a], sizing[a], max_lev[a]
+        for j in range(k):
+            r, o = _split(qty[j, a], dq[j, a])
+            scaled = scale[j] * o
+            o = scaled if scale[j] > 0 else 0.0
+            shift = (0.0 if held_iso[j, a] else qty[j, a]) * move
+            held_a = abs(r) * at / cap
             held_a = 0.0 if iso[j, a] else held_a
-            cost_a = abs(opened[j, a]) * sizing[a] / _minimum(open_lev[j, a], max_lev[a])
-            moved = shift + 0.0 if a == 0 else moved + shift
-            held = held_a + 0.0 if a == 0 else held + held_a
-            cost = cost_a + 0.0 if a == 0 else cost + cost_a
-        free = (equity[j] + moved) - held
-        ratio = free / cost
-        divisions += ratio
+            cost_a = abs(o) * at / _minimum(open_lev[j, a], cap)
+            first = a == 0  # (a row's sums start from 0.0, as row_sum's do)
+            moved[j] = shift + 0.0 if first else moved[j] + shift
+            held[j] = held_a + 0.0 if first else held[j] + held_a
+            cost[j] = cost_a + 0.0 if first else cost[j] + cost_a
+    for j in range(k):
+        ratio = ((equity[j] + moved[j]) - held[j]) / cost[j]
         capped = _minimum(_maximum(ratio, 0.0), 1.0)
-        factor = capped if cost > 0 else 1.0
-        for a in range(n_assets):
-            scaled = factor * opened[j, a]
-            o = scaled if factor > 0 else 0.0
-            d = reduced[j, a] - qty[j, a] + o
+        factor[j] = capped if cost[j] > 0 else 1.0
+    for a in range(n_assets):
+        total = 0.0
+        for j in range(k):
+            r, o = _split(qty[j, a], dq[j, a])
+            scaled = scale[j] * o
+            o = scaled if scale[j] > 0 else 0.0
+            scaled = factor[j] * o
+            o = scaled if factor[j] > 0 else 0.0
+            d = r - qty[j, a] + o
             tiny = last & (not abs(d) > 1e-12 * abs(qty[j, a]))
             d = 0.0 if tiny else d
-            opened_out[j, a], dq_out[j, a] = o, d
-    return divisions
+            dq_out[j, a] = d
+            total += d
+        net[a] = total
 
 
 def _maximum(a, b):
@@ -318,15 +337,24 @@ def liquidatable(wallet, qty, entry, margin, isolated, mark, caps, rates, cums, 
 
 
 def headroom(wallet, qty, entry, margin, isolated, mark, caps, rates, cums, rate_cummax,
-             fall_rate, widen, directional, held, keys, lanes):  # fmt: skip
+             fall_rate, widen, directional, held, keys, lanes, work):  # fmt: skip
     """:func:`model.screen.headroom` of the rows given (wallet (k,); quantity, entry, margin,
-    isolated flags (k, A)) into ``keys`` and ``lanes`` (k,).
+    isolated flags (k, A)) into ``keys`` and ``lanes`` (k,), the keys before their logarithm:
+    each row's least unit bound (:func:`_unit_bound`), which :func:`model.screen.to_headroom`
+    turns into headrooms (numpy's vectorised ``log1p`` costs a tenth of one call per row).
 
     ``fall_rate`` (A,) is each asset's least tier rate, ``widen`` ``exp(U)`` (the factor
     up to which the tier-rate bound looks), ``directional`` whether every rate is below 1,
     ``held`` (k,) the haircut value of the collateral holdings (empty without them).
+
+    Two loops over the rows: the first sums each row's positions (its cross slack into
+    ``keys``, the cross coefficient and the least isolated bound into ``work``, (2, k), the
+    sides it holds as bits into ``lanes``), the second takes the cross book's bound and the
+    lane. The cross bound's two divisions in a row then no longer hold up the next row's sums:
+    the processor works on several rows at once.
     """
     k, n_assets = qty.shape
+    coefs, least = work[0], work[1]
     for j in range(k):
         slack = wallet[j] - 1e-9 * abs(wallet[j])
         total, coef_sum = 0.0, 0.0
@@ -352,7 +380,7 @@ def headroom(wallet, qty, entry, margin, isolated, mark, caps, rates, cums, rate
                 if q != 0:
                     s = margin[j, a] - 1e-9 * abs(margin[j, a])
                     s = (s + gain) - size
-                    h = _minimum(h, _unit_headroom(s, coef, directional & (q > 0)))
+                    h = _minimum(h, _unit_bound(s, coef, directional & (q > 0)))
                 gain, size, coef = 0.0, 0.0, 0.0
             else:
                 c_long |= q > 0
@@ -364,29 +392,29 @@ def headroom(wallet, qty, entry, margin, isolated, mark, caps, rates, cums, rate
             slack += held[j] * (1.0 - 1e-9)
             coef_sum += held[j]
             any_long |= held[j] > 0
-        if c_long | c_short:
-            fall = directional & c_long & (not c_short)
-            h = _minimum(h, _unit_headroom(slack, coef_sum, fall))
-        keys[j] = h
+        keys[j], coefs[j], least[j] = slack, coef_sum, h
+        lanes[j] = c_long + 2 * c_short + 4 * any_long + 8 * any_short
+    for j in range(k):
+        sides = lanes[j]
+        c_long, c_short = (sides & 1) != 0, (sides & 2) != 0
+        any_long, any_short = (sides & 4) != 0, (sides & 8) != 0
+        cross = _unit_bound(keys[j], coefs[j], directional & c_long & (not c_short))
+        keys[j] = _minimum(least[j], cross) if c_long | c_short else least[j]
         long_only = directional & any_long & (not any_short)
         short_only = directional & any_short & (not any_long)
         lanes[j] = 1 if long_only else (2 if short_only else 0)
 
 
-def _unit_headroom(slack, coef, fall):
-    """One unit's headroom (:func:`model.screen._headroom_either`): the fall bound when
-    ``fall``, else the rise bound capped at ``U``; -inf when the slack or the coefficient is
-    not positive or the bound is NaN."""
-    ratio = slack / coef
-    x = -_minimum(ratio, 1.0) if fall else ratio
-    h = math.log1p(x) * (-(1.0 - 1e-12) if fall else (1.0 - 1e-12))
-    h -= 1e-12
-    capped = _minimum(h, _MAX_HEADROOM)
-    h = h if fall else capped
-    return h if (slack > 0) & (coef > 0) & (h == h) else -np.inf
+def _unit_bound(slack, coef, fall):
+    """One unit's bound before its logarithm (:func:`model.screen._unit_bound`): with ``x =
+    min(slack / coef, 1)``, ``x / (1 - x)`` when ``fall``, else ``x``; -1 when the slack or
+    the coefficient is not positive or the bound is NaN."""
+    x = _minimum(slack / coef, _RISE_CAP)
+    w = x / ((1.0 - x) if fall else 1.0)  # (x / 1 is x: one division either way, no branch)
+    return w if (slack > 0) & (coef > 0) & (w == w) else -1.0
 
 
-_MAX_HEADROOM = float(np.log(2.0))
+_RISE_CAP = 1.0  # (model.screen._RISE_CAP)
 
 # compiled by enabled(), helpers before the kernels that call them
 _COMPILED = (
@@ -394,12 +422,12 @@ _COMPILED = (
     "_maximum",
     "_tier",
     "_maintenance",
-    "_unit_headroom",
+    "_unit_bound",
     "apply_fills",
     "column_sums",
     "equities",
-    "split_orders",
-    "cap_pass",
+    "_split",
+    "cap_orders",
     "liquidatable",
     "headroom",
 )

@@ -187,6 +187,9 @@ class LiquidationEngine:
         fund_paid: bad debt the fund has paid so far.
         fills: every forced fill so far (:class:`model.fills.FillLog`).
         liquidation_count: (n,) how many rounds liquidated each account so far.
+        liquidation_total: accounts counted in ``liquidation_count`` so far, a number that
+            grows with every write of it (a reader that saw the same total has no count to
+            read again).
         vault: the liquidator vault (:class:`model.vault.LiquidatorVault`), or None.
     """
 
@@ -224,6 +227,7 @@ class LiquidationEngine:
         self.screen = MarginScreen(book) if screen else None
         self.fills = FillLog(book.ids)
         self.liquidation_count = np.zeros(book.n_traders, dtype=np.int64)
+        self.liquidation_total = 0
         self.accounts_ever = 0  # accounts liquidated at least once
         # per row: the number of the last step (run_step call) that liquidated it, so that a
         # step counts its distinct accounts in O(liquidated) (int32: 4 bytes a trader)
@@ -478,6 +482,7 @@ class LiquidationEngine:
         count = self.liquidation_count[rows]
         self.accounts_ever += int(np.count_nonzero(count == 0))
         self.liquidation_count[rows] = count + 1
+        self.liquidation_total += count.size
         self.totals.accounts += int(np.count_nonzero(self._last_stamp[rows] != self._stamp))
         self._last_stamp[rows] = self._stamp
         kind = np.where(c.frac >= 1.0, Kind.FULL, Kind.PARTIAL)

@@ -231,8 +231,11 @@ class ContagionModel(mesa.Model):
         self.strategies: dict[str, Strategy] = {}
         names = np.asarray(self.population.strategy, dtype=object)
         for name, rule in STRATEGIES.items():
-            rows = np.flatnonzero(names == name)
-            rows.flags.writeable = False  # (fixed: the book recognises them without comparing)
+            # an array owning its memory and read only: the book recognises it by identity
+            # without comparing its rows (model.gathers.Gathers.holds; np.flatnonzero gives a
+            # view, which a comparison would have to check every time)
+            rows = np.flatnonzero(names == name).copy()
+            rows.flags.writeable = False
             if rows.size:
                 self.strategy_rows[name] = rows
                 self.strategies[name] = rule(self, self.config.traders.rules.get(name))
@@ -338,6 +341,11 @@ class ContagionModel(mesa.Model):
     def liquidation_count(self) -> np.ndarray:
         """(n,) how many rounds liquidated each account so far."""
         return self.engine.liquidation_count
+
+    @property
+    def liquidation_total(self) -> int:
+        """Liquidations counted so far: while it is unchanged, :attr:`liquidation_count` is."""
+        return self.engine.liquidation_total
 
     @property
     def contagion_graph(self):

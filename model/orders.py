@@ -29,7 +29,14 @@ import numpy as np
 from agents.market import Market
 from agents.strategies import Strategy
 from model import kernels
-from model.accounts import AccountBook, column_sum, put_rows, row_any, row_sum
+from model.accounts import (
+    AccountBook,
+    adds_rows_in_order,
+    column_sum,
+    put_rows,
+    row_any,
+    row_sum,
+)
 from model.reentry import Reentry
 
 __all__ = [
@@ -232,16 +239,19 @@ def trade_voluntarily(
     if not np.isfinite(dq).all():  # a rule facing absurd prices sends nothing
         dq = np.where(np.isfinite(dq), dq, 0.0)
     q_before, held_iso = book.read(rows, "qty", "isolated")
-    iso = held_iso | isolated_accounts[rows][:, None]
-    dq = _cap_batch(book, market, rows, dq, lev, iso, q_before, held_iso)
-    _execute_batch(book, market, rows, dq, lev, iso, q_before)
+    iso = held_iso  # what the batch holds or opens isolated: with no isolated account, held
+    if isolated_accounts.any():
+        iso = held_iso | isolated_accounts.take(rows)[:, None]
+    dq, net_buy = _cap_batch(book, market, rows, dq, lev, iso, q_before, held_iso)
+    _execute_batch(book, market, rows, dq, net_buy, lev, iso, q_before)
     _report_filled(groups, dq)
 
 
 def _cap_batch(
     book: AccountBook, market: Market, rows, dq, lev, iso, q_before, held_iso
-) -> np.ndarray:
-    """The batch's orders with what they open scaled to fit the initial margin.
+) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's orders with what they open scaled to fit the initial margin, and their
+    column sums (the batch's net buying, :func:`model.accounts.column_sum`).
 
     Sized at the price before the batch, then again at the price the batch would fill at. The
     second cap only shrinks the batch, so the final fill price lies between the two and the cap
@@ -250,18 +260,20 @@ def _cap_batch(
     price = market.price
     lev = np.broadcast_to(lev, np.shape(dq))
     equity = book.cross_equity(price, rows)
-    if 0 < book.n_assets < 8 and kernels.use(dq.shape[0]):  # the same, one loop a pass
-        reduced, opened = np.empty(dq.shape), np.empty(dq.shape)
-        kernels.split_orders(q_before, np.asarray(dq, dtype=float), reduced, opened)
-        dq = np.empty(dq.shape)
+    if 0 < book.n_assets < 8 and kernels.use(dq.shape[0]):  # the same, one loop a sizing
+        dq = np.asarray(dq, dtype=float)
+        out, net = np.empty(dq.shape), np.empty(dq.shape[1])
+        scale, factor, work = np.ones(dq.shape[0]), np.empty(dq.shape[0]), np.empty((3, len(dq)))
+        in_order = adds_rows_in_order(out)  # (else column_sum adds in another order)
         for sizing_price, last in ((price, False), (None, True)):
             if sizing_price is None:
-                sizing_price = market.quote(-column_sum(dq))
-            kernels.cap_pass(
-                q_before, held_iso, iso, reduced, opened, equity, lev, book.max_leverage,
-                price, np.asarray(sizing_price, dtype=float), last, opened, dq,
+                sizing_price = market.quote(-(net if in_order else column_sum(out)))
+                scale, factor = factor, scale  # (the first sizing's factor scales the second)
+            kernels.cap_orders(
+                q_before, dq, held_iso, iso, equity, lev, book.max_leverage, price,
+                np.asarray(sizing_price, dtype=float), last, scale, factor, out, net, work,
             )  # fmt: skip
-        return dq
+        return out, (net if in_order else column_sum(out))
     reduced, opened = split_order(q_before, dq)
     cross_qty = _zero_unless(~held_iso, q_before)
     open_lev = np.minimum(lev, book.max_leverage)
@@ -281,17 +293,19 @@ def _cap_batch(
         scaled = factor[:, None] * opened
         opened = scaled if (factor > 0).all() else np.where(factor[:, None] > 0, scaled, 0.0)
     dq = reduced - q_before + opened
-    return _zero_unless(np.abs(dq) > 1e-12 * np.abs(q_before), dq)
+    dq = _zero_unless(np.abs(dq) > 1e-12 * np.abs(q_before), dq)
+    return dq, column_sum(dq)
 
 
-def _execute_batch(book: AccountBook, market: Market, rows, dq, lev, iso, q_before) -> None:
-    """Send the batch's net flow through the market and fill every order at the price after
-    it; settle isolated margins; the market agent takes the other side."""
+def _execute_batch(
+    book: AccountBook, market: Market, rows, dq, net_buy, lev, iso, q_before
+) -> None:
+    """Send the batch's net flow ``net_buy`` through the market and fill every order at the
+    price after it; settle isolated margins; the market agent takes the other side."""
     isolate = iso & (dq != 0)
     if isolate.any():  # (isolating nothing would only drop the book's shared reads)
         book.set_isolated(rows, isolate)
     (margin_before,) = book.read(rows, "margin")
-    net_buy = column_sum(dq)
     fill_price = market.execute(-net_buy, forced=False)
     realized, _ = book.fill(rows, dq, fill_price)
     settle_isolated_margin(book, rows, q_before, margin_before, realized, fill_price, lev)

@@ -89,10 +89,12 @@ __all__ = [
     "headroom",
     "log_distance",
     "reaches",
+    "to_headroom",
 ]
 
 # Largest log-price move a headroom is valid for: the tier-rate bound looks up to e^U N0.
 MAX_HEADROOM = float(np.log(2.0))
+_RISE_CAP = 1.0  # e^U - 1: the largest rise bound before its logarithm (see _unit_bound)
 _WIDEN = np.exp(MAX_HEADROOM)  # e^U, as _slope_bound multiplies by it
 # Allowances that keep the bound safe under float rounding of the exact check.
 _RELATIVE_SLACK = 1e-9
@@ -225,6 +227,7 @@ def headroom(
             coef_sum += collateral  # (a long-only book stays long-only, a mixed one mixed)
         cross_h = _cross_headroom(slack, coef_sum, any_long, any_short, directional)
         h = cross_h if h is None else np.minimum(h, cross_h)
+        h = to_headroom(h)
     lane = np.full(h.shape, LANE_BOTH, dtype=np.int8)
     if directional:
         any_long = _row_any(long_)
@@ -254,61 +257,54 @@ def _row_any(x) -> np.ndarray:
 
 
 def _cross_headroom(slack, coef, c_long, c_short, directional):
-    """Headroom of cross books with slack ``slack`` and ``coef`` the sum of the fall
-    coefficients of their longs and the rise coefficients of their shorts; +inf for books with
-    no position. Long-only books use the fall bound, the others the rise bound."""
-    if directional:
-        h = _headroom_either(slack, coef, c_long & ~c_short)
-    else:
-        h = _rise_headroom(slack, coef)
-    return np.where(c_long | c_short, h, np.inf)
+    """Bounds (:func:`_unit_bound`) of cross books with slack ``slack`` and ``coef`` the sum
+    of the fall coefficients of their longs and the rise coefficients of their shorts; +inf
+    for books with no position. Long-only books use the fall bound, the others the rise
+    bound."""
+    w = _unit_bound(slack, coef, (c_long & ~c_short) if directional else False)
+    return np.where(c_long | c_short, w, np.inf)
 
 
 def _isolated_units(margin, isolated, long_, short, upnl_mm, allowance, coef, directional):
-    """(k,) the least headroom of each row's isolated positions (+inf where none)."""
+    """(k,) the least bound (:func:`_unit_bound`) of each row's isolated positions (+inf
+    where none)."""
     slack = margin - _RELATIVE_SLACK * np.abs(margin)
     slack += upnl_mm
     slack -= allowance
-    hi = _headroom_either(slack, coef, long_) if directional else _rise_headroom(slack, coef)
-    hi = np.where(isolated & (long_ | short), hi, np.inf)
-    return hi.min(axis=1, initial=np.inf)
+    w = _unit_bound(slack, coef, long_ if directional else False)
+    w = np.where(isolated & (long_ | short), w, np.inf)
+    return w.min(axis=1, initial=np.inf)
 
 
-def _headroom_either(slack, coef, fall):
-    """:func:`_fall_headroom` where ``fall``, :func:`_rise_headroom` elsewhere, with one
-    logarithm per entry."""
-    ratio = slack / coef
-    h = np.log1p(np.where(fall, -np.minimum(ratio, 1.0), ratio))
-    h *= np.where(fall, -(1.0 - _HEADROOM_SLACK), 1.0 - _HEADROOM_SLACK)
-    h -= _HEADROOM_SLACK
-    h = np.where(fall, h, np.minimum(h, MAX_HEADROOM))
-    return _unsafe_to_minus_inf(h, slack, coef)
+def _unit_bound(slack, coef, fall):
+    """Units' headrooms before their logarithm: ``w`` with headroom ``log1p(w)``.
 
-
-def _unsafe_to_minus_inf(h, slack, coef):
-    """``h`` where slack and coefficient are positive and ``h`` is a number, else -inf."""
+    With ``x = min(slack / coef, 1)``: the fall bound ``-log(1 - x)`` is ``log1p(x / (1 -
+    x))`` (+inf when even a fall to zero leaves slack), the rise bound ``min(U, log1p(slack /
+    coef))`` is ``log1p(x)`` (``U = log 2``). The logarithm being increasing, an account's
+    least headroom is the logarithm of its units' least ``w``: :func:`to_headroom` takes one
+    per account, where taking one per unit would cost more than everything else the screen
+    computes. ``w`` is -1 (headroom -inf) when the slack or the coefficient is not positive or
+    the bound is NaN: the unit may be liquidatable already.
+    """
+    x = np.minimum(slack / coef, _RISE_CAP)  # (a fall bound's x is at most 1 anyway)
+    w = x / np.where(fall, 1.0 - x, 1.0)  # (x / 1 is x)
     ok = slack > 0
     ok &= coef > 0
-    ok &= h == h  # not NaN
-    return np.where(ok, h, -np.inf)
+    ok &= w == w  # not NaN
+    return np.where(ok, w, -1.0)
 
 
-def _rise_headroom(slack, coef):
-    """``min(U, log1p(slack / coef))`` less a rounding allowance; -inf when slack <= 0 or NaN."""
-    h = np.log1p(slack / coef)
-    h *= 1.0 - _HEADROOM_SLACK
-    h -= _HEADROOM_SLACK
-    np.minimum(h, MAX_HEADROOM, out=h)
-    return _unsafe_to_minus_inf(h, slack, coef)
-
-
-def _fall_headroom(slack, coef):
-    """``-log(1 - slack / coef)`` less a rounding allowance (+inf when even a fall to zero
-    leaves slack); -inf when slack <= 0 or NaN."""
-    h = np.log1p(-np.minimum(slack / coef, 1.0))
-    h *= -(1.0 - _HEADROOM_SLACK)
-    h -= _HEADROOM_SLACK
-    return _unsafe_to_minus_inf(h, slack, coef)
+def to_headroom(w) -> np.ndarray:
+    """Headrooms ``log1p(w)`` of the bounds ``w`` (:func:`_unit_bound`) less the rounding
+    allowance, in place (``w`` is a float array of its own): the one logarithm an account's
+    headroom takes, vectorised by numpy for the numpy and the compiled paths alike, so both
+    give the same bits."""
+    with np.errstate(divide="ignore"):  # (log1p(-1) is -inf: no headroom)
+        np.log1p(w, out=w)
+    w *= 1.0 - _HEADROOM_SLACK
+    w -= _HEADROOM_SLACK
+    return w
 
 
 class MarginScreen:
@@ -395,6 +391,7 @@ class MarginScreen:
         mark = np.asarray(mark, dtype=float)
         n = book.n_traders if rows is None else len(rows)
         step = BLOCK_ROWS if rows is None else max(n, 1)
+        work = np.empty((2, min(step, n)))  # (the kernel's per-row sums)
         for lo in range(0, n, step):
             r = slice(lo, lo + step) if rows is None else rows
             held = book.collateral_margin_value(mark, r)
@@ -402,8 +399,9 @@ class MarginScreen:
                 *book.read(r, "wallet", "qty", "entry", "margin", "isolated"), mark, t.caps,
                 t.rates, t.cums, self.rate_cummax, t.rates.min(axis=1), _WIDEN,
                 bool(t.rates.max() < 1.0), _NO_VALUES if held is None else held,
-                keys[lo : lo + step], lanes[lo : lo + step],
+                keys[lo : lo + step], lanes[lo : lo + step], work[:, : min(step, n - lo)],
             )  # fmt: skip
+            to_headroom(keys[lo : lo + step])  # (the kernel leaves the logarithm out)
 
     def reach(self, mark) -> np.ndarray:
         """(3,) :func:`reaches` of ``mark`` from the anchor (its logarithm kept)."""
@@ -510,8 +508,15 @@ class MarginScreen:
         keys -= reach[_OFFSET_LANE][lanes]
         known = slot >= 0
         if known.all():  # all changed again (traders who trade every step): replace the keys
-            self.changed_keys[slot] = keys
-            self.changed_lane[slot] = lanes
+            lo = int(slot[0])
+            if slot[-1] - lo == slot.size - 1 and (slot[1:] > slot[:-1]).all():
+                # one run of the changed list, in order (the same rows as when they were
+                # added): slices, not scattered writes
+                self.changed_keys[lo : lo + slot.size] = keys
+                self.changed_lane[lo : lo + slot.size] = lanes
+            else:
+                self.changed_keys[slot] = keys
+                self.changed_lane[slot] = lanes
             return reach
         if known.any():  # changed again: replace the key
             self.changed_keys[slot[known]] = keys[known]
