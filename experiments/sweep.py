@@ -451,7 +451,7 @@ def plan_runs(spec: SweepSpec, points: list[dict] | None = None) -> list[RunTask
 # --------------------------------------------------------------------------------------------
 
 
-def run_metrics(model, liquidations: pd.DataFrame | None = None) -> dict[str, Any]:
+def run_metrics(model) -> dict[str, Any]:
     """The run's headline metrics, flattened to scalars (one row of runs.parquet).
 
     ``summary()`` nests per-asset values; here ``max_drawdown`` and ``amplification`` are the
@@ -459,8 +459,8 @@ def run_metrics(model, liquidations: pd.DataFrame | None = None) -> dict[str, An
     per asset (cross-asset contagion shows up in the assets that were not shocked).
 
     Args:
-        model: a finished run.
-        liquidations: its liquidations table, when the caller has it already.
+        model: a finished run (its fill log's columns, not the liquidations table: building
+            the table would cost more than the run's summary).
     """
     summary = model.summary()
     out: dict[str, Any] = {}
@@ -479,14 +479,9 @@ def run_metrics(model, liquidations: pd.DataFrame | None = None) -> dict[str, An
             out[f"n_{key}"] = len(value)
         else:
             out[key] = value
-    if liquidations is None:  # the fill log's columns: the table's, without building it
-        fills = model.engine.fills.columns()
-        codes, weights = fills["asset"], fills["notional"]
-        kept = fills["kind"] != Kind.COLLATERAL  # sales of collateral: collateral_sold_notional
-    else:
-        codes = liquidations["asset"].cat.codes.to_numpy()  # categories: the model's symbols
-        weights = liquidations["notional"].to_numpy(dtype=float)
-        kept = (liquidations["kind"] != "collateral").to_numpy(dtype=bool)
+    fills = model.engine.fills.columns()
+    codes, weights = fills["asset"], fills["notional"]
+    kept = fills["kind"] != Kind.COLLATERAL  # sales of collateral: collateral_sold_notional
     if not kept.all():
         codes, weights = codes[kept], weights[kept]
     notional = np.bincount(codes, weights=weights, minlength=len(model.symbols))
