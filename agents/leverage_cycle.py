@@ -74,13 +74,14 @@ class ElasticDemand(RestingOrders):
         return a == 0 and bool(self.live.any())
 
     def allocate(self, quantity, price):
-        """Each row fills its own demand at the walk's price (together: ``quantity``)."""
+        """Each row fills its own demand at the walk's price, the last row what is left of
+        ``quantity``, so that the fills add up to what the walk absorbed to the bit."""
         rows, xi = self.rows[self.live], self.xi[self.live]
         dq = np.zeros((rows.size, self.book.n_assets))
-        if rows.size == 1:
-            dq[0, 0] = float(np.asarray(quantity)[0])
-        else:
-            dq[:, 0] = xi / float(np.asarray(price)[0]) - self.book.qty[rows, 0]
+        if rows.size == 0:  # every row withdrew (the walk then gives them nothing)
+            return rows, dq
+        dq[:-1, 0] = xi[:-1] / float(np.asarray(price)[0]) - self.book.qty[rows[:-1], 0]
+        dq[-1, 0] = float(np.asarray(quantity)[0]) - dq[:-1, 0].sum()
         return rows, dq
 
     def cancel(self, rows) -> None:
