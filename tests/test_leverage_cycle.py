@@ -19,14 +19,15 @@ from experiments.validation import thurner_engine as te
 from model import ContagionModel, load_config
 
 CONFIG = te.CONFIG
-NO_MAKERS = {"liquidity.makers": 0, "liquidity.backstop": 1e-9, "assets.X.depth": 1.0}
+# the paper's N (units the noise trader holds), V (the value) and W0 (a fund's equity)
+N_SHARES, V, W0 = 1000.0, 1.0, 2.0
 
 
 def _run_returns(tmp_path, *args) -> np.ndarray:
     out = tmp_path / "run"
     assert main(["run", str(CONFIG), "--out", str(out), "--quiet", *args]) == 0
     price = pd.read_parquet(out / "market.parquet")["price"].to_numpy()
-    return np.diff(np.log(np.r_[te.V, price]))
+    return np.diff(np.log(np.r_[V, price]))
 
 
 @pytest.mark.slow
@@ -45,22 +46,25 @@ def test_the_config_run_is_check_6d_to_the_bit(tmp_path, variant, control):
     np.testing.assert_array_equal(got, want)
 
 
-def test_the_check_modules_quantities_are_the_configs():
-    """The quantities docs/validation.md quotes from experiments.validation.thurner_engine are
-    those of the config and its population file (one definition of the market)."""
+def test_the_config_is_the_papers_market():
+    """The config and its population file hold the market of Thurner, Farmer and Geanakoplos
+    that checks 4b and 6d describe (docs/validation.md quotes these values from the file):
+    N = 1,000 units with the noise trader, value 1, ten flat funds of W0 = 2 whose
+    aggressiveness runs over check 4b's, default at 10% and re-entry after 100 steps, margin
+    calls at the cap with a buffer of 0.1."""
     cfg = load_config(CONFIG)
     pop = pd.read_csv(CONFIG.parent / cfg.traders.population)
     noise = pop[pop["strategy"] == "noise_demand"]
     funds = pop[pop["strategy"] == "leverage_cycle"]
     fund_rule = cfg.traders.rules["leverage_cycle"]
     assert (len(noise), len(funds)) == (1, len(te.BETAS))
-    assert noise["quantity"].item() == te.N_SHARES
-    assert cfg.assets[0].price == te.V and cfg.market.volatility == 0.0
-    assert (funds["collateral"] == te.W0).all() and (funds["quantity"] == 0).all()
+    assert noise["quantity"].item() == N_SHARES
+    assert cfg.assets[0].price == V and cfg.market.volatility == 0.0
+    assert (funds["collateral"] == W0).all() and (funds["quantity"] == 0).all()
     assert (fund_rule.aggressiveness_first, fund_rule.aggressiveness_last) == (50.0, 500.0)
     assert te.BETAS[0] == 50.0 and te.BETAS[-1] == 500.0
-    assert fund_rule.floor == te.DEFAULT_FLOOR and fund_rule.reentry_steps == te.REENTRY
-    assert cfg.margin.buffer == te.MARGIN_BUFFER
+    assert (fund_rule.floor, fund_rule.reentry_steps) == (0.1, 100)
+    assert cfg.margin.buffer == 0.1
     assert cfg.margin.maintenance == 1.0 / cfg.assets[0].max_leverage  # calls at the cap
 
 
@@ -68,11 +72,11 @@ def test_noise_demand_reverts_to_its_mean_in_closed_form():
     """With no shocks (sigma 0) a demand started at twice its mean reverts as
     log xi_t = log N + rho^t log 2; above the value the funds hold nothing, so each walk
     clears the demand alone and the price is xi_t / N = 2 ** (rho ** t)."""
-    over = {"traders.rules.noise_demand.sigma": 0.0, **NO_MAKERS}
+    over = {"traders.rules.noise_demand.sigma": 0.0, **te.NO_MAKERS}
     m = ContagionModel(load_config(CONFIG, overrides=over), create_agents=False)
     noise, rows = m.strategies["noise_demand"], m.strategy_rows["noise_demand"]
     noise._setup(rows)  # the demand's state, then moved to twice its mean
-    noise.log_xi[:] = math.log(2.0 * te.N_SHARES)
+    noise.log_xi[:] = math.log(2.0 * N_SHARES)
     rho = m.config.traders.rules["noise_demand"].rho
     for t in range(1, 120):
         m.step()
@@ -90,7 +94,7 @@ def test_money_is_conserved_through_calls_defaults_flows_and_the_makers():
     rows = m.liquidity.maker_rows
     assert (m.book.qty[rows] == 0).all() and len(rows) == 5
     # the noise trader's curve xi / p buys N (1 / 0.99 - 1) units for a 1% fall at the value
-    assert cfg.assets[0].depth == pytest.approx(te.N_SHARES * (1 / 0.99 - 1), rel=0.011)
+    assert cfg.assets[0].depth == pytest.approx(N_SHARES * (1 / 0.99 - 1), rel=0.011)
     calls = 0
     for _ in range(1500):
         m.step()

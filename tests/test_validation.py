@@ -383,12 +383,13 @@ def test_tfg_through_the_engine_clears_against_the_noise_traders_curve():
     from experiments.validation import thurner_engine as te
 
     market = te.TFGMarket(5.0, seed=11)
-    noise = market.noise
-    noise._setup(market.model.strategy_rows["noise_demand"])
-    noise.log_xi[:] = math.log(2.0 * te.N_SHARES)  # the price starts near 2: funds stay out
+    noise, rows = market.noise, market.model.strategy_rows["noise_demand"]
+    n = market.model.book.qty[rows[0], 0]  # the N units the noise trader holds at the start
+    noise._setup(rows)
+    noise.log_xi[:] = math.log(2.0 * n)  # the price starts near 2: funds stay out
     for _ in range(150):
         price = market.step()
-        np.testing.assert_allclose(price, noise.demand.xi[0] / te.N_SHARES, rtol=1e-8)
+        np.testing.assert_allclose(price, noise.demand.xi[0] / n, rtol=1e-8)
         assert market.model.book.qty[market.fund_rows, 0].sum() == 0.0
     m = market.model
     assert abs(m.money()["total"] - m.initial_money - m.deposits) < 1e-9 * 1e4

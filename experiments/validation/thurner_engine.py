@@ -59,19 +59,9 @@ __all__ = [
 ]
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "leverage-cycle.toml"
-# The paper's quantities, as experiments/configs/leverage-cycle.toml sets them (the file is the
-# market's definition; tests/test_validation.py checks that these agree with it)
-N_SHARES = 1000.0  # units the noise trader holds at the start (its population file row)
-V = 1.0  # the asset's value
-W0 = 2.0  # a fund's initial (and re-entry) equity
+# (the market's quantities, V, N, W0, the funds' floor and re-entry, the margin buffer: the file)
 PAPER_BETAS = tuple(5.0 * h for h in range(1, 11))
 BETAS = tuple(10.0 * b for b in PAPER_BETAS)
-DEFAULT_FLOOR = 0.1
-REENTRY = 100
-# A margin call sells down to leverage lambda / (1 + buffer) at the round's mark: the sale's own
-# impact on the noise trader's curve would otherwise leave the fund just under the cap round
-# after round (a geometric sequence of ever smaller calls).
-MARGIN_BUFFER = 0.1
 # check 4b's book: no makers, the noise trader's curve alone (a backstop of 1e-9 of it)
 NO_MAKERS = {"liquidity.makers": 0, "liquidity.backstop": 1e-9, "assets.X.depth": 1.0}
 
@@ -136,7 +126,7 @@ def tfg_engine_prices(cap: float, steps: int, seed: int, betas=BETAS, **options)
     (``options``: :class:`TFGMarket`'s keywords)."""
     market = TFGMarket(cap, seed, betas, **options)
     prices = np.empty(steps + 1)
-    prices[0] = V
+    prices[0] = market.model.market.initial_price[0]  # the value V
     for t in range(steps):
         prices[t + 1] = market.step()
     return prices, market
