@@ -37,6 +37,7 @@ from experiments.validation.stylized_facts import acf, return_stats
 __all__ = [
     "ABLATIONS",
     "ABOUT_ZERO",
+    "QUICK_PLAN",
     "CONFIG",
     "PREDICTIONS",
     "SEEDS",
@@ -46,6 +47,7 @@ __all__ = [
     "draw_facts",
     "full_plan",
     "run_endogenous",
+    "run_plan",
     "run_variants",
     "score_ablations",
     "seed_table",
@@ -212,29 +214,45 @@ def score_ablations(runs: pd.DataFrame, predictions: dict | None = None) -> pd.D
 
 def endogenous_run(variant: str, seed: int, steps=None, burn_in: int = BURN_IN) -> dict:
     """One run's row: its statistics after ``burn_in``, the impact share, and run facts."""
-    r, rf, info = endogenous_returns(seed, ABLATIONS[variant], steps)
+    return _config_run(variant, seed, steps, burn_in)[0]
+
+
+def _config_run(name, seed, steps, burn_in, ablations=ABLATIONS, config=CONFIG):
+    """One run of a config's variant: its row and its returns after ``burn_in``."""
+    r, rf, info = endogenous_returns(seed, ablations[name], steps, config)
     stats = return_stats(r[burn_in:])
     share = impact_share(r[burn_in:], rf[burn_in:])
-    return {"variant": variant, "seed": seed, **stats, "impact share": share, **info}
+    row = {"variant": name, "seed": seed, **stats, "impact share": share, **info}
+    return row, r[burn_in:]
 
 
-def _run(plan, steps, burn_in, ablations=ABLATIONS, config=CONFIG) -> tuple[pd.DataFrame, dict]:
+def run_plan(plan, run_one, out_dir, figure: str) -> tuple[pd.DataFrame, list[str]]:
+    """The runs of ``plan`` ((variant, seeds) pairs), each ``run_one(variant, seed) -> (row,
+    returns)``: their table and the figure of the first seed's returns of each variant
+    (``figure``, in ``out_dir`` when one is given; its name listed)."""
     rows, series = [], {}
     for name, seeds in plan:
         for seed in seeds:
-            r, rf, info = endogenous_returns(seed, ablations[name], steps, config)
-            stats = return_stats(r[burn_in:])
-            share = impact_share(r[burn_in:], rf[burn_in:])
-            rows.append({"variant": name, "seed": seed, **stats, "impact share": share, **info})
+            row, r = run_one(name, seed)
+            rows.append(row)
             if seed == seeds[0]:
-                series[name] = r[burn_in:]
-    return pd.DataFrame(rows), series
+                series[name] = r
+    figures = []
+    path = figure_path(out_dir, figure)
+    if path is not None:
+        draw_facts(path, series)
+        figures.append(path.name)
+    return pd.DataFrame(rows), figures
+
+
+# the quick variant's runs: F and its control at the first seed
+QUICK_PLAN = [("F", SEEDS[:1]), ("C1", SEEDS[:1])]
 
 
 def _plan(quick: bool, ablations=ABLATIONS):
     """(variant, seeds) pairs, steps (None: the config's), burn-in, seeds needed of five."""
     if quick:
-        return [("F", SEEDS[:1]), ("C1", SEEDS[:1])], 1500, 300, 1
+        return QUICK_PLAN, 1500, 300, 1
     return full_plan(ablations), None, BURN_IN, 4
 
 
@@ -256,12 +274,11 @@ def run_variants(quick, out_dir, *, ablations=ABLATIONS, config=CONFIG, **result
     6b's from :mod:`experiments.validation.endogenous_v2`); ``result``: the keywords of
     :func:`endogenous_result` that name the check."""
     plan, steps, burn_in, _ = _plan(quick, ablations)
-    runs, series = _run(plan, steps, burn_in, ablations, config)
-    figures = []
-    path = figure_path(out_dir, result.get("figure", "endogenous.png"))
-    if path is not None:
-        draw_facts(path, series)
-        figures.append(path.name)
+
+    def run_one(name, seed):
+        return _config_run(name, seed, steps, burn_in, ablations, config)
+
+    runs, figures = run_plan(plan, run_one, out_dir, result.get("figure", "endogenous.png"))
     return endogenous_result(runs, quick=quick, figures=figures, ablations=ablations, **result)
 
 

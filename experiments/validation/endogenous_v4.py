@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.validation import endogenous as six
-from experiments.validation import figure_path, single_threaded_blas
+from experiments.validation import single_threaded_blas
 from experiments.validation.endogenous import ABOUT_ZERO, SEEDS
 from experiments.validation.stylized_facts import return_stats
 from experiments.validation.thurner_engine import tfg_engine_prices
@@ -130,21 +130,14 @@ def run_endogenous_v4(quick: bool = False, out_dir=None) -> dict:
     """F and its control over five seeds; in the full variant also the ablations A2-A4, over
     the first three seeds (check 6's plan)."""
     steps, burn_in = (QUICK_STEPS, QUICK_BURN_IN) if quick else (STEPS, BURN_IN)
-    plan = [("F", SEEDS[:1]), ("C1", SEEDS[:1])] if quick else six.full_plan(VARIANTS)
-    rows, series = [], {}
-    for name, seeds in plan:
-        for seed in seeds:
-            row, r = endogenous_v4_run(name, seed, steps, burn_in)
-            rows.append(row)
-            if seed == seeds[0]:
-                series[name] = r
-    figures = []
-    path = figure_path(out_dir, "endogenous_v4.png")
-    if path is not None:
-        six.draw_facts(path, series)
-        figures.append(path.name)
+    plan = six.QUICK_PLAN if quick else six.full_plan(VARIANTS)
+
+    def run_one(name, seed):
+        return endogenous_v4_run(name, seed, steps, burn_in)
+
+    runs, figures = six.run_plan(plan, run_one, out_dir, "endogenous_v4.png")
     return six.endogenous_result(
-        pd.DataFrame(rows),
+        runs,
         quick=quick,
         figures=figures,
         ablations=VARIANTS,
