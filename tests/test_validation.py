@@ -414,6 +414,12 @@ def test_tfg_funds_are_margin_called_back_under_the_cap():
     assert market.margin_calls > 20
 
 
+def _at_42_to_44(variant, *stats):
+    """One made-up run of ``variant`` at each of seeds 42-44 with the same statistics
+    (:func:`_facts_row`'s order): the ablations' medians are then these values."""
+    return [_facts_row(variant, seed, *stats) for seed in (42, 43, 44)]
+
+
 def _made_up_f():
     """F at seeds 42-44 with medians: kurtosis 8, Hill 3, ACF(r, 1) -0.06, ACF(|r|, 1) 0.3,
     ACF(|r|, 50) 0.10 (the predictions-by-hand tests score ablations against them)."""
@@ -472,11 +478,11 @@ def test_endogenous_ablation_predictions_scored_against_f_on_the_same_seeds():
         _facts_row("C1", s, 1.0, 5.0, 0.0, 0.05, 0.06 if s < 45 else 0.0)
         for s in (42, 43, 44, 45, 46)
     ]
-    rows += [_facts_row("A2", s, 4.0, 3.0, -0.05, 0.2, 0.04) for s in (42, 43, 44)]
-    rows += [_facts_row("A3", s, 2.0, 3.0, -0.03, 0.2, 0.1) for s in (42, 43, 44)]
-    rows += [_facts_row("A4", s, 5.0, 3.0, -0.05, 0.35, 0.1) for s in (42, 43, 44)]
-    rows += [_facts_row("A5", s, 8.5, 3.0, -0.05, 0.3, 0.1) for s in (42, 43, 44)]
-    rows += [_facts_row("A6", s, 8.0, 3.0, -0.05, 0.3, 0.1) for s in (42, 43, 44)]
+    rows += _at_42_to_44("A2", 4.0, 3.0, -0.05, 0.2, 0.04)
+    rows += _at_42_to_44("A3", 2.0, 3.0, -0.03, 0.2, 0.1)
+    rows += _at_42_to_44("A4", 5.0, 3.0, -0.05, 0.35, 0.1)
+    rows += _at_42_to_44("A5", 8.5, 3.0, -0.05, 0.3, 0.1)
+    rows += _at_42_to_44("A6", 8.0, 3.0, -0.05, 0.3, 0.1)
     scores = score_ablations(pd.DataFrame(rows))
     assert list(scores.index) == ["A1 (C1)", "A2", "A3", "A4", "A5", "A6"]
     assert scores.loc["A2", "ACF(|r|, 50) (F)"] == pytest.approx(0.10)
@@ -500,13 +506,13 @@ def test_endogenous_v2_predictions_scored_by_hand():
     from experiments.validation.endogenous_v2 import PREDICTIONS
 
     rows = _made_up_f()
-    rows += [_facts_row("C1", s, 1.0, 5.0, 0.0, 0.05, 0.0) for s in (42, 43, 44)]
-    rows += [_facts_row("A2", s, 7.5, 3.0, -0.05, 0.2, 0.1) for s in (42, 43, 44)]
-    rows += [_facts_row("A3", s, 8.0, 3.0, -0.05, 0.2, 0.1) for s in (42, 43, 44)]
-    rows += [_facts_row("A4", s, 5.0, 3.0, -0.05, 0.25, 0.1) for s in (42, 43, 44)]
-    rows += [_facts_row("A5", s, 8.0, 3.0, -0.45, 0.3, 0.1) for s in (42, 43, 44)]
-    rows += [_facts_row("A6", s, 9.0, 3.0, -0.05, 0.3, 0.1) for s in (42, 43, 44)]
-    rows += [_facts_row("A7", s, 9.0, 3.0, -0.05, 0.3, 0.5) for s in (42, 43, 44)]
+    rows += _at_42_to_44("C1", 1.0, 5.0, 0.0, 0.05, 0.0)
+    rows += _at_42_to_44("A2", 7.5, 3.0, -0.05, 0.2, 0.1)
+    rows += _at_42_to_44("A3", 8.0, 3.0, -0.05, 0.2, 0.1)
+    rows += _at_42_to_44("A4", 5.0, 3.0, -0.05, 0.25, 0.1)
+    rows += _at_42_to_44("A5", 8.0, 3.0, -0.45, 0.3, 0.1)
+    rows += _at_42_to_44("A6", 9.0, 3.0, -0.05, 0.3, 0.1)
+    rows += _at_42_to_44("A7", 9.0, 3.0, -0.05, 0.3, 0.5)
     scores = score_ablations(pd.DataFrame(rows), PREDICTIONS)
     assert list(scores.index) == ["A1 (C1)", "A2", "A3", "A4", "A5", "A6", "A7"]
     confirmed = scores["confirmed"].to_dict()
@@ -530,15 +536,15 @@ def test_endogenous_v3_predictions_scored_by_hand():
 
     assert ABLATIONS["A8"] == {"liquidity.basis_share": 0.3}
     rows = _made_up_f()
-    rows += [_facts_row("C1", s, 1.0, 5.0, 0.0, 0.05, 0.0) for s in (42, 43, 44)]
-    rows += [_facts_row("A2", s, 8.5, 3.0, -0.05, 0.2, 0.1) for s in (42, 43, 44)]
-    rows += [_facts_row("A3", s, 8.0, 3.0, -0.05, 0.2, 0.05) for s in (42, 43, 44)]
-    rows += [_facts_row("A4", s, 9.0, 3.0, -0.05, 0.25, 0.1) for s in (42, 43, 44)]
-    rows += [_facts_row("A5", s, 8.0, 3.0, -0.02, 0.3, 0.1) for s in (42, 43, 44)]
-    rows += [_facts_row("A6", s, 7.0, 3.0, -0.05, 0.3, 0.1) for s in (42, 43, 44)]
-    rows += [_facts_row("A7", s, 9.0, 3.0, -0.05, 0.3, 0.1) for s in (42, 43, 44)]
+    rows += _at_42_to_44("C1", 1.0, 5.0, 0.0, 0.05, 0.0)
+    rows += _at_42_to_44("A2", 8.5, 3.0, -0.05, 0.2, 0.1)
+    rows += _at_42_to_44("A3", 8.0, 3.0, -0.05, 0.2, 0.05)
+    rows += _at_42_to_44("A4", 9.0, 3.0, -0.05, 0.25, 0.1)
+    rows += _at_42_to_44("A5", 8.0, 3.0, -0.02, 0.3, 0.1)
+    rows += _at_42_to_44("A6", 7.0, 3.0, -0.05, 0.3, 0.1)
+    rows += _at_42_to_44("A7", 9.0, 3.0, -0.05, 0.3, 0.1)
     # A8: ACF(|r|, 1) 0.34 (0.04 from 0.3: within), ACF(|r|, 50) 0.16 (0.06 from 0.10: not)
-    rows += [_facts_row("A8", s, 8.0, 3.0, -0.05, 0.34, 0.16) for s in (42, 43, 44)]
+    rows += _at_42_to_44("A8", 8.0, 3.0, -0.05, 0.34, 0.16)
     scores = score_ablations(pd.DataFrame(rows), PREDICTIONS)
     assert list(scores.index) == ["A1 (C1)", "A2", "A3", "A4", "A5", "A6", "A7", "A8"]
     assert scores["confirmed"].to_dict() == {
@@ -564,10 +570,10 @@ def test_endogenous_v4_predictions_scored_by_hand():
 
     assert VARIANTS["A3"] == (20.0, None, {}) and VARIANTS["A4"][2] == {"maintenance": 0.0}
     rows = _made_up_f()
-    rows += [_facts_row("C1", s, 1.0, 5.0, 0.0, 0.05, 0.06) for s in (42, 43, 44)]
-    rows += [_facts_row("A2", s, 8.5, 3.0, -0.05, 0.2, 0.049) for s in (42, 43, 44)]
-    rows += [_facts_row("A3", s, 12.0, 3.0, -0.05, 0.2, -0.06) for s in (42, 43, 44)]
-    rows += [_facts_row("A4", s, 7.0, 3.0, -0.05, 0.3, 0.1) for s in (42, 43, 44)]
+    rows += _at_42_to_44("C1", 1.0, 5.0, 0.0, 0.05, 0.06)
+    rows += _at_42_to_44("A2", 8.5, 3.0, -0.05, 0.2, 0.049)
+    rows += _at_42_to_44("A3", 12.0, 3.0, -0.05, 0.2, -0.06)
+    rows += _at_42_to_44("A4", 7.0, 3.0, -0.05, 0.3, 0.1)
     scores = score_ablations(pd.DataFrame(rows), PREDICTIONS)
     assert list(scores.index) == ["A1 (C1)", "A2", "A3", "A4"]
     assert scores["confirmed"].to_dict() == {
