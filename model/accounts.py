@@ -413,7 +413,7 @@ class AccountBook:
         """(k,) wallet plus unrealised PnL of the cross positions (plus the haircut value of the
         collateral holdings, when there are collateral assets)."""
         w, q, e, iso = self.read(rows, "wallet", "qty", "entry", "isolated")
-        if self._compiled(q.shape[0]):  # the same arithmetic, one loop (model.kernels)
+        if self._compiled():  # the same arithmetic, one loop (model.kernels)
             cash = np.empty(q.shape[0])
             kernels.equities(w, _NO_MARGINS, q, e, iso, np.asarray(mark, dtype=float), True, cash)
         else:
@@ -434,7 +434,7 @@ class AccountBook:
         """(k,) everything the trader owns: wallet, isolated margins, unrealised PnL (and the
         collateral holdings at full market value)."""
         w, m, q, e = self.read(rows, "wallet", "margin", "qty", "entry")
-        if self._compiled(q.shape[0]):  # the same arithmetic, one loop (model.kernels)
+        if self._compiled():  # the same arithmetic, one loop (model.kernels)
             eq = np.empty(q.shape[0])
             kernels.equities(w, m, q, e, _NO_FLAGS, np.asarray(mark, dtype=float), False, eq)
         else:
@@ -714,17 +714,16 @@ class AccountBook:
         log.pending, log.last, log.everything = [], None, False
         return None if everything else pending
 
-    def _compiled(self, rows: int) -> bool:
-        """Whether the compiled kernels (:mod:`model.kernels`) do the arithmetic of ``rows``
-        rows read: a batch large enough, numba installed, and 1 to 7 assets (beyond, numpy
-        sums a row in another order than the kernels)."""
-        return 0 < self.n_assets < 8 and kernels.use(rows)
+    def _compiled(self) -> bool:
+        """Whether the compiled kernels (:mod:`model.kernels`) do this book's row arithmetic:
+        a book large enough (:func:`model.kernels.use`), numba installed, and 1 to 7 assets
+        (beyond, numpy sums a row in another order than the kernels)."""
+        return 0 < self.n_assets < 8 and kernels.use(self.n_traders)
 
     def liquidatable(self, mark, rows) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`cross_liquidatable` and :meth:`isolated_liquidatable` of ``rows`` together:
         ``(cross (k,), iso (k, A))``."""
-        count = len(range(*rows.indices(self.n_traders))) if isinstance(rows, slice) else None
-        if not self._compiled(np.size(rows) if count is None else count):
+        if not self._compiled():
             return self.cross_liquidatable(mark, rows), self.isolated_liquidatable(mark, rows)
         w, q, e, m, flags = self.read(rows, "wallet", "qty", "entry", "margin", "isolated")
         cross = np.empty(q.shape[0], dtype=bool)
@@ -748,7 +747,7 @@ class AccountBook:
             ``(realized, closed)`` per position, as :func:`apply_fills` does.
         """
         q0, e0, iso = self.read(rows, "qty", "entry", "isolated")
-        if self._compiled(np.shape(dq)[0]):  # the same arithmetic, one loop (model.kernels)
+        if self._compiled():  # the same arithmetic, one loop (model.kernels)
             dq = np.asarray(dq, dtype=float)
             q, e, realized, closed, traded = (np.empty(dq.shape) for _ in range(5))
             cash, net = np.empty(dq.shape[0]), np.empty(dq.shape[1])
