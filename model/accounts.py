@@ -715,9 +715,10 @@ class AccountBook:
         return None if everything else pending
 
     def _compiled(self) -> bool:
-        """Whether the compiled kernels (:mod:`model.kernels`) do this book's row arithmetic:
-        a book large enough (:func:`model.kernels.use`), numba installed, and 1 to 7 assets
-        (beyond, numpy sums a row in another order than the kernels)."""
+        """Whether the compiled kernels (:mod:`model.kernels`) do this book's row arithmetic,
+        for batches of any size: a book large enough (:func:`model.kernels.use`), numba
+        installed, and 1 to 7 assets (beyond, numpy sums a row in another order than the
+        kernels)."""
         return 0 < self.n_assets < 8 and kernels.use(self.n_traders)
 
     def liquidatable(self, mark, rows) -> tuple[np.ndarray, np.ndarray]:

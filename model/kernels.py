@@ -27,15 +27,16 @@ compares them on random books, and whole runs with and without them. The headroo
 is left out of the kernel: numpy takes it afterwards, vectorised, on both paths
 (:func:`model.screen.to_headroom`).
 
-They are used for the books of at least :data:`MIN_ROWS` accounts when numba is installed (the
-optional extra ``fast``) and the environment variable ``CONTAGION_NUMBA`` is not ``0``:
-:func:`enabled` imports numba and compiles the kernels on first use (cached on disk, in
-``model/__pycache__``), and the engine calls the numpy functions otherwise. In a large book
-they take every batch, the few hundred rows of a liquidation round as well as the whole book:
-there one compiled call costs less than numpy's dozens of passes. Small books stay with numpy:
-a process that never meets a large book (a sweep's worker, a small run) never pays numba's
-import and the kernels' load (about a second). Without numba the functions below are plain
-Python and never called.
+They are used when numba is installed (the optional extra ``fast``) and the environment
+variable ``CONTAGION_NUMBA`` is not ``0``: :func:`enabled` imports numba and compiles the
+kernels on first use (cached on disk, in ``model/__pycache__``), and the engine calls the numpy
+functions otherwise. The account book's own arithmetic (fills, the exact check, equities) goes
+to them for every batch of a book of at least :data:`MIN_ROWS` accounts, the few hundred rows
+of a liquidation round as well as the whole book: there one compiled call costs less than
+numpy's dozens. The margin cap, the screen's headroom and column sums take them for batches of
+at least :data:`MIN_ROWS` rows. Small books stay with numpy: a process that never meets a large
+book (a sweep's worker, a small run) never pays numba's import and the kernels' load (about a
+second). Without numba the functions below are plain Python and never called.
 """
 
 from __future__ import annotations
@@ -56,16 +57,16 @@ __all__ = [
     "use",
 ]
 
-# Least accounts of a book whose arithmetic the kernels take (fewer: the numpy functions); for
-# column sums (:func:`model.accounts.column_sum`, given no book), the least rows of the batch
+# Least accounts of a book whose own arithmetic the kernels take, and least rows of a batch of
+# the margin cap, the screen or a column sum (fewer: the numpy functions)
 MIN_ROWS = 4096
 
 _enabled: bool | None = None
 
 
 def use(rows: int) -> bool:
-    """Whether the arithmetic of a book of ``rows`` accounts goes to the kernels (at least
-    :data:`MIN_ROWS`, and :func:`enabled`)."""
+    """Whether the arithmetic of ``rows`` rows (a book's accounts or a batch's rows, as the
+    caller decides) goes to the kernels: at least :data:`MIN_ROWS`, and :func:`enabled`."""
     return rows >= MIN_ROWS and enabled()
 
 

@@ -260,7 +260,7 @@ def _cap_batch(
     price = market.price
     lev = np.broadcast_to(lev, np.shape(dq))
     equity = book.cross_equity(price, rows)
-    if 0 < book.n_assets < 8 and kernels.use(book.n_traders):  # the same, one loop a sizing
+    if 0 < book.n_assets < 8 and kernels.use(dq.shape[0]):  # the same, one loop a sizing
         dq = np.asarray(dq, dtype=float)
         out, net = np.empty(dq.shape), np.empty(dq.shape[1])
         scale, factor, work = np.ones(dq.shape[0]), np.empty(dq.shape[0]), np.empty((3, len(dq)))

@@ -364,7 +364,7 @@ class MarginScreen:
         book = self.book
         n = book.n_traders if rows is None else len(rows)
         keys, lanes = out if out is not None else (np.empty(n), np.empty(n, dtype=np.int8))
-        if book.n_assets and kernels.use(book.n_traders):
+        if book.n_assets and kernels.use(n):
             self._compiled_headroom(mark, rows, keys, lanes)
             return keys, lanes
         step = max(SCREEN_BLOCK_ELEMENTS // max(book.n_assets, 1), 256)

@@ -270,3 +270,23 @@ def test_column_sums_equal_numpy_to_the_bit():
             pairwise = np.array([x[:, j].sum() for j in range(a)])
             if k > 1000:  # (the columns' own sums add in another order: not these bits)
                 assert not same_bytes(pairwise, x.sum(axis=0))
+
+
+def test_a_large_book_sends_every_batch_to_the_kernels_and_a_small_one_none(monkeypatch):
+    """The book's size decides (model.kernels.use): in a book of MIN_ROWS accounts a fill and a
+    margin check of one row go to the kernels; in a book one account smaller they stay with
+    numpy, so a small run never loads numba."""
+    monkeypatch.setattr(kernels, "MIN_ROWS", 500)
+    calls = []
+    for name in ("apply_fills", "liquidatable"):
+        real = getattr(kernels, name)
+        monkeypatch.setattr(
+            kernels, name, lambda *a, real=real, name=name: (calls.append(name), real(*a))[1]
+        )
+    for n, expected in ((500, ["liquidatable", "apply_fills"]), (499, [])):
+        calls.clear()
+        book = random_book(np.random.default_rng(3), n=n)
+        row = np.array([7])
+        book.liquidatable(np.array([59000.0, 3100.0]), row)
+        book.fill(row, -book.qty[row], np.array([59000.0, 3100.0]))
+        assert calls == expected, n
