@@ -838,7 +838,8 @@ def _coverage(arg: str) -> dict:
     drawn = draw_truths(summary["truths"], summary["seed"])
     for row in table.itertuples():
         # to a few units in the last place: the draw's exp and log are numpy's, whose results
-        # may move by an ulp between releases; another draw would differ in the first digits
+        # move by an ulp between processors (numpy picks its loops by the processor's
+        # instructions) and releases; another draw would differ in the first digits
         if not np.isclose(row.truth, drawn[row.truth_index][0][row.parameter], rtol=1e-13, atol=0):
             raise ValueError(f"truth {row.truth_index} is not the study's draw")
 
