@@ -936,6 +936,17 @@ def markdown_table(section: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def numpy_simd() -> str:
+    """Whether numpy found AVX-512 on this processor: its ``exp``, ``log`` and ``log1p`` take
+    loops of those instructions where it did and slower scalar ones elsewhere
+    (docs/performance.md, "Remeasured on another machine")."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # pragma: no cover (another numpy layout)
+        return "SIMD unknown"
+    return "AVX-512" if features.get("AVX512F") else "no AVX-512"
+
+
 def machine() -> str:
     """One paragraph about the machine and the software the figures come from."""
     import mesa
@@ -963,7 +974,7 @@ def machine() -> str:
     return (
         f"Machine: {cpu}, {os.cpu_count()} logical CPUs, {mem:.0f} GiB RAM, "
         f"{platform.system()} {platform.release()}; Python {platform.python_version()}, "
-        f"numpy {np.__version__}, Mesa {mesa.__version__}, {compiled}. "
+        f"numpy {np.__version__} ({numpy_simd()}), Mesa {mesa.__version__}, {compiled}. "
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
     )
 

@@ -12,7 +12,7 @@ import pytest
 
 from model import ContagionModel, kernels
 from model.accounts import AccountBook, TierTable, column_sum
-from model.config import build_config
+from model.config import build_config, load_config
 from model.orders import _cap_batch, collect_orders, split_order
 from model.screen import MarginScreen, headroom, to_headroom
 from tests.helpers import small_config
@@ -258,6 +258,45 @@ def test_runs_with_and_without_the_kernels_write_the_same_tables(overrides, monk
     summary0.pop("elapsed_seconds", None), summary1.pop("elapsed_seconds", None)
     assert summary0 == summary1
     assert summary0["liquidations"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "config, overrides, mechanic",
+    [
+        # collateral sold into thin books, auto-exchange of negative wallets
+        ("oct-2025-collateral.toml", {"traders.count": 1500, "steps": 40}, "collateral_sales"),
+        # the fund runs dry and ADL closes profitable positions
+        ("may-2021.toml", {"traders.count": 1500, "steps": 120}, "adl_notional"),
+        # a liquidator vault takes units over at the mark
+        (
+            "oct-2025.toml",
+            {"traders.count": 1500, "steps": 40, "margin.vault": True},
+            "vault_taken_notional",
+        ),
+    ],
+)
+def test_shipped_venues_write_the_same_tables_with_and_without_the_kernels(
+    config, overrides, mechanic, monkeypatch
+):
+    """The kernels take every batch of these books (MIN_ROWS 0, as a large book gives them
+    its rounds' few rows): the fills of collateral sales, ADL and the vault's takeovers too."""
+    cfg = load_config(f"experiments/configs/{config}", overrides)
+
+    def tables():
+        m = ContagionModel(cfg, create_agents=False).run()
+        out = m.tables()
+        out["edges"] = m.recorder.edges_table()
+        return out, m.summary()
+
+    compiled, summary1 = tables()
+    monkeypatch.setattr(kernels, "_enabled", False)
+    plain, summary0 = tables()
+    for name, table in plain.items():
+        assert table.equals(compiled[name]), name
+    summary0.pop("elapsed_seconds", None), summary1.pop("elapsed_seconds", None)
+    assert summary0 == summary1
+    assert summary0["liquidations"] > 0 and summary0[mechanic] > 0
 
 
 def test_column_sums_equal_numpy_to_the_bit():
