@@ -281,6 +281,7 @@ class ContagionModel(mesa.Model):
                 self.liquidation_count,
                 cfg.traders.reentry_steps,
                 eligible=np.arange(self.book.n_traders) < self.n_traders,
+                liquidation_total=lambda: self.liquidation_total,
             )
 
     def _step_series(self) -> mesa.DataCollector:

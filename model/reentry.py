@@ -10,6 +10,8 @@ model's ``deposits``), and money is conserved as initial money plus deposits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from agents.market import Market
@@ -29,6 +31,9 @@ class Reentry:
             liquidation engine's, updated in place).
         cooldown: steps between the liquidation and the re-entry (>= 1).
         eligible: (n,) accounts that may re-enter (default: all).
+        liquidation_total: the sum of ``liquidation_count``, kept by its owner (the engine's
+            running count); when it has not moved since the last step, the counts are not
+            read again (None: read them every step).
 
     Attributes:
         deposits: money deposited by re-entrants so far.
@@ -43,6 +48,7 @@ class Reentry:
         liquidation_count: np.ndarray,
         cooldown: int,
         eligible: np.ndarray | None = None,
+        liquidation_total: Callable[[], int] | None = None,
     ):
         self.book = book
         self.market = market
@@ -65,6 +71,11 @@ class Reentry:
         self.seen = np.zeros(n, dtype=np.int64)
         self.last_liquidation = np.full(n, -1, dtype=np.int64)
         self.last_reentry = np.full(n, -1, dtype=np.int64)
+        self._total = liquidation_total
+        self._seen_total = 0
+        # sorted rows liquidated since their last re-entry that may come back: a calm step
+        # looks only at them, not at the whole book
+        self._waiting = np.zeros(0, dtype=np.int64)
         self.reentries = 0
         self.deposits = 0.0
 
@@ -75,18 +86,12 @@ class Reentry:
             ``(rows, dq, open_leverage)``: (k,), (k, A) and (k, 1) arrays.
         """
         book = self.book
-        count = self.liquidation_count
-        new = count != self.seen
-        if new.any():
-            self.last_liquidation[new] = step - 1  # liquidated in the previous step's rounds
-            self.seen = count.copy()
-        due = (
-            (self.last_liquidation >= 0)
-            & (self.last_liquidation > self.last_reentry)
-            & (step - self.last_liquidation >= self.cooldown)
-            & (self.leverage > 0)
-        )
-        rows = np.flatnonzero(due)
+        total = None if self._total is None else self._total()
+        if total is None or total != self._seen_total:
+            self._note_liquidated(step)
+            self._seen_total = total
+        waiting = self._waiting
+        rows = waiting[step - self.last_liquidation[waiting] >= self.cooldown]
         a = book.n_assets
         if rows.size:
             rows = rows[~(book.qty[rows] != 0).any(axis=1)]  # only flat accounts come back
@@ -98,10 +103,25 @@ class Reentry:
         book.deposit(rows, deposit)
         self.deposits += float(deposit.sum())
         self.last_reentry[rows] = step
+        self._waiting = np.setdiff1d(waiting, rows, assume_unique=True)
         self.reentries += int(rows.size)
         equity = equity + deposit
         dq = self.exposure[rows] * equity[:, None] / price
         return rows, dq, self.leverage[rows][:, None]
+
+    def _note_liquidated(self, step: int) -> None:
+        """Date the accounts liquidated since the last look to the step before ``step`` (its
+        rounds liquidated them) and add those that may come back to the waiting rows: not
+        one liquidated in the step it re-entered (its liquidation is not after its
+        re-entry), nor one that never re-enters."""
+        count = self.liquidation_count
+        new = np.flatnonzero(count != self.seen)
+        if not new.size:
+            return
+        self.last_liquidation[new] = step - 1
+        self.seen[new] = count[new]
+        new = new[(self.last_liquidation[new] > self.last_reentry[new]) & (self.leverage[new] > 0)]
+        self._waiting = np.union1d(self._waiting, new)
 
     def filled(self, rows, dq) -> None:
         """Nothing to remember: re-entered accounts follow their own rule from now on."""

@@ -194,6 +194,48 @@ def test_liquidated_trader_reenters_after_the_cooldown_with_a_deposit():
     np.testing.assert_allclose(steps["deposits"], [0.0, 0.0, 0.0, 200.0])  # cumulative
 
 
+def test_reentrants_each_step_are_those_the_whole_book_rule_names():
+    """Re-entry looks only at the accounts waiting to come back (model.reentry); every step it
+    must name the accounts the rule names over the whole book: liquidated in an earlier
+    step than the cooldown ago, not since re-entered, able to come back, flat. A one-step
+    cooldown at 40x re-enters hundreds of accounts, some liquidated again in the step they
+    came back (their liquidation is then not after their re-entry: they wait for another)."""
+    cfg = build_config(
+        small_config(
+            steps=80,
+            traders={"count": 400, "leverage": 40.0, "reentry_steps": 1},
+            shocks=[
+                {"step": s, "asset": "BTC", "return": -0.06} for s in (5, 6, 7, 20, 21, 40, 41)
+            ],
+        )
+    )
+    m = ContagionModel(cfg, create_agents=False)
+    r = m.reentry
+    n = m.book.n_traders
+    seen, last_liq, last_re = np.zeros(n, np.int64), np.full(n, -1), np.full(n, -1)
+    real = r.orders
+    counts = {"reentered": 0, "liquidated_on_return": 0}
+
+    def checked(step):
+        count = r.liquidation_count
+        new = count != seen
+        last_liq[new] = step - 1
+        counts["liquidated_on_return"] += int(np.count_nonzero(new & (last_liq == last_re)))
+        seen[:] = count
+        due = (last_liq >= 0) & (last_liq > last_re) & (step - last_liq >= 1) & (r.leverage > 0)
+        expected = np.flatnonzero(due & ~(m.book.qty != 0).any(axis=1))
+        rows, dq, lev = real(step)
+        np.testing.assert_array_equal(rows, expected, err_msg=f"step {step}")
+        last_re[rows] = step
+        counts["reentered"] += rows.size
+        return rows, dq, lev
+
+    r.orders = checked
+    m.run()
+    assert counts["reentered"] == r.reentries > 100
+    assert counts["liquidated_on_return"] > 0
+
+
 def test_no_reentry_by_default():
     cfg = one_asset(steps=5, margin={"insurance_fund": 1e6})
     m = ContagionModel(cfg, population=population([200.0, 1e6], [100.0, -1.0])).run()
