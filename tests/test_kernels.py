@@ -228,12 +228,24 @@ def test_cap_orders_split_and_sums_equal_numpy_to_the_bit():
     assert (kind == 3).any() and (reduced == 0).any() and (out == 0).any()
 
 
-def run_tables(data, population=None):
-    cfg = build_config(data)
-    m = ContagionModel(cfg, population=population, create_agents=False).run()
+def run_tables(cfg):
+    m = ContagionModel(cfg, create_agents=False).run()
     tables = m.tables()
     tables["edges"] = m.recorder.edges_table()
     return tables, m.summary()
+
+
+def same_with_and_without_the_kernels(cfg, monkeypatch) -> dict:
+    """Run ``cfg`` with the kernels, then without; assert every table, the edges and the
+    summary equal; return the summary."""
+    compiled, summary1 = run_tables(cfg)
+    monkeypatch.setattr(kernels, "_enabled", False)
+    plain, summary0 = run_tables(cfg)
+    for name, table in plain.items():
+        assert table.equals(compiled[name]), name
+    summary0.pop("elapsed_seconds", None), summary1.pop("elapsed_seconds", None)
+    assert summary0 == summary1
+    return summary0
 
 
 @pytest.mark.slow
@@ -249,15 +261,10 @@ def run_tables(data, population=None):
     ],
 )
 def test_runs_with_and_without_the_kernels_write_the_same_tables(overrides, monkeypatch):
-    data = small_config(steps=25, **overrides)
-    compiled, summary1 = run_tables(data)
-    monkeypatch.setattr(kernels, "_enabled", False)
-    plain, summary0 = run_tables(data)
-    for name, table in plain.items():
-        assert table.equals(compiled[name]), name
-    summary0.pop("elapsed_seconds", None), summary1.pop("elapsed_seconds", None)
-    assert summary0 == summary1
-    assert summary0["liquidations"] > 0
+    summary = same_with_and_without_the_kernels(
+        build_config(small_config(steps=25, **overrides)), monkeypatch
+    )
+    assert summary["liquidations"] > 0
 
 
 @pytest.mark.slow
@@ -282,21 +289,8 @@ def test_shipped_venues_write_the_same_tables_with_and_without_the_kernels(
     """The kernels take every batch of these books (MIN_ROWS 0, as a large book gives them
     its rounds' few rows): the fills of collateral sales, ADL and the vault's takeovers too."""
     cfg = load_config(f"experiments/configs/{config}", overrides)
-
-    def tables():
-        m = ContagionModel(cfg, create_agents=False).run()
-        out = m.tables()
-        out["edges"] = m.recorder.edges_table()
-        return out, m.summary()
-
-    compiled, summary1 = tables()
-    monkeypatch.setattr(kernels, "_enabled", False)
-    plain, summary0 = tables()
-    for name, table in plain.items():
-        assert table.equals(compiled[name]), name
-    summary0.pop("elapsed_seconds", None), summary1.pop("elapsed_seconds", None)
-    assert summary0 == summary1
-    assert summary0["liquidations"] > 0 and summary0[mechanic] > 0
+    summary = same_with_and_without_the_kernels(cfg, monkeypatch)
+    assert summary["liquidations"] > 0 and summary[mechanic] > 0
 
 
 def test_column_sums_equal_numpy_to_the_bit():
