@@ -279,9 +279,9 @@ class ContagionModel(mesa.Model):
                 self.book,
                 self.market,
                 self.liquidation_count,
+                lambda: self.liquidation_total,
                 cfg.traders.reentry_steps,
                 eligible=np.arange(self.book.n_traders) < self.n_traders,
-                liquidation_total=lambda: self.liquidation_total,
             )
 
     def _step_series(self) -> mesa.DataCollector:

@@ -29,11 +29,11 @@ class Reentry:
         book, market: the account book and the market (re-entrants buy at its price).
         liquidation_count: (n,) how many rounds liquidated each account so far (the
             liquidation engine's, updated in place).
-        cooldown: steps between the liquidation and the re-entry (>= 1).
-        eligible: (n,) accounts that may re-enter (default: all).
         liquidation_total: the sum of ``liquidation_count``, kept by its owner (the engine's
             running count); when it has not moved since the last step, the counts are not
-            read again (None: read them every step).
+            read again.
+        cooldown: steps between the liquidation and the re-entry (>= 1).
+        eligible: (n,) accounts that may re-enter (default: all).
 
     Attributes:
         deposits: money deposited by re-entrants so far.
@@ -46,9 +46,9 @@ class Reentry:
         book: AccountBook,
         market: Market,
         liquidation_count: np.ndarray,
+        liquidation_total: Callable[[], int],
         cooldown: int,
         eligible: np.ndarray | None = None,
-        liquidation_total: Callable[[], int] | None = None,
     ):
         self.book = book
         self.market = market
@@ -86,8 +86,8 @@ class Reentry:
             ``(rows, dq, open_leverage)``: (k,), (k, A) and (k, 1) arrays.
         """
         book = self.book
-        total = None if self._total is None else self._total()
-        if total is None or total != self._seen_total:
+        total = self._total()
+        if total != self._seen_total:
             self._note_liquidated(step)
             self._seen_total = total
         waiting = self._waiting
