@@ -947,6 +947,34 @@ def numpy_simd() -> str:
     return "AVX-512" if features.get("AVX512F") else "no AVX-512"
 
 
+def machine_speed(repeats: int = 5) -> str:
+    """How fast this machine is at the three kinds of work the figures mix, each the least of
+    ``repeats`` timings: numpy's ``log1p`` (a transcendental loop, whose speed depends on the
+    processor's vector instructions), numpy's normal draws, and a plain Python loop (the
+    per-agent reference's kind of work). The same kind of machine can differ by half from one
+    day to the next (docs/performance.md, "Remeasured on another machine"): figures from two
+    runs compare through these."""
+    values = np.linspace(0.0, 1.0, 1_000_000)
+    rng = np.random.default_rng(0)
+
+    def python_loop(n=200_000):
+        total = 0.0
+        for i in range(n):
+            total += i * 0.5
+        return total
+
+    def ns(fn, per):
+        return cpu_min(fn, repeats) * 1e9 / per
+
+    log1p = ns(lambda: np.log1p(values), values.size)
+    normal = ns(lambda: rng.standard_normal(values.size), values.size)
+    loop = ns(python_loop, 200_000)
+    return (
+        f"Machine speed (least of {repeats}): numpy log1p {log1p:.1f} ns a value, normal draws "
+        f"{normal:.1f} ns a value, a Python loop {loop:.1f} ns an iteration."
+    )
+
+
 def machine() -> str:
     """One paragraph about the machine and the software the figures come from."""
     import mesa
@@ -992,6 +1020,7 @@ def main(argv=None) -> int:
         f"<!-- numbers: measured {stamp}, the machine of the line below, CPU times of "
         "processes sharing it with other work -->\n",
         f"{machine()}\n",
+        f"{machine_speed()}\n",
     ]
     for name in names:
         print(f"== {name}", flush=True)
