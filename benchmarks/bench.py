@@ -948,14 +948,17 @@ def numpy_simd() -> str:
 
 
 def machine_speed(repeats: int = 5) -> str:
-    """How fast this machine is at the three kinds of work the figures mix, each the least of
+    """How fast this machine is at the four kinds of work the figures mix, each the least of
     ``repeats`` timings: numpy's ``log1p`` (a transcendental loop, whose speed depends on the
-    processor's vector instructions), numpy's normal draws, and a plain Python loop (the
-    per-agent reference's kind of work). The same kind of machine can differ by half from one
-    day to the next (docs/performance.md, "Remeasured on another machine"): figures from two
-    runs compare through these."""
+    processor's vector instructions), numpy's normal draws, a gather of 10^5 rows of two
+    values scattered through 10^6 (memory: the noise traders' reads), and a plain Python loop
+    (the per-agent reference's kind of work). The same kind of machine can differ by half from
+    one day to the next (docs/performance.md, "Remeasured on another machine"): figures from
+    two runs compare through these."""
     values = np.linspace(0.0, 1.0, 1_000_000)
     rng = np.random.default_rng(0)
+    book = np.ones((values.size, 2))
+    rows = np.sort(rng.choice(values.size, values.size // 10, replace=False))
 
     def python_loop(n=200_000):
         total = 0.0
@@ -968,10 +971,12 @@ def machine_speed(repeats: int = 5) -> str:
 
     log1p = ns(lambda: np.log1p(values), values.size)
     normal = ns(lambda: rng.standard_normal(values.size), values.size)
+    gather = ns(lambda: book.take(rows, axis=0), rows.size)
     loop = ns(python_loop, 200_000)
     return (
         f"Machine speed (least of {repeats}): numpy log1p {log1p:.1f} ns a value, normal draws "
-        f"{normal:.1f} ns a value, a Python loop {loop:.1f} ns an iteration."
+        f"{normal:.1f} ns a value, a scattered row gather {gather:.1f} ns a row, a Python loop "
+        f"{loop:.1f} ns an iteration."
     )
 
 
