@@ -952,9 +952,9 @@ def machine_speed(repeats: int = 5) -> str:
     ``repeats`` timings: numpy's ``log1p`` (a transcendental loop, whose speed depends on the
     processor's vector instructions), numpy's normal draws, a gather of 10^5 rows of two
     values scattered through 10^6 (memory: the noise traders' reads), and a plain Python loop
-    (the per-agent reference's kind of work). The same kind of machine can differ by half from
-    one day to the next (docs/performance.md, "Remeasured on another machine"): figures from
-    two runs compare through these."""
+    (the per-agent reference's kind of work). One machine's speed at these moved by half
+    within an hour (docs/performance.md, "Remeasured on another machine"): figures from two
+    runs compare through these."""
     values = np.linspace(0.0, 1.0, 1_000_000)
     rng = np.random.default_rng(0)
     book = np.ones((values.size, 2))
