@@ -781,6 +781,32 @@ class AccountBook:
         self._note_changed(rows, gathers=not shared)
         return realized, closed
 
+    def write_closed_books(self, rows, wallet, dq, traded, cash_moves) -> None:
+        """Write the rows of a full liquidation round of cross books as one write (what
+        :func:`model.kernels.close_cross_books` computed): every position flat, the wallets
+        ``wallet`` (k,) after the fill of ``dq`` (k, A), the fees and the write-off.
+
+        Args:
+            rows: the accounts (distinct).
+            wallet: (k,) their wallets after the round.
+            dq: (k, A) the fill (minus the positions closed).
+            traded: (k, A) its cash flow ``dq P``.
+            cash_moves: (k,) arrays of cash paid into the wallets after the fill (negative:
+                taken), in the order the round moved them: the aggregates add them in that
+                order, as :meth:`fill`, :meth:`charge` and :meth:`credit` do one after another.
+        """
+        flat = np.zeros(np.shape(dq))
+        put_rows(self.qty, rows, flat)
+        put_rows(self.entry, rows, flat)
+        put_rows(self.wallet, rows, wallet)
+        if self._totals is not None:
+            net_qty, total = self._totals
+            total = total - float(traded.sum())
+            for moved in cash_moves:
+                total = total + (0.0 + float(moved.sum()))
+            self._totals = (net_qty + column_sum(dq), total)
+        self._note_changed(rows)
+
     def sell_collateral(self, rows, sold, price) -> None:
         """Sell ``sold`` (k, C) units of the collateral holdings of ``rows`` at ``price`` (C,);
         the proceeds go to the wallet (the market agent takes the other side)."""

@@ -188,6 +188,62 @@ def apply_fills(qty, entry, isolated, dq, price, new_qty, new_entry, realized, c
     return divisions
 
 
+def close_cross_books(wallet, qty, entry, price, fee_rate, new_wallet, notional, fee, bad,
+                      traded, paid, debt):  # fmt: skip
+    """A full liquidation round of cross books (no isolated position, no collateral asset):
+    :meth:`model.accounts.AccountBook.fill` of ``-qty`` at ``price`` (A,), then
+    :meth:`model.liquidation.LiquidationEngine._charge_fees` and ``_write_off`` of the closed
+    books, the same operations in the same order. Reads each row's ``wallet`` (k,), ``qty``
+    and ``entry`` (k, A); writes the wallet after all three into ``new_wallet``, the closed
+    ``notional`` and the ``fee`` and ``bad`` debt spread over it (k, A), the fill's ``traded``
+    cash flow ``dq P`` (k, A), and what each row ``paid`` and the ``debt`` written off (k,).
+
+    Returns whether any row had debt (the write-off then credits every row, 0 to most)."""
+    k, n_assets = qty.shape
+    any_debt = False
+    for j in range(k):
+        to_wallet = 0.0
+        closed = 0.0
+        for a in range(n_assets):
+            q, p = qty[j, a], price[a]
+            d = -q
+            c = np.sign(q) * _minimum(abs(d), abs(q))
+            c = c if q * d < 0 else 0.0
+            r = c * (p - entry[j, a])
+            traded[j, a] = d * p
+            to_wallet = r + 0.0 if a == 0 else to_wallet + r
+            n = abs(q) * p
+            notional[j, a] = n
+            closed = n + 0.0 if a == 0 else closed + n
+        equity = (wallet[j] + to_wallet) + 0.0  # the closed book's unrealised PnL is 0
+        due = fee_rate * closed
+        pay = _minimum(_maximum(due, 0.0), _maximum(equity, 0.0))
+        paid[j] = pay
+        left = (wallet[j] + to_wallet) - pay
+        new_wallet[j] = left
+        owed = _maximum(-left, 0.0)
+        debt[j] = owed
+        any_debt |= owed != 0.0
+        for a in range(n_assets):
+            share = notional[j, a] / closed if closed > 0 else 0.0
+            if closed <= 0 and pay != 0.0:
+                share = 1.0 if a == 0 else 0.0
+            fee[j, a] = 0.0 + pay * share
+            bad[j, a] = 0.0
+    if any_debt:
+        for j in range(k):
+            new_wallet[j] += debt[j]
+            closed = 0.0
+            for a in range(n_assets):
+                closed = notional[j, a] + 0.0 if a == 0 else closed + notional[j, a]
+            for a in range(n_assets):
+                share = notional[j, a] / closed if closed > 0 else 0.0
+                if closed <= 0 and debt[j] != 0.0:
+                    share = 1.0 if a == 0 else 0.0
+                bad[j, a] = 0.0 + debt[j] * share
+    return any_debt
+
+
 def equities(wallet, margin, qty, entry, isolated, mark, cross, out):
     """Equity of the rows given into ``out`` (k,): with ``cross``,
     :func:`model.accounts._cross_equity` (wallet plus the unrealised PnL of the positions not
@@ -428,6 +484,7 @@ _COMPILED = (
     "_maintenance",
     "_unit_bound",
     "apply_fills",
+    "close_cross_books",
     "column_sums",
     "equities",
     "_split",

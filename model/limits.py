@@ -80,6 +80,17 @@ class RoundLimits:
         tier = np.where(notional > 0, self.tiers.tier_index(notional), -1)
         return (tier >= self.from_tier - 1).any(axis=1)
 
+    @property
+    def bounds_nothing(self) -> bool:
+        """Whether :meth:`bound` returns every fraction as it is (no chunk rule, no per-round
+        limit)."""
+        return (
+            self.chunk_notional is None
+            and self.round_share >= 1
+            and self.round_min <= 0
+            and self.round_max is None
+        )
+
     def bound(self, rows, frac, notional) -> np.ndarray:
         """The fractions ``frac`` (k, A) of the round's accounts ``rows`` once the chunk rule and
         the per-round limits have bounded them; ``notional`` (k, A) at the mark."""

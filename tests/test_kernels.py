@@ -293,6 +293,45 @@ def test_shipped_venues_write_the_same_tables_with_and_without_the_kernels(
     assert summary["liquidations"] > 0 and summary[mechanic] > 0
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides, paid_by",
+    [
+        # two assets; the fund runs dry and ADL closes profitable positions
+        ({"margin": {"liquidation": "full", "insurance_fund": 2.0e3, "adl": True}}, "adl_notional"),
+        # one asset, noise traders trading besides; no fund, no ADL: the debt stays unfunded
+        (
+            {
+                "assets": [{"symbol": "BTC", "price": 60000.0, "depth": 2.0e6, "max_leverage": 50}],
+                "shocks": [{"step": 10, "asset": "BTC", "return": -0.08}],
+                "traders": {
+                    "count": 800,
+                    "leverage": 20.0,
+                    "assets_per_trader": 1,
+                    "strategies": {"hold": 0.7, "noise": 0.3},
+                },
+                "margin": {"liquidation": "full", "insurance_fund": 0.0, "adl": False},
+            },
+            "unfunded_bad_debt",
+        ),
+    ],
+)
+def test_rounds_closing_whole_cross_books_in_one_call_equal_the_general_round(
+    overrides, paid_by, monkeypatch
+):
+    """Full liquidation of cross books goes to one compiled call a round
+    (kernels.close_cross_books): the same fills, fees, bad debt, prices and edges as the
+    general round written with numpy, in runs whose rounds leave bad debt."""
+    calls = []
+    real = kernels.close_cross_books
+    monkeypatch.setattr(kernels, "close_cross_books", lambda *a: (calls.append(1), real(*a))[1])
+    summary = same_with_and_without_the_kernels(
+        build_config(small_config(steps=40, **overrides)), monkeypatch
+    )
+    assert calls and summary["liquidations"] > 0
+    assert summary["bad_debt"] > 0 and summary[paid_by] > 0
+
+
 def test_column_sums_equal_numpy_to_the_bit():
     """numpy sums the columns of a (k, A) C array row by row (not pairwise): so does the loop."""
     rng = np.random.default_rng(40)
