@@ -564,11 +564,22 @@ class LiquidationEngine:
         if c.took:
             kind = np.where(c.taken, Kind.VAULT, kind)
         r_idx, a_idx = np.nonzero(c.closed)
+        if r_idx.size == c.closed.size:  # every position closed: the (k, A) arrays in order
+            traders = rows if c.closed.shape[1] == 1 else rows.take(r_idx)
+
+            def pick(x):
+                return x.ravel()
+        else:
+            traders = rows.take(r_idx)
+
+            def pick(x):
+                return x[r_idx, a_idx]
+
         price = c.fill_price  # (A,), or (k, A) with the vault's fills at the mark
         self.fills.append(
-            step, rnd, rows.take(r_idx), a_idx, c.closed[r_idx, a_idx],
-            price[a_idx] if price.ndim == 1 else price[r_idx, a_idx], notional[r_idx, a_idx],
-            fee[r_idx, a_idx], bad[r_idx, a_idx], kind[r_idx, a_idx],
+            step, rnd, traders, a_idx, pick(c.closed),
+            price[a_idx] if price.ndim == 1 else pick(price), pick(notional), pick(fee),
+            pick(bad), pick(kind),
         )  # fmt: skip
         self.totals.liquidations += int(r_idx.size)
 
