@@ -9,6 +9,7 @@ import pytest
 
 from experiments.cascade_drawing import (
     PALETTE,
+    _unique_nodes,
     cascade_layout,
     draw_cascade,
     largest_cascade_step,
@@ -55,6 +56,22 @@ def test_layout_is_layered_by_round():
     assert parent[at[(3, 2)]] == at[(1, 1)] and parent[at[(1, 2)]] == at[(1, 1)]
     assert parent[at[(5, 3)]] == at[(1, 2)]
     assert parent[at[(1, 1)]] == parent[at[(2, 1)]] == 0 and parent[0] == -1  # the root
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_nodes_found_by_integer_keys_are_numpys_unique_rows(seed):
+    """The layout's distinct (column, kind, trader) nodes, found on one integer key a triple,
+    are np.unique's rows (axis 0) and its inverse, in the same order."""
+    rng = np.random.default_rng(seed)
+    m, n_traders = 5000, int(rng.integers(1, 400))
+    column = rng.integers(0, 12, m)
+    kind = rng.integers(0, 3, m)
+    trader = np.where(kind == 1, rng.integers(0, n_traders, m), -1)
+    trader[rng.random(m) < 0.1] = n_traders - 1  # the largest code, next to the key's span
+    table = np.stack([column, kind, trader], 1)
+    want, want_inverse = np.unique(table, axis=0, return_inverse=True)
+    got, inverse = _unique_nodes(column, kind, trader, n_traders)
+    assert np.array_equal(got, want) and np.array_equal(inverse, want_inverse.ravel())
 
 
 def test_layout_by_hand_with_groups_and_an_aggregate():
