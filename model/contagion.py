@@ -974,16 +974,18 @@ class ContagionRecorder:
         for name, attrs in self._node_records():
             data = "".join(f'<data key="{nid[k]}">{_xml_value(v)}</data>' for k, v in attrs.items())
             yield f'    <node id="{text(name)}">{data}</node>\n'
-        src = [text(x) for x in a.node_names[a.src + a.special].tolist()]
-        dst = [text(x) for x in self.ids[a.dst].tolist()]
-        e0, e1, e2, e3, e4 = (eid[k] for k, _ in edge_keys)
-        for s, d, w, st, rd, ls, ev in zip(src, dst, *_edge_attribute_lists(a), strict=True):
-            yield (
-                f'    <edge source="{s}" target="{d}"><data key="{e0}">{w!r}</data>'
-                f'<data key="{e1}">{st}</data><data key="{e2}">{rd}</data>'
-                f'<data key="{e3}">{ls}</data><data key="{e4}">{ev}</data></edge>\n'
-            )
+        yield from _graphml_edges(self._node_texts(a), a, [eid[k] for k, _ in edge_keys])
         yield "  </graph>\n</graphml>\n"
+
+    def _node_texts(self, a: GraphArrays):
+        """The GraphML text of every node's name, in the order of ``a.node_names``, as an
+        Arrow string array (integer ids converted by Arrow, string ids escaped)."""
+        import pyarrow as pa
+
+        if is_integer_ids(self.ids):
+            special = pa.array(a.node_names[: a.special].tolist(), pa.string())
+            return pa.concat_arrays([special, pa.array(self.ids).cast(pa.string())])
+        return pa.array([_xml_attribute(x) for x in a.node_names.tolist()], pa.string())
 
     def write_node_link(self, path, *, compress: bool | None = None) -> None:
         """Write the graph as node-link JSON (``networkx.node_link_graph(data)`` reads it);
@@ -1016,6 +1018,44 @@ class ContagionRecorder:
         )
         with _open_text(path, compress) as fh:
             fh.write(text)
+
+
+# Edges joined into GraphML text at a time by :func:`_graphml_edges` (about 12 MB of text).
+_EDGE_CHUNK = 1 << 16
+
+
+def _graphml_edges(names, a: GraphArrays, keys):
+    """The ``<edge>`` elements of the merged edges ``a`` (``names``: the text of each node, by
+    its index in ``a.node_names``; ``keys``: the GraphML key ids of weight, step, round,
+    last_step and events), a chunk of lines at a time.
+
+    Arrow joins the columns into lines: a million edges take well under a second, against
+    three with a Python f-string a line, most of it spent writing the weights. Integers are
+    written as Python writes them; weights as the shortest text that reads back to the same
+    double, in Arrow's notation (``1`` for 1.0, ``0.00001`` for 1e-05): GraphML declares the
+    key's type, and readers parse it as a double.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = (a.weight, a.step, a.round, a.last_step, a.events)
+    for lo in range(0, a.src.size, _EDGE_CHUNK):
+        hi = min(lo + _EDGE_CHUNK, a.src.size)
+        pieces = [
+            '    <edge source="',
+            names.take(a.src[lo:hi] + a.special),
+            '" target="',
+            names.take(a.dst[lo:hi] + a.special),
+            '">',
+        ]
+        for key, column in zip(keys, columns, strict=True):
+            pieces += [f'<data key="{key}">', pa.array(column[lo:hi]).cast(pa.string()), "</data>"]
+        pieces.append("</edge>\n")
+        lines = pc.binary_join_element_wise(*pieces, "")  # (the last argument: no separator)
+        # the lines lie end to end in the array's data buffer, between its first and last offset
+        offsets = np.frombuffer(lines.buffers()[1], np.int32)[lines.offset :]
+        text = memoryview(lines.buffers()[2])[offsets[0] : offsets[len(lines)]]
+        yield str(text, "utf-8")
 
 
 # gzip level of compressed graph files: 6, gzip's own default (the baseline's GraphML shrinks

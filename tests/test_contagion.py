@@ -9,15 +9,18 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 
 import networkx as nx
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from model import ContagionModel
+from model import ContagionModel, contagion
 from model.config import build_config
 from model.contagion import (
     ContagionRecorder,
+    GraphArrays,
     attribution_factors,
     attribution_weights,
     full_attribution,
@@ -564,6 +567,41 @@ def test_untruncated_recorder_stays_within_budget():
 # --------------------------------------------------------------------------------------------
 
 
+def test_graphml_edge_lines_read_back_to_the_same_numbers():
+    """Each <edge> line names its ends and holds the five attributes under their keys; the
+    weights read back to the same doubles, however Arrow writes them."""
+    weight = np.array([1.0, 1e-05, 5e-324, 0.30000000000000004, 1.5e15, 1 / 3, 2.5e-300])
+    m = weight.size
+    a = GraphArrays(
+        node_names=np.array(["step:4", "others:4:2", 7, 12, 3], dtype=object),
+        special=2,
+        src=np.array([-1, -2, 0, 1, 2, 0, 1]),
+        dst=np.array([0, 1, 2, 2, 0, 1, 2]),
+        weight=weight,
+        step=np.arange(m) + 4,
+        round=np.arange(m) % 3 + 1,
+        last_step=np.arange(m) + 10,
+        events=np.arange(m) + 1,
+    )
+    names = pa.array(["step:4", "others:4:2", "7", "12", "3"])
+    text = "".join(contagion._graphml_edges(names, a, ["e0", "e1", "e2", "e3", "e4"]))
+    pattern = re.compile(
+        r'    <edge source="([^"]*)" target="([^"]*)"><data key="e0">([^<]*)</data>'
+        r'<data key="e1">(\d+)</data><data key="e2">(\d+)</data><data key="e3">(\d+)</data>'
+        r'<data key="e4">(\d+)</data></edge>\n'
+    )
+    lines = pattern.findall(text)
+    assert pattern.sub("", text) == "" and len(lines) == m
+    for i, (src, dst, w, st, rd, ls, ev) in enumerate(lines):
+        assert (src, dst) == (names[a.src[i] + 2].as_py(), names[a.dst[i] + 2].as_py())
+        assert float(w) == weight[i] and (int(st), int(rd), int(ls), int(ev)) == (
+            a.step[i],
+            a.round[i],
+            a.last_step[i],
+            a.events[i],
+        )
+
+
 def _sample_recorder():
     rec = ContagionRecorder(
         np.array([11, 12, 13, 14]),
@@ -580,7 +618,9 @@ def _sample_recorder():
     return rec
 
 
-def test_graphml_and_node_link_round_trip(tmp_path):
+@pytest.mark.parametrize("chunk", [1, 3, 1 << 16])
+def test_graphml_and_node_link_round_trip(tmp_path, chunk, monkeypatch):
+    monkeypatch.setattr(contagion, "_EDGE_CHUNK", chunk)  # edges written a few at a time
     rec = _sample_recorder()
     g = rec.graph()
     assert "initial_leverage" not in g.nodes[12]  # undefined for an underwater start
