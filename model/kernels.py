@@ -9,6 +9,10 @@ whole array. The kernels here do the same arithmetic in one loop over the gather
 
 * :func:`apply_fills`: :func:`model.accounts.apply_fills`, and the realised PnL that
   :meth:`model.accounts.AccountBook.fill` adds to the wallets (and its cash flow ``dq P``);
+* :func:`close_cross_books`: a liquidation round that closes whole cross books
+  (:meth:`model.liquidation.LiquidationEngine._close_cross_books`): the fill of every
+  position, the fee from what equity is left and the write-off of negative wallets, which
+  numpy does in a few dozen calls on the round's few hundred rows;
 * :func:`equities`: :meth:`model.accounts.AccountBook.equity` and
   :meth:`model.accounts.AccountBook.cross_equity` (without the collateral holdings);
 * :func:`column_sums`: ``x.sum(axis=0)`` of a batch's (k, A) orders or fills
@@ -22,10 +26,10 @@ whole array. The kernels here do the same arithmetic in one loop over the gather
 
 Each is the twin of the numpy function it names, with the same operations in the same order
 (sums over a row's assets from the first, as :func:`model.accounts.row_sum` adds them), so
-fills, checks, caps and the screen's headrooms are equal to the bit; tests/test_kernels.py
-compares them on random books, and whole runs with and without them. The headroom's logarithm
-is left out of the kernel: numpy takes it afterwards, vectorised, on both paths
-(:func:`model.screen.to_headroom`).
+fills, checks, caps, rounds and the screen's headrooms are equal to the bit;
+tests/test_kernels.py compares them on random books, and whole runs with and without them. The
+headroom's logarithm is left out of the kernel: numpy takes it afterwards, vectorised, on both
+paths (:func:`model.screen.to_headroom`).
 
 They are used when numba is installed (the optional extra ``fast``) and the environment
 variable ``CONTAGION_NUMBA`` is not ``0``: :func:`enabled` imports numba and compiles the
@@ -49,6 +53,7 @@ __all__ = [
     "MIN_ROWS",
     "apply_fills",
     "cap_orders",
+    "close_cross_books",
     "column_sums",
     "enabled",
     "equities",
