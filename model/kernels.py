@@ -230,10 +230,7 @@ def close_cross_books(wallet, qty, entry, price, fee_rate, new_wallet, notional,
         debt[j] = owed
         any_debt |= owed != 0.0
         for a in range(n_assets):
-            share = notional[j, a] / closed if closed > 0 else 0.0
-            if closed <= 0 and pay != 0.0:
-                share = 1.0 if a == 0 else 0.0
-            fee[j, a] = 0.0 + pay * share
+            fee[j, a] = 0.0 + pay * _spread_share(notional[j, a], closed, pay, a)
             bad[j, a] = 0.0
     if any_debt:
         for j in range(k):
@@ -242,11 +239,18 @@ def close_cross_books(wallet, qty, entry, price, fee_rate, new_wallet, notional,
             for a in range(n_assets):
                 closed = notional[j, a] + 0.0 if a == 0 else closed + notional[j, a]
             for a in range(n_assets):
-                share = notional[j, a] / closed if closed > 0 else 0.0
-                if closed <= 0 and debt[j] != 0.0:
-                    share = 1.0 if a == 0 else 0.0
-                bad[j, a] = 0.0 + debt[j] * share
+                bad[j, a] = 0.0 + debt[j] * _spread_share(notional[j, a], closed, debt[j], a)
     return any_debt
+
+
+def _spread_share(weight, total, amount, a):
+    """The share of position ``a`` in :func:`model.liquidation._spread` of ``amount`` over a
+    row's ``weight`` (its ``total``): ``weight / total``, or all of it on the first position
+    when the row's weights are not positive."""
+    share = weight / total if total > 0 else 0.0
+    if total <= 0 and amount != 0.0:
+        share = 1.0 if a == 0 else 0.0
+    return share
 
 
 def equities(wallet, margin, qty, entry, isolated, mark, cross, out):
@@ -488,6 +492,7 @@ _COMPILED = (
     "_tier",
     "_maintenance",
     "_unit_bound",
+    "_spread_share",
     "apply_fills",
     "close_cross_books",
     "column_sums",

@@ -7,12 +7,15 @@ write the same tables.
 
 from __future__ import annotations
 
+import mesa
 import numpy as np
 import pytest
 
+from agents.market import Market
 from model import ContagionModel, kernels
 from model.accounts import AccountBook, TierTable, column_sum
-from model.config import build_config, load_config
+from model.config import AssetConfig, MarginConfig, MarketConfig, build_config, load_config
+from model.liquidation import LiquidationEngine
 from model.orders import _cap_batch, collect_orders, split_order
 from model.screen import MarginScreen, headroom, to_headroom
 from tests.helpers import small_config
@@ -226,6 +229,39 @@ def test_cap_orders_split_and_sums_equal_numpy_to_the_bit():
         assert same_bytes(net, want.sum(axis=0))
     assert ((f > 0) & (f < 1)).any() and (f == 0).any() and (f == 1).any()
     assert (kind == 3).any() and (reduced == 0).any() and (out == 0).any()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_round_closing_whole_cross_books_equals_the_general_round_to_the_bit(seed):
+    """A round of every account of a random cross book (long, short and flat positions, some
+    wallets negative, so fees capped by equity and bad debt), then a round of a few of them:
+    kernels.close_cross_books and the general round write the same book, aggregates, fills,
+    fund and report."""
+    outcomes = []
+    for general in (False, True):
+        book = random_book(np.random.default_rng(seed), isolated=0.0)
+        assets = [AssetConfig("BTC", 60000.0, 2.0e7), AssetConfig("ETH", 3000.0, 1.0e7)]
+        market = Market(mesa.Model(rng=3), MarketConfig(), assets)
+        margin = MarginConfig(liquidation="full", fee=0.01, insurance_fund=1.0e5, adl=False)
+        engine = LiquidationEngine(book, market, margin, screen=False)
+        if general:
+            engine._closes_cross_books_only = lambda: False
+        assert engine._closes_cross_books_only() is not general
+        reports = []
+        for rnd, rows in enumerate([np.arange(book.n_traders), np.arange(5, 400, 7)], 1):
+            book.aggregate_equity(market.mark)  # (the aggregates, kept by every write)
+            k = rows.size
+            cross, iso = np.ones(k, dtype=bool), np.zeros((k, 2), dtype=bool)
+            reports.append(engine._liquidate_round(1, rnd, rows, cross, iso, market.mark))
+        state = [book.wallet, book.qty, book.entry, book.aggregate_equity(market.mark)]
+        state += [engine.insurance_fund, engine.unfunded_bad_debt, *engine.fills.columns().values()]
+        for r in reports:
+            state += [r.rows, r.closed, r.exposure, r.price_after, r.notional, r.full]
+            state += [r.fees, r.bad_debt, r.fund, r.unfunded]
+        outcomes.append(state)
+    compiled, plain = outcomes
+    assert all(same_bytes(a, b) for a, b in zip(compiled, plain, strict=True))
+    assert compiled[5] > 0 and (compiled[0] == 0).any()  # debt left unpaid; wallets at zero
 
 
 def run_tables(cfg):
