@@ -253,7 +253,10 @@ def draw_cascade(
             the Series' name (the demo: the assets each account held); default: by round.
         categories: every label in colour order (default: those present, sorted), so that
             colours agree between figures.
-        max_edges: draw at most this many faint edges (the heaviest).
+        max_edges: draw at most this many faint edges (the heaviest), and the main-cause
+            edges of at most this many nodes (an equal share per round, evenly spaced within
+            it): one line of more would overflow the renderer's buffers, and a few tens of
+            thousands already fill the figure.
         label_limit: write trader ids beside the nodes when the cascade has at most this many.
     """
     if step is None:
@@ -306,8 +309,28 @@ def _draw_edges(ax, lay: CascadeLayout, max_edges: int) -> None:
     s, d = lay.src[keep], lay.dst[keep]
     ax.plot(*_polyline(x[s], y[s], x[d], y[d]), color="0.75", lw=0.3, alpha=0.35)
     child = np.flatnonzero(lay.nodes["parent"].to_numpy() >= 0)
+    if child.size > max_edges:  # (a million-trader cascade) a sample of the nodes' causes
+        child = _even_sample(child, lay.nodes["round"].to_numpy()[child], max_edges)
     p = lay.nodes["parent"].to_numpy()[child]
     ax.plot(*_polyline(x[p], y[p], x[child], y[child]), color="0.3", lw=0.6, alpha=0.6)
+
+
+def _even_sample(nodes, column, limit: int) -> np.ndarray:
+    """At most ``limit`` of ``nodes`` (sorted by ``column``), an equal share per column, evenly
+    spaced within it: a column of fewer nodes than its share keeps them all, so the last rounds
+    of a deep cascade keep their few edges."""
+    starts = np.flatnonzero(np.r_[True, column[1:] != column[:-1]])
+    stops = np.r_[starts[1:], nodes.size]
+    share = max(limit // starts.size, 1)
+    kept = []
+    for lo, hi in zip(starts.tolist(), stops.tolist(), strict=True):  # (columns, not traders)
+        n = hi - lo
+        kept.append(
+            nodes[lo:hi]
+            if n <= share
+            else nodes[lo + np.linspace(0, n - 1, share).astype(np.int64)]
+        )
+    return np.concatenate(kept)
 
 
 def _node_sizes(lay: CascadeLayout, step: int, liquidations: pd.DataFrame | None) -> np.ndarray:

@@ -8,6 +8,7 @@ the folder is complete: a folder whose drawing failed still holds every result.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,16 @@ def draw_run_cascade(folder: str | Path) -> Path:
 
 
 def write_run_folder(model, out: str | Path) -> Path:
-    """Write ``model``'s run folder and draw its cascade; returns the folder."""
+    """Write ``model``'s run folder and draw its cascade; returns the folder.
+
+    A drawing that fails is a warning, not an error: the folder already holds every result,
+    and the figure can be drawn again from it (:func:`draw_run_cascade`)."""
     folder = model.write_results(out)
-    draw_run_cascade(folder)
+    try:
+        draw_run_cascade(folder)
+    except Exception as exc:  # (the renderer's own limits, say: the data are all written)
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        warnings.warn(f"{CASCADE_PNG} not drawn ({reason})", stacklevel=2)
     return folder
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from experiments.cascade_drawing import (
     PALETTE,
+    _even_sample,
     _unique_nodes,
     cascade_layout,
     draw_cascade,
@@ -136,6 +137,24 @@ def test_nodes_coloured_by_label_and_sized_by_the_notional_of_each_liquidation()
     closed = np.array([150.0, 30.0, 40.0, 10.0])
     np.testing.assert_allclose(a.get_sizes(), 6 + 80 * np.sqrt(closed / 150.0))
     assert ax.get_xticklabels()[0].get_text() == "step 3"
+
+
+def test_main_cause_edges_sampled_evenly_per_round_beyond_max_edges():
+    """Beyond ``max_edges`` nodes, each round draws an equal share of its nodes' main-cause
+    edges, evenly spaced; a round with fewer nodes than its share keeps them all."""
+    nodes = np.arange(100, 114)
+    column = np.array([1] * 10 + [2] * 3 + [3])
+    # share 6 // 3 = 2: round 1 its first and last, round 2 its first and last, round 3 its one
+    assert _even_sample(nodes, column, 6).tolist() == [100, 109, 110, 112, 113]
+    assert _even_sample(nodes, column, 30).tolist() == nodes.tolist()  # share 10: all
+
+    def drawn_causes(max_edges):
+        ax = draw_cascade(hand_edges(), 3, max_edges=max_edges).axes[0]
+        return np.count_nonzero(~np.isnan(ax.lines[1].get_xdata())) // 2  # two ends a line
+
+    # step 3: six trader nodes with a main cause, in rounds 1 (2), 2 (3) and 3 (1)
+    assert drawn_causes(20_000) == 6
+    assert drawn_causes(3) == 3  # one a round
 
 
 def _rgb(hex_colour: str) -> tuple[float, float, float]:
