@@ -826,8 +826,8 @@ class ContagionRecorder:
             "truncated_rounds": int(self.truncated_rounds),
         }
 
-    def _node_records(self):
-        """(name, attribute dict) of every node: special nodes, then liquidated traders."""
+    def _special_node_records(self):
+        """(name, attribute dict) of the special nodes (step roots and aggregates)."""
         out = []
         for name in self.roots:
             parts = name.split(":")
@@ -837,6 +837,11 @@ class ContagionRecorder:
                 out.append(
                     (name, {"kind": "aggregate", "step": int(parts[1]), "round": int(parts[2])})
                 )
+        return out
+
+    def _node_records(self):
+        """(name, attribute dict) of every node: special nodes, then liquidated traders."""
+        out = self._special_node_records()
         liq = np.flatnonzero(self.events > 0)
         cols = zip(
             self.ids[liq].tolist(),
@@ -921,7 +926,7 @@ class ContagionRecorder:
                 depend only on the graph.
         """
         with _open_text(path, compress) as fh:
-            fh.writelines(self._graphml_lines(self.arrays()))
+            _write_behind(fh, self._graphml_lines(self.arrays()))
 
     def _graphml_lines(self, a: GraphArrays):
         """The GraphML document, line by line (never the whole text in memory at once)."""
@@ -969,13 +974,48 @@ class ContagionRecorder:
         yield '  <graph edgedefault="directed">\n'
         for k, v in self._graph_attrs(a).items():
             yield f'    <data key="{gid[k]}">{_xml_value(v)}</data>\n'
-        # integer ids and the special nodes' names need no escaping; string ids may
-        text = str if is_integer_ids(self.ids) else _xml_attribute
-        for name, attrs in self._node_records():
+        # the special nodes' names need no escaping (trader ids may: _node_texts)
+        for name, attrs in self._special_node_records():
             data = "".join(f'<data key="{nid[k]}">{_xml_value(v)}</data>' for k, v in attrs.items())
-            yield f'    <node id="{text(name)}">{data}</node>\n'
-        yield from _graphml_edges(self._node_texts(a), a, [eid[k] for k, _ in edge_keys])
+            yield f'    <node id="{name}">{data}</node>\n'
+        names = self._node_texts(a)
+        yield from self._graphml_trader_nodes(names[a.special :], nid)
+        yield from _graphml_edges(names, a, [eid[k] for k, _ in edge_keys])
         yield "  </graph>\n</graphml>\n"
+
+    def _graphml_trader_nodes(self, names, keys: dict):
+        """The ``<node>`` elements of the liquidated traders (``names``: the text of each
+        book row's id; ``keys``: attribute name -> GraphML key id), a chunk of lines at a time,
+        joined by Arrow as :func:`_graphml_edges` joins the edges; ``initial_leverage`` left
+        out where it is undefined (an account that started underwater)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        liq = np.flatnonzero(self.events > 0)
+        columns = [
+            ("first_step", self.first_step),
+            ("first_round", self.first_round),
+            ("events", self.events),
+            ("liquidated_notional", self.notional),
+        ]
+        for lo in range(0, liq.size, _EDGE_CHUNK):
+            rows = liq[lo : lo + _EDGE_CHUNK]
+            pieces = [
+                '    <node id="',
+                names.take(rows),
+                f'"><data key="{keys["kind"]}">trader</data>',
+            ]
+            for name, column in columns:
+                pieces += [f'<data key="{keys[name]}">', _texts(column[rows]), "</data>"]
+            leverage = self.initial_leverage[rows]
+            defined = _joined(
+                [f'<data key="{keys["initial_leverage"]}">', _texts(leverage), "</data>"]
+            )
+            pieces += [
+                pc.if_else(pa.array(np.isfinite(leverage)), defined, ""),
+                "</node>\n",
+            ]
+            yield _text(_joined(pieces))
 
     def _node_texts(self, a: GraphArrays):
         """The GraphML text of every node's name, in the order of ``a.node_names``, as an
@@ -1035,9 +1075,6 @@ def _graphml_edges(names, a: GraphArrays, keys):
     double, in Arrow's notation (``1`` for 1.0, ``0.00001`` for 1e-05): GraphML declares the
     key's type, and readers parse it as a double.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     columns = (a.weight, a.step, a.round, a.last_step, a.events)
     for lo in range(0, a.src.size, _EDGE_CHUNK):
         hi = min(lo + _EDGE_CHUNK, a.src.size)
@@ -1049,13 +1086,48 @@ def _graphml_edges(names, a: GraphArrays, keys):
             '">',
         ]
         for key, column in zip(keys, columns, strict=True):
-            pieces += [f'<data key="{key}">', pa.array(column[lo:hi]).cast(pa.string()), "</data>"]
+            pieces += [f'<data key="{key}">', _texts(column[lo:hi]), "</data>"]
         pieces.append("</edge>\n")
-        lines = pc.binary_join_element_wise(*pieces, "")  # (the last argument: no separator)
-        # the lines lie end to end in the array's data buffer, between its first and last offset
-        offsets = np.frombuffer(lines.buffers()[1], np.int32)[lines.offset :]
-        text = memoryview(lines.buffers()[2])[offsets[0] : offsets[len(lines)]]
-        yield str(text, "utf-8")
+        yield _text(_joined(pieces))
+
+
+def _write_behind(fh, texts) -> None:
+    """Write ``texts`` to ``fh`` in order, each while the next is made: the writes (gzip's
+    compression, which releases the GIL, half the time of a large graph's file) run in one
+    thread behind the caller, at most one text behind, so the bytes are those of plain
+    writes and at most two texts are held at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        pending = None
+        for text in texts:
+            if pending is not None:
+                pending.result()  # (raises the write's error here, if it failed)
+            pending = writer.submit(fh.write, text)
+        if pending is not None:
+            pending.result()
+
+
+def _texts(column: np.ndarray):
+    """A numpy column as Arrow strings: integers as Python writes them, doubles as the shortest
+    text that reads back to the same double (Arrow's notation)."""
+    import pyarrow as pa
+
+    return pa.array(column).cast(pa.string())
+
+
+def _joined(pieces):
+    """Arrow string arrays (of one length) and literal strings joined element-wise."""
+    import pyarrow.compute as pc
+
+    return pc.binary_join_element_wise(*pieces, "")  # (the last argument: no separator)
+
+
+def _text(lines) -> str:
+    """An Arrow string array's strings end to end, as one text: they lie so in its data
+    buffer, between its first and last offset."""
+    offsets = np.frombuffer(lines.buffers()[1], np.int32)[lines.offset :]
+    return str(memoryview(lines.buffers()[2])[offsets[0] : offsets[len(lines)]], "utf-8")
 
 
 # gzip level of compressed graph files: 6, gzip's own default (the baseline's GraphML shrinks

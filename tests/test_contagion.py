@@ -567,6 +567,26 @@ def test_untruncated_recorder_stays_within_budget():
 # --------------------------------------------------------------------------------------------
 
 
+def test_graph_file_written_behind_its_making_has_the_bytes_of_plain_writes(tmp_path, monkeypatch):
+    """The GraphML text is compressed in a thread while the next chunk is made: the same bytes
+    as writing the chunks one after another, and a failed write is raised to the caller."""
+    monkeypatch.setattr(contagion, "_EDGE_CHUNK", 2)  # several chunks
+    write_behind = contagion._write_behind
+    rec = _sample_recorder()
+    rec.write_graphml(tmp_path / "behind.graphml.gz")
+    monkeypatch.setattr(contagion, "_write_behind", lambda fh, texts: fh.writelines(texts))
+    rec.write_graphml(tmp_path / "plain.graphml.gz")
+    behind = (tmp_path / "behind.graphml.gz").read_bytes()
+    assert behind == (tmp_path / "plain.graphml.gz").read_bytes()
+
+    class Full:
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        write_behind(Full(), iter(["a", "b", "c"]))
+
+
 def test_graphml_edge_lines_read_back_to_the_same_numbers():
     """Each <edge> line names its ends and holds the five attributes under their keys; the
     weights read back to the same doubles, however Arrow writes them."""
