@@ -51,6 +51,7 @@ __all__ = [
 PALETTE = ["#d62728", "#1f77b4", "#9467bd", "#2ca02c", "#ff7f0e", "#8c564b", "#e377c2"]
 _ROOT, _TRADER, _AGGREGATE = 0, 1, 2
 _KIND_NAMES = np.array(["step", "trader", "aggregate"], dtype=object)
+_KIND_CODES = {"step": _ROOT, "trader": _TRADER, "others": _AGGREGATE}  # edges' source_kind
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,9 +130,8 @@ def cascade_layout(edges: pd.DataFrame, step: int, key: pd.Series | None = None)
     e = edges[edges["step"] == step]
     rnd = e["round"].to_numpy(dtype=np.int64)
     weight = e["weight"].to_numpy(dtype=float)
-    kind = e["source_kind"].astype(str).to_numpy()
-    is_trader = kind == "trader"
-    src_kind = np.select([kind == "step", is_trader], [_ROOT, _TRADER], _AGGREGATE)
+    src_kind = _source_kinds(e["source_kind"])
+    is_trader = src_kind == _TRADER
     # traders by code: their rank among the ids (integers or strings), -1 for other nodes
     traders, target, source = _trader_codes(e["target"], e["source"], is_trader)
     # a node is (column, kind, trader); sorting them puts the root first
@@ -180,12 +180,25 @@ def _unique_nodes(column, kind, trader, n_traders: int):
     return np.stack([rest // 3, rest % 3, code - 1], 1), inverse.ravel()
 
 
+def _source_kinds(kind: pd.Series) -> np.ndarray:
+    """Each edge's source kind (``trader``, ``step``, ``others``) as ``_TRADER``, ``_ROOT`` or
+    ``_AGGREGATE``: looked up by category code when the column is categorical (as the edges
+    table and its parquet file give it), without a string per edge."""
+    if isinstance(kind.dtype, pd.CategoricalDtype):
+        names = kind.cat.categories.astype(str)
+        codes = kind.cat.codes.to_numpy()
+    else:
+        names, codes = np.unique(kind.astype(str).to_numpy(), return_inverse=True)
+    lookup = np.array([_KIND_CODES.get(name, _AGGREGATE) for name in names], dtype=np.int64)
+    return lookup[codes]
+
+
 def _trader_codes(target: pd.Series, source: pd.Series, is_trader: np.ndarray):
     """The step's trader ids sorted (integers or strings), and each edge's target and source
     as its rank among them (-1 for a source that is not a trader): sorting nodes by code sorts
     them by id."""
     dst = target.to_numpy(dtype=np.int64 if pd.api.types.is_integer_dtype(target) else object)
-    src = source.to_numpy(dtype=object)[is_trader].astype(dst.dtype)
+    src = source[is_trader].to_numpy(dtype=dst.dtype)  # (the traders' sources: no missing id)
     traders = np.unique(np.concatenate([dst, src]))
     codes = np.full(len(source), -1, dtype=np.int64)
     codes[is_trader] = np.searchsorted(traders, src)

@@ -75,6 +75,16 @@ def test_nodes_found_by_integer_keys_are_numpys_unique_rows(seed):
     assert np.array_equal(got, want) and np.array_equal(inverse, want_inverse.ravel())
 
 
+def test_layout_reads_source_kinds_as_categories_or_as_strings():
+    """The edges table gives source_kind as a categorical; a table built by hand may give
+    strings: the same layout."""
+    edges = hand_edges()
+    plain = edges.assign(source_kind=edges["source_kind"].astype(str))
+    a, b = cascade_layout(edges, 3), cascade_layout(plain, 3)
+    assert a.nodes.equals(b.nodes) and np.array_equal(a.src, b.src)
+    assert np.array_equal(a.dst, b.dst) and np.array_equal(a.weight, b.weight)
+
+
 def test_layout_by_hand_with_groups_and_an_aggregate():
     # Round 1: traders 5 and 7 hang from the root. Round 2: trader 9 was hurt 0.3 by 5 and 0.7
     # by 7; trader 8 0.4 by 5 and 0.6 by the rest of a bounded round (an aggregate node).
