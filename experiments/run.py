@@ -37,10 +37,13 @@ def write_run_folder(model, out: str | Path) -> Path:
     """Write ``model``'s run folder and draw its cascade; returns the folder.
 
     A drawing that fails is a warning, not an error: the folder already holds every result,
-    and the figure can be drawn again from it (:func:`draw_run_cascade`)."""
+    and the figure can be drawn again from it (:func:`draw_run_cascade`). A file that cannot
+    be written (a full disk, say) is still an error."""
     folder = model.write_results(out)
     try:
         draw_run_cascade(folder)
+    except OSError:
+        raise
     except Exception as exc:  # (the renderer's own limits, say: the data are all written)
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())
         warnings.warn(f"{CASCADE_PNG} not drawn ({reason})", stacklevel=2)

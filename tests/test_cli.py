@@ -67,6 +67,14 @@ def test_a_cascade_drawing_that_fails_is_one_warning_and_the_folder_is_complete(
     assert len(err) == 1 and "cascade.png not drawn (OverflowError: Exceeded" in err[0], err
     assert all((out / name).is_file() for name in RUN_FILES) and not (out / "cascade.png").exists()
 
+    def full(folder):  # a file that cannot be written is still an error: exit 2, one line
+        raise OSError(28, "No space left on device", str(folder / "cascade.png"))
+
+    monkeypatch.setattr(experiments.run, "draw_run_cascade", full)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o2"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cascade.png" in err[0] and "no space left" in err[0].lower(), err
+
 
 @pytest.mark.slow
 def test_bad_key_exits_2_with_one_line_naming_it(tmp_path):
