@@ -413,7 +413,7 @@ class AccountBook:
         """(k,) wallet plus unrealised PnL of the cross positions (plus the haircut value of the
         collateral holdings, when there are collateral assets)."""
         w, q, e, iso = self.read(rows, "wallet", "qty", "entry", "isolated")
-        if self._compiled():  # the same arithmetic, one loop (model.kernels)
+        if self.compiled():  # the same arithmetic, one loop (model.kernels)
             cash = np.empty(q.shape[0])
             kernels.equities(w, _NO_MARGINS, q, e, iso, np.asarray(mark, dtype=float), True, cash)
         else:
@@ -434,7 +434,7 @@ class AccountBook:
         """(k,) everything the trader owns: wallet, isolated margins, unrealised PnL (and the
         collateral holdings at full market value)."""
         w, m, q, e = self.read(rows, "wallet", "margin", "qty", "entry")
-        if self._compiled():  # the same arithmetic, one loop (model.kernels)
+        if self.compiled():  # the same arithmetic, one loop (model.kernels)
             eq = np.empty(q.shape[0])
             kernels.equities(w, m, q, e, _NO_FLAGS, np.asarray(mark, dtype=float), False, eq)
         else:
@@ -714,7 +714,7 @@ class AccountBook:
         log.pending, log.last, log.everything = [], None, False
         return None if everything else pending
 
-    def _compiled(self) -> bool:
+    def compiled(self) -> bool:
         """Whether the compiled kernels (:mod:`model.kernels`) do this book's row arithmetic,
         for batches of any size: a book large enough (:func:`model.kernels.use`), numba
         installed, and 1 to 7 assets (beyond, numpy sums a row in another order than the
@@ -724,7 +724,7 @@ class AccountBook:
     def liquidatable(self, mark, rows) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`cross_liquidatable` and :meth:`isolated_liquidatable` of ``rows`` together:
         ``(cross (k,), iso (k, A))``."""
-        if not self._compiled():
+        if not self.compiled():
             return self.cross_liquidatable(mark, rows), self.isolated_liquidatable(mark, rows)
         w, q, e, m, flags = self.read(rows, "wallet", "qty", "entry", "margin", "isolated")
         cross = np.empty(q.shape[0], dtype=bool)
@@ -748,7 +748,7 @@ class AccountBook:
             ``(realized, closed)`` per position, as :func:`apply_fills` does.
         """
         q0, e0, iso = self.read(rows, "qty", "entry", "isolated")
-        if self._compiled():  # the same arithmetic, one loop (model.kernels)
+        if self.compiled():  # the same arithmetic, one loop (model.kernels)
             dq = np.asarray(dq, dtype=float)
             q, e, realized, closed, traded = (np.empty(dq.shape) for _ in range(5))
             cash, net = np.empty(dq.shape[0]), np.empty(dq.shape[1])
@@ -767,14 +767,11 @@ class AccountBook:
         # all cross: the margins are not written (scattered writes cost more than arithmetic)
         for name, values in written.items():
             put_rows(getattr(self, name), rows, values)
-        if self._totals is not None:  # cash-equivalent W + m - q e moves by -dq P
-            net_qty, total = self._totals
+        if self._totals is not None:
             dq = np.asarray(dq, dtype=float)
             if traded is None:
                 traded = dq * np.asarray(price, dtype=float)
-            if net is None or not adds_rows_in_order(dq):
-                net = column_sum(dq)
-            self._totals = (net_qty + net, total - float(traded.sum()))
+            self._filled_totals(dq, traded, net)
         shared = isinstance(rows, np.ndarray) and rows.ndim == 1 and rows.size >= GATHER_SHARED
         if shared:  # what was written stays as the rows' gathers
             self._gathers.filled(rows, written)
@@ -799,13 +796,21 @@ class AccountBook:
         put_rows(self.qty, rows, flat)
         put_rows(self.entry, rows, flat)
         put_rows(self.wallet, rows, wallet)
-        if self._totals is not None:
-            net_qty, total = self._totals
-            total = total - float(traded.sum())
-            for moved in cash_moves:
-                total = total + (0.0 + float(moved.sum()))
-            self._totals = (net_qty + column_sum(dq), total)
+        self._filled_totals(dq, traded)
         self._note_changed(rows)
+        for moved in cash_moves:  # (as charge() and credit() add it: 0.0 plus the sum)
+            self._cash_changed(rows, 0.0 + float(moved.sum()))
+
+    def _filled_totals(self, dq, traded, net=None) -> None:
+        """After a fill of ``dq`` (k, A) whose cash flow is ``traded`` (``dq P``): the traders'
+        net quantity moves by its column sums (``net`` when a kernel summed them while it read
+        ``dq``), their cash-equivalent ``W + m - q e`` by ``-sum dq P``."""
+        if self._totals is None:
+            return
+        net_qty, total = self._totals
+        if net is None or not adds_rows_in_order(dq):
+            net = column_sum(dq)
+        self._totals = (net_qty + net, total - float(traded.sum()))
 
     def sell_collateral(self, rows, sold, price) -> None:
         """Sell ``sold`` (k, C) units of the collateral holdings of ``rows`` at ``price`` (C,);

@@ -81,23 +81,28 @@ class RoundLimits:
         return (tier >= self.from_tier - 1).any(axis=1)
 
     @property
+    def _chunked(self) -> bool:
+        """Whether the chunk rule is on."""
+        return self.chunk_notional is not None
+
+    @property
+    def _limited_per_round(self) -> bool:
+        """Whether a per-round limit is on."""
+        return self.round_share < 1 or self.round_min > 0 or self.round_max is not None
+
+    @property
     def bounds_nothing(self) -> bool:
         """Whether :meth:`bound` returns every fraction as it is (no chunk rule, no per-round
         limit)."""
-        return (
-            self.chunk_notional is None
-            and self.round_share >= 1
-            and self.round_min <= 0
-            and self.round_max is None
-        )
+        return not (self._chunked or self._limited_per_round)
 
     def bound(self, rows, frac, notional) -> np.ndarray:
         """The fractions ``frac`` (k, A) of the round's accounts ``rows`` once the chunk rule and
         the per-round limits have bounded them; ``notional`` (k, A) at the mark."""
         frac = np.asarray(frac, dtype=float)
-        if self.chunk_notional is not None:
+        if self._chunked:
             frac = self._chunks(rows, frac, notional)
-        if self.round_share < 1 or self.round_min > 0 or self.round_max is not None:
+        if self._limited_per_round:
             frac = self._per_round(frac, notional)
         return frac
 

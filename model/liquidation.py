@@ -356,7 +356,7 @@ class LiquidationEngine:
             and self.liquidity is None
             and self.limits.bounds_nothing
             and not self.takeover
-            and book._compiled()
+            and book.compiled()
         )
 
     def _close_cross_books(self, step, rnd, rows) -> RoundRecord:
@@ -368,9 +368,7 @@ class LiquidationEngine:
         book = self.book
         q, entry, wallet = book.read(rows, "qty", "entry", "wallet")
         price_before = self.market.price
-        flow = column_sum(q)
-        self._walked_depth = self.market.depth_now
-        price = self.market.execute(flow, forced=True)
+        price = self._walk_book(rows, q)
         k, n_assets = q.shape
         new_wallet, paid, debt = (np.empty(k) for _ in range(3))
         notional, fee_pos, bad_pos, traded = (np.empty((k, n_assets)) for _ in range(4))
@@ -381,7 +379,6 @@ class LiquidationEngine:
         book.write_closed_books(
             rows, new_wallet, -q, traded, (-paid, debt) if any_debt else (-paid,)
         )
-        self.market.take_other_side(-flow, price)
         c = _Closing((q != 0).astype(float), q, None, None, price, price)
         done = _Done(q, price_before, notional, fee_pos, bad_pos, np.ones(k, dtype=bool), [])
         return self._settle(step, rnd, rows, c, done)
@@ -486,7 +483,15 @@ class LiquidationEngine:
 
     def _execute(self, rows, closed) -> np.ndarray:
         """Send the round's net forced flow through the market and fill every position at the
-        price after it (the market agent takes the other side); return that price.
+        price after it (:meth:`_walk_book`); return that price."""
+        price = self._walk_book(rows, closed)
+        self.book.fill(rows, -closed, price)
+        return price
+
+    def _walk_book(self, rows, closed) -> np.ndarray:
+        """Send the net flow of the round's ``closed`` quantities through the market (the
+        market agent takes the other side) and return the price after it, at which every
+        position of the round fills.
 
         With resting orders or market makers (``self.liquidity``), the detected accounts'
         resting orders and quotes are cancelled and the makers requote before the walk.
@@ -496,7 +501,6 @@ class LiquidationEngine:
             self.liquidity.before_walk(rows)
         self._walked_depth = self.market.depth_now
         price = self.market.execute(flow, forced=True)
-        self.book.fill(rows, -closed, price)
         self.market.take_other_side(-flow, price)
         return price
 
