@@ -321,10 +321,11 @@ def _draw_edges(ax, lay: CascadeLayout, max_edges: int) -> None:
         keep = np.argsort(-lay.weight, kind="stable")[:max_edges]
     s, d = lay.src[keep], lay.dst[keep]
     ax.plot(*_polyline(x[s], y[s], x[d], y[d]), color="0.75", lw=0.3, alpha=0.35)
-    child = np.flatnonzero(lay.nodes["parent"].to_numpy() >= 0)
+    parent = lay.nodes["parent"].to_numpy()
+    child = np.flatnonzero(parent >= 0)
     if child.size > max_edges:  # (a million-trader cascade) a sample of the nodes' causes
         child = _even_sample(child, lay.nodes["round"].to_numpy()[child], max_edges)
-    p = lay.nodes["parent"].to_numpy()[child]
+    p = parent[child]
     ax.plot(*_polyline(x[p], y[p], x[child], y[child]), color="0.3", lw=0.6, alpha=0.6)
 
 

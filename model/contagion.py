@@ -1024,7 +1024,7 @@ class ContagionRecorder:
 
         if is_integer_ids(self.ids):
             special = pa.array(a.node_names[: a.special].tolist(), pa.string())
-            return pa.concat_arrays([special, pa.array(self.ids).cast(pa.string())])
+            return pa.concat_arrays([special, _texts(self.ids)])
         return pa.array([_xml_attribute(x) for x in a.node_names.tolist()], pa.string())
 
     def write_node_link(self, path, *, compress: bool | None = None) -> None:
