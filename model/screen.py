@@ -65,11 +65,17 @@ then on, so it is dropped from the sorted prefixes when a query meets it; an acc
 (no position) can be liquidated at no mark and is listed nowhere. Every account is thus
 represented exactly once, by a valid key: the candidates are the union of disjoint parts.
 
-Rebuilds happen when the whole book, or a quarter of it, changed, and when the candidates
-handed out *in vain* since the last rebuild (handed out and not liquidated or otherwise changed
-before the next query) add up to ``rebuild_work`` (0.3) times the book: a rebuild costs a few
-passes over the book, so its cost is amortised over the work it saves, a calm step costs far
-less than one pass, and a cascade that liquidates the candidates it is handed costs none.
+Rebuilds happen when the whole book changed, when the changed list would hold more than
+``MAX_CHANGED_SHARE`` of it (a rebuild then costs little more than recomputing those rows), and
+when the work spent in vain since the last rebuild adds up to ``rebuild_work`` (0.3) times the
+book: the candidates handed out and not liquidated or otherwise changed before the next query,
+and the keys a query reads of listed rows that did not change since the query before (a rebuild
+would have taken them off the list), each read counted as ``1 / SCANS_PER_CHECK`` of a
+candidate checked. A rebuild costs a few passes over the book, so its cost is amortised over
+the work it saves, a calm step costs far less than one pass, and a cascade that liquidates the
+candidates it is handed costs none. Traders who trade every step stay listed: a rebuild would
+only list them again at their next trade, so their keys, read by the query that follows their
+trades, count for nothing.
 """
 
 from __future__ import annotations
@@ -107,6 +113,11 @@ SCREEN_BLOCK_ELEMENTS = 1 << 12
 # Share of a lane's accounts, those with the least headroom, sorted at a time.
 NEAR_SHARE = 1.0 / 8.0
 NEAR_MIN = 1024
+# Most of the book the changed list may hold; beyond it a rebuild replaces recomputing the rows.
+MAX_CHANGED_SHARE = 0.75
+# Keys of the changed list read by a query per candidate checked, in cost: at a million
+# traders a key read costs about 4 ns, the exact check of a candidate 40 to 70 ns.
+SCANS_PER_CHECK = 16
 # changed_slot values of rows not in the changed list
 UNCHANGED, CLOSED = -1, -2
 _NO_ROWS = np.zeros(0, dtype=np.int64)
@@ -312,14 +323,18 @@ class MarginScreen:
 
     Args:
         book: the account book (its write methods report the rows they change).
-        rebuild_work: candidate rows checked in vain since the last rebuild (handed out,
-            but not liquidated or otherwise changed before the next query), as a multiple of
-            the book size, that triggers a rebuild.
+        rebuild_work: work spent in vain since the last rebuild, as a multiple of the book
+            size, that triggers a rebuild: candidate rows handed out but not liquidated or
+            otherwise changed before the next query, and the keys the queries read of listed
+            rows unchanged since the query before (``SCANS_PER_CHECK`` of them count as one
+            candidate).
 
     Attributes:
         rebuilds: number of rebuilds so far.
         extensions: number of times a lane's sorted part was extended (no rebuild needed).
         checked: candidate rows handed out in vain since the last rebuild.
+        scanned: keys the queries read, since the last rebuild, of listed rows unchanged since
+            the query before.
         checked_total: candidate rows handed out in all.
     """
 
@@ -351,6 +366,8 @@ class MarginScreen:
         # no move can liquidate it, so it is listed nowhere). int32: 4 bytes a trader.
         self.changed_slot = np.full(n, UNCHANGED, dtype=np.int32)
         self.checked = 0
+        self.scanned = 0
+        self._fresh = 0  # rows listed or re-keyed by the last absorption of changes
         self.checked_total = 0
         self._handed = np.zeros(0, dtype=np.int64)  # the last candidates handed out
         self.rebuilds = 0
@@ -440,6 +457,7 @@ class MarginScreen:
         self.changed_slot[self.changed_slot == CLOSED] = UNCHANGED
         self.changed_count = 0
         self.checked = 0
+        self.scanned = 0
         self._handed = np.zeros(0, dtype=np.int64)
         self.rebuilds += 1
 
@@ -478,8 +496,9 @@ class MarginScreen:
 
     def _absorb_changes(self, mark) -> np.ndarray:
         """Recompute the headroom of accounts that changed, as keys relative to the anchor
-        (rebuilding instead when the whole book, or a quarter of it, changed); the reach of
-        ``mark`` from the anchor."""
+        (rebuilding instead when the whole book changed, or when the changed list would hold
+        more than ``MAX_CHANGED_SHARE`` of it); the reach of ``mark`` from the anchor."""
+        self._fresh = 0
         rows = self.book.take_changed("screen")
         if rows is None:  # the whole book changed
             self.rebuild(mark)
@@ -500,9 +519,11 @@ class MarginScreen:
             if not keep.any():
                 return self.reach(mark)
             rows, slot = rows[keep], slot[keep]
-        if self.changed_count + rows.size > self.book.n_traders // 4:
+        joining = int(np.count_nonzero(slot < 0))  # (rows listed already keep their slot)
+        if self.changed_count + joining > MAX_CHANGED_SHARE * self.book.n_traders:
             self.rebuild(mark)
             return self.reach(mark)
+        self._fresh = rows.size
         reach = self.reach(mark)
         keys, lanes = self.headroom(mark, rows)
         keys -= reach[_OFFSET_LANE][lanes]
@@ -546,7 +567,8 @@ class MarginScreen:
     # ---- the query -------------------------------------------------------------------------
     def candidates(self, mark) -> np.ndarray:
         """Sorted rows that may be below maintenance at ``mark``; every other row is not."""
-        if self.anchor is None or self.checked > self.rebuild_work * self.book.n_traders:
+        wasted = self.checked + self.scanned / SCANS_PER_CHECK
+        if self.anchor is None or wasted > self.rebuild_work * self.book.n_traders:
             self.rebuild(mark)
         reach = self._absorb_changes(mark)
         parts = []
@@ -558,6 +580,7 @@ class MarginScreen:
                 parts.append(rows)
         m = self.changed_count
         if m:
+            self.scanned += max(m - self._fresh, 0)
             hit = self.changed_keys[:m] <= reach[self.changed_lane[:m]]
             parts.append(self.changed_rows[:m][hit])
         if len(parts) > 1:

@@ -362,6 +362,95 @@ def test_changed_accounts_keep_a_safe_key_after_the_price_turns(monkeypatch, fir
     assert missed == 0
 
 
+def well_funded_book(rng, n):
+    """random_book's positions, all cross, at 5x (cash a fifth of the notional): no account
+    is near maintenance at the entry marks these tests use, so no candidate is handed out,
+    and every account with a position has a finite headroom (is listed when it changes)."""
+    base = random_book(rng, n, iso_share=0.0)
+    cash = 0.2 * np.abs(base.qty * base.entry).sum(axis=1)
+    return AccountBook(np.arange(n), cash, base.qty, base.entry, TIERS)
+
+
+def trade(book, rows, mark):
+    """The rows add a tenth to their positions at ``mark`` (reported to the screen)."""
+    book.fill(rows, 0.1 * book.qty[rows], mark)
+
+
+def test_traders_who_trade_before_every_query_stay_listed_without_rebuilds():
+    # Two fifths of the accounts trade before every query (more than the quarter that used
+    # to rebuild the screen at each query): their keys are recomputed and replaced; the
+    # screen never rebuilds, and still hands out every account below maintenance. (Many
+    # accounts of this book are below maintenance and handed out in vain at every query:
+    # that rebuild is turned off.)
+    rng = np.random.default_rng(5)
+    book = random_book(rng, 3000)
+    held = np.flatnonzero((book.qty != 0).any(axis=1))
+    active = np.sort(rng.choice(held, 1200, replace=False))
+    screen = MarginScreen(book, rebuild_work=1e9)
+    mark = np.array([60000.0, 3000.0])
+    screen.candidates(mark)
+    for _ in range(60):
+        mark = mark * np.exp(rng.normal(0, 0.002, 2))
+        trade(book, active, mark)
+        cand = screen.candidates(mark)
+        below = np.flatnonzero(units_below(book, mark))
+        assert np.isin(below, cand).all()
+    assert screen.rebuilds == 1
+    assert screen.scanned == 0  # every listed row had just changed at each query
+
+
+def test_rows_that_stop_changing_are_dropped_once_their_reads_cost_a_third_of_a_rebuild():
+    # Accounts that changed once stay listed; every query reads their keys, and when those
+    # reads add up to rebuild_work * n * SCANS_PER_CHECK (0.3 x 3,000 x 16 = 14,400 keys) the
+    # next query rebuilds, which takes them off the list.
+    from model.screen import SCANS_PER_CHECK
+
+    rng = np.random.default_rng(6)
+    book = well_funded_book(rng, 3000)
+    held = np.flatnonzero((book.qty != 0).any(axis=1))
+    once = np.sort(rng.choice(held, 1000, replace=False))
+    screen = MarginScreen(book)
+    mark = np.array([60000.0, 3000.0])
+    assert screen.candidates(mark).size == 0
+    trade(book, once, mark)
+    screen.candidates(mark)  # lists them: the reads of this query count for nothing
+    assert screen.changed_count == 1000
+    assert screen.scanned == 0
+    budget = 0.3 * 3000 * SCANS_PER_CHECK
+    assert budget == 14_400
+    # after query j (counting the one above as 0) the list's keys were read j times in vain;
+    # the query after the first j with 1,000 j > 14,400 (j = 15) rebuilds: query 16
+    for j in range(1, 16):
+        screen.candidates(mark)
+        assert screen.scanned == 1000 * j
+        assert screen.rebuilds == 1
+    screen.candidates(mark)
+    assert screen.rebuilds == 2
+    assert screen.changed_count == 0
+
+
+@pytest.mark.parametrize(("share", "rebuilds"), [(0.7, 1), (0.8, 2)])
+def test_changes_of_most_of_the_book_rebuild(share, rebuilds):
+    # Up to MAX_CHANGED_SHARE (three quarters) of the book the changed rows are listed; a
+    # change of more is a rebuild. Rows listed already do not count twice: 0.7 of the book
+    # changing twice is listed once.
+    rng = np.random.default_rng(7)
+    book = well_funded_book(rng, 3000)
+    held = np.flatnonzero((book.qty != 0).any(axis=1))
+    assert held.size > 0.8 * 3000
+    rows = np.sort(rng.choice(held, int(share * 3000), replace=False))
+    screen = MarginScreen(book)
+    mark = np.array([60000.0, 3000.0])
+    screen.candidates(mark)
+    trade(book, rows, mark)
+    screen.candidates(mark)
+    assert screen.rebuilds == rebuilds
+    assert screen.changed_count == (rows.size if rebuilds == 1 else 0)
+    trade(book, rows, mark)  # the same rows again: listed (share 0.7) or rebuilt again (0.8)
+    screen.candidates(mark)
+    assert screen.rebuilds == 2 * rebuilds - 1
+
+
 # --------------------------------------------------------------------------------------------
 # Collateral holdings: long exposures at their haircut value (model/collateral.py)
 # --------------------------------------------------------------------------------------------
