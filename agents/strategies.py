@@ -156,10 +156,21 @@ class Strategy:
         if keep.all():
             return dq
         if keep.ndim == 2:
-            return np.where(keep, dq, 0.0)
+            return _where_kept(keep, dq)
         out = dq.copy()  # (np.where broadcasting (k, 1) over (k, A) costs twice this)
         out[~keep] = 0.0
         return out
+
+
+def _where_kept(keep: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``np.where(keep, x, 0.0)`` for a float array ``x`` and a mask of its shape, bit for
+    bit, as an AND of the bits with all ones (kept) or all zeros (``+0.0``): ``np.where``
+    branches on each element, and on a mask it cannot predict (the assets each trader holds)
+    costs three to four times this."""
+    bits = keep.astype(np.int64)
+    np.negative(bits, out=bits)  # True -> -1: every bit set
+    np.bitwise_and(np.asarray(x, dtype=np.float64).view(np.int64), bits, out=bits)
+    return bits.view(np.float64)
 
 
 # Rules by name, in the order they were registered (the order their orders join the batch).

@@ -313,6 +313,25 @@ def test_shared_reads_are_dropped_by_a_large_write_or_when_unsorted():
         np.testing.assert_array_equal(got, want)
 
 
+def test_shared_reads_are_found_only_for_the_same_rows():
+    # Rows of the same size are compared in full only when their ends agree: rows that
+    # differ anywhere (at an end, or only inside) are not the held rows; an equal copy is.
+    from model.accounts import GATHER_SHARED
+
+    n = 16 * GATHER_SHARED
+    book = _gather_book(n, seed=5)
+    rows = np.arange(0, n, 2)
+    book.read(rows, *NAMES)
+    inside = rows.copy()
+    inside[rows.size // 2] += 1  # the ends agree
+    for other in (rows + 1, rows[::-1].copy(), inside):
+        assert not book.holds_gathers(other)
+        assert book.holds_gathers(rows)  # (reading nothing: the held rows stay)
+    assert book.holds_gathers(rows.copy())
+    for got, want in zip(book.read(inside, *NAMES), _fresh(book, inside), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_a_fill_of_narrowed_rows_updates_the_gathers_they_were_narrowed_from():
     from model.accounts import GATHER_SHARED
 

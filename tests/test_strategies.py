@@ -401,3 +401,23 @@ def test_register_rule_refuses_what_it_cannot_configure():
     with pytest.raises(ValueError, match="use letters"):
         register_rule("with space")
     assert "bad_params" not in STRATEGIES and STRATEGIES["noise"].__name__ == "Noise"
+
+
+def test_where_kept_is_numpys_where_bit_for_bit():
+    # The masking of a rule's orders to the assets its traders hold: np.where(keep, x, 0.0),
+    # signed zeros, NaN and infinities included, on random masks and shapes.
+    from agents.strategies import _where_kept
+
+    rng = np.random.default_rng(8)
+    special = np.array([-0.0, 0.0, np.nan, -np.inf, np.inf, 5e-324, -1.5])
+    for shape in ((0, 2), (1, 1), (7, 3), (1000, 2)):
+        x = rng.normal(size=shape)
+        x.flat[: min(x.size, special.size)] = special[: min(x.size, special.size)]
+        for share in (0.0, 0.5, 0.97, 1.0):
+            keep = rng.random(shape) < share
+            got = _where_kept(keep, x)
+            assert got.dtype == np.float64 and got.shape == shape
+            assert got.tobytes() == np.where(keep, x, 0.0).tobytes()
+    x = rng.normal(size=(50, 4))[:, ::2]  # a view that is not contiguous
+    keep = rng.random((50, 2)) < 0.5
+    assert _where_kept(keep, x).tobytes() == np.where(keep, x, 0.0).tobytes()
