@@ -839,29 +839,30 @@ class ContagionRecorder:
                 )
         return out
 
+    def _trader_columns(self) -> list[tuple[str, np.ndarray]]:
+        """(attribute name, per-row array) of the attributes every liquidated trader's node
+        has, in their order; ``initial_leverage`` follows them where it is defined (not for
+        an account that started underwater)."""
+        return [
+            ("first_step", self.first_step),
+            ("first_round", self.first_round),
+            ("events", self.events),
+            ("liquidated_notional", self.notional),
+        ]
+
     def _node_records(self):
         """(name, attribute dict) of every node: special nodes, then liquidated traders."""
         out = self._special_node_records()
         liq = np.flatnonzero(self.events > 0)
-        cols = zip(
-            self.ids[liq].tolist(),
-            self.first_step[liq].tolist(),
-            self.first_round[liq].tolist(),
-            self.events[liq].tolist(),
-            self.notional[liq].tolist(),
-            self.initial_leverage[liq].tolist(),
-            np.isfinite(self.initial_leverage[liq]).tolist(),
-            strict=True,
-        )
-        for tid, fs, fr, ev, notional, lev, lev_defined in cols:
-            attrs = {
-                "kind": "trader",
-                "first_step": fs,
-                "first_round": fr,
-                "events": ev,
-                "liquidated_notional": notional,
-            }
-            if lev_defined:  # undefined (absent) for accounts that started underwater
+        columns = self._trader_columns()
+        names = [name for name, _ in columns]
+        values = zip(*(column[liq].tolist() for _, column in columns), strict=True)
+        leverage = self.initial_leverage[liq]
+        defined = np.isfinite(leverage).tolist()
+        cols = zip(self.ids[liq].tolist(), values, leverage.tolist(), defined, strict=True)
+        for tid, row, lev, lev_defined in cols:
+            attrs = {"kind": "trader", **dict(zip(names, row, strict=True))}
+            if lev_defined:
                 attrs["initial_leverage"] = lev
             out.append((tid, attrs))
         return out
@@ -992,12 +993,7 @@ class ContagionRecorder:
         import pyarrow.compute as pc
 
         liq = np.flatnonzero(self.events > 0)
-        columns = [
-            ("first_step", self.first_step),
-            ("first_round", self.first_round),
-            ("events", self.events),
-            ("liquidated_notional", self.notional),
-        ]
+        columns = self._trader_columns()
         for lo in range(0, liq.size, _EDGE_CHUNK):
             rows = liq[lo : lo + _EDGE_CHUNK]
             pieces = [
