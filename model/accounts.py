@@ -649,14 +649,19 @@ class AccountBook:
 
     def _cash_changed(self, rows, cash: float) -> None:
         """After wallets and margins of ``rows`` moved by ``cash`` in all (no quantity or entry
-        changed): update the aggregates by it, or drop them when every row was written (the
-        write was a pass over the book already: the next use recomputes them exactly)."""
+        changed): the aggregates (:meth:`_cash_moved`) and the change logs."""
+        self._cash_moved(rows, cash)
+        self._note_changed(rows)
+
+    def _cash_moved(self, rows, cash: float) -> None:
+        """Update the aggregates by ``cash`` moved into the wallets and margins of ``rows``,
+        or drop them when every row was written (the write was a pass over the book already:
+        the next use recomputes them exactly)."""
         if rows is None:
             self._totals = None
         elif self._totals is not None:
             net_qty, total = self._totals
             self._totals = (net_qty, total + cash)
-        self._note_changed(rows)
 
     def watch(self, name: str) -> None:
         """Start a change log called ``name``: :meth:`take_changed` then gives the rows
@@ -797,9 +802,9 @@ class AccountBook:
         put_rows(self.entry, rows, flat)
         put_rows(self.wallet, rows, wallet)
         self._filled_totals(dq, traded)
-        self._note_changed(rows)
         for moved in cash_moves:  # (as charge() and credit() add it: 0.0 plus the sum)
-            self._cash_changed(rows, 0.0 + float(moved.sum()))
+            self._cash_moved(rows, 0.0 + float(moved.sum()))
+        self._note_changed(rows)  # (one write of the rows: noted once)
 
     def _filled_totals(self, dq, traded, net=None) -> None:
         """After a fill of ``dq`` (k, A) whose cash flow is ``traded`` (``dq P``): the traders'
