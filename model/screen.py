@@ -519,7 +519,8 @@ class MarginScreen:
             if not keep.any():
                 return self.reach(mark)
             rows, slot = rows[keep], slot[keep]
-        joining = int(np.count_nonzero(slot < 0))  # (rows listed already keep their slot)
+        known = slot >= 0  # (rows listed already keep their slot)
+        joining = rows.size - int(np.count_nonzero(known))
         if self.changed_count + joining > MAX_CHANGED_SHARE * self.book.n_traders:
             self.rebuild(mark)
             return self.reach(mark)
@@ -527,8 +528,7 @@ class MarginScreen:
         reach = self.reach(mark)
         keys, lanes = self.headroom(mark, rows)
         keys -= reach[_OFFSET_LANE][lanes]
-        known = slot >= 0
-        if known.all():  # all changed again (traders who trade every step): replace the keys
+        if not joining:  # all changed again (traders who trade every step): replace the keys
             lo = int(slot[0])
             if slot[-1] - lo == slot.size - 1 and (slot[1:] > slot[:-1]).all():
                 # one run of the changed list, in order (the same rows as when they were
