@@ -478,9 +478,9 @@ class AccountBook:
             cash = (
                 self.wallet.sum() + self.margin.sum() - np.einsum("ij,ij->", self.qty, self.entry)
             )
-            net = self.qty.sum(axis=0)
+            net = column_sum(self.qty)
             if self.collateral is not None:
-                net[self.collateral.cols] += self.holdings.sum(axis=0)
+                net[self.collateral.cols] += column_sum(self.holdings)
             self._totals = (net, float(cash))
         net_qty, cash = self._totals
         return float(net_qty @ np.asarray(mark, dtype=float) + cash)

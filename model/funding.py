@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from agents.market import Market
-from model.accounts import AccountBook
+from model.accounts import AccountBook, row_sum
 from model.config import MarketConfig
 
 __all__ = ["INTEREST_BAND", "Funding", "funding_rate", "funding_payments"]
@@ -52,8 +52,23 @@ def funding_rate(premium, interest: float, cap: float, basis: float = 1.0) -> np
 
 
 def funding_payments(qty, mark, rate) -> np.ndarray:
-    """(k, A) what each position pays (negative: receives): ``q x mark x rate``."""
-    return np.asarray(qty, dtype=float) * mark * rate
+    """(k, A) what each position pays (negative: receives): ``q x mark x rate``.
+
+    A book of few assets is computed one column at a time, to the same bits: numpy
+    broadcasting an (A,) array over (k, A) loops over rows of A entries (the whole book's
+    payments at a settlement: 30 ms against 11 for 10^6 x 2).
+    """
+    qty = np.asarray(qty, dtype=float)
+    if qty.ndim != 2 or qty.shape[1] >= 8:
+        return qty * mark * rate
+    mark = np.broadcast_to(np.asarray(mark, dtype=float), qty.shape[1:])
+    rate = np.broadcast_to(np.asarray(rate, dtype=float), qty.shape[1:])
+    out = np.empty(qty.shape)
+    for a in range(qty.shape[1]):  # loop over assets, not traders
+        column = out[:, a]
+        np.multiply(qty[:, a], mark[a], out=column)
+        column *= rate[a]
+    return out
 
 
 class Funding:
@@ -100,12 +115,15 @@ class Funding:
         self.settlements += 1
         mark = market.mark
         pay = funding_payments(book.qty, mark, rate)
-        iso = book.isolated
-        book.charge(
-            None, wallet=np.where(iso, 0.0, pay).sum(axis=1), margin=np.where(iso, pay, 0.0)
-        )
+        if book.any_isolated:  # each isolated position pays out of its own margin
+            iso = book.isolated
+            book.charge(
+                None, wallet=row_sum(np.where(iso, 0.0, pay)), margin=np.where(iso, pay, 0.0)
+            )
+        else:
+            book.charge(None, wallet=row_sum(pay))
         if vault is not None:
             vault.cash -= float(funding_payments(vault.inventory, mark, rate).sum())
         # The market agent holds the opposite inventory: it pays the other side.
         market.cash -= funding_payments(market.inventory, mark, rate)
-        self.paid_by_longs += float(np.where(book.qty > 0, pay, 0.0).sum())
+        self.paid_by_longs += float((pay * (book.qty > 0)).sum())  # (np.where against 0.0: slower)

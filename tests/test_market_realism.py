@@ -7,7 +7,7 @@ import pytest
 from agents.market import Market
 from model import ContagionModel
 from model.config import AssetConfig, MarketConfig, build_config
-from model.funding import INTEREST_BAND, funding_rate
+from model.funding import INTEREST_BAND, funding_payments, funding_rate
 from model.population import Population
 from model.results import money_scale
 from tests.helpers import small_config
@@ -166,6 +166,8 @@ def test_funding_payments_move_money_from_longs_to_shorts():
     assert m.market.cash[0] == pytest.approx(2.0 * 100.0 + 2 * mark * rate, rel=1e-12)
     assert m.money()["total"] == pytest.approx(m.initial_money, rel=1e-12)
     assert m.funding.settlements == 1
+    # the long (3 units) paid 3 x mark x rate (negative: it received, the rate being negative)
+    assert m.funding.paid_by_longs == pytest.approx(3 * mark * rate, rel=1e-12)
 
 
 def test_funding_off_by_default(small_cfg):
@@ -287,3 +289,43 @@ def test_money_conserved_every_step_with_everything_on(mode):
     assert (fills["kind"] == "adl").any()
     assert m.deposits > 0 and m.funding.settlements == 15
     assert m.summary()["money_error"] < 1e-9
+
+
+@pytest.mark.parametrize("assets", [1, 2, 3, 7, 8, 9])
+def test_funding_payments_are_the_broadcast_product_to_the_bit(assets):
+    rng = np.random.default_rng(assets)
+    qty = rng.normal(size=(1000, assets)) * np.where(rng.random((1000, assets)) < 0.2, 0.0, 1.0)
+    mark = rng.uniform(1.0, 6e4, assets)
+    rate = rng.normal(0.0, 1e-4, assets)
+    expected = qty * mark * rate  # (q x mark) x rate, as numpy broadcasts it
+    got = funding_payments(qty, mark, rate)
+    assert got.shape == expected.shape
+    assert np.array_equal(got.view(np.int64), expected.view(np.int64))
+    # a 1-D inventory (the market agent's, the vault's) as before
+    assert np.array_equal(funding_payments(qty[0], mark, rate), qty[0] * mark * rate)
+
+
+def test_funding_charges_isolated_margins_and_cross_wallets_apart():
+    """A cross long and an isolated long (one account each) pay the same q x mark x rate,
+    the first out of its wallet, the second out of its position margin."""
+    cfg = one_asset(
+        shock=None,
+        steps=2,
+        market={"funding_interval": 2, "funding_cap": 0.05, "funding_interest": 1e-4},
+        margin={"insurance_fund": 0.0},
+    )
+    pop = population([1000.0, 600.0, 2000.0], [3.0, 3.0, -6.0])
+    pop.isolated[1, 0] = True
+    pop.margin[1, 0] = 400.0
+    m = ContagionModel(cfg, population=pop)
+    m.market.impact[:] = np.log(1.02)
+    m.market.impact_start[:] = np.log(1.02)
+    m.run()
+    rate = 0.02 - INTEREST_BAND
+    paid = 3 * m.mark[0] * rate
+    assert m.book.wallet[0] == pytest.approx(1000 - paid, rel=1e-12)
+    assert m.book.margin[1, 0] == pytest.approx(400 - paid, rel=1e-12)
+    assert m.book.wallet[1] == 600.0  # the isolated position's wallet is untouched
+    assert m.book.wallet[2] == pytest.approx(2000 + 2 * paid, rel=1e-12)
+    assert m.funding.paid_by_longs == pytest.approx(2 * paid, rel=1e-12)
+    assert m.money()["total"] == pytest.approx(m.initial_money, rel=1e-12)
