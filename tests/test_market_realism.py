@@ -166,7 +166,7 @@ def test_funding_payments_move_money_from_longs_to_shorts():
     assert m.market.cash[0] == pytest.approx(2.0 * 100.0 + 2 * mark * rate, rel=1e-12)
     assert m.money()["total"] == pytest.approx(m.initial_money, rel=1e-12)
     assert m.funding.settlements == 1
-    # the long (3 units) paid 3 x mark x rate (negative: it received, the rate being negative)
+    # the long (3 units) paid 3 x mark x rate to the short and the market agent
     assert m.funding.paid_by_longs == pytest.approx(3 * mark * rate, rel=1e-12)
 
 
