@@ -85,7 +85,7 @@ import math
 import numpy as np
 
 from model import kernels
-from model.accounts import AccountBook, TierTable, maintenance_margin, take_rows
+from model.accounts import AccountBook, TierTable, maintenance_margin, row_any, take_rows
 
 __all__ = [
     "LANE_BOTH",
@@ -215,16 +215,16 @@ def headroom(
     size *= _RELATIVE_SLACK
     upnl_mm = qty * (mark - entry)
     upnl_mm -= mm
-    any_long = _row_any(long_)
-    any_short = _row_any(short)
+    any_long = row_any(long_)
+    any_short = row_any(short)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if isolated.any():
             h = _isolated_units(margin, isolated, long_, short, upnl_mm, size, coef, directional)
             cross = ~isolated
             upnl_mm = np.where(cross, upnl_mm - size, 0.0)
             coef = np.where(cross, coef, 0.0)
-            any_long = _row_any(cross & long_)
-            any_short = _row_any(cross & short)
+            any_long = row_any(cross & long_)
+            any_short = row_any(cross & short)
         else:  # every position is in the cross book
             h = None
             upnl_mm -= size
@@ -241,29 +241,22 @@ def headroom(
         h = to_headroom(h)
     lane = np.full(h.shape, LANE_BOTH, dtype=np.int8)
     if directional:
-        any_long = _row_any(long_)
+        any_long = row_any(long_)
         if held is not None:
             any_long |= held
-        any_short = _row_any(short)
+        any_short = row_any(short)
         lane[any_long & ~any_short] = LANE_FALL
         lane[any_short & ~any_long] = LANE_RISE
     return h, lane
 
 
 def _row_sum(x) -> np.ndarray:
-    """(k,) sum over the columns of a (k, A) array, one column at a time (numpy's reduction
-    along a short last axis is several times slower)."""
+    """(k,) sum over the columns of a (k, A) array, one column at a time from the first at
+    every width, as :func:`model.kernels.headroom` adds them (so both give the same keys;
+    :func:`model.accounts.row_sum` hands 8 columns and more to numpy's pairwise sum)."""
     out = x[:, 0].copy()
     for a in range(1, x.shape[1]):
         out += x[:, a]
-    return out
-
-
-def _row_any(x) -> np.ndarray:
-    """(k,) any over the columns of a (k, A) boolean array, one column at a time."""
-    out = x[:, 0].copy()
-    for a in range(1, x.shape[1]):
-        out |= x[:, a]
     return out
 
 
@@ -512,7 +505,7 @@ class MarginScreen:
             at = np.minimum(np.searchsorted(large, small), large.size - 1)
             self.checked -= int(np.count_nonzero(large[at] == small))
         slot = self.changed_slot[rows]
-        held = _row_any(self.book.read(rows, "qty")[0] != 0)
+        held = row_any(self.book.read(rows, "qty")[0] != 0)
         if not held.all():  # accounts closed out have no headroom to compute
             self.changed_slot[rows[~held & (slot < 0)]] = CLOSED
             keep = held | (slot >= 0)
