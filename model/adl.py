@@ -87,6 +87,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from model.accounts import AccountBook, row_any, row_sum, take_rows
+from model.sorting import stable_argsort
 
 if TYPE_CHECKING:
     from agents.market import Market
@@ -224,7 +225,7 @@ def queue_order(ranking: str, cand: Candidates, price: float, rng=None) -> np.nd
     if ranking in ("pro_rata", "random"):
         start = int(rng.integers(k)) if ranking == "random" and k else 0
         return np.roll(np.arange(k), -start)
-    return np.lexsort((cand.rows, -queue_score(ranking, cand, price)))  # highest first
+    return stable_argsort(-queue_score(ranking, cand, price), cand.rows)  # highest first
 
 
 def queue_score(ranking: str, cand: Candidates, price: float) -> np.ndarray:
@@ -258,14 +259,14 @@ def _queue_head(ranking: str, cand: Candidates, price: float, capacity, need: fl
         if bound != bound:  # NaN: fewer than m numbers
             break
         head = np.flatnonzero(key <= bound)  # the first m or more of the order (ties kept)
-        head = head[np.lexsort((cand.rows[head], key[head]))]
+        head = head[stable_argsort(key[head], cand.rows[head])]
         if np.cumsum(capacity[head])[-1] >= need:  # as allocate_in_order adds them up
             return head
         m *= 8
     rows = cand.rows
     if rows.size < 2 or (rows[1:] > rows[:-1]).all():  # ties by row: a stable sort does it
-        return np.argsort(key, kind="stable")
-    return np.lexsort((rows, key))
+        return stable_argsort(key)
+    return stable_argsort(key, rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,7 +309,7 @@ def pro_rata(capacity, size, need: float) -> np.ndarray:
     if need >= capacity.sum():
         return capacity.copy()
     ratio = capacity / size
-    order = np.argsort(ratio, kind="stable")
+    order = stable_argsort(ratio)
     r, c, s = ratio[order], capacity[order], size[order]
     capped_before = np.cumsum(c) - c
     size_from = np.cumsum(s[::-1])[::-1]

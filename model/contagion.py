@@ -61,6 +61,7 @@ import numpy as np
 from model.column_log import ColumnLog
 from model.ids import id_column, is_integer_ids, plain_id
 from model.liquidation import RoundRecord
+from model.sorting import stable_argsort
 
 __all__ = [
     "ContagionRecorder",
@@ -206,7 +207,7 @@ def _support_groups(mix, share) -> list[tuple[np.ndarray, np.ndarray, np.ndarray
     c = support.shape[1]
     if c <= 62:  # each pattern as an integer whose bits read the columns from column 0
         codes = (support << np.arange(c - 1, -1, -1, dtype=np.int64)).sum(axis=1)
-        order = np.argsort(codes, kind="stable")
+        order = stable_argsort(codes)
         sorted_codes = codes[order]
         cuts = np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1
         if codes.size:

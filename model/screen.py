@@ -86,6 +86,7 @@ import numpy as np
 
 from model import kernels
 from model.accounts import AccountBook, TierTable, maintenance_margin, row_any, take_rows
+from model.sorting import stable_argsort
 
 __all__ = [
     "LANE_BOTH",
@@ -479,7 +480,7 @@ class MarginScreen:
                 horizon = np.partition(k, size)[size]  # > reach: more than the reached
             near = k < horizon
             pool, k = pool[near], k[near]
-        order = np.argsort(k, kind="stable")
+        order = stable_argsort(k)
         lo = self.start[lane]
         self.order[lane] = np.concatenate([self.order[lane][lo:], pool[order]])
         self.sorted_keys[lane] = np.concatenate([self.sorted_keys[lane][lo:], k[order]])
