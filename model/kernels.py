@@ -102,10 +102,10 @@ def enabled() -> bool:
 # Choices between two values are written as ``x if c else y`` with both computed first, so the
 # compiler emits a select instead of a branch: the signs of orders and positions are random,
 # and a branch on them is mispredicted half the time (about 15 cycles each, more than the
-# arithmetic). A division is an exception: the compiler moves it into the branch that uses
-# it, and branches again. A kernel that chooses a quotient therefore adds every quotient it
-# computes into a sum that it returns (callers ignore it), which keeps the division on every
-# path: a fill of 10^5 x 2 positions takes a third of the time.
+# arithmetic). In a loop that adds into one sum row after row the compiler works one row at a
+# time and moves a chosen quotient into a branch; the kernels over many rows therefore go one
+# asset at a time and keep such sums in loops of their own, so that the loop that divides has
+# rows independent of each other and is vectorised, its choices selects.
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,39 +158,51 @@ def apply_fills(qty, entry, isolated, dq, price, new_qty, new_entry, realized, c
     ``net`` (A,) the column sums of ``dq`` as :func:`column_sums` adds them (the traders' net
     quantity moves by it), read while the fill reads ``dq`` anyway.
 
-    Returns the sum of every averaged entry price computed (see "Branch-free choices")."""
+    One asset at a time over all the rows, as :func:`cap_orders` goes: each row's fill of
+    the asset is independent of the others', so the compiler fills several rows at once
+    (vector instructions, the choices as selects); the column sums, which must add the rows
+    one after another, are a loop of their own."""
     k, n_assets = dq.shape
-    per_row = price.shape[0] > 1
-    divisions = 0.0
     for a in range(n_assets):
-        net[a] = 0.0
-    for j in range(k):
-        to_wallet = 0.0
-        for a in range(n_assets):
-            q, e, d = qty[j, a], entry[j, a], dq[j, a]
-            p = price[j if per_row else 0, a]
-            abs_q, abs_d = abs(q), abs(d)
-            new_q = q + d
-            opposite = q * d < 0
-            c = np.sign(q) * _minimum(abs_d, abs_q)
-            c = c if opposite else 0.0
-            r = c * (p - e)
-            dp = d * p
-            averaged = (q * e + dp) / new_q
-            divisions += averaged  # (see "Branch-free choices")
-            new_e = averaged if d != 0 else e
-            flip_e = p if abs_d > abs_q else e
-            new_e = flip_e if opposite else new_e
-            flat = abs(new_q) <= 1e-12 * max(abs_q, abs_d)  # (NaN: False, as numpy compares)
-            new_q = 0.0 if flat else new_q
-            new_e = 0.0 if flat else new_e
-            new_qty[j, a], new_entry[j, a], realized[j, a], closed[j, a] = new_q, new_e, r, c
-            traded[j, a] = dp
-            net[a] += d
-            cross_r = 0.0 if isolated[j, a] else r
-            to_wallet = cross_r + 0.0 if a == 0 else to_wallet + cross_r
-        cash[j] = to_wallet
-    return divisions
+        total = 0.0
+        for j in range(k):
+            total += dq[j, a]
+        net[a] = total
+    for a in range(n_assets):
+        first = a == 0  # (a row's sum starts from 0.0, as row_sum's does)
+        if price.shape[0] > 1:
+            for j in range(k):
+                _fill_one(qty, entry, isolated, dq, price[j, a], new_qty, new_entry, realized,
+                          closed, cash, traded, j, a, first)  # fmt: skip
+        else:
+            p = price[0, a]
+            for j in range(k):
+                _fill_one(qty, entry, isolated, dq, p, new_qty, new_entry, realized, closed,
+                          cash, traded, j, a, first)  # fmt: skip
+
+
+def _fill_one(qty, entry, isolated, dq, p, new_qty, new_entry, realized, closed, cash, traded,
+              j, a, first):  # fmt: skip
+    """The fill of row ``j``'s position in asset ``a`` at ``p`` (:func:`apply_fills`)."""
+    q, e, d = qty[j, a], entry[j, a], dq[j, a]
+    abs_q, abs_d = abs(q), abs(d)
+    new_q = q + d
+    opposite = q * d < 0
+    c = np.sign(q) * _minimum(abs_d, abs_q)
+    c = c if opposite else 0.0
+    r = c * (p - e)
+    dp = d * p
+    averaged = (q * e + dp) / new_q
+    new_e = averaged if d != 0 else e
+    flip_e = p if abs_d > abs_q else e
+    new_e = flip_e if opposite else new_e
+    flat = abs(new_q) <= 1e-12 * max(abs_q, abs_d)  # (NaN: False, as numpy compares)
+    new_q = 0.0 if flat else new_q
+    new_e = 0.0 if flat else new_e
+    new_qty[j, a], new_entry[j, a], realized[j, a], closed[j, a] = new_q, new_e, r, c
+    traded[j, a] = dp
+    cross_r = 0.0 if isolated[j, a] else r
+    cash[j] = cross_r + 0.0 if first else cash[j] + cross_r
 
 
 def close_cross_books(wallet, qty, entry, price, fee_rate, new_wallet, notional, fee, bad,
@@ -493,6 +505,7 @@ _COMPILED = (
     "_maintenance",
     "_unit_bound",
     "_spread_share",
+    "_fill_one",
     "apply_fills",
     "close_cross_books",
     "column_sums",
