@@ -420,11 +420,19 @@ def _top_set(share, d: int):
         keep = np.zeros(k_l, dtype=bool)
         keep[np.argsort(-share, axis=0, kind="stable")[:d]] = True
         return np.flatnonzero(keep)
-    v = np.partition(share, k_l - d, axis=0)[k_l - d]  # each column's d-th largest value
-    above = share > v  # fewer than d per column
-    tied = share == v
-    keep = above | (tied & (np.cumsum(tied, axis=0) <= d - above.sum(axis=0)))
-    return np.flatnonzero(keep.any(axis=1))
+    keep = np.zeros(k_l, dtype=bool)
+    # one column at a time, each contiguous: numpy's reductions and comparisons along the
+    # rows of a (k_l, C) array with a few columns cost many times those of 1-D arrays
+    for column in np.ascontiguousarray(share.T):
+        v = np.partition(column, k_l - d)[k_l - d]  # the column's d-th largest value
+        above = column > v  # fewer than d
+        tied = column == v
+        room = d - np.count_nonzero(above)  # the tied values the column takes
+        if np.count_nonzero(tied) <= room:  # (the usual case: one tie, v itself)
+            keep |= above | tied
+        else:
+            keep |= above | (tied & (np.cumsum(tied) <= room))
+    return np.flatnonzero(keep)
 
 
 def _kd_blocks(points: np.ndarray, size: int) -> list[np.ndarray]:
