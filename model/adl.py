@@ -86,7 +86,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.accounts import AccountBook, row_any, row_sum, take_rows
+from model.accounts import AccountBook, column_sum, row_any, row_sum, take_rows
 from model.sorting import stable_argsort
 
 if TYPE_CHECKING:
@@ -403,7 +403,7 @@ def auto_deleverage(
         prices[:, a] = fill_price
         book.fill(rows, dq, prices)
         book.release_closed_isolated(rows)
-        market.take_other_side(dq.sum(axis=0), price)
+        market.take_other_side(column_sum(dq), price)
         left[a] = max(left[a] - float(giveback.sum()), 0.0)
         notional = np.abs(closed) * fill_price
         notional_by_asset[a] = float(notional.sum())

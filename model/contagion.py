@@ -58,6 +58,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
+from model.accounts import column_sum, row_sum
 from model.column_log import ColumnLog
 from model.ids import id_column, is_integer_ids, plain_id
 from model.liquidation import RoundRecord
@@ -110,19 +111,19 @@ def attribution_factors(exposure, price_move, closed_prev, notional_prev=None):
     price_move = np.asarray(price_move, dtype=float)
     direction = np.where(price_move < 0, 1.0, -1.0)  # sellers push prices down
     push = np.maximum(closed_prev * direction[None, :], 0.0)  # (k_l, A)
-    push_total = push.sum(axis=0)
+    push_total = column_sum(push)
     share = push / np.where(push_total > 0, push_total, 1.0)[None, :]
     loss = np.maximum(-exposure * price_move[None, :], 0.0)  # (k_v, A)
     unpushed = push_total <= 0
     if unpushed.any():
         loss[:, unpushed] = 0.0  # nobody pushed that price: no one to attribute it to
-    loss_total = loss.sum(axis=1)
+    loss_total = row_sum(loss)
     k_v, a = loss.shape
     mix = np.empty((k_v, a + 1))
     np.divide(loss, np.where(loss_total > 0, loss_total, 1.0)[:, None], out=mix[:, :a])
     mix[:, a] = loss_total <= 0  # victims that lost nothing: by closed notional
     if notional_prev is None:
-        notional_prev = np.abs(closed_prev).sum(axis=1)
+        notional_prev = row_sum(np.abs(closed_prev))
     notional_prev = np.asarray(notional_prev, dtype=float)
     total = notional_prev.sum()
     k_l = closed_prev.shape[0]
@@ -142,7 +143,7 @@ def _one_asset_factors(exposure, price_move, closed_prev, notional_prev):
     closed_prev = np.asarray(closed_prev, dtype=float)
     move = float(price_move[0])
     push = np.maximum(closed_prev * (1.0 if move < 0 else -1.0), 0.0)  # (k_l, 1)
-    push_total = push.sum(axis=0)
+    push_total = column_sum(push)
     k_l = closed_prev.shape[0]
     share = np.empty((k_l, 2))
     np.divide(push, push_total if push_total[0] > 0 else 1.0, out=share[:, :1])
@@ -289,7 +290,7 @@ def top_attribution(mix, share, k: int):
         z = np.zeros(0, dtype=np.int64)
         return z, z, np.zeros(0), np.zeros(k_v)
     k = max(1, min(int(k), k_l))
-    col_total = share.sum(axis=0)
+    col_total = column_sum(share)
     support = mix > 0
     if (support.sum(axis=1) == 1).all():  # one asset, or every victim lost on one asset only
         found = _top_of_unit_rows(share, k, support.argmax(axis=1), col_total)
@@ -669,7 +670,7 @@ class ContagionRecorder:
         found = None
         if col is not None and share.shape[0]:
             k = max(1, min(self.top, share.shape[0]))
-            found = _top_of_unit_rows(share, k, col, share.sum(axis=0), dst_rows, src_rows)
+            found = _top_of_unit_rows(share, k, col, column_sum(share), dst_rows, src_rows)
         if found is None:
             mix = _unit_mix(col, share.shape[1]) if mix is None else mix
             vi, li, w, rest = top_attribution(mix, share, self.top)

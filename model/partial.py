@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.accounts import TierTable, maintenance_margin
+from model.accounts import TierTable, maintenance_margin, row_sum
 
 __all__ = ["partial_fraction"]
 
@@ -76,7 +76,7 @@ def partial_fraction(equity, notional, tiers: TierTable, fee: float, buffer: flo
     """
     equity = np.asarray(equity, dtype=float)
     notional = np.asarray(notional, dtype=float)
-    unit = _Unit(equity, notional, notional.sum(axis=1), tiers, float(fee), float(buffer))
+    unit = _Unit(equity, notional, row_sum(notional), tiers, float(fee), float(buffer))
     points = _breakpoints(notional, tiers)
     slack = np.empty_like(points)
     for j in range(points.shape[1]):  # loop over breakpoints, not units
@@ -94,7 +94,7 @@ class _Unit:
     def slack(self, f, rows=slice(None)) -> np.ndarray:
         """``S(f)`` for the units ``rows`` (f has one entry per selected unit)."""
         left = (1.0 - f)[:, None] * self.notional[rows]
-        mm = maintenance_margin(left, self.tiers).sum(axis=1)
+        mm = row_sum(maintenance_margin(left, self.tiers))
         return self.equity[rows] - self.fee * f * self.total[rows] - (1.0 + self.buffer) * mm
 
 
@@ -129,7 +129,10 @@ def _breakpoints(notional: np.ndarray, tiers: TierTable) -> np.ndarray:
     points.sort(axis=1)
     if k == 0:
         return points
-    zeros = int((points == 0.0).sum(axis=1).min())
+    # the leading columns that are 0 for every unit (rows sorted: a row's zeros lead it)
+    zeros = 1
+    while zeros < points.shape[1] and not points[:, zeros].any():
+        zeros += 1
     return points[:, zeros - 1 :]
 
 
