@@ -286,7 +286,7 @@ class LiquidationEngine:
             hi = min(lo + BLOCK_ROWS, total)
             block = slice(lo, hi) if cand is None else cand[lo:hi]
             cross, iso = book.liquidatable(mark, block)
-            local = np.flatnonzero(cross | iso.any(axis=1))
+            local = np.flatnonzero(cross | row_any(iso))
             rows = lo + local if cand is None else block[local]
             found.append((rows, cross[local], iso[local]))
         if len(found) == 1:
@@ -567,8 +567,10 @@ class LiquidationEngine:
         kind = np.where(c.frac >= 1.0, Kind.FULL, Kind.PARTIAL)
         if c.took:
             kind = np.where(c.taken, Kind.VAULT, kind)
-        r_idx, a_idx = np.nonzero(c.closed)
-        if r_idx.size == c.closed.size:  # every position closed: the (k, A) arrays in order
+        at = np.flatnonzero(c.closed)  # positions closed, in row-major order
+        r_idx = at // c.closed.shape[1]
+        a_idx = at - r_idx * c.closed.shape[1]
+        if at.size == c.closed.size:  # every position closed: the (k, A) arrays in order
             traders = rows if c.closed.shape[1] == 1 else rows.take(r_idx)
 
             def pick(x):
@@ -576,8 +578,8 @@ class LiquidationEngine:
         else:
             traders = rows.take(r_idx)
 
-            def pick(x):
-                return x[r_idx, a_idx]
+            def pick(x):  # (np.take of the flat positions: faster than two index arrays)
+                return np.ravel(x).take(at)
 
         price = c.fill_price  # (A,), or (k, A) with the vault's fills at the mark
         self.fills.append(
@@ -585,7 +587,7 @@ class LiquidationEngine:
             price[a_idx] if price.ndim == 1 else pick(price), pick(notional), pick(fee),
             pick(bad), pick(kind),
         )  # fmt: skip
-        self.totals.liquidations += int(r_idx.size)
+        self.totals.liquidations += int(at.size)
 
     def _add_to_totals(self, rows, c: _Closing, closed_notional, bad_debt, fees) -> None:
         """Add the round to the step's counters."""
