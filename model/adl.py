@@ -421,15 +421,20 @@ def auto_deleverage(
 def _candidates(book: AccountBook, a: int, side, price, ranking: str, profit_cap: bool):
     """The positions of asset ``a`` on the side opposite ``side`` that can give something:
     ``(Candidates, upnl)``, or None when there are none."""
-    rows = np.flatnonzero(book.qty[:, a] * side < 0)
+    held = book.qty[:, a]
+    rows = np.flatnonzero(held * side < 0)
     if rows.size == 0:
         return None
-    q = book.qty[rows, a]
-    e = book.entry[rows, a]
+    q = held.take(rows)
+    e = book.entry[:, a].take(rows)
     upnl = q * (price[a] - e)
-    iso = book.isolated[rows, a]
     cross_equity = book.cross_equity(price, rows)
-    unit_equity = np.where(iso, book.margin[rows, a] + upnl, cross_equity)
+    if book.any_isolated:
+        iso = book.isolated[:, a].take(rows)
+        unit_equity = np.where(iso, book.margin[:, a].take(rows) + upnl, cross_equity)
+    else:  # (no isolated position: every unit is its cross book)
+        iso = np.zeros(rows.size, dtype=bool)
+        unit_equity = cross_equity
     ok = unit_equity > 0
     if profit_cap:
         ok &= upnl > 0
