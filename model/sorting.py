@@ -2,8 +2,10 @@
 
 The engine orders rows by a key with ties by row (the margin screen's headrooms, the ADL
 queue's scores). numpy's stable sort (``kind="stable"``, a merge sort for floats and wide
-integers) is four to six times slower than its default sort, which on x86 processors with
-AVX-512 or AVX2 is vectorised; but the default sort leaves equal keys in no particular order.
+integers) took four to six times as long as its default sort at 10^4 to 10^5 keys on the
+machine of docs/performance.md ("The same machine, later"), where numpy vectorises the default
+with AVX-512 (an introsort elsewhere, still quicker than a merge sort); but the default sort
+leaves equal keys in no particular order.
 :func:`stable_argsort` sorts with the default and then puts equal keys back in the order a
 stable sort gives them: when no two keys are equal (headrooms and scores of accounts drawn at
 random, the common case) the default's order is already the stable one, and the check costs a
