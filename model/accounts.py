@@ -401,9 +401,17 @@ class AccountBook:
         return np.abs(q) * mark
 
     def upnl(self, mark, rows=None) -> np.ndarray:
-        """(k, A) unrealised PnL ``q (M - e)``."""
+        """(k, A) unrealised PnL ``q (M - e)``; with fewer than 8 assets one asset column at a
+        time, to the same bits (numpy broadcasting an (A,) mark over rows of a few assets
+        loops over A entries at a time: 1.9 against 1.2 ms for 150,000 x 2)."""
         q, e = self.read(rows, "qty", "entry")
-        return q * (mark - e)
+        mark = np.asarray(mark, dtype=float)
+        if q.ndim != 2 or mark.shape != q.shape[1:] or q.shape[1] >= 8:
+            return q * (mark - e)
+        out = np.empty(q.shape)
+        for a in range(q.shape[1]):  # loop over assets, not traders
+            np.multiply(q[:, a], mark[a] - e[:, a], out=out[:, a])
+        return out
 
     def position_maintenance(self, mark, rows=None) -> np.ndarray:
         """(k, A) maintenance margin of each position."""

@@ -480,9 +480,7 @@ def _deleverage_asset(book, a, side, need, per_unit, price, ranking, profit_cap,
 
 def _haircut_profits(book: AccountBook, price, loss: float) -> float:
     """Take ``loss`` pro rata from cross positions' paper profits; return what was taken."""
-    profit = np.empty(book.qty.shape)
-    for a in range(book.n_assets):  # loop over assets, not traders (1-D: numpy's fast loops)
-        profit[:, a] = book.qty[:, a] * (price[a] - book.entry[:, a])
+    profit = book.upnl(price)
     if book.any_isolated and book.isolated.any():
         profit = np.where(book.isolated, 0.0, profit)
     payers = np.flatnonzero(row_any(profit > 0))

@@ -351,3 +351,20 @@ def test_a_fill_of_narrowed_rows_updates_the_gathers_they_were_narrowed_from():
     for r in (sent, rows):
         for got, want in zip(book.read(r, *NAMES), _fresh(book, r), strict=True):
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("n_assets", [1, 2, 3, 7, 8, 9])
+def test_upnl_equals_numpys_broadcast_product_to_the_bit(n_assets):
+    """One asset column at a time below 8 assets: the same bits as ``q (M - e)``, for the
+    whole book and for gathered rows."""
+    rng = np.random.default_rng(n_assets)
+    n = 500
+    qty = rng.normal(size=(n, n_assets)) * (rng.random((n, n_assets)) < 0.7)
+    entry = rng.lognormal(0, 1, (n, n_assets))
+    tiers = TierTable.flat(np.full(n_assets, 0.01))
+    book = AccountBook(np.arange(n), np.full(n, 100.0), qty, entry, tiers)
+    mark = rng.lognormal(0, 1, n_assets)
+    rows = np.sort(rng.choice(n, 120, replace=False))
+    for r, sel in ((None, slice(None)), (rows, rows)):
+        want = book.qty[sel] * (mark - book.entry[sel])
+        assert book.upnl(mark, r).tobytes() == want.tobytes()
