@@ -263,10 +263,7 @@ def _queue_head(ranking: str, cand: Candidates, price: float, capacity, need: fl
         if np.cumsum(capacity[head])[-1] >= need:  # as allocate_in_order adds them up
             return head
         m *= 8
-    rows = cand.rows
-    if rows.size < 2 or (rows[1:] > rows[:-1]).all():  # ties by row: a stable sort does it
-        return stable_argsort(key)
-    return stable_argsort(key, rows)
+    return stable_argsort(key, cand.rows)  # (ties by book row)
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,10 +42,9 @@ def stable_argsort(keys, ties=None) -> np.ndarray:
     ordered = keys[order]
     same = ordered[1:] == ordered[:-1]
     if keys.dtype.kind == "f":  # NaNs (sorted last) are equal to each other for a sort
-        nan = np.isnan(ordered[-1])
-        if nan:
-            last = np.isnan(ordered)
-            same |= last[1:] & last[:-1]
+        if np.isnan(ordered[-1]):
+            nan = np.isnan(ordered)
+            same |= nan[1:] & nan[:-1]
     if not same.any():  # distinct keys: the one order, whatever the sort
         return order
     rank = np.zeros(k, dtype=np.int64)
