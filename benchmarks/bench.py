@@ -939,7 +939,7 @@ def markdown_table(section: dict) -> str:
 def numpy_simd() -> str:
     """Whether numpy found AVX-512 on this processor: its ``exp``, ``log`` and ``log1p`` take
     loops of those instructions where it did and slower scalar ones elsewhere
-    (docs/performance.md, "Remeasured on another machine")."""
+    (docs/performance-log.md, "Remeasured on another machine")."""
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as features
     except ImportError:  # pragma: no cover (another numpy layout)
@@ -953,7 +953,7 @@ def machine_speed(repeats: int = 5) -> str:
     processor's vector instructions), numpy's normal draws, a gather of 10^5 rows of two
     values scattered through 10^6 (memory: the noise traders' reads), and a plain Python loop
     (the per-agent reference's kind of work). One machine's speed at these moved by half
-    within an hour (docs/performance.md, "Remeasured on another machine"): figures from two
+    within an hour (docs/performance-log.md, "Remeasured on another machine"): figures from two
     runs compare through these."""
     values = np.linspace(0.0, 1.0, 1_000_000)
     rng = np.random.default_rng(0)

@@ -3,7 +3,7 @@
 The engine orders rows by a key with ties by row (the margin screen's headrooms, the ADL
 queue's scores). numpy's stable sort (``kind="stable"``, a merge sort for floats and wide
 integers) took four to six times as long as its default sort at 10^4 to 10^5 keys on the
-machine of docs/performance.md ("The same machine, later"), where numpy vectorises the default
+machine of docs/performance-log.md ("The same machine, later"), where numpy vectorises the default
 with AVX-512 (an introsort elsewhere, still quicker than a merge sort); but the default sort
 leaves equal keys in no particular order.
 :func:`stable_argsort` sorts with the default and then puts equal keys back in the order a
