@@ -58,6 +58,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
+from model import kernels
 from model.accounts import column_sum, row_sum
 from model.column_log import ColumnLog
 from model.ids import id_column, is_integer_ids, plain_id
@@ -77,6 +78,8 @@ __all__ = [
 _BLOCK = 1 << 22
 # Candidates beyond which the threshold search hands the victims left to the block search.
 _TA_MAX_CANDIDATES = 2048
+# Weight left over a truncated round's kept edges below which a victim gets no aggregate edge.
+_MIN_REST = 1e-12
 # Distinct edges are counted with a mark per possible (source, target) pair when there are at
 # most this many pairs per edge event (the marks then take less memory than the events' own
 # columns, and a pass over them costs less than sorting the events' keys), else by a sort.
@@ -281,8 +284,11 @@ def top_attribution(mix, share, k: int):
     :func:`_top_by_blocks`, a branch and bound over spatial blocks of liquidators.
 
     Returns:
-        ``(victim, liquidator, weight, rest)``: the kept positive weights as columns, and
-        (k_v,) each victim's weight not kept (its total minus the kept, clipped at 0).
+        ``(victim, liquidator, weight, rest)``: the kept positive weights as columns, victim
+        by victim and each victim's in liquidator order (a tie at the ``k``-th weight goes to
+        the lower liquidator index, except in the block search, which takes the first it
+        meets), and (k_v,) each victim's weight not kept (its total minus the kept, clipped
+        at 0).
     """
     k_v = mix.shape[0]
     k_l = share.shape[0]
@@ -328,7 +334,7 @@ def _top_of_unit_rows(share, k: int, col, col_total, victims=None, liquidators=N
     block = share[cand].T  # (columns, |cand|): row c holds the weights of column c's victims
     kk = min(k, cand.size)
     if kk < cand.size:
-        part = np.argpartition(-block, kk - 1, axis=1)[:, :kk]
+        part = _top_in_index_order(block, kk)
         top_w = block[np.arange(c)[:, None], part]
         top_l = cand[part]
     else:  # every candidate kept, in index order (a C-ordered copy, as the gather gives it)
@@ -374,7 +380,7 @@ def _top_threshold(mix, share, k: int, total):
             block = mix[vic] @ share[cand].T  # (b, |cand|)
             kk = min(k, cand.size)
             part = (
-                np.argpartition(-block, kk - 1, axis=1)[:, :kk]
+                _top_in_index_order(block, kk)
                 if kk < cand.size
                 else np.broadcast_to(np.arange(cand.size), (vic.size, cand.size))
             )
@@ -401,6 +407,17 @@ def _top_threshold(mix, share, k: int, total):
         np.concatenate(kept_w),
         rest,
     )
+
+
+def _top_in_index_order(block, kk: int) -> np.ndarray:
+    """(b, kk) the columns of each row's ``kk`` largest values, ties taken by column index
+    (the first ``kk`` of a stable descending sort), listed in column order.
+
+    The kept edges are thereby defined to the last tie and listed in liquidator order, by
+    numpy and by :func:`model.kernels.top_edges_of_unit_rows` alike; a partition
+    (``np.argpartition``) would pick among ties and list its picks in an order of its own.
+    """
+    return np.sort(np.argsort(-block, axis=1, kind="stable")[:, :kk], axis=1)
 
 
 def _top_set(share, d: int):
@@ -496,6 +513,10 @@ def _top_by_blocks(mix, share, k: int, size: int = 128):
             live = live[~done]
     pos = best_w > 0
     kept = np.where(pos, best_w, 0.0).sum(axis=1)
+    by_index = np.argsort(best_i, axis=1)  # each victim's edges in liquidator order
+    best_i = np.take_along_axis(best_i, by_index, axis=1)
+    best_w = np.take_along_axis(best_w, by_index, axis=1)
+    pos = np.take_along_axis(pos, by_index, axis=1)
     vi = np.repeat(np.arange(k_v), k).reshape(k_v, k)
     return vi[pos], best_i[pos], best_w[pos], kept
 
@@ -571,6 +592,8 @@ class ContagionRecorder:
         self._prev = None
         self._version = 0
         self._cache: dict = {}
+        # a large book's truncated rounds go to a compiled kernel (model.kernels)
+        self._compiled = kernels.use(n)
 
     # ---- recording ---------------------------------------------------------------------------
     def _special(self, name: str) -> int:
@@ -670,12 +693,33 @@ class ContagionRecorder:
         found = None
         if col is not None and share.shape[0]:
             k = max(1, min(self.top, share.shape[0]))
+            if self._compiled and k <= 128 and share.shape[1] * k <= _TA_MAX_CANDIDATES:
+                self._keep_top_compiled(src_rows, dst_rows, share, k, col, step, rnd)
+                return
             found = _top_of_unit_rows(share, k, col, column_sum(share), dst_rows, src_rows)
         if found is None:
             mix = _unit_mix(col, share.shape[1]) if mix is None else mix
             vi, li, w, rest = top_attribution(mix, share, self.top)
             found = dst_rows[vi], src_rows[li], w, rest
         self._keep_top(dst_rows, *found, step, rnd)
+
+    def _keep_top_compiled(self, src_rows, dst_rows, share, k, col, step, rnd):
+        """:func:`_top_of_unit_rows` and :meth:`_keep_top` in one compiled call
+        (:func:`model.kernels.top_edges_of_unit_rows`): the same edges in the same order,
+        without the few dozen numpy calls that cost a truncated round of a large book more
+        than its arithmetic (tests/test_kernels.py compares both)."""
+        size = (k + 1) * col.size
+        src, dst, w = np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size)
+        agg = -len(self.roots) - 1  # the code :meth:`_special` gives next
+        kept, aggregated = kernels.top_edges_of_unit_rows(
+            share, k, col, column_sum(share), dst_rows, src_rows, agg, _MIN_REST, src, dst, w
+        )
+        if aggregated:
+            self._special(f"others:{step}:{rnd}")
+        m = kept + aggregated
+        if 2 * m < size:  # (the log keeps a large batch's arrays: not a buffer mostly unused)
+            src, dst, w = src[:m].copy(), dst[:m].copy(), w[:m].copy()
+        self._add(src[:m], dst[:m], w[:m], step, rnd)
 
     def _note_truncated(self, step) -> None:
         self.truncated = True
@@ -686,7 +730,7 @@ class ContagionRecorder:
     def _keep_top(self, dst_rows, kept_dst, kept_src, w, rest, step, rnd):
         """Record a truncated round: the kept edges (book rows), and one aggregate edge per
         victim with weight left."""
-        has_rest = rest > 1e-12
+        has_rest = rest > _MIN_REST
         n_rest = int(np.count_nonzero(has_rest))
         if n_rest:  # the aggregate edges after the kept ones, in one batch
             agg = self._special(f"others:{step}:{rnd}")

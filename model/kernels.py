@@ -22,7 +22,10 @@ whole array. The kernels here do the same arithmetic in one loop over the gather
   the column sums of the capped batch;
 * :func:`liquidatable`: :meth:`model.accounts.AccountBook.cross_liquidatable` and
   :meth:`model.accounts.AccountBook.isolated_liquidatable`, the exact margin check;
-* :func:`headroom`: :func:`model.screen.headroom` of the margin screen.
+* :func:`headroom`: :func:`model.screen.headroom` of the margin screen;
+* :func:`top_edges_of_unit_rows`: the edges the contagion recorder keeps of a round past its
+  edge budget when each victim lost on one asset (every round of a one-asset market), which
+  numpy finds and writes in a few dozen calls whatever the round's size.
 
 Each is the twin of the numpy function it names, with the same operations in the same order
 (sums over a row's assets from the first, as :func:`model.accounts.row_sum` adds them), so
@@ -34,10 +37,10 @@ paths (:func:`model.screen.to_headroom`).
 They are used when numba is installed (the optional extra ``fast``) and the environment
 variable ``CONTAGION_NUMBA`` is not ``0``: :func:`enabled` imports numba and compiles the
 kernels on first use (cached on disk, in ``model/__pycache__``), and the engine calls the numpy
-functions otherwise. The account book's own arithmetic (fills, the exact check, equities) goes
-to them for every batch of a book of at least :data:`MIN_ROWS` accounts, the few hundred rows
-of a liquidation round as well as the whole book: there one compiled call costs less than
-numpy's dozens. The margin cap, the screen's headroom and column sums take them for batches of
+functions otherwise. The account book's own arithmetic (fills, the exact check, equities), and the
+contagion recorder's truncated rounds, go to them for every batch of a book of at least
+:data:`MIN_ROWS` accounts, the few hundred rows of a liquidation round as well as the whole
+book: there one compiled call costs less than numpy's dozens. The margin cap, the screen's headroom and column sums take them for batches of
 at least :data:`MIN_ROWS` rows. Small books stay with numpy: a process that never meets a large
 book (a sweep's worker, a small run) never pays numba's import and the kernels' load (about a
 second). Without numba the functions below are plain Python and never called.
@@ -59,6 +62,7 @@ __all__ = [
     "equities",
     "headroom",
     "liquidatable",
+    "top_edges_of_unit_rows",
     "use",
 ]
 
@@ -497,6 +501,102 @@ def _unit_bound(slack, coef, fall):
 
 _RISE_CAP = 1.0  # (model.screen._RISE_CAP)
 
+
+# --------------------------------------------------------------------------------------------
+# The contagion recorder's truncated rounds
+# --------------------------------------------------------------------------------------------
+
+
+def top_edges_of_unit_rows(share, kk, col, col_total, victims, liquidators, agg, min_rest,
+                           src, dst, weight):  # fmt: skip
+    """A truncated round's edges when each victim uses one column of ``share`` (every victim
+    of a one-asset round): :func:`model.contagion._top_of_unit_rows` and the aggregate edges
+    of :meth:`model.contagion.ContagionRecorder._keep_top` in one pass.
+
+    Each column's ``kk`` largest shares (``kk`` at most the liquidators and 128), ties by
+    liquidator index, in liquidator order; for each victim, its column's positive ones as
+    edges ``liquidators[l] -> victims[j]``; then, victim by victim, one edge from ``agg`` with
+    the weight left over (the column's total less the kept, summed as numpy sums a row of at
+    most 128 values, clipped at 0 as ``np.maximum`` clips) where that is above ``min_rest``.
+    ``src``, ``dst`` and ``weight`` hold at least ``(kk + 1) x`` the victims.
+
+    Returns:
+        ``(kept, aggregated)``: the edges written, kept ones first.
+    """
+    k_l, c = share.shape
+    top_w = np.empty((c, kk))
+    top_l = np.empty((c, kk), dtype=np.int64)
+    left = np.empty(c)
+    for a in range(c):
+        n = 0
+        for i in range(k_l):  # insertion into the top kk, equal values kept in index order
+            v = share[i, a]
+            if n == kk:
+                if not v > top_w[a, kk - 1]:
+                    continue
+                p = kk - 1
+            else:
+                p = n
+                n += 1
+            while p > 0 and top_w[a, p - 1] < v:
+                top_w[a, p] = top_w[a, p - 1]
+                top_l[a, p] = top_l[a, p - 1]
+                p -= 1
+            top_w[a, p] = v
+            top_l[a, p] = i
+        for t in range(1, kk):  # in liquidator order
+            v, i, p = top_w[a, t], top_l[a, t], t
+            while p > 0 and top_l[a, p - 1] > i:
+                top_w[a, p] = top_w[a, p - 1]
+                top_l[a, p] = top_l[a, p - 1]
+                p -= 1
+            top_w[a, p] = v
+            top_l[a, p] = i
+        x = col_total[a] - _row_of_sum(top_w[a])
+        left[a] = x if (x >= 0.0) | (x != x) else 0.0
+    m = 0
+    for j in range(col.size):
+        a = col[j]
+        for t in range(kk):
+            if top_w[a, t] > 0:
+                src[m] = liquidators[top_l[a, t]]
+                dst[m] = victims[j]
+                weight[m] = top_w[a, t]
+                m += 1
+    kept = m
+    for j in range(col.size):
+        if left[col[j]] > min_rest:
+            src[m] = agg
+            dst[m] = victims[j]
+            weight[m] = left[col[j]]
+            m += 1
+    return kept, m - kept
+
+
+def _row_of_sum(x):
+    """``x.sum()`` of at most 128 values, in numpy's order: one at a time below 8, else 8
+    running sums over the blocks of 8 combined pairwise, then the values left one at a
+    time."""
+    n = x.size
+    if n < 8:
+        s = 0.0
+        for i in range(n):
+            s += x[i]
+        return s
+    r = x[:8].copy()
+    i = 8
+    end = n - n % 8
+    while i < end:
+        for j in range(8):
+            r[j] += x[i + j]
+        i += 8
+    s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    while i < n:
+        s += x[i]
+        i += 1
+    return s
+
+
 # compiled by enabled(), helpers before the kernels that call them
 _COMPILED = (
     "_minimum",
@@ -514,4 +614,6 @@ _COMPILED = (
     "cap_orders",
     "liquidatable",
     "headroom",
+    "_row_of_sum",
+    "top_edges_of_unit_rows",
 )

@@ -876,3 +876,31 @@ def test_edge_events_keep_step_and_round_once_per_batch():
     # held: 8 bytes each of src, dst and weight per edge, and 3 int64 per batch (step, round,
     # size); not two more int64 columns of every edge
     assert _held_bytes(rec._edges) + _held_bytes(rec._batches) == n * 3 * 8 + 2 * 3 * 8
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_kept_edges_are_the_heads_of_a_stable_sort_in_liquidator_order(seed, k):
+    """Each victim keeps the first ``k`` of a stable descending sort of its weights (a tie at
+    the ``k``-th goes to the lower liquidator index), listed in liquidator order, zeros
+    dropped: brute force by Python's stable sort of every victim's weights, on weights with
+    many exact ties."""
+    import model.contagion as mc
+
+    rng = np.random.default_rng(seed)
+    k_v, k_l, a = 50, (3, 12, 40, 200)[seed], 2
+    share = np.round(rng.random((k_l, a)), 1) * (rng.random((k_l, a)) < 0.7)
+    col = rng.integers(0, a, k_v)
+    mix = np.zeros((k_v, a))
+    mix[np.arange(k_v), col] = 1.0
+    kk = max(1, min(k, k_l))
+    for v, li, w, _ in (
+        mc._top_of_unit_rows(share, kk, col, share.sum(axis=0)),
+        mc._top_threshold(mix, share, kk, mix @ share.sum(axis=0)),
+    ):
+        got = list(zip(v.tolist(), li.tolist(), w.tolist(), strict=True))
+        want = []
+        for j in range(k_v):
+            ranked = sorted(range(k_l), key=lambda i, j=j: -share[i, col[j]])[:kk]
+            want += [(j, i, share[i, col[j]]) for i in sorted(ranked) if share[i, col[j]] > 0]
+        assert got == want

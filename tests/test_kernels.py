@@ -398,3 +398,55 @@ def test_a_large_book_sends_every_batch_to_the_kernels_and_a_small_one_none(monk
         book.liquidatable(np.array([59000.0, 3100.0]), row)
         book.fill(row, -book.qty[row], np.array([59000.0, 3100.0]))
         assert calls == expected, n
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("top", [1, 3, 5, 8, 13, 40])
+def test_truncated_rounds_keep_the_same_edges_as_numpy(seed, top, monkeypatch):
+    """A truncated round of victims that each use one column (kernels.top_edges_of_unit_rows
+    against model.contagion._top_of_unit_rows and the recorder's aggregate edges): the same
+    edges, in the same order, weights and left-over weights to the bit, on shares with many
+    exact ties and zeros, and rounds with fewer liquidators than ``top``."""
+    from model.contagion import ContagionRecorder
+
+    rng = np.random.default_rng(seed)
+    k_l, k_v, c = (1, 4, 30, 700, 2, 9)[seed], 400, 2 + seed % 2
+    share = np.round(rng.random((k_l, c)), 2) * (rng.random((k_l, c)) < 0.6)
+    share /= np.maximum(share.sum(axis=0), 1e-300)
+    col = rng.integers(0, c, k_v)
+    src_rows, dst_rows = rng.permutation(5000)[:k_l], rng.permutation(5000)[:k_v]
+    edges = []
+    for compiled in (True, False):
+        rec = ContagionRecorder(np.arange(5000), np.ones(5000), max_edges=0, top_contributors=top)
+        rec._special("step:1")
+        assert rec._compiled  # (MIN_ROWS 0 here)
+        rec._compiled = compiled
+        rec._keep_top_contributors(src_rows, dst_rows, share, col, None, 3, 2)
+        edges.append((rec.edges(), rec.roots))
+    (got, got_roots), (want, want_roots) = edges
+    assert got_roots == want_roots
+    for name in ("src", "dst", "weight", "step", "round"):
+        assert same_bytes(got[name], want[name]), name
+    assert (want["src"] >= 0).any() and (want["src"] == -2).any() == (got["src"] == -2).any()
+
+
+def test_runs_past_max_edges_record_the_same_edges_with_and_without_the_kernels(monkeypatch):
+    """A one-asset run whose rounds pass ``contagion.max_edges`` early: its truncated rounds
+    go to the kernel, and every table, the edges included, is the numpy run's."""
+    calls = []
+    real = kernels.top_edges_of_unit_rows
+    monkeypatch.setattr(
+        kernels, "top_edges_of_unit_rows", lambda *a: (calls.append(1), real(*a))[1]
+    )
+    cfg = build_config(
+        small_config(
+            steps=40,
+            assets=[{"symbol": "BTC", "price": 60000.0, "depth": 2.0e6, "max_leverage": 50}],
+            shocks=[{"step": 10, "asset": "BTC", "return": -0.08}],
+            traders={"count": 1500, "leverage": 25.0, "assets_per_trader": 1},
+            margin={"liquidation": "full"},
+            contagion={"max_edges": 2000, "top_contributors": 3},
+        )
+    )
+    summary = same_with_and_without_the_kernels(cfg, monkeypatch)
+    assert calls and summary["liquidations"] > 0
