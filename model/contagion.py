@@ -285,10 +285,11 @@ def top_attribution(mix, share, k: int):
 
     Returns:
         ``(victim, liquidator, weight, rest)``: the kept positive weights as columns, victim
-        by victim and each victim's in liquidator order (a tie at the ``k``-th weight goes to
-        the lower liquidator index, except in the block search, which takes the first it
-        meets), and (k_v,) each victim's weight not kept (its total minus the kept, clipped
-        at 0).
+        by victim and each victim's in liquidator order, and (k_v,) each victim's weight not
+        kept (its total minus the kept, clipped at 0). When every victim lost on one column
+        (a one-asset round), a tie at the ``k``-th weight goes to the lower liquidator index;
+        with mixed losses a victim is settled once its ``k``-th weight reaches the bound on
+        the liquidators not searched, and the block search keeps the first it meets.
     """
     k_v = mix.shape[0]
     k_l = share.shape[0]
@@ -413,9 +414,10 @@ def _top_in_index_order(block, kk: int) -> np.ndarray:
     """(b, kk) the columns of each row's ``kk`` largest values, ties taken by column index
     (the first ``kk`` of a stable descending sort), listed in column order.
 
-    The kept edges are thereby defined to the last tie and listed in liquidator order, by
-    numpy and by :func:`model.kernels.top_edges_of_unit_rows` alike; a partition
-    (``np.argpartition``) would pick among ties and list its picks in an order of its own.
+    A victim's kept edges are thereby listed in liquidator order and, among the candidates,
+    chosen to the last tie, by numpy and by :func:`model.kernels.top_edges_of_unit_rows`
+    alike; a partition (``np.argpartition``) would pick among ties and list its picks in an
+    order of its own.
     """
     return np.sort(np.argsort(-block, axis=1, kind="stable")[:, :kk], axis=1)
 
