@@ -613,12 +613,7 @@ class ContagionRecorder:
         """Add one liquidation round (a :class:`model.liquidation.RoundRecord`)."""
         rows = np.asarray(rec.rows, dtype=np.int64)
         self._version += 1
-        seen = self.events[rows]
-        new = rows[seen == 0]
-        self.first_step[new] = rec.step
-        self.first_round[new] = rec.round
-        self.events[rows] = seen + 1  # (a round liquidates an account once)
-        self.notional[rows] += np.asarray(rec.notional, dtype=float)
+        n_new = self._note_victims(rows, rec)
         prev = self._prev
         if prev is None or prev.step != rec.step or prev.round != rec.round - 1:
             root = self._special(f"step:{rec.step}")
@@ -626,18 +621,47 @@ class ContagionRecorder:
         else:
             prev_rows = np.asarray(prev.rows, dtype=np.int64)
             exposure = np.asarray(rec.exposure, dtype=float)
-            if new.size < rows.size:  # a victim liquidated before: in round r - 1, perhaps
+            if n_new < rows.size:  # a victim liquidated before: in round r - 1, perhaps
                 exposure = _exposure_during(exposure, rows, prev_rows, prev.closed)
             move = np.asarray(prev.price_after, dtype=float) - np.asarray(
                 prev.price_before, dtype=float
             )
             if move.size == 1:  # one asset: each victim lost on it or lost nothing
-                share, col = _one_asset_factors(exposure, move, prev.closed, prev.notional)
-                self._attribute_columns(prev_rows, rows, share, col, rec.step, rec.round)
+                share, col, count = self._one_asset_factors(exposure, move, prev)
+                self._attribute_columns(prev_rows, rows, share, col, rec.step, rec.round, count)
             else:
                 mix, share = attribution_factors(exposure, move, prev.closed, prev.notional)
                 self._attribute(prev_rows, rows, mix, share, rec.step, rec.round)
         self._prev = rec
+
+    def _note_victims(self, rows, rec: RoundRecord) -> int:
+        """Count the round's victims into the node attributes (first step and round, events,
+        notional); return how many had no event before."""
+        if self._compiled:  # (the same writes, one call: model.kernels)
+            return kernels.note_victims(
+                rows, np.asarray(rec.notional, dtype=float), rec.step, rec.round, self.events,
+                self.first_step, self.first_round, self.notional,
+            )  # fmt: skip
+        seen = self.events[rows]
+        new = rows[seen == 0]
+        self.first_step[new] = rec.step
+        self.first_round[new] = rec.round
+        self.events[rows] = seen + 1  # (a round liquidates an account once)
+        self.notional[rows] += np.asarray(rec.notional, dtype=float)
+        return new.size
+
+    def _one_asset_factors(self, exposure, move, prev: RoundRecord):
+        """:func:`_one_asset_factors` of a round, and its edge count if every edge were kept
+        (None: not counted yet); for a large book, both from one compiled call."""
+        if not self._compiled:
+            return (*_one_asset_factors(exposure, move, prev.closed, prev.notional), None)
+        closed = np.asarray(prev.closed, dtype=float)
+        share, col = np.empty((closed.shape[0], 2)), np.empty(exposure.shape[0], dtype=np.intp)
+        count = kernels.one_asset_factors(
+            exposure[:, 0], float(move[0]), closed[:, 0],
+            np.asarray(prev.notional, dtype=float), share, col,
+        )  # fmt: skip
+        return share, col, count
 
     def _over_budget(self, victims: int) -> bool:
         """Whether a round of this many victims must be truncated whatever its edges: every
@@ -646,12 +670,15 @@ class ContagionRecorder:
         so the round's edges would pass ``max_edges`` without being counted."""
         return self.edge_count + victims > self.max_edges
 
-    def _attribute_columns(self, src_rows, dst_rows, share, col, step, rnd):
+    def _attribute_columns(self, src_rows, dst_rows, share, col, step, rnd, count=None):
         """:meth:`_attribute` for victims that each use one column of ``share`` (``col``):
-        their loss mix is that unit vector, built only if every edge is kept."""
+        their loss mix is that unit vector, built only if every edge is kept (``count``: the
+        round's edges if every edge were kept, when known)."""
         k_l = share.shape[0]
         if not k_l or not self._over_budget(col.size):
-            if self.edge_count + _unit_edge_count(col, share) <= self.max_edges or not k_l:
+            if count is None:
+                count = _unit_edge_count(col, share)
+            if self.edge_count + count <= self.max_edges or not k_l:
                 mix = _unit_mix(col, share.shape[1])
                 self._attribute(src_rows, dst_rows, mix, share, step, rnd)
                 return

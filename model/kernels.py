@@ -23,9 +23,11 @@ whole array. The kernels here do the same arithmetic in one loop over the gather
 * :func:`liquidatable`: :meth:`model.accounts.AccountBook.cross_liquidatable` and
   :meth:`model.accounts.AccountBook.isolated_liquidatable`, the exact margin check;
 * :func:`headroom`: :func:`model.screen.headroom` of the margin screen;
-* :func:`top_edges_of_unit_rows`: the edges the contagion recorder keeps of a round past its
-  edge budget when each victim lost on one asset (every round of a one-asset market), which
-  numpy finds and writes in a few dozen calls whatever the round's size.
+* the contagion recorder's rounds, which numpy records in a few dozen calls whatever their
+  size: :func:`note_victims` (the victims' node attributes), :func:`one_asset_factors` (a
+  one-asset round's attribution factors, with sums added in numpy's pairwise order), and
+  :func:`top_edges_of_unit_rows` (the edges kept of a round past the edge budget when each
+  victim lost on one asset).
 
 Each is the twin of the numpy function it names, with the same operations in the same order
 (sums over a row's assets from the first, as :func:`model.accounts.row_sum` adds them), so
@@ -62,6 +64,8 @@ __all__ = [
     "equities",
     "headroom",
     "liquidatable",
+    "note_victims",
+    "one_asset_factors",
     "top_edges_of_unit_rows",
     "use",
 ]
@@ -118,8 +122,9 @@ def enabled() -> bool:
 
 
 def _minimum(a, b):
-    """``np.minimum`` of two floats: NaN when either is."""
-    least = a if a <= b else b
+    """``np.minimum`` of two floats: NaN when either is, ``b`` when they are equal (of 0.0
+    and -0.0, the second)."""
+    least = a if a < b else b
     return a + b if (a != a) | (b != b) else least
 
 
@@ -376,8 +381,9 @@ def cap_orders(qty, dq, held_iso, iso, equity, open_lev, max_lev, price, sizing,
 
 
 def _maximum(a, b):
-    """``np.maximum`` of two floats: NaN when either is."""
-    most = a if a >= b else b
+    """``np.maximum`` of two floats: NaN when either is, ``b`` when they are equal (of 0.0
+    and -0.0, the second)."""
+    most = a if a > b else b
     return a + b if (a != a) | (b != b) else most
 
 
@@ -507,6 +513,92 @@ _RISE_CAP = 1.0  # (model.screen._RISE_CAP)
 # --------------------------------------------------------------------------------------------
 
 
+def note_victims(rows, notional, step, rnd, events, first_step, first_round, total):
+    """The contagion recorder's counters of a round's victims (``rows``, distinct): each
+    row's first step and round if it has no event yet, its events plus one, its liquidated
+    ``notional`` added to ``total``, as :meth:`model.contagion.ContagionRecorder.record`
+    writes them with numpy. Returns how many rows had no event before."""
+    new = 0
+    for j in range(rows.size):
+        r = rows[j]
+        if events[r] == 0:
+            first_step[r] = step
+            first_round[r] = rnd
+            new += 1
+        events[r] += 1
+        total[r] += notional[j]
+    return new
+
+
+def one_asset_factors(exposure, move, closed_prev, notional_prev, share, col):
+    """:func:`model.contagion._one_asset_factors` into ``share`` (k_l, 2) and ``col`` (k_v,),
+    with the sums added as numpy adds them (:func:`_pairwise_sum`); returns the round's edge
+    count if every edge were kept (:func:`model.contagion._unit_edge_count`).
+
+    ``exposure`` (k_v,) is each victim's position in the asset during the move, ``move`` the
+    move, ``closed_prev`` and ``notional_prev`` (k_l,) what the liquidators closed.
+    """
+    k_l = closed_prev.size
+    sign = 1.0 if move < 0 else -1.0
+    for i in range(k_l):  # the pushes
+        share[i, 0] = _maximum(closed_prev[i] * sign, 0.0)
+    push_total = _pairwise_sum(share[:, 0], 0, k_l)
+    scale = push_total if push_total > 0 else 1.0
+    total = _pairwise_sum(notional_prev, 0, k_l)
+    pushed, spread = 0, 0
+    for i in range(k_l):
+        share[i, 0] = share[i, 0] / scale
+        share[i, 1] = notional_prev[i] / total if total > 0 else 1.0 / max(k_l, 1)
+        pushed += 1 if share[i, 0] > 0 else 0
+        spread += 1 if share[i, 1] > 0 else 0
+    lost_any = push_total > 0
+    edges = 0
+    for j in range(exposure.size):
+        lost = ((-exposure[j]) * move > 0) & lost_any
+        col[j] = 0 if lost else 1
+        edges += pushed if lost else spread
+    return edges
+
+
+def _pairwise_sum(x, lo, n):
+    """``x[lo:lo + n].sum()`` in numpy's order: a run of at most 128 values summed by
+    :func:`_row_of_sum`, a longer one as the sum of its halves (split at a multiple of 8),
+    each summed the same way. numpy recurses; this walks the same tree with a stack of its
+    own (numba's cache cannot load recursive functions): each run is pushed, then its left
+    half, then its right half, and when both sums are on the stack of values they are added.
+    """
+    if n <= 128:
+        return _row_of_sum(x[lo : lo + n])
+    starts = np.empty(64, dtype=np.int64)  # runs being summed (the tree is under 64 deep)
+    sizes = np.empty(64, dtype=np.int64)
+    stage = np.empty(64, dtype=np.int64)  # 0: left half next, 1: right half next, 2: add
+    sums = np.empty(64)
+    starts[0], sizes[0], stage[0] = lo, n, 0
+    top, done = 1, 0
+    while top:
+        t = top - 1
+        start, size = starts[t], sizes[t]
+        if size <= 128:
+            sums[done] = _row_of_sum(x[start : start + size])
+            done += 1
+            top -= 1
+            continue
+        half = size // 2
+        half -= half % 8
+        if stage[t] == 2:
+            sums[done - 2] = sums[done - 2] + sums[done - 1]
+            done -= 1
+            top -= 1
+            continue
+        first = stage[t] == 0
+        stage[t] += 1
+        starts[top] = start if first else start + half
+        sizes[top] = half if first else size - half
+        stage[top] = 0
+        top += 1
+    return sums[0]
+
+
 def top_edges_of_unit_rows(share, kk, col, col_total, victims, liquidators, agg, min_rest,
                            src, dst, weight):  # fmt: skip
     """A truncated round's edges when each victim uses one column of ``share`` (every victim
@@ -552,8 +644,7 @@ def top_edges_of_unit_rows(share, kk, col, col_total, victims, liquidators, agg,
                 p -= 1
             top_w[a, p] = v
             top_l[a, p] = i
-        x = col_total[a] - _row_of_sum(top_w[a])
-        left[a] = x if (x >= 0.0) | (x != x) else 0.0
+        left[a] = _maximum(col_total[a] - _row_of_sum(top_w[a]), 0.0)
     m = 0
     for j in range(col.size):
         a = col[j]
@@ -615,5 +706,8 @@ _COMPILED = (
     "liquidatable",
     "headroom",
     "_row_of_sum",
+    "_pairwise_sum",
+    "note_victims",
+    "one_asset_factors",
     "top_edges_of_unit_rows",
 )

@@ -450,3 +450,62 @@ def test_runs_past_max_edges_record_the_same_edges_with_and_without_the_kernels(
     )
     summary = same_with_and_without_the_kernels(cfg, monkeypatch)
     assert calls and summary["liquidations"] > 0
+
+
+@pytest.mark.parametrize("k_l", [1, 7, 8, 129, 1000, 4099])
+def test_one_asset_factors_equal_numpy_to_the_bit(k_l):
+    """kernels.one_asset_factors against model.contagion._one_asset_factors and
+    _unit_edge_count: the shares to the bit (their sums added in numpy's pairwise order, up to
+    thousands of liquidators), the columns and the edge count; rises and falls, liquidators
+    that closed nothing (a -0.0 push), victims with no position, a round nobody pushed."""
+    from model.contagion import _one_asset_factors, _unit_edge_count
+
+    rng = np.random.default_rng(k_l)
+    for move in (-35.0, 12.5):
+        for nobody in (False, True):
+            closed = rng.normal(size=(k_l, 1)) * 10.0 ** rng.integers(-6, 6, (k_l, 1))
+            closed[rng.random(k_l) < 0.2] = 0.0
+            if nobody:  # every liquidator closed against the move: nobody pushed
+                closed = -np.sign(move) * np.abs(closed)
+            notional = np.abs(closed[:, 0]) * 60000.0
+            exposure = rng.normal(size=(300, 1))
+            exposure[rng.random(300) < 0.1] = 0.0
+            want_share, want_col = _one_asset_factors(exposure, np.array([move]), closed, notional)
+            share, col = np.empty((k_l, 2)), np.empty(300, dtype=np.intp)
+            count = kernels.one_asset_factors(
+                exposure[:, 0], move, closed[:, 0], notional, share, col
+            )
+            assert same_bytes(share, want_share) and same_bytes(col, want_col)
+            assert count == _unit_edge_count(want_col, want_share)
+
+
+def test_victims_counted_as_numpy_counts_them(monkeypatch):
+    """kernels.note_victims against the recorder's numpy writes: first step and round,
+    events and notional of every row over rounds that liquidate some rows again."""
+    from model.contagion import ContagionRecorder
+
+    rng = np.random.default_rng(5)
+    recorders = []
+    for compiled in (True, False):
+        rec = ContagionRecorder(np.arange(400), np.ones(400))
+        rec._compiled = compiled
+        for step in range(1, 30):
+            rows = np.sort(rng.choice(400, rng.integers(1, 60), replace=False))
+            notional = rng.lognormal(8, 2, rows.size)
+            record = type("R", (), {"step": step, "round": 1 + step % 3, "notional": notional})
+            assert rec._note_victims(rows, record) >= 0
+        recorders.append(rec)
+        rng = np.random.default_rng(5)  # the same rounds again
+    for name in ("first_step", "first_round", "events", "notional"):
+        assert same_bytes(getattr(recorders[0], name), getattr(recorders[1], name)), name
+    assert recorders[0].events.sum() > 0 and (recorders[0].events > 1).any()
+
+
+def test_least_and_greatest_of_two_floats_are_numpys_to_the_bit():
+    """kernels._minimum and _maximum against np.minimum and np.maximum on signed zeros,
+    infinities and NaN (of two equal values numpy returns the second: 0.0 or -0.0)."""
+    values = [0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan]
+    for a in values:
+        for b in values:
+            assert same_bytes(kernels._minimum(a, b), np.minimum(a, b)), (a, b)
+            assert same_bytes(kernels._maximum(a, b), np.maximum(a, b)), (a, b)
