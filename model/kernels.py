@@ -66,6 +66,7 @@ __all__ = [
     "liquidatable",
     "note_victims",
     "one_asset_factors",
+    "sort_out_changed",
     "top_edges_of_unit_rows",
     "use",
 ]
@@ -509,6 +510,42 @@ _RISE_CAP = 1.0  # (model.screen._RISE_CAP)
 
 
 # --------------------------------------------------------------------------------------------
+# The margin screen's changed rows
+# --------------------------------------------------------------------------------------------
+
+
+def sort_out_changed(rows, handed, slot_of, qty, closed, kept_rows, kept_slots):
+    """The first part of :meth:`model.screen.MarginScreen._absorb_changes` on the rows that
+    changed (``rows``, sorted and distinct): how many of them are among the candidates
+    handed out last (``handed``, sorted and distinct); each row with no position left and
+    not listed yet marked ``closed`` in ``slot_of``; the others, with their slots, into
+    ``kept_rows`` and ``kept_slots``. Returns ``(handed and changed, kept)``."""
+    hits, i, j = 0, 0, 0
+    while i < rows.size and j < handed.size:  # (both sorted: one walk)
+        if rows[i] == handed[j]:
+            hits += 1
+            i += 1
+            j += 1
+        elif rows[i] < handed[j]:
+            i += 1
+        else:
+            j += 1
+    kept = 0
+    for t in range(rows.size):
+        r = rows[t]
+        held = False
+        for a in range(qty.shape[1]):
+            held |= qty[r, a] != 0
+        if held or slot_of[r] >= 0:
+            kept_rows[kept] = r
+            kept_slots[kept] = slot_of[r]
+            kept += 1
+        else:
+            slot_of[r] = closed
+    return hits, kept
+
+
+# --------------------------------------------------------------------------------------------
 # The contagion recorder's truncated rounds
 # --------------------------------------------------------------------------------------------
 
@@ -705,6 +742,7 @@ _COMPILED = (
     "cap_orders",
     "liquidatable",
     "headroom",
+    "sort_out_changed",
     "_row_of_sum",
     "_pairwise_sum",
     "note_victims",

@@ -85,7 +85,14 @@ import math
 import numpy as np
 
 from model import kernels
-from model.accounts import AccountBook, TierTable, maintenance_margin, row_any, take_rows
+from model.accounts import (
+    GATHER_SHARED,
+    AccountBook,
+    TierTable,
+    maintenance_margin,
+    row_any,
+    take_rows,
+)
 from model.sorting import stable_argsort
 
 __all__ = [
@@ -499,20 +506,9 @@ class MarginScreen:
             return self.reach(mark)
         if rows.size == 0:
             return self.reach(mark)
-        # candidates handed out last time that changed since were liquidated: work well spent
-        handed = self._handed
-        if handed.size:  # (both sorted and distinct: the smaller looked up in the larger)
-            small, large = (handed, rows) if handed.size <= rows.size else (rows, handed)
-            at = np.minimum(np.searchsorted(large, small), large.size - 1)
-            self.checked -= int(np.count_nonzero(large[at] == small))
-        slot = self.changed_slot[rows]
-        held = row_any(self.book.read(rows, "qty")[0] != 0)
-        if not held.all():  # accounts closed out have no headroom to compute
-            self.changed_slot[rows[~held & (slot < 0)]] = CLOSED
-            keep = held | (slot >= 0)
-            if not keep.any():
-                return self.reach(mark)
-            rows, slot = rows[keep], slot[keep]
+        rows, slot = self._sort_out_changed(rows)
+        if not rows.size:
+            return self.reach(mark)
         known = slot >= 0  # (rows listed already keep their slot)
         joining = rows.size - int(np.count_nonzero(known))
         if self.changed_count + joining > MAX_CHANGED_SHARE * self.book.n_traders:
@@ -543,6 +539,37 @@ class MarginScreen:
         if new.any():
             self._append(rows[new], keys[new], lanes[new])
         return reach
+
+    def _sort_out_changed(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        """Count the candidates handed out last time that changed since (they were
+        liquidated: work well spent), mark the changed accounts closed out and not listed
+        (no headroom to compute), and return the others with their slots in the changed list.
+        In a large book a few rows (a liquidation round's) go to one compiled call
+        (:func:`model.kernels.sort_out_changed`); many rows (a crowd's trades) stay with
+        numpy, which reads their positions from the gathers the trades left
+        (:meth:`AccountBook.read`) where the compiled call would read the book."""
+        if rows.size < GATHER_SHARED and self.book.compiled():
+            kept_rows, kept_slots = np.empty_like(rows), np.empty(rows.size, dtype=np.int32)
+            hits, kept = kernels.sort_out_changed(
+                rows, self._handed, self.changed_slot, self.book.qty, CLOSED, kept_rows,
+                kept_slots,
+            )  # fmt: skip
+            self.checked -= hits
+            if kept == rows.size:  # (the rows themselves: their gathers are known by identity)
+                return rows, kept_slots
+            return kept_rows[:kept], kept_slots[:kept]
+        handed = self._handed
+        if handed.size:  # (both sorted and distinct: the smaller looked up in the larger)
+            small, large = (handed, rows) if handed.size <= rows.size else (rows, handed)
+            at = np.minimum(np.searchsorted(large, small), large.size - 1)
+            self.checked -= int(np.count_nonzero(large[at] == small))
+        slot = self.changed_slot[rows]
+        held = row_any(self.book.read(rows, "qty")[0] != 0)
+        if held.all():
+            return rows, slot
+        self.changed_slot[rows[~held & (slot < 0)]] = CLOSED
+        keep = held | (slot >= 0)
+        return rows[keep], slot[keep]
 
     def _append(self, rows, keys, lanes) -> None:
         """Add rows to the changed list (its arrays grow by doubling)."""

@@ -509,3 +509,27 @@ def test_least_and_greatest_of_two_floats_are_numpys_to_the_bit():
         for b in values:
             assert same_bytes(kernels._minimum(a, b), np.minimum(a, b)), (a, b)
             assert same_bytes(kernels._maximum(a, b), np.maximum(a, b)), (a, b)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_changed_rows_sorted_out_as_numpy_does(seed, monkeypatch):
+    """kernels.sort_out_changed against the screen's numpy lines: the candidates handed out
+    and changed since, the closed-out rows marked (those already listed kept), the rows
+    kept and their slots, on rows that overlap the handed-out ones in part."""
+    rng = np.random.default_rng(seed)
+    outcomes = []
+    for compiled in (True, False):
+        monkeypatch.setattr(kernels, "_enabled", compiled)
+        book = random_book(np.random.default_rng(seed), n=2000)
+        book.qty[rng.random(2000) < 0.3] = 0.0  # closed out
+        screen = MarginScreen(book)
+        screen.changed_slot[rng.random(2000) < 0.2] = 7  # listed already
+        screen._handed = np.sort(rng.choice(2000, 300, replace=False))
+        screen.checked = 1000
+        rows = np.sort(rng.choice(2000, 500, replace=False))
+        kept, slots = screen._sort_out_changed(rows)
+        outcomes.append((kept, slots, screen.changed_slot.copy(), screen.checked))
+        rng = np.random.default_rng(seed)  # the same draws again
+    (k1, s1, c1, n1), (k0, s0, c0, n0) = outcomes
+    assert same_bytes(k1, k0) and same_bytes(s1, s0) and same_bytes(c1, c0) and n1 == n0
+    assert 0 < k1.size < 500 and n1 < 1000 and (c1 == -2).any()
