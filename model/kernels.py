@@ -60,6 +60,7 @@ __all__ = [
     "cap_orders",
     "close_cross_books",
     "column_sums",
+    "count_liquidations",
     "enabled",
     "equities",
     "headroom",
@@ -510,6 +511,27 @@ _RISE_CAP = 1.0  # (model.screen._RISE_CAP)
 
 
 # --------------------------------------------------------------------------------------------
+# A round's counters
+# --------------------------------------------------------------------------------------------
+
+
+def count_liquidations(rows, count, last_stamp, stamp):
+    """The liquidation engine's counters of a round's accounts (``rows``, distinct), as
+    :meth:`model.liquidation.LiquidationEngine._record_fills` writes them with numpy: each
+    row's ``count`` plus one and its ``last_stamp`` set to ``stamp`` (the step's number).
+    Returns ``(first ever, first in the step)``: the rows counted 0 before, and the rows
+    stamped with another step."""
+    first_ever, first_in_step = 0, 0
+    for j in range(rows.size):
+        r = rows[j]
+        first_ever += 1 if count[r] == 0 else 0
+        first_in_step += 1 if last_stamp[r] != stamp else 0
+        count[r] += 1
+        last_stamp[r] = stamp
+    return first_ever, first_in_step
+
+
+# --------------------------------------------------------------------------------------------
 # The margin screen's changed rows
 # --------------------------------------------------------------------------------------------
 
@@ -742,6 +764,7 @@ _COMPILED = (
     "cap_orders",
     "liquidatable",
     "headroom",
+    "count_liquidations",
     "sort_out_changed",
     "_row_of_sum",
     "_pairwise_sum",

@@ -149,7 +149,8 @@ class _Closing:
     """What a round closes and at which prices.
 
     Attributes:
-        frac: (k, A) fraction of each position closed.
+        frac: (k, A) fraction of each position closed; 1.0 when every position closes
+            whole.
         closed: (k, A) closed quantity, signed as the position was (book and vault together).
         taken: (k, A) whether the vault took the position over (else it was sold into the
             book); None without a vault.
@@ -286,9 +287,14 @@ class LiquidationEngine:
             hi = min(lo + BLOCK_ROWS, total)
             block = slice(lo, hi) if cand is None else cand[lo:hi]
             cross, iso = book.liquidatable(mark, block)
-            local = np.flatnonzero(cross | row_any(iso))
+            if book.any_isolated:
+                local = np.flatnonzero(cross | row_any(iso))
+                cross, iso = cross[local], iso[local]
+            else:  # only cross books: those found are liquidatable, no position is isolated
+                local = np.flatnonzero(cross)
+                cross, iso = np.ones(local.size, bool), np.zeros((local.size, iso.shape[1]), bool)
             rows = lo + local if cand is None else block[local]
-            found.append((rows, cross[local], iso[local]))
+            found.append((rows, cross, iso))
         if len(found) == 1:
             return found[0]
         if not found:
@@ -379,7 +385,7 @@ class LiquidationEngine:
         book.write_closed_books(
             rows, new_wallet, -q, traded, (-paid, debt) if any_debt else (-paid,)
         )
-        c = _Closing((q != 0).astype(float), q, None, None, price, price)
+        c = _Closing(1.0, q, None, None, price, price)
         done = _Done(q, price_before, notional, fee_pos, bad_pos, np.ones(k, dtype=bool), [])
         return self._settle(step, rnd, rows, c, done)
 
@@ -558,15 +564,13 @@ class LiquidationEngine:
     def _record_fills(self, step, rnd, rows, c: _Closing, notional, fee, bad) -> None:
         """Log the round's fills and count the accounts liquidated (ever, and in this step:
         a row stamped with an earlier step is new to this one)."""
-        count = self.liquidation_count[rows]
-        self.accounts_ever += int(np.count_nonzero(count == 0))
-        self.liquidation_count[rows] = count + 1
-        self.liquidation_total += count.size
-        self.totals.accounts += int(np.count_nonzero(self._last_stamp[rows] != self._stamp))
-        self._last_stamp[rows] = self._stamp
-        kind = np.where(c.frac >= 1.0, Kind.FULL, Kind.PARTIAL)
-        if c.took:
-            kind = np.where(c.taken, Kind.VAULT, kind)
+        self._count_liquidations(rows)
+        if np.ndim(c.frac):
+            kind = np.where(c.frac >= 1.0, Kind.FULL, Kind.PARTIAL)
+            if c.took:
+                kind = np.where(c.taken, Kind.VAULT, kind)
+        else:  # every position closed whole
+            kind = Kind.FULL
         at = np.flatnonzero(c.closed)  # positions closed, in row-major order
         r_idx = at // c.closed.shape[1]
         a_idx = at - r_idx * c.closed.shape[1]
@@ -585,9 +589,26 @@ class LiquidationEngine:
         self.fills.append(
             step, rnd, traders, a_idx, pick(c.closed),
             price[a_idx] if price.ndim == 1 else pick(price), pick(notional), pick(fee),
-            pick(bad), pick(kind),
+            pick(bad), pick(kind) if np.ndim(kind) else kind,
         )  # fmt: skip
         self.totals.liquidations += int(at.size)
+
+    def _count_liquidations(self, rows) -> None:
+        """Count the round's accounts: liquidated ever, and in this step (a row stamped with
+        an earlier step is new to this one); for a large book in one compiled call."""
+        self.liquidation_total += rows.size
+        if self.book.compiled():
+            ever, in_step = kernels.count_liquidations(
+                rows, self.liquidation_count, self._last_stamp, self._stamp
+            )
+            self.accounts_ever += ever
+            self.totals.accounts += in_step
+            return
+        count = self.liquidation_count[rows]
+        self.accounts_ever += int(np.count_nonzero(count == 0))
+        self.liquidation_count[rows] = count + 1
+        self.totals.accounts += int(np.count_nonzero(self._last_stamp[rows] != self._stamp))
+        self._last_stamp[rows] = self._stamp
 
     def _add_to_totals(self, rows, c: _Closing, closed_notional, bad_debt, fees) -> None:
         """Add the round to the step's counters."""

@@ -533,3 +533,23 @@ def test_changed_rows_sorted_out_as_numpy_does(seed, monkeypatch):
     (k1, s1, c1, n1), (k0, s0, c0, n0) = outcomes
     assert same_bytes(k1, k0) and same_bytes(s1, s0) and same_bytes(c1, c0) and n1 == n0
     assert 0 < k1.size < 500 and n1 < 1000 and (c1 == -2).any()
+
+
+def test_liquidations_counted_as_numpy_counts_them():
+    """kernels.count_liquidations against the engine's numpy lines: the accounts liquidated
+    for the first time ever and in the step, the counts and the stamps, over steps whose
+    rounds liquidate some accounts again."""
+    rng = np.random.default_rng(11)
+    n = 300
+    count0, stamp0 = np.zeros(n, np.int64), np.zeros(n, np.int32)
+    count1, stamp1 = count0.copy(), stamp0.copy()
+    totals = np.zeros((2, 2), np.int64)
+    for step in range(1, 20):
+        for _ in range(3):  # rounds
+            rows = np.sort(rng.choice(n, rng.integers(1, 40), replace=False))
+            c = count0[rows]
+            totals[0] += (np.count_nonzero(c == 0), np.count_nonzero(stamp0[rows] != step))
+            count0[rows], stamp0[rows] = c + 1, step
+            totals[1] += kernels.count_liquidations(rows, count1, stamp1, step)
+    assert same_bytes(count0, count1) and same_bytes(stamp0, stamp1)
+    assert (totals[0] == totals[1]).all() and totals[0, 0] < totals[0, 1]
