@@ -565,7 +565,7 @@ class LiquidationEngine:
         """Log the round's fills and count the accounts liquidated (ever, and in this step:
         a row stamped with an earlier step is new to this one)."""
         self._count_liquidations(rows)
-        if np.ndim(c.frac):
+        if isinstance(c.frac, np.ndarray):
             kind = np.where(c.frac >= 1.0, Kind.FULL, Kind.PARTIAL)
             if c.took:
                 kind = np.where(c.taken, Kind.VAULT, kind)
@@ -589,7 +589,7 @@ class LiquidationEngine:
         self.fills.append(
             step, rnd, traders, a_idx, pick(c.closed),
             price[a_idx] if price.ndim == 1 else pick(price), pick(notional), pick(fee),
-            pick(bad), pick(kind) if np.ndim(kind) else kind,
+            pick(bad), pick(kind) if isinstance(kind, np.ndarray) else kind,
         )  # fmt: skip
         self.totals.liquidations += int(at.size)
 
