@@ -594,7 +594,8 @@ class ContagionRecorder:
         self._prev = None
         self._version = 0
         self._cache: dict = {}
-        # a large book's truncated rounds go to a compiled kernel (model.kernels)
+        # a large book's rounds go to compiled kernels (model.kernels): the victims' counters,
+        # a one-asset round's factors, the edges kept of a truncated round
         self._compiled = kernels.use(n)
 
     # ---- recording ---------------------------------------------------------------------------
@@ -627,7 +628,7 @@ class ContagionRecorder:
                 prev.price_before, dtype=float
             )
             if move.size == 1:  # one asset: each victim lost on it or lost nothing
-                share, col, count = self._one_asset_factors(exposure, move, prev)
+                share, col, count = self._factors_of_one_asset_round(exposure, move, prev)
                 self._attribute_columns(prev_rows, rows, share, col, rec.step, rec.round, count)
             else:
                 mix, share = attribution_factors(exposure, move, prev.closed, prev.notional)
@@ -650,7 +651,7 @@ class ContagionRecorder:
         self.notional[rows] += np.asarray(rec.notional, dtype=float)
         return new.size
 
-    def _one_asset_factors(self, exposure, move, prev: RoundRecord):
+    def _factors_of_one_asset_round(self, exposure, move, prev: RoundRecord):
         """:func:`_one_asset_factors` of a round, and its edge count if every edge were kept
         (None: not counted yet); for a large book, both from one compiled call."""
         if not self._compiled:
@@ -722,7 +723,11 @@ class ContagionRecorder:
         found = None
         if col is not None and share.shape[0]:
             k = max(1, min(self.top, share.shape[0]))
-            if self._compiled and k <= 128 and share.shape[1] * k <= _TA_MAX_CANDIDATES:
+            if (
+                self._compiled
+                and k <= kernels.MAX_KEPT_EDGES
+                and share.shape[1] * k <= _TA_MAX_CANDIDATES
+            ):
                 self._keep_top_compiled(src_rows, dst_rows, share, k, col, step, rnd)
                 return
             found = _top_of_unit_rows(share, k, col, column_sum(share), dst_rows, src_rows)

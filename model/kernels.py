@@ -55,6 +55,7 @@ import os
 import numpy as np
 
 __all__ = [
+    "MAX_KEPT_EDGES",
     "MIN_ROWS",
     "apply_fills",
     "cap_orders",
@@ -658,17 +659,23 @@ def _pairwise_sum(x, lo, n):
     return sums[0]
 
 
+# Most edges a victim keeps in a truncated round for :func:`top_edges_of_unit_rows` (numpy
+# sums a run of up to 128 values in one block: :func:`_row_of_sum`)
+MAX_KEPT_EDGES = 128
+
+
 def top_edges_of_unit_rows(share, kk, col, col_total, victims, liquidators, agg, min_rest,
                            src, dst, weight):  # fmt: skip
     """A truncated round's edges when each victim uses one column of ``share`` (every victim
     of a one-asset round): :func:`model.contagion._top_of_unit_rows` and the aggregate edges
     of :meth:`model.contagion.ContagionRecorder._keep_top` in one pass.
 
-    Each column's ``kk`` largest shares (``kk`` at most the liquidators and 128), ties by
-    liquidator index, in liquidator order; for each victim, its column's positive ones as
-    edges ``liquidators[l] -> victims[j]``; then, victim by victim, one edge from ``agg`` with
-    the weight left over (the column's total less the kept, summed as numpy sums a row of at
-    most 128 values, clipped at 0 as ``np.maximum`` clips) where that is above ``min_rest``.
+    Each column's ``kk`` largest shares (``kk`` at most the liquidators and
+    :data:`MAX_KEPT_EDGES`), ties by liquidator index, in liquidator order; for each victim,
+    its column's positive ones as edges ``liquidators[l] -> victims[j]``; then, victim by
+    victim, one edge from ``agg`` with the weight left over (the column's total less the
+    kept, summed as numpy sums a row, clipped at 0 as ``np.maximum`` clips) where that is
+    above ``min_rest``.
     ``src``, ``dst`` and ``weight`` hold at least ``(kk + 1) x`` the victims.
 
     Returns:
