@@ -23,11 +23,13 @@ whole array. The kernels here do the same arithmetic in one loop over the gather
 * :func:`liquidatable`: :meth:`model.accounts.AccountBook.cross_liquidatable` and
   :meth:`model.accounts.AccountBook.isolated_liquidatable`, the exact margin check;
 * :func:`headroom`: :func:`model.screen.headroom` of the margin screen;
-* the contagion recorder's rounds, which numpy records in a few dozen calls whatever their
-  size: :func:`note_victims` (the victims' node attributes), :func:`one_asset_factors` (a
-  one-asset round's attribution factors, with sums added in numpy's pairwise order), and
-  :func:`top_edges_of_unit_rows` (the edges kept of a round past the edge budget when each
-  victim lost on one asset).
+* the bookkeeping of a liquidation round, a few dozen numpy calls whatever its size:
+  :func:`count_liquidations` (the engine's counts of the accounts liquidated),
+  :func:`sort_out_changed` (the screen's sorting out of the rows a round changed), and the
+  contagion recorder's :func:`note_victims` (the victims' node attributes),
+  :func:`one_asset_factors` (a one-asset round's attribution factors, with sums added in
+  numpy's pairwise order) and :func:`top_edges_of_unit_rows` (the edges kept of a round past
+  the edge budget when each victim lost on one asset).
 
 Each is the twin of the numpy function it names, with the same operations in the same order
 (sums over a row's assets from the first, as :func:`model.accounts.row_sum` adds them), so
@@ -39,13 +41,14 @@ paths (:func:`model.screen.to_headroom`).
 They are used when numba is installed (the optional extra ``fast``) and the environment
 variable ``CONTAGION_NUMBA`` is not ``0``: :func:`enabled` imports numba and compiles the
 kernels on first use (cached on disk, in ``model/__pycache__``), and the engine calls the numpy
-functions otherwise. The account book's own arithmetic (fills, the exact check, equities), and the
-contagion recorder's truncated rounds, go to them for every batch of a book of at least
-:data:`MIN_ROWS` accounts, the few hundred rows of a liquidation round as well as the whole
-book: there one compiled call costs less than numpy's dozens. The margin cap, the screen's headroom and column sums take them for batches of
-at least :data:`MIN_ROWS` rows. Small books stay with numpy: a process that never meets a large
-book (a sweep's worker, a small run) never pays numba's import and the kernels' load (about a
-second). Without numba the functions below are plain Python and never called.
+functions otherwise. The account book's own arithmetic (fills, the exact check, equities) and
+a round's bookkeeping go to them for every batch of a book of at least :data:`MIN_ROWS`
+accounts, the few hundred rows of a liquidation round as well as the whole book: there one
+compiled call costs less than numpy's dozens. The margin cap, the screen's headroom and column
+sums take them for batches of at least :data:`MIN_ROWS` rows. Small books stay with numpy: a
+process that never meets a large book (a sweep's worker, a small run) never pays numba's
+import and the kernels' load (about a second). Without numba the functions below are plain
+Python and never called.
 """
 
 from __future__ import annotations
@@ -538,11 +541,11 @@ def count_liquidations(rows, count, last_stamp, stamp):
 
 
 def sort_out_changed(rows, handed, slot_of, qty, closed, kept_rows, kept_slots):
-    """The first part of :meth:`model.screen.MarginScreen._absorb_changes` on the rows that
-    changed (``rows``, sorted and distinct): how many of them are among the candidates
-    handed out last (``handed``, sorted and distinct); each row with no position left and
-    not listed yet marked ``closed`` in ``slot_of``; the others, with their slots, into
-    ``kept_rows`` and ``kept_slots``. Returns ``(handed and changed, kept)``."""
+    """:meth:`model.screen.MarginScreen._sort_out_changed` on the rows that changed
+    (``rows``, sorted and distinct): how many of them are among the candidates handed out
+    last (``handed``, sorted and distinct); each row with no position left and not listed
+    yet marked ``closed`` in ``slot_of``; the others, with their slots, into ``kept_rows``
+    and ``kept_slots``. Returns ``(handed and changed, kept)``."""
     hits, i, j = 0, 0, 0
     while i < rows.size and j < handed.size:  # (both sorted: one walk)
         if rows[i] == handed[j]:
