@@ -791,28 +791,32 @@ class AccountBook:
         self._note_changed(rows, gathers=not shared)
         return realized, closed
 
-    def write_closed_books(self, rows, wallet, dq, traded, cash_moves) -> None:
-        """Write the rows of a full liquidation round of cross books as one write (what
-        :func:`model.kernels.close_cross_books` computed): every position flat, the wallets
-        ``wallet`` (k,) after the fill of ``dq`` (k, A), the fees and the write-off.
+    def close_cross_books(self, rows, qty, price, fee_rate) -> tuple[np.ndarray, ...]:
+        """A full liquidation round of the cross books of ``rows`` (distinct; no isolated
+        position, no collateral asset) as one write: every position ``qty`` (k, A, as read
+        for the round's flow) sold at ``price`` (A,), the fee of ``fee_rate`` times the
+        closed notional from what equity is left, negative wallets written off. The
+        arithmetic, the reads and the writes are one compiled call
+        (:func:`model.kernels.close_cross_books_of`); a compiled book only (:meth:`compiled`).
 
-        Args:
-            rows: the accounts (distinct).
-            wallet: (k,) their wallets after the round.
-            dq: (k, A) the fill (minus the positions closed).
-            traded: (k, A) its cash flow ``dq P``.
-            cash_moves: (k,) arrays of cash paid into the wallets after the fill (negative:
-                taken), in the order the round moved them: the aggregates add them in that
-                order, as :meth:`fill`, :meth:`charge` and :meth:`credit` do one after another.
+        Returns:
+            ``(notional, fee, bad)``: (k, A) the closed notional, and the fees and bad debt
+            spread over it.
         """
-        flat = np.zeros(np.shape(dq))
-        put_rows(self.qty, rows, flat)
-        put_rows(self.entry, rows, flat)
-        put_rows(self.wallet, rows, wallet)
-        self._filled_totals(dq, traded)
-        for moved in cash_moves:  # (as charge() and credit() add it: 0.0 plus the sum)
+        k, n_assets = qty.shape
+        new_wallet, paid, debt = (np.empty(k) for _ in range(3))
+        notional, fee, bad, traded = (np.empty((k, n_assets)) for _ in range(4))
+        any_debt = kernels.close_cross_books_of(
+            rows, self.wallet, self.qty, self.entry, qty, np.asarray(price, dtype=float),
+            fee_rate, new_wallet, notional, fee, bad, traded, paid, debt,
+        )  # fmt: skip
+        self._filled_totals(-qty, traded)
+        # the cash paid into the wallets after the fill (the fee taken, the debt written
+        # off), added to the aggregates as charge() and credit() add it: 0.0 plus the sum
+        for moved in (-paid, debt) if any_debt else (-paid,):
             self._cash_moved(rows, 0.0 + float(moved.sum()))
         self._note_changed(rows)  # (one write of the rows: noted once)
+        return notional, fee, bad
 
     def _filled_totals(self, dq, traded, net=None) -> None:
         """After a fill of ``dq`` (k, A) whose cash flow is ``traded`` (``dq P``): the traders'

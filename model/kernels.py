@@ -12,7 +12,9 @@ whole array. The kernels here do the same arithmetic in one loop over the gather
 * :func:`close_cross_books`: a liquidation round that closes whole cross books
   (:meth:`model.liquidation.LiquidationEngine._close_cross_books`): the fill of every
   position, the fee from what equity is left and the write-off of negative wallets, which
-  numpy does in a few dozen calls on the round's few hundred rows;
+  numpy does in a few dozen calls on the round's few hundred rows
+  (:func:`close_cross_books_of` reads the rows from the book and writes them back:
+  :meth:`model.accounts.AccountBook.close_cross_books`);
 * :func:`equities`: :meth:`model.accounts.AccountBook.equity` and
   :meth:`model.accounts.AccountBook.cross_equity` (without the collateral holdings);
 * :func:`column_sums`: ``x.sum(axis=0)`` of a batch's (k, A) orders or fills
@@ -63,6 +65,7 @@ __all__ = [
     "apply_fills",
     "cap_orders",
     "close_cross_books",
+    "close_cross_books_of",
     "column_sums",
     "count_liquidations",
     "enabled",
@@ -267,6 +270,32 @@ def close_cross_books(wallet, qty, entry, price, fee_rate, new_wallet, notional,
                 closed = notional[j, a] + 0.0 if a == 0 else closed + notional[j, a]
             for a in range(n_assets):
                 bad[j, a] = 0.0 + debt[j] * _spread_share(notional[j, a], closed, debt[j], a)
+    return any_debt
+
+
+def close_cross_books_of(rows, book_wallet, book_qty, book_entry, qty, price, fee_rate,
+                         new_wallet, notional, fee, bad, traded, paid, debt):  # fmt: skip
+    """:func:`close_cross_books` of the book's ``rows`` (distinct), whose positions ``qty``
+    (k, A) were read already (the round's flow needed them), written back into the book:
+    their wallets and entries read from ``book_wallet`` and ``book_entry``, then every
+    position flat and every wallet its ``new_wallet``. Returns whether any row had debt."""
+    k, n_assets = qty.shape
+    wallet = np.empty(k)
+    entry = np.empty((k, n_assets))
+    for j in range(k):
+        r = rows[j]
+        wallet[j] = book_wallet[r]
+        for a in range(n_assets):
+            entry[j, a] = book_entry[r, a]
+    any_debt = close_cross_books(
+        wallet, qty, entry, price, fee_rate, new_wallet, notional, fee, bad, traded, paid, debt
+    )
+    for j in range(k):
+        r = rows[j]
+        book_wallet[r] = new_wallet[j]
+        for a in range(n_assets):
+            book_qty[r, a] = 0.0
+            book_entry[r, a] = 0.0
     return any_debt
 
 
@@ -768,6 +797,7 @@ _COMPILED = (
     "_fill_one",
     "apply_fills",
     "close_cross_books",
+    "close_cross_books_of",
     "column_sums",
     "equities",
     "_split",

@@ -368,25 +368,15 @@ class LiquidationEngine:
     def _close_cross_books(self, step, rnd, rows) -> RoundRecord:
         """:meth:`_liquidate_round` when :meth:`_closes_cross_books_only`: the same rules (every
         position of the accounts sold at the price after the round's flow, the fee from what
-        equity is left, negative wallets written off as bad debt), their arithmetic in one
-        compiled call (:func:`model.kernels.close_cross_books`) and the book written once.
+        equity is left, negative wallets written off as bad debt), their arithmetic, reads and
+        writes in one compiled call (:meth:`model.accounts.AccountBook.close_cross_books`).
         Equal to the bit to the general path (tests/test_kernels.py)."""
-        book = self.book
-        q, entry, wallet = book.read(rows, "qty", "entry", "wallet")
+        (q,) = self.book.read(rows, "qty")
         price_before = self.market.price
         price = self._walk_book(rows, q)
-        k, n_assets = q.shape
-        new_wallet, paid, debt = (np.empty(k) for _ in range(3))
-        notional, fee_pos, bad_pos, traded = (np.empty((k, n_assets)) for _ in range(4))
-        any_debt = kernels.close_cross_books(
-            wallet, q, entry, price, self.fee, new_wallet, notional, fee_pos, bad_pos, traded,
-            paid, debt,
-        )  # fmt: skip
-        book.write_closed_books(
-            rows, new_wallet, -q, traded, (-paid, debt) if any_debt else (-paid,)
-        )
+        notional, fee_pos, bad_pos = self.book.close_cross_books(rows, q, price, self.fee)
         c = _Closing(1.0, q, None, None, price, price)
-        done = _Done(q, price_before, notional, fee_pos, bad_pos, np.ones(k, dtype=bool), [])
+        done = _Done(q, price_before, notional, fee_pos, bad_pos, np.ones(len(rows), bool), [])
         return self._settle(step, rnd, rows, c, done)
 
     def _settle(self, step, rnd, rows, c: _Closing, done: _Done) -> RoundRecord:

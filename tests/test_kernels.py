@@ -235,7 +235,7 @@ def test_cap_orders_split_and_sums_equal_numpy_to_the_bit():
 def test_a_round_closing_whole_cross_books_equals_the_general_round_to_the_bit(seed):
     """A round of every account of a random cross book (long, short and flat positions, some
     wallets negative, so fees capped by equity and bad debt), then a round of a few of them:
-    kernels.close_cross_books and the general round write the same book, aggregates, fills,
+    kernels.close_cross_books_of and the general round write the same book, aggregates, fills,
     fund and report."""
     outcomes = []
     for general in (False, True):
@@ -356,11 +356,11 @@ def test_rounds_closing_whole_cross_books_in_one_call_equal_the_general_round(
     overrides, paid_by, monkeypatch
 ):
     """Full liquidation of cross books goes to one compiled call a round
-    (kernels.close_cross_books): the same fills, fees, bad debt, prices and edges as the
+    (kernels.close_cross_books_of): the same fills, fees, bad debt, prices and edges as the
     general round written with numpy, in runs whose rounds leave bad debt."""
     calls = []
-    real = kernels.close_cross_books
-    monkeypatch.setattr(kernels, "close_cross_books", lambda *a: (calls.append(1), real(*a))[1])
+    real = kernels.close_cross_books_of
+    monkeypatch.setattr(kernels, "close_cross_books_of", lambda *a: (calls.append(1), real(*a))[1])
     summary = same_with_and_without_the_kernels(
         build_config(small_config(steps=40, **overrides)), monkeypatch
     )
