@@ -430,26 +430,33 @@ def test_truncated_rounds_keep_the_same_edges_as_numpy(seed, top, monkeypatch):
     assert (want["src"] >= 0).any() and (want["src"] == -2).any() == (got["src"] == -2).any()
 
 
-def test_runs_past_max_edges_record_the_same_edges_with_and_without_the_kernels(monkeypatch):
-    """A one-asset run whose rounds pass ``contagion.max_edges`` early: its truncated rounds
-    go to the kernel, and every table, the edges included, is the numpy run's."""
+@pytest.mark.parametrize("liquidation", ["full", "partial"])
+def test_runs_past_max_edges_record_the_same_edges_with_and_without_the_kernels(
+    liquidation, monkeypatch
+):
+    """A one-asset run whose rounds pass ``contagion.max_edges`` early, its accounts closed
+    whole or in part (then liquidated again in later rounds, so victims' exposures during the
+    move include what they closed before): its rounds go to the recorder's kernels, and
+    every table, the edges included, is the numpy run's."""
     calls = []
-    real = kernels.top_edges_of_unit_rows
-    monkeypatch.setattr(
-        kernels, "top_edges_of_unit_rows", lambda *a: (calls.append(1), real(*a))[1]
-    )
+    for name in ("top_edges_of_unit_rows", "one_asset_factors", "note_victims"):
+        real = getattr(kernels, name)
+        monkeypatch.setattr(
+            kernels, name, lambda *a, real=real, name=name: (calls.append(name), real(*a))[1]
+        )
     cfg = build_config(
         small_config(
             steps=40,
             assets=[{"symbol": "BTC", "price": 60000.0, "depth": 2.0e6, "max_leverage": 50}],
             shocks=[{"step": 10, "asset": "BTC", "return": -0.08}],
             traders={"count": 1500, "leverage": 25.0, "assets_per_trader": 1},
-            margin={"liquidation": "full"},
+            margin={"liquidation": liquidation},
             contagion={"max_edges": 2000, "top_contributors": 3},
         )
     )
     summary = same_with_and_without_the_kernels(cfg, monkeypatch)
-    assert calls and summary["liquidations"] > 0
+    assert set(calls) == {"top_edges_of_unit_rows", "one_asset_factors", "note_victims"}
+    assert summary["liquidations"] > 0
 
 
 @pytest.mark.parametrize("k_l", [1, 7, 8, 129, 1000, 4099])
