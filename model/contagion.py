@@ -723,11 +723,7 @@ class ContagionRecorder:
         found = None
         if col is not None and share.shape[0]:
             k = max(1, min(self.top, share.shape[0]))
-            if (
-                self._compiled
-                and k <= kernels.MAX_KEPT_EDGES
-                and share.shape[1] * k <= _TA_MAX_CANDIDATES
-            ):
+            if self._compiled and share.shape[1] * k <= _TA_MAX_CANDIDATES:
                 self._keep_top_compiled(src_rows, dst_rows, share, k, col, step, rnd)
                 return
             found = _top_of_unit_rows(share, k, col, column_sum(share), dst_rows, src_rows)

@@ -60,7 +60,6 @@ import os
 import numpy as np
 
 __all__ = [
-    "MAX_KEPT_EDGES",
     "MIN_ROWS",
     "apply_fills",
     "cap_orders",
@@ -634,9 +633,9 @@ def one_asset_factors(exposure, move, closed_prev, notional_prev, share, col):
     sign = 1.0 if move < 0 else -1.0
     for i in range(k_l):  # the pushes
         share[i, 0] = _maximum(closed_prev[i] * sign, 0.0)
-    push_total = _pairwise_sum(share[:, 0], 0, k_l)
+    push_total = _pairwise_sum(share[:, 0])
     scale = push_total if push_total > 0 else 1.0
-    total = _pairwise_sum(notional_prev, 0, k_l)
+    total = _pairwise_sum(notional_prev)
     pushed, spread = 0, 0
     for i in range(k_l):
         share[i, 0] = share[i, 0] / scale
@@ -652,20 +651,21 @@ def one_asset_factors(exposure, move, closed_prev, notional_prev, share, col):
     return edges
 
 
-def _pairwise_sum(x, lo, n):
-    """``x[lo:lo + n].sum()`` in numpy's order: a run of at most 128 values summed by
+def _pairwise_sum(x):
+    """``x.sum()`` of a 1-D ``x`` in numpy's order: a run of at most 128 values summed by
     :func:`_row_of_sum`, a longer one as the sum of its halves (split at a multiple of 8),
     each summed the same way. numpy recurses; this walks the same tree with a stack of its
     own (numba's cache cannot load recursive functions): each run is pushed, then its left
     half, then its right half, and when both sums are on the stack of values they are added.
     """
+    n = x.size
     if n <= 128:
-        return _row_of_sum(x[lo : lo + n])
+        return _row_of_sum(x)
     starts = np.empty(64, dtype=np.int64)  # runs being summed (the tree is under 64 deep)
     sizes = np.empty(64, dtype=np.int64)
     stage = np.empty(64, dtype=np.int64)  # 0: left half next, 1: right half next, 2: add
     sums = np.empty(64)
-    starts[0], sizes[0], stage[0] = lo, n, 0
+    starts[0], sizes[0], stage[0] = 0, n, 0
     top, done = 1, 0
     while top:
         t = top - 1
@@ -691,24 +691,18 @@ def _pairwise_sum(x, lo, n):
     return sums[0]
 
 
-# Most edges a victim keeps in a truncated round for :func:`top_edges_of_unit_rows` (numpy
-# sums a run of up to 128 values in one block: :func:`_row_of_sum`)
-MAX_KEPT_EDGES = 128
-
-
 def top_edges_of_unit_rows(share, kk, col, col_total, victims, liquidators, agg, min_rest,
                            src, dst, weight):  # fmt: skip
     """A truncated round's edges when each victim uses one column of ``share`` (every victim
     of a one-asset round): :func:`model.contagion._top_of_unit_rows` and the aggregate edges
     of :meth:`model.contagion.ContagionRecorder._keep_top` in one pass.
 
-    Each column's ``kk`` largest shares (``kk`` at most the liquidators and
-    :data:`MAX_KEPT_EDGES`), ties by liquidator index, in liquidator order; for each victim,
-    its column's positive ones as edges ``liquidators[l] -> victims[j]``; then, victim by
-    victim, one edge from ``agg`` with the weight left over (the column's total less the
-    kept, summed as numpy sums a row, clipped at 0 as ``np.maximum`` clips) where that is
-    above ``min_rest``.
-    ``src``, ``dst`` and ``weight`` hold at least ``(kk + 1) x`` the victims.
+    Each column's ``kk`` largest shares (``kk`` at most the liquidators), ties by liquidator
+    index, in liquidator order; for each victim, its column's positive ones as edges
+    ``liquidators[l] -> victims[j]``; then, victim by victim, one edge from ``agg`` with the
+    weight left over (the column's total less the kept, summed as numpy sums a row, clipped
+    at 0 as ``np.maximum`` clips) where that is above ``min_rest``. ``src``, ``dst`` and
+    ``weight`` hold at least ``(kk + 1) x`` the victims.
 
     Returns:
         ``(kept, aggregated)``: the edges written, kept ones first.
@@ -742,7 +736,7 @@ def top_edges_of_unit_rows(share, kk, col, col_total, victims, liquidators, agg,
                 p -= 1
             top_w[a, p] = v
             top_l[a, p] = i
-        left[a] = _maximum(col_total[a] - _row_of_sum(top_w[a]), 0.0)
+        left[a] = _maximum(col_total[a] - _pairwise_sum(top_w[a]), 0.0)
     m = 0
     for j in range(col.size):
         a = col[j]

@@ -401,7 +401,7 @@ def test_a_large_book_sends_every_batch_to_the_kernels_and_a_small_one_none(monk
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("top", [1, 3, 5, 8, 13, 40])
+@pytest.mark.parametrize("top", [1, 3, 5, 8, 13, 40, 200])
 def test_truncated_rounds_keep_the_same_edges_as_numpy(seed, top, monkeypatch):
     """A truncated round of victims that each use one column (kernels.top_edges_of_unit_rows
     against model.contagion._top_of_unit_rows and the recorder's aggregate edges): the same
