@@ -161,7 +161,7 @@ class _Closing:
         took: whether the vault took anything.
     """
 
-    frac: np.ndarray
+    frac: np.ndarray | float
     closed: np.ndarray
     taken: np.ndarray | None
     cross_taken: np.ndarray | None
