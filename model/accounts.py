@@ -750,6 +750,19 @@ class AccountBook:
         )  # fmt: skip
         return cross, iso
 
+    def cross_liquidatable_rows(self, mark, rows) -> np.ndarray:
+        """The ``rows`` (sorted) whose cross book is below maintenance at ``mark``: the rows of
+        :meth:`liquidatable` of a compiled book (:meth:`compiled`) with no isolated position
+        and no collateral asset, found in one compiled call that reads the book's rows itself
+        (:func:`model.kernels.cross_liquidatable_rows`)."""
+        out = np.empty(len(rows), dtype=np.int64)
+        t = self.tiers
+        found = kernels.cross_liquidatable_rows(
+            rows, self.wallet, self.qty, self.entry, np.asarray(mark, dtype=float), t.caps,
+            t.rates, t.cums, out,
+        )  # fmt: skip
+        return out[:found]
+
     def fill(self, rows, dq, price) -> tuple[np.ndarray, np.ndarray]:
         """Execute fills ``dq`` (k, A) for ``rows`` (distinct) at ``price``; realised PnL goes
         to the wallet (cross positions) or to the position margin (isolated).

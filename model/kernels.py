@@ -23,8 +23,12 @@ whole array. The kernels here do the same arithmetic in one loop over the gather
   (:func:`model.orders._cap_batch`), with :func:`model.orders.split_order` of each order and
   the column sums of the capped batch;
 * :func:`liquidatable`: :meth:`model.accounts.AccountBook.cross_liquidatable` and
-  :meth:`model.accounts.AccountBook.isolated_liquidatable`, the exact margin check;
-* :func:`headroom`: :func:`model.screen.headroom` of the margin screen;
+  :meth:`model.accounts.AccountBook.isolated_liquidatable`, the exact margin check, and
+  :func:`cross_liquidatable_rows`, the check of a book without isolated positions that reads
+  the candidates' rows from the book and returns those below maintenance;
+* :func:`headroom`: :func:`model.screen.headroom` of the margin screen, and
+  :func:`reached_rows`, its query's rows once the changes are absorbed (each lane's reached
+  rows and the changed list's, the sorted parts compacted as the numpy query does);
 * the bookkeeping of a liquidation round, a few dozen numpy calls whatever its size:
   :func:`count_liquidations` (the engine's counts of the accounts liquidated),
   :func:`sort_out_changed` (the screen's sorting out of the rows a round changed), and the
@@ -67,12 +71,14 @@ __all__ = [
     "close_cross_books_of",
     "column_sums",
     "count_liquidations",
+    "cross_liquidatable_rows",
     "enabled",
     "equities",
     "headroom",
     "liquidatable",
     "note_victims",
     "one_asset_factors",
+    "reached_rows",
     "sort_out_changed",
     "top_edges_of_unit_rows",
     "use",
@@ -456,6 +462,32 @@ def liquidatable(wallet, qty, entry, margin, isolated, mark, caps, rates, cums, 
         cross[j] = has_cross and equity < mm_sum
 
 
+def cross_liquidatable_rows(rows, book_wallet, book_qty, book_entry, mark, caps, rates, cums,
+                            out):  # fmt: skip
+    """The rows among ``rows`` whose cross book is below maintenance at ``mark``, into
+    ``out`` in their order; returns how many. :func:`liquidatable` of a book with no
+    isolated position and no collateral asset, each row read from the book itself (no
+    gathered copies in between): the same arithmetic, so the same rows."""
+    n_assets = book_qty.shape[1]
+    found = 0
+    for j in range(rows.size):
+        r = rows[j]
+        has_cross = False
+        upnl = 0.0
+        mm_sum = 0.0
+        for a in range(n_assets):
+            q = book_qty[r, a]
+            mm = _maintenance(caps, rates, cums, a, abs(q) * mark[a])
+            pnl = q * (mark[a] - book_entry[r, a])
+            has_cross |= q != 0
+            upnl = pnl + 0.0 if a == 0 else upnl + pnl
+            mm_sum = mm + 0.0 if a == 0 else mm_sum + mm
+        if has_cross and book_wallet[r] + upnl < mm_sum:
+            out[found] = r
+            found += 1
+    return found
+
+
 # --------------------------------------------------------------------------------------------
 # The margin screen's headroom
 # --------------------------------------------------------------------------------------------
@@ -597,6 +629,51 @@ def sort_out_changed(rows, handed, slot_of, qty, closed, kept_rows, kept_slots):
         else:
             slot_of[r] = closed
     return hits, kept
+
+
+def _reached_lane(reach, order, keys, lane, start, slot_of, unchanged, out, found):
+    """:meth:`model.screen.MarginScreen._reached` of one lane into ``out`` from ``found`` on:
+    the rows of its sorted part with a key at most ``reach`` that did not change since the
+    rebuild, those that did dropped from the sorted part (the live ones moved up against the
+    end of the reached prefix, its start moved past the dropped ones). Returns the new
+    ``found``."""
+    lo = start[lane]
+    if lo == keys.size or keys[lo] > reach:
+        return found
+    hi = lo + np.searchsorted(keys[lo:], reach, side="right")
+    live = 0
+    for t in range(lo, hi):
+        live += slot_of[order[t]] == unchanged
+    if live < hi - lo:  # compact from the end: a live row only ever moves up
+        w = hi - 1
+        for t in range(hi - 1, lo - 1, -1):
+            if slot_of[order[t]] == unchanged:
+                order[w] = order[t]
+                keys[w] = keys[t]
+                w -= 1
+        start[lane] = hi - live
+    for t in range(hi - live, hi):
+        out[found] = order[t]
+        found += 1
+    return found
+
+
+def reached_rows(reach, order0, keys0, order1, keys1, order2, keys2, start, slot_of, unchanged,
+                 changed_rows, changed_keys, changed_lane, changed_count, out):  # fmt: skip
+    """The rows of :meth:`model.screen.MarginScreen.candidates` once the changes are
+    absorbed and every lane reaches short of its horizon: each lane's reached rows
+    (:func:`_reached_lane`, lanes 0 to 2, ``start`` (3,) their sorted parts' starts, updated)
+    and the changed list's rows whose key the reach of their lane covers, sorted into
+    ``out``. Returns how many."""
+    found = _reached_lane(reach[0], order0, keys0, 0, start, slot_of, unchanged, out, 0)
+    found = _reached_lane(reach[1], order1, keys1, 1, start, slot_of, unchanged, out, found)
+    found = _reached_lane(reach[2], order2, keys2, 2, start, slot_of, unchanged, out, found)
+    for i in range(changed_count):
+        if changed_keys[i] <= reach[changed_lane[i]]:
+            out[found] = changed_rows[i]
+            found += 1
+    out[:found].sort()
+    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -797,7 +874,10 @@ _COMPILED = (
     "_split",
     "cap_orders",
     "liquidatable",
+    "cross_liquidatable_rows",
     "headroom",
+    "_reached_lane",
+    "reached_rows",
     "count_liquidations",
     "sort_out_changed",
     "_row_of_sum",

@@ -280,6 +280,9 @@ class LiquidationEngine:
         """
         cand = self.candidates(mark)
         book = self.book
+        if cand is not None and self._checks_cross_books_only():  # (one compiled call)
+            rows = book.cross_liquidatable_rows(mark, cand)
+            return rows, np.ones(rows.size, bool), np.zeros((rows.size, book.n_assets), bool)
         total = book.n_traders if cand is None else cand.size
         found = []
         # Blocks of rows keep the temporaries of the check small (peak memory).
@@ -300,6 +303,13 @@ class LiquidationEngine:
         if not found:
             return np.zeros(0, np.int64), np.zeros(0, bool), np.zeros((0, book.n_assets), bool)
         return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))
+
+    def _checks_cross_books_only(self) -> bool:
+        """Whether detection is the cross books' check alone, read from the book by one
+        compiled call (:meth:`model.accounts.AccountBook.cross_liquidatable_rows`): a
+        compiled book with no isolated position and no collateral asset."""
+        book = self.book
+        return not book.any_isolated and book.collateral is None and book.compiled()
 
     # ---- one step's rounds ----------------------------------------------------------------
     def run_step(self, step: int) -> StepTotals:

@@ -355,7 +355,7 @@ class MarginScreen:
         # ``order`` has at least that key
         self.order = [np.zeros(0, dtype=np.int64) for _ in range(3)]
         self.sorted_keys = [np.zeros(0) for _ in range(3)]
-        self.start = [0, 0, 0]
+        self.start = np.zeros(3, dtype=np.int64)
         self.horizon = np.full(3, np.inf)
         self.lane_size = np.zeros(3, dtype=np.int64)
         # rows changed since the rebuild, with a key of their own (first ``changed_count``)
@@ -592,26 +592,47 @@ class MarginScreen:
         if self.anchor is None or wasted > self.rebuild_work * self.book.n_traders:
             self.rebuild(mark)
         reach = self._absorb_changes(mark)
-        parts = []
         for lane in range(3):
             if reach[lane] >= self.horizon[lane]:
                 self._extend(lane, reach[lane])
+        m = self.changed_count
+        if m:
+            self.scanned += max(m - self._fresh, 0)
+        rows = self._reached_compiled(reach) if self.book.compiled() else self._reached_all(reach)
+        self.checked += rows.size
+        self.checked_total += rows.size
+        self._handed = rows
+        return rows
+
+    def _reached_all(self, reach) -> np.ndarray:
+        """Sorted rows reached: each lane's (:meth:`_reached`) and the changed list's."""
+        parts = []
+        for lane in range(3):
             rows = self._reached(lane, reach[lane])
             if rows.size:
                 parts.append(rows)
         m = self.changed_count
         if m:
-            self.scanned += max(m - self._fresh, 0)
             hit = self.changed_keys[:m] <= reach[self.changed_lane[:m]]
             parts.append(self.changed_rows[:m][hit])
         if len(parts) > 1:
-            rows = np.sort(np.concatenate(parts))
-        else:
-            rows = np.sort(parts[0]) if parts else _NO_ROWS
-        self.checked += rows.size
-        self.checked_total += rows.size
-        self._handed = rows
-        return rows
+            return np.sort(np.concatenate(parts))
+        return np.sort(parts[0]) if parts else _NO_ROWS
+
+    def _reached_compiled(self, reach) -> np.ndarray:
+        """:meth:`_reached_all` in one compiled call (:func:`model.kernels.reached_rows`):
+        the same rows, and the same sorted parts left behind."""
+        m = self.changed_count
+        bound = m + sum(self.order[lane].size - self.start[lane] for lane in range(3))
+        if not bound:
+            return _NO_ROWS
+        out = np.empty(bound, dtype=np.int64)
+        found = kernels.reached_rows(
+            reach, self.order[0], self.sorted_keys[0], self.order[1], self.sorted_keys[1],
+            self.order[2], self.sorted_keys[2], self.start, self.changed_slot, UNCHANGED,
+            self.changed_rows, self.changed_keys, self.changed_lane, m, out,
+        )  # fmt: skip
+        return out[:found]
 
     def _reached(self, lane: int, reach: float) -> np.ndarray:
         """Unchanged rows of the lane's sorted part with a key at most ``reach``.

@@ -560,3 +560,54 @@ def test_liquidations_counted_as_numpy_counts_them():
             totals[1] += kernels.count_liquidations(rows, count1, stamp1, step)
     assert same_bytes(count0, count1) and same_bytes(stamp0, stamp1)
     assert (totals[0] == totals[1]).all() and totals[0, 0] < totals[0, 1]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_screen_queries_equal_numpy_with_the_same_state_left(seed, monkeypatch):
+    """kernels.reached_rows against the screen's numpy query: the same candidates, and the
+    same sorted parts, starts, changed list and counters left behind, over queries at
+    moving marks with fills between them (rows traded, some closed out, so that queries
+    meet changed rows in the sorted parts and drop them)."""
+    states = []
+    for compiled in (True, False):
+        monkeypatch.setattr(kernels, "_enabled", compiled)
+        rng = np.random.default_rng(seed)
+        book = random_book(np.random.default_rng(seed), n=2000)
+        screen = MarginScreen(book, rebuild_work=50.0)  # (one rebuild: the state carries on)
+        mark = np.array([60000.0, 3000.0])
+        handed = []
+        for _ in range(30):
+            mark = mark * np.exp(rng.normal(-0.004, 0.01, 2))
+            handed.append(screen.candidates(mark).copy())
+            rows = np.sort(rng.choice(2000, 40, replace=False))
+            dq = np.where(rng.random((40, 2)) < 0.5, -book.qty[rows], rng.normal(0, 0.1, (40, 2)))
+            book.fill(rows, dq, mark)
+        states.append(
+            (handed, screen.start.copy(), [o.copy() for o in screen.order],
+             [k.copy() for k in screen.sorted_keys], screen.changed_slot.copy(),
+             screen.changed_rows[: screen.changed_count].copy(),
+             screen.changed_keys[: screen.changed_count].copy(), screen.checked, screen.scanned,
+             screen.extensions, screen.rebuilds)
+        )  # fmt: skip
+    (h1, *rest1), (h0, *rest0) = states
+    assert all(same_bytes(a, b) for a, b in zip(h1, h0, strict=True))
+    for a, b in zip(rest1, rest0, strict=True):
+        if isinstance(a, list):
+            assert all(same_bytes(x, y) for x, y in zip(a, b, strict=True))
+        else:
+            assert same_bytes(a, b)
+    assert sum(h.size for h in h1) > 0 and (rest1[3] == -2).any() and rest1[0].any()
+    assert rest1[-1] == 1 and rest1[4].size > 0
+
+
+@pytest.mark.parametrize("tiers", ["flat", "tiered"])
+def test_cross_books_checked_from_the_book_as_numpy_checks_them(tiers, monkeypatch):
+    """kernels.cross_liquidatable_rows (a book with no isolated position) against the numpy
+    margin check: the same rows below maintenance, at marks that put many under."""
+    book = random_book(np.random.default_rng(5), n=3000, tiers=tiers, isolated=0.0)
+    rows = np.sort(np.random.default_rng(6).choice(3000, 1200, replace=False))
+    for move in (1.0, 0.9, 1.15):
+        mark = np.array([60000.0, 3000.0]) * move
+        cross = book.cross_liquidatable(mark, rows)
+        found = book.cross_liquidatable_rows(mark, rows)
+        assert same_bytes(found, rows[cross]) and 0 < found.size < rows.size
