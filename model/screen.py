@@ -371,6 +371,7 @@ class MarginScreen:
         self._fresh = 0  # rows listed or re-keyed by the last absorption of changes
         self.checked_total = 0
         self._handed = np.zeros(0, dtype=np.int64)  # the last candidates handed out
+        self._reached_buffer = None  # the compiled query's rows (n, when first used)
         self.rebuilds = 0
         self.extensions = 0
 
@@ -622,17 +623,15 @@ class MarginScreen:
     def _reached_compiled(self, reach) -> np.ndarray:
         """:meth:`_reached_all` in one compiled call (:func:`model.kernels.reached_rows`):
         the same rows, and the same sorted parts left behind."""
-        m = self.changed_count
-        bound = m + sum(self.order[lane].size - self.start[lane] for lane in range(3))
-        if not bound:
-            return _NO_ROWS
-        out = np.empty(bound, dtype=np.int64)
+        if self._reached_buffer is None:  # (a row is reached at most once: n rows suffice)
+            self._reached_buffer = np.empty(self.book.n_traders, dtype=np.int64)
+        out = self._reached_buffer
         found = kernels.reached_rows(
             reach, self.order[0], self.sorted_keys[0], self.order[1], self.sorted_keys[1],
             self.order[2], self.sorted_keys[2], self.start, self.changed_slot, UNCHANGED,
-            self.changed_rows, self.changed_keys, self.changed_lane, m, out,
+            self.changed_rows, self.changed_keys, self.changed_lane, self.changed_count, out,
         )  # fmt: skip
-        return out[:found]
+        return out[:found].copy()
 
     def _reached(self, lane: int, reach: float) -> np.ndarray:
         """Unchanged rows of the lane's sorted part with a key at most ``reach``.
