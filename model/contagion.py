@@ -680,6 +680,15 @@ class ContagionRecorder:
             if count is None:
                 count = _unit_edge_count(col, share)
             if self.edge_count + count <= self.max_edges or not k_l:
+                if self._compiled and count:  # (one pass writes the edges: model.kernels)
+                    src, dst, w = (
+                        np.empty(count, np.int64),
+                        np.empty(count, np.int64),
+                        np.empty(count),
+                    )
+                    kernels.unit_rows_edges(share, col, src_rows, dst_rows, src, dst, w)
+                    self._add(src, dst, w, step, rnd)
+                    return
                 mix = _unit_mix(col, share.shape[1])
                 self._attribute(src_rows, dst_rows, mix, share, step, rnd)
                 return

@@ -34,8 +34,9 @@ whole array. The kernels here do the same arithmetic in one loop over the gather
   :func:`sort_out_changed` (the screen's sorting out of the rows a round changed), and the
   contagion recorder's :func:`note_victims` (the victims' node attributes),
   :func:`one_asset_factors` (a one-asset round's attribution factors, with sums added in
-  numpy's pairwise order) and :func:`top_edges_of_unit_rows` (the edges kept of a round past
-  the edge budget when each victim lost on one asset).
+  numpy's pairwise order), :func:`top_edges_of_unit_rows` (the edges kept of a round past
+  the edge budget when each victim lost on one asset) and :func:`unit_rows_edges` (every
+  edge of such a round within the budget).
 
 Each is the twin of the numpy function it names, with the same operations in the same order
 (sums over a row's assets from the first, as :func:`model.accounts.row_sum` adds them), so
@@ -81,6 +82,7 @@ __all__ = [
     "reached_rows",
     "sort_out_changed",
     "top_edges_of_unit_rows",
+    "unit_rows_edges",
     "use",
 ]
 
@@ -681,6 +683,27 @@ def reached_rows(reach, order0, keys0, order1, keys1, order2, keys2, start, slot
 # --------------------------------------------------------------------------------------------
 
 
+def unit_rows_edges(share, col, src_rows, dst_rows, src, dst, w):
+    """Every edge of a round whose victims each lost on one column of ``share`` (``col``),
+    into ``src``, ``dst`` and ``w`` as :meth:`model.contagion.ContagionRecorder._attribute`
+    writes them: block by block in the order of the support groups (the last column's
+    victims first), each victim's edges in liquidator order, one per liquidator with a
+    positive share of its column, weighing that share (its unit loss mix times the share).
+    Returns how many edges."""
+    e = 0
+    for c in range(share.shape[1] - 1, -1, -1):
+        for i in range(col.size):
+            if col[i] != c:
+                continue
+            for j in range(share.shape[0]):
+                if share[j, c] > 0:
+                    src[e] = src_rows[j]
+                    dst[e] = dst_rows[i]
+                    w[e] = 1.0 * share[j, c]
+                    e += 1
+    return e
+
+
 def note_victims(rows, notional, step, rnd, events, first_step, first_round, total):
     """The contagion recorder's counters of a round's victims (``rows``, distinct): each
     row's first step and round if it has no event yet, its events plus one, its liquidated
@@ -885,4 +908,5 @@ _COMPILED = (
     "note_victims",
     "one_asset_factors",
     "top_edges_of_unit_rows",
+    "unit_rows_edges",
 )

@@ -15,6 +15,7 @@ from agents.market import Market
 from model import ContagionModel, kernels
 from model.accounts import AccountBook, TierTable, column_sum
 from model.config import AssetConfig, MarginConfig, MarketConfig, build_config, load_config
+from model.contagion import ContagionRecorder
 from model.liquidation import LiquidationEngine
 from model.orders import _cap_batch, collect_orders, split_order
 from model.screen import MarginScreen, headroom, to_headroom
@@ -611,3 +612,23 @@ def test_cross_books_checked_from_the_book_as_numpy_checks_them(tiers, monkeypat
         cross = book.cross_liquidatable(mark, rows)
         found = book.cross_liquidatable_rows(mark, rows)
         assert same_bytes(found, rows[cross]) and 0 < found.size < rows.size
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_every_edge_of_a_unit_rows_round_written_as_numpy_writes_it(seed, monkeypatch):
+    """kernels.unit_rows_edges against the recorder's numpy blocks: the same edges in the
+    same order, victims on either of two columns, liquidators with zero shares left out."""
+    rng = np.random.default_rng(seed)
+    share = rng.random((60, 2)) * (rng.random((60, 2)) < 0.7)
+    col = rng.integers(0, 2, 45)
+    src_rows, dst_rows = rng.permutation(1000)[:60], rng.permutation(1000)[:45]
+    edges = []
+    for compiled in (True, False):
+        monkeypatch.setattr(kernels, "_enabled", compiled)
+        recorder = ContagionRecorder(np.arange(1000), np.ones(1000))
+        recorder._compiled = compiled
+        recorder._attribute_columns(src_rows, dst_rows, share, col, 3, 2)
+        edges.append(recorder.edges())
+    for name in ("src", "dst", "weight", "step", "round"):
+        assert same_bytes(edges[0][name], edges[1][name]), name
+    assert edges[0]["src"].size == np.count_nonzero(share[:, col].T > 0)
