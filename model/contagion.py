@@ -614,12 +614,14 @@ class ContagionRecorder:
         """Add one liquidation round (a :class:`model.liquidation.RoundRecord`)."""
         rows = np.asarray(rec.rows, dtype=np.int64)
         self._version += 1
-        n_new = self._note_victims(rows, rec)
         prev = self._prev
-        if prev is None or prev.step != rec.step or prev.round != rec.round - 1:
+        first = prev is None or prev.step != rec.step or prev.round != rec.round - 1
+        if first:
+            self._note_victims(rows, rec)
             root = self._special(f"step:{rec.step}")
             self._add(np.full(rows.size, root), rows, np.ones(rows.size), rec.step, rec.round)
-        else:
+        elif not (self._compiled and self._one_asset_round_compiled(rows, rec, prev)):
+            n_new = self._note_victims(rows, rec)
             prev_rows = np.asarray(prev.rows, dtype=np.int64)
             exposure = np.asarray(rec.exposure, dtype=float)
             if n_new < rows.size:  # a victim liquidated before: in round r - 1, perhaps
@@ -634,6 +636,51 @@ class ContagionRecorder:
                 mix, share = attribution_factors(exposure, move, prev.closed, prev.notional)
                 self._attribute(prev_rows, rows, mix, share, rec.step, rec.round)
         self._prev = rec
+
+    def _one_asset_round_compiled(self, rows, rec: RoundRecord, prev: RoundRecord) -> bool:
+        """A one-asset round whose victims have no event yet (every victim of a full
+        liquidation that closes books whole) in one compiled call
+        (:func:`model.kernels.one_asset_round`): the counters, the factors and, past the
+        budget, the kept edges; the same writes and edges as the numpy lines of
+        :meth:`record` (tests/test_kernels.py). Returns False, having written nothing, for a
+        round of several assets or with a victim liquidated before."""
+        if np.size(prev.price_after) != 1:
+            return False
+        move = float(prev.price_after[0]) - float(prev.price_before[0])
+        k_l, k_v = len(prev.rows), rows.size
+        kk = max(1, min(self.top, k_l))
+        share, col = np.empty((k_l, 2)), np.empty(k_v, dtype=np.intp)
+        src, dst, w = (
+            np.empty((kk + 1) * k_v, np.int64),
+            np.empty((kk + 1) * k_v, np.int64),
+            np.empty((kk + 1) * k_v),
+        )
+        out = np.zeros(2, dtype=np.int64)
+        agg = -len(self.roots) - 1  # the code :meth:`_special` gives next
+        prev_rows = np.asarray(prev.rows, dtype=np.int64)
+        status = kernels.one_asset_round(
+            rows, np.asarray(rec.notional, dtype=float), rec.step, rec.round, self.events,
+            self.first_step, self.first_round, self.notional,
+            np.asarray(rec.exposure, dtype=float)[:, 0], move,
+            np.asarray(prev.closed, dtype=float)[:, 0], np.asarray(prev.notional, dtype=float),
+            prev_rows, self.max_edges - self.edge_count, self.top, _TA_MAX_CANDIDATES, agg,
+            _MIN_REST, share, col, src, dst, w, out,
+        )  # fmt: skip
+        if status == 0:
+            return False
+        if status == 1:  # every edge kept
+            self._attribute_columns(prev_rows, rows, share, col, rec.step, rec.round, int(out[0]))
+        elif status == 3:
+            self._keep_top_contributors(prev_rows, rows, share, col, None, rec.step, rec.round)
+        else:
+            self._note_truncated(rec.step)
+            if out[1]:
+                self._special(f"others:{rec.step}:{rec.round}")
+            m = int(out[0] + out[1])
+            if 2 * m < src.size:  # (the log keeps a large batch's arrays)
+                src, dst, w = src[:m].copy(), dst[:m].copy(), w[:m].copy()
+            self._add(src[:m], dst[:m], w[:m], rec.step, rec.round)
+        return True
 
     def _note_victims(self, rows, rec: RoundRecord) -> int:
         """Count the round's victims into the node attributes (first step and round, events,

@@ -79,6 +79,7 @@ __all__ = [
     "liquidatable",
     "note_victims",
     "one_asset_factors",
+    "one_asset_round",
     "reached_rows",
     "sort_out_changed",
     "top_edges_of_unit_rows",
@@ -751,6 +752,47 @@ def one_asset_factors(exposure, move, closed_prev, notional_prev, share, col):
     return edges
 
 
+def one_asset_round(rows, notional, step, rnd, events, first_step, first_round, total, exposure,
+                    move, closed_prev, notional_prev, prev_rows, budget, top, max_candidates,
+                    agg, min_rest, share, col, src, dst, weight, out):  # fmt: skip
+    """A one-asset round of :meth:`model.contagion.ContagionRecorder.record` whose victims
+    have no event yet, in one call: their counters (:func:`note_victims`), the round's factors
+    and edge count (:func:`one_asset_factors`, into ``share`` and ``col``), and, when the
+    edges would pass the budget, the top contributors' edges and the aggregates
+    (:func:`top_edges_of_unit_rows`, into ``src``, ``dst``, ``weight``, which hold ``(k + 1)
+    x`` the victims, ``k`` the edges kept per victim).
+
+    ``budget`` is the edges left before ``max_edges``, ``top`` the edges kept per victim,
+    ``max_candidates`` the most candidates of the compiled search, ``agg`` the code of the
+    round's aggregate node.
+
+    Returns:
+        0 when a victim had an event before (nothing written: the recorder's other path takes
+        the round); 1 when every edge fits (their count in ``out[0]``, not written yet); 2
+        when the top contributors are written (kept and aggregated edges in ``out``); 3 when
+        the edges pass the budget and the compiled search would take too many candidates
+        (factors written).
+    """
+    for j in range(rows.size):
+        if events[rows[j]] != 0:
+            return 0
+    note_victims(rows, notional, step, rnd, events, first_step, first_round, total)
+    count = one_asset_factors(exposure, move, closed_prev, notional_prev, share, col)
+    if rows.size <= budget and count <= budget:
+        out[0] = count
+        return 1
+    kk = max(1, min(top, closed_prev.size))
+    if share.shape[1] * kk > max_candidates:
+        return 3
+    col_total = np.empty(share.shape[1])
+    column_sums(share, col_total)
+    kept, aggregated = top_edges_of_unit_rows(
+        share, kk, col, col_total, rows, prev_rows, agg, min_rest, src, dst, weight
+    )
+    out[0], out[1] = kept, aggregated
+    return 2
+
+
 def _pairwise_sum(x):
     """``x.sum()`` of a 1-D ``x`` in numpy's order: a run of at most 128 values summed by
     :func:`_row_of_sum`, a longer one as the sum of its halves (split at a multiple of 8),
@@ -909,4 +951,5 @@ _COMPILED = (
     "one_asset_factors",
     "top_edges_of_unit_rows",
     "unit_rows_edges",
+    "one_asset_round",
 )

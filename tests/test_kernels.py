@@ -437,13 +437,18 @@ def test_runs_past_max_edges_record_the_same_edges_with_and_without_the_kernels(
 ):
     """A one-asset run whose rounds pass ``contagion.max_edges`` early, its accounts closed
     whole or in part (then liquidated again in later rounds, so victims' exposures during the
-    move include what they closed before): its rounds go to the recorder's kernels, and
-    every table, the edges included, is the numpy run's."""
+    move include what they closed before): its rounds go to the recorder's kernels (whole
+    rounds of new victims to kernels.one_asset_round, which writes the kept edges itself;
+    rounds with victims liquidated before to the separate kernels), and every table, the
+    edges included, is the numpy run's."""
     calls = []
-    for name in ("top_edges_of_unit_rows", "one_asset_factors", "note_victims"):
+    names = ("top_edges_of_unit_rows", "one_asset_factors", "note_victims", "one_asset_round")
+    for name in names:
         real = getattr(kernels, name)
         monkeypatch.setattr(
-            kernels, name, lambda *a, real=real, name=name: (calls.append(name), real(*a))[1]
+            kernels,
+            name,
+            lambda *a, real=real, name=name: (calls.append((name, real(*a))), calls[-1][1])[1],
         )
     cfg = build_config(
         small_config(
@@ -456,7 +461,12 @@ def test_runs_past_max_edges_record_the_same_edges_with_and_without_the_kernels(
         )
     )
     summary = same_with_and_without_the_kernels(cfg, monkeypatch)
-    assert set(calls) == {"top_edges_of_unit_rows", "one_asset_factors", "note_victims"}
+    rounds = {status for name, status in calls if name == "one_asset_round"}
+    assert 2 in rounds  # whole rounds past the budget: the kept edges written by one call
+    if liquidation == "partial":  # victims liquidated before: the separate kernels
+        assert 0 in rounds and {name for name, _ in calls} == set(names)
+    else:  # and rounds within the budget
+        assert 1 in rounds
     assert summary["liquidations"] > 0
 
 
