@@ -70,6 +70,7 @@ __all__ = [
     "cap_orders",
     "close_cross_books",
     "close_cross_books_of",
+    "closed_then_reached",
     "column_sums",
     "count_liquidations",
     "cross_liquidatable_rows",
@@ -679,6 +680,31 @@ def reached_rows(reach, order0, keys0, order1, keys1, order2, keys2, start, slot
     return found
 
 
+def closed_then_reached(changed, handed, slot_of, qty, closed, reach, order0, keys0, order1,
+                        keys1, order2, keys2, start, unchanged, changed_rows, changed_keys,
+                        changed_lane, changed_count, out, hits):  # fmt: skip
+    """A query of the margin screen whose changed rows (``changed``, sorted and distinct) all
+    closed out and are not listed (a round of whole closes before it): they are sorted out
+    (:func:`sort_out_changed`: marked ``closed``, ``hits[0]`` of them among the candidates
+    handed out last), then the rows reached (:func:`reached_rows`) go into ``out``. Returns
+    how many, or -1 when a changed row still holds a position or is listed (nothing written:
+    its headroom is the numpy query's to recompute)."""
+    for t in range(changed.size):
+        r = changed[t]
+        if slot_of[r] >= 0:
+            return -1
+        for a in range(qty.shape[1]):
+            if qty[r, a] != 0:
+                return -1
+    kept_rows = np.empty(changed.size, dtype=np.int64)
+    kept_slots = np.empty(changed.size, dtype=np.int32)
+    hits[0], _ = sort_out_changed(changed, handed, slot_of, qty, closed, kept_rows, kept_slots)
+    return reached_rows(
+        reach, order0, keys0, order1, keys1, order2, keys2, start, slot_of, unchanged,
+        changed_rows, changed_keys, changed_lane, changed_count, out,
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------
 # The contagion recorder's truncated rounds
 # --------------------------------------------------------------------------------------------
@@ -945,6 +971,7 @@ _COMPILED = (
     "reached_rows",
     "count_liquidations",
     "sort_out_changed",
+    "closed_then_reached",
     "_row_of_sum",
     "_pairwise_sum",
     "note_victims",

@@ -496,12 +496,12 @@ class MarginScreen:
         self.horizon[lane] = horizon
         self.extensions += 1
 
-    def _absorb_changes(self, mark) -> np.ndarray:
-        """Recompute the headroom of accounts that changed, as keys relative to the anchor
+    def _absorb_changes(self, mark, rows) -> np.ndarray:
+        """Recompute the headroom of accounts that changed (``rows``, from the book's change
+        log; None: the whole book changed), as keys relative to the anchor
         (rebuilding instead when the whole book changed, or when the changed list would hold
         more than ``MAX_CHANGED_SHARE`` of it); the reach of ``mark`` from the anchor."""
         self._fresh = 0
-        rows = self.book.take_changed("screen")
         if rows is None:  # the whole book changed
             self.rebuild(mark)
             return self.reach(mark)
@@ -592,18 +592,49 @@ class MarginScreen:
         wasted = self.checked + self.scanned / SCANS_PER_CHECK
         if self.anchor is None or wasted > self.rebuild_work * self.book.n_traders:
             self.rebuild(mark)
-        reach = self._absorb_changes(mark)
-        for lane in range(3):
-            if reach[lane] >= self.horizon[lane]:
-                self._extend(lane, reach[lane])
-        m = self.changed_count
-        if m:
-            self.scanned += max(m - self._fresh, 0)
-        rows = self._reached_compiled(reach) if self.book.compiled() else self._reached_all(reach)
+        changed = self.book.take_changed("screen")
+        rows = self._closed_then_reached(mark, changed) if self.book.compiled() else None
+        if rows is None:
+            reach = self._absorb_changes(mark, changed)
+            for lane in range(3):
+                if reach[lane] >= self.horizon[lane]:
+                    self._extend(lane, reach[lane])
+            self.scanned += max(self.changed_count - self._fresh, 0)
+            if self.book.compiled():
+                rows = self._reached_compiled(reach)
+            else:
+                rows = self._reached_all(reach)
         self.checked += rows.size
         self.checked_total += rows.size
         self._handed = rows
         return rows
+
+    def _closed_then_reached(self, mark, changed) -> np.ndarray | None:
+        """The query's rows in one compiled call (:func:`model.kernels.closed_then_reached`)
+        when every changed row closed out and is not listed (after a round of whole closes)
+        and no lane needs extending: the same rows, sorted parts and counters as the numpy
+        query; None otherwise, nothing done."""
+        if changed is None or changed.size >= GATHER_SHARED:
+            return None
+        reach = self.reach(mark)
+        if (reach >= self.horizon).any():
+            return None
+        if self._reached_buffer is None:  # (a row is reached at most once: n rows suffice)
+            self._reached_buffer = np.empty(self.book.n_traders, dtype=np.int64)
+        hits = np.zeros(1, dtype=np.int64)
+        found = kernels.closed_then_reached(
+            changed, self._handed, self.changed_slot, self.book.qty, CLOSED, reach,
+            self.order[0], self.sorted_keys[0], self.order[1], self.sorted_keys[1],
+            self.order[2], self.sorted_keys[2], self.start, UNCHANGED, self.changed_rows,
+            self.changed_keys, self.changed_lane, self.changed_count, self._reached_buffer,
+            hits,
+        )  # fmt: skip
+        if found < 0:
+            return None
+        self._fresh = 0
+        self.checked -= int(hits[0])
+        self.scanned += self.changed_count
+        return self._reached_buffer[:found].copy()
 
     def _reached_all(self, reach) -> np.ndarray:
         """Sorted rows reached: each lane's (:meth:`_reached`) and the changed list's."""
@@ -623,7 +654,7 @@ class MarginScreen:
     def _reached_compiled(self, reach) -> np.ndarray:
         """:meth:`_reached_all` in one compiled call (:func:`model.kernels.reached_rows`):
         the same rows, and the same sorted parts left behind."""
-        if self._reached_buffer is None:  # (a row is reached at most once: n rows suffice)
+        if self._reached_buffer is None:
             self._reached_buffer = np.empty(self.book.n_traders, dtype=np.int64)
         out = self._reached_buffer
         found = kernels.reached_rows(

@@ -573,12 +573,19 @@ def test_liquidations_counted_as_numpy_counts_them():
     assert (totals[0] == totals[1]).all() and totals[0, 0] < totals[0, 1]
 
 
+@pytest.mark.parametrize("whole", [False, True])
 @pytest.mark.parametrize("seed", range(4))
-def test_screen_queries_equal_numpy_with_the_same_state_left(seed, monkeypatch):
-    """kernels.reached_rows against the screen's numpy query: the same candidates, and the
-    same sorted parts, starts, changed list and counters left behind, over queries at
-    moving marks with fills between them (rows traded, some closed out, so that queries
-    meet changed rows in the sorted parts and drop them)."""
+def test_screen_queries_equal_numpy_with_the_same_state_left(seed, whole, monkeypatch):
+    """kernels.reached_rows and kernels.closed_then_reached against the screen's numpy
+    query: the same candidates, and the same sorted parts, starts, changed list and counters
+    left behind, over queries at moving marks with fills between them (rows traded, some
+    closed out, so that queries meet changed rows in the sorted parts and drop them; with
+    ``whole``, every filled row closed out, as after a round of whole closes)."""
+    calls = []
+    real = kernels.closed_then_reached
+    monkeypatch.setattr(
+        kernels, "closed_then_reached", lambda *a: (calls.append(real(*a)), calls[-1])[1]
+    )
     states = []
     for compiled in (True, False):
         monkeypatch.setattr(kernels, "_enabled", compiled)
@@ -592,7 +599,7 @@ def test_screen_queries_equal_numpy_with_the_same_state_left(seed, monkeypatch):
             handed.append(screen.candidates(mark).copy())
             rows = np.sort(rng.choice(2000, 40, replace=False))
             dq = np.where(rng.random((40, 2)) < 0.5, -book.qty[rows], rng.normal(0, 0.1, (40, 2)))
-            book.fill(rows, dq, mark)
+            book.fill(rows, -book.qty[rows] if whole else dq, mark)
         states.append(
             (handed, screen.start.copy(), [o.copy() for o in screen.order],
              [k.copy() for k in screen.sorted_keys], screen.changed_slot.copy(),
@@ -608,7 +615,11 @@ def test_screen_queries_equal_numpy_with_the_same_state_left(seed, monkeypatch):
         else:
             assert same_bytes(a, b)
     assert sum(h.size for h in h1) > 0 and (rest1[3] == -2).any() and rest1[0].any()
-    assert rest1[-1] == 1 and rest1[4].size > 0
+    assert rest1[-1] == 1 and (rest1[4].size > 0) != whole  # (whole: nothing listed)
+    if whole:  # every query's changes absorbed by the one call (but where a lane extends)
+        assert min(calls) >= 0 and len(calls) > 20
+    else:  # rows still held: their headrooms recomputed by the numpy lines
+        assert -1 in calls
 
 
 @pytest.mark.parametrize("tiers", ["flat", "tiered"])
