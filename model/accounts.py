@@ -133,6 +133,21 @@ GATHER_SHARED = 2048
 # are in model.gathers.)
 
 
+@dataclass
+class RoundSums:
+    """What :meth:`AccountBook.close_cross_books` closed: per position the ``notional`` and
+    the ``fee`` and ``bad`` debt spread over it (k, A), each row's closed notional (k,), and
+    the round's fees, bad debt and closed notional (each ``x.sum()`` of its array)."""
+
+    notional: np.ndarray
+    fee: np.ndarray
+    bad: np.ndarray
+    row_notional: np.ndarray
+    fees: float
+    bad_debt: float
+    liquidated: float
+
+
 def row_sum(x: np.ndarray) -> np.ndarray:
     """``x.sum(axis=1)`` of a (k, A) array: column by column below 8 columns (numpy's own
     reduction then adds the row's entries in the same order, so the bits are the same, and
@@ -804,32 +819,30 @@ class AccountBook:
         self._note_changed(rows, gathers=not shared)
         return realized, closed
 
-    def close_cross_books(self, rows, qty, price, fee_rate) -> tuple[np.ndarray, ...]:
+    def close_cross_books(self, rows, qty, price, fee_rate) -> RoundSums:
         """A full liquidation round of the cross books of ``rows`` (distinct; no isolated
         position, no collateral asset) as one write: every position ``qty`` (k, A, as read
         for the round's flow) sold at ``price`` (A,), the fee of ``fee_rate`` times the
         closed notional from what equity is left, negative wallets written off. The
-        arithmetic, the reads and the writes are one compiled call
+        arithmetic, the reads and the writes, and the round's sums, are one compiled call
         (:func:`model.kernels.close_cross_books_of`); a compiled book only (:meth:`compiled`).
-
-        Returns:
-            ``(notional, fee, bad)``: (k, A) the closed notional, and the fees and bad debt
-            spread over it.
         """
         k, n_assets = qty.shape
-        new_wallet, paid, debt = (np.empty(k) for _ in range(3))
+        new_wallet, paid, debt, row_notional = (np.empty(k) for _ in range(4))
         notional, fee, bad, traded = (np.empty((k, n_assets)) for _ in range(4))
+        net, sums = np.empty(n_assets), np.empty(6)
         any_debt = kernels.close_cross_books_of(
             rows, self.wallet, self.qty, self.entry, qty, np.asarray(price, dtype=float),
-            fee_rate, new_wallet, notional, fee, bad, traded, paid, debt,
+            fee_rate, new_wallet, notional, fee, bad, traded, paid, debt, net, row_notional,
+            sums,
         )  # fmt: skip
-        self._filled_totals(-qty, traded)
-        # the cash paid into the wallets after the fill (the fee taken, the debt written
-        # off), added to the aggregates as charge() and credit() add it: 0.0 plus the sum
-        for moved in (-paid, debt) if any_debt else (-paid,):
-            self._cash_moved(rows, 0.0 + float(moved.sum()))
+        traded_sum, paid_sum, debt_sum, fees, bad_debt, liquidated = sums.tolist()
+        if self._totals is not None:  # (as _filled_totals and _cash_moved add them)
+            net_qty, total = self._totals
+            total = (total - traded_sum) + (0.0 + -paid_sum)
+            self._totals = (net_qty + net, total + (0.0 + debt_sum) if any_debt else total)
         self._note_changed(rows)  # (one write of the rows: noted once)
-        return notional, fee, bad
+        return RoundSums(notional, fee, bad, row_notional, fees, bad_debt, liquidated)
 
     def _filled_totals(self, dq, traded, net=None) -> None:
         """After a fill of ``dq`` (k, A) whose cash flow is ``traded`` (``dq P``): the traders'

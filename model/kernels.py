@@ -69,9 +69,12 @@ __all__ = [
     "apply_fills",
     "cap_orders",
     "close_cross_books",
+    "column_sums",
+    "_row_of_sum",
+    "_pairwise_sum",
+    "_round_sums",
     "close_cross_books_of",
     "closed_then_reached",
-    "column_sums",
     "count_liquidations",
     "cross_liquidatable_rows",
     "enabled",
@@ -283,11 +286,17 @@ def close_cross_books(wallet, qty, entry, price, fee_rate, new_wallet, notional,
 
 
 def close_cross_books_of(rows, book_wallet, book_qty, book_entry, qty, price, fee_rate,
-                         new_wallet, notional, fee, bad, traded, paid, debt):  # fmt: skip
+                         new_wallet, notional, fee, bad, traded, paid, debt, net, row_notional,
+                         sums):  # fmt: skip
     """:func:`close_cross_books` of the book's ``rows`` (distinct), whose positions ``qty``
     (k, A) were read already (the round's flow needed them), written back into the book:
     their wallets and entries read from ``book_wallet`` and ``book_entry``, then every
-    position flat and every wallet its ``new_wallet``. Returns whether any row had debt."""
+    position flat and every wallet its ``new_wallet``. Returns whether any row had debt.
+
+    Also the round's sums, each added as numpy adds it: ``net`` (A,) the column sums of the
+    fill ``-qty`` (:func:`model.accounts.column_sum`), ``row_notional`` (k,) each row's closed
+    notional (:func:`model.accounts.row_sum`), and ``sums`` the totals of ``traded``,
+    ``paid``, ``debt``, ``fee``, ``bad`` and ``notional`` (``x.sum()``)."""
     k, n_assets = qty.shape
     wallet = np.empty(k)
     entry = np.empty((k, n_assets))
@@ -305,7 +314,31 @@ def close_cross_books_of(rows, book_wallet, book_qty, book_entry, qty, price, fe
         for a in range(n_assets):
             book_qty[r, a] = 0.0
             book_entry[r, a] = 0.0
+    _round_sums(qty, notional, fee, bad, traded, paid, debt, net, row_notional, sums)
     return any_debt
+
+
+def _round_sums(qty, notional, fee, bad, traded, paid, debt, net, row_notional, sums):
+    """The sums of :func:`close_cross_books_of`: one column's sum pairwise as numpy adds a
+    contiguous run, several columns row by row (:func:`column_sums`)."""
+    k, n_assets = qty.shape
+    sold = np.empty((k, n_assets))
+    for j in range(k):
+        closed = 0.0
+        for a in range(n_assets):
+            sold[j, a] = -qty[j, a]
+            closed = notional[j, a] + 0.0 if a == 0 else closed + notional[j, a]
+        row_notional[j] = closed
+    if n_assets == 1:
+        net[0] = _pairwise_sum(sold.reshape(-1))
+    else:
+        column_sums(sold, net)
+    sums[0] = _pairwise_sum(traded.reshape(-1))
+    sums[1] = _pairwise_sum(paid)
+    sums[2] = _pairwise_sum(debt)
+    sums[3] = _pairwise_sum(fee.reshape(-1))
+    sums[4] = _pairwise_sum(bad.reshape(-1))
+    sums[5] = _pairwise_sum(notional.reshape(-1))
 
 
 def _spread_share(weight, total, amount, a):
@@ -959,8 +992,11 @@ _COMPILED = (
     "_fill_one",
     "apply_fills",
     "close_cross_books",
-    "close_cross_books_of",
     "column_sums",
+    "_row_of_sum",
+    "_pairwise_sum",
+    "_round_sums",
+    "close_cross_books_of",
     "equities",
     "_split",
     "cap_orders",
@@ -972,8 +1008,6 @@ _COMPILED = (
     "count_liquidations",
     "sort_out_changed",
     "closed_then_reached",
-    "_row_of_sum",
-    "_pairwise_sum",
     "note_victims",
     "one_asset_factors",
     "top_edges_of_unit_rows",

@@ -181,6 +181,9 @@ class _Done:
         fee_pos, bad_pos: (k, A) fees paid and bad debt left, per position.
         full: (k,) whether each account's liquidated units closed completely.
         sales: the collateral sales of the round's accounts.
+        row_notional: (k,) notional closed per account (``row_sum(notional)``).
+        fees, bad_debt, liquidated: the round's fees, bad debt and closed notional (the
+            sums of ``fee_pos``, ``bad_pos`` and ``notional``).
     """
 
     exposure: np.ndarray
@@ -190,6 +193,18 @@ class _Done:
     bad_pos: np.ndarray
     full: np.ndarray
     sales: list
+    row_notional: np.ndarray
+    fees: float
+    bad_debt: float
+    liquidated: float
+
+    @classmethod
+    def summed(cls, exposure, price_before, notional, fee_pos, bad_pos, full, sales) -> _Done:
+        """The round's record with its sums taken here (numpy)."""
+        return cls(
+            exposure, price_before, notional, fee_pos, bad_pos, full, sales, row_sum(notional),
+            float(fee_pos.sum()), float(bad_pos.sum()), float(notional.sum()),
+        )  # fmt: skip
 
 
 class LiquidationEngine:
@@ -355,7 +370,7 @@ class LiquidationEngine:
         if c.took:
             self.vault.take_equity(self.book, rows, c.cross_taken, c.taken & units.iso_pos)
         bad_pos, full = self._write_off(rows, units, closed_notional, open_after)
-        done = _Done(exposure, price_before, closed_notional, fee_pos, bad_pos, full, sales)
+        done = _Done.summed(exposure, price_before, closed_notional, fee_pos, bad_pos, full, sales)
         return self._settle(step, rnd, rows, c, done)
 
     def _closes_cross_books_only(self) -> bool:
@@ -384,17 +399,20 @@ class LiquidationEngine:
         (q,) = self.book.read(rows, "qty")
         price_before = self.market.price
         price = self._walk_book(rows, q)
-        notional, fee_pos, bad_pos = self.book.close_cross_books(rows, q, price, self.fee)
+        s = self.book.close_cross_books(rows, q, price, self.fee)
         c = _Closing(1.0, q, None, None, price, price)
-        done = _Done(q, price_before, notional, fee_pos, bad_pos, np.ones(len(rows), bool), [])
+        full = np.ones(len(rows), bool)
+        done = _Done(
+            q, price_before, s.notional, s.fee, s.bad, full, [], s.row_notional, s.fees,
+            s.bad_debt, s.liquidated,
+        )  # fmt: skip
         return self._settle(step, rnd, rows, c, done)
 
     def _settle(self, step, rnd, rows, c: _Closing, done: _Done) -> RoundRecord:
         """The end of a round: pay its fees into the fund and its bad debt from it, log its
         fills and collateral sales, and report it."""
-        fees = float(done.fee_pos.sum())
+        fees, bad_debt = done.fees, done.bad_debt
         self.insurance_fund += fees
-        bad_debt = float(done.bad_pos.sum())
         cover = _Cover()
         if bad_debt > 0:
             bankrupt_qty = column_sum(np.where(done.bad_pos > 0, c.closed, 0.0))
@@ -402,7 +420,7 @@ class LiquidationEngine:
             if cover.adl is not None:
                 self._record_adl(step, rnd, cover.adl)
         self._record_fills(step, rnd, rows, c, done.notional, done.fee_pos, done.bad_pos)
-        self._add_to_totals(rows, c, done.notional, bad_debt, fees)
+        self._add_to_totals(rows, c, done, bad_debt, fees)
         closed, price_after = self._record_sales(step, rnd, rows, done.sales, c)
         return RoundRecord(
             step=step,
@@ -412,7 +430,7 @@ class LiquidationEngine:
             exposure=done.exposure,
             price_before=done.price_before,
             price_after=price_after,
-            notional=row_sum(done.notional),
+            notional=done.row_notional,
             full=done.full,
             fees=fees,
             bad_debt=bad_debt,
@@ -610,12 +628,12 @@ class LiquidationEngine:
         self.totals.accounts += int(np.count_nonzero(self._last_stamp[rows] != self._stamp))
         self._last_stamp[rows] = self._stamp
 
-    def _add_to_totals(self, rows, c: _Closing, closed_notional, bad_debt, fees) -> None:
+    def _add_to_totals(self, rows, c: _Closing, done: _Done, bad_debt, fees) -> None:
         """Add the round to the step's counters."""
         t = self.totals
-        t.liquidated_notional += float(closed_notional.sum())
+        t.liquidated_notional += done.liquidated
         if c.took:
-            t.vault_notional += float(closed_notional[c.taken].sum())
+            t.vault_notional += float(done.notional[c.taken].sum())
         t.bad_debt += bad_debt
         t.fees += fees
         t.per_round_accounts.append(int(rows.size))

@@ -232,16 +232,24 @@ def test_cap_orders_split_and_sums_equal_numpy_to_the_bit():
     assert (kind == 3).any() and (reduced == 0).any() and (out == 0).any()
 
 
+@pytest.mark.parametrize("n_assets", [1, 2])
 @pytest.mark.parametrize("seed", range(3))
-def test_a_round_closing_whole_cross_books_equals_the_general_round_to_the_bit(seed):
+def test_a_round_closing_whole_cross_books_equals_the_general_round_to_the_bit(seed, n_assets):
     """A round of every account of a random cross book (long, short and flat positions, some
     wallets negative, so fees capped by equity and bad debt), then a round of a few of them:
     kernels.close_cross_books_of and the general round write the same book, aggregates, fills,
-    fund and report."""
+    fund, step totals and report (one asset: the net quantity summed pairwise, as numpy sums
+    one column)."""
     outcomes = []
     for general in (False, True):
         book = random_book(np.random.default_rng(seed), isolated=0.0)
         assets = [AssetConfig("BTC", 60000.0, 2.0e7), AssetConfig("ETH", 3000.0, 1.0e7)]
+        if n_assets == 1:
+            book = AccountBook(
+                book.ids, book.wallet, book.qty[:, :1], book.entry[:, :1], TierTable.flat([0.005]),
+                max_leverage=[50.0],
+            )  # fmt: skip
+            assets = assets[:1]
         market = Market(mesa.Model(rng=3), MarketConfig(), assets)
         margin = MarginConfig(liquidation="full", fee=0.01, insurance_fund=1.0e5, adl=False)
         engine = LiquidationEngine(book, market, margin, screen=False)
@@ -252,10 +260,12 @@ def test_a_round_closing_whole_cross_books_equals_the_general_round_to_the_bit(s
         for rnd, rows in enumerate([np.arange(book.n_traders), np.arange(5, 400, 7)], 1):
             book.aggregate_equity(market.mark)  # (the aggregates, kept by every write)
             k = rows.size
-            cross, iso = np.ones(k, dtype=bool), np.zeros((k, 2), dtype=bool)
+            cross, iso = np.ones(k, dtype=bool), np.zeros((k, n_assets), dtype=bool)
             reports.append(engine._liquidate_round(1, rnd, rows, cross, iso, market.mark))
         state = [book.wallet, book.qty, book.entry, book.aggregate_equity(market.mark)]
         state += [engine.insurance_fund, engine.unfunded_bad_debt, *engine.fills.columns().values()]
+        t = engine.totals
+        state += [t.liquidations, t.liquidated_notional, t.bad_debt, t.fees, *book._totals]
         for r in reports:
             state += [r.rows, r.closed, r.exposure, r.price_after, r.notional, r.full]
             state += [r.fees, r.bad_debt, r.fund, r.unfunded]
