@@ -765,6 +765,21 @@ class AccountBook:
         )  # fmt: skip
         return cross, iso
 
+    def sum_of_balances(self, rows) -> float:
+        """The sum of the wallets, quantities, entries and margins (and collateral holdings)
+        of ``rows``, each array's rows gathered and summed as numpy sums them, then added in
+        that order: finite only if every value is (:meth:`model.ContagionModel.check_finite`).
+        A compiled book without collateral assets takes one compiled call
+        (:func:`model.kernels.sums_of_rows`)."""
+        if self.collateral is None and self.compiled():
+            out = np.empty(4)
+            kernels.sums_of_rows(rows, self.wallet, self.qty, self.entry, self.margin, out)
+            return sum(out.tolist())
+        names = ("wallet", "qty", "entry", "margin")
+        if self.collateral is not None:
+            names += ("holdings",)
+        return sum(float(take_rows(getattr(self, a), rows).sum()) for a in names)
+
     def cross_liquidatable_rows(self, mark, rows) -> np.ndarray:
         """The ``rows`` (sorted) whose cross book is below maintenance at ``mark``: the rows of
         :meth:`liquidatable` of a compiled book (:meth:`compiled`) with no isolated position

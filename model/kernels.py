@@ -69,12 +69,9 @@ __all__ = [
     "apply_fills",
     "cap_orders",
     "close_cross_books",
-    "column_sums",
-    "_row_of_sum",
-    "_pairwise_sum",
-    "_round_sums",
     "close_cross_books_of",
     "closed_then_reached",
+    "column_sums",
     "count_liquidations",
     "cross_liquidatable_rows",
     "enabled",
@@ -86,6 +83,7 @@ __all__ = [
     "one_asset_round",
     "reached_rows",
     "sort_out_changed",
+    "sums_of_rows",
     "top_edges_of_unit_rows",
     "unit_rows_edges",
     "use",
@@ -316,6 +314,30 @@ def close_cross_books_of(rows, book_wallet, book_qty, book_entry, qty, price, fe
             book_entry[r, a] = 0.0
     _round_sums(qty, notional, fee, bad, traded, paid, debt, net, row_notional, sums)
     return any_debt
+
+
+def sums_of_rows(rows, wallet, qty, entry, margin, out):
+    """``take_rows(x, rows).sum()`` of the book's ``wallet``, ``qty``, ``entry`` and
+    ``margin`` into ``out`` (4,), each added as numpy adds the gathered rows (pairwise over
+    them, a row's assets in turn): the sums of :meth:`model.ContagionModel.check_finite`."""
+    k, n_assets = rows.size, qty.shape[1]
+    one = np.empty(k)
+    for j in range(k):
+        one[j] = wallet[rows[j]]
+    out[0] = _pairwise_sum(one)
+    many = np.empty(k * n_assets)
+    out[1] = _gathered_sum(qty, rows, many)
+    out[2] = _gathered_sum(entry, rows, many)
+    out[3] = _gathered_sum(margin, rows, many)
+
+
+def _gathered_sum(x, rows, many):
+    """``x[rows].sum()`` of a (n, A) array, the rows gathered into ``many`` first."""
+    n_assets = x.shape[1]
+    for j in range(rows.size):
+        for a in range(n_assets):
+            many[j * n_assets + a] = x[rows[j], a]
+    return _pairwise_sum(many)
 
 
 def _round_sums(qty, notional, fee, bad, traded, paid, debt, net, row_notional, sums):
@@ -996,6 +1018,8 @@ _COMPILED = (
     "_row_of_sum",
     "_pairwise_sum",
     "_round_sums",
+    "_gathered_sum",
+    "sums_of_rows",
     "close_cross_books_of",
     "equities",
     "_split",

@@ -26,7 +26,7 @@ from agents.market import Market
 from agents.market_maker import MakerDesk, MarketMaker
 from agents.strategies import STRATEGIES, Strategy
 from agents.trader import Trader
-from model.accounts import AccountBook, TierTable, take_rows
+from model.accounts import AccountBook, TierTable
 from model.collateral import CollateralAssets
 from model.config import Config, ConfigError, config_warnings
 from model.contagion import ContagionRecorder
@@ -454,7 +454,7 @@ class ContagionModel(mesa.Model):
             if book.holds_gathers(rows):  # (the rows of a large fill: what it wrote, kept)
                 balances += sum(a.sum() for a in book.read(rows, *names))
             elif 16 * rows.size <= book.n_traders:
-                balances += sum(take_rows(getattr(book, a), rows).sum() for a in names)
+                balances += book.sum_of_balances(rows)
             else:
                 whole = True
                 break
