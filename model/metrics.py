@@ -424,8 +424,49 @@ def _systemic_columns(ev: _Events, edges: pd.DataFrame) -> list[np.ndarray]:
     """The columns of :func:`systemic_importance`, most important trader first (at least one
     event)."""
     value = ev.notional
+    down_n, down_c = _downstream(ev, edges, counts=True)
+    # per trader (in id order), each sum over its events in the events' order
+    n = ev.traders.size
+    code = ev.trader_code
+    downstream_n, liquidated, downstream_c = _group_sums(
+        code, np.column_stack([down_n, value, down_c]), n
+    ).T
+    debtrank, order = _ranked(downstream_n, value)
+    return [
+        ev.traders[order],
+        np.bincount(code, minlength=n).astype(np.int64)[order],
+        liquidated[order],
+        downstream_c[order],
+        downstream_n[order],
+        debtrank[order],
+    ]
+
+
+def _most_systemic(ev: _Events, edges, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` traders of :func:`_systemic_columns` and their DebtRank, without the
+    columns the ranking does not need (the downstream events, each trader's events and
+    notional): the same figures, each trader's sum taken alone as the table takes it."""
+    down_n, _ = _downstream(ev, edges, counts=False)
+    downstream_n = _group_sums(ev.trader_code, down_n, ev.traders.size)
+    debtrank, order = _ranked(downstream_n, ev.notional)
+    return ev.traders[order[:k]], debtrank[order[:k]]
+
+
+def _ranked(downstream_n, value) -> tuple[np.ndarray, np.ndarray]:
+    """Each trader's DebtRank (its downstream notional over all liquidated notional) and the
+    traders' order, most important first, then by id."""
+    n = downstream_n.size
+    total = float(value.sum())
+    debtrank = downstream_n / total if total > 0 else np.zeros(n)
+    return debtrank, np.lexsort((np.arange(n), -debtrank))
+
+
+def _downstream(ev: _Events, edges, *, counts: bool):
+    """Each event's downstream notional ``D_e`` (:func:`systemic_importance`) and, with
+    ``counts``, its downstream events (None without)."""
+    value = ev.notional
     down_n = np.zeros(len(ev))
-    down_c = np.zeros(len(ev))
+    down_c = np.zeros(len(ev)) if counts else None
     src, dst, w, rnd = _edge_events(ev, edges)
     if rnd.size:
         depth = rnd.max() - rnd  # deepest generation first; each round's edges in order
@@ -437,26 +478,12 @@ def _systemic_columns(ev: _Events, edges: pd.DataFrame) -> list[np.ndarray]:
             s, d, ww = src[lo:hi], dst[lo:hi], w[lo:hi]
             # targets are one generation deeper than sources: their totals are final (each
             # event's sum made once, then gathered: the same additions as per edge)
-            reach_n, reach_c = value + down_n, 1.0 + down_c
+            reach_n = value + down_n
             down_n += np.bincount(s, weights=ww * reach_n[d], minlength=len(ev))
-            down_c += np.bincount(s, weights=ww * reach_c[d], minlength=len(ev))
-    # per trader (in id order), each sum over its events in the events' order
-    n = ev.traders.size
-    code = ev.trader_code
-    downstream_n, liquidated, downstream_c = _group_sums(
-        code, np.column_stack([down_n, value, down_c]), n
-    ).T
-    total = float(value.sum())
-    debtrank = downstream_n / total if total > 0 else np.zeros(n)
-    order = np.lexsort((np.arange(n), -debtrank))  # most important first, then by id
-    return [
-        ev.traders[order],
-        np.bincount(code, minlength=n).astype(np.int64)[order],
-        liquidated[order],
-        downstream_c[order],
-        downstream_n[order],
-        debtrank[order],
-    ]
+            if counts:
+                reach_c = 1.0 + down_c
+                down_c += np.bincount(s, weights=ww * reach_c[d], minlength=len(ev))
+    return down_n, down_c
 
 
 def _edge_events(ev: _Events, edges):
@@ -770,9 +797,8 @@ def cascade_metrics(liquidations, edges=None) -> dict:
     if edges is not None:
         out["most_systemic"] = []
         if len(ev):
-            columns = _systemic_columns(ev, edges)
             out["most_systemic"] = [
                 {"trader_id": plain_id(t), "debtrank": float(d)}
-                for t, d in zip(columns[0][:5], columns[-1][:5], strict=True)
+                for t, d in zip(*_most_systemic(ev, edges, 5), strict=True)
             ]
     return out

@@ -10,6 +10,7 @@ import pytest
 
 from model import ContagionModel
 from model.config import build_config
+from model.ids import plain_id
 from model.metrics import (
     amplification,
     branching_by_generation,
@@ -400,6 +401,12 @@ def test_debtrank_of_random_cascades_equals_path_enumeration(seed, monkeypatch):
         assert row.downstream_notional == pytest.approx(sum(r[0] for r in reach), rel=1e-12)
         assert row.downstream_events == pytest.approx(sum(r[1] for r in reach), rel=1e-12)
         assert row.debtrank == pytest.approx(sum(r[0] for r in reach) / total, rel=1e-12)
+    # summary.json's five (cascade_metrics ranks without the other columns): the table's head
+    head = si.head(5)
+    top = [(t["trader_id"], t["debtrank"]) for t in cascade_metrics(liq, edges)["most_systemic"]]
+    assert top == [
+        (plain_id(t), d) for t, d in zip(head["trader_id"], head["debtrank"], strict=True)
+    ]
     monkeypatch.setattr(metrics, "_DENSE", 0)
     pd.testing.assert_frame_equal(systemic_importance(edges, liq), si, check_exact=True)
 
