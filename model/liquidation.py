@@ -589,27 +589,29 @@ class LiquidationEngine:
                 kind = np.where(c.taken, Kind.VAULT, kind)
         else:  # every position closed whole
             kind = Kind.FULL
-        at = np.flatnonzero(c.closed)  # positions closed, in row-major order
-        r_idx = at // c.closed.shape[1]
-        a_idx = at - r_idx * c.closed.shape[1]
-        if at.size == c.closed.size:  # every position closed: the (k, A) arrays in order
-            traders = rows if c.closed.shape[1] == 1 else rows.take(r_idx)
-
-            def pick(x):
-                return x.ravel()
-        else:
-            traders = rows.take(r_idx)
-
-            def pick(x):  # (np.take of the flat positions: faster than two index arrays)
-                return np.ravel(x).take(at)
-
+        traders, asset, pick = self._fills_of(rows, c.closed)
         price = c.fill_price  # (A,), or (k, A) with the vault's fills at the mark
         self.fills.append(
-            step, rnd, traders, a_idx, pick(c.closed),
-            price[a_idx] if price.ndim == 1 else pick(price), pick(notional), pick(fee),
+            step, rnd, traders, asset, pick(c.closed),
+            price[asset] if price.ndim == 1 else pick(price), pick(notional), pick(fee),
             pick(bad), pick(kind) if isinstance(kind, np.ndarray) else kind,
         )  # fmt: skip
-        self.totals.liquidations += int(at.size)
+        self.totals.liquidations += traders.size
+
+    @staticmethod
+    def _fills_of(rows, closed):
+        """The round's fills, its positions closed in row-major order: their accounts, their
+        assets (one index when every fill is of asset 0) and a function that picks their
+        values out of a (k, A) array."""
+        if closed.shape[1] == 1 and np.count_nonzero(closed) == rows.size:
+            return rows, 0, np.ravel  # one asset, every position closed: the rows in order
+        at = np.flatnonzero(closed)
+        r_idx = at // closed.shape[1]
+        a_idx = at - r_idx * closed.shape[1]
+        if at.size == closed.size:  # every position closed: the (k, A) arrays in order
+            return rows.take(r_idx), a_idx, np.ravel
+        # (np.take of the flat positions: faster than two index arrays)
+        return rows.take(r_idx), a_idx, lambda x: np.ravel(x).take(at)
 
     def _count_liquidations(self, rows) -> None:
         """Count the round's accounts: liquidated ever, and in this step (a row stamped with
