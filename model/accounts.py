@@ -852,10 +852,12 @@ class AccountBook:
             sums,
         )  # fmt: skip
         traded_sum, paid_sum, debt_sum, fees, bad_debt, liquidated = sums.tolist()
-        if self._totals is not None:  # (as _filled_totals and _cash_moved add them)
+        if self._totals is not None:  # (added as _filled_totals and _cash_moved add them)
             net_qty, total = self._totals
-            total = (total - traded_sum) + (0.0 + -paid_sum)
-            self._totals = (net_qty + net, total + (0.0 + debt_sum) if any_debt else total)
+            total = (total - traded_sum) + (0.0 + -paid_sum)  # the fills, the fees taken
+            if any_debt:  # the debt written off
+                total = total + (0.0 + debt_sum)
+            self._totals = (net_qty + net, total)
         self._note_changed(rows)  # (one write of the rows: noted once)
         return RoundSums(notional, fee, bad, row_notional, fees, bad_debt, liquidated)
 

@@ -160,6 +160,12 @@ def _one_asset_factors(exposure, price_move, closed_prev, notional_prev):
     return share, (~lost).astype(np.intp)
 
 
+def _edge_buffers(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Empty source, target and weight columns of ``size`` edges, for a compiled call to
+    write."""
+    return np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size)
+
+
 def _unit_mix(col, c: int) -> np.ndarray:
     """(k_v, c) the loss mix of victims that each lost on one column only (``col``)."""
     mix = np.zeros((col.size, c))
@@ -650,11 +656,7 @@ class ContagionRecorder:
         k_l, k_v = len(prev.rows), rows.size
         kk = max(1, min(self.top, k_l))
         share, col = np.empty((k_l, 2)), np.empty(k_v, dtype=np.intp)
-        src, dst, w = (
-            np.empty((kk + 1) * k_v, np.int64),
-            np.empty((kk + 1) * k_v, np.int64),
-            np.empty((kk + 1) * k_v),
-        )
+        src, dst, w = _edge_buffers((kk + 1) * k_v)  # (the kept edges and the aggregates)
         out = np.zeros(2, dtype=np.int64)
         agg = -len(self.roots) - 1  # the code :meth:`_special` gives next
         prev_rows = np.asarray(prev.rows, dtype=np.int64)
@@ -728,11 +730,7 @@ class ContagionRecorder:
                 count = _unit_edge_count(col, share)
             if self.edge_count + count <= self.max_edges or not k_l:
                 if self._compiled and count:  # (one pass writes the edges: model.kernels)
-                    src, dst, w = (
-                        np.empty(count, np.int64),
-                        np.empty(count, np.int64),
-                        np.empty(count),
-                    )
+                    src, dst, w = _edge_buffers(count)
                     kernels.unit_rows_edges(share, col, src_rows, dst_rows, src, dst, w)
                     self._add(src, dst, w, step, rnd)
                     return
@@ -795,7 +793,7 @@ class ContagionRecorder:
         without the few dozen numpy calls that cost a truncated round of a large book more
         than its arithmetic (tests/test_kernels.py compares both)."""
         size = (k + 1) * col.size
-        src, dst, w = np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size)
+        src, dst, w = _edge_buffers(size)
         agg = -len(self.roots) - 1  # the code :meth:`_special` gives next
         kept, aggregated = kernels.top_edges_of_unit_rows(
             share, k, col, column_sum(share), dst_rows, src_rows, agg, _MIN_REST, src, dst, w
