@@ -788,8 +788,8 @@ class AccountBook:
         out = np.empty(len(rows), dtype=np.int64)
         t = self.tiers
         found = kernels.cross_liquidatable_rows(
-            rows, self.wallet, self.qty, self.entry, np.asarray(mark, dtype=float), t.caps,
-            t.rates, t.cums, out,
+            rows, self.wallet, self.qty, self.entry, self.isolated, np.asarray(mark, dtype=float),
+            t.caps, t.rates, t.cums, out,
         )  # fmt: skip
         return out[:found]
 

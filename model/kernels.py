@@ -500,47 +500,51 @@ def liquidatable(wallet, qty, entry, margin, isolated, mark, caps, rates, cums, 
     assets)."""
     k, n_assets = qty.shape
     for j in range(k):
-        has_cross = False
-        upnl = 0.0
-        mm_sum = 0.0
-        for a in range(n_assets):
-            q = qty[j, a]
-            mm = _maintenance(caps, rates, cums, a, abs(q) * mark[a])
-            pnl = q * (mark[a] - entry[j, a])
+        has_cross, upnl, mm_sum = _cross_book(qty, entry, isolated, j, mark, caps, rates, cums)
+        for a in range(n_assets):  # each isolated position against its own margin
+            iso[j, a] = False
             if isolated[j, a]:
-                iso[j, a] = q != 0 and margin[j, a] + pnl < mm
-                pnl, mm = 0.0, 0.0
-            else:
-                iso[j, a] = False
-                has_cross |= q != 0
-            upnl = pnl + 0.0 if a == 0 else upnl + pnl
-            mm_sum = mm + 0.0 if a == 0 else mm_sum + mm
+                q = qty[j, a]
+                mm = _maintenance(caps, rates, cums, a, abs(q) * mark[a])
+                iso[j, a] = q != 0 and margin[j, a] + q * (mark[a] - entry[j, a]) < mm
         equity = wallet[j] + upnl
         if held.size:
             equity = equity + held[j]
         cross[j] = has_cross and equity < mm_sum
 
 
-def cross_liquidatable_rows(rows, book_wallet, book_qty, book_entry, mark, caps, rates, cums,
-                            out):  # fmt: skip
+def _cross_book(qty, entry, isolated, r, mark, caps, rates, cums):
+    """Row ``r`` of (n, A) positions at ``mark``: whether it holds a cross position, and its
+    cross book's unrealised PnL and maintenance, each summed over the assets from the first
+    (:func:`model.accounts.row_sum`), an isolated position adding 0."""
+    has_cross = False
+    upnl = 0.0
+    mm_sum = 0.0
+    for a in range(qty.shape[1]):
+        q = qty[r, a]
+        mm = _maintenance(caps, rates, cums, a, abs(q) * mark[a])
+        pnl = q * (mark[a] - entry[r, a])
+        if isolated[r, a]:
+            pnl, mm = 0.0, 0.0
+        else:
+            has_cross |= q != 0
+        upnl = pnl + 0.0 if a == 0 else upnl + pnl
+        mm_sum = mm + 0.0 if a == 0 else mm_sum + mm
+    return has_cross, upnl, mm_sum
+
+
+def cross_liquidatable_rows(rows, book_wallet, book_qty, book_entry, book_isolated, mark, caps,
+                            rates, cums, out):  # fmt: skip
     """The rows among ``rows`` whose cross book is below maintenance at ``mark``, into
-    ``out`` in their order; returns how many. :func:`liquidatable` of a book with no
-    isolated position and no collateral asset, each row read from the book itself (no
-    gathered copies in between): the same arithmetic, so the same rows."""
-    n_assets = book_qty.shape[1]
+    ``out`` in their order; returns how many. :func:`liquidatable`'s cross check of a book
+    with no collateral asset, each row read from the book itself (no gathered copies in
+    between): the same arithmetic, so the same rows."""
     found = 0
     for j in range(rows.size):
         r = rows[j]
-        has_cross = False
-        upnl = 0.0
-        mm_sum = 0.0
-        for a in range(n_assets):
-            q = book_qty[r, a]
-            mm = _maintenance(caps, rates, cums, a, abs(q) * mark[a])
-            pnl = q * (mark[a] - book_entry[r, a])
-            has_cross |= q != 0
-            upnl = pnl + 0.0 if a == 0 else upnl + pnl
-            mm_sum = mm + 0.0 if a == 0 else mm_sum + mm
+        has_cross, upnl, mm_sum = _cross_book(
+            book_qty, book_entry, book_isolated, r, mark, caps, rates, cums
+        )
         if has_cross and book_wallet[r] + upnl < mm_sum:
             out[found] = r
             found += 1
@@ -1024,6 +1028,7 @@ _COMPILED = (
     "equities",
     "_split",
     "cap_orders",
+    "_cross_book",
     "liquidatable",
     "cross_liquidatable_rows",
     "headroom",
