@@ -454,18 +454,19 @@ def test_runs_past_max_edges_record_the_same_edges_with_and_without_the_kernels(
     # (kernels that other kernels call are not replaced: one compiled on first use inside
     # the test would bind the replacement; the recorder's methods that call them are)
     calls = []
-    real = kernels.one_asset_round
-    monkeypatch.setattr(
-        kernels, "one_asset_round", lambda *a: (calls.append(("round", real(*a))), calls[-1][1])[1]
-    )
+
+    def watched(name, call):
+        def record(*a):
+            result = call(*a)
+            calls.append((name, result if name == "round" else 0))
+            return result
+
+        return record
+
+    monkeypatch.setattr(kernels, "one_asset_round", watched("round", kernels.one_asset_round))
     for name in ("_factors_of_one_asset_round", "_keep_top_compiled"):
-        method = getattr(ContagionRecorder, name)
         monkeypatch.setattr(
-            ContagionRecorder,
-            name,
-            lambda self, *a, method=method, name=name: (calls.append((name, 0)), method(self, *a))[
-                1
-            ],
+            ContagionRecorder, name, watched(name, getattr(ContagionRecorder, name))
         )
     cfg = build_config(
         small_config(
@@ -621,22 +622,28 @@ def test_screen_queries_equal_numpy_with_the_same_state_left(seed, whole, monkey
             rows = np.sort(rng.choice(2000, 40, replace=False))
             dq = np.where(rng.random((40, 2)) < 0.5, -book.qty[rows], rng.normal(0, 0.1, (40, 2)))
             book.fill(rows, -book.qty[rows] if whole else dq, mark)
+        m = screen.changed_count
         states.append(
-            (handed, screen.start.copy(), [o.copy() for o in screen.order],
-             [k.copy() for k in screen.sorted_keys], screen.changed_slot.copy(),
-             screen.changed_rows[: screen.changed_count].copy(),
-             screen.changed_keys[: screen.changed_count].copy(), screen.checked, screen.scanned,
-             screen.extensions, screen.rebuilds)
-        )  # fmt: skip
-    (h1, *rest1), (h0, *rest0) = states
-    assert all(same_bytes(a, b) for a, b in zip(h1, h0, strict=True))
-    for a, b in zip(rest1, rest0, strict=True):
-        if isinstance(a, list):
-            assert all(same_bytes(x, y) for x, y in zip(a, b, strict=True))
+            {
+                "handed": handed,
+                "order": list(screen.order),
+                "sorted_keys": list(screen.sorted_keys),
+                "start": screen.start,
+                "changed_slot": screen.changed_slot,
+                "changed_rows": screen.changed_rows[:m],
+                "changed_keys": screen.changed_keys[:m],
+                "counters": [screen.checked, screen.scanned, screen.extensions, screen.rebuilds],
+            }
+        )
+    compiled, plain = states
+    for name, value in compiled.items():
+        if isinstance(value, list):
+            assert all(same_bytes(a, b) for a, b in zip(value, plain[name], strict=True)), name
         else:
-            assert same_bytes(a, b)
-    assert sum(h.size for h in h1) > 0 and (rest1[3] == -2).any() and rest1[0].any()
-    assert rest1[-1] == 1 and (rest1[4].size > 0) != whole  # (whole: nothing listed)
+            assert same_bytes(value, plain[name]), name
+    assert sum(h.size for h in compiled["handed"]) > 0 and compiled["start"].any()
+    assert (compiled["changed_slot"] == -2).any()  # rows closed out met and marked
+    assert compiled["counters"][-1] == 1 and (compiled["changed_rows"].size > 0) != whole
     if whole:  # every query's changes absorbed by the one call (but where a lane extends)
         assert min(calls) >= 0 and len(calls) > 20
     else:  # rows still held: their headrooms recomputed by the numpy lines
@@ -644,7 +651,7 @@ def test_screen_queries_equal_numpy_with_the_same_state_left(seed, whole, monkey
 
 
 @pytest.mark.parametrize("tiers", ["flat", "tiered"])
-def test_cross_books_checked_from_the_book_as_numpy_checks_them(tiers, monkeypatch):
+def test_cross_books_checked_from_the_book_as_numpy_checks_them(tiers):
     """kernels.cross_liquidatable_rows (a book with no isolated position) against the numpy
     margin check: the same rows below maintenance, at marks that put many under."""
     book = random_book(np.random.default_rng(5), n=3000, tiers=tiers, isolated=0.0)
