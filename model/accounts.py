@@ -847,7 +847,8 @@ class AccountBook:
         notional, fee, bad, traded = (np.empty((k, n_assets)) for _ in range(4))
         net, sums = np.empty(n_assets), np.empty(6)
         any_debt = kernels.close_cross_books_of(
-            rows, self.wallet, self.qty, self.entry, qty, np.asarray(price, dtype=float),
+            rows, self.wallet, self.qty, self.entry, kernels.writable(qty),
+            np.asarray(price, dtype=float),
             fee_rate, new_wallet, notional, fee, bad, traded, paid, debt, net, row_notional,
             sums,
         )  # fmt: skip

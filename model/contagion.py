@@ -663,8 +663,9 @@ class ContagionRecorder:
         status = kernels.one_asset_round(
             rows, np.asarray(rec.notional, dtype=float), rec.step, rec.round, self.events,
             self.first_step, self.first_round, self.notional,
-            np.asarray(rec.exposure, dtype=float)[:, 0], move,
-            np.asarray(prev.closed, dtype=float)[:, 0], np.asarray(prev.notional, dtype=float),
+            kernels.writable(np.asarray(rec.exposure, dtype=float)[:, 0]), move,
+            kernels.writable(np.asarray(prev.closed, dtype=float)[:, 0]),
+            np.asarray(prev.notional, dtype=float),
             prev_rows, self.max_edges - self.edge_count, self.top, _TA_MAX_CANDIDATES, agg,
             _MIN_REST, share, col, src, dst, w, out,
         )  # fmt: skip
@@ -708,7 +709,7 @@ class ContagionRecorder:
         closed = np.asarray(prev.closed, dtype=float)
         share, col = np.empty((closed.shape[0], 2)), np.empty(exposure.shape[0], dtype=np.intp)
         count = kernels.one_asset_factors(
-            exposure[:, 0], float(move[0]), closed[:, 0],
+            kernels.writable(exposure[:, 0]), float(move[0]), kernels.writable(closed[:, 0]),
             np.asarray(prev.notional, dtype=float), share, col,
         )  # fmt: skip
         return share, col, count

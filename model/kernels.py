@@ -87,6 +87,7 @@ __all__ = [
     "top_edges_of_unit_rows",
     "unit_rows_edges",
     "use",
+    "writable",
 ]
 
 # Least accounts of a book whose own arithmetic the kernels take, and least rows of a batch of
@@ -100,6 +101,13 @@ def use(rows: int) -> bool:
     """Whether the arithmetic of ``rows`` rows (a book's accounts or a batch's rows, as the
     caller decides) goes to the kernels: at least :data:`MIN_ROWS`, and :func:`enabled`."""
     return rows >= MIN_ROWS and enabled()
+
+
+def writable(x: np.ndarray) -> np.ndarray:
+    """``x``, or a copy of it when it is read-only (a gather the book shares): numba types
+    read-only and writable arrays apart, so a read-only input would compile each kernel it
+    reaches a second time, and the kernels are called with writable arrays only."""
+    return x if x.flags.writeable else x.copy()
 
 
 def enabled() -> bool:

@@ -410,7 +410,7 @@ class MarginScreen:
         mark = np.asarray(mark, dtype=float)
         n = book.n_traders if rows is None else len(rows)
         step = BLOCK_ROWS if rows is None else max(n, 1)
-        work = np.empty((2, min(step, n)))  # (the kernel's per-row sums)
+        work = np.empty((2, min(step, n)))  # (the kernel's per-row sums; C-ordered blocks)
         for lo in range(0, n, step):
             r = slice(lo, lo + step) if rows is None else rows
             held = book.collateral_margin_value(mark, r)
@@ -418,7 +418,8 @@ class MarginScreen:
                 *book.read(r, "wallet", "qty", "entry", "margin", "isolated"), mark, t.caps,
                 t.rates, t.cums, self.rate_cummax, t.rates.min(axis=1), _WIDEN,
                 bool(t.rates.max() < 1.0), _NO_VALUES if held is None else held,
-                keys[lo : lo + step], lanes[lo : lo + step], work[:, : min(step, n - lo)],
+                keys[lo : lo + step], lanes[lo : lo + step],
+                work if n - lo >= work.shape[1] else np.empty((2, n - lo)),
             )  # fmt: skip
             to_headroom(keys[lo : lo + step])  # (the kernel leaves the logarithm out)
 
