@@ -242,14 +242,15 @@ def _fill_one(qty, entry, isolated, dq, p, new_qty, new_entry, realized, closed,
 
 
 def close_cross_books(wallet, qty, entry, price, fee_rate, new_wallet, notional, fee, bad,
-                      traded, paid, debt):  # fmt: skip
+                      traded, paid, debt, row_notional):  # fmt: skip
     """A full liquidation round of cross books (no isolated position, no collateral asset):
     :meth:`model.accounts.AccountBook.fill` of ``-qty`` at ``price`` (A,), then
     :meth:`model.liquidation.LiquidationEngine._charge_fees` and ``_write_off`` of the closed
     books, the same operations in the same order. Reads each row's ``wallet`` (k,), ``qty``
     and ``entry`` (k, A); writes the wallet after all three into ``new_wallet``, the closed
     ``notional`` and the ``fee`` and ``bad`` debt spread over it (k, A), the fill's ``traded``
-    cash flow ``dq P`` (k, A), and what each row ``paid`` and the ``debt`` written off (k,).
+    cash flow ``dq P`` (k, A), what each row ``paid``, the ``debt`` written off and its closed
+    notional (``row_notional``, summed as :func:`model.accounts.row_sum` sums it) (k,).
 
     Returns whether any row had debt (the write-off then credits every row, 0 to most)."""
     k, n_assets = qty.shape
@@ -268,6 +269,7 @@ def close_cross_books(wallet, qty, entry, price, fee_rate, new_wallet, notional,
             n = abs(q) * p
             notional[j, a] = n
             closed = n + 0.0 if a == 0 else closed + n
+        row_notional[j] = closed
         equity = (wallet[j] + to_wallet) + 0.0  # the closed book's unrealised PnL is 0
         due = fee_rate * closed
         pay = _minimum(_maximum(due, 0.0), _maximum(equity, 0.0))
@@ -283,9 +285,7 @@ def close_cross_books(wallet, qty, entry, price, fee_rate, new_wallet, notional,
     if any_debt:
         for j in range(k):
             new_wallet[j] += debt[j]
-            closed = 0.0
-            for a in range(n_assets):
-                closed = notional[j, a] + 0.0 if a == 0 else closed + notional[j, a]
+            closed = row_notional[j]
             for a in range(n_assets):
                 bad[j, a] = 0.0 + debt[j] * _spread_share(notional[j, a], closed, debt[j], a)
     return any_debt
@@ -312,7 +312,19 @@ def close_cross_books_of(rows, book_wallet, book_qty, book_entry, qty, price, fe
         for a in range(n_assets):
             entry[j, a] = book_entry[r, a]
     any_debt = close_cross_books(
-        wallet, qty, entry, price, fee_rate, new_wallet, notional, fee, bad, traded, paid, debt
+        wallet,
+        qty,
+        entry,
+        price,
+        fee_rate,
+        new_wallet,
+        notional,
+        fee,
+        bad,
+        traded,
+        paid,
+        debt,
+        row_notional,
     )
     for j in range(k):
         r = rows[j]
@@ -320,7 +332,7 @@ def close_cross_books_of(rows, book_wallet, book_qty, book_entry, qty, price, fe
         for a in range(n_assets):
             book_qty[r, a] = 0.0
             book_entry[r, a] = 0.0
-    _round_sums(qty, notional, fee, bad, traded, paid, debt, net, row_notional, sums)
+    _round_sums(qty, notional, fee, bad, traded, paid, debt, net, sums)
     return any_debt
 
 
@@ -348,17 +360,14 @@ def _gathered_sum(x, rows, many):
     return _pairwise_sum(many)
 
 
-def _round_sums(qty, notional, fee, bad, traded, paid, debt, net, row_notional, sums):
+def _round_sums(qty, notional, fee, bad, traded, paid, debt, net, sums):
     """The sums of :func:`close_cross_books_of`: one column's sum pairwise as numpy adds a
     contiguous run, several columns row by row (:func:`column_sums`)."""
     k, n_assets = qty.shape
     sold = np.empty((k, n_assets))
     for j in range(k):
-        closed = 0.0
         for a in range(n_assets):
             sold[j, a] = -qty[j, a]
-            closed = notional[j, a] + 0.0 if a == 0 else closed + notional[j, a]
-        row_notional[j] = closed
     if n_assets == 1:
         net[0] = _pairwise_sum(sold.reshape(-1))
     else:
