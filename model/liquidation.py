@@ -420,7 +420,7 @@ class LiquidationEngine:
             if cover.adl is not None:
                 self._record_adl(step, rnd, cover.adl)
         self._record_fills(step, rnd, rows, c, done.notional, done.fee_pos, done.bad_pos)
-        self._add_to_totals(rows, c, done, bad_debt, fees)
+        self._add_to_totals(rows, c, done)
         closed, price_after = self._record_sales(step, rnd, rows, done.sales, c)
         return RoundRecord(
             step=step,
@@ -630,14 +630,14 @@ class LiquidationEngine:
         self.totals.accounts += int(np.count_nonzero(self._last_stamp[rows] != self._stamp))
         self._last_stamp[rows] = self._stamp
 
-    def _add_to_totals(self, rows, c: _Closing, done: _Done, bad_debt, fees) -> None:
+    def _add_to_totals(self, rows, c: _Closing, done: _Done) -> None:
         """Add the round to the step's counters."""
         t = self.totals
         t.liquidated_notional += done.liquidated
         if c.took:
             t.vault_notional += float(done.notional[c.taken].sum())
-        t.bad_debt += bad_debt
-        t.fees += fees
+        t.bad_debt += done.bad_debt
+        t.fees += done.fees
         t.per_round_accounts.append(int(rows.size))
 
     # ---- collateral --------------------------------------------------------------------------
