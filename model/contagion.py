@@ -160,6 +160,12 @@ def _one_asset_factors(exposure, price_move, closed_prev, notional_prev):
     return share, (~lost).astype(np.intp)
 
 
+def _first_column(x) -> np.ndarray:
+    """``x[:, 0]`` of a round's (k, A) array as a writable float array, as the compiled calls
+    take it (:func:`model.kernels.writable`)."""
+    return kernels.writable(np.asarray(x, dtype=float)[:, 0])
+
+
 def _edge_buffers(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Empty source, target and weight columns of ``size`` edges, for a compiled call to
     write."""
@@ -609,6 +615,11 @@ class ContagionRecorder:
         self.roots.append(name)
         return -len(self.roots)
 
+    def _next_special(self) -> int:
+        """The code :meth:`_special` gives the next special node (for a compiled call that
+        writes edges from it before it is named)."""
+        return -len(self.roots) - 1
+
     def _add(self, src, dst, w, step, rnd):
         if not len(dst):
             return
@@ -658,15 +669,12 @@ class ContagionRecorder:
         share, col = np.empty((k_l, 2)), np.empty(k_v, dtype=np.intp)
         src, dst, w = _edge_buffers((kk + 1) * k_v)  # (the kept edges and the aggregates)
         out = np.zeros(2, dtype=np.int64)
-        agg = -len(self.roots) - 1  # the code :meth:`_special` gives next
         prev_rows = np.asarray(prev.rows, dtype=np.int64)
         status = kernels.one_asset_round(
             rows, np.asarray(rec.notional, dtype=float), rec.step, rec.round, self.events,
-            self.first_step, self.first_round, self.notional,
-            kernels.writable(np.asarray(rec.exposure, dtype=float)[:, 0]), move,
-            kernels.writable(np.asarray(prev.closed, dtype=float)[:, 0]),
-            np.asarray(prev.notional, dtype=float),
-            prev_rows, self.max_edges - self.edge_count, self.top, _TA_MAX_CANDIDATES, agg,
+            self.first_step, self.first_round, self.notional, _first_column(rec.exposure), move,
+            _first_column(prev.closed), np.asarray(prev.notional, dtype=float), prev_rows,
+            self.max_edges - self.edge_count, self.top, _TA_MAX_CANDIDATES, self._next_special(),
             _MIN_REST, share, col, src, dst, w, out,
         )  # fmt: skip
         if status == 0:
@@ -677,12 +685,7 @@ class ContagionRecorder:
             self._keep_top_contributors(prev_rows, rows, share, col, None, rec.step, rec.round)
         else:
             self._note_truncated(rec.step)
-            if out[1]:
-                self._special(f"others:{rec.step}:{rec.round}")
-            m = int(out[0] + out[1])
-            if 2 * m < src.size:  # (the log keeps a large batch's arrays)
-                src, dst, w = src[:m].copy(), dst[:m].copy(), w[:m].copy()
-            self._add(src[:m], dst[:m], w[:m], rec.step, rec.round)
+            self._add_kept(src, dst, w, int(out[0]), int(out[1]), rec.step, rec.round)
         return True
 
     def _note_victims(self, rows, rec: RoundRecord) -> int:
@@ -709,7 +712,7 @@ class ContagionRecorder:
         closed = np.asarray(prev.closed, dtype=float)
         share, col = np.empty((closed.shape[0], 2)), np.empty(exposure.shape[0], dtype=np.intp)
         count = kernels.one_asset_factors(
-            kernels.writable(exposure[:, 0]), float(move[0]), kernels.writable(closed[:, 0]),
+            _first_column(exposure), float(move[0]), _first_column(closed),
             np.asarray(prev.notional, dtype=float), share, col,
         )  # fmt: skip
         return share, col, count
@@ -793,16 +796,21 @@ class ContagionRecorder:
         (:func:`model.kernels.top_edges_of_unit_rows`): the same edges in the same order,
         without the few dozen numpy calls that cost a truncated round of a large book more
         than its arithmetic (tests/test_kernels.py compares both)."""
-        size = (k + 1) * col.size
-        src, dst, w = _edge_buffers(size)
-        agg = -len(self.roots) - 1  # the code :meth:`_special` gives next
+        src, dst, w = _edge_buffers((k + 1) * col.size)
         kept, aggregated = kernels.top_edges_of_unit_rows(
-            share, k, col, column_sum(share), dst_rows, src_rows, agg, _MIN_REST, src, dst, w
-        )
+            share, k, col, column_sum(share), dst_rows, src_rows, self._next_special(),
+            _MIN_REST, src, dst, w,
+        )  # fmt: skip
+        self._add_kept(src, dst, w, kept, aggregated, step, rnd)
+
+    def _add_kept(self, src, dst, w, kept, aggregated, step, rnd):
+        """Record a truncated round whose edges a compiled call wrote into ``src``, ``dst``
+        and ``w``: ``kept`` edges, then ``aggregated`` ones from the round's aggregate node
+        (:meth:`_next_special`, named here)."""
         if aggregated:
             self._special(f"others:{step}:{rnd}")
         m = kept + aggregated
-        if 2 * m < size:  # (the log keeps a large batch's arrays: not a buffer mostly unused)
+        if 2 * m < src.size:  # (the log keeps a large batch's arrays: not a buffer mostly unused)
             src, dst, w = src[:m].copy(), dst[:m].copy(), w[:m].copy()
         self._add(src[:m], dst[:m], w[:m], step, rnd)
 
