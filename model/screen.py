@@ -594,17 +594,15 @@ class MarginScreen:
         if self.anchor is None or wasted > self.rebuild_work * self.book.n_traders:
             self.rebuild(mark)
         changed = self.book.take_changed("screen")
-        rows = self._closed_then_reached(mark, changed) if self.book.compiled() else None
+        compiled = self.book.compiled()
+        rows = self._closed_then_reached(mark, changed) if compiled else None
         if rows is None:
             reach = self._absorb_changes(mark, changed)
             for lane in range(3):
                 if reach[lane] >= self.horizon[lane]:
                     self._extend(lane, reach[lane])
             self.scanned += max(self.changed_count - self._fresh, 0)
-            if self.book.compiled():
-                rows = self._reached_compiled(reach)
-            else:
-                rows = self._reached_all(reach)
+            rows = self._reached_compiled(reach) if compiled else self._reached_all(reach)
         self.checked += rows.size
         self.checked_total += rows.size
         self._handed = rows
@@ -620,22 +618,19 @@ class MarginScreen:
         reach = self.reach(mark)
         if (reach >= self.horizon).any():
             return None
-        if self._reached_buffer is None:  # (a row is reached at most once: n rows suffice)
-            self._reached_buffer = np.empty(self.book.n_traders, dtype=np.int64)
-        hits = np.zeros(1, dtype=np.int64)
+        out, hits = self._reached_out(), np.zeros(1, dtype=np.int64)
         found = kernels.closed_then_reached(
             changed, self._handed, self.changed_slot, self.book.qty, CLOSED, reach,
             self.order[0], self.sorted_keys[0], self.order[1], self.sorted_keys[1],
             self.order[2], self.sorted_keys[2], self.start, UNCHANGED, self.changed_rows,
-            self.changed_keys, self.changed_lane, self.changed_count, self._reached_buffer,
-            hits,
+            self.changed_keys, self.changed_lane, self.changed_count, out, hits,
         )  # fmt: skip
         if found < 0:
             return None
         self._fresh = 0
         self.checked -= int(hits[0])
         self.scanned += self.changed_count
-        return self._reached_buffer[:found].copy()
+        return out[:found].copy()
 
     def _reached_all(self, reach) -> np.ndarray:
         """Sorted rows reached: each lane's (:meth:`_reached`) and the changed list's."""
@@ -655,15 +650,20 @@ class MarginScreen:
     def _reached_compiled(self, reach) -> np.ndarray:
         """:meth:`_reached_all` in one compiled call (:func:`model.kernels.reached_rows`):
         the same rows, and the same sorted parts left behind."""
-        if self._reached_buffer is None:
-            self._reached_buffer = np.empty(self.book.n_traders, dtype=np.int64)
-        out = self._reached_buffer
+        out = self._reached_out()
         found = kernels.reached_rows(
             reach, self.order[0], self.sorted_keys[0], self.order[1], self.sorted_keys[1],
             self.order[2], self.sorted_keys[2], self.start, self.changed_slot, UNCHANGED,
             self.changed_rows, self.changed_keys, self.changed_lane, self.changed_count, out,
         )  # fmt: skip
         return out[:found].copy()
+
+    def _reached_out(self) -> np.ndarray:
+        """The compiled queries' buffer of rows reached, kept between queries (a row is
+        reached at most once: the book's size suffices)."""
+        if self._reached_buffer is None:
+            self._reached_buffer = np.empty(self.book.n_traders, dtype=np.int64)
+        return self._reached_buffer
 
     def _reached(self, lane: int, reach: float) -> np.ndarray:
         """Unchanged rows of the lane's sorted part with a key at most ``reach``.
