@@ -848,9 +848,8 @@ class AccountBook:
         net, sums = np.empty(n_assets), np.empty(6)
         any_debt = kernels.close_cross_books_of(
             rows, self.wallet, self.qty, self.entry, kernels.writable(qty),
-            np.asarray(price, dtype=float),
-            fee_rate, new_wallet, notional, fee, bad, traded, paid, debt, net, row_notional,
-            sums,
+            np.asarray(price, dtype=float), fee_rate, new_wallet, notional, fee, bad, traded,
+            paid, debt, net, row_notional, sums,
         )  # fmt: skip
         traded_sum, paid_sum, debt_sum, fees, bad_debt, liquidated = sums.tolist()
         if self._totals is not None:  # (added as _filled_totals and _cash_moved add them)
