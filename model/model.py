@@ -27,6 +27,7 @@ from agents.market_maker import MakerDesk, MarketMaker
 from agents.strategies import STRATEGIES, Strategy
 from agents.trader import Trader
 from model.accounts import AccountBook, TierTable
+from model.allocation import without_hugepage_advice
 from model.collateral import CollateralAssets
 from model.config import Config, ConfigError, config_warnings
 from model.contagion import ContagionRecorder
@@ -98,6 +99,7 @@ class ContagionModel(mesa.Model):
             or an explicit array of trader ids.
     """
 
+    @without_hugepage_advice()  # (a large model's fresh arrays: model/allocation.py)
     def __init__(
         self,
         config: Config,
