@@ -1,21 +1,25 @@
 """Fresh memory for a large model's arrays: numpy's transparent huge page advice, off while
-a model is built.
+the model works.
 
 On Linux numpy advises the kernel to back every array of 4 MB and more with transparent huge
 pages (``madvise``, `numpy's global state
 <https://numpy.org/doc/stable/reference/global_state.html>`_). On a host whose huge page
 setting defragments on advice (``/sys/kernel/mm/transparent_hugepage/defrag`` set to
 ``madvise``), the first write to each such array can wait while the kernel compacts memory
-into 2 MB pages. Building a model of a million traders allocates a few hundred such arrays
-once: with the advice it took 2.0 to 2.4 CPU s on such a host, without it 0.46 s, its steps
-the same (docs/performance-log.md). :func:`without_hugepage_advice` turns the advice off
-while a model is built (:class:`model.ContagionModel`) and restores it after; a user who set
+into 2 MB pages, and how long depends on how fragmented the host's memory is. A model makes
+such arrays when it is built at a million traders (a few hundred, once) and when a round
+writes a large part of its contagion edges (the victims times the liquidators of a round);
+on such a host the advice cost a million traders' construction 2.0 to 2.4 CPU s against
+0.46 s, and a cascade step writing 900,000 edges 59 to 163 ms against 35
+(docs/performance-log.md), with no step measurably faster for it.
+:func:`without_hugepage_advice` turns the advice off while a model is built, steps and
+writes its results (:class:`model.ContagionModel`), and restores it after; a user who set
 ``NUMPY_MADVISE_HUGEPAGE`` chose for the whole process, and that choice stands.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
 
 import numpy as np
@@ -30,17 +34,20 @@ def _advice_setter():
     return getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
 
 
-@contextlib.contextmanager
-def without_hugepage_advice():
-    """Inside the block numpy gives no huge page advice for new arrays (unless the
-    environment variable ``NUMPY_MADVISE_HUGEPAGE`` sets it); the previous setting is
-    restored after. Usable as a decorator."""
-    setter = _advice_setter()
-    if setter is None or "NUMPY_MADVISE_HUGEPAGE" in os.environ:
-        yield
-        return
-    before = setter(False)
-    try:
-        yield
-    finally:
-        setter(before)
+def without_hugepage_advice(func):
+    """Decorate ``func`` so that numpy gives no huge page advice for the arrays it makes
+    (unless the environment variable ``NUMPY_MADVISE_HUGEPAGE`` sets it); the previous
+    setting is restored when it returns or raises, so calls may nest."""
+
+    @functools.wraps(func)
+    def advice_off(*args, **kwargs):
+        setter = _advice_setter()
+        if setter is None or "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+            return func(*args, **kwargs)
+        before = setter(False)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            setter(before)
+
+    return advice_off

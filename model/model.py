@@ -99,7 +99,7 @@ class ContagionModel(mesa.Model):
             or an explicit array of trader ids.
     """
 
-    @without_hugepage_advice()  # (a large model's fresh arrays: model/allocation.py)
+    @without_hugepage_advice  # (a large model's fresh arrays: model/allocation.py)
     def __init__(
         self,
         config: Config,
@@ -402,6 +402,7 @@ class ContagionModel(mesa.Model):
         return parts
 
     # ---- the step -------------------------------------------------------------------------
+    @without_hugepage_advice
     def step(self) -> None:
         """One step: the phases of docs/design.md ("One step"), in order."""
         t = self.steps
@@ -571,6 +572,7 @@ class ContagionModel(mesa.Model):
 
         return summarize(self)
 
+    @without_hugepage_advice
     def write_results(self, out_dir) -> Path:
         """Write the run folder (docs/design.md, "Run folder")."""
         from model.results import write_run

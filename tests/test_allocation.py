@@ -1,5 +1,5 @@
-"""model/allocation.py: numpy's huge page advice off while a model is built, restored after,
-and left alone when the environment chooses it."""
+"""model/allocation.py: numpy's huge page advice off while a model is built, steps and writes
+its results, restored after, and left alone when the environment chooses it."""
 
 import numpy as np
 import pytest
@@ -13,43 +13,59 @@ if not hasattr(multiarray, "_get_madvise_hugepage"):
     pytest.skip("this numpy has no huge page advice to set", allow_module_level=True)
 
 
+@allocation.without_hugepage_advice
+def _advice_inside(then=None):
+    """The advice as numpy holds it inside a decorated call (calling ``then`` first)."""
+    if then is not None:
+        then()
+    return multiarray._get_madvise_hugepage()
+
+
+@pytest.fixture
+def advice():
+    """Sets numpy's advice for a test, and puts the process's back after it."""
+    previous = multiarray._get_madvise_hugepage()
+    yield multiarray._set_madvise_hugepage
+    multiarray._set_madvise_hugepage(previous)
+
+
 @pytest.mark.parametrize("before", [True, False])
-def test_advice_is_off_inside_and_restored_after(before, monkeypatch):
+def test_advice_is_off_inside_and_restored_after(before, advice, monkeypatch):
     monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
-    previous = multiarray._set_madvise_hugepage(before)
-    try:
-        with allocation.without_hugepage_advice():
-            inside = multiarray._get_madvise_hugepage()
-        after = multiarray._get_madvise_hugepage()
-    finally:
-        multiarray._set_madvise_hugepage(previous)
-    assert (inside, after) == (False, before)
+    advice(before)
+    assert _advice_inside() is False
+    assert multiarray._get_madvise_hugepage() is before
 
 
-def test_advice_restored_when_the_block_raises(monkeypatch):
+def test_nested_calls_restore_the_outer_setting(advice, monkeypatch):
     monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
-    previous = multiarray._set_madvise_hugepage(True)
-    try:
-        with pytest.raises(ValueError), allocation.without_hugepage_advice():
-            raise ValueError("a bad config")
-        assert multiarray._get_madvise_hugepage() is True
-    finally:
-        multiarray._set_madvise_hugepage(previous)
+    advice(True)
+    inner = []
+    assert _advice_inside(lambda: inner.append(_advice_inside())) is False
+    assert inner == [False] and multiarray._get_madvise_hugepage() is True
 
 
-def test_the_environment_s_choice_stands(monkeypatch):
+def test_advice_restored_when_the_call_raises(advice, monkeypatch):
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    advice(True)
+
+    def fail():
+        raise ValueError("a bad config")
+
+    with pytest.raises(ValueError):
+        _advice_inside(fail)
+    assert multiarray._get_madvise_hugepage() is True
+
+
+def test_the_environment_s_choice_stands(advice, monkeypatch):
     monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")
-    previous = multiarray._set_madvise_hugepage(True)
-    try:
-        with allocation.without_hugepage_advice():
-            inside = multiarray._get_madvise_hugepage()
-    finally:
-        multiarray._set_madvise_hugepage(previous)
-    assert inside is True
+    advice(True)
+    assert _advice_inside() is True
 
 
-def test_a_model_is_built_without_the_advice(monkeypatch):
-    """Every construction turns the advice off and puts the previous setting back."""
+def test_a_model_builds_steps_and_writes_without_the_advice(tmp_path, monkeypatch):
+    """Construction, every step and the results' writing each turn the advice off and put
+    the previous setting back."""
     monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
     calls = []
 
@@ -58,7 +74,9 @@ def test_a_model_is_built_without_the_advice(monkeypatch):
         return "previous"
 
     monkeypatch.setattr(allocation, "_advice_setter", lambda: setter)
-    cfg = build_config(small_config(steps=12))
-    ContagionModel(cfg, create_agents=False)
-    ContagionModel(cfg, create_agents=False)
-    assert calls == [False, "previous", False, "previous"]
+    m = ContagionModel(build_config(small_config(steps=12)), create_agents=False)
+    assert calls == [False, "previous"]
+    m.run()
+    assert calls == [False, "previous"] * 13
+    m.write_results(tmp_path / "run")
+    assert calls == [False, "previous"] * 14
