@@ -26,6 +26,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from model.allocation import without_hugepage_advice
 from model.errors import ConfigError, UsageError, one_line
 
 __all__ = ["add_output_options", "build_parser", "main", "os_error_line"]
@@ -297,6 +298,7 @@ def os_error_line(exc: OSError) -> str:
     return one_line(f"{' -> '.join(paths)}: {reason}")
 
 
+@without_hugepage_advice  # (every command: a million traders' tables and drawings too)
 def main(argv=None) -> int:
     warnings.formatwarning = _format_warning
     warnings.showwarning = _show_warning

@@ -13,8 +13,9 @@ on such a host the advice cost a million traders' construction 2.0 to 2.4 CPU s 
 0.46 s, and a cascade step writing 900,000 edges 59 to 163 ms against 35
 (docs/performance-log.md), with no step measurably faster for it.
 :func:`without_hugepage_advice` turns the advice off while a model is built, steps and
-writes its results (:class:`model.ContagionModel`), and restores it after; a user who set
-``NUMPY_MADVISE_HUGEPAGE`` chose for the whole process, and that choice stands.
+writes its results (:class:`model.ContagionModel`), and while a ``contagion`` command runs
+(its tables, drawings and reports read a large run's files whole), and restores it after; a
+user who set ``NUMPY_MADVISE_HUGEPAGE`` chose for the whole process, and that choice stands.
 """
 
 from __future__ import annotations

@@ -80,3 +80,20 @@ def test_a_model_builds_steps_and_writes_without_the_advice(tmp_path, monkeypatc
     assert calls == [False, "previous"] * 13
     m.write_results(tmp_path / "run")
     assert calls == [False, "previous"] * 14
+
+
+def test_a_command_runs_without_the_advice(tmp_path, monkeypatch):
+    """The ``contagion`` command's whole run (its tables and drawings read a large run's
+    files whole), bad input included: turned off, then the previous setting back."""
+    from experiments.cli import main
+
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    calls = []
+
+    def setter(enabled):
+        calls.append(enabled)
+        return "previous"
+
+    monkeypatch.setattr(allocation, "_advice_setter", lambda: setter)
+    assert main(["run", str(tmp_path / "missing.toml")]) == 2
+    assert calls == [False, "previous"]
