@@ -85,7 +85,7 @@ def run_config(
             model.run(on_step=lambda t: bar.update())
         ran = time.perf_counter() - t0 - built
         write_run_folder(model, folder)
-    s = model.summary()
+    s = storage.read_json(target.path / "summary.json")  # (the summary the folder holds)
     print(
         f"{cfg.name}: {s['traders']} traders, {s['steps']} steps in {ran:.1f}s "
         f"(+{built:.1f}s set-up); {s['accounts_liquidated']} accounts liquidated "
