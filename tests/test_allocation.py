@@ -29,6 +29,20 @@ def advice():
     multiarray._set_madvise_hugepage(previous)
 
 
+@pytest.fixture
+def calls(monkeypatch):
+    """The values numpy's setter is called with (a stand-in that answers "previous")."""
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    seen = []
+
+    def setter(enabled):
+        seen.append(enabled)
+        return "previous"
+
+    monkeypatch.setattr(allocation, "_advice_setter", lambda: setter)
+    return seen
+
+
 @pytest.mark.parametrize("before", [True, False])
 def test_advice_is_off_inside_and_restored_after(before, advice, monkeypatch):
     monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
@@ -63,17 +77,9 @@ def test_the_environment_s_choice_stands(advice, monkeypatch):
     assert _advice_inside() is True
 
 
-def test_a_model_builds_steps_and_writes_without_the_advice(tmp_path, monkeypatch):
+def test_a_model_builds_steps_and_writes_without_the_advice(tmp_path, calls):
     """Construction, every step and the results' writing each turn the advice off and put
     the previous setting back."""
-    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
-    calls = []
-
-    def setter(enabled):
-        calls.append(enabled)
-        return "previous"
-
-    monkeypatch.setattr(allocation, "_advice_setter", lambda: setter)
     m = ContagionModel(build_config(small_config(steps=12)), create_agents=False)
     assert calls == [False, "previous"]
     m.run()
@@ -82,18 +88,10 @@ def test_a_model_builds_steps_and_writes_without_the_advice(tmp_path, monkeypatc
     assert calls == [False, "previous"] * 14
 
 
-def test_a_command_runs_without_the_advice(tmp_path, monkeypatch):
+def test_a_command_runs_without_the_advice(tmp_path, calls):
     """The ``contagion`` command's whole run (its tables and drawings read a large run's
     files whole), bad input included: turned off, then the previous setting back."""
     from experiments.cli import main
 
-    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
-    calls = []
-
-    def setter(enabled):
-        calls.append(enabled)
-        return "previous"
-
-    monkeypatch.setattr(allocation, "_advice_setter", lambda: setter)
     assert main(["run", str(tmp_path / "missing.toml")]) == 2
     assert calls == [False, "previous"]
