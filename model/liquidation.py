@@ -377,17 +377,15 @@ class LiquidationEngine:
         """Whether every round closes whole cross books into the market agent's book and
         nothing else happens in it: ``full`` liquidation, no isolated position, no vault,
         collateral asset, resting order or venue limit, no takeover; and the book's arithmetic
-        is compiled (:mod:`model.kernels`). :meth:`_close_cross_books` then does the round."""
-        book = self.book
+        is compiled (:mod:`model.kernels`): the book that :meth:`_checks_cross_books_only`
+        checks, closed whole. :meth:`_close_cross_books` then does the round."""
         return (
             self.mode == "full"
-            and not book.any_isolated
             and self.vault is None
-            and book.collateral is None
             and self.liquidity is None
             and self.limits.bounds_nothing
             and not self.takeover
-            and book.compiled()
+            and self._checks_cross_books_only()
         )
 
     def _close_cross_books(self, step, rnd, rows) -> RoundRecord:
