@@ -765,6 +765,14 @@ class AccountBook:
         )  # fmt: skip
         return cross, iso
 
+    @property
+    def balance_names(self) -> tuple[str, ...]:
+        """The arrays of the traders' balances: wallets, quantities, entries, margins, and
+        the collateral holdings when there are collateral assets (what the finiteness check
+        sums, :meth:`sum_of_balances`)."""
+        names = ("wallet", "qty", "entry", "margin")
+        return names if self.collateral is None else (*names, "holdings")
+
     def sum_of_balances(self, rows) -> float:
         """The sum of the wallets, quantities, entries and margins (and collateral holdings)
         of ``rows``, each array's rows gathered and summed as numpy sums them, then added in
@@ -775,10 +783,7 @@ class AccountBook:
             out = np.empty(4)
             kernels.sums_of_rows(rows, self.wallet, self.qty, self.entry, self.margin, out)
             return sum(out.tolist())
-        names = ("wallet", "qty", "entry", "margin")
-        if self.collateral is not None:
-            names += ("holdings",)
-        return sum(float(take_rows(getattr(self, a), rows).sum()) for a in names)
+        return sum(float(take_rows(getattr(self, a), rows).sum()) for a in self.balance_names)
 
     def cross_liquidatable_rows(self, mark, rows) -> np.ndarray:
         """The ``rows`` (sorted) whose cross book is below maintenance at ``mark``: the rows of

@@ -448,9 +448,7 @@ class ContagionModel(mesa.Model):
         """
         book, mk = self.book, self.market
         writes = book.take_changed_writes("finite")
-        names = ("wallet", "qty", "entry", "margin")
-        if book.collateral is not None:
-            names += ("holdings",)
+        names = book.balance_names
         balances = 0.0
         whole = everything or t % FULL_CHECK_EVERY == 0 or writes is None
         for rows in () if whole else writes:
