@@ -621,9 +621,7 @@ class MarginScreen:
         out, hits = self._reached_out(), np.zeros(1, dtype=np.int64)
         found = kernels.closed_then_reached(
             changed, self._handed, self.changed_slot, self.book.qty, CLOSED, reach,
-            self.order[0], self.sorted_keys[0], self.order[1], self.sorted_keys[1],
-            self.order[2], self.sorted_keys[2], self.start, UNCHANGED, self.changed_rows,
-            self.changed_keys, self.changed_lane, self.changed_count, out, hits,
+            *self._sorted_parts(), self.start, UNCHANGED, *self._listed(), out, hits,
         )  # fmt: skip
         if found < 0:
             return None
@@ -652,11 +650,20 @@ class MarginScreen:
         the same rows, and the same sorted parts left behind."""
         out = self._reached_out()
         found = kernels.reached_rows(
-            reach, self.order[0], self.sorted_keys[0], self.order[1], self.sorted_keys[1],
-            self.order[2], self.sorted_keys[2], self.start, self.changed_slot, UNCHANGED,
-            self.changed_rows, self.changed_keys, self.changed_lane, self.changed_count, out,
+            reach, *self._sorted_parts(), self.start, self.changed_slot, UNCHANGED,
+            *self._listed(), out,
         )  # fmt: skip
         return out[:found].copy()
+
+    def _sorted_parts(self) -> tuple[np.ndarray, ...]:
+        """Each lane's sorted part, as the compiled queries take them: its rows and keys,
+        lanes 0 to 2."""
+        return tuple(a for lane in range(3) for a in (self.order[lane], self.sorted_keys[lane]))
+
+    def _listed(self) -> tuple:
+        """The changed list, as the compiled queries take it: its rows, keys and lanes, and
+        how many it holds."""
+        return self.changed_rows, self.changed_keys, self.changed_lane, self.changed_count
 
     def _reached_out(self) -> np.ndarray:
         """The compiled queries' buffer of rows reached, kept between queries (a row is
