@@ -86,6 +86,25 @@ class ColumnLog:
             )
         self._open, self._used = None, 0
 
+    def parts(self, rows: int):
+        """Every row so far, ``rows`` at a time (the last part shorter; one empty part for an
+        empty log): for writing a large log without joining it whole. Each part is a dict of
+        read-only columns, views of the log's pieces where one piece holds the part."""
+        self._close()
+        held, size = [], 0
+        for piece in self._pieces:
+            n = len(next(iter(piece.values())))
+            lo = 0
+            while lo < n:
+                take = min(rows - size, n - lo)
+                held.append({name: c[lo : lo + take] for name, c in piece.items()})
+                size, lo = size + take, lo + take
+                if size == rows:
+                    yield _joined(held, self.dtypes)
+                    held, size = [], 0
+        if held or not self._size:
+            yield _joined(held, self.dtypes)
+
     def columns(self) -> dict[str, np.ndarray]:
         """Every row so far, one read-only array per column (the pieces joined once; later
         reads reuse the join until rows are added)."""
@@ -101,3 +120,17 @@ class ColumnLog:
             column.flags.writeable = False
             out[name] = column
         return out
+
+
+def _joined(pieces: list[dict[str, np.ndarray]], dtypes: dict) -> dict[str, np.ndarray]:
+    """Consecutive slices of the log's columns as one read-only dict of columns (the slice
+    itself when there is one; empty columns when there is none)."""
+    if len(pieces) == 1:
+        out = dict(pieces[0])
+    elif pieces:
+        out = {name: np.concatenate([p[name] for p in pieces]) for name in dtypes}
+    else:
+        out = {name: np.zeros(0, dtype=dtype) for name, dtype in dtypes.items()}
+    for column in out.values():
+        column.flags.writeable = False
+    return out

@@ -872,16 +872,39 @@ class ContagionRecorder:
         are ``Int64`` (source, nullable) and ``int64`` (target) columns, string ids string
         columns.
         """
+        return self._edges_frame(self.edges(), self._special_kinds())
+
+    def edges_tables(self, rows: int):
+        """:meth:`edges_table` in parts of ``rows`` edge events, in order (one empty part
+        when there are none): a long run's table written without holding it whole (nor
+        each event's step and round, repeated from its batch's, for all of them at once)."""
+        batches = self._batches.columns()
+        ends = np.cumsum(batches["size"])
+        kinds = self._special_kinds()
+        lo = 0
+        for part in self._edges.parts(rows):
+            hi = lo + len(part["src"])
+            first, last = np.searchsorted(ends, [lo, max(hi - 1, lo)], side="right")
+            sizes = np.minimum(ends[first : last + 1], hi) - np.maximum(
+                ends[first : last + 1] - batches["size"][first : last + 1], lo
+            )
+            for name in ("step", "round"):
+                part[name] = np.repeat(batches[name][first : last + 1], sizes)
+            yield self._edges_frame(part, kinds)
+            lo = hi
+
+    def _special_kinds(self) -> np.ndarray:
+        """The ``source_kind`` code of each special node (1: a step root, 2: an aggregate)."""
+        return np.array([1 if r.startswith("step:") else 2 for r in self.roots], dtype=np.int8)
+
+    def _edges_frame(self, e: dict, special_kind: np.ndarray):
+        """:meth:`edges_table` of edge event columns ``e`` (src, dst, weight, step, round)."""
         import pandas as pd
 
-        e = self.edges()
         src = e["src"]
         is_trader = src >= 0
         kinds = np.zeros(src.size, dtype=np.int8)
         if (~is_trader).any():
-            special_kind = np.array(
-                [1 if r.startswith("step:") else 2 for r in self.roots], dtype=np.int8
-            )
             kinds[~is_trader] = special_kind[-1 - src[~is_trader]]
         if is_integer_ids(self.ids):
             source = pd.array(
@@ -906,29 +929,61 @@ class ContagionRecorder:
         cached = self._cache.get("arrays")
         if cached is not None and cached[0] == self._version:
             return cached[1]
-        e = self.edges()
+        out = self._merged()
+        self._cache["arrays"] = (self._version, out)
+        return out
+
+    def _merged(self) -> GraphArrays:
+        """:meth:`arrays`, not cached: repeated (source, target) events merged into one edge,
+        in the order of their keys (special sources first, then by book row and target).
+
+        One stable sort of the events' keys gives each edge's events in the order they were
+        recorded: the first one's step and round are the edge's, the last one's step is its
+        ``last_step`` (steps never decrease along the log), and its weight is its events'
+        weights added in that order (as ``np.bincount`` adds them). Each event's step and
+        round are read from its batch, for the few events that need them.
+        """
+        cols = self._edges.columns()
         n, s = len(self.ids), len(self.roots)
         names = np.empty(s + n, dtype=object)
         names[:s] = self.roots[::-1]  # code -k -> index s - k -> roots[k - 1]
         names[s:] = self.ids.tolist()
-        key = (e["src"] + s) * max(n, 1) + e["dst"]
-        uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        inverse = inverse.ravel()
-        last_step = np.zeros(uniq.size, dtype=np.int64)
-        np.maximum.at(last_step, inverse, e["step"])
-        out = GraphArrays(
+        key = (cols["src"] + s) * max(n, 1) + cols["dst"]
+        order = np.argsort(key, kind="stable")
+        key = key.take(order)
+        new = np.empty(key.size, dtype=bool)  # (the first event of each edge)
+        new[:1] = True
+        np.not_equal(key[1:], key[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
+        uniq = key.take(starts)
+        del key
+        counts = np.diff(np.append(starts, order.size))
+        group = np.cumsum(new, dtype=np.int64)
+        group -= 1
+        del new
+        weight = np.bincount(group, weights=cols["weight"].take(order), minlength=uniq.size)
+        del group
+        first, last = order.take(starts), order.take(starts + counts - 1)
+        del order
+        step, rnd = self._batch_of(first)
+        return GraphArrays(
             node_names=names,
             special=s,
             src=uniq // max(n, 1) - s,
             dst=uniq % max(n, 1),
-            weight=np.bincount(inverse, weights=e["weight"], minlength=uniq.size),
-            step=e["step"][first],
-            round=e["round"][first],
-            last_step=last_step,
-            events=np.bincount(inverse, minlength=uniq.size).astype(np.int64),
+            weight=weight,
+            step=step,
+            round=rnd,
+            last_step=self._batch_of(last)[0],
+            events=counts.astype(np.int64),
         )
-        self._cache["arrays"] = (self._version, out)
-        return out
+
+    def _batch_of(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The step and round of the edge events at positions ``events`` of the log (from
+        their batches)."""
+        batches = self._batches.columns()
+        at = np.searchsorted(np.cumsum(batches["size"]), events, side="right")
+        return batches["step"].take(at), batches["round"].take(at)
 
     def info(self) -> dict:
         """Size and bounding of the graph, for summary.json.
@@ -953,7 +1008,10 @@ class ContagionRecorder:
         cached = self._cache.get("arrays")
         if cached is not None and cached[0] == self._version:
             return int(cached[1].src.size)
-        e = self.edges()
+        counted = self._cache.get("distinct")
+        if counted is not None and counted[0] == self._version:
+            return counted[1]
+        e = self._edges.columns()  # (src and dst: no step or round needed)
         n = max(len(self.ids), 1)
         key = (e["src"] + len(self.roots)) * n + e["dst"]  # special nodes (src < 0) first
         size = (len(self.roots) + n) * n
@@ -1074,7 +1132,18 @@ class ContagionRecorder:
                 depend only on the graph.
         """
         with _open_text(path, compress) as fh:
-            _write_behind(fh, self._graphml_lines(self.arrays()))
+            _write_behind(fh, self._graphml_lines(self._arrays_once()))
+
+    def _arrays_once(self) -> GraphArrays:
+        """:meth:`arrays` for one use (writing a file): the cached arrays if there are any,
+        else merged and not kept (a long run's merged graph is about as large as its edge
+        log), keeping only how many edges it has (:meth:`info`)."""
+        cached = self._cache.get("arrays")
+        if cached is not None and cached[0] == self._version:
+            return cached[1]
+        out = self._merged()
+        self._cache["distinct"] = (self._version, int(out.src.size))
+        return out
 
     def _graphml_lines(self, a: GraphArrays):
         """The GraphML document, line by line (never the whole text in memory at once)."""
@@ -1173,7 +1242,7 @@ class ContagionRecorder:
     def write_node_link(self, path, *, compress: bool | None = None) -> None:
         """Write the graph as node-link JSON (``networkx.node_link_graph(data)`` reads it);
         ``compress`` as for :meth:`write_graphml`."""
-        a = self.arrays()
+        a = self._arrays_once()
         nodes = [json.dumps({"id": name, **attrs}) for name, attrs in self._node_records()]
         # JSON text of each node: integer ids as numbers, string ids and special nodes as
         # strings

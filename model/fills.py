@@ -124,9 +124,20 @@ class FillLog:
     def table(self, symbols: list[str]) -> pd.DataFrame:
         """The fills as liquidations.parquet holds them: asset and kind as categoricals,
         string ids as a string column."""
-        cols = self.columns()
-        df = pd.DataFrame(cols)
-        df["trader_id"] = id_column(cols["trader_id"])
-        df["asset"] = pd.Categorical.from_codes(cols["asset"], symbols)
-        df["kind"] = pd.Categorical.from_codes(cols["kind"].astype(np.int64), Kind.labels())
-        return df
+        return _frame(self.columns(), symbols)
+
+    def tables(self, symbols: list[str], rows: int):
+        """:meth:`table` in parts of ``rows`` fills, in order (one empty part for an empty
+        log): a large run's table written without holding it whole, twice (pandas, then
+        Arrow)."""
+        for cols in self._log.parts(rows):
+            yield _frame(cols, symbols)
+
+
+def _frame(cols: dict[str, np.ndarray], symbols: list[str]) -> pd.DataFrame:
+    """Fill log columns as liquidations.parquet holds them (:meth:`FillLog.table`)."""
+    df = pd.DataFrame(cols)
+    df["trader_id"] = id_column(cols["trader_id"])
+    df["asset"] = pd.Categorical.from_codes(cols["asset"], symbols)
+    df["kind"] = pd.Categorical.from_codes(cols["kind"].astype(np.int64), Kind.labels())
+    return df

@@ -203,8 +203,10 @@ def accounts_table(model, rows: slice | None = None) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-# Rows of accounts.parquet built and written at a time: bounds the memory of writing a big book.
+# Rows of a large table built and written at a time (a row group of its parquet file): bounds
+# the memory of writing a big book's accounts, or a long run's fills and edge events.
 ACCOUNT_ROWS_PER_GROUP = 1 << 16
+LOG_ROWS_PER_GROUP = 1 << 20
 
 
 def _write_accounts(path: Path, model) -> None:
@@ -213,18 +215,27 @@ def _write_accounts(path: Path, model) -> None:
     Building the whole table at once holds about twenty columns for every trader in pandas and
     again in Arrow: more than the account book itself for a million traders.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     n = model.book.n_traders
     step = ACCOUNT_ROWS_PER_GROUP
+    parts = (
+        accounts_table(model, slice(lo, min(lo + step, n))) for lo in range(0, max(n, 1), step)
+    )
+    write_row_groups(path, parts)
+
+
+def write_row_groups(path: Path, frames) -> None:
+    """Write DataFrames (at least one, with the same columns and types) as one parquet
+    file, a row group each, atomically: the table is never held whole (in pandas and again
+    in Arrow, as ``DataFrame.to_parquet`` holds it). Reads back as their concatenation."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     def write(p):
         writer = None
         try:
-            for lo in range(0, max(n, 1), step):
-                part = accounts_table(model, slice(lo, min(lo + step, n)))
-                table = pa.Table.from_pandas(part, preserve_index=False)
+            for part in frames:
+                schema = None if writer is None else writer.schema
+                table = pa.Table.from_pandas(part, schema=schema, preserve_index=False)
                 if writer is None:
                     writer = pq.ParquetWriter(p, table.schema)
                 writer.write_table(table)
@@ -503,7 +514,7 @@ def _write_contagion(recorder, out: Path, formats) -> None:
             storage.atomic_write(out / name, lambda p, w=write, c=compress: w(p, compress=c))
         else:
             (out / name).unlink(missing_ok=True)
-    storage.write_parquet(out / "contagion_edges.parquet", recorder.edges_table())
+    write_row_groups(out / "contagion_edges.parquet", recorder.edges_tables(LOG_ROWS_PER_GROUP))
 
 
 def run_provenance(model, text: str) -> dict:
@@ -532,13 +543,10 @@ def write_run(model, out_dir) -> Path:
     (out / "summary.json").unlink(missing_ok=True)
     text = config_text(model.config)
     storage.write_text(out / "config.toml", text)
-    tables = {
-        "market": market_table(model),
-        "steps": steps_table(model),
-        "liquidations": liquidations_table(model),
-    }
-    for name, df in tables.items():
+    for name, df in {"market": market_table(model), "steps": steps_table(model)}.items():
         storage.write_parquet(out / f"{name}.parquet", df)
+    fills = model.engine.fills.tables(model.symbols, LOG_ROWS_PER_GROUP)
+    write_row_groups(out / "liquidations.parquet", fills)
     _write_accounts(out / "accounts.parquet", model)
     if model.history is not None:  # opt-in sampled account snapshots
         storage.write_parquet(out / "account_history.parquet", model.history.table())

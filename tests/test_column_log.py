@@ -67,3 +67,29 @@ def test_a_large_batch_made_for_the_log_is_kept_without_a_copy():
     small[0] = -1.0
     cols = log.columns()
     assert cols["x"][-1] == 5.0 and cols["n"].tolist() == [*range(BLOCK), 7]
+
+
+@pytest.mark.parametrize("rows", [1, 5, BLOCK // 8, BLOCK, 3 * BLOCK + 1, 10**6])
+def test_parts_are_the_columns_cut_in_order(rows):
+    """Parts of ``rows`` rows (the last shorter), read-only, that join to the columns; read
+    before and after the log was joined whole."""
+    rng = np.random.default_rng(4)
+    sizes = rng.choice([0, 1, 7, BLOCK // 8 + 1, BLOCK - 3, 3 * BLOCK], 30)
+    log = ColumnLog(DTYPES)
+    for k, values in _batches(rng, sizes):
+        log.append(int(k), values)
+    for _ in range(2):  # pieces as appended, then one joined piece
+        parts = list(log.parts(rows))
+        assert [len(p["x"]) for p in parts[:-1]] == [rows] * (len(parts) - 1)
+        assert 0 < len(parts[-1]["x"]) <= rows
+        cols = log.columns()
+        for name, dtype in DTYPES.items():
+            assert all(p[name].dtype == dtype and not p[name].flags.writeable for p in parts)
+            joined = np.concatenate([p[name] for p in parts])
+            assert joined.tolist() == cols[name].tolist(), name
+
+
+def test_an_empty_log_is_one_empty_part():
+    (part,) = ColumnLog(DTYPES).parts(8)
+    assert list(part) == list(DTYPES)
+    assert all(part[n].shape == (0,) and part[n].dtype == d for n, d in DTYPES.items())

@@ -904,3 +904,97 @@ def test_kept_edges_are_the_heads_of_a_stable_sort_in_liquidator_order(seed, k):
             ranked = sorted(range(k_l), key=lambda i, j=j: -share[i, col[j]])[:kk]
             want += [(j, i, share[i, col[j]]) for i in sorted(ranked) if share[i, col[j]] > 0]
         assert got == want
+
+
+# --------------------------------------------------------------------------------------------
+# Merging and reading the edge log in parts
+# --------------------------------------------------------------------------------------------
+
+
+def _merged_by_hand(rec):
+    """The merged edges of ``rec``'s events, by a Python loop over them in order: per
+    (source, target) the weights added one by one from 0.0, the first event's step and round,
+    the largest step, the count; sorted by (source, target) as the arrays are."""
+    e = rec.edges()
+    merged: dict = {}
+    for s, d, w, st, rd in zip(
+        *(e[k].tolist() for k in ("src", "dst", "weight", "step", "round")), strict=True
+    ):
+        if (s, d) not in merged:
+            merged[(s, d)] = [0.0, st, rd, st, 0]
+        m = merged[(s, d)]
+        m[0] += w
+        m[3] = max(m[3], st)
+        m[4] += 1
+    return sorted(merged.items())
+
+
+@pytest.fixture(scope="module")
+def run_recorders():
+    """Recorders of real runs: one with repeated edges (the same pair in several rounds and
+    steps), one bounded (step roots, aggregate nodes, kept top contributors)."""
+    from tests.helpers import small_config
+
+    out = []
+    for contagion_keys in ({}, {"max_edges": 300, "top_contributors": 2}):
+        cfg = build_config(small_config(steps=40, contagion=contagion_keys))
+        out.append(ContagionModel(cfg, create_agents=False).run().recorder)
+    assert not out[0].truncated and out[1].truncated and out[1].roots[-1].startswith("others:")
+    return out
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_merged_edges_equal_a_merge_by_hand(run_recorders, which):
+    rec = run_recorders[which]
+    rec._cache.clear()
+    a = rec.arrays()
+    expected = _merged_by_hand(rec)
+    assert len(expected) < rec.edge_count  # repeats merged
+    assert list(zip(a.src.tolist(), a.dst.tolist(), strict=True)) == [k for k, _ in expected]
+    got = zip(
+        *(x.tolist() for x in (a.weight, a.step, a.round, a.last_step, a.events)), strict=True
+    )
+    assert [list(g) for g in got] == [v for _, v in expected]  # weights to the bit
+    for x in (a.step, a.round, a.last_step, a.events):
+        assert x.dtype == np.int64
+
+
+def test_writing_the_graph_keeps_no_merged_arrays(run_recorders, tmp_path):
+    """A graph file is written from arrays merged for it and dropped after (a long run's are
+    as large as its edge log); info() still counts the edges without merging again."""
+    rec = run_recorders[1]
+    rec._cache.clear()
+    rec.write_graphml(tmp_path / "g.graphml.gz")
+    assert "arrays" not in rec._cache
+    assert rec.info()["edges"] == len(_merged_by_hand(rec))
+    back = nx.read_graphml(tmp_path / "g.graphml.gz")
+    assert back.number_of_edges() == rec.info()["edges"]
+
+
+@pytest.mark.parametrize("rows", [1, 7, 512, 4096, 10**7])
+def test_edge_tables_in_parts_join_to_the_whole_table(run_recorders, rows):
+    import pandas as pd
+
+    for rec in run_recorders:
+        whole = rec.edges_table()
+        parts = list(rec.edges_tables(rows))
+        assert len(parts) == max(-(-len(whole) // rows), 1)
+        joined = pd.concat(parts, ignore_index=True)
+        pd.testing.assert_frame_equal(joined, whole, check_exact=True)
+
+
+def test_edge_tables_in_parts_of_string_ids_and_of_no_edges():
+    import pandas as pd
+
+    ids = np.array(["0xa", "b&c", "d"], dtype=object)
+    rec = ContagionRecorder(ids, np.ones(3), max_edges=1, top_contributors=1)
+    (empty,) = rec.edges_tables(5)
+    pd.testing.assert_frame_equal(empty, rec.edges_table())
+    assert len(empty) == 0 and list(empty.columns)[0] == "step"
+    rec.record(_rr(1, 1, [0, 1], [[1.0], [2.0]], [[1.0], [2.0]], [10.0], [9.0]))
+    rec.record(_rr(1, 2, [2], [[1.0]], [[1.0]], [9.0], [8.0]))  # truncated: kept + aggregate
+    whole = rec.edges_table()
+    assert whole["source_kind"].tolist() == ["step", "step", "trader", "others"]
+    joined = pd.concat(list(rec.edges_tables(1)), ignore_index=True)
+    pd.testing.assert_frame_equal(joined, whole, check_exact=True)
+    assert pd.api.types.is_string_dtype(joined["target"].dtype)

@@ -72,3 +72,21 @@ def test_columns_are_the_log_not_a_copy_to_scribble_on():
     quantity[0] = 99.0  # the caller's array is not the log's
     assert log.columns()["quantity"].tolist() == [2.0]
     assert not log.columns()["quantity"].flags.writeable
+
+
+def test_the_table_in_parts_joins_to_the_table():
+    """Parts of two fills: the same rows, categories (every asset and kind, used or not)
+    and id columns as the whole table; an empty log is one empty part."""
+    ids = np.array(["a", "b&c", "d"], dtype=object)
+    log = FillLog(ids)
+    (empty,) = log.tables(["BTC", "ETH"], 2)
+    pd.testing.assert_frame_equal(empty, log.table(["BTC", "ETH"]))
+    for step in range(1, 4):
+        log.append(step, 1, [2, 0], [1, 0], [1.5, -2.0], 9.0, 13.5, 0.1, 0.0, Kind.FULL)
+    log.append(4, 1, [1], 0, [-3.0], [95.0], [285.0], 0.0, 0.0, Kind.ADL)
+    parts = list(log.tables(["BTC", "ETH"], 2))
+    assert [len(p) for p in parts] == [2, 2, 2, 1]
+    assert all(list(p["kind"].cat.categories) == Kind.labels() for p in parts)
+    joined = pd.concat(parts, ignore_index=True)
+    pd.testing.assert_frame_equal(joined, log.table(["BTC", "ETH"]), check_exact=True)
+    assert joined["trader_id"].tolist() == ["d", "a"] * 3 + ["b&c"]

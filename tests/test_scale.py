@@ -169,6 +169,29 @@ def test_accounts_written_in_row_groups_equal_the_whole_table(tmp_path, monkeypa
     assert list(back["strategy"].cat.categories) == ["hold", "noise"]
 
 
+def test_fills_and_edge_events_written_in_row_groups_equal_the_whole_tables(tmp_path, monkeypatch):
+    """liquidations.parquet and contagion_edges.parquet are written a row group at a time
+    (a long run's logs are never held whole as tables) and read back as the whole tables."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    import model.results as results
+
+    cfg = build_config(small_config(steps=40, contagion={"max_edges": 300}))
+    m = ContagionModel(cfg, create_agents=False).run()
+    whole = {
+        "liquidations": results.liquidations_table(m),
+        "contagion_edges": m.recorder.edges_table(),
+    }
+    assert len(whole["liquidations"]) > 500 and m.recorder.truncated
+    monkeypatch.setattr(results, "LOG_ROWS_PER_GROUP", 100)
+    m.write_results(tmp_path / "run")
+    for name, table in whole.items():
+        path = tmp_path / "run" / f"{name}.parquet"
+        assert pq.ParquetFile(path).num_row_groups == -(-len(table) // 100)
+        pd.testing.assert_frame_equal(pd.read_parquet(path), table, check_exact=True)
+
+
 def test_accounts_of_an_empty_book_still_form_a_table(tmp_path):
     import pandas as pd
 
