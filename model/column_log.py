@@ -97,7 +97,7 @@ class ColumnLog:
             lo = 0
             while lo < n:
                 take = min(rows - size, n - lo)
-                held.append({name: c[lo : lo + take] for name, c in piece.items()})
+                held.append({name: piece[name][lo : lo + take] for name in self.dtypes})
                 size, lo = size + take, lo + take
                 if size == rows:
                     yield _joined(held, self.dtypes)
@@ -112,14 +112,31 @@ class ColumnLog:
         if not self._pieces:
             return {name: np.zeros(0, dtype=dtype) for name, dtype in self.dtypes.items()}
         if len(self._pieces) > 1:
-            self._pieces = [
-                {name: np.concatenate([p[name] for p in self._pieces]) for name in self.dtypes}
-            ]
+            self._join()
         out = {}
-        for name, column in self._pieces[0].items():
-            column.flags.writeable = False
-            out[name] = column
+        for name in self.dtypes:
+            out[name] = self._pieces[0][name]
+            out[name].flags.writeable = False
         return out
+
+    def _join(self) -> None:
+        """Join the pieces into one, a column at a time, each column's pieces let go as soon
+        as it is joined: the memory the join adds is one column of the log, not all of them.
+        If a join fails (out of memory), the pieces are put back as they were."""
+        lengths = [len(next(iter(p.values()))) for p in self._pieces]
+        joined: dict[str, np.ndarray] = {}
+        try:
+            for name in self.dtypes:
+                joined[name] = np.concatenate([p[name] for p in self._pieces])
+                for p in self._pieces:
+                    del p[name]
+        except BaseException:
+            ends = np.cumsum(lengths)
+            for name, column in joined.items():  # (views of the joined column)
+                for p, lo, hi in zip(self._pieces, ends - lengths, ends, strict=True):
+                    p[name] = column[lo:hi]
+            raise
+        self._pieces = [joined]
 
 
 def _joined(pieces: list[dict[str, np.ndarray]], dtypes: dict) -> dict[str, np.ndarray]:

@@ -93,3 +93,41 @@ def test_an_empty_log_is_one_empty_part():
     (part,) = ColumnLog(DTYPES).parts(8)
     assert list(part) == list(DTYPES)
     assert all(part[n].shape == (0,) and part[n].dtype == d for n, d in DTYPES.items())
+
+
+def test_a_join_lets_each_columns_pieces_go_before_the_next_and_survives_a_failure(monkeypatch):
+    """Joining the pieces holds one column twice at most: when a column is joined, the pieces
+    of the columns before it are gone. A join that fails leaves the log readable as before."""
+    import weakref
+
+    log = ColumnLog({"a": np.float64, "b": np.int64, "c": np.float64})
+    for i in range(3):
+        log.append(BLOCK, {"a": np.full(BLOCK, i), "b": i, "c": np.ones(BLOCK)})
+    concatenate, seen, calls = np.concatenate, [], []
+
+    def failing(arrays):
+        calls.append(1)
+        if len(calls) == 2:  # the second column: out of memory
+            raise MemoryError
+        return concatenate(arrays)
+
+    monkeypatch.setattr(np, "concatenate", failing)
+    with pytest.raises(MemoryError):
+        log.columns()
+    monkeypatch.setattr(np, "concatenate", concatenate)
+    assert [len(p) for p in log._pieces] == [3, 3, 3]
+    assert log.columns()["a"].tolist() == [0.0] * BLOCK + [1.0] * BLOCK + [2.0] * BLOCK
+    assert list(log.columns()) == ["a", "b", "c"]
+
+    log = ColumnLog({"a": np.float64, "b": np.int64, "c": np.float64})
+    for i in range(3):
+        log.append(BLOCK, {"a": np.full(BLOCK, i), "b": i, "c": np.ones(BLOCK)})
+    pieces_of = {name: [weakref.ref(p[name]) for p in log._pieces] for name in "abc"}
+
+    def watching(arrays):
+        seen.append({name: sum(r() is not None for r in refs) for name, refs in pieces_of.items()})
+        return concatenate(arrays)
+
+    monkeypatch.setattr(np, "concatenate", watching)
+    log.columns()
+    assert seen == [{"a": 3, "b": 3, "c": 3}, {"a": 0, "b": 3, "c": 3}, {"a": 0, "b": 0, "c": 3}]
