@@ -94,7 +94,7 @@ def run_breakdown(spec, runs: int, repeats: int = 3) -> dict[str, float]:
         out[name] = sum(best[i, name] for i in range(len(tasks))) / len(tasks)
     summary_parts = {
         "  cascade metrics": lambda m: metrics.cascade_metrics(
-            m.engine.fills.columns(), m.recorder.trader_edges()
+            m.engine.fills.columns(), m.recorder.edge_batches()
         ),
         "  contagion graph info": lambda m: (m.recorder._cache.clear(), m.recorder.info()),
         "  event metrics": event_metrics,

@@ -67,6 +67,7 @@ from model.sorting import stable_argsort
 
 __all__ = [
     "ContagionRecorder",
+    "EdgeBatches",
     "GraphArrays",
     "attribution_factors",
     "attribution_weights",
@@ -564,6 +565,29 @@ class GraphArrays:
     events: np.ndarray
 
 
+@dataclass(frozen=True, eq=False)
+class EdgeBatches:
+    """The edge events in batches, one per liquidation round recorded: every edge of a batch
+    shares its step and round, so those are kept once per batch.
+
+    Attributes:
+        step, round, size: (b,) each batch's step, round and number of edges; the batches'
+            edges follow one another in the per-edge columns.
+        src, dst: (m,) each edge's source (book row, or ``-1 - k`` for special node ``k``:
+            a step root or an aggregate, not a trader) and target book row.
+        weight: (m,) each edge's weight.
+        ids: (n,) trader id of each book row.
+    """
+
+    step: np.ndarray
+    round: np.ndarray
+    size: np.ndarray
+    src: np.ndarray
+    dst: np.ndarray
+    weight: np.ndarray
+    ids: np.ndarray
+
+
 class ContagionRecorder:
     """Collects roots, edges and node attributes round by round.
 
@@ -843,21 +867,22 @@ class ContagionRecorder:
             out[name].flags.writeable = False
         return out
 
-    def trader_edges(self) -> dict[str, np.ndarray]:
-        """The edge events whose source is a trader, as columns: ``step``, ``round``,
-        ``weight``, and the ``source`` and ``target`` trader ids (the rows of
-        :meth:`edges_table` whose ``source_kind`` is ``trader``, without building it:
-        :func:`model.metrics.cascade_metrics` reads either)."""
-        e = self.edges()
-        keep = e["src"] >= 0
-        src = e["src"][keep]
-        return {
-            "step": e["step"][keep],
-            "round": e["round"][keep],
-            "weight": e["weight"][keep],
-            "source": self.ids.take(src),
-            "target": self.ids.take(e["dst"][keep]),
-        }
+    def edge_batches(self) -> EdgeBatches:
+        """The edge events as the recorder keeps them (:class:`EdgeBatches`): the log's own
+        read-only columns of every edge, and each batch's step, round and size, for
+        :func:`model.metrics.cascade_metrics`, which needs a batch's generation once, not
+        once per edge."""
+        e = self._edges.columns()
+        b = self._batches.columns()
+        return EdgeBatches(
+            step=b["step"],
+            round=b["round"],
+            size=b["size"],
+            src=e["src"],
+            dst=e["dst"],
+            weight=e["weight"],
+            ids=self.ids,
+        )
 
     def node_name(self, code: int):
         """Name of a source code: a trader id, or ``step:<t>`` / ``others:<t>:<r>``."""

@@ -8,8 +8,10 @@ Everything here works on what a run folder holds, so it serves notebooks as well
   (``kind == "collateral"``) are not liquidations and are left out of every cascade count.
 * ``edges``: the contagion edge events (one row per attribution: step, round, source,
   source_kind, target, weight), :meth:`model.contagion.ContagionRecorder.edges_table` or
-  ``contagion_edges.parquet``. Unlike the merged graph, it keeps which step each attribution
-  belongs to, which the per-cascade measures need.
+  ``contagion_edges.parquet`` (or, for :func:`cascade_metrics`, a finished model's events
+  in the recorder's batches, :meth:`model.contagion.ContagionRecorder.edge_batches`).
+  Unlike the merged graph, it keeps which step each attribution belongs to, which the
+  per-cascade measures need.
 * ``market``: the market table (step, asset, price, fundamental, ...).
 * ``accounts``: the accounts table (initial and final quantities per asset).
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -90,7 +93,9 @@ def _group_sums(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndar
     starts = np.cumsum(sizes) - sizes
     pos = np.empty(group.size, dtype=np.int64)
     pos[order] = np.arange(group.size) - starts[group[order]]  # place within its group
-    by_pos = np.argsort(pos, kind="stable")  # first members of every group, then second, ...
+    # first members of every group, then second, ... (places below 2 ** 16 as 16-bit keys,
+    # which numpy's stable sort orders by radix: the same order, without comparisons)
+    by_pos = np.argsort(pos.astype(np.uint16) if sizes.max() <= 1 << 16 else pos, kind="stable")
     groups, ordered = group[by_pos], values[by_pos]
     nan = bool(np.isnan(ordered).any())
     bounds = [0, *np.cumsum(np.bincount(pos)).tolist()]
@@ -124,9 +129,11 @@ def _runs(*keys: np.ndarray) -> np.ndarray:
 
 def _run_labels(starts: np.ndarray, n: int) -> np.ndarray:
     """(n,) which run each entry belongs to, from the runs' starts (:func:`_runs`)."""
-    marks = np.zeros(n, dtype=np.int64)
-    marks[starts] = 1
-    return np.cumsum(marks) - 1
+    marks = np.zeros(n, dtype=bool)
+    marks[starts] = True
+    labels = np.cumsum(marks, dtype=np.int64)
+    labels -= 1
+    return labels
 
 
 def _liquidation_rows(liquidations):
@@ -149,20 +156,48 @@ def _accounts_by_step(step, trader_code, n_traders: int) -> tuple[np.ndarray, np
     (the size of its cascade), in step order, from liquidations' steps and trader codes
     (``0 .. n_traders - 1``): one sort of the (step, trader) pairs."""
     span = max(int(n_traders), 1)
-    pairs = np.unique(step * span + trader_code)
-    steps = pairs // span
+    pairs = np.sort(step * span + trader_code)  # (np.unique's values: hashing them is slower)
+    steps = pairs[_runs(pairs)] // span
     first = _runs(steps)
     return steps[first], np.diff(np.append(first, steps.size))
 
 
+def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` (the inverse flat): for small non-negative
+    integers (a generated population's ids) from a table of which values occur, without
+    sorting the values."""
+    if values.dtype.kind == "i" and values.size:
+        low, high = int(values.min()), int(values.max())
+        if low >= 0 and high < max(_DENSE, 2 * values.size):
+            seen = np.zeros(high + 1, dtype=bool)
+            seen[values] = True
+            code = np.cumsum(seen, dtype=np.int64) - 1
+            return np.flatnonzero(seen).astype(values.dtype, copy=False), code.take(values)
+    distinct, code = np.unique(values, return_inverse=True)
+    return distinct, code.ravel()
+
+
+def _in_order(*keys: np.ndarray) -> bool:
+    """Whether the entries are sorted by ``keys`` (the first the most significant)."""
+    if keys[0].size < 2:
+        return True
+    settled = np.zeros(keys[0].size - 1, dtype=bool)  # an earlier key went up already
+    for k in keys:
+        if ((k[1:] < k[:-1]) & ~settled).any():
+            return False
+        settled |= k[1:] > k[:-1]
+    return True
+
+
 class _Events:
     """One entry per (step, round, trader) liquidated, sorted by step, round and trader, with
-    the notional closed (ADL fills and collateral sales left out): the unit every cascade measure counts.
+    the notional closed (ADL fills and collateral sales left out): the unit every cascade
+    measure counts.
 
     Attributes:
         step, round: (k,) int64.
-        trader: (k,) trader ids (int64, or str objects), and ``trader_code`` their rank
-            among the traders liquidated.
+        traders: the traders liquidated (ids, sorted), and ``trader_code`` (k,) each event's
+            trader as a place among them.
         notional: (k,) notional closed in the event.
         id_dtype: the dtype of the table's trader_id column.
     """
@@ -170,15 +205,21 @@ class _Events:
     def __init__(self, liquidations):
         self.id_dtype = liquidations["trader_id"].dtype
         step, rnd, trader, notional = _liquidation_rows(liquidations)
-        self.traders, code = np.unique(trader, return_inverse=True)
-        code = code.ravel()
-        order = np.lexsort((code, rnd, step))
-        first = _runs(step[order], rnd[order], code[order])
-        event = np.empty(step.size, dtype=np.int64)  # each fill's event, in table order
-        event[order] = _run_labels(first, step.size)
-        first = order[first]
-        self.step, self.round, self.trader_code = step[first], rnd[first], code[first]
-        self.trader = self.traders[self.trader_code]
+        self.traders, code = _distinct(trader)
+        del trader
+        n = step.size
+        if _in_order(step, rnd, code):  # (the fill log, often: no sort, no reordered copies)
+            first = _runs(step, rnd, code)
+            self.step, self.round, self.trader_code = step[first], rnd[first], code[first]
+            del step, rnd, code  # (the fills' columns given up before the labels are made)
+            event = _run_labels(first, n)
+        else:
+            order = np.lexsort((code, rnd, step))
+            first = _runs(step[order], rnd[order], code[order])
+            event = np.empty(n, dtype=np.int64)  # each fill's event, in table order
+            event[order] = _run_labels(first, n)
+            first = order[first]
+            self.step, self.round, self.trader_code = step[first], rnd[first], code[first]
         self.notional = _group_sums(event, notional, first.size)
 
     def __len__(self) -> int:
@@ -215,8 +256,8 @@ def cascade_sizes(liquidations) -> np.ndarray:
     step, _, trader, _ = _liquidation_rows(liquidations)
     if step.size == 0:
         return np.zeros((0, 2), dtype=np.int64)
-    traders, code = np.unique(trader, return_inverse=True)
-    steps, accounts = _accounts_by_step(step, code.ravel(), traders.size)
+    traders, code = _distinct(trader)
+    steps, accounts = _accounts_by_step(step, code, traders.size)
     return np.column_stack([steps, accounts]).astype(np.int64)
 
 
@@ -463,58 +504,145 @@ def _ranked(downstream_n, value) -> tuple[np.ndarray, np.ndarray]:
 
 def _downstream(ev: _Events, edges, *, counts: bool):
     """Each event's downstream notional ``D_e`` (:func:`systemic_importance`) and, with
-    ``counts``, its downstream events (None without)."""
+    ``counts``, its downstream events (None without).
+
+    Generation by generation, deepest round first: a generation's targets are one round
+    deeper than its sources, so their totals are final when it is reached. A source event's
+    sum gathers only the edges of the generation after its own, in the order they were
+    recorded, so each sum is the same additions in the same order as one ``bincount`` over
+    every edge sorted stably by depth, to the bit, whatever order the generations come in."""
     value = ev.notional
     down_n = np.zeros(len(ev))
     down_c = np.zeros(len(ev)) if counts else None
-    src, dst, w, rnd = _edge_events(ev, edges)
-    if rnd.size:
-        depth = rnd.max() - rnd  # deepest generation first; each round's edges in order
-        order = np.argsort(depth, kind="stable")
-        src, dst, w = src[order], dst[order], w[order]
-        for lo, hi in itertools.pairwise([0, *np.cumsum(np.bincount(depth)).tolist()]):
-            if hi == lo:
-                continue  # a round no edge ends in
-            s, d, ww = src[lo:hi], dst[lo:hi], w[lo:hi]
-            # targets are one generation deeper than sources: their totals are final (each
-            # event's sum made once, then gathered: the same additions as per edge)
-            reach_n = value + down_n
-            down_n += np.bincount(s, weights=ww * reach_n[d], minlength=len(ev))
-            if counts:
-                reach_c = 1.0 + down_c
-                down_c += np.bincount(s, weights=ww * reach_c[d], minlength=len(ev))
+    for (lo, hi), (plo, phi), s, d, w in _EdgeLog(ev, edges).generations(ev):
+        # (each target's total made once, then gathered: the same additions as per edge)
+        reach_n = value[lo:hi] + down_n[lo:hi]
+        down_n[plo:phi] += np.bincount(s, weights=w * reach_n.take(d), minlength=phi - plo)
+        if counts:
+            reach_c = 1.0 + down_c[lo:hi]
+            down_c[plo:phi] += np.bincount(s, weights=w * reach_c.take(d), minlength=phi - plo)
     return down_n, down_c
 
 
-def _edge_events(ev: _Events, edges):
-    """The edges between traders' events: ``(source event, target event, weight, round)``,
-    edges whose ends are not events of the table left out.
+class _EdgeLog:
+    """The edges between traders' events, found generation by generation.
 
-    A target is the event ``(step, round, target)`` and its source ``(step, round - 1,
-    source)``: the edge's generation is found once, the one before it from a table, and each
-    end from its generation and its trader's code (:class:`_EventIndex`), so a run's tens of
-    thousands of edges cost a few array passes (each lookup a ``take`` from a dense table)."""
-    step = np.asarray(edges["step"], dtype=np.int64)
-    rnd = np.asarray(edges["round"], dtype=np.int64)
-    w = np.asarray(edges["weight"], dtype=float)
-    source, target = _trader_values(edges["source"]), _trader_values(edges["target"])
-    if "source_kind" in edges:
-        keep = (edges["source_kind"] == "trader").to_numpy(dtype=bool)
-        if not keep.all():
-            step, rnd, w, source, target = (
-                step[keep],
-                rnd[keep],
-                w[keep],
-                source[keep],
-                target[keep],
+    An edge of generation ``(step, round)`` runs from the event ``(step, round - 1, source)``
+    to the event ``(step, round, target)``. Edges come in batches that share their step and
+    round (the recorder keeps them so, :meth:`model.contagion.ContagionRecorder.edge_batches`;
+    a table's rows are grouped into runs of equal step and round), so a generation is looked
+    up once a batch, and an end by two ``take`` from small dense tables: its node's trader
+    code (``node_code``), then that trader's event in the generation at hand (a table filled
+    from the generation's events and emptied after). The recorder's columns are read in
+    place: no array of every edge is made, only each generation's ends in turn.
+
+    Attributes:
+        step, round, start, stop: (b,) each batch's generation and its slice of the edges.
+        src, dst, weight: (m,) each edge's nodes (book rows, or trader codes for a table;
+            negative: no trader) and weight.
+        node_code: (N + 1,) trader code of each node among the traders liquidated, -1 for
+            none; the last slot (-1) answers for node -1, to which sources below it (special
+            nodes) are raised. Targets are never below -1.
+    """
+
+    def __init__(self, ev: _Events, edges):
+        traders = _Lookup(ev.traders)
+        if isinstance(edges, pd.DataFrame | Mapping):
+            self._from_table(edges, traders)
+            self.node_code = np.append(np.arange(ev.traders.size), -1)
+            return
+        self.src, self.dst, self.weight = edges.src, edges.dst, edges.weight
+        self.step, self.round = edges.step, edges.round
+        self.stop = np.cumsum(edges.size)
+        self.start = self.stop - edges.size
+        self.node_code = np.append(traders.find(edges.ids), -1)
+
+    def _from_table(self, edges, traders: _Lookup) -> None:
+        """The table's edges as batches: the ends as trader codes, the rows sorted stably by
+        step and round when they are not (each generation's edges kept in their order)."""
+        step = np.asarray(edges["step"], dtype=np.int64)
+        rnd = np.asarray(edges["round"], dtype=np.int64)
+        w = np.asarray(edges["weight"], dtype=float)
+        source = _trader_values(edges["source"])
+        src = np.full(step.size, -1, dtype=np.int64)
+        if "source_kind" in edges:
+            keep = np.asarray(edges["source_kind"] == "trader", dtype=bool)
+            src[keep] = traders.find(source[keep])
+        else:
+            src[:] = traders.find(source)
+        dst = traders.find(_trader_values(edges["target"]))
+        if not _in_order(step, rnd):
+            order = np.lexsort((rnd, step))
+            step, rnd, w, src, dst = step[order], rnd[order], w[order], src[order], dst[order]
+        self.src, self.dst, self.weight = src, dst, w
+        self.start = _runs(step, rnd)
+        self.stop = np.append(self.start, step.size)[1:]
+        self.step, self.round = step[self.start], rnd[self.start]
+
+    def generations(self, ev: _Events):
+        """``((lo, hi), (plo, phi), source, target, weight)`` of each generation with edges
+        between events, deepest round first: the rows of its events and of the events of the
+        round before, each edge's source and target as places among those (from 0), and the
+        weights, in the edges' order; edges whose ends are not events left out."""
+        if not self.step.size:
+            return
+        gstep, grnd, accounts = ev.generations()
+        bounds = np.append(0, np.cumsum(accounts)).tolist()
+        # rounds 0 .. the last a batch names fit below one step's span: no batch's key is
+        # another step's generation
+        span = max(int(grnd.max()), int(self.round.max())) + 1
+        keys = gstep * span + grnd
+        gen = _Lookup(keys).find(self.step * span + self.round)
+        # a generation's sources are the one just before it in the sorted keys, if any
+        before = np.append(np.r_[False, keys[1:] - 1 == keys[:-1]], False)  # gen -1: none
+        batches = np.flatnonzero(before.take(gen))
+        batches = batches[np.lexsort((gen[batches], -self.round[batches]))]
+        gens = gen[batches]
+        firsts = _runs(gens).tolist()
+        starts, stops = self.start[batches].tolist(), self.stop[batches].tolist()
+        at_target = np.full(ev.traders.size + 1, -1, dtype=np.int64)
+        at_source = np.full(ev.traders.size + 1, -1, dtype=np.int64)
+        for i, j in itertools.pairwise([*firsts, len(starts)]):
+            g = int(gens[i])
+            lo, hi, plo, phi = bounds[g], bounds[g + 1], bounds[g - 1], bounds[g]
+            target_codes, source_codes = ev.trader_code[lo:hi], ev.trader_code[plo:phi]
+            at_target[target_codes] = np.arange(hi - lo)
+            at_source[source_codes] = np.arange(phi - plo)
+            s, d, w = self._ends(_merged_slices(starts[i:j], stops[i:j]), at_source, at_target)
+            at_target[target_codes] = -1
+            at_source[source_codes] = -1
+            if s.size:
+                yield (lo, hi), (plo, phi), s, d, w
+
+    def _ends(self, slices, at_source, at_target):
+        """Sources and targets (places in their generations, from the tables ``at_source``
+        and ``at_target`` of trader codes) and weights of the edges of ``slices``, joined in
+        order; edges with an end that is not an event left out."""
+        code = self.node_code
+        parts = [
+            (
+                at_source.take(code.take(np.maximum(self.src[a:b], -1))),
+                at_target.take(code.take(self.dst[a:b])),
+                self.weight[a:b],
             )
-    if not step.size:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64)
-    src, dst = _EventIndex(ev, int(rnd.max())).ends(step, rnd, source, target)
-    if min(src.min(), dst.min()) >= 0:  # (the usual case: every end is an event)
-        return src, dst, w, rnd
-    known = (src >= 0) & (dst >= 0)
-    return src[known], dst[known], w[known], rnd[known]
+            for a, b in slices
+        ]
+        s, d, w = (p[0] if len(p) == 1 else np.concatenate(p) for p in zip(*parts, strict=True))
+        known = (s >= 0) & (d >= 0)
+        if known.all():
+            return s, d, w
+        return s[known], d[known], w[known]
+
+
+def _merged_slices(starts: list[int], stops: list[int]) -> list[tuple[int, int]]:
+    """The slices ``starts[k]:stops[k]`` in order, neighbours that meet made one."""
+    out = [[starts[0], stops[0]]]
+    for a, b in zip(starts[1:], stops[1:], strict=True):
+        if a == out[-1][1]:
+            out[-1][1] = b
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
 
 
 def _trader_values(col) -> np.ndarray:
@@ -556,44 +684,6 @@ class _Lookup:
             return np.full(len(values), -1, dtype=np.int64)
         pos = np.minimum(np.searchsorted(self.keys, values), self.keys.size - 1)
         return np.where(self.keys[pos] == values, pos, -1)
-
-
-class _EventIndex:
-    """Row of each (step, round, trader) event: its generation's code (a ``(step, round)``
-    pair among those with liquidations) and its trader's code (among the traders liquidated)
-    make one integer key, found by :class:`_Lookup`. Rounds are at least 1 (a source's
-    round, one less, at least 0), and a step's keys span every round up to ``last_round``, the
-    largest an edge names, so no query's key is another step's generation.
-
-    Keys are ``generation * (T + 1) + trader`` with ``T`` traders: an absent trader (-1) lands
-    on the unused code ``T`` of the generation before, and an absent generation's base is
-    ``-(T + 1)``, below every key, so no mask is built for either."""
-
-    def __init__(self, ev: _Events, last_round: int):
-        # ``ev`` is not empty; rounds 0 .. the last queried fit below one step's span
-        step, rnd, _ = ev.generations()
-        self.span = max(int(rnd.max()), last_round) + 1
-        keys = step * self.span + rnd
-        self.generations = _Lookup(keys)
-        self.traders = _Lookup(ev.traders)
-        stride = ev.traders.size + 1
-        base = np.arange(keys.size) * stride
-        # the first key of each generation, and of the one before it in its step (round - 1,
-        # the generation just before in the sorted keys, if there is one); the last entry
-        # answers for an absent generation (code -1)
-        before = np.r_[False, keys[1:] - 1 == keys[:-1]]
-        self.base = np.append(base, -stride)
-        self.previous = np.append(np.where(before, base - stride, -stride), -stride)
-        generation = _run_labels(_runs(ev.step, ev.round), len(ev))  # each event's
-        self.events = _Lookup(generation * stride + ev.trader_code)  # sorted: ev's order
-
-    def ends(self, step, rnd, source, target) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of the events ``(step, round - 1, source)`` and ``(step, round, target)`` of
-        each edge (-1 where absent)."""
-        generation = self.generations.find(step * self.span + rnd)
-        dst = self.events.find(self.base.take(generation) + self.traders.find(target))
-        src = self.events.find(self.previous.take(generation) + self.traders.find(source))
-        return src, dst
 
 
 def cascade_subgraph(edges: pd.DataFrame, step: int):
@@ -771,9 +861,10 @@ def cascade_metrics(liquidations, edges=None) -> dict:
     Args:
         liquidations: the liquidations table, or its columns as numpy arrays (a finished
             model's fill log: :meth:`model.fills.FillLog.columns`).
-        edges: the edge events table, or its columns as numpy arrays (``step``, ``round``,
-            ``weight``, ``source`` and ``target`` ids, ``source_kind`` as a boolean "is a
-            trader"), as :meth:`model.contagion.ContagionRecorder.edge_columns` gives them.
+        edges: the edge events table (or a mapping of its columns, without ``source_kind``
+            when every source is a trader), or a finished model's edges in the batches the
+            recorder keeps (:meth:`model.contagion.ContagionRecorder.edge_batches`): the
+            same figures from either.
     """
     ev = _Events(liquidations)
     generations = ev.generations()

@@ -397,7 +397,7 @@ def summarize(model) -> dict:
 
     total_rounds = np.asarray(series["rounds"], dtype=np.int64)
     fills = model.engine.fills.columns()
-    cascade = cascade_metrics(fills, model.recorder.trader_edges())
+    cascade = cascade_metrics(fills, model.recorder.edge_batches())
     most_systemic = cascade.pop("most_systemic")
     n = model.n_traders  # market makers' accounts (after the traders' rows) count apart
     accounts = int((model.engine.liquidation_count[:n] > 0).sum())

@@ -878,6 +878,28 @@ def test_edge_events_keep_step_and_round_once_per_batch():
     assert _held_bytes(rec._edges) + _held_bytes(rec._batches) == n * 3 * 8 + 2 * 3 * 8
 
 
+def test_edge_batches_are_the_logs_own_columns_and_each_batchs_step_and_round():
+    """The batches the cascade metrics read hold the log's columns themselves (read-only, no
+    copy of every edge) and each batch's step, round and size, which repeated give the
+    step and round of every edge event."""
+    n = 6000
+    rec = ContagionRecorder(np.arange(n) + 100, np.ones(n))
+    rec.record(_rr(3, 1, np.arange(5000), np.ones((5000, 1)), np.ones((5000, 1)), [10.0], [9.0]))
+    rec.record(_rr(3, 2, [5000, 5001], np.ones((2, 1)), np.ones((2, 1)), [9.0], [8.0]))
+    rec.record(_rr(7, 1, np.arange(5002, n), np.ones((998, 1)), np.ones((998, 1)), [9.0], [8.0]))
+    b = rec.edge_batches()
+    e = rec.edges()
+    logged = rec._edges.columns()
+    for name in ("src", "dst", "weight"):
+        assert getattr(b, name) is logged[name] and not getattr(b, name).flags.writeable
+        assert getattr(b, name).tolist() == e[name].tolist()
+    assert b.step.tolist() == [3, 3, 7] and b.round.tolist() == [1, 2, 1]
+    assert b.size.tolist() == [5000, 2 * 5000, 998]  # round 2: each victim from every liquidator
+    assert np.repeat(b.step, b.size).tolist() == e["step"].tolist()
+    assert np.repeat(b.round, b.size).tolist() == e["round"].tolist()
+    assert b.ids is rec.ids
+
+
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("k", [1, 2, 5])
 def test_kept_edges_are_the_heads_of_a_stable_sort_in_liquidator_order(seed, k):

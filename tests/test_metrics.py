@@ -259,6 +259,200 @@ def test_summary_from_arrays_equals_the_measures_of_the_tables(string_ids):
         assert summary["amplification"][symbol] == amp[symbol]
 
 
+# Runs whose cascade figures the model's arrays and its tables must give alike: name ->
+# (config overrides of small_config, string ids). small_config has two assets, cross margin
+# and partial liquidations.
+_SHOCKS = [
+    {"step": 10, "asset": "BTC", "return": -0.08},
+    {"step": 20, "asset": "ETH", "return": -0.1},
+    {"step": 30, "asset": "BTC", "return": -0.08},
+]
+_RUNS = {
+    "two assets, partial": ({"steps": 30}, False),
+    "string ids": ({"steps": 30}, True),
+    "truncated graph": ({"steps": 30, "contagion": {"max_edges": 40}}, False),
+    "reentry": ({"steps": 40, "traders": {"reentry_steps": 2}, "shocks": _SHOCKS}, False),
+    "one asset, full, ADL": (
+        {
+            "steps": 30,
+            "assets": [{"symbol": "BTC", "price": 60000.0, "depth": 2.0e6, "max_leverage": 50}],
+            "traders": {"assets_per_trader": 1},
+            "margin": {"mode": "isolated", "liquidation": "full"},
+        },
+        False,
+    ),
+    "nothing liquidated": ({"steps": 10, "shocks": [], "traders": {"leverage": 1.5}}, False),
+}
+
+
+def _finished_run(name: str):
+    """The model of ``_RUNS[name]``, run."""
+    import dataclasses
+
+    from model.population import generate_population
+
+    overrides, string_ids = _RUNS[name]
+    data = small_config(**{k: v for k, v in overrides.items() if k != "traders"})
+    data["traders"] = {**data["traders"], **overrides.get("traders", {})}
+    cfg = build_config(data)
+    population = None
+    if string_ids:
+        population = generate_population(cfg, np.random.default_rng(cfg.seed))
+        ids = np.array([f"acct-{i:04d}" for i in population.ids[::-1]], dtype=object)
+        population = dataclasses.replace(population, ids=ids)
+    return ContagionModel(cfg, population=population, create_agents=False).run()
+
+
+def _reach_by_levels(ev, edges: pd.DataFrame):
+    """Each event's downstream notional and events (:func:`systemic_importance`) as they
+    were first computed: every trader edge's ends found in a dict of the events, then one
+    ``np.bincount`` per round over the edges sorted stably by depth, deepest first."""
+    ids = ev.traders[ev.trader_code].tolist()
+    index = {
+        key: i for i, key in enumerate(zip(ev.step.tolist(), ev.round.tolist(), ids, strict=True))
+    }
+    t = edges[(edges["source_kind"] == "trader").to_numpy(dtype=bool)]
+    keys = zip(
+        t["step"].tolist(),
+        t["round"].tolist(),
+        t["source"].to_numpy(dtype=object).tolist(),
+        t["target"].to_numpy(dtype=object).tolist(),
+        strict=True,
+    )
+    ends = [(index.get((s, r - 1, a), -1), index.get((s, r, b), -1)) for s, r, a, b in keys]
+    src, dst = np.array(ends, dtype=np.int64).reshape(-1, 2).T
+    known = (src >= 0) & (dst >= 0)
+    src, dst = src[known], dst[known]
+    w, rnd = t["weight"].to_numpy()[known], t["round"].to_numpy()[known]
+    down_n, down_c = np.zeros(len(ev)), np.zeros(len(ev))
+    if rnd.size:
+        depth = rnd.max() - rnd
+        order = np.argsort(depth, kind="stable")
+        src, dst, w, depth = src[order], dst[order], w[order], depth[order]
+        for level in np.unique(depth).tolist():
+            s, d, ww = src[depth == level], dst[depth == level], w[depth == level]
+            reach_n, reach_c = ev.notional + down_n, 1.0 + down_c
+            down_n += np.bincount(s, weights=ww * reach_n[d], minlength=len(ev))
+            down_c += np.bincount(s, weights=ww * reach_c[d], minlength=len(ev))
+    return down_n, down_c
+
+
+@pytest.mark.parametrize("name", list(_RUNS))
+def test_cascade_metrics_of_the_recorders_batches_equal_those_of_the_tables(name):
+    """summary.json's cascade figures from the fill log and the recorder's edge batches equal
+    those of the liquidations and edges tables, every float to the bit, and DebtRank equals
+    the reach computed edge by edge as it first was (a dict of the events, one bincount per
+    round), on runs with a truncated graph, string ids, accounts liquidated again after
+    re-entering, one or two assets, partial or full liquidations with ADL, and none."""
+    from model.metrics import _Events, _group_sums
+
+    m = _finished_run(name)
+    liq, edges = m.engine.fills.table(m.symbols), m.recorder.edges_table()
+    from_arrays = cascade_metrics(m.engine.fills.columns(), m.recorder.edge_batches())
+    assert from_arrays == cascade_metrics(liq, edges)
+    assert m.recorder.truncated == (name == "truncated graph")
+    liquidated = liq[~liq["kind"].isin(["adl", "collateral"])]
+    assert from_arrays["cascades"] == liquidated["step"].nunique()
+    if name == "nothing liquidated":
+        assert len(liq) == 0 and from_arrays["most_systemic"] == []
+        return
+    steps_per_trader = liquidated.groupby("trader_id", observed=True)["step"].nunique()
+    assert steps_per_trader.max() >= (6 if name == "reentry" else 1)
+    kinds = set(liq["kind"].astype(str))
+    if name == "two assets, partial":
+        assert len(m.symbols) == 2 and "partial" in kinds
+    if name == "one asset, full, ADL":
+        assert len(m.symbols) == 1 and "adl" in kinds and "partial" not in kinds
+    ev = _Events(liq)
+    down_n, down_c = _reach_by_levels(ev, edges)
+    assert down_n.max() > 0
+    per_trader = _group_sums(ev.trader_code, down_n, ev.traders.size)
+    debtrank = per_trader / float(ev.notional.sum())
+    top = np.lexsort((np.arange(debtrank.size), -debtrank))[:5]
+    assert from_arrays["most_systemic"] == [
+        {"trader_id": plain_id(ev.traders[i]), "debtrank": float(debtrank[i])} for i in top
+    ]
+    table = systemic_importance(edges, liq).set_index("trader_id")
+    table = table.loc[pd.Index(ev.traders, dtype=table.index.dtype)]
+    np.testing.assert_array_equal(table["downstream_notional"], per_trader)
+    counts = _group_sums(ev.trader_code, down_c, ev.traders.size)
+    np.testing.assert_array_equal(table["downstream_events"], counts)
+
+
+def _interleaved(generation: np.ndarray, rng) -> np.ndarray:
+    """A permutation of the entries that interleaves generations at random and keeps each
+    generation's entries in their order."""
+    n = generation.size
+    slots = np.argsort(generation[rng.permutation(n)], kind="stable")
+    order = np.empty(n, dtype=np.int64)
+    order[slots] = np.argsort(generation, kind="stable")
+    return order
+
+
+def test_cascade_metrics_of_rows_and_batches_out_of_order_are_the_same():
+    """Fills and edges out of step order (each generation's edges in their order), and the
+    recorder's batches out of order (a generation's batches apart from one another), give
+    the figures of the ordered ones to the bit: each source's sum adds the same weights in
+    the same order."""
+    from model.contagion import EdgeBatches
+
+    rng = np.random.default_rng(5)
+    m = _finished_run("reentry")
+    liq, edges = m.engine.fills.table(m.symbols), m.recorder.edges_table()
+    expected = cascade_metrics(liq, edges)
+    shuffled_liq = liq.iloc[rng.permutation(len(liq))].reset_index(drop=True)
+    key = edges["step"].to_numpy() * 100 + edges["round"].to_numpy()
+    shuffled_edges = edges.iloc[_interleaved(key, rng)].reset_index(drop=True)
+    assert not shuffled_edges["step"].is_monotonic_increasing
+    assert cascade_metrics(shuffled_liq, shuffled_edges) == expected
+
+    b = m.recorder.edge_batches()
+    # split each batch in two, then interleave the halves of different generations
+    stop = np.cumsum(b.size)
+    start = stop - b.size
+    half = b.size // 2
+    lo = np.column_stack([start, start + half]).ravel()
+    hi = np.column_stack([start + half, stop]).ravel()
+    order = _interleaved(np.repeat(b.step * 100 + b.round, 2), rng)
+    take = np.concatenate([np.arange(lo[k], hi[k]) for k in order.tolist()])
+    moved = EdgeBatches(
+        step=np.repeat(b.step, 2)[order],
+        round=np.repeat(b.round, 2)[order],
+        size=(hi - lo)[order],
+        src=b.src[take],
+        dst=b.dst[take],
+        weight=b.weight[take],
+        ids=b.ids,
+    )
+    assert cascade_metrics(m.engine.fills.columns(), moved) == expected
+
+
+def test_distinct_values_and_order_checks_equal_numpy_unique_and_lexsort():
+    """Trader codes from a table of the ids present equal ``np.unique``'s (ids small or
+    large, negative, strings, none), and the order check says whether ``np.lexsort`` would
+    leave the entries where they are."""
+    from model.metrics import _distinct, _in_order
+
+    rng = np.random.default_rng(2)
+    cases = [
+        rng.integers(0, 50, 200),
+        rng.integers(0, 10**12, 200),
+        rng.integers(-5, 50, 200),
+        np.array([f"t{i}" for i in rng.integers(0, 30, 100)], dtype=object),
+        np.zeros(0, dtype=np.int64),
+    ]
+    for values in cases:
+        distinct, code = _distinct(values)
+        want, inverse = np.unique(values, return_inverse=True)
+        assert distinct.dtype == want.dtype
+        np.testing.assert_array_equal(distinct, want)
+        np.testing.assert_array_equal(code, inverse.ravel())
+    for _ in range(200):
+        keys = [np.sort(rng.integers(0, 3, 6)), rng.integers(0, 3, 6), rng.integers(0, 3, 6)]
+        unmoved = (np.lexsort(keys[::-1]) == np.arange(6)).all()
+        assert _in_order(*keys) == unmoved
+
+
 def test_events_found_by_table_and_by_binary_search_alike(monkeypatch):
     """The edges' events are looked up in a dense table when it is small enough, else by
     binary search: both give the same DebtRank to the bit (integer and string ids)."""
