@@ -95,6 +95,33 @@ def largest_cascade_step(edges: pd.DataFrame) -> int | None:
     return int(sizes.idxmax())
 
 
+def largest_cascade_step_of_parts(parts) -> int | None:
+    """:func:`largest_cascade_step` of edge events given in parts (DataFrames with ``step``
+    and ``target`` columns, one after another: a large file read a row group at a time).
+
+    While the steps come in order, as a run writes them, only the rows of the step at the end
+    of the part at hand are held beyond it (a step may go on in the next part); parts out of
+    step order are joined and counted whole. Ties go to the earlier step, as there.
+    """
+    parts = iter(parts)
+    best_size, best_step, held = 0, None, None
+    for part in parts:
+        edges = part if held is None else pd.concat([held, part], ignore_index=True)
+        steps = edges["step"].to_numpy()
+        if steps.size > 1 and (steps[1:] < steps[:-1]).any():
+            return largest_cascade_step(pd.concat([edges, *parts], ignore_index=True))
+        if not steps.size:
+            continue
+        done = steps < steps[-1]  # (the steps before the last: complete)
+        for step, size in edges[done].groupby("step")["target"].nunique().items():
+            if size > best_size:
+                best_size, best_step = size, int(step)
+        held = edges[~done]
+    if held is not None and held["target"].nunique() > best_size:
+        best_step = int(held["step"].iloc[0])
+    return best_step
+
+
 @dataclass
 class CascadeLayout:
     """Positions of one step's cascade.

@@ -22,14 +22,25 @@ CASCADE_PNG = "cascade.png"
 
 
 def draw_run_cascade(folder: str | Path) -> Path:
-    """Draw the largest cascade of a written run folder into its ``cascade.png``."""
-    from experiments.cascade_drawing import write_cascade_png
+    """Draw the largest cascade of a written run folder into its ``cascade.png``.
+
+    Only that step's edge events and liquidations are read: the step is found from the
+    edge events' steps and targets read a row group at a time, and the two tables are read
+    with a filter on it, so a long run's tables (tens of millions of edge events) are never
+    held whole."""
+    import pyarrow.parquet as pq
+
+    from experiments.cascade_drawing import largest_cascade_step_of_parts, write_cascade_png
 
     folder = Path(folder)
-    edges = storage.read_parquet(folder / "contagion_edges.parquet")
-    liquidations = storage.read_parquet(folder / "liquidations.parquet")
+    edges_path = folder / "contagion_edges.parquet"
+    batches = pq.ParquetFile(edges_path).iter_batches(columns=["step", "target"])
+    step = largest_cascade_step_of_parts(b.to_pandas() for b in batches)
+    only = None if step is None else [("step", "==", step)]
+    edges = storage.read_parquet(edges_path, filters=only)
+    liquidations = storage.read_parquet(folder / "liquidations.parquet", filters=only)
     path = folder / CASCADE_PNG
-    storage.atomic_write(path, lambda p: write_cascade_png(p, edges, liquidations))
+    storage.atomic_write(path, lambda p: write_cascade_png(p, edges, liquidations, step))
     return path
 
 

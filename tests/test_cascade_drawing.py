@@ -14,6 +14,7 @@ from experiments.cascade_drawing import (
     cascade_layout,
     draw_cascade,
     largest_cascade_step,
+    largest_cascade_step_of_parts,
     write_cascade_png,
 )
 from tests.helpers import hand_edges, hand_liquidations
@@ -179,3 +180,32 @@ def test_largest_cascade_and_png(tmp_path):
     empty = tmp_path / "empty.png"
     write_cascade_png(empty, hand_edges().iloc[:0])
     assert empty.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _largest_by_hand(steps, targets):
+    """The step with the most distinct targets, the earliest of a tie (None: no rows)."""
+    seen: dict = {}
+    for step, target in zip(steps, targets, strict=True):
+        seen.setdefault(step, set()).add(target)
+    return min(seen, key=lambda s: (-len(seen[s]), s)) if seen else None
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("rows", [1, 3, 17, 1000])
+def test_largest_cascade_step_of_parts_is_the_whole_tables(seed, rows):
+    """Edge events in step order cut into parts of every size (steps running on from one part
+    into the next, ties between steps, targets repeated within a step, integer or string
+    ids), and out of order: the step of the most distinct targets, the earliest of a tie."""
+    rng = np.random.default_rng(seed)
+    steps = np.sort(rng.integers(1, 12, 200))
+    targets = rng.integers(0, 9, 200)  # few targets: repeats and ties
+    if seed % 2:
+        targets = np.array([f"0x{t}" for t in targets], dtype=object)
+    edges = pd.DataFrame({"step": steps, "target": targets})
+    if seed >= 4:  # a table out of step order: counted whole
+        edges = edges.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    parts = [edges.iloc[lo : lo + rows] for lo in range(0, len(edges), rows)]
+    expected = _largest_by_hand(edges["step"].tolist(), edges["target"].tolist())
+    assert largest_cascade_step_of_parts(parts) == expected == largest_cascade_step(edges)
+    assert largest_cascade_step_of_parts([edges.iloc[:0]]) is None
+    assert largest_cascade_step_of_parts([edges.iloc[:0], edges, edges.iloc[:0]]) == expected

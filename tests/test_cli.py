@@ -46,6 +46,35 @@ def test_run_writes_the_folder_and_honours_set_and_seed(tmp_path):
     assert (out / "cascade.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_run_cascade_drawn_from_one_steps_rows_is_the_whole_tables_drawing(
+    tmp_path, monkeypatch
+):
+    """cascade.png is drawn from the largest cascade's rows alone, read with a filter from
+    tables of many row groups: the same PNG as drawn from the whole tables."""
+    import pandas as pd
+
+    import model.results as results
+    from experiments.cascade_drawing import largest_cascade_step, write_cascade_png
+    from experiments.run import draw_run_cascade
+    from model import ContagionModel
+    from model.config import build_config
+
+    monkeypatch.setattr(results, "LOG_ROWS_PER_GROUP", 50)
+    m = ContagionModel(build_config(small_config(steps=40)), create_agents=False).run()
+    folder = m.write_results(tmp_path / "run")
+    edges = pd.read_parquet(folder / "contagion_edges.parquet")
+    liquidations = pd.read_parquet(folder / "liquidations.parquet")
+    assert edges["step"].nunique() > 1 and len(edges) > 200  # several steps, many row groups
+    step = largest_cascade_step(edges)
+    whole = tmp_path / "whole.png"
+    write_cascade_png(whole, edges, liquidations)
+    draw_run_cascade(folder)
+    assert (folder / "cascade.png").read_bytes() == whole.read_bytes()
+    part = tmp_path / "part.png"  # (a drawing of another step differs: the check can fail)
+    write_cascade_png(part, edges, liquidations, step=int(edges["step"].iloc[0]))
+    assert step != edges["step"].iloc[0] and part.read_bytes() != whole.read_bytes()
+
+
 def test_a_cascade_drawing_that_fails_is_one_warning_and_the_folder_is_complete(
     tmp_path, monkeypatch, capsys
 ):
