@@ -31,10 +31,13 @@ def draw_run_cascade(folder: str | Path) -> Path:
     import pyarrow.parquet as pq
 
     from experiments.cascade_drawing import largest_cascade_step_of_parts, write_cascade_png
+    from model.results import LOG_ROWS_PER_GROUP
 
     folder = Path(folder)
     edges_path = folder / "contagion_edges.parquet"
-    batches = pq.ParquetFile(edges_path).iter_batches(columns=["step", "target"])
+    batches = pq.ParquetFile(edges_path).iter_batches(
+        batch_size=LOG_ROWS_PER_GROUP, columns=["step", "target"]
+    )
     step = largest_cascade_step_of_parts(b.to_pandas() for b in batches)
     only = None if step is None else [("step", "==", step)]
     edges = storage.read_parquet(edges_path, filters=only)
