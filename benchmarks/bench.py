@@ -694,6 +694,73 @@ def bench_headline(quick: bool) -> dict:
     }
 
 
+# The child of bench_run_folder: `contagion run` in a fresh process, its peak resident size
+# (ru_maxrss, kB on Linux) printed after it.
+_RUN_FOLDER_CHILD = textwrap.dedent(
+    """
+    import json, resource, sys, time
+    from experiments.cli import main
+    t0 = time.perf_counter()
+    status = main(sys.argv[1:])
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"status": status, "wall": wall, "peak": peak}))
+    """
+)
+
+
+def bench_run_folder(quick: bool, sizes: list[int] | None = None) -> dict:
+    """`contagion run` of the baseline config, whole (run, run folder, cascade.png), in a
+    fresh process per size (``sizes`` traders; by default 30,000 and 300,000): the wall
+    time and the peak resident memory."""
+    sizes = sizes or ([30_000] if quick else [30_000, 300_000])
+    rows = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            args = ["run", "experiments/configs/baseline.toml", "--quiet", "--out", f"{tmp}/run"]
+            args += ["--set", f"traders.count={n}", "--set", "steps=600"]
+            out = subprocess.run(
+                [sys.executable, "-c", _RUN_FOLDER_CHILD, *args],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            assert r["status"] == 0, out.stderr
+            summary = json.loads(Path(f"{tmp}/run/summary.json").read_text())
+        rows.append(
+            {
+                "traders": n,
+                "fills": summary["liquidations"],
+                "edges": summary["contagion_graph"]["edges_recorded"],
+                "run_s": summary["provenance"]["elapsed_seconds"],
+                "wall_s": r["wall"],
+                "peak_gb": r["peak"] / 2**30,
+            }
+        )
+        print(_fmt_row(rows[-1]), flush=True)
+    return {
+        "title": "A run folder: `contagion run` of the baseline config, 600 steps",
+        "columns": [
+            ("traders", "traders", "{:,}"),
+            ("fills", "liquidation fills", "{:,}"),
+            ("edges", "edge events", "{:,}"),
+            ("run_s", "set-up and steps s", "{:.1f}"),
+            ("wall_s", "whole command s", "{:.1f}"),
+            ("peak_gb", "peak resident GB", "{:.2f}"),
+        ],
+        "rows": rows,
+        "notes": [
+            "One fresh process per size: the model's set-up and 600 steps (a crash at step "
+            "500, re-entry after a day), then the run folder (tables, GraphML, summary) and "
+            "cascade.png. Peak: the process's high-water mark of resident memory.",
+            f"Load average at the end: {load()}.",
+        ],
+    }
+
+
 def bench_sweep(quick: bool) -> dict:
     """Sweep throughput with 1 and 2 worker processes (experiments/sweep.py)."""
     from experiments.sweep import load_sweep, make_executor, run_sweep
@@ -905,6 +972,7 @@ SECTIONS = {
     "reference": bench_reference,
     "slide": bench_slide,
     "headline": bench_headline,
+    "run_folder": bench_run_folder,
     "sweep": bench_sweep,
     "sweep_overhead": bench_sweep_overhead,
     "liquidity": bench_liquidity,

@@ -72,3 +72,15 @@ def test_machine_speed_line_gives_four_positive_rates():
     rates = [float(x) for x in re.findall(r"([0-9.]+) ns an? ", line)]
     assert len(rates) == 4 and all(0 < r < 1e6 for r in rates), line
     assert line.startswith("Machine speed (least of 1):")
+
+
+def test_run_folder_section_runs_the_command_and_reads_its_folder():
+    """The run folder section in a fresh process: the command's folder read back (its fills
+    and edge events as summary.json counts them), a wall time and a peak that are real."""
+    from benchmarks.bench import bench_run_folder
+
+    (row,) = bench_run_folder(True, sizes=[2_000])["rows"]
+    assert (
+        row["traders"] == 2_000 and row["fills"] > 0 and row["edges"] >= row["fills"] / 2
+    )  # (an edge per liquidation, two fills at most)
+    assert 0 < row["run_s"] < row["wall_s"] and 0.05 < row["peak_gb"] < 8
