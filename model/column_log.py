@@ -18,7 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from model.allocation import release_free_memory
+
 __all__ = ["BLOCK", "ColumnLog"]
+
+# A join of at least this many bytes gives the freed blocks' memory back to the system
+# (model.allocation.release_free_memory): a long run's log, not a sweep's small runs.
+RELEASE_BYTES = 64 << 20
 
 # Rows of a block; a batch of more than an eighth of it is kept as a piece of its own, so a
 # block is closed (when the next batch does not fit) at least seven eighths full.
@@ -137,6 +143,8 @@ class ColumnLog:
                     p[name] = column[lo:hi]
             raise
         self._pieces = [joined]
+        if sum(c.nbytes for c in joined.values()) >= RELEASE_BYTES:
+            release_free_memory()  # (the blocks' pages, kept by the heap otherwise)
 
 
 def _joined(pieces: list[dict[str, np.ndarray]], dtypes: dict) -> dict[str, np.ndarray]:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from model import metrics, storage
+from model.allocation import release_free_memory
 from model.config import to_dict
 from model.fills import Kind, liquidation_fills
 from model.ids import id_column
@@ -244,6 +245,7 @@ def write_row_groups(path: Path, frames) -> None:
                 writer.close()
 
     storage.atomic_write(path, write)
+    release_free_memory()  # (the parts' tables: heap pages, kept otherwise)
 
 
 def build_tables(model) -> dict[str, pd.DataFrame]:

@@ -131,3 +131,21 @@ def test_a_join_lets_each_columns_pieces_go_before_the_next_and_survives_a_failu
     monkeypatch.setattr(np, "concatenate", watching)
     log.columns()
     assert seen == [{"a": 3, "b": 3, "c": 3}, {"a": 0, "b": 3, "c": 3}, {"a": 0, "b": 0, "c": 3}]
+
+
+def test_a_large_log_gives_its_blocks_back_when_joined(monkeypatch):
+    """A join of at least RELEASE_BYTES calls release_free_memory once; a smaller one not."""
+    import model.column_log as column_log
+
+    calls = []
+    monkeypatch.setattr(column_log, "release_free_memory", lambda: calls.append(1))
+    monkeypatch.setattr(column_log, "RELEASE_BYTES", 8 * 5000)
+    for rows, expected in ((4999, []), (5000, [1])):
+        log = column_log.ColumnLog({"x": np.float64})
+        for lo in range(0, rows, 100):
+            log.append(min(100, rows - lo), {"x": 1.0})
+        calls.clear()
+        assert len(log.columns()["x"]) == rows
+        assert calls == expected
+        log.columns()  # (joined already: nothing more)
+        assert calls == expected
