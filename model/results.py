@@ -521,7 +521,8 @@ def _write_contagion(recorder, out: Path, formats) -> None:
 
 def run_provenance(model, text: str) -> dict:
     """summary.json's ``provenance`` block: the run started when the model was built, and
-    ``elapsed_seconds`` runs until now (set-up and steps; not the writing of the folder)."""
+    ``elapsed_seconds`` runs until now (set-up, steps, and the folder's files written before
+    summary.json)."""
     from model.provenance import provenance
 
     return provenance(
