@@ -424,15 +424,20 @@ _MEMORY_CHILD = textwrap.dedent(
 
 
 def _child(n: int, steps: int, noise: float = 0.0) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", _MEMORY_CHILD, str(n), str(steps), str(noise)],
+    out = _python(_MEMORY_CHILD, str(n), str(steps), str(noise))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _python(code: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``code`` with ``args`` in a fresh Python process from the repository's root."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def bench_memory(quick: bool) -> dict:
@@ -724,14 +729,7 @@ def bench_run_folder(quick: bool, sizes: list[int] | None = None) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             args = ["run", "experiments/configs/baseline.toml", "--quiet", "--out", f"{tmp}/run"]
             args += ["--set", f"traders.count={n}", "--set", "steps=600"]
-            out = subprocess.run(
-                [sys.executable, "-c", _RUN_FOLDER_CHILD, *args],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                check=True,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-            )
+            out = _python(_RUN_FOLDER_CHILD, *args)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             assert r["status"] == 0, out.stderr
             summary = json.loads(Path(f"{tmp}/run/summary.json").read_text())
