@@ -96,6 +96,8 @@ class ColumnLog:
         """Every row so far, ``rows`` at a time (the last part shorter; one empty part for an
         empty log): for writing a large log without joining it whole. Each part is a dict of
         read-only columns, views of the log's pieces where one piece holds the part."""
+        if rows < 1:
+            raise ValueError(f"parts of {rows} rows: at least one row a part")
         self._close()
         held, size = [], 0
         for piece in self._pieces:

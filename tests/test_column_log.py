@@ -90,6 +90,8 @@ def test_parts_are_the_columns_cut_in_order(rows):
 
 
 def test_an_empty_log_is_one_empty_part():
+    with pytest.raises(ValueError, match="at least one row"):
+        next(ColumnLog(DTYPES).parts(0))
     (part,) = ColumnLog(DTYPES).parts(8)
     assert list(part) == list(DTYPES)
     assert all(part[n].shape == (0,) and part[n].dtype == d for n, d in DTYPES.items())
