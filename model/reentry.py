@@ -17,6 +17,7 @@ import numpy as np
 from agents.market import Market
 from model.accounts import AccountBook
 from model.population import Population
+from model.sorting import union_of_sorted
 
 __all__ = ["Reentry"]
 
@@ -91,10 +92,11 @@ class Reentry:
             self._note_liquidated(step)
             self._seen_total = total
         waiting = self._waiting
-        rows = waiting[step - self.last_liquidation[waiting] >= self.cooldown]
+        at = np.flatnonzero(step - self.last_liquidation[waiting] >= self.cooldown)
         a = book.n_assets
-        if rows.size:
-            rows = rows[~(book.qty[rows] != 0).any(axis=1)]  # only flat accounts come back
+        if at.size:  # only flat accounts come back
+            at = at[~(book.qty[waiting[at]] != 0).any(axis=1)]
+        rows = waiting[at]
         if rows.size == 0:
             return rows, np.zeros((0, a)), np.ones((0, 1))
         price = self.market.price
@@ -103,7 +105,7 @@ class Reentry:
         book.deposit(rows, deposit)
         self.deposits += float(deposit.sum())
         self.last_reentry[rows] = step
-        self._waiting = np.setdiff1d(waiting, rows, assume_unique=True)
+        self._waiting = np.delete(waiting, at)
         self.reentries += int(rows.size)
         equity = equity + deposit
         dq = self.exposure[rows] * equity[:, None] / price
@@ -121,7 +123,7 @@ class Reentry:
         self.last_liquidation[new] = step - 1
         self.seen[new] = count[new]
         new = new[(self.last_liquidation[new] > self.last_reentry[new]) & (self.leverage[new] > 0)]
-        self._waiting = np.union1d(self._waiting, new)
+        self._waiting = union_of_sorted(self._waiting, new)  # (both sorted, distinct)
 
     def filled(self, rows, dq) -> None:
         """Nothing to remember: re-entered accounts follow their own rule from now on."""

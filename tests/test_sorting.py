@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.sorting import stable_argsort
+from model.sorting import stable_argsort, union_of_sorted
 
 FLOATS = st.floats(allow_nan=True, allow_infinity=True, width=64)
 
@@ -50,3 +50,21 @@ def test_tie_breakers_too_wide_to_pair_fall_back_to_lexsort():
     keys = np.array([1.0, 0.0, 1.0, 0.0])
     rows = np.array([2**62, 5, 3, 2**61], dtype=np.int64)
     assert np.array_equal(stable_argsort(keys, rows), np.lexsort((rows, keys)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(-(2**40), 2**40), max_size=60),
+    st.lists(st.integers(-(2**40), 2**40), max_size=60),
+    st.integers(0, 3),
+)
+def test_union_of_sorted_is_numpys_union(a, b, overlap):
+    """Sorted distinct integers, apart, interleaved, sharing some or all of their values,
+    empty: the union numpy gives, sorted and distinct."""
+    a = np.unique(np.array(a, dtype=np.int64))
+    b = np.unique(np.array(b + a[:: overlap + 1].tolist() if overlap else b, dtype=np.int64))
+    got = union_of_sorted(a, b)
+    expected = np.union1d(a, b)
+    assert got.dtype == np.int64 and got.tolist() == expected.tolist()
+    assert union_of_sorted(b, a).tolist() == expected.tolist()
+    assert union_of_sorted(a, a).tolist() == a.tolist()
