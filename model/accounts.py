@@ -32,6 +32,7 @@ from model import kernels
 from model.collateral import CollateralAssets
 from model.gathers import SharedGathers, put_rows, take_rows
 from model.ids import as_ids
+from model.sorting import run_starts
 
 __all__ = [
     "AccountBook",
@@ -279,10 +280,7 @@ def _sorted_unique(rows: np.ndarray, n: int) -> np.ndarray:
         mask[rows] = True
         return np.flatnonzero(mask)
     rows = np.sort(rows)
-    keep = np.empty(rows.size, dtype=bool)
-    keep[0] = True
-    np.not_equal(rows[1:], rows[:-1], out=keep[1:])
-    return rows[keep]
+    return rows.take(run_starts(rows))
 
 
 class _ChangeLog:

@@ -63,7 +63,7 @@ from model.accounts import column_sum, row_sum
 from model.column_log import ColumnLog
 from model.ids import id_column, is_integer_ids, plain_id
 from model.liquidation import RoundRecord
-from model.sorting import stable_argsort
+from model.sorting import run_labels, run_starts, stable_argsort
 
 __all__ = [
     "ContagionRecorder",
@@ -976,16 +976,11 @@ class ContagionRecorder:
         key = (cols["src"] + s) * max(n, 1) + cols["dst"]
         order = np.argsort(key, kind="stable")
         key = key.take(order)
-        new = np.empty(key.size, dtype=bool)  # (the first event of each edge)
-        new[:1] = True
-        np.not_equal(key[1:], key[:-1], out=new[1:])
-        starts = np.flatnonzero(new)
+        starts = run_starts(key)  # (the first event of each edge)
         uniq = key.take(starts)
         del key
         counts = np.diff(np.append(starts, order.size))
-        group = np.cumsum(new, dtype=np.int64)
-        group -= 1
-        del new
+        group = run_labels(starts, order.size)
         weight = np.bincount(group, weights=cols["weight"].take(order), minlength=uniq.size)
         del group
         first, last = order.take(starts), order.take(starts + counts - 1)

@@ -34,6 +34,7 @@ import pandas as pd
 
 from model.fills import liquidation_fills
 from model.ids import plain_id
+from model.sorting import run_labels, run_starts
 
 __all__ = [
     "amplification",
@@ -84,7 +85,7 @@ def _group_sums(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndar
             columns = [np.ascontiguousarray(values[:, j]) for j in range(values.shape[1])]
             return np.column_stack([_group_sums(group, c, n_groups) for c in columns])
         if not np.isnan(values).any():
-            starts = _runs(group)
+            starts = run_starts(group)
             total[group[starts]] = np.add.reduceat(values, starts)
             return total
     comp = np.zeros_like(total)
@@ -116,26 +117,6 @@ def _group_sums(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndar
     return total
 
 
-def _runs(*keys: np.ndarray) -> np.ndarray:
-    """Start of each run of equal consecutive keys (the keys sorted already)."""
-    n = keys[0].size
-    new = np.zeros(n, dtype=bool)
-    if n:
-        new[0] = True
-        for k in keys:
-            new[1:] |= k[1:] != k[:-1]
-    return np.flatnonzero(new)
-
-
-def _run_labels(starts: np.ndarray, n: int) -> np.ndarray:
-    """(n,) which run each entry belongs to, from the runs' starts (:func:`_runs`)."""
-    marks = np.zeros(n, dtype=bool)
-    marks[starts] = True
-    labels = np.cumsum(marks, dtype=np.int64)
-    labels -= 1
-    return labels
-
-
 def _liquidation_rows(liquidations):
     """``(step, round, trader, notional)`` of the liquidation fills (ADL fills and collateral
     sales left out) of the table or the fill log's columns, as numpy arrays."""
@@ -157,8 +138,8 @@ def _accounts_by_step(step, trader_code, n_traders: int) -> tuple[np.ndarray, np
     (``0 .. n_traders - 1``): one sort of the (step, trader) pairs."""
     span = max(int(n_traders), 1)
     pairs = np.sort(step * span + trader_code)  # (np.unique's values: hashing them is slower)
-    steps = pairs[_runs(pairs)] // span
-    first = _runs(steps)
+    steps = pairs[run_starts(pairs)] // span
+    first = run_starts(steps)
     return steps[first], np.diff(np.append(first, steps.size))
 
 
@@ -209,15 +190,15 @@ class _Events:
         del trader
         n = step.size
         if _in_order(step, rnd, code):  # (the fill log, often: no sort, no reordered copies)
-            first = _runs(step, rnd, code)
+            first = run_starts(step, rnd, code)
             self.step, self.round, self.trader_code = step[first], rnd[first], code[first]
             del step, rnd, code  # (the fills' columns given up before the labels are made)
-            event = _run_labels(first, n)
+            event = run_labels(first, n)
         else:
             order = np.lexsort((code, rnd, step))
-            first = _runs(step[order], rnd[order], code[order])
+            first = run_starts(step[order], rnd[order], code[order])
             event = np.empty(n, dtype=np.int64)  # each fill's event, in table order
-            event[order] = _run_labels(first, n)
+            event[order] = run_labels(first, n)
             first = order[first]
             self.step, self.round, self.trader_code = step[first], rnd[first], code[first]
         self.notional = _group_sums(event, notional, first.size)
@@ -227,7 +208,7 @@ class _Events:
 
     def generations(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(step, round, accounts)`` of every (step, round) with liquidations, sorted."""
-        first = _runs(self.step, self.round)
+        first = run_starts(self.step, self.round)
         accounts = np.diff(np.append(first, len(self)))
         return self.step[first], self.round[first], accounts
 
@@ -282,8 +263,8 @@ def _cascade_table(ev: _Events) -> pd.DataFrame:
 
 def _cascade_columns(ev: _Events) -> dict[str, np.ndarray]:
     """The columns of :func:`cascades` but the root, from events (at least one)."""
-    first = _runs(ev.step)
-    cascade = _run_labels(first, len(ev))  # each event's cascade
+    first = run_starts(ev.step)
+    cascade = run_labels(first, len(ev))  # each event's cascade
     n = first.size
     events = np.bincount(cascade, minlength=n).astype(np.int64)
     accounts = _accounts_by_step(ev.step, ev.trader_code, ev.traders.size)[1].astype(np.int64)
@@ -575,7 +556,7 @@ class _EdgeLog:
             order = np.lexsort((rnd, step))
             step, rnd, w, src, dst = step[order], rnd[order], w[order], src[order], dst[order]
         self.src, self.dst, self.weight = src, dst, w
-        self.start = _runs(step, rnd)
+        self.start = run_starts(step, rnd)
         self.stop = np.append(self.start, step.size)[1:]
         self.step, self.round = step[self.start], rnd[self.start]
 
@@ -598,7 +579,7 @@ class _EdgeLog:
         batches = np.flatnonzero(before.take(gen))
         batches = batches[np.lexsort((gen[batches], -self.round[batches]))]
         gens = gen[batches]
-        firsts = _runs(gens).tolist()
+        firsts = run_starts(gens).tolist()
         starts, stops = self.start[batches].tolist(), self.stop[batches].tolist()
         at_target = np.full(ev.traders.size + 1, -1, dtype=np.int64)
         at_source = np.full(ev.traders.size + 1, -1, dtype=np.int64)

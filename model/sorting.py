@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["stable_argsort", "union_of_sorted"]
+__all__ = ["run_labels", "run_starts", "stable_argsort", "union_of_sorted"]
 
 
 def stable_argsort(keys, ties=None) -> np.ndarray:
@@ -58,13 +58,34 @@ def stable_argsort(keys, ties=None) -> np.ndarray:
     return order[np.argsort(rank * span + ties[order])]  # distinct pairs: one order
 
 
+def run_starts(*keys: np.ndarray) -> np.ndarray:
+    """Start of each run of equal consecutive keys (the keys sorted already): the first of
+    each distinct key, or of each distinct tuple of ``keys``."""
+    n = keys[0].size
+    new = np.zeros(n, dtype=bool)
+    if n:
+        new[0] = True
+        for k in keys:
+            new[1:] |= k[1:] != k[:-1]
+    return np.flatnonzero(new)
+
+
+def run_labels(starts: np.ndarray, n: int) -> np.ndarray:
+    """(n,) which run each entry belongs to, from the runs' starts (:func:`run_starts`)."""
+    marks = np.zeros(n, dtype=bool)
+    marks[starts] = True
+    labels = np.cumsum(marks, dtype=np.int64)
+    labels -= 1
+    return labels
+
+
 def union_of_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``np.union1d(a, b)`` of two sorted arrays of distinct integers, in linear time.
 
     numpy's ``union1d`` sorts the joined arrays as if they were in no order (47 ms for
     200,000 rows and 5,000 more, against 0.6 ms here: the re-entry rule's waiting accounts,
     joined every step by those just liquidated); numpy's stable sort merges the two sorted
-    runs it finds, and the rows in both are then dropped once.
+    runs it finds, and the rows in both are then kept once (:func:`run_starts`).
     """
     if not b.size:
         return a
@@ -72,7 +93,4 @@ def union_of_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return b
     out = np.concatenate((a, b))
     out.sort(kind="stable")  # (two sorted runs: one merge)
-    keep = np.empty(out.size, dtype=bool)
-    keep[0] = True
-    np.not_equal(out[1:], out[:-1], out=keep[1:])
-    return out if keep.all() else out[keep]
+    return out.take(run_starts(out))

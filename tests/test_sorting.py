@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.sorting import stable_argsort, union_of_sorted
+from model.sorting import run_labels, run_starts, stable_argsort, union_of_sorted
 
 FLOATS = st.floats(allow_nan=True, allow_infinity=True, width=64)
 
@@ -68,3 +68,18 @@ def test_union_of_sorted_is_numpys_union(a, b, overlap):
     assert got.dtype == np.int64 and got.tolist() == expected.tolist()
     assert union_of_sorted(b, a).tolist() == expected.tolist()
     assert union_of_sorted(a, a).tolist() == a.tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), max_size=40))
+def test_runs_of_sorted_keys_found_by_hand(pairs):
+    """The first entry of each run of equal (a, b) in sorted pairs, and each entry's run,
+    against a loop over the pairs."""
+    pairs = sorted(pairs)
+    a = np.array([p[0] for p in pairs], dtype=np.int64)
+    b = np.array([p[1] for p in pairs], dtype=np.int64)
+    starts = [i for i in range(len(pairs)) if i == 0 or pairs[i] != pairs[i - 1]]
+    assert run_starts(a, b).tolist() == starts
+    assert run_labels(run_starts(a, b), len(pairs)).tolist() == [
+        sum(s <= i for s in starts) - 1 for i in range(len(pairs))
+    ]
