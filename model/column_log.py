@@ -118,7 +118,7 @@ class ColumnLog:
         reads reuse the join until rows are added)."""
         self._close()
         if not self._pieces:
-            return {name: np.zeros(0, dtype=dtype) for name, dtype in self.dtypes.items()}
+            return _joined([], self.dtypes)
         if len(self._pieces) > 1:
             self._join()
         out = {}
