@@ -44,6 +44,7 @@ class ColumnLog:
         self._open: dict[str, np.ndarray] | None = None
         self._used = 0  # rows written into the open block
         self._size = 0
+        self._reserved: dict[str, np.ndarray] | None = None  # room handed out (reserve)
 
     def __len__(self) -> int:
         return self._size
@@ -74,6 +75,38 @@ class ColumnLog:
             for name, column in self._open.items():
                 column[self._used : self._used + k] = values[name]
             self._used += k
+        self._size += k
+
+    def reserve(self, k: int) -> tuple[dict[str, np.ndarray], int]:
+        """Room for up to ``k`` rows written in place (by a compiled call that makes a batch
+        and writes it at once): the columns to write and the first row to write at. Rows up
+        to :meth:`commit` are the log's; nothing else may be appended in between. A batch
+        of more than an eighth of a block gets columns of its own, as :meth:`append` keeps
+        it."""
+        if k > BLOCK // 8:
+            self._close()
+            self._reserved = self._new_columns(k)
+            return self._reserved, 0
+        if self._open is None or self._used + k > BLOCK:
+            self._close()
+            self._open = self._new_columns(BLOCK)
+        self._reserved = self._open
+        return self._open, self._used
+
+    def commit(self, k: int) -> None:
+        """Keep the first ``k`` rows written into the room of the last :meth:`reserve` (a
+        batch of columns of its own kept as one piece, copied when it fills less than half
+        of them)."""
+        room, self._reserved = self._reserved, None
+        if k == 0:
+            return
+        if room is self._open:
+            self._used += k
+        else:
+            size = len(next(iter(room.values())))
+            self._pieces.append(
+                {n: c[:k] if 2 * k >= size else c[:k].copy() for n, c in room.items()}
+            )
         self._size += k
 
     def _new_columns(self, n: int) -> dict[str, np.ndarray]:

@@ -81,7 +81,9 @@ class FillLog:
     def __init__(self, ids: np.ndarray):
         self.ids = np.asarray(ids)
         self.dtypes = {**COLUMNS, "trader_id": self.ids.dtype}  # ids keep their own type
-        self._log = ColumnLog(self.dtypes)
+        # the log holds book rows where the table has ids (mapped when read): a row is what
+        # the engine and a compiled round have at hand, and an int64 whatever the ids are
+        self._log = ColumnLog({**COLUMNS, "trader_id": np.int64})
 
     def __len__(self) -> int:
         return len(self._log)
@@ -106,7 +108,7 @@ class FillLog:
         values = {
             "step": step,
             "round": rnd,
-            "trader_id": self.ids.take(rows),
+            "trader_id": rows,
             "asset": asset,
             "quantity": quantity,
             "price": price,
@@ -117,9 +119,27 @@ class FillLog:
         }
         self._log.append(k, values)
 
+    def reserve(self, k: int) -> tuple[tuple[np.ndarray, ...], int]:
+        """Room for up to ``k`` fills written in place by a compiled round
+        (:func:`model.kernels.log_closed_books`): the log's columns in the order of
+        :data:`COLUMNS` (book rows in the ``trader_id`` column) and the first row to write
+        at; :meth:`commit` keeps what was written (:meth:`model.column_log.ColumnLog.reserve`)."""
+        room, at = self._log.reserve(k)
+        return tuple(room.values()), at
+
+    def commit(self, k: int) -> None:
+        """Keep the first ``k`` fills written into the room of :meth:`reserve`."""
+        self._log.commit(k)
+
     def columns(self) -> dict[str, np.ndarray]:
         """Every fill so far as typed columns (asset and kind as integer codes; read-only)."""
-        return self._log.columns()
+        return self._with_ids(self._log.columns())
+
+    def _with_ids(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The log's columns with the book rows of ``trader_id`` read as the accounts' ids."""
+        ids = self.ids.take(cols["trader_id"])
+        ids.flags.writeable = False
+        return {**cols, "trader_id": ids}
 
     def table(self, symbols: list[str]) -> pd.DataFrame:
         """The fills as liquidations.parquet holds them: asset and kind as categoricals,
@@ -131,7 +151,7 @@ class FillLog:
         log): a large run's table written without holding it whole, twice (pandas, then
         Arrow)."""
         for cols in self._log.parts(rows):
-            yield _frame(cols, symbols)
+            yield _frame(self._with_ids(cols), symbols)
 
 
 def _frame(cols: dict[str, np.ndarray], symbols: list[str]) -> pd.DataFrame:

@@ -78,6 +78,7 @@ __all__ = [
     "equities",
     "headroom",
     "liquidatable",
+    "log_closed_books",
     "note_victims",
     "one_asset_factors",
     "one_asset_round",
@@ -675,6 +676,36 @@ def count_liquidations(rows, count, last_stamp, stamp):
     return first_ever, first_in_step
 
 
+def log_closed_books(rows, qty, price, notional, fee, bad, step, rnd, kind, count, last_stamp,
+                     stamp, f_step, f_round, f_row, f_asset, f_qty, f_price, f_notional, f_fee,
+                     f_bad, f_kind, at, counts):  # fmt: skip
+    """The engine's record of a round that closed whole cross books
+    (:meth:`model.liquidation.LiquidationEngine._close_cross_books`): the accounts counted
+    (:func:`count_liquidations`, into ``counts``), then one fill per position closed (``qty``
+    (k, A) not 0), in row-major order as ``_record_fills`` appends them, written into the
+    fill log's columns from row ``at`` (:meth:`model.fills.FillLog.reserve`): the step,
+    round, book row, asset, quantity, the round's ``price`` of the asset, and the position's
+    ``notional``, ``fee`` and ``bad`` debt. Returns how many fills."""
+    counts[0], counts[1] = count_liquidations(rows, count, last_stamp, stamp)
+    e = at
+    for j in range(rows.size):
+        for a in range(qty.shape[1]):
+            if qty[j, a] == 0:
+                continue
+            f_step[e] = step
+            f_round[e] = rnd
+            f_row[e] = rows[j]
+            f_asset[e] = a
+            f_qty[e] = qty[j, a]
+            f_price[e] = price[a]
+            f_notional[e] = notional[j, a]
+            f_fee[e] = fee[j, a]
+            f_bad[e] = bad[j, a]
+            f_kind[e] = kind
+            e += 1
+    return e - at
+
+
 # --------------------------------------------------------------------------------------------
 # The margin screen's changed rows
 # --------------------------------------------------------------------------------------------
@@ -1052,6 +1083,7 @@ _COMPILED = (
     "_reached_lane",
     "reached_rows",
     "count_liquidations",
+    "log_closed_books",
     "sort_out_changed",
     "closed_then_reached",
     "note_victims",

@@ -54,6 +54,10 @@ if TYPE_CHECKING:
 
 __all__ = ["LiquidationEngine", "RoundRecord", "StepTotals"]
 
+# the code of a full liquidation's fills as an int (an IntEnum passed to a compiled call costs
+# about ten microseconds more to dispatch than the int)
+_FULL = int(Kind.FULL)
+
 
 @dataclass
 class RoundRecord:
@@ -142,6 +146,18 @@ class _Cover:
 
     adl: Deleveraging | None = None
     unfunded: float = 0.0
+
+    @property
+    def adl_notional(self) -> float:
+        return 0.0 if self.adl is None else self.adl.adl_notional
+
+    @property
+    def socialized(self) -> float:
+        return 0.0 if self.adl is None else self.adl.socialized
+
+    def amounts(self) -> tuple[float, float, float]:
+        """``(adl_notional, socialized, unfunded)`` as :class:`RoundRecord` holds them."""
+        return self.adl_notional, self.socialized, self.unfunded
 
 
 @dataclass
@@ -391,20 +407,44 @@ class LiquidationEngine:
     def _close_cross_books(self, step, rnd, rows) -> RoundRecord:
         """:meth:`_liquidate_round` when :meth:`_closes_cross_books_only`: the same rules (every
         position of the accounts sold at the price after the round's flow, the fee from what
-        equity is left, negative wallets written off as bad debt), their arithmetic, reads and
-        writes in one compiled call (:meth:`model.accounts.AccountBook.close_cross_books`).
-        Equal to the bit to the general path (tests/test_kernels.py)."""
+        equity is left, negative wallets written off as bad debt), and the same records, in
+        two compiled calls: the book's arithmetic, reads and writes
+        (:meth:`model.accounts.AccountBook.close_cross_books`), then the counts and the fill
+        log (:meth:`_log_closed_books`). Equal to the bit to the general path
+        (tests/test_kernels.py)."""
         (q,) = self.book.read(rows, "qty")
         price_before = self.market.price
         price = self._walk_book(rows, q)
         s = self.book.close_cross_books(rows, q, price, self.fee)
-        c = _Closing(1.0, q, None, None, price, price)
-        full = np.ones(len(rows), bool)
-        done = _Done(
-            q, price_before, s.notional, s.fee, s.bad, full, [], s.row_notional, s.fees,
-            s.bad_debt, s.liquidated,
+        self.insurance_fund += s.fees
+        cover = self._cover_round(step, rnd, s.bad, q, price) if s.bad_debt > 0 else _Cover()
+        self._log_closed_books(step, rnd, rows, q, price, s)
+        t = self.totals
+        t.liquidated_notional += s.liquidated
+        t.bad_debt += s.bad_debt
+        t.fees += s.fees
+        t.per_round_accounts.append(len(rows))
+        return RoundRecord(
+            step, rnd, rows, q, q, price_before, price, s.row_notional, np.ones(len(rows), bool),
+            s.fees, s.bad_debt, self.insurance_fund, *cover.amounts(), None, self._walked_depth,
         )  # fmt: skip
-        return self._settle(step, rnd, rows, c, done)
+
+    def _log_closed_books(self, step, rnd, rows, q, price, s) -> None:
+        """:meth:`_record_fills` of a round of whole closes in one compiled call
+        (:func:`model.kernels.log_closed_books`): the accounts counted, and every position's
+        fill written into the fill log's room (:meth:`model.fills.FillLog.reserve`)."""
+        self.liquidation_total += len(rows)
+        columns, at = self.fills.reserve(q.size)
+        counts = np.empty(2, dtype=np.int64)
+        written = kernels.log_closed_books(
+            rows, q, price, s.notional, s.fee, s.bad, step, rnd, _FULL, self.liquidation_count,
+            self._last_stamp, self._stamp, *columns, at, counts,
+        )  # fmt: skip
+        self.fills.commit(written)
+        ever, in_step = counts.tolist()
+        self.accounts_ever += ever
+        self.totals.accounts += in_step
+        self.totals.liquidations += written
 
     def _settle(self, step, rnd, rows, c: _Closing, done: _Done) -> RoundRecord:
         """The end of a round: pay its fees into the fund and its bad debt from it, log its
@@ -413,10 +453,7 @@ class LiquidationEngine:
         self.insurance_fund += fees
         cover = _Cover()
         if bad_debt > 0:
-            bankrupt_qty = column_sum(np.where(done.bad_pos > 0, c.closed, 0.0))
-            cover = self._cover(column_sum(done.bad_pos), c.price, bankrupt_qty)
-            if cover.adl is not None:
-                self._record_adl(step, rnd, cover.adl)
+            cover = self._cover_round(step, rnd, done.bad_pos, c.closed, c.price)
         self._record_fills(step, rnd, rows, c, done.notional, done.fee_pos, done.bad_pos)
         self._add_to_totals(rows, c, done)
         closed, price_after = self._record_sales(step, rnd, rows, done.sales, c)
@@ -433,13 +470,23 @@ class LiquidationEngine:
             fees=fees,
             bad_debt=bad_debt,
             fund=self.insurance_fund,
-            adl_notional=0.0 if cover.adl is None else cover.adl.adl_notional,
-            socialized=0.0 if cover.adl is None else cover.adl.socialized,
+            adl_notional=cover.adl_notional,
+            socialized=cover.socialized,
             unfunded=cover.unfunded,
             taken=None if c.taken is None else np.where(c.taken, c.closed, 0.0),
             depth=self._walked_depth,
             absorbed=None if self.liquidity is None else self.liquidity.last,
         )
+
+    def _cover_round(self, step, rnd, bad_pos, closed, price) -> _Cover:
+        """Cover a round's bad debt (``bad_pos`` (k, A), left by the positions ``closed``):
+        :meth:`_cover`, and the ADL fills logged (before the round's own, as the ADL rows of
+        the fill log have always come)."""
+        bankrupt_qty = column_sum(np.where(bad_pos > 0, closed, 0.0))
+        cover = self._cover(column_sum(bad_pos), price, bankrupt_qty)
+        if cover.adl is not None:
+            self._record_adl(step, rnd, cover.adl)
+        return cover
 
     # ---- the steps of a round -------------------------------------------------------------
     def _units(self, rows, cross, iso, q) -> _Units:

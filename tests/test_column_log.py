@@ -151,3 +151,43 @@ def test_a_large_log_gives_its_blocks_back_when_joined(monkeypatch):
         assert calls == expected
         log.columns()  # (joined already: nothing more)
         assert calls == expected
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_rows_written_in_place_join_the_appended_ones_in_order(seed):
+    """Room reserved and partly written (as a compiled call writes a round's batch), between
+    appends of every size: the columns are the written rows and the appended ones in the
+    order they came, and rows written past the commit are not the log's."""
+    rng = np.random.default_rng(seed)
+    dtypes = {"step": np.int64, "x": np.float64}
+    log, expected = ColumnLog(dtypes), {"step": [], "x": []}
+    for step in range(60):
+        k = int(rng.choice([0, 1, 9, BLOCK // 8, BLOCK // 8 + 1, BLOCK - 1, 2 * BLOCK]))
+        x = rng.random(k)
+        if rng.random() < 0.5:
+            log.append(k, {"step": step, "x": x})
+            kept = k
+        else:
+            room, at = log.reserve(k)
+            kept = int(rng.integers(0, k + 1))
+            room["step"][at : at + k] = step  # written beyond what is kept, too
+            room["x"][at : at + k] = x
+            log.commit(kept)
+        expected["step"].append(np.full(kept, step))
+        expected["x"].append(x[:kept])
+    cols = log.columns()
+    assert len(log) == sum(map(len, expected["x"]))
+    for name in dtypes:
+        np.testing.assert_array_equal(cols[name], np.concatenate(expected[name]))
+
+
+def test_a_large_room_mostly_unwritten_is_not_held_whole():
+    """A room of its own columns of which less than half was written is kept as a copy of
+    the written rows, not as views that hold the whole room."""
+    log = ColumnLog({"x": np.float64})
+    room, at = log.reserve(4 * BLOCK)
+    room["x"][:10] = 1.0
+    log.commit(10)
+    log.append(1, {"x": 2.0})
+    assert at == 0 and all(p["x"].base is None for p in log._pieces)
+    np.testing.assert_array_equal(log.columns()["x"], [1.0] * 10 + [2.0])

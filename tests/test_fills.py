@@ -90,3 +90,18 @@ def test_the_table_in_parts_joins_to_the_table():
     joined = pd.concat(parts, ignore_index=True)
     pd.testing.assert_frame_equal(joined, log.table(["BTC", "ETH"]), check_exact=True)
     assert joined["trader_id"].tolist() == ["d", "a"] * 3 + ["b&c"]
+
+
+def test_fills_written_in_place_are_read_with_their_ids():
+    """Fills written into the reserved room (book rows in the trader column, as a compiled
+    round writes them) read back as an append of the same fills does: ids, not rows."""
+    ids = np.array(["a", "b", "c"], dtype=object)
+    by_append, in_place = FillLog(ids), FillLog(ids)
+    by_append.append(3, 1, [2, 0], 0, [1.5, -2.0], 9.0, [13.5, 18.0], 0.1, 0.0, Kind.FULL)
+    columns, at = in_place.reserve(4)
+    values = (3, 1, [2, 0], 0, [1.5, -2.0], 9.0, [13.5, 18.0], 0.1, 0.0, int(Kind.FULL))
+    for column, value in zip(columns, values, strict=True):
+        column[at : at + 2] = value
+    in_place.commit(2)
+    assert list(in_place.columns()["trader_id"]) == ["c", "a"]
+    pd.testing.assert_frame_equal(in_place.table(["BTC"]), by_append.table(["BTC"]))

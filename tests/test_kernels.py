@@ -16,6 +16,7 @@ from model import ContagionModel, kernels
 from model.accounts import AccountBook, TierTable, column_sum
 from model.config import AssetConfig, MarginConfig, MarketConfig, build_config, load_config
 from model.contagion import ContagionRecorder
+from model.fills import COLUMNS, Kind
 from model.liquidation import LiquidationEngine
 from model.orders import _cap_batch, collect_orders, split_order
 from model.screen import MarginScreen, headroom, to_headroom
@@ -232,9 +233,10 @@ def test_cap_orders_split_and_sums_equal_numpy_to_the_bit():
     assert (kind == 3).any() and (reduced == 0).any() and (out == 0).any()
 
 
+@pytest.mark.parametrize("adl", [False, True])
 @pytest.mark.parametrize("n_assets", [1, 2])
 @pytest.mark.parametrize("seed", range(3))
-def test_a_round_closing_whole_cross_books_equals_the_general_round_to_the_bit(seed, n_assets):
+def test_a_round_closing_whole_cross_books_equals_the_general_round_to_the_bit(seed, n_assets, adl):
     """A round of every account of a random cross book (long, short and flat positions, some
     wallets negative, so fees capped by equity and bad debt), then a round of a few of them:
     kernels.close_cross_books_of and the general round write the same book, aggregates, fills,
@@ -251,13 +253,14 @@ def test_a_round_closing_whole_cross_books_equals_the_general_round_to_the_bit(s
             )  # fmt: skip
             assets = assets[:1]
         market = Market(mesa.Model(rng=3), MarketConfig(), assets)
-        margin = MarginConfig(liquidation="full", fee=0.01, insurance_fund=1.0e5, adl=False)
+        margin = MarginConfig(liquidation="full", fee=0.01, insurance_fund=1.0e5, adl=adl)
         engine = LiquidationEngine(book, market, margin, screen=False)
         if general:
             engine._closes_cross_books_only = lambda: False
         assert engine._closes_cross_books_only() is not general
         reports = []
-        for rnd, rows in enumerate([np.arange(book.n_traders), np.arange(5, 400, 7)], 1):
+        first = np.arange(0, book.n_traders, 2 if adl else 1)  # (ADL: counterparties left)
+        for rnd, rows in enumerate([first, np.arange(5, 400, 7)], 1):
             book.aggregate_equity(market.mark)  # (the aggregates, kept by every write)
             k = rows.size
             cross, iso = np.ones(k, dtype=bool), np.zeros((k, n_assets), dtype=bool)
@@ -266,13 +269,21 @@ def test_a_round_closing_whole_cross_books_equals_the_general_round_to_the_bit(s
         state += [engine.insurance_fund, engine.unfunded_bad_debt, *engine.fills.columns().values()]
         t = engine.totals
         state += [t.liquidations, t.liquidated_notional, t.bad_debt, t.fees, *book._totals]
+        state += [t.accounts, t.per_round_accounts, engine.accounts_ever]
+        state += [engine.liquidation_count, engine.liquidation_total]
         for r in reports:
             state += [r.rows, r.closed, r.exposure, r.price_after, r.notional, r.full]
-            state += [r.fees, r.bad_debt, r.fund, r.unfunded]
+            state += [r.fees, r.bad_debt, r.fund, r.unfunded, r.price_before, r.depth]
+            state += [r.adl_notional, r.socialized, r.taken, r.absorbed]
         outcomes.append(state)
     compiled, plain = outcomes
     assert all(same_bytes(a, b) for a, b in zip(compiled, plain, strict=True))
-    assert compiled[5] > 0 and (compiled[0] == 0).any()  # debt left unpaid; wallets at zero
+    assert (compiled[0] == 0).any()  # wallets written off at zero
+    if adl:  # the fund ran out: ADL fills logged before the round's own
+        kinds = compiled[6 + list(COLUMNS).index("kind")]
+        assert kinds[0] == Kind.ADL and (kinds == Kind.FULL).any()
+    else:
+        assert compiled[5] > 0  # debt left unpaid
 
 
 def run_tables(cfg):
