@@ -70,6 +70,7 @@ __all__ = [
     "cap_orders",
     "close_cross_books",
     "close_cross_books_of",
+    "closed_then_below",
     "closed_then_reached",
     "column_sums",
     "count_liquidations",
@@ -812,6 +813,30 @@ def closed_then_reached(changed, handed, slot_of, qty, closed, reach, order0, ke
     )  # fmt: skip
 
 
+def closed_then_below(changed, handed, slot_of, qty, closed, reach, horizon, order0, keys0,
+                      order1, keys1, order2, keys2, start, unchanged, changed_rows,
+                      changed_keys, changed_lane, changed_count, out, hits, wallet, entry,
+                      isolated, mark, caps, rates, cums, below):  # fmt: skip
+    """:func:`closed_then_reached` and :func:`cross_liquidatable_rows` of its rows in one
+    call: the rows reached into ``out``, those of them whose cross book is below maintenance
+    at ``mark`` into ``below`` (their count in ``hits[1]``). Returns how many rows were
+    reached, or -1 (nothing written) when a lane's ``reach`` is at its ``horizon`` (the
+    numpy query extends the lane first) or :func:`closed_then_reached` hands over."""
+    for lane in range(3):
+        if reach[lane] >= horizon[lane]:
+            return -1
+    found = closed_then_reached(
+        changed, handed, slot_of, qty, closed, reach, order0, keys0, order1, keys1, order2,
+        keys2, start, unchanged, changed_rows, changed_keys, changed_lane, changed_count, out,
+        hits,
+    )  # fmt: skip
+    if found >= 0:
+        hits[1] = cross_liquidatable_rows(
+            out[:found], wallet, qty, entry, isolated, mark, caps, rates, cums, below
+        )
+    return found
+
+
 # --------------------------------------------------------------------------------------------
 # The contagion recorder's truncated rounds
 # --------------------------------------------------------------------------------------------
@@ -1086,6 +1111,7 @@ _COMPILED = (
     "log_closed_books",
     "sort_out_changed",
     "closed_then_reached",
+    "closed_then_below",
     "note_victims",
     "one_asset_factors",
     "top_edges_of_unit_rows",

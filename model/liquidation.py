@@ -309,11 +309,11 @@ class LiquidationEngine:
             ``(rows, cross, iso)``: rows (k,), whether each row's cross book is liquidatable
             (k,), and which of its isolated positions are (k, A).
         """
-        cand = self.candidates(mark)
         book = self.book
-        if cand is not None and self._checks_cross_books_only():  # (one compiled call)
-            rows = book.cross_liquidatable_rows(mark, cand)
+        if self.screen is not None and self._checks_cross_books_only():  # (compiled calls)
+            rows = self.screen.cross_liquidatable(np.asarray(mark, dtype=float))
             return rows, np.ones(rows.size, bool), np.zeros((rows.size, book.n_assets), bool)
+        cand = self.candidates(mark)
         total = book.n_traders if cand is None else cand.size
         found = []
         # Blocks of rows keep the temporaries of the check small (peak memory).

@@ -372,6 +372,8 @@ class MarginScreen:
         self.checked_total = 0
         self._handed = np.zeros(0, dtype=np.int64)  # the last candidates handed out
         self._reached_buffer = None  # the compiled query's rows (n, when first used)
+        self._below_buffer = None  # and those of them below maintenance
+        self._hits = np.zeros(2, dtype=np.int64)  # (the compiled query's counts)
         self.rebuilds = 0
         self.extensions = 0
 
@@ -590,19 +592,46 @@ class MarginScreen:
     # ---- the query -------------------------------------------------------------------------
     def candidates(self, mark) -> np.ndarray:
         """Sorted rows that may be below maintenance at ``mark``; every other row is not."""
-        wasted = self.checked + self.scanned / SCANS_PER_CHECK
-        if self.anchor is None or wasted > self.rebuild_work * self.book.n_traders:
-            self.rebuild(mark)
-        changed = self.book.take_changed("screen")
+        changed = self._changes(mark)
         compiled = self.book.compiled()
         rows = self._closed_then_reached(mark, changed) if compiled else None
         if rows is None:
-            reach = self._absorb_changes(mark, changed)
-            for lane in range(3):
-                if reach[lane] >= self.horizon[lane]:
-                    self._extend(lane, reach[lane])
-            self.scanned += max(self.changed_count - self._fresh, 0)
-            rows = self._reached_compiled(reach) if compiled else self._reached_all(reach)
+            rows = self._query(mark, changed, compiled)
+        return self._hand_out(rows)
+
+    def cross_liquidatable(self, mark) -> np.ndarray:
+        """The sorted rows whose cross book is below maintenance at ``mark``, in a compiled
+        book with no isolated position and no collateral asset: the :meth:`candidates`, then
+        :meth:`model.accounts.AccountBook.cross_liquidatable_rows` of them; after a round of
+        whole closes both in one compiled call (:func:`model.kernels.closed_then_below`)."""
+        changed = self._changes(mark)
+        below = self._closed_then_below(mark, changed)
+        if below is not None:
+            return below
+        rows = self._hand_out(self._query(mark, changed, True))
+        return self.book.cross_liquidatable_rows(mark, rows)
+
+    def _changes(self, mark) -> np.ndarray | None:
+        """Rebuild when the work wasted since the last rebuild passes its share of the book;
+        then the rows changed since the last query (:meth:`AccountBook.take_changed`)."""
+        wasted = self.checked + self.scanned / SCANS_PER_CHECK
+        if self.anchor is None or wasted > self.rebuild_work * self.book.n_traders:
+            self.rebuild(mark)
+        return self.book.take_changed("screen")
+
+    def _query(self, mark, changed, compiled: bool) -> np.ndarray:
+        """The query's rows once the ``changed`` rows' headrooms are absorbed and every lane
+        reached is extended."""
+        reach = self._absorb_changes(mark, changed)
+        for lane in range(3):
+            if reach[lane] >= self.horizon[lane]:
+                self._extend(lane, reach[lane])
+        self.scanned += max(self.changed_count - self._fresh, 0)
+        return self._reached_compiled(reach) if compiled else self._reached_all(reach)
+
+    def _hand_out(self, rows) -> np.ndarray:
+        """Count the query's rows as checked, keep them (the next query counts those that
+        changed since) and return them."""
         self.checked += rows.size
         self.checked_total += rows.size
         self._handed = rows
@@ -625,10 +654,36 @@ class MarginScreen:
         )  # fmt: skip
         if found < 0:
             return None
-        self._fresh = 0
-        self.checked -= int(hits[0])
-        self.scanned += self.changed_count
+        self._after_closed(int(hits[0]))
         return out[:found].copy()
+
+    def _closed_then_below(self, mark, changed) -> np.ndarray | None:
+        """:meth:`_closed_then_reached` and the cross check of its rows in one compiled call
+        (:func:`model.kernels.closed_then_below`): the rows below maintenance, the query's
+        rows handed out as :meth:`candidates` hands them out; None otherwise, nothing done."""
+        if changed is None or changed.size >= GATHER_SHARED:
+            return None
+        book, t = self.book, self.book.tiers
+        out, hits = self._reached_out(), self._hits
+        below = self._below_buffer
+        found = kernels.closed_then_below(
+            changed, self._handed, self.changed_slot, book.qty, CLOSED, self.reach(mark),
+            self.horizon, *self._sorted_parts(), self.start, UNCHANGED, *self._listed(), out,
+            hits, book.wallet, book.entry, book.isolated, mark, t.caps, t.rates, t.cums, below,
+        )  # fmt: skip
+        if found < 0:
+            return None
+        self._after_closed(int(hits[0]))
+        self._hand_out(out[:found].copy())
+        return below[: hits[1]].copy()
+
+    def _after_closed(self, hits: int) -> None:
+        """The counters of a compiled query after a round of whole closes: ``hits`` of the
+        rows handed out last changed (they were liquidated: work well spent), and the whole
+        changed list was scanned."""
+        self._fresh = 0
+        self.checked -= hits
+        self.scanned += self.changed_count
 
     def _reached_all(self, reach) -> np.ndarray:
         """Sorted rows reached: each lane's (:meth:`_reached`) and the changed list's."""
@@ -670,6 +725,7 @@ class MarginScreen:
         reached at most once: the book's size suffices)."""
         if self._reached_buffer is None:
             self._reached_buffer = np.empty(self.book.n_traders, dtype=np.int64)
+            self._below_buffer = np.empty(self.book.n_traders, dtype=np.int64)
         return self._reached_buffer
 
     def _reached(self, lane: int, reach: float) -> np.ndarray:

@@ -661,6 +661,49 @@ def test_screen_queries_equal_numpy_with_the_same_state_left(seed, whole, monkey
         assert -1 in calls
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_the_query_and_the_cross_check_in_one_call_equal_numpy(seed, monkeypatch):
+    """kernels.closed_then_below (MarginScreen.cross_liquidatable) against the numpy query
+    and the numpy margin check of its rows, in a book of cross books only: the same rows
+    below maintenance, the same candidates handed out, the same sorted parts and counters
+    left behind, over queries at falling marks, each followed by a round that closes the rows
+    found (and a few more) whole."""
+    calls = []
+    real = kernels.closed_then_below
+    monkeypatch.setattr(
+        kernels, "closed_then_below", lambda *a: (calls.append(real(*a)), calls[-1])[1]
+    )
+    states = []
+    for compiled in (True, False):
+        monkeypatch.setattr(kernels, "_enabled", compiled)
+        rng = np.random.default_rng(seed)
+        book = random_book(np.random.default_rng(seed), n=5000, isolated=0.0)
+        screen = MarginScreen(book, rebuild_work=50.0)
+        mark = np.array([60000.0, 3000.0])
+        found, handed = [], []
+        for _ in range(30):
+            mark = mark * np.exp(rng.normal(-0.01, 0.01, 2))
+            if compiled:
+                below = screen.cross_liquidatable(mark)
+            else:
+                cand = screen.candidates(mark)
+                below = cand[book.cross_liquidatable(mark, cand)]
+            found.append(below)
+            handed.append(screen._handed)
+            rows = np.union1d(below, rng.choice(5000, 5, replace=False))
+            book.fill(rows, -book.qty[rows], mark)
+        m = screen.changed_count
+        states.append(
+            [*found, *handed, *screen.order, *screen.sorted_keys, screen.start,
+             screen.changed_slot, screen.changed_rows[:m], screen.checked, screen.scanned,
+             screen.extensions, screen.rebuilds]
+        )  # fmt: skip
+    compiled, plain = states
+    assert all(same_bytes(a, b) for a, b in zip(compiled, plain, strict=True))
+    assert sum(f.size for f in compiled[:30]) > 100
+    assert sum(c >= 0 for c in calls) > 20  # most queries the one compiled call
+
+
 @pytest.mark.parametrize("tiers", ["flat", "tiered"])
 def test_cross_books_checked_from_the_book_as_numpy_checks_them(tiers):
     """kernels.cross_liquidatable_rows (a book with no isolated position) against the numpy
