@@ -633,6 +633,11 @@ class ContagionRecorder:
         # a large book's rounds go to compiled kernels (model.kernels): the victims' counters,
         # a one-asset round's factors, the edges kept of a truncated round
         self._compiled = kernels.use(n)
+        self._scratch_buffers = (
+            np.empty((0, 2)),
+            np.empty(0, dtype=np.intp),
+            np.zeros(2, np.int64),
+        )
 
     # ---- recording ---------------------------------------------------------------------------
     def _special(self, name: str) -> int:
@@ -648,8 +653,26 @@ class ContagionRecorder:
         if not len(dst):
             return
         self._edges.append(len(dst), {"src": src, "dst": dst, "weight": w}, copy=False)
-        self._batches.append(1, {"step": int(step), "round": int(rnd), "size": len(dst)})
-        self.edge_count += len(dst)
+        self._add_batch(step, rnd, len(dst))
+
+    def _add_roots(self, root: int, rows, step, rnd) -> None:
+        """An edge of weight 1 from the special node ``root`` to each of ``rows``, written
+        into the edge log's room."""
+        k = rows.size
+        room, at = self._edges.reserve(k)
+        room["src"][at : at + k] = root
+        room["dst"][at : at + k] = rows
+        room["weight"][at : at + k] = 1.0
+        self._edges.commit(k)
+        self._add_batch(step, rnd, k)
+
+    def _add_batch(self, step, rnd, size: int) -> None:
+        """Count a batch of ``size`` edges just added to the edge log, from round ``rnd`` of
+        ``step``."""
+        room, at = self._batches.reserve(1)
+        room["step"][at], room["round"][at], room["size"][at] = step, rnd, size
+        self._batches.commit(1)
+        self.edge_count += size
 
     def record(self, rec: RoundRecord) -> None:
         """Add one liquidation round (a :class:`model.liquidation.RoundRecord`)."""
@@ -659,8 +682,7 @@ class ContagionRecorder:
         first = prev is None or prev.step != rec.step or prev.round != rec.round - 1
         if first:
             self._note_victims(rows, rec)
-            root = self._special(f"step:{rec.step}")
-            self._add(np.full(rows.size, root), rows, np.ones(rows.size), rec.step, rec.round)
+            self._add_roots(self._special(f"step:{rec.step}"), rows, rec.step, rec.round)
         elif not (self._compiled and self._one_asset_round_compiled(rows, rec, prev)):
             n_new = self._note_victims(rows, rec)
             prev_rows = np.asarray(prev.rows, dtype=np.int64)
@@ -682,25 +704,27 @@ class ContagionRecorder:
         """A one-asset round whose victims have no event yet (every victim of a full
         liquidation that closes books whole) in one compiled call
         (:func:`model.kernels.one_asset_round`): the counters, the factors and, past the
-        budget, the kept edges; the same writes and edges as the numpy lines of
-        :meth:`record` (tests/test_kernels.py). Returns False, having written nothing, for a
-        round of several assets or with a victim liquidated before."""
+        budget, the kept edges, written straight into the edge log's room
+        (:meth:`model.column_log.ColumnLog.reserve`); the same writes and edges as the numpy
+        lines of :meth:`record` (tests/test_kernels.py). Returns False, having written
+        nothing, for a round of several assets or with a victim liquidated before."""
         if np.size(prev.price_after) != 1:
             return False
         move = float(prev.price_after[0]) - float(prev.price_before[0])
         k_l, k_v = len(prev.rows), rows.size
         kk = max(1, min(self.top, k_l))
-        share, col = np.empty((k_l, 2)), np.empty(k_v, dtype=np.intp)
-        src, dst, w = _edge_buffers((kk + 1) * k_v)  # (the kept edges and the aggregates)
-        out = np.zeros(2, dtype=np.int64)
+        share, col, out = self._scratch(k_l, k_v)
+        room, at = self._edges.reserve((kk + 1) * k_v)  # (the kept edges and the aggregates)
         prev_rows = np.asarray(prev.rows, dtype=np.int64)
         status = kernels.one_asset_round(
             rows, np.asarray(rec.notional, dtype=float), rec.step, rec.round, self.events,
             self.first_step, self.first_round, self.notional, _first_column(rec.exposure), move,
             _first_column(prev.closed), np.asarray(prev.notional, dtype=float), prev_rows,
             self.max_edges - self.edge_count, self.top, _TA_MAX_CANDIDATES, self._next_special(),
-            _MIN_REST, share, col, src, dst, w, out,
+            _MIN_REST, share, col, room["src"][at:], room["dst"][at:], room["weight"][at:], out,
         )  # fmt: skip
+        if status != 2:
+            self._edges.commit(0)
         if status == 0:
             return False
         if status == 1:  # every edge kept
@@ -709,8 +733,22 @@ class ContagionRecorder:
             self._keep_top_contributors(prev_rows, rows, share, col, None, rec.step, rec.round)
         else:
             self._note_truncated(rec.step)
-            self._add_kept(src, dst, w, int(out[0]), int(out[1]), rec.step, rec.round)
+            kept, aggregated = out.tolist()
+            if aggregated:
+                self._special(f"others:{rec.step}:{rec.round}")
+            self._edges.commit(kept + aggregated)
+            self._add_batch(rec.step, rec.round, kept + aggregated)
         return True
+
+    def _scratch(self, k_l: int, k_v: int):
+        """The compiled round's factors (k_l, 2), victims' columns (k_v,) and counts (2,):
+        views of buffers kept between rounds (grown by doubling)."""
+        share, col, out = self._scratch_buffers
+        if share.shape[0] < k_l or col.size < k_v:
+            share = np.empty((max(2 * k_l, share.shape[0]), 2))
+            col = np.empty(max(2 * k_v, col.size), dtype=np.intp)
+            self._scratch_buffers = share, col, out
+        return share[:k_l], col[:k_v], out
 
     def _note_victims(self, rows, rec: RoundRecord) -> int:
         """Count the round's victims into the node attributes (first step and round, events,
