@@ -83,6 +83,7 @@ __all__ = [
     "note_victims",
     "one_asset_factors",
     "one_asset_round",
+    "partial_fractions",
     "reached_rows",
     "sort_out_changed",
     "sums_of_rows",
@@ -97,6 +98,7 @@ __all__ = [
 MIN_ROWS = 4096
 
 _enabled: bool | None = None
+_EPS = float(np.finfo(float).eps)
 
 
 def use(rows: int) -> bool:
@@ -503,6 +505,83 @@ def _maximum(a, b):
     and -0.0, the second)."""
     most = a if a > b else b
     return a + b if (a != a) | (b != b) else most
+
+
+# --------------------------------------------------------------------------------------------
+# Partial liquidation
+# --------------------------------------------------------------------------------------------
+
+
+def _slack(equity, notional, total, caps, rates, cums, fee, buffer, i, f):
+    """:meth:`model.partial._Unit.slack` of unit ``i`` at ``f``: the same operations in the
+    same order (the maintenance margins of the notionals left added from the first asset)."""
+    mm = 0.0
+    for a in range(notional.shape[1]):
+        m = _maintenance(caps, rates, cums, a, (1.0 - f) * notional[i, a])
+        mm = m + 0.0 if a == 0 else mm + m
+    return equity[i] - fee * f * total[i] - (1.0 + buffer) * mm
+
+
+def partial_fractions(equity, notional, total, kinks, caps, rates, cums, fee, buffer, out):
+    """:func:`model.partial.partial_fraction` of every unit into ``out``, one unit at a time:
+    its breakpoints (``1 - kink / notional`` inside (0, 1), with 0 and 1) sorted, the slack
+    at each, the root on the first piece whose right end is restored, nudged up as
+    ``_nudge`` does; 1 where no piece is restored. ``total`` (k,) is each unit's notional
+    (:func:`model.accounts.row_sum`), ``kinks`` (A, P) the tiers' kinks
+    (:func:`model.partial._kinks`). The same arithmetic as numpy's columns of breakpoints
+    (leading zeros repeat the slack at 0, so the first root is the same), to the bit."""
+    n_assets, n_kinks = kinks.shape
+    points = np.empty(2 + n_assets * n_kinks)
+    for i in range(notional.shape[0]):
+        m = 1
+        points[0] = 0.0
+        for a in range(n_assets):
+            for p in range(n_kinks):
+                f = 1.0 - kinks[a, p] / notional[i, a]
+                points[m] = f if (f > 0.0) & (f < 1.0) else 0.0
+                m += 1
+        points[m] = 1.0
+        m += 1
+        for t in range(1, m):  # (insertion sort: a few dozen points)
+            x = points[t]
+            u = t - 1
+            while u >= 0 and points[u] > x:
+                points[u + 1] = points[u]
+                u -= 1
+            points[u + 1] = x
+        f0, s0 = 0.0, 0.0
+        result = 1.0
+        for j in range(m):
+            f1 = points[j]
+            s1 = _slack(equity, notional, total, caps, rates, cums, fee, buffer, i, f1)
+            if s1 >= 0.0:
+                result = f1
+                if j > 0:
+                    result = _partial_root(
+                        equity, notional, total, caps, rates, cums, fee, buffer, i, f0, f1, s0,
+                        s1,
+                    )  # fmt: skip
+                break
+            f0, s0 = f1, s1
+        out[i] = result
+
+
+def _partial_root(equity, notional, total, caps, rates, cums, fee, buffer, i, f0, f1, s0, s1):
+    """The root of unit ``i``'s slack on ``[f0, f1]`` (``S(f0) < 0 <= S(f1)``), clipped to the
+    piece as ``np.clip`` clips, then nudged up until its slack is not negative
+    (:func:`model.partial._nudge`)."""
+    root = f0 + (f1 - f0) * (s0 / (s0 - s1))
+    root = root if (root != root) | (root > f0) else f0
+    root = root if (root != root) | (root < f1) else f1
+    if not _slack(equity, notional, total, caps, rates, cums, fee, buffer, i, root) < 0.0:
+        return root
+    step = _EPS
+    for _ in range(13):
+        trial = _minimum(root + step, f1)
+        if _slack(equity, notional, total, caps, rates, cums, fee, buffer, i, trial) >= 0.0:
+            return trial
+        step *= 16.0
+    return f1
 
 
 # --------------------------------------------------------------------------------------------
@@ -1101,6 +1180,9 @@ _COMPILED = (
     "equities",
     "_split",
     "cap_orders",
+    "_slack",
+    "_partial_root",
+    "partial_fractions",
     "_cross_book",
     "liquidatable",
     "cross_liquidatable_rows",

@@ -539,7 +539,9 @@ class LiquidationEngine:
             c_rows = np.flatnonzero(units.cross)
             eq = book.cross_equity(mark, rows[c_rows])
             n_c = np.where(units.cross_pos[c_rows], notional[c_rows], 0.0)
-            f = partial_fraction(eq, n_c, book.tiers, self.fee, self.buffer)
+            f = partial_fraction(
+                eq, n_c, book.tiers, self.fee, self.buffer, compiled=book.compiled()
+            )
             f = np.where(self.limits.partial_allowed(n_c), f, 1.0)
             frac[c_rows] = np.where(units.cross_pos[c_rows], f[:, None], 0.0)
         if units.iso_pos.any():  # isolated positions: one fraction per position
@@ -547,7 +549,9 @@ class LiquidationEngine:
             eq = book.isolated_equity(mark, rows)[r_i, a_i]
             n_i = np.zeros((r_i.size, book.n_assets))
             n_i[np.arange(r_i.size), a_i] = notional[r_i, a_i]
-            f = partial_fraction(eq, n_i, book.tiers, self.fee, self.buffer)
+            f = partial_fraction(
+                eq, n_i, book.tiers, self.fee, self.buffer, compiled=book.compiled()
+            )
             frac[r_i, a_i] = np.where(self.limits.partial_allowed(n_i), f, 1.0)
 
     def _execute(self, rows, closed) -> np.ndarray:

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from model import kernels
 from model.accounts import TierTable, maintenance_margin, row_sum
 
 __all__ = ["partial_fraction"]
@@ -55,7 +56,9 @@ __all__ = ["partial_fraction"]
 _EPS = np.finfo(float).eps
 
 
-def partial_fraction(equity, notional, tiers: TierTable, fee: float, buffer: float) -> np.ndarray:
+def partial_fraction(
+    equity, notional, tiers: TierTable, fee: float, buffer: float, *, compiled: bool = False
+) -> np.ndarray:
     """Smallest fraction ``f`` in [0, 1] of a unit's positions whose closing restores the unit.
 
     Restored means ``equity - fee f N >= (1 + buffer) sum_a mm((1 - f) N_a)`` at the current
@@ -69,6 +72,10 @@ def partial_fraction(equity, notional, tiers: TierTable, fee: float, buffer: flo
         tiers: maintenance tiers per asset.
         fee: liquidation fee rate.
         buffer: the margin buffer above maintenance that a partial liquidation restores.
+        compiled: solve each unit in one compiled loop (:func:`model.kernels.partial_fractions`,
+            the same fractions to the bit) instead of numpy's columns of breakpoints, which
+            pass over the round's units a few dozen times; for a compiled book's rounds
+            (:meth:`model.accounts.AccountBook.compiled`).
 
     Returns:
         (k,) the smallest restoring fraction; 0 for a unit already restored (``S(0) >= 0``),
@@ -76,6 +83,13 @@ def partial_fraction(equity, notional, tiers: TierTable, fee: float, buffer: flo
     """
     equity = np.asarray(equity, dtype=float)
     notional = np.asarray(notional, dtype=float)
+    if compiled:
+        out = np.empty(equity.shape[0])
+        kernels.partial_fractions(
+            kernels.writable(equity), kernels.writable(notional), row_sum(notional),
+            _kinks(tiers), tiers.caps, tiers.rates, tiers.cums, float(fee), float(buffer), out,
+        )  # fmt: skip
+        return out
     unit = _Unit(equity, notional, row_sum(notional), tiers, float(fee), float(buffer))
     points = _breakpoints(notional, tiers)
     slack = np.empty_like(points)

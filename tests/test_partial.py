@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from model import ContagionModel
+from model import ContagionModel, kernels
 from model.accounts import TierTable, maintenance_margin
 from model.config import build_config
 from model.partial import partial_fraction
@@ -407,6 +407,9 @@ def test_random_tables_against_a_dense_scan():
             fee = rng.uniform(low, 0.02)
         eq, notional, table = draw_units(rng, tiers, 25, fee, buffer)
         f = partial_fraction(eq, notional, table, fee, buffer)
+        if kernels.enabled():  # the compiled twin: the same floats in every regime below
+            compiled = partial_fraction(eq, notional, table, fee, buffer, compiled=True)
+            assert compiled.tobytes() == f.tobytes()
         for i in range(25):
             s = float_slack(grid, eq[i], notional[i], table, fee, buffer)
             noise = 256 * EPS * scale(eq[i], notional[i], tiers, fee, buffer)
@@ -445,3 +448,27 @@ def test_no_units_and_no_positions():
     assert partial_fraction(np.zeros(0), np.zeros((0, 1)), table, 0.005, 0.1).shape == (0,)
     f = partial_fraction(np.array([5.0, 0.0, -1.0]), np.zeros((3, 1)), table, 0.005, 0.1)
     np.testing.assert_array_equal(f, [0.0, 0.0, 1.0])  # S = E for every f
+
+
+@settings(EXACT_SETTINGS, max_examples=2 * EXAMPLES)
+@given(
+    tiers=st.lists(tier_list(monotone=False), min_size=1, max_size=3),
+    fee=st.floats(0.0, 0.02),
+    buffer=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_the_compiled_fractions_are_numpys_to_the_bit(tiers, fee, buffer, seed):
+    """kernels.partial_fractions (a unit at a time) against numpy's columns of breakpoints,
+    on the draws of every regime, tables that fall as well as rise, units with no position,
+    flat tables and NaN notionals: the same floats, bit for bit."""
+    if not kernels.enabled():
+        pytest.skip("the compiled kernels are off")
+    rng = np.random.default_rng(seed)
+    eq, notional, table = draw_units(rng, tiers, 40, fee, buffer)
+    notional[:3] = 0.0  # no position: S = E everywhere
+    eq[:2] = [5.0, -1.0]
+    notional[3, 0] = np.nan
+    for t in (table, TierTable.flat([0.01] * len(tiers))):
+        plain = partial_fraction(eq, notional, t, fee, buffer)
+        compiled = partial_fraction(eq, notional, t, fee, buffer, compiled=True)
+        assert plain.tobytes() == compiled.tobytes()
