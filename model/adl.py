@@ -86,6 +86,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from model import kernels
 from model.accounts import AccountBook, column_sum, row_any, row_sum, take_rows
 from model.sorting import stable_argsort
 
@@ -475,15 +476,31 @@ def _deleverage_asset(book, a, side, need, per_unit, price, ranking, profit_cap,
     return cand.rows[sel], closed, fill_price, giveback
 
 
-def _haircut_profits(book: AccountBook, price, loss: float) -> float:
-    """Take ``loss`` pro rata from cross positions' paper profits; return what was taken."""
+def _paying_profits(book: AccountBook, price) -> tuple[np.ndarray, np.ndarray]:
+    """The rows holding a cross position in profit, and each one's paper profit (its cross
+    positions' unrealised PnL, floored at 0); for a compiled book in one pass
+    (:func:`model.kernels.paying_profits`)."""
+    isolated = book.any_isolated and bool(book.isolated.any())
+    if book.compiled():
+        n = book.n_traders
+        rows, profit = np.empty(n, dtype=np.int64), np.empty(n)
+        found = kernels.paying_profits(
+            book.qty, book.entry, book.isolated, isolated, np.asarray(price, dtype=float), rows,
+            profit,
+        )  # fmt: skip
+        return rows[:found].copy(), profit[:found].copy()
     profit = book.upnl(price)
-    if book.any_isolated and book.isolated.any():
+    if isolated:
         profit = np.where(book.isolated, 0.0, profit)
     payers = np.flatnonzero(row_any(profit > 0))
+    return payers, np.maximum(row_sum(take_rows(profit, payers)), 0.0)  # (.sum(axis=1)'s bits)
+
+
+def _haircut_profits(book: AccountBook, price, loss: float) -> float:
+    """Take ``loss`` pro rata from cross positions' paper profits; return what was taken."""
+    payers, profit = _paying_profits(book, price)
     if payers.size == 0:
         return 0.0
-    profit = np.maximum(row_sum(take_rows(profit, payers)), 0.0)  # (the bits of .sum(axis=1))
     capacity = np.minimum(profit, book.cross_equity(price, payers))
     share = socialize(capacity, loss)
     book.charge(payers, wallet=share)

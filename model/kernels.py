@@ -75,6 +75,7 @@ __all__ = [
     "column_sums",
     "count_liquidations",
     "cross_liquidatable_rows",
+    "due_and_flat",
     "enabled",
     "equities",
     "headroom",
@@ -84,6 +85,7 @@ __all__ = [
     "one_asset_factors",
     "one_asset_round",
     "partial_fractions",
+    "paying_profits",
     "reached_rows",
     "sort_out_changed",
     "sums_of_rows",
@@ -787,6 +789,52 @@ def log_closed_books(rows, qty, price, notional, fee, bad, step, rnd, kind, coun
 
 
 # --------------------------------------------------------------------------------------------
+# Re-entry and the haircut of profits
+# --------------------------------------------------------------------------------------------
+
+
+def due_and_flat(waiting, last_liquidation, step, cooldown, qty, out):
+    """The positions in ``waiting`` (book rows) of the accounts whose cooldown has passed at
+    ``step`` and which hold no position, into ``out`` in order; returns how many
+    (:meth:`model.reentry.Reentry.orders`: one pass where numpy gathers twice)."""
+    found = 0
+    for t in range(waiting.size):
+        r = waiting[t]
+        if not step - last_liquidation[r] >= cooldown:
+            continue
+        held = False
+        for a in range(qty.shape[1]):
+            held |= qty[r, a] != 0
+        if not held:
+            out[found] = t
+            found += 1
+    return found
+
+
+def paying_profits(qty, entry, isolated, any_isolated, mark, rows, profit):
+    """The rows of :func:`model.adl._haircut_profits` that hold a cross position in profit
+    (``q (M - e) > 0`` for some asset, isolated ones left out when ``any_isolated``), into
+    ``rows``, and each one's paper profit, summed over its positions as
+    :func:`model.accounts.row_sum` sums them and floored at 0 as ``np.maximum`` floors it,
+    into ``profit``; returns how many (one pass where numpy makes the (n, A) profits)."""
+    found = 0
+    for r in range(qty.shape[0]):
+        pays = False
+        total = 0.0
+        for a in range(qty.shape[1]):
+            p = qty[r, a] * (mark[a] - entry[r, a])
+            if any_isolated and isolated[r, a]:
+                p = 0.0
+            pays |= p > 0
+            total = p + 0.0 if a == 0 else total + p
+        if pays:
+            rows[found] = r
+            profit[found] = _maximum(total, 0.0)
+            found += 1
+    return found
+
+
+# --------------------------------------------------------------------------------------------
 # The margin screen's changed rows
 # --------------------------------------------------------------------------------------------
 
@@ -1191,6 +1239,8 @@ _COMPILED = (
     "reached_rows",
     "count_liquidations",
     "log_closed_books",
+    "due_and_flat",
+    "paying_profits",
     "sort_out_changed",
     "closed_then_reached",
     "closed_then_below",

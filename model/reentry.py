@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from agents.market import Market
+from model import kernels
 from model.accounts import AccountBook
 from model.population import Population
 from model.sorting import union_of_sorted
@@ -92,10 +93,15 @@ class Reentry:
             self._note_liquidated(step)
             self._seen_total = total
         waiting = self._waiting
-        at = np.flatnonzero(step - self.last_liquidation[waiting] >= self.cooldown)
         a = book.n_assets
-        if at.size:  # only flat accounts come back
-            at = at[~(book.qty[waiting[at]] != 0).any(axis=1)]
+        if book.compiled():  # (one pass: model.kernels)
+            at = np.empty(waiting.size, dtype=np.intp)
+            at = at[: kernels.due_and_flat(waiting, self.last_liquidation, step, self.cooldown,
+                                           book.qty, at)]  # fmt: skip
+        else:
+            at = np.flatnonzero(step - self.last_liquidation[waiting] >= self.cooldown)
+            if at.size:  # only flat accounts come back
+                at = at[~(book.qty[waiting[at]] != 0).any(axis=1)]
         rows = waiting[at]
         if rows.size == 0:
             return rows, np.zeros((0, a)), np.ones((0, 1))

@@ -750,3 +750,38 @@ def test_balances_of_written_rows_summed_as_numpy_sums_them(seed, monkeypatch):
     assert same_bytes(compiled, plain) and np.isfinite(compiled)
     book.margin[rows[5], 1] = np.inf  # one value not finite: so is the sum
     assert not np.isfinite(book.sum_of_balances(rows))
+
+
+@pytest.mark.parametrize("isolated", [0.0, 0.3])
+@pytest.mark.parametrize("seed", range(3))
+def test_the_profits_adl_haircuts_equal_numpys(seed, isolated, monkeypatch):
+    """kernels.paying_profits (adl._paying_profits of a compiled book) against the numpy
+    lines: the same paying rows and the same profits to the bit, at marks that put some
+    positions in profit and some in loss, isolated positions left out."""
+    from model.adl import _paying_profits
+
+    book = random_book(np.random.default_rng(seed), n=5000, isolated=isolated)
+    for mark in ([60000.0, 3000.0], [54000.0, 3300.0], [66000.0, 2700.0]):
+        compiled = _paying_profits(book, np.array(mark))
+        monkeypatch.setattr(kernels, "_enabled", False)
+        plain = _paying_profits(book, np.array(mark))
+        monkeypatch.setattr(kernels, "_enabled", True)
+        assert all(same_bytes(a, b) for a, b in zip(compiled, plain, strict=True))
+        assert 0 < compiled[0].size < book.n_traders
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_accounts_due_to_re_enter_equal_numpys(seed):
+    """kernels.due_and_flat against the re-entry rule's numpy lines: the positions of the
+    waiting accounts past their cooldown and flat, in order."""
+    rng = np.random.default_rng(seed)
+    book = random_book(rng, n=5000, isolated=0.0)
+    book.qty[rng.choice(5000, 1500, replace=False)] = 0.0  # (flat: liquidated whole)
+    waiting = np.sort(rng.choice(5000, 2000, replace=False))
+    last = rng.integers(0, 50, 5000)
+    for step, cooldown in ((40, 5), (60, 1), (45, 30)):
+        at = np.flatnonzero(step - last[waiting] >= cooldown)
+        want = at[~(book.qty[waiting[at]] != 0).any(axis=1)]
+        out = np.empty(waiting.size, dtype=np.intp)
+        got = out[: kernels.due_and_flat(waiting, last, step, cooldown, book.qty, out)]
+        assert same_bytes(got, want) and want.size > 0
