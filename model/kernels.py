@@ -29,8 +29,16 @@ whole array. The kernels here do the same arithmetic in one loop over the gather
 * :func:`headroom`: :func:`model.screen.headroom` of the margin screen, and
   :func:`reached_rows`, its query's rows once the changes are absorbed (each lane's reached
   rows and the changed list's, the sorted parts compacted as the numpy query does);
+  :func:`closed_then_below`, the query after a round of whole closes and the cross check of
+  its rows in one call;
+* :func:`partial_fractions`: :func:`model.partial.partial_fraction`, a unit at a time;
+* :func:`paying_profits`: the paper profits ADL's haircut takes
+  (:func:`model.adl._haircut_profits`), and :func:`due_and_flat`, the accounts the re-entry
+  rule brings back (:meth:`model.reentry.Reentry.orders`);
 * the bookkeeping of a liquidation round, a few dozen numpy calls whatever its size:
-  :func:`count_liquidations` (the engine's counts of the accounts liquidated),
+  :func:`count_liquidations` (the engine's counts of the accounts liquidated) and
+  :func:`log_closed_books` (those counts and a round of whole closes' fills, written into the
+  fill log's room),
   :func:`sort_out_changed` (the screen's sorting out of the rows a round changed), and the
   contagion recorder's :func:`note_victims` (the victims' node attributes),
   :func:`one_asset_factors` (a one-asset round's attribution factors, with sums added in
