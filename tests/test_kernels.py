@@ -64,6 +64,14 @@ def copy_book(book: AccountBook) -> AccountBook:
     )  # fmt: skip
 
 
+def recorded_calls(monkeypatch, name: str) -> list:
+    """The results of every call of the kernel ``name`` from now on, in order."""
+    calls = []
+    real = getattr(kernels, name)
+    monkeypatch.setattr(kernels, name, lambda *a: (calls.append(real(*a)), calls[-1])[1])
+    return calls
+
+
 def same_bytes(a, b) -> bool:
     a, b = np.asarray(a), np.asarray(b)
     return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
@@ -614,11 +622,7 @@ def test_screen_queries_equal_numpy_with_the_same_state_left(seed, whole, monkey
     left behind, over queries at moving marks with fills between them (rows traded, some
     closed out, so that queries meet changed rows in the sorted parts and drop them; with
     ``whole``, every filled row closed out, as after a round of whole closes)."""
-    calls = []
-    real = kernels.closed_then_reached
-    monkeypatch.setattr(
-        kernels, "closed_then_reached", lambda *a: (calls.append(real(*a)), calls[-1])[1]
-    )
+    calls = recorded_calls(monkeypatch, "closed_then_reached")
     states = []
     for compiled in (True, False):
         monkeypatch.setattr(kernels, "_enabled", compiled)
@@ -668,11 +672,7 @@ def test_the_query_and_the_cross_check_in_one_call_equal_numpy(seed, monkeypatch
     below maintenance, the same candidates handed out, the same sorted parts and counters
     left behind, over queries at falling marks, each followed by a round that closes the rows
     found (and a few more) whole."""
-    calls = []
-    real = kernels.closed_then_below
-    monkeypatch.setattr(
-        kernels, "closed_then_below", lambda *a: (calls.append(real(*a)), calls[-1])[1]
-    )
+    calls = recorded_calls(monkeypatch, "closed_then_below")
     states = []
     for compiled in (True, False):
         monkeypatch.setattr(kernels, "_enabled", compiled)

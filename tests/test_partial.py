@@ -335,6 +335,18 @@ def draw_units(rng, tiers, k, fee, buffer):
     return eq, notional, table
 
 
+def non_convex_draws(test):
+    """``test`` run on tables whose rates may fall as well as rise, with any fee and buffer
+    (hypothesis draws ``tiers``, ``fee``, ``buffer`` and ``seed``)."""
+    draws = given(
+        tiers=st.lists(tier_list(monotone=False), min_size=1, max_size=3),
+        fee=st.floats(0.0, 0.02),
+        buffer=st.floats(0.0, 1.0),
+        seed=st.integers(0, 2**32 - 1),
+    )
+    return settings(EXACT_SETTINGS, max_examples=2 * EXAMPLES)(draws(test))
+
+
 @EXACT_SETTINGS
 @given(
     tiers=st.lists(tier_list(), min_size=1, max_size=3),
@@ -351,13 +363,7 @@ def test_random_tables_against_exact_arithmetic(tiers, fee, buffer, seed):
         check_against_exact(f[i], eq[i], notional[i], tiers, table, fee, buffer)
 
 
-@settings(EXACT_SETTINGS, max_examples=2 * EXAMPLES)
-@given(
-    tiers=st.lists(tier_list(monotone=False), min_size=1, max_size=3),
-    fee=st.floats(0.0, 0.02),
-    buffer=st.floats(0.0, 1.0),
-    seed=st.integers(0, 2**32 - 1),
-)
+@non_convex_draws
 def test_non_convex_tables_against_exact_arithmetic(tiers, fee, buffer, seed):
     """Falling rates make S non-concave (it can restore on two separate stretches): still the
     smallest root."""
@@ -450,13 +456,7 @@ def test_no_units_and_no_positions():
     np.testing.assert_array_equal(f, [0.0, 0.0, 1.0])  # S = E for every f
 
 
-@settings(EXACT_SETTINGS, max_examples=2 * EXAMPLES)
-@given(
-    tiers=st.lists(tier_list(monotone=False), min_size=1, max_size=3),
-    fee=st.floats(0.0, 0.02),
-    buffer=st.floats(0.0, 1.0),
-    seed=st.integers(0, 2**32 - 1),
-)
+@non_convex_draws
 def test_the_compiled_fractions_are_numpys_to_the_bit(tiers, fee, buffer, seed):
     """kernels.partial_fractions (a unit at a time) against numpy's columns of breakpoints,
     on the draws of every regime, tables that fall as well as rise, units with no position,
