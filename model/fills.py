@@ -74,8 +74,8 @@ class FillLog:
     """Every forced fill so far, as columns.
 
     Args:
-        ids: (n,) trader ids of the book's rows (fills are appended by row, stored by id:
-            ``int64``, or ``str`` in an object array).
+        ids: (n,) trader ids of the book's rows (``int64``, or ``str`` in an object array):
+            fills are appended and kept by book row, and read with the row's id.
     """
 
     def __init__(self, ids: np.ndarray):

@@ -311,7 +311,7 @@ class LiquidationEngine:
         """
         book = self.book
         if self.screen is not None and self._checks_cross_books_only():  # (compiled calls)
-            rows = self.screen.cross_liquidatable(np.asarray(mark, dtype=float))
+            rows = self.screen.cross_liquidatable(mark)
             return rows, np.ones(rows.size, bool), np.zeros((rows.size, book.n_assets), bool)
         cand = self.candidates(mark)
         total = book.n_traders if cand is None else cand.size

@@ -600,16 +600,20 @@ class MarginScreen:
         return self._hand_out(rows)
 
     def cross_liquidatable(self, mark) -> np.ndarray:
-        """The sorted rows whose cross book is below maintenance at ``mark``, in a compiled
-        book with no isolated position and no collateral asset: the :meth:`candidates`, then
-        :meth:`model.accounts.AccountBook.cross_liquidatable_rows` of them; after a round of
-        whole closes both in one compiled call (:func:`model.kernels.closed_then_below`)."""
+        """The sorted rows whose cross book is below maintenance at ``mark``, in a book with
+        no isolated position and no collateral asset: the :meth:`candidates`, then the cross
+        check of them; in a compiled book after a round of whole closes both in one compiled
+        call (:func:`model.kernels.closed_then_below`)."""
+        mark = np.asarray(mark, dtype=float)
         changed = self._changes(mark)
-        below = self._closed_then_below(mark, changed)
+        compiled = self.book.compiled()
+        below = self._closed_then_below(mark, changed) if compiled else None
         if below is not None:
             return below
-        rows = self._hand_out(self._query(mark, changed, True))
-        return self.book.cross_liquidatable_rows(mark, rows)
+        rows = self._hand_out(self._query(mark, changed, compiled))
+        if compiled:
+            return self.book.cross_liquidatable_rows(mark, rows)
+        return rows[self.book.cross_liquidatable(mark, rows)]
 
     def _changes(self, mark) -> np.ndarray | None:
         """Rebuild when the work wasted since the last rebuild passes its share of the book;

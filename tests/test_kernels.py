@@ -701,6 +701,13 @@ def test_the_query_and_the_cross_check_in_one_call_equal_numpy(seed, monkeypatch
     compiled, plain = states
     assert all(same_bytes(a, b) for a, b in zip(compiled, plain, strict=True))
     assert sum(f.size for f in compiled[:30]) > 100
+    # without the kernels the same entry gives the numpy query and check
+    book = random_book(np.random.default_rng(seed), n=5000, isolated=0.0)
+    twin = random_book(np.random.default_rng(seed), n=5000, isolated=0.0)
+    screen, twin_screen = MarginScreen(book), MarginScreen(twin)
+    mark = np.array([56000.0, 2800.0])
+    cand = twin_screen.candidates(mark)
+    assert same_bytes(screen.cross_liquidatable(mark), cand[twin.cross_liquidatable(mark, cand)])
     assert sum(c >= 0 for c in calls) > 20  # most queries the one compiled call
 
 
