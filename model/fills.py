@@ -84,6 +84,10 @@ class FillLog:
         # the log holds book rows where the table has ids (mapped when read): a row is what
         # the engine and a compiled round have at hand, and an int64 whatever the ids are
         self._log = ColumnLog({**COLUMNS, "trader_id": np.int64})
+        # ids 0 to n - 1 (a generated population) are the rows themselves: read as they are
+        self._ids_are_rows = self.ids.dtype == np.int64 and bool(
+            (self.ids == np.arange(self.ids.size)).all()
+        )
 
     def __len__(self) -> int:
         return len(self._log)
@@ -137,6 +141,8 @@ class FillLog:
 
     def _with_ids(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The log's columns with the book rows of ``trader_id`` read as the accounts' ids."""
+        if self._ids_are_rows:
+            return cols
         ids = self.ids.take(cols["trader_id"])
         ids.flags.writeable = False
         return {**cols, "trader_id": ids}

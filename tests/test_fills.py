@@ -105,3 +105,13 @@ def test_fills_written_in_place_are_read_with_their_ids():
     in_place.commit(2)
     assert list(in_place.columns()["trader_id"]) == ["c", "a"]
     pd.testing.assert_frame_equal(in_place.table(["BTC"]), by_append.table(["BTC"]))
+
+
+def test_ids_that_are_the_rows_are_read_without_a_copy_and_others_mapped():
+    """A generated population's ids 0 to n - 1 are the rows: the column is the log's own;
+    any other ids (permuted, offset) are mapped row by row."""
+    for ids, want in (([0, 1, 2], [2, 0]), ([2, 0, 1], [1, 2]), ([10, 11, 12], [12, 10])):
+        log = FillLog(np.array(ids, dtype=np.int64))
+        log.append(1, 1, [2, 0], 0, [1.0, 2.0], 9.0, [9.0, 18.0], 0.0, 0.0, Kind.FULL)
+        assert log.columns()["trader_id"].tolist() == want
+        assert not log.columns()["trader_id"].flags.writeable
