@@ -419,11 +419,7 @@ class LiquidationEngine:
         self.insurance_fund += s.fees
         cover = self._cover_round(step, rnd, s.bad, q, price) if s.bad_debt > 0 else _Cover()
         self._log_closed_books(step, rnd, rows, q, price, s)
-        t = self.totals
-        t.liquidated_notional += s.liquidated
-        t.bad_debt += s.bad_debt
-        t.fees += s.fees
-        t.per_round_accounts.append(len(rows))
+        self._add_round(len(rows), s.liquidated, s.bad_debt, s.fees)
         return RoundRecord(
             step, rnd, rows, q, q, price_before, price, s.row_notional, np.ones(len(rows), bool),
             s.fees, s.bad_debt, self.insurance_fund, *cover.amounts(), None, self._walked_depth,
@@ -433,7 +429,6 @@ class LiquidationEngine:
         """:meth:`_record_fills` of a round of whole closes in one compiled call
         (:func:`model.kernels.log_closed_books`): the accounts counted, and every position's
         fill written into the fill log's room (:meth:`model.fills.FillLog.reserve`)."""
-        self.liquidation_total += len(rows)
         columns, at = self.fills.reserve(q.size)
         counts = np.empty(2, dtype=np.int64)
         written = kernels.log_closed_books(
@@ -441,9 +436,7 @@ class LiquidationEngine:
             self._last_stamp, self._stamp, *columns, at, counts,
         )  # fmt: skip
         self.fills.commit(written)
-        ever, in_step = counts.tolist()
-        self.accounts_ever += ever
-        self.totals.accounts += in_step
+        self._add_counts(len(rows), *counts.tolist())
         self.totals.liquidations += written
 
     def _settle(self, step, rnd, rows, c: _Closing, done: _Done) -> RoundRecord:
@@ -665,29 +658,40 @@ class LiquidationEngine:
     def _count_liquidations(self, rows) -> None:
         """Count the round's accounts: liquidated ever, and in this step (a row stamped with
         an earlier step is new to this one); for a large book in one compiled call."""
-        self.liquidation_total += rows.size
         if self.book.compiled():
             ever, in_step = kernels.count_liquidations(
                 rows, self.liquidation_count, self._last_stamp, self._stamp
             )
-            self.accounts_ever += ever
-            self.totals.accounts += in_step
+            self._add_counts(rows.size, ever, in_step)
             return
         count = self.liquidation_count[rows]
-        self.accounts_ever += int(np.count_nonzero(count == 0))
+        ever = int(np.count_nonzero(count == 0))
         self.liquidation_count[rows] = count + 1
-        self.totals.accounts += int(np.count_nonzero(self._last_stamp[rows] != self._stamp))
+        in_step = int(np.count_nonzero(self._last_stamp[rows] != self._stamp))
         self._last_stamp[rows] = self._stamp
+        self._add_counts(rows.size, ever, in_step)
+
+    def _add_counts(self, k: int, ever: int, in_step: int) -> None:
+        """Add a round's ``k`` accounts to the running total, ``ever`` of them liquidated for
+        the first time and ``in_step`` for the first time in this step."""
+        self.liquidation_total += k
+        self.accounts_ever += ever
+        self.totals.accounts += in_step
 
     def _add_to_totals(self, rows, c: _Closing, done: _Done) -> None:
         """Add the round to the step's counters."""
-        t = self.totals
-        t.liquidated_notional += done.liquidated
         if c.took:
-            t.vault_notional += float(done.notional[c.taken].sum())
-        t.bad_debt += done.bad_debt
-        t.fees += done.fees
-        t.per_round_accounts.append(int(rows.size))
+            self.totals.vault_notional += float(done.notional[c.taken].sum())
+        self._add_round(len(rows), done.liquidated, done.bad_debt, done.fees)
+
+    def _add_round(self, k: int, liquidated: float, bad_debt: float, fees: float) -> None:
+        """Add a round of ``k`` accounts, its closed notional, bad debt and fees to the step's
+        counters."""
+        t = self.totals
+        t.liquidated_notional += liquidated
+        t.bad_debt += bad_debt
+        t.fees += fees
+        t.per_round_accounts.append(int(k))
 
     # ---- collateral --------------------------------------------------------------------------
     def _with_holdings(self, q, rows) -> np.ndarray:
