@@ -108,7 +108,6 @@ __all__ = [
 MIN_ROWS = 4096
 
 _enabled: bool | None = None
-_EPS = float(np.finfo(float).eps)
 
 
 def use(rows: int) -> bool:
@@ -532,13 +531,15 @@ def _slack(equity, notional, total, caps, rates, cums, fee, buffer, i, f):
     return equity[i] - fee * f * total[i] - (1.0 + buffer) * mm
 
 
-def partial_fractions(equity, notional, total, kinks, caps, rates, cums, fee, buffer, out):
+def partial_fractions(equity, notional, total, kinks, caps, rates, cums, fee, buffer, eps,
+                      growth, tries, out):  # fmt: skip
     """:func:`model.partial.partial_fraction` of every unit into ``out``, one unit at a time:
     its breakpoints (``1 - kink / notional`` inside (0, 1), with 0 and 1) sorted, the slack
     at each, the root on the first piece whose right end is restored, nudged up as
     ``_nudge`` does; 1 where no piece is restored. ``total`` (k,) is each unit's notional
     (:func:`model.accounts.row_sum`), ``kinks`` (A, P) the tiers' kinks
-    (:func:`model.partial._kinks`). The same arithmetic as numpy's columns of breakpoints
+    (:func:`model.partial._kinks`); ``eps``, ``growth`` and ``tries`` the nudge's first step,
+    its growth and its number of steps. The same arithmetic as numpy's columns of breakpoints
     (leading zeros repeat the slack at 0, so the first root is the same), to the bit."""
     n_assets, n_kinks = kinks.shape
     points = np.empty(2 + n_assets * n_kinks)
@@ -569,14 +570,15 @@ def partial_fractions(equity, notional, total, kinks, caps, rates, cums, fee, bu
                 if j > 0:
                     result = _partial_root(
                         equity, notional, total, caps, rates, cums, fee, buffer, i, f0, f1, s0,
-                        s1,
+                        s1, eps, growth, tries,
                     )  # fmt: skip
                 break
             f0, s0 = f1, s1
         out[i] = result
 
 
-def _partial_root(equity, notional, total, caps, rates, cums, fee, buffer, i, f0, f1, s0, s1):
+def _partial_root(equity, notional, total, caps, rates, cums, fee, buffer, i, f0, f1, s0, s1,
+                  eps, growth, tries):  # fmt: skip
     """The root of unit ``i``'s slack on ``[f0, f1]`` (``S(f0) < 0 <= S(f1)``), clipped to the
     piece as ``np.clip`` clips, then nudged up until its slack is not negative
     (:func:`model.partial._nudge`)."""
@@ -585,12 +587,12 @@ def _partial_root(equity, notional, total, caps, rates, cums, fee, buffer, i, f0
     root = root if (root != root) | (root < f1) else f1
     if not _slack(equity, notional, total, caps, rates, cums, fee, buffer, i, root) < 0.0:
         return root
-    step = _EPS
-    for _ in range(13):
+    step = eps
+    for _ in range(tries):
         trial = _minimum(root + step, f1)
         if _slack(equity, notional, total, caps, rates, cums, fee, buffer, i, trial) >= 0.0:
             return trial
-        step *= 16.0
+        step *= growth
     return f1
 
 

@@ -54,6 +54,9 @@ from model.accounts import TierTable, maintenance_margin, row_sum
 __all__ = ["partial_fraction"]
 
 _EPS = np.finfo(float).eps
+# The nudge of a root (_nudge): steps from one rounding unit, growing this much, this often.
+_NUDGE_GROWTH = 16.0
+_NUDGE_TRIES = 13
 
 
 def partial_fraction(
@@ -87,7 +90,8 @@ def partial_fraction(
         out = np.empty(equity.shape[0])
         kernels.partial_fractions(
             kernels.writable(equity), kernels.writable(notional), row_sum(notional),
-            _kinks(tiers), tiers.caps, tiers.rates, tiers.cums, float(fee), float(buffer), out,
+            _kinks(tiers), tiers.caps, tiers.rates, tiers.cums, float(fee), float(buffer),
+            float(_EPS), _NUDGE_GROWTH, _NUDGE_TRIES, out,
         )  # fmt: skip
         return out
     unit = _Unit(equity, notional, row_sum(notional), tiers, float(fee), float(buffer))
@@ -178,13 +182,13 @@ def _nudge(f: np.ndarray, right: np.ndarray, rows: np.ndarray, unit: _Unit) -> n
     f = f.copy()
     bad = np.flatnonzero(unit.slack(f, rows) < 0.0)
     step = _EPS
-    for _ in range(13):  # loop over step sizes, not units
+    for _ in range(_NUDGE_TRIES):  # loop over step sizes, not units
         if bad.size == 0:
             return f
         trial = np.minimum(f[bad] + step, right[bad])
         good = unit.slack(trial, rows[bad]) >= 0.0
         f[bad[good]] = trial[good]
         bad = bad[~good]
-        step *= 16.0
+        step *= _NUDGE_GROWTH
     f[bad] = right[bad]
     return f
