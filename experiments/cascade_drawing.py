@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from model.fills import liquidation_fills
+from model.sorting import run_starts
 
 __all__ = [
     "PALETTE",
@@ -360,8 +361,8 @@ def _even_sample(nodes, column, limit: int) -> np.ndarray:
     """At most ``limit`` of ``nodes`` (sorted by ``column``), an equal share per column, evenly
     spaced within it: a column of fewer nodes than its share keeps them all, so the last rounds
     of a deep cascade keep their few edges."""
-    starts = np.flatnonzero(np.r_[True, column[1:] != column[:-1]])
-    stops = np.r_[starts[1:], nodes.size]
+    starts = run_starts(column)
+    stops = np.append(starts[1:], nodes.size)
     share = max(limit // starts.size, 1)
     kept = []
     for lo, hi in zip(starts.tolist(), stops.tolist(), strict=True):  # (columns, not traders)

@@ -225,13 +225,8 @@ def _support_groups(mix, share) -> list[tuple[np.ndarray, np.ndarray, np.ndarray
     if c <= 62:  # each pattern as an integer whose bits read the columns from column 0
         codes = (support << np.arange(c - 1, -1, -1, dtype=np.int64)).sum(axis=1)
         order = stable_argsort(codes)
-        sorted_codes = codes[order]
-        cuts = np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1
-        if codes.size:
-            starts = np.concatenate(([0], cuts))
-            stops = np.concatenate((cuts, [codes.size]))
-        else:
-            starts = stops = np.zeros(0, dtype=np.int64)
+        starts = run_starts(codes[order])
+        stops = np.append(starts[1:], codes.size) if codes.size else starts
         patterns = support[order[starts]]
     else:
         patterns, inverse = np.unique(support, axis=0, return_inverse=True)

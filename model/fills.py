@@ -80,7 +80,6 @@ class FillLog:
 
     def __init__(self, ids: np.ndarray):
         self.ids = np.asarray(ids)
-        self.dtypes = {**COLUMNS, "trader_id": self.ids.dtype}  # ids keep their own type
         # the log holds book rows where the table has ids (mapped when read): a row is what
         # the engine and a compiled round have at hand, and an int64 whatever the ids are
         self._log = ColumnLog({**COLUMNS, "trader_id": np.int64})
