@@ -94,20 +94,25 @@ class ColumnLog:
         return self._open, self._used
 
     def commit(self, k: int) -> None:
-        """Keep the first ``k`` rows written into the room of the last :meth:`reserve` (a
-        batch of columns of its own kept as one piece, copied when it fills less than half
-        of them)."""
+        """Keep the first ``k`` rows written into the room of the last :meth:`reserve`, as
+        :meth:`append` would have kept them: rows in the open block stay there; columns of
+        their own are kept as one piece (copied when the rows fill less than half of them),
+        or, when the rows are few enough for a block, copied into the open block."""
         room, self._reserved = self._reserved, None
         if k == 0:
             return
         if room is self._open:
             self._used += k
-        else:
-            size = len(next(iter(room.values())))
+            self._size += k
+            return
+        size = len(next(iter(room.values())))
+        if k > BLOCK // 8:
             self._pieces.append(
                 {n: c[:k] if 2 * k >= size else c[:k].copy() for n, c in room.items()}
             )
-        self._size += k
+            self._size += k
+        else:
+            self.append(k, {n: c[:k] for n, c in room.items()})
 
     def _new_columns(self, n: int) -> dict[str, np.ndarray]:
         return {name: np.empty(n, dtype=dtype) for name, dtype in self.dtypes.items()}

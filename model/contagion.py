@@ -728,11 +728,7 @@ class ContagionRecorder:
             self._keep_top_contributors(prev_rows, rows, share, col, None, rec.step, rec.round)
         else:
             self._note_truncated(rec.step)
-            kept, aggregated = out.tolist()
-            if aggregated:
-                self._special(f"others:{rec.step}:{rec.round}")
-            self._edges.commit(kept + aggregated)
-            self._add_batch(rec.step, rec.round, kept + aggregated)
+            self._commit_kept(*out.tolist(), rec.step, rec.round)
         return True
 
     def _scratch(self, k_l: int, k_v: int):
@@ -853,23 +849,22 @@ class ContagionRecorder:
         (:func:`model.kernels.top_edges_of_unit_rows`): the same edges in the same order,
         without the few dozen numpy calls that cost a truncated round of a large book more
         than its arithmetic (tests/test_kernels.py compares both)."""
-        src, dst, w = _edge_buffers((k + 1) * col.size)
+        room, at = self._edges.reserve((k + 1) * col.size)
         kept, aggregated = kernels.top_edges_of_unit_rows(
             share, k, col, column_sum(share), dst_rows, src_rows, self._next_special(),
-            _MIN_REST, src, dst, w,
+            _MIN_REST, room["src"][at:], room["dst"][at:], room["weight"][at:],
         )  # fmt: skip
-        self._add_kept(src, dst, w, kept, aggregated, step, rnd)
+        self._commit_kept(kept, aggregated, step, rnd)
 
-    def _add_kept(self, src, dst, w, kept, aggregated, step, rnd):
-        """Record a truncated round whose edges a compiled call wrote into ``src``, ``dst``
-        and ``w``: ``kept`` edges, then ``aggregated`` ones from the round's aggregate node
-        (:meth:`_next_special`, named here)."""
+    def _commit_kept(self, kept: int, aggregated: int, step, rnd) -> None:
+        """Keep a truncated round whose edges a compiled call wrote into the edge log's room
+        (:meth:`model.column_log.ColumnLog.reserve`): ``kept`` edges, then ``aggregated``
+        ones from the round's aggregate node (:meth:`_next_special`, named here)."""
         if aggregated:
             self._special(f"others:{step}:{rnd}")
-        m = kept + aggregated
-        if 2 * m < src.size:  # (the log keeps a large batch's arrays: not a buffer mostly unused)
-            src, dst, w = src[:m].copy(), dst[:m].copy(), w[:m].copy()
-        self._add(src[:m], dst[:m], w[:m], step, rnd)
+        self._edges.commit(kept + aggregated)
+        if kept + aggregated:
+            self._add_batch(step, rnd, kept + aggregated)
 
     def _note_truncated(self, step) -> None:
         self.truncated = True

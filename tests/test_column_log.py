@@ -183,11 +183,17 @@ def test_rows_written_in_place_join_the_appended_ones_in_order(seed):
 
 def test_a_large_room_mostly_unwritten_is_not_held_whole():
     """A room of its own columns of which less than half was written is kept as a copy of
-    the written rows, not as views that hold the whole room."""
+    the written rows (a piece of its own, or in the open block when the rows are few enough
+    for one, as an append keeps them), not as views that hold the whole room."""
     log = ColumnLog({"x": np.float64})
-    room, at = log.reserve(4 * BLOCK)
-    room["x"][:10] = 1.0
-    log.commit(10)
+    for k, value in ((10, 1.0), (BLOCK // 8 + 1, 3.0)):
+        room, at = log.reserve(4 * BLOCK)
+        room["x"][:k] = value
+        log.commit(k)
+        assert at == 0 and all(p["x"].base is None for p in log._pieces)
     log.append(1, {"x": 2.0})
-    assert at == 0 and all(p["x"].base is None for p in log._pieces)
-    np.testing.assert_array_equal(log.columns()["x"], [1.0] * 10 + [2.0])
+    # the 10 rows went to the open block, copied out when the next large room closed it
+    assert [len(p["x"]) for p in log._pieces] == [10, BLOCK // 8 + 1]
+    assert all(p["x"].base is None for p in log._pieces)
+    want = [1.0] * 10 + [3.0] * (BLOCK // 8 + 1) + [2.0]
+    np.testing.assert_array_equal(log.columns()["x"], want)
