@@ -39,6 +39,8 @@ chi-square draw per step shared by the assets, so the correlation is kept), inst
 
 from __future__ import annotations
 
+import math
+
 import mesa
 import numpy as np
 
@@ -53,10 +55,41 @@ _MAX_LOG = 230.0
 
 
 def impact_state(start, flow, depth_qty, beta):
-    """Impact state after a cumulative signed flow (sells positive); pure and vectorised."""
+    """Impact state after a cumulative signed flow (sells positive); pure and vectorised.
+
+    The power goes through the C library (:func:`libm_power`), as a compiled walk computes it.
+    """
     flow = np.asarray(flow, dtype=float)
-    with np.errstate(over="ignore"):  # an absurd flow gives an infinite move, clipped later
-        return start - 0.01 * np.sign(flow) * (np.abs(flow) / depth_qty) ** beta
+    return start - 0.01 * np.sign(flow) * libm_power(np.abs(flow) / depth_qty, beta)
+
+
+def libm_exp(x) -> np.ndarray:
+    """``exp`` of each element through the C library (:func:`math.exp`): the bits a compiled
+    loop computes, where numpy's vectorised ``exp`` differs in the last bit for a few percent
+    of arguments. For the market's (A,) arrays; an overflow gives inf, as numpy's does."""
+    x = np.asarray(x, dtype=float)
+    return np.array([_exp(v) for v in x.ravel().tolist()]).reshape(x.shape)
+
+
+def libm_power(x, y: float) -> np.ndarray:
+    """``x ** y`` of each element through the C library (:func:`math.pow`); see
+    :func:`libm_exp`. An overflow gives inf, as numpy's does."""
+    x = np.asarray(x, dtype=float)
+    return np.array([_pow(v, y) for v in x.ravel().tolist()]).reshape(x.shape)
+
+
+def _exp(x: float) -> float:
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+def _pow(x: float, y: float) -> float:
+    try:
+        return math.pow(x, y)
+    except OverflowError:
+        return math.inf
 
 
 def correlated_normals_factor(corr: np.ndarray) -> np.ndarray:
@@ -170,17 +203,17 @@ class Market(mesa.Agent):
 
     @property
     def fundamental(self) -> np.ndarray:
-        return np.exp(self.log_fundamental)
+        return libm_exp(self.log_fundamental)
 
     @property
     def price(self) -> np.ndarray:
         """(A,) market price ``F exp(s)``: every fill happens at it; margin checks use ``mark``."""
-        return np.exp(self.log_fundamental + self.impact)
+        return libm_exp(self.log_fundamental + self.impact)
 
     @property
     def mark(self) -> np.ndarray:
         """(A,) mark price of margin checks: the market price, or its lagged follower."""
-        return self.price if self.mark_lag == 0 else np.exp(self.log_mark)
+        return self.price if self.mark_lag == 0 else libm_exp(self.log_mark)
 
     def observe_mark(self) -> np.ndarray:
         """Move the mark the fraction ``1 - mark_lag`` of the way to the market price (in log
@@ -217,7 +250,7 @@ class Market(mesa.Agent):
 
     def _forced_move(self) -> np.ndarray:
         """(A,) percent move the step's forced flow would make on the unstressed book."""
-        return (np.abs(self.forced_flow) / self.depth_qty) ** self.beta
+        return libm_power(np.abs(self.forced_flow) / self.depth_qty, self.beta)
 
     def _carry_stress(self, dlog) -> None:
         """Fold the ending step's stress into the carried stress, which fades by
@@ -301,6 +334,27 @@ class Market(mesa.Agent):
             self.counterparty.settle(walk, price)
         return price
 
+    def walks_static_book(self) -> bool:
+        """Whether :meth:`execute` walks the static book by the formula alone: no book of
+        quotes, no resting order, nobody else taking the walk's other side. Then a compiled
+        walk (:meth:`walk_state`) computes the same prices."""
+        return self.layered is None and not self.resting and self.counterparty is None
+
+    def walk_state(self) -> tuple:
+        """The market's part of a compiled walk of forced flow (``model.kernels.static_walk``)
+        when :meth:`walks_static_book`: the step's flows, impact start, depth, exponent, log
+        fundamental and log-price limit, the stress load, then the arrays the walk writes
+        (impact, limits hit, the market agent's inventory and cash). Those it writes are fresh
+        copies made the market's own first, as :meth:`execute` replaces them."""
+        self.flow, self.forced_flow = self.flow.copy(), self.forced_flow.copy()
+        self.impact, self.limit_hit = self.impact.copy(), self.limit_hit.copy()
+        self.inventory, self.cash = self.inventory.copy(), self.cash.copy()
+        return (
+            self.flow, self.forced_flow, self.impact_start, self.depth_qty, self.beta,
+            self.log_fundamental, _MAX_LOG, self.stress + self.move_stress, self.depth_stress,
+            self.impact, self.limit_hit, self.inventory, self.cash,
+        )  # fmt: skip
+
     def quote(self, net_flow, *, forced: bool = False) -> np.ndarray:
         """(A,) the price a further batch of ``net_flow`` would execute at; changes nothing.
 
@@ -316,9 +370,9 @@ class Market(mesa.Agent):
             if self.layered is None and not self.resting:
                 flow = self.flow + net_flow
                 s = impact_state(self.impact_start, flow, self.effective_depth_qty(), self.beta)
-                return np.exp(self.log_fundamental + np.clip(s, low, high))
+                return libm_exp(self.log_fundamental + np.clip(s, low, high))
             y, _ = self._walk(net_flow, commit=False)
-            return np.exp(self.log_fundamental + np.clip(self.impact_start + y, low, high))
+            return libm_exp(self.log_fundamental + np.clip(self.impact_start + y, low, high))
         finally:
             self.forced_flow = saved
 

@@ -136,10 +136,15 @@ GATHER_SHARED = 2048
 
 @dataclass
 class RoundSums:
-    """What :meth:`AccountBook.close_cross_books` closed: per position the ``notional`` and
-    the ``fee`` and ``bad`` debt spread over it (k, A), each row's closed notional (k,), and
-    the round's fees, bad debt and closed notional (each ``x.sum()`` of its array)."""
+    """What :meth:`AccountBook.close_cross_books` closed: the positions closed ``qty`` (k, A),
+    the market's prices before and after the round's flow (A,), per position the
+    ``notional`` and the ``fee`` and ``bad`` debt spread over it (k, A), each row's closed
+    notional (k,), and the round's fees, bad debt and closed notional (each ``x.sum()`` of
+    its array)."""
 
+    qty: np.ndarray
+    price_before: np.ndarray
+    price: np.ndarray
     notional: np.ndarray
     fee: np.ndarray
     bad: np.ndarray
@@ -837,22 +842,24 @@ class AccountBook:
         self._note_changed(rows, gathers=not shared)
         return realized, closed
 
-    def close_cross_books(self, rows, qty, price, fee_rate) -> RoundSums:
+    def close_cross_books(self, rows, fee_rate, walk) -> RoundSums:
         """A full liquidation round of the cross books of ``rows`` (distinct; no isolated
-        position, no collateral asset) as one write: every position ``qty`` (k, A, as read
-        for the round's flow) sold at ``price`` (A,), the fee of ``fee_rate`` times the
-        closed notional from what equity is left, negative wallets written off. The
-        arithmetic, the reads and the writes, and the round's sums, are one compiled call
-        (:func:`model.kernels.close_cross_books_of`); a compiled book only (:meth:`compiled`).
+        position, no collateral asset) as one write: every position read, their net flow
+        walked through the market (``walk``: :meth:`agents.market.Market.walk_state`), every
+        position sold at the price after it, the fee of ``fee_rate`` times the closed notional
+        from what equity is left, negative wallets written off. The reads, the walk, the
+        arithmetic and the writes, and the round's sums, are one compiled call
+        (:func:`model.kernels.walk_and_close`); a compiled book only (:meth:`compiled`).
         """
-        k, n_assets = qty.shape
+        k, n_assets = rows.size, self.n_assets
+        qty = np.empty((k, n_assets))
+        flow, price_before, price, net = (np.empty(n_assets) for _ in range(4))
         new_wallet, paid, debt, row_notional = (np.empty(k) for _ in range(4))
         notional, fee, bad, traded = (np.empty((k, n_assets)) for _ in range(4))
-        net, sums = np.empty(n_assets), np.empty(6)
-        any_debt = kernels.close_cross_books_of(
-            rows, self.wallet, self.qty, self.entry, kernels.writable(qty),
-            np.asarray(price, dtype=float), fee_rate, new_wallet, notional, fee, bad, traded,
-            paid, debt, net, row_notional, sums,
+        sums = np.empty(6)
+        any_debt = kernels.walk_and_close(
+            rows, self.wallet, self.qty, self.entry, fee_rate, *walk, qty, flow, price_before,
+            price, new_wallet, notional, fee, bad, traded, paid, debt, net, row_notional, sums,
         )  # fmt: skip
         traded_sum, paid_sum, debt_sum, fees, bad_debt, liquidated = sums.tolist()
         if self._totals is not None:  # (added as _filled_totals and _cash_moved add them)
@@ -862,7 +869,9 @@ class AccountBook:
                 total = total + (0.0 + debt_sum)
             self._totals = (net_qty + net, total)
         self._note_changed(rows)  # (one write of the rows: noted once)
-        return RoundSums(notional, fee, bad, row_notional, fees, bad_debt, liquidated)
+        return RoundSums(
+            qty, price_before, price, notional, fee, bad, row_notional, fees, bad_debt, liquidated
+        )
 
     def _filled_totals(self, dq, traded, net=None) -> None:
         """After a fill of ``dq`` (k, A) whose cash flow is ``traded`` (``dq P``): the traders'

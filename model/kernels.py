@@ -68,6 +68,7 @@ Python and never called.
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -96,10 +97,12 @@ __all__ = [
     "paying_profits",
     "reached_rows",
     "sort_out_changed",
+    "static_walk",
     "sums_of_rows",
     "top_edges_of_unit_rows",
     "unit_rows_edges",
     "use",
+    "walk_and_close",
     "writable",
 ]
 
@@ -799,6 +802,74 @@ def log_closed_books(rows, qty, price, notional, fee, bad, step, rnd, kind, coun
 
 
 # --------------------------------------------------------------------------------------------
+# A round of whole closes: the market's walk, the close, the log
+# --------------------------------------------------------------------------------------------
+
+
+def static_walk(flow, market_flow, forced_flow, impact_start, depth_qty, beta, log_fundamental,
+                max_log, stress, depth_stress, impact, limit_hit, inventory, cash, price):  # fmt: skip
+    """:meth:`agents.market.Market.execute` of a round's forced ``flow`` (A,) through the
+    static book without resting orders, then :meth:`agents.market.Market.take_other_side`:
+    the step's flows, the impact state held within the log-price limits (``+-max_log`` of
+    the log price; a limit that bit noted in ``limit_hit``), the price after into ``price``,
+    the market agent's inventory and cash. ``stress`` (A,) is the load carried from earlier
+    steps plus this step's outsized move; with ``depth_stress > 0`` the depth thins by the
+    load. The power and the exponential go through the C library, as the market's own
+    (:func:`agents.market.libm_power`, :func:`agents.market.libm_exp`)."""
+    for a in range(flow.size):
+        forced = forced_flow[a] + flow[a]
+        x = market_flow[a] + flow[a]
+        market_flow[a] = x
+        forced_flow[a] = forced
+        d = depth_qty[a]
+        if depth_stress != 0:
+            load = stress[a] + math.pow(abs(forced) / d, beta)
+            d = d / (1.0 + depth_stress * load)
+        s = impact_start[a] - 0.01 * np.sign(x) * math.pow(abs(x) / d, beta)
+        c = _minimum(_maximum(s, -max_log - log_fundamental[a]), max_log - log_fundamental[a])
+        if c != s:
+            bit = np.sign(s - c)
+            limit_hit[a] = limit_hit[a] if bit == 0 else np.int8(bit)
+        impact[a] = c
+        p = math.exp(log_fundamental[a] + c)
+        price[a] = p
+        dq = -flow[a]
+        inventory[a] = inventory[a] - dq
+        cash[a] = cash[a] + dq * p
+
+
+def walk_and_close(rows, book_wallet, book_qty, book_entry, fee_rate, market_flow, forced_flow,
+                   impact_start, depth_qty, beta, log_fundamental, max_log, stress,
+                   depth_stress, impact, limit_hit, inventory, cash, qty, flow, price_before,
+                   price, new_wallet, notional, fee, bad, traded, paid, debt, net,
+                   row_notional, sums):  # fmt: skip
+    """:meth:`model.liquidation.LiquidationEngine._close_cross_books` up to its fill log, in
+    one call: the positions of ``rows`` read into ``qty`` (k, A), their column sums into
+    ``flow`` (:func:`model.accounts.column_sum`), the price before into ``price_before``,
+    the flow walked through the market (:func:`static_walk`), then the books closed at the
+    price after (:func:`close_cross_books_of`). Returns whether any row had debt."""
+    k, n_assets = qty.shape
+    for j in range(k):
+        r = rows[j]
+        for a in range(n_assets):
+            qty[j, a] = book_qty[r, a]
+    if n_assets == 1:
+        flow[0] = _pairwise_sum(qty.reshape(-1))
+    else:
+        column_sums(qty, flow)
+    for a in range(n_assets):
+        price_before[a] = math.exp(log_fundamental[a] + impact[a])
+    static_walk(
+        flow, market_flow, forced_flow, impact_start, depth_qty, beta, log_fundamental, max_log,
+        stress, depth_stress, impact, limit_hit, inventory, cash, price,
+    )  # fmt: skip
+    return close_cross_books_of(
+        rows, book_wallet, book_qty, book_entry, qty, price, fee_rate, new_wallet, notional,
+        fee, bad, traded, paid, debt, net, row_notional, sums,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
 # Re-entry and the haircut of profits
 # --------------------------------------------------------------------------------------------
 
@@ -1249,6 +1320,8 @@ _COMPILED = (
     "reached_rows",
     "count_liquidations",
     "log_closed_books",
+    "static_walk",
+    "walk_and_close",
     "due_and_flat",
     "paying_profits",
     "sort_out_changed",

@@ -401,6 +401,7 @@ class LiquidationEngine:
             and self.liquidity is None
             and self.limits.bounds_nothing
             and not self.takeover
+            and self.market.walks_static_book()
             and self._checks_cross_books_only()
         )
 
@@ -408,21 +409,21 @@ class LiquidationEngine:
         """:meth:`_liquidate_round` when :meth:`_closes_cross_books_only`: the same rules (every
         position of the accounts sold at the price after the round's flow, the fee from what
         equity is left, negative wallets written off as bad debt), and the same records, in
-        two compiled calls: the book's arithmetic, reads and writes
-        (:meth:`model.accounts.AccountBook.close_cross_books`), then the counts and the fill
-        log (:meth:`_log_closed_books`). Equal to the bit to the general path
-        (tests/test_kernels.py)."""
-        (q,) = self.book.read(rows, "qty")
-        price_before = self.market.price
-        price = self._walk_book(rows, q)
-        s = self.book.close_cross_books(rows, q, price, self.fee)
+        two compiled calls: the book's reads, the market's walk of the round's flow, the
+        book's arithmetic and writes (:meth:`model.accounts.AccountBook.close_cross_books`),
+        then the counts and the fill log (:meth:`_log_closed_books`). Equal to the bit to the
+        general path (tests/test_kernels.py)."""
+        self._walked_depth = self.market.depth_now
+        s = self.book.close_cross_books(rows, self.fee, self.market.walk_state())
+        q, price = s.qty, s.price
         self.insurance_fund += s.fees
         cover = self._cover_round(step, rnd, s.bad, q, price) if s.bad_debt > 0 else _Cover()
         self._log_closed_books(step, rnd, rows, q, price, s)
         self._add_round(len(rows), s.liquidated, s.bad_debt, s.fees)
         return RoundRecord(
-            step, rnd, rows, q, q, price_before, price, s.row_notional, np.ones(len(rows), bool),
-            s.fees, s.bad_debt, self.insurance_fund, *cover.amounts(), None, self._walked_depth,
+            step, rnd, rows, q, q, s.price_before, price, s.row_notional,
+            np.ones(len(rows), bool), s.fees, s.bad_debt, self.insurance_fund, *cover.amounts(),
+            None, self._walked_depth,
         )  # fmt: skip
 
     def _log_closed_books(self, step, rnd, rows, q, price, s) -> None:

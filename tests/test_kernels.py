@@ -249,8 +249,9 @@ def test_a_round_closing_whole_cross_books_equals_the_general_round_to_the_bit(s
     wallets negative, so fees capped by equity and bad debt), then a round of a few of them:
     kernels.close_cross_books_of and the general round write the same book, aggregates, fills,
     fund, step totals and report (one asset: the net quantity summed pairwise, as numpy sums
-    one column)."""
+    one column), and the market agent the same (a stressed book's depth with seed 2)."""
     outcomes = []
+    stress = {"depth_stress": 2.0, "depth_recovery": 0.3} if seed == 2 else {}
     for general in (False, True):
         book = random_book(np.random.default_rng(seed), isolated=0.0)
         assets = [AssetConfig("BTC", 60000.0, 2.0e7), AssetConfig("ETH", 3000.0, 1.0e7)]
@@ -260,7 +261,7 @@ def test_a_round_closing_whole_cross_books_equals_the_general_round_to_the_bit(s
                 max_leverage=[50.0],
             )  # fmt: skip
             assets = assets[:1]
-        market = Market(mesa.Model(rng=3), MarketConfig(), assets)
+        market = Market(mesa.Model(rng=3), MarketConfig(**stress), assets)
         margin = MarginConfig(liquidation="full", fee=0.01, insurance_fund=1.0e5, adl=adl)
         engine = LiquidationEngine(book, market, margin, screen=False)
         if general:
@@ -279,6 +280,8 @@ def test_a_round_closing_whole_cross_books_equals_the_general_round_to_the_bit(s
         state += [t.liquidations, t.liquidated_notional, t.bad_debt, t.fees, *book._totals]
         state += [t.accounts, t.per_round_accounts, engine.accounts_ever]
         state += [engine.liquidation_count, engine.liquidation_total]
+        state += [market.flow, market.forced_flow, market.impact, market.limit_hit]
+        state += [market.inventory, market.cash, market.price]
         for r in reports:
             state += [r.rows, r.closed, r.exposure, r.price_after, r.notional, r.full]
             state += [r.fees, r.bad_debt, r.fund, r.unfunded, r.price_before, r.depth]
@@ -386,16 +389,45 @@ def test_rounds_closing_whole_cross_books_in_one_call_equal_the_general_round(
     overrides, paid_by, monkeypatch
 ):
     """Full liquidation of cross books goes to one compiled call a round
-    (kernels.close_cross_books_of): the same fills, fees, bad debt, prices and edges as the
-    general round written with numpy, in runs whose rounds leave bad debt."""
+    (kernels.walk_and_close): the same fills, fees, bad debt, prices and edges as the general
+    round written with numpy, in runs whose rounds leave bad debt."""
     calls = []
-    real = kernels.close_cross_books_of
-    monkeypatch.setattr(kernels, "close_cross_books_of", lambda *a: (calls.append(1), real(*a))[1])
+    real = kernels.walk_and_close
+    monkeypatch.setattr(kernels, "walk_and_close", lambda *a: (calls.append(1), real(*a))[1])
     summary = same_with_and_without_the_kernels(
         build_config(small_config(steps=40, **overrides)), monkeypatch
     )
     assert calls and summary["liquidations"] > 0
     assert summary["bad_debt"] > 0 and summary[paid_by] > 0
+
+
+@pytest.mark.parametrize("depth_stress", [0.0, 3.0])
+@pytest.mark.parametrize("n_assets", [1, 2])
+def test_the_compiled_walk_equals_the_markets(n_assets, depth_stress):
+    """kernels.static_walk of batches of forced flow (sells and buys, small and large, one
+    absurd enough to hold the price at its floor) leaves the market as Market.execute and
+    take_other_side leave it, to the bit, and gives the same price."""
+    rng = np.random.default_rng(n_assets)
+    assets = [AssetConfig("BTC", 60000.0, 2.0e7), AssetConfig("ETH", 3000.0, 1.0e7)][:n_assets]
+    cfg = MarketConfig(depth_stress=depth_stress, depth_recovery=0.3)
+    markets = [Market(mesa.Model(rng=5), cfg, assets) for _ in range(2)]
+    stress = rng.uniform(0.0, 2.0, n_assets)
+    for m in markets:
+        m.move_fundamentals(0)
+        m.stress = stress.copy()
+    flows = [rng.normal(0.0, s, n_assets) for s in (10.0, 300.0, 1.0e4, 50.0)] + [
+        np.full(n_assets, 1.0e30)
+    ]
+    compiled, plain = markets
+    for flow in flows:
+        price = np.empty(n_assets)
+        kernels.static_walk(flow, *compiled.walk_state(), price)
+        expected = plain.execute(flow, forced=True)
+        plain.take_other_side(-flow, expected)
+        assert same_bytes(price, expected) and same_bytes(compiled.price, expected)
+        for name in ("flow", "forced_flow", "impact", "limit_hit", "inventory", "cash"):
+            assert same_bytes(getattr(compiled, name), getattr(plain, name)), name
+    assert (plain.limit_hit == -1).all()  # the absurd sale held every price at its floor
 
 
 def test_column_sums_equal_numpy_to_the_bit():

@@ -6,7 +6,7 @@ import mesa
 import numpy as np
 import pytest
 
-from agents.market import Market, impact_state
+from agents.market import Market, impact_state, libm_exp, libm_power
 from model.config import AssetConfig, MarketConfig
 
 
@@ -47,6 +47,24 @@ def test_impact_decays_by_the_resilience_between_steps():
 def test_impact_state_is_odd_in_flow():
     s = impact_state(np.zeros(3), np.array([-5.0, 0.0, 5.0]), 10.0, 0.5)
     np.testing.assert_allclose(s, [0.01 * 0.5**0.5, 0.0, -0.01 * 0.5**0.5])
+
+
+def test_prices_and_impact_are_the_c_librarys_exp_and_power():
+    """The market's exp and power are math.exp and math.pow element by element (the bits a
+    compiled walk computes), keep the shape, and overflow to inf as numpy's do."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-50.0, 50.0, (4, 3))
+    assert [v for v in libm_exp(x).ravel()] == [math.exp(v) for v in x.ravel()]
+    assert libm_exp(x).shape == (4, 3)
+    y = rng.uniform(0.0, 1e6, 5)
+    assert [v for v in libm_power(y, 0.7)] == [math.pow(v, 0.7) for v in y]
+    assert libm_exp(np.array([800.0, -800.0])).tolist() == [math.inf, 0.0]
+    assert libm_power(np.array([1e300]), 2.0).tolist() == [math.inf]
+    m = make_market()
+    m.move_fundamentals(1)
+    m.execute([5e3, -300.0], forced=True)
+    log_price = m.log_fundamental + m.impact
+    assert m.price.tolist() == [math.exp(v) for v in log_price]
 
 
 def test_gbm_volatility_and_correlation():
