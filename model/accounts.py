@@ -695,10 +695,10 @@ class AccountBook:
         one)."""
         self._logs.setdefault(name, _ChangeLog())
 
-    def _note_changed(self, rows, *, gathers: bool = True) -> None:
-        """Add changed rows to every change log (without dropping the aggregates); tell the
-        gathers shared between reads (:meth:`read`) unless ``gathers`` is False (the writer
-        updated them itself)."""
+    def _note_changed(self, rows, *, gathers: bool = True, seen_by: str | None = None) -> None:
+        """Add changed rows to every change log (without dropping the aggregates) but
+        ``seen_by``'s (its reader saw them written); tell the gathers shared between reads
+        (:meth:`read`) unless ``gathers`` is False (the writer updated them itself)."""
         if gathers and self._gathers.held:
             self._gathers.written(rows)
         if not self._logs:
@@ -708,7 +708,9 @@ class AccountBook:
                 log.everything = True
             return
         idx = None
-        for log in self._logs.values():
+        for name, log in self._logs.items():
+            if name == seen_by:
+                continue
             if log.pending and rows is log.last:
                 continue  # fill then release_closed_isolated on the same rows: noted once
             if idx is None:
@@ -862,16 +864,24 @@ class AccountBook:
             price, new_wallet, notional, fee, bad, traded, paid, debt, net, row_notional, sums,
         )  # fmt: skip
         traded_sum, paid_sum, debt_sum, fees, bad_debt, liquidated = sums.tolist()
-        if self._totals is not None:  # (added as _filled_totals and _cash_moved add them)
-            net_qty, total = self._totals
-            total = (total - traded_sum) + (0.0 + -paid_sum)  # the fills, the fees taken
-            if any_debt:  # the debt written off
-                total = total + (0.0 + debt_sum)
-            self._totals = (net_qty + net, total)
-        self._note_changed(rows)  # (one write of the rows: noted once)
+        self.book_close(rows, traded_sum, paid_sum, debt_sum, any_debt, net)
         return RoundSums(
             qty, price_before, price, notional, fee, bad, row_notional, fees, bad_debt, liquidated
         )
+
+    def book_close(self, rows, traded, paid, debt, any_debt, net, *, seen_by=None) -> None:
+        """The bookkeeping of a round of whole closes a compiled call wrote: the aggregates
+        moved by its sums (the fills' cash flow ``traded``, the fees ``paid``, the ``debt``
+        written off when ``any_debt``; ``net`` (A,) the fill's column sums), as
+        :meth:`_filled_totals` and :meth:`_cash_moved` move them, and the rows noted as one
+        write (to every change log but ``seen_by``'s)."""
+        if self._totals is not None:
+            net_qty, total = self._totals
+            total = (total - traded) + (0.0 + -paid)  # the fills, the fees taken
+            if any_debt:  # the debt written off
+                total = total + (0.0 + debt)
+            self._totals = (net_qty + net, total)
+        self._note_changed(rows, seen_by=seen_by)
 
     def _filled_totals(self, dq, traded, net=None) -> None:
         """After a fill of ``dq`` (k, A) whose cash flow is ``traded`` (``dq P``): the traders'

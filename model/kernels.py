@@ -81,6 +81,7 @@ __all__ = [
     "close_cross_books_of",
     "closed_then_below",
     "closed_then_reached",
+    "closing_rounds",
     "column_sums",
     "count_liquidations",
     "cross_liquidatable_rows",
@@ -870,6 +871,198 @@ def walk_and_close(rows, book_wallet, book_qty, book_entry, fee_rate, market_flo
 
 
 # --------------------------------------------------------------------------------------------
+# A step's rounds of whole closes
+# --------------------------------------------------------------------------------------------
+
+# How :func:`closing_rounds` stopped (``result[0]``)
+ROUNDS_DONE = 0  # a query found nobody below maintenance: the step's rounds are over
+ROUNDS_LIMIT = 1  # the round limit: the last query is the engine's (it notes the limit hit)
+ROUNDS_QUERY = 2  # the next round's query is the screen's own (rebuild, lane, changed rows)
+ROUNDS_ROOM = 3  # the next round's rows, found, do not fit the room: the engine's round
+ROUNDS_COVER = 4  # the last round left bad debt beyond the fund, for ADL: the engine's cover
+
+
+def closing_rounds(rows, step, first_round, max_rounds, stamp, kind, book_wallet, book_qty,
+                   book_entry, book_isolated, caps, rates, cums, fee_rate, market_flow,
+                   forced_flow, impact_start, depth_qty, beta, log_fundamental, max_log, stress,
+                   depth_stress, impact, limit_hit, inventory, cash, depth, handed, slot_of,
+                   closed, horizon, order0, keys0, order1, keys1, order2, keys2, start,
+                   unchanged, changed_rows, changed_keys, changed_lane, changed_count,
+                   log_anchor, counters, rebuild_at, scans_per_check, gather_shared, out,
+                   handed_out, below, fund, adl, count, last_stamp, f_step, f_round, f_row,
+                   f_asset, f_qty, f_price, f_notional, f_fee, f_bad, f_kind, at, room,
+                   rec_rows, rec_qty, rec_notional, rec_bad, rec_pos_notional, rec_fee,
+                   rec_bounds, rec_prices, rec_sums, rec_net, result):  # fmt: skip
+    """Rounds of whole closes from round ``first_round`` (its ``rows`` found by the engine),
+    each as :meth:`model.liquidation.LiquidationEngine._close_cross_books` does it and each
+    next round's rows as the margin screen's compiled query finds them
+    (:meth:`model.screen.MarginScreen.cross_liquidatable`), until a query finds nobody or
+    something needs the engine's own code; the stop goes in ``result[0]`` (``ROUNDS_*``).
+
+    Per round: the read, walk and close (:func:`walk_and_close`), the fund paid the fees,
+    then the bad debt as far as it goes (what it cannot pay unfunded without ADL; with ADL
+    the round stops before its cover: ``ROUNDS_COVER``), the counts and fills written
+    (:func:`log_closed_books`, into the fill log's room from ``at`` to ``room``), and the
+    round kept for the engine's bookkeeping and report: its rows, positions, row notionals,
+    and each position's bad debt, notional and fee (``rec_*`` from ``rec_bounds[i]``),
+    prices before and after and the depth walked (``rec_prices[i]``), sums
+    (``rec_sums[i]``: fees, bad debt, notional, the fund after, unfunded, traded, paid,
+    debt, whether any debt, the round's fills, accounts counted first ever and first in
+    the step), net flow of the fill (``rec_net[i]``).
+
+    The next query, at the price after the round (the mark, without a lag): the screen's
+    rebuild test on its ``counters`` (checked, scanned, checked in all), its reach from
+    ``log_anchor``, and :func:`closed_then_below` with the round's rows as the changed rows;
+    the rows it reaches are kept in ``handed_out`` (``result[2]`` of them).
+
+    ``result``: the stop, rounds done, rows handed out last (``handed``'s when no query was
+    made), rows of the round left to the engine (``ROUNDS_ROOM``), fills written, queries
+    made."""
+    n_assets = book_qty.shape[1]
+    hits = np.zeros(2, dtype=np.int64)
+    reach = np.empty(3)
+    mark = np.empty(n_assets)
+    counts = np.empty(2, dtype=np.int64)
+    for j in range(handed.size):
+        handed_out[j] = handed[j]
+    result[2], result[5] = handed.size, 0
+    k, src = rows.size, rows
+    rnd, i, e, off = first_round, 0, at, 0
+    while True:
+        if i + 1 >= rec_bounds.size or off + k > rec_rows.size or e + k * n_assets > room:
+            result[0], result[3] = ROUNDS_ROOM, k
+            break
+        for j in range(k):
+            rec_rows[off + j] = src[j]
+        rows_i = rec_rows[off : off + k]
+        qty, bad = rec_qty[off : off + k], rec_bad[off : off + k]
+        p, sums = rec_prices[i], rec_sums[i]
+        _walked_depth(forced_flow, depth_qty, beta, stress, depth_stress, depth, p[2])
+        notional, fee = rec_pos_notional[off : off + k], rec_fee[off : off + k]
+        new_wallet, paid, debt = np.empty(k), np.empty(k), np.empty(k)
+        traded, flow, six = np.empty((k, n_assets)), np.empty(n_assets), np.empty(6)
+        any_debt = walk_and_close(
+            rows_i, book_wallet, book_qty, book_entry, fee_rate, market_flow, forced_flow,
+            impact_start, depth_qty, beta, log_fundamental, max_log, stress, depth_stress,
+            impact, limit_hit, inventory, cash, qty, flow, p[0], p[1], new_wallet, notional,
+            fee, bad, traded, paid, debt, rec_net[i], rec_notional[off : off + k], six,
+        )  # fmt: skip
+        _keep_sums(six, any_debt, fund, sums)
+        off += k
+        i += 1
+        rec_bounds[i] = off
+        if six[4] > 0 and not _pay_bad_debt(bad, fund, adl, sums):
+            result[0] = ROUNDS_COVER
+            break
+        written = log_closed_books(
+            rows_i, qty, p[1], notional, fee, bad, step, rnd, kind, count, last_stamp, stamp,
+            f_step, f_round, f_row, f_asset, f_qty, f_price, f_notional, f_fee, f_bad, f_kind,
+            e, counts,
+        )  # fmt: skip
+        e += written
+        sums[3], sums[9], sums[10], sums[11] = fund[0], written, counts[0], counts[1]
+        rnd += 1
+        if rnd > max_rounds:
+            result[0] = ROUNDS_LIMIT
+            break
+        if counters[0] + counters[1] / scans_per_check > rebuild_at or k >= gather_shared:
+            result[0] = ROUNDS_QUERY
+            break
+        for a in range(n_assets):
+            mark[a] = p[1, a]
+        _reach(mark, log_anchor, reach)
+        found = closed_then_below(
+            rows_i, handed_out[: result[2]], slot_of, book_qty, closed, reach, horizon, order0,
+            keys0, order1, keys1, order2, keys2, start, unchanged, changed_rows, changed_keys,
+            changed_lane, changed_count, out, hits, book_wallet, book_entry, book_isolated,
+            mark, caps, rates, cums, below,
+        )  # fmt: skip
+        if found < 0:
+            result[0] = ROUNDS_QUERY
+            break
+        _count_query(found, hits, changed_count, counters, out, handed_out, result)
+        k, src = hits[1], below
+        if k == 0:
+            result[0] = ROUNDS_DONE
+            break
+    result[1], result[4] = i, e - at
+
+
+def _keep_sums(six, any_debt, fund, sums):
+    """The fund paid the round's fees; the round's sums kept (:func:`closing_rounds`) from
+    those of :func:`close_cross_books_of` (``six``), the fund after it, nothing unfunded,
+    logged or counted yet."""
+    fund[0] += six[3]
+    sums[0], sums[1], sums[2], sums[4] = six[3], six[4], six[5], 0.0
+    sums[5], sums[6], sums[7], sums[8] = six[0], six[1], six[2], 1.0 if any_debt else 0.0
+    sums[3], sums[9], sums[10], sums[11] = fund[0], 0.0, 0.0, 0.0
+
+
+def _count_query(found, hits, changed_count, counters, out, handed_out, result):
+    """The screen's counters after a compiled query of ``found`` rows, ``hits[0]`` of those
+    handed out before it liquidated (:meth:`model.screen.MarginScreen._after_closed` and
+    :meth:`~model.screen.MarginScreen._hand_out`); its rows kept as the ones handed out."""
+    result[5] += 1
+    counters[0] += found - hits[0]
+    counters[1] += changed_count
+    counters[2] += found
+    for j in range(found):
+        handed_out[j] = out[j]
+    result[2] = found
+
+
+def _walked_depth(forced_flow, depth_qty, beta, stress, depth_stress, depth, out):
+    """:attr:`agents.market.Market.depth_now` of the static book before a walk: the 1%
+    depth, thinned by the load with ``depth_stress > 0``."""
+    for a in range(depth.size):
+        if depth_stress == 0:
+            out[a] = depth[a]
+        else:
+            load = stress[a] + math.pow(abs(forced_flow[a]) / depth_qty[a], beta)
+            out[a] = depth[a] / (1.0 + depth_stress * load)
+
+
+def _pay_bad_debt(bad, fund, adl, sums):
+    """:meth:`model.liquidation.LiquidationEngine._cover` of a round's ``bad`` debt (k, A)
+    without ADL: the fund (``fund``: balance, paid so far, unfunded so far) pays what it can,
+    the rest is unfunded (``sums[4]``). Returns False, nothing paid, when ``adl`` is on and
+    the fund falls short (ADL is the engine's)."""
+    k, n_assets = bad.shape
+    by_asset = np.empty(n_assets)
+    if n_assets == 1:
+        by_asset[0] = _pairwise_sum(bad.reshape(-1))
+    else:
+        column_sums(bad, by_asset)
+    need = _pairwise_sum(by_asset)
+    paid = fund[0] if fund[0] < need else need
+    short = need - paid
+    if short > 0 and adl:
+        return False
+    fund[0] -= paid
+    fund[1] += paid
+    if short > 0:
+        for a in range(n_assets):
+            by_asset[a] = by_asset[a] * (short / need)
+        unfunded = _pairwise_sum(by_asset)
+        fund[2] += unfunded
+        sums[4] = unfunded
+    return True
+
+
+def _reach(mark, log_anchor, out):
+    """:meth:`model.screen.MarginScreen.reach` of ``mark``: how far the prices moved from the
+    screen's anchor, down and up, in log price (each asset's logarithm through the C
+    library, as the screen takes it)."""
+    fall, rise = 0.0, 0.0
+    for a in range(mark.size):
+        move = math.log(mark[a]) - log_anchor[a]
+        fall = -move if -move > fall else fall
+        rise = move if move > rise else rise
+    out[0] = rise if rise > fall else fall
+    out[1], out[2] = fall, rise
+
+
+# --------------------------------------------------------------------------------------------
 # Re-entry and the haircut of profits
 # --------------------------------------------------------------------------------------------
 
@@ -1322,6 +1515,11 @@ _COMPILED = (
     "log_closed_books",
     "static_walk",
     "walk_and_close",
+    "_walked_depth",
+    "_pay_bad_debt",
+    "_keep_sums",
+    "_count_query",
+    "_reach",
     "due_and_flat",
     "paying_profits",
     "sort_out_changed",
@@ -1332,4 +1530,5 @@ _COMPILED = (
     "top_edges_of_unit_rows",
     "unit_rows_edges",
     "one_asset_round",
+    "closing_rounds",
 )

@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from model import kernels
-from model.accounts import AccountBook, column_sum, row_any, row_sum, take_rows
+from model.accounts import AccountBook, RoundSums, column_sum, row_any, row_sum, take_rows
 from model.adl import Deleveraging, auto_deleverage
+from model.closing_rounds import ClosedRound, ClosingRounds
 from model.collateral import Sale, auto_exchange
 from model.config import MarginConfig
 from model.fills import FillLog, Kind
@@ -292,6 +293,7 @@ class LiquidationEngine:
         # resting orders and quotes inside the rounds (model.liquidity; None: the static book)
         self.liquidity = None
         self._walked_depth = None  # the depth the last round's flow walked
+        self._closing: ClosingRounds | None = None  # (rounds in compiled calls: when used)
 
     # ---- detection ------------------------------------------------------------------------
     def candidates(self, mark) -> np.ndarray | None:
@@ -348,19 +350,101 @@ class LiquidationEngine:
         self.totals = StepTotals()
         self.limits.new_step()
         self._stamp += 1
-        for rnd in range(1, self.max_rounds + 1):
+        rnd = 1
+        while rnd <= self.max_rounds:
             mark = self.market.observe_mark()
             rows, cross, iso = self.detect(mark)
             if rows.size == 0:
-                break
+                return self.totals
+            if self._runs_closing_rounds():  # this round and the next in compiled calls
+                rnd, over = self._run_closing_rounds(step, rnd, rows)
+                if over:
+                    return self.totals
+                continue
             record = self._liquidate_round(step, rnd, rows, cross, iso, mark)
             self.totals.rounds = rnd
             if self.on_round is not None:
                 self.on_round(record)
-        else:
-            rows, _, _ = self.detect(self.market.mark)
-            self.totals.round_limit_hit = rows.size > 0
+            rnd += 1
+        rows, _, _ = self.detect(self.market.mark)
+        self.totals.round_limit_hit = rows.size > 0
         return self.totals
+
+    def _runs_closing_rounds(self) -> bool:
+        """Whether the step's rounds go to compiled calls (:mod:`model.closing_rounds`):
+        rounds of whole closes (:meth:`_closes_cross_books_only`) queried by the screen, and
+        the mark is the market price."""
+        return (
+            self.screen is not None
+            and self.market.mark_lag == 0
+            and self._closes_cross_books_only()
+        )
+
+    def _run_closing_rounds(self, step, rnd, rows) -> tuple[int, bool]:
+        """Round ``rnd`` (its accounts ``rows``) and the rounds after it in compiled calls
+        (:class:`model.closing_rounds.ClosingRounds`), each booked and reported as
+        :meth:`_close_cross_books` books and reports its round. Returns the next round and
+        whether the step's rounds are over (a query found nobody)."""
+        if self._closing is None:
+            self._closing = ClosingRounds(self.book.n_assets)
+        runner, market = self._closing, self.market
+        fund = np.array([self.insurance_fund, self.fund_paid, self.unfunded_bad_debt])
+        rules = (self.max_rounds, self._stamp, _FULL, self.fee, self.adl_enabled)
+        counts = (self.liquidation_count, self._last_stamp)
+        while True:
+            stop = runner.run(
+                rows, step, rnd, rules=rules, book=self.book, walk=(*market.walk_state(),
+                market.depth), screen=self.screen, fills=self.fills, fund=fund, counts=counts,
+            )  # fmt: skip
+            self.insurance_fund, self.fund_paid, self.unfunded_bad_debt = fund.tolist()
+            done = runner.done - (stop == kernels.ROUNDS_COVER)
+            for i in range(done):
+                self._book_closed_round(step, rnd, runner.round(i), seen=i < runner.queries)
+                rnd += 1
+            if stop != kernels.ROUNDS_ROOM:
+                break
+            rows = runner.pending(rows, self.screen)
+            runner.make_room(rows.size)
+        if stop == kernels.ROUNDS_COVER:  # the round's cover (ADL) and the rest of it here
+            r = runner.round(done)
+            self.book.book_close(r.rows, r.traded, r.paid, r.debt, r.any_debt, r.net)
+            self._walked_depth = r.depth
+            s = RoundSums(
+                r.qty, r.price_before, r.price, r.notional, r.fee, r.bad, r.row_notional,
+                r.fees, r.bad_debt, r.liquidated,
+            )  # fmt: skip
+            self._report(rnd, self._closed_round(step, rnd, r.rows, s))
+            rnd += 1
+        market.observe_mark()  # (without a lag: the mark of the last query)
+        return rnd, stop == kernels.ROUNDS_DONE
+
+    def _book_closed_round(self, step, rnd, r: ClosedRound, *, seen: bool) -> None:
+        """Book and report a round a compiled call did (:meth:`_run_closing_rounds`): the
+        book's aggregates and change logs (``seen``: the screen's query after it read its
+        rows), the counts and the step's counters, as :meth:`_close_cross_books` and
+        :meth:`_log_closed_books` add them."""
+        k = r.rows.size
+        self.book.book_close(
+            r.rows, r.traded, r.paid, r.debt, r.any_debt, r.net, seen_by="screen" if seen else None
+        )
+        self._add_counts(k, r.first_ever, r.first_in_step)
+        self.totals.liquidations += r.fills
+        self._add_round(k, r.liquidated, r.bad_debt, r.fees)
+        self._walked_depth = r.depth
+        record = None
+        if self.on_round is not None:
+            record = RoundRecord(
+                step, rnd, r.rows, r.qty, r.qty, r.price_before, r.price, r.row_notional,
+                np.ones(k, bool), r.fees, r.bad_debt, r.fund, 0.0, 0.0, r.unfunded, None,
+                r.depth,
+            )  # fmt: skip
+        self._report(rnd, record)
+
+    def _report(self, rnd: int, record: RoundRecord | None) -> None:
+        """Count round ``rnd`` done and tell ``on_round`` (``record``: the round's)."""
+        self.totals.rounds = rnd
+        if self.on_round is not None:
+            self.on_round(record)
 
     def _liquidate_round(self, step, rnd, rows, cross, iso, mark) -> RoundRecord:
         """One round: close the units, charge fees, cover bad debt, record the fills."""
@@ -415,8 +499,13 @@ class LiquidationEngine:
         general path (tests/test_kernels.py)."""
         self._walked_depth = self.market.depth_now
         s = self.book.close_cross_books(rows, self.fee, self.market.walk_state())
-        q, price = s.qty, s.price
         self.insurance_fund += s.fees
+        return self._closed_round(step, rnd, rows, s)
+
+    def _closed_round(self, step, rnd, rows, s: RoundSums) -> RoundRecord:
+        """The rest of a round of whole closes once the books are closed (``s``) and the fund
+        has the fees: the bad debt covered, the fills logged, the round added up."""
+        q, price = s.qty, s.price
         cover = self._cover_round(step, rnd, s.bad, q, price) if s.bad_debt > 0 else _Cover()
         self._log_closed_books(step, rnd, rows, q, price, s)
         self._add_round(len(rows), s.liquidated, s.bad_debt, s.fees)

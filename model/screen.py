@@ -373,6 +373,7 @@ class MarginScreen:
         self._handed = np.zeros(0, dtype=np.int64)  # the last candidates handed out
         self._reached_buffer = None  # the compiled query's rows (n, when first used)
         self._below_buffer = None  # and those of them below maintenance
+        self._handed_buffer = None  # the rows a run of compiled rounds handed out last
         self._hits = np.zeros(2, dtype=np.int64)  # (the compiled query's counts)
         self.rebuilds = 0
         self.extensions = 0
@@ -432,9 +433,12 @@ class MarginScreen:
             fall, rise = max(-move, 0.0), max(move, 0.0)
         elif not self._log_anchor.size:
             return np.zeros(3)
-        else:
-            move = np.log(mark) - self._log_anchor
-            fall, rise = max(float(-move.min()), 0.0), max(float(move.max()), 0.0)
+        else:  # (each logarithm the C library's, as a compiled query takes it)
+            move = [
+                math.log(m) - a
+                for m, a in zip(mark.tolist(), self._log_anchor.tolist(), strict=True)
+            ]
+            fall, rise = max(-min(move), 0.0), max(max(move), 0.0)
         return np.array([max(fall, rise), fall, rise])
 
     def rebuild(self, mark) -> None:
@@ -448,8 +452,8 @@ class MarginScreen:
         self.book.take_changed("screen")  # everything is recomputed now
         self.headroom(mark, out=(self.keys, self.lanes))
         self.anchor = np.array(mark, dtype=float)
-        self._log_anchor = np.log(self.anchor)
-        self._log_anchor_1 = math.log(self.anchor[0]) if self.anchor.size == 1 else 0.0
+        self._log_anchor = np.array([math.log(p) for p in self.anchor.tolist()])
+        self._log_anchor_1 = float(self._log_anchor[0]) if self.anchor.size == 1 else 0.0
         for lane in range(3):
             rows = np.flatnonzero(self.lanes == lane)
             self.lane_size[lane] = rows.size
@@ -680,6 +684,37 @@ class MarginScreen:
         self._after_closed(int(hits[0]))
         self._hand_out(out[:found].copy())
         return below[: hits[1]].copy()
+
+    def compiled_query_state(self) -> tuple[np.ndarray, tuple]:
+        """The screen's part of a run of compiled rounds (:func:`model.kernels.closing_rounds`),
+        whose queries after a round of whole closes are :meth:`_closed_then_below`'s: the
+        counters it updates (checked, scanned, checked in all) and, in the kernel's order,
+        the rows handed out last, the sorted parts, the changed list, the anchor's
+        logarithms, the rebuild test's threshold and the buffers."""
+        out = self._reached_out()
+        if self._handed_buffer is None:
+            self._handed_buffer = np.empty(self.book.n_traders, dtype=np.int64)
+        counters = np.array([self.checked, self.scanned, self.checked_total], dtype=np.int64)
+        n = self.book.n_traders
+        return counters, (
+            self._handed, self.changed_slot, CLOSED, self.horizon, *self._sorted_parts(),
+            self.start, UNCHANGED, *self._listed(), self._log_anchor, counters,
+            self.rebuild_work * n, SCANS_PER_CHECK, GATHER_SHARED, out, self._handed_buffer,
+            self._below_buffer,
+        )  # fmt: skip
+
+    def after_compiled_queries(self, counters, queries: int, handed: int) -> None:
+        """Take back the counters of a run of compiled rounds that made ``queries`` queries,
+        the last of which handed out ``handed`` rows (:meth:`_after_closed` and
+        :meth:`_hand_out` of each)."""
+        if queries:
+            self._fresh = 0
+            self.checked, self.scanned, self.checked_total = counters.tolist()
+            self._handed = self._handed_buffer[:handed].copy()
+
+    def below_rows(self, k: int) -> np.ndarray:
+        """The ``k`` rows the last compiled query found below maintenance (a copy)."""
+        return self._below_buffer[:k].copy()
 
     def _after_closed(self, hits: int) -> None:
         """The counters of a compiled query after a round of whole closes: ``hits`` of the

@@ -14,6 +14,7 @@ import pytest
 from agents.market import Market
 from model import ContagionModel, kernels
 from model.accounts import AccountBook, TierTable, column_sum
+from model.closing_rounds import ClosingRounds
 from model.config import AssetConfig, MarginConfig, MarketConfig, build_config, load_config
 from model.contagion import ContagionRecorder
 from model.fills import COLUMNS, Kind
@@ -383,22 +384,44 @@ def test_shipped_venues_write_the_same_tables_with_and_without_the_kernels(
             },
             "unfunded_bad_debt",
         ),
+        # two assets, a stressed book, two rounds a step at most; the fund pays the debt
+        (
+            {
+                "market": {"depth_stress": 2.0, "depth_recovery": 0.2},
+                "margin": {"liquidation": "full", "insurance_fund": 1.0e9, "max_rounds": 2},
+            },
+            "insurance_fund_used",
+        ),
     ],
 )
-def test_rounds_closing_whole_cross_books_in_one_call_equal_the_general_round(
-    overrides, paid_by, monkeypatch
+@pytest.mark.parametrize("room", ["ample", "scarce"])
+def test_rounds_closing_whole_cross_books_in_compiled_calls_equal_the_general_round(
+    overrides, paid_by, room, monkeypatch
 ):
-    """Full liquidation of cross books goes to one compiled call a round
-    (kernels.walk_and_close): the same fills, fees, bad debt, prices and edges as the general
-    round written with numpy, in runs whose rounds leave bad debt."""
+    """Full liquidation of cross books goes to compiled calls of several rounds each
+    (model.closing_rounds): the same fills, fees, bad debt, prices and edges as the general
+    round written with numpy, in runs whose rounds leave bad debt (paid by the fund, by ADL,
+    or by nobody) and stop at the round limit. With scarce room the calls stop for room
+    every few rounds and start again."""
     calls = []
-    real = kernels.walk_and_close
-    monkeypatch.setattr(kernels, "walk_and_close", lambda *a: (calls.append(1), real(*a))[1])
+    real = ClosingRounds.run
+    monkeypatch.setattr(
+        ClosingRounds, "run", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1]
+    )
+    if room == "scarce":
+        init = ClosingRounds.__init__
+        monkeypatch.setattr(ClosingRounds, "__init__", lambda self, a: init(self, a, 4, 1))
     summary = same_with_and_without_the_kernels(
         build_config(small_config(steps=40, **overrides)), monkeypatch
     )
-    assert calls and summary["liquidations"] > 0
-    assert summary["bad_debt"] > 0 and summary[paid_by] > 0
+    assert summary["liquidations"] > 0 and summary["bad_debt"] > 0 and summary[paid_by] > 0
+    assert kernels.ROUNDS_DONE in calls and len(calls) > 5
+    if room == "scarce":
+        assert kernels.ROUNDS_ROOM in calls
+    if paid_by == "adl_notional":
+        assert kernels.ROUNDS_COVER in calls
+    if paid_by == "insurance_fund_used":
+        assert kernels.ROUNDS_LIMIT in calls and summary["max_rounds"] == 2
 
 
 @pytest.mark.parametrize("depth_stress", [0.0, 3.0])

@@ -1,0 +1,160 @@
+"""A step's rounds of whole closes, run by one compiled call until one needs the engine.
+
+When every round of a step closes whole cross books (the engine's
+:meth:`model.liquidation.LiquidationEngine._closes_cross_books_only`), the screen queries a
+compiled book, and the mark is the market price, a round is a few compiled steps: the close
+(the book's reads, the market's walk, the fee and write-off), the fund, the fill log and the
+counts, then the next round's query at the price after it. :func:`model.kernels.closing_rounds`
+runs them one after the other in one call, from the rows the engine found for the first, and
+stops when a query finds nobody or the next step is the engine's own: the screen's numpy query
+(a rebuild, a lane to extend, many changed rows), the round limit, bad debt beyond the fund
+with ADL on, or no room left for a round's fills (:class:`ClosingRounds` then makes room and
+calls again). The engine then books each round done as its own rounds are booked and reports
+them to ``on_round`` in order (:meth:`model.liquidation.LiquidationEngine._run_closing_rounds`).
+
+This module keeps the call's buffers and hands each round back as a :class:`ClosedRound`;
+the rules stay where they are written (:mod:`model.liquidation`, :mod:`model.screen`,
+:mod:`agents.market`), and the kernel is their twin, equal to the bit (tests/test_kernels.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model import kernels
+from model.screen import MarginScreen
+
+__all__ = ["ClosedRound", "ClosingRounds"]
+
+# The fill log's room asked for a call (the open block holds more; a round needing more is
+# given room of its own by the next call)
+_FILL_ROOM = 512
+
+
+@dataclass
+class ClosedRound:
+    """One round the compiled call did: what the engine books and reports of it.
+
+    Attributes:
+        rows: (k,) book rows liquidated; qty: (k, A) their positions, all closed.
+        price_before, price, depth: (A,) prices around the walk and the depth it walked.
+        row_notional: (k,) notional closed per account; notional, fee, bad: (k, A) per
+            position.
+        fees, bad_debt, liquidated: the round's sums; fund: the fund after the round;
+            unfunded: bad debt nobody paid.
+        traded, paid, debt, any_debt, net: the book's sums of the close
+            (:meth:`model.accounts.AccountBook.book_close`).
+        fills, first_ever, first_in_step: fills logged and accounts counted.
+    """
+
+    rows: np.ndarray
+    qty: np.ndarray
+    price_before: np.ndarray
+    price: np.ndarray
+    depth: np.ndarray
+    row_notional: np.ndarray
+    notional: np.ndarray
+    fee: np.ndarray
+    bad: np.ndarray
+    fees: float
+    bad_debt: float
+    liquidated: float
+    fund: float
+    unfunded: float
+    traded: float
+    paid: float
+    debt: float
+    any_debt: bool
+    net: np.ndarray
+    fills: int
+    first_ever: int
+    first_in_step: int
+
+
+class ClosingRounds:
+    """The buffers of :func:`model.kernels.closing_rounds` and its call.
+
+    Args:
+        n_assets: the book's assets.
+        rows, rounds: the rows and rounds the buffers hold at first (they grow as needed).
+    """
+
+    def __init__(self, n_assets: int, rows: int = 4096, rounds: int = 64):
+        self.n_assets = n_assets
+        self._grow(rows, rounds)
+        self.result = np.zeros(6, dtype=np.int64)
+
+    def _grow(self, rows: int, rounds: int) -> None:
+        a = self.n_assets
+        self.rows = np.empty(rows, dtype=np.int64)
+        self.qty, self.bad, self.pos_notional, self.fee = (np.empty((rows, a)) for _ in range(4))
+        self.row_notional = np.empty(rows)
+        self.bounds = np.zeros(rounds + 1, dtype=np.int64)
+        self.prices = np.empty((rounds, 3, a))
+        self.sums = np.empty((rounds, 12))
+        self.net = np.empty((rounds, a))
+
+    def make_room(self, rows: int) -> None:
+        """Buffers for a round of ``rows`` accounts after the call found no room."""
+        if rows > self.rows.size or self.result[1] + 1 >= self.bounds.size:
+            self._grow(max(2 * rows, self.rows.size), 2 * (self.bounds.size - 1))
+
+    def run(self, rows, step, rnd, *, rules, book, walk, screen, fills, fund, counts) -> int:
+        """One call from round ``rnd`` of ``step`` (``rows``: its accounts); returns the stop
+        (``kernels.ROUNDS_*``).
+
+        Args:
+            rules: the round limit, the step's stamp, the fills' kind, the fee rate and
+                whether ADL is on.
+            book: the :class:`model.accounts.AccountBook`.
+            walk: the market's :meth:`agents.market.Market.walk_state` and its 1% depth.
+            screen, fills: the margin screen and the fill log.
+            fund: (3,) the fund, what it paid so far, the unfunded debt so far (written).
+            counts: the engine's liquidation counts and step stamps per row (written).
+        """
+        max_rounds, stamp, kind, fee, adl = rules
+        t = book.tiers
+        columns, at = fills.reserve(max(_FILL_ROOM, rows.size * self.n_assets))
+        counters, query = screen.compiled_query_state()
+        kernels.closing_rounds(
+            rows, step, rnd, max_rounds, stamp, kind, book.wallet, book.qty, book.entry,
+            book.isolated, t.caps, t.rates, t.cums, fee, *walk, *query, fund, adl, *counts,
+            *columns, at, columns[0].size, self.rows, self.qty, self.row_notional, self.bad,
+            self.pos_notional, self.fee, self.bounds, self.prices, self.sums, self.net,
+            self.result,
+        )  # fmt: skip
+        stop, _, handed, _, written, queries = self.result.tolist()
+        fills.commit(written)
+        screen.after_compiled_queries(counters, queries, handed)
+        return stop
+
+    @property
+    def done(self) -> int:
+        """Rounds the last call did (the last one not covered when it stopped for ADL)."""
+        return int(self.result[1])
+
+    @property
+    def queries(self) -> int:
+        """Queries the last call made: round ``i``'s rows were the changed rows of query
+        ``i``, so the screen has seen the rows of the first ``queries`` rounds."""
+        return int(self.result[5])
+
+    def pending(self, rows, screen: MarginScreen) -> np.ndarray:
+        """The accounts of the round the last call found no room for: ``rows`` when it did
+        none, else those its last query found."""
+        return rows if self.done == 0 else screen.below_rows(int(self.result[3]))
+
+    def round(self, i: int) -> ClosedRound:
+        """Round ``i`` of the last call, its arrays copied out of the buffers (but the
+        per-position ``notional``, ``fee`` and ``bad``: views, read before the next call)."""
+        lo, hi = self.bounds[i], self.bounds[i + 1]
+        s = self.sums[i].tolist()
+        p = self.prices[i].copy()
+        return ClosedRound(
+            self.rows[lo:hi].copy(), self.qty[lo:hi].copy(), p[0], p[1], p[2],
+            self.row_notional[lo:hi].copy(), self.pos_notional[lo:hi], self.fee[lo:hi],
+            self.bad[lo:hi], s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8] != 0.0,
+            self.net[i].copy(), int(s[9]), int(s[10]), int(s[11]),
+        )  # fmt: skip
