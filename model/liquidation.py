@@ -27,7 +27,9 @@ the insurance fund; what the fund cannot pay goes to auto-deleveraging (:mod:`mo
 ``margin.adl`` is on) and is otherwise recorded as unfunded.
 
 Every fill goes to the engine's :class:`model.fills.FillLog`; every round is reported as a
-:class:`RoundRecord` (to the contagion graph, and to anyone else listening on ``on_round``).
+:class:`RoundRecord` (to the contagion graph, and to anyone else listening on ``on_round``),
+in order. When a step's rounds close whole cross books, a run of them is one compiled call
+(:mod:`model.closing_rounds`) and its rounds are reported when the call returns.
 """
 
 from __future__ import annotations
@@ -231,7 +233,8 @@ class LiquidationEngine:
         book, market: the account book and the market agent.
         margin: the ``[margin]`` section (liquidation mode, fee, buffer, insurance fund,
             round limit, ADL and its ranking, venue rules, vault).
-        on_round: called with every :class:`RoundRecord` (the contagion graph listens).
+        on_round: called with every :class:`RoundRecord`, in order (the contagion graph
+            listens; rounds run by one compiled call are reported when it returns).
         screen: skip accounts provably far from maintenance (:mod:`model.screen`); False
             checks every account every round (same results).
         rng: the random stream of the ``random`` ADL ranking (the model's ``rng``).
