@@ -424,6 +424,45 @@ def test_rounds_closing_whole_cross_books_in_compiled_calls_equal_the_general_ro
         assert kernels.ROUNDS_LIMIT in calls and summary["max_rounds"] == 2
 
 
+def test_a_listener_chained_on_the_rounds_hears_every_round_as_the_general_round_tells_it(
+    monkeypatch,
+):
+    """Rounds run by compiled calls (model.closing_rounds) are reported to ``on_round`` when
+    the call returns: a listener chained after the contagion recorder (as the narrator
+    chains itself) hears every round, in order, with the same record as from the general
+    round written with numpy."""
+    cfg = build_config(
+        small_config(
+            steps=30,
+            traders={"count": 1500, "leverage": 25.0},
+            margin={"liquidation": "full", "insurance_fund": 1.0e5, "max_rounds": 4},
+        )
+    )
+    heard, calls = {}, []
+    real = ClosingRounds.run
+    monkeypatch.setattr(ClosingRounds, "run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(kernels, "_enabled", False)
+        model = ContagionModel(cfg, create_agents=False)
+        chained, rounds = model.engine.on_round, []
+
+        def listen(rec, chained=chained, rounds=rounds):
+            chained(rec)
+            rounds.append(
+                [rec.step, rec.round, rec.rows, rec.closed, rec.price_before, rec.price_after]
+                + [rec.notional, rec.fees, rec.bad_debt, rec.fund, rec.unfunded, rec.depth]
+            )
+
+        model.engine.on_round = listen
+        model.run()
+        heard[compiled] = rounds
+    assert len(heard[True]) == len(heard[False]) > 20
+    for a, b in zip(heard[True], heard[False], strict=True):
+        assert all(same_bytes(x, y) for x, y in zip(a, b, strict=True)), a[:2]
+    assert {r[1] for r in heard[True]} >= {1, 2, 3} and len(calls) > 5
+
+
 @pytest.mark.parametrize("depth_stress", [0.0, 3.0])
 @pytest.mark.parametrize("n_assets", [1, 2])
 def test_the_compiled_walk_equals_the_markets(n_assets, depth_stress):
