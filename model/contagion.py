@@ -1013,7 +1013,8 @@ class ContagionRecorder:
         del group
         first, last = order.take(starts), order.take(starts + counts - 1)
         del order
-        step, rnd = self._batch_of(first)
+        ends = np.cumsum(self._batches.columns()["size"])  # (each batch's last event + 1)
+        step, rnd = self._batch_of(first, ends)
         return GraphArrays(
             node_names=names,
             special=s,
@@ -1022,15 +1023,15 @@ class ContagionRecorder:
             weight=weight,
             step=step,
             round=rnd,
-            last_step=self._batch_of(last)[0],
+            last_step=self._batch_of(last, ends)[0],
             events=counts.astype(np.int64),
         )
 
-    def _batch_of(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The step and round of the edge events at positions ``events`` of the log (from
-        their batches)."""
+    def _batch_of(self, events: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The step and round of the edge events at positions ``events`` of the log, from
+        their batches (``ends``: where each batch's events end in the log)."""
         batches = self._batches.columns()
-        at = np.searchsorted(np.cumsum(batches["size"]), events, side="right")
+        at = np.searchsorted(ends, events, side="right")
         return batches["step"].take(at), batches["round"].take(at)
 
     def info(self) -> dict:
