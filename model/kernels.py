@@ -378,17 +378,14 @@ def _gathered_sum(x, rows, many):
 
 
 def _round_sums(qty, notional, fee, bad, traded, paid, debt, net, sums):
-    """The sums of :func:`close_cross_books_of`: one column's sum pairwise as numpy adds a
-    contiguous run, several columns row by row (:func:`column_sums`)."""
+    """The sums of :func:`close_cross_books_of`: the fill's column sums as numpy adds them
+    (:func:`_column_sum`), each total pairwise."""
     k, n_assets = qty.shape
     sold = np.empty((k, n_assets))
     for j in range(k):
         for a in range(n_assets):
             sold[j, a] = -qty[j, a]
-    if n_assets == 1:
-        net[0] = _pairwise_sum(sold.reshape(-1))
-    else:
-        column_sums(sold, net)
+    _column_sum(sold, net)
     sums[0] = _pairwise_sum(traded.reshape(-1))
     sums[1] = _pairwise_sum(paid)
     sums[2] = _pairwise_sum(debt)
@@ -438,6 +435,16 @@ def column_sums(x, out):
     for j in range(k):
         for a in range(n_assets):
             out[a] += x[j, a]
+
+
+def _column_sum(x, out):
+    """:func:`model.accounts.column_sum` of a (k, A) C array into ``out`` (A,), as numpy
+    adds it: one column pairwise, as a contiguous run (:func:`_pairwise_sum`), several
+    columns row by row (:func:`column_sums`)."""
+    if x.shape[1] == 1:
+        out[0] = _pairwise_sum(x.reshape(-1))
+    else:
+        column_sums(x, out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -854,10 +861,7 @@ def walk_and_close(rows, book_wallet, book_qty, book_entry, fee_rate, market_flo
         r = rows[j]
         for a in range(n_assets):
             qty[j, a] = book_qty[r, a]
-    if n_assets == 1:
-        flow[0] = _pairwise_sum(qty.reshape(-1))
-    else:
-        column_sums(qty, flow)
+    _column_sum(qty, flow)
     for a in range(n_assets):
         price_before[a] = math.exp(log_fundamental[a] + impact[a])
     static_walk(
@@ -921,7 +925,6 @@ def closing_rounds(rows, step, first_round, max_rounds, stamp, kind, book_wallet
     n_assets = book_qty.shape[1]
     hits = np.zeros(2, dtype=np.int64)
     reach = np.empty(3)
-    mark = np.empty(n_assets)
     counts = np.empty(2, dtype=np.int64)
     for j in range(handed.size):
         handed_out[j] = handed[j]
@@ -968,8 +971,7 @@ def closing_rounds(rows, step, first_round, max_rounds, stamp, kind, book_wallet
         if counters[0] + counters[1] / scans_per_check > rebuild_at or k >= gather_shared:
             result[0] = ROUNDS_QUERY
             break
-        for a in range(n_assets):
-            mark[a] = p[1, a]
+        mark = p[1]  # (the price after the round: the mark without a lag)
         _reach(mark, log_anchor, reach)
         found = closed_then_below(
             rows_i, handed_out[: result[2]], slot_of, book_qty, closed, reach, horizon, order0,
@@ -1029,10 +1031,7 @@ def _pay_bad_debt(bad, fund, adl, sums):
     the fund falls short (ADL is the engine's)."""
     k, n_assets = bad.shape
     by_asset = np.empty(n_assets)
-    if n_assets == 1:
-        by_asset[0] = _pairwise_sum(bad.reshape(-1))
-    else:
-        column_sums(bad, by_asset)
+    _column_sum(bad, by_asset)
     need = _pairwise_sum(by_asset)
     paid = fund[0] if fund[0] < need else need
     short = need - paid
@@ -1495,6 +1494,7 @@ _COMPILED = (
     "column_sums",
     "_row_of_sum",
     "_pairwise_sum",
+    "_column_sum",
     "_round_sums",
     "_gathered_sum",
     "sums_of_rows",
