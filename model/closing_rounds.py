@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model import kernels
+from model.accounts import RoundSums
 from model.screen import MarginScreen
 
 __all__ = ["ClosedRound", "ClosingRounds"]
@@ -34,33 +35,22 @@ _FILL_ROOM = 512
 
 
 @dataclass
-class ClosedRound:
-    """One round the compiled call did: what the engine books and reports of it.
+class ClosedRound(RoundSums):
+    """One round the compiled call did: what :meth:`AccountBook.close_cross_books` would
+    have returned for it (:class:`model.accounts.RoundSums`), and what the engine books and
+    reports besides.
 
     Attributes:
-        rows: (k,) book rows liquidated; qty: (k, A) their positions, all closed.
-        price_before, price, depth: (A,) prices around the walk and the depth it walked.
-        row_notional: (k,) notional closed per account; notional, fee, bad: (k, A) per
-            position.
-        fees, bad_debt, liquidated: the round's sums; fund: the fund after the round;
-            unfunded: bad debt nobody paid.
+        rows: (k,) book rows liquidated.
+        depth: (A,) the depth the round's flow walked.
+        fund: the fund after the round; unfunded: bad debt nobody paid.
         traded, paid, debt, any_debt, net: the book's sums of the close
             (:meth:`model.accounts.AccountBook.book_close`).
         fills, first_ever, first_in_step: fills logged and accounts counted.
     """
 
     rows: np.ndarray
-    qty: np.ndarray
-    price_before: np.ndarray
-    price: np.ndarray
     depth: np.ndarray
-    row_notional: np.ndarray
-    notional: np.ndarray
-    fee: np.ndarray
-    bad: np.ndarray
-    fees: float
-    bad_debt: float
-    liquidated: float
     fund: float
     unfunded: float
     traded: float
@@ -153,8 +143,11 @@ class ClosingRounds:
         s = self.sums[i].tolist()
         p = self.prices[i].copy()
         return ClosedRound(
-            self.rows[lo:hi].copy(), self.qty[lo:hi].copy(), p[0], p[1], p[2],
-            self.row_notional[lo:hi].copy(), self.pos_notional[lo:hi], self.fee[lo:hi],
-            self.bad[lo:hi], s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8] != 0.0,
-            self.net[i].copy(), int(s[9]), int(s[10]), int(s[11]),
+            qty=self.qty[lo:hi].copy(), price_before=p[0], price=p[1],
+            notional=self.pos_notional[lo:hi], fee=self.fee[lo:hi], bad=self.bad[lo:hi],
+            row_notional=self.row_notional[lo:hi].copy(), fees=s[0], bad_debt=s[1],
+            liquidated=s[2], rows=self.rows[lo:hi].copy(), depth=p[2], fund=s[3],
+            unfunded=s[4], traded=s[5], paid=s[6], debt=s[7], any_debt=s[8] != 0.0,
+            net=self.net[i].copy(), fills=int(s[9]), first_ever=int(s[10]),
+            first_in_step=int(s[11]),
         )  # fmt: skip

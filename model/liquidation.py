@@ -412,11 +412,7 @@ class LiquidationEngine:
             r = runner.round(done)
             self.book.book_close(r.rows, r.traded, r.paid, r.debt, r.any_debt, r.net)
             self._walked_depth = r.depth
-            s = RoundSums(
-                r.qty, r.price_before, r.price, r.notional, r.fee, r.bad, r.row_notional,
-                r.fees, r.bad_debt, r.liquidated,
-            )  # fmt: skip
-            self._report(rnd, self._closed_round(step, rnd, r.rows, s))
+            self._report(rnd, self._closed_round(step, rnd, r.rows, r))
             rnd += 1
         market.observe_mark()  # (without a lag: the mark of the last query)
         return rnd, stop == kernels.ROUNDS_DONE
@@ -435,12 +431,9 @@ class LiquidationEngine:
         self._add_round(k, r.liquidated, r.bad_debt, r.fees)
         self._walked_depth = r.depth
         record = None
-        if self.on_round is not None:
-            record = RoundRecord(
-                step, rnd, r.rows, r.qty, r.qty, r.price_before, r.price, r.row_notional,
-                np.ones(k, bool), r.fees, r.bad_debt, r.fund, 0.0, 0.0, r.unfunded, None,
-                r.depth,
-            )  # fmt: skip
+        if self.on_round is not None:  # (the fund paid what it could; no ADL in the call)
+            amounts = (0.0, 0.0, r.unfunded)
+            record = self._whole_close_record(step, rnd, r.rows, r, r.fund, amounts, r.depth)
         self._report(rnd, record)
 
     def _report(self, rnd: int, record: RoundRecord | None) -> None:
@@ -512,10 +505,18 @@ class LiquidationEngine:
         cover = self._cover_round(step, rnd, s.bad, q, price) if s.bad_debt > 0 else _Cover()
         self._log_closed_books(step, rnd, rows, q, price, s)
         self._add_round(len(rows), s.liquidated, s.bad_debt, s.fees)
+        return self._whole_close_record(
+            step, rnd, rows, s, self.insurance_fund, cover.amounts(), self._walked_depth
+        )
+
+    @staticmethod
+    def _whole_close_record(step, rnd, rows, s: RoundSums, fund, amounts, depth) -> RoundRecord:
+        """The :class:`RoundRecord` of a round of whole closes (``s``): every position closed
+        whole at the round's price; ``fund`` after it, ``amounts`` its ADL notional,
+        socialised and unfunded loss, ``depth`` walked."""
         return RoundRecord(
-            step, rnd, rows, q, q, s.price_before, price, s.row_notional,
-            np.ones(len(rows), bool), s.fees, s.bad_debt, self.insurance_fund, *cover.amounts(),
-            None, self._walked_depth,
+            step, rnd, rows, s.qty, s.qty, s.price_before, s.price, s.row_notional,
+            np.ones(len(rows), bool), s.fees, s.bad_debt, fund, *amounts, None, depth,
         )  # fmt: skip
 
     def _log_closed_books(self, step, rnd, rows, q, price, s) -> None:
