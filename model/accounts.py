@@ -869,19 +869,32 @@ class AccountBook:
             qty, price_before, price, notional, fee, bad, row_notional, fees, bad_debt, liquidated
         )
 
-    def book_close(self, rows, traded, paid, debt, any_debt, net, *, seen_by=None) -> None:
+    def book_close(self, rows, traded, paid, debt, any_debt, net) -> None:
         """The bookkeeping of a round of whole closes a compiled call wrote: the aggregates
         moved by its sums (the fills' cash flow ``traded``, the fees ``paid``, the ``debt``
         written off when ``any_debt``; ``net`` (A,) the fill's column sums), as
         :meth:`_filled_totals` and :meth:`_cash_moved` move them, and the rows noted as one
-        write (to every change log but ``seen_by``'s)."""
+        write."""
+        self.book_closes(rows, [(traded, paid, debt, any_debt, net)])
+
+    def book_closes(self, rows, closes, *, seen: int = 0, seen_by: str | None = None) -> None:
+        """:meth:`book_close` of rounds a compiled call wrote one after the other: the
+        aggregates moved by each round's sums in turn (``closes``: its ``traded``, ``paid``,
+        ``debt``, ``any_debt`` and ``net``), and the rounds' rows (``rows``, round after
+        round) noted as one write, the first ``seen`` of them to every change log but
+        ``seen_by``'s (its reader saw them written), the others to every log."""
         if self._totals is not None:
             net_qty, total = self._totals
-            total = (total - traded) + (0.0 + -paid)  # the fills, the fees taken
-            if any_debt:  # the debt written off
-                total = total + (0.0 + debt)
-            self._totals = (net_qty + net, total)
-        self._note_changed(rows, seen_by=seen_by)
+            for traded, paid, debt, any_debt, net in closes:
+                total = (total - traded) + (0.0 + -paid)  # the fills, the fees taken
+                if any_debt:  # the debt written off
+                    total = total + (0.0 + debt)
+                net_qty = net_qty + net
+            self._totals = (net_qty, total)
+        if seen:
+            self._note_changed(rows[:seen], seen_by=seen_by)
+        if seen < len(rows):
+            self._note_changed(rows[seen:])
 
     def _filled_totals(self, dq, traded, net=None) -> None:
         """After a fill of ``dq`` (k, A) whose cash flow is ``traded`` (``dq P``): the traders'

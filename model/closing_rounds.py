@@ -136,18 +136,51 @@ class ClosingRounds:
         none, else those its last query found."""
         return rows if self.done == 0 else screen.below_rows(int(self.result[3]))
 
+    def rounds(self, n: int) -> tuple[np.ndarray, list[ClosedRound]]:
+        """The first ``n`` rounds of the last call: their rows, round after round, and each
+        round, its arrays views of one copy of the buffers (but the per-position
+        ``notional``, ``fee`` and ``bad``: views of the buffers, read before the next
+        call)."""
+        bounds = self.bounds[: n + 1].tolist()
+        m = bounds[-1]
+        rows, qty, row_notional = (
+            self.rows[:m].copy(),
+            self.qty[:m].copy(),
+            self.row_notional[:m].copy(),
+        )
+        prices, net = self.prices[:n].copy(), self.net[:n].copy()
+        rounds = []
+        for i, s in enumerate(self.sums[:n].tolist()):
+            lo, hi = bounds[i], bounds[i + 1]
+            p = prices[i]
+            rounds.append(
+                ClosedRound(
+                    qty=qty[lo:hi],
+                    price_before=p[0],
+                    price=p[1],
+                    notional=self.pos_notional[lo:hi],
+                    fee=self.fee[lo:hi],
+                    bad=self.bad[lo:hi],
+                    row_notional=row_notional[lo:hi],
+                    fees=s[0],
+                    bad_debt=s[1],
+                    liquidated=s[2],
+                    rows=rows[lo:hi],
+                    depth=p[2],
+                    fund=s[3],
+                    unfunded=s[4],
+                    traded=s[5],
+                    paid=s[6],
+                    debt=s[7],
+                    any_debt=s[8] != 0.0,
+                    net=net[i],
+                    fills=int(s[9]),
+                    first_ever=int(s[10]),
+                    first_in_step=int(s[11]),
+                )  # fmt: skip
+            )
+        return rows, rounds
+
     def round(self, i: int) -> ClosedRound:
-        """Round ``i`` of the last call, its arrays copied out of the buffers (but the
-        per-position ``notional``, ``fee`` and ``bad``: views, read before the next call)."""
-        lo, hi = self.bounds[i], self.bounds[i + 1]
-        s = self.sums[i].tolist()
-        p = self.prices[i].copy()
-        return ClosedRound(
-            qty=self.qty[lo:hi].copy(), price_before=p[0], price=p[1],
-            notional=self.pos_notional[lo:hi], fee=self.fee[lo:hi], bad=self.bad[lo:hi],
-            row_notional=self.row_notional[lo:hi].copy(), fees=s[0], bad_debt=s[1],
-            liquidated=s[2], rows=self.rows[lo:hi].copy(), depth=p[2], fund=s[3],
-            unfunded=s[4], traded=s[5], paid=s[6], debt=s[7], any_debt=s[8] != 0.0,
-            net=self.net[i].copy(), fills=int(s[9]), first_ever=int(s[10]),
-            first_in_step=int(s[11]),
-        )  # fmt: skip
+        """Round ``i`` of the last call (:meth:`rounds`)."""
+        return self.rounds(i + 1)[1][i]

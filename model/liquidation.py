@@ -43,7 +43,7 @@ import numpy as np
 from model import kernels
 from model.accounts import AccountBook, RoundSums, column_sum, row_any, row_sum, take_rows
 from model.adl import Deleveraging, auto_deleverage
-from model.closing_rounds import ClosedRound, ClosingRounds
+from model.closing_rounds import ClosingRounds
 from model.collateral import Sale, auto_exchange
 from model.config import MarginConfig
 from model.fills import FillLog, Kind
@@ -401,9 +401,8 @@ class LiquidationEngine:
             )  # fmt: skip
             self.insurance_fund, self.fund_paid, self.unfunded_bad_debt = fund.tolist()
             done = runner.done - (stop == kernels.ROUNDS_COVER)
-            for i in range(done):
-                self._book_closed_round(step, rnd, runner.round(i), seen=i < runner.queries)
-                rnd += 1
+            self._book_closed_rounds(step, rnd, runner, done)
+            rnd += done
             if stop != kernels.ROUNDS_ROOM:
                 break
             rows = runner.pending(rows, self.screen)
@@ -417,24 +416,33 @@ class LiquidationEngine:
         market.observe_mark()  # (without a lag: the mark of the last query)
         return rnd, stop == kernels.ROUNDS_DONE
 
-    def _book_closed_round(self, step, rnd, r: ClosedRound, *, seen: bool) -> None:
-        """Book and report a round a compiled call did (:meth:`_run_closing_rounds`): the
-        book's aggregates and change logs (``seen``: the screen's query after it read its
-        rows), the counts and the step's counters, as :meth:`_close_cross_books` and
-        :meth:`_log_closed_books` add them."""
-        k = r.rows.size
-        self.book.book_close(
-            r.rows, r.traded, r.paid, r.debt, r.any_debt, r.net, seen_by="screen" if seen else None
-        )
-        self._add_counts(k, r.first_ever, r.first_in_step)
-        self.totals.liquidations += r.fills
-        self._add_round(k, r.liquidated, r.bad_debt, r.fees)
-        self._walked_depth = r.depth
-        record = None
-        if self.on_round is not None:  # (the fund paid what it could; no ADL in the call)
-            amounts = (0.0, 0.0, r.unfunded)
-            record = self._whole_close_record(step, rnd, r.rows, r, r.fund, amounts, r.depth)
-        self._report(rnd, record)
+    def _book_closed_rounds(self, step, rnd, runner: ClosingRounds, done: int) -> None:
+        """Book and report the first ``done`` rounds of the last compiled call, from round
+        ``rnd`` (:meth:`_run_closing_rounds`), as :meth:`_close_cross_books` and
+        :meth:`_log_closed_books` book and report each of theirs: the book's aggregates
+        round by round and the rows of all as one write (those the call's queries read, as
+        seen by the screen), the counts and the step's counters, then each round to
+        ``on_round``, in order."""
+        if not done:
+            return
+        rows, rounds = runner.rounds(done)
+        seen = sum(r.rows.size for r in rounds[: runner.queries])
+        closes = [(r.traded, r.paid, r.debt, r.any_debt, r.net) for r in rounds]
+        self.book.book_closes(rows, closes, seen=seen, seen_by="screen")
+        for r in rounds:
+            k = r.rows.size
+            self._add_counts(k, r.first_ever, r.first_in_step)
+            self.totals.liquidations += r.fills
+            self._add_round(k, r.liquidated, r.bad_debt, r.fees)
+        self._walked_depth = rounds[-1].depth
+        for i, r in enumerate(rounds):  # (the fund paid what it could; no ADL in the call)
+            record = None
+            if self.on_round is not None:
+                amounts = (0.0, 0.0, r.unfunded)
+                record = self._whole_close_record(
+                    step, rnd + i, r.rows, r, r.fund, amounts, r.depth
+                )
+            self._report(rnd + i, record)
 
     def _report(self, rnd: int, record: RoundRecord | None) -> None:
         """Count round ``rnd`` done and tell ``on_round`` (``record``: the round's)."""
