@@ -30,7 +30,8 @@ whole array. The kernels here do the same arithmetic in one loop over the gather
   :func:`reached_rows`, its query's rows once the changes are absorbed (each lane's reached
   rows and the changed list's, the sorted parts compacted as the numpy query does);
   :func:`closed_then_below`, the query after a round of whole closes and the cross check of
-  its rows in one call;
+  its rows in one call; :func:`lane_pool` and :func:`keep_below`, the rows a lane is
+  extended with;
 * :func:`partial_fractions`: :func:`model.partial.partial_fraction`, a unit at a time;
 * :func:`paying_profits`: the paper profits ADL's haircut takes
   (:func:`model.adl._haircut_profits`), and :func:`due_and_flat`, the accounts the re-entry
@@ -89,6 +90,8 @@ __all__ = [
     "enabled",
     "equities",
     "headroom",
+    "keep_below",
+    "lane_pool",
     "liquidatable",
     "log_closed_books",
     "note_victims",
@@ -1112,6 +1115,31 @@ def paying_profits(qty, entry, isolated, any_isolated, mark, rows, profit):
 # --------------------------------------------------------------------------------------------
 
 
+def lane_pool(lanes, keys, lane, horizon, rows_out, keys_out):
+    """``np.flatnonzero((lanes == lane) & (keys >= horizon))`` into ``rows_out`` and the keys
+    of those rows into ``keys_out``, in one pass (the pool a lane of the margin screen is
+    extended from: :meth:`model.screen.MarginScreen._extend`). Returns how many."""
+    m = 0
+    for r in range(lanes.size):  # (written whatever the test, kept if it holds: no branch)
+        k = keys[r]
+        rows_out[m] = r
+        keys_out[m] = k
+        m += (lanes[r] == lane) & (k >= horizon)
+    return m
+
+
+def keep_below(rows, keys, bound):
+    """``rows[keys < bound]`` and ``keys[keys < bound]`` compacted to the front of ``rows``
+    and ``keys``, in order, in place; returns how many."""
+    m = 0
+    for j in range(keys.size):  # (as lane_pool: no branch)
+        k = keys[j]
+        rows[m] = rows[j]
+        keys[m] = k
+        m += k < bound
+    return m
+
+
 def sort_out_changed(rows, handed, slot_of, qty, closed, kept_rows, kept_slots):
     """:meth:`model.screen.MarginScreen._sort_out_changed` on the rows that changed
     (``rows``, sorted and distinct): how many of them are among the candidates handed out
@@ -1523,6 +1551,8 @@ _COMPILED = (
     "due_and_flat",
     "paying_profits",
     "sort_out_changed",
+    "lane_pool",
+    "keep_below",
     "closed_then_reached",
     "closed_then_below",
     "note_victims",

@@ -479,9 +479,7 @@ class MarginScreen:
         are appended; the new horizon is the least key left out, above ``reach``. Rows that
         changed since the rebuild have stale keys here; they are skipped when handed out.
         """
-        if pool is None:
-            pool = np.flatnonzero((self.lanes == lane) & (self.keys >= self.horizon[lane]))
-        k = self.keys[pool]
+        pool, k = self._lane_pool(lane, pool)
         size = int(np.count_nonzero(k <= reach)) + max(
             int(self.lane_size[lane] * NEAR_SHARE), NEAR_MIN
         )
@@ -493,8 +491,7 @@ class MarginScreen:
             horizon = np.partition(k[::stride], size // stride)[size // stride]
             if not horizon > reach:
                 horizon = np.partition(k, size)[size]  # > reach: more than the reached
-            near = k < horizon
-            pool, k = pool[near], k[near]
+            pool, k = self._below(pool, k, horizon)
         order = stable_argsort(k)
         lo = self.start[lane]
         self.order[lane] = np.concatenate([self.order[lane][lo:], pool[order]])
@@ -502,6 +499,29 @@ class MarginScreen:
         self.start[lane] = 0
         self.horizon[lane] = horizon
         self.extensions += 1
+
+    def _lane_pool(self, lane: int, pool=None) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of ``lane`` with keys at or beyond its horizon (``pool``: those rows,
+        already found), and their keys; in a compiled book one pass over the book
+        (:func:`model.kernels.lane_pool`)."""
+        if pool is None and self.book.compiled():
+            n = self.keys.size
+            rows, keys = np.empty(n, dtype=np.int64), np.empty(n)
+            m = kernels.lane_pool(self.lanes, self.keys, lane, self.horizon[lane], rows, keys)
+            return rows[:m], keys[:m]
+        if pool is None:
+            pool = np.flatnonzero((self.lanes == lane) & (self.keys >= self.horizon[lane]))
+        return pool, self.keys[pool]
+
+    def _below(self, rows, keys, bound) -> tuple[np.ndarray, np.ndarray]:
+        """``rows`` and ``keys`` where the key is below ``bound``; in a compiled book the two
+        arrays (the pool :meth:`_lane_pool` made) compacted in place
+        (:func:`model.kernels.keep_below`)."""
+        if self.book.compiled():
+            m = kernels.keep_below(rows, keys, bound)
+            return rows[:m], keys[:m]
+        near = keys < bound
+        return rows[near], keys[near]
 
     def _absorb_changes(self, mark, rows) -> np.ndarray:
         """Recompute the headroom of accounts that changed (``rows``, from the book's change

@@ -688,6 +688,45 @@ def test_changed_rows_sorted_out_as_numpy_does(seed, monkeypatch):
     assert 0 < k1.size < 500 and n1 < 1000 and (c1 == -2).any()
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_lane_extended_as_numpy_extends_it(seed, monkeypatch):
+    """kernels.lane_pool and kernels.keep_below against the screen's numpy lines: a lane's
+    rows at or beyond its horizon and their keys, then those below a bound, in row order,
+    on keys with ties at the horizon and at the bound, infinite keys and NaNs; and whole
+    extensions of every lane from a rebuild of a random book, equal to the bit."""
+    rng = np.random.default_rng(seed)
+    n = 5000
+    keys = np.round(rng.normal(0.1, 0.1, n), 2)
+    keys[rng.random(n) < 0.05] = np.inf
+    keys[rng.random(n) < 0.01] = np.nan
+    lanes = rng.integers(0, 3, n).astype(np.int8)
+    for lane in range(3):
+        horizon = float(np.sort(keys[lanes == lane])[200])  # (a key some rows tie with)
+        rows, k = np.empty(n, np.int64), np.empty(n)
+        m = kernels.lane_pool(lanes, keys, lane, horizon, rows, k)
+        pool = np.flatnonzero((lanes == lane) & (keys >= horizon))
+        assert same_bytes(rows[:m], pool) and same_bytes(k[:m], keys[pool])
+        bound = float(keys[pool[pool.size // 2]])
+        kept = kernels.keep_below(rows[:m], k[:m], bound)
+        near = keys[pool] < bound
+        assert 0 < kept < m and same_bytes(rows[:kept], pool[near])
+        assert same_bytes(k[:kept], keys[pool][near])
+    extended = []
+    for compiled in (True, False):
+        monkeypatch.setattr(kernels, "_enabled", compiled)
+        screen = MarginScreen(random_book(np.random.default_rng(seed), n=3000))
+        mark = np.array([1.0, 1.0]) * screen.book.entry.mean(axis=0)
+        screen.rebuild(mark)
+        for lane in range(3):
+            screen._extend(lane, screen.horizon[lane] + 0.05)
+        extended.append([(screen.order[i], screen.sorted_keys[i]) for i in range(3)])
+        extended[-1].append(screen.horizon.copy())
+    (*parts1, h1), (*parts0, h0) = extended
+    assert same_bytes(h1, h0)
+    for (o1, k1), (o0, k0) in zip(parts1, parts0, strict=True):
+        assert same_bytes(o1, o0) and same_bytes(k1, k0)
+
+
 def test_liquidations_counted_as_numpy_counts_them():
     """kernels.count_liquidations against the engine's numpy lines: the accounts liquidated
     for the first time ever and in the step, the counts and the stamps, over steps whose
