@@ -41,7 +41,8 @@ happens again (another round or step) adds its weight to the existing edge and c
 attribution), ``last_step``, ``events``. A trader's incoming weights therefore sum to the number
 of rounds in which it was liquidated.
 
-During a run the recorder keeps edge events in numpy arrays; :meth:`ContagionRecorder.graph`
+During a run the recorder keeps edge events in numpy arrays (sources and targets as 4-byte
+codes); :meth:`ContagionRecorder.graph`
 builds the networkx graph on demand, and :meth:`ContagionRecorder.write_graphml` and
 :meth:`ContagionRecorder.write_node_link` write files straight from the arrays.
 """
@@ -85,6 +86,11 @@ _MIN_REST = 1e-12
 # most this many pairs per edge event (the marks then take less memory than the events' own
 # columns, and a pass over them costs less than sorting the events' keys), else by a sort.
 _SEEN_PER_EDGE = 32
+# The edge log's sources and targets (book rows, or special nodes below 0) as 4-byte
+# integers: every edge of a round is written to fresh memory, and at 8 bytes a code the
+# million edges of a large cascade's first rounds cost the step a third more
+# (docs/performance-log.md); reads for arithmetic widen them (edges(), the merged graph).
+ROW_CODE = np.int32
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,7 +176,7 @@ def _first_column(x) -> np.ndarray:
 def _edge_buffers(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Empty source, target and weight columns of ``size`` edges, for a compiled call to
     write."""
-    return np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size)
+    return np.empty(size, ROW_CODE), np.empty(size, ROW_CODE), np.empty(size)
 
 
 def _unit_mix(col, c: int) -> np.ndarray:
@@ -610,7 +616,9 @@ class ContagionRecorder:
         # the edge events; src: book row, or -1 - k for special node k. A batch's edges share
         # their step and round, so those are kept once per batch (with its size) and repeated
         # only when read: as columns of every edge they would double the log's int64 columns.
-        self._edges = ColumnLog({"src": np.int64, "dst": np.int64, "weight": float})
+        if len(self.ids) >= np.iinfo(ROW_CODE).max:
+            raise ValueError(f"{len(self.ids)} traders: the edge log holds at most 2**31 - 2")
+        self._edges = ColumnLog({"src": ROW_CODE, "dst": ROW_CODE, "weight": float})
         self._batches = ColumnLog({"step": np.int64, "round": np.int64, "size": np.int64})
         self.roots: list[str] = []
         self.edge_count = 0
@@ -889,6 +897,9 @@ class ContagionRecorder:
         """Edge events as columns: src/dst as book rows (src < 0: special node ``-1 - src``);
         read-only (``step`` and ``round`` are repeated from each batch's values by every call)."""
         out = dict(self._edges.columns())
+        for name in ("src", "dst"):  # (int64, as everywhere else, for arithmetic on them)
+            out[name] = out[name].astype(np.int64)
+            out[name].flags.writeable = False
         batches = self._batches.columns()
         for name in ("step", "round"):
             out[name] = np.repeat(batches[name], batches["size"])
@@ -1001,7 +1012,7 @@ class ContagionRecorder:
         names = np.empty(s + n, dtype=object)
         names[:s] = self.roots[::-1]  # code -k -> index s - k -> roots[k - 1]
         names[s:] = self.ids.tolist()
-        key = (cols["src"] + s) * max(n, 1) + cols["dst"]
+        key = (cols["src"].astype(np.int64) + s) * max(n, 1) + cols["dst"]
         order = np.argsort(key, kind="stable")
         key = key.take(order)
         starts = run_starts(key)  # (the first event of each edge)
@@ -1062,7 +1073,7 @@ class ContagionRecorder:
             return counted[1]
         e = self._edges.columns()  # (src and dst: no step or round needed)
         n = max(len(self.ids), 1)
-        key = (e["src"] + len(self.roots)) * n + e["dst"]  # special nodes (src < 0) first
+        key = (e["src"].astype(np.int64) + len(self.roots)) * n + e["dst"]  # specials first
         size = (len(self.roots) + n) * n
         if size <= _SEEN_PER_EDGE * key.size:  # a mark per possible edge: one pass, no sort
             seen = np.zeros(size, dtype=bool)

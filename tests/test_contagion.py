@@ -873,9 +873,31 @@ def test_edge_events_keep_step_and_round_once_per_batch():
     assert e["step"].tolist() == [3] * 5000 + [7] * 1000
     assert e["round"].tolist() == [1] * n
     assert e["step"].dtype == np.int64 and not e["step"].flags.writeable
-    # held: 8 bytes each of src, dst and weight per edge, and 3 int64 per batch (step, round,
-    # size); not two more int64 columns of every edge
-    assert _held_bytes(rec._edges) + _held_bytes(rec._batches) == n * 3 * 8 + 2 * 3 * 8
+    assert e["src"].dtype == e["dst"].dtype == np.int64 and not e["src"].flags.writeable
+    # held: 4 bytes each of src and dst and 8 of weight per edge, and 3 int64 per batch
+    # (step, round, size); not two more int64 columns of every edge
+    assert _held_bytes(rec._edges) + _held_bytes(rec._batches) == n * (4 + 4 + 8) + 2 * 3 * 8
+
+
+def test_a_large_books_row_codes_merge_without_overflow():
+    """The log keeps sources and targets as 4-byte codes; the merged graph's keys (source
+    times the book's size plus target, 10^10 here) and the distinct edge count widen them
+    first: each edge's ends come back as written, counted by hand."""
+    n = 100_000
+    rec = ContagionRecorder(np.arange(n), np.ones(n))
+    liquidators, victims = np.array([n - 3, n - 2, n - 1]), np.array([n - 60_000, n - 10])
+    rec.record(_rr(4, 1, liquidators, np.ones((3, 1)), np.ones((3, 1)), [10.0], [9.0]))
+    rec.record(_rr(4, 2, victims, np.ones((2, 1)), np.ones((2, 1)), [9.0], [8.0]))
+    rec.record(_rr(5, 1, liquidators, np.ones((3, 1)), np.ones((3, 1)), [8.0], [7.0]))
+    rec.record(_rr(5, 2, victims, np.ones((2, 1)), np.ones((2, 1)), [7.0], [6.0]))
+    g = rec.arrays()
+    traders = g.src >= 0
+    pairs = sorted(zip(g.src[traders].tolist(), g.dst[traders].tolist(), strict=True))
+    assert pairs == sorted((int(a), int(b)) for a in liquidators for b in victims)
+    assert g.events[traders].tolist() == [2] * 6  # each pair once a step, two steps
+    assert np.allclose(g.weight[traders], 2 / 3)  # a third of the loss each, twice
+    rec._cache.clear()
+    assert rec.info()["edges"] == g.src.size == 6 + 3 * 2  # and the steps' roots' edges
 
 
 def test_edge_batches_are_the_logs_own_columns_and_each_batchs_step_and_round():
