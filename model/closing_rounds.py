@@ -27,7 +27,7 @@ from model import kernels
 from model.accounts import RoundSums
 from model.screen import MarginScreen
 
-__all__ = ["ClosedRound", "ClosingRounds"]
+__all__ = ["ClosedRound", "ClosedRounds", "ClosingRounds"]
 
 # The fill log's room asked for a call (the open block holds more; a round needing more is
 # given room of its own by the next call)
@@ -61,6 +61,59 @@ class ClosedRound(RoundSums):
     fills: int
     first_ever: int
     first_in_step: int
+
+
+@dataclass
+class ClosedRounds:
+    """The rounds the compiled call did, copied out of its buffers at once: per row, round
+    after round, and per round (:meth:`ClosingRounds.rounds`).
+
+    Attributes:
+        rows: (m,) book rows liquidated, round ``i``'s ``rows[bounds[i]:bounds[i + 1]]``,
+            as for ``qty`` (m, A) the positions closed and ``row_notional`` (m,).
+        bounds: where each round's rows start, then where the last ends.
+        prices: (n, 3, A) each round's price before and after its flow, the depth walked.
+        net: (n, A) each round's fill's column sums.
+        notional, fee, bad: (m, A) per position (views of the call's buffers, read before
+            the next call).
+        fees .. first_in_step: per round, the fields of :class:`ClosedRound` of those names.
+    """
+
+    rows: np.ndarray
+    bounds: list[int]
+    qty: np.ndarray
+    row_notional: np.ndarray
+    prices: np.ndarray
+    net: np.ndarray
+    notional: np.ndarray
+    fee: np.ndarray
+    bad: np.ndarray
+    fees: list[float]
+    bad_debt: list[float]
+    liquidated: list[float]
+    fund: list[float]
+    unfunded: list[float]
+    traded: list[float]
+    paid: list[float]
+    debt: list[float]
+    any_debt: list[float]
+    fills: list[float]
+    first_ever: list[float]
+    first_in_step: list[float]
+
+    def round(self, i: int) -> ClosedRound:
+        """Round ``i`` as one :class:`ClosedRound` (its arrays views of these)."""
+        lo, hi = self.bounds[i], self.bounds[i + 1]
+        p = self.prices[i]
+        return ClosedRound(
+            qty=self.qty[lo:hi], price_before=p[0], price=p[1], notional=self.notional[lo:hi],
+            fee=self.fee[lo:hi], bad=self.bad[lo:hi], row_notional=self.row_notional[lo:hi],
+            fees=self.fees[i], bad_debt=self.bad_debt[i], liquidated=self.liquidated[i],
+            rows=self.rows[lo:hi], depth=p[2], fund=self.fund[i], unfunded=self.unfunded[i],
+            traded=self.traded[i], paid=self.paid[i], debt=self.debt[i],
+            any_debt=self.any_debt[i] != 0.0, net=self.net[i], fills=int(self.fills[i]),
+            first_ever=int(self.first_ever[i]), first_in_step=int(self.first_in_step[i]),
+        )  # fmt: skip
 
 
 class ClosingRounds:
@@ -136,51 +189,17 @@ class ClosingRounds:
         none, else those its last query found."""
         return rows if self.done == 0 else screen.below_rows(int(self.result[3]))
 
-    def rounds(self, n: int) -> tuple[np.ndarray, list[ClosedRound]]:
-        """The first ``n`` rounds of the last call: their rows, round after round, and each
-        round, its arrays views of one copy of the buffers (but the per-position
-        ``notional``, ``fee`` and ``bad``: views of the buffers, read before the next
-        call)."""
+    def rounds(self, n: int) -> ClosedRounds:
+        """The first ``n`` rounds of the last call, copied out of the buffers at once (but
+        the per-position ``notional``, ``fee`` and ``bad``: views of the buffers)."""
         bounds = self.bounds[: n + 1].tolist()
         m = bounds[-1]
-        rows, qty, row_notional = (
-            self.rows[:m].copy(),
-            self.qty[:m].copy(),
-            self.row_notional[:m].copy(),
-        )
-        prices, net = self.prices[:n].copy(), self.net[:n].copy()
-        rounds = []
-        for i, s in enumerate(self.sums[:n].tolist()):
-            lo, hi = bounds[i], bounds[i + 1]
-            p = prices[i]
-            rounds.append(
-                ClosedRound(
-                    qty=qty[lo:hi],
-                    price_before=p[0],
-                    price=p[1],
-                    notional=self.pos_notional[lo:hi],
-                    fee=self.fee[lo:hi],
-                    bad=self.bad[lo:hi],
-                    row_notional=row_notional[lo:hi],
-                    fees=s[0],
-                    bad_debt=s[1],
-                    liquidated=s[2],
-                    rows=rows[lo:hi],
-                    depth=p[2],
-                    fund=s[3],
-                    unfunded=s[4],
-                    traded=s[5],
-                    paid=s[6],
-                    debt=s[7],
-                    any_debt=s[8] != 0.0,
-                    net=net[i],
-                    fills=int(s[9]),
-                    first_ever=int(s[10]),
-                    first_in_step=int(s[11]),
-                )  # fmt: skip
-            )
-        return rows, rounds
+        return ClosedRounds(
+            self.rows[:m].copy(), bounds, self.qty[:m].copy(), self.row_notional[:m].copy(),
+            self.prices[:n].copy(), self.net[:n].copy(), self.pos_notional[:m], self.fee[:m],
+            self.bad[:m], *self.sums[:n].T.tolist(),
+        )  # fmt: skip
 
     def round(self, i: int) -> ClosedRound:
         """Round ``i`` of the last call (:meth:`rounds`)."""
-        return self.rounds(i + 1)[1][i]
+        return self.rounds(i + 1).round(i)

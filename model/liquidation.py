@@ -297,6 +297,7 @@ class LiquidationEngine:
         self.liquidity = None
         self._walked_depth = None  # the depth the last round's flow walked
         self._closing: ClosingRounds | None = None  # (rounds in compiled calls: when used)
+        self._flag_buffers = (np.ones(0, bool), np.zeros((0, book.n_assets), bool))
 
     # ---- detection ------------------------------------------------------------------------
     def candidates(self, mark) -> np.ndarray | None:
@@ -317,7 +318,7 @@ class LiquidationEngine:
         book = self.book
         if self.screen is not None and self._checks_cross_books_only():  # (compiled calls)
             rows = self.screen.cross_liquidatable(mark)
-            return rows, np.ones(rows.size, bool), np.zeros((rows.size, book.n_assets), bool)
+            return rows, *self._flags(rows.size)
         cand = self.candidates(mark)
         total = book.n_traders if cand is None else cand.size
         found = []
@@ -422,26 +423,28 @@ class LiquidationEngine:
         :meth:`_log_closed_books` book and report each of theirs: the book's aggregates
         round by round and the rows of all as one write (those the call's queries read, as
         seen by the screen), the counts and the step's counters, then each round to
-        ``on_round``, in order."""
+        ``on_round``, in order (the fund paid what it could; no ADL in the call)."""
         if not done:
             return
-        rows, rounds = runner.rounds(done)
-        seen = sum(r.rows.size for r in rounds[: runner.queries])
-        closes = [(r.traded, r.paid, r.debt, r.any_debt, r.net) for r in rounds]
-        self.book.book_closes(rows, closes, seen=seen, seen_by="screen")
-        for r in rounds:
-            k = r.rows.size
-            self._add_counts(k, r.first_ever, r.first_in_step)
-            self.totals.liquidations += r.fills
-            self._add_round(k, r.liquidated, r.bad_debt, r.fees)
-        self._walked_depth = rounds[-1].depth
-        for i, r in enumerate(rounds):  # (the fund paid what it could; no ADL in the call)
+        r = runner.rounds(done)
+        closes = zip(r.traded, r.paid, r.debt, r.any_debt, r.net, strict=True)
+        seen = r.bounds[min(runner.queries, done)]
+        self.book.book_closes(r.rows, closes, seen=seen, seen_by="screen")
+        for i in range(done):
+            k = r.bounds[i + 1] - r.bounds[i]
+            self._add_counts(k, int(r.first_ever[i]), int(r.first_in_step[i]))
+            self.totals.liquidations += int(r.fills[i])
+            self._add_round(k, r.liquidated[i], r.bad_debt[i], r.fees[i])
+        self._walked_depth = r.prices[done - 1, 2]
+        for i in range(done):
             record = None
             if self.on_round is not None:
-                amounts = (0.0, 0.0, r.unfunded)
+                lo, hi = r.bounds[i], r.bounds[i + 1]
+                p, amounts = r.prices[i], (0.0, 0.0, r.unfunded[i])
                 record = self._whole_close_record(
-                    step, rnd + i, r.rows, r, r.fund, amounts, r.depth
-                )
+                    step, rnd + i, r.rows[lo:hi], r.qty[lo:hi], p[:2], r.row_notional[lo:hi],
+                    (r.fees[i], r.bad_debt[i]), r.fund[i], amounts, p[2],
+                )  # fmt: skip
             self._report(rnd + i, record)
 
     def _report(self, rnd: int, record: RoundRecord | None) -> None:
@@ -514,18 +517,34 @@ class LiquidationEngine:
         self._log_closed_books(step, rnd, rows, q, price, s)
         self._add_round(len(rows), s.liquidated, s.bad_debt, s.fees)
         return self._whole_close_record(
-            step, rnd, rows, s, self.insurance_fund, cover.amounts(), self._walked_depth
-        )
-
-    @staticmethod
-    def _whole_close_record(step, rnd, rows, s: RoundSums, fund, amounts, depth) -> RoundRecord:
-        """The :class:`RoundRecord` of a round of whole closes (``s``): every position closed
-        whole at the round's price; ``fund`` after it, ``amounts`` its ADL notional,
-        socialised and unfunded loss, ``depth`` walked."""
-        return RoundRecord(
-            step, rnd, rows, s.qty, s.qty, s.price_before, s.price, s.row_notional,
-            np.ones(len(rows), bool), s.fees, s.bad_debt, fund, *amounts, None, depth,
+            step, rnd, rows, q, (s.price_before, price), s.row_notional, (s.fees, s.bad_debt),
+            self.insurance_fund, cover.amounts(), self._walked_depth,
         )  # fmt: skip
+
+    def _whole_close_record(
+        self, step, rnd, rows, qty, prices, notional, losses, fund, amounts, depth
+    ) -> RoundRecord:
+        """The :class:`RoundRecord` of a round of whole closes: every position (``qty``)
+        closed whole at the round's price (``prices``: before and after), ``notional`` per
+        row, ``losses`` its fees and bad debt; ``fund`` after it, ``amounts`` its ADL
+        notional, socialised and unfunded loss, ``depth`` walked."""
+        full, _ = self._flags(len(rows))
+        return RoundRecord(
+            step, rnd, rows, qty, qty, *prices, notional, full, *losses, fund, *amounts, None,
+            depth,
+        )  # fmt: skip
+
+    def _flags(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Read-only (k,) all True and (k, A) all False: a round's flags when every unit is
+        a cross book closed whole, views of buffers kept between rounds (grown by
+        doubling)."""
+        true, false = self._flag_buffers
+        if true.size < k:
+            size = max(k, 2 * true.size)
+            true, false = np.ones(size, bool), np.zeros((size, self.book.n_assets), bool)
+            true.flags.writeable = false.flags.writeable = False
+            self._flag_buffers = true, false
+        return true[:k], false[:k]
 
     def _log_closed_books(self, step, rnd, rows, q, price, s) -> None:
         """:meth:`_record_fills` of a round of whole closes in one compiled call
