@@ -817,6 +817,15 @@ def log_closed_books(rows, qty, price, notional, fee, bad, step, rnd, kind, coun
 # --------------------------------------------------------------------------------------------
 
 
+def _thinning(stress, forced, depth_qty, beta, depth_stress):
+    """``1 + depth_stress x load`` of one asset, what a stressed static book's depth is
+    divided by (:meth:`agents.market.Market.effective_depth_qty`,
+    :attr:`agents.market.Market.depth_now`): the load is the ``stress`` carried and this
+    step's outsized move, plus the percent move the step's ``forced`` flow would make on the
+    unstressed book."""
+    return 1.0 + depth_stress * (stress + math.pow(abs(forced) / depth_qty, beta))
+
+
 def static_walk(flow, market_flow, forced_flow, impact_start, depth_qty, beta, log_fundamental,
                 max_log, stress, depth_stress, impact, limit_hit, inventory, cash, price):  # fmt: skip
     """:meth:`agents.market.Market.execute` of a round's forced ``flow`` (A,) through the
@@ -834,8 +843,7 @@ def static_walk(flow, market_flow, forced_flow, impact_start, depth_qty, beta, l
         forced_flow[a] = forced
         d = depth_qty[a]
         if depth_stress != 0:
-            load = stress[a] + math.pow(abs(forced) / d, beta)
-            d = d / (1.0 + depth_stress * load)
+            d = d / _thinning(stress[a], forced, d, beta, depth_stress)
         s = impact_start[a] - 0.01 * np.sign(x) * math.pow(abs(x) / d, beta)
         c = _minimum(_maximum(s, -max_log - log_fundamental[a]), max_log - log_fundamental[a])
         if c != s:
@@ -1023,8 +1031,9 @@ def _walked_depth(forced_flow, depth_qty, beta, stress, depth_stress, depth, out
         if depth_stress == 0:
             out[a] = depth[a]
         else:
-            load = stress[a] + math.pow(abs(forced_flow[a]) / depth_qty[a], beta)
-            out[a] = depth[a] / (1.0 + depth_stress * load)
+            out[a] = depth[a] / _thinning(
+                stress[a], forced_flow[a], depth_qty[a], beta, depth_stress
+            )
 
 
 def _pay_bad_debt(bad, fund, adl, sums):
@@ -1541,6 +1550,7 @@ _COMPILED = (
     "reached_rows",
     "count_liquidations",
     "log_closed_books",
+    "_thinning",
     "static_walk",
     "walk_and_close",
     "_walked_depth",
