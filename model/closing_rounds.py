@@ -9,10 +9,13 @@ runs them one after the other in one call, from the rows the engine found for th
 stops when a query finds nobody or the next step is the engine's own: the screen's numpy query
 (a rebuild, a lane to extend, many changed rows), the round limit, bad debt beyond the fund
 with ADL on, or no room left for a round's fills (:class:`ClosingRounds` then makes room and
-calls again). The engine then books each round done as its own rounds are booked and reports
-them to ``on_round`` in order (:meth:`model.liquidation.LiquidationEngine._run_closing_rounds`).
+calls again). The engine then books the rounds done as its own rounds are booked (their rows
+as one write) and reports them to ``on_round`` in order
+(:meth:`model.liquidation.LiquidationEngine._run_closing_rounds`).
 
-This module keeps the call's buffers and hands each round back as a :class:`ClosedRound`;
+This module keeps the call's buffers and hands the rounds back, copied out at once, as
+:class:`ClosedRounds` (one of them, for the engine's cover of its bad debt, as a
+:class:`ClosedRound`);
 the rules stay where they are written (:mod:`model.liquidation`, :mod:`model.screen`,
 :mod:`agents.market`), and the kernel is their twin, equal to the bit (tests/test_kernels.py).
 """

@@ -422,8 +422,8 @@ class LiquidationEngine:
         ``rnd`` (:meth:`_run_closing_rounds`), as :meth:`_close_cross_books` and
         :meth:`_log_closed_books` book and report each of theirs: the book's aggregates
         round by round and the rows of all as one write (those the call's queries read, as
-        seen by the screen), the counts and the step's counters, then each round to
-        ``on_round``, in order (the fund paid what it could; no ADL in the call)."""
+        seen by the screen), then round by round the counts and the step's counters and the
+        report to ``on_round`` (the fund paid what it could; no ADL in the call)."""
         if not done:
             return
         r = runner.rounds(done)
@@ -431,19 +431,16 @@ class LiquidationEngine:
         seen = r.bounds[min(runner.queries, done)]
         self.book.book_closes(r.rows, closes, seen=seen, seen_by="screen")
         for i in range(done):
-            k = r.bounds[i + 1] - r.bounds[i]
-            self._add_counts(k, int(r.first_ever[i]), int(r.first_in_step[i]))
+            lo, hi = r.bounds[i], r.bounds[i + 1]
+            self._add_counts(hi - lo, int(r.first_ever[i]), int(r.first_in_step[i]))
             self.totals.liquidations += int(r.fills[i])
-            self._add_round(k, r.liquidated[i], r.bad_debt[i], r.fees[i])
-        self._walked_depth = r.prices[done - 1, 2]
-        for i in range(done):
-            record = None
+            self._add_round(hi - lo, r.liquidated[i], r.bad_debt[i], r.fees[i])
+            p, record = r.prices[i], None
+            self._walked_depth = p[2]
             if self.on_round is not None:
-                lo, hi = r.bounds[i], r.bounds[i + 1]
-                p, amounts = r.prices[i], (0.0, 0.0, r.unfunded[i])
                 record = self._whole_close_record(
                     step, rnd + i, r.rows[lo:hi], r.qty[lo:hi], p[:2], r.row_notional[lo:hi],
-                    (r.fees[i], r.bad_debt[i]), r.fund[i], amounts, p[2],
+                    (r.fees[i], r.bad_debt[i]), r.fund[i], (0.0, 0.0, r.unfunded[i]), p[2],
                 )  # fmt: skip
             self._report(rnd + i, record)
 
