@@ -68,14 +68,24 @@ def libm_exp(x) -> np.ndarray:
     loop computes, where numpy's vectorised ``exp`` differs in the last bit for a few percent
     of arguments. For the market's (A,) arrays; an overflow gives inf, as numpy's does."""
     x = np.asarray(x, dtype=float)
-    return np.array([_exp(v) for v in x.ravel().tolist()]).reshape(x.shape)
+    if x.ndim != 1:
+        return libm_exp(x.ravel()).reshape(x.shape)
+    try:  # (prices are read several times a round: the overflow's check only when it comes)
+        return np.array([math.exp(v) for v in x.tolist()])
+    except OverflowError:
+        return np.array([_exp(v) for v in x.tolist()])
 
 
 def libm_power(x, y: float) -> np.ndarray:
     """``x ** y`` of each element through the C library (:func:`math.pow`); see
     :func:`libm_exp`. An overflow gives inf, as numpy's does."""
     x = np.asarray(x, dtype=float)
-    return np.array([_pow(v, y) for v in x.ravel().tolist()]).reshape(x.shape)
+    if x.ndim != 1:
+        return libm_power(x.ravel(), y).reshape(x.shape)
+    try:
+        return np.array([math.pow(v, y) for v in x.tolist()])
+    except OverflowError:
+        return np.array([_pow(v, y) for v in x.tolist()])
 
 
 def _exp(x: float) -> float:
@@ -136,6 +146,9 @@ class Market(mesa.Agent):
         self.beta = float(market.impact_exponent)
         self.resilience = float(market.resilience)
         self.dt = float(market.step_minutes) / MINUTES_PER_YEAR
+        # a step's log return without GARCH is drift + diffusion x z (zero drift in price)
+        self._drift = -0.5 * self.volatility**2 * self.dt
+        self._diffusion = self.volatility * np.sqrt(self.dt)
         self.jump_rate = float(market.jump_intensity) * self.dt
         self.jump_mean = float(market.jump_mean)
         self.jump_volatility = float(market.jump_volatility)
@@ -220,8 +233,11 @@ class Market(mesa.Agent):
         price) and return it. The liquidation engine calls this once per round, so after a
         jump the mark has covered ``1 - mark_lag ** k`` of it after ``k`` rounds."""
         log_price = self.log_fundamental + self.impact
+        if self.mark_lag == 0:  # the mark is the price (called every round: no more to do)
+            self.log_mark = log_price
+            return libm_exp(log_price)
         self.log_mark = self.mark_lag * self.log_mark + (1.0 - self.mark_lag) * log_price
-        return self.mark
+        return libm_exp(self.log_mark)
 
     def effective_depth_qty(self) -> np.ndarray:
         """(A,) depth in quantity per 1% move, thinned by liquidity stress.
@@ -287,8 +303,7 @@ class Market(mesa.Agent):
                 + self.garch_beta * h
             )
         else:
-            sig = self.volatility
-            dlog = -0.5 * sig**2 * self.dt + sig * np.sqrt(self.dt) * z
+            dlog = self._drift + self._diffusion * z
         if self.jump_rate > 0:
             n_jumps = rng.poisson(self.jump_rate, a)
             dlog += n_jumps * self.jump_mean + np.sqrt(
@@ -297,8 +312,11 @@ class Market(mesa.Agent):
         if step in self.shocks:
             dlog += np.log(self.shocks[step])
         raw = self.log_fundamental + dlog
-        self.log_fundamental = np.clip(raw, -_MAX_LOG, _MAX_LOG)
-        self.limit_hit = np.sign(raw - self.log_fundamental).astype(np.int8)
+        self.log_fundamental = np.minimum(np.maximum(raw, -_MAX_LOG), _MAX_LOG)
+        if (self.log_fundamental == raw).all():
+            self.limit_hit = np.zeros(a, dtype=np.int8)
+        else:  # a limit bit (or a NaN reached it)
+            self.limit_hit = np.sign(raw - self.log_fundamental).astype(np.int8)
         if self.layered is None:
             self.impact = self._within_limits((1.0 - self.resilience) * self.impact)
         else:  # the makers' book refills through its kernel's layers

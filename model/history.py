@@ -65,8 +65,9 @@ class MarketHistory:
             grown = np.zeros((max(16, 2 * self._size), *self._data.shape[1:]))
             grown[: self._size] = self._data[: self._size]
             self._data = grown
+        row = self._data[self._size]
         for i, attr in enumerate(self.COLUMNS.values()):
-            self._data[self._size, i] = getattr(market, attr)
+            row[i] = getattr(market, attr)
         self._size += 1
 
     def _column(self, i: int) -> np.ndarray:

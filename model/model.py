@@ -461,11 +461,10 @@ class ContagionModel(mesa.Model):
                 break
         if whole:
             balances = sum(a.sum() for a in book.read(None, *names))
+        market = mk.price.tolist() + mk.cash.tolist() + mk.inventory.tolist()  # (3A values)
         total = (
             balances
-            + mk.price.sum()
-            + mk.cash.sum()
-            + mk.inventory.sum()
+            + sum(market)
             + self.engine.insurance_fund
             + self.engine.unfunded_bad_debt
             + (0.0 if self.engine.vault is None else self.engine.vault.value(mk.price))
