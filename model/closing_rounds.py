@@ -10,7 +10,8 @@ stops when a query finds nobody or the next step is the engine's own: the screen
 (a rebuild, a lane to extend, many changed rows), the round limit, bad debt beyond the fund
 with ADL on, or no room left for a round's fills (:class:`ClosingRounds` then makes room and
 calls again). The engine then books the rounds done as its own rounds are booked (their rows
-as one write) and reports them to ``on_round`` in order
+as one write) and reports them to ``on_round`` in order, or all at once to a listener that
+takes them so, as the contagion recorder does
 (:meth:`model.liquidation.LiquidationEngine._run_closing_rounds`).
 
 This module keeps the call's buffers and hands the rounds back, copied out at once, as

@@ -55,6 +55,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -65,6 +66,9 @@ from model.column_log import ColumnLog
 from model.ids import id_column, is_integer_ids, plain_id
 from model.liquidation import RoundRecord
 from model.sorting import run_labels, run_starts, stable_argsort
+
+if TYPE_CHECKING:
+    from model.closing_rounds import ClosedRounds
 
 __all__ = [
     "ContagionRecorder",
@@ -91,6 +95,9 @@ _SEEN_PER_EDGE = 32
 # million edges of a large cascade's first rounds cost the step a third more
 # (docs/performance-log.md); reads for arithmetic widen them (edges(), the merged graph).
 ROW_CODE = np.int32
+# No previous round's rows or values (the step's first round, for a compiled call)
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+_NO_VALUES = np.zeros(0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -703,6 +710,114 @@ class ContagionRecorder:
                 self._attribute(prev_rows, rows, mix, share, rec.step, rec.round)
         self._prev = rec
 
+    def __call__(self, rec: RoundRecord) -> None:
+        """:meth:`record`: the recorder listens to the engine's rounds (its ``on_round``)."""
+        self.record(rec)
+
+    def record_closed_rounds(self, step: int, rnd: int, rounds: ClosedRounds, record_of) -> None:
+        """Rounds ``rnd``, ``rnd + 1``, ... of ``step`` that one compiled call closed whole
+        (:class:`model.closing_rounds.ClosedRounds`), recorded as :meth:`record` records each
+        of them: the same edges, batches, special nodes and counters (tests/test_contagion.py).
+
+        In a large one-asset book the rounds go to one compiled call
+        (:func:`model.kernels.whole_close_rounds`) but a round it hands back (a victim
+        liquidated before, every edge within the budget), which goes to the lines of
+        :meth:`record`, and the call goes on from the round after it. ``record_of(i)`` gives
+        round ``i``'s :class:`model.liquidation.RoundRecord`: for the rounds recorded one by
+        one, and for the last one, kept as the previous round.
+        """
+        n = len(rounds.bounds) - 1
+        if not (self._compiled and rounds.prices.shape[2] == 1):
+            for i in range(n):
+                self.record(record_of(i))
+            return
+        i = 0
+        while i < n:
+            j, status = self._whole_close_rounds(step, rnd, rounds, i)
+            if j == n:
+                break
+            lo, hi = rounds.bounds[j], rounds.bounds[j + 1]
+            if status == 0:  # a victim liquidated before: record()'s numpy lines
+                if j:
+                    self._prev = record_of(j - 1)
+                self.record(record_of(j))
+            else:  # its counters and factors written: the edges with numpy
+                self._version += 1
+                prev_rows = self._prev_rows(rounds, j)
+                share, col, _ = self._scratch_buffers
+                share, col = share[: prev_rows.size], col[: hi - lo]
+                self._finish_one_asset_round(
+                    status, prev_rows, rounds.rows[lo:hi], share, col, step, rnd + j
+                )
+            i = j + 1
+        self._prev = record_of(n - 1)
+
+    def _prev_rows(self, rounds: ClosedRounds, i: int) -> np.ndarray:
+        """The rows of the round before round ``i`` of ``rounds`` (the previous round kept
+        for round 0)."""
+        if i == 0:
+            return np.asarray(self._prev.rows, dtype=np.int64)
+        return rounds.rows[rounds.bounds[i - 1] : rounds.bounds[i]]
+
+    def _whole_close_rounds(self, step, rnd, rounds: ClosedRounds, start: int):
+        """Rounds ``start``.. of :meth:`record_closed_rounds` in one compiled call, their
+        edges written into the edge log's room, then their batches, special nodes and
+        counters noted; returns the round the call handed back (``n``: none) and its status
+        (:func:`model.kernels.whole_close_rounds`)."""
+        prev, b, n = self._prev, rounds.bounds, len(rounds.bounds) - 1
+        first = start == 0 and (prev is None or prev.step != step or prev.round != rnd - 1)
+        qty = rounds.qty[:, 0]
+        if first:
+            prev_rows, closed, spent, move = _NO_ROWS, _NO_VALUES, _NO_VALUES, 0.0
+        elif start == 0:
+            prev_rows, closed = self._prev_rows(rounds, 0), _first_column(prev.closed)
+            spent = np.asarray(prev.notional, dtype=float)
+            move = float(prev.price_after[0]) - float(prev.price_before[0])
+        else:
+            lo, hi, p = b[start - 1], b[start], rounds.prices[start - 1]
+            prev_rows, closed, spent = rounds.rows[lo:hi], qty[lo:hi], rounds.row_notional[lo:hi]
+            move = float(p[1, 0]) - float(p[0, 0])
+        victims = [b[i + 1] - b[i] for i in range(start, n)]
+        liquidators = [prev_rows.size, *victims[:-1]]
+        room_size = victims[0] if first else 0
+        for k_l, k_v in zip(liquidators[first:], victims[first:], strict=True):
+            room_size += (max(1, min(self.top, k_l)) + 1) * k_v  # (kept edges, aggregates)
+        share, col, counts = self._scratch(max(liquidators), max(victims))
+        sizes, named, result = np.zeros(n, np.int64), np.zeros(n, np.int8), np.zeros(2, np.int64)
+        room, at = self._edges.reserve(room_size)
+        stop = kernels.whole_close_rounds(
+            first, start, n, step, rnd, np.asarray(b, dtype=np.int64), rounds.rows, qty,
+            rounds.row_notional, rounds.prices, prev_rows, closed, spent, move, self.events,
+            self.first_step, self.first_round, self.notional, self.max_edges - self.edge_count,
+            self.top, _TA_MAX_CANDIDATES, self._next_special(), _MIN_REST, share, col,
+            room["src"][at:], room["dst"][at:], room["weight"][at:], sizes, named, counts,
+            result,
+        )  # fmt: skip
+        status, written = result.tolist()
+        self._edges.commit(written)
+        self._note_whole_close_rounds(step, rnd, start, stop, first, sizes, named)
+        return stop, status
+
+    def _note_whole_close_rounds(self, step, rnd, start, stop, first, sizes, named) -> None:
+        """The batches, special nodes and counters of rounds ``start`` to ``stop - 1`` that
+        :func:`model.kernels.whole_close_rounds` recorded (``sizes``: their edges;
+        ``named``: the special node each named), as :meth:`record` notes each."""
+        if stop == start:
+            return
+        self._version += stop - start
+        for i, kind in enumerate(named[start:stop].tolist(), start):
+            if kind:
+                self.roots.append(f"step:{step}" if kind == 1 else f"others:{step}:{rnd + i}")
+        truncated = stop - start - first
+        if truncated:
+            self.truncated = True
+            self.truncated_rounds += truncated
+            self.first_truncated_step = self.first_truncated_step or int(step)
+        kept = np.flatnonzero(sizes[start:stop])
+        size = sizes[start:stop][kept]
+        self._batches.append(kept.size, {"step": step, "round": rnd + start + kept, "size": size})
+        self.edge_count += int(size.sum())
+
     def _one_asset_round_compiled(self, rows, rec: RoundRecord, prev: RoundRecord) -> bool:
         """A one-asset round whose victims have no event yet (every victim of a full
         liquidation that closes books whole) in one compiled call
@@ -730,14 +845,23 @@ class ContagionRecorder:
             self._edges.commit(0)
         if status == 0:
             return False
-        if status == 1:  # every edge kept
-            self._attribute_columns(prev_rows, rows, share, col, rec.step, rec.round, int(out[0]))
-        elif status == 3:
-            self._keep_top_contributors(prev_rows, rows, share, col, None, rec.step, rec.round)
-        else:
+        if status == 2:
             self._note_truncated(rec.step)
             self._commit_kept(*out.tolist(), rec.step, rec.round)
+        else:
+            self._finish_one_asset_round(status, prev_rows, rows, share, col, rec.step, rec.round)
         return True
+
+    def _finish_one_asset_round(self, status, prev_rows, rows, share, col, step, rnd) -> None:
+        """The edges of a round :func:`model.kernels.one_asset_round` left to numpy once it
+        wrote the counters and the factors (``share``, ``col``; the edge count in the
+        scratch counts): every edge (status 1) or each victim's top contributors found with
+        numpy (status 3)."""
+        if status == 1:
+            count = int(self._scratch_buffers[2][0])
+            self._attribute_columns(prev_rows, rows, share, col, step, rnd, count)
+        else:
+            self._keep_top_contributors(prev_rows, rows, share, col, None, step, rnd)
 
     def _scratch(self, k_l: int, k_v: int):
         """The compiled round's factors (k_l, 2), victims' columns (k_v,) and counts (2,):

@@ -44,8 +44,10 @@ whole array. The kernels here do the same arithmetic in one loop over the gather
   contagion recorder's :func:`note_victims` (the victims' node attributes),
   :func:`one_asset_factors` (a one-asset round's attribution factors, with sums added in
   numpy's pairwise order), :func:`top_edges_of_unit_rows` (the edges kept of a round past
-  the edge budget when each victim lost on one asset) and :func:`unit_rows_edges` (every
-  edge of such a round within the budget).
+  the edge budget when each victim lost on one asset), :func:`unit_rows_edges` (every
+  edge of such a round within the budget), :func:`one_asset_round` (a one-asset round's
+  counters, factors and kept edges at once) and :func:`whole_close_rounds` (the rounds of a
+  compiled call's whole closes, one after the other).
 
 Each is the twin of the numpy function it names, with the same operations in the same order
 (sums over a row's assets from the first, as :func:`model.accounts.row_sum` adds them), so
@@ -107,6 +109,7 @@ __all__ = [
     "unit_rows_edges",
     "use",
     "walk_and_close",
+    "whole_close_rounds",
     "writable",
 ]
 
@@ -1388,6 +1391,63 @@ def one_asset_round(rows, notional, step, rnd, events, first_step, first_round, 
     return 2
 
 
+def whole_close_rounds(first, start, n, step, rnd, bounds, rows, qty, notional, prices,
+                       prev_rows, prev_closed, prev_notional, prev_move, events, first_step,
+                       first_round, total, budget, top, max_candidates, special, min_rest,
+                       share, col, src, dst, weight, sizes, named, counts, result):  # fmt: skip
+    """Rounds ``start`` to ``n - 1`` of a compiled call's whole closes of a one-asset book
+    (:class:`model.closing_rounds.ClosedRounds`: ``bounds``, ``rows``, ``qty`` (m,),
+    ``notional`` (m,), ``prices`` (n, 3, 1)) recorded one after the other as
+    :meth:`model.contagion.ContagionRecorder.record` records each: the step's first round
+    (``first``, only round ``start``) from the step's root, every other round past the edge
+    budget by :func:`one_asset_round`, its previous round ``prev_*`` for round ``start`` and
+    the call's own round before it after that. The edges go into ``src``, ``dst`` and
+    ``weight`` one round after the other; per round, its edges into ``sizes`` and the
+    special node it named into ``named`` (1: the step's root, 2: the round's aggregate, 0:
+    none; ``special`` is the code of the next one).
+
+    Returns the first round not recorded (``n``: none), with ``result`` [the status
+    :func:`one_asset_round` gave that round, the edges written]; its counters and factors
+    (``share``, ``col``, ``counts``) are written when the status is 1 or 3, as that kernel
+    leaves them for the recorder's numpy lines.
+    """
+    e = 0
+    for i in range(start, n):
+        lo, hi = bounds[i], bounds[i + 1]
+        victims = rows[lo:hi]
+        if i == start and first:  # the step's first round: an edge from its root each
+            note_victims(victims, notional[lo:hi], step, rnd + i, events, first_step,
+                         first_round, total)  # fmt: skip
+            for j in range(hi - lo):
+                src[e + j], dst[e + j], weight[e + j] = special, victims[j], 1.0
+            counts[0], counts[1], named[i] = hi - lo, 0, 1
+            special -= 1
+        else:
+            if i == start:
+                k_l = prev_rows.size
+                liquidators, closed, spent, move = prev_rows, prev_closed, prev_notional, prev_move
+            else:
+                k_l, p = bounds[i] - bounds[i - 1], prices[i - 1]
+                liquidators, closed = rows[bounds[i - 1] : lo], qty[bounds[i - 1] : lo]
+                spent, move = notional[bounds[i - 1] : lo], p[1, 0] - p[0, 0]
+            status = one_asset_round(
+                victims, notional[lo:hi], step, rnd + i, events, first_step, first_round,
+                total, qty[lo:hi], move, closed, spent, liquidators, budget, top,
+                max_candidates, special, min_rest, share[:k_l], col[: hi - lo], src[e:],
+                dst[e:], weight[e:], counts,
+            )  # fmt: skip
+            if status != 2:
+                result[0], result[1] = status, e
+                return i
+            named[i] = 2 if counts[1] else 0
+            special -= 1 if counts[1] else 0
+        sizes[i] = counts[0] + counts[1]
+        e += sizes[i]
+        budget -= sizes[i]
+    result[0], result[1] = 2, e
+    return n
+
+
 def _pairwise_sum(x):
     """``x.sum()`` of a 1-D ``x`` in numpy's order: a run of at most 128 values summed by
     :func:`_row_of_sum`, a longer one as the sum of its halves (split at a multiple of 8),
@@ -1570,5 +1630,6 @@ _COMPILED = (
     "top_edges_of_unit_rows",
     "unit_rows_edges",
     "one_asset_round",
+    "whole_close_rounds",
     "closing_rounds",
 )

@@ -43,7 +43,7 @@ import numpy as np
 from model import kernels
 from model.accounts import AccountBook, RoundSums, column_sum, row_any, row_sum, take_rows
 from model.adl import Deleveraging, auto_deleverage
-from model.closing_rounds import ClosingRounds
+from model.closing_rounds import ClosedRounds, ClosingRounds
 from model.collateral import Sale, auto_exchange
 from model.config import MarginConfig
 from model.fills import FillLog, Kind
@@ -234,7 +234,9 @@ class LiquidationEngine:
         margin: the ``[margin]`` section (liquidation mode, fee, buffer, insurance fund,
             round limit, ADL and its ranking, venue rules, vault).
         on_round: called with every :class:`RoundRecord`, in order (the contagion graph
-            listens; rounds run by one compiled call are reported when it returns).
+            listens; rounds run by one compiled call are reported when it returns, and all
+            at once to a listener with a ``record_closed_rounds`` method, as
+            :meth:`model.contagion.ContagionRecorder.record_closed_rounds`).
         screen: skip accounts provably far from maintenance (:mod:`model.screen`); False
             checks every account every round (same results).
         rng: the random stream of the ``random`` ADL ranking (the model's ``rng``).
@@ -422,7 +424,7 @@ class LiquidationEngine:
         ``rnd`` (:meth:`_run_closing_rounds`), as :meth:`_close_cross_books` and
         :meth:`_log_closed_books` book and report each of theirs: the book's aggregates
         round by round and the rows of all as one write (those the call's queries read, as
-        seen by the screen), then round by round the counts and the step's counters and the
+        seen by the screen), then round by round the counts and the step's counters, then the
         report to ``on_round`` (the fund paid what it could; no ADL in the call)."""
         if not done:
             return
@@ -435,14 +437,33 @@ class LiquidationEngine:
             self._add_counts(hi - lo, int(r.first_ever[i]), int(r.first_in_step[i]))
             self.totals.liquidations += int(r.fills[i])
             self._add_round(hi - lo, r.liquidated[i], r.bad_debt[i], r.fees[i])
-            p, record = r.prices[i], None
-            self._walked_depth = p[2]
+        self._walked_depth = r.prices[done - 1, 2]
+        self._report_closed_rounds(step, rnd, r)
+
+    def _report_closed_rounds(self, step, rnd, r: ClosedRounds) -> None:
+        """Count the rounds of ``r`` (from round ``rnd``) done and tell ``on_round``: all at
+        once to a listener that takes a compiled call's rounds so (a ``record_closed_rounds``
+        method: the contagion recorder, :meth:`model.contagion.ContagionRecorder.record_closed_rounds`),
+        else round by round."""
+        n = len(r.bounds) - 1
+        at_once = getattr(self.on_round, "record_closed_rounds", None)
+        if at_once is not None:
+            self.totals.rounds = rnd + n - 1
+            at_once(step, rnd, r, lambda i: self._closed_rounds_record(step, rnd, r, i))
+            return
+        for i in range(n):
+            record = None
             if self.on_round is not None:
-                record = self._whole_close_record(
-                    step, rnd + i, r.rows[lo:hi], r.qty[lo:hi], p[:2], r.row_notional[lo:hi],
-                    (r.fees[i], r.bad_debt[i]), r.fund[i], (0.0, 0.0, r.unfunded[i]), p[2],
-                )  # fmt: skip
+                record = self._closed_rounds_record(step, rnd, r, i)
             self._report(rnd + i, record)
+
+    def _closed_rounds_record(self, step, rnd, r: ClosedRounds, i: int) -> RoundRecord:
+        """The :class:`RoundRecord` of round ``i`` of ``r`` (round ``rnd + i`` of ``step``)."""
+        lo, hi, p = r.bounds[i], r.bounds[i + 1], r.prices[i]
+        return self._whole_close_record(
+            step, rnd + i, r.rows[lo:hi], r.qty[lo:hi], p[:2], r.row_notional[lo:hi],
+            (r.fees[i], r.bad_debt[i]), r.fund[i], (0.0, 0.0, r.unfunded[i]), p[2],
+        )  # fmt: skip
 
     def _report(self, rnd: int, record: RoundRecord | None) -> None:
         """Count round ``rnd`` done and tell ``on_round`` (``record``: the round's)."""

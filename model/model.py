@@ -142,7 +142,7 @@ class ContagionModel(mesa.Model):
             self.book,
             self.market,
             cfg.margin,
-            on_round=self.recorder.record,
+            on_round=self.recorder,
             screen=screen,
             rng=self.rng,
         )

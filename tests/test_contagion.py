@@ -1042,3 +1042,69 @@ def test_edge_tables_in_parts_of_string_ids_and_of_no_edges():
     joined = pd.concat(list(rec.edges_tables(1)), ignore_index=True)
     pd.testing.assert_frame_equal(joined, whole, check_exact=True)
     assert pd.api.types.is_string_dtype(joined["target"].dtype)
+
+
+def _recorder_state(recorder: ContagionRecorder) -> list:
+    """Everything the recorder keeps: edges, batches, special nodes, node attributes and
+    counters."""
+    return [
+        *recorder.edges().values(),
+        *recorder._batches.columns().values(),
+        recorder.roots,
+        recorder.events,
+        recorder.first_step,
+        recorder.first_round,
+        recorder.notional,
+        (recorder.truncated, recorder.truncated_rounds, recorder.first_truncated_step),
+        (recorder.edge_count, recorder._version),
+    ]
+
+
+@pytest.mark.parametrize("candidates", [contagion._TA_MAX_CANDIDATES, 4])
+def test_a_compiled_calls_rounds_recorded_at_once_as_round_by_round(candidates, monkeypatch):
+    """The rounds of a compiled call (model.closing_rounds) handed to the recorder at once
+    (ContagionRecorder.record_closed_rounds) leave it as the same rounds recorded one by one
+    through ``record``: a one-asset book large enough for the kernels, traders re-entering
+    after a liquidation (victims liquidated before: the numpy lines), an edge budget that
+    the early rounds fit in and the later ones pass, and, with the compiled search's
+    candidates capped below the kept edges, rounds whose top contributors numpy finds. Every
+    way a round leaves the compiled call is taken."""
+    from tests.helpers import small_config
+
+    monkeypatch.setattr(contagion, "_TA_MAX_CANDIDATES", candidates)
+    cfg = build_config(
+        small_config(
+            steps=60,
+            market={"volatility": 0.9, "correlation": 0.0},
+            assets=[{"symbol": "BTC", "price": 60000.0, "depth": 4.0e6, "max_leverage": 50}],
+            traders={"count": 6000, "leverage": 20.0, "assets_per_trader": 1, "reentry_steps": 6},
+            margin={"liquidation": "full", "insurance_fund": 1.0e6, "max_rounds": 12},
+            contagion={"max_edges": 20_000},
+            shocks=[{"step": s, "asset": "BTC", "return": -0.03} for s in range(5, 50, 10)],
+        )
+    )
+    handed_back = []
+    at_once = contagion.ContagionRecorder._whole_close_rounds
+
+    def counted(self, step, rnd, rounds, start):
+        stop, status = at_once(self, step, rnd, rounds, start)
+        handed_back.append(status if stop < len(rounds.bounds) - 1 else None)
+        return stop, status
+
+    monkeypatch.setattr(contagion.ContagionRecorder, "_whole_close_rounds", counted)
+    states = []
+    for one_by_one in (False, True):
+        model = ContagionModel(cfg, create_agents=False)
+        if one_by_one:  # a listener without record_closed_rounds: told round by round
+            model.engine.on_round = lambda rec, recorder=model.recorder: recorder.record(rec)
+        model.run()
+        states.append(_recorder_state(model.recorder))
+    # handed back: a victim liquidated before (0), every edge in the budget (1), too many
+    # candidates (3); None: the call recorded every round it was given
+    assert set(handed_back) == {0, 1, None} | ({3} if candidates == 4 else set())
+    assert handed_back.count(None) > 5 and states[0][-1][0] > 20_000
+    for mine, theirs in zip(*states, strict=True):
+        if isinstance(mine, np.ndarray):
+            assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs)
+        else:
+            assert mine == theirs

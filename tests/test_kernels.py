@@ -561,9 +561,10 @@ def test_runs_past_max_edges_record_the_same_edges_with_and_without_the_kernels(
     """A one-asset run whose rounds pass ``contagion.max_edges`` early, its accounts closed
     whole or in part (then liquidated again in later rounds, so victims' exposures during the
     move include what they closed before): its rounds go to the recorder's kernels (whole
-    rounds of new victims to kernels.one_asset_round, which writes the kept edges itself;
-    rounds with victims liquidated before to the separate kernels), and every table, the
-    edges included, is the numpy run's."""
+    rounds of new victims to kernels.one_asset_round, which writes the kept edges itself,
+    the rounds of a compiled call's whole closes to kernels.whole_close_rounds, which calls
+    it round after round; rounds with victims liquidated before to the separate kernels),
+    and every table, the edges included, is the numpy run's."""
     # (kernels that other kernels call are not replaced: one compiled on first use inside
     # the test would bind the replacement; the recorder's methods that call them are)
     calls = []
@@ -576,7 +577,17 @@ def test_runs_past_max_edges_record_the_same_edges_with_and_without_the_kernels(
 
         return record
 
+    def at_once(self, step, rnd, rounds, start, call=ContagionRecorder._whole_close_rounds):
+        truncated = self.truncated_rounds
+        stop, status = call(self, step, rnd, rounds, start)
+        if self.truncated_rounds > truncated:  # rounds past the budget, in one call
+            calls.append(("round", 2))
+        if stop < len(rounds.bounds) - 1:  # a round handed back, with its status
+            calls.append(("round", status))
+        return stop, status
+
     monkeypatch.setattr(kernels, "one_asset_round", watched("round", kernels.one_asset_round))
+    monkeypatch.setattr(ContagionRecorder, "_whole_close_rounds", at_once)
     for name in ("_factors_of_one_asset_round", "_keep_top_compiled"):
         monkeypatch.setattr(
             ContagionRecorder, name, watched(name, getattr(ContagionRecorder, name))
