@@ -761,8 +761,8 @@ class ContagionRecorder:
 
     def _whole_close_rounds(self, step, rnd, rounds: ClosedRounds, start: int):
         """Rounds ``start``.. of :meth:`record_closed_rounds` in one compiled call, their
-        edges written into the edge log's room, then their batches, special nodes and
-        counters noted; returns the round the call handed back (``n``: none) and its status
+        edges and batches written into the logs' room, then their special nodes and counters
+        noted; returns the round the call handed back (``n``: none) and its status
         (:func:`model.kernels.whole_close_rounds`)."""
         prev, b, n = self._prev, rounds.bounds, len(rounds.bounds) - 1
         first = start == 0 and (prev is None or prev.step != step or prev.round != rnd - 1)
@@ -783,40 +783,37 @@ class ContagionRecorder:
         for k_l, k_v in zip(liquidators[first:], victims[first:], strict=True):
             room_size += (max(1, min(self.top, k_l)) + 1) * k_v  # (kept edges, aggregates)
         share, col, counts = self._scratch(max(liquidators), max(victims))
-        sizes, named, result = np.zeros(n, np.int64), np.zeros(n, np.int8), np.zeros(2, np.int64)
+        named, result = np.zeros(n, np.int8), np.zeros(3, np.int64)
         room, at = self._edges.reserve(room_size)
+        batches, b_at = self._batches.reserve(n - start)
         stop = kernels.whole_close_rounds(
             first, start, n, step, rnd, np.asarray(b, dtype=np.int64), rounds.rows, qty,
             rounds.row_notional, rounds.prices, prev_rows, closed, spent, move, self.events,
             self.first_step, self.first_round, self.notional, self.max_edges - self.edge_count,
             self.top, _TA_MAX_CANDIDATES, self._next_special(), _MIN_REST, share, col,
-            room["src"][at:], room["dst"][at:], room["weight"][at:], sizes, named, counts,
-            result,
+            room["src"][at:], room["dst"][at:], room["weight"][at:], batches["step"][b_at:],
+            batches["round"][b_at:], batches["size"][b_at:], named, counts, result,
         )  # fmt: skip
-        status, written = result.tolist()
+        status, written, batches_written = result.tolist()
         self._edges.commit(written)
-        self._note_whole_close_rounds(step, rnd, start, stop, first, sizes, named)
+        self._batches.commit(batches_written)
+        self.edge_count += written
+        self._note_whole_close_rounds(step, rnd, start, stop, first, named)
         return stop, status
 
-    def _note_whole_close_rounds(self, step, rnd, start, stop, first, sizes, named) -> None:
-        """The batches, special nodes and counters of rounds ``start`` to ``stop - 1`` that
-        :func:`model.kernels.whole_close_rounds` recorded (``sizes``: their edges;
-        ``named``: the special node each named), as :meth:`record` notes each."""
-        if stop == start:
-            return
+    def _note_whole_close_rounds(self, step, rnd, start, stop, first, named) -> None:
+        """The special nodes and counters of rounds ``start`` to ``stop - 1`` that
+        :func:`model.kernels.whole_close_rounds` recorded (``named``: the special node each
+        named), as :meth:`record` notes each."""
         self._version += stop - start
         for i, kind in enumerate(named[start:stop].tolist(), start):
             if kind:
                 self.roots.append(f"step:{step}" if kind == 1 else f"others:{step}:{rnd + i}")
         truncated = stop - start - first
-        if truncated:
+        if truncated > 0:
             self.truncated = True
             self.truncated_rounds += truncated
             self.first_truncated_step = self.first_truncated_step or int(step)
-        kept = np.flatnonzero(sizes[start:stop])
-        size = sizes[start:stop][kept]
-        self._batches.append(kept.size, {"step": step, "round": rnd + start + kept, "size": size})
-        self.edge_count += int(size.sum())
 
     def _one_asset_round_compiled(self, rows, rec: RoundRecord, prev: RoundRecord) -> bool:
         """A one-asset round whose victims have no event yet (every victim of a full

@@ -1394,7 +1394,8 @@ def one_asset_round(rows, notional, step, rnd, events, first_step, first_round, 
 def whole_close_rounds(first, start, n, step, rnd, bounds, rows, qty, notional, prices,
                        prev_rows, prev_closed, prev_notional, prev_move, events, first_step,
                        first_round, total, budget, top, max_candidates, special, min_rest,
-                       share, col, src, dst, weight, sizes, named, counts, result):  # fmt: skip
+                       share, col, src, dst, weight, batch_step, batch_round, batch_size,
+                       named, counts, result):  # fmt: skip
     """Rounds ``start`` to ``n - 1`` of a compiled call's whole closes of a one-asset book
     (:class:`model.closing_rounds.ClosedRounds`: ``bounds``, ``rows``, ``qty`` (m,),
     ``notional`` (m,), ``prices`` (n, 3, 1)) recorded one after the other as
@@ -1402,16 +1403,18 @@ def whole_close_rounds(first, start, n, step, rnd, bounds, rows, qty, notional, 
     (``first``, only round ``start``) from the step's root, every other round past the edge
     budget by :func:`one_asset_round`, its previous round ``prev_*`` for round ``start`` and
     the call's own round before it after that. The edges go into ``src``, ``dst`` and
-    ``weight`` one round after the other; per round, its edges into ``sizes`` and the
-    special node it named into ``named`` (1: the step's root, 2: the round's aggregate, 0:
-    none; ``special`` is the code of the next one).
+    ``weight`` one round after the other, and each round with edges into the batches' log
+    (``batch_step``, ``batch_round``, ``batch_size``: its step, round and edges); per round,
+    the special node it named into ``named`` (1: the step's root, 2: the round's aggregate,
+    0: none; ``special`` is the code of the next one).
 
     Returns the first round not recorded (``n``: none), with ``result`` [the status
-    :func:`one_asset_round` gave that round, the edges written]; its counters and factors
+    :func:`one_asset_round` gave that round, the edges written, the batches written]; its
+    counters and factors
     (``share``, ``col``, ``counts``) are written when the status is 1 or 3, as that kernel
     leaves them for the recorder's numpy lines.
     """
-    e = 0
+    e, batches = 0, 0
     for i in range(start, n):
         lo, hi = bounds[i], bounds[i + 1]
         victims = rows[lo:hi]
@@ -1437,14 +1440,17 @@ def whole_close_rounds(first, start, n, step, rnd, bounds, rows, qty, notional, 
                 dst[e:], weight[e:], counts,
             )  # fmt: skip
             if status != 2:
-                result[0], result[1] = status, e
+                result[0], result[1], result[2] = status, e, batches
                 return i
             named[i] = 2 if counts[1] else 0
             special -= 1 if counts[1] else 0
-        sizes[i] = counts[0] + counts[1]
-        e += sizes[i]
-        budget -= sizes[i]
-    result[0], result[1] = 2, e
+        size = counts[0] + counts[1]
+        if size:
+            batch_step[batches], batch_round[batches], batch_size[batches] = step, rnd + i, size
+            batches += 1
+        e += size
+        budget -= size
+    result[0], result[1], result[2] = 2, e, batches
     return n
 
 
