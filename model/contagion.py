@@ -637,7 +637,11 @@ class ContagionRecorder:
         self.first_round = np.zeros(n, dtype=np.int64)
         self.events = np.zeros(n, dtype=np.int64)
         self.notional = np.zeros(n)
-        self._prev = None
+        # the round recorded last: as it came, or made on first use from rounds recorded at
+        # once (_prev_of); its step and round in any case
+        self._prev: RoundRecord | None = None
+        self._prev_of = None
+        self._prev_at: tuple[int, int] | None = None
         self._version = 0
         self._cache: dict = {}
         # a large book's rounds go to compiled kernels (model.kernels): the victims' counters,
@@ -688,8 +692,8 @@ class ContagionRecorder:
         """Add one liquidation round (a :class:`model.liquidation.RoundRecord`)."""
         rows = np.asarray(rec.rows, dtype=np.int64)
         self._version += 1
-        prev = self._prev
-        first = prev is None or prev.step != rec.step or prev.round != rec.round - 1
+        first = not self._follows(rec.step, rec.round)
+        prev = None if first else self._previous()
         if first:
             self._note_victims(rows, rec)
             self._add_roots(self._special(f"step:{rec.step}"), rows, rec.step, rec.round)
@@ -708,7 +712,18 @@ class ContagionRecorder:
             else:
                 mix, share = attribution_factors(exposure, move, prev.closed, prev.notional)
                 self._attribute(prev_rows, rows, mix, share, rec.step, rec.round)
-        self._prev = rec
+        self._prev, self._prev_of, self._prev_at = rec, None, (rec.step, rec.round)
+
+    def _follows(self, step, rnd) -> bool:
+        """Whether round ``rnd`` of ``step`` follows the round recorded last (else it is
+        attributed to the step's root)."""
+        return self._prev_at == (step, rnd - 1)
+
+    def _previous(self) -> RoundRecord:
+        """The round recorded last (made now if it was one of rounds recorded at once)."""
+        if self._prev_of is not None:
+            self._prev, self._prev_of = self._prev_of(), None
+        return self._prev
 
     def __call__(self, rec: RoundRecord) -> None:
         """:meth:`record`: the recorder listens to the engine's rounds (its ``on_round``)."""
@@ -724,7 +739,7 @@ class ContagionRecorder:
         liquidated before, every edge within the budget), which goes to the lines of
         :meth:`record`, and the call goes on from the round after it. ``record_of(i)`` gives
         round ``i``'s :class:`model.liquidation.RoundRecord`: for the rounds recorded one by
-        one, and for the last one, kept as the previous round.
+        one, and for the last one if the next round recorded needs it as its previous one.
         """
         n = len(rounds.bounds) - 1
         if not (self._compiled and rounds.prices.shape[2] == 1):
@@ -739,7 +754,7 @@ class ContagionRecorder:
             lo, hi = rounds.bounds[j], rounds.bounds[j + 1]
             if status == 0:  # a victim liquidated before: record()'s numpy lines
                 if j:
-                    self._prev = record_of(j - 1)
+                    self._prev, self._prev_of = record_of(j - 1), None
                 self.record(record_of(j))
             else:  # its counters and factors written: the edges with numpy
                 self._version += 1
@@ -750,13 +765,13 @@ class ContagionRecorder:
                     status, prev_rows, rounds.rows[lo:hi], share, col, step, rnd + j
                 )
             i = j + 1
-        self._prev = record_of(n - 1)
+        self._prev_of, self._prev_at = (lambda: record_of(n - 1)), (step, rnd + n - 1)
 
     def _prev_rows(self, rounds: ClosedRounds, i: int) -> np.ndarray:
         """The rows of the round before round ``i`` of ``rounds`` (the previous round kept
         for round 0)."""
         if i == 0:
-            return np.asarray(self._prev.rows, dtype=np.int64)
+            return np.asarray(self._previous().rows, dtype=np.int64)
         return rounds.rows[rounds.bounds[i - 1] : rounds.bounds[i]]
 
     def _whole_close_rounds(self, step, rnd, rounds: ClosedRounds, start: int):
@@ -764,12 +779,13 @@ class ContagionRecorder:
         edges and batches written into the logs' room, then their special nodes and counters
         noted; returns the round the call handed back (``n``: none) and its status
         (:func:`model.kernels.whole_close_rounds`)."""
-        prev, b, n = self._prev, rounds.bounds, len(rounds.bounds) - 1
-        first = start == 0 and (prev is None or prev.step != step or prev.round != rnd - 1)
+        b, n = rounds.bounds, len(rounds.bounds) - 1
+        first = start == 0 and not self._follows(step, rnd)
         qty = rounds.qty[:, 0]
         if first:
             prev_rows, closed, spent, move = _NO_ROWS, _NO_VALUES, _NO_VALUES, 0.0
         elif start == 0:
+            prev = self._previous()
             prev_rows, closed = self._prev_rows(rounds, 0), _first_column(prev.closed)
             spent = np.asarray(prev.notional, dtype=float)
             move = float(prev.price_after[0]) - float(prev.price_before[0])
