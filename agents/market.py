@@ -153,10 +153,11 @@ class Market(mesa.Agent):
         self.jump_mean = float(market.jump_mean)
         self.jump_volatility = float(market.jump_volatility)
         self.chol = correlated_normals_factor(np.asarray(market.correlation_matrix(a), dtype=float))
-        self.shocks = {}  # step -> (A,) multiplicative factor
+        factors = {}  # step -> (A,) multiplicative factor
         for shock in shocks:
-            f = self.shocks.setdefault(shock.step, np.ones(a))
+            f = factors.setdefault(shock.step, np.ones(a))
             f[self.symbols.index(shock.asset)] *= 1.0 + shock.return_
+        self.log_shocks = {step: np.log(f) for step, f in factors.items()}  # (added to d log F)
 
         self.log_fundamental = np.log(self.initial_price)
         self.impact = np.zeros(a)
@@ -165,7 +166,7 @@ class Market(mesa.Agent):
         self.forced_flow = np.zeros(a)
         self.inventory = np.zeros(a)
         self.cash = np.zeros(a)
-        self.step_open = self.initial_price.copy()  # market price when the step began
+        self._log_open = np.log(self.initial_price)  # log market price when the step began
         # Liquidity stress: depth thins with forced flow and outsized moves, and recovers.
         self.depth_stress = float(market.depth_stress)
         self.depth_recovery = float(market.depth_recovery)
@@ -309,8 +310,8 @@ class Market(mesa.Agent):
             dlog += n_jumps * self.jump_mean + np.sqrt(
                 n_jumps
             ) * self.jump_volatility * rng.standard_normal(a)
-        if step in self.shocks:
-            dlog += np.log(self.shocks[step])
+        if step in self.log_shocks:
+            dlog += self.log_shocks[step]
         raw = self.log_fundamental + dlog
         self.log_fundamental = np.minimum(np.maximum(raw, -_MAX_LOG), _MAX_LOG)
         if (self.log_fundamental == raw).all():
@@ -327,7 +328,12 @@ class Market(mesa.Agent):
         self.flow = np.zeros(a)
         self.forced_flow = np.zeros(a)
         self.book_flow = np.zeros(a)
-        self.step_open = self.price
+        self._log_open = self.log_fundamental + self.impact
+
+    @property
+    def step_open(self) -> np.ndarray:
+        """(A,) the market price when the step began (after its fundamental move)."""
+        return libm_exp(self._log_open)
 
     # ---- execution ----------------------------------------------------------------------
     def execute(self, net_flow, *, forced: bool) -> np.ndarray:

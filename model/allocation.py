@@ -38,6 +38,7 @@ import numpy as np
 __all__ = ["release_free_memory", "without_hugepage_advice"]
 
 
+@functools.cache
 def _advice_setter():
     """numpy's setter of the advice (``_set_madvise_hugepage``, returning the previous
     value), or None where this numpy has none."""

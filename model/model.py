@@ -14,6 +14,7 @@ views onto its rows. All randomness comes from ``self.rng``, seeded through
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -461,7 +462,9 @@ class ContagionModel(mesa.Model):
                 break
         if whole:
             balances = sum(a.sum() for a in book.read(None, *names))
-        market = mk.price.tolist() + mk.cash.tolist() + mk.inventory.tolist()  # (3A values)
+        # (4A values; the log price, held within limits, is finite exactly when the price is)
+        market = [*mk.log_fundamental.tolist(), *mk.impact.tolist(), *mk.cash.tolist()]
+        market += mk.inventory.tolist()
         total = (
             balances
             + sum(market)
@@ -469,7 +472,7 @@ class ContagionModel(mesa.Model):
             + self.engine.unfunded_bad_debt
             + (0.0 if self.engine.vault is None else self.engine.vault.value(mk.price))
         )
-        if not np.isfinite(total):
+        if not math.isfinite(total):
             raise DivergenceError(
                 f"step {t}: balances overflowed floating point (prices held at their limits "
                 "while traders kept trading: assets.depth is too thin for these orders)"

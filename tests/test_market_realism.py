@@ -68,7 +68,7 @@ def test_stressed_depth_by_hand(small_cfg):
     assert mk.move_stress[0] == 0.0
     assert mk.effective_depth_qty()[0] == pytest.approx(d / 1.15, rel=1e-12)
     # An outsized move: a -10% shock (plus the step's noise) against a normal 2 sigma.
-    mk.shocks[3] = np.array([0.9])
+    mk.log_shocks[3] = np.log([0.9])
     before = mk.log_fundamental.copy()
     mk.move_fundamentals(3)
     dlog = abs(mk.log_fundamental[0] - before[0])
