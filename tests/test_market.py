@@ -90,3 +90,45 @@ def test_counterparty_book_conserves_value():
     assert m.inventory.tolist() == [-2.0, 3.0]
     assert m.cash.tolist() == [200.0, -30.0]
     assert m.value(np.array([100.0, 10.0])) == pytest.approx(0.0)
+
+
+def _clipped(values, low, high, hit):
+    """The plain clip of ``values`` to ``[low, high]`` and the limits hit noted over ``hit``
+    (the market's numpy lines, every time)."""
+    clipped = np.minimum(np.maximum(values, low), high)
+    with np.errstate(invalid="ignore"):
+        bit = np.sign(values - clipped).astype(np.int8)
+    return clipped, np.where(bit != 0, bit, hit)
+
+
+def test_limits_leave_values_strictly_within_them_as_the_clip_leaves_them():
+    """The log-price limits as the market applies them (a value strictly inside its limits
+    passed on as it is) against the plain clip, to the bit: values at, just inside and
+    beyond each limit, signed zeros where a limit is zero, and a NaN; the impact's limits
+    (relative to the fundamental) and the fundamental's own, and which limit each hit."""
+    lim = 230.0
+    edge = [np.nextafter(lim, 0.0), lim, np.nextafter(lim, np.inf), 1e300, 0.0, -0.0, np.nan]
+    values = [v for x in edge for v in (x, -x)]
+    mk = make_market()
+    for f in (0.0, -lim, lim, 3.5):  # the impact's limits relative to this fundamental
+        for x in values + [v - f for v in values]:  # (a limit of zero at f = +-lim)
+            mk.log_fundamental = np.array([f, 11.0])
+            mk.limit_hit = np.zeros(2, dtype=np.int8)
+            s = np.array([x, 0.25])
+            low, high = -lim - mk.log_fundamental, lim - mk.log_fundamental
+            want, hit = _clipped(s, low, high, np.zeros(2, dtype=np.int8))
+            with np.errstate(invalid="ignore"):
+                got = mk._within_limits(s.copy())
+            assert got.tobytes() == want.tobytes(), (f, x)
+            assert mk.limit_hit.tobytes() == hit.tobytes(), (f, x)
+    mk._drift, mk._diffusion = np.zeros(2), np.zeros(2)  # (the step's move: the shock)
+    for x in values:  # the fundamental's own limits, through a step's move
+        mk.log_fundamental, mk.log_shocks = np.zeros(2), {1: np.array([x, 0.0])}
+        with np.errstate(invalid="ignore"):
+            mk.move_fundamentals(1)
+        raw = np.zeros(2) + np.array([x, 0.0])
+        want, _ = _clipped(raw, -lim, lim, 0)
+        with np.errstate(invalid="ignore"):
+            hit = np.sign(raw - want).astype(np.int8)
+        assert mk.log_fundamental.tobytes() == want.tobytes(), x
+        assert mk.limit_hit.tobytes() == hit.tobytes(), x
