@@ -1410,9 +1410,8 @@ def whole_close_rounds(first, start, n, step, rnd, bounds, rows, qty, notional, 
 
     Returns the first round not recorded (``n``: none), with ``result`` [the status
     :func:`one_asset_round` gave that round, the edges written, the batches written]; its
-    counters and factors
-    (``share``, ``col``, ``counts``) are written when the status is 1 or 3, as that kernel
-    leaves them for the recorder's numpy lines.
+    counters and factors (``share``, ``col``, ``counts``) are written when the status is 1
+    or 3, as that kernel leaves them for the recorder's numpy lines.
     """
     e, batches = 0, 0
     for i in range(start, n):

@@ -442,9 +442,10 @@ class LiquidationEngine:
 
     def _report_closed_rounds(self, step, rnd, r: ClosedRounds) -> None:
         """Count the rounds of ``r`` (from round ``rnd``) done and tell ``on_round``: all at
-        once to a listener that takes a compiled call's rounds so (a ``record_closed_rounds``
-        method: the contagion recorder, :meth:`model.contagion.ContagionRecorder.record_closed_rounds`),
-        else round by round."""
+        once to a listener that takes a compiled call's rounds so (its
+        ``record_closed_rounds``, as the contagion recorder's
+        :meth:`model.contagion.ContagionRecorder.record_closed_rounds`), else round by
+        round."""
         n = len(r.bounds) - 1
         at_once = getattr(self.on_round, "record_closed_rounds", None)
         if at_once is not None:
