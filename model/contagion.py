@@ -68,6 +68,8 @@ from model.liquidation import RoundRecord
 from model.sorting import run_labels, run_starts, stable_argsort
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from model.closing_rounds import ClosedRounds
 
 __all__ = [
@@ -729,7 +731,9 @@ class ContagionRecorder:
         """:meth:`record`: the recorder listens to the engine's rounds (its ``on_round``)."""
         self.record(rec)
 
-    def record_closed_rounds(self, step: int, rnd: int, rounds: ClosedRounds, record_of) -> None:
+    def record_closed_rounds(
+        self, step: int, rnd: int, rounds: ClosedRounds, record_of: Callable[[int], RoundRecord]
+    ) -> None:
         """Rounds ``rnd``, ``rnd + 1``, ... of ``step`` that one compiled call closed whole
         (:class:`model.closing_rounds.ClosedRounds`), recorded as :meth:`record` records each
         of them: the same edges, batches, special nodes and counters (tests/test_contagion.py).
