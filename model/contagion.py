@@ -50,6 +50,7 @@ builds the networkx graph on demand, and :meth:`ContagionRecorder.write_graphml`
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import io
 import json
@@ -743,7 +744,7 @@ class ContagionRecorder:
         liquidated before, every edge within the budget), which goes to the lines of
         :meth:`record`, and the call goes on from the round after it. ``record_of(i)`` gives
         round ``i``'s :class:`model.liquidation.RoundRecord`: for the rounds recorded one by
-        one, and for the last one if the next round recorded needs it as its previous one.
+        one, and for the round recorded last when a round needs it as its previous one.
         """
         n = len(rounds.bounds) - 1
         if not (self._compiled and rounds.prices.shape[2] == 1):
@@ -753,12 +754,12 @@ class ContagionRecorder:
         i = 0
         while i < n:
             j, status = self._whole_close_rounds(step, rnd, rounds, i)
+            if j > i:  # the last round the call recorded is the previous one now
+                self._keep_previous(functools.partial(record_of, j - 1), step, rnd + j - 1)
             if j == n:
                 break
             lo, hi = rounds.bounds[j], rounds.bounds[j + 1]
             if status == 0:  # a victim liquidated before: record()'s numpy lines
-                if j:
-                    self._prev, self._prev_of = record_of(j - 1), None
                 self.record(record_of(j))
             else:  # its counters and factors written: the edges with numpy
                 self._version += 1
@@ -768,8 +769,13 @@ class ContagionRecorder:
                 self._finish_one_asset_round(
                     status, prev_rows, rounds.rows[lo:hi], share, col, step, rnd + j
                 )
+                self._keep_previous(functools.partial(record_of, j), step, rnd + j)
             i = j + 1
-        self._prev_of, self._prev_at = (lambda: record_of(n - 1)), (step, rnd + n - 1)
+
+    def _keep_previous(self, record_of, step, rnd) -> None:
+        """Keep round ``rnd`` of ``step`` as the round recorded last, its record made by
+        ``record_of()`` when a round needs it (:meth:`_previous`)."""
+        self._prev, self._prev_of, self._prev_at = None, record_of, (step, rnd)
 
     def _prev_rows(self, rounds: ClosedRounds, i: int) -> np.ndarray:
         """The rows of the round before round ``i`` of ``rounds`` (the previous round kept
@@ -790,7 +796,7 @@ class ContagionRecorder:
             prev_rows, closed, spent, move = _NO_ROWS, _NO_VALUES, _NO_VALUES, 0.0
         elif start == 0:
             prev = self._previous()
-            prev_rows, closed = self._prev_rows(rounds, 0), _first_column(prev.closed)
+            prev_rows, closed = np.asarray(prev.rows, dtype=np.int64), _first_column(prev.closed)
             spent = np.asarray(prev.notional, dtype=float)
             move = float(prev.price_after[0]) - float(prev.price_before[0])
         else:
