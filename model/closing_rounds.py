@@ -47,24 +47,17 @@ class ClosedRound(RoundSums):
     Attributes:
         rows: (k,) book rows liquidated.
         depth: (A,) the depth the round's flow walked.
-        fund: the fund after the round; unfunded: bad debt nobody paid.
         traded, paid, debt, any_debt, net: the book's sums of the close
             (:meth:`model.accounts.AccountBook.book_close`).
-        fills, first_ever, first_in_step: fills logged and accounts counted.
     """
 
     rows: np.ndarray
     depth: np.ndarray
-    fund: float
-    unfunded: float
     traded: float
     paid: float
     debt: float
     any_debt: bool
     net: np.ndarray
-    fills: int
-    first_ever: int
-    first_in_step: int
 
 
 @dataclass
@@ -80,7 +73,9 @@ class ClosedRounds:
         net: (n, A) each round's fill's column sums.
         notional, fee, bad: (m, A) per position (views of the call's buffers, read before
             the next call).
-        fees .. first_in_step: per round, the fields of :class:`ClosedRound` of those names.
+        fees .. first_in_step: per round, the round's sums: fees, bad debt and notional,
+            the fund after it and the debt nobody paid, the close's sums (as in
+            :class:`ClosedRound`), the fills logged and the accounts counted.
     """
 
     rows: np.ndarray
@@ -113,10 +108,8 @@ class ClosedRounds:
             qty=self.qty[lo:hi], price_before=p[0], price=p[1], notional=self.notional[lo:hi],
             fee=self.fee[lo:hi], bad=self.bad[lo:hi], row_notional=self.row_notional[lo:hi],
             fees=self.fees[i], bad_debt=self.bad_debt[i], liquidated=self.liquidated[i],
-            rows=self.rows[lo:hi], depth=p[2], fund=self.fund[i], unfunded=self.unfunded[i],
-            traded=self.traded[i], paid=self.paid[i], debt=self.debt[i],
-            any_debt=self.any_debt[i] != 0.0, net=self.net[i], fills=int(self.fills[i]),
-            first_ever=int(self.first_ever[i]), first_in_step=int(self.first_in_step[i]),
+            rows=self.rows[lo:hi], depth=p[2], traded=self.traded[i], paid=self.paid[i],
+            debt=self.debt[i], any_debt=self.any_debt[i] != 0.0, net=self.net[i],
         )  # fmt: skip
 
 

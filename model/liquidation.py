@@ -367,10 +367,7 @@ class LiquidationEngine:
                 if over:
                     return self.totals
                 continue
-            record = self._liquidate_round(step, rnd, rows, cross, iso, mark)
-            self.totals.rounds = rnd
-            if self.on_round is not None:
-                self.on_round(record)
+            self._report(rnd, self._liquidate_round(step, rnd, rows, cross, iso, mark))
             rnd += 1
         rows, _, _ = self.detect(self.market.mark)
         self.totals.round_limit_hit = rows.size > 0
